@@ -1,0 +1,118 @@
+use crate::entities::{entity_meta, touch, Entity};
+use crate::error::{EntityKind, Result};
+use crate::ids::CategoryId;
+use crate::time::Timestamp;
+use crate::validate::{Name, Slug};
+
+/// A category of products.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Category {
+    pub id: CategoryId,
+    pub name: String,
+    pub slug: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub deleted_at: Option<Timestamp>,
+    pub version: i64,
+}
+
+impl Entity for Category {
+    type Id = CategoryId;
+    type New = NewCategory;
+    type Patch = CategoryPatch;
+    type Filter = CategoryFilter;
+    const KIND: EntityKind = EntityKind::Category;
+    entity_meta!();
+}
+
+/// A validated new category.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewCategory {
+    name: Name,
+    slug: Slug,
+}
+
+impl NewCategory {
+    pub fn new(name: &str, slug: &str) -> Result<Self> {
+        Ok(Self {
+            name: Name::parse("name", name)?,
+            slug: Slug::parse("slug", slug)?,
+        })
+    }
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+    pub fn slug(&self) -> &str {
+        self.slug.as_str()
+    }
+
+    /// The row this input creates: a fresh id, version 1, created and updated at `now`.
+    pub fn into_entity(self, now: Timestamp) -> Category {
+        Category {
+            id: CategoryId::new(),
+            name: self.name.into_string(),
+            slug: self.slug.into_string(),
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+            version: 1,
+        }
+    }
+}
+
+/// A validated change to a category.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CategoryPatch {
+    name: Option<Name>,
+    slug: Option<Slug>,
+}
+
+impl CategoryPatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn name(mut self, name: &str) -> Result<Self> {
+        self.name = Some(Name::parse("name", name)?);
+        Ok(self)
+    }
+    pub fn slug(mut self, slug: &str) -> Result<Self> {
+        self.slug = Some(Slug::parse("slug", slug)?);
+        Ok(self)
+    }
+    pub fn name_value(&self) -> Option<&str> {
+        self.name.as_ref().map(Name::as_str)
+    }
+    pub fn slug_value(&self) -> Option<&str> {
+        self.slug.as_ref().map(Slug::as_str)
+    }
+
+    /// Applies the patch to `category` at `now` (new `updated_at`, next version).
+    pub fn apply_to(&self, category: &mut Category, now: Timestamp) {
+        if let Some(v) = &self.name {
+            category.name = v.as_str().to_owned();
+        }
+        if let Some(v) = &self.slug {
+            category.slug = v.as_str().to_owned();
+        }
+        touch(&mut category.updated_at, &mut category.version, now);
+    }
+}
+
+/// Which categories a list, count or exists covers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CategoryFilter {
+    /// Only the category with this slug.
+    pub slug: Option<Slug>,
+}
+
+impl CategoryFilter {
+    pub fn slug(mut self, slug: &str) -> Result<Self> {
+        self.slug = Some(Slug::parse("slug", slug)?);
+        Ok(self)
+    }
+    /// Whether a live `category` passes the filter.
+    pub fn matches(&self, category: &Category) -> bool {
+        self.slug.as_ref().is_none_or(|s| category.slug == s.as_str())
+    }
+}

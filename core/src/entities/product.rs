@@ -1,0 +1,348 @@
+use std::fmt;
+use std::str::FromStr;
+
+use crate::entities::{entity_meta, touch, Category, Entity, RatingStats, Review, User};
+use crate::error::{EntityKind, Error, Result, Rule};
+use crate::ids::{CategoryId, ProductId, UserId};
+use crate::query::{search_document, SearchText};
+use crate::time::Timestamp;
+use crate::validate::{Name, Sku, Slug, Stock, Text};
+
+/// Where a product is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(rename_all = "snake_case"))]
+pub enum ProductStatus {
+    #[default]
+    Draft,
+    Active,
+    Archived,
+}
+
+impl ProductStatus {
+    /// The lower-case name stored by the SQL adapters.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            ProductStatus::Draft => "draft",
+            ProductStatus::Active => "active",
+            ProductStatus::Archived => "archived",
+        }
+    }
+}
+
+impl fmt::Display for ProductStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for ProductStatus {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "draft" => Ok(ProductStatus::Draft),
+            "active" => Ok(ProductStatus::Active),
+            "archived" => Ok(ProductStatus::Archived),
+            _ => Err(Error::validation(
+                "status",
+                Rule::Malformed {
+                    expected: "one of draft, active, archived",
+                },
+            )),
+        }
+    }
+}
+
+/// A product of the catalogue.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Product {
+    pub id: ProductId,
+    pub name: String,
+    pub slug: String,
+    pub sku: String,
+    pub description: Option<String>,
+    pub status: ProductStatus,
+    /// Units in stock; never negative.
+    pub stock: i64,
+    pub category_id: Option<CategoryId>,
+    pub created_by: Option<UserId>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub deleted_at: Option<Timestamp>,
+    pub version: i64,
+}
+
+impl Product {
+    /// The text search matches against (see [`search_document`]).
+    pub fn search_document(&self) -> String {
+        search_document(&self.name, &self.sku, self.description.as_deref())
+    }
+}
+
+impl Entity for Product {
+    type Id = ProductId;
+    type New = NewProduct;
+    type Patch = ProductPatch;
+    type Filter = ProductFilter;
+    const KIND: EntityKind = EntityKind::Product;
+    entity_meta!();
+}
+
+/// A validated new product.
+///
+/// ```
+/// use stockroom_core::{NewProduct, ProductStatus};
+/// let mug = NewProduct::new("Blue mug", "blue-mug", "MUG-BLUE")?
+///     .with_stock(12)?
+///     .with_status(ProductStatus::Active);
+/// assert_eq!(mug.stock(), 12);
+/// assert!(NewProduct::new("", "blue-mug", "MUG-BLUE").is_err());
+/// # Ok::<(), stockroom_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewProduct {
+    name: Name,
+    slug: Slug,
+    sku: Sku,
+    description: Option<Text>,
+    status: ProductStatus,
+    stock: Stock,
+    category_id: Option<CategoryId>,
+    created_by: Option<UserId>,
+}
+
+impl NewProduct {
+    /// A draft product with no stock, no description, no category and no creator.
+    pub fn new(name: &str, slug: &str, sku: &str) -> Result<Self> {
+        Ok(Self {
+            name: Name::parse("name", name)?,
+            slug: Slug::parse("slug", slug)?,
+            sku: Sku::parse("sku", sku)?,
+            description: None,
+            status: ProductStatus::Draft,
+            stock: Stock::default(),
+            category_id: None,
+            created_by: None,
+        })
+    }
+
+    pub fn with_description(mut self, description: &str) -> Result<Self> {
+        self.description = Some(Text::parse("description", description)?);
+        Ok(self)
+    }
+
+    pub fn with_stock(mut self, stock: i64) -> Result<Self> {
+        self.stock = Stock::parse("stock", stock)?;
+        Ok(self)
+    }
+
+    pub fn with_status(mut self, status: ProductStatus) -> Self {
+        self.status = status;
+        self
+    }
+
+    pub fn in_category(mut self, category: CategoryId) -> Self {
+        self.category_id = Some(category);
+        self
+    }
+
+    pub fn created_by(mut self, user: UserId) -> Self {
+        self.created_by = Some(user);
+        self
+    }
+
+    pub fn name(&self) -> &str {
+        self.name.as_str()
+    }
+    pub fn slug(&self) -> &str {
+        self.slug.as_str()
+    }
+    pub fn sku(&self) -> &str {
+        self.sku.as_str()
+    }
+    pub fn description(&self) -> Option<&str> {
+        self.description.as_ref().map(Text::as_str)
+    }
+    pub fn status(&self) -> ProductStatus {
+        self.status
+    }
+    pub fn stock(&self) -> i64 {
+        self.stock.get()
+    }
+    pub fn category_id(&self) -> Option<CategoryId> {
+        self.category_id
+    }
+    pub fn creator(&self) -> Option<UserId> {
+        self.created_by
+    }
+
+    /// The row this input creates: a fresh id, version 1, created and updated at `now`.
+    pub fn into_entity(self, now: Timestamp) -> Product {
+        Product {
+            id: ProductId::new(),
+            name: self.name.into_string(),
+            slug: self.slug.into_string(),
+            sku: self.sku.into_string(),
+            description: self.description.map(Text::into_string),
+            status: self.status,
+            stock: self.stock.get(),
+            category_id: self.category_id,
+            created_by: self.created_by,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+            version: 1,
+        }
+    }
+}
+
+/// A validated change to a product. Stock is not part of it: stock moves only through
+/// [`adjust_stock`](crate::ProductRepository::adjust_stock) and transfers, which cannot race.
+///
+/// ```
+/// use stockroom_core::{ProductPatch, ProductStatus};
+/// let patch = ProductPatch::new().name("Red mug")?.status(ProductStatus::Archived);
+/// assert_eq!(patch.name_value(), Some("Red mug"));
+/// # Ok::<(), stockroom_core::Error>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProductPatch {
+    name: Option<Name>,
+    slug: Option<Slug>,
+    sku: Option<Sku>,
+    description: Option<Option<Text>>,
+    status: Option<ProductStatus>,
+    category_id: Option<Option<CategoryId>>,
+}
+
+impl ProductPatch {
+    /// A patch that changes nothing but `updated_at` and `version`.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn name(mut self, name: &str) -> Result<Self> {
+        self.name = Some(Name::parse("name", name)?);
+        Ok(self)
+    }
+    pub fn slug(mut self, slug: &str) -> Result<Self> {
+        self.slug = Some(Slug::parse("slug", slug)?);
+        Ok(self)
+    }
+    pub fn sku(mut self, sku: &str) -> Result<Self> {
+        self.sku = Some(Sku::parse("sku", sku)?);
+        Ok(self)
+    }
+    /// Sets (`Some`) or clears (`None`) the description.
+    pub fn description(mut self, description: Option<&str>) -> Result<Self> {
+        self.description = Some(description.map(|d| Text::parse("description", d)).transpose()?);
+        Ok(self)
+    }
+    pub fn status(mut self, status: ProductStatus) -> Self {
+        self.status = Some(status);
+        self
+    }
+    /// Moves the product to a category (`Some`) or out of any (`None`).
+    pub fn category(mut self, category: Option<CategoryId>) -> Self {
+        self.category_id = Some(category);
+        self
+    }
+
+    pub fn name_value(&self) -> Option<&str> {
+        self.name.as_ref().map(Name::as_str)
+    }
+    pub fn slug_value(&self) -> Option<&str> {
+        self.slug.as_ref().map(Slug::as_str)
+    }
+    pub fn sku_value(&self) -> Option<&str> {
+        self.sku.as_ref().map(Sku::as_str)
+    }
+    /// `None`: unchanged; `Some(None)`: cleared; `Some(Some(d))`: set.
+    pub fn description_value(&self) -> Option<Option<&str>> {
+        self.description.as_ref().map(|d| d.as_ref().map(Text::as_str))
+    }
+    pub fn status_value(&self) -> Option<ProductStatus> {
+        self.status
+    }
+    /// `None`: unchanged; `Some(None)`: cleared; `Some(Some(c))`: set.
+    pub fn category_value(&self) -> Option<Option<CategoryId>> {
+        self.category_id
+    }
+
+    /// Applies the patch to `product` at `now` (new `updated_at`, next version).
+    pub fn apply_to(&self, product: &mut Product, now: Timestamp) {
+        if let Some(v) = &self.name {
+            product.name = v.as_str().to_owned();
+        }
+        if let Some(v) = &self.slug {
+            product.slug = v.as_str().to_owned();
+        }
+        if let Some(v) = &self.sku {
+            product.sku = v.as_str().to_owned();
+        }
+        if let Some(v) = &self.description {
+            product.description = v.as_ref().map(|t| t.as_str().to_owned());
+        }
+        if let Some(v) = self.status {
+            product.status = v;
+        }
+        if let Some(v) = self.category_id {
+            product.category_id = v;
+        }
+        touch(&mut product.updated_at, &mut product.version, now);
+    }
+}
+
+/// Which products a list, count, exists or search covers. Every field narrows; the default
+/// filter covers every live product.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProductFilter {
+    pub status: Option<ProductStatus>,
+    pub category_id: Option<CategoryId>,
+    pub search: Option<SearchText>,
+}
+
+impl ProductFilter {
+    pub fn status(mut self, status: ProductStatus) -> Self {
+        self.status = Some(status);
+        self
+    }
+    pub fn category(mut self, category: CategoryId) -> Self {
+        self.category_id = Some(category);
+        self
+    }
+    /// Validates and adds a search query (see [`SearchText`]).
+    pub fn search(mut self, query: &str) -> Result<Self> {
+        self.search = Some(SearchText::new(query)?);
+        Ok(self)
+    }
+
+    /// Whether a live `product` passes the filter.
+    pub fn matches(&self, product: &Product) -> bool {
+        self.status.is_none_or(|s| product.status == s)
+            && self.category_id.is_none_or(|c| product.category_id == Some(c))
+            && self
+                .search
+                .as_ref()
+                .is_none_or(|q| q.matches(&product.search_document()))
+    }
+}
+
+/// A product with its live relatives: a deleted category or creator shows as `None`.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct ProductWithRelations {
+    pub product: Product,
+    pub category: Option<Category>,
+    pub creator: Option<User>,
+}
+
+/// A product page's data: the product, its latest reviews and its rating statistics.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct ProductDetails {
+    pub product: Product,
+    pub reviews: Vec<Review>,
+    pub stats: RatingStats,
+}

@@ -1,0 +1,192 @@
+use crate::entities::{entity_meta, touch, Entity};
+use crate::error::{EntityKind, Result};
+use crate::ids::{ProductId, ReviewId, UserId};
+use crate::time::Timestamp;
+use crate::validate::{Rating, Text};
+
+/// A user's review of a product.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct Review {
+    pub id: ReviewId,
+    pub product_id: ProductId,
+    pub author_id: UserId,
+    /// 1 to 5.
+    pub rating: u8,
+    pub body: Option<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub deleted_at: Option<Timestamp>,
+    pub version: i64,
+}
+
+impl Entity for Review {
+    type Id = ReviewId;
+    type New = NewReview;
+    type Patch = ReviewPatch;
+    type Filter = ReviewFilter;
+    const KIND: EntityKind = EntityKind::Review;
+    entity_meta!();
+}
+
+/// A validated new review. Its product and author must be live when it is created.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewReview {
+    product_id: ProductId,
+    author_id: UserId,
+    rating: Rating,
+    body: Option<Text>,
+}
+
+impl NewReview {
+    pub fn new(product_id: ProductId, author_id: UserId, rating: i64) -> Result<Self> {
+        Ok(Self {
+            product_id,
+            author_id,
+            rating: Rating::new(rating)?,
+            body: None,
+        })
+    }
+    pub fn with_body(mut self, body: &str) -> Result<Self> {
+        self.body = Some(Text::parse("body", body)?);
+        Ok(self)
+    }
+    pub fn product_id(&self) -> ProductId {
+        self.product_id
+    }
+    pub fn author_id(&self) -> UserId {
+        self.author_id
+    }
+    pub fn rating(&self) -> u8 {
+        self.rating.get()
+    }
+    pub fn body(&self) -> Option<&str> {
+        self.body.as_ref().map(Text::as_str)
+    }
+
+    /// The row this input creates: a fresh id, version 1, created and updated at `now`.
+    pub fn into_entity(self, now: Timestamp) -> Review {
+        Review {
+            id: ReviewId::new(),
+            product_id: self.product_id,
+            author_id: self.author_id,
+            rating: self.rating.get(),
+            body: self.body.map(Text::into_string),
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+            version: 1,
+        }
+    }
+}
+
+/// A validated change to a review.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReviewPatch {
+    rating: Option<Rating>,
+    body: Option<Option<Text>>,
+}
+
+impl ReviewPatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn rating(mut self, rating: i64) -> Result<Self> {
+        self.rating = Some(Rating::new(rating)?);
+        Ok(self)
+    }
+    /// Sets (`Some`) or clears (`None`) the body.
+    pub fn body(mut self, body: Option<&str>) -> Result<Self> {
+        self.body = Some(body.map(|b| Text::parse("body", b)).transpose()?);
+        Ok(self)
+    }
+    pub fn rating_value(&self) -> Option<u8> {
+        self.rating.map(Rating::get)
+    }
+    /// `None`: unchanged; `Some(None)`: cleared; `Some(Some(b))`: set.
+    pub fn body_value(&self) -> Option<Option<&str>> {
+        self.body.as_ref().map(|b| b.as_ref().map(Text::as_str))
+    }
+
+    /// Applies the patch to `review` at `now` (new `updated_at`, next version).
+    pub fn apply_to(&self, review: &mut Review, now: Timestamp) {
+        if let Some(v) = self.rating {
+            review.rating = v.get();
+        }
+        if let Some(v) = &self.body {
+            review.body = v.as_ref().map(|t| t.as_str().to_owned());
+        }
+        touch(&mut review.updated_at, &mut review.version, now);
+    }
+}
+
+/// Which reviews a list, count or exists covers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReviewFilter {
+    pub product_id: Option<ProductId>,
+    pub author_id: Option<UserId>,
+    pub rating: Option<Rating>,
+}
+
+impl ReviewFilter {
+    pub fn product(mut self, product: ProductId) -> Self {
+        self.product_id = Some(product);
+        self
+    }
+    pub fn author(mut self, author: UserId) -> Self {
+        self.author_id = Some(author);
+        self
+    }
+    pub fn rating(mut self, rating: i64) -> Result<Self> {
+        self.rating = Some(Rating::new(rating)?);
+        Ok(self)
+    }
+    /// Whether a live `review` passes the filter.
+    pub fn matches(&self, review: &Review) -> bool {
+        self.product_id.is_none_or(|p| review.product_id == p)
+            && self.author_id.is_none_or(|a| review.author_id == a)
+            && self.rating.is_none_or(|r| review.rating == r.get())
+    }
+}
+
+/// Rating statistics of a product's live reviews.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct RatingStats {
+    pub count: u64,
+    /// The mean rating, `None` without reviews.
+    pub average: Option<f64>,
+    /// How many reviews gave 1, 2, 3, 4 and 5.
+    pub histogram: [u64; 5],
+}
+
+impl RatingStats {
+    /// Statistics from the number of reviews per rating (`histogram[0]` counts ones). Every
+    /// backend counts with `GROUP BY rating` and builds the rest here, so the average is computed
+    /// the same way everywhere.
+    pub fn from_histogram(histogram: [u64; 5]) -> Self {
+        let count: u64 = histogram.iter().sum();
+        let sum: u64 = histogram
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (i as u64 + 1) * n)
+            .sum();
+        let average = (count > 0).then(|| sum as f64 / count as f64);
+        Self {
+            count,
+            average,
+            histogram,
+        }
+    }
+
+    /// Statistics of a list of ratings.
+    pub fn from_ratings(ratings: impl IntoIterator<Item = u8>) -> Self {
+        let mut histogram = [0; 5];
+        for r in ratings {
+            if (1..=5).contains(&r) {
+                histogram[usize::from(r) - 1] += 1;
+            }
+        }
+        Self::from_histogram(histogram)
+    }
+}

@@ -1,0 +1,119 @@
+use crate::entities::{entity_meta, touch, Entity};
+use crate::error::{EntityKind, Result};
+use crate::ids::UserId;
+use crate::time::Timestamp;
+use crate::validate::{Email, Name};
+
+/// A user: a product's creator or a review's author.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct User {
+    pub id: UserId,
+    /// Lower-cased; unique among live users.
+    pub email: String,
+    pub display_name: String,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+    pub deleted_at: Option<Timestamp>,
+    pub version: i64,
+}
+
+impl Entity for User {
+    type Id = UserId;
+    type New = NewUser;
+    type Patch = UserPatch;
+    type Filter = UserFilter;
+    const KIND: EntityKind = EntityKind::User;
+    entity_meta!();
+}
+
+/// A validated new user.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewUser {
+    email: Email,
+    display_name: Name,
+}
+
+impl NewUser {
+    pub fn new(email: &str, display_name: &str) -> Result<Self> {
+        Ok(Self {
+            email: Email::parse("email", email)?,
+            display_name: Name::parse("display_name", display_name)?,
+        })
+    }
+    pub fn email(&self) -> &str {
+        self.email.as_str()
+    }
+    pub fn display_name(&self) -> &str {
+        self.display_name.as_str()
+    }
+
+    /// The row this input creates: a fresh id, version 1, created and updated at `now`.
+    pub fn into_entity(self, now: Timestamp) -> User {
+        User {
+            id: UserId::new(),
+            email: self.email.into_string(),
+            display_name: self.display_name.into_string(),
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+            version: 1,
+        }
+    }
+}
+
+/// A validated change to a user.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserPatch {
+    email: Option<Email>,
+    display_name: Option<Name>,
+}
+
+impl UserPatch {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn email(mut self, email: &str) -> Result<Self> {
+        self.email = Some(Email::parse("email", email)?);
+        Ok(self)
+    }
+    pub fn display_name(mut self, name: &str) -> Result<Self> {
+        self.display_name = Some(Name::parse("display_name", name)?);
+        Ok(self)
+    }
+    pub fn email_value(&self) -> Option<&str> {
+        self.email.as_ref().map(Email::as_str)
+    }
+    pub fn display_name_value(&self) -> Option<&str> {
+        self.display_name.as_ref().map(Name::as_str)
+    }
+
+    /// Applies the patch to `user` at `now` (new `updated_at`, next version).
+    pub fn apply_to(&self, user: &mut User, now: Timestamp) {
+        if let Some(v) = &self.email {
+            user.email = v.as_str().to_owned();
+        }
+        if let Some(v) = &self.display_name {
+            user.display_name = v.as_str().to_owned();
+        }
+        touch(&mut user.updated_at, &mut user.version, now);
+    }
+}
+
+/// Which users a list, count or exists covers.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UserFilter {
+    /// Only the user with this email.
+    pub email: Option<Email>,
+}
+
+impl UserFilter {
+    pub fn email(mut self, email: &str) -> Result<Self> {
+        self.email = Some(Email::parse("email", email)?);
+        Ok(self)
+    }
+    /// Whether a live `user` passes the filter.
+    pub fn matches(&self, user: &User) -> bool {
+        self.email.as_ref().is_none_or(|e| user.email == e.as_str())
+    }
+}

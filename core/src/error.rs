@@ -1,0 +1,210 @@
+//! The one error type of Stockroom. Every adapter maps its driver's errors onto [`Error`], so a
+//! caller never matches on sqlx or rusqlite types.
+
+use std::fmt;
+
+/// Which kind of entity an error (or a span) is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum EntityKind {
+    Product,
+    Category,
+    User,
+    Review,
+    StockMovement,
+}
+
+impl EntityKind {
+    /// The lower-case name used in messages, spans and table names.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EntityKind::Product => "product",
+            EntityKind::Category => "category",
+            EntityKind::User => "user",
+            EntityKind::Review => "review",
+            EntityKind::StockMovement => "stock_movement",
+        }
+    }
+}
+
+impl fmt::Display for EntityKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A uniqueness rule of the domain. Every one of them holds among live (not soft-deleted) rows only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Constraint {
+    /// Two live products cannot share a slug.
+    ProductSlug,
+    /// Two live products cannot share a sku.
+    ProductSku,
+    /// Two live categories cannot share a slug.
+    CategorySlug,
+    /// Two live users cannot share an email.
+    UserEmail,
+    /// A user has at most one live review of a product.
+    ReviewAuthor,
+    /// An idempotency key names at most one transfer.
+    IdempotencyKey,
+    /// The id is already taken.
+    PrimaryKey,
+}
+
+impl Constraint {
+    /// The constraint's name, which is also the name of the unique index that enforces it in the
+    /// SQL adapters' schemas.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Constraint::ProductSlug => "products_slug_live",
+            Constraint::ProductSku => "products_sku_live",
+            Constraint::CategorySlug => "categories_slug_live",
+            Constraint::UserEmail => "users_email_live",
+            Constraint::ReviewAuthor => "reviews_author_live",
+            Constraint::IdempotencyKey => "stock_movements_idempotency_key",
+            Constraint::PrimaryKey => "primary_key",
+        }
+    }
+
+    /// Every constraint, for adapters that map index names back to it.
+    pub const ALL: [Constraint; 7] = [
+        Constraint::ProductSlug,
+        Constraint::ProductSku,
+        Constraint::CategorySlug,
+        Constraint::UserEmail,
+        Constraint::ReviewAuthor,
+        Constraint::IdempotencyKey,
+        Constraint::PrimaryKey,
+    ];
+
+    /// The constraint whose index name appears in a database's error message, if any.
+    pub fn from_message(message: &str) -> Option<Constraint> {
+        Constraint::ALL
+            .into_iter()
+            .find(|c| message.contains(c.as_str()))
+    }
+}
+
+impl fmt::Display for Constraint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why an input was rejected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Rule {
+    /// The value is empty (or only white space).
+    Empty,
+    /// The value has more than `max` characters.
+    TooLong { max: usize },
+    /// The value holds a NUL byte or another control character.
+    ControlCharacter,
+    /// The value does not have the expected shape.
+    Malformed { expected: &'static str },
+    /// The number is outside `min..=max`.
+    OutOfRange { min: i64, max: i64 },
+    /// The value must differ from another field's.
+    SameAs { other: &'static str },
+}
+
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Rule::Empty => f.write_str("must not be empty"),
+            Rule::TooLong { max } => write!(f, "must be at most {max} characters"),
+            Rule::ControlCharacter => f.write_str("must not contain control characters"),
+            Rule::Malformed { expected } => write!(f, "must be {expected}"),
+            Rule::OutOfRange { min, max } => write!(f, "must be between {min} and {max}"),
+            Rule::SameAs { other } => write!(f, "must differ from {other}"),
+        }
+    }
+}
+
+/// The error of every Stockroom operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No live row has this id (soft-deleted rows count as absent).
+    #[error("{entity} {id} not found")]
+    NotFound { entity: EntityKind, id: String },
+
+    /// A uniqueness rule would be broken.
+    #[error("conflict on {constraint}")]
+    Conflict { constraint: Constraint },
+
+    /// A transfer or stock adjustment would take a product's stock below zero.
+    #[error("insufficient stock for product {product}: {available} available, {requested} requested")]
+    InsufficientStock {
+        product: crate::ProductId,
+        available: i64,
+        requested: i64,
+    },
+
+    /// An input broke a rule; nothing was written.
+    #[error("invalid {field}: {rule}")]
+    Validation { field: &'static str, rule: Rule },
+
+    /// An update named a version that is no longer the row's current one.
+    #[error("{entity} {id} was changed concurrently: expected version {expected}, found {actual}")]
+    StaleVersion {
+        entity: EntityKind,
+        id: String,
+        expected: i64,
+        actual: i64,
+    },
+
+    /// A failure that may go away when the operation is retried (serialization failure, deadlock,
+    /// busy database).
+    #[error("transient failure, retry: {reason}")]
+    Transient { reason: String },
+
+    /// The backend cannot be reached (connection refused or lost, pool timed out, closed store).
+    #[error("backend unavailable: {reason}")]
+    Unavailable { reason: String },
+
+    /// Anything else the backend reported.
+    #[error("backend error: {message}")]
+    Backend {
+        message: String,
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    },
+}
+
+impl Error {
+    /// A validation error on `field`.
+    pub fn validation(field: &'static str, rule: Rule) -> Self {
+        Error::Validation { field, rule }
+    }
+
+    /// A not-found error for `id` of `entity`.
+    pub fn not_found(entity: EntityKind, id: impl fmt::Display) -> Self {
+        Error::NotFound {
+            entity,
+            id: id.to_string(),
+        }
+    }
+
+    /// A backend error carrying its cause.
+    pub fn backend(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        Error::Backend {
+            message: message.into(),
+            source: Some(Box::new(source)),
+        }
+    }
+
+    /// Whether retrying the same operation may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Transient { .. })
+    }
+}
+
+/// The result of every Stockroom operation.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,95 @@
+//! Typed ids. Each is a UUID v7, so ids sort by creation time and a product id can never be passed
+//! where a category id is expected.
+
+use std::fmt;
+use std::str::FromStr;
+
+use uuid::Uuid;
+
+macro_rules! typed_id {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(transparent))]
+        pub struct $name(Uuid);
+
+        impl $name {
+            /// A fresh id (UUID v7: time-ordered).
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+
+            /// Wraps an existing UUID, e.g. one read from a database.
+            pub const fn from_uuid(uuid: Uuid) -> Self {
+                Self(uuid)
+            }
+
+            /// The UUID inside.
+            pub const fn as_uuid(&self) -> Uuid {
+                self.0
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}({})", stringify!($name), self.0)
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0, f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = crate::Error;
+
+            /// Parses a UUID; a malformed one is a validation error on the field `id`.
+            fn from_str(s: &str) -> crate::Result<Self> {
+                Uuid::parse_str(s).map(Self).map_err(|_| {
+                    crate::Error::validation("id", crate::Rule::Malformed { expected: "a UUID" })
+                })
+            }
+        }
+
+        impl From<Uuid> for $name {
+            fn from(uuid: Uuid) -> Self {
+                Self(uuid)
+            }
+        }
+
+        impl From<$name> for Uuid {
+            fn from(id: $name) -> Uuid {
+                id.0
+            }
+        }
+    };
+}
+
+typed_id!(
+    /// The id of a [`Product`](crate::Product).
+    ProductId
+);
+typed_id!(
+    /// The id of a [`Category`](crate::Category).
+    CategoryId
+);
+typed_id!(
+    /// The id of a [`User`](crate::User).
+    UserId
+);
+typed_id!(
+    /// The id of a [`Review`](crate::Review).
+    ReviewId
+);
+typed_id!(
+    /// The id of a [`StockMovement`](crate::StockMovement).
+    StockMovementId
+);

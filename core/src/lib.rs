@@ -1,0 +1,50 @@
+//! # stockroom-core
+//!
+//! The domain of Stockroom, with no database code: entities and their validated inputs, the ports
+//! every storage backend implements, the soft-delete rules, the stock-transfer use case and the
+//! one [`Error`] type.
+//!
+//! Applications use it through the `stockroom` facade crate, which also picks a backend. Adapters
+//! implement [`Store`], [`UnitOfWork`], [`ReadSession`] and the repository traits; the
+//! `stockroom-conformance` crate proves they all behave alike.
+//!
+//! With the `mocks` feature, [`mocks`] holds mockall mocks of every port.
+
+mod config;
+mod entities;
+mod error;
+mod ids;
+mod ports;
+mod query;
+pub mod time;
+mod usecases;
+mod validate;
+
+#[cfg(feature = "mocks")]
+pub mod mocks;
+
+pub use config::{redact_url, Durability, StoreConfig};
+pub use entities::{
+    Category, CategoryFilter, CategoryPatch, Entity, NewCategory, NewProduct, NewReview,
+    NewStockMovement, NewUser, Product, ProductDetails, ProductFilter, ProductPatch,
+    ProductStatus, ProductWithRelations, RatingStats, Review, ReviewFilter, ReviewPatch,
+    StockMovement, User, UserFilter, UserPatch,
+};
+pub use error::{Constraint, EntityKind, Error, Result, Rule};
+pub use ids::{CategoryId, ProductId, ReviewId, StockMovementId, UserId};
+pub use ports::{
+    CategoryReader, CategoryRepository, ProductReader, ProductRepository, ReadRepository,
+    ReadSession, Repository, ReviewReader, ReviewRepository, Savepoint, Savepoints,
+    StockMovementReader, StockMovementRepository, Store, UnitOfWork, UserReader, UserRepository,
+};
+pub use query::{
+    fold, search_document, Cursor, KeysetPage, Limit, Page, SearchPage, SearchText, MAX_LIMIT,
+    MAX_OFFSET, MAX_QUERY_LEN,
+};
+pub use time::Timestamp;
+pub use usecases::{product_details, transfer_stock, RetryPolicy, StoreExt, TransferRequest};
+pub use validate::{
+    Email, IdempotencyKey, Name, Quantity, Rating, Sku, Slug, Stock, StockDelta, Text,
+    MAX_EMAIL_LEN, MAX_IDEMPOTENCY_KEY_LEN, MAX_NAME_LEN, MAX_SKU_LEN, MAX_SLUG_LEN, MAX_STOCK,
+    MAX_TEXT_LEN,
+};

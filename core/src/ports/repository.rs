@@ -1,0 +1,85 @@
+use async_trait::async_trait;
+
+use crate::entities::Entity;
+use crate::error::{Error, Result};
+use crate::query::{Cursor, KeysetPage, Limit, Page};
+use crate::time::Timestamp;
+
+/// The base reads over one kind of entity. Only live rows are seen, except by
+/// [`list_deleted`](ReadRepository::list_deleted).
+#[async_trait]
+pub trait ReadRepository<E: Entity>: Send {
+    /// The live row with this id.
+    async fn get(&mut self, id: E::Id) -> Result<Option<E>>;
+
+    /// The live rows among `ids`, each once, in `(created_at, id)` order; one statement.
+    async fn get_many(&mut self, ids: &[E::Id]) -> Result<Vec<E>>;
+
+    /// An offset page of the live rows that pass `filter`, in `(created_at, id)` order.
+    async fn list(&mut self, filter: &E::Filter, page: Page) -> Result<Vec<E>>;
+
+    /// A keyset page: up to `limit` live rows that pass `filter` and come after `after` in
+    /// `(created_at, id)` order (from the start when `after` is `None`).
+    async fn list_after(
+        &mut self,
+        filter: &E::Filter,
+        after: Option<Cursor>,
+        limit: Limit,
+    ) -> Result<KeysetPage<E>>;
+
+    /// How many live rows pass `filter`.
+    async fn count(&mut self, filter: &E::Filter) -> Result<u64>;
+
+    /// Whether any live row passes `filter`; stops at the first.
+    async fn exists(&mut self, filter: &E::Filter) -> Result<bool>;
+
+    /// The trash: an offset page of soft-deleted rows, in `(created_at, id)` order.
+    async fn list_deleted(&mut self, page: Page) -> Result<Vec<E>>;
+
+    /// The live row with this id, or [`Error::NotFound`].
+    async fn require(&mut self, id: E::Id) -> Result<E> {
+        self.get(id)
+            .await?
+            .ok_or_else(|| Error::not_found(E::KIND, id))
+    }
+}
+
+/// The base writes over one kind of entity, inside a unit of work.
+#[async_trait]
+pub trait Repository<E: Entity>: ReadRepository<E> {
+    /// Inserts a row.
+    ///
+    /// Errors: [`Error::Conflict`] when a live row holds a unique value; [`Error::NotFound`] when
+    /// a referenced row (category, creator, product, author) is not live.
+    async fn create(&mut self, new: E::New) -> Result<E>;
+
+    /// Inserts rows in one statement per batch, all with the same `created_at`; returns them in
+    /// input order. All or nothing: one bad row inserts none.
+    async fn create_many(&mut self, new: Vec<E::New>) -> Result<Vec<E>>;
+
+    /// Applies `patch` to the live row `id`, bumping `version` and `updated_at`. With
+    /// `expected_version`, fails with [`Error::StaleVersion`] unless it is the current version.
+    async fn update(
+        &mut self,
+        id: E::Id,
+        patch: &E::Patch,
+        expected_version: Option<i64>,
+    ) -> Result<E>;
+
+    /// Applies `patch` to every live row among `ids`; returns how many changed.
+    async fn update_many(&mut self, ids: &[E::Id], patch: &E::Patch) -> Result<u64>;
+
+    /// Soft-deletes the live row `id`. False when no live row has the id (a second delete
+    /// keeps the first timestamp).
+    async fn soft_delete(&mut self, id: E::Id) -> Result<bool>;
+
+    /// Brings back the soft-deleted row `id`. False when no deleted row has the id;
+    /// [`Error::Conflict`] when a live row took one of its unique values meanwhile.
+    async fn restore(&mut self, id: E::Id) -> Result<bool>;
+
+    /// Deletes the row `id`, live or not, for good. False when there is no such row.
+    async fn hard_delete(&mut self, id: E::Id) -> Result<bool>;
+
+    /// Deletes for good every row soft-deleted before `before`; returns how many.
+    async fn purge_deleted_before(&mut self, before: Timestamp) -> Result<u64>;
+}

@@ -1,0 +1,154 @@
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+
+use crate::error::{Error, Result, Rule};
+use crate::ports::{
+    CategoryReader, CategoryRepository, ProductReader, ProductRepository, ReviewReader,
+    ReviewRepository, StockMovementReader, StockMovementRepository, UserReader, UserRepository,
+};
+
+/// Reads outside a transaction, on one connection of the store's own.
+pub trait ReadSession: Send {
+    fn products(&mut self) -> &mut dyn ProductReader;
+    fn categories(&mut self) -> &mut dyn CategoryReader;
+    fn users(&mut self) -> &mut dyn UserReader;
+    fn reviews(&mut self) -> &mut dyn ReviewReader;
+    fn movements(&mut self) -> &mut dyn StockMovementReader;
+}
+
+/// One transaction and the repositories bound to it.
+///
+/// It sees its own writes; nobody else does until [`commit`](UnitOfWork::commit). Dropped
+/// without a commit, it rolls back.
+#[async_trait]
+pub trait UnitOfWork: Send {
+    fn products(&mut self) -> &mut dyn ProductRepository;
+    fn categories(&mut self) -> &mut dyn CategoryRepository;
+    fn users(&mut self) -> &mut dyn UserRepository;
+    fn reviews(&mut self) -> &mut dyn ReviewRepository;
+    fn movements(&mut self) -> &mut dyn StockMovementRepository;
+
+    /// Opens a nested savepoint.
+    async fn savepoint(&mut self) -> Result<Savepoint>;
+
+    /// Undoes everything since `savepoint` (savepoints opened after it included) and closes it.
+    async fn rollback_to(&mut self, savepoint: Savepoint) -> Result<()>;
+
+    /// Keeps everything since `savepoint` as part of the enclosing transaction and closes it.
+    async fn release(&mut self, savepoint: Savepoint) -> Result<()>;
+
+    /// Makes every write durable and visible to others.
+    async fn commit(self: Box<Self>) -> Result<()>;
+
+    /// Undoes every write.
+    async fn rollback(self: Box<Self>) -> Result<()>;
+}
+
+/// A nested savepoint of one unit of work; consumed by `rollback_to` or `release`.
+#[derive(Debug, PartialEq, Eq)]
+#[must_use = "a savepoint is closed with rollback_to or release"]
+pub struct Savepoint {
+    owner: u64,
+    depth: u32,
+}
+
+impl Savepoint {
+    /// How deeply nested it is: 1 for the outermost.
+    pub fn depth(&self) -> u32 {
+        self.depth
+    }
+
+    /// The SQL name of the savepoint (`sp1`, `sp2`, …).
+    pub fn name(&self) -> String {
+        format!("sp{}", self.depth)
+    }
+}
+
+/// The bookkeeping of a unit of work's nested savepoints, so that every adapter refuses the same
+/// misuse the same way (a savepoint already closed, or one of another unit of work).
+#[derive(Debug)]
+pub struct Savepoints {
+    owner: u64,
+    depth: u32,
+}
+
+impl Default for Savepoints {
+    fn default() -> Self {
+        static NEXT_OWNER: AtomicU64 = AtomicU64::new(1);
+        Self {
+            owner: NEXT_OWNER.fetch_add(1, Ordering::Relaxed),
+            depth: 0,
+        }
+    }
+}
+
+impl Savepoints {
+    /// How many savepoints are open.
+    pub fn depth(&self) -> u32 {
+        self.depth
+    }
+
+    /// Opens the next savepoint.
+    pub fn open(&mut self) -> Savepoint {
+        self.depth += 1;
+        Savepoint {
+            owner: self.owner,
+            depth: self.depth,
+        }
+    }
+
+    /// Checks that `savepoint` is open here, then closes it and every savepoint inside it.
+    pub fn close(&mut self, savepoint: &Savepoint) -> Result<()> {
+        if savepoint.owner != self.owner || savepoint.depth == 0 || savepoint.depth > self.depth {
+            return Err(Error::validation(
+                "savepoint",
+                Rule::Malformed {
+                    expected: "a savepoint still open in this unit of work",
+                },
+            ));
+        }
+        self.depth = savepoint.depth - 1;
+        Ok(())
+    }
+}
+
+/// A connected backend.
+///
+/// Usable as `Arc<dyn Store>` (chosen at run time from a URL) or generically. Every method takes
+/// `&self`: one store serves many tasks at once, each with its own connection.
+#[async_trait]
+pub trait Store: Send + Sync {
+    /// The backend's name: `memory`, `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// Begins a unit of work on a connection of its own.
+    async fn begin(&self) -> Result<Box<dyn UnitOfWork>>;
+
+    /// A connection for reads that need no transaction (and pay for none).
+    async fn read(&self) -> Result<Box<dyn ReadSession>>;
+
+    /// Checks that the backend answers.
+    async fn health(&self) -> Result<()>;
+
+    /// Closes every connection; afterwards every call fails with
+    /// [`Error::Unavailable`](crate::Error::Unavailable).
+    async fn close(&self);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn savepoints_close_inner_ones_with_outer() {
+        let mut sps = Savepoints::default();
+        let outer = sps.open();
+        let inner = sps.open();
+        sps.close(&outer).unwrap();
+        assert_eq!(sps.depth(), 0);
+        assert!(sps.close(&inner).is_err(), "inner was closed with outer");
+        let foreign = Savepoints::default().open();
+        assert!(sps.open().depth() == 1 && sps.close(&foreign).is_err());
+    }
+}

@@ -1,0 +1,296 @@
+//! Pagination, cursors and search: the read-side inputs and outputs shared by every repository.
+//!
+//! Every list is ordered by `(created_at, id)`: ids are UUID v7, so ties on `created_at` (rows
+//! created in one batch share it) are broken deterministically and pages never repeat or skip rows.
+
+use std::fmt;
+
+use uuid::Uuid;
+
+use crate::error::{Error, Result, Rule};
+use crate::time::{self, Timestamp};
+
+/// The largest page a list returns.
+pub const MAX_LIMIT: u32 = 1_000;
+/// The largest offset an offset page may start at; deeper pages should use a [`Cursor`].
+pub const MAX_OFFSET: u64 = 10_000_000;
+/// The most characters a search query may have.
+pub const MAX_QUERY_LEN: usize = 200;
+
+/// How many rows a page holds: `1..=MAX_LIMIT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Limit(u32);
+
+impl Limit {
+    /// Validates `value` as the field `limit`.
+    pub fn new(value: i64) -> Result<Self> {
+        if (1..=i64::from(MAX_LIMIT)).contains(&value) {
+            Ok(Self(value as u32))
+        } else {
+            Err(Error::validation(
+                "limit",
+                Rule::OutOfRange {
+                    min: 1,
+                    max: i64::from(MAX_LIMIT),
+                },
+            ))
+        }
+    }
+
+    /// The number of rows.
+    pub const fn get(self) -> u32 {
+        self.0
+    }
+}
+
+impl Default for Limit {
+    fn default() -> Self {
+        Self(50)
+    }
+}
+
+/// An offset page: `limit` rows after skipping `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Page {
+    limit: Limit,
+    offset: u64,
+}
+
+impl Page {
+    /// Validates a page (`limit` in `1..=MAX_LIMIT`, `offset` in `0..=MAX_OFFSET`).
+    pub fn new(limit: i64, offset: i64) -> Result<Self> {
+        let limit = Limit::new(limit)?;
+        if !(0..=MAX_OFFSET as i64).contains(&offset) {
+            return Err(Error::validation(
+                "offset",
+                Rule::OutOfRange {
+                    min: 0,
+                    max: MAX_OFFSET as i64,
+                },
+            ));
+        }
+        Ok(Self {
+            limit,
+            offset: offset as u64,
+        })
+    }
+
+    /// The first `limit` rows.
+    pub fn first(limit: Limit) -> Self {
+        Self { limit, offset: 0 }
+    }
+
+    /// The page size.
+    pub const fn limit(self) -> Limit {
+        self.limit
+    }
+
+    /// How many rows to skip.
+    pub const fn offset(self) -> u64 {
+        self.offset
+    }
+}
+
+/// A position in the `(created_at, id)` order: a keyset page starts right after it.
+///
+/// Its text form (`Display` / [`Cursor::parse`]) is opaque to clients and safe in a URL.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Cursor {
+    created_at: Timestamp,
+    id: Uuid,
+}
+
+impl Cursor {
+    /// The cursor just after a row with this creation time and id.
+    pub fn new(created_at: Timestamp, id: Uuid) -> Self {
+        Self { created_at, id }
+    }
+
+    /// Parses the text form; anything else is a validation error on `cursor`.
+    pub fn parse(text: &str) -> Result<Self> {
+        let malformed = || {
+            Error::validation(
+                "cursor",
+                Rule::Malformed {
+                    expected: "a cursor returned by a previous page",
+                },
+            )
+        };
+        let (micros, id) = text.split_once('.').ok_or_else(malformed)?;
+        let micros: i64 = micros.parse().map_err(|_| malformed())?;
+        let created_at = time::from_micros(micros).ok_or_else(malformed)?;
+        let id = Uuid::try_parse(id).map_err(|_| malformed())?;
+        Ok(Self { created_at, id })
+    }
+
+    /// The creation time of the row the cursor points after.
+    pub fn created_at(&self) -> Timestamp {
+        self.created_at
+    }
+
+    /// The id of the row the cursor points after.
+    pub fn id(&self) -> Uuid {
+        self.id
+    }
+}
+
+impl fmt::Display for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", time::to_micros(self.created_at), self.id.simple())
+    }
+}
+
+impl fmt::Debug for Cursor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Cursor({self})")
+    }
+}
+
+/// A keyset page: the rows, and the cursor of the next page if there are more rows.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct KeysetPage<E> {
+    pub items: Vec<E>,
+    #[cfg_attr(feature = "serde", serde(serialize_with = "serialize_cursor"))]
+    pub next: Option<Cursor>,
+}
+
+#[cfg(feature = "serde")]
+fn serialize_cursor<S: serde::Serializer>(c: &Option<Cursor>, s: S) -> Result<S::Ok, S::Error> {
+    match c {
+        Some(c) => s.collect_str(c),
+        None => s.serialize_none(),
+    }
+}
+
+impl<E: crate::Entity> KeysetPage<E> {
+    /// Builds a page from up to `limit + 1` rows read in `(created_at, id)` order: the extra row,
+    /// if present, only tells that a next page exists. Adapters read one row more than asked and
+    /// call this, so "is there a next page" costs no extra statement.
+    pub fn from_overfetch(mut rows: Vec<E>, limit: Limit) -> Self {
+        let limit = limit.get() as usize;
+        let next = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(crate::Entity::cursor)
+        } else {
+            None
+        };
+        Self { items: rows, next }
+    }
+}
+
+/// A search page: the rows of the page and the number of rows that match in all.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+pub struct SearchPage<E> {
+    pub items: Vec<E>,
+    pub total: u64,
+}
+
+/// A search query: case-insensitive, matched as a literal substring (`%` and `_` are ordinary
+/// characters).
+///
+/// Matching happens on folded text: [`fold`] applied to both the query and the searched text, so
+/// every backend gives the same rows for the same query, non-ASCII letters included.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct SearchText {
+    folded: String,
+}
+
+impl SearchText {
+    /// Validates `query` as the field `q`: not empty, at most 200 characters, no control
+    /// characters.
+    pub fn new(query: &str) -> Result<Self> {
+        if query.chars().any(char::is_control) {
+            return Err(Error::validation("q", Rule::ControlCharacter));
+        }
+        if query.trim().is_empty() {
+            return Err(Error::validation("q", Rule::Empty));
+        }
+        if query.chars().count() > MAX_QUERY_LEN {
+            return Err(Error::validation("q", Rule::TooLong { max: MAX_QUERY_LEN }));
+        }
+        Ok(Self {
+            folded: fold(query),
+        })
+    }
+
+    /// The folded query.
+    pub fn folded(&self) -> &str {
+        &self.folded
+    }
+
+    /// Whether a document made by [`search_document`] contains the query.
+    pub fn matches(&self, document: &str) -> bool {
+        document.contains(&self.folded)
+    }
+
+    /// A SQL `LIKE` pattern (escape character `\`) that matches documents containing the query.
+    pub fn like_pattern(&self) -> String {
+        let mut pattern = String::with_capacity(self.folded.len() + 2);
+        pattern.push('%');
+        for c in self.folded.chars() {
+            if matches!(c, '%' | '_' | '\\') {
+                pattern.push('\\');
+            }
+            pattern.push(c);
+        }
+        pattern.push('%');
+        pattern
+    }
+}
+
+impl fmt::Debug for SearchText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SearchText({:?})", self.folded)
+    }
+}
+
+/// Case folding used by search: Unicode lower-casing, the same on every backend.
+pub fn fold(text: &str) -> String {
+    text.to_lowercase()
+}
+
+/// The searchable text of a product: its name, sku and description, folded, one per line. SQL
+/// adapters store it in a column at write time so their search is a plain `LIKE`.
+pub fn search_document(name: &str, sku: &str, description: Option<&str>) -> String {
+    let mut doc = fold(name);
+    doc.push('\n');
+    doc.push_str(&fold(sku));
+    if let Some(d) = description {
+        doc.push('\n');
+        doc.push_str(&fold(d));
+    }
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_through_text() {
+        let c = Cursor::new(time::now(), Uuid::now_v7());
+        assert_eq!(Cursor::parse(&c.to_string()).unwrap(), c);
+        assert!(Cursor::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn like_pattern_escapes_wildcards() {
+        let q = SearchText::new("50%_Off\\").unwrap();
+        assert_eq!(q.like_pattern(), "%50\\%\\_off\\\\%");
+    }
+
+    #[test]
+    fn search_folds_non_ascii() {
+        let q = SearchText::new("ÉCLAIR").unwrap();
+        assert!(q.matches(&search_document("Chocolate éclair", "EC-1", None)));
+    }
+
+    #[test]
+    fn limits_are_bounded() {
+        assert!(Limit::new(0).is_err());
+        assert!(Limit::new(1_001).is_err());
+        assert!(Page::new(10, -1).is_err());
+    }
+}

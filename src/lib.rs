@@ -1,0 +1,2 @@
+//! Work in progress.
+pub use stockroom_core::*;
