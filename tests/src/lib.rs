@@ -1,1 +1,25 @@
-//! Work in progress.
+//! # stockroom-conformance
+//!
+//! The one behaviour suite every Stockroom adapter runs and passes, case for case.
+//!
+//! Each case is a public async function over `Arc<dyn Store>`, in a module per capability
+//! ([`cases`]), with a doc comment that says what it proves. An adapter runs the whole suite with
+//! one line in its own tests:
+//!
+//! ```ignore
+//! // adapters-foo/tests/conformance.rs
+//! async fn fixture() -> stockroom_conformance::Fixture {
+//!     stockroom_conformance::Fixture::new(std::sync::Arc::new(FooStore::open_fresh().await))
+//! }
+//! stockroom_conformance::suite!(crate::fixture);
+//! ```
+//!
+//! which expands to one `#[tokio::test]` per case, named
+//! `conformance::<capability>::<case>`, so `cargo test -p stockroom-foo` lists every rule it
+//! checked and a failure names the exact rule.
+
+pub mod cases;
+mod fixture;
+mod suite;
+
+pub use fixture::{run, Fixture};

@@ -1,0 +1,4 @@
+//! The cases, one module per capability. Each case is a public async fn over `Arc<dyn Store>`
+//! with a doc comment saying what it proves.
+
+pub mod crud;
