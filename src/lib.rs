@@ -1,2 +1,116 @@
-//! Work in progress.
+//! # Stockroom
+//!
+//! A typed, race-free data layer for a product catalogue and its stock. Pick a backend with a
+//! cargo feature (`memory`, `sqlite`, `postgres`) or at run time with a URL, and get
+//! repositories, units of work, soft delete and a safe stock transfer that behave the same on
+//! every backend.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> stockroom::Result<()> {
+//! use stockroom::{NewProduct, ProductFilter, Page, StoreExt, TransferRequest};
+//!
+//! let store = stockroom::connect("memory://").await?;
+//!
+//! let mut uow = store.begin().await?;
+//! let mug = uow.products().create(NewProduct::new("Blue mug", "blue-mug", "MUG-BLUE")?.with_stock(10)?).await?;
+//! let cup = uow.products().create(NewProduct::new("Tea cup", "tea-cup", "CUP-TEA")?).await?;
+//! uow.commit().await?;
+//!
+//! store.transfer(&TransferRequest::new(mug.id, cup.id, 4)).await?;
+//!
+//! let mut read = store.read().await?;
+//! let found = read.products().search(&ProductFilter::default().search("MUG")?, Page::new(10, 0)?).await?;
+//! assert_eq!((found.total, found.items[0].stock), (1, 6));
+//! # Ok(()) }
+//! ```
+//!
+//! The crate re-exports everything of `stockroom-core`; the adapters are under [`memory`],
+//! [`sqlite`] and [`postgres`] when their features are on.
+
+use std::sync::Arc;
+
 pub use stockroom_core::*;
+
+#[cfg(feature = "memory")]
+pub use stockroom_memory as memory;
+#[cfg(feature = "postgres")]
+pub use stockroom_postgres as postgres;
+#[cfg(feature = "sqlite")]
+pub use stockroom_sqlite as sqlite;
+
+/// Connects to the backend named by the URL's scheme, with default settings:
+/// `memory://`, `sqlite://path/to/file.db` (created if missing), `postgres://user@host/db`.
+///
+/// Every operation of the returned store runs inside a `tracing` span.
+pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
+    connect_with(StoreConfig::new(url)).await
+}
+
+/// Connects with the settings of [`StoreConfig::from_env`] (`DATABASE_URL`, …).
+pub async fn connect_from_env() -> Result<Arc<dyn Store>> {
+    connect_with(StoreConfig::from_env()?).await
+}
+
+/// Connects to the backend named by `config.url`'s scheme.
+///
+/// A scheme whose backend is not compiled in (its cargo feature is off), or an unknown one, is a
+/// validation error on the field `url`.
+pub async fn connect_with(config: StoreConfig) -> Result<Arc<dyn Store>> {
+    let scheme = config.scheme().unwrap_or_default();
+    tracing::debug!(url = %config.redacted_url(), "stockroom: connecting");
+    match scheme.as_str() {
+        #[cfg(feature = "memory")]
+        "memory" => Ok(traced_arc(memory::MemoryStore::connect(&config)?)),
+        #[cfg(feature = "sqlite")]
+        "sqlite" => Ok(traced_arc(sqlite::SqliteStore::connect(&config).await?)),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(traced_arc(postgres::PostgresStore::connect(&config).await?)),
+        _ => Err(Error::validation(
+            "url",
+            Rule::Malformed {
+                expected: "a URL whose backend is compiled in: memory://, sqlite://… (features memory, sqlite) or postgres://… (feature postgres)",
+            },
+        )),
+    }
+}
+
+#[allow(dead_code)] // unused only when every backend feature is off
+fn traced_arc<S: Store + 'static>(store: S) -> Arc<dyn Store> {
+    Arc::new(store)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unknown_scheme_is_a_validation_error_on_url() {
+        let err = connect("mysql://localhost/db").await.err().expect("mysql is not a backend");
+        assert!(matches!(err, Error::Validation { field: "url", .. }), "{err:?}");
+    }
+
+    #[cfg(feature = "memory")]
+    #[tokio::test]
+    async fn memory_url_picks_the_memory_adapter() {
+        let store = connect("memory://").await.unwrap();
+        assert_eq!(store.backend(), "memory");
+    }
+
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn sqlite_url_picks_the_sqlite_adapter() {
+        let dir = std::env::temp_dir().join(format!("stockroom-facade-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("facade.db").display());
+        let store = connect(&url).await.unwrap();
+        assert_eq!(store.backend(), "sqlite");
+        store.close().await;
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+/// The README's examples, compiled as doc tests so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
