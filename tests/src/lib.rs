@@ -21,5 +21,6 @@
 pub mod cases;
 mod fixture;
 mod suite;
+pub mod support;
 
 pub use fixture::{run, Fixture};

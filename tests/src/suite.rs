@@ -37,6 +37,31 @@ macro_rules! __stockroom_cases {
         mod conformance {
             $crate::__stockroom_case_tests!($fixture; crud:
                 create_then_get_returns_the_same_row,
+                created_row_starts_at_version_one,
+                update_applies_the_patch_and_bumps_the_version,
+                unknown_id_is_absent_everywhere,
+                get_many_returns_each_live_row_once_in_order,
+                create_with_unknown_reference_is_not_found,
+                update_with_unknown_category_is_not_found,
+                hard_delete_removes_the_row_for_good,
+                count_and_exists_follow_the_filter,
+                categories_and_users_round_trip,
+                review_needs_a_live_product_and_author,
+            );
+            $crate::__stockroom_case_tests!($fixture; soft_delete:
+                soft_delete_marks_the_row_and_bumps_the_version,
+                second_soft_delete_returns_false_and_keeps_the_first_timestamp,
+                deleted_row_is_invisible_to_get_and_get_many,
+                deleted_row_is_invisible_to_list_and_list_after,
+                deleted_row_is_invisible_to_count_and_exists,
+                deleted_row_is_invisible_to_search,
+                deleted_row_is_invisible_to_by_slug_and_by_sku,
+                deleted_row_is_invisible_to_the_category_listing,
+                deleted_row_is_invisible_to_with_relations,
+                reviews_of_a_deleted_product_are_hidden,
+                deleted_row_cannot_be_written,
+                deleted_category_and_user_are_invisible,
+                deleted_review_is_hidden,
             );
         }
     };

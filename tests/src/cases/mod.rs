@@ -2,3 +2,4 @@
 //! with a doc comment saying what it proves.
 
 pub mod crud;
+pub mod soft_delete;
