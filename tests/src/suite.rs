@@ -63,6 +63,26 @@ macro_rules! __stockroom_cases {
                 deleted_category_and_user_are_invisible,
                 deleted_review_is_hidden,
             );
+            $crate::__stockroom_case_tests!($fixture; trash_and_purge:
+                restore_brings_the_row_back,
+                restore_of_a_live_or_unknown_row_returns_false,
+                trash_lists_only_deleted_rows_in_order,
+                purge_removes_only_rows_deleted_before_the_time,
+                purge_of_a_product_cascades_to_its_reviews,
+                purge_of_a_category_clears_it_from_products,
+                hard_delete_of_a_user_cascades_and_clears,
+                ledger_survives_the_purge_of_its_products,
+            );
+            $crate::__stockroom_case_tests!($fixture; uniqueness:
+                duplicate_sku_or_slug_is_a_conflict,
+                deleted_products_sku_and_slug_can_be_reused,
+                restore_when_the_sku_is_taken_is_a_conflict,
+                restore_when_the_slug_is_taken_is_a_conflict,
+                update_to_a_taken_sku_is_a_conflict,
+                category_slug_is_unique_among_live_rows,
+                user_email_is_unique_ignoring_case,
+                one_live_review_per_author_and_product,
+            );
         }
     };
 }

@@ -3,3 +3,5 @@
 
 pub mod crud;
 pub mod soft_delete;
+pub mod trash_and_purge;
+pub mod uniqueness;

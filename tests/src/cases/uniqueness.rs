@@ -1,0 +1,111 @@
+//! Uniqueness among live rows only: slugs, skus, emails, one review per author and product.
+
+use std::sync::Arc;
+
+use stockroom_core::{
+    Constraint, NewCategory, NewProduct, NewReview, NewUser, ProductPatch, Store,
+};
+
+use crate::support::*;
+
+/// A second live product with a taken sku is `Conflict{ProductSku}`; with a taken slug,
+/// `Conflict{ProductSlug}`; nothing is written.
+pub async fn duplicate_sku_or_slug_is_a_conflict(store: Arc<dyn Store>) {
+    create_product(&store, new_product("a", 1)).await;
+    let before = counts(&store).await;
+    let same_sku = NewProduct::new("Other", "other", "SKU-A").unwrap();
+    expect_conflict(try_create_product(&store, same_sku).await, Constraint::ProductSku);
+    let same_slug = NewProduct::new("Other", "product-a", "OTHER").unwrap();
+    expect_conflict(try_create_product(&store, same_slug).await, Constraint::ProductSlug);
+    assert_eq!(counts(&store).await, before, "a conflicting create wrote a row");
+}
+
+/// A soft-deleted product's sku and slug can be taken by a new product.
+pub async fn deleted_products_sku_and_slug_can_be_reused(store: Arc<dyn Store>) {
+    let old = create_product(&store, new_product("a", 1)).await;
+    assert!(soft_delete_product(&store, old.id).await);
+    let new = try_create_product(&store, new_product("a", 2)).await.expect("reuse of sku and slug");
+    let by_sku = in_read!(store, |r| r.products().by_sku("SKU-A").await).unwrap();
+    assert_eq!(by_sku.map(|p| p.id), Some(new.id), "by_sku finds the new live row");
+}
+
+/// Restoring a product whose sku was taken meanwhile is `Conflict{ProductSku}`, and the row
+/// stays deleted.
+pub async fn restore_when_the_sku_is_taken_is_a_conflict(store: Arc<dyn Store>) {
+    let old = create_product(&store, new_product("a", 1)).await;
+    assert!(soft_delete_product(&store, old.id).await);
+    let trashed = trashed_product(&store, old.id).await.unwrap();
+    create_product(&store, NewProduct::new("New", "new-slug", "SKU-A").unwrap()).await;
+    expect_conflict(
+        in_uow!(store, |uow| uow.products().restore(old.id).await),
+        Constraint::ProductSku,
+    );
+    let still = trashed_product(&store, old.id).await;
+    assert_eq!(still.as_ref(), Some(&trashed), "row after refused restore: {still:?}");
+    assert_eq!(get_product(&store, old.id).await, None, "refused restore made the row live");
+}
+
+/// Restoring a product whose slug was taken meanwhile is `Conflict{ProductSlug}`, and the row
+/// stays deleted.
+pub async fn restore_when_the_slug_is_taken_is_a_conflict(store: Arc<dyn Store>) {
+    let old = create_product(&store, new_product("a", 1)).await;
+    assert!(soft_delete_product(&store, old.id).await);
+    create_product(&store, NewProduct::new("New", "product-a", "OTHER-SKU").unwrap()).await;
+    expect_conflict(
+        in_uow!(store, |uow| uow.products().restore(old.id).await),
+        Constraint::ProductSlug,
+    );
+    assert!(trashed_product(&store, old.id).await.is_some(), "row left the trash");
+}
+
+/// Updating a product to another live product's sku is a conflict and changes nothing.
+pub async fn update_to_a_taken_sku_is_a_conflict(store: Arc<dyn Store>) {
+    create_product(&store, new_product("a", 1)).await;
+    let b = create_product(&store, new_product("b", 1)).await;
+    let patch = ProductPatch::new().sku("SKU-A").unwrap();
+    expect_conflict(
+        in_uow!(store, |uow| uow.products().update(b.id, &patch, None).await),
+        Constraint::ProductSku,
+    );
+    let after = get_product(&store, b.id).await;
+    assert_eq!(after.as_ref(), Some(&b), "row after refused update: {after:?}");
+}
+
+/// Category slugs are unique among live categories; a deleted category's slug is free.
+pub async fn category_slug_is_unique_among_live_rows(store: Arc<dyn Store>) {
+    let cat = create_category(&store, "mugs").await;
+    let dup = NewCategory::new("Mugs again", "mugs").unwrap();
+    expect_conflict(
+        in_uow!(store, |uow| uow.categories().create(dup).await),
+        Constraint::CategorySlug,
+    );
+    assert!(in_uow!(store, |uow| uow.categories().soft_delete(cat.id).await).unwrap());
+    let again = NewCategory::new("Mugs again", "mugs").unwrap();
+    in_uow!(store, |uow| uow.categories().create(again).await).expect("slug of a deleted category");
+}
+
+/// Emails are unique among live users, compared lower-cased.
+pub async fn user_email_is_unique_ignoring_case(store: Arc<dyn Store>) {
+    let ann = create_user(&store, "ann").await;
+    let dup = NewUser::new("ANN@Example.com", "Other Ann").unwrap();
+    expect_conflict(in_uow!(store, |uow| uow.users().create(dup).await), Constraint::UserEmail);
+    assert!(in_uow!(store, |uow| uow.users().soft_delete(ann.id).await).unwrap());
+    let again = NewUser::new("ann@example.com", "Ann two").unwrap();
+    in_uow!(store, |uow| uow.users().create(again).await).expect("email of a deleted user");
+}
+
+/// A user has at most one live review of a product; once it is deleted they may review again.
+pub async fn one_live_review_per_author_and_product(store: Arc<dyn Store>) {
+    let p = create_product(&store, new_product("a", 1)).await;
+    let u = create_user(&store, "ann").await;
+    let first = NewReview::new(p.id, u.id, 4).unwrap();
+    let first = in_uow!(store, |uow| uow.reviews().create(first).await).unwrap();
+    let second = NewReview::new(p.id, u.id, 2).unwrap();
+    expect_conflict(
+        in_uow!(store, |uow| uow.reviews().create(second).await),
+        Constraint::ReviewAuthor,
+    );
+    assert!(in_uow!(store, |uow| uow.reviews().soft_delete(first.id).await).unwrap());
+    let third = NewReview::new(p.id, u.id, 2).unwrap();
+    in_uow!(store, |uow| uow.reviews().create(third).await).expect("review after deleting the first");
+}
