@@ -1,1 +1,39 @@
-//! Work in progress.
+//! # stockroom-memory
+//!
+//! Stockroom's in-memory adapter: the reference implementation of every port of
+//! `stockroom-core`, and the test double applications use in their unit tests.
+//!
+//! It has real transactions: a unit of work sees its own writes and nobody else does until it
+//! commits; rollback, drop and [`rollback_to`](stockroom_core::UnitOfWork::rollback_to) leave no
+//! trace; units of work run one at a time, so no update is ever lost. Reads see the last
+//! committed state. Every table is a persistent map, so a unit of work, a savepoint or a read
+//! session copies the whole store in O(1).
+//!
+//! ```
+//! use stockroom_core::{NewProduct, ProductStatus, Store};
+//! use stockroom_memory::MemoryStore;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> stockroom_core::Result<()> {
+//! let store = MemoryStore::new();
+//!
+//! let mut uow = store.begin().await?;
+//! let mug = uow
+//!     .products()
+//!     .create(NewProduct::new("Blue mug", "blue-mug", "MUG-BLUE")?.with_stock(12)?)
+//!     .await?;
+//! uow.commit().await?;
+//!
+//! let mut read = store.read().await?;
+//! let found = read.products().by_slug("blue-mug").await?.expect("committed");
+//! assert_eq!(found, mug);
+//! assert_eq!(found.status, ProductStatus::Draft);
+//! # Ok(())
+//! # }
+//! ```
+
+mod state;
+mod store;
+mod tx;
+
+pub use store::MemoryStore;

@@ -1,0 +1,436 @@
+//! The data: one persistent table per entity, the ledger, and the per-entity rules
+//! (uniqueness, references, cascades) of the shared semantics.
+//!
+//! Every structure here is made of `imbl` persistent maps, so cloning a [`State`] is O(1): a unit
+//! of work works on its own clone, a savepoint is a clone, a read session holds a clone.
+
+use imbl::{HashMap, OrdMap};
+use stockroom_core::time::Timestamp;
+use stockroom_core::{
+    Category, CategoryFilter, CategoryId, CategoryPatch, Constraint, Cursor, Entity, Error,
+    NewCategory, NewProduct, NewReview, NewUser, Product, ProductFilter, ProductId, ProductPatch,
+    Result, Review, ReviewFilter, ReviewPatch, StockMovement, StockMovementId, User, UserFilter,
+    UserId, UserPatch,
+};
+
+/// The position of a row in the `(created_at, id)` order every list follows (a UUID orders
+/// like its bytes).
+pub(crate) type Key = (Timestamp, [u8; 16]);
+
+/// The key a cursor points after.
+pub(crate) fn key_of_cursor(cursor: &Cursor) -> Key {
+    (cursor.created_at(), *cursor.id().as_bytes())
+}
+
+/// A value that must be unique among live rows, with the constraint that says so.
+pub(crate) type UniqueKey = (Constraint, String);
+
+/// Everything the store holds.
+#[derive(Clone, Default)]
+pub(crate) struct State {
+    pub(crate) products: Table<Product>,
+    pub(crate) categories: Table<Category>,
+    pub(crate) users: Table<User>,
+    pub(crate) reviews: Table<Review>,
+    pub(crate) movements: Ledger,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("products", &self.products.len())
+            .field("categories", &self.categories.len())
+            .field("users", &self.users.len())
+            .field("reviews", &self.reviews.len())
+            .field("movements", &self.movements.len())
+            .finish()
+    }
+}
+
+/// The rows of one entity, live and soft-deleted, in `(created_at, id)` order, with an index by
+/// id and one of the unique values of the live rows.
+pub(crate) struct Table<E: Row> {
+    rows: OrdMap<Key, E>,
+    created: HashMap<E::Id, Timestamp>,
+    unique: HashMap<UniqueKey, E::Id>,
+}
+
+impl<E: Row> Clone for Table<E> {
+    fn clone(&self) -> Self {
+        Self {
+            rows: self.rows.clone(),
+            created: self.created.clone(),
+            unique: self.unique.clone(),
+        }
+    }
+}
+
+impl<E: Row> Default for Table<E> {
+    fn default() -> Self {
+        Self {
+            rows: OrdMap::new(),
+            created: HashMap::new(),
+            unique: HashMap::new(),
+        }
+    }
+}
+
+pub(crate) fn key_of<E: Entity>(row: &E) -> Key {
+    (row.created_at(), *row.id().into().as_bytes())
+}
+
+fn key_at<E: Entity>(created_at: Timestamp, id: E::Id) -> Key {
+    (created_at, *id.into().as_bytes())
+}
+
+impl<E: Row> Table<E> {
+    /// How many rows, live or not.
+    pub(crate) fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// The row `id`, live or not.
+    pub(crate) fn any(&self, id: E::Id) -> Option<&E> {
+        let created_at = *self.created.get(&id)?;
+        self.rows.get(&key_at::<E>(created_at, id))
+    }
+
+    /// The live row `id`.
+    pub(crate) fn live(&self, id: E::Id) -> Option<&E> {
+        self.any(id).filter(|row| row.is_live())
+    }
+
+    /// The live row holding a unique value.
+    pub(crate) fn by_unique(&self, constraint: Constraint, value: &str) -> Option<&E> {
+        let id = *self.unique.get(&(constraint, value.to_owned()))?;
+        self.live(id)
+    }
+
+    /// Every row, live or not, in `(created_at, id)` order.
+    pub(crate) fn all(&self) -> impl DoubleEndedIterator<Item = &E> + '_ {
+        self.rows.values()
+    }
+
+    /// The live rows in `(created_at, id)` order.
+    pub(crate) fn live_rows(&self) -> impl DoubleEndedIterator<Item = &E> + '_ {
+        self.all().filter(|row| row.is_live())
+    }
+
+    /// The live rows strictly after `after` in `(created_at, id)` order.
+    pub(crate) fn live_after(&self, after: Key) -> impl Iterator<Item = &E> + '_ {
+        use std::ops::Bound::{Excluded, Unbounded};
+        self.rows
+            .range((Excluded(after), Unbounded))
+            .map(|(_, row)| row)
+            .filter(|row| row.is_live())
+    }
+
+    /// Inserts or replaces the row with `row`'s id, keeping the unique values of live rows
+    /// unique. On [`Error::Conflict`] nothing changed.
+    pub(crate) fn put(&mut self, row: E) -> Result<()> {
+        let id = row.id();
+        let new_keys = if row.is_live() {
+            row.unique_keys()
+        } else {
+            Vec::new()
+        };
+        for key in &new_keys {
+            if self.unique.get(key).is_some_and(|holder| *holder != id) {
+                return Err(Error::Conflict { constraint: key.0 });
+            }
+        }
+        if let Some(old) = self.any(id) {
+            if old.is_live() {
+                for key in old.unique_keys() {
+                    self.unique.remove(&key);
+                }
+            }
+        }
+        for key in new_keys {
+            self.unique.insert(key, id);
+        }
+        self.created.insert(id, row.created_at());
+        self.rows.insert(key_of(&row), row);
+        Ok(())
+    }
+
+    /// Removes the row `id` (not its dependants: see [`Row::remove`]).
+    fn take(&mut self, id: E::Id) -> Option<E> {
+        let created_at = self.created.remove(&id)?;
+        let row = self.rows.remove(&key_at::<E>(created_at, id))?;
+        if row.is_live() {
+            for key in row.unique_keys() {
+                self.unique.remove(&key);
+            }
+        }
+        Some(row)
+    }
+}
+
+/// The append-only stock ledger.
+#[derive(Clone, Default)]
+pub(crate) struct Ledger {
+    rows: OrdMap<Key, StockMovement>,
+    created: HashMap<StockMovementId, Timestamp>,
+    keys: HashMap<String, StockMovementId>,
+}
+
+impl Ledger {
+    pub(crate) fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub(crate) fn get(&self, id: StockMovementId) -> Option<&StockMovement> {
+        let created_at = *self.created.get(&id)?;
+        self.rows.get(&(created_at, *id.as_uuid().as_bytes()))
+    }
+
+    pub(crate) fn by_key(&self, key: &str) -> Option<&StockMovement> {
+        self.get(*self.keys.get(key)?)
+    }
+
+    pub(crate) fn all(&self) -> impl Iterator<Item = &StockMovement> + '_ {
+        self.rows.values()
+    }
+
+    /// Appends `row`; [`Constraint::IdempotencyKey`] conflict (nothing changed) when its key is
+    /// taken.
+    pub(crate) fn append(&mut self, row: StockMovement) -> Result<()> {
+        if let Some(key) = &row.idempotency_key {
+            if self.keys.contains_key(key) {
+                return Err(Error::Conflict {
+                    constraint: Constraint::IdempotencyKey,
+                });
+            }
+            self.keys.insert(key.clone(), row.id);
+        }
+        self.created.insert(row.id, row.created_at);
+        self.rows
+            .insert((row.created_at, *row.id.as_uuid().as_bytes()), row);
+        Ok(())
+    }
+}
+
+/// How the generic repository handles one entity: its table, the core's reference semantics
+/// (`into_entity`, `apply_to`, `matches`), its unique values, references and cascades.
+pub(crate) trait Row: Entity {
+    fn table(state: &State) -> &Table<Self>;
+    fn table_mut(state: &mut State) -> &mut Table<Self>;
+
+    /// The row `new` creates at `now`.
+    fn build(new: Self::New, now: Timestamp) -> Self;
+    /// Applies `patch` at `now` (new `updated_at`, next version).
+    fn apply(patch: &Self::Patch, row: &mut Self, now: Timestamp);
+    /// Whether a live row passes `filter`.
+    fn matches(filter: &Self::Filter, row: &Self) -> bool;
+    /// The values that must be unique among live rows.
+    fn unique_keys(&self) -> Vec<UniqueKey>;
+    /// Sets `deleted_at` at `now` (new `updated_at`, next version).
+    fn set_deleted_at(&mut self, deleted_at: Option<Timestamp>, now: Timestamp);
+
+    /// Checks that the rows a new row refers to are live.
+    fn check_references(&self, _state: &State) -> Result<()> {
+        Ok(())
+    }
+    /// Checks that the rows a patch makes a row refer to are live.
+    fn check_patch(_patch: &Self::Patch, _state: &State) -> Result<()> {
+        Ok(())
+    }
+    /// Applies the `ON DELETE` rules of the rows referring to the removed row `id`.
+    fn cascade(_state: &mut State, _id: Self::Id) {}
+
+    /// Deletes the row `id` for good, with its cascades. False when there is no such row.
+    fn remove(state: &mut State, id: Self::Id) -> bool {
+        let removed = Self::table_mut(state).take(id).is_some();
+        if removed {
+            Self::cascade(state, id);
+        }
+        removed
+    }
+}
+
+fn require_live<E: Row>(state: &State, id: E::Id) -> Result<()> {
+    match E::table(state).live(id) {
+        Some(_) => Ok(()),
+        None => Err(Error::not_found(E::KIND, id)),
+    }
+}
+
+macro_rules! set_deleted_at {
+    () => {
+        fn set_deleted_at(&mut self, deleted_at: Option<Timestamp>, now: Timestamp) {
+            self.deleted_at = deleted_at;
+            self.updated_at = now;
+            self.version += 1;
+        }
+    };
+}
+
+impl Row for Product {
+    fn table(state: &State) -> &Table<Self> {
+        &state.products
+    }
+    fn table_mut(state: &mut State) -> &mut Table<Self> {
+        &mut state.products
+    }
+    fn build(new: NewProduct, now: Timestamp) -> Self {
+        new.into_entity(now)
+    }
+    fn apply(patch: &ProductPatch, row: &mut Self, now: Timestamp) {
+        patch.apply_to(row, now);
+    }
+    fn matches(filter: &ProductFilter, row: &Self) -> bool {
+        filter.matches(row)
+    }
+    fn unique_keys(&self) -> Vec<UniqueKey> {
+        vec![
+            (Constraint::ProductSlug, self.slug.clone()),
+            (Constraint::ProductSku, self.sku.clone()),
+        ]
+    }
+    set_deleted_at!();
+
+    fn check_references(&self, state: &State) -> Result<()> {
+        if let Some(category) = self.category_id {
+            require_live::<Category>(state, category)?;
+        }
+        if let Some(user) = self.created_by {
+            require_live::<User>(state, user)?;
+        }
+        Ok(())
+    }
+    fn check_patch(patch: &ProductPatch, state: &State) -> Result<()> {
+        match patch.category_value() {
+            Some(Some(category)) => require_live::<Category>(state, category),
+            _ => Ok(()),
+        }
+    }
+    fn cascade(state: &mut State, id: ProductId) {
+        let reviews: Vec<_> = state
+            .reviews
+            .all()
+            .filter(|r| r.product_id == id)
+            .map(|r| r.id)
+            .collect();
+        for review in reviews {
+            Review::remove(state, review);
+        }
+    }
+}
+
+impl Row for Category {
+    fn table(state: &State) -> &Table<Self> {
+        &state.categories
+    }
+    fn table_mut(state: &mut State) -> &mut Table<Self> {
+        &mut state.categories
+    }
+    fn build(new: NewCategory, now: Timestamp) -> Self {
+        new.into_entity(now)
+    }
+    fn apply(patch: &CategoryPatch, row: &mut Self, now: Timestamp) {
+        patch.apply_to(row, now);
+    }
+    fn matches(filter: &CategoryFilter, row: &Self) -> bool {
+        filter.matches(row)
+    }
+    fn unique_keys(&self) -> Vec<UniqueKey> {
+        vec![(Constraint::CategorySlug, self.slug.clone())]
+    }
+    set_deleted_at!();
+
+    /// `products.category_id ON DELETE SET NULL`.
+    fn cascade(state: &mut State, id: CategoryId) {
+        let orphans: Vec<Product> = state
+            .products
+            .all()
+            .filter(|p| p.category_id == Some(id))
+            .cloned()
+            .collect();
+        for mut product in orphans {
+            product.category_id = None;
+            state
+                .products
+                .put(product)
+                .expect("unique values are unchanged");
+        }
+    }
+}
+
+impl Row for User {
+    fn table(state: &State) -> &Table<Self> {
+        &state.users
+    }
+    fn table_mut(state: &mut State) -> &mut Table<Self> {
+        &mut state.users
+    }
+    fn build(new: NewUser, now: Timestamp) -> Self {
+        new.into_entity(now)
+    }
+    fn apply(patch: &UserPatch, row: &mut Self, now: Timestamp) {
+        patch.apply_to(row, now);
+    }
+    fn matches(filter: &UserFilter, row: &Self) -> bool {
+        filter.matches(row)
+    }
+    fn unique_keys(&self) -> Vec<UniqueKey> {
+        vec![(Constraint::UserEmail, self.email.clone())]
+    }
+    set_deleted_at!();
+
+    /// `products.created_by ON DELETE SET NULL`, `reviews.author_id ON DELETE CASCADE`.
+    fn cascade(state: &mut State, id: UserId) {
+        let created: Vec<Product> = state
+            .products
+            .all()
+            .filter(|p| p.created_by == Some(id))
+            .cloned()
+            .collect();
+        for mut product in created {
+            product.created_by = None;
+            state
+                .products
+                .put(product)
+                .expect("unique values are unchanged");
+        }
+        let reviews: Vec<_> = state
+            .reviews
+            .all()
+            .filter(|r| r.author_id == id)
+            .map(|r| r.id)
+            .collect();
+        for review in reviews {
+            Review::remove(state, review);
+        }
+    }
+}
+
+impl Row for Review {
+    fn table(state: &State) -> &Table<Self> {
+        &state.reviews
+    }
+    fn table_mut(state: &mut State) -> &mut Table<Self> {
+        &mut state.reviews
+    }
+    fn build(new: NewReview, now: Timestamp) -> Self {
+        new.into_entity(now)
+    }
+    fn apply(patch: &ReviewPatch, row: &mut Self, now: Timestamp) {
+        patch.apply_to(row, now);
+    }
+    fn matches(filter: &ReviewFilter, row: &Self) -> bool {
+        filter.matches(row)
+    }
+    fn unique_keys(&self) -> Vec<UniqueKey> {
+        vec![(
+            Constraint::ReviewAuthor,
+            format!("{}/{}", self.product_id, self.author_id),
+        )]
+    }
+    set_deleted_at!();
+
+    fn check_references(&self, state: &State) -> Result<()> {
+        require_live::<Product>(state, self.product_id)?;
+        require_live::<User>(state, self.author_id)
+    }
+}

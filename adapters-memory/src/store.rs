@@ -1,0 +1,260 @@
+//! The store, its units of work and its read sessions.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use stockroom_core::{
+    CategoryReader, CategoryRepository, Error, ProductReader, ProductRepository, ReadSession,
+    Result, ReviewReader, ReviewRepository, Rule, Savepoint, Savepoints, StockMovementReader,
+    StockMovementRepository, Store, StoreConfig, UnitOfWork, UserReader, UserRepository,
+};
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+use crate::state::State;
+use crate::tx::Tables;
+
+/// An in-memory [`Store`]: the reference implementation of every port.
+///
+/// Cheap to clone (clones share the data) and safe to share across tasks and threads. Units of
+/// work are serialized: [`begin`](Store::begin) waits up to the configured busy timeout for the
+/// one writer slot, then fails with [`Error::Transient`]. Each unit of work writes to its own
+/// copy of the data (O(1) to take: the tables are persistent maps) and publishes it atomically
+/// on commit; reads see the last committed state, never a partial one.
+#[derive(Clone)]
+pub struct MemoryStore {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    committed: RwLock<State>,
+    writer: Arc<Mutex<()>>,
+    closed: AtomicBool,
+    busy_timeout: Duration,
+}
+
+impl Shared {
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            Err(Error::Unavailable {
+                reason: "the memory store is closed".to_owned(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    fn snapshot(&self) -> State {
+        self.committed
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn publish(&self, state: State) {
+        *self
+            .committed
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = state;
+    }
+}
+
+impl fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("committed", &self.shared.snapshot())
+            .field("closed", &self.shared.closed.load(Ordering::Relaxed))
+            .field("busy_timeout", &self.shared.busy_timeout)
+            .finish()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty store with the default settings of [`StoreConfig`].
+    pub fn new() -> Self {
+        Self::with_config(StoreConfig::new("memory://"))
+    }
+
+    /// An empty store; of `config`, only `busy_timeout` applies.
+    pub fn with_config(config: StoreConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                committed: RwLock::new(State::default()),
+                writer: Arc::new(Mutex::new(())),
+                closed: AtomicBool::new(false),
+                busy_timeout: config.busy_timeout,
+            }),
+        }
+    }
+
+    /// An empty store for a `memory://` URL (anything after `memory://` is ignored). Any other
+    /// URL is a validation error on `url`.
+    pub fn connect(config: &StoreConfig) -> Result<Self> {
+        if config.scheme().as_deref() != Some("memory") {
+            return Err(Error::validation(
+                "url",
+                Rule::Malformed {
+                    expected: "a memory:// URL",
+                },
+            ));
+        }
+        Ok(Self::with_config(config.clone()))
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
+        self.shared.check_open()?;
+        let slot = Arc::clone(&self.shared.writer).lock_owned();
+        let writer = tokio::time::timeout(self.shared.busy_timeout, slot)
+            .await
+            .map_err(|_| Error::Transient {
+                reason: format!(
+                    "another unit of work held the memory store's writer slot for {:?}",
+                    self.shared.busy_timeout
+                ),
+            })?;
+        self.shared.check_open()?;
+        Ok(Box::new(MemoryUnitOfWork {
+            tables: Tables {
+                state: self.shared.snapshot(),
+            },
+            savepoints: Vec::new(),
+            marks: Savepoints::default(),
+            shared: Arc::clone(&self.shared),
+            _writer: writer,
+        }))
+    }
+
+    async fn read(&self) -> Result<Box<dyn ReadSession>> {
+        self.shared.check_open()?;
+        Ok(Box::new(MemoryReadSession {
+            tables: Tables {
+                state: self.shared.snapshot(),
+            },
+        }))
+    }
+
+    async fn health(&self) -> Result<()> {
+        self.shared.check_open()
+    }
+
+    async fn close(&self) {
+        self.shared.closed.store(true, Ordering::Release);
+        self.shared.publish(State::default());
+    }
+}
+
+/// A unit of work: a private copy of the committed state, published on commit. It holds the
+/// store's writer slot until it ends.
+struct MemoryUnitOfWork {
+    tables: Tables,
+    /// The state when each open savepoint was taken, outermost first.
+    savepoints: Vec<State>,
+    marks: Savepoints,
+    shared: Arc<Shared>,
+    _writer: OwnedMutexGuard<()>,
+}
+
+impl fmt::Debug for MemoryUnitOfWork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryUnitOfWork")
+            .field("state", &self.tables.state)
+            .field("savepoints", &self.marks.depth())
+            .finish()
+    }
+}
+
+#[async_trait]
+impl UnitOfWork for MemoryUnitOfWork {
+    fn products(&mut self) -> &mut dyn ProductRepository {
+        &mut self.tables
+    }
+    fn categories(&mut self) -> &mut dyn CategoryRepository {
+        &mut self.tables
+    }
+    fn users(&mut self) -> &mut dyn UserRepository {
+        &mut self.tables
+    }
+    fn reviews(&mut self) -> &mut dyn ReviewRepository {
+        &mut self.tables
+    }
+    fn movements(&mut self) -> &mut dyn StockMovementRepository {
+        &mut self.tables
+    }
+
+    async fn savepoint(&mut self) -> Result<Savepoint> {
+        self.savepoints.push(self.tables.state.clone());
+        Ok(self.marks.open())
+    }
+
+    async fn rollback_to(&mut self, savepoint: Savepoint) -> Result<()> {
+        self.marks.close(&savepoint)?;
+        self.savepoints.truncate(savepoint.depth() as usize);
+        self.tables.state = self
+            .savepoints
+            .pop()
+            .expect("an open savepoint has its saved state");
+        Ok(())
+    }
+
+    async fn release(&mut self, savepoint: Savepoint) -> Result<()> {
+        self.marks.close(&savepoint)?;
+        self.savepoints.truncate(savepoint.depth() as usize - 1);
+        Ok(())
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        self.shared.check_open()?;
+        self.shared.publish(self.tables.state.clone());
+        Ok(()) // the writer slot is released here, after the new state is visible
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Reads over the state committed when the session began.
+struct MemoryReadSession {
+    tables: Tables,
+}
+
+impl fmt::Debug for MemoryReadSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryReadSession")
+            .field("state", &self.tables.state)
+            .finish()
+    }
+}
+
+impl ReadSession for MemoryReadSession {
+    fn products(&mut self) -> &mut dyn ProductReader {
+        &mut self.tables
+    }
+    fn categories(&mut self) -> &mut dyn CategoryReader {
+        &mut self.tables
+    }
+    fn users(&mut self) -> &mut dyn UserReader {
+        &mut self.tables
+    }
+    fn reviews(&mut self) -> &mut dyn ReviewReader {
+        &mut self.tables
+    }
+    fn movements(&mut self) -> &mut dyn StockMovementReader {
+        &mut self.tables
+    }
+}

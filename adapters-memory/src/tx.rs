@@ -1,0 +1,378 @@
+//! The repositories: one type, [`Tables`], holding a [`State`] and implementing every reader and
+//! repository port over it. A read session hands out only its reader traits; a unit of work hands
+//! out the repository traits too.
+
+use async_trait::async_trait;
+use stockroom_core::time::{self, Timestamp};
+use stockroom_core::{
+    Category, CategoryReader, CategoryRepository, Constraint, Cursor, Entity, Error, KeysetPage,
+    Limit, NewStockMovement, Page, Product, ProductFilter, ProductId, ProductReader,
+    ProductRepository, ProductWithRelations, RatingStats, ReadRepository, Repository, Result,
+    Review, ReviewReader, ReviewRepository, Rule, SearchPage, StockDelta, StockMovement,
+    StockMovementId, StockMovementReader, StockMovementRepository, User, UserReader,
+    UserRepository,
+};
+
+use crate::state::{key_of, key_of_cursor, Row, State};
+
+/// A [`State`] and the ports over it.
+#[derive(Debug)]
+pub(crate) struct Tables {
+    pub(crate) state: State,
+}
+
+/// `rows` from `page`: skip `offset`, take `limit`.
+fn paged<'a, E: Clone + 'a>(rows: impl Iterator<Item = &'a E>, page: Page) -> Vec<E> {
+    let offset = usize::try_from(page.offset()).unwrap_or(usize::MAX);
+    rows.skip(offset)
+        .take(page.limit().get() as usize)
+        .cloned()
+        .collect()
+}
+
+/// `ids` without repeats, in their first order.
+fn distinct<T: Copy + Eq + std::hash::Hash>(ids: &[T]) -> Vec<T> {
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    ids.iter().copied().filter(|id| seen.insert(*id)).collect()
+}
+
+#[async_trait]
+impl<E: Row> ReadRepository<E> for Tables {
+    async fn get(&mut self, id: E::Id) -> Result<Option<E>> {
+        Ok(E::table(&self.state).live(id).cloned())
+    }
+
+    async fn get_many(&mut self, ids: &[E::Id]) -> Result<Vec<E>> {
+        let table = E::table(&self.state);
+        let mut rows: Vec<E> = distinct(ids)
+            .into_iter()
+            .filter_map(|id| table.live(id).cloned())
+            .collect();
+        rows.sort_by_key(key_of);
+        Ok(rows)
+    }
+
+    async fn list(&mut self, filter: &E::Filter, page: Page) -> Result<Vec<E>> {
+        let rows = E::table(&self.state)
+            .live_rows()
+            .filter(|row| E::matches(filter, row));
+        Ok(paged(rows, page))
+    }
+
+    async fn list_after(
+        &mut self,
+        filter: &E::Filter,
+        after: Option<Cursor>,
+        limit: Limit,
+    ) -> Result<KeysetPage<E>> {
+        let table = E::table(&self.state);
+        let take = limit.get() as usize + 1;
+        let rows: Vec<E> = match after {
+            Some(cursor) => table
+                .live_after(key_of_cursor(&cursor))
+                .filter(|row| E::matches(filter, row))
+                .take(take)
+                .cloned()
+                .collect(),
+            None => table
+                .live_rows()
+                .filter(|row| E::matches(filter, row))
+                .take(take)
+                .cloned()
+                .collect(),
+        };
+        Ok(KeysetPage::from_overfetch(rows, limit))
+    }
+
+    async fn count(&mut self, filter: &E::Filter) -> Result<u64> {
+        let table = E::table(&self.state);
+        Ok(table
+            .live_rows()
+            .filter(|row| E::matches(filter, row))
+            .count() as u64)
+    }
+
+    async fn exists(&mut self, filter: &E::Filter) -> Result<bool> {
+        let table = E::table(&self.state);
+        Ok(table.live_rows().any(|row| E::matches(filter, row)))
+    }
+
+    async fn list_deleted(&mut self, page: Page) -> Result<Vec<E>> {
+        let rows = E::table(&self.state).all().filter(|row| !row.is_live());
+        Ok(paged(rows, page))
+    }
+}
+
+/// Creates `new` in `state` at `now`: references, then uniqueness.
+fn insert<E: Row>(state: &mut State, new: E::New, now: Timestamp) -> Result<E> {
+    let row = E::build(new, now);
+    row.check_references(state)?;
+    E::table_mut(state).put(row.clone())?;
+    Ok(row)
+}
+
+#[async_trait]
+impl<E: Row> Repository<E> for Tables {
+    async fn create(&mut self, new: E::New) -> Result<E> {
+        insert(&mut self.state, new, time::now())
+    }
+
+    async fn create_many(&mut self, new: Vec<E::New>) -> Result<Vec<E>> {
+        let now = time::now();
+        let mut next = self.state.clone();
+        let rows = new
+            .into_iter()
+            .map(|new| insert(&mut next, new, now))
+            .collect::<Result<Vec<E>>>()?;
+        self.state = next;
+        Ok(rows)
+    }
+
+    async fn update(
+        &mut self,
+        id: E::Id,
+        patch: &E::Patch,
+        expected_version: Option<i64>,
+    ) -> Result<E> {
+        let table = E::table(&self.state);
+        let mut row = table
+            .live(id)
+            .cloned()
+            .ok_or_else(|| Error::not_found(E::KIND, id))?;
+        if let Some(expected) = expected_version {
+            if expected != row.version() {
+                return Err(Error::StaleVersion {
+                    entity: E::KIND,
+                    id: id.to_string(),
+                    expected,
+                    actual: row.version(),
+                });
+            }
+        }
+        E::check_patch(patch, &self.state)?;
+        E::apply(patch, &mut row, time::now());
+        E::table_mut(&mut self.state).put(row.clone())?;
+        Ok(row)
+    }
+
+    async fn update_many(&mut self, ids: &[E::Id], patch: &E::Patch) -> Result<u64> {
+        E::check_patch(patch, &self.state)?;
+        let now = time::now();
+        let mut next = self.state.clone();
+        let table = E::table_mut(&mut next);
+        let mut changed = 0;
+        for id in distinct(ids) {
+            if let Some(row) = table.live(id) {
+                let mut row = row.clone();
+                E::apply(patch, &mut row, now);
+                table.put(row)?;
+                changed += 1;
+            }
+        }
+        self.state = next;
+        Ok(changed)
+    }
+
+    async fn soft_delete(&mut self, id: E::Id) -> Result<bool> {
+        let table = E::table_mut(&mut self.state);
+        let Some(row) = table.live(id) else {
+            return Ok(false);
+        };
+        let mut row = row.clone();
+        let now = time::now();
+        row.set_deleted_at(Some(now), now);
+        table.put(row)?;
+        Ok(true)
+    }
+
+    async fn restore(&mut self, id: E::Id) -> Result<bool> {
+        let table = E::table_mut(&mut self.state);
+        let Some(row) = table.any(id).filter(|row| !row.is_live()) else {
+            return Ok(false);
+        };
+        let mut row = row.clone();
+        row.set_deleted_at(None, time::now());
+        table.put(row)?;
+        Ok(true)
+    }
+
+    async fn hard_delete(&mut self, id: E::Id) -> Result<bool> {
+        Ok(E::remove(&mut self.state, id))
+    }
+
+    async fn purge_deleted_before(&mut self, before: Timestamp) -> Result<u64> {
+        let doomed: Vec<E::Id> = E::table(&self.state)
+            .all()
+            .filter(|row| row.deleted_at().is_some_and(|at| at < before))
+            .map(Entity::id)
+            .collect();
+        for &id in &doomed {
+            E::remove(&mut self.state, id);
+        }
+        Ok(doomed.len() as u64)
+    }
+}
+
+#[async_trait]
+impl ProductReader for Tables {
+    async fn by_slug(&mut self, slug: &str) -> Result<Option<Product>> {
+        let table = &self.state.products;
+        Ok(table.by_unique(Constraint::ProductSlug, slug).cloned())
+    }
+
+    async fn by_sku(&mut self, sku: &str) -> Result<Option<Product>> {
+        let table = &self.state.products;
+        Ok(table.by_unique(Constraint::ProductSku, sku).cloned())
+    }
+
+    async fn with_relations(&mut self, id: ProductId) -> Result<Option<ProductWithRelations>> {
+        let state = &self.state;
+        Ok(state.products.live(id).map(|product| ProductWithRelations {
+            category: product
+                .category_id
+                .and_then(|c| state.categories.live(c).cloned()),
+            creator: product
+                .created_by
+                .and_then(|u| state.users.live(u).cloned()),
+            product: product.clone(),
+        }))
+    }
+
+    async fn search(&mut self, filter: &ProductFilter, page: Page) -> Result<SearchPage<Product>> {
+        let matching = || {
+            self.state
+                .products
+                .live_rows()
+                .filter(|p| filter.matches(p))
+        };
+        Ok(SearchPage {
+            total: matching().count() as u64,
+            items: paged(matching(), page),
+        })
+    }
+}
+
+#[async_trait]
+impl ProductRepository for Tables {
+    async fn adjust_stock(&mut self, id: ProductId, delta: StockDelta) -> Result<Product> {
+        let table = &mut self.state.products;
+        let mut product = table
+            .live(id)
+            .cloned()
+            .ok_or_else(|| Error::not_found(Product::KIND, id))?;
+        let delta = delta.get();
+        let stock = product.stock.checked_add(delta).ok_or_else(|| {
+            Error::validation(
+                "delta",
+                Rule::OutOfRange {
+                    min: -product.stock,
+                    max: i64::MAX - product.stock,
+                },
+            )
+        })?;
+        if stock < 0 {
+            return Err(Error::InsufficientStock {
+                product: id,
+                available: product.stock,
+                requested: -delta,
+            });
+        }
+        product.stock = stock;
+        product.updated_at = time::now();
+        product.version += 1;
+        table.put(product.clone())?;
+        Ok(product)
+    }
+
+    async fn lock(&mut self, ids: &[ProductId]) -> Result<Vec<Product>> {
+        // The unit of work holds the only writer slot: every row it sees is already its own.
+        let mut ids = distinct(ids);
+        ids.sort_unstable();
+        let table = &self.state.products;
+        Ok(ids
+            .into_iter()
+            .filter_map(|id| table.live(id).cloned())
+            .collect())
+    }
+}
+
+#[async_trait]
+impl CategoryReader for Tables {
+    async fn by_slug(&mut self, slug: &str) -> Result<Option<Category>> {
+        let table = &self.state.categories;
+        Ok(table.by_unique(Constraint::CategorySlug, slug).cloned())
+    }
+}
+
+impl CategoryRepository for Tables {}
+
+#[async_trait]
+impl UserReader for Tables {
+    async fn by_email(&mut self, email: &str) -> Result<Option<User>> {
+        let table = &self.state.users;
+        let email = email.to_lowercase();
+        Ok(table.by_unique(Constraint::UserEmail, &email).cloned())
+    }
+}
+
+impl UserRepository for Tables {}
+
+impl Tables {
+    /// The live reviews of `product` (none unless it is live), newest first.
+    fn reviews_of(&self, product: ProductId) -> impl Iterator<Item = &Review> + '_ {
+        let live = self.state.products.live(product).is_some();
+        self.state
+            .reviews
+            .live_rows()
+            .rev()
+            .filter(move |r| live && r.product_id == product)
+    }
+}
+
+#[async_trait]
+impl ReviewReader for Tables {
+    async fn for_product(&mut self, product: ProductId, page: Page) -> Result<Vec<Review>> {
+        Ok(paged(self.reviews_of(product), page))
+    }
+
+    async fn stats(&mut self, product: ProductId) -> Result<RatingStats> {
+        Ok(RatingStats::from_ratings(
+            self.reviews_of(product).map(|r| r.rating),
+        ))
+    }
+}
+
+impl ReviewRepository for Tables {}
+
+#[async_trait]
+impl StockMovementReader for Tables {
+    async fn get(&mut self, id: StockMovementId) -> Result<Option<StockMovement>> {
+        Ok(self.state.movements.get(id).cloned())
+    }
+
+    async fn by_idempotency_key(&mut self, key: &str) -> Result<Option<StockMovement>> {
+        Ok(self.state.movements.by_key(key).cloned())
+    }
+
+    async fn for_product(&mut self, product: ProductId, page: Page) -> Result<Vec<StockMovement>> {
+        let rows = self
+            .state
+            .movements
+            .all()
+            .filter(|m| m.source_id == product || m.target_id == product);
+        Ok(paged(rows, page))
+    }
+
+    async fn count(&mut self) -> Result<u64> {
+        Ok(self.state.movements.len() as u64)
+    }
+}
+
+#[async_trait]
+impl StockMovementRepository for Tables {
+    async fn record(&mut self, movement: NewStockMovement) -> Result<StockMovement> {
+        let row = movement.into_entity(time::now());
+        self.state.movements.append(row.clone())?;
+        Ok(row)
+    }
+}
