@@ -83,6 +83,29 @@ macro_rules! __stockroom_cases {
                 user_email_is_unique_ignoring_case,
                 one_live_review_per_author_and_product,
             );
+            $crate::__stockroom_case_tests!($fixture; pagination:
+                offset_pages_cover_tied_rows_once_in_order,
+                list_orders_by_created_at_then_id,
+                page_past_the_end_is_empty,
+                filtered_pages_hold_only_matching_rows,
+                users_page_in_the_same_order,
+            );
+            $crate::__stockroom_case_tests!($fixture; keyset:
+                keyset_pages_walk_tied_rows_once_in_order,
+                last_page_has_no_cursor,
+                cursor_round_trips_through_text,
+                keyset_honours_filter_and_deletes_between_pages,
+                cursor_after_the_end_gives_an_empty_page,
+            );
+            $crate::__stockroom_case_tests!($fixture; search:
+                search_is_case_insensitive,
+                search_folds_non_ascii_letters,
+                wildcards_in_the_query_are_literal,
+                search_matches_name_sku_and_description,
+                search_total_is_correct_while_paging,
+                search_combines_with_status_and_category,
+                search_follows_updates,
+            );
         }
     };
 }

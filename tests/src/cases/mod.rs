@@ -5,3 +5,6 @@ pub mod crud;
 pub mod soft_delete;
 pub mod trash_and_purge;
 pub mod uniqueness;
+pub mod pagination;
+pub mod keyset;
+pub mod search;
