@@ -43,3 +43,6 @@ impl StoreExt for dyn Store {
         self
     }
 }
+
+#[cfg(all(test, feature = "mocks"))]
+mod tests;
