@@ -37,3 +37,6 @@ mod store;
 mod tx;
 
 pub use store::MemoryStore;
+
+#[cfg(test)]
+mod tests;

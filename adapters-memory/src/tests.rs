@@ -1,0 +1,350 @@
+//! The tricky parts of the adapter: transactions, savepoints, the writer slot, all-or-nothing
+//! writes. The shared behaviour of every port is checked by the conformance suite.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use stockroom_core::{
+    Constraint, Error, NewCategory, NewProduct, Page, ProductFilter, ProductPatch, StockDelta,
+    Store, StoreConfig, UnitOfWork,
+};
+
+use crate::MemoryStore;
+
+fn mug(n: u32) -> NewProduct {
+    NewProduct::new(
+        &format!("Mug {n}"),
+        &format!("mug-{n}"),
+        &format!("MUG-{n}"),
+    )
+    .unwrap()
+}
+
+async fn product_count(store: &MemoryStore) -> u64 {
+    let mut read = store.read().await.unwrap();
+    read.products()
+        .count(&ProductFilter::default())
+        .await
+        .unwrap()
+}
+
+async fn slugs(uow: &mut Box<dyn UnitOfWork>) -> Vec<String> {
+    let page = Page::new(100, 0).unwrap();
+    let rows = uow
+        .products()
+        .list(&ProductFilter::default(), page)
+        .await
+        .unwrap();
+    rows.into_iter().map(|p| p.slug).collect()
+}
+
+#[tokio::test]
+async fn writes_are_invisible_to_others_until_commit() {
+    let store = MemoryStore::new();
+    let mut before = store.read().await.unwrap();
+    let mut uow = store.begin().await.unwrap();
+    let created = uow.products().create(mug(1)).await.unwrap();
+    assert_eq!(
+        uow.products().get(created.id).await.unwrap(),
+        Some(created.clone())
+    );
+    assert_eq!(product_count(&store).await, 0, "visible before commit");
+    uow.commit().await.unwrap();
+    assert_eq!(product_count(&store).await, 1);
+    // A session reads the state committed when it began.
+    assert_eq!(before.products().get(created.id).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn drop_and_rollback_leave_no_trace_and_free_the_writer() {
+    let store = MemoryStore::with_config(
+        StoreConfig::new("memory://").with_busy_timeout(Duration::from_millis(100)),
+    );
+    let mut uow = store.begin().await.unwrap();
+    uow.products().create(mug(1)).await.unwrap();
+    drop(uow);
+    assert_eq!(product_count(&store).await, 0, "drop kept the write");
+
+    let mut uow = store.begin().await.expect("drop released the writer slot");
+    uow.products().create(mug(2)).await.unwrap();
+    uow.rollback().await.unwrap();
+    assert_eq!(product_count(&store).await, 0, "rollback kept the write");
+    store
+        .begin()
+        .await
+        .expect("rollback released the writer slot");
+}
+
+#[tokio::test]
+async fn savepoints_roll_back_only_their_part() {
+    let store = MemoryStore::new();
+    let mut uow = store.begin().await.unwrap();
+    uow.products().create(mug(1)).await.unwrap();
+    let outer = uow.savepoint().await.unwrap();
+    uow.products().create(mug(2)).await.unwrap();
+    let inner = uow.savepoint().await.unwrap();
+    assert_eq!((outer.depth(), inner.depth()), (1, 2));
+    uow.products().create(mug(3)).await.unwrap();
+    uow.rollback_to(inner).await.unwrap();
+    assert_eq!(slugs(&mut uow).await, ["mug-1", "mug-2"]);
+
+    let inner = uow.savepoint().await.unwrap();
+    assert_eq!(inner.depth(), 2, "rollback_to closed the inner savepoint");
+    uow.products().create(mug(4)).await.unwrap();
+    uow.release(inner).await.unwrap();
+    assert_eq!(slugs(&mut uow).await, ["mug-1", "mug-2", "mug-4"]);
+
+    uow.rollback_to(outer).await.unwrap();
+    assert_eq!(slugs(&mut uow).await, ["mug-1"]);
+    uow.commit().await.unwrap();
+    assert_eq!(product_count(&store).await, 1);
+}
+
+#[tokio::test]
+async fn rolling_back_to_an_outer_savepoint_closes_the_inner_ones() {
+    let store = MemoryStore::new();
+    let mut uow = store.begin().await.unwrap();
+    let outer = uow.savepoint().await.unwrap();
+    let inner = uow.savepoint().await.unwrap();
+    uow.products().create(mug(1)).await.unwrap();
+    uow.rollback_to(outer).await.unwrap();
+    let err = uow.release(inner).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Validation {
+                field: "savepoint",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(slugs(&mut uow).await.is_empty());
+
+    // A savepoint of another unit of work is refused too, and changes nothing.
+    let mut other = MemoryStore::new().begin().await.unwrap();
+    let foreign = other.savepoint().await.unwrap();
+    uow.products().create(mug(2)).await.unwrap();
+    assert!(uow.rollback_to(foreign).await.is_err());
+    assert_eq!(slugs(&mut uow).await, ["mug-2"]);
+}
+
+#[tokio::test]
+async fn begin_times_out_as_transient_while_another_unit_of_work_writes() {
+    let store = MemoryStore::with_config(
+        StoreConfig::new("memory://").with_busy_timeout(Duration::from_millis(50)),
+    );
+    let holder = store.begin().await.unwrap();
+    let err = store.begin().await.err().expect("the writer slot is taken");
+    assert!(err.is_transient(), "{err:?}");
+    // Reads never wait for the writer.
+    store.read().await.unwrap();
+    holder.commit().await.unwrap();
+    store
+        .begin()
+        .await
+        .expect("commit released the writer slot");
+}
+
+#[tokio::test]
+async fn a_waiting_begin_gets_the_slot_when_it_is_released() {
+    let store = MemoryStore::with_config(
+        StoreConfig::new("memory://").with_busy_timeout(Duration::from_secs(5)),
+    );
+    let mut holder = store.begin().await.unwrap();
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            let mut uow = store.begin().await?;
+            let seen = uow.products().by_slug("mug-1").await?;
+            uow.commit().await?;
+            Ok::<_, Error>(seen)
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(!waiter.is_finished(), "two units of work ran at once");
+    holder.products().create(mug(1)).await.unwrap();
+    holder.commit().await.unwrap();
+    let seen = waiter.await.unwrap().unwrap();
+    assert!(seen.is_some(), "the next unit of work missed the commit");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_units_of_work_lose_no_update() {
+    let store = MemoryStore::new();
+    let mut uow = store.begin().await.unwrap();
+    let id = uow.products().create(mug(1)).await.unwrap().id;
+    uow.commit().await.unwrap();
+
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for _ in 0..25 {
+                    let mut uow = store.begin().await.unwrap();
+                    let stock = uow.products().require(id).await.unwrap().stock;
+                    tokio::task::yield_now().await;
+                    let after = uow
+                        .products()
+                        .adjust_stock(id, StockDelta::new(1).unwrap())
+                        .await
+                        .unwrap();
+                    assert_eq!(after.stock, stock + 1, "another writer interleaved");
+                    uow.commit().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mut read = store.read().await.unwrap();
+    let product = read.products().require(id).await.unwrap();
+    assert_eq!((product.stock, product.version), (400, 401));
+}
+
+#[tokio::test]
+async fn restore_fails_when_a_live_row_took_its_slug_and_changes_nothing() {
+    let store = MemoryStore::new();
+    let mut uow = store.begin().await.unwrap();
+    let old = uow
+        .categories()
+        .create(NewCategory::new("Mugs", "mugs").unwrap())
+        .await
+        .unwrap();
+    assert!(uow.categories().soft_delete(old.id).await.unwrap());
+    let deleted = uow
+        .categories()
+        .list_deleted(Page::default())
+        .await
+        .unwrap();
+    uow.categories()
+        .create(NewCategory::new("New mugs", "mugs").unwrap())
+        .await
+        .unwrap();
+
+    let err = uow.categories().restore(old.id).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                constraint: Constraint::CategorySlug
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        uow.categories()
+            .list_deleted(Page::default())
+            .await
+            .unwrap(),
+        deleted,
+        "the failed restore changed the row"
+    );
+    assert_eq!(
+        uow.categories()
+            .by_slug("mugs")
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        "New mugs"
+    );
+}
+
+#[tokio::test]
+async fn restored_row_takes_back_its_unique_values() {
+    let store = MemoryStore::new();
+    let mut uow = store.begin().await.unwrap();
+    let row = uow.products().create(mug(1)).await.unwrap();
+    uow.products().soft_delete(row.id).await.unwrap();
+    assert!(uow.products().restore(row.id).await.unwrap());
+    let err = uow.products().create(mug(1)).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    let restored = uow.products().by_sku("MUG-1").await.unwrap().unwrap();
+    assert_eq!((restored.id, restored.version), (row.id, 3));
+}
+
+#[tokio::test]
+async fn create_many_is_all_or_nothing_even_for_duplicates_inside_the_batch() {
+    let store = MemoryStore::new();
+    let mut uow = store.begin().await.unwrap();
+    let err = uow
+        .products()
+        .create_many(vec![mug(1), mug(2), mug(1)])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                constraint: Constraint::ProductSlug
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(
+        slugs(&mut uow).await.is_empty(),
+        "a failed batch inserted rows"
+    );
+
+    let rows = uow
+        .products()
+        .create_many(vec![mug(3), mug(1), mug(2)])
+        .await
+        .unwrap();
+    let returned: Vec<_> = rows.iter().map(|p| p.slug.as_str()).collect();
+    assert_eq!(returned, ["mug-3", "mug-1", "mug-2"], "not in input order");
+    assert!(rows.iter().all(|p| p.created_at == rows[0].created_at));
+}
+
+#[tokio::test]
+async fn update_many_is_all_or_nothing() {
+    let store = MemoryStore::new();
+    let mut uow = store.begin().await.unwrap();
+    let rows = uow
+        .products()
+        .create_many(vec![mug(1), mug(2)])
+        .await
+        .unwrap();
+    let ids: Vec<_> = rows.iter().map(|p| p.id).collect();
+    // Both rows cannot take one slug: the second update conflicts with the first.
+    let patch = ProductPatch::new().slug("same").unwrap();
+    let err = uow.products().update_many(&ids, &patch).await.unwrap_err();
+    assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
+    assert_eq!(uow.products().get_many(&ids).await.unwrap(), rows);
+
+    let patch = ProductPatch::new().name("Renamed").unwrap();
+    let twice = [ids[0], ids[0], ids[1]];
+    assert_eq!(uow.products().update_many(&twice, &patch).await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn a_closed_store_is_unavailable() {
+    let store = MemoryStore::new();
+    let uow = store.begin().await.unwrap();
+    store.close().await;
+    for err in [
+        store.begin().await.err().unwrap(),
+        store.read().await.err().unwrap(),
+        store.health().await.unwrap_err(),
+        uow.commit().await.unwrap_err(),
+    ] {
+        assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    }
+}
+
+#[tokio::test]
+async fn connect_accepts_only_memory_urls() {
+    let store = MemoryStore::connect(&StoreConfig::new("memory://anything")).unwrap();
+    assert_eq!(store.backend(), "memory");
+    store.health().await.unwrap();
+    for url in ["sqlite://x.db", "memory", ""] {
+        let err = MemoryStore::connect(&StoreConfig::new(url)).unwrap_err();
+        assert!(
+            matches!(err, Error::Validation { field: "url", .. }),
+            "{url}: {err:?}"
+        );
+    }
+    let _: Arc<dyn Store> = Arc::new(store);
+}
