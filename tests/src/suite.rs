@@ -106,6 +106,39 @@ macro_rules! __stockroom_cases {
                 search_combines_with_status_and_category,
                 search_follows_updates,
             );
+            $crate::__stockroom_case_tests!($fixture; relations:
+                with_relations_returns_the_live_category_and_creator,
+                deleted_category_shows_as_none,
+                deleted_creator_shows_as_none,
+                deleted_category_cannot_be_referenced,
+                deleted_author_or_product_cannot_be_reviewed,
+                reviews_of_a_product_come_newest_first,
+                rating_stats_summarise_live_reviews,
+                products_of_a_category_are_listed_in_order,
+            );
+            $crate::__stockroom_case_tests!($fixture; batch:
+                create_many_keeps_input_order_and_one_created_at,
+                create_many_with_a_duplicate_inside_writes_nothing,
+                create_many_conflicting_with_a_stored_row_writes_nothing,
+                create_many_with_an_unknown_reference_writes_nothing,
+                update_many_changes_live_rows_and_counts_them,
+                update_many_is_all_or_nothing,
+            );
+            $crate::__stockroom_case_tests!($fixture; versioning:
+                update_with_the_current_version_succeeds,
+                update_with_a_stale_version_is_rejected,
+                update_with_a_future_version_is_rejected,
+                every_write_bumps_the_version,
+                the_second_of_two_writers_is_stale,
+            );
+            $crate::__stockroom_case_tests!($fixture; stock:
+                adjust_stock_adds_and_removes,
+                adjust_stock_to_exactly_zero_is_allowed,
+                adjust_stock_below_zero_is_insufficient_and_changes_nothing,
+                adjust_stock_of_an_unknown_product_is_not_found,
+                lock_returns_live_rows_sorted_by_id,
+                adjust_stock_rolls_back_with_the_unit_of_work,
+            );
         }
     };
 }

@@ -8,3 +8,7 @@ pub mod uniqueness;
 pub mod pagination;
 pub mod keyset;
 pub mod search;
+pub mod relations;
+pub mod batch;
+pub mod versioning;
+pub mod stock;

@@ -1,0 +1,72 @@
+//! Stock adjustment: one conditional statement that never takes stock below zero; and row locks.
+
+use std::sync::Arc;
+
+use stockroom_core::{EntityKind, Error, ProductId, StockDelta, Store};
+
+use crate::support::*;
+
+/// `adjust_stock` adds and removes, and returns the row with its new stock.
+pub async fn adjust_stock_adds_and_removes(store: Arc<dyn Store>) {
+    let p = create_product(&store, new_product("a", 10)).await;
+    let up = StockDelta::new(5).unwrap();
+    let down = StockDelta::new(-12).unwrap();
+    let a = in_uow!(store, |uow| uow.products().adjust_stock(p.id, up).await).unwrap();
+    let b = in_uow!(store, |uow| uow.products().adjust_stock(p.id, down).await).unwrap();
+    assert_eq!((a.stock, b.stock), (15, 3), "stock after +5, -12");
+    assert_eq!(stock_of(&store, p.id).await, 3, "stored stock");
+}
+
+/// Taking stock to exactly zero is allowed.
+pub async fn adjust_stock_to_exactly_zero_is_allowed(store: Arc<dyn Store>) {
+    let p = create_product(&store, new_product("a", 4)).await;
+    let delta = StockDelta::new(-4).unwrap();
+    let a = in_uow!(store, |uow| uow.products().adjust_stock(p.id, delta).await).unwrap();
+    assert_eq!(a.stock, 0, "stock after -4 from 4");
+}
+
+/// Going below zero is `InsufficientStock{available, requested}` and changes nothing.
+pub async fn adjust_stock_below_zero_is_insufficient_and_changes_nothing(store: Arc<dyn Store>) {
+    let p = create_product(&store, new_product("a", 3)).await;
+    let delta = StockDelta::new(-4).unwrap();
+    match in_uow!(store, |uow| uow.products().adjust_stock(p.id, delta).await) {
+        Err(Error::InsufficientStock { product, available, requested }) => {
+            assert_eq!((product, available, requested), (p.id, 3, 4), "insufficient stock error");
+        }
+        other => panic!("expected InsufficientStock, got {other:?}"),
+    }
+    assert_eq!(get_product(&store, p.id).await, Some(p), "row changed by a refused adjustment");
+}
+
+/// Adjusting an unknown product is `NotFound{Product}`.
+pub async fn adjust_stock_of_an_unknown_product_is_not_found(store: Arc<dyn Store>) {
+    let ghost = ProductId::new();
+    let delta = StockDelta::new(1).unwrap();
+    expect_not_found(
+        in_uow!(store, |uow| uow.products().adjust_stock(ghost, delta).await),
+        EntityKind::Product,
+        ghost,
+    );
+}
+
+/// `lock` returns the live products among the ids, sorted by id, skipping deleted and unknown
+/// ones.
+pub async fn lock_returns_live_rows_sorted_by_id(store: Arc<dyn Store>) {
+    let rows = create_products(&store, "p", 4, 1).await;
+    assert!(soft_delete_product(&store, rows[1].id).await);
+    let asked = vec![rows[3].id, rows[1].id, ProductId::new(), rows[0].id, rows[2].id];
+    let locked = in_uow!(store, |uow| uow.products().lock(&asked).await).unwrap();
+    let mut expected = vec![rows[0].id, rows[2].id, rows[3].id];
+    expected.sort();
+    assert_eq!(ids(&locked), expected, "locked rows");
+}
+
+/// Stock changes inside a unit of work are visible to it, and roll back with it.
+pub async fn adjust_stock_rolls_back_with_the_unit_of_work(store: Arc<dyn Store>) {
+    let p = create_product(&store, new_product("a", 5)).await;
+    let mut uow = store.begin().await.unwrap();
+    uow.products().adjust_stock(p.id, StockDelta::new(-5).unwrap()).await.unwrap();
+    let inside = uow.products().get(p.id).await.unwrap().unwrap().stock;
+    uow.rollback().await.unwrap();
+    assert_eq!((inside, stock_of(&store, p.id).await), (0, 5), "(inside, after rollback)");
+}
