@@ -32,6 +32,8 @@ use std::sync::Arc;
 
 pub use stockroom_core::*;
 
+pub mod request;
+
 #[cfg(feature = "memory")]
 pub use stockroom_memory as memory;
 #[cfg(feature = "postgres")]

@@ -1,0 +1,1179 @@
+//! The service example, driven over real HTTP (reqwest) on every backend: each case runs on the
+//! memory store and on a SQLite file (and on PostgreSQL with the `postgres` feature).
+
+#[path = "app.rs"]
+mod app;
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::routing::post;
+use reqwest::header::HeaderMap;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use stockroom::{
+    CategoryRepository, Error, NewUser, Page, ProductFilter, ProductRepository, ReadSession,
+    ReviewRepository, Savepoint, StockMovementRepository, Store, UnitOfWork, UserRepository,
+};
+
+// ---------------------------------------------------------------------------------------------
+// Harness
+
+/// A store for one test case, and what to clean up after it.
+struct Backend {
+    store: Arc<dyn Store>,
+    dir: Option<PathBuf>,
+}
+
+impl Backend {
+    async fn memory() -> Self {
+        Self {
+            store: stockroom::connect("memory://").await.unwrap(),
+            dir: None,
+        }
+    }
+
+    async fn sqlite() -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "stockroom-service-test-{}",
+            stockroom::ProductId::new()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("service.db").display());
+        Self {
+            store: stockroom::connect(&url).await.unwrap(),
+            dir: Some(dir),
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Some(dir) = &self.dir {
+            std::fs::remove_dir_all(dir).ok();
+        }
+    }
+}
+
+/// The service on 127.0.0.1:0, and a client for it.
+struct Server {
+    base: String,
+    client: reqwest::Client,
+}
+
+/// A response, its body parsed as JSON (`Null` when empty).
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts an RFC 9457 problem of this status and kind, and returns its body.
+    #[track_caller]
+    fn problem(&self, status: StatusCode, kind: &str) -> &Value {
+        assert_eq!(self.status, status, "{self:?}");
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/problem+json"),
+            "{self:?}"
+        );
+        assert_eq!(self.body["status"], status.as_u16(), "{self:?}");
+        assert_eq!(
+            self.body["type"],
+            format!("urn:stockroom:problem:{kind}"),
+            "{self:?}"
+        );
+        assert!(self.body["title"].is_string() && self.body["detail"].is_string());
+        &self.body
+    }
+
+    #[track_caller]
+    fn ok(&self, status: StatusCode) -> &Value {
+        assert_eq!(self.status, status, "{self:?}");
+        &self.body
+    }
+}
+
+async fn start(store: Arc<dyn Store>) -> Server {
+    serve(app::router(app::AppState { store })).await
+}
+
+/// The service with extra routes (which get the same middleware).
+async fn start_with(store: Arc<dyn Store>, routes: axum::Router<app::AppState>) -> Server {
+    serve(app::service(routes, app::AppState { store })).await
+}
+
+async fn serve(router: axum::Router) -> Server {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    Server {
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+    }
+}
+
+impl Server {
+    async fn send(&self, request: reqwest::RequestBuilder) -> Reply {
+        let response = request.send().await.expect("the server answers");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.bytes().await.unwrap();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        self.send(self.client.get(format!("{}{path}", self.base)))
+            .await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send(self.client.post(format!("{}{path}", self.base)).json(&body))
+            .await
+    }
+
+    async fn patch(&self, path: &str, if_match: Option<&str>, body: Value) -> Reply {
+        let mut request = self
+            .client
+            .patch(format!("{}{path}", self.base))
+            .json(&body);
+        if let Some(v) = if_match {
+            request = request.header("if-match", v);
+        }
+        self.send(request).await
+    }
+
+    async fn delete(&self, path: &str) -> Reply {
+        self.send(self.client.delete(format!("{}{path}", self.base)))
+            .await
+    }
+
+    async fn transfer(&self, body: Value, key: Option<&str>) -> Reply {
+        let mut request = self
+            .client
+            .post(format!("{}/transfers", self.base))
+            .json(&body);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        self.send(request).await
+    }
+
+    async fn product(&self, slug: &str, sku: &str, stock: i64) -> Value {
+        let reply = self
+            .post(
+                "/products",
+                json!({ "name": format!("Product {sku}"), "slug": slug, "sku": sku, "stock": stock, "status": "active" }),
+            )
+            .await;
+        reply.ok(StatusCode::CREATED).clone()
+    }
+}
+
+async fn product_count(store: &dyn Store) -> u64 {
+    let mut read = store.read().await.unwrap();
+    read.products()
+        .count(&ProductFilter::default())
+        .await
+        .unwrap()
+}
+
+async fn category_exists(store: &dyn Store, slug: &str) -> bool {
+    let mut read = store.read().await.unwrap();
+    read.categories().by_slug(slug).await.unwrap().is_some()
+}
+
+/// Proves no unit of work is left holding the writer slot (or a lock) behind a request.
+async fn writes_still_go_through(store: &dyn Store) {
+    let uow = tokio::time::timeout(std::time::Duration::from_secs(2), store.begin())
+        .await
+        .expect("the writer slot is free")
+        .unwrap();
+    uow.rollback().await.unwrap();
+}
+
+fn id_of(row: &Value) -> String {
+    row["id"].as_str().expect("an id").to_owned()
+}
+
+macro_rules! on_every_backend {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let backend = super::Backend::memory().await;
+                    super::$case(backend.store.clone()).await;
+                    backend.store.close().await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $case() {
+                    let backend = super::Backend::sqlite().await;
+                    super::$case(backend.store.clone()).await;
+                    backend.store.close().await;
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    health_and_unknown_routes,
+    product_lifecycle,
+    stale_if_match_is_a_conflict,
+    reviews_and_details,
+    search_offset_and_keyset_pages,
+    bad_input_is_a_problem_and_writes_nothing,
+    a_handler_that_fails_after_writing_leaves_nothing,
+    a_success_without_commit_is_refused,
+    a_panicking_handler_rolls_back,
+    a_failed_commit_is_an_error_response,
+    transfers_and_their_errors,
+    concurrent_transfers_keep_the_total_exact,
+    an_idempotent_transfer_retried_at_once_applies_once,
+    a_closed_store_is_unavailable,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Cases
+
+async fn health_and_unknown_routes(store: Arc<dyn Store>) {
+    let server = start(store.clone()).await;
+    let health = server.get("/healthz").await;
+    assert_eq!(health.ok(StatusCode::OK)["status"], "ok");
+    assert_eq!(health.body["backend"], store.backend());
+    server
+        .get("/no/such/route")
+        .await
+        .problem(StatusCode::NOT_FOUND, "no-route");
+    server
+        .post("/healthz", json!({}))
+        .await
+        .problem(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed");
+}
+
+async fn product_lifecycle(store: Arc<dyn Store>) {
+    let server = start(store.clone()).await;
+
+    let created = server
+        .post(
+            "/categories",
+            json!({ "name": "Kitchen", "slug": "kitchen" }),
+        )
+        .await;
+    let kitchen = created.ok(StatusCode::CREATED);
+    assert_eq!(kitchen["slug"], "kitchen");
+    assert_eq!(kitchen["products"], json!([]));
+    let kitchen_id = id_of(kitchen);
+
+    let reply = server
+        .post(
+            "/products",
+            json!({
+                "name": "Blue mug", "slug": "blue-mug", "sku": "MUG-BLUE", "stock": 10,
+                "description": "A mug", "status": "active", "category_id": kitchen_id,
+            }),
+        )
+        .await;
+    let mug = reply.ok(StatusCode::CREATED).clone();
+    let id = id_of(&mug);
+    assert_eq!(
+        reply.header("location"),
+        Some(format!("/products/{id}").as_str())
+    );
+    assert_eq!(reply.header("etag"), Some("\"1\""));
+    assert_eq!(
+        (
+            &mug["stock"],
+            &mug["status"],
+            &mug["version"],
+            &mug["category_id"]
+        ),
+        (&json!(10), &json!("active"), &json!(1), &json!(kitchen_id))
+    );
+
+    let fetched = server.get(&format!("/products/{id}")).await;
+    assert_eq!(fetched.ok(StatusCode::OK), &mug);
+    assert_eq!(fetched.header("etag"), Some("\"1\""));
+
+    // A typed patch: absent fields stay, null clears.
+    let patched = server
+        .patch(
+            &format!("/products/{id}"),
+            Some("\"1\""),
+            json!({ "name": "Big blue mug", "description": null }),
+        )
+        .await;
+    let patched_body = patched.ok(StatusCode::OK);
+    assert_eq!(patched_body["name"], "Big blue mug");
+    assert_eq!(patched_body["description"], Value::Null);
+    assert_eq!(patched_body["slug"], "blue-mug");
+    assert_eq!(patched_body["version"], 2);
+    assert_eq!(patched.header("etag"), Some("\"2\""));
+    // Without If-Match the update is unconditional.
+    let unconditional = server
+        .patch(
+            &format!("/products/{id}"),
+            None,
+            json!({ "status": "archived" }),
+        )
+        .await;
+    assert_eq!(unconditional.ok(StatusCode::OK)["version"], 3);
+
+    // Soft delete, the trash, restore.
+    assert_eq!(
+        server.delete(&format!("/products/{id}")).await.status,
+        StatusCode::NO_CONTENT
+    );
+    server
+        .get(&format!("/products/{id}"))
+        .await
+        .problem(StatusCode::NOT_FOUND, "not-found");
+    server
+        .delete(&format!("/products/{id}"))
+        .await
+        .problem(StatusCode::NOT_FOUND, "not-found");
+    let trash = server.get("/trash/products").await;
+    let items = trash.ok(StatusCode::OK)["items"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["id"], json!(id));
+    assert!(items[0]["deleted_at"].is_string());
+
+    let restored = server
+        .post(&format!("/products/{id}/restore"), json!(null))
+        .await;
+    assert_eq!(restored.ok(StatusCode::OK)["deleted_at"], Value::Null);
+    assert_eq!(
+        server.get(&format!("/products/{id}")).await.status,
+        StatusCode::OK
+    );
+    let trash = server.get("/trash/products").await;
+    assert_eq!(trash.ok(StatusCode::OK)["items"], json!([]));
+    // Restoring a live product answers it unchanged; an unknown id is a 404.
+    let again = server
+        .post(&format!("/products/{id}/restore"), json!(null))
+        .await;
+    assert_eq!(
+        again.ok(StatusCode::OK)["version"],
+        restored.body["version"]
+    );
+    server
+        .post(
+            &format!("/products/{}/restore", stockroom::ProductId::new()),
+            json!(null),
+        )
+        .await
+        .problem(StatusCode::NOT_FOUND, "not-found");
+
+    // A category given as a reference must be live.
+    let body = server
+        .post(
+            "/products",
+            json!({ "name": "Pot", "slug": "pot", "sku": "POT", "category_id": stockroom::CategoryId::new() }),
+        )
+        .await;
+    assert_eq!(
+        body.problem(StatusCode::NOT_FOUND, "not-found")["entity"],
+        "category"
+    );
+    writes_still_go_through(store.as_ref()).await;
+}
+
+async fn stale_if_match_is_a_conflict(store: Arc<dyn Store>) {
+    let server = start(store.clone()).await;
+    let mug = server.product("mug", "MUG", 1).await;
+    let id = id_of(&mug);
+    let first = server
+        .patch(
+            &format!("/products/{id}"),
+            Some("1"),
+            json!({ "name": "First" }),
+        )
+        .await;
+    first.ok(StatusCode::OK);
+    let second = server
+        .patch(
+            &format!("/products/{id}"),
+            Some("1"),
+            json!({ "name": "Second" }),
+        )
+        .await;
+    let problem = second.problem(StatusCode::CONFLICT, "stale-version");
+    assert_eq!(
+        (&problem["expected_version"], &problem["current_version"]),
+        (&json!(1), &json!(2))
+    );
+    let current = server.get(&format!("/products/{id}")).await;
+    assert_eq!(
+        current.body["name"], "First",
+        "the stale update changed nothing"
+    );
+    server
+        .patch(
+            &format!("/products/{id}"),
+            Some("two"),
+            json!({ "name": "Third" }),
+        )
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY, "validation");
+}
+
+async fn reviews_and_details(store: Arc<dyn Store>) {
+    let server = start(store.clone()).await;
+    let mug = server.product("mug", "MUG", 3).await;
+    let id = id_of(&mug);
+    // There is no user route: users come from elsewhere (an identity service, say).
+    let mut uow = store.begin().await.unwrap();
+    let ann = uow
+        .users()
+        .create(NewUser::new("ann@example.com", "Ann").unwrap())
+        .await
+        .unwrap();
+    let bob = uow
+        .users()
+        .create(NewUser::new("bob@example.com", "Bob").unwrap())
+        .await
+        .unwrap();
+    uow.commit().await.unwrap();
+
+    let first = server
+        .post(
+            &format!("/products/{id}/reviews"),
+            json!({ "author_id": ann.id, "rating": 5, "body": "Lovely" }),
+        )
+        .await;
+    assert_eq!(first.ok(StatusCode::CREATED)["rating"], 5);
+    let second = server
+        .post(
+            &format!("/products/{id}/reviews"),
+            json!({ "author_id": bob.id, "rating": 2 }),
+        )
+        .await;
+    second.ok(StatusCode::CREATED);
+    let duplicate = server
+        .post(
+            &format!("/products/{id}/reviews"),
+            json!({ "author_id": ann.id, "rating": 1 }),
+        )
+        .await;
+    assert_eq!(
+        duplicate.problem(StatusCode::CONFLICT, "conflict")["constraint"],
+        "reviews_author_live"
+    );
+    let bad = server
+        .post(
+            &format!("/products/{id}/reviews"),
+            json!({ "author_id": bob.id, "rating": 6 }),
+        )
+        .await;
+    let problem = bad.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation");
+    assert_eq!(
+        (&problem["field"], &problem["rule"]),
+        (&json!("rating"), &json!("out_of_range"))
+    );
+    server
+        .post(
+            &format!("/products/{}/reviews", stockroom::ProductId::new()),
+            json!({ "author_id": ann.id, "rating": 4 }),
+        )
+        .await
+        .problem(StatusCode::NOT_FOUND, "not-found");
+
+    let details = server.get(&format!("/products/{id}/details")).await;
+    let details = details.ok(StatusCode::OK);
+    assert_eq!(details["product"]["id"], json!(id));
+    let reviews = details["reviews"].as_array().unwrap();
+    assert_eq!(reviews.len(), 2);
+    assert_eq!(reviews[0]["author_id"], json!(bob.id), "newest first");
+    assert_eq!(details["stats"]["count"], 2);
+    assert_eq!(details["stats"]["average"], 3.5);
+    assert_eq!(details["stats"]["histogram"], json!([0, 1, 0, 0, 1]));
+    server
+        .get(&format!(
+            "/products/{}/details",
+            stockroom::ProductId::new()
+        ))
+        .await
+        .problem(StatusCode::NOT_FOUND, "not-found");
+}
+
+async fn search_offset_and_keyset_pages(store: Arc<dyn Store>) {
+    let server = start(store.clone()).await;
+    let kitchen = server
+        .post(
+            "/categories",
+            json!({ "name": "Kitchen", "slug": "kitchen" }),
+        )
+        .await;
+    let kitchen_id = id_of(kitchen.ok(StatusCode::CREATED));
+    let mut ids = Vec::new();
+    for (i, name) in ["Blue mug", "Red mug", "Teapot", "Green mug", "Spoon"]
+        .iter()
+        .enumerate()
+    {
+        let mut body = json!({
+            "name": name, "slug": format!("item-{i}"), "sku": format!("SKU-{i}"),
+            "status": if i % 2 == 0 { "active" } else { "draft" },
+        });
+        if i < 3 {
+            body["category_id"] = json!(kitchen_id);
+        }
+        ids.push(id_of(
+            server.post("/products", body).await.ok(StatusCode::CREATED),
+        ));
+    }
+
+    let mugs = server.get("/products?q=MUG").await;
+    let mugs = mugs.ok(StatusCode::OK);
+    assert_eq!(mugs["total"], 3);
+    let names: Vec<_> = mugs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].clone())
+        .collect();
+    assert_eq!(
+        names,
+        [json!("Blue mug"), json!("Red mug"), json!("Green mug")]
+    );
+
+    let page = server.get("/products?q=mug&limit=2&offset=2").await;
+    let page = page.ok(StatusCode::OK);
+    assert_eq!(
+        (
+            page["total"].clone(),
+            page["items"].as_array().unwrap().len()
+        ),
+        (json!(3), 1)
+    );
+    let filtered = server
+        .get(&format!("/products?category_id={kitchen_id}&status=active"))
+        .await;
+    let filtered = filtered.ok(StatusCode::OK);
+    assert_eq!(filtered["total"], 2);
+    assert_eq!(filtered["items"][1]["id"], json!(ids[2]));
+
+    // Keyset pages: `cursor=` starts, `next_cursor` goes on, null at the end.
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..10 {
+        let reply = server
+            .get(&format!("/products?limit=2&cursor={cursor}"))
+            .await;
+        let body = reply.ok(StatusCode::OK);
+        assert!(body.get("total").is_none());
+        seen.extend(body["items"].as_array().unwrap().iter().map(id_of));
+        match body["next_cursor"].as_str() {
+            Some(next) => cursor = next.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ids, "every product once, in creation order");
+
+    for (query, field, rule) in [
+        ("limit=0", "limit", "out_of_range"),
+        ("limit=ten", "limit", "malformed"),
+        ("offset=-1", "offset", "out_of_range"),
+        ("cursor=nonsense", "cursor", "malformed"),
+        ("cursor=&offset=2", "offset", "malformed"),
+        ("category_id=42", "category_id", "malformed"),
+        ("status=sold", "status", "malformed"),
+        ("q=", "q", "empty"),
+    ] {
+        let reply = server.get(&format!("/products?{query}")).await;
+        let problem = reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation");
+        assert_eq!(
+            (&problem["field"], &problem["rule"]),
+            (&json!(field), &json!(rule)),
+            "{query}"
+        );
+    }
+}
+
+async fn bad_input_is_a_problem_and_writes_nothing(store: Arc<dyn Store>) {
+    let server = start(store.clone()).await;
+    let url = format!("{}/products", server.base);
+
+    let empty_name = server
+        .post(
+            "/products",
+            json!({ "name": " ", "slug": "mug", "sku": "MUG" }),
+        )
+        .await;
+    let problem = empty_name.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation");
+    assert_eq!(
+        (&problem["field"], &problem["rule"]),
+        (&json!("name"), &json!("empty"))
+    );
+    let bad_sku = server
+        .post(
+            "/products",
+            json!({ "name": "Mug", "slug": "mug", "sku": "mug lower" }),
+        )
+        .await;
+    assert_eq!(
+        bad_sku.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation")["field"],
+        "sku"
+    );
+    let negative = server
+        .post(
+            "/products",
+            json!({ "name": "Mug", "slug": "mug", "sku": "MUG", "stock": -1 }),
+        )
+        .await;
+    assert_eq!(
+        negative.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation")["field"],
+        "stock"
+    );
+
+    let malformed = server
+        .send(
+            server
+                .client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body("{\"name\": \"Mug\", "),
+        )
+        .await;
+    malformed.problem(StatusCode::BAD_REQUEST, "malformed-request");
+    let mistyped = server
+        .post(
+            "/products",
+            json!({ "name": "Mug", "slug": "mug", "sku": "MUG", "stock": "ten" }),
+        )
+        .await;
+    mistyped.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-body");
+    let missing = server.post("/products", json!({ "name": "Mug" })).await;
+    missing.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-body");
+    let not_json = server.send(server.client.post(&url).body("name=Mug")).await;
+    not_json.problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type");
+    let huge = json!({
+        "name": "Mug", "slug": "mug", "sku": "MUG",
+        "description": "x".repeat(app::MAX_BODY_BYTES + 1),
+    });
+    server
+        .post("/products", huge)
+        .await
+        .problem(StatusCode::PAYLOAD_TOO_LARGE, "body-too-large");
+
+    let bad_id = server.get("/products/not-a-uuid").await;
+    let problem = bad_id.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation");
+    assert_eq!(
+        (&problem["field"], &problem["rule"]),
+        (&json!("id"), &json!("malformed"))
+    );
+    server
+        .patch("/products/42", None, json!({ "name": "X" }))
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY, "validation");
+    server
+        .delete("/products/42")
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY, "validation");
+
+    assert_eq!(
+        product_count(store.as_ref()).await,
+        0,
+        "no bad request wrote anything"
+    );
+
+    // Stock is not patchable (transfers move it), and a taken sku is a conflict.
+    let mug = server.product("mug", "MUG", 5).await;
+    let stock_patch = server
+        .patch(
+            &format!("/products/{}", id_of(&mug)),
+            None,
+            json!({ "stock": 500 }),
+        )
+        .await;
+    stock_patch.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-body");
+    let twin = server
+        .post(
+            "/products",
+            json!({ "name": "Twin", "slug": "twin", "sku": "MUG" }),
+        )
+        .await;
+    assert_eq!(
+        twin.problem(StatusCode::CONFLICT, "conflict")["constraint"],
+        "products_sku_live"
+    );
+    let current = server.get(&format!("/products/{}", id_of(&mug))).await;
+    assert_eq!(
+        (
+            current.body["stock"].clone(),
+            current.body["version"].clone()
+        ),
+        (json!(5), json!(1))
+    );
+    assert_eq!(product_count(store.as_ref()).await, 1);
+    writes_still_go_through(store.as_ref()).await;
+}
+
+async fn a_handler_that_fails_after_writing_leaves_nothing(store: Arc<dyn Store>) {
+    let server = start(store.clone()).await;
+    server.product("taken", "TAKEN", 0).await;
+    // The category is written first, then its products; the second product's sku is taken.
+    let reply = server
+        .post(
+            "/categories",
+            json!({
+                "name": "Kitchen", "slug": "kitchen",
+                "products": [
+                    { "name": "Pot", "slug": "pot", "sku": "POT" },
+                    { "name": "Clash", "slug": "clash", "sku": "TAKEN" },
+                ],
+            }),
+        )
+        .await;
+    assert_eq!(
+        reply.problem(StatusCode::CONFLICT, "conflict")["constraint"],
+        "products_sku_live"
+    );
+    assert!(
+        !category_exists(store.as_ref(), "kitchen").await,
+        "the category rolled back"
+    );
+    assert_eq!(product_count(store.as_ref()).await, 1);
+    writes_still_go_through(store.as_ref()).await;
+
+    let reply = server
+        .post(
+            "/categories",
+            json!({
+                "name": "Kitchen", "slug": "kitchen",
+                "products": [{ "name": "Pot", "slug": "pot", "sku": "POT", "stock": 2 }],
+            }),
+        )
+        .await;
+    let body = reply.ok(StatusCode::CREATED);
+    assert_eq!(body["products"][0]["category_id"], body["id"]);
+    assert!(category_exists(store.as_ref(), "kitchen").await);
+    assert_eq!(product_count(store.as_ref()).await, 2);
+}
+
+/// A handler that writes and then answers 201 without committing (it cannot return `Written`
+/// without `commit`, so it returns a bare status): the guard turns it into a 500, and the write
+/// rolled back.
+async fn forgets_to_commit(mut tx: app::Tx) -> StatusCode {
+    let new = stockroom::NewCategory::new("Forgotten", "forgotten").unwrap();
+    tx.categories().await.unwrap().create(new).await.unwrap();
+    StatusCode::CREATED
+}
+
+async fn a_success_without_commit_is_refused(store: Arc<dyn Store>) {
+    let routes = app::routes().route("/test/forgets", post(forgets_to_commit));
+    let server = start_with(store.clone(), routes).await;
+    server
+        .post("/test/forgets", json!({}))
+        .await
+        .problem(StatusCode::INTERNAL_SERVER_ERROR, "internal");
+    assert!(!category_exists(store.as_ref(), "forgotten").await);
+    writes_still_go_through(store.as_ref()).await;
+}
+
+async fn panics_after_writing(mut tx: app::Tx) -> StatusCode {
+    let new = stockroom::NewCategory::new("Doomed", "doomed").unwrap();
+    tx.categories().await.unwrap().create(new).await.unwrap();
+    panic!("the handler fails after writing");
+}
+
+async fn a_panicking_handler_rolls_back(store: Arc<dyn Store>) {
+    let routes = app::routes().route("/test/panics", post(panics_after_writing));
+    let server = start_with(store.clone(), routes).await;
+    let reply = server.post("/test/panics", json!({})).await;
+    let problem = reply.problem(StatusCode::INTERNAL_SERVER_ERROR, "internal");
+    assert!(
+        !problem.to_string().contains("fails after writing"),
+        "no internals: {problem}"
+    );
+    assert!(!category_exists(store.as_ref(), "doomed").await);
+    writes_still_go_through(store.as_ref()).await;
+    server.get("/healthz").await.ok(StatusCode::OK);
+}
+
+async fn a_failed_commit_is_an_error_response(store: Arc<dyn Store>) {
+    // What the commit fails with, and the answer it must become (status, kind, Retry-After).
+    type Case = (
+        fn() -> Error,
+        StatusCode,
+        &'static str,
+        Option<&'static str>,
+    );
+    let cases: [Case; 3] = [
+        (
+            || Error::Transient {
+                reason: "database is locked".into(),
+            },
+            StatusCode::SERVICE_UNAVAILABLE,
+            "transient",
+            Some("1"),
+        ),
+        (
+            || Error::Unavailable {
+                reason: "connection reset".into(),
+            },
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            Some("5"),
+        ),
+        (
+            || {
+                Error::backend(
+                    "driver secret: password=hunter2",
+                    std::io::Error::other("disk I/O"),
+                )
+            },
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            None,
+        ),
+    ];
+    for (i, (error, status, kind, retry_after)) in cases.into_iter().enumerate() {
+        let faulty: Arc<dyn Store> = Arc::new(CommitFails {
+            inner: store.clone(),
+            error,
+        });
+        let server = start(faulty).await;
+        let slug = format!("doomed-{i}");
+        let reply = server
+            .post(
+                "/products",
+                json!({ "name": "Doomed", "slug": slug, "sku": format!("DOOMED-{i}") }),
+            )
+            .await;
+        let problem = reply.problem(status, kind);
+        assert_eq!(reply.header("retry-after"), retry_after);
+        assert!(
+            !problem.to_string().contains("hunter2"),
+            "no internals: {problem}"
+        );
+        assert_eq!(
+            product_count(store.as_ref()).await,
+            0,
+            "the failed commit wrote nothing"
+        );
+    }
+    writes_still_go_through(store.as_ref()).await;
+}
+
+async fn transfers_and_their_errors(store: Arc<dyn Store>) {
+    let server = start(store.clone()).await;
+    let a = id_of(&server.product("a", "A", 10).await);
+    let b = id_of(&server.product("b", "B", 0).await);
+
+    let reply = server
+        .transfer(
+            json!({ "source_id": a, "target_id": b, "quantity": 4 }),
+            None,
+        )
+        .await;
+    let movement = reply.ok(StatusCode::CREATED);
+    assert_eq!(
+        (
+            &movement["source_id"],
+            &movement["target_id"],
+            &movement["quantity"]
+        ),
+        (&json!(a), &json!(b), &json!(4))
+    );
+    assert_eq!(movement["idempotency_key"], Value::Null);
+
+    let short = server
+        .transfer(
+            json!({ "source_id": a, "target_id": b, "quantity": 7 }),
+            None,
+        )
+        .await;
+    let problem = short.problem(StatusCode::CONFLICT, "insufficient-stock");
+    assert_eq!(
+        (&problem["available"], &problem["requested"]),
+        (&json!(6), &json!(7))
+    );
+    let same = server
+        .transfer(
+            json!({ "source_id": a, "target_id": a, "quantity": 1 }),
+            None,
+        )
+        .await;
+    let problem = same.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation");
+    assert_eq!(
+        (&problem["field"], &problem["rule"]),
+        (&json!("target_id"), &json!("same_as"))
+    );
+    let zero = server
+        .transfer(
+            json!({ "source_id": a, "target_id": b, "quantity": 0 }),
+            None,
+        )
+        .await;
+    assert_eq!(
+        zero.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation")["field"],
+        "quantity"
+    );
+    let long_key = "k".repeat(129);
+    let key = server
+        .transfer(
+            json!({ "source_id": a, "target_id": b, "quantity": 1 }),
+            Some(&long_key),
+        )
+        .await;
+    assert_eq!(
+        key.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation")["field"],
+        "idempotency_key"
+    );
+    let ghost = server
+        .transfer(
+            json!({ "source_id": a, "target_id": stockroom::ProductId::new(), "quantity": 1 }),
+            None,
+        )
+        .await;
+    ghost.problem(StatusCode::NOT_FOUND, "not-found");
+
+    let stock = |id: String| {
+        let server = &server;
+        async move { server.get(&format!("/products/{id}")).await.body["stock"].clone() }
+    };
+    assert_eq!(
+        (stock(a.clone()).await, stock(b.clone()).await),
+        (json!(6), json!(4))
+    );
+    let mut read = store.read().await.unwrap();
+    assert_eq!(
+        read.movements().count().await.unwrap(),
+        1,
+        "only the good transfer is in the ledger"
+    );
+}
+
+async fn concurrent_transfers_keep_the_total_exact(store: Arc<dyn Store>) {
+    const CLIENTS: usize = 16;
+    const TRANSFERS: usize = 10;
+    let server = Arc::new(start(store.clone()).await);
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(id_of(
+            &server
+                .product(&format!("p-{i}"), &format!("P-{i}"), 25)
+                .await,
+        ));
+    }
+    let ids = Arc::new(ids);
+
+    let mut clients = Vec::new();
+    for client in 0..CLIENTS {
+        let (server, ids) = (server.clone(), ids.clone());
+        clients.push(tokio::spawn(async move {
+            let mut applied = 0u64;
+            for n in 0..TRANSFERS {
+                // Every direction between the four products, opposite ones included.
+                let source = (client + n) % 4;
+                let target = (source + 1 + (client / 4 + n) % 3) % 4;
+                let quantity = 1 + ((client * 7 + n * 3) % 9) as i64;
+                let reply = server
+                    .transfer(
+                        json!({ "source_id": ids[source], "target_id": ids[target], "quantity": quantity }),
+                        None,
+                    )
+                    .await;
+                match reply.status {
+                    StatusCode::CREATED => applied += 1,
+                    StatusCode::CONFLICT => {
+                        reply.problem(StatusCode::CONFLICT, "insufficient-stock");
+                    }
+                    _ => panic!("unexpected answer: {reply:?}"),
+                }
+            }
+            applied
+        }));
+    }
+    let mut applied = 0;
+    for client in clients {
+        applied += client.await.unwrap();
+    }
+    assert!(applied > 0);
+
+    let mut total = 0;
+    for id in ids.iter() {
+        let stock = server.get(&format!("/products/{id}")).await.body["stock"]
+            .as_i64()
+            .unwrap();
+        assert!(stock >= 0);
+        total += stock;
+    }
+    assert_eq!(total, 4 * 25, "stock is neither created nor lost");
+    let mut read = store.read().await.unwrap();
+    assert_eq!(
+        read.movements().count().await.unwrap(),
+        applied,
+        "one ledger row per 201"
+    );
+}
+
+async fn an_idempotent_transfer_retried_at_once_applies_once(store: Arc<dyn Store>) {
+    let server = Arc::new(start(store.clone()).await);
+    let a = id_of(&server.product("a", "A", 100).await);
+    let b = id_of(&server.product("b", "B", 0).await);
+    let body = json!({ "source_id": a, "target_id": b, "quantity": 7 });
+
+    let mut retries = Vec::new();
+    for _ in 0..10 {
+        let (server, body) = (server.clone(), body.clone());
+        retries.push(tokio::spawn(async move {
+            server.transfer(body, Some("order-1234")).await
+        }));
+    }
+    let mut movement_ids = HashSet::new();
+    for retry in retries {
+        let reply = retry.await.unwrap();
+        let movement = reply.ok(StatusCode::CREATED);
+        assert_eq!(movement["idempotency_key"], "order-1234");
+        movement_ids.insert(id_of(movement));
+    }
+    assert_eq!(
+        movement_ids.len(),
+        1,
+        "every retry answers the same ledger row"
+    );
+
+    // Once more, later: still the same row.
+    let later = server.transfer(body.clone(), Some("order-1234")).await;
+    assert!(movement_ids.contains(&id_of(later.ok(StatusCode::CREATED))));
+    // The same key for a different transfer is a conflict.
+    let other = server
+        .transfer(
+            json!({ "source_id": a, "target_id": b, "quantity": 8 }),
+            Some("order-1234"),
+        )
+        .await;
+    assert_eq!(
+        other.problem(StatusCode::CONFLICT, "conflict")["constraint"],
+        "stock_movements_idempotency_key"
+    );
+
+    let a_now = server.get(&format!("/products/{a}")).await.body["stock"].clone();
+    let b_now = server.get(&format!("/products/{b}")).await.body["stock"].clone();
+    assert_eq!((a_now, b_now), (json!(93), json!(7)), "applied once");
+    let mut read = store.read().await.unwrap();
+    assert_eq!(read.movements().count().await.unwrap(), 1);
+    assert_eq!(
+        read.products()
+            .list(&ProductFilter::default(), Page::new(10, 0).unwrap())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+async fn a_closed_store_is_unavailable(store: Arc<dyn Store>) {
+    let server = start(store.clone()).await;
+    server.get("/healthz").await.ok(StatusCode::OK);
+    store.close().await;
+    let health = server.get("/healthz").await;
+    health.problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert_eq!(health.header("retry-after"), Some("5"));
+    let write = server
+        .post(
+            "/products",
+            json!({ "name": "Mug", "slug": "mug", "sku": "MUG" }),
+        )
+        .await;
+    write.problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fault injection: a store whose commits fail
+
+/// Wraps a store; every commit rolls back instead and fails with `error()`.
+struct CommitFails {
+    inner: Arc<dyn Store>,
+    error: fn() -> Error,
+}
+
+struct CommitFailsUow {
+    inner: Box<dyn UnitOfWork>,
+    error: fn() -> Error,
+}
+
+#[async_trait]
+impl Store for CommitFails {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn begin(&self) -> stockroom::Result<Box<dyn UnitOfWork>> {
+        Ok(Box::new(CommitFailsUow {
+            inner: self.inner.begin().await?,
+            error: self.error,
+        }))
+    }
+    async fn read(&self) -> stockroom::Result<Box<dyn ReadSession>> {
+        self.inner.read().await
+    }
+    async fn health(&self) -> stockroom::Result<()> {
+        self.inner.health().await
+    }
+    async fn close(&self) {
+        self.inner.close().await
+    }
+}
+
+#[async_trait]
+impl UnitOfWork for CommitFailsUow {
+    fn products(&mut self) -> &mut dyn ProductRepository {
+        self.inner.products()
+    }
+    fn categories(&mut self) -> &mut dyn CategoryRepository {
+        self.inner.categories()
+    }
+    fn users(&mut self) -> &mut dyn UserRepository {
+        self.inner.users()
+    }
+    fn reviews(&mut self) -> &mut dyn ReviewRepository {
+        self.inner.reviews()
+    }
+    fn movements(&mut self) -> &mut dyn StockMovementRepository {
+        self.inner.movements()
+    }
+    async fn savepoint(&mut self) -> stockroom::Result<Savepoint> {
+        self.inner.savepoint().await
+    }
+    async fn rollback_to(&mut self, savepoint: Savepoint) -> stockroom::Result<()> {
+        self.inner.rollback_to(savepoint).await
+    }
+    async fn release(&mut self, savepoint: Savepoint) -> stockroom::Result<()> {
+        self.inner.release(savepoint).await
+    }
+    async fn commit(self: Box<Self>) -> stockroom::Result<()> {
+        let error = (self.error)();
+        self.inner.rollback().await?;
+        Err(error)
+    }
+    async fn rollback(self: Box<Self>) -> stockroom::Result<()> {
+        self.inner.rollback().await
+    }
+}

@@ -1,0 +1,453 @@
+//! A unit of work per request, for web handlers (or any other "one request, one transaction"
+//! code), with no web framework in it.
+//!
+//! The pattern it replaces opens a session per request and commits it after the handler returns
+//! (with FastAPI since 0.118, after the response has even been sent), so a client can be told
+//! "created" about a row that a failed commit then throws away. [`RequestUnitOfWork`] fixes the
+//! order instead:
+//!
+//! - **Begun lazily.** Creating one costs nothing and takes no connection (nor, on a
+//!   single-writer backend, the writer slot); the transaction begins the first time the handler
+//!   asks for a repository. A request that only reads never begins one: reads go through
+//!   [`Store::read`], which pays for no transaction.
+//! - **Committed before the response.** The only way to get a handler's success value out is
+//!   [`RequestUnitOfWork::commit`], which returns it wrapped in [`Committed`] once the commit
+//!   succeeded. A web layer that accepts only `Committed<T>` as the success of a handler that
+//!   took the unit of work cannot send a success for work that was not committed: a failed commit
+//!   is an `Err`, and so becomes an error response.
+//! - **Rolled back when dropped.** A handler that returns early with an error, or panics, drops
+//!   the unit of work, and the transaction rolls back.
+//! - **A backstop.** [`RequestUnitOfWork::watch`] hands a web layer a [`WorkWatch`] it keeps
+//!   across the handler; after it, [`WorkWatch::abandoned`] tells whether work was begun and then
+//!   not committed, so a middleware can refuse to send a success status for it even if some
+//!   handler dodged the type discipline above.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> stockroom::Result<()> {
+//! use stockroom::request::{Committed, RequestUnitOfWork};
+//! use stockroom::{NewCategory, Category};
+//!
+//! // What a handler looks like: it may fail anywhere (and roll back), and it can only return
+//! // its success through `commit`.
+//! async fn create_category(mut work: RequestUnitOfWork, name: &str, slug: &str) -> stockroom::Result<Committed<Category>> {
+//!     let new = NewCategory::new(name, slug)?;          // a bad input begins no transaction
+//!     let category = work.categories().await?.create(new).await?;
+//!     work.commit(category).await
+//! }
+//!
+//! let store = stockroom::connect("memory://").await?;
+//! let created = create_category(RequestUnitOfWork::new(store.clone()), "Kitchen", "kitchen").await?;
+//! assert_eq!(created.into_inner().slug, "kitchen");
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+
+use crate::{
+    CategoryRepository, ProductRepository, Result, ReviewRepository, StockMovementRepository,
+    Store, UnitOfWork, UserRepository,
+};
+
+/// The unit of work of one request: begun on first use, committed explicitly, rolled back when
+/// dropped. See the [module docs](self).
+#[must_use = "a unit of work that is dropped rolls back; finish it with commit"]
+pub struct RequestUnitOfWork {
+    store: Arc<dyn Store>,
+    uow: Option<Box<dyn UnitOfWork>>,
+    state: Arc<AtomicU8>,
+}
+
+const IDLE: u8 = 0;
+const BEGUN: u8 = 1;
+const COMMITTED: u8 = 2;
+const ABANDONED: u8 = 3;
+
+impl RequestUnitOfWork {
+    /// A unit of work on `store` that has not begun (and holds no connection).
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Self {
+            store,
+            uow: None,
+            state: Arc::new(AtomicU8::new(IDLE)),
+        }
+    }
+
+    /// The store, for reads that need no transaction.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Whether the transaction has begun.
+    pub fn is_begun(&self) -> bool {
+        self.uow.is_some()
+    }
+
+    /// A handle that outlives this unit of work and tells how it ended.
+    pub fn watch(&self) -> WorkWatch {
+        WorkWatch {
+            state: Arc::clone(&self.state),
+        }
+    }
+
+    /// The transaction, begun now if it has not been yet.
+    ///
+    /// Errors: those of [`Store::begin`] (on a single-writer backend, [`Error::Transient`] when
+    /// the writer slot stayed taken for the whole busy timeout).
+    ///
+    /// [`Error::Transient`]: crate::Error::Transient
+    pub async fn unit_of_work(&mut self) -> Result<&mut dyn UnitOfWork> {
+        if self.uow.is_none() {
+            let uow = self.store.begin().await?;
+            self.state.store(BEGUN, Ordering::Release);
+            self.uow = Some(uow);
+        }
+        Ok(self
+            .uow
+            .as_deref_mut()
+            .expect("the unit of work was begun just above"))
+    }
+
+    /// The products repository of the transaction (begun now if need be).
+    pub async fn products(&mut self) -> Result<&mut dyn ProductRepository> {
+        Ok(self.unit_of_work().await?.products())
+    }
+
+    /// The categories repository of the transaction (begun now if need be).
+    pub async fn categories(&mut self) -> Result<&mut dyn CategoryRepository> {
+        Ok(self.unit_of_work().await?.categories())
+    }
+
+    /// The users repository of the transaction (begun now if need be).
+    pub async fn users(&mut self) -> Result<&mut dyn UserRepository> {
+        Ok(self.unit_of_work().await?.users())
+    }
+
+    /// The reviews repository of the transaction (begun now if need be).
+    pub async fn reviews(&mut self) -> Result<&mut dyn ReviewRepository> {
+        Ok(self.unit_of_work().await?.reviews())
+    }
+
+    /// The stock ledger of the transaction (begun now if need be).
+    pub async fn movements(&mut self) -> Result<&mut dyn StockMovementRepository> {
+        Ok(self.unit_of_work().await?.movements())
+    }
+
+    /// Commits the transaction (if it was begun) and hands `value` back as [`Committed`]: the
+    /// proof a response may now claim success. A failed commit is returned as the error, and
+    /// nothing was written.
+    pub async fn commit<T>(mut self, value: T) -> Result<Committed<T>> {
+        if let Some(uow) = self.uow.take() {
+            if let Err(error) = uow.commit().await {
+                self.state.store(ABANDONED, Ordering::Release);
+                tracing::debug!(%error, "stockroom: request unit of work failed to commit");
+                return Err(error);
+            }
+            self.state.store(COMMITTED, Ordering::Release);
+            tracing::trace!("stockroom: request unit of work committed");
+        }
+        Ok(Committed(value))
+    }
+
+    /// Rolls the transaction back now (dropping the unit of work does the same, without waiting
+    /// for the backend's answer).
+    pub async fn rollback(mut self) -> Result<()> {
+        match self.uow.take() {
+            Some(uow) => {
+                self.state.store(ABANDONED, Ordering::Release);
+                uow.rollback().await
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for RequestUnitOfWork {
+    fn drop(&mut self) {
+        if let Some(uow) = self.uow.take() {
+            self.state.store(ABANDONED, Ordering::Release);
+            tracing::debug!(
+                panicking = std::thread::panicking(),
+                "stockroom: request unit of work dropped without commit, rolling back"
+            );
+            drop(uow); // a unit of work dropped without a commit rolls back
+        }
+    }
+}
+
+impl fmt::Debug for RequestUnitOfWork {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RequestUnitOfWork")
+            .field("backend", &self.store.backend())
+            .field("begun", &self.is_begun())
+            .finish()
+    }
+}
+
+/// A value whose unit of work has committed (or had nothing to commit): only
+/// [`RequestUnitOfWork::commit`] makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct Committed<T>(T);
+
+impl<T> Committed<T> {
+    /// The value.
+    pub fn into_inner(self) -> T {
+        self.0
+    }
+
+    /// The value, borrowed.
+    pub fn get(&self) -> &T {
+        &self.0
+    }
+
+    /// The committed value, transformed (it stays committed: a response built from it may
+    /// claim success).
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Committed<U> {
+        Committed(f(self.0))
+    }
+}
+
+/// How a [`RequestUnitOfWork`] ended, seen from outside it (see
+/// [`RequestUnitOfWork::watch`]).
+#[derive(Debug, Clone)]
+pub struct WorkWatch {
+    state: Arc<AtomicU8>,
+}
+
+impl WorkWatch {
+    /// Whether the transaction began and then did not commit (rolled back, dropped, or its
+    /// commit failed). A response for such a request must not claim success.
+    pub fn abandoned(&self) -> bool {
+        self.state.load(Ordering::Acquire) == ABANDONED
+    }
+
+    /// Whether the transaction began (it may have ended since).
+    pub fn began(&self) -> bool {
+        self.state.load(Ordering::Acquire) != IDLE
+    }
+}
+
+#[cfg(all(test, feature = "memory"))]
+mod tests {
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::{Error, NewCategory, ReadSession, Savepoint, StoreConfig};
+
+    /// A memory store whose writer slot is given up after 200 ms of waiting, so that "the slot is
+    /// taken" shows as a quick `Transient`.
+    async fn store() -> Arc<dyn Store> {
+        crate::connect_with(
+            StoreConfig::new("memory://").with_busy_timeout(Duration::from_millis(200)),
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn category_exists(store: &dyn Store, slug: &str) -> bool {
+        let mut read = store.read().await.unwrap();
+        read.categories().by_slug(slug).await.unwrap().is_some()
+    }
+
+    async fn writer_slot_is_free(store: &dyn Store) -> bool {
+        match store.begin().await {
+            Ok(uow) => {
+                uow.rollback().await.unwrap();
+                true
+            }
+            Err(Error::Transient { .. }) => false,
+            Err(other) => panic!("begin failed: {other:?}"),
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unused_unit_of_work_begins_nothing() {
+        let store = store().await;
+        let work = RequestUnitOfWork::new(store.clone());
+        let watch = work.watch();
+        assert!(!work.is_begun());
+        assert!(
+            writer_slot_is_free(store.as_ref()).await,
+            "an unused request unit of work must not hold the writer slot"
+        );
+        let committed = work.commit(7).await.unwrap();
+        assert_eq!(committed.into_inner(), 7);
+        assert!(!watch.began() && !watch.abandoned());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_used_unit_of_work_holds_the_writer_slot_until_it_ends() {
+        let store = store().await;
+        let mut work = RequestUnitOfWork::new(store.clone());
+        work.categories().await.unwrap();
+        assert!(work.is_begun());
+        assert!(
+            !writer_slot_is_free(store.as_ref()).await,
+            "the begun unit of work holds the single writer slot"
+        );
+        work.commit(()).await.unwrap();
+        assert!(writer_slot_is_free(store.as_ref()).await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn commit_makes_the_writes_visible() {
+        let store = store().await;
+        let mut work = RequestUnitOfWork::new(store.clone());
+        let watch = work.watch();
+        let created = work
+            .categories()
+            .await
+            .unwrap()
+            .create(NewCategory::new("Kitchen", "kitchen").unwrap())
+            .await
+            .unwrap();
+        assert!(
+            !category_exists(store.as_ref(), "kitchen").await,
+            "not visible before the commit"
+        );
+        let committed = work.commit(created.clone()).await.unwrap();
+        assert_eq!(committed.get(), &created);
+        assert!(category_exists(store.as_ref(), "kitchen").await);
+        assert!(watch.began() && !watch.abandoned());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn drop_rolls_back() {
+        let store = store().await;
+        let mut work = RequestUnitOfWork::new(store.clone());
+        let watch = work.watch();
+        work.categories()
+            .await
+            .unwrap()
+            .create(NewCategory::new("Kitchen", "kitchen").unwrap())
+            .await
+            .unwrap();
+        drop(work);
+        assert!(watch.abandoned());
+        assert!(!category_exists(store.as_ref(), "kitchen").await);
+        assert!(writer_slot_is_free(store.as_ref()).await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn explicit_rollback_undoes_the_writes() {
+        let store = store().await;
+        let mut work = RequestUnitOfWork::new(store.clone());
+        let watch = work.watch();
+        work.categories()
+            .await
+            .unwrap()
+            .create(NewCategory::new("Kitchen", "kitchen").unwrap())
+            .await
+            .unwrap();
+        work.rollback().await.unwrap();
+        assert!(watch.abandoned());
+        assert!(!category_exists(store.as_ref(), "kitchen").await);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_handler_rolls_back() {
+        let store = store().await;
+        let mut work = RequestUnitOfWork::new(store.clone());
+        let watch = work.watch();
+        let handler = tokio::spawn(async move {
+            work.categories()
+                .await
+                .unwrap()
+                .create(NewCategory::new("Kitchen", "kitchen").unwrap())
+                .await
+                .unwrap();
+            panic!("the handler fails after writing");
+        });
+        assert!(handler.await.unwrap_err().is_panic());
+        assert!(watch.abandoned());
+        assert!(!category_exists(store.as_ref(), "kitchen").await);
+        assert!(writer_slot_is_free(store.as_ref()).await);
+    }
+
+    /// The memory store, except that every commit fails (and rolls back) as a lost connection
+    /// would.
+    struct CommitFails(Arc<dyn Store>);
+    struct CommitFailsUow(Box<dyn UnitOfWork>);
+
+    #[async_trait]
+    impl Store for CommitFails {
+        fn backend(&self) -> &'static str {
+            self.0.backend()
+        }
+        async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
+            Ok(Box::new(CommitFailsUow(self.0.begin().await?)))
+        }
+        async fn read(&self) -> Result<Box<dyn ReadSession>> {
+            self.0.read().await
+        }
+        async fn health(&self) -> Result<()> {
+            self.0.health().await
+        }
+        async fn close(&self) {
+            self.0.close().await
+        }
+    }
+
+    #[async_trait]
+    impl UnitOfWork for CommitFailsUow {
+        fn products(&mut self) -> &mut dyn ProductRepository {
+            self.0.products()
+        }
+        fn categories(&mut self) -> &mut dyn CategoryRepository {
+            self.0.categories()
+        }
+        fn users(&mut self) -> &mut dyn UserRepository {
+            self.0.users()
+        }
+        fn reviews(&mut self) -> &mut dyn ReviewRepository {
+            self.0.reviews()
+        }
+        fn movements(&mut self) -> &mut dyn StockMovementRepository {
+            self.0.movements()
+        }
+        async fn savepoint(&mut self) -> Result<Savepoint> {
+            self.0.savepoint().await
+        }
+        async fn rollback_to(&mut self, savepoint: Savepoint) -> Result<()> {
+            self.0.rollback_to(savepoint).await
+        }
+        async fn release(&mut self, savepoint: Savepoint) -> Result<()> {
+            self.0.release(savepoint).await
+        }
+        async fn commit(self: Box<Self>) -> Result<()> {
+            self.0.rollback().await?;
+            Err(Error::Unavailable {
+                reason: "connection lost during commit".to_owned(),
+            })
+        }
+        async fn rollback(self: Box<Self>) -> Result<()> {
+            self.0.rollback().await
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_commit_is_an_error_and_writes_nothing() {
+        let inner = store().await;
+        let store: Arc<dyn Store> = Arc::new(CommitFails(inner.clone()));
+        let mut work = RequestUnitOfWork::new(store);
+        let watch = work.watch();
+        work.categories()
+            .await
+            .unwrap()
+            .create(NewCategory::new("Kitchen", "kitchen").unwrap())
+            .await
+            .unwrap();
+        let result = work.commit("created").await;
+        assert!(
+            matches!(result, Err(Error::Unavailable { .. })),
+            "{result:?}"
+        );
+        assert!(watch.abandoned(), "a failed commit is not a success");
+        assert!(!category_exists(inner.as_ref(), "kitchen").await);
+    }
+}
