@@ -139,6 +139,40 @@ macro_rules! __stockroom_cases {
                 lock_returns_live_rows_sorted_by_id,
                 adjust_stock_rolls_back_with_the_unit_of_work,
             );
+            $crate::__stockroom_case_tests!($fixture; transactions:
+                unit_of_work_sees_its_own_writes,
+                others_do_not_see_uncommitted_writes,
+                rollback_leaves_no_trace,
+                dropped_unit_of_work_rolls_back,
+                sequential_units_of_work_build_on_each_other,
+                unit_of_work_survives_a_failed_statement_in_a_savepoint,
+            );
+            $crate::__stockroom_case_tests!($fixture; savepoints:
+                rollback_to_a_savepoint_undoes_only_its_part,
+                released_savepoint_keeps_its_writes,
+                inner_rollback_keeps_the_outer_writes,
+                outer_rollback_undoes_the_inner_writes,
+                closed_savepoint_is_rejected,
+                savepoint_of_another_unit_of_work_is_rejected,
+                savepoints_can_be_reused_after_rollback,
+            );
+            $crate::__stockroom_case_tests!($fixture; transfer:
+                transfer_moves_stock_and_writes_one_ledger_row,
+                transfer_of_the_whole_stock_leaves_zero,
+                bad_quantity_is_a_validation_error_and_changes_nothing,
+                same_source_and_target_is_rejected_and_changes_nothing,
+                unknown_product_is_not_found_and_changes_nothing,
+                deleted_product_is_not_found_and_changes_nothing,
+                insufficient_stock_names_the_amounts_and_changes_nothing,
+                malformed_idempotency_key_is_rejected_and_changes_nothing,
+                successive_transfers_add_up,
+            );
+            $crate::__stockroom_case_tests!($fixture; idempotency:
+                same_key_returns_the_same_movement_and_moves_once,
+                same_key_with_other_parameters_is_a_conflict,
+                different_keys_apply_separately,
+                failed_keyed_transfer_does_not_use_up_the_key,
+            );
         }
     };
 }

@@ -12,3 +12,7 @@ pub mod relations;
 pub mod batch;
 pub mod versioning;
 pub mod stock;
+pub mod transactions;
+pub mod savepoints;
+pub mod transfer;
+pub mod idempotency;
