@@ -348,3 +348,89 @@ async fn connect_accepts_only_memory_urls() {
     }
     let _: Arc<dyn Store> = Arc::new(store);
 }
+
+/// Records the name and fields of every span, with the thread that opened it. Installed once as
+/// the global subscriber: a scoped one would race with the callsite interest cache of the tests
+/// running in parallel.
+#[derive(Default)]
+struct SpanRecorder {
+    spans: std::sync::Mutex<Vec<(std::thread::ThreadId, String)>>,
+}
+
+impl SpanRecorder {
+    fn global() -> &'static SpanRecorder {
+        static RECORDER: std::sync::OnceLock<Arc<SpanRecorder>> = std::sync::OnceLock::new();
+        RECORDER.get_or_init(|| {
+            let recorder = Arc::new(SpanRecorder::default());
+            tracing::dispatcher::set_global_default(tracing::Dispatch::from(Arc::clone(&recorder)))
+                .expect("no other global subscriber in this test binary");
+            recorder
+        })
+    }
+
+    /// The spans this thread opened.
+    fn of_this_thread(&self) -> Vec<String> {
+        let me = std::thread::current().id();
+        let spans = self.spans.lock().unwrap();
+        spans
+            .iter()
+            .filter(|(t, _)| *t == me)
+            .map(|(_, s)| s.clone())
+            .collect()
+    }
+}
+
+impl tracing::Subscriber for SpanRecorder {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        struct Fields<'a>(&'a mut String);
+        impl tracing::field::Visit for Fields<'_> {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!(" {}={:?}", field.name(), value));
+            }
+        }
+        let mut text = span.metadata().name().to_owned();
+        span.record(&mut Fields(&mut text));
+        let mut spans = self.spans.lock().unwrap();
+        spans.push((std::thread::current().id(), text));
+        tracing::span::Id::from_u64(spans.len() as u64)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn every_operation_runs_in_a_span_naming_entity_and_id_but_not_the_row() {
+    let recorder = SpanRecorder::global();
+    let store = MemoryStore::new();
+    let mut uow = store.begin().await.unwrap();
+    let created = uow.products().create(mug(7)).await.unwrap();
+    uow.products().soft_delete(created.id).await.unwrap();
+    uow.commit().await.unwrap();
+
+    let spans = recorder.of_this_thread();
+    let names: Vec<_> = spans.iter().map(|s| s.split(' ').next().unwrap()).collect();
+    assert_eq!(
+        names,
+        [
+            "stockroom.begin",
+            "stockroom.create",
+            "stockroom.soft_delete",
+            "stockroom.commit"
+        ]
+    );
+    assert!(spans[1].contains("entity=\"product\""), "{spans:?}");
+    assert!(
+        spans[2].contains(&format!("id={}", created.id)),
+        "{spans:?}"
+    );
+    assert!(
+        spans.iter().all(|s| !s.contains("Mug 7")),
+        "a row leaked into a span: {spans:?}"
+    );
+}
