@@ -1177,3 +1177,114 @@ impl UnitOfWork for CommitFailsUow {
         self.inner.rollback().await
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Tracing: the library's spans open inside the request's span
+
+mod spans {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+
+    use serde_json::json;
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::Subscriber;
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+    use tracing_subscriber::registry::LookupSpan;
+    use tracing_subscriber::Layer;
+
+    /// Every span seen: its name, the names of its ancestors, and its fields as text.
+    #[derive(Debug, Clone)]
+    pub struct Seen {
+        pub name: &'static str,
+        pub ancestors: Vec<&'static str>,
+        pub fields: HashMap<&'static str, String>,
+    }
+
+    static SEEN: OnceLock<Mutex<HashMap<u64, Seen>>> = OnceLock::new();
+
+    fn seen() -> &'static Mutex<HashMap<u64, Seen>> {
+        SEEN.get_or_init(Default::default)
+    }
+
+    struct Fields<'a>(&'a mut HashMap<&'static str, String>);
+
+    impl Visit for Fields<'_> {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0.insert(field.name(), format!("{value:?}"));
+        }
+        fn record_str(&mut self, field: &Field, value: &str) {
+            self.0.insert(field.name(), value.to_owned());
+        }
+    }
+
+    struct Recorder;
+
+    impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Recorder {
+        fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+            let Some(span) = ctx.span(id) else { return };
+            let ancestors = span.scope().skip(1).map(|s| s.name()).collect();
+            let mut fields = HashMap::new();
+            attrs.record(&mut Fields(&mut fields));
+            let entry = Seen {
+                name: span.name(),
+                ancestors,
+                fields,
+            };
+            seen().lock().unwrap().insert(id.into_u64(), entry);
+        }
+
+        fn on_record(&self, id: &Id, values: &Record<'_>, _ctx: Context<'_, S>) {
+            if let Some(entry) = seen().lock().unwrap().get_mut(&id.into_u64()) {
+                values.record(&mut Fields(&mut entry.fields));
+            }
+        }
+    }
+
+    pub fn install() {
+        static INSTALLED: OnceLock<()> = OnceLock::new();
+        INSTALLED.get_or_init(|| {
+            let subscriber = tracing_subscriber::registry().with(Recorder);
+            tracing::subscriber::set_global_default(subscriber).expect("no other subscriber");
+        });
+    }
+
+    pub fn snapshot() -> Vec<Seen> {
+        seen().lock().unwrap().values().cloned().collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn request_spans_hold_the_library_spans() {
+        install();
+        let store = stockroom::connect("memory://").await.unwrap();
+        let server = super::start(store).await;
+        let a = super::id_of(&server.product("span-a", "SPAN-A", 5).await);
+        let b = super::id_of(&server.product("span-b", "SPAN-B", 0).await);
+        let key = format!("spans-{}", stockroom::ProductId::new());
+        let reply = server
+            .transfer(
+                json!({ "source_id": a, "target_id": b, "quantity": 2 }),
+                Some(&key),
+            )
+            .await;
+        reply.ok(reqwest::StatusCode::CREATED);
+
+        let spans = snapshot();
+        let transfer = spans
+            .iter()
+            .find(|s| s.name == "stockroom.transfer" && s.fields.get("source") == Some(&a))
+            .expect("the transfer use case opened its span");
+        assert_eq!(transfer.ancestors, ["http.request"], "{transfer:?}");
+        assert_eq!(transfer.fields["outcome"], "applied");
+        let request = spans
+            .iter()
+            .find(|s| {
+                s.name == "http.request"
+                    && s.fields.get("route").map(String::as_str) == Some("/transfers")
+                    && s.fields.get("status").map(String::as_str) == Some("201")
+            })
+            .expect("the request span of the transfer");
+        assert_eq!(request.fields["method"], "POST");
+        assert!(request.fields.contains_key("latency_ms"), "{request:?}");
+    }
+}
