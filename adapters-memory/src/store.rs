@@ -12,7 +12,6 @@ use stockroom_core::{
     StockMovementRepository, Store, StoreConfig, UnitOfWork, UserReader, UserRepository,
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
-use tracing::instrument;
 
 use crate::state::State;
 use crate::tx::Tables;
@@ -117,13 +116,6 @@ impl Store for MemoryStore {
         "memory"
     }
 
-    #[instrument(
-        level = "debug",
-        name = "stockroom.begin",
-        skip_all,
-        fields(backend = "memory"),
-        err(level = "debug", Display)
-    )]
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
         self.shared.check_open()?;
         let slot = Arc::clone(&self.shared.writer).lock_owned();
@@ -147,13 +139,6 @@ impl Store for MemoryStore {
         }))
     }
 
-    #[instrument(
-        level = "debug",
-        name = "stockroom.read",
-        skip_all,
-        fields(backend = "memory"),
-        err(level = "debug", Display)
-    )]
     async fn read(&self) -> Result<Box<dyn ReadSession>> {
         self.shared.check_open()?;
         Ok(Box::new(MemoryReadSession {
@@ -163,23 +148,10 @@ impl Store for MemoryStore {
         }))
     }
 
-    #[instrument(
-        level = "debug",
-        name = "stockroom.health",
-        skip_all,
-        fields(backend = "memory"),
-        err(level = "debug", Display)
-    )]
     async fn health(&self) -> Result<()> {
         self.shared.check_open()
     }
 
-    #[instrument(
-        level = "debug",
-        name = "stockroom.close",
-        skip_all,
-        fields(backend = "memory")
-    )]
     async fn close(&self) {
         self.shared.closed.store(true, Ordering::Release);
         self.shared.publish(State::default());
@@ -224,13 +196,11 @@ impl UnitOfWork for MemoryUnitOfWork {
         &mut self.tables
     }
 
-    #[instrument(level = "debug", name = "stockroom.savepoint", skip_all, fields(backend = "memory", depth = self.marks.depth() + 1), err(level = "debug", Display))]
     async fn savepoint(&mut self) -> Result<Savepoint> {
         self.savepoints.push(self.tables.state.clone());
         Ok(self.marks.open())
     }
 
-    #[instrument(level = "debug", name = "stockroom.rollback_to", skip_all, fields(backend = "memory", depth = savepoint.depth()), err(level = "debug", Display))]
     async fn rollback_to(&mut self, savepoint: Savepoint) -> Result<()> {
         self.marks.close(&savepoint)?;
         self.savepoints.truncate(savepoint.depth() as usize);
@@ -241,33 +211,18 @@ impl UnitOfWork for MemoryUnitOfWork {
         Ok(())
     }
 
-    #[instrument(level = "debug", name = "stockroom.release", skip_all, fields(backend = "memory", depth = savepoint.depth()), err(level = "debug", Display))]
     async fn release(&mut self, savepoint: Savepoint) -> Result<()> {
         self.marks.close(&savepoint)?;
         self.savepoints.truncate(savepoint.depth() as usize - 1);
         Ok(())
     }
 
-    #[instrument(
-        level = "debug",
-        name = "stockroom.commit",
-        skip_all,
-        fields(backend = "memory"),
-        err(level = "debug", Display)
-    )]
     async fn commit(self: Box<Self>) -> Result<()> {
         self.shared.check_open()?;
         self.shared.publish(self.tables.state.clone());
         Ok(()) // the writer slot is released here, after the new state is visible
     }
 
-    #[instrument(
-        level = "debug",
-        name = "stockroom.rollback",
-        skip_all,
-        fields(backend = "memory"),
-        err(level = "debug", Display)
-    )]
     async fn rollback(self: Box<Self>) -> Result<()> {
         Ok(())
     }

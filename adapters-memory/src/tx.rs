@@ -12,7 +12,6 @@ use stockroom_core::{
     StockMovementId, StockMovementReader, StockMovementRepository, User, UserReader,
     UserRepository,
 };
-use tracing::instrument;
 
 use crate::state::{key_of, key_of_cursor, Row, State};
 
@@ -39,12 +38,10 @@ fn distinct<T: Copy + Eq + std::hash::Hash>(ids: &[T]) -> Vec<T> {
 
 #[async_trait]
 impl<E: Row> ReadRepository<E> for Tables {
-    #[instrument(level = "debug", name = "stockroom.get", skip_all, fields(backend = "memory", entity = E::KIND.as_str(), id = %id), err(level = "debug", Display))]
     async fn get(&mut self, id: E::Id) -> Result<Option<E>> {
         Ok(E::table(&self.state).live(id).cloned())
     }
 
-    #[instrument(level = "debug", name = "stockroom.get_many", skip_all, fields(backend = "memory", entity = E::KIND.as_str(), ids = ids.len()), err(level = "debug", Display))]
     async fn get_many(&mut self, ids: &[E::Id]) -> Result<Vec<E>> {
         let table = E::table(&self.state);
         let mut rows: Vec<E> = distinct(ids)
@@ -55,7 +52,6 @@ impl<E: Row> ReadRepository<E> for Tables {
         Ok(rows)
     }
 
-    #[instrument(level = "debug", name = "stockroom.list", skip_all, fields(backend = "memory", entity = E::KIND.as_str(), ?filter, offset = page.offset(), limit = page.limit().get()), err(level = "debug", Display))]
     async fn list(&mut self, filter: &E::Filter, page: Page) -> Result<Vec<E>> {
         let rows = E::table(&self.state)
             .live_rows()
@@ -63,7 +59,6 @@ impl<E: Row> ReadRepository<E> for Tables {
         Ok(paged(rows, page))
     }
 
-    #[instrument(level = "debug", name = "stockroom.list_after", skip_all, fields(backend = "memory", entity = E::KIND.as_str(), ?filter, after = ?after, limit = limit.get()), err(level = "debug", Display))]
     async fn list_after(
         &mut self,
         filter: &E::Filter,
@@ -89,7 +84,6 @@ impl<E: Row> ReadRepository<E> for Tables {
         Ok(KeysetPage::from_overfetch(rows, limit))
     }
 
-    #[instrument(level = "debug", name = "stockroom.count", skip_all, fields(backend = "memory", entity = E::KIND.as_str(), ?filter), err(level = "debug", Display), ret(level = "debug"))]
     async fn count(&mut self, filter: &E::Filter) -> Result<u64> {
         let table = E::table(&self.state);
         Ok(table
@@ -98,13 +92,11 @@ impl<E: Row> ReadRepository<E> for Tables {
             .count() as u64)
     }
 
-    #[instrument(level = "debug", name = "stockroom.exists", skip_all, fields(backend = "memory", entity = E::KIND.as_str(), ?filter), err(level = "debug", Display), ret(level = "debug"))]
     async fn exists(&mut self, filter: &E::Filter) -> Result<bool> {
         let table = E::table(&self.state);
         Ok(table.live_rows().any(|row| E::matches(filter, row)))
     }
 
-    #[instrument(level = "debug", name = "stockroom.list_deleted", skip_all, fields(backend = "memory", entity = E::KIND.as_str(), offset = page.offset(), limit = page.limit().get()), err(level = "debug", Display))]
     async fn list_deleted(&mut self, page: Page) -> Result<Vec<E>> {
         let rows = E::table(&self.state).all().filter(|row| !row.is_live());
         Ok(paged(rows, page))
@@ -121,12 +113,10 @@ fn insert<E: Row>(state: &mut State, new: E::New, now: Timestamp) -> Result<E> {
 
 #[async_trait]
 impl<E: Row> Repository<E> for Tables {
-    #[instrument(level = "debug", name = "stockroom.create", skip_all, fields(backend = "memory", entity = E::KIND.as_str()), err(level = "debug", Display))]
     async fn create(&mut self, new: E::New) -> Result<E> {
         insert(&mut self.state, new, time::now())
     }
 
-    #[instrument(level = "debug", name = "stockroom.create_many", skip_all, fields(backend = "memory", entity = E::KIND.as_str(), rows = new.len()), err(level = "debug", Display))]
     async fn create_many(&mut self, new: Vec<E::New>) -> Result<Vec<E>> {
         let now = time::now();
         let mut next = self.state.clone();
@@ -138,7 +128,6 @@ impl<E: Row> Repository<E> for Tables {
         Ok(rows)
     }
 
-    #[instrument(level = "debug", name = "stockroom.update", skip_all, fields(backend = "memory", entity = E::KIND.as_str(), id = %id, ?expected_version), err(level = "debug", Display))]
     async fn update(
         &mut self,
         id: E::Id,
@@ -166,7 +155,6 @@ impl<E: Row> Repository<E> for Tables {
         Ok(row)
     }
 
-    #[instrument(level = "debug", name = "stockroom.update_many", skip_all, fields(backend = "memory", entity = E::KIND.as_str(), ids = ids.len()), err(level = "debug", Display), ret(level = "debug"))]
     async fn update_many(&mut self, ids: &[E::Id], patch: &E::Patch) -> Result<u64> {
         E::check_patch(patch, &self.state)?;
         let now = time::now();
@@ -185,7 +173,6 @@ impl<E: Row> Repository<E> for Tables {
         Ok(changed)
     }
 
-    #[instrument(level = "debug", name = "stockroom.soft_delete", skip_all, fields(backend = "memory", entity = E::KIND.as_str(), id = %id), err(level = "debug", Display), ret(level = "debug"))]
     async fn soft_delete(&mut self, id: E::Id) -> Result<bool> {
         let table = E::table_mut(&mut self.state);
         let Some(row) = table.live(id) else {
@@ -198,7 +185,6 @@ impl<E: Row> Repository<E> for Tables {
         Ok(true)
     }
 
-    #[instrument(level = "debug", name = "stockroom.restore", skip_all, fields(backend = "memory", entity = E::KIND.as_str(), id = %id), err(level = "debug", Display), ret(level = "debug"))]
     async fn restore(&mut self, id: E::Id) -> Result<bool> {
         let table = E::table_mut(&mut self.state);
         let Some(row) = table.any(id).filter(|row| !row.is_live()) else {
@@ -210,12 +196,10 @@ impl<E: Row> Repository<E> for Tables {
         Ok(true)
     }
 
-    #[instrument(level = "debug", name = "stockroom.hard_delete", skip_all, fields(backend = "memory", entity = E::KIND.as_str(), id = %id), err(level = "debug", Display), ret(level = "debug"))]
     async fn hard_delete(&mut self, id: E::Id) -> Result<bool> {
         Ok(E::remove(&mut self.state, id))
     }
 
-    #[instrument(level = "debug", name = "stockroom.purge_deleted_before", skip_all, fields(backend = "memory", entity = E::KIND.as_str(), %before), err(level = "debug", Display), ret(level = "debug"))]
     async fn purge_deleted_before(&mut self, before: Timestamp) -> Result<u64> {
         let doomed: Vec<E::Id> = E::table(&self.state)
             .all()
@@ -231,31 +215,16 @@ impl<E: Row> Repository<E> for Tables {
 
 #[async_trait]
 impl ProductReader for Tables {
-    #[instrument(
-        level = "debug",
-        name = "stockroom.by_slug",
-        skip_all,
-        fields(backend = "memory", entity = "product"),
-        err(level = "debug", Display)
-    )]
     async fn by_slug(&mut self, slug: &str) -> Result<Option<Product>> {
         let table = &self.state.products;
         Ok(table.by_unique(Constraint::ProductSlug, slug).cloned())
     }
 
-    #[instrument(
-        level = "debug",
-        name = "stockroom.by_sku",
-        skip_all,
-        fields(backend = "memory", entity = "product"),
-        err(level = "debug", Display)
-    )]
     async fn by_sku(&mut self, sku: &str) -> Result<Option<Product>> {
         let table = &self.state.products;
         Ok(table.by_unique(Constraint::ProductSku, sku).cloned())
     }
 
-    #[instrument(level = "debug", name = "stockroom.with_relations", skip_all, fields(backend = "memory", entity = "product", id = %id), err(level = "debug", Display))]
     async fn with_relations(&mut self, id: ProductId) -> Result<Option<ProductWithRelations>> {
         let state = &self.state;
         Ok(state.products.live(id).map(|product| ProductWithRelations {
@@ -269,7 +238,6 @@ impl ProductReader for Tables {
         }))
     }
 
-    #[instrument(level = "debug", name = "stockroom.search", skip_all, fields(backend = "memory", entity = "product", ?filter, offset = page.offset(), limit = page.limit().get()), err(level = "debug", Display))]
     async fn search(&mut self, filter: &ProductFilter, page: Page) -> Result<SearchPage<Product>> {
         let matching = || {
             self.state
@@ -286,7 +254,6 @@ impl ProductReader for Tables {
 
 #[async_trait]
 impl ProductRepository for Tables {
-    #[instrument(level = "debug", name = "stockroom.adjust_stock", skip_all, fields(backend = "memory", entity = "product", id = %id, delta = delta.get()), err(level = "debug", Display))]
     async fn adjust_stock(&mut self, id: ProductId, delta: StockDelta) -> Result<Product> {
         let table = &mut self.state.products;
         let mut product = table
@@ -317,7 +284,6 @@ impl ProductRepository for Tables {
         Ok(product)
     }
 
-    #[instrument(level = "debug", name = "stockroom.lock", skip_all, fields(backend = "memory", entity = "product", ids = ids.len()), err(level = "debug", Display))]
     async fn lock(&mut self, ids: &[ProductId]) -> Result<Vec<Product>> {
         // The unit of work holds the only writer slot: every row it sees is already its own.
         let mut ids = distinct(ids);
@@ -332,13 +298,6 @@ impl ProductRepository for Tables {
 
 #[async_trait]
 impl CategoryReader for Tables {
-    #[instrument(
-        level = "debug",
-        name = "stockroom.by_slug",
-        skip_all,
-        fields(backend = "memory", entity = "category"),
-        err(level = "debug", Display)
-    )]
     async fn by_slug(&mut self, slug: &str) -> Result<Option<Category>> {
         let table = &self.state.categories;
         Ok(table.by_unique(Constraint::CategorySlug, slug).cloned())
@@ -349,13 +308,6 @@ impl CategoryRepository for Tables {}
 
 #[async_trait]
 impl UserReader for Tables {
-    #[instrument(
-        level = "debug",
-        name = "stockroom.by_email",
-        skip_all,
-        fields(backend = "memory", entity = "user"),
-        err(level = "debug", Display)
-    )]
     async fn by_email(&mut self, email: &str) -> Result<Option<User>> {
         let table = &self.state.users;
         let email = email.to_lowercase();
@@ -379,12 +331,10 @@ impl Tables {
 
 #[async_trait]
 impl ReviewReader for Tables {
-    #[instrument(level = "debug", name = "stockroom.for_product", skip_all, fields(backend = "memory", entity = "review", %product, offset = page.offset(), limit = page.limit().get()), err(level = "debug", Display))]
     async fn for_product(&mut self, product: ProductId, page: Page) -> Result<Vec<Review>> {
         Ok(paged(self.reviews_of(product), page))
     }
 
-    #[instrument(level = "debug", name = "stockroom.stats", skip_all, fields(backend = "memory", entity = "review", %product), err(level = "debug", Display))]
     async fn stats(&mut self, product: ProductId) -> Result<RatingStats> {
         Ok(RatingStats::from_ratings(
             self.reviews_of(product).map(|r| r.rating),
@@ -396,23 +346,14 @@ impl ReviewRepository for Tables {}
 
 #[async_trait]
 impl StockMovementReader for Tables {
-    #[instrument(level = "debug", name = "stockroom.get", skip_all, fields(backend = "memory", entity = "stock_movement", id = %id), err(level = "debug", Display))]
     async fn get(&mut self, id: StockMovementId) -> Result<Option<StockMovement>> {
         Ok(self.state.movements.get(id).cloned())
     }
 
-    #[instrument(
-        level = "debug",
-        name = "stockroom.by_idempotency_key",
-        skip_all,
-        fields(backend = "memory", entity = "stock_movement"),
-        err(level = "debug", Display)
-    )]
     async fn by_idempotency_key(&mut self, key: &str) -> Result<Option<StockMovement>> {
         Ok(self.state.movements.by_key(key).cloned())
     }
 
-    #[instrument(level = "debug", name = "stockroom.for_product", skip_all, fields(backend = "memory", entity = "stock_movement", %product, offset = page.offset(), limit = page.limit().get()), err(level = "debug", Display))]
     async fn for_product(&mut self, product: ProductId, page: Page) -> Result<Vec<StockMovement>> {
         let rows = self
             .state
@@ -422,14 +363,6 @@ impl StockMovementReader for Tables {
         Ok(paged(rows, page))
     }
 
-    #[instrument(
-        level = "debug",
-        name = "stockroom.count",
-        skip_all,
-        fields(backend = "memory", entity = "stock_movement"),
-        err(level = "debug", Display),
-        ret(level = "debug")
-    )]
     async fn count(&mut self) -> Result<u64> {
         Ok(self.state.movements.len() as u64)
     }
@@ -437,7 +370,6 @@ impl StockMovementReader for Tables {
 
 #[async_trait]
 impl StockMovementRepository for Tables {
-    #[instrument(level = "debug", name = "stockroom.record", skip_all, fields(backend = "memory", entity = "stock_movement", source = %movement.source_id(), target = %movement.target_id(), quantity = movement.quantity()), err(level = "debug", Display))]
     async fn record(&mut self, movement: NewStockMovement) -> Result<StockMovement> {
         let row = movement.into_entity(time::now());
         self.state.movements.append(row.clone())?;
