@@ -1,0 +1,162 @@
+//! Connections, and running work on them off the async threads.
+//!
+//! A [`Conn`] owns one connection (a [`Lease`]) exclusively. Each call moves the lease into a
+//! blocking task, runs there and moves it back; the async threads never touch SQLite. If the
+//! awaiting future is dropped mid-call, the lease is dropped on the blocking thread after the
+//! work finishes, and dropping a lease rolls back any transaction left open, so a connection
+//! never goes back into service with a transaction open.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use stockroom_core::{Error, Result};
+use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit};
+
+/// The read connections not in use, and the rules of their reuse.
+pub(crate) struct ReaderPool {
+    pub(crate) idle: Mutex<Vec<(Connection, Instant)>>,
+    pub(crate) closed: AtomicBool,
+    pub(crate) max_lifetime: Option<Duration>,
+}
+
+impl ReaderPool {
+    fn give_back(&self, conn: Connection, born: Instant) {
+        let expired = self.max_lifetime.is_some_and(|max| born.elapsed() >= max);
+        if conn.is_autocommit() && !expired && !self.closed.load(Ordering::Acquire) {
+            if let Ok(mut idle) = self.idle.lock() {
+                idle.push((conn, born));
+            }
+        }
+    }
+}
+
+/// The single writer connection, held for the life of a unit of work.
+pub(crate) struct WriterLease {
+    pub(crate) guard: OwnedMutexGuard<Option<Connection>>,
+}
+
+impl Drop for WriterLease {
+    fn drop(&mut self) {
+        if let Some(conn) = self.guard.as_ref() {
+            rollback_if_open(conn);
+        }
+    }
+}
+
+/// A read connection, returned to the pool when dropped.
+pub(crate) struct ReaderLease {
+    pub(crate) conn: Option<Connection>,
+    pub(crate) born: Instant,
+    pub(crate) pool: Arc<ReaderPool>,
+    pub(crate) _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for ReaderLease {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            rollback_if_open(&conn);
+            self.pool.give_back(conn, self.born);
+        }
+    }
+}
+
+fn rollback_if_open(conn: &Connection) {
+    if !conn.is_autocommit() {
+        if let Err(error) = conn.execute_batch("ROLLBACK") {
+            tracing::warn!(%error, "sqlite: rollback of an abandoned transaction failed");
+        }
+    }
+}
+
+/// One connection, exclusively owned.
+pub(crate) enum Lease {
+    Writer(WriterLease),
+    Reader(ReaderLease),
+}
+
+impl Lease {
+    pub(crate) fn conn(&self) -> &Connection {
+        match self {
+            Lease::Writer(w) => w
+                .guard
+                .as_ref()
+                .expect("a writer lease holds an open connection"),
+            Lease::Reader(r) => r
+                .conn
+                .as_ref()
+                .expect("a reader lease holds its connection"),
+        }
+    }
+
+    fn in_transaction(&self) -> bool {
+        !self.conn().is_autocommit()
+    }
+}
+
+/// A connection owned by one session or unit of work; every method of the repository ports is
+/// implemented on it (see `repos.rs`).
+pub(crate) struct Conn {
+    lease: Option<Lease>,
+}
+
+impl fmt::Debug for Conn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = match &self.lease {
+            Some(Lease::Writer(_)) => "writer",
+            Some(Lease::Reader(_)) => "reader",
+            None => "lost",
+        };
+        f.debug_struct("Conn").field("connection", &kind).finish()
+    }
+}
+
+impl Conn {
+    pub(crate) fn new(lease: Lease) -> Self {
+        Self { lease: Some(lease) }
+    }
+
+    /// Runs `work` on the connection on a blocking thread.
+    pub(crate) async fn run<T, F>(&mut self, work: F) -> Result<T>
+    where
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let lease = self.lease.take().ok_or_else(|| Error::Unavailable {
+            reason: "the connection was lost by an interrupted call".to_owned(),
+        })?;
+        let (lease, result) = tokio::task::spawn_blocking(move || {
+            let result = work(lease.conn());
+            (lease, result)
+        })
+        .await
+        .map_err(|e| Error::Backend {
+            message: format!("sqlite worker failed: {e}"),
+            source: None,
+        })?;
+        self.lease = Some(lease);
+        result
+    }
+
+    /// Ends the connection's use: a transaction left open is rolled back on a blocking thread.
+    fn release(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            if lease.in_transaction() {
+                match tokio::runtime::Handle::try_current() {
+                    Ok(handle) => {
+                        handle.spawn_blocking(move || drop(lease));
+                    }
+                    Err(_) => drop(lease),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.release();
+    }
+}

@@ -1,0 +1,455 @@
+//! [`SqliteStore`]: connecting, the writer slot, the read pool, units of work.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags};
+use stockroom_core::{
+    CategoryReader, CategoryRepository, Durability, Error, ProductReader, ProductRepository,
+    ReadSession, Result, ReviewReader, ReviewRepository, Savepoint, Savepoints,
+    StockMovementReader, StockMovementRepository, Store, StoreConfig, UnitOfWork, UserReader,
+    UserRepository,
+};
+use tokio::sync::Semaphore;
+
+use crate::conn::{Conn, Lease, ReaderLease, ReaderPool, WriterLease};
+use crate::error::{closed, map};
+
+/// Where the database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Location {
+    File(PathBuf),
+    /// A private in-memory database shared by the store's connections (SQLite's `memdb` VFS).
+    Memory(String),
+}
+
+impl Location {
+    fn parse(url: &str) -> Result<Self> {
+        let bad = || {
+            Error::validation(
+                "url",
+                stockroom_core::Rule::Malformed {
+                    expected: "sqlite://path/to/file.db, sqlite::memory: or sqlite://:memory:",
+                },
+            )
+        };
+        let rest = if let Some(rest) = url.strip_prefix("sqlite://") {
+            rest
+        } else if let Some(rest) = url.strip_prefix("sqlite:") {
+            rest
+        } else {
+            return Err(bad());
+        };
+        if rest == ":memory:" {
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let n = NEXT.fetch_add(1, Ordering::Relaxed);
+            let name = format!(
+                "file:/stockroom-{}-{n}-{}?vfs=memdb",
+                std::process::id(),
+                uuid::Uuid::now_v7().simple()
+            );
+            return Ok(Location::Memory(name));
+        }
+        if rest.is_empty() || rest.contains('\0') || rest.contains('?') {
+            return Err(bad());
+        }
+        Ok(Location::File(PathBuf::from(rest)))
+    }
+}
+
+/// The connection settings every connection gets.
+#[derive(Debug, Clone)]
+struct Settings {
+    location: Location,
+    busy_timeout: Duration,
+    durability: Durability,
+}
+
+impl Settings {
+    fn open(&self, writer: bool) -> Result<Connection> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conn = match &self.location {
+            Location::File(path) => Connection::open_with_flags(path, flags),
+            Location::Memory(uri) => Connection::open_with_flags(uri, flags),
+        }
+        .map_err(map)?;
+        conn.busy_timeout(self.busy_timeout).map_err(map)?;
+        if writer {
+            // WAL is persistent in the file; the memdb VFS has no WAL and keeps its own mode.
+            let _mode: String = conn
+                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+                .map_err(map)?;
+        }
+        let synchronous = match self.durability {
+            Durability::Full => "FULL",
+            _ => "NORMAL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;{}",
+            if writer {
+                ""
+            } else {
+                " PRAGMA query_only = ON;"
+            }
+        ))
+        .map_err(map)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(conn)
+    }
+}
+
+struct Inner {
+    settings: Settings,
+    url: String,
+    writer: Arc<tokio::sync::Mutex<Option<Connection>>>,
+    readers: Arc<ReaderPool>,
+    read_permits: Arc<Semaphore>,
+    acquire_timeout: Duration,
+    closed: AtomicBool,
+}
+
+/// The SQLite backend: one writer connection that units of work take turns on (SQLite has a
+/// single writer), and a pool of read connections that serve reads in parallel (WAL).
+///
+/// Cloning is cheap and shares the connections.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("url", &self.inner.url)
+            .field("closed", &self.inner.closed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if missing) the database at `config.url` (`sqlite://path/to/file.db`, or
+    /// `sqlite::memory:` / `sqlite://:memory:` for a private in-memory database) and, unless
+    /// `config.run_migrations` is false, applies the embedded schema migrations.
+    ///
+    /// Connections use WAL, `synchronous=NORMAL` (`FULL` with [`Durability::Full`]),
+    /// `foreign_keys=ON` and `config.busy_timeout`. Up to `config.max_connections()` read
+    /// connections are opened on demand.
+    pub async fn connect(config: &StoreConfig) -> Result<Self> {
+        let settings = Settings {
+            location: Location::parse(&config.url)?,
+            busy_timeout: config.busy_timeout,
+            durability: config.durability,
+        };
+        let run_migrations = config.run_migrations;
+        let opening = settings.clone();
+        let writer = tokio::task::spawn_blocking(move || -> Result<Connection> {
+            let mut conn = opening.open(true)?;
+            if run_migrations {
+                crate::schema::migrations()
+                    .to_latest(&mut conn)
+                    .map_err(migration_error)?;
+            }
+            Ok(conn)
+        })
+        .await
+        .map_err(worker_failed)??;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                settings,
+                url: config.redacted_url(),
+                writer: Arc::new(tokio::sync::Mutex::new(Some(writer))),
+                readers: Arc::new(ReaderPool {
+                    idle: Mutex::new(Vec::new()),
+                    closed: AtomicBool::new(false),
+                    max_lifetime: config.max_lifetime,
+                }),
+                read_permits: Arc::new(Semaphore::new(config.max_connections() as usize)),
+                acquire_timeout: config.acquire_timeout,
+                closed: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// Opens `sqlite://<path>` with the default configuration.
+    pub async fn open(path: impl Into<PathBuf>) -> Result<Self> {
+        let path: PathBuf = path.into();
+        Self::connect(&StoreConfig::new(format!("sqlite://{}", path.display()))).await
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            Err(closed())
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn reader(&self) -> Result<Conn> {
+        self.check_open()?;
+        let permit = tokio::time::timeout(
+            self.inner.acquire_timeout,
+            Arc::clone(&self.inner.read_permits).acquire_owned(),
+        )
+        .await
+        .map_err(|_| Error::Unavailable {
+            reason: "timed out waiting for a free sqlite read connection".to_owned(),
+        })?
+        .map_err(|_| closed())?;
+        let idle = self
+            .inner
+            .readers
+            .idle
+            .lock()
+            .ok()
+            .and_then(|mut v| v.pop());
+        let (conn, born) = match idle {
+            Some(c) => c,
+            None => {
+                let settings = self.inner.settings.clone();
+                let conn = tokio::task::spawn_blocking(move || settings.open(false))
+                    .await
+                    .map_err(worker_failed)??;
+                (conn, Instant::now())
+            }
+        };
+        Ok(Conn::new(Lease::Reader(ReaderLease {
+            conn: Some(conn),
+            born,
+            pool: Arc::clone(&self.inner.readers),
+            _permit: permit,
+        })))
+    }
+}
+
+fn worker_failed(e: tokio::task::JoinError) -> Error {
+    Error::Backend {
+        message: format!("sqlite worker failed: {e}"),
+        source: None,
+    }
+}
+
+fn migration_error(e: rusqlite_migration::Error) -> Error {
+    match e {
+        rusqlite_migration::Error::RusqliteError { err, .. } => map(err),
+        other => Error::backend("sqlite: schema migration failed", other),
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    /// Waits up to the busy timeout for the writer slot (`Transient` after it), then opens a
+    /// write transaction with `BEGIN IMMEDIATE`.
+    async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
+        self.check_open()?;
+        let guard = tokio::time::timeout(
+            self.inner.settings.busy_timeout,
+            Arc::clone(&self.inner.writer).lock_owned(),
+        )
+        .await
+        .map_err(|_| Error::Transient {
+            reason: "timed out waiting for the sqlite writer".to_owned(),
+        })?;
+        if guard.is_none() {
+            return Err(closed());
+        }
+        let mut conn = Conn::new(Lease::Writer(WriterLease { guard }));
+        conn.run(|c| c.execute_batch("BEGIN IMMEDIATE").map_err(map))
+            .await?;
+        Ok(Box::new(SqliteUnitOfWork {
+            conn,
+            savepoints: Savepoints::default(),
+        }))
+    }
+
+    async fn read(&self) -> Result<Box<dyn ReadSession>> {
+        Ok(Box::new(SqliteReadSession {
+            conn: self.reader().await?,
+        }))
+    }
+
+    async fn health(&self) -> Result<()> {
+        let mut conn = self.reader().await?;
+        conn.run(|c| {
+            c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .map_err(map)
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn close(&self) {
+        if self.inner.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.inner.readers.closed.store(true, Ordering::Release);
+        self.inner.read_permits.close();
+        let idle: Vec<_> = self
+            .inner
+            .readers
+            .idle
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default();
+        // The writer closes last: the last connection to close checkpoints the WAL.
+        let writer = match tokio::time::timeout(
+            self.inner.settings.busy_timeout,
+            Arc::clone(&self.inner.writer).lock_owned(),
+        )
+        .await
+        {
+            Ok(mut guard) => guard.take(),
+            Err(_) => {
+                tracing::warn!(
+                    "sqlite: a unit of work still runs; its connection closes when it ends"
+                );
+                None
+            }
+        };
+        let _ = tokio::task::spawn_blocking(move || {
+            drop(idle);
+            drop(writer);
+        })
+        .await;
+    }
+}
+
+/// Reads without a transaction, on a read connection of the store.
+struct SqliteReadSession {
+    conn: Conn,
+}
+
+impl ReadSession for SqliteReadSession {
+    fn products(&mut self) -> &mut dyn ProductReader {
+        &mut self.conn
+    }
+    fn categories(&mut self) -> &mut dyn CategoryReader {
+        &mut self.conn
+    }
+    fn users(&mut self) -> &mut dyn UserReader {
+        &mut self.conn
+    }
+    fn reviews(&mut self) -> &mut dyn ReviewReader {
+        &mut self.conn
+    }
+    fn movements(&mut self) -> &mut dyn StockMovementReader {
+        &mut self.conn
+    }
+}
+
+/// A write transaction on the store's writer connection.
+struct SqliteUnitOfWork {
+    conn: Conn,
+    savepoints: Savepoints,
+}
+
+#[async_trait]
+impl UnitOfWork for SqliteUnitOfWork {
+    fn products(&mut self) -> &mut dyn ProductRepository {
+        &mut self.conn
+    }
+    fn categories(&mut self) -> &mut dyn CategoryRepository {
+        &mut self.conn
+    }
+    fn users(&mut self) -> &mut dyn UserRepository {
+        &mut self.conn
+    }
+    fn reviews(&mut self) -> &mut dyn ReviewRepository {
+        &mut self.conn
+    }
+    fn movements(&mut self) -> &mut dyn StockMovementRepository {
+        &mut self.conn
+    }
+
+    async fn savepoint(&mut self) -> Result<Savepoint> {
+        let savepoint = self.savepoints.open();
+        let sql = format!("SAVEPOINT {}", savepoint.name());
+        match self
+            .conn
+            .run(move |c| c.execute_batch(&sql).map_err(map))
+            .await
+        {
+            Ok(()) => Ok(savepoint),
+            Err(e) => {
+                let _ = self.savepoints.close(&savepoint);
+                Err(e)
+            }
+        }
+    }
+
+    async fn rollback_to(&mut self, savepoint: Savepoint) -> Result<()> {
+        self.savepoints.close(&savepoint)?;
+        let name = savepoint.name();
+        let sql = format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}");
+        self.conn
+            .run(move |c| c.execute_batch(&sql).map_err(map))
+            .await
+    }
+
+    async fn release(&mut self, savepoint: Savepoint) -> Result<()> {
+        self.savepoints.close(&savepoint)?;
+        let sql = format!("RELEASE SAVEPOINT {}", savepoint.name());
+        self.conn
+            .run(move |c| c.execute_batch(&sql).map_err(map))
+            .await
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<()> {
+        self.conn
+            .run(|c| c.execute_batch("COMMIT").map_err(map))
+            .await
+    }
+
+    async fn rollback(mut self: Box<Self>) -> Result<()> {
+        self.conn
+            .run(|c| c.execute_batch("ROLLBACK").map_err(map))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_name_a_file_or_memory() {
+        assert_eq!(
+            Location::parse("sqlite://data/shop.db").unwrap(),
+            Location::File(PathBuf::from("data/shop.db"))
+        );
+        assert_eq!(
+            Location::parse("sqlite:///tmp/shop.db").unwrap(),
+            Location::File(PathBuf::from("/tmp/shop.db"))
+        );
+        for memory in ["sqlite::memory:", "sqlite://:memory:"] {
+            assert!(
+                matches!(Location::parse(memory), Ok(Location::Memory(_))),
+                "{memory}"
+            );
+        }
+        for bad in [
+            "postgres://h/db",
+            "sqlite://",
+            "sqlite://a.db?mode=ro",
+            "memory://",
+        ] {
+            assert!(
+                matches!(
+                    Location::parse(bad),
+                    Err(Error::Validation { field: "url", .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+}

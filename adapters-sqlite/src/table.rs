@@ -1,0 +1,1003 @@
+//! The rows of every table and the SQL of every operation, each written once.
+//!
+//! Everything here is synchronous and runs on a connection that a blocking thread owns for the
+//! duration of the call (see `conn.rs`).
+
+use std::collections::HashSet;
+
+use rusqlite::types::{Type, Value};
+use rusqlite::{Connection, OptionalExtension, Row};
+use stockroom_core::time::{self, Timestamp};
+use stockroom_core::{
+    Category, CategoryFilter, CategoryId, Cursor, Entity, EntityKind, Error, NewStockMovement,
+    Page, Product, ProductFilter, ProductId, ProductWithRelations, RatingStats, Result, Review,
+    ReviewFilter, ReviewId, SearchPage, StockDelta, StockMovement, StockMovementId, User,
+    UserFilter, UserId,
+};
+use uuid::Uuid;
+
+use crate::error::map;
+
+/// SQLite's default bound on the parameters of one statement (`SQLITE_MAX_VARIABLE_NUMBER`).
+const MAX_PARAMS: usize = 32_766;
+
+/// The internal savepoint that makes a multi-statement write all-or-nothing.
+const ATOMIC: &str = "stockroom_atomic";
+
+pub(crate) fn blob(id: impl Into<Uuid>) -> Value {
+    Value::Blob(id.into().as_bytes().to_vec())
+}
+
+fn opt_blob(id: Option<impl Into<Uuid>>) -> Value {
+    id.map_or(Value::Null, blob)
+}
+
+fn micros(ts: Timestamp) -> Value {
+    Value::Integer(time::to_micros(ts))
+}
+
+fn opt_text(s: Option<&str>) -> Value {
+    s.map_or(Value::Null, |s| Value::Text(s.to_owned()))
+}
+
+fn conversion(index: usize, ty: Type, what: &str) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(index, ty, what.to_owned().into())
+}
+
+fn uuid_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Uuid> {
+    Ok(Uuid::from_bytes(row.get::<_, [u8; 16]>(index)?))
+}
+
+fn opt_uuid_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<Uuid>> {
+    Ok(row.get::<_, Option<[u8; 16]>>(index)?.map(Uuid::from_bytes))
+}
+
+fn ts_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Timestamp> {
+    let us: i64 = row.get(index)?;
+    time::from_micros(us).ok_or_else(|| conversion(index, Type::Integer, "timestamp out of range"))
+}
+
+fn opt_ts_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<Timestamp>> {
+    match row.get::<_, Option<i64>>(index)? {
+        None => Ok(None),
+        Some(us) => time::from_micros(us)
+            .map(Some)
+            .ok_or_else(|| conversion(index, Type::Integer, "timestamp out of range")),
+    }
+}
+
+/// The extra conditions of a filter, with their parameters in order.
+#[derive(Debug, Default)]
+pub(crate) struct Where {
+    sql: String,
+    params: Vec<Value>,
+}
+
+impl Where {
+    fn and(&mut self, clause: &str, value: Value) {
+        self.sql.push_str(" AND ");
+        self.sql.push_str(clause);
+        self.params.push(value);
+    }
+}
+
+/// A table that stores one kind of entity.
+pub(crate) trait Table: Entity {
+    const NAME: &'static str;
+    /// The columns a read returns, in the order `read` expects.
+    const COLUMNS: &'static [&'static str];
+    /// The columns a write stores: `COLUMNS` and any derived column after them.
+    const WRITE_COLUMNS: &'static [&'static str];
+
+    fn read(row: &Row<'_>, at: usize) -> rusqlite::Result<Self>;
+    /// The values of `WRITE_COLUMNS`.
+    fn values(&self, out: &mut Vec<Value>);
+    fn filter(filter: &Self::Filter, w: &mut Where);
+    fn new_row(new: Self::New, now: Timestamp) -> Self;
+    fn apply(patch: &Self::Patch, row: &mut Self, now: Timestamp);
+    /// Checks that every row a new row refers to is live.
+    fn check_new_refs(_conn: &Connection, _rows: &[Self]) -> Result<()> {
+        Ok(())
+    }
+    /// Checks that every row a patch points to is live.
+    fn check_patch_refs(_conn: &Connection, _patch: &Self::Patch) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// `alias.col, alias.col, …` for a select list.
+fn columns<E: Table>(alias: Option<&str>) -> String {
+    let mut s = String::new();
+    for (i, c) in E::COLUMNS.iter().enumerate() {
+        if i > 0 {
+            s.push_str(", ");
+        }
+        if let Some(a) = alias {
+            s.push_str(a);
+            s.push('.');
+        }
+        s.push_str(c);
+    }
+    s
+}
+
+fn query<T>(
+    conn: &Connection,
+    sql: &str,
+    params: &[Value],
+    f: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>> {
+    let mut stmt = conn.prepare_cached(sql).map_err(map)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(params), f)
+        .map_err(map)?;
+    rows.collect::<rusqlite::Result<Vec<T>>>().map_err(map)
+}
+
+fn query_rows<E: Table>(conn: &Connection, sql: &str, params: &[Value]) -> Result<Vec<E>> {
+    query(conn, sql, params, |r| E::read(r, 0))
+}
+
+fn scalar<T: rusqlite::types::FromSql>(
+    conn: &Connection,
+    sql: &str,
+    params: &[Value],
+) -> Result<T> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.query_row(rusqlite::params_from_iter(params), |r| r.get(0)))
+        .map_err(map)
+}
+
+fn execute(conn: &Connection, sql: &str, params: &[Value]) -> Result<usize> {
+    conn.prepare_cached(sql)
+        .and_then(|mut s| s.execute(rusqlite::params_from_iter(params)))
+        .map_err(map)
+}
+
+/// `?, ?, …` with `n` parameters.
+fn placeholders(n: usize) -> String {
+    let mut s = String::with_capacity(n * 3);
+    for i in 0..n {
+        s.push_str(if i == 0 { "?" } else { ", ?" });
+    }
+    s
+}
+
+fn page_params(page: Page, params: &mut Vec<Value>) {
+    params.push(Value::Integer(i64::from(page.limit().get())));
+    params.push(Value::Integer(page.offset() as i64));
+}
+
+/// Runs `f` all-or-nothing: inside a savepoint that is rolled back when `f` fails.
+pub(crate) fn atomically<T>(conn: &Connection, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    conn.execute_batch(&format!("SAVEPOINT {ATOMIC}"))
+        .map_err(map)?;
+    match f() {
+        Ok(v) => {
+            conn.execute_batch(&format!("RELEASE {ATOMIC}"))
+                .map_err(map)?;
+            Ok(v)
+        }
+        Err(e) => {
+            conn.execute_batch(&format!("ROLLBACK TO {ATOMIC}; RELEASE {ATOMIC}"))
+                .map_err(map)?;
+            Err(e)
+        }
+    }
+}
+
+/// Fails with `NotFound{kind}` unless every id names a live row of `table`.
+fn require_live(
+    conn: &Connection,
+    table: &str,
+    kind: EntityKind,
+    ids: impl IntoIterator<Item = Uuid>,
+) -> Result<()> {
+    let sql = format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE id = ? AND deleted_at IS NULL)");
+    let mut seen = HashSet::new();
+    for id in ids {
+        if seen.insert(id) && !scalar::<bool>(conn, &sql, &[blob(id)])? {
+            return Err(Error::not_found(kind, id));
+        }
+    }
+    Ok(())
+}
+
+// ---- The generic operations ----------------------------------------------------------------
+
+pub(crate) fn get<E: Table>(conn: &Connection, id: Uuid) -> Result<Option<E>> {
+    let sql = format!(
+        "SELECT {} FROM {} WHERE id = ? AND deleted_at IS NULL",
+        columns::<E>(None),
+        E::NAME
+    );
+    Ok(query_rows::<E>(conn, &sql, &[blob(id)])?.pop())
+}
+
+/// The distinct ids, in a stable order.
+fn distinct(ids: &[Uuid]) -> Vec<Uuid> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+pub(crate) fn get_many<E: Table>(conn: &Connection, ids: &[Uuid]) -> Result<Vec<E>> {
+    let ids = distinct(ids);
+    let mut rows = Vec::with_capacity(ids.len());
+    // One statement unless the ids exceed SQLite's parameter bound.
+    for chunk in ids.chunks(MAX_PARAMS) {
+        let sql = format!(
+            "SELECT {} FROM {} WHERE id IN ({}) AND deleted_at IS NULL ORDER BY created_at, id",
+            columns::<E>(None),
+            E::NAME,
+            placeholders(chunk.len())
+        );
+        let params: Vec<Value> = chunk.iter().map(|id| blob(*id)).collect();
+        rows.extend(query_rows::<E>(conn, &sql, &params)?);
+    }
+    if ids.len() > MAX_PARAMS {
+        rows.sort_by_key(|r| (r.created_at(), r.id()));
+    }
+    Ok(rows)
+}
+
+fn live_where<E: Table>(filter: &E::Filter) -> Where {
+    let mut w = Where::default();
+    E::filter(filter, &mut w);
+    w
+}
+
+pub(crate) fn list<E: Table>(conn: &Connection, filter: &E::Filter, page: Page) -> Result<Vec<E>> {
+    let mut w = live_where::<E>(filter);
+    let sql = format!(
+        "SELECT {} FROM {} WHERE deleted_at IS NULL{} ORDER BY created_at, id LIMIT ? OFFSET ?",
+        columns::<E>(None),
+        E::NAME,
+        w.sql
+    );
+    page_params(page, &mut w.params);
+    query_rows::<E>(conn, &sql, &w.params)
+}
+
+/// Up to `limit` rows after `after` (`limit` is the overfetching size).
+pub(crate) fn list_after<E: Table>(
+    conn: &Connection,
+    filter: &E::Filter,
+    after: Option<Cursor>,
+    limit: u32,
+) -> Result<Vec<E>> {
+    let mut w = live_where::<E>(filter);
+    if let Some(c) = after {
+        w.sql.push_str(" AND (created_at, id) > (?, ?)");
+        w.params.push(micros(c.created_at()));
+        w.params.push(blob(c.id()));
+    }
+    let sql = format!(
+        "SELECT {} FROM {} WHERE deleted_at IS NULL{} ORDER BY created_at, id LIMIT ?",
+        columns::<E>(None),
+        E::NAME,
+        w.sql
+    );
+    w.params.push(Value::Integer(i64::from(limit)));
+    query_rows::<E>(conn, &sql, &w.params)
+}
+
+pub(crate) fn count<E: Table>(conn: &Connection, filter: &E::Filter) -> Result<u64> {
+    let w = live_where::<E>(filter);
+    let sql = format!(
+        "SELECT COUNT(*) FROM {} WHERE deleted_at IS NULL{}",
+        E::NAME,
+        w.sql
+    );
+    scalar::<i64>(conn, &sql, &w.params).map(|n| n as u64)
+}
+
+pub(crate) fn exists<E: Table>(conn: &Connection, filter: &E::Filter) -> Result<bool> {
+    let w = live_where::<E>(filter);
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM {} WHERE deleted_at IS NULL{})",
+        E::NAME,
+        w.sql
+    );
+    scalar(conn, &sql, &w.params)
+}
+
+pub(crate) fn list_deleted<E: Table>(conn: &Connection, page: Page) -> Result<Vec<E>> {
+    let sql = format!(
+        "SELECT {} FROM {} WHERE deleted_at IS NOT NULL ORDER BY created_at, id LIMIT ? OFFSET ?",
+        columns::<E>(None),
+        E::NAME
+    );
+    let mut params = Vec::with_capacity(2);
+    page_params(page, &mut params);
+    query_rows::<E>(conn, &sql, &params)
+}
+
+fn insert_sql<E: Table>(rows: usize) -> String {
+    let one = format!("({})", placeholders(E::WRITE_COLUMNS.len()));
+    let mut values = String::with_capacity(rows * (one.len() + 2));
+    for i in 0..rows {
+        if i > 0 {
+            values.push_str(", ");
+        }
+        values.push_str(&one);
+    }
+    format!(
+        "INSERT INTO {} ({}) VALUES {}",
+        E::NAME,
+        E::WRITE_COLUMNS.join(", "),
+        values
+    )
+}
+
+pub(crate) fn create<E: Table>(conn: &Connection, new: E::New) -> Result<E> {
+    let row = E::new_row(new, time::now());
+    E::check_new_refs(conn, std::slice::from_ref(&row))?;
+    let mut params = Vec::with_capacity(E::WRITE_COLUMNS.len());
+    row.values(&mut params);
+    execute(conn, &insert_sql::<E>(1), &params)?;
+    Ok(row)
+}
+
+/// Inserts `new` with one multi-row `INSERT` per batch of rows that fits SQLite's parameter
+/// bound, all or nothing.
+pub(crate) fn create_many<E: Table>(conn: &Connection, new: Vec<E::New>) -> Result<Vec<E>> {
+    if new.is_empty() {
+        return Ok(Vec::new());
+    }
+    let now = time::now();
+    let rows: Vec<E> = new.into_iter().map(|n| E::new_row(n, now)).collect();
+    let per_batch = MAX_PARAMS / E::WRITE_COLUMNS.len();
+    let insert_all = || {
+        E::check_new_refs(conn, &rows)?;
+        let mut params = Vec::with_capacity(per_batch.min(rows.len()) * E::WRITE_COLUMNS.len());
+        for batch in rows.chunks(per_batch) {
+            params.clear();
+            for row in batch {
+                row.values(&mut params);
+            }
+            execute(conn, &insert_sql::<E>(batch.len()), &params)?;
+        }
+        Ok(())
+    };
+    if rows.len() > per_batch {
+        atomically(conn, insert_all)?;
+    } else {
+        // One statement: SQLite's statement rollback makes it all-or-nothing already.
+        insert_all()?;
+    }
+    Ok(rows)
+}
+
+fn write_back<E: Table>(conn: &Connection, row: &E) -> Result<()> {
+    let mut params = Vec::with_capacity(E::WRITE_COLUMNS.len() + 1);
+    row.values(&mut params);
+    // Everything but the id (first column), which becomes the key.
+    let id = params.remove(0);
+    params.push(id);
+    let sets: Vec<String> = E::WRITE_COLUMNS[1..]
+        .iter()
+        .map(|c| format!("{c} = ?"))
+        .collect();
+    let sql = format!("UPDATE {} SET {} WHERE id = ?", E::NAME, sets.join(", "));
+    execute(conn, &sql, &params)?;
+    Ok(())
+}
+
+/// Reads the live row, applies the patch in Rust (the core's semantics) and writes it back. The
+/// unit of work holds SQLite's write lock from its `BEGIN IMMEDIATE`, so nothing changes the row
+/// in between.
+pub(crate) fn update<E: Table>(
+    conn: &Connection,
+    id: Uuid,
+    patch: &E::Patch,
+    expected_version: Option<i64>,
+) -> Result<E> {
+    let mut row = get::<E>(conn, id)?.ok_or_else(|| Error::not_found(E::KIND, id))?;
+    if let Some(expected) = expected_version {
+        if row.version() != expected {
+            return Err(Error::StaleVersion {
+                entity: E::KIND,
+                id: id.to_string(),
+                expected,
+                actual: row.version(),
+            });
+        }
+    }
+    E::check_patch_refs(conn, patch)?;
+    E::apply(patch, &mut row, time::now());
+    write_back(conn, &row)?;
+    Ok(row)
+}
+
+pub(crate) fn update_many<E: Table>(
+    conn: &Connection,
+    ids: &[Uuid],
+    patch: &E::Patch,
+) -> Result<u64> {
+    let mut rows = get_many::<E>(conn, ids)?;
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    E::check_patch_refs(conn, patch)?;
+    let now = time::now();
+    atomically(conn, || {
+        for row in &mut rows {
+            E::apply(patch, row, now);
+            write_back(conn, row)?;
+        }
+        Ok(rows.len() as u64)
+    })
+}
+
+pub(crate) fn soft_delete<E: Table>(conn: &Connection, id: Uuid) -> Result<bool> {
+    let sql = format!(
+        "UPDATE {} SET deleted_at = ?1, updated_at = ?1, version = version + 1 \
+         WHERE id = ?2 AND deleted_at IS NULL",
+        E::NAME
+    );
+    Ok(execute(conn, &sql, &[micros(time::now()), blob(id)])? == 1)
+}
+
+pub(crate) fn restore<E: Table>(conn: &Connection, id: Uuid) -> Result<bool> {
+    let sql = format!(
+        "UPDATE {} SET deleted_at = NULL, updated_at = ?1, version = version + 1 \
+         WHERE id = ?2 AND deleted_at IS NOT NULL",
+        E::NAME
+    );
+    Ok(execute(conn, &sql, &[micros(time::now()), blob(id)])? == 1)
+}
+
+pub(crate) fn hard_delete<E: Table>(conn: &Connection, id: Uuid) -> Result<bool> {
+    let sql = format!("DELETE FROM {} WHERE id = ?", E::NAME);
+    Ok(execute(conn, &sql, &[blob(id)])? == 1)
+}
+
+pub(crate) fn purge_deleted_before<E: Table>(conn: &Connection, before: Timestamp) -> Result<u64> {
+    let sql = format!(
+        "DELETE FROM {} WHERE deleted_at IS NOT NULL AND deleted_at < ?",
+        E::NAME
+    );
+    Ok(execute(conn, &sql, &[micros(before)])? as u64)
+}
+
+pub(crate) fn by_column<E: Table>(
+    conn: &Connection,
+    column: &str,
+    value: &str,
+) -> Result<Option<E>> {
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {column} = ? AND deleted_at IS NULL",
+        columns::<E>(None),
+        E::NAME
+    );
+    Ok(query_rows::<E>(conn, &sql, &[Value::Text(value.to_owned())])?.pop())
+}
+
+// ---- Products ------------------------------------------------------------------------------
+
+impl Table for Product {
+    const NAME: &'static str = "products";
+    const COLUMNS: &'static [&'static str] = &[
+        "id",
+        "name",
+        "slug",
+        "sku",
+        "description",
+        "status",
+        "stock",
+        "category_id",
+        "created_by",
+        "created_at",
+        "updated_at",
+        "deleted_at",
+        "version",
+    ];
+    const WRITE_COLUMNS: &'static [&'static str] = &[
+        "id",
+        "name",
+        "slug",
+        "sku",
+        "description",
+        "status",
+        "stock",
+        "category_id",
+        "created_by",
+        "created_at",
+        "updated_at",
+        "deleted_at",
+        "version",
+        "search_text",
+    ];
+
+    fn read(row: &Row<'_>, at: usize) -> rusqlite::Result<Self> {
+        let status: String = row.get(at + 5)?;
+        Ok(Product {
+            id: ProductId::from_uuid(uuid_at(row, at)?),
+            name: row.get(at + 1)?,
+            slug: row.get(at + 2)?,
+            sku: row.get(at + 3)?,
+            description: row.get(at + 4)?,
+            status: status
+                .parse()
+                .map_err(|_| conversion(at + 5, Type::Text, "unknown product status"))?,
+            stock: row.get(at + 6)?,
+            category_id: opt_uuid_at(row, at + 7)?.map(CategoryId::from_uuid),
+            created_by: opt_uuid_at(row, at + 8)?.map(UserId::from_uuid),
+            created_at: ts_at(row, at + 9)?,
+            updated_at: ts_at(row, at + 10)?,
+            deleted_at: opt_ts_at(row, at + 11)?,
+            version: row.get(at + 12)?,
+        })
+    }
+
+    fn values(&self, out: &mut Vec<Value>) {
+        out.extend([
+            blob(self.id),
+            Value::Text(self.name.clone()),
+            Value::Text(self.slug.clone()),
+            Value::Text(self.sku.clone()),
+            opt_text(self.description.as_deref()),
+            Value::Text(self.status.as_str().to_owned()),
+            Value::Integer(self.stock),
+            opt_blob(self.category_id),
+            opt_blob(self.created_by),
+            micros(self.created_at),
+            micros(self.updated_at),
+            self.deleted_at.map_or(Value::Null, micros),
+            Value::Integer(self.version),
+            Value::Text(self.search_document()),
+        ]);
+    }
+
+    fn filter(filter: &ProductFilter, w: &mut Where) {
+        if let Some(s) = filter.status {
+            w.and("status = ?", Value::Text(s.as_str().to_owned()));
+        }
+        if let Some(c) = filter.category_id {
+            w.and("category_id = ?", blob(c));
+        }
+        if let Some(q) = &filter.search {
+            w.and(
+                "search_text LIKE ? ESCAPE '\\'",
+                Value::Text(q.like_pattern()),
+            );
+        }
+    }
+
+    fn new_row(new: Self::New, now: Timestamp) -> Self {
+        new.into_entity(now)
+    }
+
+    fn apply(patch: &Self::Patch, row: &mut Self, now: Timestamp) {
+        patch.apply_to(row, now);
+    }
+
+    fn check_new_refs(conn: &Connection, rows: &[Self]) -> Result<()> {
+        require_live(
+            conn,
+            "categories",
+            EntityKind::Category,
+            rows.iter().filter_map(|r| r.category_id).map(Uuid::from),
+        )?;
+        require_live(
+            conn,
+            "users",
+            EntityKind::User,
+            rows.iter().filter_map(|r| r.created_by).map(Uuid::from),
+        )
+    }
+
+    fn check_patch_refs(conn: &Connection, patch: &Self::Patch) -> Result<()> {
+        require_live(
+            conn,
+            "categories",
+            EntityKind::Category,
+            patch.category_value().flatten().map(Uuid::from),
+        )
+    }
+}
+
+/// The live product with its live category and creator: one statement with two outer joins.
+pub(crate) fn with_relations(
+    conn: &Connection,
+    id: ProductId,
+) -> Result<Option<ProductWithRelations>> {
+    let sql = format!(
+        "SELECT {}, {}, {} FROM products p \
+         LEFT JOIN categories c ON c.id = p.category_id AND c.deleted_at IS NULL \
+         LEFT JOIN users u ON u.id = p.created_by AND u.deleted_at IS NULL \
+         WHERE p.id = ? AND p.deleted_at IS NULL",
+        columns::<Product>(Some("p")),
+        columns::<Category>(Some("c")),
+        columns::<User>(Some("u")),
+    );
+    let c_at = Product::COLUMNS.len();
+    let u_at = c_at + Category::COLUMNS.len();
+    let mut rows = query(conn, &sql, &[blob(id)], |r| {
+        let category = match r.get_ref(c_at)? {
+            rusqlite::types::ValueRef::Null => None,
+            _ => Some(Category::read(r, c_at)?),
+        };
+        let creator = match r.get_ref(u_at)? {
+            rusqlite::types::ValueRef::Null => None,
+            _ => Some(User::read(r, u_at)?),
+        };
+        Ok(ProductWithRelations {
+            product: Product::read(r, 0)?,
+            category,
+            creator,
+        })
+    })?;
+    Ok(rows.pop())
+}
+
+/// A page of matching products and the number that match in all: one statement with a
+/// `COUNT(*) OVER ()` window; only a page past the end falls back to a count statement, in the
+/// same read transaction as the page.
+pub(crate) fn search(
+    conn: &Connection,
+    filter: &ProductFilter,
+    page: Page,
+) -> Result<SearchPage<Product>> {
+    let mut w = live_where::<Product>(filter);
+    let sql = format!(
+        "SELECT {}, COUNT(*) OVER () FROM products WHERE deleted_at IS NULL{} \
+         ORDER BY created_at, id LIMIT ? OFFSET ?",
+        columns::<Product>(None),
+        w.sql
+    );
+    page_params(page, &mut w.params);
+    let total_at = Product::COLUMNS.len();
+    let read = || -> Result<(Vec<Product>, u64)> {
+        let rows = query(conn, &sql, &w.params, |r| {
+            Ok((Product::read(r, 0)?, r.get::<_, i64>(total_at)?))
+        })?;
+        let total = rows.first().map_or(0, |(_, t)| *t as u64);
+        Ok((rows.into_iter().map(|(p, _)| p).collect(), total))
+    };
+    if page.offset() == 0 {
+        let (items, total) = read()?;
+        return Ok(SearchPage { items, total });
+    }
+    let own_transaction = conn.is_autocommit();
+    if own_transaction {
+        conn.execute_batch("BEGIN DEFERRED").map_err(map)?;
+    }
+    let result = read().and_then(|(items, total)| {
+        let total = if items.is_empty() {
+            count::<Product>(conn, filter)?
+        } else {
+            total
+        };
+        Ok(SearchPage { items, total })
+    });
+    if own_transaction {
+        conn.execute_batch("COMMIT").map_err(map)?;
+    }
+    result
+}
+
+/// Adds `delta` in one conditional `UPDATE … RETURNING`; on no row, one more read tells
+/// "not live" from "insufficient stock".
+pub(crate) fn adjust_stock(conn: &Connection, id: ProductId, delta: StockDelta) -> Result<Product> {
+    let sql = format!(
+        "UPDATE products SET stock = stock + ?1, updated_at = ?2, version = version + 1 \
+         WHERE id = ?3 AND deleted_at IS NULL AND stock + ?1 >= 0 RETURNING {}",
+        columns::<Product>(None)
+    );
+    let params = [Value::Integer(delta.get()), micros(time::now()), blob(id)];
+    if let Some(p) = query_rows::<Product>(conn, &sql, &params)?.pop() {
+        return Ok(p);
+    }
+    let stock: Option<i64> = conn
+        .prepare_cached("SELECT stock FROM products WHERE id = ? AND deleted_at IS NULL")
+        .and_then(|mut s| s.query_row([blob(id)], |r| r.get(0)).optional())
+        .map_err(map)?;
+    match stock {
+        None => Err(Error::not_found(EntityKind::Product, id)),
+        Some(available) => Err(Error::InsufficientStock {
+            product: id,
+            available,
+            requested: -delta.get(),
+        }),
+    }
+}
+
+/// The live products among `ids`, sorted by id. The unit of work already holds SQLite's single
+/// write lock (`BEGIN IMMEDIATE`), which covers every row: reading them is all a row lock needs.
+pub(crate) fn lock(conn: &Connection, ids: &[ProductId]) -> Result<Vec<Product>> {
+    let ids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+    let mut rows = get_many::<Product>(conn, &ids)?;
+    rows.sort_by_key(|p| p.id);
+    Ok(rows)
+}
+
+// ---- Categories and users ------------------------------------------------------------------
+
+impl Table for Category {
+    const NAME: &'static str = "categories";
+    const COLUMNS: &'static [&'static str] = &[
+        "id",
+        "name",
+        "slug",
+        "created_at",
+        "updated_at",
+        "deleted_at",
+        "version",
+    ];
+    const WRITE_COLUMNS: &'static [&'static str] = Self::COLUMNS;
+
+    fn read(row: &Row<'_>, at: usize) -> rusqlite::Result<Self> {
+        Ok(Category {
+            id: CategoryId::from_uuid(uuid_at(row, at)?),
+            name: row.get(at + 1)?,
+            slug: row.get(at + 2)?,
+            created_at: ts_at(row, at + 3)?,
+            updated_at: ts_at(row, at + 4)?,
+            deleted_at: opt_ts_at(row, at + 5)?,
+            version: row.get(at + 6)?,
+        })
+    }
+
+    fn values(&self, out: &mut Vec<Value>) {
+        out.extend([
+            blob(self.id),
+            Value::Text(self.name.clone()),
+            Value::Text(self.slug.clone()),
+            micros(self.created_at),
+            micros(self.updated_at),
+            self.deleted_at.map_or(Value::Null, micros),
+            Value::Integer(self.version),
+        ]);
+    }
+
+    fn filter(filter: &CategoryFilter, w: &mut Where) {
+        if let Some(s) = &filter.slug {
+            w.and("slug = ?", Value::Text(s.as_str().to_owned()));
+        }
+    }
+
+    fn new_row(new: Self::New, now: Timestamp) -> Self {
+        new.into_entity(now)
+    }
+
+    fn apply(patch: &Self::Patch, row: &mut Self, now: Timestamp) {
+        patch.apply_to(row, now);
+    }
+}
+
+impl Table for User {
+    const NAME: &'static str = "users";
+    const COLUMNS: &'static [&'static str] = &[
+        "id",
+        "email",
+        "display_name",
+        "created_at",
+        "updated_at",
+        "deleted_at",
+        "version",
+    ];
+    const WRITE_COLUMNS: &'static [&'static str] = Self::COLUMNS;
+
+    fn read(row: &Row<'_>, at: usize) -> rusqlite::Result<Self> {
+        Ok(User {
+            id: UserId::from_uuid(uuid_at(row, at)?),
+            email: row.get(at + 1)?,
+            display_name: row.get(at + 2)?,
+            created_at: ts_at(row, at + 3)?,
+            updated_at: ts_at(row, at + 4)?,
+            deleted_at: opt_ts_at(row, at + 5)?,
+            version: row.get(at + 6)?,
+        })
+    }
+
+    fn values(&self, out: &mut Vec<Value>) {
+        out.extend([
+            blob(self.id),
+            Value::Text(self.email.clone()),
+            Value::Text(self.display_name.clone()),
+            micros(self.created_at),
+            micros(self.updated_at),
+            self.deleted_at.map_or(Value::Null, micros),
+            Value::Integer(self.version),
+        ]);
+    }
+
+    fn filter(filter: &UserFilter, w: &mut Where) {
+        if let Some(e) = &filter.email {
+            w.and("email = ?", Value::Text(e.as_str().to_owned()));
+        }
+    }
+
+    fn new_row(new: Self::New, now: Timestamp) -> Self {
+        new.into_entity(now)
+    }
+
+    fn apply(patch: &Self::Patch, row: &mut Self, now: Timestamp) {
+        patch.apply_to(row, now);
+    }
+}
+
+// ---- Reviews -------------------------------------------------------------------------------
+
+impl Table for Review {
+    const NAME: &'static str = "reviews";
+    const COLUMNS: &'static [&'static str] = &[
+        "id",
+        "product_id",
+        "author_id",
+        "rating",
+        "body",
+        "created_at",
+        "updated_at",
+        "deleted_at",
+        "version",
+    ];
+    const WRITE_COLUMNS: &'static [&'static str] = Self::COLUMNS;
+
+    fn read(row: &Row<'_>, at: usize) -> rusqlite::Result<Self> {
+        Ok(Review {
+            id: ReviewId::from_uuid(uuid_at(row, at)?),
+            product_id: ProductId::from_uuid(uuid_at(row, at + 1)?),
+            author_id: UserId::from_uuid(uuid_at(row, at + 2)?),
+            rating: row.get(at + 3)?,
+            body: row.get(at + 4)?,
+            created_at: ts_at(row, at + 5)?,
+            updated_at: ts_at(row, at + 6)?,
+            deleted_at: opt_ts_at(row, at + 7)?,
+            version: row.get(at + 8)?,
+        })
+    }
+
+    fn values(&self, out: &mut Vec<Value>) {
+        out.extend([
+            blob(self.id),
+            blob(self.product_id),
+            blob(self.author_id),
+            Value::Integer(i64::from(self.rating)),
+            opt_text(self.body.as_deref()),
+            micros(self.created_at),
+            micros(self.updated_at),
+            self.deleted_at.map_or(Value::Null, micros),
+            Value::Integer(self.version),
+        ]);
+    }
+
+    fn filter(filter: &ReviewFilter, w: &mut Where) {
+        if let Some(p) = filter.product_id {
+            w.and("product_id = ?", blob(p));
+        }
+        if let Some(a) = filter.author_id {
+            w.and("author_id = ?", blob(a));
+        }
+        if let Some(r) = filter.rating {
+            w.and("rating = ?", Value::Integer(i64::from(r.get())));
+        }
+    }
+
+    fn new_row(new: Self::New, now: Timestamp) -> Self {
+        new.into_entity(now)
+    }
+
+    fn apply(patch: &Self::Patch, row: &mut Self, now: Timestamp) {
+        patch.apply_to(row, now);
+    }
+
+    fn check_new_refs(conn: &Connection, rows: &[Self]) -> Result<()> {
+        require_live(
+            conn,
+            "products",
+            EntityKind::Product,
+            rows.iter().map(|r| r.product_id.as_uuid()),
+        )?;
+        require_live(
+            conn,
+            "users",
+            EntityKind::User,
+            rows.iter().map(|r| r.author_id.as_uuid()),
+        )
+    }
+}
+
+const LIVE_PRODUCT: &str =
+    "EXISTS (SELECT 1 FROM products p WHERE p.id = reviews.product_id AND p.deleted_at IS NULL)";
+
+/// The live reviews of a live product, newest first.
+pub(crate) fn reviews_for_product(
+    conn: &Connection,
+    product: ProductId,
+    page: Page,
+) -> Result<Vec<Review>> {
+    let sql = format!(
+        "SELECT {} FROM reviews WHERE product_id = ? AND deleted_at IS NULL AND {LIVE_PRODUCT} \
+         ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?",
+        columns::<Review>(None)
+    );
+    let mut params = vec![blob(product)];
+    page_params(page, &mut params);
+    query_rows::<Review>(conn, &sql, &params)
+}
+
+/// Rating statistics from `GROUP BY rating` counts.
+pub(crate) fn review_stats(conn: &Connection, product: ProductId) -> Result<RatingStats> {
+    let sql = format!(
+        "SELECT rating, COUNT(*) FROM reviews WHERE product_id = ? AND deleted_at IS NULL \
+         AND {LIVE_PRODUCT} GROUP BY rating"
+    );
+    let counts = query(conn, &sql, &[blob(product)], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    let mut histogram = [0u64; 5];
+    for (rating, n) in counts {
+        if let Some(slot) = usize::try_from(rating - 1)
+            .ok()
+            .and_then(|i| histogram.get_mut(i))
+        {
+            *slot = n as u64;
+        }
+    }
+    Ok(RatingStats::from_histogram(histogram))
+}
+
+// ---- The ledger ----------------------------------------------------------------------------
+
+const MOVEMENT_COLUMNS: &str = "id, source_id, target_id, quantity, idempotency_key, created_at";
+
+fn read_movement(row: &Row<'_>) -> rusqlite::Result<StockMovement> {
+    Ok(StockMovement {
+        id: StockMovementId::from_uuid(uuid_at(row, 0)?),
+        source_id: ProductId::from_uuid(uuid_at(row, 1)?),
+        target_id: ProductId::from_uuid(uuid_at(row, 2)?),
+        quantity: row.get(3)?,
+        idempotency_key: row.get(4)?,
+        created_at: ts_at(row, 5)?,
+    })
+}
+
+pub(crate) fn movement(conn: &Connection, id: StockMovementId) -> Result<Option<StockMovement>> {
+    let sql = format!("SELECT {MOVEMENT_COLUMNS} FROM stock_movements WHERE id = ?");
+    Ok(query(conn, &sql, &[blob(id)], read_movement)?.pop())
+}
+
+pub(crate) fn movement_by_key(conn: &Connection, key: &str) -> Result<Option<StockMovement>> {
+    let sql = format!("SELECT {MOVEMENT_COLUMNS} FROM stock_movements WHERE idempotency_key = ?");
+    Ok(query(conn, &sql, &[Value::Text(key.to_owned())], read_movement)?.pop())
+}
+
+pub(crate) fn movements_for_product(
+    conn: &Connection,
+    product: ProductId,
+    page: Page,
+) -> Result<Vec<StockMovement>> {
+    let sql = format!(
+        "SELECT {MOVEMENT_COLUMNS} FROM stock_movements WHERE source_id = ?1 OR target_id = ?1 \
+         ORDER BY created_at, id LIMIT ?2 OFFSET ?3"
+    );
+    let mut params = vec![blob(product)];
+    page_params(page, &mut params);
+    query(conn, &sql, &params, read_movement)
+}
+
+pub(crate) fn movement_count(conn: &Connection) -> Result<u64> {
+    scalar::<i64>(conn, "SELECT COUNT(*) FROM stock_movements", &[]).map(|n| n as u64)
+}
+
+pub(crate) fn record_movement(conn: &Connection, new: NewStockMovement) -> Result<StockMovement> {
+    let m = new.into_entity(time::now());
+    let sql = format!("INSERT INTO stock_movements ({MOVEMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)");
+    execute(
+        conn,
+        &sql,
+        &[
+            blob(m.id),
+            blob(m.source_id),
+            blob(m.target_id),
+            Value::Integer(m.quantity),
+            opt_text(m.idempotency_key.as_deref()),
+            micros(m.created_at),
+        ],
+    )?;
+    Ok(m)
+}
