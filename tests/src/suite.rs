@@ -173,6 +173,38 @@ macro_rules! __stockroom_cases {
                 different_keys_apply_separately,
                 failed_keyed_transfer_does_not_use_up_the_key,
             );
+            $crate::__stockroom_case_tests!($fixture; concurrency:
+                bank_invariant_holds_under_concurrent_transfers,
+                readers_never_see_a_half_applied_transfer,
+                idempotent_transfer_fired_at_once_applies_once,
+                concurrent_increments_lose_no_update,
+                opposite_transfers_do_not_deadlock,
+                concurrent_creates_of_one_sku_let_exactly_one_win,
+            );
+            $crate::__stockroom_case_tests!($fixture; validation:
+                product_name_rules,
+                slug_rules,
+                sku_rules,
+                text_rules,
+                stock_rules,
+                stock_delta_rules,
+                email_and_display_name_rules,
+                rating_rules,
+                category_name_rules,
+                page_rules,
+                cursor_rules,
+                search_query_rules,
+                status_and_id_parsing_rules,
+            );
+            $crate::__stockroom_case_tests!($fixture; details:
+                details_hold_the_product_latest_reviews_and_stats,
+                details_of_an_unknown_or_deleted_product_are_none,
+            );
+            $crate::__stockroom_case_tests!($fixture; store:
+                open_store_is_healthy,
+                closed_store_is_unavailable,
+                read_sessions_run_concurrently,
+            );
         }
     };
 }

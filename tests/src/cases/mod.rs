@@ -16,3 +16,7 @@ pub mod transactions;
 pub mod savepoints;
 pub mod transfer;
 pub mod idempotency;
+pub mod concurrency;
+pub mod validation;
+pub mod details;
+pub mod store;

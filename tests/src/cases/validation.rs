@@ -1,0 +1,244 @@
+//! The bad-input catalogue: every validation rule of the core. Validation happens when the input
+//! is built, so each case builds the bad input, checks that the error names the field and the
+//! rule, and checks that the store holds exactly what it held before (nothing written).
+
+use std::str::FromStr;
+use std::sync::Arc;
+
+use stockroom_core::{
+    CategoryPatch, Cursor, Limit, NewCategory, NewProduct, NewReview, NewUser, Page,
+    ProductFilter, ProductId, ProductPatch, ProductStatus, ReviewFilter, ReviewPatch, Rule,
+    SearchText, StockDelta, Store, UserId, UserPatch, MAX_LIMIT, MAX_OFFSET, MAX_STOCK,
+};
+
+use crate::support::*;
+
+const SLUG_SHAPE: Rule = Rule::Malformed { expected: "lower-case letters and digits joined by single hyphens" };
+const SKU_SHAPE: Rule = Rule::Malformed {
+    expected: "upper-case letters, digits, '-', '_' or '.', starting with a letter or digit",
+};
+const EMAIL_SHAPE: Rule = Rule::Malformed { expected: "an email address" };
+const CURSOR_SHAPE: Rule = Rule::Malformed { expected: "a cursor returned by a previous page" };
+
+/// Seeds one row of each kind, so "nothing written" is checked against a non-empty store.
+async fn seeded(store: &Arc<dyn Store>) -> Counts {
+    let cat = create_category(store, "seed").await;
+    let user = create_user(store, "seed").await;
+    let p = create_product(store, new_product("seed", 5).in_category(cat.id).created_by(user.id)).await;
+    let review = NewReview::new(p.id, user.id, 3).unwrap();
+    in_uow!(store, |uow| uow.reviews().create(review).await).unwrap();
+    counts(store).await
+}
+
+/// Product names: empty or blank, over 200 characters, control characters (NUL, line break) are
+/// refused on `name`; 200 non-ASCII characters and surrounding blanks (trimmed) are accepted.
+pub async fn product_name_rules(store: Arc<dyn Store>) {
+    let before = seeded(&store).await;
+    let long = "x".repeat(201);
+    for (name, rule) in [
+        ("", Rule::Empty),
+        ("   ", Rule::Empty),
+        (long.as_str(), Rule::TooLong { max: 200 }),
+        ("a\0b", Rule::ControlCharacter),
+        ("a\nb", Rule::ControlCharacter),
+    ] {
+        expect_validation(NewProduct::new(name, "ok-slug", "OK-SKU"), "name", rule.clone());
+        expect_validation(ProductPatch::new().name(name), "name", rule);
+    }
+    assert_eq!(counts(&store).await, before, "store changed");
+    let longest = "é".repeat(200);
+    let p = create_product(&store, NewProduct::new(&format!("  {longest} "), "ok-slug", "OK-SKU").unwrap()).await;
+    assert_eq!(p.name, longest, "a 200-character name is stored trimmed");
+}
+
+/// Slugs: upper case, double, leading or trailing hyphens, spaces, underscores and non-ASCII are
+/// malformed; empty, over 100 characters and NUL are refused too; for products, categories,
+/// patches and filters alike.
+pub async fn slug_rules(store: Arc<dyn Store>) {
+    let before = seeded(&store).await;
+    for bad in ["Blue", "a--b", "-a", "a-", "a b", "a_b", "ü", "mug!"] {
+        expect_validation(NewProduct::new("Mug", bad, "MUG"), "slug", SLUG_SHAPE);
+        expect_validation(NewCategory::new("Mugs", bad), "slug", SLUG_SHAPE);
+        expect_validation(ProductPatch::new().slug(bad), "slug", SLUG_SHAPE);
+        expect_validation(CategoryPatch::new().slug(bad), "slug", SLUG_SHAPE);
+        expect_validation(stockroom_core::CategoryFilter::default().slug(bad), "slug", SLUG_SHAPE);
+    }
+    expect_validation(NewProduct::new("Mug", "", "MUG"), "slug", Rule::Empty);
+    expect_validation(NewProduct::new("Mug", &"a".repeat(101), "MUG"), "slug", Rule::TooLong { max: 100 });
+    expect_validation(NewProduct::new("Mug", "a\0b", "MUG"), "slug", Rule::ControlCharacter);
+    assert_eq!(counts(&store).await, before, "store changed");
+    create_product(&store, NewProduct::new("Mug", &"a".repeat(100), "MUG").unwrap()).await;
+}
+
+/// Skus: lower case, a leading punctuation mark, spaces and non-ASCII are malformed; empty, over
+/// 64 characters and NUL are refused.
+pub async fn sku_rules(store: Arc<dyn Store>) {
+    let before = seeded(&store).await;
+    for bad in ["mug", "-MUG", ".MUG", "MUG 1", "MÜG", "MUG/1"] {
+        expect_validation(NewProduct::new("Mug", "mug", bad), "sku", SKU_SHAPE);
+        expect_validation(ProductPatch::new().sku(bad), "sku", SKU_SHAPE);
+    }
+    expect_validation(NewProduct::new("Mug", "mug", ""), "sku", Rule::Empty);
+    expect_validation(NewProduct::new("Mug", "mug", &"M".repeat(65)), "sku", Rule::TooLong { max: 64 });
+    expect_validation(NewProduct::new("Mug", "mug", "M\0G"), "sku", Rule::ControlCharacter);
+    assert_eq!(counts(&store).await, before, "store changed");
+    create_product(&store, NewProduct::new("Mug", "mug", &format!("9{}", "A._-".repeat(15))).unwrap()).await;
+}
+
+/// Descriptions and review bodies: over 5,000 characters or with NUL are refused; line breaks
+/// and tabs are allowed.
+pub async fn text_rules(store: Arc<dyn Store>) {
+    let before = seeded(&store).await;
+    let long = "x".repeat(5_001);
+    let base = || NewProduct::new("Mug", "mug", "MUG").unwrap();
+    expect_validation(base().with_description(&long), "description", Rule::TooLong { max: 5_000 });
+    expect_validation(base().with_description("a\0b"), "description", Rule::ControlCharacter);
+    expect_validation(ProductPatch::new().description(Some("a\u{7}b")), "description", Rule::ControlCharacter);
+    let review = || NewReview::new(ProductId::new(), UserId::new(), 3).unwrap();
+    expect_validation(review().with_body(&long), "body", Rule::TooLong { max: 5_000 });
+    expect_validation(review().with_body("a\0b"), "body", Rule::ControlCharacter);
+    expect_validation(ReviewPatch::new().body(Some("\0")), "body", Rule::ControlCharacter);
+    assert_eq!(counts(&store).await, before, "store changed");
+    let ok = base().with_description("line one\n\tline two\r\n").unwrap();
+    let p = create_product(&store, ok).await;
+    assert_eq!(p.description.as_deref(), Some("line one\n\tline two\r\n"), "description round trip");
+}
+
+/// Stock: negative or above `MAX_STOCK` is `OutOfRange{0, MAX_STOCK}` on `stock`; 0 and
+/// `MAX_STOCK` are accepted.
+pub async fn stock_rules(store: Arc<dyn Store>) {
+    let before = seeded(&store).await;
+    for bad in [-1, -1_000, MAX_STOCK + 1, i64::MIN, i64::MAX] {
+        expect_validation(
+            NewProduct::new("Mug", "mug", "MUG").unwrap().with_stock(bad),
+            "stock",
+            Rule::OutOfRange { min: 0, max: MAX_STOCK },
+        );
+    }
+    assert_eq!(counts(&store).await, before, "store changed");
+    let p = create_product(&store, NewProduct::new("Mug", "mug", "MUG").unwrap().with_stock(MAX_STOCK).unwrap()).await;
+    assert_eq!(p.stock, MAX_STOCK, "largest stock round trip");
+}
+
+/// Stock deltas: zero is `Malformed` on `delta`, beyond `±MAX_STOCK` is `OutOfRange` on
+/// `delta`.
+pub async fn stock_delta_rules(store: Arc<dyn Store>) {
+    let before = seeded(&store).await;
+    expect_validation(StockDelta::new(0), "delta", Rule::Malformed { expected: "a non-zero change" });
+    for bad in [MAX_STOCK + 1, -MAX_STOCK - 1, i64::MIN] {
+        expect_validation(StockDelta::new(bad), "delta", Rule::OutOfRange { min: -MAX_STOCK, max: MAX_STOCK });
+    }
+    assert_eq!(counts(&store).await, before, "store changed");
+}
+
+/// Emails: without `@`, without a dotted domain, with an empty local part, with spaces, with a
+/// dot at either end of the domain or two `@` are malformed; empty and over 254 characters are
+/// refused; display names follow the name rules.
+pub async fn email_and_display_name_rules(store: Arc<dyn Store>) {
+    let before = seeded(&store).await;
+    for bad in ["ann", "ann@localhost", "@example.com", "a b@example.com", "ann@.com", "ann@example.", "a@b@c.com"] {
+        expect_validation(NewUser::new(bad, "Ann"), "email", EMAIL_SHAPE);
+        expect_validation(UserPatch::new().email(bad), "email", EMAIL_SHAPE);
+        expect_validation(stockroom_core::UserFilter::default().email(bad), "email", EMAIL_SHAPE);
+    }
+    expect_validation(NewUser::new("", "Ann"), "email", Rule::Empty);
+    let long = format!("{}@example.com", "a".repeat(243));
+    expect_validation(NewUser::new(&long, "Ann"), "email", Rule::TooLong { max: 254 });
+    expect_validation(NewUser::new("ann@example.com", " "), "display_name", Rule::Empty);
+    expect_validation(UserPatch::new().display_name("a\0"), "display_name", Rule::ControlCharacter);
+    assert_eq!(counts(&store).await, before, "store changed");
+}
+
+/// Ratings outside 1..=5 (0, 6, negative) are `OutOfRange{1, 5}` on `rating`, for new reviews,
+/// patches and filters.
+pub async fn rating_rules(store: Arc<dyn Store>) {
+    let before = seeded(&store).await;
+    for bad in [0, 6, -1, 100] {
+        let rule = Rule::OutOfRange { min: 1, max: 5 };
+        expect_validation(NewReview::new(ProductId::new(), UserId::new(), bad), "rating", rule.clone());
+        expect_validation(ReviewPatch::new().rating(bad), "rating", rule.clone());
+        expect_validation(ReviewFilter::default().rating(bad), "rating", rule);
+    }
+    assert_eq!(counts(&store).await, before, "store changed");
+}
+
+/// Category names follow the name rules on `name`.
+pub async fn category_name_rules(store: Arc<dyn Store>) {
+    let before = seeded(&store).await;
+    expect_validation(NewCategory::new("", "ok"), "name", Rule::Empty);
+    expect_validation(NewCategory::new(&"c".repeat(201), "ok"), "name", Rule::TooLong { max: 200 });
+    expect_validation(CategoryPatch::new().name("\0"), "name", Rule::ControlCharacter);
+    assert_eq!(counts(&store).await, before, "store changed");
+}
+
+/// Page limits 0, 1001 and negative are `OutOfRange{1, 1000}` on `limit`; offsets below 0 or
+/// above `MAX_OFFSET` are refused on `offset`; limits 1 and 1000 work.
+pub async fn page_rules(store: Arc<dyn Store>) {
+    let before = seeded(&store).await;
+    let limit_rule = Rule::OutOfRange { min: 1, max: i64::from(MAX_LIMIT) };
+    for bad in [0, 1_001, -1, i64::MAX] {
+        expect_validation(Limit::new(bad), "limit", limit_rule.clone());
+        expect_validation(Page::new(bad, 0), "limit", limit_rule.clone());
+    }
+    let offset_rule = Rule::OutOfRange { min: 0, max: MAX_OFFSET as i64 };
+    expect_validation(Page::new(10, -1), "offset", offset_rule.clone());
+    expect_validation(Page::new(10, MAX_OFFSET as i64 + 1), "offset", offset_rule);
+    assert_eq!(counts(&store).await, before, "store changed");
+    for limit in [1, 1_000] {
+        let rows = in_read!(store, |r| r.products().list(&ProductFilter::default(), Page::new(limit, 0).unwrap()).await).unwrap();
+        assert_eq!(rows.len(), 1, "limit {limit} on a store with one product");
+    }
+}
+
+/// Cursors that were not printed by a page are `Malformed` on `cursor`.
+pub async fn cursor_rules(store: Arc<dyn Store>) {
+    let before = seeded(&store).await;
+    let uuid = uuid::Uuid::now_v7().simple().to_string();
+    for bad in [
+        String::new(),
+        "nonsense".to_owned(),
+        "123".to_owned(),
+        "abc.def".to_owned(),
+        "1.not-a-uuid".to_owned(),
+        format!("x1.{uuid}"),
+        format!("99999999999999999999.{uuid}"),
+        format!("{}.{uuid}", i64::MAX),
+    ] {
+        expect_validation(Cursor::parse(&bad), "cursor", CURSOR_SHAPE);
+    }
+    assert_eq!(counts(&store).await, before, "store changed");
+}
+
+/// Search queries: empty or blank are `Empty`, over 200 characters `TooLong{200}`, control
+/// characters refused, all on `q`; 200 characters are accepted.
+pub async fn search_query_rules(store: Arc<dyn Store>) {
+    let before = seeded(&store).await;
+    for (q, rule) in [
+        (String::new(), Rule::Empty),
+        ("  ".to_owned(), Rule::Empty),
+        ("q".repeat(201), Rule::TooLong { max: 200 }),
+        ("mug\0".to_owned(), Rule::ControlCharacter),
+        ("a\nb".to_owned(), Rule::ControlCharacter),
+    ] {
+        expect_validation(SearchText::new(&q), "q", rule.clone());
+        expect_validation(ProductFilter::default().search(&q), "q", rule);
+    }
+    assert_eq!(counts(&store).await, before, "store changed");
+    let filter = ProductFilter::default().search(&"é".repeat(200)).unwrap();
+    let page = in_read!(store, |r| r.products().search(&filter, all()).await).unwrap();
+    assert_eq!(page.total, 0, "a 200-character query runs and finds nothing");
+}
+
+/// Statuses and ids parsed from text: an unknown status is `Malformed` on `status`, a bad UUID
+/// `Malformed` on `id`.
+pub async fn status_and_id_parsing_rules(store: Arc<dyn Store>) {
+    let before = seeded(&store).await;
+    for bad in ["deleted", "Active", ""] {
+        expect_malformed(ProductStatus::from_str(bad), "status");
+    }
+    for bad in ["", "42", "not-a-uuid", "0190b5e6-7c3a-7d1e-9a1b"] {
+        expect_malformed(ProductId::from_str(bad), "id");
+    }
+    assert_eq!(ProductStatus::from_str("archived").unwrap(), ProductStatus::Archived);
+    assert_eq!(counts(&store).await, before, "store changed");
+}
