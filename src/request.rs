@@ -99,15 +99,15 @@ impl RequestUnitOfWork {
     ///
     /// [`Error::Transient`]: crate::Error::Transient
     pub async fn unit_of_work(&mut self) -> Result<&mut dyn UnitOfWork> {
-        if self.uow.is_none() {
-            let uow = self.store.begin().await?;
-            self.state.store(BEGUN, Ordering::Release);
-            self.uow = Some(uow);
-        }
-        Ok(self
-            .uow
-            .as_deref_mut()
-            .expect("the unit of work was begun just above"))
+        let uow = match self.uow.take() {
+            Some(uow) => uow,
+            None => {
+                let uow = self.store.begin().await?;
+                self.state.store(BEGUN, Ordering::Release);
+                uow
+            }
+        };
+        Ok(self.uow.insert(uow).as_mut())
     }
 
     /// The products repository of the transaction (begun now if need be).
@@ -136,8 +136,8 @@ impl RequestUnitOfWork {
     }
 
     /// Commits the transaction (if it was begun) and hands `value` back as [`Committed`]: the
-    /// proof a response may now claim success. A failed commit is returned as the error, and
-    /// nothing was written.
+    /// proof a response may now claim success. A failed commit is returned as the error, so the
+    /// caller answers with an error, never with a success for work that was not kept.
     pub async fn commit<T>(mut self, value: T) -> Result<Committed<T>> {
         if let Some(uow) = self.uow.take() {
             if let Err(error) = uow.commit().await {
@@ -290,7 +290,7 @@ mod tests {
             !writer_slot_is_free(store.as_ref()).await,
             "the begun unit of work holds the single writer slot"
         );
-        work.commit(()).await.unwrap();
+        let _committed = work.commit(()).await.unwrap();
         assert!(writer_slot_is_free(store.as_ref()).await);
     }
 

@@ -111,6 +111,21 @@ pub fn service(routes: Router<AppState>, state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Serves `router` on `listener` until `shutdown` resolves, lets the requests in flight finish,
+/// then closes the store (whatever way serving ended).
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    store: Arc<dyn Store>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    store.close().await;
+    served
+}
+
 // ---------------------------------------------------------------------------------------------
 // Problems (RFC 9457)
 

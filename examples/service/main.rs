@@ -52,12 +52,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let router = app::router(app::AppState {
         store: store.clone(),
     });
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
-
-    // Every request has finished: now the connections can go.
-    store.close().await;
+    // Returns once every request in flight has finished and the store is closed.
+    app::run(listener, router, store, shutdown_signal()).await?;
     tracing::info!("store closed, bye");
     Ok(())
 }

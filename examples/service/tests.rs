@@ -254,6 +254,7 @@ on_every_backend!(
     concurrent_transfers_keep_the_total_exact,
     an_idempotent_transfer_retried_at_once_applies_once,
     a_closed_store_is_unavailable,
+    shutdown_finishes_requests_in_flight_then_closes_the_store,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1104,6 +1105,73 @@ async fn a_closed_store_is_unavailable(store: Arc<dyn Store>) {
         )
         .await;
     write.problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+}
+
+/// Lets a test hold a request in flight.
+#[derive(Default)]
+struct Gate {
+    started: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+async fn slow_write(
+    axum::Extension(gate): axum::Extension<Arc<Gate>>,
+    mut tx: app::Tx,
+) -> Result<app::Written<StatusCode>, app::Problem> {
+    let new = stockroom::NewCategory::new("Slow", "slow")?;
+    tx.categories().await?.create(new).await?;
+    gate.started.notify_one();
+    gate.release.notified().await;
+    tx.commit(StatusCode::CREATED).await
+}
+
+async fn shutdown_finishes_requests_in_flight_then_closes_the_store(store: Arc<dyn Store>) {
+    let gate = Arc::new(Gate::default());
+    let routes = app::routes().route(
+        "/test/slow",
+        post(slow_write).layer(axum::Extension(gate.clone())),
+    );
+    let router = app::service(
+        routes,
+        app::AppState {
+            store: store.clone(),
+        },
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/test/slow", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(app::run(listener, router, store.clone(), async {
+        stopped.await.ok();
+    }));
+
+    let request = tokio::spawn(reqwest::Client::new().post(url).send());
+    gate.started.notified().await;
+    stop.send(()).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    assert!(
+        !serving.is_finished(),
+        "shutdown waits for the request in flight"
+    );
+    store
+        .health()
+        .await
+        .expect("the store stays open while a request is in flight");
+
+    gate.release.notify_one();
+    let response = request
+        .await
+        .unwrap()
+        .expect("the request in flight is answered");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    tokio::time::timeout(std::time::Duration::from_secs(5), serving)
+        .await
+        .expect("shutdown completes once the request is done")
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(store.health().await, Err(Error::Unavailable { .. })),
+        "the store is closed after the last request"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
