@@ -60,7 +60,9 @@ pub fn new_product(tag: &str, stock: i64) -> NewProduct {
 
 /// Creates one product and commits.
 pub async fn create_product(store: &Arc<dyn Store>, new: NewProduct) -> Product {
-    try_create_product(store, new).await.expect("create product")
+    try_create_product(store, new)
+        .await
+        .expect("create product")
 }
 
 /// Tries to create one product; commits on success.
@@ -113,8 +115,11 @@ pub async fn trashed_product(store: &Arc<dyn Store>, id: ProductId) -> Option<Pr
 
 /// Every live product, in list order.
 pub async fn live_products(store: &Arc<dyn Store>) -> Vec<Product> {
-    in_read!(store, |r| r.products().list(&ProductFilter::default(), all()).await)
-        .expect("list products")
+    in_read!(store, |r| r
+        .products()
+        .list(&ProductFilter::default(), all())
+        .await)
+    .expect("list products")
 }
 
 /// The stock of the live product `id`.
@@ -152,11 +157,27 @@ pub struct Counts {
 pub async fn counts(store: &Arc<dyn Store>) -> Counts {
     let mut r = store.read().await.expect("read");
     Counts {
-        products: r.products().count(&ProductFilter::default()).await.expect("count"),
+        products: r
+            .products()
+            .count(&ProductFilter::default())
+            .await
+            .expect("count"),
         trashed_products: r.products().list_deleted(all()).await.expect("trash").len(),
-        categories: r.categories().count(&CategoryFilter::default()).await.expect("count"),
-        users: r.users().count(&UserFilter::default()).await.expect("count"),
-        reviews: r.reviews().count(&ReviewFilter::default()).await.expect("count"),
+        categories: r
+            .categories()
+            .count(&CategoryFilter::default())
+            .await
+            .expect("count"),
+        users: r
+            .users()
+            .count(&UserFilter::default())
+            .await
+            .expect("count"),
+        reviews: r
+            .reviews()
+            .count(&ReviewFilter::default())
+            .await
+            .expect("count"),
         movements: r.movements().count().await.expect("count"),
     }
 }

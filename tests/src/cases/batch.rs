@@ -15,10 +15,21 @@ pub async fn create_many_keeps_input_order_and_one_created_at(store: Arc<dyn Sto
     let news = tags.iter().map(|t| new_product(t, 1)).collect();
     let rows = in_uow!(store, |uow| uow.products().create_many(news).await).unwrap();
     let skus: Vec<_> = rows.iter().map(|p| p.sku.as_str()).collect();
-    assert_eq!(skus, vec!["SKU-ZULU", "SKU-ALPHA", "SKU-MIKE", "SKU-BRAVO", "SKU-YANKEE"], "returned order");
+    assert_eq!(
+        skus,
+        vec![
+            "SKU-ZULU",
+            "SKU-ALPHA",
+            "SKU-MIKE",
+            "SKU-BRAVO",
+            "SKU-YANKEE"
+        ],
+        "returned order"
+    );
     let shared = rows[0].created_at;
     assert!(
-        rows.iter().all(|p| p.created_at == shared && p.updated_at == shared && p.version == 1),
+        rows.iter()
+            .all(|p| p.created_at == shared && p.updated_at == shared && p.version == 1),
         "rows differ in created_at/updated_at/version: {rows:?}"
     );
     let stored = in_read!(store, |r| r.products().get_many(&ids(&rows)).await).unwrap();
@@ -45,7 +56,11 @@ pub async fn create_many_with_a_duplicate_inside_writes_nothing(store: Arc<dyn S
 pub async fn create_many_conflicting_with_a_stored_row_writes_nothing(store: Arc<dyn Store>) {
     create_product(&store, new_product("taken", 1)).await;
     let before = counts(&store).await;
-    let news = vec![new_product("a", 1), NewProduct::new("X", "product-taken", "X-1").unwrap(), new_product("c", 1)];
+    let news = vec![
+        new_product("a", 1),
+        NewProduct::new("X", "product-taken", "X-1").unwrap(),
+        new_product("c", 1),
+    ];
     expect_conflict(
         in_uow!(store, |uow| uow.products().create_many(news).await),
         Constraint::ProductSlug,
@@ -75,14 +90,29 @@ pub async fn update_many_changes_live_rows_and_counts_them(store: Arc<dyn Store>
     let mut asked = ids(&rows);
     asked.push(ProductId::new());
     let patch = ProductPatch::new().status(ProductStatus::Archived);
-    let n = in_uow!(store, |uow| uow.products().update_many(&asked, &patch).await).unwrap();
+    let n = in_uow!(store, |uow| uow
+        .products()
+        .update_many(&asked, &patch)
+        .await)
+    .unwrap();
     assert_eq!(n, 4, "update_many changed {n} rows");
     for p in &rows[..4] {
         let now = get_product(&store, p.id).await.unwrap();
-        assert_eq!((now.status, now.version, &now.name), (ProductStatus::Archived, 2, &p.name), "row {now:?}");
-        assert!(now.updated_at >= p.updated_at, "updated_at went back: {now:?}");
+        assert_eq!(
+            (now.status, now.version, &now.name),
+            (ProductStatus::Archived, 2, &p.name),
+            "row {now:?}"
+        );
+        assert!(
+            now.updated_at >= p.updated_at,
+            "updated_at went back: {now:?}"
+        );
     }
-    assert_eq!(trashed_product(&store, rows[4].id).await, Some(trashed), "deleted row changed");
+    assert_eq!(
+        trashed_product(&store, rows[4].id).await,
+        Some(trashed),
+        "deleted row changed"
+    );
 }
 
 /// `update_many` with a sku that would collide is a conflict and changes none of the rows.
@@ -90,9 +120,16 @@ pub async fn update_many_is_all_or_nothing(store: Arc<dyn Store>) {
     let rows = create_products(&store, "p", 3, 1).await;
     let patch = ProductPatch::new().sku("SAME-SKU").unwrap();
     expect_conflict(
-        in_uow!(store, |uow| uow.products().update_many(&ids(&rows), &patch).await),
+        in_uow!(store, |uow| uow
+            .products()
+            .update_many(&ids(&rows), &patch)
+            .await),
         Constraint::ProductSku,
     );
     let after = in_read!(store, |r| r.products().get_many(&ids(&rows)).await).unwrap();
-    assert_eq!(sorted(after), sorted(rows), "rows changed by a failed update_many");
+    assert_eq!(
+        sorted(after),
+        sorted(rows),
+        "rows changed by a failed update_many"
+    );
 }

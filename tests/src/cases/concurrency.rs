@@ -19,8 +19,13 @@ const DEADLINE: Duration = Duration::from_secs(120);
 /// Waits for every task, failing the case if they take longer than [`DEADLINE`] (a deadlock).
 async fn join_all<T: Send + 'static>(tasks: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
     let all = futures_util::future::join_all(tasks);
-    let results = tokio::time::timeout(DEADLINE, all).await.expect("tasks did not finish: deadlock?");
-    results.into_iter().map(|r| r.expect("task panicked")).collect()
+    let results = tokio::time::timeout(DEADLINE, all)
+        .await
+        .expect("tasks did not finish: deadlock?");
+    results
+        .into_iter()
+        .map(|r| r.expect("task panicked"))
+        .collect()
 }
 
 /// 16 tasks each make 25 random transfers among 5 products at once. Afterwards the total stock
@@ -47,11 +52,21 @@ pub async fn bank_invariant_holds_under_concurrent_transfers(store: Arc<dyn Stor
                 let request = TransferRequest::new(account_ids[from], account_ids[to], quantity);
                 match store.transfer(&request).await {
                     Ok(m) => {
-                        assert_eq!((m.source_id, m.target_id, m.quantity), (request.source_id, request.target_id, quantity));
+                        assert_eq!(
+                            (m.source_id, m.target_id, m.quantity),
+                            (request.source_id, request.target_id, quantity)
+                        );
                         applied += 1;
                     }
-                    Err(Error::InsufficientStock { available, requested, .. }) => {
-                        assert!(available < requested, "refused {requested} with {available} available");
+                    Err(Error::InsufficientStock {
+                        available,
+                        requested,
+                        ..
+                    }) => {
+                        assert!(
+                            available < requested,
+                            "refused {requested} with {available} available"
+                        );
                         refused += 1;
                     }
                     Err(other) => panic!("transfer failed: {other:?}"),
@@ -63,21 +78,42 @@ pub async fn bank_invariant_holds_under_concurrent_transfers(store: Arc<dyn Stor
     let outcomes = join_all(tasks).await;
     let applied: u64 = outcomes.iter().map(|o| o.0).sum();
     let refused: u64 = outcomes.iter().map(|o| o.1).sum();
-    assert_eq!(applied + refused, TASKS * TRANSFERS as u64, "every transfer has an outcome");
+    assert_eq!(
+        applied + refused,
+        TASKS * TRANSFERS as u64,
+        "every transfer has an outcome"
+    );
     assert!(applied > 0, "no transfer applied");
     let after = in_read!(store, |r| r.products().get_many(&account_ids).await).unwrap();
     let after_total: i64 = after.iter().map(|p| p.stock).sum();
     assert_eq!(after_total, total, "total stock changed: {after:?}");
-    assert!(after.iter().all(|p| p.stock >= 0), "negative stock: {after:?}");
+    assert!(
+        after.iter().all(|p| p.stock >= 0),
+        "negative stock: {after:?}"
+    );
     let ledger = ledger_count(&store).await;
-    assert_eq!(ledger, applied, "ledger rows {ledger} != applied transfers {applied}");
+    assert_eq!(
+        ledger, applied,
+        "ledger rows {ledger} != applied transfers {applied}"
+    );
     for p in &after {
         let moves = in_read!(store, |r| r.movements().for_product(p.id, all()).await).unwrap();
         let net: i64 = moves
             .iter()
-            .map(|m| if m.target_id == p.id { m.quantity } else { -m.quantity })
+            .map(|m| {
+                if m.target_id == p.id {
+                    m.quantity
+                } else {
+                    -m.quantity
+                }
+            })
             .sum();
-        assert_eq!(p.stock, 100 + net, "stock of {} != 100 + ledger net {net}", p.id);
+        assert_eq!(
+            p.stock,
+            100 + net,
+            "stock of {} != 100 + ledger net {net}",
+            p.id
+        );
     }
 }
 
@@ -95,7 +131,11 @@ pub async fn readers_never_see_a_half_applied_transfer(store: Arc<dyn Store>) {
                 for _ in 0..20 {
                     let from = rng.random_range(0..4);
                     let to = (from + rng.random_range(1..4)) % 4;
-                    let request = TransferRequest::new(account_ids[from], account_ids[to], rng.random_range(1..=10));
+                    let request = TransferRequest::new(
+                        account_ids[from],
+                        account_ids[to],
+                        rng.random_range(1..=10),
+                    );
                     match store.transfer(&request).await {
                         Ok(_) | Err(Error::InsufficientStock { .. }) => {}
                         Err(other) => panic!("transfer failed: {other:?}"),
@@ -111,9 +151,14 @@ pub async fn readers_never_see_a_half_applied_transfer(store: Arc<dyn Store>) {
             tokio::spawn(async move {
                 let mut reads = 0;
                 for _ in 0..40 {
-                    let rows = in_read!(store, |r| r.products().get_many(&account_ids).await).unwrap();
+                    let rows =
+                        in_read!(store, |r| r.products().get_many(&account_ids).await).unwrap();
                     let total: i64 = rows.iter().map(|p| p.stock).sum();
-                    assert_eq!((rows.len(), total), (4, 200), "a read saw a partial transfer: {rows:?}");
+                    assert_eq!(
+                        (rows.len(), total),
+                        (4, 200),
+                        "a read saw a partial transfer: {rows:?}"
+                    );
                     reads += 1;
                     tokio::task::yield_now().await;
                 }
@@ -140,11 +185,21 @@ pub async fn idempotent_transfer_fired_at_once_applies_once(store: Arc<dyn Store
         })
         .collect();
     let results = join_all(tasks).await;
-    let movements: Vec<_> = results.into_iter().map(|r| r.expect("keyed transfer")).collect();
+    let movements: Vec<_> = results
+        .into_iter()
+        .map(|r| r.expect("keyed transfer"))
+        .collect();
     let first = movements[0].id;
-    assert!(movements.iter().all(|m| m.id == first), "tasks got different movements: {movements:?}");
+    assert!(
+        movements.iter().all(|m| m.id == first),
+        "tasks got different movements: {movements:?}"
+    );
     let stocks = (stock_of(&store, a.id).await, stock_of(&store, b.id).await);
-    assert_eq!((stocks, ledger_count(&store).await), ((93, 7), 1), "(stocks, ledger) after the burst");
+    assert_eq!(
+        (stocks, ledger_count(&store).await),
+        ((93, 7), 1),
+        "(stocks, ledger) after the burst"
+    );
 }
 
 /// 16 tasks each add 1 to the same product's stock in their own unit of work: none of the
@@ -172,7 +227,11 @@ pub async fn concurrent_increments_lose_no_update(store: Arc<dyn Store>) {
         r.expect("increment");
     }
     let now = get_product(&store, p.id).await.unwrap();
-    assert_eq!((now.stock, now.version), (16, 17), "(stock, version) after 16 increments");
+    assert_eq!(
+        (now.stock, now.version),
+        (16, 17),
+        "(stock, version) after 16 increments"
+    );
 }
 
 /// Opposite transfers (A to B and B to A) run at once without deadlock, and all apply.
@@ -182,17 +241,28 @@ pub async fn opposite_transfers_do_not_deadlock(store: Arc<dyn Store>) {
     let tasks = (0..16)
         .map(|t| {
             let store = Arc::clone(&store);
-            let (from, to) = if t % 2 == 0 { (a.id, b.id) } else { (b.id, a.id) };
+            let (from, to) = if t % 2 == 0 {
+                (a.id, b.id)
+            } else {
+                (b.id, a.id)
+            };
             tokio::spawn(async move {
                 for _ in 0..10 {
-                    store.transfer(&TransferRequest::new(from, to, 1)).await.expect("transfer");
+                    store
+                        .transfer(&TransferRequest::new(from, to, 1))
+                        .await
+                        .expect("transfer");
                 }
             })
         })
         .collect();
     join_all(tasks).await;
     let stocks = (stock_of(&store, a.id).await, stock_of(&store, b.id).await);
-    assert_eq!((stocks, ledger_count(&store).await), ((100, 100), 160), "(stocks, ledger)");
+    assert_eq!(
+        (stocks, ledger_count(&store).await),
+        ((100, 100), 160),
+        "(stocks, ledger)"
+    );
 }
 
 /// 8 tasks create a product with the same sku at once: exactly one wins, the others get
@@ -217,7 +287,10 @@ pub async fn concurrent_creates_of_one_sku_let_exactly_one_win(store: Arc<dyn St
         })
         .collect();
     let results = join_all(tasks).await;
-    let winners: Vec<ProductId> = results.iter().filter_map(|r| r.as_ref().ok().map(|p| p.id)).collect();
+    let winners: Vec<ProductId> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|p| p.id))
+        .collect();
     assert_eq!(winners.len(), 1, "winners: {winners:?}");
     for r in results.into_iter().filter(|r| r.is_err()) {
         expect_conflict(r, Constraint::ProductSku);

@@ -15,13 +15,22 @@ pub async fn create_then_get_returns_the_same_row(store: Arc<dyn Store>) {
     let mut uow = store.begin().await.expect("begin");
     let created = uow
         .products()
-        .create(NewProduct::new("Blue mug", "blue-mug", "MUG-BLUE").unwrap().with_stock(3).unwrap())
+        .create(
+            NewProduct::new("Blue mug", "blue-mug", "MUG-BLUE")
+                .unwrap()
+                .with_stock(3)
+                .unwrap(),
+        )
         .await
         .expect("create");
     uow.commit().await.expect("commit");
     let mut read = store.read().await.expect("read");
     let fetched = read.products().get(created.id).await.expect("get");
-    assert_eq!(fetched.as_ref(), Some(&created), "fetched {fetched:?} != created {created:?}");
+    assert_eq!(
+        fetched.as_ref(),
+        Some(&created),
+        "fetched {fetched:?} != created {created:?}"
+    );
 }
 
 /// A new row starts at version 1, live, with `updated_at == created_at`, every field as given,
@@ -38,12 +47,31 @@ pub async fn created_row_starts_at_version_one(store: Arc<dyn Store>) {
         "fresh row {p:?}"
     );
     assert_eq!(
-        (p.name.as_str(), p.slug.as_str(), p.sku.as_str(), p.description.as_deref(), p.status, p.stock),
-        ("Product a", "product-a", "SKU-A", Some("A plain mug"), ProductStatus::Active, 7),
+        (
+            p.name.as_str(),
+            p.slug.as_str(),
+            p.sku.as_str(),
+            p.description.as_deref(),
+            p.status,
+            p.stock
+        ),
+        (
+            "Product a",
+            "product-a",
+            "SKU-A",
+            Some("A plain mug"),
+            ProductStatus::Active,
+            7
+        ),
         "fields of {p:?}"
     );
     let nanos = p.created_at.timestamp_subsec_nanos();
-    assert_eq!(nanos % 1_000, 0, "created_at {:?} has sub-microsecond digits", p.created_at);
+    assert_eq!(
+        nanos % 1_000,
+        0,
+        "created_at {:?} has sub-microsecond digits",
+        p.created_at
+    );
 }
 
 /// An update changes the patched fields only, bumps the version and `updated_at`, and the
@@ -51,22 +79,44 @@ pub async fn created_row_starts_at_version_one(store: Arc<dyn Store>) {
 pub async fn update_applies_the_patch_and_bumps_the_version(store: Arc<dyn Store>) {
     let p = create_product(&store, new_product("a", 2).with_description("old").unwrap()).await;
     tick().await;
-    let patch = ProductPatch::new().name("Red mug").unwrap().description(None).unwrap();
-    let updated = in_uow!(store, |uow| uow.products().update(p.id, &patch, None).await)
-        .expect("update");
+    let patch = ProductPatch::new()
+        .name("Red mug")
+        .unwrap()
+        .description(None)
+        .unwrap();
+    let updated =
+        in_uow!(store, |uow| uow.products().update(p.id, &patch, None).await).expect("update");
     assert_eq!(
-        (updated.name.as_str(), updated.description.as_deref(), updated.version),
+        (
+            updated.name.as_str(),
+            updated.description.as_deref(),
+            updated.version
+        ),
         ("Red mug", None, 2),
         "updated {updated:?}"
     );
     assert_eq!(
-        (&updated.slug, &updated.sku, updated.stock, updated.created_at),
+        (
+            &updated.slug,
+            &updated.sku,
+            updated.stock,
+            updated.created_at
+        ),
         (&p.slug, &p.sku, p.stock, p.created_at),
         "untouched fields changed: {updated:?} vs {p:?}"
     );
-    assert!(updated.updated_at > p.updated_at, "updated_at {:?} !> {:?}", updated.updated_at, p.updated_at);
+    assert!(
+        updated.updated_at > p.updated_at,
+        "updated_at {:?} !> {:?}",
+        updated.updated_at,
+        p.updated_at
+    );
     let fetched = get_product(&store, p.id).await;
-    assert_eq!(fetched.as_ref(), Some(&updated), "read back {fetched:?} != returned {updated:?}");
+    assert_eq!(
+        fetched.as_ref(),
+        Some(&updated),
+        "read back {fetched:?} != returned {updated:?}"
+    );
 }
 
 /// An unknown id reads as absent (`get` is `None`, `require` is `NotFound`) and cannot be
@@ -86,7 +136,11 @@ pub async fn unknown_id_is_absent_everywhere(store: Arc<dyn Store>) {
     );
     let deleted = in_uow!(store, |uow| uow.products().soft_delete(id).await).unwrap();
     let hard = in_uow!(store, |uow| uow.products().hard_delete(id).await).unwrap();
-    assert_eq!((deleted, hard), (false, false), "soft/hard delete of unknown id");
+    assert_eq!(
+        (deleted, hard),
+        (false, false),
+        "soft/hard delete of unknown id"
+    );
 }
 
 /// `get_many` returns each live row once, in `(created_at, id)` order, whatever the order and
@@ -122,7 +176,11 @@ pub async fn create_with_unknown_reference_is_not_found(store: Arc<dyn Store>) {
         EntityKind::User,
         user,
     );
-    assert_eq!(counts(&store).await, before, "a rejected create wrote a row");
+    assert_eq!(
+        counts(&store).await,
+        before,
+        "a rejected create wrote a row"
+    );
 }
 
 /// An update that moves a product to an unknown category is `NotFound{Category}` and changes
@@ -152,14 +210,28 @@ pub async fn hard_delete_removes_the_row_for_good(store: Arc<dyn Store>) {
         assert_eq!((first, second), (true, false), "hard delete of {id} twice");
     }
     let c = counts(&store).await;
-    assert_eq!((c.products, c.trashed_products), (0, 0), "after hard deletes: {c:?}");
+    assert_eq!(
+        (c.products, c.trashed_products),
+        (0, 0),
+        "after hard deletes: {c:?}"
+    );
 }
 
 /// `count` and `exists` follow the filter: status, category.
 pub async fn count_and_exists_follow_the_filter(store: Arc<dyn Store>) {
     let cat = create_category(&store, "mugs").await;
-    create_product(&store, new_product("a", 1).with_status(ProductStatus::Active).in_category(cat.id)).await;
-    create_product(&store, new_product("b", 1).with_status(ProductStatus::Active)).await;
+    create_product(
+        &store,
+        new_product("a", 1)
+            .with_status(ProductStatus::Active)
+            .in_category(cat.id),
+    )
+    .await;
+    create_product(
+        &store,
+        new_product("b", 1).with_status(ProductStatus::Active),
+    )
+    .await;
     create_product(&store, new_product("c", 1)).await;
     let mut r = store.read().await.unwrap();
     let p = r.products();
@@ -174,7 +246,11 @@ pub async fn count_and_exists_follow_the_filter(store: Arc<dyn Store>) {
         p.exists(&active).await.unwrap(),
         p.exists(&archived).await.unwrap(),
     );
-    assert_eq!(got, (3, 2, 1, 0, true, false), "(all, active, in category, archived, exists active, exists archived)");
+    assert_eq!(
+        got,
+        (3, 2, 1, 0, true, false),
+        "(all, active, in category, archived, exists active, exists archived)"
+    );
 }
 
 /// Categories and users round-trip, and are found by slug and by email (the email compared
@@ -184,14 +260,26 @@ pub async fn categories_and_users_round_trip(store: Arc<dyn Store>) {
     let cat = in_uow!(store, |uow| uow.categories().create(new_cat).await).unwrap();
     let new_user = NewUser::new("Ann@Example.COM", "Ann").unwrap();
     let user = in_uow!(store, |uow| uow.users().create(new_user).await).unwrap();
-    assert_eq!(user.email, "ann@example.com", "email stored as {:?}", user.email);
+    assert_eq!(
+        user.email, "ann@example.com",
+        "email stored as {:?}",
+        user.email
+    );
     let mut r = store.read().await.unwrap();
     let by_slug = r.categories().by_slug("kitchen").await.unwrap();
-    assert_eq!(by_slug.as_ref(), Some(&cat), "category by slug: {by_slug:?}");
+    assert_eq!(
+        by_slug.as_ref(),
+        Some(&cat),
+        "category by slug: {by_slug:?}"
+    );
     let by_id = r.categories().get(cat.id).await.unwrap();
     assert_eq!(by_id.as_ref(), Some(&cat), "category by id: {by_id:?}");
     let by_email = r.users().by_email("ANN@example.com").await.unwrap();
-    assert_eq!(by_email.as_ref(), Some(&user), "user by mixed-case email: {by_email:?}");
+    assert_eq!(
+        by_email.as_ref(),
+        Some(&user),
+        "user by mixed-case email: {by_email:?}"
+    );
     let none = r.users().by_email("bob@example.com").await.unwrap();
     assert_eq!(none, None, "unknown email gave {none:?}");
 }
@@ -205,13 +293,32 @@ pub async fn review_needs_a_live_product_and_author(store: Arc<dyn Store>) {
     let ghost_u = UserId::new();
     let before = counts(&store).await;
     let r1 = NewReview::new(ghost_p, u.id, 4).unwrap();
-    expect_not_found(in_uow!(store, |uow| uow.reviews().create(r1).await), EntityKind::Product, ghost_p);
+    expect_not_found(
+        in_uow!(store, |uow| uow.reviews().create(r1).await),
+        EntityKind::Product,
+        ghost_p,
+    );
     let r2 = NewReview::new(p.id, ghost_u, 4).unwrap();
-    expect_not_found(in_uow!(store, |uow| uow.reviews().create(r2).await), EntityKind::User, ghost_u);
+    expect_not_found(
+        in_uow!(store, |uow| uow.reviews().create(r2).await),
+        EntityKind::User,
+        ghost_u,
+    );
     assert_eq!(counts(&store).await, before, "rejected reviews wrote a row");
-    let ok = NewReview::new(p.id, u.id, 4).unwrap().with_body("Good\nmug").unwrap();
+    let ok = NewReview::new(p.id, u.id, 4)
+        .unwrap()
+        .with_body("Good\nmug")
+        .unwrap();
     let review = in_uow!(store, |uow| uow.reviews().create(ok).await).unwrap();
     let fetched = in_read!(store, |r| r.reviews().get(review.id).await).unwrap();
-    assert_eq!(fetched.as_ref(), Some(&review), "review read back {fetched:?}");
-    assert_eq!((review.rating, review.body.as_deref()), (4, Some("Good\nmug")), "{review:?}");
+    assert_eq!(
+        fetched.as_ref(),
+        Some(&review),
+        "review read back {fetched:?}"
+    );
+    assert_eq!(
+        (review.rating, review.body.as_deref()),
+        (4, Some("Good\nmug")),
+        "{review:?}"
+    );
 }

@@ -17,11 +17,23 @@ pub async fn details_hold_the_product_latest_reviews_and_stats(store: Arc<dyn St
         reviews.push(in_uow!(store, |uow| uow.reviews().create(new).await).unwrap());
         tick().await;
     }
-    let d = store.product_details(p.id, Limit::new(2).unwrap()).await.unwrap().expect("details");
+    let d = store
+        .product_details(p.id, Limit::new(2).unwrap())
+        .await
+        .unwrap()
+        .expect("details");
     assert_eq!(d.product, p, "product part");
     let got: Vec<_> = d.reviews.iter().map(|r| r.id).collect();
-    assert_eq!(got, vec![reviews[2].id, reviews[1].id], "the two newest reviews, newest first");
-    let expected = RatingStats { count: 3, average: Some(11.0 / 3.0), histogram: [0, 1, 0, 1, 1] };
+    assert_eq!(
+        got,
+        vec![reviews[2].id, reviews[1].id],
+        "the two newest reviews, newest first"
+    );
+    let expected = RatingStats {
+        count: 3,
+        average: Some(11.0 / 3.0),
+        histogram: [0, 1, 0, 1, 1],
+    };
     assert_eq!(d.stats, expected, "stats over all three reviews");
 }
 
@@ -31,6 +43,13 @@ pub async fn details_of_an_unknown_or_deleted_product_are_none(store: Arc<dyn St
     assert!(soft_delete_product(&store, p.id).await);
     let limit = Limit::new(5).unwrap();
     let deleted = store.product_details(p.id, limit).await.unwrap();
-    let unknown = store.product_details(ProductId::new(), limit).await.unwrap();
-    assert_eq!((deleted, unknown), (None, None), "details of deleted / unknown product");
+    let unknown = store
+        .product_details(ProductId::new(), limit)
+        .await
+        .unwrap();
+    assert_eq!(
+        (deleted, unknown),
+        (None, None),
+        "details of deleted / unknown product"
+    );
 }

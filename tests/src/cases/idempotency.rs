@@ -14,11 +14,23 @@ pub async fn same_key_returns_the_same_movement_and_moves_once(store: Arc<dyn St
     let first = store.transfer(&request).await.unwrap();
     let second = store.transfer(&request).await.unwrap();
     let third = store.transfer(&request).await.unwrap();
-    assert_eq!((second.id, third.id), (first.id, first.id), "repeated requests' movements");
+    assert_eq!(
+        (second.id, third.id),
+        (first.id, first.id),
+        "repeated requests' movements"
+    );
     assert_eq!(second, first, "repeated movement differs");
-    assert_eq!(first.idempotency_key.as_deref(), Some("order-1"), "stored key");
+    assert_eq!(
+        first.idempotency_key.as_deref(),
+        Some("order-1"),
+        "stored key"
+    );
     let stocks = (stock_of(&store, a.id).await, stock_of(&store, b.id).await);
-    assert_eq!((stocks, ledger_count(&store).await), ((7, 3), 1), "(stocks, ledger) after 3 tries");
+    assert_eq!(
+        (stocks, ledger_count(&store).await),
+        ((7, 3), 1),
+        "(stocks, ledger) after 3 tries"
+    );
 }
 
 /// The same key with a different quantity, source or target is `Conflict{IdempotencyKey}` and
@@ -27,7 +39,10 @@ pub async fn same_key_with_other_parameters_is_a_conflict(store: Arc<dyn Store>)
     let a = create_product(&store, new_product("a", 10)).await;
     let b = create_product(&store, new_product("b", 10)).await;
     let c = create_product(&store, new_product("c", 10)).await;
-    store.transfer(&TransferRequest::new(a.id, b.id, 3).with_idempotency_key("k-1")).await.unwrap();
+    store
+        .transfer(&TransferRequest::new(a.id, b.id, 3).with_idempotency_key("k-1"))
+        .await
+        .unwrap();
     let before = (live_products(&store).await, ledger_count(&store).await);
     for other in [
         TransferRequest::new(a.id, b.id, 4),
@@ -45,10 +60,20 @@ pub async fn same_key_with_other_parameters_is_a_conflict(store: Arc<dyn Store>)
 pub async fn different_keys_apply_separately(store: Arc<dyn Store>) {
     let a = create_product(&store, new_product("a", 10)).await;
     let b = create_product(&store, new_product("b", 0)).await;
-    let m1 = store.transfer(&TransferRequest::new(a.id, b.id, 2).with_idempotency_key("k-1")).await.unwrap();
-    let m2 = store.transfer(&TransferRequest::new(a.id, b.id, 2).with_idempotency_key("k-2")).await.unwrap();
+    let m1 = store
+        .transfer(&TransferRequest::new(a.id, b.id, 2).with_idempotency_key("k-1"))
+        .await
+        .unwrap();
+    let m2 = store
+        .transfer(&TransferRequest::new(a.id, b.id, 2).with_idempotency_key("k-2"))
+        .await
+        .unwrap();
     assert_ne!(m1.id, m2.id, "two keys gave one movement");
-    assert_eq!(stock_of(&store, b.id).await, 4, "target after two keyed transfers");
+    assert_eq!(
+        stock_of(&store, b.id).await,
+        4,
+        "target after two keyed transfers"
+    );
     let mut r = store.read().await.unwrap();
     let found = (
         r.movements().by_idempotency_key("k-1").await.unwrap(),
@@ -65,9 +90,26 @@ pub async fn failed_keyed_transfer_does_not_use_up_the_key(store: Arc<dyn Store>
     let b = create_product(&store, new_product("b", 0)).await;
     let request = TransferRequest::new(a.id, b.id, 5).with_idempotency_key("retry-me");
     let refused = store.transfer(&request).await;
-    assert!(matches!(refused, Err(stockroom_core::Error::InsufficientStock { .. })), "got {refused:?}");
+    assert!(
+        matches!(
+            refused,
+            Err(stockroom_core::Error::InsufficientStock { .. })
+        ),
+        "got {refused:?}"
+    );
     let delta = stockroom_core::StockDelta::new(4).unwrap();
     in_uow!(store, |uow| uow.products().adjust_stock(a.id, delta).await).unwrap();
-    let m = store.transfer(&request).await.expect("keyed transfer after restock");
-    assert_eq!((m.quantity, ledger_count(&store).await, stock_of(&store, b.id).await), (5, 1, 5), "(quantity, ledger, target)");
+    let m = store
+        .transfer(&request)
+        .await
+        .expect("keyed transfer after restock");
+    assert_eq!(
+        (
+            m.quantity,
+            ledger_count(&store).await,
+            stock_of(&store, b.id).await
+        ),
+        (5, 1, 5),
+        "(quantity, ledger, target)"
+    );
 }

@@ -6,21 +6,40 @@ use stockroom_core::{Cursor, Limit, ProductFilter, ProductId, ProductStatus, Sto
 
 use crate::support::*;
 
-async fn walk(store: &Arc<dyn Store>, filter: &ProductFilter, limit: i64) -> (Vec<ProductId>, usize) {
+async fn walk(
+    store: &Arc<dyn Store>,
+    filter: &ProductFilter,
+    limit: i64,
+) -> (Vec<ProductId>, usize) {
     let limit = Limit::new(limit).unwrap();
     let mut seen = Vec::new();
     let mut after = None;
     let mut pages = 0;
     loop {
-        let page = in_read!(store, |r| r.products().list_after(filter, after, limit).await).unwrap();
+        let page = in_read!(store, |r| r
+            .products()
+            .list_after(filter, after, limit)
+            .await)
+        .unwrap();
         pages += 1;
         assert!(pages < 100, "keyset walk does not end");
-        assert!(page.items.len() <= limit.get() as usize, "page over the limit: {}", page.items.len());
+        assert!(
+            page.items.len() <= limit.get() as usize,
+            "page over the limit: {}",
+            page.items.len()
+        );
         seen.extend(ids(&page.items));
         match page.next {
             Some(next) => {
-                let last = page.items.last().expect("a page with a next cursor has rows");
-                assert_eq!(next, stockroom_core::Entity::cursor(last), "next cursor is not the last row's");
+                let last = page
+                    .items
+                    .last()
+                    .expect("a page with a next cursor has rows");
+                assert_eq!(
+                    next,
+                    stockroom_core::Entity::cursor(last),
+                    "next cursor is not the last row's"
+                );
                 after = Some(next);
             }
             None => break,
@@ -49,8 +68,14 @@ pub async fn last_page_has_no_cursor(store: Arc<dyn Store>) {
     let limit = Limit::new(3).unwrap();
     let f = ProductFilter::default();
     let first = in_read!(store, |r| r.products().list_after(&f, None, limit).await).unwrap();
-    let next = first.next.expect("6 rows, first page of 3 has a next cursor");
-    let second = in_read!(store, |r| r.products().list_after(&f, Some(next), limit).await).unwrap();
+    let next = first
+        .next
+        .expect("6 rows, first page of 3 has a next cursor");
+    let second = in_read!(store, |r| r
+        .products()
+        .list_after(&f, Some(next), limit)
+        .await)
+    .unwrap();
     assert_eq!((second.items.len(), second.next), (3, None), "second page");
 }
 
@@ -62,8 +87,16 @@ pub async fn cursor_round_trips_through_text(store: Arc<dyn Store>) {
     let first = in_read!(store, |r| r.products().list_after(&f, None, limit).await).unwrap();
     let text = first.next.expect("cursor").to_string();
     let parsed = Cursor::parse(&text).expect("parse the printed cursor");
-    let second = in_read!(store, |r| r.products().list_after(&f, Some(parsed), limit).await).unwrap();
-    assert_eq!(ids(&second.items), vec![rows[2].id, rows[3].id], "page after parsed cursor {text}");
+    let second = in_read!(store, |r| r
+        .products()
+        .list_after(&f, Some(parsed), limit)
+        .await)
+    .unwrap();
+    assert_eq!(
+        ids(&second.items),
+        vec![rows[2].id, rows[3].id],
+        "page after parsed cursor {text}"
+    );
 }
 
 /// Keyset pages honour the filter, and rows deleted between two pages are not returned.
@@ -71,7 +104,11 @@ pub async fn keyset_honours_filter_and_deletes_between_pages(store: Arc<dyn Stor
     let news = (0..10)
         .map(|i| {
             let p = new_product(&format!("p{i}"), 1);
-            if i % 2 == 0 { p.with_status(ProductStatus::Active) } else { p }
+            if i % 2 == 0 {
+                p.with_status(ProductStatus::Active)
+            } else {
+                p
+            }
         })
         .collect();
     let rows = in_uow!(store, |uow| uow.products().create_many(news).await).unwrap();
@@ -79,10 +116,22 @@ pub async fn keyset_honours_filter_and_deletes_between_pages(store: Arc<dyn Stor
     let active: Vec<_> = sorted(rows).into_iter().filter(|p| f.matches(p)).collect();
     let limit = Limit::new(2).unwrap();
     let first = in_read!(store, |r| r.products().list_after(&f, None, limit).await).unwrap();
-    assert_eq!(ids(&first.items), vec![active[0].id, active[1].id], "first page");
+    assert_eq!(
+        ids(&first.items),
+        vec![active[0].id, active[1].id],
+        "first page"
+    );
     assert!(soft_delete_product(&store, active[2].id).await);
-    let second = in_read!(store, |r| r.products().list_after(&f, first.next, limit).await).unwrap();
-    assert_eq!(ids(&second.items), vec![active[3].id, active[4].id], "second page after a delete");
+    let second = in_read!(store, |r| r
+        .products()
+        .list_after(&f, first.next, limit)
+        .await)
+    .unwrap();
+    assert_eq!(
+        ids(&second.items),
+        vec![active[3].id, active[4].id],
+        "second page after a delete"
+    );
     assert_eq!(second.next, None, "no row after the last active one");
 }
 
@@ -92,8 +141,16 @@ pub async fn cursor_after_the_end_gives_an_empty_page(store: Arc<dyn Store>) {
     let after = stockroom_core::Entity::cursor(rows.last().unwrap());
     let page = in_read!(store, |r| r
         .products()
-        .list_after(&ProductFilter::default(), Some(after), Limit::new(5).unwrap())
+        .list_after(
+            &ProductFilter::default(),
+            Some(after),
+            Limit::new(5).unwrap()
+        )
         .await)
     .unwrap();
-    assert_eq!((page.items.len(), page.next), (0, None), "page after the last row");
+    assert_eq!(
+        (page.items.len(), page.next),
+        (0, None),
+        "page after the last row"
+    );
 }

@@ -13,19 +13,38 @@ use crate::support::*;
 pub async fn offset_pages_cover_tied_rows_once_in_order(store: Arc<dyn Store>) {
     let rows = create_products(&store, "p", 27, 1).await;
     let shared = rows[0].created_at;
-    assert!(rows.iter().all(|p| p.created_at == shared), "create_many rows differ in created_at");
+    assert!(
+        rows.iter().all(|p| p.created_at == shared),
+        "create_many rows differ in created_at"
+    );
     let expected = ids(&sorted(rows));
     let mut seen = Vec::new();
     for offset in (0..28).step_by(4) {
         let page = Page::new(4, offset).unwrap();
-        let rows = in_read!(store, |r| r.products().list(&ProductFilter::default(), page).await).unwrap();
+        let rows = in_read!(store, |r| r
+            .products()
+            .list(&ProductFilter::default(), page)
+            .await)
+        .unwrap();
         let want = if offset < 24 { 4 } else { 27 - offset as usize };
-        assert_eq!(rows.len(), want, "page at offset {offset} has {} rows", rows.len());
+        assert_eq!(
+            rows.len(),
+            want,
+            "page at offset {offset} has {} rows",
+            rows.len()
+        );
         seen.extend(ids(&rows));
     }
     let unique: HashSet<_> = seen.iter().collect();
-    assert_eq!(unique.len(), seen.len(), "a row was repeated across pages: {seen:?}");
-    assert_eq!(seen, expected, "pages concatenated != (created_at, id) order");
+    assert_eq!(
+        unique.len(),
+        seen.len(),
+        "a row was repeated across pages: {seen:?}"
+    );
+    assert_eq!(
+        seen, expected,
+        "pages concatenated != (created_at, id) order"
+    );
 }
 
 /// Rows created at different times list oldest first, across batches and single creates.
@@ -47,7 +66,11 @@ pub async fn list_orders_by_created_at_then_id(store: Arc<dyn Store>) {
 pub async fn page_past_the_end_is_empty(store: Arc<dyn Store>) {
     create_products(&store, "p", 3, 1).await;
     let page = Page::new(10, 3).unwrap();
-    let rows = in_read!(store, |r| r.products().list(&ProductFilter::default(), page).await).unwrap();
+    let rows = in_read!(store, |r| r
+        .products()
+        .list(&ProductFilter::default(), page)
+        .await)
+    .unwrap();
     assert_eq!(rows, vec![], "page past the end: {rows:?}");
 }
 
@@ -58,16 +81,37 @@ pub async fn filtered_pages_hold_only_matching_rows(store: Arc<dyn Store>) {
         .map(|i| {
             let p = new_product(&format!("p{i}"), 1);
             let p = if i % 2 == 0 { p.in_category(cat.id) } else { p };
-            if i % 3 == 0 { p.with_status(ProductStatus::Active) } else { p }
+            if i % 3 == 0 {
+                p.with_status(ProductStatus::Active)
+            } else {
+                p
+            }
         })
         .collect();
     let rows = in_uow!(store, |uow| uow.products().create_many(news).await).unwrap();
-    let filter = ProductFilter::default().category(cat.id).status(ProductStatus::Active);
-    let expected: Vec<_> = sorted(rows).into_iter().filter(|p| filter.matches(p)).collect();
+    let filter = ProductFilter::default()
+        .category(cat.id)
+        .status(ProductStatus::Active);
+    let expected: Vec<_> = sorted(rows)
+        .into_iter()
+        .filter(|p| filter.matches(p))
+        .collect();
     assert_eq!(expected.len(), 2, "fixture: products 0 and 6 match");
-    let first = in_read!(store, |r| r.products().list(&filter, Page::new(1, 0).unwrap()).await).unwrap();
-    let second = in_read!(store, |r| r.products().list(&filter, Page::new(1, 1).unwrap()).await).unwrap();
-    let third = in_read!(store, |r| r.products().list(&filter, Page::new(1, 2).unwrap()).await).unwrap();
+    let first = in_read!(store, |r| r
+        .products()
+        .list(&filter, Page::new(1, 0).unwrap())
+        .await)
+    .unwrap();
+    let second = in_read!(store, |r| r
+        .products()
+        .list(&filter, Page::new(1, 1).unwrap())
+        .await)
+    .unwrap();
+    let third = in_read!(store, |r| r
+        .products()
+        .list(&filter, Page::new(1, 2).unwrap())
+        .await)
+    .unwrap();
     assert_eq!(
         (ids(&first), ids(&second), third.len()),
         (vec![expected[0].id], vec![expected[1].id], 0),
@@ -86,7 +130,11 @@ pub async fn users_page_in_the_same_order(store: Arc<dyn Store>) {
     let mut seen = Vec::new();
     for offset in [0, 4, 8] {
         let page = Page::new(4, offset).unwrap();
-        let rows = in_read!(store, |r| r.users().list(&UserFilter::default(), page).await).unwrap();
+        let rows = in_read!(store, |r| r
+            .users()
+            .list(&UserFilter::default(), page)
+            .await)
+        .unwrap();
         seen.extend(rows.iter().map(|u| (u.created_at, u.id)));
     }
     assert_eq!(seen, expected, "user pages");

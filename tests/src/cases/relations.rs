@@ -11,33 +11,77 @@ use crate::support::*;
 pub async fn with_relations_returns_the_live_category_and_creator(store: Arc<dyn Store>) {
     let cat = create_category(&store, "mugs").await;
     let user = create_user(&store, "ann").await;
-    let p = create_product(&store, new_product("a", 1).in_category(cat.id).created_by(user.id)).await;
-    let got = in_read!(store, |r| r.products().with_relations(p.id).await).unwrap().expect("live product");
+    let p = create_product(
+        &store,
+        new_product("a", 1).in_category(cat.id).created_by(user.id),
+    )
+    .await;
+    let got = in_read!(store, |r| r.products().with_relations(p.id).await)
+        .unwrap()
+        .expect("live product");
     assert_eq!(got.product, p, "product part");
-    assert_eq!(got.category.as_ref(), Some(&cat), "category part: {:?}", got.category);
-    assert_eq!(got.creator.as_ref(), Some(&user), "creator part: {:?}", got.creator);
+    assert_eq!(
+        got.category.as_ref(),
+        Some(&cat),
+        "category part: {:?}",
+        got.category
+    );
+    assert_eq!(
+        got.creator.as_ref(),
+        Some(&user),
+        "creator part: {:?}",
+        got.creator
+    );
 }
 
 /// A deleted category shows as `None` in `with_relations` (the product keeps its id).
 pub async fn deleted_category_shows_as_none(store: Arc<dyn Store>) {
     let cat = create_category(&store, "mugs").await;
     let user = create_user(&store, "ann").await;
-    let p = create_product(&store, new_product("a", 1).in_category(cat.id).created_by(user.id)).await;
+    let p = create_product(
+        &store,
+        new_product("a", 1).in_category(cat.id).created_by(user.id),
+    )
+    .await;
     assert!(in_uow!(store, |uow| uow.categories().soft_delete(cat.id).await).unwrap());
-    let got = in_read!(store, |r| r.products().with_relations(p.id).await).unwrap().expect("live product");
-    assert_eq!(got.category, None, "deleted category shown: {:?}", got.category);
-    assert_eq!(got.creator.map(|u| u.id), Some(user.id), "creator still shown");
+    let got = in_read!(store, |r| r.products().with_relations(p.id).await)
+        .unwrap()
+        .expect("live product");
+    assert_eq!(
+        got.category, None,
+        "deleted category shown: {:?}",
+        got.category
+    );
+    assert_eq!(
+        got.creator.map(|u| u.id),
+        Some(user.id),
+        "creator still shown"
+    );
 }
 
 /// A deleted creator shows as `None` in `with_relations`.
 pub async fn deleted_creator_shows_as_none(store: Arc<dyn Store>) {
     let cat = create_category(&store, "mugs").await;
     let user = create_user(&store, "ann").await;
-    let p = create_product(&store, new_product("a", 1).in_category(cat.id).created_by(user.id)).await;
+    let p = create_product(
+        &store,
+        new_product("a", 1).in_category(cat.id).created_by(user.id),
+    )
+    .await;
     assert!(in_uow!(store, |uow| uow.users().soft_delete(user.id).await).unwrap());
-    let got = in_read!(store, |r| r.products().with_relations(p.id).await).unwrap().expect("live product");
-    assert_eq!(got.creator, None, "deleted creator shown: {:?}", got.creator);
-    assert_eq!(got.category.map(|c| c.id), Some(cat.id), "category still shown");
+    let got = in_read!(store, |r| r.products().with_relations(p.id).await)
+        .unwrap()
+        .expect("live product");
+    assert_eq!(
+        got.creator, None,
+        "deleted creator shown: {:?}",
+        got.creator
+    );
+    assert_eq!(
+        got.category.map(|c| c.id),
+        Some(cat.id),
+        "category still shown"
+    );
 }
 
 /// A product cannot be created in a deleted category: `NotFound{Category}`.
@@ -115,16 +159,28 @@ pub async fn rating_stats_summarise_live_reviews(store: Arc<dyn Store>) {
     for (i, rating) in ratings.iter().enumerate() {
         let u = create_user(&store, &format!("u{i}")).await;
         let new = NewReview::new(p.id, u.id, *rating).unwrap();
-        ids_.push(in_uow!(store, |uow| uow.reviews().create(new).await).unwrap().id);
+        ids_.push(
+            in_uow!(store, |uow| uow.reviews().create(new).await)
+                .unwrap()
+                .id,
+        );
     }
     // The rating-2 review is deleted: it no longer counts.
     assert!(in_uow!(store, |uow| uow.reviews().soft_delete(ids_[4]).await).unwrap());
     let stats = in_read!(store, |r| r.reviews().stats(p.id).await).unwrap();
-    let expected = RatingStats { count: 4, average: Some(3.5), histogram: [1, 0, 0, 2, 1] };
+    let expected = RatingStats {
+        count: 4,
+        average: Some(3.5),
+        histogram: [1, 0, 0, 2, 1],
+    };
     assert_eq!(stats, expected, "stats of ratings 5, 4, 4, 1");
     let empty = create_product(&store, new_product("b", 1)).await;
     let none = in_read!(store, |r| r.reviews().stats(empty.id).await).unwrap();
-    assert_eq!(none, RatingStats::default(), "stats without reviews: {none:?}");
+    assert_eq!(
+        none,
+        RatingStats::default(),
+        "stats without reviews: {none:?}"
+    );
 }
 
 /// Products of a category are a list with a category filter, in `(created_at, id)` order.
@@ -132,12 +188,25 @@ pub async fn products_of_a_category_are_listed_in_order(store: Arc<dyn Store>) {
     let mugs = create_category(&store, "mugs").await;
     let plates = create_category(&store, "plates").await;
     let news = (0..8)
-        .map(|i| new_product(&format!("p{i}"), 1).in_category(if i % 2 == 0 { mugs.id } else { plates.id }))
+        .map(|i| {
+            new_product(&format!("p{i}"), 1).in_category(if i % 2 == 0 {
+                mugs.id
+            } else {
+                plates.id
+            })
+        })
         .collect();
     let rows = in_uow!(store, |uow| uow.products().create_many(news).await).unwrap();
     let f = ProductFilter::default().category(mugs.id);
-    let expected: Vec<_> = sorted(rows).into_iter().filter(|p| p.category_id == Some(mugs.id)).collect();
+    let expected: Vec<_> = sorted(rows)
+        .into_iter()
+        .filter(|p| p.category_id == Some(mugs.id))
+        .collect();
     let listed = in_read!(store, |r| r.products().list(&f, all()).await).unwrap();
-    assert_eq!(ids(&listed), ids(&expected), "products of the mugs category");
+    assert_eq!(
+        ids(&listed),
+        ids(&expected),
+        "products of the mugs category"
+    );
     assert_eq!(listed.len(), 4, "4 mugs");
 }

@@ -9,7 +9,10 @@ use crate::support::*;
 
 fn expect_closed_savepoint(result: stockroom_core::Result<()>) {
     match result {
-        Err(Error::Validation { field: "savepoint", rule: Rule::Malformed { .. } }) => {}
+        Err(Error::Validation {
+            field: "savepoint",
+            rule: Rule::Malformed { .. },
+        }) => {}
         other => panic!("expected Validation {{ savepoint, Malformed }}, got {other:?}"),
     }
 }
@@ -17,14 +20,28 @@ fn expect_closed_savepoint(result: stockroom_core::Result<()>) {
 /// Rolling back to a savepoint undoes only the writes made after it; the earlier ones commit.
 pub async fn rollback_to_a_savepoint_undoes_only_its_part(store: Arc<dyn Store>) {
     let mut uow = store.begin().await.unwrap();
-    let before = uow.products().create(new_product("before", 1)).await.unwrap();
+    let before = uow
+        .products()
+        .create(new_product("before", 1))
+        .await
+        .unwrap();
     let sp = uow.savepoint().await.unwrap();
     assert_eq!(sp.depth(), 1, "outermost savepoint depth");
-    let after = uow.products().create(new_product("after", 1)).await.unwrap();
-    uow.products().adjust_stock(before.id, StockDelta::new(9).unwrap()).await.unwrap();
+    let after = uow
+        .products()
+        .create(new_product("after", 1))
+        .await
+        .unwrap();
+    uow.products()
+        .adjust_stock(before.id, StockDelta::new(9).unwrap())
+        .await
+        .unwrap();
     uow.rollback_to(sp).await.unwrap();
     let inside = uow.products().get(after.id).await.unwrap();
-    assert_eq!(inside, None, "row created after the savepoint still visible: {inside:?}");
+    assert_eq!(
+        inside, None,
+        "row created after the savepoint still visible: {inside:?}"
+    );
     uow.commit().await.unwrap();
     assert_eq!(live_products(&store).await, vec![before], "committed rows");
 }
@@ -36,7 +53,11 @@ pub async fn released_savepoint_keeps_its_writes(store: Arc<dyn Store>) {
     let p = uow.products().create(new_product("a", 1)).await.unwrap();
     uow.release(sp).await.unwrap();
     uow.commit().await.unwrap();
-    assert_eq!(get_product(&store, p.id).await, Some(p), "released write lost");
+    assert_eq!(
+        get_product(&store, p.id).await,
+        Some(p),
+        "released write lost"
+    );
 }
 
 /// Nested savepoints: rolling back the inner one keeps the outer one's writes.
@@ -64,7 +85,11 @@ pub async fn outer_rollback_undoes_the_inner_writes(store: Arc<dyn Store>) {
     uow.release(inner).await.unwrap();
     uow.rollback_to(outer).await.unwrap();
     uow.commit().await.unwrap();
-    assert_eq!(live_products(&store).await, vec![base], "rows after outer rollback");
+    assert_eq!(
+        live_products(&store).await,
+        vec![base],
+        "rows after outer rollback"
+    );
 }
 
 /// A savepoint closed with its enclosing one is refused (`Validation{savepoint}`), and the unit
@@ -77,7 +102,11 @@ pub async fn closed_savepoint_is_rejected(store: Arc<dyn Store>) {
     uow.release(outer).await.unwrap();
     expect_closed_savepoint(uow.rollback_to(inner).await);
     uow.commit().await.unwrap();
-    assert_eq!(get_product(&store, p.id).await, Some(p), "the refused rollback undid a write");
+    assert_eq!(
+        get_product(&store, p.id).await,
+        Some(p),
+        "the refused rollback undid a write"
+    );
 }
 
 /// A savepoint of another unit of work is refused.
@@ -89,7 +118,11 @@ pub async fn savepoint_of_another_unit_of_work_is_rejected(store: Arc<dyn Store>
     let p = second.products().create(new_product("a", 1)).await.unwrap();
     expect_closed_savepoint(second.release(foreign).await);
     second.commit().await.unwrap();
-    assert_eq!(get_product(&store, p.id).await, Some(p), "write of the second unit of work");
+    assert_eq!(
+        get_product(&store, p.id).await,
+        Some(p),
+        "write of the second unit of work"
+    );
 }
 
 /// Savepoints can be reopened after a rollback: a second savepoint at the same depth works.
@@ -98,7 +131,10 @@ pub async fn savepoints_can_be_reused_after_rollback(store: Arc<dyn Store>) {
     for round in 0..3 {
         let sp = uow.savepoint().await.unwrap();
         assert_eq!(sp.depth(), 1, "round {round}: depth");
-        uow.products().create(new_product(&format!("r{round}"), 1)).await.unwrap();
+        uow.products()
+            .create(new_product(&format!("r{round}"), 1))
+            .await
+            .unwrap();
         if round == 1 {
             uow.release(sp).await.unwrap();
         } else {
@@ -106,6 +142,10 @@ pub async fn savepoints_can_be_reused_after_rollback(store: Arc<dyn Store>) {
         }
     }
     uow.commit().await.unwrap();
-    let skus: Vec<_> = live_products(&store).await.into_iter().map(|p| p.sku).collect();
+    let skus: Vec<_> = live_products(&store)
+        .await
+        .into_iter()
+        .map(|p| p.sku)
+        .collect();
     assert_eq!(skus, vec!["SKU-R1"], "only the released round committed");
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use stockroom_core::{Page, ProductFilter, ProductPatch, ProductStatus, NewProduct, Store};
+use stockroom_core::{NewProduct, Page, ProductFilter, ProductPatch, ProductStatus, Store};
 
 use crate::support::*;
 
@@ -33,10 +33,26 @@ pub async fn search_folds_non_ascii_letters(store: Arc<dyn Store>) {
     create_product(&store, named("Chocolate éclair", "eclair", "EC-1")).await;
     create_product(&store, named("Über mug", "uber-mug", "UM-1")).await;
     create_product(&store, named("Plain eclair", "plain-eclair", "EC-2")).await;
-    assert_eq!(search_names(&store, "ÉCLAIR").await, (vec!["Chocolate éclair".to_owned()], 1), "ÉCLAIR");
-    assert_eq!(search_names(&store, "über").await, (vec!["Über mug".to_owned()], 1), "über");
-    assert_eq!(search_names(&store, "ÜBER MUG").await, (vec!["Über mug".to_owned()], 1), "ÜBER MUG");
-    assert_eq!(search_names(&store, "ECLAIR").await, (vec!["Plain eclair".to_owned()], 1), "ECLAIR (no accent folding)");
+    assert_eq!(
+        search_names(&store, "ÉCLAIR").await,
+        (vec!["Chocolate éclair".to_owned()], 1),
+        "ÉCLAIR"
+    );
+    assert_eq!(
+        search_names(&store, "über").await,
+        (vec!["Über mug".to_owned()], 1),
+        "über"
+    );
+    assert_eq!(
+        search_names(&store, "ÜBER MUG").await,
+        (vec!["Über mug".to_owned()], 1),
+        "ÜBER MUG"
+    );
+    assert_eq!(
+        search_names(&store, "ECLAIR").await,
+        (vec!["Plain eclair".to_owned()], 1),
+        "ECLAIR (no accent folding)"
+    );
 }
 
 /// `%`, `_` and `\` in a query are ordinary characters, not wildcards.
@@ -46,47 +62,106 @@ pub async fn wildcards_in_the_query_are_literal(store: Arc<dyn Store>) {
     create_product(&store, named("snake_case mug", "snake-case", "M-3")).await;
     create_product(&store, named("snakeXcase mug", "snake-x-case", "M-4")).await;
     create_product(&store, named("back\\slash", "back-slash", "M-5")).await;
-    assert_eq!(search_names(&store, "50%").await, (vec!["Mug 50% off".to_owned()], 1), "50%");
-    assert_eq!(search_names(&store, "%").await, (vec!["Mug 50% off".to_owned()], 1), "%");
-    assert_eq!(search_names(&store, "e_c").await, (vec!["snake_case mug".to_owned()], 1), "e_c");
-    assert_eq!(search_names(&store, "k\\s").await, (vec!["back\\slash".to_owned()], 1), "k\\s");
+    assert_eq!(
+        search_names(&store, "50%").await,
+        (vec!["Mug 50% off".to_owned()], 1),
+        "50%"
+    );
+    assert_eq!(
+        search_names(&store, "%").await,
+        (vec!["Mug 50% off".to_owned()], 1),
+        "%"
+    );
+    assert_eq!(
+        search_names(&store, "e_c").await,
+        (vec!["snake_case mug".to_owned()], 1),
+        "e_c"
+    );
+    assert_eq!(
+        search_names(&store, "k\\s").await,
+        (vec!["back\\slash".to_owned()], 1),
+        "k\\s"
+    );
 }
 
 /// The query matches the name, the sku and the description.
 pub async fn search_matches_name_sku_and_description(store: Arc<dyn Store>) {
     create_product(&store, named("Alpha", "alpha", "ZX-9")).await;
-    create_product(&store, named("Beta", "beta", "B-1").with_description("Holds hot tea").unwrap()).await;
+    create_product(
+        &store,
+        named("Beta", "beta", "B-1")
+            .with_description("Holds hot tea")
+            .unwrap(),
+    )
+    .await;
     create_product(&store, named("Gamma", "gamma", "G-1")).await;
-    assert_eq!(search_names(&store, "alp").await.0, vec!["Alpha"], "by name");
-    assert_eq!(search_names(&store, "zx-9").await.0, vec!["Alpha"], "by sku");
-    assert_eq!(search_names(&store, "HOT TEA").await.0, vec!["Beta"], "by description");
-    assert_eq!(search_names(&store, "nothing").await, (vec![], 0), "no match");
+    assert_eq!(
+        search_names(&store, "alp").await.0,
+        vec!["Alpha"],
+        "by name"
+    );
+    assert_eq!(
+        search_names(&store, "zx-9").await.0,
+        vec!["Alpha"],
+        "by sku"
+    );
+    assert_eq!(
+        search_names(&store, "HOT TEA").await.0,
+        vec!["Beta"],
+        "by description"
+    );
+    assert_eq!(
+        search_names(&store, "nothing").await,
+        (vec![], 0),
+        "no match"
+    );
 }
 
 /// The total counts every match while the page holds only its part, in list order.
 pub async fn search_total_is_correct_while_paging(store: Arc<dyn Store>) {
     let news = (0..17)
         .map(|i| {
-            let name = if i % 3 == 2 { format!("Plate {i}") } else { format!("Mug {i}") };
+            let name = if i % 3 == 2 {
+                format!("Plate {i}")
+            } else {
+                format!("Mug {i}")
+            };
             NewProduct::new(&name, &format!("p-{i}"), &format!("S-{i}")).unwrap()
         })
         .collect();
     let rows = in_uow!(store, |uow| uow.products().create_many(news).await).unwrap();
     let filter = ProductFilter::default().search("mug").unwrap();
-    let matching: Vec<_> = sorted(rows).into_iter().filter(|p| filter.matches(p)).collect();
+    let matching: Vec<_> = sorted(rows)
+        .into_iter()
+        .filter(|p| filter.matches(p))
+        .collect();
     assert_eq!(matching.len(), 12, "fixture has 12 mugs");
     let page = Page::new(5, 10).unwrap();
     let got = in_read!(store, |r| r.products().search(&filter, page).await).unwrap();
     assert_eq!(got.total, 12, "total while paging");
-    assert_eq!(ids(&got.items), ids(&matching[10..]), "last page of the search");
+    assert_eq!(
+        ids(&got.items),
+        ids(&matching[10..]),
+        "last page of the search"
+    );
 }
 
 /// Search combines with the other filters: status and category.
 pub async fn search_combines_with_status_and_category(store: Arc<dyn Store>) {
     let cat = create_category(&store, "kitchen").await;
-    create_product(&store, named("Mug A", "mug-a", "MA").in_category(cat.id).with_status(ProductStatus::Active)).await;
+    create_product(
+        &store,
+        named("Mug A", "mug-a", "MA")
+            .in_category(cat.id)
+            .with_status(ProductStatus::Active),
+    )
+    .await;
     create_product(&store, named("Mug B", "mug-b", "MB").in_category(cat.id)).await;
-    create_product(&store, named("Mug C", "mug-c", "MC").with_status(ProductStatus::Active)).await;
+    create_product(
+        &store,
+        named("Mug C", "mug-c", "MC").with_status(ProductStatus::Active),
+    )
+    .await;
     let filter = ProductFilter::default()
         .search("mug")
         .unwrap()
@@ -102,10 +177,26 @@ pub async fn search_combines_with_status_and_category(store: Arc<dyn Store>) {
 /// Search sees updates: after a rename the old name no longer matches and the new one does.
 pub async fn search_follows_updates(store: Arc<dyn Store>) {
     let p = create_product(&store, named("Teapot", "teapot", "TP-1")).await;
-    let patch = ProductPatch::new().name("Kettle").unwrap().sku("KT-1").unwrap();
+    let patch = ProductPatch::new()
+        .name("Kettle")
+        .unwrap()
+        .sku("KT-1")
+        .unwrap();
     in_uow!(store, |uow| uow.products().update(p.id, &patch, None).await).unwrap();
-    assert_eq!(search_names(&store, "teapot").await, (vec![], 0), "old name");
+    assert_eq!(
+        search_names(&store, "teapot").await,
+        (vec![], 0),
+        "old name"
+    );
     assert_eq!(search_names(&store, "tp-1").await, (vec![], 0), "old sku");
-    assert_eq!(search_names(&store, "kettle").await.0, vec!["Kettle"], "new name");
-    assert_eq!(search_names(&store, "kt-1").await.0, vec!["Kettle"], "new sku");
+    assert_eq!(
+        search_names(&store, "kettle").await.0,
+        vec!["Kettle"],
+        "new name"
+    );
+    assert_eq!(
+        search_names(&store, "kt-1").await.0,
+        vec!["Kettle"],
+        "new sku"
+    );
 }

@@ -15,11 +15,24 @@ use crate::support::*;
 pub async fn soft_delete_marks_the_row_and_bumps_the_version(store: Arc<dyn Store>) {
     let p = create_product(&store, new_product("a", 1)).await;
     tick().await;
-    assert!(soft_delete_product(&store, p.id).await, "first soft delete returned false");
-    let t = trashed_product(&store, p.id).await.expect("deleted row is in the trash");
+    assert!(
+        soft_delete_product(&store, p.id).await,
+        "first soft delete returned false"
+    );
+    let t = trashed_product(&store, p.id)
+        .await
+        .expect("deleted row is in the trash");
     let deleted_at = t.deleted_at.expect("deleted_at set");
-    assert_eq!((t.version, t.updated_at), (2, deleted_at), "trashed row {t:?}");
-    assert!(deleted_at > p.created_at, "deleted_at {deleted_at:?} <= created_at {:?}", p.created_at);
+    assert_eq!(
+        (t.version, t.updated_at),
+        (2, deleted_at),
+        "trashed row {t:?}"
+    );
+    assert!(
+        deleted_at > p.created_at,
+        "deleted_at {deleted_at:?} <= created_at {:?}",
+        p.created_at
+    );
 }
 
 /// Soft-deleting a deleted row returns false and keeps the first `deleted_at` (and version).
@@ -31,7 +44,10 @@ pub async fn second_soft_delete_returns_false_and_keeps_the_first_timestamp(stor
     let again = soft_delete_product(&store, p.id).await;
     assert!(!again, "second soft delete returned {again}");
     let second = trashed_product(&store, p.id).await.expect("still in trash");
-    assert_eq!(second, first, "second delete changed the row: {second:?} vs {first:?}");
+    assert_eq!(
+        second, first,
+        "second delete changed the row: {second:?} vs {first:?}"
+    );
 }
 
 /// A deleted product is invisible to `get`, `require` and `get_many`.
@@ -41,7 +57,11 @@ pub async fn deleted_row_is_invisible_to_get_and_get_many(store: Arc<dyn Store>)
     let mut r = store.read().await.unwrap();
     let got = r.products().get(rows[1].id).await.unwrap();
     assert_eq!(got, None, "get of deleted row gave {got:?}");
-    expect_not_found(r.products().require(rows[1].id).await, EntityKind::Product, rows[1].id);
+    expect_not_found(
+        r.products().require(rows[1].id).await,
+        EntityKind::Product,
+        rows[1].id,
+    );
     let many = r.products().get_many(&ids(&rows)).await.unwrap();
     assert_eq!(ids(&many), vec![rows[0].id, rows[2].id], "get_many");
 }
@@ -50,7 +70,10 @@ pub async fn deleted_row_is_invisible_to_get_and_get_many(store: Arc<dyn Store>)
 pub async fn deleted_row_is_invisible_to_list_and_list_after(store: Arc<dyn Store>) {
     let rows = create_products(&store, "p", 4, 1).await;
     assert!(soft_delete_product(&store, rows[2].id).await);
-    let expected: Vec<_> = sorted(rows.clone()).into_iter().filter(|p| p.id != rows[2].id).collect();
+    let expected: Vec<_> = sorted(rows.clone())
+        .into_iter()
+        .filter(|p| p.id != rows[2].id)
+        .collect();
     let listed = live_products(&store).await;
     assert_eq!(ids(&listed), ids(&expected), "list");
     let page = in_read!(store, |r| r
@@ -63,7 +86,11 @@ pub async fn deleted_row_is_invisible_to_list_and_list_after(store: Arc<dyn Stor
 
 /// A deleted product is not counted and does not make `exists` true.
 pub async fn deleted_row_is_invisible_to_count_and_exists(store: Arc<dyn Store>) {
-    let p = create_product(&store, new_product("a", 1).with_status(ProductStatus::Archived)).await;
+    let p = create_product(
+        &store,
+        new_product("a", 1).with_status(ProductStatus::Archived),
+    )
+    .await;
     create_product(&store, new_product("b", 1)).await;
     assert!(soft_delete_product(&store, p.id).await);
     let archived = ProductFilter::default().status(ProductStatus::Archived);
@@ -73,7 +100,11 @@ pub async fn deleted_row_is_invisible_to_count_and_exists(store: Arc<dyn Store>)
         r.products().count(&archived).await.unwrap(),
         r.products().exists(&archived).await.unwrap(),
     );
-    assert_eq!(got, (1, 0, false), "(count all, count archived, exists archived)");
+    assert_eq!(
+        got,
+        (1, 0, false),
+        "(count all, count archived, exists archived)"
+    );
 }
 
 /// A deleted product is not found by search, and not counted in its total.
@@ -84,7 +115,11 @@ pub async fn deleted_row_is_invisible_to_search(store: Arc<dyn Store>) {
     let filter = ProductFilter::default().search("mug").unwrap();
     let page = in_read!(store, |r| r.products().search(&filter, all()).await).unwrap();
     let names: Vec<_> = page.items.iter().map(|p| p.name.as_str()).collect();
-    assert_eq!((names, page.total), (vec!["Product mug2"], 1), "search after delete");
+    assert_eq!(
+        (names, page.total),
+        (vec!["Product mug2"], 1),
+        "search after delete"
+    );
 }
 
 /// A deleted product is not found by slug or by sku.
@@ -94,7 +129,11 @@ pub async fn deleted_row_is_invisible_to_by_slug_and_by_sku(store: Arc<dyn Store
     let mut r = store.read().await.unwrap();
     let by_slug = r.products().by_slug("product-a").await.unwrap();
     let by_sku = r.products().by_sku("SKU-A").await.unwrap();
-    assert_eq!((by_slug.clone(), by_sku.clone()), (None, None), "by_slug {by_slug:?}, by_sku {by_sku:?}");
+    assert_eq!(
+        (by_slug.clone(), by_sku.clone()),
+        (None, None),
+        "by_slug {by_slug:?}, by_sku {by_sku:?}"
+    );
 }
 
 /// A deleted product does not show in its category's listing.
@@ -127,7 +166,11 @@ pub async fn reviews_of_a_deleted_product_are_hidden(store: Arc<dyn Store>) {
     let listed = r.reviews().for_product(p.id, all()).await.unwrap();
     let stats = r.reviews().stats(p.id).await.unwrap();
     assert_eq!(listed, vec![], "reviews of deleted product: {listed:?}");
-    assert_eq!(stats, stockroom_core::RatingStats::default(), "stats of deleted product: {stats:?}");
+    assert_eq!(
+        stats,
+        stockroom_core::RatingStats::default(),
+        "stats of deleted product: {stats:?}"
+    );
 }
 
 /// A deleted product cannot be updated (`NotFound`), is skipped by `update_many`, and its stock
@@ -142,7 +185,11 @@ pub async fn deleted_row_cannot_be_written(store: Arc<dyn Store>) {
         EntityKind::Product,
         p.id,
     );
-    let n = in_uow!(store, |uow| uow.products().update_many(&[p.id], &patch).await).unwrap();
+    let n = in_uow!(store, |uow| uow
+        .products()
+        .update_many(&[p.id], &patch)
+        .await)
+    .unwrap();
     assert_eq!(n, 0, "update_many changed {n} deleted rows");
     let delta = StockDelta::new(3).unwrap();
     expect_not_found(
@@ -151,7 +198,11 @@ pub async fn deleted_row_cannot_be_written(store: Arc<dyn Store>) {
         p.id,
     );
     let after = trashed_product(&store, p.id).await;
-    assert_eq!(after.as_ref(), Some(&trashed), "trashed row changed: {after:?}");
+    assert_eq!(
+        after.as_ref(),
+        Some(&trashed),
+        "trashed row changed: {after:?}"
+    );
 }
 
 /// Deleted categories and users are invisible to get, by_slug / by_email, count.
@@ -167,9 +218,16 @@ pub async fn deleted_category_and_user_are_invisible(store: Arc<dyn Store>) {
         r.users().get(user.id).await.unwrap(),
         r.users().by_email("ann@example.com").await.unwrap(),
     );
-    assert_eq!(got, (None, None, None, None), "reads of deleted category / user");
+    assert_eq!(
+        got,
+        (None, None, None, None),
+        "reads of deleted category / user"
+    );
     let n = (
-        r.categories().count(&CategoryFilter::default()).await.unwrap(),
+        r.categories()
+            .count(&CategoryFilter::default())
+            .await
+            .unwrap(),
         r.users().count(&UserFilter::default()).await.unwrap(),
     );
     assert_eq!(n, (0, 0), "counts of categories / users");
@@ -188,7 +246,19 @@ pub async fn deleted_review_is_hidden(store: Arc<dyn Store>) {
     let mut r = store.read().await.unwrap();
     let listed = r.reviews().for_product(p.id, all()).await.unwrap();
     let stats = r.reviews().stats(p.id).await.unwrap();
-    let count = r.reviews().count(&ReviewFilter::default().product(p.id)).await.unwrap();
-    assert_eq!(listed.iter().map(|r| r.id).collect::<Vec<_>>(), vec![high.id], "reviews");
-    assert_eq!((stats.count, stats.average, count), (1, Some(5.0), 1), "stats {stats:?}");
+    let count = r
+        .reviews()
+        .count(&ReviewFilter::default().product(p.id))
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![high.id],
+        "reviews"
+    );
+    assert_eq!(
+        (stats.count, stats.average, count),
+        (1, Some(5.0), 1),
+        "stats {stats:?}"
+    );
 }

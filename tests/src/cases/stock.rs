@@ -30,12 +30,24 @@ pub async fn adjust_stock_below_zero_is_insufficient_and_changes_nothing(store: 
     let p = create_product(&store, new_product("a", 3)).await;
     let delta = StockDelta::new(-4).unwrap();
     match in_uow!(store, |uow| uow.products().adjust_stock(p.id, delta).await) {
-        Err(Error::InsufficientStock { product, available, requested }) => {
-            assert_eq!((product, available, requested), (p.id, 3, 4), "insufficient stock error");
+        Err(Error::InsufficientStock {
+            product,
+            available,
+            requested,
+        }) => {
+            assert_eq!(
+                (product, available, requested),
+                (p.id, 3, 4),
+                "insufficient stock error"
+            );
         }
         other => panic!("expected InsufficientStock, got {other:?}"),
     }
-    assert_eq!(get_product(&store, p.id).await, Some(p), "row changed by a refused adjustment");
+    assert_eq!(
+        get_product(&store, p.id).await,
+        Some(p),
+        "row changed by a refused adjustment"
+    );
 }
 
 /// Adjusting an unknown product is `NotFound{Product}`.
@@ -54,7 +66,13 @@ pub async fn adjust_stock_of_an_unknown_product_is_not_found(store: Arc<dyn Stor
 pub async fn lock_returns_live_rows_sorted_by_id(store: Arc<dyn Store>) {
     let rows = create_products(&store, "p", 4, 1).await;
     assert!(soft_delete_product(&store, rows[1].id).await);
-    let asked = vec![rows[3].id, rows[1].id, ProductId::new(), rows[0].id, rows[2].id];
+    let asked = vec![
+        rows[3].id,
+        rows[1].id,
+        ProductId::new(),
+        rows[0].id,
+        rows[2].id,
+    ];
     let locked = in_uow!(store, |uow| uow.products().lock(&asked).await).unwrap();
     let mut expected = vec![rows[0].id, rows[2].id, rows[3].id];
     expected.sort();
@@ -65,8 +83,15 @@ pub async fn lock_returns_live_rows_sorted_by_id(store: Arc<dyn Store>) {
 pub async fn adjust_stock_rolls_back_with_the_unit_of_work(store: Arc<dyn Store>) {
     let p = create_product(&store, new_product("a", 5)).await;
     let mut uow = store.begin().await.unwrap();
-    uow.products().adjust_stock(p.id, StockDelta::new(-5).unwrap()).await.unwrap();
+    uow.products()
+        .adjust_stock(p.id, StockDelta::new(-5).unwrap())
+        .await
+        .unwrap();
     let inside = uow.products().get(p.id).await.unwrap().unwrap().stock;
     uow.rollback().await.unwrap();
-    assert_eq!((inside, stock_of(&store, p.id).await), (0, 5), "(inside, after rollback)");
+    assert_eq!(
+        (inside, stock_of(&store, p.id).await),
+        (0, 5),
+        "(inside, after rollback)"
+    );
 }

@@ -14,7 +14,10 @@ fn is_unavailable<T>(result: &stockroom_core::Result<T>) -> bool {
 pub async fn open_store_is_healthy(store: Arc<dyn Store>) {
     store.health().await.expect("health");
     let backend = store.backend();
-    assert!(["memory", "sqlite", "postgres"].contains(&backend), "backend {backend:?}");
+    assert!(
+        ["memory", "sqlite", "postgres"].contains(&backend),
+        "backend {backend:?}"
+    );
 }
 
 /// After `close`, `begin`, `read` and `health` all fail with `Unavailable`.
@@ -24,8 +27,16 @@ pub async fn closed_store_is_unavailable(store: Arc<dyn Store>) {
     let begin = store.begin().await;
     let read = store.read().await;
     let health = store.health().await;
-    let got = (is_unavailable(&begin), is_unavailable(&read), is_unavailable(&health));
-    assert_eq!(got, (true, true, true), "(begin, read, health) after close; health was {health:?}");
+    let got = (
+        is_unavailable(&begin),
+        is_unavailable(&read),
+        is_unavailable(&health),
+    );
+    assert_eq!(
+        got,
+        (true, true, true),
+        "(begin, read, health) after close; health was {health:?}"
+    );
 }
 
 /// Many read sessions can be open at once, each answering on its own.
@@ -36,16 +47,28 @@ pub async fn read_sessions_run_concurrently(store: Arc<dyn Store>) {
             let store = Arc::clone(&store);
             tokio::spawn(async move {
                 let mut r = store.read().await.expect("read");
-                r.products().count(&ProductFilter::default()).await.expect("count")
+                r.products()
+                    .count(&ProductFilter::default())
+                    .await
+                    .expect("count")
             })
         })
         .collect();
     let mut sessions = Vec::new();
     for _ in 0..3 {
-        sessions.push(store.read().await.expect("several sessions held by one task"));
+        sessions.push(
+            store
+                .read()
+                .await
+                .expect("several sessions held by one task"),
+        );
     }
     for s in &mut sessions {
-        assert_eq!(s.products().count(&ProductFilter::default()).await.unwrap(), 3, "count in a held session");
+        assert_eq!(
+            s.products().count(&ProductFilter::default()).await.unwrap(),
+            3,
+            "count in a held session"
+        );
     }
     for t in tasks {
         assert_eq!(t.await.unwrap(), 3, "count in a concurrent session");

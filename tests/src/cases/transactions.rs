@@ -3,9 +3,7 @@
 
 use std::sync::Arc;
 
-use stockroom_core::{
-    NewCategory, ProductFilter, ProductPatch, StockDelta, Store,
-};
+use stockroom_core::{NewCategory, ProductFilter, ProductPatch, StockDelta, Store};
 
 use crate::support::*;
 
@@ -15,10 +13,22 @@ pub async fn unit_of_work_sees_its_own_writes(store: Arc<dyn Store>) {
     let p = uow.products().create(new_product("a", 1)).await.unwrap();
     let got = uow.products().get(p.id).await.unwrap();
     let by_sku = uow.products().by_sku("SKU-A").await.unwrap();
-    let n = uow.products().count(&ProductFilter::default()).await.unwrap();
-    let listed = uow.products().list(&ProductFilter::default(), all()).await.unwrap();
+    let n = uow
+        .products()
+        .count(&ProductFilter::default())
+        .await
+        .unwrap();
+    let listed = uow
+        .products()
+        .list(&ProductFilter::default(), all())
+        .await
+        .unwrap();
     uow.commit().await.unwrap();
-    assert_eq!((got.as_ref(), by_sku.as_ref(), n), (Some(&p), Some(&p), 1), "reads inside the unit of work");
+    assert_eq!(
+        (got.as_ref(), by_sku.as_ref(), n),
+        (Some(&p), Some(&p), 1),
+        "reads inside the unit of work"
+    );
     assert_eq!(ids(&listed), vec![p.id], "list inside the unit of work");
 }
 
@@ -28,20 +38,35 @@ pub async fn others_do_not_see_uncommitted_writes(store: Arc<dyn Store>) {
     let mut uow = store.begin().await.unwrap();
     let p = uow.products().create(new_product("a", 1)).await.unwrap();
     let patch = ProductPatch::new().name("Renamed").unwrap();
-    uow.products().update(existing.id, &patch, None).await.unwrap();
+    uow.products()
+        .update(existing.id, &patch, None)
+        .await
+        .unwrap();
     {
         let mut r = store.read().await.unwrap();
         let new_row = r.products().get(p.id).await.unwrap();
         let old_row = r.products().get(existing.id).await.unwrap();
         let n = r.products().count(&ProductFilter::default()).await.unwrap();
         assert_eq!(new_row, None, "uncommitted row visible: {new_row:?}");
-        assert_eq!(old_row.as_ref(), Some(&existing), "uncommitted update visible: {old_row:?}");
+        assert_eq!(
+            old_row.as_ref(),
+            Some(&existing),
+            "uncommitted update visible: {old_row:?}"
+        );
         assert_eq!(n, 1, "count sees an uncommitted row");
     }
     uow.commit().await.unwrap();
     let after = get_product(&store, p.id).await;
-    assert_eq!(after.as_ref(), Some(&p), "committed row invisible: {after:?}");
-    assert_eq!(get_product(&store, existing.id).await.unwrap().name, "Renamed", "committed update");
+    assert_eq!(
+        after.as_ref(),
+        Some(&p),
+        "committed row invisible: {after:?}"
+    );
+    assert_eq!(
+        get_product(&store, existing.id).await.unwrap().name,
+        "Renamed",
+        "committed update"
+    );
 }
 
 /// Rollback undoes every kind of write: create, update, adjust_stock, soft delete, and a
@@ -54,9 +79,15 @@ pub async fn rollback_leaves_no_trace(store: Arc<dyn Store>) {
     uow.products().create(new_product("c", 1)).await.unwrap();
     let patch = ProductPatch::new().name("Changed").unwrap();
     uow.products().update(a.id, &patch, None).await.unwrap();
-    uow.products().adjust_stock(a.id, StockDelta::new(-5).unwrap()).await.unwrap();
+    uow.products()
+        .adjust_stock(a.id, StockDelta::new(-5).unwrap())
+        .await
+        .unwrap();
     assert!(uow.products().soft_delete(b.id).await.unwrap());
-    uow.categories().create(NewCategory::new("Cat", "cat").unwrap()).await.unwrap();
+    uow.categories()
+        .create(NewCategory::new("Cat", "cat").unwrap())
+        .await
+        .unwrap();
     uow.rollback().await.unwrap();
     assert_eq!(counts(&store).await, before, "counts after rollback");
     let rows = live_products(&store).await;
@@ -71,15 +102,21 @@ pub async fn dropped_unit_of_work_rolls_back(store: Arc<dyn Store>) {
     {
         let mut uow = store.begin().await.unwrap();
         uow.products().create(new_product("b", 1)).await.unwrap();
-        uow.products().adjust_stock(a.id, StockDelta::new(3).unwrap()).await.unwrap();
+        uow.products()
+            .adjust_stock(a.id, StockDelta::new(3).unwrap())
+            .await
+            .unwrap();
         // dropped here
     }
     let rows = live_products(&store).await;
     assert_eq!(rows, vec![a.clone()], "rows after a dropped unit of work");
     // The next unit of work can take the same sku.
-    let b = tokio::time::timeout(std::time::Duration::from_secs(10), create_product(&store, new_product("b", 1)))
-        .await
-        .expect("begin after a dropped unit of work hangs");
+    let b = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        create_product(&store, new_product("b", 1)),
+    )
+    .await
+    .expect("begin after a dropped unit of work hangs");
     assert_eq!(b.sku, "SKU-B");
 }
 
@@ -89,12 +126,21 @@ pub async fn sequential_units_of_work_build_on_each_other(store: Arc<dyn Store>)
     for _ in 0..5 {
         let mut uow = store.begin().await.unwrap();
         let current = uow.products().require(p.id).await.unwrap();
-        let patch = ProductPatch::new().name(&format!("v{}", current.version + 1)).unwrap();
-        uow.products().update(p.id, &patch, Some(current.version)).await.unwrap();
+        let patch = ProductPatch::new()
+            .name(&format!("v{}", current.version + 1))
+            .unwrap();
+        uow.products()
+            .update(p.id, &patch, Some(current.version))
+            .await
+            .unwrap();
         uow.commit().await.unwrap();
     }
     let now = get_product(&store, p.id).await.unwrap();
-    assert_eq!((now.version, now.name.as_str()), (6, "v6"), "after 5 committed updates");
+    assert_eq!(
+        (now.version, now.name.as_str()),
+        (6, "v6"),
+        "after 5 committed updates"
+    );
 }
 
 /// A failed write inside a unit of work leaves earlier writes of it intact when the caller
@@ -109,6 +155,10 @@ pub async fn unit_of_work_survives_a_failed_statement_in_a_savepoint(store: Arc<
     expect_conflict(dup, stockroom_core::Constraint::ProductSku);
     uow.rollback_to(sp).await.unwrap();
     uow.commit().await.unwrap();
-    assert_eq!(get_product(&store, kept.id).await, Some(kept), "write before the failed one");
+    assert_eq!(
+        get_product(&store, kept.id).await,
+        Some(kept),
+        "write before the failed one"
+    );
     assert_eq!(counts(&store).await.products, 2, "products after commit");
 }

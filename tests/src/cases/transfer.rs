@@ -17,16 +17,32 @@ async fn pair(store: &Arc<dyn Store>) -> (Product, Product) {
 }
 
 /// The state a refused transfer must leave untouched: both stocks and the ledger size.
-async fn state(store: &Arc<dyn Store>, a: &Product, b: &Product) -> (Option<Product>, Option<Product>, u64) {
-    (get_product(store, a.id).await, get_product(store, b.id).await, ledger_count(store).await)
+async fn state(
+    store: &Arc<dyn Store>,
+    a: &Product,
+    b: &Product,
+) -> (Option<Product>, Option<Product>, u64) {
+    (
+        get_product(store, a.id).await,
+        get_product(store, b.id).await,
+        ledger_count(store).await,
+    )
 }
 
 /// A transfer moves the quantity, returns the ledger row, and the ledger holds exactly it.
 pub async fn transfer_moves_stock_and_writes_one_ledger_row(store: Arc<dyn Store>) {
     let (a, b) = pair(&store).await;
-    let m = store.transfer(&TransferRequest::new(a.id, b.id, 4)).await.expect("transfer");
+    let m = store
+        .transfer(&TransferRequest::new(a.id, b.id, 4))
+        .await
+        .expect("transfer");
     assert_eq!(
-        (m.source_id, m.target_id, m.quantity, m.idempotency_key.clone()),
+        (
+            m.source_id,
+            m.target_id,
+            m.quantity,
+            m.idempotency_key.clone()
+        ),
         (a.id, b.id, 4, None),
         "movement {m:?}"
     );
@@ -38,13 +54,20 @@ pub async fn transfer_moves_stock_and_writes_one_ledger_row(store: Arc<dyn Store
     assert_eq!(r.movements().count().await.unwrap(), 1, "ledger size");
     let of_a = r.movements().for_product(a.id, all()).await.unwrap();
     let of_b = r.movements().for_product(b.id, all()).await.unwrap();
-    assert_eq!((of_a, of_b), (vec![m.clone()], vec![m]), "movements of source and target");
+    assert_eq!(
+        (of_a, of_b),
+        (vec![m.clone()], vec![m]),
+        "movements of source and target"
+    );
 }
 
 /// Transferring the whole stock leaves the source at zero.
 pub async fn transfer_of_the_whole_stock_leaves_zero(store: Arc<dyn Store>) {
     let (a, b) = pair(&store).await;
-    store.transfer(&TransferRequest::new(a.id, b.id, 10)).await.expect("transfer all");
+    store
+        .transfer(&TransferRequest::new(a.id, b.id, 10))
+        .await
+        .expect("transfer all");
     let stocks = (stock_of(&store, a.id).await, stock_of(&store, b.id).await);
     assert_eq!(stocks, (0, 13), "stocks after moving all 10");
 }
@@ -57,10 +80,17 @@ pub async fn bad_quantity_is_a_validation_error_and_changes_nothing(store: Arc<d
         expect_validation(
             store.transfer(&TransferRequest::new(a.id, b.id, q)).await,
             "quantity",
-            Rule::OutOfRange { min: 1, max: MAX_STOCK },
+            Rule::OutOfRange {
+                min: 1,
+                max: MAX_STOCK,
+            },
         );
     }
-    assert_eq!(state(&store, &a, &b).await, before, "state after refused transfers");
+    assert_eq!(
+        state(&store, &a, &b).await,
+        before,
+        "state after refused transfers"
+    );
 }
 
 /// The same product as source and target is `Validation{target_id, SameAs source_id}` and
@@ -73,7 +103,11 @@ pub async fn same_source_and_target_is_rejected_and_changes_nothing(store: Arc<d
         "target_id",
         Rule::SameAs { other: "source_id" },
     );
-    assert_eq!(state(&store, &a, &b).await, before, "state after refused transfer");
+    assert_eq!(
+        state(&store, &a, &b).await,
+        before,
+        "state after refused transfer"
+    );
 }
 
 /// An unknown source or target is `NotFound{Product}` naming it, and changes nothing.
@@ -81,9 +115,21 @@ pub async fn unknown_product_is_not_found_and_changes_nothing(store: Arc<dyn Sto
     let (a, b) = pair(&store).await;
     let ghost = ProductId::new();
     let before = state(&store, &a, &b).await;
-    expect_not_found(store.transfer(&TransferRequest::new(ghost, a.id, 1)).await, EntityKind::Product, ghost);
-    expect_not_found(store.transfer(&TransferRequest::new(a.id, ghost, 1)).await, EntityKind::Product, ghost);
-    assert_eq!(state(&store, &a, &b).await, before, "state after refused transfers");
+    expect_not_found(
+        store.transfer(&TransferRequest::new(ghost, a.id, 1)).await,
+        EntityKind::Product,
+        ghost,
+    );
+    expect_not_found(
+        store.transfer(&TransferRequest::new(a.id, ghost, 1)).await,
+        EntityKind::Product,
+        ghost,
+    );
+    assert_eq!(
+        state(&store, &a, &b).await,
+        before,
+        "state after refused transfers"
+    );
 }
 
 /// A deleted source or target is `NotFound{Product}`, and changes nothing.
@@ -93,10 +139,26 @@ pub async fn deleted_product_is_not_found_and_changes_nothing(store: Arc<dyn Sto
     assert!(soft_delete_product(&store, c.id).await);
     let trashed = trashed_product(&store, c.id).await;
     let before = state(&store, &a, &b).await;
-    expect_not_found(store.transfer(&TransferRequest::new(c.id, a.id, 1)).await, EntityKind::Product, c.id);
-    expect_not_found(store.transfer(&TransferRequest::new(a.id, c.id, 1)).await, EntityKind::Product, c.id);
-    assert_eq!(state(&store, &a, &b).await, before, "state after refused transfers");
-    assert_eq!(trashed_product(&store, c.id).await, trashed, "deleted product changed");
+    expect_not_found(
+        store.transfer(&TransferRequest::new(c.id, a.id, 1)).await,
+        EntityKind::Product,
+        c.id,
+    );
+    expect_not_found(
+        store.transfer(&TransferRequest::new(a.id, c.id, 1)).await,
+        EntityKind::Product,
+        c.id,
+    );
+    assert_eq!(
+        state(&store, &a, &b).await,
+        before,
+        "state after refused transfers"
+    );
+    assert_eq!(
+        trashed_product(&store, c.id).await,
+        trashed,
+        "deleted product changed"
+    );
 }
 
 /// Moving more than the source holds is `InsufficientStock{available, requested}` and changes
@@ -105,12 +167,24 @@ pub async fn insufficient_stock_names_the_amounts_and_changes_nothing(store: Arc
     let (a, b) = pair(&store).await;
     let before = state(&store, &a, &b).await;
     match store.transfer(&TransferRequest::new(b.id, a.id, 4)).await {
-        Err(Error::InsufficientStock { product, available, requested }) => {
-            assert_eq!((product, available, requested), (b.id, 3, 4), "insufficient stock error");
+        Err(Error::InsufficientStock {
+            product,
+            available,
+            requested,
+        }) => {
+            assert_eq!(
+                (product, available, requested),
+                (b.id, 3, 4),
+                "insufficient stock error"
+            );
         }
         other => panic!("expected InsufficientStock, got {other:?}"),
     }
-    assert_eq!(state(&store, &a, &b).await, before, "state after refused transfer");
+    assert_eq!(
+        state(&store, &a, &b).await,
+        before,
+        "state after refused transfer"
+    );
 }
 
 /// A malformed idempotency key is `Validation{idempotency_key}` and changes nothing.
@@ -121,27 +195,58 @@ pub async fn malformed_idempotency_key_is_rejected_and_changes_nothing(store: Ar
     let cases: [(&str, Rule); 4] = [
         ("", Rule::Empty),
         (&long, Rule::TooLong { max: 128 }),
-        ("has space", Rule::Malformed { expected: "visible ASCII characters" }),
-        ("clé", Rule::Malformed { expected: "visible ASCII characters" }),
+        (
+            "has space",
+            Rule::Malformed {
+                expected: "visible ASCII characters",
+            },
+        ),
+        (
+            "clé",
+            Rule::Malformed {
+                expected: "visible ASCII characters",
+            },
+        ),
     ];
     for (key, rule) in cases {
         let request = TransferRequest::new(a.id, b.id, 1).with_idempotency_key(key);
         expect_validation(store.transfer(&request).await, "idempotency_key", rule);
     }
-    assert_eq!(state(&store, &a, &b).await, before, "state after refused transfers");
+    assert_eq!(
+        state(&store, &a, &b).await,
+        before,
+        "state after refused transfers"
+    );
 }
 
 /// Transfers in both directions add up, and each has its own ledger row, in order.
 pub async fn successive_transfers_add_up(store: Arc<dyn Store>) {
     let (a, b) = pair(&store).await;
-    let m1 = store.transfer(&TransferRequest::new(a.id, b.id, 5)).await.unwrap();
-    let m2 = store.transfer(&TransferRequest::new(b.id, a.id, 7)).await.unwrap();
-    let m3 = store.transfer(&TransferRequest::new(a.id, b.id, 1)).await.unwrap();
+    let m1 = store
+        .transfer(&TransferRequest::new(a.id, b.id, 5))
+        .await
+        .unwrap();
+    let m2 = store
+        .transfer(&TransferRequest::new(b.id, a.id, 7))
+        .await
+        .unwrap();
+    let m3 = store
+        .transfer(&TransferRequest::new(a.id, b.id, 1))
+        .await
+        .unwrap();
     let stocks = (stock_of(&store, a.id).await, stock_of(&store, b.id).await);
     assert_eq!(stocks, (11, 2), "stocks after 10/3 -5 +7 -1");
     let ledger = in_read!(store, |r| r.movements().for_product(a.id, all()).await).unwrap();
     let got: Vec<_> = ledger.iter().map(|m| m.id).collect();
-    let mut expected = vec![(m1.created_at, m1.id), (m2.created_at, m2.id), (m3.created_at, m3.id)];
+    let mut expected = vec![
+        (m1.created_at, m1.id),
+        (m2.created_at, m2.id),
+        (m3.created_at, m3.id),
+    ];
     expected.sort();
-    assert_eq!(got, expected.into_iter().map(|(_, id)| id).collect::<Vec<_>>(), "ledger order");
+    assert_eq!(
+        got,
+        expected.into_iter().map(|(_, id)| id).collect::<Vec<_>>(),
+        "ledger order"
+    );
 }

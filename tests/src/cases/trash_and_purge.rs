@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use stockroom_core::{time, EntityKind, NewReview, ReviewFilter, Store, TransferRequest, StoreExt};
+use stockroom_core::{time, EntityKind, NewReview, ReviewFilter, Store, StoreExt, TransferRequest};
 
 use crate::support::*;
 
@@ -13,9 +13,19 @@ pub async fn restore_brings_the_row_back(store: Arc<dyn Store>) {
     assert!(soft_delete_product(&store, p.id).await);
     let restored = in_uow!(store, |uow| uow.products().restore(p.id).await).unwrap();
     assert!(restored, "restore returned false");
-    let back = get_product(&store, p.id).await.expect("restored row is live");
-    assert_eq!((back.deleted_at, back.version, back.stock), (None, 3, 4), "restored row {back:?}");
-    assert_eq!(trashed_product(&store, p.id).await, None, "restored row still in the trash");
+    let back = get_product(&store, p.id)
+        .await
+        .expect("restored row is live");
+    assert_eq!(
+        (back.deleted_at, back.version, back.stock),
+        (None, 3, 4),
+        "restored row {back:?}"
+    );
+    assert_eq!(
+        trashed_product(&store, p.id).await,
+        None,
+        "restored row still in the trash"
+    );
 }
 
 /// Restore of a live row or of an unknown id returns false and changes nothing.
@@ -24,9 +34,17 @@ pub async fn restore_of_a_live_or_unknown_row_returns_false(store: Arc<dyn Store
     let live = in_uow!(store, |uow| uow.products().restore(p.id).await).unwrap();
     let ghost = stockroom_core::ProductId::new();
     let unknown = in_uow!(store, |uow| uow.products().restore(ghost).await).unwrap();
-    assert_eq!((live, unknown), (false, false), "(restore live, restore unknown)");
+    assert_eq!(
+        (live, unknown),
+        (false, false),
+        "(restore live, restore unknown)"
+    );
     let after = get_product(&store, p.id).await;
-    assert_eq!(after.as_ref(), Some(&p), "live row changed by restore: {after:?}");
+    assert_eq!(
+        after.as_ref(),
+        Some(&p),
+        "live row changed by restore: {after:?}"
+    );
 }
 
 /// The trash lists only deleted rows, in `(created_at, id)` order, with offset paging.
@@ -40,10 +58,17 @@ pub async fn trash_lists_only_deleted_rows_in_order(store: Arc<dyn Store>) {
     let expected = vec![order[0].id, order[2].id, order[4].id];
     let trash = in_read!(store, |r| r.products().list_deleted(all()).await).unwrap();
     assert_eq!(ids(&trash), expected, "trash");
-    assert!(trash.iter().all(|p| p.deleted_at.is_some()), "trash holds live rows: {trash:?}");
+    assert!(
+        trash.iter().all(|p| p.deleted_at.is_some()),
+        "trash holds live rows: {trash:?}"
+    );
     let page = stockroom_core::Page::new(2, 1).unwrap();
     let second = in_read!(store, |r| r.products().list_deleted(page).await).unwrap();
-    assert_eq!(ids(&second), expected[1..].to_vec(), "trash page (limit 2, offset 1)");
+    assert_eq!(
+        ids(&second),
+        expected[1..].to_vec(),
+        "trash page (limit 2, offset 1)"
+    );
 }
 
 /// Purge deletes for good only the rows soft-deleted before the given time: rows deleted later
@@ -61,7 +86,10 @@ pub async fn purge_removes_only_rows_deleted_before_the_time(store: Arc<dyn Stor
     assert_eq!(purged, 1, "purged {purged} rows, expected 1");
     let trash = in_read!(store, |r| r.products().list_deleted(all()).await).unwrap();
     assert_eq!(ids(&trash), vec![recent.id], "trash after purge");
-    assert!(get_product(&store, live.id).await.is_some(), "live row purged");
+    assert!(
+        get_product(&store, live.id).await.is_some(),
+        "live row purged"
+    );
     let restored = in_uow!(store, |uow| uow.products().restore(old.id).await).unwrap();
     assert!(!restored, "a purged row was restored");
 }
@@ -77,7 +105,11 @@ pub async fn purge_of_a_product_cascades_to_its_reviews(store: Arc<dyn Store>) {
     let kept = in_uow!(store, |uow| uow.reviews().create(r2).await).unwrap();
     assert!(soft_delete_product(&store, p.id).await);
     tick().await;
-    let n = in_uow!(store, |uow| uow.products().purge_deleted_before(time::now()).await).unwrap();
+    let n = in_uow!(store, |uow| uow
+        .products()
+        .purge_deleted_before(time::now())
+        .await)
+    .unwrap();
     assert_eq!(n, 1, "purged {n}");
     let mut r = store.read().await.unwrap();
     let got = (
@@ -85,7 +117,11 @@ pub async fn purge_of_a_product_cascades_to_its_reviews(store: Arc<dyn Store>) {
         r.reviews().get(kept.id).await.unwrap().map(|r| r.id),
         r.reviews().count(&ReviewFilter::default()).await.unwrap(),
     );
-    assert_eq!(got, (None, Some(kept.id), 1), "(review of purged product, other review, count)");
+    assert_eq!(
+        got,
+        (None, Some(kept.id), 1),
+        "(review of purged product, other review, count)"
+    );
 }
 
 /// Purging a category leaves its products without a category (ON DELETE SET NULL).
@@ -94,10 +130,19 @@ pub async fn purge_of_a_category_clears_it_from_products(store: Arc<dyn Store>) 
     let p = create_product(&store, new_product("a", 1).in_category(cat.id)).await;
     assert!(in_uow!(store, |uow| uow.categories().soft_delete(cat.id).await).unwrap());
     tick().await;
-    let n = in_uow!(store, |uow| uow.categories().purge_deleted_before(time::now()).await).unwrap();
+    let n = in_uow!(store, |uow| uow
+        .categories()
+        .purge_deleted_before(time::now())
+        .await)
+    .unwrap();
     assert_eq!(n, 1, "purged {n} categories");
-    let after = get_product(&store, p.id).await.expect("product survives its category");
-    assert_eq!(after.category_id, None, "category_id after purge: {after:?}");
+    let after = get_product(&store, p.id)
+        .await
+        .expect("product survives its category");
+    assert_eq!(
+        after.category_id, None,
+        "category_id after purge: {after:?}"
+    );
 }
 
 /// Hard-deleting a user deletes their reviews and clears them as creator of products.
@@ -107,19 +152,32 @@ pub async fn hard_delete_of_a_user_cascades_and_clears(store: Arc<dyn Store>) {
     let review = NewReview::new(p.id, u.id, 5).unwrap();
     let review = in_uow!(store, |uow| uow.reviews().create(review).await).unwrap();
     assert!(in_uow!(store, |uow| uow.users().hard_delete(u.id).await).unwrap());
-    let after = get_product(&store, p.id).await.expect("product survives its creator");
+    let after = get_product(&store, p.id)
+        .await
+        .expect("product survives its creator");
     let rev = in_read!(store, |r| r.reviews().get(review.id).await).unwrap();
-    assert_eq!((after.created_by, rev), (None, None), "(created_by, review) after hard delete");
+    assert_eq!(
+        (after.created_by, rev),
+        (None, None),
+        "(created_by, review) after hard delete"
+    );
 }
 
 /// The ledger survives a purge: movements keep their product ids after the products are gone.
 pub async fn ledger_survives_the_purge_of_its_products(store: Arc<dyn Store>) {
     let a = create_product(&store, new_product("a", 5)).await;
     let b = create_product(&store, new_product("b", 0)).await;
-    let m = store.transfer(&TransferRequest::new(a.id, b.id, 2)).await.unwrap();
+    let m = store
+        .transfer(&TransferRequest::new(a.id, b.id, 2))
+        .await
+        .unwrap();
     assert!(soft_delete_product(&store, a.id).await);
     tick().await;
-    let n = in_uow!(store, |uow| uow.products().purge_deleted_before(time::now()).await).unwrap();
+    let n = in_uow!(store, |uow| uow
+        .products()
+        .purge_deleted_before(time::now())
+        .await)
+    .unwrap();
     assert_eq!(n, 1, "purged {n}");
     let kept = in_read!(store, |r| r.movements().get(m.id).await).unwrap();
     assert_eq!(kept.as_ref(), Some(&m), "ledger row after purge: {kept:?}");

@@ -14,19 +14,35 @@ pub async fn duplicate_sku_or_slug_is_a_conflict(store: Arc<dyn Store>) {
     create_product(&store, new_product("a", 1)).await;
     let before = counts(&store).await;
     let same_sku = NewProduct::new("Other", "other", "SKU-A").unwrap();
-    expect_conflict(try_create_product(&store, same_sku).await, Constraint::ProductSku);
+    expect_conflict(
+        try_create_product(&store, same_sku).await,
+        Constraint::ProductSku,
+    );
     let same_slug = NewProduct::new("Other", "product-a", "OTHER").unwrap();
-    expect_conflict(try_create_product(&store, same_slug).await, Constraint::ProductSlug);
-    assert_eq!(counts(&store).await, before, "a conflicting create wrote a row");
+    expect_conflict(
+        try_create_product(&store, same_slug).await,
+        Constraint::ProductSlug,
+    );
+    assert_eq!(
+        counts(&store).await,
+        before,
+        "a conflicting create wrote a row"
+    );
 }
 
 /// A soft-deleted product's sku and slug can be taken by a new product.
 pub async fn deleted_products_sku_and_slug_can_be_reused(store: Arc<dyn Store>) {
     let old = create_product(&store, new_product("a", 1)).await;
     assert!(soft_delete_product(&store, old.id).await);
-    let new = try_create_product(&store, new_product("a", 2)).await.expect("reuse of sku and slug");
+    let new = try_create_product(&store, new_product("a", 2))
+        .await
+        .expect("reuse of sku and slug");
     let by_sku = in_read!(store, |r| r.products().by_sku("SKU-A").await).unwrap();
-    assert_eq!(by_sku.map(|p| p.id), Some(new.id), "by_sku finds the new live row");
+    assert_eq!(
+        by_sku.map(|p| p.id),
+        Some(new.id),
+        "by_sku finds the new live row"
+    );
 }
 
 /// Restoring a product whose sku was taken meanwhile is `Conflict{ProductSku}`, and the row
@@ -41,8 +57,16 @@ pub async fn restore_when_the_sku_is_taken_is_a_conflict(store: Arc<dyn Store>) 
         Constraint::ProductSku,
     );
     let still = trashed_product(&store, old.id).await;
-    assert_eq!(still.as_ref(), Some(&trashed), "row after refused restore: {still:?}");
-    assert_eq!(get_product(&store, old.id).await, None, "refused restore made the row live");
+    assert_eq!(
+        still.as_ref(),
+        Some(&trashed),
+        "row after refused restore: {still:?}"
+    );
+    assert_eq!(
+        get_product(&store, old.id).await,
+        None,
+        "refused restore made the row live"
+    );
 }
 
 /// Restoring a product whose slug was taken meanwhile is `Conflict{ProductSlug}`, and the row
@@ -50,12 +74,19 @@ pub async fn restore_when_the_sku_is_taken_is_a_conflict(store: Arc<dyn Store>) 
 pub async fn restore_when_the_slug_is_taken_is_a_conflict(store: Arc<dyn Store>) {
     let old = create_product(&store, new_product("a", 1)).await;
     assert!(soft_delete_product(&store, old.id).await);
-    create_product(&store, NewProduct::new("New", "product-a", "OTHER-SKU").unwrap()).await;
+    create_product(
+        &store,
+        NewProduct::new("New", "product-a", "OTHER-SKU").unwrap(),
+    )
+    .await;
     expect_conflict(
         in_uow!(store, |uow| uow.products().restore(old.id).await),
         Constraint::ProductSlug,
     );
-    assert!(trashed_product(&store, old.id).await.is_some(), "row left the trash");
+    assert!(
+        trashed_product(&store, old.id).await.is_some(),
+        "row left the trash"
+    );
 }
 
 /// Updating a product to another live product's sku is a conflict and changes nothing.
@@ -68,7 +99,11 @@ pub async fn update_to_a_taken_sku_is_a_conflict(store: Arc<dyn Store>) {
         Constraint::ProductSku,
     );
     let after = get_product(&store, b.id).await;
-    assert_eq!(after.as_ref(), Some(&b), "row after refused update: {after:?}");
+    assert_eq!(
+        after.as_ref(),
+        Some(&b),
+        "row after refused update: {after:?}"
+    );
 }
 
 /// Category slugs are unique among live categories; a deleted category's slug is free.
@@ -88,7 +123,10 @@ pub async fn category_slug_is_unique_among_live_rows(store: Arc<dyn Store>) {
 pub async fn user_email_is_unique_ignoring_case(store: Arc<dyn Store>) {
     let ann = create_user(&store, "ann").await;
     let dup = NewUser::new("ANN@Example.com", "Other Ann").unwrap();
-    expect_conflict(in_uow!(store, |uow| uow.users().create(dup).await), Constraint::UserEmail);
+    expect_conflict(
+        in_uow!(store, |uow| uow.users().create(dup).await),
+        Constraint::UserEmail,
+    );
     assert!(in_uow!(store, |uow| uow.users().soft_delete(ann.id).await).unwrap());
     let again = NewUser::new("ann@example.com", "Ann two").unwrap();
     in_uow!(store, |uow| uow.users().create(again).await).expect("email of a deleted user");
@@ -107,5 +145,6 @@ pub async fn one_live_review_per_author_and_product(store: Arc<dyn Store>) {
     );
     assert!(in_uow!(store, |uow| uow.reviews().soft_delete(first.id).await).unwrap());
     let third = NewReview::new(p.id, u.id, 2).unwrap();
-    in_uow!(store, |uow| uow.reviews().create(third).await).expect("review after deleting the first");
+    in_uow!(store, |uow| uow.reviews().create(third).await)
+        .expect("review after deleting the first");
 }

@@ -6,25 +6,37 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use stockroom_core::{
-    CategoryPatch, Cursor, Limit, NewCategory, NewProduct, NewReview, NewUser, Page,
-    ProductFilter, ProductId, ProductPatch, ProductStatus, ReviewFilter, ReviewPatch, Rule,
-    SearchText, StockDelta, Store, UserId, UserPatch, MAX_LIMIT, MAX_OFFSET, MAX_STOCK,
+    CategoryPatch, Cursor, Limit, NewCategory, NewProduct, NewReview, NewUser, Page, ProductFilter,
+    ProductId, ProductPatch, ProductStatus, ReviewFilter, ReviewPatch, Rule, SearchText,
+    StockDelta, Store, UserId, UserPatch, MAX_LIMIT, MAX_OFFSET, MAX_STOCK,
 };
 
 use crate::support::*;
 
-const SLUG_SHAPE: Rule = Rule::Malformed { expected: "lower-case letters and digits joined by single hyphens" };
+const SLUG_SHAPE: Rule = Rule::Malformed {
+    expected: "lower-case letters and digits joined by single hyphens",
+};
 const SKU_SHAPE: Rule = Rule::Malformed {
     expected: "upper-case letters, digits, '-', '_' or '.', starting with a letter or digit",
 };
-const EMAIL_SHAPE: Rule = Rule::Malformed { expected: "an email address" };
-const CURSOR_SHAPE: Rule = Rule::Malformed { expected: "a cursor returned by a previous page" };
+const EMAIL_SHAPE: Rule = Rule::Malformed {
+    expected: "an email address",
+};
+const CURSOR_SHAPE: Rule = Rule::Malformed {
+    expected: "a cursor returned by a previous page",
+};
 
 /// Seeds one row of each kind, so "nothing written" is checked against a non-empty store.
 async fn seeded(store: &Arc<dyn Store>) -> Counts {
     let cat = create_category(store, "seed").await;
     let user = create_user(store, "seed").await;
-    let p = create_product(store, new_product("seed", 5).in_category(cat.id).created_by(user.id)).await;
+    let p = create_product(
+        store,
+        new_product("seed", 5)
+            .in_category(cat.id)
+            .created_by(user.id),
+    )
+    .await;
     let review = NewReview::new(p.id, user.id, 3).unwrap();
     in_uow!(store, |uow| uow.reviews().create(review).await).unwrap();
     counts(store).await
@@ -42,12 +54,20 @@ pub async fn product_name_rules(store: Arc<dyn Store>) {
         ("a\0b", Rule::ControlCharacter),
         ("a\nb", Rule::ControlCharacter),
     ] {
-        expect_validation(NewProduct::new(name, "ok-slug", "OK-SKU"), "name", rule.clone());
+        expect_validation(
+            NewProduct::new(name, "ok-slug", "OK-SKU"),
+            "name",
+            rule.clone(),
+        );
         expect_validation(ProductPatch::new().name(name), "name", rule);
     }
     assert_eq!(counts(&store).await, before, "store changed");
     let longest = "é".repeat(200);
-    let p = create_product(&store, NewProduct::new(&format!("  {longest} "), "ok-slug", "OK-SKU").unwrap()).await;
+    let p = create_product(
+        &store,
+        NewProduct::new(&format!("  {longest} "), "ok-slug", "OK-SKU").unwrap(),
+    )
+    .await;
     assert_eq!(p.name, longest, "a 200-character name is stored trimmed");
 }
 
@@ -61,13 +81,29 @@ pub async fn slug_rules(store: Arc<dyn Store>) {
         expect_validation(NewCategory::new("Mugs", bad), "slug", SLUG_SHAPE);
         expect_validation(ProductPatch::new().slug(bad), "slug", SLUG_SHAPE);
         expect_validation(CategoryPatch::new().slug(bad), "slug", SLUG_SHAPE);
-        expect_validation(stockroom_core::CategoryFilter::default().slug(bad), "slug", SLUG_SHAPE);
+        expect_validation(
+            stockroom_core::CategoryFilter::default().slug(bad),
+            "slug",
+            SLUG_SHAPE,
+        );
     }
     expect_validation(NewProduct::new("Mug", "", "MUG"), "slug", Rule::Empty);
-    expect_validation(NewProduct::new("Mug", &"a".repeat(101), "MUG"), "slug", Rule::TooLong { max: 100 });
-    expect_validation(NewProduct::new("Mug", "a\0b", "MUG"), "slug", Rule::ControlCharacter);
+    expect_validation(
+        NewProduct::new("Mug", &"a".repeat(101), "MUG"),
+        "slug",
+        Rule::TooLong { max: 100 },
+    );
+    expect_validation(
+        NewProduct::new("Mug", "a\0b", "MUG"),
+        "slug",
+        Rule::ControlCharacter,
+    );
     assert_eq!(counts(&store).await, before, "store changed");
-    create_product(&store, NewProduct::new("Mug", &"a".repeat(100), "MUG").unwrap()).await;
+    create_product(
+        &store,
+        NewProduct::new("Mug", &"a".repeat(100), "MUG").unwrap(),
+    )
+    .await;
 }
 
 /// Skus: lower case, a leading punctuation mark, spaces and non-ASCII are malformed; empty, over
@@ -79,10 +115,22 @@ pub async fn sku_rules(store: Arc<dyn Store>) {
         expect_validation(ProductPatch::new().sku(bad), "sku", SKU_SHAPE);
     }
     expect_validation(NewProduct::new("Mug", "mug", ""), "sku", Rule::Empty);
-    expect_validation(NewProduct::new("Mug", "mug", &"M".repeat(65)), "sku", Rule::TooLong { max: 64 });
-    expect_validation(NewProduct::new("Mug", "mug", "M\0G"), "sku", Rule::ControlCharacter);
+    expect_validation(
+        NewProduct::new("Mug", "mug", &"M".repeat(65)),
+        "sku",
+        Rule::TooLong { max: 64 },
+    );
+    expect_validation(
+        NewProduct::new("Mug", "mug", "M\0G"),
+        "sku",
+        Rule::ControlCharacter,
+    );
     assert_eq!(counts(&store).await, before, "store changed");
-    create_product(&store, NewProduct::new("Mug", "mug", &format!("9{}", "A._-".repeat(15))).unwrap()).await;
+    create_product(
+        &store,
+        NewProduct::new("Mug", "mug", &format!("9{}", "A._-".repeat(15))).unwrap(),
+    )
+    .await;
 }
 
 /// Descriptions and review bodies: over 5,000 characters or with NUL are refused; line breaks
@@ -91,17 +139,41 @@ pub async fn text_rules(store: Arc<dyn Store>) {
     let before = seeded(&store).await;
     let long = "x".repeat(5_001);
     let base = || NewProduct::new("Mug", "mug", "MUG").unwrap();
-    expect_validation(base().with_description(&long), "description", Rule::TooLong { max: 5_000 });
-    expect_validation(base().with_description("a\0b"), "description", Rule::ControlCharacter);
-    expect_validation(ProductPatch::new().description(Some("a\u{7}b")), "description", Rule::ControlCharacter);
+    expect_validation(
+        base().with_description(&long),
+        "description",
+        Rule::TooLong { max: 5_000 },
+    );
+    expect_validation(
+        base().with_description("a\0b"),
+        "description",
+        Rule::ControlCharacter,
+    );
+    expect_validation(
+        ProductPatch::new().description(Some("a\u{7}b")),
+        "description",
+        Rule::ControlCharacter,
+    );
     let review = || NewReview::new(ProductId::new(), UserId::new(), 3).unwrap();
-    expect_validation(review().with_body(&long), "body", Rule::TooLong { max: 5_000 });
+    expect_validation(
+        review().with_body(&long),
+        "body",
+        Rule::TooLong { max: 5_000 },
+    );
     expect_validation(review().with_body("a\0b"), "body", Rule::ControlCharacter);
-    expect_validation(ReviewPatch::new().body(Some("\0")), "body", Rule::ControlCharacter);
+    expect_validation(
+        ReviewPatch::new().body(Some("\0")),
+        "body",
+        Rule::ControlCharacter,
+    );
     assert_eq!(counts(&store).await, before, "store changed");
     let ok = base().with_description("line one\n\tline two\r\n").unwrap();
     let p = create_product(&store, ok).await;
-    assert_eq!(p.description.as_deref(), Some("line one\n\tline two\r\n"), "description round trip");
+    assert_eq!(
+        p.description.as_deref(),
+        Some("line one\n\tline two\r\n"),
+        "description round trip"
+    );
 }
 
 /// Stock: negative or above `MAX_STOCK` is `OutOfRange{0, MAX_STOCK}` on `stock`; 0 and
@@ -110,13 +182,25 @@ pub async fn stock_rules(store: Arc<dyn Store>) {
     let before = seeded(&store).await;
     for bad in [-1, -1_000, MAX_STOCK + 1, i64::MIN, i64::MAX] {
         expect_validation(
-            NewProduct::new("Mug", "mug", "MUG").unwrap().with_stock(bad),
+            NewProduct::new("Mug", "mug", "MUG")
+                .unwrap()
+                .with_stock(bad),
             "stock",
-            Rule::OutOfRange { min: 0, max: MAX_STOCK },
+            Rule::OutOfRange {
+                min: 0,
+                max: MAX_STOCK,
+            },
         );
     }
     assert_eq!(counts(&store).await, before, "store changed");
-    let p = create_product(&store, NewProduct::new("Mug", "mug", "MUG").unwrap().with_stock(MAX_STOCK).unwrap()).await;
+    let p = create_product(
+        &store,
+        NewProduct::new("Mug", "mug", "MUG")
+            .unwrap()
+            .with_stock(MAX_STOCK)
+            .unwrap(),
+    )
+    .await;
     assert_eq!(p.stock, MAX_STOCK, "largest stock round trip");
 }
 
@@ -124,9 +208,22 @@ pub async fn stock_rules(store: Arc<dyn Store>) {
 /// `delta`.
 pub async fn stock_delta_rules(store: Arc<dyn Store>) {
     let before = seeded(&store).await;
-    expect_validation(StockDelta::new(0), "delta", Rule::Malformed { expected: "a non-zero change" });
+    expect_validation(
+        StockDelta::new(0),
+        "delta",
+        Rule::Malformed {
+            expected: "a non-zero change",
+        },
+    );
     for bad in [MAX_STOCK + 1, -MAX_STOCK - 1, i64::MIN] {
-        expect_validation(StockDelta::new(bad), "delta", Rule::OutOfRange { min: -MAX_STOCK, max: MAX_STOCK });
+        expect_validation(
+            StockDelta::new(bad),
+            "delta",
+            Rule::OutOfRange {
+                min: -MAX_STOCK,
+                max: MAX_STOCK,
+            },
+        );
     }
     assert_eq!(counts(&store).await, before, "store changed");
 }
@@ -136,16 +233,40 @@ pub async fn stock_delta_rules(store: Arc<dyn Store>) {
 /// refused; display names follow the name rules.
 pub async fn email_and_display_name_rules(store: Arc<dyn Store>) {
     let before = seeded(&store).await;
-    for bad in ["ann", "ann@localhost", "@example.com", "a b@example.com", "ann@.com", "ann@example.", "a@b@c.com"] {
+    for bad in [
+        "ann",
+        "ann@localhost",
+        "@example.com",
+        "a b@example.com",
+        "ann@.com",
+        "ann@example.",
+        "a@b@c.com",
+    ] {
         expect_validation(NewUser::new(bad, "Ann"), "email", EMAIL_SHAPE);
         expect_validation(UserPatch::new().email(bad), "email", EMAIL_SHAPE);
-        expect_validation(stockroom_core::UserFilter::default().email(bad), "email", EMAIL_SHAPE);
+        expect_validation(
+            stockroom_core::UserFilter::default().email(bad),
+            "email",
+            EMAIL_SHAPE,
+        );
     }
     expect_validation(NewUser::new("", "Ann"), "email", Rule::Empty);
     let long = format!("{}@example.com", "a".repeat(243));
-    expect_validation(NewUser::new(&long, "Ann"), "email", Rule::TooLong { max: 254 });
-    expect_validation(NewUser::new("ann@example.com", " "), "display_name", Rule::Empty);
-    expect_validation(UserPatch::new().display_name("a\0"), "display_name", Rule::ControlCharacter);
+    expect_validation(
+        NewUser::new(&long, "Ann"),
+        "email",
+        Rule::TooLong { max: 254 },
+    );
+    expect_validation(
+        NewUser::new("ann@example.com", " "),
+        "display_name",
+        Rule::Empty,
+    );
+    expect_validation(
+        UserPatch::new().display_name("a\0"),
+        "display_name",
+        Rule::ControlCharacter,
+    );
     assert_eq!(counts(&store).await, before, "store changed");
 }
 
@@ -155,7 +276,11 @@ pub async fn rating_rules(store: Arc<dyn Store>) {
     let before = seeded(&store).await;
     for bad in [0, 6, -1, 100] {
         let rule = Rule::OutOfRange { min: 1, max: 5 };
-        expect_validation(NewReview::new(ProductId::new(), UserId::new(), bad), "rating", rule.clone());
+        expect_validation(
+            NewReview::new(ProductId::new(), UserId::new(), bad),
+            "rating",
+            rule.clone(),
+        );
         expect_validation(ReviewPatch::new().rating(bad), "rating", rule.clone());
         expect_validation(ReviewFilter::default().rating(bad), "rating", rule);
     }
@@ -166,8 +291,16 @@ pub async fn rating_rules(store: Arc<dyn Store>) {
 pub async fn category_name_rules(store: Arc<dyn Store>) {
     let before = seeded(&store).await;
     expect_validation(NewCategory::new("", "ok"), "name", Rule::Empty);
-    expect_validation(NewCategory::new(&"c".repeat(201), "ok"), "name", Rule::TooLong { max: 200 });
-    expect_validation(CategoryPatch::new().name("\0"), "name", Rule::ControlCharacter);
+    expect_validation(
+        NewCategory::new(&"c".repeat(201), "ok"),
+        "name",
+        Rule::TooLong { max: 200 },
+    );
+    expect_validation(
+        CategoryPatch::new().name("\0"),
+        "name",
+        Rule::ControlCharacter,
+    );
     assert_eq!(counts(&store).await, before, "store changed");
 }
 
@@ -175,17 +308,27 @@ pub async fn category_name_rules(store: Arc<dyn Store>) {
 /// above `MAX_OFFSET` are refused on `offset`; limits 1 and 1000 work.
 pub async fn page_rules(store: Arc<dyn Store>) {
     let before = seeded(&store).await;
-    let limit_rule = Rule::OutOfRange { min: 1, max: i64::from(MAX_LIMIT) };
+    let limit_rule = Rule::OutOfRange {
+        min: 1,
+        max: i64::from(MAX_LIMIT),
+    };
     for bad in [0, 1_001, -1, i64::MAX] {
         expect_validation(Limit::new(bad), "limit", limit_rule.clone());
         expect_validation(Page::new(bad, 0), "limit", limit_rule.clone());
     }
-    let offset_rule = Rule::OutOfRange { min: 0, max: MAX_OFFSET as i64 };
+    let offset_rule = Rule::OutOfRange {
+        min: 0,
+        max: MAX_OFFSET as i64,
+    };
     expect_validation(Page::new(10, -1), "offset", offset_rule.clone());
     expect_validation(Page::new(10, MAX_OFFSET as i64 + 1), "offset", offset_rule);
     assert_eq!(counts(&store).await, before, "store changed");
     for limit in [1, 1_000] {
-        let rows = in_read!(store, |r| r.products().list(&ProductFilter::default(), Page::new(limit, 0).unwrap()).await).unwrap();
+        let rows = in_read!(store, |r| r
+            .products()
+            .list(&ProductFilter::default(), Page::new(limit, 0).unwrap())
+            .await)
+        .unwrap();
         assert_eq!(rows.len(), 1, "limit {limit} on a store with one product");
     }
 }
@@ -226,7 +369,10 @@ pub async fn search_query_rules(store: Arc<dyn Store>) {
     assert_eq!(counts(&store).await, before, "store changed");
     let filter = ProductFilter::default().search(&"é".repeat(200)).unwrap();
     let page = in_read!(store, |r| r.products().search(&filter, all()).await).unwrap();
-    assert_eq!(page.total, 0, "a 200-character query runs and finds nothing");
+    assert_eq!(
+        page.total, 0,
+        "a 200-character query runs and finds nothing"
+    );
 }
 
 /// Statuses and ids parsed from text: an unknown status is `Malformed` on `status`, a bad UUID
@@ -239,6 +385,9 @@ pub async fn status_and_id_parsing_rules(store: Arc<dyn Store>) {
     for bad in ["", "42", "not-a-uuid", "0190b5e6-7c3a-7d1e-9a1b"] {
         expect_malformed(ProductId::from_str(bad), "id");
     }
-    assert_eq!(ProductStatus::from_str("archived").unwrap(), ProductStatus::Archived);
+    assert_eq!(
+        ProductStatus::from_str("archived").unwrap(),
+        ProductStatus::Archived
+    );
     assert_eq!(counts(&store).await, before, "store changed");
 }

@@ -11,19 +11,39 @@ use crate::support::*;
 pub async fn update_with_the_current_version_succeeds(store: Arc<dyn Store>) {
     let p = create_product(&store, new_product("a", 1)).await;
     let patch = ProductPatch::new().name("Renamed").unwrap();
-    let u = in_uow!(store, |uow| uow.products().update(p.id, &patch, Some(1)).await).unwrap();
-    assert_eq!((u.version, u.name.as_str()), (2, "Renamed"), "updated {u:?}");
+    let u = in_uow!(store, |uow| uow
+        .products()
+        .update(p.id, &patch, Some(1))
+        .await)
+    .unwrap();
+    assert_eq!(
+        (u.version, u.name.as_str()),
+        (2, "Renamed"),
+        "updated {u:?}"
+    );
 }
 
 /// An update with a stale version is `StaleVersion{expected, actual}` and changes nothing.
 pub async fn update_with_a_stale_version_is_rejected(store: Arc<dyn Store>) {
     let p = create_product(&store, new_product("a", 1)).await;
     let first = ProductPatch::new().name("First").unwrap();
-    let winner = in_uow!(store, |uow| uow.products().update(p.id, &first, Some(1)).await).unwrap();
+    let winner = in_uow!(store, |uow| uow
+        .products()
+        .update(p.id, &first, Some(1))
+        .await)
+    .unwrap();
     let second = ProductPatch::new().name("Second").unwrap();
-    let result = in_uow!(store, |uow| uow.products().update(p.id, &second, Some(1)).await);
+    let result = in_uow!(store, |uow| uow
+        .products()
+        .update(p.id, &second, Some(1))
+        .await);
     match result {
-        Err(Error::StaleVersion { entity, id, expected, actual }) => {
+        Err(Error::StaleVersion {
+            entity,
+            id,
+            expected,
+            actual,
+        }) => {
             assert_eq!(
                 (entity, id, expected, actual),
                 (EntityKind::Product, p.id.to_string(), 1, 2),
@@ -33,15 +53,27 @@ pub async fn update_with_a_stale_version_is_rejected(store: Arc<dyn Store>) {
         other => panic!("expected StaleVersion, got {other:?}"),
     }
     let now = get_product(&store, p.id).await;
-    assert_eq!(now.as_ref(), Some(&winner), "row after a stale update: {now:?}");
+    assert_eq!(
+        now.as_ref(),
+        Some(&winner),
+        "row after a stale update: {now:?}"
+    );
 }
 
 /// A version from the future is stale too.
 pub async fn update_with_a_future_version_is_rejected(store: Arc<dyn Store>) {
     let p = create_product(&store, new_product("a", 1)).await;
     let patch = ProductPatch::new().name("X").unwrap();
-    match in_uow!(store, |uow| uow.products().update(p.id, &patch, Some(7)).await) {
-        Err(Error::StaleVersion { expected: 7, actual: 1, .. }) => {}
+    match in_uow!(store, |uow| uow
+        .products()
+        .update(p.id, &patch, Some(7))
+        .await)
+    {
+        Err(Error::StaleVersion {
+            expected: 7,
+            actual: 1,
+            ..
+        }) => {}
         other => panic!("expected StaleVersion {{ expected: 7, actual: 1 }}, got {other:?}"),
     }
     assert_eq!(get_product(&store, p.id).await, Some(p), "row changed");
@@ -53,8 +85,17 @@ pub async fn every_write_bumps_the_version(store: Arc<dyn Store>) {
     let p = create_product(&store, new_product("a", 5)).await;
     let mut last = (p.version, p.updated_at);
     let check = |step: &str, version: i64, updated_at, last: &mut (i64, _)| {
-        assert_eq!(version, last.0 + 1, "{step}: version {version} after {}", last.0);
-        assert!(updated_at > last.1, "{step}: updated_at {updated_at:?} !> {:?}", last.1);
+        assert_eq!(
+            version,
+            last.0 + 1,
+            "{step}: version {version} after {}",
+            last.0
+        );
+        assert!(
+            updated_at > last.1,
+            "{step}: updated_at {updated_at:?} !> {:?}",
+            last.1
+        );
         *last = (version, updated_at);
     };
     tick().await;
@@ -74,7 +115,11 @@ pub async fn every_write_bumps_the_version(store: Arc<dyn Store>) {
     let u = get_product(&store, p.id).await.unwrap();
     check("restore", u.version, u.updated_at, &mut last);
     tick().await;
-    let n = in_uow!(store, |uow| uow.products().update_many(&[p.id], &patch).await).unwrap();
+    let n = in_uow!(store, |uow| uow
+        .products()
+        .update_many(&[p.id], &patch)
+        .await)
+    .unwrap();
     assert_eq!(n, 1);
     let u = get_product(&store, p.id).await.unwrap();
     check("update_many", u.version, u.updated_at, &mut last);
@@ -88,9 +133,26 @@ pub async fn the_second_of_two_writers_is_stale(store: Arc<dyn Store>) {
     let seen_by_bob = get_product(&store, p.id).await.unwrap().version;
     let ann = ProductPatch::new().name("Ann's").unwrap();
     let bob = ProductPatch::new().name("Bob's").unwrap();
-    in_uow!(store, |uow| uow.products().update(p.id, &ann, Some(seen_by_ann)).await).unwrap();
-    let result = in_uow!(store, |uow| uow.products().update(p.id, &bob, Some(seen_by_bob)).await);
-    assert!(matches!(result, Err(Error::StaleVersion { expected: 1, actual: 2, .. })), "bob got {result:?}");
+    in_uow!(store, |uow| uow
+        .products()
+        .update(p.id, &ann, Some(seen_by_ann))
+        .await)
+    .unwrap();
+    let result = in_uow!(store, |uow| uow
+        .products()
+        .update(p.id, &bob, Some(seen_by_bob))
+        .await);
+    assert!(
+        matches!(
+            result,
+            Err(Error::StaleVersion {
+                expected: 1,
+                actual: 2,
+                ..
+            })
+        ),
+        "bob got {result:?}"
+    );
     let name = get_product(&store, p.id).await.unwrap().name;
     assert_eq!(name, "Ann's", "the stale write went through");
 }
