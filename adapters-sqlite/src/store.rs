@@ -422,6 +422,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn connections_get_the_configured_settings() {
+        let path = std::env::temp_dir().join(format!(
+            "stockroom-settings-{}.db",
+            uuid::Uuid::now_v7().simple()
+        ));
+        for (durability, synchronous) in [(Durability::Normal, 1), (Durability::Full, 2)] {
+            let settings = Settings {
+                location: Location::File(path.clone()),
+                busy_timeout: Duration::from_millis(1234),
+                durability,
+            };
+            for writer in [true, false] {
+                let conn = settings.open(writer).unwrap();
+                let pragma = |name: &str| -> i64 {
+                    conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+                        .unwrap()
+                };
+                assert_eq!(pragma("synchronous"), synchronous);
+                assert_eq!(pragma("foreign_keys"), 1);
+                assert_eq!(pragma("busy_timeout"), 1234);
+                assert_eq!(pragma("query_only"), i64::from(!writer));
+                let mode: String = conn
+                    .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                    .unwrap();
+                assert_eq!(mode, "wal");
+            }
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.clone().into_os_string();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
+    }
+
+    #[test]
     fn urls_name_a_file_or_memory() {
         assert_eq!(
             Location::parse("sqlite://data/shop.db").unwrap(),

@@ -1,0 +1,381 @@
+//! What is particular to the SQLite adapter: the writer slot, rollback of abandoned
+//! transactions, parallel reads under WAL, the in-memory form, the schema and its settings.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+use stockroom_core::{
+    Constraint, Error, Limit, NewProduct, Page, ProductFilter, Store, StoreConfig, StoreExt,
+};
+use stockroom_sqlite::SqliteStore;
+
+/// A fresh database file, removed (with its WAL files) on drop.
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new() -> Self {
+        Self(std::env::temp_dir().join(format!(
+            "stockroom-sqlite-test-{}-{}.db",
+            std::process::id(),
+            uuid::Uuid::now_v7().simple()
+        )))
+    }
+    fn config(&self) -> StoreConfig {
+        StoreConfig::new(format!("sqlite://{}", self.0.display()))
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = self.0.clone().into_os_string();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+fn product(i: usize) -> NewProduct {
+    NewProduct::new(
+        &format!("Product {i}"),
+        &format!("p-{i}"),
+        &format!("SKU-{i}"),
+    )
+    .unwrap()
+    .with_stock(10)
+    .unwrap()
+}
+
+async fn count_products(store: &dyn Store) -> u64 {
+    let mut read = store.read().await.expect("read");
+    read.products()
+        .count(&ProductFilter::default())
+        .await
+        .expect("count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn begin_waits_for_the_writer_then_fails_as_transient() {
+    let db = TempDb::new();
+    let store = SqliteStore::connect(&db.config().with_busy_timeout(Duration::from_millis(200)))
+        .await
+        .unwrap();
+    let held = store.begin().await.unwrap();
+    let started = Instant::now();
+    let second = store.begin().await;
+    assert!(
+        matches!(second, Err(Error::Transient { .. })),
+        "{:?}",
+        second.err()
+    );
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    // The writer is handed over as soon as it is free.
+    let waiter = {
+        let store = store.clone();
+        tokio::spawn(async move { store.begin().await.map(drop) })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    held.rollback().await.unwrap();
+    waiter
+        .await
+        .unwrap()
+        .expect("begin after the writer was freed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_lock_held_by_another_process_is_transient() {
+    let db = TempDb::new();
+    let store = SqliteStore::connect(&db.config().with_busy_timeout(Duration::from_millis(100)))
+        .await
+        .unwrap();
+    let other = Connection::open(&db.0).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let result = store.begin().await;
+    assert!(
+        matches!(result, Err(Error::Transient { .. })),
+        "{:?}",
+        result.err()
+    );
+    other.execute_batch("ROLLBACK").unwrap();
+    store
+        .begin()
+        .await
+        .expect("begin once the other writer is done");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dropped_unit_of_work_rolls_back_and_frees_the_writer() {
+    let db = TempDb::new();
+    let store = SqliteStore::connect(&db.config()).await.unwrap();
+    let mut uow = store.begin().await.unwrap();
+    uow.products().create(product(1)).await.unwrap();
+    drop(uow);
+    let mut uow = store.begin().await.expect("the writer is free again");
+    assert_eq!(
+        uow.products()
+            .count(&ProductFilter::default())
+            .await
+            .unwrap(),
+        0
+    );
+    uow.commit().await.unwrap();
+    assert_eq!(count_products(&store).await, 0);
+}
+
+/// A call abandoned mid-way (its future dropped by a timeout) leaves the unit of work without a
+/// connection, and the connection goes back with its transaction rolled back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancelled_call_never_leaks_its_transaction() {
+    let db = TempDb::new();
+    let store = SqliteStore::connect(&db.config()).await.unwrap();
+    let mut uow = store.begin().await.unwrap();
+    let many: Vec<_> = (0..20_000).map(product).collect();
+    let cancelled =
+        tokio::time::timeout(Duration::from_millis(1), uow.products().create_many(many)).await;
+    assert!(cancelled.is_err(), "the call finished before the timeout");
+    let after = uow.products().count(&ProductFilter::default()).await;
+    assert!(matches!(after, Err(Error::Unavailable { .. })), "{after:?}");
+    drop(uow);
+    let mut uow = store.begin().await.expect("begin after the cancelled call");
+    assert_eq!(
+        uow.products()
+            .count(&ProductFilter::default())
+            .await
+            .unwrap(),
+        0
+    );
+    uow.rollback().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reads_run_beside_an_open_write_transaction_and_see_only_commits() {
+    let db = TempDb::new();
+    let store = SqliteStore::connect(&db.config()).await.unwrap();
+    let mut uow = store.begin().await.unwrap();
+    let committed = uow.products().create(product(1)).await.unwrap();
+    uow.commit().await.unwrap();
+
+    let mut uow = store.begin().await.unwrap();
+    let pending = uow.products().create(product(2)).await.unwrap();
+    // Two read sessions at once, while the writer holds its transaction open.
+    let (mut a, mut b) = (store.read().await.unwrap(), store.read().await.unwrap());
+    let (seen, unseen) = tokio::join!(a.products().get(committed.id), b.products().get(pending.id));
+    assert_eq!(seen.unwrap().map(|p| p.id), Some(committed.id));
+    assert_eq!(
+        unseen.unwrap(),
+        None,
+        "an uncommitted row leaked to a reader"
+    );
+    uow.commit().await.unwrap();
+    assert!(a.products().get(pending.id).await.unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_memory_form_shares_one_database_between_connections() {
+    for url in ["sqlite::memory:", "sqlite://:memory:"] {
+        let store = SqliteStore::connect(&StoreConfig::new(url)).await.unwrap();
+        let other = SqliteStore::connect(&StoreConfig::new(url)).await.unwrap();
+        let mut uow = store.begin().await.unwrap();
+        let p = uow.products().create(product(1)).await.unwrap();
+        uow.commit().await.unwrap();
+        // product_details reads on three connections at once.
+        let details = store
+            .product_details(p.id, Limit::new(5).unwrap())
+            .await
+            .unwrap()
+            .expect("details");
+        assert_eq!(details.product, p);
+        assert_eq!(
+            count_products(&other).await,
+            0,
+            "{url}: two stores share a database"
+        );
+        store.close().await;
+        other.close().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn create_many_beyond_one_batch_is_one_time_in_order_and_all_or_nothing() {
+    let db = TempDb::new();
+    let store = SqliteStore::connect(&db.config()).await.unwrap();
+    let mut uow = store.begin().await.unwrap();
+    let created = uow
+        .products()
+        .create_many((0..5_000).map(product).collect())
+        .await
+        .unwrap();
+    assert_eq!(created.len(), 5_000);
+    assert!(created
+        .iter()
+        .all(|p| p.created_at == created[0].created_at));
+    assert!(created
+        .iter()
+        .enumerate()
+        .all(|(i, p)| p.sku == format!("SKU-{i}")));
+    uow.commit().await.unwrap();
+
+    // A duplicate in the last batch: nothing of the earlier batches stays.
+    let mut uow = store.begin().await.unwrap();
+    let mut batch: Vec<_> = (5_000..10_000).map(product).collect();
+    batch.push(product(0));
+    let err = uow.products().create_many(batch).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            Error::Conflict {
+                constraint: Constraint::ProductSku | Constraint::ProductSlug
+            }
+        ),
+        "{err:?}"
+    );
+    uow.commit().await.unwrap();
+    assert_eq!(count_products(&store).await, 5_000);
+    let mut read = store.read().await.unwrap();
+    let page = read
+        .products()
+        .list(&ProductFilter::default(), Page::new(1_000, 4_500).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 500);
+    assert_eq!(page[0].sku, "SKU-4500");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_closed_store_is_unavailable() {
+    let db = TempDb::new();
+    let store = SqliteStore::connect(&db.config()).await.unwrap();
+    store.health().await.unwrap();
+    store.close().await;
+    assert!(matches!(
+        store.begin().await,
+        Err(Error::Unavailable { .. })
+    ));
+    assert!(matches!(store.read().await, Err(Error::Unavailable { .. })));
+    assert!(matches!(
+        store.health().await,
+        Err(Error::Unavailable { .. })
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_schema_is_migrated_once_with_its_named_indexes_in_wal_mode() {
+    let db = TempDb::new();
+    SqliteStore::connect(&db.config())
+        .await
+        .unwrap()
+        .close()
+        .await;
+    // Connecting again finds the schema current.
+    SqliteStore::connect(&db.config())
+        .await
+        .unwrap()
+        .close()
+        .await;
+    let conn = Connection::open(&db.0).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 1);
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+    for constraint in Constraint::ALL {
+        if constraint == Constraint::PrimaryKey {
+            continue;
+        }
+        let found: bool = conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?)",
+                [constraint.as_str()],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(found, "no index named {constraint}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migrations_can_be_skipped() {
+    let db = TempDb::new();
+    let store = SqliteStore::connect(&db.config().with_migrations(false))
+        .await
+        .unwrap();
+    let result = count_products_result(&store).await;
+    assert!(matches!(result, Err(Error::Backend { .. })), "{result:?}");
+    let conn = Connection::open(&db.0).unwrap();
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(version, 0);
+}
+
+async fn count_products_result(store: &dyn Store) -> stockroom_core::Result<u64> {
+    let mut read = store.read().await?;
+    read.products().count(&ProductFilter::default()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bad_urls_are_validation_errors() {
+    for url in [
+        "postgres://localhost/db",
+        "sqlite://",
+        "sqlite://x.db?mode=ro",
+    ] {
+        let result = SqliteStore::connect(&StoreConfig::new(url)).await;
+        assert!(
+            matches!(result, Err(Error::Validation { field: "url", .. })),
+            "{url}: {:?}",
+            result.err()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 8)]
+async fn concurrent_transfers_keep_the_total() {
+    let db = TempDb::new();
+    let store = Arc::new(SqliteStore::connect(&db.config()).await.unwrap());
+    let mut uow = store.begin().await.unwrap();
+    let ids: Vec<_> = uow
+        .products()
+        .create_many((0..6).map(product).collect())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    uow.commit().await.unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..16usize {
+        let store = Arc::clone(&store);
+        let ids = ids.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut applied = 0u64;
+            for i in 0..25usize {
+                let (a, b) = ((t + i) % ids.len(), (t + 2 * i + 1) % ids.len());
+                if a == b {
+                    continue;
+                }
+                let request = stockroom_core::TransferRequest::new(ids[a], ids[b], 3);
+                match store.transfer(&request).await {
+                    Ok(_) => applied += 1,
+                    Err(Error::InsufficientStock { .. }) => {}
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            applied
+        }));
+    }
+    let mut applied = 0;
+    for t in tasks {
+        applied += t.await.unwrap();
+    }
+    let mut read = store.read().await.unwrap();
+    let products = read.products().get_many(&ids).await.unwrap();
+    assert_eq!(products.iter().map(|p| p.stock).sum::<i64>(), 60);
+    assert!(products.iter().all(|p| p.stock >= 0));
+    assert_eq!(read.movements().count().await.unwrap(), applied);
+}
