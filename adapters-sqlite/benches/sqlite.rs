@@ -1,1 +1,444 @@
-fn main() {}
+//! The SQLite adapter beside plain rusqlite running the same SQL on one connection.
+//!
+//! `cargo bench -p stockroom-sqlite --bench sqlite` prints, per scenario, the median of several
+//! samples for the adapter and for the baseline, and their ratio (adapter time / baseline time).
+//!
+//! - transfers: 4,000 stock transfers; the adapter runs them from 8 concurrent tasks through
+//!   `StoreExt::transfer` (begin, lock, two conditional updates, ledger insert, commit); the
+//!   baseline runs the same statements one transfer after another on one connection.
+//! - create_many: 10,000 products in one unit of work (one multi-row INSERT per batch), into a
+//!   fresh file.
+//! - point reads: 10,000 `get` by id on one read session (sequential), and the same from 8
+//!   read sessions at once; the baseline runs the same SELECT on one connection.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use stockroom_core::time;
+use stockroom_core::{NewProduct, ProductId, Store, StoreConfig, StoreExt, TransferRequest};
+use stockroom_sqlite::SqliteStore;
+use uuid::Uuid;
+
+const SAMPLES: usize = 7;
+const TRANSFERS: usize = 4_000;
+const TASKS: usize = 8;
+const PRODUCTS: usize = 10_000;
+const READS: usize = 10_000;
+const HOT: usize = 64;
+
+const COLUMNS: &str = "id, name, slug, sku, description, status, stock, category_id, created_by, \
+                       created_at, updated_at, deleted_at, version";
+
+struct TempDb(PathBuf);
+
+impl TempDb {
+    fn new() -> Self {
+        Self(std::env::temp_dir().join(format!(
+            "stockroom-bench-{}-{}.db",
+            std::process::id(),
+            Uuid::now_v7().simple()
+        )))
+    }
+    fn config(&self) -> StoreConfig {
+        StoreConfig::new(format!("sqlite://{}", self.0.display()))
+    }
+}
+
+impl Drop for TempDb {
+    fn drop(&mut self) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = self.0.clone().into_os_string();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
+    }
+}
+
+fn new_product(prefix: &str, i: usize, stock: i64) -> NewProduct {
+    NewProduct::new(
+        &format!("Product {prefix} {i}"),
+        &format!("p-{}-{i}", prefix.to_lowercase()),
+        &format!("SKU-{prefix}-{i}"),
+    )
+    .unwrap()
+    .with_description("A product made for the benchmark, with a description of modest length.")
+    .unwrap()
+    .with_stock(stock)
+    .unwrap()
+}
+
+/// A fresh file with the adapter's schema and `n` products of `stock` units; their ids.
+async fn seeded(n: usize, stock: i64) -> (TempDb, Vec<ProductId>) {
+    let db = TempDb::new();
+    let store = SqliteStore::connect(&db.config()).await.unwrap();
+    let mut uow = store.begin().await.unwrap();
+    let ids = uow
+        .products()
+        .create_many((0..n).map(|i| new_product("SEED", i, stock)).collect())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    uow.commit().await.unwrap();
+    store.close().await;
+    (db, ids)
+}
+
+/// The baseline's connection: the adapter's writer settings, no pool, no threads.
+fn raw(path: &Path) -> Connection {
+    let conn = Connection::open(path).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+    )
+    .unwrap();
+    conn.busy_timeout(Duration::from_secs(5)).unwrap();
+    conn.set_prepared_statement_cache_capacity(64);
+    conn
+}
+
+/// Reads a product row the way the adapter does (every column, owned).
+type Row = (
+    [u8; 16],
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    i64,
+    Option<[u8; 16]>,
+    Option<[u8; 16]>,
+    i64,
+    i64,
+    Option<i64>,
+    i64,
+);
+
+fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+        r.get(7)?,
+        r.get(8)?,
+        r.get(9)?,
+        r.get(10)?,
+        r.get(11)?,
+        r.get(12)?,
+    ))
+}
+
+fn pairs(ids: &[ProductId], n: usize, seed: u64) -> Vec<(ProductId, ProductId)> {
+    let mut rng = seed | 1;
+    let mut next = move || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    (0..n)
+        .map(|_| {
+            let a = (next() % ids.len() as u64) as usize;
+            let b = (a + 1 + (next() % (ids.len() as u64 - 1)) as usize) % ids.len();
+            (ids[a], ids[b])
+        })
+        .collect()
+}
+
+async fn adapter_transfers(seed: u64) -> Duration {
+    let (db, ids) = seeded(HOT, 1_000_000).await;
+    let store = Arc::new(SqliteStore::connect(&db.config()).await.unwrap());
+    let work = pairs(&ids, TRANSFERS, seed);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for chunk in work.chunks(TRANSFERS / TASKS) {
+        let store = Arc::clone(&store);
+        let chunk = chunk.to_vec();
+        tasks.push(tokio::spawn(async move {
+            for (a, b) in chunk {
+                store
+                    .transfer(&TransferRequest::new(a, b, 1))
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    store.close().await;
+    elapsed
+}
+
+async fn baseline_transfers(seed: u64) -> Duration {
+    let (db, ids) = seeded(HOT, 1_000_000).await;
+    let work = pairs(&ids, TRANSFERS, seed);
+    let conn = raw(&db.0);
+    let lock_sql = format!(
+        "SELECT {COLUMNS} FROM products WHERE id IN (?, ?) AND deleted_at IS NULL \
+         ORDER BY created_at, id"
+    );
+    let adjust_sql = format!(
+        "UPDATE products SET stock = stock + ?1, updated_at = ?2, version = version + 1 \
+         WHERE id = ?3 AND deleted_at IS NULL AND stock + ?1 >= 0 RETURNING {COLUMNS}"
+    );
+    let record_sql = "INSERT INTO stock_movements \
+                      (id, source_id, target_id, quantity, idempotency_key, created_at) \
+                      VALUES (?, ?, ?, ?, ?, ?)";
+    let started = Instant::now();
+    for (a, b) in work {
+        let (sa, sb) = (a.as_uuid().into_bytes(), b.as_uuid().into_bytes());
+        let (lo, hi) = if sa < sb { (sa, sb) } else { (sb, sa) };
+        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let locked: Vec<Row> = conn
+            .prepare_cached(&lock_sql)
+            .unwrap()
+            .query_map(params![lo, hi], read_row)
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(locked.len(), 2);
+        let now = time::to_micros(time::now());
+        for (id, delta) in [(sa, -1i64), (sb, 1)] {
+            let row = conn
+                .prepare_cached(&adjust_sql)
+                .unwrap()
+                .query_row(params![delta, now, id], read_row)
+                .optional()
+                .unwrap();
+            assert!(row.is_some());
+        }
+        conn.prepare_cached(record_sql)
+            .unwrap()
+            .execute(params![
+                Uuid::now_v7().into_bytes(),
+                sa,
+                sb,
+                1i64,
+                None::<String>,
+                now
+            ])
+            .unwrap();
+        conn.execute_batch("COMMIT").unwrap();
+    }
+    started.elapsed()
+}
+
+async fn adapter_create_many(sample: usize) -> Duration {
+    let db = TempDb::new();
+    let store = SqliteStore::connect(&db.config()).await.unwrap();
+    let prefix = format!("S{sample}");
+    let new: Vec<_> = (0..PRODUCTS).map(|i| new_product(&prefix, i, 5)).collect();
+    let started = Instant::now();
+    let mut uow = store.begin().await.unwrap();
+    let created = uow.products().create_many(new).await.unwrap();
+    uow.commit().await.unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(created.len(), PRODUCTS);
+    store.close().await;
+    elapsed
+}
+
+async fn baseline_create_many(sample: usize) -> Duration {
+    let db = TempDb::new();
+    SqliteStore::connect(&db.config())
+        .await
+        .unwrap()
+        .close()
+        .await;
+    let conn = raw(&db.0);
+    let prefix = format!("S{sample}");
+    let new: Vec<_> = (0..PRODUCTS).map(|i| new_product(&prefix, i, 5)).collect();
+    let columns = format!("{COLUMNS}, search_text");
+    let per_row = 14;
+    let per_batch = 32_766 / per_row;
+    let started = Instant::now();
+    let now = time::now();
+    let rows: Vec<_> = new.into_iter().map(|n| n.into_entity(now)).collect();
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    for batch in rows.chunks(per_batch) {
+        let one = format!("({})", vec!["?"; per_row].join(", "));
+        let sql = format!(
+            "INSERT INTO products ({columns}) VALUES {}",
+            vec![one; batch.len()].join(", ")
+        );
+        let mut values: Vec<rusqlite::types::Value> = Vec::with_capacity(batch.len() * per_row);
+        for p in batch {
+            use rusqlite::types::Value::*;
+            values.extend([
+                Blob(p.id.as_uuid().as_bytes().to_vec()),
+                Text(p.name.clone()),
+                Text(p.slug.clone()),
+                Text(p.sku.clone()),
+                p.description.clone().map_or(Null, Text),
+                Text(p.status.as_str().to_owned()),
+                Integer(p.stock),
+                Null,
+                Null,
+                Integer(time::to_micros(p.created_at)),
+                Integer(time::to_micros(p.updated_at)),
+                Null,
+                Integer(p.version),
+                Text(p.search_document()),
+            ]);
+        }
+        conn.prepare_cached(&sql)
+            .unwrap()
+            .execute(rusqlite::params_from_iter(values))
+            .unwrap();
+    }
+    conn.execute_batch("COMMIT").unwrap();
+    started.elapsed()
+}
+
+async fn adapter_reads_sequential(db: &TempDb, ids: &[ProductId]) -> Duration {
+    let store = SqliteStore::connect(&db.config()).await.unwrap();
+    let mut read = store.read().await.unwrap();
+    let started = Instant::now();
+    for i in 0..READS {
+        let p = read
+            .products()
+            .get(ids[(i * 7919) % ids.len()])
+            .await
+            .unwrap();
+        assert!(p.is_some());
+    }
+    let elapsed = started.elapsed();
+    drop(read);
+    store.close().await;
+    elapsed
+}
+
+async fn adapter_reads_concurrent(db: &TempDb, ids: &[ProductId]) -> Duration {
+    let store = Arc::new(SqliteStore::connect(&db.config()).await.unwrap());
+    let ids = Arc::new(ids.to_vec());
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let (store, ids) = (Arc::clone(&store), Arc::clone(&ids));
+        tasks.push(tokio::spawn(async move {
+            let mut read = store.read().await.unwrap();
+            for i in (t..READS).step_by(TASKS) {
+                let p = read
+                    .products()
+                    .get(ids[(i * 7919) % ids.len()])
+                    .await
+                    .unwrap();
+                assert!(p.is_some());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let elapsed = started.elapsed();
+    store.close().await;
+    elapsed
+}
+
+fn baseline_reads(db: &TempDb, ids: &[ProductId]) -> Duration {
+    let conn = raw(&db.0);
+    let sql = format!("SELECT {COLUMNS} FROM products WHERE id = ? AND deleted_at IS NULL");
+    let started = Instant::now();
+    for i in 0..READS {
+        let id = ids[(i * 7919) % ids.len()].as_uuid().into_bytes();
+        let row = conn
+            .prepare_cached(&sql)
+            .unwrap()
+            .query_row([id], read_row)
+            .optional()
+            .unwrap();
+        assert!(row.is_some());
+    }
+    started.elapsed()
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+fn report(name: &str, unit: usize, what: &str, adapter: Duration, baseline: Duration) {
+    let rate = |d: Duration| unit as f64 / d.as_secs_f64();
+    println!(
+        "{name:<34} adapter {:>9.2} ms ({:>9.0} {what}/s)   rusqlite {:>9.2} ms ({:>9.0} {what}/s)   ratio {:>5.2}x",
+        adapter.as_secs_f64() * 1e3,
+        rate(adapter),
+        baseline.as_secs_f64() * 1e3,
+        rate(baseline),
+        adapter.as_secs_f64() / baseline.as_secs_f64(),
+    );
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` runs this once as a smoke test.
+    let samples = if std::env::args().any(|a| a == "--bench") {
+        SAMPLES
+    } else {
+        1
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        println!("stockroom-sqlite vs plain rusqlite, median of {samples} samples");
+
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for s in 0..samples {
+            a.push(adapter_transfers(s as u64 + 1).await);
+            b.push(baseline_transfers(s as u64 + 1).await);
+        }
+        report(
+            &format!("transfers ({TRANSFERS}, {TASKS} tasks)"),
+            TRANSFERS,
+            "tx",
+            median(a),
+            median(b),
+        );
+
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for s in 0..samples {
+            a.push(adapter_create_many(s).await);
+            b.push(baseline_create_many(s).await);
+        }
+        report(
+            &format!("create_many ({PRODUCTS} products)"),
+            PRODUCTS,
+            "rows",
+            median(a),
+            median(b),
+        );
+
+        let (db, ids) = seeded(PRODUCTS, 5).await;
+        let (mut a, mut c, mut b) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..samples {
+            a.push(adapter_reads_sequential(&db, &ids).await);
+            c.push(adapter_reads_concurrent(&db, &ids).await);
+            b.push(baseline_reads(&db, &ids));
+        }
+        let base = median(b);
+        report(
+            &format!("point reads ({READS}, 1 session)"),
+            READS,
+            "get",
+            median(a),
+            base,
+        );
+        report(
+            &format!("point reads ({READS}, {TASKS} sessions)"),
+            READS,
+            "get",
+            median(c),
+            base,
+        );
+    });
+}
