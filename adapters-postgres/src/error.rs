@@ -1,0 +1,183 @@
+//! sqlx errors mapped onto [`stockroom_core::Error`] by SQLSTATE, so a caller never sees a sqlx
+//! type.
+
+use std::io;
+
+use sqlx::postgres::PgDatabaseError;
+use stockroom_core::{Constraint, EntityKind, Error, Rule, MAX_STOCK};
+
+/// Maps a driver error onto the core's error.
+///
+/// | driver error | core error |
+/// |---|---|
+/// | 23505 unique violation | `Conflict` (constraint from the index name) |
+/// | 23514 check violation | `Validation` (field from the constraint name) |
+/// | 23503 foreign key violation | `NotFound` of the referenced entity |
+/// | 40001 serialization failure, 40P01 deadlock, 55P03 lock not available | `Transient` |
+/// | 08xxx connection exceptions, 57P01-57P03 shutdown, I/O and TLS errors, pool timed out or closed | `Unavailable` |
+/// | anything else | `Backend`, with the driver error as its source |
+pub(crate) fn map_error(error: sqlx::Error) -> Error {
+    match &error {
+        sqlx::Error::Database(db) => {
+            let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
+            let constraint = db.constraint().unwrap_or_default().to_owned();
+            match code.as_str() {
+                "23505" => match Constraint::from_message(&constraint)
+                    .or_else(|| Constraint::from_message(db.message()))
+                {
+                    Some(constraint) => Error::Conflict { constraint },
+                    None if constraint.ends_with("_pkey") => Error::Conflict {
+                        constraint: Constraint::PrimaryKey,
+                    },
+                    None => Error::backend("unique violation", error),
+                },
+                "23514" => check_violation(&constraint),
+                "23503" => {
+                    let detail = db
+                        .try_downcast_ref::<PgDatabaseError>()
+                        .and_then(PgDatabaseError::detail)
+                        .unwrap_or_default();
+                    match referenced_entity(&constraint) {
+                        Some(entity) => Error::not_found(entity, key_in_detail(detail)),
+                        None => Error::backend("foreign key violation", error),
+                    }
+                }
+                "40001" | "40P01" | "55P03" => Error::Transient {
+                    reason: db.message().to_owned(),
+                },
+                c if c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03") => {
+                    Error::Unavailable {
+                        reason: db.message().to_owned(),
+                    }
+                }
+                _ => Error::backend(format!("PostgreSQL error {code}"), error),
+            }
+        }
+        sqlx::Error::Io(e) => Error::Unavailable {
+            reason: format!("connection lost: {e}"),
+        },
+        sqlx::Error::Tls(e) => Error::Unavailable {
+            reason: format!("TLS failure: {e}"),
+        },
+        sqlx::Error::PoolTimedOut => Error::Unavailable {
+            reason: "timed out waiting for a pooled connection".to_owned(),
+        },
+        sqlx::Error::PoolClosed => Error::Unavailable {
+            reason: "the store is closed".to_owned(),
+        },
+        sqlx::Error::WorkerCrashed => Error::Unavailable {
+            reason: "the connection's worker stopped".to_owned(),
+        },
+        // The server went away in the middle of a message.
+        sqlx::Error::Protocol(p) if looks_like_lost_connection(p) => Error::Unavailable {
+            reason: format!("connection lost: {p}"),
+        },
+        _ => Error::backend("PostgreSQL driver error", error),
+    }
+}
+
+fn looks_like_lost_connection(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.contains("connection")
+        || m.contains("eof")
+        || m.contains(&io::ErrorKind::UnexpectedEof.to_string())
+}
+
+fn check_violation(constraint: &str) -> Error {
+    let (field, rule) = match constraint {
+        "products_stock_non_negative" => (
+            "stock",
+            Rule::OutOfRange {
+                min: 0,
+                max: MAX_STOCK,
+            },
+        ),
+        "reviews_rating_range" => ("rating", Rule::OutOfRange { min: 1, max: 5 }),
+        "stock_movements_quantity_positive" => (
+            "quantity",
+            Rule::OutOfRange {
+                min: 1,
+                max: MAX_STOCK,
+            },
+        ),
+        "products_status_known" => (
+            "status",
+            Rule::Malformed {
+                expected: "one of draft, active, archived",
+            },
+        ),
+        _ => (
+            "row",
+            Rule::Malformed {
+                expected: "a row that passes the table's checks",
+            },
+        ),
+    };
+    Error::validation(field, rule)
+}
+
+fn referenced_entity(constraint: &str) -> Option<EntityKind> {
+    match constraint {
+        "products_category_fk" => Some(EntityKind::Category),
+        "products_creator_fk" | "reviews_author_fk" => Some(EntityKind::User),
+        "reviews_product_fk" => Some(EntityKind::Product),
+        _ => None,
+    }
+}
+
+/// The key value in a foreign-key violation's detail: `Key (category_id)=(…) is not present …`.
+fn key_in_detail(detail: &str) -> String {
+    detail
+        .split_once(")=(")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map_or_else(|| "unknown".to_owned(), |(key, _)| key.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_and_io_failures_are_unavailable() {
+        for e in [
+            sqlx::Error::PoolTimedOut,
+            sqlx::Error::PoolClosed,
+            sqlx::Error::Io(io::Error::from(io::ErrorKind::ConnectionReset)),
+        ] {
+            assert!(matches!(map_error(e), Error::Unavailable { .. }));
+        }
+    }
+
+    #[test]
+    fn other_driver_errors_keep_their_source() {
+        let e = map_error(sqlx::Error::RowNotFound);
+        match e {
+            Error::Backend { source, .. } => assert!(source.is_some()),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn check_constraints_name_their_field() {
+        assert!(matches!(
+            check_violation("products_stock_non_negative"),
+            Error::Validation { field: "stock", .. }
+        ));
+        assert!(matches!(
+            check_violation("reviews_rating_range"),
+            Error::Validation {
+                field: "rating",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn foreign_key_detail_gives_the_key() {
+        assert_eq!(
+            key_in_detail("Key (category_id)=(0190a0b2-0000-7000-8000-000000000000) is not present in table \"categories\"."),
+            "0190a0b2-0000-7000-8000-000000000000"
+        );
+        assert_eq!(key_in_detail("something else"), "unknown");
+    }
+}

@@ -1,0 +1,651 @@
+//! Products: the catalogue, its search and its stock.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use sqlx::postgres::PgRow;
+use sqlx::{Postgres, QueryBuilder, Row};
+use stockroom_core::time::now;
+use stockroom_core::{
+    Category, CategoryId, Constraint, EntityKind, Error, NewProduct, Page, Product, ProductFilter,
+    ProductId, ProductPatch, ProductReader, ProductRepository, ProductWithRelations, Repository,
+    Result, SearchPage, StockDelta, Timestamp, User, UserId,
+};
+use uuid::Uuid;
+
+use crate::entity::{
+    entity_sql, get_bool, get_i64, limit_i64, offset_i64, read_repository, uuids, PgEntity,
+};
+use crate::error::map_error;
+use crate::session::Session;
+
+/// The product columns, each prefixed with `$p` (a table alias and a dot, or nothing).
+macro_rules! product_columns {
+    ($p:literal) => {
+        concat!(
+            $p,
+            "id, ",
+            $p,
+            "name, ",
+            $p,
+            "slug, ",
+            $p,
+            "sku, ",
+            $p,
+            "description, ",
+            $p,
+            "status, ",
+            $p,
+            "stock, ",
+            $p,
+            "category_id, ",
+            $p,
+            "created_by, ",
+            $p,
+            "created_at, ",
+            $p,
+            "updated_at, ",
+            $p,
+            "deleted_at, ",
+            $p,
+            "version"
+        )
+    };
+}
+const PRODUCT_WIDTH: usize = 13;
+
+/// Rows per `INSERT … SELECT FROM UNNEST(…)` statement of `create_many`.
+pub(crate) const BATCH: usize = 10_000;
+
+impl PgEntity for Product {
+    entity_sql!("products", product_columns!(""));
+
+    fn decode_at(row: &PgRow, b: usize) -> sqlx::Result<Self> {
+        let status: String = row.try_get(b + 5)?;
+        Ok(Product {
+            id: ProductId::from_uuid(row.try_get(b)?),
+            name: row.try_get(b + 1)?,
+            slug: row.try_get(b + 2)?,
+            sku: row.try_get(b + 3)?,
+            description: row.try_get(b + 4)?,
+            status: status
+                .parse()
+                .map_err(|e: Error| sqlx::Error::Decode(Box::new(e)))?,
+            stock: row.try_get(b + 6)?,
+            category_id: row
+                .try_get::<Option<Uuid>, _>(b + 7)?
+                .map(CategoryId::from_uuid),
+            created_by: row
+                .try_get::<Option<Uuid>, _>(b + 8)?
+                .map(UserId::from_uuid),
+            created_at: row.try_get(b + 9)?,
+            updated_at: row.try_get(b + 10)?,
+            deleted_at: row.try_get(b + 11)?,
+            version: row.try_get(b + 12)?,
+        })
+    }
+
+    fn push_filter(qb: &mut QueryBuilder<Postgres>, filter: &ProductFilter) {
+        if let Some(status) = filter.status {
+            qb.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(category) = filter.category_id {
+            qb.push(" AND category_id = ").push_bind(category.as_uuid());
+        }
+        if let Some(search) = &filter.search {
+            // Served by the trigram index on search_text.
+            qb.push(" AND search_text LIKE ")
+                .push_bind(search.like_pattern())
+                .push(" ESCAPE '\\'");
+        }
+    }
+}
+
+read_repository!(Product);
+
+const BY_SLUG: &str = concat!(
+    "SELECT ",
+    product_columns!(""),
+    " FROM products WHERE slug = $1 AND deleted_at IS NULL"
+);
+const BY_SKU: &str = concat!(
+    "SELECT ",
+    product_columns!(""),
+    " FROM products WHERE sku = $1 AND deleted_at IS NULL"
+);
+const WITH_RELATIONS: &str = concat!(
+    "SELECT ",
+    product_columns!("p."),
+    ", ",
+    "c.id, c.name, c.slug, c.created_at, c.updated_at, c.deleted_at, c.version, ",
+    "u.id, u.email, u.display_name, u.created_at, u.updated_at, u.deleted_at, u.version ",
+    "FROM products p ",
+    "LEFT JOIN categories c ON c.id = p.category_id AND c.deleted_at IS NULL ",
+    "LEFT JOIN users u ON u.id = p.created_by AND u.deleted_at IS NULL ",
+    "WHERE p.id = $1 AND p.deleted_at IS NULL"
+);
+const INSERT: &str = concat!(
+    "INSERT INTO products (id, name, slug, sku, description, status, stock, category_id, ",
+    "created_by, created_at, updated_at, search_text) ",
+    "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11 ",
+    "WHERE ($8::uuid IS NULL OR EXISTS ",
+    "(SELECT 1 FROM categories WHERE id = $8 AND deleted_at IS NULL)) ",
+    "AND ($9::uuid IS NULL OR EXISTS ",
+    "(SELECT 1 FROM users WHERE id = $9 AND deleted_at IS NULL)) ",
+    "ON CONFLICT DO NOTHING"
+);
+const INSERT_MANY: &str = concat!(
+    "INSERT INTO products (id, name, slug, sku, description, status, stock, category_id, ",
+    "created_by, search_text, created_at, updated_at) ",
+    "SELECT u.id, u.name, u.slug, u.sku, u.description, u.status, u.stock, u.category_id, ",
+    "u.created_by, u.search_text, $11, $11 ",
+    "FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], ",
+    "$7::bigint[], $8::uuid[], $9::uuid[], $10::text[]) ",
+    "AS u(id, name, slug, sku, description, status, stock, category_id, created_by, search_text) ",
+    "WHERE (u.category_id IS NULL OR EXISTS ",
+    "(SELECT 1 FROM categories c WHERE c.id = u.category_id AND c.deleted_at IS NULL)) ",
+    "AND (u.created_by IS NULL OR EXISTS ",
+    "(SELECT 1 FROM users c WHERE c.id = u.created_by AND c.deleted_at IS NULL)) ",
+    "ON CONFLICT DO NOTHING RETURNING id"
+);
+const DELETE_MANY: &str = "DELETE FROM products WHERE id = ANY($1)";
+/// Why a product row was not inserted: which reference is not live, which value is taken.
+const WHY_NOT_INSERTED: &str = concat!(
+    "SELECT ",
+    "($1::uuid IS NOT NULL AND NOT EXISTS ",
+    "(SELECT 1 FROM categories WHERE id = $1 AND deleted_at IS NULL)), ",
+    "($2::uuid IS NOT NULL AND NOT EXISTS ",
+    "(SELECT 1 FROM users WHERE id = $2 AND deleted_at IS NULL)), ",
+    "EXISTS (SELECT 1 FROM products WHERE slug = $3 AND deleted_at IS NULL), ",
+    "EXISTS (SELECT 1 FROM products WHERE sku = $4 AND deleted_at IS NULL), ",
+    "EXISTS (SELECT 1 FROM products WHERE id = $5)"
+);
+/// Why an update of live products `$1` did not apply.
+const WHY_NOT_UPDATED: &str = concat!(
+    "SELECT (SELECT max(version) FROM products WHERE id = ANY($1) AND deleted_at IS NULL), ",
+    "($2::uuid IS NOT NULL AND NOT EXISTS ",
+    "(SELECT 1 FROM categories WHERE id = $2 AND deleted_at IS NULL)), ",
+    "($3::text IS NOT NULL AND EXISTS (SELECT 1 FROM products ",
+    "WHERE slug = $3 AND deleted_at IS NULL AND id <> ALL($1))), ",
+    "($4::text IS NOT NULL AND EXISTS (SELECT 1 FROM products ",
+    "WHERE sku = $4 AND deleted_at IS NULL AND id <> ALL($1)))"
+);
+const RESTORE: &str = concat!(
+    "UPDATE products p SET deleted_at = NULL, updated_at = $2, version = p.version + 1 ",
+    "WHERE p.id = $1 AND p.deleted_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM products o ",
+    "WHERE o.deleted_at IS NULL AND (o.slug = p.slug OR o.sku = p.sku))"
+);
+const WHY_NOT_RESTORED: &str = concat!(
+    "SELECT EXISTS (SELECT 1 FROM products o WHERE o.slug = p.slug AND o.deleted_at IS NULL), ",
+    "EXISTS (SELECT 1 FROM products o WHERE o.sku = p.sku AND o.deleted_at IS NULL) ",
+    "FROM products p WHERE p.id = $1 AND p.deleted_at IS NOT NULL"
+);
+const ADJUST_STOCK: &str = concat!(
+    "UPDATE products SET stock = stock + $2, updated_at = $3, version = version + 1 ",
+    "WHERE id = $1 AND deleted_at IS NULL AND stock + $2 >= 0 RETURNING ",
+    product_columns!("")
+);
+const STOCK_OF: &str = "SELECT stock FROM products WHERE id = $1 AND deleted_at IS NULL";
+const LOCK: &str = concat!(
+    "SELECT ",
+    product_columns!(""),
+    " FROM products WHERE id = ANY($1) AND deleted_at IS NULL ORDER BY id FOR UPDATE"
+);
+
+/// A write that lost a race with a concurrent one between its statement and its diagnosis.
+fn raced(what: &str) -> Error {
+    Error::Transient {
+        reason: format!("{what} changed concurrently; retry"),
+    }
+}
+
+impl Session {
+    /// Why `product` (whose insert did nothing) was not inserted.
+    async fn why_product_not_inserted(&mut self, product: &Product) -> Result<Error> {
+        let query = sqlx::query(WHY_NOT_INSERTED)
+            .bind(product.category_id.map(Uuid::from))
+            .bind(product.created_by.map(Uuid::from))
+            .bind(&product.slug)
+            .bind(&product.sku)
+            .bind(product.id.as_uuid());
+        let row = self.fetch_one(WHY_NOT_INSERTED, query).await?;
+        Ok(if get_bool(&row, 0)? {
+            let id = product
+                .category_id
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            Error::not_found(EntityKind::Category, id)
+        } else if get_bool(&row, 1)? {
+            let id = product
+                .created_by
+                .map(|u| u.to_string())
+                .unwrap_or_default();
+            Error::not_found(EntityKind::User, id)
+        } else if get_bool(&row, 2)? {
+            Error::Conflict {
+                constraint: Constraint::ProductSlug,
+            }
+        } else if get_bool(&row, 3)? {
+            Error::Conflict {
+                constraint: Constraint::ProductSku,
+            }
+        } else if get_bool(&row, 4)? {
+            Error::Conflict {
+                constraint: Constraint::PrimaryKey,
+            }
+        } else {
+            raced("a referenced row")
+        })
+    }
+
+    /// Why an update of `ids` with `patch` changed nothing: `Ok(None)` when none of them is
+    /// live (or the version did not match, for a single update with `expected`).
+    async fn why_products_not_updated(
+        &mut self,
+        ids: &[ProductId],
+        patch: &ProductPatch,
+        expected: Option<i64>,
+    ) -> Result<Option<Error>> {
+        let category = patch.category_value().flatten();
+        let query = sqlx::query(WHY_NOT_UPDATED)
+            .bind(uuids(ids))
+            .bind(category.map(Uuid::from))
+            .bind(patch.slug_value())
+            .bind(patch.sku_value());
+        let row = self.fetch_one(WHY_NOT_UPDATED, query).await?;
+        let Some(version) = row.try_get::<Option<i64>, _>(0).map_err(map_error)? else {
+            return Ok(None);
+        };
+        if let (Some(expected), [id]) = (expected, ids) {
+            if expected != version {
+                return Ok(Some(Error::StaleVersion {
+                    entity: EntityKind::Product,
+                    id: id.to_string(),
+                    expected,
+                    actual: version,
+                }));
+            }
+        }
+        Ok(Some(if get_bool(&row, 1)? {
+            Error::not_found(
+                EntityKind::Category,
+                category.map(|c| c.to_string()).unwrap_or_default(),
+            )
+        } else if get_bool(&row, 2)? {
+            Error::Conflict {
+                constraint: Constraint::ProductSlug,
+            }
+        } else if get_bool(&row, 3)? {
+            Error::Conflict {
+                constraint: Constraint::ProductSku,
+            }
+        } else {
+            raced("the product")
+        }))
+    }
+}
+
+/// `UPDATE products SET … WHERE <ids> AND deleted_at IS NULL <guards>` for `patch`: only the
+/// fields the patch names, `search_text` rebuilt when name, sku or description change, and
+/// guards that make the statement change nothing (rather than fail and abort the transaction)
+/// when the new category is not live or a new slug or sku is taken.
+fn push_product_update(qb: &mut QueryBuilder<Postgres>, patch: &ProductPatch, now: Timestamp) {
+    qb.push("UPDATE products SET updated_at = ")
+        .push_bind(now)
+        .push(", version = version + 1");
+    if let Some(name) = patch.name_value() {
+        qb.push(", name = ").push_bind(name.to_owned());
+    }
+    if let Some(slug) = patch.slug_value() {
+        qb.push(", slug = ").push_bind(slug.to_owned());
+    }
+    if let Some(sku) = patch.sku_value() {
+        qb.push(", sku = ").push_bind(sku.to_owned());
+    }
+    if let Some(description) = patch.description_value() {
+        qb.push(", description = ")
+            .push_bind(description.map(str::to_owned));
+    }
+    if let Some(status) = patch.status_value() {
+        qb.push(", status = ").push_bind(status.as_str());
+    }
+    if let Some(category) = patch.category_value() {
+        qb.push(", category_id = ")
+            .push_bind(category.map(Uuid::from));
+    }
+    let description = patch.description_value();
+    if patch.name_value().is_some() || patch.sku_value().is_some() || description.is_some() {
+        // search_text is `fold(name) \n fold(sku) [\n fold(description)]` (see
+        // `stockroom_core::search_document`); names and skus hold no line break, so the
+        // unchanged parts are cut out of the old value and the new ones are folded here.
+        qb.push(", search_text = ");
+        match patch.name_value() {
+            Some(name) => qb.push_bind(stockroom_core::fold(name)),
+            None => qb.push("split_part(search_text, E'\\n', 1)"),
+        };
+        qb.push(" || E'\\n' || ");
+        match patch.sku_value() {
+            Some(sku) => qb.push_bind(stockroom_core::fold(sku)),
+            None => qb.push("split_part(search_text, E'\\n', 2)"),
+        };
+        match description {
+            Some(Some(d)) => {
+                qb.push(" || E'\\n' || ").push_bind(stockroom_core::fold(d));
+            }
+            Some(None) => {}
+            None => {
+                qb.push(
+                    " || substr(search_text, length(split_part(search_text, E'\\n', 1)) \
+                     + length(split_part(search_text, E'\\n', 2)) + 2)",
+                );
+            }
+        }
+    }
+}
+
+fn push_product_guards(qb: &mut QueryBuilder<Postgres>, patch: &ProductPatch) {
+    if let Some(Some(category)) = patch.category_value() {
+        qb.push(" AND EXISTS (SELECT 1 FROM categories c WHERE c.id = ")
+            .push_bind(category.as_uuid())
+            .push(" AND c.deleted_at IS NULL)");
+    }
+    if let Some(slug) = patch.slug_value() {
+        qb.push(" AND NOT EXISTS (SELECT 1 FROM products o WHERE o.slug = ")
+            .push_bind(slug.to_owned())
+            .push(" AND o.deleted_at IS NULL AND o.id <> products.id)");
+    }
+    if let Some(sku) = patch.sku_value() {
+        qb.push(" AND NOT EXISTS (SELECT 1 FROM products o WHERE o.sku = ")
+            .push_bind(sku.to_owned())
+            .push(" AND o.deleted_at IS NULL AND o.id <> products.id)");
+    }
+}
+
+#[async_trait]
+impl ProductReader for Session {
+    async fn by_slug(&mut self, slug: &str) -> Result<Option<Product>> {
+        let row = self
+            .fetch_optional(BY_SLUG, sqlx::query(BY_SLUG).bind(slug))
+            .await?;
+        row.as_ref().map(Product::decode).transpose()
+    }
+
+    async fn by_sku(&mut self, sku: &str) -> Result<Option<Product>> {
+        let row = self
+            .fetch_optional(BY_SKU, sqlx::query(BY_SKU).bind(sku))
+            .await?;
+        row.as_ref().map(Product::decode).transpose()
+    }
+
+    async fn with_relations(&mut self, id: ProductId) -> Result<Option<ProductWithRelations>> {
+        let query = sqlx::query(WITH_RELATIONS).bind(id.as_uuid());
+        let Some(row) = self.fetch_optional(WITH_RELATIONS, query).await? else {
+            return Ok(None);
+        };
+        let decode = || -> sqlx::Result<ProductWithRelations> {
+            let c = PRODUCT_WIDTH;
+            let u = PRODUCT_WIDTH + 7;
+            Ok(ProductWithRelations {
+                product: Product::decode_at(&row, 0)?,
+                category: match row.try_get::<Option<Uuid>, _>(c)? {
+                    Some(_) => Some(Category::decode_at(&row, c)?),
+                    None => None,
+                },
+                creator: match row.try_get::<Option<Uuid>, _>(u)? {
+                    Some(_) => Some(User::decode_at(&row, u)?),
+                    None => None,
+                },
+            })
+        };
+        decode().map(Some).map_err(map_error)
+    }
+
+    async fn search(&mut self, filter: &ProductFilter, page: Page) -> Result<SearchPage<Product>> {
+        // One statement: the total comes from a count over the matching rows, joined to the
+        // page so that a page past the end still carries it (one row of NULLs).
+        let mut qb = QueryBuilder::new("WITH matched AS (SELECT ");
+        qb.push(product_columns!(""))
+            .push(" FROM products WHERE deleted_at IS NULL");
+        Product::push_filter(&mut qb, filter);
+        qb.push("), page AS (SELECT * FROM matched ORDER BY created_at, id LIMIT ")
+            .push_bind(limit_i64(page.limit()))
+            .push(" OFFSET ")
+            .push_bind(offset_i64(page))
+            .push(
+                ") SELECT page.*, total.n FROM (SELECT count(*) AS n FROM matched) AS total \
+                 LEFT JOIN page ON true ORDER BY page.created_at, page.id",
+            );
+        let sql = qb.sql();
+        let rows = self.fetch_all(sql.as_str(), qb.build()).await?;
+        let mut total = 0;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in &rows {
+            total = get_i64(row, PRODUCT_WIDTH)?;
+            if row
+                .try_get::<Option<Uuid>, _>(0)
+                .map_err(map_error)?
+                .is_some()
+            {
+                items.push(Product::decode(row)?);
+            }
+        }
+        Ok(SearchPage {
+            items,
+            total: u64::try_from(total).unwrap_or(0),
+        })
+    }
+}
+
+#[async_trait]
+impl Repository<Product> for Session {
+    async fn create(&mut self, new: NewProduct) -> Result<Product> {
+        let product = new.into_entity(now());
+        let query = sqlx::query(INSERT)
+            .bind(product.id.as_uuid())
+            .bind(&product.name)
+            .bind(&product.slug)
+            .bind(&product.sku)
+            .bind(&product.description)
+            .bind(product.status.as_str())
+            .bind(product.stock)
+            .bind(product.category_id.map(Uuid::from))
+            .bind(product.created_by.map(Uuid::from))
+            .bind(product.created_at)
+            .bind(product.search_document());
+        if self.execute(INSERT, query).await?.rows_affected() == 1 {
+            return Ok(product);
+        }
+        Err(self.why_product_not_inserted(&product).await?)
+    }
+
+    async fn create_many(&mut self, new: Vec<NewProduct>) -> Result<Vec<Product>> {
+        let created_at = now();
+        let products: Vec<Product> = new.into_iter().map(|n| n.into_entity(created_at)).collect();
+        for (done, batch) in products.chunks(BATCH).enumerate() {
+            let query = sqlx::query(INSERT_MANY)
+                .bind(batch.iter().map(|p| p.id.as_uuid()).collect::<Vec<_>>())
+                .bind(batch.iter().map(|p| p.name.as_str()).collect::<Vec<_>>())
+                .bind(batch.iter().map(|p| p.slug.as_str()).collect::<Vec<_>>())
+                .bind(batch.iter().map(|p| p.sku.as_str()).collect::<Vec<_>>())
+                .bind(
+                    batch
+                        .iter()
+                        .map(|p| p.description.as_deref())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(batch.iter().map(|p| p.status.as_str()).collect::<Vec<_>>())
+                .bind(batch.iter().map(|p| p.stock).collect::<Vec<_>>())
+                .bind(
+                    batch
+                        .iter()
+                        .map(|p| p.category_id.map(Uuid::from))
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    batch
+                        .iter()
+                        .map(|p| p.created_by.map(Uuid::from))
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    batch
+                        .iter()
+                        .map(Product::search_document)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(created_at);
+            let rows = self.fetch_all(INSERT_MANY, query).await?;
+            if rows.len() == batch.len() {
+                continue;
+            }
+            // All or nothing: find the first row that did not go in, say why, and take back
+            // every row this call inserted.
+            let inserted: HashSet<Uuid> = rows
+                .iter()
+                .map(|r| r.try_get::<Uuid, _>(0))
+                .collect::<sqlx::Result<_>>()
+                .map_err(map_error)?;
+            let failed = batch
+                .iter()
+                .find(|p| !inserted.contains(&p.id.as_uuid()))
+                .expect("fewer rows inserted than given");
+            let error = self.why_product_not_inserted(failed).await?;
+            let mine = uuids(
+                &products[..done * BATCH + batch.len()]
+                    .iter()
+                    .map(|p| p.id)
+                    .collect::<Vec<_>>(),
+            );
+            self.execute(DELETE_MANY, sqlx::query(DELETE_MANY).bind(mine))
+                .await?;
+            return Err(error);
+        }
+        Ok(products)
+    }
+
+    async fn update(
+        &mut self,
+        id: ProductId,
+        patch: &ProductPatch,
+        expected_version: Option<i64>,
+    ) -> Result<Product> {
+        let mut qb = QueryBuilder::new("");
+        push_product_update(&mut qb, patch, now());
+        qb.push(" WHERE id = ")
+            .push_bind(id.as_uuid())
+            .push(" AND deleted_at IS NULL");
+        if let Some(version) = expected_version {
+            qb.push(" AND version = ").push_bind(version);
+        }
+        push_product_guards(&mut qb, patch);
+        qb.push(" RETURNING ").push(product_columns!(""));
+        let sql = qb.sql();
+        if let Some(row) = self.fetch_optional(sql.as_str(), qb.build()).await? {
+            return Product::decode(&row);
+        }
+        let why = self
+            .why_products_not_updated(&[id], patch, expected_version)
+            .await?;
+        Err(why.unwrap_or_else(|| Error::not_found(EntityKind::Product, id)))
+    }
+
+    async fn update_many(&mut self, ids: &[ProductId], patch: &ProductPatch) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut qb = QueryBuilder::new("");
+        push_product_update(&mut qb, patch, now());
+        qb.push(" WHERE id = ANY(")
+            .push_bind(uuids(ids))
+            .push(") AND deleted_at IS NULL");
+        push_product_guards(&mut qb, patch);
+        let sql = qb.sql();
+        let changed = self
+            .execute(sql.as_str(), qb.build())
+            .await?
+            .rows_affected();
+        let guarded = patch.slug_value().is_some()
+            || patch.sku_value().is_some()
+            || matches!(patch.category_value(), Some(Some(_)));
+        if changed > 0 || !guarded {
+            return Ok(changed);
+        }
+        match self.why_products_not_updated(ids, patch, None).await? {
+            Some(error) => Err(error),
+            None => Ok(0),
+        }
+    }
+
+    async fn soft_delete(&mut self, id: ProductId) -> Result<bool> {
+        self.soft_delete_row::<Product>(id).await
+    }
+
+    async fn restore(&mut self, id: ProductId) -> Result<bool> {
+        let query = sqlx::query(RESTORE).bind(id.as_uuid()).bind(now());
+        if self.execute(RESTORE, query).await?.rows_affected() == 1 {
+            return Ok(true);
+        }
+        let query = sqlx::query(WHY_NOT_RESTORED).bind(id.as_uuid());
+        let Some(row) = self.fetch_optional(WHY_NOT_RESTORED, query).await? else {
+            return Ok(false);
+        };
+        Err(if get_bool(&row, 0)? {
+            Error::Conflict {
+                constraint: Constraint::ProductSlug,
+            }
+        } else if get_bool(&row, 1)? {
+            Error::Conflict {
+                constraint: Constraint::ProductSku,
+            }
+        } else {
+            raced("the product")
+        })
+    }
+
+    async fn hard_delete(&mut self, id: ProductId) -> Result<bool> {
+        self.hard_delete_row::<Product>(id).await
+    }
+
+    async fn purge_deleted_before(&mut self, before: Timestamp) -> Result<u64> {
+        self.purge_rows::<Product>(before).await
+    }
+}
+
+#[async_trait]
+impl ProductRepository for Session {
+    async fn adjust_stock(&mut self, id: ProductId, delta: StockDelta) -> Result<Product> {
+        let query = sqlx::query(ADJUST_STOCK)
+            .bind(id.as_uuid())
+            .bind(delta.get())
+            .bind(now());
+        if let Some(row) = self.fetch_optional(ADJUST_STOCK, query).await? {
+            return Product::decode(&row);
+        }
+        let query = sqlx::query(STOCK_OF).bind(id.as_uuid());
+        match self.fetch_optional(STOCK_OF, query).await? {
+            None => Err(Error::not_found(EntityKind::Product, id)),
+            Some(row) => {
+                let available = get_i64(&row, 0)?;
+                if available + delta.get() >= 0 {
+                    Err(raced("the product's stock"))
+                } else {
+                    Err(Error::InsufficientStock {
+                        product: id,
+                        available,
+                        requested: -delta.get(),
+                    })
+                }
+            }
+        }
+    }
+
+    async fn lock(&mut self, ids: &[ProductId]) -> Result<Vec<Product>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .fetch_all(LOCK, sqlx::query(LOCK).bind(uuids(ids)))
+            .await?;
+        rows.iter().map(Product::decode).collect()
+    }
+}

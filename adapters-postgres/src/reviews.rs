@@ -1,0 +1,421 @@
+//! Reviews, and the stock ledger.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use sqlx::postgres::PgRow;
+use sqlx::{Postgres, QueryBuilder, Row};
+use stockroom_core::time::now;
+use stockroom_core::{
+    Constraint, EntityKind, Error, NewReview, NewStockMovement, Page, ProductId, RatingStats,
+    Repository, Result, Review, ReviewFilter, ReviewId, ReviewPatch, ReviewReader,
+    ReviewRepository, StockMovement, StockMovementId, StockMovementReader, StockMovementRepository,
+    Timestamp, UserId,
+};
+use uuid::Uuid;
+
+use crate::entity::{
+    entity_sql, get_bool, get_i64, limit_i64, offset_i64, read_repository, uuids, PgEntity,
+};
+use crate::error::map_error;
+use crate::session::Session;
+
+macro_rules! review_columns {
+    ($p:literal) => {
+        concat!(
+            $p,
+            "id, ",
+            $p,
+            "product_id, ",
+            $p,
+            "author_id, ",
+            $p,
+            "rating, ",
+            $p,
+            "body, ",
+            $p,
+            "created_at, ",
+            $p,
+            "updated_at, ",
+            $p,
+            "deleted_at, ",
+            $p,
+            "version"
+        )
+    };
+}
+
+impl PgEntity for Review {
+    entity_sql!("reviews", review_columns!(""));
+
+    fn decode_at(row: &PgRow, b: usize) -> sqlx::Result<Self> {
+        let rating: i16 = row.try_get(b + 3)?;
+        Ok(Review {
+            id: ReviewId::from_uuid(row.try_get(b)?),
+            product_id: ProductId::from_uuid(row.try_get(b + 1)?),
+            author_id: UserId::from_uuid(row.try_get(b + 2)?),
+            rating: u8::try_from(rating).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            body: row.try_get(b + 4)?,
+            created_at: row.try_get(b + 5)?,
+            updated_at: row.try_get(b + 6)?,
+            deleted_at: row.try_get(b + 7)?,
+            version: row.try_get(b + 8)?,
+        })
+    }
+
+    fn push_filter(qb: &mut QueryBuilder<Postgres>, filter: &ReviewFilter) {
+        if let Some(product) = filter.product_id {
+            qb.push(" AND product_id = ").push_bind(product.as_uuid());
+        }
+        if let Some(author) = filter.author_id {
+            qb.push(" AND author_id = ").push_bind(author.as_uuid());
+        }
+        if let Some(rating) = filter.rating {
+            qb.push(" AND rating = ").push_bind(i16::from(rating.get()));
+        }
+    }
+}
+
+read_repository!(Review);
+
+const FOR_PRODUCT: &str = concat!(
+    "SELECT ",
+    review_columns!("r."),
+    " FROM reviews r ",
+    "JOIN products p ON p.id = r.product_id AND p.deleted_at IS NULL ",
+    "WHERE r.product_id = $1 AND r.deleted_at IS NULL ",
+    "ORDER BY r.created_at DESC, r.id DESC LIMIT $2 OFFSET $3"
+);
+const STATS: &str = concat!(
+    "SELECT r.rating, count(*) FROM reviews r ",
+    "JOIN products p ON p.id = r.product_id AND p.deleted_at IS NULL ",
+    "WHERE r.product_id = $1 AND r.deleted_at IS NULL GROUP BY r.rating"
+);
+const INSERT: &str = concat!(
+    "INSERT INTO reviews (id, product_id, author_id, rating, body, created_at, updated_at) ",
+    "SELECT $1, $2, $3, $4, $5, $6, $6 ",
+    "WHERE EXISTS (SELECT 1 FROM products WHERE id = $2 AND deleted_at IS NULL) ",
+    "AND EXISTS (SELECT 1 FROM users WHERE id = $3 AND deleted_at IS NULL) ",
+    "ON CONFLICT DO NOTHING"
+);
+const INSERT_MANY: &str = concat!(
+    "INSERT INTO reviews (id, product_id, author_id, rating, body, created_at, updated_at) ",
+    "SELECT u.id, u.product_id, u.author_id, u.rating, u.body, $6, $6 ",
+    "FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::smallint[], $5::text[]) ",
+    "AS u(id, product_id, author_id, rating, body) ",
+    "WHERE EXISTS (SELECT 1 FROM products p WHERE p.id = u.product_id AND p.deleted_at IS NULL) ",
+    "AND EXISTS (SELECT 1 FROM users a WHERE a.id = u.author_id AND a.deleted_at IS NULL) ",
+    "ON CONFLICT DO NOTHING RETURNING id"
+);
+const DELETE_MANY: &str = "DELETE FROM reviews WHERE id = ANY($1)";
+const WHY_NOT_INSERTED: &str = concat!(
+    "SELECT NOT EXISTS (SELECT 1 FROM products WHERE id = $1 AND deleted_at IS NULL), ",
+    "NOT EXISTS (SELECT 1 FROM users WHERE id = $2 AND deleted_at IS NULL), ",
+    "EXISTS (SELECT 1 FROM reviews WHERE product_id = $1 AND author_id = $2 ",
+    "AND deleted_at IS NULL)"
+);
+const RESTORE: &str = concat!(
+    "UPDATE reviews r SET deleted_at = NULL, updated_at = $2, version = r.version + 1 ",
+    "WHERE r.id = $1 AND r.deleted_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM reviews o ",
+    "WHERE o.product_id = r.product_id AND o.author_id = r.author_id AND o.deleted_at IS NULL)"
+);
+const IS_DELETED: &str =
+    "SELECT EXISTS (SELECT 1 FROM reviews WHERE id = $1 AND deleted_at IS NOT NULL)";
+
+impl Session {
+    async fn why_review_not_inserted(&mut self, review: &Review) -> Result<Error> {
+        let query = sqlx::query(WHY_NOT_INSERTED)
+            .bind(review.product_id.as_uuid())
+            .bind(review.author_id.as_uuid());
+        let row = self.fetch_one(WHY_NOT_INSERTED, query).await?;
+        Ok(if get_bool(&row, 0)? {
+            Error::not_found(EntityKind::Product, review.product_id)
+        } else if get_bool(&row, 1)? {
+            Error::not_found(EntityKind::User, review.author_id)
+        } else if get_bool(&row, 2)? {
+            Error::Conflict {
+                constraint: Constraint::ReviewAuthor,
+            }
+        } else {
+            Error::Conflict {
+                constraint: Constraint::PrimaryKey,
+            }
+        })
+    }
+}
+
+fn push_update(qb: &mut QueryBuilder<Postgres>, patch: &ReviewPatch) {
+    qb.push("UPDATE reviews SET updated_at = ")
+        .push_bind(now())
+        .push(", version = version + 1");
+    if let Some(rating) = patch.rating_value() {
+        qb.push(", rating = ").push_bind(i16::from(rating));
+    }
+    if let Some(body) = patch.body_value() {
+        qb.push(", body = ").push_bind(body.map(str::to_owned));
+    }
+}
+
+#[async_trait]
+impl ReviewReader for Session {
+    async fn for_product(&mut self, product: ProductId, page: Page) -> Result<Vec<Review>> {
+        let query = sqlx::query(FOR_PRODUCT)
+            .bind(product.as_uuid())
+            .bind(limit_i64(page.limit()))
+            .bind(offset_i64(page));
+        let rows = self.fetch_all(FOR_PRODUCT, query).await?;
+        rows.iter().map(Review::decode).collect()
+    }
+
+    async fn stats(&mut self, product: ProductId) -> Result<RatingStats> {
+        let rows = self
+            .fetch_all(STATS, sqlx::query(STATS).bind(product.as_uuid()))
+            .await?;
+        let mut histogram = [0u64; 5];
+        for row in &rows {
+            let rating: i16 = row.try_get(0).map_err(map_error)?;
+            let count = get_i64(row, 1)?;
+            if let Some(slot) = usize::try_from(rating - 1)
+                .ok()
+                .and_then(|i| histogram.get_mut(i))
+            {
+                *slot = u64::try_from(count).unwrap_or(0);
+            }
+        }
+        Ok(RatingStats::from_histogram(histogram))
+    }
+}
+
+impl ReviewRepository for Session {}
+
+#[async_trait]
+impl Repository<Review> for Session {
+    async fn create(&mut self, new: NewReview) -> Result<Review> {
+        let review = new.into_entity(now());
+        let query = sqlx::query(INSERT)
+            .bind(review.id.as_uuid())
+            .bind(review.product_id.as_uuid())
+            .bind(review.author_id.as_uuid())
+            .bind(i16::from(review.rating))
+            .bind(&review.body)
+            .bind(review.created_at);
+        if self.execute(INSERT, query).await?.rows_affected() == 1 {
+            return Ok(review);
+        }
+        Err(self.why_review_not_inserted(&review).await?)
+    }
+
+    async fn create_many(&mut self, new: Vec<NewReview>) -> Result<Vec<Review>> {
+        if new.is_empty() {
+            return Ok(Vec::new());
+        }
+        let created_at = now();
+        let reviews: Vec<Review> = new.into_iter().map(|n| n.into_entity(created_at)).collect();
+        let query = sqlx::query(INSERT_MANY)
+            .bind(reviews.iter().map(|r| r.id.as_uuid()).collect::<Vec<_>>())
+            .bind(
+                reviews
+                    .iter()
+                    .map(|r| r.product_id.as_uuid())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                reviews
+                    .iter()
+                    .map(|r| r.author_id.as_uuid())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                reviews
+                    .iter()
+                    .map(|r| i16::from(r.rating))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                reviews
+                    .iter()
+                    .map(|r| r.body.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(created_at);
+        let rows = self.fetch_all(INSERT_MANY, query).await?;
+        if rows.len() == reviews.len() {
+            return Ok(reviews);
+        }
+        let inserted: HashSet<Uuid> = rows
+            .iter()
+            .map(|r| r.try_get::<Uuid, _>(0))
+            .collect::<sqlx::Result<_>>()
+            .map_err(map_error)?;
+        let failed = reviews
+            .iter()
+            .find(|r| !inserted.contains(&r.id.as_uuid()))
+            .expect("fewer rows inserted than given");
+        let error = self.why_review_not_inserted(failed).await?;
+        let ids = uuids(&reviews.iter().map(|r| r.id).collect::<Vec<_>>());
+        self.execute(DELETE_MANY, sqlx::query(DELETE_MANY).bind(ids))
+            .await?;
+        Err(error)
+    }
+
+    async fn update(
+        &mut self,
+        id: ReviewId,
+        patch: &ReviewPatch,
+        expected_version: Option<i64>,
+    ) -> Result<Review> {
+        let mut qb = QueryBuilder::new("");
+        push_update(&mut qb, patch);
+        qb.push(" WHERE id = ")
+            .push_bind(id.as_uuid())
+            .push(" AND deleted_at IS NULL");
+        if let Some(version) = expected_version {
+            qb.push(" AND version = ").push_bind(version);
+        }
+        qb.push(" RETURNING ").push(Review::COLUMNS);
+        let sql = qb.sql();
+        if let Some(row) = self.fetch_optional(sql.as_str(), qb.build()).await? {
+            return Review::decode(&row);
+        }
+        Err(self
+            .stale_or_missing::<Review>(id, expected_version)
+            .await?
+            .unwrap_or_else(|| Error::Transient {
+                reason: "the review changed concurrently; retry".to_owned(),
+            }))
+    }
+
+    async fn update_many(&mut self, ids: &[ReviewId], patch: &ReviewPatch) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut qb = QueryBuilder::new("");
+        push_update(&mut qb, patch);
+        qb.push(" WHERE id = ANY(")
+            .push_bind(uuids(ids))
+            .push(") AND deleted_at IS NULL");
+        let sql = qb.sql();
+        Ok(self
+            .execute(sql.as_str(), qb.build())
+            .await?
+            .rows_affected())
+    }
+
+    async fn soft_delete(&mut self, id: ReviewId) -> Result<bool> {
+        self.soft_delete_row::<Review>(id).await
+    }
+
+    async fn restore(&mut self, id: ReviewId) -> Result<bool> {
+        let query = sqlx::query(RESTORE).bind(id.as_uuid()).bind(now());
+        if self.execute(RESTORE, query).await?.rows_affected() == 1 {
+            return Ok(true);
+        }
+        let row = self
+            .fetch_one(IS_DELETED, sqlx::query(IS_DELETED).bind(id.as_uuid()))
+            .await?;
+        if get_bool(&row, 0)? {
+            Err(Error::Conflict {
+                constraint: Constraint::ReviewAuthor,
+            })
+        } else {
+            Ok(false)
+        }
+    }
+
+    async fn hard_delete(&mut self, id: ReviewId) -> Result<bool> {
+        self.hard_delete_row::<Review>(id).await
+    }
+
+    async fn purge_deleted_before(&mut self, before: Timestamp) -> Result<u64> {
+        self.purge_rows::<Review>(before).await
+    }
+}
+
+const MOVEMENT_GET: &str = concat!(
+    "SELECT id, source_id, target_id, quantity, idempotency_key, created_at ",
+    "FROM stock_movements WHERE id = $1"
+);
+const MOVEMENT_BY_KEY: &str = concat!(
+    "SELECT id, source_id, target_id, quantity, idempotency_key, created_at ",
+    "FROM stock_movements WHERE idempotency_key = $1"
+);
+const MOVEMENTS_FOR_PRODUCT: &str = concat!(
+    "SELECT id, source_id, target_id, quantity, idempotency_key, created_at ",
+    "FROM stock_movements WHERE source_id = $1 OR target_id = $1 ",
+    "ORDER BY created_at, id LIMIT $2 OFFSET $3"
+);
+const MOVEMENTS_COUNT: &str = "SELECT count(*) FROM stock_movements";
+const RECORD: &str = concat!(
+    "INSERT INTO stock_movements (id, source_id, target_id, quantity, idempotency_key, ",
+    "created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING"
+);
+
+fn movement(row: &PgRow) -> Result<StockMovement> {
+    let decode = || -> sqlx::Result<StockMovement> {
+        Ok(StockMovement {
+            id: StockMovementId::from_uuid(row.try_get(0)?),
+            source_id: ProductId::from_uuid(row.try_get(1)?),
+            target_id: ProductId::from_uuid(row.try_get(2)?),
+            quantity: row.try_get(3)?,
+            idempotency_key: row.try_get(4)?,
+            created_at: row.try_get(5)?,
+        })
+    };
+    decode().map_err(map_error)
+}
+
+#[async_trait]
+impl StockMovementReader for Session {
+    async fn get(&mut self, id: StockMovementId) -> Result<Option<StockMovement>> {
+        let query = sqlx::query(MOVEMENT_GET).bind(id.as_uuid());
+        let row = self.fetch_optional(MOVEMENT_GET, query).await?;
+        row.as_ref().map(movement).transpose()
+    }
+
+    async fn by_idempotency_key(&mut self, key: &str) -> Result<Option<StockMovement>> {
+        let query = sqlx::query(MOVEMENT_BY_KEY).bind(key);
+        let row = self.fetch_optional(MOVEMENT_BY_KEY, query).await?;
+        row.as_ref().map(movement).transpose()
+    }
+
+    async fn for_product(&mut self, product: ProductId, page: Page) -> Result<Vec<StockMovement>> {
+        let query = sqlx::query(MOVEMENTS_FOR_PRODUCT)
+            .bind(product.as_uuid())
+            .bind(limit_i64(page.limit()))
+            .bind(offset_i64(page));
+        let rows = self.fetch_all(MOVEMENTS_FOR_PRODUCT, query).await?;
+        rows.iter().map(movement).collect()
+    }
+
+    async fn count(&mut self) -> Result<u64> {
+        let row = self
+            .fetch_one(MOVEMENTS_COUNT, sqlx::query(MOVEMENTS_COUNT))
+            .await?;
+        Ok(u64::try_from(get_i64(&row, 0)?).unwrap_or(0))
+    }
+}
+
+#[async_trait]
+impl StockMovementRepository for Session {
+    async fn record(&mut self, new: NewStockMovement) -> Result<StockMovement> {
+        let movement = new.into_entity(now());
+        let query = sqlx::query(RECORD)
+            .bind(movement.id.as_uuid())
+            .bind(movement.source_id.as_uuid())
+            .bind(movement.target_id.as_uuid())
+            .bind(movement.quantity)
+            .bind(&movement.idempotency_key)
+            .bind(movement.created_at);
+        if self.execute(RECORD, query).await?.rows_affected() == 1 {
+            Ok(movement)
+        } else if movement.idempotency_key.is_some() {
+            Err(Error::Conflict {
+                constraint: Constraint::IdempotencyKey,
+            })
+        } else {
+            Err(Error::Conflict {
+                constraint: Constraint::PrimaryKey,
+            })
+        }
+    }
+}

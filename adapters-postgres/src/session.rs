@@ -1,0 +1,289 @@
+//! One connection, and the statements run on it: a read session (a pooled connection, no
+//! transaction) or a unit of work (a transaction).
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgArguments, PgQueryResult, PgRow};
+use sqlx::query::Query;
+use sqlx::{AssertSqlSafe, PgConnection, Postgres, Transaction};
+use stockroom_core::{
+    CategoryReader, CategoryRepository, Error, ProductReader, ProductRepository, ReadSession,
+    Result, ReviewReader, ReviewRepository, Savepoint, Savepoints, StockMovementReader,
+    StockMovementRepository, UnitOfWork, UserReader, UserRepository,
+};
+
+use crate::error::map_error;
+
+pub(crate) type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
+
+/// Statement logging, shared by every session of a store.
+#[derive(Debug)]
+pub(crate) struct StatementLog {
+    /// Log every statement at `debug` (echo).
+    pub(crate) all: bool,
+    /// Log statements slower than this at `warn`.
+    pub(crate) slow: Duration,
+}
+
+impl StatementLog {
+    fn record(&self, sql: &str, elapsed: Duration, failed: bool) {
+        if elapsed >= self.slow {
+            tracing::warn!(
+                target: "stockroom::sql",
+                elapsed_ms = elapsed.as_secs_f64() * 1e3,
+                failed,
+                sql,
+                "slow statement"
+            );
+        } else if self.all {
+            tracing::debug!(
+                target: "stockroom::sql",
+                elapsed_ms = elapsed.as_secs_f64() * 1e3,
+                failed,
+                sql,
+                "statement"
+            );
+        }
+    }
+}
+
+enum Handle {
+    Pooled(PoolConnection<Postgres>),
+    Transaction(Transaction<'static, Postgres>),
+}
+
+/// The connection of a read session or unit of work. Every repository trait is implemented on
+/// it; the sessions hand it out as the trait each one offers.
+pub(crate) struct Session {
+    handle: Handle,
+    log: Arc<StatementLog>,
+    /// Set when a statement failed inside the transaction: PostgreSQL then refuses every
+    /// statement until a rollback (to a savepoint), and a COMMIT would silently roll back.
+    aborted: bool,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field(
+                "kind",
+                &match self.handle {
+                    Handle::Pooled(_) => "read",
+                    Handle::Transaction(_) => "transaction",
+                },
+            )
+            .field("aborted", &self.aborted)
+            .finish()
+    }
+}
+
+impl Session {
+    fn conn(&mut self) -> &mut PgConnection {
+        match &mut self.handle {
+            Handle::Pooled(c) => c,
+            Handle::Transaction(t) => t,
+        }
+    }
+
+    fn finish<T>(&mut self, sql: &str, started: Instant, result: sqlx::Result<T>) -> Result<T> {
+        self.log.record(sql, started.elapsed(), result.is_err());
+        result.map_err(|e| {
+            if matches!(self.handle, Handle::Transaction(_)) {
+                self.aborted = true;
+            }
+            map_error(e)
+        })
+    }
+
+    pub(crate) async fn fetch_all(&mut self, sql: &str, query: PgQuery<'_>) -> Result<Vec<PgRow>> {
+        let started = Instant::now();
+        let result = query.fetch_all(self.conn()).await;
+        self.finish(sql, started, result)
+    }
+
+    pub(crate) async fn fetch_optional(
+        &mut self,
+        sql: &str,
+        query: PgQuery<'_>,
+    ) -> Result<Option<PgRow>> {
+        let started = Instant::now();
+        let result = query.fetch_optional(self.conn()).await;
+        self.finish(sql, started, result)
+    }
+
+    pub(crate) async fn fetch_one(&mut self, sql: &str, query: PgQuery<'_>) -> Result<PgRow> {
+        let started = Instant::now();
+        let result = query.fetch_one(self.conn()).await;
+        self.finish(sql, started, result)
+    }
+
+    pub(crate) async fn execute(&mut self, sql: &str, query: PgQuery<'_>) -> Result<PgQueryResult> {
+        let started = Instant::now();
+        let result = query.execute(self.conn()).await;
+        self.finish(sql, started, result)
+    }
+
+    /// Runs a statement we generate ourselves (savepoint commands) with the simple protocol.
+    async fn control(&mut self, sql: String) -> Result<()> {
+        let started = Instant::now();
+        let result = sqlx::raw_sql(AssertSqlSafe(sql.clone()))
+            .execute(self.conn())
+            .await;
+        self.finish(&sql, started, result).map(drop)
+    }
+}
+
+/// Reads on a pooled connection, outside any transaction.
+#[derive(Debug)]
+pub(crate) struct PgReadSession {
+    session: Session,
+}
+
+impl PgReadSession {
+    pub(crate) fn new(conn: PoolConnection<Postgres>, log: Arc<StatementLog>) -> Self {
+        Self {
+            session: Session {
+                handle: Handle::Pooled(conn),
+                log,
+                aborted: false,
+            },
+        }
+    }
+}
+
+impl ReadSession for PgReadSession {
+    fn products(&mut self) -> &mut dyn ProductReader {
+        &mut self.session
+    }
+    fn categories(&mut self) -> &mut dyn CategoryReader {
+        &mut self.session
+    }
+    fn users(&mut self) -> &mut dyn UserReader {
+        &mut self.session
+    }
+    fn reviews(&mut self) -> &mut dyn ReviewReader {
+        &mut self.session
+    }
+    fn movements(&mut self) -> &mut dyn StockMovementReader {
+        &mut self.session
+    }
+}
+
+/// One transaction at PostgreSQL's READ COMMITTED isolation. Writes that must not race take row
+/// locks (`lock` is `SELECT … FOR UPDATE` in id order; `adjust_stock` is one conditional
+/// `UPDATE`), so a transfer never needs a retry for a serialization failure. Dropped without a
+/// commit, sqlx queues a `ROLLBACK` that runs before the connection is used again.
+#[derive(Debug)]
+pub(crate) struct PgUnitOfWork {
+    session: Session,
+    savepoints: Savepoints,
+}
+
+impl PgUnitOfWork {
+    pub(crate) fn new(tx: Transaction<'static, Postgres>, log: Arc<StatementLog>) -> Self {
+        Self {
+            session: Session {
+                handle: Handle::Transaction(tx),
+                log,
+                aborted: false,
+            },
+            savepoints: Savepoints::default(),
+        }
+    }
+}
+
+#[async_trait]
+impl UnitOfWork for PgUnitOfWork {
+    fn products(&mut self) -> &mut dyn ProductRepository {
+        &mut self.session
+    }
+    fn categories(&mut self) -> &mut dyn CategoryRepository {
+        &mut self.session
+    }
+    fn users(&mut self) -> &mut dyn UserRepository {
+        &mut self.session
+    }
+    fn reviews(&mut self) -> &mut dyn ReviewRepository {
+        &mut self.session
+    }
+    fn movements(&mut self) -> &mut dyn StockMovementRepository {
+        &mut self.session
+    }
+
+    async fn savepoint(&mut self) -> Result<Savepoint> {
+        let savepoint = self.savepoints.open();
+        // The name is ours (`sp<depth>`), never user text.
+        match self
+            .session
+            .control(format!("SAVEPOINT {}", savepoint.name()))
+            .await
+        {
+            Ok(()) => Ok(savepoint),
+            Err(e) => {
+                self.savepoints.close(&savepoint)?;
+                Err(e)
+            }
+        }
+    }
+
+    async fn rollback_to(&mut self, savepoint: Savepoint) -> Result<()> {
+        self.savepoints.close(&savepoint)?;
+        let name = savepoint.name();
+        self.session
+            .control(format!(
+                "ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"
+            ))
+            .await?;
+        // Rolling back to a savepoint ends an aborted state.
+        self.session.aborted = false;
+        Ok(())
+    }
+
+    async fn release(&mut self, savepoint: Savepoint) -> Result<()> {
+        self.savepoints.close(&savepoint)?;
+        self.session
+            .control(format!("RELEASE SAVEPOINT {}", savepoint.name()))
+            .await
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        let aborted = self.session.aborted;
+        let log = Arc::clone(&self.session.log);
+        let Session { handle, .. } = self.session;
+        let Handle::Transaction(tx) = handle else {
+            unreachable!("a unit of work always holds a transaction")
+        };
+        let started = Instant::now();
+        if aborted {
+            // PostgreSQL answers COMMIT of a failed transaction with a rollback; say so.
+            let result = tx.rollback().await;
+            log.record("ROLLBACK", started.elapsed(), result.is_err());
+            result.map_err(map_error)?;
+            return Err(Error::Backend {
+                message: "commit refused: a statement of this unit of work failed, so \
+                          PostgreSQL aborted the transaction; it was rolled back"
+                    .to_owned(),
+                source: None,
+            });
+        }
+        let result = tx.commit().await;
+        log.record("COMMIT", started.elapsed(), result.is_err());
+        result.map_err(map_error)
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<()> {
+        let log = Arc::clone(&self.session.log);
+        let Session { handle, .. } = self.session;
+        let Handle::Transaction(tx) = handle else {
+            unreachable!("a unit of work always holds a transaction")
+        };
+        let started = Instant::now();
+        let result = tx.rollback().await;
+        log.record("ROLLBACK", started.elapsed(), result.is_err());
+        result.map_err(map_error)
+    }
+}

@@ -1,0 +1,172 @@
+//! The connected store: a `PgPool` configured from [`StoreConfig`].
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use sqlx::migrate::{MigrateError, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::ConnectOptions;
+use stockroom_core::{Error, ReadSession, Result, Rule, Store, StoreConfig, UnitOfWork};
+
+use crate::error::map_error;
+use crate::session::{PgReadSession, PgUnitOfWork, StatementLog};
+
+/// The schema, embedded at build time from `migrations/`.
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Stockroom on PostgreSQL: a pool of connections, each unit of work a transaction on one of
+/// them, each read session a pooled connection without a transaction.
+///
+/// Build it with [`PostgresStore::connect`]. Its `Debug` shows the URL without its password.
+pub struct PostgresStore {
+    pool: PgPool,
+    log: Arc<StatementLog>,
+    config: StoreConfig,
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("url", &self.config.redacted_url())
+            .field("application_name", &self.config.application_name)
+            .field("max_connections", &self.config.max_connections())
+            .field("open_connections", &self.pool.size())
+            .field("idle_connections", &self.pool.num_idle())
+            .field("closed", &self.pool.is_closed())
+            .finish()
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the `postgres://` or `postgresql://` URL of `config` and, unless
+    /// `config.run_migrations` is false, applies the embedded migrations.
+    ///
+    /// The pool keeps `pool_size` connections open and opens up to `max_overflow` more under
+    /// load; those extra ones are closed after `idle_timeout`. Every connection is recycled
+    /// after `max_lifetime`, checked with a ping before it is handed out when
+    /// `test_before_acquire` is set, carries `application_name`, and starts with
+    /// `session_settings` (such as `jit=off`) as server options. Statements are logged under
+    /// the target `stockroom::sql`: all of them at `debug` with `log_statements`, those slower
+    /// than `slow_statement_threshold` at `warn`.
+    ///
+    /// Errors: [`Error::Validation`] on `url` for a URL that is not PostgreSQL's;
+    /// [`Error::Unavailable`] when no server answers within `acquire_timeout`.
+    pub async fn connect(config: &StoreConfig) -> Result<Self> {
+        let bad_url = || {
+            Error::validation(
+                "url",
+                Rule::Malformed {
+                    expected: "a postgres:// or postgresql:// URL",
+                },
+            )
+        };
+        match config.scheme().as_deref() {
+            Some("postgres" | "postgresql") => {}
+            _ => return Err(bad_url()),
+        }
+        // The parse error may quote the URL, password included: it is not passed on.
+        let options = PgConnectOptions::from_str(&config.url)
+            .map_err(|_| bad_url())?
+            .application_name(&config.application_name)
+            .options(config.session_settings.iter().map(|(k, v)| (k, v)))
+            // Statements are logged by the sessions, under `stockroom::sql`.
+            .disable_statement_logging();
+        let max = config.max_connections();
+        let pool = PgPoolOptions::new()
+            .max_connections(max)
+            .min_connections(config.pool_size.min(max))
+            .acquire_timeout(config.acquire_timeout)
+            .max_lifetime(config.max_lifetime)
+            .idle_timeout(config.idle_timeout)
+            .test_before_acquire(config.test_before_acquire)
+            .connect_with(options)
+            .await
+            .map_err(map_error)?;
+        let store = Self {
+            pool,
+            log: Arc::new(StatementLog {
+                all: config.log_statements,
+                slow: config.slow_statement_threshold,
+            }),
+            config: config.clone(),
+        };
+        if config.run_migrations {
+            if let Err(e) = store.migrate().await {
+                store.pool.close().await;
+                return Err(e);
+            }
+        }
+        tracing::debug!(
+            target: "stockroom::sql",
+            url = %config.redacted_url(),
+            max_connections = max,
+            "connected to PostgreSQL"
+        );
+        Ok(store)
+    }
+
+    /// Applies the embedded migrations that the database does not have yet (under an advisory
+    /// lock, so concurrent callers apply each once).
+    pub async fn migrate(&self) -> Result<()> {
+        self.ensure_open()?;
+        MIGRATOR.run(&self.pool).await.map_err(|e| match e {
+            MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => map_error(e),
+            other => Error::backend("migration failed", other),
+        })
+    }
+
+    /// The configuration the store was built with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// How many connections the pool holds now, idle or in use.
+    pub fn open_connections(&self) -> u32 {
+        self.pool.size()
+    }
+
+    fn ensure_open(&self) -> Result<()> {
+        if self.pool.is_closed() {
+            return Err(Error::Unavailable {
+                reason: "the store is closed".to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
+        self.ensure_open()?;
+        // READ COMMITTED (the server's default): rows that must not race are locked
+        // explicitly, see `PgUnitOfWork`.
+        let tx = self.pool.begin().await.map_err(map_error)?;
+        Ok(Box::new(PgUnitOfWork::new(tx, Arc::clone(&self.log))))
+    }
+
+    async fn read(&self) -> Result<Box<dyn ReadSession>> {
+        self.ensure_open()?;
+        let conn = self.pool.acquire().await.map_err(map_error)?;
+        Ok(Box::new(PgReadSession::new(conn, Arc::clone(&self.log))))
+    }
+
+    async fn health(&self) -> Result<()> {
+        self.ensure_open()?;
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(drop)
+            .map_err(map_error)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
