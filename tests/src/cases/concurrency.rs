@@ -202,8 +202,8 @@ pub async fn idempotent_transfer_fired_at_once_applies_once(store: Arc<dyn Store
     );
 }
 
-/// 16 tasks each add 1 to the same product's stock in their own unit of work: none of the
-/// increments is lost, and the version counts every one.
+/// 16 tasks each add 1 to the same product's stock in their own unit of work (yielding to the
+/// others before committing): none of the increments is lost, and the version counts every one.
 pub async fn concurrent_increments_lose_no_update(store: Arc<dyn Store>) {
     let p = create_product(&store, new_product("a", 0)).await;
     let tasks = (0..16)
@@ -216,6 +216,8 @@ pub async fn concurrent_increments_lose_no_update(store: Arc<dyn Store>) {
                     async move {
                         let mut uow = store.begin().await?;
                         uow.products().adjust_stock(id, StockDelta::new(1)?).await?;
+                        // Other work inside the transaction: lets the other tasks run meanwhile.
+                        tokio::task::yield_now().await;
                         uow.commit().await
                     }
                 })
