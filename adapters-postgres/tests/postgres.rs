@@ -1,0 +1,558 @@
+//! What is particular to the PostgreSQL adapter: connection settings, schema, statements that
+//! must not abort a transaction, error mapping from real server errors, and the store's life.
+
+mod support;
+
+use std::time::Duration;
+
+use sqlx::{Connection, Row};
+use stockroom_core::{
+    Constraint, EntityKind, Error, NewProduct, Page, ProductFilter, ProductPatch, StockDelta,
+    Store, StoreConfig, UnitOfWork,
+};
+use stockroom_postgres::{PostgresStore, CREATE_MANY_BATCH};
+use support::TestDatabase;
+
+async fn with_store<F, Fut>(body: F)
+where
+    F: FnOnce(PostgresStore, TestDatabase) -> Fut,
+    Fut: std::future::Future<Output = (PostgresStore, TestDatabase)>,
+{
+    let db = TestDatabase::create().await;
+    let store = db.store().await;
+    let (store, db) = body(store, db).await;
+    store.close().await;
+    db.drop_now().await;
+}
+
+fn product(n: usize) -> NewProduct {
+    NewProduct::new(
+        &format!("Product {n}"),
+        &format!("product-{n}"),
+        &format!("SKU-{n}"),
+    )
+    .unwrap()
+    .with_stock(10)
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_carry_the_application_name_and_session_settings() {
+    with_store(|store, db| async move {
+        assert!(store
+            .config()
+            .session_settings
+            .contains(&("jit".into(), "off".into())));
+        let mut admin = support::admin().await;
+        // Hold a read session so that at least one connection is busy and visible.
+        let mut read = store.read().await.unwrap();
+        read.products()
+            .count(&ProductFilter::default())
+            .await
+            .unwrap();
+        let n: i64 = sqlx::query(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND datname = $1",
+        )
+        .bind(&db.name)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap()
+        .get(0);
+        assert!(n >= 1, "no session named {} on the server", db.name);
+        drop(read);
+        let _ = admin.close().await;
+        // Session settings reach every connection: with the tables off the search path, the
+        // same store configuration cannot see them.
+        let mut config = db.config().with_migrations(false);
+        config
+            .session_settings
+            .push(("search_path".into(), "nowhere".into()));
+        let hidden = PostgresStore::connect(&config).await.unwrap();
+        let mut read = hidden.read().await.unwrap();
+        assert!(matches!(
+            read.products().count(&ProductFilter::default()).await,
+            Err(Error::Backend { .. })
+        ));
+        drop(read);
+        hidden.close().await;
+        // A setting the server refuses fails the connect.
+        let mut config = db.config().with_migrations(false);
+        config.session_settings = vec![("jit".into(), "banana".into())];
+        assert!(PostgresStore::connect(&config).await.is_err());
+        (store, db)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pool_size_and_overflow_bound_the_connections() {
+    let db = TestDatabase::create().await;
+    let config = db.config().with_pool_size(2).with_max_overflow(1);
+    let store = PostgresStore::connect(&config).await.unwrap();
+    // Three sessions may be held at once, a fourth waits and times out as Unavailable.
+    let a = store.read().await.unwrap();
+    let b = store.read().await.unwrap();
+    let c = store.read().await.unwrap();
+    assert_eq!(store.open_connections(), 3);
+    let short = db
+        .config()
+        .with_pool_size(1)
+        .with_max_overflow(0)
+        .with_acquire_timeout(Duration::from_millis(300));
+    let tight = PostgresStore::connect(&short.with_migrations(false))
+        .await
+        .unwrap();
+    let held = tight.begin().await.unwrap();
+    match tight.read().await {
+        Err(Error::Unavailable { .. }) => {}
+        Err(other) => panic!("expected Unavailable, got {other:?}"),
+        Ok(_) => panic!("expected Unavailable, got a session"),
+    }
+    drop(held);
+    assert!(
+        tight.read().await.is_ok(),
+        "the connection came back after the rollback"
+    );
+    tight.close().await;
+    drop((a, b, c));
+    store.close().await;
+    db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_refuses_other_schemes_and_reports_an_unreachable_server() {
+    let sqlite = StoreConfig::new("sqlite://data.db");
+    assert!(matches!(
+        PostgresStore::connect(&sqlite).await,
+        Err(Error::Validation { field: "url", .. })
+    ));
+    // Nothing listens on port 1.
+    let nowhere = StoreConfig::new("postgresql://u:hunter2@127.0.0.1:1/db")
+        .with_acquire_timeout(Duration::from_secs(2));
+    match PostgresStore::connect(&nowhere).await {
+        Err(e @ Error::Unavailable { .. }) => {
+            assert!(!e.to_string().contains("hunter2"), "{e}");
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_never_shows_the_password() {
+    let db = TestDatabase::create().await;
+    // The test server trusts local connections, so the password is never asked for.
+    let (scheme, rest) = db.url.split_once("://").unwrap();
+    let url = match rest.split_once('@') {
+        Some((user, host)) if !user.contains(':') => format!("{scheme}://{user}:hunter2@{host}"),
+        Some(_) => db.url.clone(),
+        None => format!("{scheme}://postgres:hunter2@{rest}"),
+    };
+    let store = PostgresStore::connect(&db.config().with_migrations(true))
+        .await
+        .unwrap();
+    let other = PostgresStore::connect(&StoreConfig { url, ..db.config() })
+        .await
+        .unwrap();
+    for text in [
+        format!("{store:?}"),
+        format!("{other:?}"),
+        format!("{:?}", other.config()),
+    ] {
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+    other.close().await;
+    store.close().await;
+    db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_has_the_named_indexes_and_checks() {
+    with_store(|store, db| async move {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let indexes: Vec<String> =
+            sqlx::query("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")
+                .fetch_all(&mut conn)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.get(0))
+                .collect();
+        for c in Constraint::ALL {
+            if c != Constraint::PrimaryKey {
+                assert!(
+                    indexes.iter().any(|i| i == c.as_str()),
+                    "{c} missing from {indexes:?}"
+                );
+            }
+        }
+        assert!(indexes.iter().any(|i| i == "products_search"));
+        assert!(indexes.iter().any(|i| i == "products_order"));
+        // CHECK (stock >= 0) holds even against raw SQL.
+        let mut uow = store.begin().await.unwrap();
+        let p = uow.products().create(product(1)).await.unwrap();
+        uow.commit().await.unwrap();
+        let err = sqlx::query("UPDATE products SET stock = -1 WHERE id = $1")
+            .bind(p.id.as_uuid())
+            .execute(&mut conn)
+            .await
+            .unwrap_err();
+        assert_eq!(err.as_database_error().unwrap().code().unwrap(), "23514");
+        let _ = conn.close().await;
+        (store, db)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_migrations_the_schema_is_absent_until_migrate() {
+    let db = TestDatabase::create().await;
+    let store = PostgresStore::connect(&db.config().with_migrations(false))
+        .await
+        .unwrap();
+    let mut read = store.read().await.unwrap();
+    match read.products().count(&ProductFilter::default()).await {
+        Err(Error::Backend { .. }) => {}
+        other => panic!("expected a backend error (no table), got {other:?}"),
+    }
+    drop(read);
+    store.migrate().await.unwrap();
+    store.migrate().await.unwrap(); // idempotent
+    let mut read = store.read().await.unwrap();
+    assert_eq!(
+        read.products()
+            .count(&ProductFilter::default())
+            .await
+            .unwrap(),
+        0
+    );
+    drop(read);
+    store.close().await;
+    db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expected_failures_leave_the_unit_of_work_usable() {
+    with_store(|store, db| async move {
+        let mut uow = store.begin().await.unwrap();
+        let a = uow.products().create(product(1)).await.unwrap();
+        let b = uow.products().create(product(2)).await.unwrap();
+        // Each of these fails on a rule; none aborts the PostgreSQL transaction.
+        let dup = NewProduct::new("Again", "product-1", "SKU-X").unwrap();
+        assert!(matches!(
+            uow.products().create(dup).await,
+            Err(Error::Conflict {
+                constraint: Constraint::ProductSlug
+            })
+        ));
+        let taken = ProductPatch::new().sku("SKU-1").unwrap();
+        assert!(matches!(
+            uow.products().update(b.id, &taken, None).await,
+            Err(Error::Conflict {
+                constraint: Constraint::ProductSku
+            })
+        ));
+        assert!(matches!(
+            uow.products()
+                .adjust_stock(a.id, StockDelta::new(-11).unwrap())
+                .await,
+            Err(Error::InsufficientStock {
+                available: 10,
+                requested: 11,
+                ..
+            })
+        ));
+        let ghost = stockroom_core::CategoryId::new();
+        let orphan = product(3).in_category(ghost);
+        assert!(matches!(
+            uow.products().create(orphan).await,
+            Err(Error::NotFound {
+                entity: EntityKind::Category,
+                ..
+            })
+        ));
+        let many = vec![product(4), product(5), product(4)];
+        assert!(matches!(
+            uow.products().create_many(many).await,
+            Err(Error::Conflict {
+                constraint: Constraint::ProductSlug
+            })
+        ));
+        // …and the unit of work commits what succeeded.
+        uow.commit().await.unwrap();
+        let mut read = store.read().await.unwrap();
+        assert_eq!(
+            read.products()
+                .count(&ProductFilter::default())
+                .await
+                .unwrap(),
+            2
+        );
+        assert!(
+            read.products()
+                .by_slug("product-4")
+                .await
+                .unwrap()
+                .is_none(),
+            "create_many is all or nothing"
+        );
+        drop(read);
+        (store, db)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_statement_makes_commit_fail_instead_of_silently_rolling_back() {
+    with_store(|store, db| async move {
+        let mut uow = store.begin().await.unwrap();
+        let a = uow.products().create(product(1)).await.unwrap();
+        let b = uow.products().create(product(2)).await.unwrap();
+        // Two rows cannot take one slug: the unique index itself fires (23505), which aborts
+        // the PostgreSQL transaction.
+        let same = ProductPatch::new().slug("same-slug").unwrap();
+        assert!(matches!(
+            uow.products().update_many(&[a.id, b.id], &same).await,
+            Err(Error::Conflict {
+                constraint: Constraint::ProductSlug
+            })
+        ));
+        match uow.commit().await {
+            Err(Error::Backend { message, .. }) => {
+                assert!(message.contains("rolled back"), "{message}")
+            }
+            other => panic!("commit after an aborted statement must fail, got {other:?}"),
+        }
+        let mut read = store.read().await.unwrap();
+        assert_eq!(
+            read.products()
+                .count(&ProductFilter::default())
+                .await
+                .unwrap(),
+            0
+        );
+        drop(read);
+
+        // A savepoint rolled back to clears the failure.
+        let mut uow = store.begin().await.unwrap();
+        let a = uow.products().create(product(1)).await.unwrap();
+        let b = uow.products().create(product(2)).await.unwrap();
+        let sp = uow.savepoint().await.unwrap();
+        assert!(uow
+            .products()
+            .update_many(&[a.id, b.id], &same)
+            .await
+            .is_err());
+        uow.rollback_to(sp).await.unwrap();
+        uow.commit().await.unwrap();
+        let mut read = store.read().await.unwrap();
+        assert_eq!(
+            read.products()
+                .count(&ProductFilter::default())
+                .await
+                .unwrap(),
+            2
+        );
+        drop(read);
+        (store, db)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_unit_of_work_rolls_back_and_frees_its_connection() {
+    let db = TestDatabase::create().await;
+    let store = PostgresStore::connect(&db.config().with_pool_size(1).with_max_overflow(0))
+        .await
+        .unwrap();
+    for round in 0..3 {
+        let mut uow = store.begin().await.unwrap();
+        uow.products().create(product(round)).await.unwrap();
+        drop(uow);
+    }
+    let mut read = store.read().await.unwrap();
+    assert_eq!(
+        read.products()
+            .count(&ProductFilter::default())
+            .await
+            .unwrap(),
+        0
+    );
+    drop(read);
+    store.close().await;
+    db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_past_the_last_page_still_counts_and_tracks_updates() {
+    with_store(|store, db| async move {
+        let mut uow = store.begin().await.unwrap();
+        let news: Vec<NewProduct> = (0..30).map(product).collect();
+        let created = uow.products().create_many(news).await.unwrap();
+        // Name, sku and description changes each rebuild the searched text.
+        let p = created[0].id;
+        let patch = ProductPatch::new()
+            .name("Éclair Tin")
+            .unwrap()
+            .description(Some("50% off\nnow"))
+            .unwrap();
+        uow.products().update(p, &patch, None).await.unwrap();
+        uow.commit().await.unwrap();
+        let mut read = store.read().await.unwrap();
+        let filter = ProductFilter::default().search("product").unwrap();
+        let past = read
+            .products()
+            .search(&filter, Page::new(10, 1_000).unwrap())
+            .await
+            .unwrap();
+        assert_eq!((past.items.len(), past.total), (0, 29));
+        let page = read
+            .products()
+            .search(&filter, Page::new(10, 20).unwrap())
+            .await
+            .unwrap();
+        assert_eq!((page.items.len(), page.total), (9, 29));
+        for (q, hits) in [
+            ("éclair", 1),
+            ("ÉCLAIR TIN", 1),
+            ("50%", 1),
+            ("0%_", 0),
+            ("sku-0", 1),
+            ("off\nnow", 1),
+        ] {
+            let filter = ProductFilter::default().search(q);
+            let Ok(f) = filter else {
+                assert!(q.contains('\n'), "{q:?} refused");
+                continue; // control characters are refused by SearchText
+            };
+            let r = read.products().search(&f, Page::default()).await.unwrap();
+            assert_eq!(r.total, hits, "query {q:?}");
+        }
+        // The description can be cleared and the name left alone.
+        drop(read);
+        let mut uow = store.begin().await.unwrap();
+        let cleared = ProductPatch::new()
+            .description(None)
+            .unwrap()
+            .sku("NEW-SKU")
+            .unwrap();
+        uow.products().update(p, &cleared, None).await.unwrap();
+        uow.commit().await.unwrap();
+        let mut read = store.read().await.unwrap();
+        for (q, hits) in [("50%", 0), ("new-sku", 1), ("éclair tin", 1), ("sku-0", 0)] {
+            let f = ProductFilter::default().search(q).unwrap();
+            let r = read.products().search(&f, Page::default()).await.unwrap();
+            assert_eq!(r.total, hits, "query {q:?}");
+        }
+        drop(read);
+        (store, db)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_many_spans_batches_all_or_nothing() {
+    with_store(|store, db| async move {
+        let n = CREATE_MANY_BATCH + 5;
+        let mut uow = store.begin().await.unwrap();
+        let mut news: Vec<NewProduct> = (0..n).map(product).collect();
+        // The last row of the second batch repeats a sku of the first batch.
+        news.push(NewProduct::new("Late", "late", "SKU-3").unwrap());
+        assert!(matches!(
+            uow.products().create_many(news).await,
+            Err(Error::Conflict {
+                constraint: Constraint::ProductSku
+            })
+        ));
+        uow.commit().await.unwrap();
+        let mut read = store.read().await.unwrap();
+        assert_eq!(
+            read.products()
+                .count(&ProductFilter::default())
+                .await
+                .unwrap(),
+            0
+        );
+        drop(read);
+        let mut uow = store.begin().await.unwrap();
+        let created = uow
+            .products()
+            .create_many((0..n).map(product).collect())
+            .await
+            .unwrap();
+        uow.commit().await.unwrap();
+        assert_eq!(created.len(), n);
+        let mut read = store.read().await.unwrap();
+        assert_eq!(
+            read.products()
+                .count(&ProductFilter::default())
+                .await
+                .unwrap(),
+            n as u64
+        );
+        let last = read.products().get(created[n - 1].id).await.unwrap();
+        assert_eq!(last.as_ref(), Some(&created[n - 1]));
+        drop(read);
+        (store, db)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_deadlock_is_reported_as_transient() {
+    with_store(|store, db| async move {
+        let mut uow = store.begin().await.unwrap();
+        let a = uow.products().create(product(1)).await.unwrap().id;
+        let b = uow.products().create(product(2)).await.unwrap().id;
+        uow.commit().await.unwrap();
+        let mut first = store.begin().await.unwrap();
+        let mut second = store.begin().await.unwrap();
+        let up = StockDelta::new(1).unwrap();
+        first.products().adjust_stock(a, up).await.unwrap();
+        second.products().adjust_stock(b, up).await.unwrap();
+        // Opposite order: the server detects the deadlock and fails one of the two. Each
+        // rolls back as soon as its statement returns, so the survivor can go on.
+        async fn step(
+            mut uow: Box<dyn UnitOfWork>,
+            id: stockroom_core::ProductId,
+            delay: u64,
+        ) -> Result<(), Error> {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+            let result = uow
+                .products()
+                .adjust_stock(id, StockDelta::new(1).unwrap())
+                .await;
+            uow.rollback().await.unwrap();
+            result.map(drop)
+        }
+        let (r1, r2) = tokio::join!(step(first, b, 0), step(second, a, 50));
+        let failures: Vec<&Error> = [&r1, &r2]
+            .into_iter()
+            .filter_map(|r| r.as_ref().err())
+            .collect();
+        assert_eq!(failures.len(), 1, "{r1:?} {r2:?}");
+        assert!(failures[0].is_transient(), "{:?}", failures[0]);
+        (store, db)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_closed_store_is_unavailable() {
+    let db = TestDatabase::create().await;
+    let store = db.store().await;
+    store.health().await.unwrap();
+    store.close().await;
+    assert!(matches!(
+        store.health().await,
+        Err(Error::Unavailable { .. })
+    ));
+    assert!(matches!(
+        store.begin().await.err(),
+        Some(Error::Unavailable { .. })
+    ));
+    assert!(matches!(
+        store.read().await.err(),
+        Some(Error::Unavailable { .. })
+    ));
+    db.drop_now().await;
+}
