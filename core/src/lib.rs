@@ -8,7 +8,8 @@
 //! implement [`Store`], [`UnitOfWork`], [`ReadSession`] and the repository traits; the
 //! `stockroom-conformance` crate proves they all behave alike.
 //!
-//! With the `mocks` feature, [`mocks`] holds mockall mocks of every port.
+//! [`traced()`] wraps any store so that every port operation runs inside a `tracing` span. With the
+//! `mocks` feature, [`mocks`] holds mockall mocks of every port.
 
 mod config;
 mod entities;
@@ -17,6 +18,7 @@ mod ids;
 mod ports;
 mod query;
 pub mod time;
+mod traced;
 mod usecases;
 mod validate;
 
@@ -42,6 +44,7 @@ pub use query::{
     MAX_OFFSET, MAX_QUERY_LEN,
 };
 pub use time::Timestamp;
+pub use traced::{traced, Traced};
 pub use usecases::{product_details, transfer_stock, RetryPolicy, StoreExt, TransferRequest};
 pub use validate::{
     Email, IdempotencyKey, Name, Quantity, Rating, Sku, Slug, Stock, StockDelta, Text,

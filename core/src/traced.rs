@@ -1,0 +1,781 @@
+//! The tracing decorator of every port: [`Traced`].
+
+use std::fmt;
+use std::future::Future;
+
+use async_trait::async_trait;
+use tracing::field::{display, Empty};
+use tracing::{Instrument, Span};
+
+use crate::entities::{
+    Category, Entity, NewStockMovement, Product, ProductFilter, ProductWithRelations, RatingStats,
+    Review, StockMovement, User,
+};
+use crate::error::{Error, Result};
+use crate::ids::{ProductId, StockMovementId};
+use crate::ports::{
+    CategoryReader, CategoryRepository, ProductReader, ProductRepository, ReadRepository,
+    ReadSession, Repository, ReviewReader, ReviewRepository, Savepoint, StockMovementReader,
+    StockMovementRepository, Store, UnitOfWork, UserReader, UserRepository,
+};
+use crate::query::{Cursor, KeysetPage, Limit, Page, SearchPage};
+use crate::time::Timestamp;
+use crate::validate::StockDelta;
+
+/// A [`Store`] whose every operation, and every operation of its units of work and read sessions,
+/// runs inside a `tracing` span. It delegates everything to the store it wraps.
+///
+/// - Span names: `stockroom.<entity>.<operation>` for repository operations (e.g.
+///   `stockroom.product.get`, `stockroom.stock_movement.record`), `stockroom.begin`,
+///   `stockroom.read`, `stockroom.health`, `stockroom.close`, `stockroom.savepoint`,
+///   `stockroom.rollback_to`, `stockroom.release`, `stockroom.commit`, `stockroom.rollback`.
+/// - Fields: `entity` and `operation`; the ids an operation is about (`id`, `ids`, `product`,
+///   `source`, `target`; `id` of the new row once `create` succeeds); a few sizes (`count` of a
+///   batch, `delta` of a stock adjustment, savepoint `depth`); and `outcome`: `ok`, or the kind
+///   of the error (`not_found`, `conflict`, `insufficient_stock`, `validation`, `stale_version`,
+///   `transient`, `unavailable`, `backend`). Never a row, a search text, a slug, an email or an
+///   idempotency key.
+/// - Level `DEBUG`, so they cost next to nothing unless a subscriber asks for them; nothing is
+///   printed without a subscriber.
+/// - The operations of one unit of work (or read session) are children of a
+///   `stockroom.unit_of_work` (or `stockroom.read_session`) span opened by `begin` (or `read`),
+///   itself a child of the span current at that moment (e.g. `stockroom.transfer`).
+///
+/// ```
+/// # async fn demo(store: impl stockroom_core::Store + 'static) -> stockroom_core::Result<()> {
+/// use stockroom_core::{traced, ProductId, Store};
+/// let store = traced(store);
+/// let mut session = store.read().await?;
+/// // Runs in a `stockroom.product.get` span with `id` and `outcome` fields.
+/// session.products().get(ProductId::new()).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Traced<S>(S);
+
+/// Wraps `store` so that every operation runs inside a `tracing` span: see [`Traced`].
+pub fn traced<S: Store + 'static>(store: S) -> Traced<S> {
+    Traced::new(store)
+}
+
+impl<S: Store> Traced<S> {
+    /// Wraps `store`.
+    pub fn new(store: S) -> Self {
+        Traced(store)
+    }
+
+    /// The wrapped store.
+    pub fn inner(&self) -> &S {
+        &self.0
+    }
+
+    /// The wrapped store, unwrapped.
+    pub fn into_inner(self) -> S {
+        self.0
+    }
+}
+
+/// The `outcome` field of a finished operation.
+fn outcome<T>(result: &Result<T>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(Error::NotFound { .. }) => "not_found",
+        Err(Error::Conflict { .. }) => "conflict",
+        Err(Error::InsufficientStock { .. }) => "insufficient_stock",
+        Err(Error::Validation { .. }) => "validation",
+        Err(Error::StaleVersion { .. }) => "stale_version",
+        Err(Error::Transient { .. }) => "transient",
+        Err(Error::Unavailable { .. }) => "unavailable",
+        Err(Error::Backend { .. }) => "backend",
+    }
+}
+
+/// Runs `operation` inside `span`, then records its outcome (and, on success, whatever
+/// `on_ok` records) on the span.
+async fn observe<T>(
+    span: Span,
+    operation: impl Future<Output = Result<T>>,
+    on_ok: impl FnOnce(&Span, &T),
+) -> Result<T> {
+    let result = operation.instrument(span.clone()).await;
+    if let Ok(value) = &result {
+        on_ok(&span, value);
+    }
+    span.record("outcome", outcome(&result));
+    result
+}
+
+/// A list of ids as a span field: `[a, b]`, the first few only.
+struct Ids<'a, I>(&'a [I]);
+
+impl<I: fmt::Display> fmt::Display for Ids<'_, I> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const SHOWN: usize = 8;
+        f.write_str("[")?;
+        for (i, id) in self.0.iter().take(SHOWN).enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{id}")?;
+        }
+        if self.0.len() > SHOWN {
+            write!(f, ", … {} more", self.0.len() - SHOWN)?;
+        }
+        f.write_str("]")
+    }
+}
+
+#[async_trait]
+impl<S: Store> Store for Traced<S> {
+    fn backend(&self) -> &'static str {
+        self.0.backend()
+    }
+
+    async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
+        let backend = self.0.backend();
+        let span = tracing::debug_span!("stockroom.begin", backend, outcome = Empty);
+        let inner = observe(span, self.0.begin(), |_, _| {}).await?;
+        let span = tracing::debug_span!("stockroom.unit_of_work", backend);
+        Ok(Box::new(TracedUnitOfWork { inner, span }))
+    }
+
+    async fn read(&self) -> Result<Box<dyn ReadSession>> {
+        let backend = self.0.backend();
+        let span = tracing::debug_span!("stockroom.read", backend, outcome = Empty);
+        let inner = observe(span, self.0.read(), |_, _| {}).await?;
+        let span = tracing::debug_span!("stockroom.read_session", backend);
+        Ok(Box::new(TracedReadSession { inner, span }))
+    }
+
+    async fn health(&self) -> Result<()> {
+        let span = tracing::debug_span!(
+            "stockroom.health",
+            backend = self.0.backend(),
+            outcome = Empty
+        );
+        observe(span, self.0.health(), |_, _| {}).await
+    }
+
+    async fn close(&self) {
+        let span = tracing::debug_span!("stockroom.close", backend = self.0.backend());
+        self.0.close().instrument(span).await
+    }
+}
+
+/// A unit of work whose operations run in spans, children of `span`. It implements every
+/// repository trait itself (one `impl ReadRepository<E>` per entity, which Rust tells apart by
+/// `E`), so `products()` and the rest simply return `self`.
+struct TracedUnitOfWork {
+    inner: Box<dyn UnitOfWork>,
+    span: Span,
+}
+
+/// A read session whose reads run in spans, children of `span`; like [`TracedUnitOfWork`], it
+/// is every reader itself.
+struct TracedReadSession {
+    inner: Box<dyn ReadSession>,
+    span: Span,
+}
+
+/// `$wrapper: $trait => ("entity", accessor) { methods }` implements `$trait` for `$wrapper`, each
+/// listed method delegating to `self.inner.$accessor().$op(..)` inside a span
+/// `stockroom.$entity.$op` with the fields in `[..]`. After `=>`, a closure `|span, value|` that
+/// records more fields from a successful result.
+macro_rules! traced_impl {
+    (
+        $wrapper:ty: $trait:ty => ($entity:literal, $accessor:ident) {
+            $(
+                async fn $op:ident(&mut self $(, $arg:ident: $arg_ty:ty)*) -> $ret:ty
+                    $([$($field:tt)*])? $(=> $on_ok:expr)?;
+            )*
+        }
+    ) => {
+        #[async_trait]
+        impl $trait for $wrapper {
+            $(
+                async fn $op(&mut self $(, $arg: $arg_ty)*) -> $ret {
+                    let span = tracing::debug_span!(
+                        parent: &self.span,
+                        concat!("stockroom.", $entity, ".", stringify!($op)),
+                        entity = $entity,
+                        operation = stringify!($op),
+                        $($($field)*,)?
+                        outcome = Empty,
+                    );
+                    let operation = self.inner.$accessor().$op($($arg),*);
+                    observe(span, operation, traced_impl!(@on_ok $($on_ok)?)).await
+                }
+            )*
+        }
+    };
+    (@on_ok) => {
+        |_: &Span, _: &_| {}
+    };
+    (@on_ok $on_ok:expr) => {
+        $on_ok
+    };
+}
+
+/// The traced [`ReadRepository<E>`] of one entity on one wrapper.
+macro_rules! traced_read_repository {
+    ($wrapper:ty, $entity:ty => ($name:literal, $accessor:ident)) => {
+        traced_impl! {
+            $wrapper: ReadRepository<$entity> => ($name, $accessor) {
+                async fn get(&mut self, id: <$entity as Entity>::Id) -> Result<Option<$entity>>
+                    [id = %id];
+                async fn get_many(&mut self, ids: &[<$entity as Entity>::Id]) -> Result<Vec<$entity>>
+                    [ids = %Ids(ids)];
+                async fn list(&mut self, filter: &<$entity as Entity>::Filter, page: Page)
+                    -> Result<Vec<$entity>>;
+                async fn list_after(
+                    &mut self,
+                    filter: &<$entity as Entity>::Filter,
+                    after: Option<Cursor>,
+                    limit: Limit
+                ) -> Result<KeysetPage<$entity>>;
+                async fn count(&mut self, filter: &<$entity as Entity>::Filter) -> Result<u64>;
+                async fn exists(&mut self, filter: &<$entity as Entity>::Filter) -> Result<bool>;
+                async fn list_deleted(&mut self, page: Page) -> Result<Vec<$entity>>;
+            }
+        }
+    };
+}
+
+/// The traced [`Repository<E>`] of one entity on the unit of work.
+macro_rules! traced_repository {
+    ($entity:ty => ($name:literal, $accessor:ident)) => {
+        traced_impl! {
+            TracedUnitOfWork: Repository<$entity> => ($name, $accessor) {
+                async fn create(&mut self, new: <$entity as Entity>::New) -> Result<$entity>
+                    [id = Empty]
+                    => |span: &Span, row: &$entity| {
+                        span.record("id", display(row.id()));
+                    };
+                async fn create_many(&mut self, new: Vec<<$entity as Entity>::New>)
+                    -> Result<Vec<$entity>>
+                    [count = new.len()];
+                async fn update(
+                    &mut self,
+                    id: <$entity as Entity>::Id,
+                    patch: &<$entity as Entity>::Patch,
+                    expected_version: Option<i64>
+                ) -> Result<$entity>
+                    [id = %id, expected_version];
+                async fn update_many(
+                    &mut self,
+                    ids: &[<$entity as Entity>::Id],
+                    patch: &<$entity as Entity>::Patch
+                ) -> Result<u64>
+                    [ids = %Ids(ids)];
+                async fn soft_delete(&mut self, id: <$entity as Entity>::Id) -> Result<bool>
+                    [id = %id];
+                async fn restore(&mut self, id: <$entity as Entity>::Id) -> Result<bool>
+                    [id = %id];
+                async fn hard_delete(&mut self, id: <$entity as Entity>::Id) -> Result<bool>
+                    [id = %id];
+                async fn purge_deleted_before(&mut self, before: Timestamp) -> Result<u64>
+                    [before = %before];
+            }
+        }
+    };
+}
+
+// Products.
+
+traced_read_repository!(TracedUnitOfWork, Product => ("product", products));
+traced_read_repository!(TracedReadSession, Product => ("product", products));
+traced_repository!(Product => ("product", products));
+
+macro_rules! traced_product_reader {
+    ($wrapper:ty) => {
+        traced_impl! {
+            $wrapper: ProductReader => ("product", products) {
+                async fn by_slug(&mut self, slug: &str) -> Result<Option<Product>>;
+                async fn by_sku(&mut self, sku: &str) -> Result<Option<Product>>;
+                async fn with_relations(&mut self, id: ProductId)
+                    -> Result<Option<ProductWithRelations>>
+                    [id = %id];
+                async fn search(&mut self, filter: &ProductFilter, page: Page)
+                    -> Result<SearchPage<Product>>;
+            }
+        }
+    };
+}
+traced_product_reader!(TracedUnitOfWork);
+traced_product_reader!(TracedReadSession);
+
+traced_impl! {
+    TracedUnitOfWork: ProductRepository => ("product", products) {
+        async fn adjust_stock(&mut self, id: ProductId, delta: StockDelta) -> Result<Product>
+            [id = %id, delta = delta.get()];
+        async fn lock(&mut self, ids: &[ProductId]) -> Result<Vec<Product>>
+            [ids = %Ids(ids)];
+    }
+}
+
+// Categories.
+
+traced_read_repository!(TracedUnitOfWork, Category => ("category", categories));
+traced_read_repository!(TracedReadSession, Category => ("category", categories));
+traced_repository!(Category => ("category", categories));
+
+macro_rules! traced_category_reader {
+    ($wrapper:ty) => {
+        traced_impl! {
+            $wrapper: CategoryReader => ("category", categories) {
+                async fn by_slug(&mut self, slug: &str) -> Result<Option<Category>>;
+            }
+        }
+    };
+}
+traced_category_reader!(TracedUnitOfWork);
+traced_category_reader!(TracedReadSession);
+impl CategoryRepository for TracedUnitOfWork {}
+
+// Users.
+
+traced_read_repository!(TracedUnitOfWork, User => ("user", users));
+traced_read_repository!(TracedReadSession, User => ("user", users));
+traced_repository!(User => ("user", users));
+
+macro_rules! traced_user_reader {
+    ($wrapper:ty) => {
+        traced_impl! {
+            $wrapper: UserReader => ("user", users) {
+                async fn by_email(&mut self, email: &str) -> Result<Option<User>>;
+            }
+        }
+    };
+}
+traced_user_reader!(TracedUnitOfWork);
+traced_user_reader!(TracedReadSession);
+impl UserRepository for TracedUnitOfWork {}
+
+// Reviews.
+
+traced_read_repository!(TracedUnitOfWork, Review => ("review", reviews));
+traced_read_repository!(TracedReadSession, Review => ("review", reviews));
+traced_repository!(Review => ("review", reviews));
+
+macro_rules! traced_review_reader {
+    ($wrapper:ty) => {
+        traced_impl! {
+            $wrapper: ReviewReader => ("review", reviews) {
+                async fn for_product(&mut self, product: ProductId, page: Page)
+                    -> Result<Vec<Review>>
+                    [product = %product];
+                async fn stats(&mut self, product: ProductId) -> Result<RatingStats>
+                    [product = %product];
+            }
+        }
+    };
+}
+traced_review_reader!(TracedUnitOfWork);
+traced_review_reader!(TracedReadSession);
+impl ReviewRepository for TracedUnitOfWork {}
+
+// The stock ledger.
+
+macro_rules! traced_movement_reader {
+    ($wrapper:ty) => {
+        traced_impl! {
+            $wrapper: StockMovementReader => ("stock_movement", movements) {
+                async fn get(&mut self, id: StockMovementId) -> Result<Option<StockMovement>>
+                    [id = %id];
+                async fn by_idempotency_key(&mut self, key: &str)
+                    -> Result<Option<StockMovement>>;
+                async fn for_product(&mut self, product: ProductId, page: Page)
+                    -> Result<Vec<StockMovement>>
+                    [product = %product];
+                async fn count(&mut self) -> Result<u64>;
+            }
+        }
+    };
+}
+traced_movement_reader!(TracedUnitOfWork);
+traced_movement_reader!(TracedReadSession);
+
+traced_impl! {
+    TracedUnitOfWork: StockMovementRepository => ("stock_movement", movements) {
+        async fn record(&mut self, movement: NewStockMovement) -> Result<StockMovement>
+            [
+                source = %movement.source_id(),
+                target = %movement.target_id(),
+                quantity = movement.quantity(),
+                id = Empty
+            ]
+            => |span: &Span, row: &StockMovement| {
+                span.record("id", display(row.id));
+            };
+    }
+}
+
+// The sessions themselves.
+
+impl ReadSession for TracedReadSession {
+    fn products(&mut self) -> &mut dyn ProductReader {
+        self
+    }
+
+    fn categories(&mut self) -> &mut dyn CategoryReader {
+        self
+    }
+
+    fn users(&mut self) -> &mut dyn UserReader {
+        self
+    }
+
+    fn reviews(&mut self) -> &mut dyn ReviewReader {
+        self
+    }
+
+    fn movements(&mut self) -> &mut dyn StockMovementReader {
+        self
+    }
+}
+
+impl TracedUnitOfWork {
+    fn span(&self, name: &'static str) -> Span {
+        // The span macros want a literal name: one arm per control operation.
+        macro_rules! control_span {
+            ($($name:literal),*) => {
+                match name {
+                    $($name => tracing::debug_span!(
+                        parent: &self.span, $name, depth = Empty, outcome = Empty
+                    ),)*
+                    _ => unreachable!("not a unit of work operation: {name}"),
+                }
+            };
+        }
+        control_span!(
+            "stockroom.savepoint",
+            "stockroom.rollback_to",
+            "stockroom.release",
+            "stockroom.commit",
+            "stockroom.rollback"
+        )
+    }
+}
+
+#[async_trait]
+impl UnitOfWork for TracedUnitOfWork {
+    fn products(&mut self) -> &mut dyn ProductRepository {
+        self
+    }
+
+    fn categories(&mut self) -> &mut dyn CategoryRepository {
+        self
+    }
+
+    fn users(&mut self) -> &mut dyn UserRepository {
+        self
+    }
+
+    fn reviews(&mut self) -> &mut dyn ReviewRepository {
+        self
+    }
+
+    fn movements(&mut self) -> &mut dyn StockMovementRepository {
+        self
+    }
+
+    async fn savepoint(&mut self) -> Result<Savepoint> {
+        let span = self.span("stockroom.savepoint");
+        observe(span, self.inner.savepoint(), |span, sp| {
+            span.record("depth", sp.depth());
+        })
+        .await
+    }
+
+    async fn rollback_to(&mut self, savepoint: Savepoint) -> Result<()> {
+        let span = self.span("stockroom.rollback_to");
+        span.record("depth", savepoint.depth());
+        observe(span, self.inner.rollback_to(savepoint), |_, _| {}).await
+    }
+
+    async fn release(&mut self, savepoint: Savepoint) -> Result<()> {
+        let span = self.span("stockroom.release");
+        span.record("depth", savepoint.depth());
+        observe(span, self.inner.release(savepoint), |_, _| {}).await
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        let span = self.span("stockroom.commit");
+        observe(span, self.inner.commit(), |_, _| {}).await
+    }
+
+    async fn rollback(self: Box<Self>) -> Result<()> {
+        let span = self.span("stockroom.rollback");
+        observe(span, self.inner.rollback(), |_, _| {}).await
+    }
+}
+
+#[cfg(all(test, feature = "mocks"))]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::{Arc, Mutex};
+
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::Subscriber;
+    use tracing_subscriber::layer::{Context, SubscriberExt};
+    use tracing_subscriber::registry::LookupSpan;
+    use tracing_subscriber::Layer;
+
+    use super::*;
+    use crate::entities::ProductStatus;
+    use crate::mocks::{MockReadSession, MockStore, MockUnitOfWork};
+    use crate::validate::Quantity;
+
+    /// One span as a subscriber saw it: its name, its parent's name and every field value
+    /// recorded on it (at creation or later).
+    #[derive(Debug, Clone)]
+    struct Captured {
+        name: &'static str,
+        parent: Option<&'static str>,
+        fields: BTreeMap<&'static str, String>,
+    }
+
+    /// A layer that keeps every span it sees.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<Mutex<Vec<Captured>>>);
+
+    struct Index(usize);
+
+    struct Fields<'a>(&'a mut BTreeMap<&'static str, String>);
+
+    impl tracing::field::Visit for Fields<'_> {
+        fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+            self.0.insert(field.name(), value.to_owned());
+        }
+
+        fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn fmt::Debug) {
+            self.0.insert(field.name(), format!("{value:?}"));
+        }
+    }
+
+    impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
+        fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+            let span = ctx.span(id).expect("a new span is registered");
+            let mut fields = BTreeMap::new();
+            attrs.record(&mut Fields(&mut fields));
+            let mut spans = self.0.lock().unwrap();
+            span.extensions_mut().insert(Index(spans.len()));
+            spans.push(Captured {
+                name: attrs.metadata().name(),
+                parent: span.parent().map(|p| p.name()),
+                fields,
+            });
+        }
+
+        fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+            let span = ctx.span(id).expect("a recorded span is registered");
+            let extensions = span.extensions();
+            let Index(index) = extensions.get::<Index>().expect("indexed on creation");
+            values.record(&mut Fields(&mut self.0.lock().unwrap()[*index].fields));
+        }
+    }
+
+    impl Capture {
+        fn named(&self, name: &str) -> Vec<Captured> {
+            let spans = self.0.lock().unwrap();
+            spans.iter().filter(|s| s.name == name).cloned().collect()
+        }
+
+        fn one(&self, name: &str) -> Captured {
+            let found = self.named(name);
+            assert_eq!(found.len(), 1, "spans named {name}: {found:?}");
+            found.into_iter().next().unwrap()
+        }
+    }
+
+    fn product(id: ProductId, stock: i64) -> Product {
+        let now = crate::time::now();
+        Product {
+            id,
+            name: "Secret Lamp".into(),
+            slug: "secret-lamp".into(),
+            sku: "SECRET-1".into(),
+            description: None,
+            status: ProductStatus::Active,
+            stock,
+            category_id: None,
+            created_by: None,
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+            version: 1,
+        }
+    }
+
+    fn fields(span: &Captured) -> Vec<(&'static str, &str)> {
+        span.fields.iter().map(|(k, v)| (*k, v.as_str())).collect()
+    }
+
+    #[tokio::test]
+    async fn unit_of_work_operations_run_in_spans_with_ids_and_outcome() {
+        let capture = Capture::default();
+        let _guard =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+        let (a, b) = (ProductId::new(), ProductId::new());
+        let movement_id = StockMovementId::new();
+
+        let mut uow = MockUnitOfWork::new();
+        uow.products
+            .expect_get()
+            .returning(|id| Ok(Some(product(id, 2))));
+        uow.products.expect_adjust_stock().returning(move |_, _| {
+            Err(Error::InsufficientStock {
+                product: a,
+                available: 2,
+                requested: 3,
+            })
+        });
+        uow.movements.expect_record().returning(move |m| {
+            Ok(StockMovement {
+                id: movement_id,
+                source_id: m.source_id(),
+                target_id: m.target_id(),
+                quantity: m.quantity(),
+                idempotency_key: None,
+                created_at: crate::time::now(),
+            })
+        });
+        uow.transaction.expect_commit().returning(|| Ok(()));
+        let mut store = MockStore::new();
+        store.expect_backend().return_const("mock");
+        store.expect_begin().return_once(move || Ok(Box::new(uow)));
+        let store = traced(store);
+
+        let mut uow = store.begin().await.unwrap();
+        let got = uow.products().get(a).await.unwrap();
+        assert_eq!(got.map(|p| p.id), Some(a), "the result passes through");
+        let three = Quantity::parse("quantity", 3).unwrap();
+        let err = uow
+            .products()
+            .adjust_stock(a, StockDelta::remove(three))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InsufficientStock { .. }), "{err:?}");
+        uow.movements()
+            .record(NewStockMovement::new(a, b, three, None))
+            .await
+            .unwrap();
+        uow.commit().await.unwrap();
+
+        let begin = capture.one("stockroom.begin");
+        assert_eq!(fields(&begin), [("backend", "mock"), ("outcome", "ok")]);
+
+        let get = capture.one("stockroom.product.get");
+        assert_eq!(get.parent, Some("stockroom.unit_of_work"));
+        // The id and the outcome, never the row.
+        assert_eq!(
+            fields(&get),
+            [
+                ("entity", "product"),
+                ("id", a.to_string().as_str()),
+                ("operation", "get"),
+                ("outcome", "ok"),
+            ]
+        );
+
+        let adjust = capture.one("stockroom.product.adjust_stock");
+        assert_eq!(adjust.fields["outcome"], "insufficient_stock");
+        assert_eq!(adjust.fields["delta"], "-3");
+        assert_eq!(adjust.fields["id"], a.to_string());
+
+        let record = capture.one("stockroom.stock_movement.record");
+        assert_eq!(
+            record.fields["id"],
+            movement_id.to_string(),
+            "recorded on success"
+        );
+        assert_eq!(record.fields["source"], a.to_string());
+        assert_eq!(record.fields["target"], b.to_string());
+        assert_eq!(record.fields["outcome"], "ok");
+
+        let commit = capture.one("stockroom.commit");
+        assert_eq!(commit.parent, Some("stockroom.unit_of_work"));
+        assert_eq!(commit.fields["outcome"], "ok");
+
+        let spans = capture.0.lock().unwrap();
+        for span in spans.iter() {
+            for value in span.fields.values() {
+                assert!(!value.contains("Secret"), "a row leaked into {span:?}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn read_session_operations_and_failures_are_traced() {
+        let capture = Capture::default();
+        let _guard =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+        let id = ProductId::new();
+        let mut store = MockStore::new();
+        store.expect_backend().return_const("mock");
+        store.expect_read().times(3).returning(move || {
+            let mut session = MockReadSession::new();
+            session.products.expect_get().returning(|_| {
+                Err(Error::Transient {
+                    reason: "busy".into(),
+                })
+            });
+            session
+                .reviews
+                .expect_for_product()
+                .returning(|_, _| Ok(vec![]));
+            session
+                .reviews
+                .expect_stats()
+                .returning(|_| Ok(RatingStats::default()));
+            Ok(Box::new(session))
+        });
+        let store = traced(store);
+
+        let result = crate::product_details(&store, id, Limit::new(3).unwrap()).await;
+        assert!(matches!(result, Err(Error::Transient { .. })), "{result:?}");
+
+        assert_eq!(capture.named("stockroom.read").len(), 3);
+        let get = capture.one("stockroom.product.get");
+        assert_eq!(get.parent, Some("stockroom.read_session"));
+        assert_eq!(get.fields["outcome"], "transient");
+        let sessions = capture.named("stockroom.read_session");
+        assert_eq!(sessions.len(), 3);
+        assert!(
+            sessions
+                .iter()
+                .all(|s| s.parent == Some("stockroom.product_details")),
+            "sessions are children of the use case's span: {sessions:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn without_a_subscriber_it_only_delegates() {
+        let id = ProductId::new();
+        let mut store = MockStore::new();
+        store.expect_backend().return_const("mock");
+        store.expect_health().times(1).returning(|| {
+            Err(Error::Unavailable {
+                reason: "closed".into(),
+            })
+        });
+        store.expect_read().times(1).returning(|| {
+            let mut session = MockReadSession::new();
+            session
+                .products
+                .expect_get()
+                .times(1)
+                .returning(|id| Ok(Some(product(id, 7))));
+            Ok(Box::new(session))
+        });
+        let store = traced(store);
+        assert_eq!(store.backend(), "mock");
+        assert!(matches!(
+            store.health().await,
+            Err(Error::Unavailable { .. })
+        ));
+        let mut session = store.read().await.unwrap();
+        let got = session.products().get(id).await.unwrap().unwrap();
+        assert_eq!((got.id, got.stock), (id, 7));
+    }
+}
