@@ -1,0 +1,222 @@
+//! Faults injected into a running store: its server sessions are killed while transfers run.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::{Connection, Row};
+use stockroom_core::{Error, NewProduct, ProductFilter, Store, StoreExt, TransferRequest};
+use stockroom_postgres::PostgresStore;
+use support::TestDatabase;
+
+const TASKS: usize = 16;
+const PRODUCTS: usize = 8;
+const INITIAL_STOCK: i64 = 1_000;
+const KILLS: usize = 6;
+
+#[derive(Debug, Default)]
+struct Outcomes {
+    ok: usize,
+    /// Failed transfers and their idempotency keys.
+    failed: Vec<(String, Error)>,
+}
+
+/// While 16 tasks run transfers, another task terminates every server session of the store
+/// (`pg_terminate_backend` on its application name) six times. Every transfer either applied
+/// fully or returned a typed error (connection loss as `Unavailable`), the total stock is
+/// unchanged, every product's stock equals its initial stock plus its ledger movements, the
+/// ledger holds one row per applied transfer, and the same store then serves requests again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn transfers_survive_sessions_killed_under_them() {
+    let db = TestDatabase::create().await;
+    let config = db
+        .config()
+        .with_pool_size(4)
+        .with_max_overflow(4)
+        .with_acquire_timeout(Duration::from_secs(10));
+    assert!(
+        config.test_before_acquire,
+        "the pool pings before handing out a connection"
+    );
+    let store = Arc::new(PostgresStore::connect(&config).await.unwrap());
+
+    let mut uow = store.begin().await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..PRODUCTS {
+        let new = NewProduct::new(
+            &format!("Item {i}"),
+            &format!("item-{i}"),
+            &format!("IT-{i}"),
+        )
+        .unwrap()
+        .with_stock(INITIAL_STOCK)
+        .unwrap();
+        ids.push(uow.products().create(new).await.unwrap().id);
+    }
+    uow.commit().await.unwrap();
+    let ids = Arc::new(ids);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let killer = {
+        let name = config.application_name.clone();
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut admin = support::admin().await;
+            let mut terminated = 0usize;
+            for _ in 0..KILLS {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let rows = sqlx::query(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                     WHERE application_name = $1 AND pid <> pg_backend_pid()",
+                )
+                .bind(&name)
+                .fetch_all(&mut admin)
+                .await
+                .unwrap();
+                terminated += rows.iter().filter(|r| r.get::<bool, _>(0)).count();
+            }
+            stop.store(true, Ordering::SeqCst);
+            let _ = admin.close().await;
+            terminated
+        })
+    };
+
+    let mut workers = Vec::new();
+    for task in 0..TASKS {
+        let store = Arc::clone(&store);
+        let ids = Arc::clone(&ids);
+        let stop = Arc::clone(&stop);
+        workers.push(tokio::spawn(async move {
+            let mut outcomes = Outcomes::default();
+            let mut n = 0usize;
+            // Run until the killer is done (and at least 20 transfers), at most 2,000.
+            while (n < 20 || !stop.load(Ordering::SeqCst)) && n < 2_000 {
+                let from = (task + n) % PRODUCTS;
+                let to = (task * 3 + n * 7 + 1) % PRODUCTS;
+                let to = if to == from { (to + 1) % PRODUCTS } else { to };
+                let key = format!("t{task}-{n}");
+                let request = TransferRequest::new(ids[from], ids[to], (n % 5 + 1) as i64)
+                    .with_idempotency_key(key.clone());
+                match store.transfer(&request).await {
+                    Ok(_) => outcomes.ok += 1,
+                    Err(e) => outcomes.failed.push((key, e)),
+                }
+                n += 1;
+            }
+            outcomes
+        }));
+    }
+    let mut ok = 0;
+    let mut failed = Vec::new();
+    for w in workers {
+        let o = w.await.unwrap();
+        ok += o.ok;
+        failed.extend(o.failed);
+    }
+    let terminated = killer.await.unwrap();
+
+    // Every error is one of the typed outcomes a killed connection can cause.
+    for (key, e) in &failed {
+        assert!(
+            matches!(e, Error::Unavailable { .. } | Error::Transient { .. }),
+            "transfer {key} failed with an unexpected error: {e:?}"
+        );
+    }
+    assert!(terminated > 0, "the killer terminated no session");
+
+    // The same store serves again: health, reads and new transfers.
+    store.health().await.expect("health after the faults");
+    let mut read = store.read().await.unwrap();
+    // A failed transfer applied only if its COMMIT reached the server and the answer was lost:
+    // then its idempotency key is in the ledger, and only a lost connection can cause that.
+    let mut applied_despite_error = 0;
+    for (key, e) in &failed {
+        if read
+            .movements()
+            .by_idempotency_key(key)
+            .await
+            .unwrap()
+            .is_some()
+        {
+            assert!(
+                matches!(e, Error::Unavailable { .. }),
+                "{key} applied but failed with {e:?}"
+            );
+            applied_despite_error += 1;
+        }
+    }
+    let ledger = read.movements().count().await.unwrap() as usize;
+    assert_eq!(
+        ledger,
+        ok + applied_despite_error,
+        "one ledger row per applied transfer"
+    );
+    let products = read.products().get_many(&ids).await.unwrap();
+    let total: i64 = products.iter().map(|p| p.stock).sum();
+    assert_eq!(
+        total,
+        INITIAL_STOCK * PRODUCTS as i64,
+        "total stock unchanged"
+    );
+    drop(read);
+
+    // Each product's stock is its initial stock plus what the ledger moved in and out.
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let mut moved: HashMap<uuid::Uuid, i64> = HashMap::new();
+    for row in sqlx::query("SELECT source_id, target_id, quantity FROM stock_movements")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+    {
+        *moved.entry(row.get(0)).or_default() -= row.get::<i64, _>(2);
+        *moved.entry(row.get(1)).or_default() += row.get::<i64, _>(2);
+    }
+    let _ = conn.close().await;
+    for p in &products {
+        let expected = INITIAL_STOCK + moved.get(&p.id.as_uuid()).copied().unwrap_or(0);
+        assert_eq!(
+            p.stock, expected,
+            "stock of {} disagrees with the ledger",
+            p.id
+        );
+        assert!(p.stock >= 0);
+    }
+
+    for i in 0..20 {
+        let request = TransferRequest::new(ids[i % PRODUCTS], ids[(i + 1) % PRODUCTS], 1);
+        store
+            .transfer(&request)
+            .await
+            .expect("a transfer after the faults");
+    }
+    let mut read = store.read().await.unwrap();
+    assert_eq!(
+        read.movements().count().await.unwrap() as usize,
+        ledger + 20
+    );
+    assert_eq!(
+        read.products()
+            .count(&ProductFilter::default())
+            .await
+            .unwrap(),
+        PRODUCTS as u64
+    );
+    drop(read);
+
+    let unavailable = failed
+        .iter()
+        .filter(|(_, e)| matches!(e, Error::Unavailable { .. }))
+        .count();
+    println!(
+        "fault test: {ok} transfers applied, {} failed ({unavailable} unavailable, {} transient), \
+         {applied_despite_error} applied despite an error, {terminated} sessions terminated in \
+         {KILLS} rounds",
+        failed.len(),
+        failed.len() - unavailable,
+    );
+    store.close().await;
+    db.drop_now().await;
+}
