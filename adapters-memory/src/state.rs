@@ -4,7 +4,10 @@
 //! Every structure here is made of `imbl` persistent maps, so cloning a [`State`] is O(1): a unit
 //! of work works on its own clone, a savepoint is a clone, a read session holds a clone.
 
-use imbl::{HashMap, OrdMap};
+use std::ops::Bound::{Excluded, Included, Unbounded};
+use std::sync::Arc;
+
+use imbl::{HashMap, OrdMap, OrdSet};
 use stockroom_core::time::Timestamp;
 use stockroom_core::{
     Category, CategoryFilter, CategoryId, CategoryPatch, Constraint, Cursor, Entity, Error,
@@ -23,7 +26,10 @@ pub(crate) fn key_of_cursor(cursor: &Cursor) -> Key {
 }
 
 /// A value that must be unique among live rows, with the constraint that says so.
-pub(crate) type UniqueKey = (Constraint, String);
+pub(crate) type UniqueKey = (Constraint, Arc<str>);
+
+/// The id of the row another one belongs to (a review's product), as bytes.
+pub(crate) type ParentKey = [u8; 16];
 
 /// Everything the store holds.
 #[derive(Clone, Default)]
@@ -48,11 +54,15 @@ impl std::fmt::Debug for State {
 }
 
 /// The rows of one entity, live and soft-deleted, in `(created_at, id)` order, with an index by
-/// id and one of the unique values of the live rows.
+/// id, one of the unique values of the live rows, and one of the rows by parent.
+///
+/// Rows are behind an `Arc` so that the copy-on-write of a shared map node copies pointers,
+/// not rows.
 pub(crate) struct Table<E: Row> {
-    rows: OrdMap<Key, E>,
+    rows: OrdMap<Key, Arc<E>>,
     created: HashMap<E::Id, Timestamp>,
     unique: HashMap<UniqueKey, E::Id>,
+    children: OrdSet<(ParentKey, Key)>,
 }
 
 impl<E: Row> Clone for Table<E> {
@@ -61,6 +71,7 @@ impl<E: Row> Clone for Table<E> {
             rows: self.rows.clone(),
             created: self.created.clone(),
             unique: self.unique.clone(),
+            children: self.children.clone(),
         }
     }
 }
@@ -71,6 +82,7 @@ impl<E: Row> Default for Table<E> {
             rows: OrdMap::new(),
             created: HashMap::new(),
             unique: HashMap::new(),
+            children: OrdSet::new(),
         }
     }
 }
@@ -92,7 +104,9 @@ impl<E: Row> Table<E> {
     /// The row `id`, live or not.
     pub(crate) fn any(&self, id: E::Id) -> Option<&E> {
         let created_at = *self.created.get(&id)?;
-        self.rows.get(&key_at::<E>(created_at, id))
+        self.rows
+            .get(&key_at::<E>(created_at, id))
+            .map(|row| &**row)
     }
 
     /// The live row `id`.
@@ -102,13 +116,13 @@ impl<E: Row> Table<E> {
 
     /// The live row holding a unique value.
     pub(crate) fn by_unique(&self, constraint: Constraint, value: &str) -> Option<&E> {
-        let id = *self.unique.get(&(constraint, value.to_owned()))?;
+        let id = *self.unique.get(&(constraint, Arc::from(value)))?;
         self.live(id)
     }
 
     /// Every row, live or not, in `(created_at, id)` order.
     pub(crate) fn all(&self) -> impl DoubleEndedIterator<Item = &E> + '_ {
-        self.rows.values()
+        self.rows.values().map(|row| &**row)
     }
 
     /// The live rows in `(created_at, id)` order.
@@ -118,50 +132,72 @@ impl<E: Row> Table<E> {
 
     /// The live rows strictly after `after` in `(created_at, id)` order.
     pub(crate) fn live_after(&self, after: Key) -> impl Iterator<Item = &E> + '_ {
-        use std::ops::Bound::{Excluded, Unbounded};
         self.rows
             .range((Excluded(after), Unbounded))
-            .map(|(_, row)| row)
+            .map(|(_, row)| &**row)
             .filter(|row| row.is_live())
+    }
+
+    /// The rows, live or not, whose [`Row::parent`] is `parent`, in `(created_at, id)` order.
+    pub(crate) fn children(&self, parent: ParentKey) -> impl DoubleEndedIterator<Item = &E> + '_ {
+        let first = (parent, (Timestamp::MIN_UTC, [0; 16]));
+        let last = (parent, (Timestamp::MAX_UTC, [u8::MAX; 16]));
+        self.children
+            .range((Included(first), Included(last)))
+            .filter_map(|(_, key)| self.rows.get(key).map(|row| &**row))
     }
 
     /// Inserts or replaces the row with `row`'s id, keeping the unique values of live rows
     /// unique. On [`Error::Conflict`] nothing changed.
     pub(crate) fn put(&mut self, row: E) -> Result<()> {
         let id = row.id();
-        let new_keys = if row.is_live() {
-            row.unique_keys()
-        } else {
-            Vec::new()
-        };
-        for key in &new_keys {
-            if self.unique.get(key).is_some_and(|holder| *holder != id) {
-                return Err(Error::Conflict { constraint: key.0 });
+        let live_keys = |row: &E| {
+            if row.is_live() {
+                row.unique_keys()
+            } else {
+                Vec::new()
             }
-        }
-        if let Some(old) = self.any(id) {
-            if old.is_live() {
-                for key in old.unique_keys() {
-                    self.unique.remove(&key);
+        };
+        let new_keys = live_keys(&row);
+        let old = self.any(id);
+        let is_new = old.is_none();
+        let old_keys = old.map(live_keys).unwrap_or_default();
+        if new_keys != old_keys {
+            for key in &new_keys {
+                if self.unique.get(key).is_some_and(|holder| *holder != id) {
+                    return Err(Error::Conflict { constraint: key.0 });
                 }
             }
+            for key in old_keys {
+                self.unique.remove(&key);
+            }
+            for key in new_keys {
+                self.unique.insert(key, id);
+            }
         }
-        for key in new_keys {
-            self.unique.insert(key, id);
+        let key = key_of(&row);
+        if is_new {
+            self.created.insert(id, row.created_at());
+            if let Some(parent) = row.parent() {
+                self.children.insert((parent, key));
+            }
         }
-        self.created.insert(id, row.created_at());
-        self.rows.insert(key_of(&row), row);
+        self.rows.insert(key, Arc::new(row));
         Ok(())
     }
 
     /// Removes the row `id` (not its dependants: see [`Row::remove`]).
-    fn take(&mut self, id: E::Id) -> Option<E> {
+    fn take(&mut self, id: E::Id) -> Option<Arc<E>> {
         let created_at = self.created.remove(&id)?;
-        let row = self.rows.remove(&key_at::<E>(created_at, id))?;
+        let key = key_at::<E>(created_at, id);
+        let row = self.rows.remove(&key)?;
         if row.is_live() {
-            for key in row.unique_keys() {
-                self.unique.remove(&key);
+            for unique in row.unique_keys() {
+                self.unique.remove(&unique);
             }
+        }
+        if let Some(parent) = row.parent() {
+            self.children.remove(&(parent, key));
         }
         Some(row)
     }
@@ -170,9 +206,9 @@ impl<E: Row> Table<E> {
 /// The append-only stock ledger.
 #[derive(Clone, Default)]
 pub(crate) struct Ledger {
-    rows: OrdMap<Key, StockMovement>,
+    rows: OrdMap<Key, Arc<StockMovement>>,
     created: HashMap<StockMovementId, Timestamp>,
-    keys: HashMap<String, StockMovementId>,
+    keys: HashMap<Arc<str>, StockMovementId>,
 }
 
 impl Ledger {
@@ -182,31 +218,36 @@ impl Ledger {
 
     pub(crate) fn get(&self, id: StockMovementId) -> Option<&StockMovement> {
         let created_at = *self.created.get(&id)?;
-        self.rows.get(&(created_at, *id.as_uuid().as_bytes()))
+        self.rows
+            .get(&(created_at, *id.as_uuid().as_bytes()))
+            .map(|row| &**row)
     }
 
     pub(crate) fn by_key(&self, key: &str) -> Option<&StockMovement> {
-        self.get(*self.keys.get(key)?)
+        self.get(*self.keys.get(&Arc::from(key))?)
     }
 
     pub(crate) fn all(&self) -> impl Iterator<Item = &StockMovement> + '_ {
-        self.rows.values()
+        self.rows.values().map(|row| &**row)
     }
 
     /// Appends `row`; [`Constraint::IdempotencyKey`] conflict (nothing changed) when its key is
     /// taken.
     pub(crate) fn append(&mut self, row: StockMovement) -> Result<()> {
         if let Some(key) = &row.idempotency_key {
-            if self.keys.contains_key(key) {
+            let key = Arc::from(key.as_str());
+            if self.keys.contains_key(&key) {
                 return Err(Error::Conflict {
                     constraint: Constraint::IdempotencyKey,
                 });
             }
-            self.keys.insert(key.clone(), row.id);
+            self.keys.insert(key, row.id);
         }
         self.created.insert(row.id, row.created_at);
-        self.rows
-            .insert((row.created_at, *row.id.as_uuid().as_bytes()), row);
+        self.rows.insert(
+            (row.created_at, *row.id.as_uuid().as_bytes()),
+            Arc::new(row),
+        );
         Ok(())
     }
 }
@@ -225,6 +266,10 @@ pub(crate) trait Row: Entity {
     fn matches(filter: &Self::Filter, row: &Self) -> bool;
     /// The values that must be unique among live rows.
     fn unique_keys(&self) -> Vec<UniqueKey>;
+    /// The row this one belongs to, indexed for [`Table::children`].
+    fn parent(&self) -> Option<ParentKey> {
+        None
+    }
     /// Sets `deleted_at` at `now` (new `updated_at`, next version).
     fn set_deleted_at(&mut self, deleted_at: Option<Timestamp>, now: Timestamp);
 
@@ -284,8 +329,8 @@ impl Row for Product {
     }
     fn unique_keys(&self) -> Vec<UniqueKey> {
         vec![
-            (Constraint::ProductSlug, self.slug.clone()),
-            (Constraint::ProductSku, self.sku.clone()),
+            (Constraint::ProductSlug, Arc::from(self.slug.as_str())),
+            (Constraint::ProductSku, Arc::from(self.sku.as_str())),
         ]
     }
     set_deleted_at!();
@@ -308,8 +353,7 @@ impl Row for Product {
     fn cascade(state: &mut State, id: ProductId) {
         let reviews: Vec<_> = state
             .reviews
-            .all()
-            .filter(|r| r.product_id == id)
+            .children(*id.as_uuid().as_bytes())
             .map(|r| r.id)
             .collect();
         for review in reviews {
@@ -335,7 +379,7 @@ impl Row for Category {
         filter.matches(row)
     }
     fn unique_keys(&self) -> Vec<UniqueKey> {
-        vec![(Constraint::CategorySlug, self.slug.clone())]
+        vec![(Constraint::CategorySlug, Arc::from(self.slug.as_str()))]
     }
     set_deleted_at!();
 
@@ -374,7 +418,7 @@ impl Row for User {
         filter.matches(row)
     }
     fn unique_keys(&self) -> Vec<UniqueKey> {
-        vec![(Constraint::UserEmail, self.email.clone())]
+        vec![(Constraint::UserEmail, Arc::from(self.email.as_str()))]
     }
     set_deleted_at!();
 
@@ -424,8 +468,11 @@ impl Row for Review {
     fn unique_keys(&self) -> Vec<UniqueKey> {
         vec![(
             Constraint::ReviewAuthor,
-            format!("{}/{}", self.product_id, self.author_id),
+            Arc::from(format!("{}/{}", self.product_id, self.author_id)),
         )]
+    }
+    fn parent(&self) -> Option<ParentKey> {
+        Some(*self.product_id.as_uuid().as_bytes())
     }
     set_deleted_at!();
 

@@ -323,9 +323,9 @@ impl Tables {
         let live = self.state.products.live(product).is_some();
         self.state
             .reviews
-            .live_rows()
+            .children(*product.as_uuid().as_bytes())
             .rev()
-            .filter(move |r| live && r.product_id == product)
+            .filter(move |r| live && r.is_live())
     }
 }
 
