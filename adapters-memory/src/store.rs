@@ -118,15 +118,20 @@ impl Store for MemoryStore {
 
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
         self.shared.check_open()?;
-        let slot = Arc::clone(&self.shared.writer).lock_owned();
-        let writer = tokio::time::timeout(self.shared.busy_timeout, slot)
-            .await
-            .map_err(|_| Error::Transient {
-                reason: format!(
-                    "another unit of work held the memory store's writer slot for {:?}",
-                    self.shared.busy_timeout
-                ),
-            })?;
+        let writer = match Arc::clone(&self.shared.writer).try_lock_owned() {
+            Ok(writer) => writer,
+            Err(_) => {
+                let slot = Arc::clone(&self.shared.writer).lock_owned();
+                tokio::time::timeout(self.shared.busy_timeout, slot)
+                    .await
+                    .map_err(|_| Error::Transient {
+                        reason: format!(
+                            "another unit of work held the memory store's writer slot for {:?}",
+                            self.shared.busy_timeout
+                        ),
+                    })?
+            }
+        };
         self.shared.check_open()?;
         Ok(Box::new(MemoryUnitOfWork {
             tables: Tables {

@@ -348,3 +348,18 @@ async fn connect_accepts_only_memory_urls() {
     }
     let _: Arc<dyn Store> = Arc::new(store);
 }
+
+#[test]
+fn an_uncontended_begin_needs_no_timer() {
+    // A runtime without the time driver: only a contended begin waits on a timer.
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let store = MemoryStore::new();
+        let mut uow = store.begin().await.unwrap();
+        uow.products().create(mug(1)).await.unwrap();
+        uow.commit().await.unwrap();
+        assert_eq!(product_count(&store).await, 1);
+    });
+}
