@@ -79,7 +79,7 @@ pub async fn connect_with(config: StoreConfig) -> Result<Arc<dyn Store>> {
 
 #[allow(dead_code)] // unused only when every backend feature is off
 fn traced_arc<S: Store + 'static>(store: S) -> Arc<dyn Store> {
-    Arc::new(store)
+    Arc::new(traced(store))
 }
 
 #[cfg(test)]
