@@ -160,6 +160,12 @@ impl<E: Row> Table<E> {
         };
         let new_keys = live_keys(&row);
         let old = self.any(id);
+        debug_assert!(
+            old.is_none_or(
+                |old| old.created_at() == row.created_at() && old.parent() == row.parent()
+            ),
+            "a row's created_at and parent never change"
+        );
         let is_new = old.is_none();
         let old_keys = old.map(live_keys).unwrap_or_default();
         if new_keys != old_keys {
@@ -209,6 +215,8 @@ pub(crate) struct Ledger {
     rows: OrdMap<Key, Arc<StockMovement>>,
     created: HashMap<StockMovementId, Timestamp>,
     keys: HashMap<Arc<str>, StockMovementId>,
+    /// `(product, key)` of every movement from or to the product.
+    by_product: OrdSet<(ParentKey, Key)>,
 }
 
 impl Ledger {
@@ -227,8 +235,17 @@ impl Ledger {
         self.get(*self.keys.get(&Arc::from(key))?)
     }
 
-    pub(crate) fn all(&self) -> impl Iterator<Item = &StockMovement> + '_ {
-        self.rows.values().map(|row| &**row)
+    /// The movements from or to `product`, in `(created_at, id)` order.
+    pub(crate) fn of_product(
+        &self,
+        product: ProductId,
+    ) -> impl Iterator<Item = &StockMovement> + '_ {
+        let product = *product.as_uuid().as_bytes();
+        let first = (product, (Timestamp::MIN_UTC, [0; 16]));
+        let last = (product, (Timestamp::MAX_UTC, [u8::MAX; 16]));
+        self.by_product
+            .range((Included(first), Included(last)))
+            .filter_map(|(_, key)| self.rows.get(key).map(|row| &**row))
     }
 
     /// Appends `row`; [`Constraint::IdempotencyKey`] conflict (nothing changed) when its key is
@@ -243,11 +260,12 @@ impl Ledger {
             }
             self.keys.insert(key, row.id);
         }
+        let key = (row.created_at, *row.id.as_uuid().as_bytes());
         self.created.insert(row.id, row.created_at);
-        self.rows.insert(
-            (row.created_at, *row.id.as_uuid().as_bytes()),
-            Arc::new(row),
-        );
+        for product in [row.source_id, row.target_id] {
+            self.by_product.insert((*product.as_uuid().as_bytes(), key));
+        }
+        self.rows.insert(key, Arc::new(row));
         Ok(())
     }
 }

@@ -355,12 +355,7 @@ impl StockMovementReader for Tables {
     }
 
     async fn for_product(&mut self, product: ProductId, page: Page) -> Result<Vec<StockMovement>> {
-        let rows = self
-            .state
-            .movements
-            .all()
-            .filter(|m| m.source_id == product || m.target_id == product);
-        Ok(paged(rows, page))
+        Ok(paged(self.state.movements.of_product(product), page))
     }
 
     async fn count(&mut self) -> Result<u64> {
