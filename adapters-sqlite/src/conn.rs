@@ -15,6 +15,44 @@ use rusqlite::Connection;
 use stockroom_core::{Error, Result};
 use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit};
 
+/// What to log of the statements a connection runs (`StoreConfig::log_statements` and
+/// `StoreConfig::slow_statement_threshold`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SqlLog {
+    pub(crate) echo: bool,
+    pub(crate) slow: Duration,
+}
+
+/// A connection lent to one call, with the store's logging settings.
+pub(crate) struct Db<'a> {
+    conn: &'a Connection,
+    log: SqlLog,
+}
+
+impl std::ops::Deref for Db<'_> {
+    type Target = Connection;
+
+    fn deref(&self) -> &Connection {
+        self.conn
+    }
+}
+
+impl Db<'_> {
+    /// Runs one statement, logging it at `debug` (target `stockroom::sql`) when echo is on and
+    /// at `warn` when slower than the threshold.
+    pub(crate) fn observe<T>(&self, sql: &str, run: impl FnOnce() -> T) -> T {
+        let started = Instant::now();
+        let result = run();
+        let elapsed = started.elapsed();
+        if elapsed >= self.log.slow {
+            tracing::warn!(target: "stockroom::sql", elapsed_us = elapsed.as_micros() as u64, sql, "slow statement");
+        } else if self.log.echo {
+            tracing::debug!(target: "stockroom::sql", elapsed_us = elapsed.as_micros() as u64, sql);
+        }
+        result
+    }
+}
+
 /// The read connections not in use, and the rules of their reuse.
 pub(crate) struct ReaderPool {
     pub(crate) idle: Mutex<Vec<(Connection, Instant)>>,
@@ -23,6 +61,20 @@ pub(crate) struct ReaderPool {
 }
 
 impl ReaderPool {
+    /// The most recently used idle connection that has not outlived `max_lifetime`; older ones
+    /// are closed (recycled).
+    pub(crate) fn take_idle(&self) -> Option<(Connection, Instant)> {
+        let mut idle = self.idle.lock().ok()?;
+        while let Some((conn, born)) = idle.pop() {
+            if self.max_lifetime.is_some_and(|max| born.elapsed() >= max) {
+                drop(conn);
+                continue;
+            }
+            return Some((conn, born));
+        }
+        None
+    }
+
     fn give_back(&self, conn: Connection, born: Instant) {
         let expired = self.max_lifetime.is_some_and(|max| born.elapsed() >= max);
         if conn.is_autocommit() && !expired && !self.closed.load(Ordering::Acquire) {
@@ -100,6 +152,7 @@ impl Lease {
 /// implemented on it (see `repos.rs`).
 pub(crate) struct Conn {
     lease: Option<Lease>,
+    log: SqlLog,
 }
 
 impl fmt::Debug for Conn {
@@ -114,21 +167,28 @@ impl fmt::Debug for Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(lease: Lease) -> Self {
-        Self { lease: Some(lease) }
+    pub(crate) fn new(lease: Lease, log: SqlLog) -> Self {
+        Self {
+            lease: Some(lease),
+            log,
+        }
     }
 
     /// Runs `work` on the connection on a blocking thread.
     pub(crate) async fn run<T, F>(&mut self, work: F) -> Result<T>
     where
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        F: FnOnce(&Db<'_>) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
         let lease = self.lease.take().ok_or_else(|| Error::Unavailable {
             reason: "the connection was lost by an interrupted call".to_owned(),
         })?;
+        let log = self.log;
         let (lease, result) = tokio::task::spawn_blocking(move || {
-            let result = work(lease.conn());
+            let result = work(&Db {
+                conn: lease.conn(),
+                log,
+            });
             (lease, result)
         })
         .await

@@ -16,7 +16,7 @@ use stockroom_core::{
 };
 use tokio::sync::Semaphore;
 
-use crate::conn::{Conn, Lease, ReaderLease, ReaderPool, WriterLease};
+use crate::conn::{Conn, Lease, ReaderLease, ReaderPool, SqlLog, WriterLease};
 use crate::error::{closed, map};
 
 /// Where the database lives.
@@ -112,6 +112,7 @@ struct Inner {
     readers: Arc<ReaderPool>,
     read_permits: Arc<Semaphore>,
     acquire_timeout: Duration,
+    log: SqlLog,
     closed: AtomicBool,
 }
 
@@ -172,6 +173,10 @@ impl SqliteStore {
                 }),
                 read_permits: Arc::new(Semaphore::new(config.max_connections() as usize)),
                 acquire_timeout: config.acquire_timeout,
+                log: SqlLog {
+                    echo: config.log_statements,
+                    slow: config.slow_statement_threshold,
+                },
                 closed: AtomicBool::new(false),
             }),
         })
@@ -202,13 +207,7 @@ impl SqliteStore {
             reason: "timed out waiting for a free sqlite read connection".to_owned(),
         })?
         .map_err(|_| closed())?;
-        let idle = self
-            .inner
-            .readers
-            .idle
-            .lock()
-            .ok()
-            .and_then(|mut v| v.pop());
+        let idle = self.inner.readers.take_idle();
         let (conn, born) = match idle {
             Some(c) => c,
             None => {
@@ -219,12 +218,15 @@ impl SqliteStore {
                 (conn, Instant::now())
             }
         };
-        Ok(Conn::new(Lease::Reader(ReaderLease {
-            conn: Some(conn),
-            born,
-            pool: Arc::clone(&self.inner.readers),
-            _permit: permit,
-        })))
+        Ok(Conn::new(
+            Lease::Reader(ReaderLease {
+                conn: Some(conn),
+                born,
+                pool: Arc::clone(&self.inner.readers),
+                _permit: permit,
+            }),
+            self.inner.log,
+        ))
     }
 }
 
@@ -263,7 +265,7 @@ impl Store for SqliteStore {
         if guard.is_none() {
             return Err(closed());
         }
-        let mut conn = Conn::new(Lease::Writer(WriterLease { guard }));
+        let mut conn = Conn::new(Lease::Writer(WriterLease { guard }), self.inner.log);
         conn.run(|c| c.execute_batch("BEGIN IMMEDIATE").map_err(map))
             .await?;
         Ok(Box::new(SqliteUnitOfWork {

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use rusqlite::types::{Type, Value};
-use rusqlite::{Connection, OptionalExtension, Row};
+use rusqlite::Row;
 use stockroom_core::time::{self, Timestamp};
 use stockroom_core::{
     Category, CategoryFilter, CategoryId, Cursor, Entity, EntityKind, Error, NewStockMovement,
@@ -16,6 +16,7 @@ use stockroom_core::{
 };
 use uuid::Uuid;
 
+use crate::conn::Db;
 use crate::error::map;
 
 /// SQLite's default bound on the parameters of one statement (`SQLITE_MAX_VARIABLE_NUMBER`).
@@ -96,11 +97,11 @@ pub(crate) trait Table: Entity {
     fn new_row(new: Self::New, now: Timestamp) -> Self;
     fn apply(patch: &Self::Patch, row: &mut Self, now: Timestamp);
     /// Checks that every row a new row refers to is live.
-    fn check_new_refs(_conn: &Connection, _rows: &[Self]) -> Result<()> {
+    fn check_new_refs(_conn: &Db<'_>, _rows: &[Self]) -> Result<()> {
         Ok(())
     }
     /// Checks that every row a patch points to is live.
-    fn check_patch_refs(_conn: &Connection, _patch: &Self::Patch) -> Result<()> {
+    fn check_patch_refs(_conn: &Db<'_>, _patch: &Self::Patch) -> Result<()> {
         Ok(())
     }
 }
@@ -122,36 +123,37 @@ fn columns<E: Table>(alias: Option<&str>) -> String {
 }
 
 fn query<T>(
-    conn: &Connection,
+    conn: &Db<'_>,
     sql: &str,
     params: &[Value],
     f: impl FnMut(&Row<'_>) -> rusqlite::Result<T>,
 ) -> Result<Vec<T>> {
-    let mut stmt = conn.prepare_cached(sql).map_err(map)?;
-    let rows = stmt
-        .query_map(rusqlite::params_from_iter(params), f)
-        .map_err(map)?;
-    rows.collect::<rusqlite::Result<Vec<T>>>().map_err(map)
+    conn.observe(sql, || {
+        let mut stmt = conn.prepare_cached(sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(params), f)?;
+        rows.collect::<rusqlite::Result<Vec<T>>>()
+    })
+    .map_err(map)
 }
 
-fn query_rows<E: Table>(conn: &Connection, sql: &str, params: &[Value]) -> Result<Vec<E>> {
+fn query_rows<E: Table>(conn: &Db<'_>, sql: &str, params: &[Value]) -> Result<Vec<E>> {
     query(conn, sql, params, |r| E::read(r, 0))
 }
 
-fn scalar<T: rusqlite::types::FromSql>(
-    conn: &Connection,
-    sql: &str,
-    params: &[Value],
-) -> Result<T> {
-    conn.prepare_cached(sql)
-        .and_then(|mut s| s.query_row(rusqlite::params_from_iter(params), |r| r.get(0)))
-        .map_err(map)
+fn scalar<T: rusqlite::types::FromSql>(conn: &Db<'_>, sql: &str, params: &[Value]) -> Result<T> {
+    conn.observe(sql, || {
+        conn.prepare_cached(sql)
+            .and_then(|mut s| s.query_row(rusqlite::params_from_iter(params), |r| r.get(0)))
+    })
+    .map_err(map)
 }
 
-fn execute(conn: &Connection, sql: &str, params: &[Value]) -> Result<usize> {
-    conn.prepare_cached(sql)
-        .and_then(|mut s| s.execute(rusqlite::params_from_iter(params)))
-        .map_err(map)
+fn execute(conn: &Db<'_>, sql: &str, params: &[Value]) -> Result<usize> {
+    conn.observe(sql, || {
+        conn.prepare_cached(sql)
+            .and_then(|mut s| s.execute(rusqlite::params_from_iter(params)))
+    })
+    .map_err(map)
 }
 
 /// `?, ?, …` with `n` parameters.
@@ -169,7 +171,7 @@ fn page_params(page: Page, params: &mut Vec<Value>) {
 }
 
 /// Runs `f` all-or-nothing: inside a savepoint that is rolled back when `f` fails.
-pub(crate) fn atomically<T>(conn: &Connection, f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub(crate) fn atomically<T>(conn: &Db<'_>, f: impl FnOnce() -> Result<T>) -> Result<T> {
     conn.execute_batch(&format!("SAVEPOINT {ATOMIC}"))
         .map_err(map)?;
     match f() {
@@ -188,7 +190,7 @@ pub(crate) fn atomically<T>(conn: &Connection, f: impl FnOnce() -> Result<T>) ->
 
 /// Fails with `NotFound{kind}` unless every id names a live row of `table`.
 fn require_live(
-    conn: &Connection,
+    conn: &Db<'_>,
     table: &str,
     kind: EntityKind,
     ids: impl IntoIterator<Item = Uuid>,
@@ -205,7 +207,7 @@ fn require_live(
 
 // ---- The generic operations ----------------------------------------------------------------
 
-pub(crate) fn get<E: Table>(conn: &Connection, id: Uuid) -> Result<Option<E>> {
+pub(crate) fn get<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<Option<E>> {
     let sql = format!(
         "SELECT {} FROM {} WHERE id = ? AND deleted_at IS NULL",
         columns::<E>(None),
@@ -222,7 +224,7 @@ fn distinct(ids: &[Uuid]) -> Vec<Uuid> {
     ids
 }
 
-pub(crate) fn get_many<E: Table>(conn: &Connection, ids: &[Uuid]) -> Result<Vec<E>> {
+pub(crate) fn get_many<E: Table>(conn: &Db<'_>, ids: &[Uuid]) -> Result<Vec<E>> {
     let ids = distinct(ids);
     let mut rows = Vec::with_capacity(ids.len());
     // One statement unless the ids exceed SQLite's parameter bound.
@@ -248,7 +250,7 @@ fn live_where<E: Table>(filter: &E::Filter) -> Where {
     w
 }
 
-pub(crate) fn list<E: Table>(conn: &Connection, filter: &E::Filter, page: Page) -> Result<Vec<E>> {
+pub(crate) fn list<E: Table>(conn: &Db<'_>, filter: &E::Filter, page: Page) -> Result<Vec<E>> {
     let mut w = live_where::<E>(filter);
     let sql = format!(
         "SELECT {} FROM {} WHERE deleted_at IS NULL{} ORDER BY created_at, id LIMIT ? OFFSET ?",
@@ -262,7 +264,7 @@ pub(crate) fn list<E: Table>(conn: &Connection, filter: &E::Filter, page: Page) 
 
 /// Up to `limit` rows after `after` (`limit` is the overfetching size).
 pub(crate) fn list_after<E: Table>(
-    conn: &Connection,
+    conn: &Db<'_>,
     filter: &E::Filter,
     after: Option<Cursor>,
     limit: u32,
@@ -283,7 +285,7 @@ pub(crate) fn list_after<E: Table>(
     query_rows::<E>(conn, &sql, &w.params)
 }
 
-pub(crate) fn count<E: Table>(conn: &Connection, filter: &E::Filter) -> Result<u64> {
+pub(crate) fn count<E: Table>(conn: &Db<'_>, filter: &E::Filter) -> Result<u64> {
     let w = live_where::<E>(filter);
     let sql = format!(
         "SELECT COUNT(*) FROM {} WHERE deleted_at IS NULL{}",
@@ -293,7 +295,7 @@ pub(crate) fn count<E: Table>(conn: &Connection, filter: &E::Filter) -> Result<u
     scalar::<i64>(conn, &sql, &w.params).map(|n| n as u64)
 }
 
-pub(crate) fn exists<E: Table>(conn: &Connection, filter: &E::Filter) -> Result<bool> {
+pub(crate) fn exists<E: Table>(conn: &Db<'_>, filter: &E::Filter) -> Result<bool> {
     let w = live_where::<E>(filter);
     let sql = format!(
         "SELECT EXISTS (SELECT 1 FROM {} WHERE deleted_at IS NULL{})",
@@ -303,7 +305,7 @@ pub(crate) fn exists<E: Table>(conn: &Connection, filter: &E::Filter) -> Result<
     scalar(conn, &sql, &w.params)
 }
 
-pub(crate) fn list_deleted<E: Table>(conn: &Connection, page: Page) -> Result<Vec<E>> {
+pub(crate) fn list_deleted<E: Table>(conn: &Db<'_>, page: Page) -> Result<Vec<E>> {
     let sql = format!(
         "SELECT {} FROM {} WHERE deleted_at IS NOT NULL ORDER BY created_at, id LIMIT ? OFFSET ?",
         columns::<E>(None),
@@ -331,7 +333,7 @@ fn insert_sql<E: Table>(rows: usize) -> String {
     )
 }
 
-pub(crate) fn create<E: Table>(conn: &Connection, new: E::New) -> Result<E> {
+pub(crate) fn create<E: Table>(conn: &Db<'_>, new: E::New) -> Result<E> {
     let row = E::new_row(new, time::now());
     E::check_new_refs(conn, std::slice::from_ref(&row))?;
     let mut params = Vec::with_capacity(E::WRITE_COLUMNS.len());
@@ -342,7 +344,7 @@ pub(crate) fn create<E: Table>(conn: &Connection, new: E::New) -> Result<E> {
 
 /// Inserts `new` with one multi-row `INSERT` per batch of rows that fits SQLite's parameter
 /// bound, all or nothing.
-pub(crate) fn create_many<E: Table>(conn: &Connection, new: Vec<E::New>) -> Result<Vec<E>> {
+pub(crate) fn create_many<E: Table>(conn: &Db<'_>, new: Vec<E::New>) -> Result<Vec<E>> {
     if new.is_empty() {
         return Ok(Vec::new());
     }
@@ -370,7 +372,7 @@ pub(crate) fn create_many<E: Table>(conn: &Connection, new: Vec<E::New>) -> Resu
     Ok(rows)
 }
 
-fn write_back<E: Table>(conn: &Connection, row: &E) -> Result<()> {
+fn write_back<E: Table>(conn: &Db<'_>, row: &E) -> Result<()> {
     let mut params = Vec::with_capacity(E::WRITE_COLUMNS.len() + 1);
     row.values(&mut params);
     // Everything but the id (first column), which becomes the key.
@@ -389,7 +391,7 @@ fn write_back<E: Table>(conn: &Connection, row: &E) -> Result<()> {
 /// unit of work holds SQLite's write lock from its `BEGIN IMMEDIATE`, so nothing changes the row
 /// in between.
 pub(crate) fn update<E: Table>(
-    conn: &Connection,
+    conn: &Db<'_>,
     id: Uuid,
     patch: &E::Patch,
     expected_version: Option<i64>,
@@ -411,11 +413,7 @@ pub(crate) fn update<E: Table>(
     Ok(row)
 }
 
-pub(crate) fn update_many<E: Table>(
-    conn: &Connection,
-    ids: &[Uuid],
-    patch: &E::Patch,
-) -> Result<u64> {
+pub(crate) fn update_many<E: Table>(conn: &Db<'_>, ids: &[Uuid], patch: &E::Patch) -> Result<u64> {
     let mut rows = get_many::<E>(conn, ids)?;
     if rows.is_empty() {
         return Ok(0);
@@ -431,7 +429,7 @@ pub(crate) fn update_many<E: Table>(
     })
 }
 
-pub(crate) fn soft_delete<E: Table>(conn: &Connection, id: Uuid) -> Result<bool> {
+pub(crate) fn soft_delete<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<bool> {
     let sql = format!(
         "UPDATE {} SET deleted_at = ?1, updated_at = ?1, version = version + 1 \
          WHERE id = ?2 AND deleted_at IS NULL",
@@ -440,7 +438,7 @@ pub(crate) fn soft_delete<E: Table>(conn: &Connection, id: Uuid) -> Result<bool>
     Ok(execute(conn, &sql, &[micros(time::now()), blob(id)])? == 1)
 }
 
-pub(crate) fn restore<E: Table>(conn: &Connection, id: Uuid) -> Result<bool> {
+pub(crate) fn restore<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<bool> {
     let sql = format!(
         "UPDATE {} SET deleted_at = NULL, updated_at = ?1, version = version + 1 \
          WHERE id = ?2 AND deleted_at IS NOT NULL",
@@ -449,12 +447,12 @@ pub(crate) fn restore<E: Table>(conn: &Connection, id: Uuid) -> Result<bool> {
     Ok(execute(conn, &sql, &[micros(time::now()), blob(id)])? == 1)
 }
 
-pub(crate) fn hard_delete<E: Table>(conn: &Connection, id: Uuid) -> Result<bool> {
+pub(crate) fn hard_delete<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<bool> {
     let sql = format!("DELETE FROM {} WHERE id = ?", E::NAME);
     Ok(execute(conn, &sql, &[blob(id)])? == 1)
 }
 
-pub(crate) fn purge_deleted_before<E: Table>(conn: &Connection, before: Timestamp) -> Result<u64> {
+pub(crate) fn purge_deleted_before<E: Table>(conn: &Db<'_>, before: Timestamp) -> Result<u64> {
     let sql = format!(
         "DELETE FROM {} WHERE deleted_at IS NOT NULL AND deleted_at < ?",
         E::NAME
@@ -462,11 +460,7 @@ pub(crate) fn purge_deleted_before<E: Table>(conn: &Connection, before: Timestam
     Ok(execute(conn, &sql, &[micros(before)])? as u64)
 }
 
-pub(crate) fn by_column<E: Table>(
-    conn: &Connection,
-    column: &str,
-    value: &str,
-) -> Result<Option<E>> {
+pub(crate) fn by_column<E: Table>(conn: &Db<'_>, column: &str, value: &str) -> Result<Option<E>> {
     let sql = format!(
         "SELECT {} FROM {} WHERE {column} = ? AND deleted_at IS NULL",
         columns::<E>(None),
@@ -574,7 +568,7 @@ impl Table for Product {
         patch.apply_to(row, now);
     }
 
-    fn check_new_refs(conn: &Connection, rows: &[Self]) -> Result<()> {
+    fn check_new_refs(conn: &Db<'_>, rows: &[Self]) -> Result<()> {
         require_live(
             conn,
             "categories",
@@ -589,7 +583,7 @@ impl Table for Product {
         )
     }
 
-    fn check_patch_refs(conn: &Connection, patch: &Self::Patch) -> Result<()> {
+    fn check_patch_refs(conn: &Db<'_>, patch: &Self::Patch) -> Result<()> {
         require_live(
             conn,
             "categories",
@@ -600,10 +594,7 @@ impl Table for Product {
 }
 
 /// The live product with its live category and creator: one statement with two outer joins.
-pub(crate) fn with_relations(
-    conn: &Connection,
-    id: ProductId,
-) -> Result<Option<ProductWithRelations>> {
+pub(crate) fn with_relations(conn: &Db<'_>, id: ProductId) -> Result<Option<ProductWithRelations>> {
     let sql = format!(
         "SELECT {}, {}, {} FROM products p \
          LEFT JOIN categories c ON c.id = p.category_id AND c.deleted_at IS NULL \
@@ -637,7 +628,7 @@ pub(crate) fn with_relations(
 /// `COUNT(*) OVER ()` window; only a page past the end falls back to a count statement, in the
 /// same read transaction as the page.
 pub(crate) fn search(
-    conn: &Connection,
+    conn: &Db<'_>,
     filter: &ProductFilter,
     page: Page,
 ) -> Result<SearchPage<Product>> {
@@ -681,7 +672,7 @@ pub(crate) fn search(
 
 /// Adds `delta` in one conditional `UPDATE … RETURNING`; on no row, one more read tells
 /// "not live" from "insufficient stock".
-pub(crate) fn adjust_stock(conn: &Connection, id: ProductId, delta: StockDelta) -> Result<Product> {
+pub(crate) fn adjust_stock(conn: &Db<'_>, id: ProductId, delta: StockDelta) -> Result<Product> {
     let sql = format!(
         "UPDATE products SET stock = stock + ?1, updated_at = ?2, version = version + 1 \
          WHERE id = ?3 AND deleted_at IS NULL AND stock + ?1 >= 0 RETURNING {}",
@@ -691,10 +682,13 @@ pub(crate) fn adjust_stock(conn: &Connection, id: ProductId, delta: StockDelta) 
     if let Some(p) = query_rows::<Product>(conn, &sql, &params)?.pop() {
         return Ok(p);
     }
-    let stock: Option<i64> = conn
-        .prepare_cached("SELECT stock FROM products WHERE id = ? AND deleted_at IS NULL")
-        .and_then(|mut s| s.query_row([blob(id)], |r| r.get(0)).optional())
-        .map_err(map)?;
+    let stock: Option<i64> = query(
+        conn,
+        "SELECT stock FROM products WHERE id = ? AND deleted_at IS NULL",
+        &[blob(id)],
+        |r| r.get(0),
+    )?
+    .pop();
     match stock {
         None => Err(Error::not_found(EntityKind::Product, id)),
         Some(available) => Err(Error::InsufficientStock {
@@ -707,7 +701,7 @@ pub(crate) fn adjust_stock(conn: &Connection, id: ProductId, delta: StockDelta) 
 
 /// The live products among `ids`, sorted by id. The unit of work already holds SQLite's single
 /// write lock (`BEGIN IMMEDIATE`), which covers every row: reading them is all a row lock needs.
-pub(crate) fn lock(conn: &Connection, ids: &[ProductId]) -> Result<Vec<Product>> {
+pub(crate) fn lock(conn: &Db<'_>, ids: &[ProductId]) -> Result<Vec<Product>> {
     let ids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
     let mut rows = get_many::<Product>(conn, &ids)?;
     rows.sort_by_key(|p| p.id);
@@ -885,7 +879,7 @@ impl Table for Review {
         patch.apply_to(row, now);
     }
 
-    fn check_new_refs(conn: &Connection, rows: &[Self]) -> Result<()> {
+    fn check_new_refs(conn: &Db<'_>, rows: &[Self]) -> Result<()> {
         require_live(
             conn,
             "products",
@@ -906,7 +900,7 @@ const LIVE_PRODUCT: &str =
 
 /// The live reviews of a live product, newest first.
 pub(crate) fn reviews_for_product(
-    conn: &Connection,
+    conn: &Db<'_>,
     product: ProductId,
     page: Page,
 ) -> Result<Vec<Review>> {
@@ -921,7 +915,7 @@ pub(crate) fn reviews_for_product(
 }
 
 /// Rating statistics from `GROUP BY rating` counts.
-pub(crate) fn review_stats(conn: &Connection, product: ProductId) -> Result<RatingStats> {
+pub(crate) fn review_stats(conn: &Db<'_>, product: ProductId) -> Result<RatingStats> {
     let sql = format!(
         "SELECT rating, COUNT(*) FROM reviews WHERE product_id = ? AND deleted_at IS NULL \
          AND {LIVE_PRODUCT} GROUP BY rating"
@@ -956,18 +950,18 @@ fn read_movement(row: &Row<'_>) -> rusqlite::Result<StockMovement> {
     })
 }
 
-pub(crate) fn movement(conn: &Connection, id: StockMovementId) -> Result<Option<StockMovement>> {
+pub(crate) fn movement(conn: &Db<'_>, id: StockMovementId) -> Result<Option<StockMovement>> {
     let sql = format!("SELECT {MOVEMENT_COLUMNS} FROM stock_movements WHERE id = ?");
     Ok(query(conn, &sql, &[blob(id)], read_movement)?.pop())
 }
 
-pub(crate) fn movement_by_key(conn: &Connection, key: &str) -> Result<Option<StockMovement>> {
+pub(crate) fn movement_by_key(conn: &Db<'_>, key: &str) -> Result<Option<StockMovement>> {
     let sql = format!("SELECT {MOVEMENT_COLUMNS} FROM stock_movements WHERE idempotency_key = ?");
     Ok(query(conn, &sql, &[Value::Text(key.to_owned())], read_movement)?.pop())
 }
 
 pub(crate) fn movements_for_product(
-    conn: &Connection,
+    conn: &Db<'_>,
     product: ProductId,
     page: Page,
 ) -> Result<Vec<StockMovement>> {
@@ -980,11 +974,11 @@ pub(crate) fn movements_for_product(
     query(conn, &sql, &params, read_movement)
 }
 
-pub(crate) fn movement_count(conn: &Connection) -> Result<u64> {
+pub(crate) fn movement_count(conn: &Db<'_>) -> Result<u64> {
     scalar::<i64>(conn, "SELECT COUNT(*) FROM stock_movements", &[]).map(|n| n as u64)
 }
 
-pub(crate) fn record_movement(conn: &Connection, new: NewStockMovement) -> Result<StockMovement> {
+pub(crate) fn record_movement(conn: &Db<'_>, new: NewStockMovement) -> Result<StockMovement> {
     let m = new.into_entity(time::now());
     let sql = format!("INSERT INTO stock_movements ({MOVEMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)");
     execute(
