@@ -14,10 +14,12 @@
 //!   per entity as public fields (what `products()`, `categories()`, … hand out), and a
 //!   [`MockUnitOfWork`] forwards `commit`, `rollback`, `savepoint`, `rollback_to` and `release`
 //!   to its [`MockTransaction`] field, so a test states how many commits or rollbacks it
-//!   expects exactly like any other mockall expectation. (mockall 0.13 cannot generate them:
-//!   it has no support for the `self: Box<Self>` receivers of `commit` / `rollback`, and would
-//!   turn each `&mut dyn ProductRepository` into an opaque boxed return value that a test can no
-//!   longer reach to set expectations on.)
+//!   expects exactly like any other mockall expectation. (mockall 0.13 can generate them — it
+//!   handles `self: Box<Self>` and stores a `&mut dyn ProductRepository` return value as a
+//!   `Box<dyn ProductRepository>` given to `return_var` — but then each repository mock is moved
+//!   into an expectation before the test runs, every accessor needs an expectation of its own,
+//!   and a test would have to forge `Savepoint`s. Here the repositories stay reachable fields,
+//!   accessors just work, and savepoints are checked like a real adapter checks them.)
 //!
 //! ```
 //! use stockroom_core::mocks::{MockStore, MockUnitOfWork};
@@ -618,5 +620,36 @@ impl ReadSession for MockReadSession {
 
     fn movements(&mut self) -> &mut dyn StockMovementReader {
         &mut self.movements
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Error;
+
+    #[tokio::test]
+    async fn a_closed_savepoint_is_refused_before_reaching_the_mock() {
+        let mut uow = MockUnitOfWork::new();
+        uow.transaction
+            .expect_savepoint()
+            .times(2)
+            .returning(|_| Ok(()));
+        uow.transaction
+            .expect_release()
+            .withf(|depth| *depth == 1)
+            .times(1)
+            .returning(|_| Ok(()));
+        uow.transaction.expect_rollback_to().never();
+        let outer = uow.savepoint().await.unwrap();
+        let inner = uow.savepoint().await.unwrap();
+        assert_eq!((outer.depth(), inner.depth()), (1, 2));
+        uow.release(outer).await.unwrap();
+        // Releasing the outer one closed the inner one too.
+        let refused = uow.rollback_to(inner).await;
+        assert!(
+            matches!(refused, Err(Error::Validation { .. })),
+            "{refused:?}"
+        );
     }
 }
