@@ -153,6 +153,9 @@ impl Lease {
 pub(crate) struct Conn {
     lease: Option<Lease>,
     log: SqlLog,
+    /// The statement that opens the transaction, run in the same blocking call as the first
+    /// statement of the unit of work (one thread hop less per unit of work).
+    pending_begin: Option<&'static str>,
 }
 
 impl fmt::Debug for Conn {
@@ -171,7 +174,22 @@ impl Conn {
         Self {
             lease: Some(lease),
             log,
+            pending_begin: None,
         }
+    }
+
+    /// A connection whose transaction opens with `begin` right before its first statement.
+    pub(crate) fn with_pending_begin(lease: Lease, log: SqlLog, begin: &'static str) -> Self {
+        Self {
+            lease: Some(lease),
+            log,
+            pending_begin: Some(begin),
+        }
+    }
+
+    /// Whether the transaction was never opened (no statement ran yet).
+    pub(crate) fn transaction_pending(&self) -> bool {
+        self.pending_begin.is_some()
     }
 
     /// Runs `work` on the connection on a blocking thread.
@@ -184,12 +202,19 @@ impl Conn {
             reason: "the connection was lost by an interrupted call".to_owned(),
         })?;
         let log = self.log;
-        let (lease, result) = tokio::task::spawn_blocking(move || {
-            let result = work(&Db {
+        let begin = self.pending_begin;
+        let (lease, began, result) = tokio::task::spawn_blocking(move || {
+            let db = Db {
                 conn: lease.conn(),
                 log,
-            });
-            (lease, result)
+            };
+            if let Some(sql) = begin {
+                if let Err(e) = db.observe(sql, || db.execute_batch(sql)) {
+                    return (lease, false, Err(crate::error::map(e)));
+                }
+            }
+            let result = work(&db);
+            (lease, true, result)
         })
         .await
         .map_err(|e| Error::Backend {
@@ -197,6 +222,9 @@ impl Conn {
             source: None,
         })?;
         self.lease = Some(lease);
+        if began {
+            self.pending_begin = None;
+        }
         result
     }
 

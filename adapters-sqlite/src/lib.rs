@@ -27,9 +27,10 @@
 //! - **One writer, many readers.** SQLite allows one writer at a time. The store keeps one writer
 //!   connection behind an async mutex: [`Store::begin`](stockroom_core::Store::begin) waits up to
 //!   `StoreConfig::busy_timeout` for it (then fails as `Transient`), and the unit of work holds it
-//!   exclusively from `BEGIN IMMEDIATE` to commit, rollback or drop, so no other statement can
-//!   slip into its transaction, and a transaction that reads first cannot fail its later write
-//!   with `SQLITE_BUSY`. Reads outside a unit of work take connections from a pool of up to
+//!   exclusively until commit, rollback or drop, so no other statement can slip into its
+//!   transaction. The transaction opens with `BEGIN IMMEDIATE` (run in the same blocking call as
+//!   the first statement, saving a thread hop), so a transaction that reads first cannot fail
+//!   its later write with `SQLITE_BUSY`; a lock held by another process shows as `Transient`. Reads outside a unit of work take connections from a pool of up to
 //!   `max_connections()` read connections (`query_only`), which run in parallel under WAL.
 //! - **Off the async threads.** Every call moves its connection into
 //!   `tokio::task::spawn_blocking`, runs its statements there and moves it back. A connection
@@ -38,7 +39,9 @@
 //!   connection serves anyone else (checked with `is_autocommit`).
 //! - **Connections**: WAL, `synchronous=NORMAL` (`FULL` with `Durability::Full`),
 //!   `foreign_keys=ON`, the configured busy timeout, a prepared-statement cache
-//!   (`prepare_cached`, 64 statements).
+//!   (`prepare_cached`, 64 statements). With `log_statements`, every statement is logged at
+//!   `debug` (target `stockroom::sql`); statements slower than `slow_statement_threshold` at
+//!   `warn`. Idle read connections older than `max_lifetime` are closed and replaced.
 //! - **Schema**: embedded migrations (`rusqlite_migration`), applied on connect unless
 //!   `run_migrations` is false. Ids are 16-byte BLOBs, timestamps INTEGER microseconds, unique
 //!   rules are partial unique indexes over live rows named after their

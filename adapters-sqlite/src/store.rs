@@ -250,8 +250,9 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
-    /// Waits up to the busy timeout for the writer slot (`Transient` after it), then opens a
-    /// write transaction with `BEGIN IMMEDIATE`.
+    /// Waits up to the busy timeout for the writer slot (`Transient` after it). The write
+    /// transaction opens with `BEGIN IMMEDIATE` in the same blocking call as the unit of work's
+    /// first statement (a lock held by another process then shows there, as `Transient`).
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
         self.check_open()?;
         let guard = tokio::time::timeout(
@@ -265,9 +266,11 @@ impl Store for SqliteStore {
         if guard.is_none() {
             return Err(closed());
         }
-        let mut conn = Conn::new(Lease::Writer(WriterLease { guard }), self.inner.log);
-        conn.run(|c| c.execute_batch("BEGIN IMMEDIATE").map_err(map))
-            .await?;
+        let conn = Conn::with_pending_begin(
+            Lease::Writer(WriterLease { guard }),
+            self.inner.log,
+            "BEGIN IMMEDIATE",
+        );
         Ok(Box::new(SqliteUnitOfWork {
             conn,
             savepoints: Savepoints::default(),
@@ -407,12 +410,18 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     async fn commit(mut self: Box<Self>) -> Result<()> {
+        if self.conn.transaction_pending() {
+            return Ok(()); // nothing ran: nothing to commit
+        }
         self.conn
             .run(|c| c.execute_batch("COMMIT").map_err(map))
             .await
     }
 
     async fn rollback(mut self: Box<Self>) -> Result<()> {
+        if self.conn.transaction_pending() {
+            return Ok(());
+        }
         self.conn
             .run(|c| c.execute_batch("ROLLBACK").map_err(map))
             .await

@@ -92,17 +92,23 @@ async fn a_lock_held_by_another_process_is_transient() {
         .unwrap();
     let other = Connection::open(&db.0).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
-    let result = store.begin().await;
-    assert!(
-        matches!(result, Err(Error::Transient { .. })),
-        "{:?}",
-        result.err()
-    );
-    other.execute_batch("ROLLBACK").unwrap();
-    store
+    // The transaction opens with the first statement, which waits the busy timeout.
+    let mut uow = store
         .begin()
         .await
-        .expect("begin once the other writer is done");
+        .expect("the in-process writer slot is free");
+    let started = Instant::now();
+    let result = uow.products().create(product(1)).await;
+    assert!(matches!(result, Err(Error::Transient { .. })), "{result:?}");
+    assert!(started.elapsed() >= Duration::from_millis(100));
+    other.execute_batch("ROLLBACK").unwrap();
+    // The same unit of work opens its transaction on its next statement.
+    uow.products()
+        .create(product(1))
+        .await
+        .expect("create once the other writer is done");
+    uow.commit().await.unwrap();
+    assert_eq!(count_products(&store).await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
