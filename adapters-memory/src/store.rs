@@ -53,11 +53,16 @@ impl Shared {
             .clone()
     }
 
-    fn publish(&self, state: State) {
-        *self
+    /// Makes `state` the committed one; returns the previous one, for the caller to drop
+    /// (freeing the versions nobody shares any more can take a while) after releasing the
+    /// writer slot.
+    #[must_use = "drop the previous state outside the writer slot"]
+    fn publish(&self, state: State) -> State {
+        let mut committed = self
             .committed
             .write()
-            .unwrap_or_else(PoisonError::into_inner) = state;
+            .unwrap_or_else(PoisonError::into_inner);
+        std::mem::replace(&mut *committed, state)
     }
 }
 
@@ -140,7 +145,7 @@ impl Store for MemoryStore {
             savepoints: Vec::new(),
             marks: Savepoints::default(),
             shared: Arc::clone(&self.shared),
-            _writer: writer,
+            writer_slot: writer,
         }))
     }
 
@@ -159,7 +164,7 @@ impl Store for MemoryStore {
 
     async fn close(&self) {
         self.shared.closed.store(true, Ordering::Release);
-        self.shared.publish(State::default());
+        drop(self.shared.publish(State::default()));
     }
 }
 
@@ -171,7 +176,7 @@ struct MemoryUnitOfWork {
     savepoints: Vec<State>,
     marks: Savepoints,
     shared: Arc<Shared>,
-    _writer: OwnedMutexGuard<()>,
+    writer_slot: OwnedMutexGuard<()>,
 }
 
 impl fmt::Debug for MemoryUnitOfWork {
@@ -224,8 +229,18 @@ impl UnitOfWork for MemoryUnitOfWork {
 
     async fn commit(self: Box<Self>) -> Result<()> {
         self.shared.check_open()?;
-        self.shared.publish(self.tables.state.clone());
-        Ok(()) // the writer slot is released here, after the new state is visible
+        let MemoryUnitOfWork {
+            tables,
+            savepoints,
+            shared,
+            writer_slot,
+            ..
+        } = *self;
+        drop(savepoints);
+        let previous = shared.publish(tables.state);
+        drop(writer_slot); // the next unit of work may begin: it sees the new state
+        drop(previous);
+        Ok(())
     }
 
     async fn rollback(self: Box<Self>) -> Result<()> {
