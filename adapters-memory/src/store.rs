@@ -155,6 +155,7 @@ impl Store for MemoryStore {
             tables: Tables {
                 state: self.shared.snapshot(),
             },
+            shared: Arc::clone(&self.shared),
         }))
     }
 
@@ -248,9 +249,22 @@ impl UnitOfWork for MemoryUnitOfWork {
     }
 }
 
-/// Reads over the state committed when the session began.
+/// Reads outside a transaction. Like a SQL connection in autocommit mode, each read sees the
+/// state committed when it starts: the session takes a fresh snapshot (O(1)) every time one of
+/// its readers is asked for.
 struct MemoryReadSession {
     tables: Tables,
+    shared: Arc<Shared>,
+}
+
+impl MemoryReadSession {
+    /// The tables, as last committed.
+    fn latest(&mut self) -> &mut Tables {
+        if self.shared.check_open().is_ok() {
+            self.tables.state = self.shared.snapshot();
+        }
+        &mut self.tables
+    }
 }
 
 impl fmt::Debug for MemoryReadSession {
@@ -263,18 +277,18 @@ impl fmt::Debug for MemoryReadSession {
 
 impl ReadSession for MemoryReadSession {
     fn products(&mut self) -> &mut dyn ProductReader {
-        &mut self.tables
+        self.latest()
     }
     fn categories(&mut self) -> &mut dyn CategoryReader {
-        &mut self.tables
+        self.latest()
     }
     fn users(&mut self) -> &mut dyn UserReader {
-        &mut self.tables
+        self.latest()
     }
     fn reviews(&mut self) -> &mut dyn ReviewReader {
-        &mut self.tables
+        self.latest()
     }
     fn movements(&mut self) -> &mut dyn StockMovementReader {
-        &mut self.tables
+        self.latest()
     }
 }
