@@ -367,3 +367,31 @@ fn an_uncontended_begin_needs_no_timer() {
         assert_eq!(product_count(&store).await, 1);
     });
 }
+
+#[tokio::test]
+async fn update_many_checks_references_only_when_a_row_would_change() {
+    let store = MemoryStore::new();
+    let mut uow = store.begin().await.unwrap();
+    let row = uow.products().create(mug(1)).await.unwrap();
+    let gone = uow
+        .categories()
+        .create(NewCategory::new("Gone", "gone").unwrap())
+        .await
+        .unwrap();
+    uow.categories().soft_delete(gone.id).await.unwrap();
+    let patch = ProductPatch::new().category(Some(gone.id));
+
+    let err = uow
+        .products()
+        .update_many(&[row.id], &patch)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::NotFound { .. }), "{err:?}");
+    // No live row among the ids: nothing to check, nothing changed (as in SQL).
+    uow.products().soft_delete(row.id).await.unwrap();
+    assert_eq!(
+        uow.products().update_many(&[row.id], &patch).await.unwrap(),
+        0
+    );
+    assert_eq!(uow.products().update_many(&[], &patch).await.unwrap(), 0);
+}

@@ -156,21 +156,23 @@ impl<E: Row> Repository<E> for Tables {
     }
 
     async fn update_many(&mut self, ids: &[E::Id], patch: &E::Patch) -> Result<u64> {
+        let table = E::table(&self.state);
+        let live: Vec<E> = distinct(ids)
+            .into_iter()
+            .filter_map(|id| table.live(id).cloned())
+            .collect();
+        if live.is_empty() {
+            return Ok(0);
+        }
         E::check_patch(patch, &self.state)?;
         let now = time::now();
         let mut next = self.state.clone();
-        let table = E::table_mut(&mut next);
-        let mut changed = 0;
-        for id in distinct(ids) {
-            if let Some(row) = table.live(id) {
-                let mut row = row.clone();
-                E::apply(patch, &mut row, now);
-                table.put(row)?;
-                changed += 1;
-            }
+        for mut row in live.iter().cloned() {
+            E::apply(patch, &mut row, now);
+            E::table_mut(&mut next).put(row)?;
         }
         self.state = next;
-        Ok(changed)
+        Ok(live.len() as u64)
     }
 
     async fn soft_delete(&mut self, id: E::Id) -> Result<bool> {
