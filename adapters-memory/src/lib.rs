@@ -1,13 +1,20 @@
 //! # stockroom-memory
 //!
 //! Stockroom's in-memory adapter: the reference implementation of every port of
-//! `stockroom-core`, and the test double applications use in their unit tests.
+//! `stockroom-core`, and the test double applications use in their unit tests. It passes the
+//! same conformance suite as the SQL adapters.
 //!
-//! It has real transactions: a unit of work sees its own writes and nobody else does until it
-//! commits; rollback, drop and [`rollback_to`](stockroom_core::UnitOfWork::rollback_to) leave no
-//! trace; units of work run one at a time, so no update is ever lost. Reads see the last
-//! committed state. Every table is a persistent map, so a unit of work, a savepoint or a read
-//! session copies the whole store in O(1).
+//! - Real transactions. A unit of work sees its own writes and nobody else does until it
+//!   commits; rollback, drop and [`rollback_to`](stockroom_core::UnitOfWork::rollback_to) leave
+//!   no trace.
+//! - One writer at a time, like SQLite: [`begin`](stockroom_core::Store::begin) waits up to
+//!   [`StoreConfig::busy_timeout`](stockroom_core::StoreConfig) for the writer slot, then fails
+//!   with [`Error::Transient`](stockroom_core::Error::Transient). Units of work are therefore
+//!   serializable and cannot lose updates. Reads never wait.
+//! - A read session reads, at each call, the last committed state, like a SQL connection
+//!   outside a transaction.
+//! - Cheap. Every table is a persistent map: a unit of work, a savepoint or a read copies the
+//!   whole store in O(1), and a commit publishes the new version atomically.
 //!
 //! ```
 //! use stockroom_core::{NewProduct, ProductStatus, Store};
