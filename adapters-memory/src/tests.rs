@@ -395,3 +395,62 @@ async fn update_many_checks_references_only_when_a_row_would_change() {
     );
     assert_eq!(uow.products().update_many(&[], &patch).await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn readers_never_see_half_a_commit() {
+    let store = MemoryStore::new();
+    let mut uow = store.begin().await.unwrap();
+    let rows = uow
+        .products()
+        .create_many(vec![
+            mug(1).with_stock(500).unwrap(),
+            mug(2).with_stock(500).unwrap(),
+        ])
+        .await
+        .unwrap();
+    uow.commit().await.unwrap();
+    let ids = [rows[0].id, rows[1].id];
+
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..50 {
+                    let (from, to) = if (w + i) % 2 == 0 { (0, 1) } else { (1, 0) };
+                    let mut uow = store.begin().await.unwrap();
+                    let products = uow.products();
+                    products
+                        .adjust_stock(ids[from], StockDelta::new(-3).unwrap())
+                        .await
+                        .unwrap();
+                    tokio::task::yield_now().await;
+                    products
+                        .adjust_stock(ids[to], StockDelta::new(3).unwrap())
+                        .await
+                        .unwrap();
+                    uow.commit().await.unwrap();
+                }
+            })
+        })
+        .collect();
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut read = store.read().await.unwrap();
+                for _ in 0..200 {
+                    let both = read.products().get_many(&ids).await.unwrap();
+                    let total: i64 = both.iter().map(|p| p.stock).sum();
+                    assert_eq!(total, 1000, "a read saw half a commit: {both:?}");
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for task in writers.into_iter().chain(readers) {
+        task.await.unwrap();
+    }
+    let mut read = store.read().await.unwrap();
+    let both = read.products().get_many(&ids).await.unwrap();
+    assert_eq!(both[0].version + both[1].version, 2 + 400);
+}
