@@ -42,6 +42,7 @@ macro_rules! __stockroom_cases {
                 create_many_with_an_unknown_reference_writes_nothing,
                 update_many_changes_live_rows_and_counts_them,
                 update_many_is_all_or_nothing,
+                empty_batches_are_empty_results,
             );
             $crate::__stockroom_case_tests!($fixture; concurrency:
                 bank_invariant_holds_under_concurrent_transfers,
@@ -182,6 +183,10 @@ macro_rules! __stockroom_cases {
                 category_slug_is_unique_among_live_rows,
                 user_email_is_unique_ignoring_case,
                 one_live_review_per_author_and_product,
+                restore_of_a_category_whose_slug_is_taken_is_a_conflict,
+                restore_of_a_user_whose_email_is_taken_is_a_conflict,
+                restore_of_a_review_when_the_author_reviewed_again_is_a_conflict,
+                update_of_a_category_to_a_taken_slug_is_a_conflict,
             );
             $crate::__stockroom_case_tests!($fixture; validation:
                 product_name_rules,
@@ -204,6 +209,7 @@ macro_rules! __stockroom_cases {
                 update_with_a_future_version_is_rejected,
                 every_write_bumps_the_version,
                 the_second_of_two_writers_is_stale,
+                empty_patch_still_bumps_the_version,
             );
         }
     };

@@ -133,3 +133,27 @@ pub async fn update_many_is_all_or_nothing(store: Arc<dyn Store>) {
         "rows changed by a failed update_many"
     );
 }
+
+/// Empty inputs are empty results, not errors: `create_many` of nothing, `get_many`, `lock` and
+/// `update_many` of no ids.
+pub async fn empty_batches_are_empty_results(store: Arc<dyn Store>) {
+    create_product(&store, new_product("a", 1)).await;
+    let before = counts(&store).await;
+    let patch = ProductPatch::new().status(ProductStatus::Archived);
+    let mut uow = store.begin().await.unwrap();
+    let created = uow.products().create_many(Vec::new()).await.unwrap();
+    let got = uow.products().get_many(&[]).await.unwrap();
+    let locked = uow.products().lock(&[]).await.unwrap();
+    let changed = uow.products().update_many(&[], &patch).await.unwrap();
+    uow.commit().await.unwrap();
+    assert_eq!(
+        (created.len(), got.len(), locked.len(), changed),
+        (0, 0, 0, 0),
+        "(create_many, get_many, lock, update_many) of nothing"
+    );
+    assert_eq!(
+        counts(&store).await,
+        before,
+        "empty batches changed the store"
+    );
+}

@@ -148,3 +148,77 @@ pub async fn one_live_review_per_author_and_product(store: Arc<dyn Store>) {
     in_uow!(store, |uow| uow.reviews().create(third).await)
         .expect("review after deleting the first");
 }
+
+/// Restoring a category whose slug a live category took meanwhile is `Conflict{CategorySlug}`;
+/// the category stays deleted.
+pub async fn restore_of_a_category_whose_slug_is_taken_is_a_conflict(store: Arc<dyn Store>) {
+    let old = create_category(&store, "mugs").await;
+    assert!(in_uow!(store, |uow| uow.categories().soft_delete(old.id).await).unwrap());
+    create_category(&store, "mugs").await;
+    expect_conflict(
+        in_uow!(store, |uow| uow.categories().restore(old.id).await),
+        Constraint::CategorySlug,
+    );
+    let got = in_read!(store, |r| r.categories().get(old.id).await).unwrap();
+    assert_eq!(got, None, "refused restore made the category live: {got:?}");
+}
+
+/// Restoring a user whose email a live user took meanwhile is `Conflict{UserEmail}`; the user
+/// stays deleted.
+pub async fn restore_of_a_user_whose_email_is_taken_is_a_conflict(store: Arc<dyn Store>) {
+    let old = create_user(&store, "ann").await;
+    assert!(in_uow!(store, |uow| uow.users().soft_delete(old.id).await).unwrap());
+    create_user(&store, "ann").await;
+    expect_conflict(
+        in_uow!(store, |uow| uow.users().restore(old.id).await),
+        Constraint::UserEmail,
+    );
+    let got = in_read!(store, |r| r.users().get(old.id).await).unwrap();
+    assert_eq!(got, None, "refused restore made the user live: {got:?}");
+}
+
+/// Restoring a review when its author reviewed the product again meanwhile is
+/// `Conflict{ReviewAuthor}`; the old review stays deleted.
+pub async fn restore_of_a_review_when_the_author_reviewed_again_is_a_conflict(
+    store: Arc<dyn Store>,
+) {
+    let p = create_product(&store, new_product("a", 1)).await;
+    let u = create_user(&store, "ann").await;
+    let first = NewReview::new(p.id, u.id, 2).unwrap();
+    let first = in_uow!(store, |uow| uow.reviews().create(first).await).unwrap();
+    assert!(in_uow!(store, |uow| uow.reviews().soft_delete(first.id).await).unwrap());
+    let second = NewReview::new(p.id, u.id, 5).unwrap();
+    let second = in_uow!(store, |uow| uow.reviews().create(second).await).unwrap();
+    expect_conflict(
+        in_uow!(store, |uow| uow.reviews().restore(first.id).await),
+        Constraint::ReviewAuthor,
+    );
+    let listed = in_read!(store, |r| r.reviews().for_product(p.id, all()).await).unwrap();
+    let ids: Vec<_> = listed.iter().map(|r| r.id).collect();
+    assert_eq!(
+        ids,
+        vec![second.id],
+        "live reviews after the refused restore"
+    );
+}
+
+/// Renaming a category to a live category's slug is `Conflict{CategorySlug}` and changes
+/// nothing.
+pub async fn update_of_a_category_to_a_taken_slug_is_a_conflict(store: Arc<dyn Store>) {
+    create_category(&store, "mugs").await;
+    let plates = create_category(&store, "plates").await;
+    let patch = stockroom_core::CategoryPatch::new().slug("mugs").unwrap();
+    expect_conflict(
+        in_uow!(store, |uow| uow
+            .categories()
+            .update(plates.id, &patch, None)
+            .await),
+        Constraint::CategorySlug,
+    );
+    let got = in_read!(store, |r| r.categories().get(plates.id).await).unwrap();
+    assert_eq!(
+        got.as_ref(),
+        Some(&plates),
+        "category after a refused update: {got:?}"
+    );
+}

@@ -156,3 +156,27 @@ pub async fn the_second_of_two_writers_is_stale(store: Arc<dyn Store>) {
     let name = get_product(&store, p.id).await.unwrap().name;
     assert_eq!(name, "Ann's", "the stale write went through");
 }
+
+/// An empty patch changes no field but still bumps the version and `updated_at` (it is a
+/// write: "touch").
+pub async fn empty_patch_still_bumps_the_version(store: Arc<dyn Store>) {
+    let p = create_product(&store, new_product("a", 1)).await;
+    tick().await;
+    let patch = ProductPatch::new();
+    let u = in_uow!(store, |uow| uow
+        .products()
+        .update(p.id, &patch, Some(1))
+        .await)
+    .unwrap();
+    assert_eq!(
+        (&u.name, &u.slug, &u.sku, u.stock, u.version),
+        (&p.name, &p.slug, &p.sku, p.stock, 2),
+        "after an empty patch: {u:?}"
+    );
+    assert!(
+        u.updated_at > p.updated_at,
+        "updated_at {:?} !> {:?}",
+        u.updated_at,
+        p.updated_at
+    );
+}
