@@ -248,3 +248,68 @@ impl Drop for Conn {
         self.release();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Level, Metadata, Subscriber};
+
+    use super::*;
+
+    /// Collects the level of every `stockroom::sql` event.
+    #[derive(Clone, Default)]
+    struct Levels(Arc<Mutex<Vec<Level>>>);
+
+    impl Subscriber for Levels {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            if event.metadata().target() == "stockroom::sql" {
+                self.0.lock().unwrap().push(*event.metadata().level());
+            }
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    fn levels_of(log: SqlLog) -> Vec<Level> {
+        let levels = Levels::default();
+        let conn = Connection::open_in_memory().unwrap();
+        tracing::subscriber::with_default(levels.clone(), || {
+            let db = Db { conn: &conn, log };
+            db.observe("SELECT 1", || db.execute_batch("SELECT 1"))
+                .unwrap();
+        });
+        let seen = levels.0.lock().unwrap().clone();
+        seen
+    }
+
+    #[test]
+    fn statements_are_echoed_and_slow_ones_warned_about() {
+        let quiet = SqlLog {
+            echo: false,
+            slow: Duration::from_secs(3600),
+        };
+        assert_eq!(levels_of(quiet), vec![]);
+        assert_eq!(
+            levels_of(SqlLog {
+                echo: true,
+                ..quiet
+            }),
+            vec![Level::DEBUG]
+        );
+        let slow = SqlLog {
+            echo: false,
+            slow: Duration::ZERO,
+        };
+        assert_eq!(levels_of(slow), vec![Level::WARN]);
+    }
+}
