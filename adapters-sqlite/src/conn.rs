@@ -298,7 +298,7 @@ mod tests {
             echo: false,
             slow: Duration::from_secs(3600),
         };
-        assert_eq!(levels_of(quiet), vec![]);
+        assert_eq!(levels_of(quiet), Vec::<Level>::new());
         assert_eq!(
             levels_of(SqlLog {
                 echo: true,
