@@ -53,14 +53,15 @@ impl Db<'_> {
     }
 }
 
-/// The read connections not in use, and the rules of their reuse.
-pub(crate) struct ReaderPool {
+/// What the store and its connections share: the read connections not in use, the rules of
+/// their reuse, and whether the store was closed.
+pub(crate) struct Shared {
     pub(crate) idle: Mutex<Vec<(Connection, Instant)>>,
     pub(crate) closed: AtomicBool,
     pub(crate) max_lifetime: Option<Duration>,
 }
 
-impl ReaderPool {
+impl Shared {
     /// The most recently used idle connection that has not outlived `max_lifetime`; older ones
     /// are closed (recycled).
     pub(crate) fn take_idle(&self) -> Option<(Connection, Instant)> {
@@ -88,12 +89,17 @@ impl ReaderPool {
 /// The single writer connection, held for the life of a unit of work.
 pub(crate) struct WriterLease {
     pub(crate) guard: OwnedMutexGuard<Option<Connection>>,
+    pub(crate) shared: Arc<Shared>,
 }
 
 impl Drop for WriterLease {
     fn drop(&mut self) {
         if let Some(conn) = self.guard.as_ref() {
             rollback_if_open(conn);
+        }
+        if self.shared.closed.load(Ordering::Acquire) {
+            // The store was closed while this unit of work ran: the writer closes with it.
+            drop(self.guard.take());
         }
     }
 }
@@ -102,7 +108,7 @@ impl Drop for WriterLease {
 pub(crate) struct ReaderLease {
     pub(crate) conn: Option<Connection>,
     pub(crate) born: Instant,
-    pub(crate) pool: Arc<ReaderPool>,
+    pub(crate) pool: Arc<Shared>,
     pub(crate) _permit: OwnedSemaphorePermit,
 }
 
@@ -130,6 +136,13 @@ pub(crate) enum Lease {
 }
 
 impl Lease {
+    fn shared(&self) -> &Shared {
+        match self {
+            Lease::Writer(w) => &w.shared,
+            Lease::Reader(r) => &r.pool,
+        }
+    }
+
     pub(crate) fn conn(&self) -> &Connection {
         match self {
             Lease::Writer(w) => w
@@ -187,6 +200,20 @@ impl Conn {
         }
     }
 
+    /// Fails with `Unavailable` once the store is closed (and gives up the connection, rolling
+    /// back its transaction).
+    pub(crate) fn check_open(&mut self) -> Result<()> {
+        let closed = self
+            .lease
+            .as_ref()
+            .is_some_and(|l| l.shared().closed.load(Ordering::Acquire));
+        if closed {
+            self.release();
+            return Err(crate::error::closed());
+        }
+        Ok(())
+    }
+
     /// Whether the transaction was never opened (no statement ran yet).
     pub(crate) fn transaction_pending(&self) -> bool {
         self.pending_begin.is_some()
@@ -198,6 +225,7 @@ impl Conn {
         F: FnOnce(&Db<'_>) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
+        self.check_open()?;
         let lease = self.lease.take().ok_or_else(|| Error::Unavailable {
             reason: "the connection was lost by an interrupted call".to_owned(),
         })?;

@@ -16,7 +16,7 @@ use stockroom_core::{
 };
 use tokio::sync::Semaphore;
 
-use crate::conn::{Conn, Lease, ReaderLease, ReaderPool, SqlLog, WriterLease};
+use crate::conn::{Conn, Lease, ReaderLease, Shared, SqlLog, WriterLease};
 use crate::error::{closed, map};
 
 /// Where the database lives.
@@ -109,7 +109,7 @@ struct Inner {
     settings: Settings,
     url: String,
     writer: Arc<tokio::sync::Mutex<Option<Connection>>>,
-    readers: Arc<ReaderPool>,
+    readers: Arc<Shared>,
     read_permits: Arc<Semaphore>,
     acquire_timeout: Duration,
     log: SqlLog,
@@ -166,7 +166,7 @@ impl SqliteStore {
                 settings,
                 url: config.redacted_url(),
                 writer: Arc::new(tokio::sync::Mutex::new(Some(writer))),
-                readers: Arc::new(ReaderPool {
+                readers: Arc::new(Shared {
                     idle: Mutex::new(Vec::new()),
                     closed: AtomicBool::new(false),
                     max_lifetime: config.max_lifetime,
@@ -267,7 +267,10 @@ impl Store for SqliteStore {
             return Err(closed());
         }
         let conn = Conn::with_pending_begin(
-            Lease::Writer(WriterLease { guard }),
+            Lease::Writer(WriterLease {
+                guard,
+                shared: Arc::clone(&self.inner.readers),
+            }),
             self.inner.log,
             "BEGIN IMMEDIATE",
         );
@@ -306,21 +309,13 @@ impl Store for SqliteStore {
             .lock()
             .map(|mut v| std::mem::take(&mut *v))
             .unwrap_or_default();
-        // The writer closes last: the last connection to close checkpoints the WAL.
-        let writer = match tokio::time::timeout(
-            self.inner.settings.busy_timeout,
-            Arc::clone(&self.inner.writer).lock_owned(),
-        )
-        .await
-        {
-            Ok(mut guard) => guard.take(),
-            Err(_) => {
-                tracing::warn!(
-                    "sqlite: a unit of work still runs; its connection closes when it ends"
-                );
-                None
-            }
-        };
+        // A unit of work still running fails on its next call (its transaction rolls back) and
+        // closes the writer when it ends; otherwise the writer closes here, last, so that the
+        // last connection to close checkpoints the WAL.
+        let writer = Arc::clone(&self.inner.writer)
+            .try_lock_owned()
+            .ok()
+            .and_then(|mut guard| guard.take());
         let _ = tokio::task::spawn_blocking(move || {
             drop(idle);
             drop(writer);
@@ -410,6 +405,7 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     async fn commit(mut self: Box<Self>) -> Result<()> {
+        self.conn.check_open()?;
         if self.conn.transaction_pending() {
             return Ok(()); // nothing ran: nothing to commit
         }
@@ -419,6 +415,7 @@ impl UnitOfWork for SqliteUnitOfWork {
     }
 
     async fn rollback(mut self: Box<Self>) -> Result<()> {
+        self.conn.check_open()?;
         if self.conn.transaction_pending() {
             return Ok(());
         }

@@ -254,7 +254,23 @@ async fn a_closed_store_is_unavailable() {
     let db = TempDb::new();
     let store = SqliteStore::connect(&db.config()).await.unwrap();
     store.health().await.unwrap();
+    let mut running = store.begin().await.unwrap();
+    running.products().create(product(1)).await.unwrap();
+    let mut pending = store.read().await.unwrap();
     store.close().await;
+    // What was running when the store closed fails, and its writes are gone.
+    let err = running.products().create(product(2)).await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    assert!(matches!(
+        running.commit().await,
+        Err(Error::Unavailable { .. })
+    ));
+    let err = pending
+        .products()
+        .count(&ProductFilter::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
     assert!(matches!(
         store.begin().await,
         Err(Error::Unavailable { .. })
@@ -264,6 +280,13 @@ async fn a_closed_store_is_unavailable() {
         store.health().await,
         Err(Error::Unavailable { .. })
     ));
+    drop(pending);
+    let reopened = SqliteStore::connect(&db.config()).await.unwrap();
+    assert_eq!(
+        count_products(&reopened).await,
+        0,
+        "a closed store's pending write stayed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
