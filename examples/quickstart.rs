@@ -9,14 +9,18 @@
 use std::sync::Arc;
 
 use stockroom::{
-    NewCategory, NewProduct, Page, ProductFilter, ProductStatus, Store, StoreExt, TransferRequest,
+    NewCategory, NewProduct, Page, ProductFilter, ProductStatus, StoreExt, TransferRequest,
 };
 
 #[tokio::main]
 async fn main() -> stockroom::Result<()> {
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| fresh_sqlite_url());
     let store = stockroom::connect(&url).await?;
-    println!("connected to {} ({})", store.backend(), stockroom::redact_url(&url));
+    println!(
+        "connected to {} ({})",
+        store.backend(),
+        stockroom::redact_url(&url)
+    );
 
     // One unit of work: a category and its products, committed together.
     let mut uow = store.begin().await?;
@@ -40,7 +44,11 @@ async fn main() -> stockroom::Result<()> {
     .collect::<stockroom::Result<Vec<_>>>()?;
     let products = uow.products().create_many(new_products).await?;
     uow.commit().await?;
-    println!("created category {:?} with {} products", kitchen.name, products.len());
+    println!(
+        "created category {:?} with {} products",
+        kitchen.name,
+        products.len()
+    );
 
     // Reads need no transaction. Search is case-insensitive, Unicode included.
     let mut read = store.read().await?;
@@ -48,12 +56,22 @@ async fn main() -> stockroom::Result<()> {
         .products()
         .search(&ProductFilter::default().search("MUG")?, Page::new(10, 0)?)
         .await?;
-    println!("search \"MUG\": {} of {} match", mugs.items.len(), mugs.total);
+    println!(
+        "search \"MUG\": {} of {} match",
+        mugs.items.len(),
+        mugs.total
+    );
     let brulee = read
         .products()
-        .search(&ProductFilter::default().search("BRÛLÉE")?, Page::new(10, 0)?)
+        .search(
+            &ProductFilter::default().search("BRÛLÉE")?,
+            Page::new(10, 0)?,
+        )
         .await?;
-    println!("search \"BRÛLÉE\": found {:?}", brulee.items.first().map(|p| &p.name));
+    println!(
+        "search \"BRÛLÉE\": found {:?}",
+        brulee.items.first().map(|p| &p.name)
+    );
     drop(read);
 
     // A burst of concurrent transfers between the two mugs; the total never changes.
@@ -62,7 +80,11 @@ async fn main() -> stockroom::Result<()> {
         .map(|i| {
             let store = Arc::clone(&store);
             let (source, target) = if i % 2 == 0 { (blue, red) } else { (red, blue) };
-            tokio::spawn(async move { store.transfer(&TransferRequest::new(source, target, 3)).await })
+            tokio::spawn(async move {
+                store
+                    .transfer(&TransferRequest::new(source, target, 3))
+                    .await
+            })
         })
         .collect();
     let mut applied = 0;
@@ -86,13 +108,19 @@ async fn main() -> stockroom::Result<()> {
     let mut read = store.read().await?;
     let hidden = read.products().get(teapot).await?.is_none();
     let trash = read.products().list_deleted(Page::new(10, 0)?).await?;
-    println!("teapot deleted: hidden from reads = {hidden}, trash holds {:?}", trash.iter().map(|p| &p.name).collect::<Vec<_>>());
+    println!(
+        "teapot deleted: hidden from reads = {hidden}, trash holds {:?}",
+        trash.iter().map(|p| &p.name).collect::<Vec<_>>()
+    );
     drop(read);
     let mut uow = store.begin().await?;
     uow.products().restore(teapot).await?;
     uow.commit().await?;
     let mut read = store.read().await?;
-    println!("teapot restored: {:?}", read.products().get(teapot).await?.map(|p| p.name));
+    println!(
+        "teapot restored: {:?}",
+        read.products().get(teapot).await?.map(|p| p.name)
+    );
     drop(read);
 
     store.close().await;

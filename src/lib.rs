@@ -88,8 +88,14 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_scheme_is_a_validation_error_on_url() {
-        let err = connect("mysql://localhost/db").await.err().expect("mysql is not a backend");
-        assert!(matches!(err, Error::Validation { field: "url", .. }), "{err:?}");
+        let err = connect("mysql://localhost/db")
+            .await
+            .err()
+            .expect("mysql is not a backend");
+        assert!(
+            matches!(err, Error::Validation { field: "url", .. }),
+            "{err:?}"
+        );
     }
 
     #[cfg(feature = "memory")]
