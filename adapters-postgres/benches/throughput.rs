@@ -240,6 +240,11 @@ fn main() {
             .with_max_overflow(2)
             .with_application_name("stockroom_bench");
         let store = Arc::new(PostgresStore::connect(&config).await.expect("connect"));
+        // The same pool without the ping before each acquire (SQLAlchemy's pool_pre_ping off).
+        let mut unpinged = config.clone();
+        unpinged.test_before_acquire = false;
+        unpinged.run_migrations = false;
+        let unpinged = Arc::new(PostgresStore::connect(&unpinged).await.expect("connect"));
         let mut uow = store.begin().await.unwrap();
         let seeded = uow
             .products()
@@ -261,23 +266,28 @@ fn main() {
 
         println!("stockroom-postgres throughput: {runs} runs x {secs} s, medians (server {})", stockroom_core::redact_url(&server_url()));
         let secs_arg = secs.to_string();
-        let (mut tr, mut pb, mut rd, mut rs, mut pbs, mut cm) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+        let (mut tr, mut tu, mut pb, mut rd, mut rs, mut pbs, mut cm) =
+            (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
         for run in 0..runs {
             tr.push(transfers_per_second(&store, &ids, secs).await);
+            tu.push(transfers_per_second(&unpinged, &ids, secs).await);
             pb.push(pgbench(&["-M", "prepared", "-c", "8", "-j", "2", "-n", "-T", &secs_arg], &pgbench_url));
             rd.push(reads_per_second(&store, &ids, secs, false).await);
             rs.push(reads_per_second(&store, &ids, secs, true).await);
             pbs.push(pgbench(&["-M", "prepared", "-S", "-c", "1", "-n", "-T", &secs_arg], &pgbench_url));
             cm.push(create_many_rows_per_second(&store, run).await);
         }
-        let (tr, pb, rd, rs, pbs, cm) = (median(tr), median(pb), median(rd), median(rs), median(pbs), median(cm));
+        let (tr, tu, pb) = (median(tr), median(tu), median(pb));
+        let (rd, rs, pbs, cm) = (median(rd), median(rs), median(pbs), median(cm));
         println!("transfers, 8 tasks:               {tr:>10.0} /s");
-        println!("pgbench TPC-B-like, -c 8 -j 2:    {pb:>10.0} tps   ratio stockroom/pgbench = {:.2}", tr / pb);
+        println!("transfers, 8 tasks, no pre-ping:  {tu:>10.0} /s");
+        println!("pgbench TPC-B-like, -c 8 -j 2:    {pb:>10.0} tps   ratio stockroom/pgbench = {:.2} ({:.2} without pre-ping)", tr / pb, tu / pb);
         println!("point reads, one held session:    {rd:>10.0} /s");
         println!("point reads, a session per read:  {rs:>10.0} /s   (pool acquire + pre-ping each)");
         println!("pgbench -S, -c 1:                 {pbs:>10.0} tps   ratio stockroom/pgbench = {:.2} (held), {:.2} (per read)", rd / pbs, rs / pbs);
         println!("create_many of {BATCH_ROWS} products:    {cm:>10.0} rows/s");
 
+        unpinged.close().await;
         store.close().await;
         admin_exec(format!("DROP DATABASE IF EXISTS {ours} WITH (FORCE)")).await;
         admin_exec(format!("DROP DATABASE IF EXISTS {theirs} WITH (FORCE)")).await;
