@@ -56,18 +56,34 @@ impl Db<'_> {
 /// What the store and its connections share: the read connections not in use, the rules of
 /// their reuse, and whether the store was closed.
 pub(crate) struct Shared {
-    pub(crate) idle: Mutex<Vec<(Connection, Instant)>>,
+    pub(crate) idle: Mutex<Vec<Idle>>,
     pub(crate) closed: AtomicBool,
+    /// Idle read connections older than this are closed instead of reused (recycle).
     pub(crate) max_lifetime: Option<Duration>,
+    /// Idle read connections beyond `keep_idle`, unused for this long, are closed.
+    pub(crate) idle_timeout: Option<Duration>,
+    /// How many idle read connections stay open whatever their idle time (`pool_size`).
+    pub(crate) keep_idle: usize,
+}
+
+/// A read connection waiting in the pool.
+pub(crate) struct Idle {
+    conn: Connection,
+    born: Instant,
+    since: Instant,
 }
 
 impl Shared {
+    fn expired(&self, born: Instant) -> bool {
+        self.max_lifetime.is_some_and(|max| born.elapsed() >= max)
+    }
+
     /// The most recently used idle connection that has not outlived `max_lifetime`; older ones
-    /// are closed (recycled).
+    /// are closed.
     pub(crate) fn take_idle(&self) -> Option<(Connection, Instant)> {
         let mut idle = self.idle.lock().ok()?;
-        while let Some((conn, born)) = idle.pop() {
-            if self.max_lifetime.is_some_and(|max| born.elapsed() >= max) {
+        while let Some(Idle { conn, born, .. }) = idle.pop() {
+            if self.expired(born) {
                 drop(conn);
                 continue;
             }
@@ -76,13 +92,39 @@ impl Shared {
         None
     }
 
+    /// Takes every idle connection out (to close them).
+    pub(crate) fn drain_idle(&self) -> Vec<Idle> {
+        self.idle
+            .lock()
+            .map(|mut v| std::mem::take(&mut *v))
+            .unwrap_or_default()
+    }
+
+    /// How many connections wait in the pool.
+    #[cfg(test)]
+    pub(crate) fn idle_count(&self) -> usize {
+        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
     fn give_back(&self, conn: Connection, born: Instant) {
-        let expired = self.max_lifetime.is_some_and(|max| born.elapsed() >= max);
-        if conn.is_autocommit() && !expired && !self.closed.load(Ordering::Acquire) {
-            if let Ok(mut idle) = self.idle.lock() {
-                idle.push((conn, born));
+        if !conn.is_autocommit() || self.expired(born) || self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let mut surplus = Vec::new();
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(Idle {
+                conn,
+                born,
+                since: Instant::now(),
+            });
+            // The longest idle are first; close those beyond `keep_idle` idle for too long.
+            if let Some(timeout) = self.idle_timeout {
+                while idle.len() > self.keep_idle && idle[0].since.elapsed() >= timeout {
+                    surplus.push(idle.remove(0));
+                }
             }
         }
+        drop(surplus);
     }
 }
 

@@ -41,7 +41,8 @@
 //!   `foreign_keys=ON`, the configured busy timeout, a prepared-statement cache
 //!   (`prepare_cached`, 64 statements). With `log_statements`, every statement is logged at
 //!   `debug` (target `stockroom::sql`); statements slower than `slow_statement_threshold` at
-//!   `warn`. Idle read connections older than `max_lifetime` are closed and replaced.
+//!   `warn`. Idle read connections older than `max_lifetime` are closed and replaced; those
+//!   beyond `pool_size` idle for `idle_timeout` are closed.
 //! - **Schema**: embedded migrations (`rusqlite_migration`), applied on connect unless
 //!   `run_migrations` is false. Ids are 16-byte BLOBs, timestamps INTEGER microseconds, unique
 //!   rules are partial unique indexes over live rows named after their

@@ -170,6 +170,8 @@ impl SqliteStore {
                     idle: Mutex::new(Vec::new()),
                     closed: AtomicBool::new(false),
                     max_lifetime: config.max_lifetime,
+                    idle_timeout: config.idle_timeout,
+                    keep_idle: config.pool_size as usize,
                 }),
                 read_permits: Arc::new(Semaphore::new(config.max_connections() as usize)),
                 acquire_timeout: config.acquire_timeout,
@@ -302,13 +304,7 @@ impl Store for SqliteStore {
         }
         self.inner.readers.closed.store(true, Ordering::Release);
         self.inner.read_permits.close();
-        let idle: Vec<_> = self
-            .inner
-            .readers
-            .idle
-            .lock()
-            .map(|mut v| std::mem::take(&mut *v))
-            .unwrap_or_default();
+        let idle = self.inner.readers.drain_idle();
         // A unit of work still running fails on its next call (its transaction rolls back) and
         // closes the writer when it ends; otherwise the writer closes here, last, so that the
         // last connection to close checkpoints the WAL.
@@ -457,6 +453,35 @@ mod tests {
                 assert_eq!(mode, "wal");
             }
         }
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.clone().into_os_string();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_readers_beyond_the_pool_size_close_after_the_idle_timeout() {
+        let path = std::env::temp_dir().join(format!(
+            "stockroom-idle-{}.db",
+            uuid::Uuid::now_v7().simple()
+        ));
+        let mut config = StoreConfig::new(format!("sqlite://{}", path.display())).with_pool_size(1);
+        config.idle_timeout = Some(Duration::from_millis(20));
+        let store = SqliteStore::connect(&config).await.unwrap();
+        let sessions = [
+            store.reader().await.unwrap(),
+            store.reader().await.unwrap(),
+            store.reader().await.unwrap(),
+        ];
+        drop(sessions);
+        assert_eq!(store.inner.readers.idle_count(), 3);
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        drop(store.reader().await.unwrap());
+        // The reused one went back; the two idle past the timeout beyond pool_size were closed.
+        assert_eq!(store.inner.readers.idle_count(), 1);
+        store.close().await;
+        assert_eq!(store.inner.readers.idle_count(), 0);
         for suffix in ["", "-wal", "-shm"] {
             let mut file = path.clone().into_os_string();
             file.push(suffix);
