@@ -426,6 +426,20 @@ fn main() {
             b.push(baseline_reads(&db, &ids));
         }
         let base = median(b);
+        // The floor of the adapter's cost per call: one blocking-thread round trip, no SQL.
+        let mut hops = Vec::new();
+        for _ in 0..samples {
+            let started = Instant::now();
+            for _ in 0..READS {
+                tokio::task::spawn_blocking(|| ()).await.unwrap();
+            }
+            hops.push(started.elapsed());
+        }
+        println!(
+            "{:<34} {:>9.2} us per spawn_blocking round trip (no SQL)",
+            "thread hop",
+            median(hops).as_secs_f64() * 1e6 / READS as f64
+        );
         report(
             &format!("point reads ({READS}, 1 session)"),
             READS,
