@@ -104,7 +104,8 @@ impl StoreConfig {
     /// Reads the configuration through `lookup` (a variable's value, if set). A malformed value is
     /// a validation error naming the variable.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let mut c = Self::new(lookup("DATABASE_URL").unwrap_or_else(|| "sqlite://stockroom.db".to_owned()));
+        let mut c =
+            Self::new(lookup("DATABASE_URL").unwrap_or_else(|| "sqlite://stockroom.db".to_owned()));
         let get = |name: &'static str| lookup(name).map(|v| (name, v));
         if let Some((n, v)) = get("STOCKROOM_POOL_SIZE") {
             c.pool_size = parse_number(n, &v)?;
@@ -190,9 +191,15 @@ impl StoreConfig {
         self.pool_size.saturating_add(self.max_overflow).max(1)
     }
 
-    /// The URL's scheme (`memory`, `sqlite`, `postgres`, …), lower-cased.
+    /// The URL's scheme (`memory`, `sqlite`, `postgres`, …), lower-cased: what comes before the
+    /// first `:`, so `sqlite::memory:` counts as well as `sqlite://file.db`.
     pub fn scheme(&self) -> Option<String> {
-        self.url.split_once("://").map(|(s, _)| s.to_ascii_lowercase())
+        let (scheme, _) = self.url.split_once(':')?;
+        let well_formed = !scheme.is_empty()
+            && scheme
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+        well_formed.then(|| scheme.to_ascii_lowercase())
     }
 
     /// The URL with any password replaced by `***`: safe to log.
@@ -253,7 +260,10 @@ fn malformed(name: &'static str, expected: &'static str) -> Error {
 }
 
 fn parse_number<T: std::str::FromStr>(name: &'static str, value: &str) -> Result<T> {
-    value.trim().parse().map_err(|_| malformed(name, "a whole number"))
+    value
+        .trim()
+        .parse()
+        .map_err(|_| malformed(name, "a whole number"))
 }
 
 fn parse_bool(name: &'static str, value: &str) -> Result<bool> {
@@ -277,9 +287,14 @@ fn parse_settings(name: &'static str, value: &str) -> Result<Vec<(String, String
             let (k, v) = pair
                 .split_once('=')
                 .ok_or_else(|| malformed(name, "name=value pairs separated by commas"))?;
-            let valid_name = !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
+            let valid_name = !k.is_empty()
+                && k.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
             if !valid_name {
-                return Err(malformed(name, "setting names of letters, digits, '_' and '.'"));
+                return Err(malformed(
+                    name,
+                    "setting names of letters, digits, '_' and '.'",
+                ));
             }
             Ok((k.trim().to_owned(), v.trim().to_owned()))
         })
@@ -293,11 +308,26 @@ mod tests {
 
     #[test]
     fn passwords_never_show() {
-        assert_eq!(redact_url("postgres://u:pw@h:5432/db"), "postgres://u:***@h:5432/db");
-        assert_eq!(redact_url("postgres://h/db?user=u&password=pw&x=1"), "postgres://h/db?user=u&password=***&x=1");
+        assert_eq!(
+            redact_url("postgres://u:pw@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(
+            redact_url("postgres://h/db?user=u&password=pw&x=1"),
+            "postgres://h/db?user=u&password=***&x=1"
+        );
         assert_eq!(redact_url("sqlite://data.db"), "sqlite://data.db");
         let c = StoreConfig::new("postgres://u:hunter2@h/db");
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn scheme_is_what_comes_before_the_first_colon() {
+        let scheme = |url: &str| StoreConfig::new(url).scheme();
+        assert_eq!(scheme("sqlite::memory:").as_deref(), Some("sqlite"));
+        assert_eq!(scheme("SQLite://a.db").as_deref(), Some("sqlite"));
+        assert_eq!(scheme("postgres://u@h/db").as_deref(), Some("postgres"));
+        assert_eq!(scheme("no scheme here"), None);
     }
 
     #[test]
@@ -310,9 +340,21 @@ mod tests {
         ]
         .into();
         let c = StoreConfig::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
-        assert_eq!((c.pool_size, c.test_before_acquire, c.max_connections()), (7, false, 17));
-        assert_eq!(c.session_settings[1], ("statement_timeout".into(), "5s".into()));
+        assert_eq!(
+            (c.pool_size, c.test_before_acquire, c.max_connections()),
+            (7, false, 17)
+        );
+        assert_eq!(
+            c.session_settings[1],
+            ("statement_timeout".into(), "5s".into())
+        );
         let bad = StoreConfig::from_lookup(|k| (k == "STOCKROOM_POOL_SIZE").then(|| "many".into()));
-        assert!(matches!(bad, Err(Error::Validation { field: "STOCKROOM_POOL_SIZE", .. })));
+        assert!(matches!(
+            bad,
+            Err(Error::Validation {
+                field: "STOCKROOM_POOL_SIZE",
+                ..
+            })
+        ));
     }
 }

@@ -137,7 +137,9 @@ pub enum Error {
     Conflict { constraint: Constraint },
 
     /// A transfer or stock adjustment would take a product's stock below zero.
-    #[error("insufficient stock for product {product}: {available} available, {requested} requested")]
+    #[error(
+        "insufficient stock for product {product}: {available} available, {requested} requested"
+    )]
     InsufficientStock {
         product: crate::ProductId,
         available: i64,

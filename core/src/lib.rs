@@ -28,9 +28,9 @@ pub mod mocks;
 pub use config::{redact_url, Durability, StoreConfig};
 pub use entities::{
     Category, CategoryFilter, CategoryPatch, Entity, NewCategory, NewProduct, NewReview,
-    NewStockMovement, NewUser, Product, ProductDetails, ProductFilter, ProductPatch,
-    ProductStatus, ProductWithRelations, RatingStats, Review, ReviewFilter, ReviewPatch,
-    StockMovement, User, UserFilter, UserPatch,
+    NewStockMovement, NewUser, Product, ProductDetails, ProductFilter, ProductPatch, ProductStatus,
+    ProductWithRelations, RatingStats, Review, ReviewFilter, ReviewPatch, StockMovement, User,
+    UserFilter, UserPatch,
 };
 pub use error::{Constraint, EntityKind, Error, Result, Rule};
 pub use ids::{CategoryId, ProductId, ReviewId, StockMovementId, UserId};

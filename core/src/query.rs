@@ -136,7 +136,12 @@ impl Cursor {
 
 impl fmt::Display for Cursor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", time::to_micros(self.created_at), self.id.simple())
+        write!(
+            f,
+            "{}.{}",
+            time::to_micros(self.created_at),
+            self.id.simple()
+        )
     }
 }
 

@@ -127,9 +127,12 @@ impl Slug {
     pub fn parse(field: &'static str, value: &str) -> Result<Self> {
         check_no_control(field, value, false)?;
         check_length(field, value, MAX_SLUG_LEN)?;
-        let well_formed = value
-            .split('-')
-            .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()));
+        let well_formed = value.split('-').all(|part| {
+            !part.is_empty()
+                && part
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        });
         if !well_formed {
             return Err(Error::validation(
                 field,
@@ -151,7 +154,9 @@ impl Sku {
         let first_ok = bytes
             .next()
             .is_some_and(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
-        let rest_ok = bytes.all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.'));
+        let rest_ok = bytes.all(|b| {
+            b.is_ascii_uppercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_' | b'.')
+        });
         if !(first_ok && rest_ok) {
             return Err(Error::validation(
                 field,
@@ -169,7 +174,10 @@ impl Text {
     pub fn parse(field: &'static str, value: &str) -> Result<Self> {
         check_no_control(field, value, true)?;
         if value.chars().count() > MAX_TEXT_LEN {
-            return Err(Error::validation(field, Rule::TooLong { max: MAX_TEXT_LEN }));
+            return Err(Error::validation(
+                field,
+                Rule::TooLong { max: MAX_TEXT_LEN },
+            ));
         }
         Ok(Self(value.to_owned()))
     }
@@ -180,7 +188,14 @@ impl Email {
     pub fn parse(field: &'static str, value: &str) -> Result<Self> {
         check_no_control(field, value, false)?;
         check_length(field, value, MAX_EMAIL_LEN)?;
-        let malformed = || Error::validation(field, Rule::Malformed { expected: "an email address" });
+        let malformed = || {
+            Error::validation(
+                field,
+                Rule::Malformed {
+                    expected: "an email address",
+                },
+            )
+        };
         let (local, domain) = value.split_once('@').ok_or_else(malformed)?;
         let domain_ok = domain.contains('.')
             && !domain.starts_with('.')
@@ -311,8 +326,18 @@ mod tests {
     fn names_are_trimmed_and_bounded() {
         assert_eq!(Name::parse("name", "  Mug ").unwrap().as_str(), "Mug");
         assert_eq!(rule_of(Name::parse("name", "   ")), Rule::Empty);
-        assert_eq!(rule_of(Name::parse("name", &"x".repeat(201))), Rule::TooLong { max: 200 });
-        assert_eq!(Name::parse("name", &"é".repeat(200)).unwrap().as_str().chars().count(), 200);
+        assert_eq!(
+            rule_of(Name::parse("name", &"x".repeat(201))),
+            Rule::TooLong { max: 200 }
+        );
+        assert_eq!(
+            Name::parse("name", &"é".repeat(200))
+                .unwrap()
+                .as_str()
+                .chars()
+                .count(),
+            200
+        );
         assert_eq!(rule_of(Name::parse("name", "a\0b")), Rule::ControlCharacter);
     }
 
@@ -320,11 +345,17 @@ mod tests {
     fn slugs_and_skus_have_a_shape() {
         assert!(Slug::parse("slug", "blue-mug-2").is_ok());
         for bad in ["Blue", "a--b", "-a", "a-", "a b", "ü"] {
-            assert!(matches!(rule_of(Slug::parse("slug", bad)), Rule::Malformed { .. }), "{bad}");
+            assert!(
+                matches!(rule_of(Slug::parse("slug", bad)), Rule::Malformed { .. }),
+                "{bad}"
+            );
         }
         assert!(Sku::parse("sku", "MUG-01.B_2").is_ok());
         for bad in ["mug", "-MUG", "MUG 1", "MÜG"] {
-            assert!(matches!(rule_of(Sku::parse("sku", bad)), Rule::Malformed { .. }), "{bad}");
+            assert!(
+                matches!(rule_of(Sku::parse("sku", bad)), Rule::Malformed { .. }),
+                "{bad}"
+            );
         }
     }
 
@@ -339,7 +370,10 @@ mod tests {
 
     #[test]
     fn emails_are_lower_cased() {
-        assert_eq!(Email::parse("email", "Ann@Example.COM").unwrap().as_str(), "ann@example.com");
+        assert_eq!(
+            Email::parse("email", "Ann@Example.COM").unwrap().as_str(),
+            "ann@example.com"
+        );
         assert!(Email::parse("email", "ann@localhost").is_err());
         assert!(Email::parse("email", "a b@x.io").is_err());
     }

@@ -113,6 +113,8 @@ impl CategoryFilter {
     }
     /// Whether a live `category` passes the filter.
     pub fn matches(&self, category: &Category) -> bool {
-        self.slug.as_ref().is_none_or(|s| category.slug == s.as_str())
+        self.slug
+            .as_ref()
+            .is_none_or(|s| category.slug == s.as_str())
     }
 }

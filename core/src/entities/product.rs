@@ -10,7 +10,11 @@ use crate::validate::{Name, Sku, Slug, Stock, Text};
 
 /// Where a product is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(rename_all = "snake_case"))]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "snake_case")
+)]
 pub enum ProductStatus {
     #[default]
     Draft,
@@ -236,7 +240,11 @@ impl ProductPatch {
     }
     /// Sets (`Some`) or clears (`None`) the description.
     pub fn description(mut self, description: Option<&str>) -> Result<Self> {
-        self.description = Some(description.map(|d| Text::parse("description", d)).transpose()?);
+        self.description = Some(
+            description
+                .map(|d| Text::parse("description", d))
+                .transpose()?,
+        );
         Ok(self)
     }
     pub fn status(mut self, status: ProductStatus) -> Self {
@@ -260,7 +268,9 @@ impl ProductPatch {
     }
     /// `None`: unchanged; `Some(None)`: cleared; `Some(Some(d))`: set.
     pub fn description_value(&self) -> Option<Option<&str>> {
-        self.description.as_ref().map(|d| d.as_ref().map(Text::as_str))
+        self.description
+            .as_ref()
+            .map(|d| d.as_ref().map(Text::as_str))
     }
     pub fn status_value(&self) -> Option<ProductStatus> {
         self.status
@@ -321,7 +331,9 @@ impl ProductFilter {
     /// Whether a live `product` passes the filter.
     pub fn matches(&self, product: &Product) -> bool {
         self.status.is_none_or(|s| product.status == s)
-            && self.category_id.is_none_or(|c| product.category_id == Some(c))
+            && self
+                .category_id
+                .is_none_or(|c| product.category_id == Some(c))
             && self
                 .search
                 .as_ref()

@@ -1,8 +1,8 @@
 use async_trait::async_trait;
 
 use crate::entities::{
-    Category, Product, ProductWithRelations, RatingStats, Review, StockMovement, User,
-    NewStockMovement,
+    Category, NewStockMovement, Product, ProductWithRelations, RatingStats, Review, StockMovement,
+    User,
 };
 use crate::error::Result;
 use crate::ids::{ProductId, StockMovementId};

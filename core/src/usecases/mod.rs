@@ -24,7 +24,11 @@ pub trait StoreExt: Store {
 
     /// [`product_details`]: the product, its latest reviews and rating statistics, read
     /// concurrently on three connections.
-    async fn product_details(&self, id: ProductId, reviews: Limit) -> Result<Option<ProductDetails>> {
+    async fn product_details(
+        &self,
+        id: ProductId,
+        reviews: Limit,
+    ) -> Result<Option<ProductDetails>> {
         product_details(self.as_dyn(), id, reviews).await
     }
 
