@@ -18,18 +18,30 @@ use stockroom_core::{
 
 use crate::error::map_error;
 
+pub(crate) fn store_closed() -> Error {
+    Error::Unavailable {
+        reason: "the store is closed".to_owned(),
+    }
+}
+
 pub(crate) type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
 
-/// Statement logging, shared by every session of a store.
+/// What every session of a store shares: its pool (to know whether the store was closed) and
+/// statement logging.
 #[derive(Debug)]
-pub(crate) struct StatementLog {
+pub(crate) struct Shared {
+    pub(crate) pool: sqlx::PgPool,
     /// Log every statement at `debug` (echo).
     pub(crate) all: bool,
     /// Log statements slower than this at `warn`.
     pub(crate) slow: Duration,
 }
 
-impl StatementLog {
+impl Shared {
+    fn closed(&self) -> bool {
+        self.pool.is_closed()
+    }
+
     fn record(&self, sql: &str, elapsed: Duration, failed: bool) {
         if elapsed >= self.slow {
             tracing::warn!(
@@ -60,7 +72,7 @@ enum Handle {
 /// it; the sessions hand it out as the trait each one offers.
 pub(crate) struct Session {
     handle: Handle,
-    log: Arc<StatementLog>,
+    log: Arc<Shared>,
     /// Set when a statement failed inside the transaction: PostgreSQL then refuses every
     /// statement until a rollback (to a savepoint), and a COMMIT would silently roll back.
     aborted: bool,
@@ -89,6 +101,18 @@ impl Session {
         }
     }
 
+    /// After `Store::close`, every statement of a session still in flight fails as
+    /// `Unavailable` (and its transaction rolls back when the unit of work is dropped).
+    fn check_open(&mut self) -> Result<()> {
+        if self.log.closed() {
+            if matches!(self.handle, Handle::Transaction(_)) {
+                self.aborted = true;
+            }
+            return Err(store_closed());
+        }
+        Ok(())
+    }
+
     fn finish<T>(&mut self, sql: &str, started: Instant, result: sqlx::Result<T>) -> Result<T> {
         self.log.record(sql, started.elapsed(), result.is_err());
         result.map_err(|e| {
@@ -100,6 +124,7 @@ impl Session {
     }
 
     pub(crate) async fn fetch_all(&mut self, sql: &str, query: PgQuery<'_>) -> Result<Vec<PgRow>> {
+        self.check_open()?;
         let started = Instant::now();
         let result = query.fetch_all(self.conn()).await;
         self.finish(sql, started, result)
@@ -110,18 +135,21 @@ impl Session {
         sql: &str,
         query: PgQuery<'_>,
     ) -> Result<Option<PgRow>> {
+        self.check_open()?;
         let started = Instant::now();
         let result = query.fetch_optional(self.conn()).await;
         self.finish(sql, started, result)
     }
 
     pub(crate) async fn fetch_one(&mut self, sql: &str, query: PgQuery<'_>) -> Result<PgRow> {
+        self.check_open()?;
         let started = Instant::now();
         let result = query.fetch_one(self.conn()).await;
         self.finish(sql, started, result)
     }
 
     pub(crate) async fn execute(&mut self, sql: &str, query: PgQuery<'_>) -> Result<PgQueryResult> {
+        self.check_open()?;
         let started = Instant::now();
         let result = query.execute(self.conn()).await;
         self.finish(sql, started, result)
@@ -129,6 +157,7 @@ impl Session {
 
     /// Runs a statement we generate ourselves (savepoint commands) with the simple protocol.
     async fn control(&mut self, sql: String) -> Result<()> {
+        self.check_open()?;
         let started = Instant::now();
         let result = sqlx::raw_sql(AssertSqlSafe(sql.clone()))
             .execute(self.conn())
@@ -144,7 +173,7 @@ pub(crate) struct PgReadSession {
 }
 
 impl PgReadSession {
-    pub(crate) fn new(conn: PoolConnection<Postgres>, log: Arc<StatementLog>) -> Self {
+    pub(crate) fn new(conn: PoolConnection<Postgres>, log: Arc<Shared>) -> Self {
         Self {
             session: Session {
                 handle: Handle::Pooled(conn),
@@ -184,7 +213,7 @@ pub(crate) struct PgUnitOfWork {
 }
 
 impl PgUnitOfWork {
-    pub(crate) fn new(tx: Transaction<'static, Postgres>, log: Arc<StatementLog>) -> Self {
+    pub(crate) fn new(tx: Transaction<'static, Postgres>, log: Arc<Shared>) -> Self {
         Self {
             session: Session {
                 handle: Handle::Transaction(tx),
@@ -258,6 +287,11 @@ impl UnitOfWork for PgUnitOfWork {
             unreachable!("a unit of work always holds a transaction")
         };
         let started = Instant::now();
+        if log.closed() {
+            // The transaction is rolled back with the connection.
+            drop(tx);
+            return Err(store_closed());
+        }
         if aborted {
             // PostgreSQL answers COMMIT of a failed transaction with a rollback; say so.
             let result = tx.rollback().await;

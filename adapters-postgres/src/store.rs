@@ -11,7 +11,10 @@ use sqlx::ConnectOptions;
 use stockroom_core::{Error, ReadSession, Result, Rule, Store, StoreConfig, UnitOfWork};
 
 use crate::error::map_error;
-use crate::session::{PgReadSession, PgUnitOfWork, StatementLog};
+use crate::session::{store_closed, PgReadSession, PgUnitOfWork, Shared};
+
+/// How long `close` waits for connections held by sessions in flight.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The schema, embedded at build time from `migrations/`.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
@@ -22,7 +25,7 @@ static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 /// Build it with [`PostgresStore::connect`]. Its `Debug` shows the URL without its password.
 pub struct PostgresStore {
     pool: PgPool,
-    log: Arc<StatementLog>,
+    log: Arc<Shared>,
     config: StoreConfig,
 }
 
@@ -85,8 +88,9 @@ impl PostgresStore {
             .await
             .map_err(map_error)?;
         let store = Self {
-            pool,
-            log: Arc::new(StatementLog {
+            pool: pool.clone(),
+            log: Arc::new(Shared {
+                pool: pool.clone(),
                 all: config.log_statements,
                 slow: config.slow_statement_threshold,
             }),
@@ -129,9 +133,7 @@ impl PostgresStore {
 
     fn ensure_open(&self) -> Result<()> {
         if self.pool.is_closed() {
-            return Err(Error::Unavailable {
-                reason: "the store is closed".to_owned(),
-            });
+            return Err(store_closed());
         }
         Ok(())
     }
@@ -166,7 +168,21 @@ impl Store for PostgresStore {
             .map_err(map_error)
     }
 
+    /// Closes the store at once: `begin`, `read` and `health` fail as `Unavailable` from now
+    /// on, and so does the next statement of a session still in flight (a unit of work then
+    /// rolls back). Idle connections are closed; a connection still held by a session closes
+    /// when the session is dropped. Waits up to two seconds for that to happen.
     async fn close(&self) {
-        self.pool.close().await;
+        // Calling `close` marks the pool closed before its future is first polled.
+        drop(self.pool.close());
+        let pool = self.pool.clone();
+        let closing = tokio::spawn(async move { pool.close().await });
+        if tokio::time::timeout(CLOSE_GRACE, closing).await.is_err() {
+            tracing::warn!(
+                target: "stockroom::sql",
+                "store closed while sessions were still held; their connections close when \
+                 they are dropped"
+            );
+        }
     }
 }

@@ -556,3 +556,42 @@ async fn a_closed_store_is_unavailable() {
     ));
     db.drop_now().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_fails_sessions_in_flight_and_rolls_their_work_back() {
+    let db = TestDatabase::create().await;
+    let store = db.store().await;
+    let mut read = store.read().await.unwrap();
+    let mut uow = store.begin().await.unwrap();
+    uow.products().create(product(1)).await.unwrap();
+    let started = std::time::Instant::now();
+    store.close().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "close waited {:?}",
+        started.elapsed()
+    );
+    assert!(matches!(
+        read.products().count(&ProductFilter::default()).await,
+        Err(Error::Unavailable { .. })
+    ));
+    assert!(matches!(
+        uow.products().create(product(2)).await,
+        Err(Error::Unavailable { .. })
+    ));
+    assert!(matches!(uow.commit().await, Err(Error::Unavailable { .. })));
+    drop(read);
+    let again = PostgresStore::connect(&db.config()).await.unwrap();
+    let mut read = again.read().await.unwrap();
+    assert_eq!(
+        read.products()
+            .count(&ProductFilter::default())
+            .await
+            .unwrap(),
+        0,
+        "nothing committed"
+    );
+    drop(read);
+    again.close().await;
+    db.drop_now().await;
+}
