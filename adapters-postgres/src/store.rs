@@ -50,7 +50,9 @@ impl PostgresStore {
     /// load; those extra ones are closed after `idle_timeout`. Every connection is recycled
     /// after `max_lifetime`, checked with a ping before it is handed out when
     /// `test_before_acquire` is set, carries `application_name`, and starts with
-    /// `session_settings` (such as `jit=off`) as server options. Statements are logged under
+    /// `session_settings` (such as `jit=off`) as server options, with `lock_timeout` set to
+    /// `busy_timeout` unless they set it themselves (a statement that waits longer for a row
+    /// lock fails as [`Error::Transient`]). Statements are logged under
     /// the target `stockroom::sql`: all of them at `debug` with `log_statements`, those slower
     /// than `slow_statement_threshold` at `warn`.
     ///
@@ -69,11 +71,23 @@ impl PostgresStore {
             Some("postgres" | "postgresql") => {}
             _ => return Err(bad_url()),
         }
+        // `busy_timeout` bounds how long a statement waits for a row lock (`lock_timeout`;
+        // 55P03 maps to `Transient`), unless the session settings name a lock_timeout.
+        let mut settings = config.session_settings.clone();
+        if !settings
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("lock_timeout"))
+        {
+            settings.push((
+                "lock_timeout".to_owned(),
+                format!("{}ms", config.busy_timeout.as_millis()),
+            ));
+        }
         // The parse error may quote the URL, password included: it is not passed on.
         let options = PgConnectOptions::from_str(&config.url)
             .map_err(|_| bad_url())?
             .application_name(&config.application_name)
-            .options(config.session_settings.iter().map(|(k, v)| (k, v)))
+            .options(settings)
             // Statements are logged by the sessions, under `stockroom::sql`.
             .disable_statement_logging();
         let max = config.max_connections();
@@ -115,10 +129,22 @@ impl PostgresStore {
     /// lock, so concurrent callers apply each once).
     pub async fn migrate(&self) -> Result<()> {
         self.ensure_open()?;
-        MIGRATOR.run(&self.pool).await.map_err(|e| match e {
+        let mut conn = self.pool.acquire().await.map_err(map_error)?;
+        // Migrations wait for their locks (the migrator's advisory lock included) without the
+        // `lock_timeout` that `busy_timeout` sets for ordinary statements.
+        sqlx::raw_sql("SET lock_timeout = 0")
+            .execute(&mut *conn)
+            .await
+            .map_err(map_error)?;
+        let result = MIGRATOR.run(&mut *conn).await.map_err(|e| match e {
             MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => map_error(e),
             other => Error::backend("migration failed", other),
-        })
+        });
+        sqlx::raw_sql("RESET lock_timeout")
+            .execute(&mut *conn)
+            .await
+            .map_err(map_error)?;
+        result
     }
 
     /// The configuration the store was built with.

@@ -595,3 +595,54 @@ async fn close_fails_sessions_in_flight_and_rolls_their_work_back() {
     again.close().await;
     db.drop_now().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_timeout_bounds_the_wait_for_a_row_lock() {
+    let db = TestDatabase::create().await;
+    let config = db.config().with_busy_timeout(Duration::from_millis(200));
+    let store = PostgresStore::connect(&config).await.unwrap();
+    let mut uow = store.begin().await.unwrap();
+    let p = uow.products().create(product(1)).await.unwrap();
+    uow.commit().await.unwrap();
+    let mut holder = store.begin().await.unwrap();
+    holder.products().lock(&[p.id]).await.unwrap();
+    let mut waiter = store.begin().await.unwrap();
+    let started = std::time::Instant::now();
+    let result = waiter
+        .products()
+        .adjust_stock(p.id, StockDelta::new(1).unwrap())
+        .await;
+    let waited = started.elapsed();
+    assert!(matches!(result, Err(Error::Transient { .. })), "{result:?}");
+    assert!(
+        waited >= Duration::from_millis(150) && waited < Duration::from_secs(3),
+        "{waited:?}"
+    );
+    waiter.rollback().await.unwrap();
+    holder.rollback().await.unwrap();
+    store.close().await;
+    db.drop_now().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_connects_migrate_once_whatever_the_busy_timeout() {
+    let db = TestDatabase::create().await;
+    // A lock timeout of 1 ms applies to statements, not to the migrator waiting for its lock.
+    let config = db.config().with_busy_timeout(Duration::from_millis(1));
+    let connects = (0..4).map(|_| PostgresStore::connect(&config));
+    let stores = futures_util::future::join_all(connects).await;
+    for store in stores {
+        let store = store.expect("every concurrent connect succeeds");
+        let mut read = store.read().await.unwrap();
+        assert_eq!(
+            read.products()
+                .count(&ProductFilter::default())
+                .await
+                .unwrap(),
+            0
+        );
+        drop(read);
+        store.close().await;
+    }
+    db.drop_now().await;
+}
