@@ -49,6 +49,14 @@
 //!   the rows they share and cannot deadlock; serialization failures do not occur at this
 //!   level, and deadlocks (40P01) or serialization failures from other settings map to
 //!   `Error::Transient`, which the transfer retries.
+//! - **Configuration**: `pool_size` connections are kept (min connections), up to
+//!   `pool_size + max_overflow` are opened under load and the extra ones closed after
+//!   `idle_timeout`; `max_lifetime` recycles, `test_before_acquire` pings, `application_name`
+//!   names the sessions, `session_settings` (default `jit=off`) are sent as startup options,
+//!   `busy_timeout` becomes `lock_timeout` (a longer wait for a row lock fails as
+//!   `Error::Transient`; migrations are exempt), and statements are logged under the target
+//!   `stockroom::sql` (all at `debug` with `log_statements`, slow ones at `warn`). The password
+//!   never appears in `Debug` output or logs.
 //! - **Errors** map by SQLSTATE (see the `error` module): 23505 conflict, 23514 validation,
 //!   23503 not found, 40001/40P01/55P03 transient, connection loss and pool timeouts
 //!   unavailable. No sqlx type appears in the public API.
