@@ -646,3 +646,47 @@ async fn concurrent_connects_migrate_once_whatever_the_busy_timeout() {
     }
     db.drop_now().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_is_served_by_the_trigram_index() {
+    with_store(|store, db| async move {
+        // A catalogue big enough (100,000 rows) for the planner to prefer the index; the rows
+        // are made by the server, as `search_document` would make them for ASCII text.
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO products (id, name, slug, sku, status, stock, search_text, created_at, \
+             updated_at) SELECT gen_random_uuid(), 'Product ' || i, 'product-' || i, 'SKU-' || i, \
+             'draft', 10, 'product ' || i || E'\\nsku-' || i, now(), now() \
+             FROM generate_series(1, 100000) AS i; ANALYZE products",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let plan: Vec<String> = sqlx::query(
+            "EXPLAIN (COSTS OFF) SELECT id FROM products WHERE deleted_at IS NULL \
+             AND search_text LIKE '%product 1234%' ESCAPE '\\'",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.get(0))
+        .collect();
+        let _ = conn.close().await;
+        assert!(
+            plan.iter().any(|l| l.contains("products_search")),
+            "{plan:#?}"
+        );
+        let mut read = store.read().await.unwrap();
+        let filter = ProductFilter::default().search("Product 1234").unwrap();
+        let page = read
+            .products()
+            .search(&filter, Page::default())
+            .await
+            .unwrap();
+        assert_eq!(page.total, 11); // 1234 and 12340 to 12349
+        drop(read);
+        (store, db)
+    })
+    .await;
+}
