@@ -135,6 +135,24 @@ pub(crate) fn uuids<I: Copy + Into<Uuid>>(ids: &[I]) -> Vec<Uuid> {
     ids.iter().map(|&id| id.into()).collect()
 }
 
+/// For an update of many rows that sets a unique value: ` AND` at most one of `ids` is live
+/// (two rows cannot take one value; the statement then changes nothing instead of failing).
+/// Nothing when `ids` names one row.
+pub(crate) fn push_one_live_guard<I: Copy + Ord + Into<Uuid>>(
+    qb: &mut QueryBuilder<Postgres>,
+    table: &'static str,
+    ids: &[I],
+) {
+    let distinct: std::collections::BTreeSet<I> = ids.iter().copied().collect();
+    if distinct.len() > 1 {
+        qb.push(" AND (SELECT count(*) FROM ")
+            .push(table)
+            .push(" l WHERE l.id = ANY(")
+            .push_bind(uuids(ids))
+            .push(") AND l.deleted_at IS NULL) < 2");
+    }
+}
+
 pub(crate) fn limit_i64(limit: Limit) -> i64 {
     i64::from(limit.get())
 }

@@ -14,7 +14,8 @@ use stockroom_core::{
 use uuid::Uuid;
 
 use crate::entity::{
-    entity_sql, get_bool, get_i64, limit_i64, offset_i64, read_repository, uuids, PgEntity,
+    entity_sql, get_bool, get_i64, limit_i64, offset_i64, push_one_live_guard, read_repository,
+    uuids, PgEntity,
 };
 use crate::error::map_error;
 use crate::session::Session;
@@ -168,7 +169,8 @@ const WHY_NOT_UPDATED: &str = concat!(
     "($3::text IS NOT NULL AND EXISTS (SELECT 1 FROM products ",
     "WHERE slug = $3 AND deleted_at IS NULL AND id <> ALL($1))), ",
     "($4::text IS NOT NULL AND EXISTS (SELECT 1 FROM products ",
-    "WHERE sku = $4 AND deleted_at IS NULL AND id <> ALL($1)))"
+    "WHERE sku = $4 AND deleted_at IS NULL AND id <> ALL($1))), ",
+    "(SELECT count(*) FROM products WHERE id = ANY($1) AND deleted_at IS NULL)"
 );
 const RESTORE: &str = concat!(
     "UPDATE products p SET deleted_at = NULL, updated_at = $2, version = p.version + 1 ",
@@ -266,14 +268,22 @@ impl Session {
                 }));
             }
         }
+        let unique_change = patch.slug_value().is_some() || patch.sku_value().is_some();
         Ok(Some(if get_bool(&row, 1)? {
             Error::not_found(
                 EntityKind::Category,
                 category.map(|c| c.to_string()).unwrap_or_default(),
             )
-        } else if get_bool(&row, 2)? {
-            Error::Conflict {
-                constraint: Constraint::ProductSlug,
+        } else if get_bool(&row, 2)? || (unique_change && get_i64(&row, 4)? > 1) {
+            // Two of the rows cannot both take the new slug (or sku).
+            if patch.slug_value().is_some() {
+                Error::Conflict {
+                    constraint: Constraint::ProductSlug,
+                }
+            } else {
+                Error::Conflict {
+                    constraint: Constraint::ProductSku,
+                }
             }
         } else if get_bool(&row, 3)? {
             Error::Conflict {
@@ -559,6 +569,9 @@ impl Repository<Product> for Session {
             .push_bind(uuids(ids))
             .push(") AND deleted_at IS NULL");
         push_product_guards(&mut qb, patch);
+        if patch.slug_value().is_some() || patch.sku_value().is_some() {
+            push_one_live_guard(&mut qb, "products", ids);
+        }
         let sql = qb.sql();
         let changed = self
             .execute(sql.as_str(), qb.build())

@@ -12,7 +12,7 @@ use stockroom_core::{
 };
 use uuid::Uuid;
 
-use crate::entity::{entity_sql, get_bool, read_repository, uuids, PgEntity};
+use crate::entity::{entity_sql, get_bool, push_one_live_guard, read_repository, uuids, PgEntity};
 use crate::error::map_error;
 use crate::session::Session;
 
@@ -220,19 +220,27 @@ impl Repository<User> for Session {
             .push_bind(uuids(ids))
             .push(") AND deleted_at IS NULL");
         push_guards(&mut qb, patch);
+        if patch.email_value().is_some() {
+            push_one_live_guard(&mut qb, "users", ids);
+        }
         let sql = qb.sql();
         let changed = self
             .execute(sql.as_str(), qb.build())
             .await?
             .rows_affected();
         match patch.email_value() {
-            Some(email) if changed == 0 && self.user_email_taken(email, ids).await? => {
-                // Only a conflict if one of the rows is live.
-                let live = self.get_rows::<User>(ids).await?;
-                if live.is_empty() {
+            Some(value) if changed == 0 => {
+                // Nothing changed: no live row among `ids`, two of them cannot take one
+                // value, or another live row holds it.
+                let live = self.get_rows::<User>(ids).await?.len();
+                if live == 0 {
                     Ok(0)
-                } else {
+                } else if live > 1 || self.user_email_taken(value, ids).await? {
                     Err(EMAIL_CONFLICT)
+                } else {
+                    Err(Error::Transient {
+                        reason: "the user changed concurrently; retry".to_owned(),
+                    })
                 }
             }
             _ => Ok(changed),

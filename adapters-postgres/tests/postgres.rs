@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use sqlx::{Connection, Row};
 use stockroom_core::{
-    Constraint, EntityKind, Error, NewProduct, Page, ProductFilter, ProductPatch, StockDelta,
-    Store, StoreConfig, UnitOfWork,
+    Constraint, EntityKind, Error, NewCategory, NewProduct, Page, ProductFilter, ProductPatch,
+    StockDelta, Store, StoreConfig, UnitOfWork,
 };
 use stockroom_postgres::{PostgresStore, CREATE_MANY_BATCH};
 use support::TestDatabase;
@@ -270,6 +270,57 @@ async fn expected_failures_leave_the_unit_of_work_usable() {
                 ..
             })
         ));
+        // Two rows cannot take one slug (or email): nothing changes, nothing aborts.
+        let same = ProductPatch::new().slug("same-slug").unwrap();
+        assert!(matches!(
+            uow.products().update_many(&[a.id, b.id], &same).await,
+            Err(Error::Conflict {
+                constraint: Constraint::ProductSlug
+            })
+        ));
+        let c1 = uow
+            .categories()
+            .create(NewCategory::new("One", "one").unwrap())
+            .await
+            .unwrap();
+        let c2 = uow
+            .categories()
+            .create(NewCategory::new("Two", "two").unwrap())
+            .await
+            .unwrap();
+        let same = stockroom_core::CategoryPatch::new().slug("one").unwrap();
+        assert!(matches!(
+            uow.categories().update_many(&[c1.id, c2.id], &same).await,
+            Err(Error::Conflict {
+                constraint: Constraint::CategorySlug
+            })
+        ));
+        let u1 = uow
+            .users()
+            .create(stockroom_core::NewUser::new("a@x.io", "A").unwrap())
+            .await
+            .unwrap();
+        let u2 = uow
+            .users()
+            .create(stockroom_core::NewUser::new("b@x.io", "B").unwrap())
+            .await
+            .unwrap();
+        let same = stockroom_core::UserPatch::new().email("c@x.io").unwrap();
+        assert!(matches!(
+            uow.users().update_many(&[u1.id, u2.id], &same).await,
+            Err(Error::Conflict {
+                constraint: Constraint::UserEmail
+            })
+        ));
+        // One row may take a value; a row may keep its own.
+        let one = ProductPatch::new().slug("product-1").unwrap();
+        assert_eq!(
+            uow.products()
+                .update_many(&[a.id, a.id], &one)
+                .await
+                .unwrap(),
+            1
+        );
         let many = vec![product(4), product(5), product(4)];
         assert!(matches!(
             uow.products().create_many(many).await,
@@ -303,55 +354,76 @@ async fn expected_failures_leave_the_unit_of_work_usable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_statement_makes_commit_fail_instead_of_silently_rolling_back() {
+    /// `loser` renames `p2` to the slug that `winner` gives `p1` before committing: the guard
+    /// of `loser`'s update cannot see the uncommitted rename, so the unique index itself fires
+    /// (23505) once `winner` commits, and PostgreSQL aborts `loser`'s transaction.
+    async fn race(
+        store: &PostgresStore,
+        p1: stockroom_core::ProductId,
+        p2: stockroom_core::ProductId,
+        slug: &str,
+        loser: &mut Box<dyn UnitOfWork>,
+    ) -> Result<(), Error> {
+        let patch = ProductPatch::new().slug(slug).unwrap();
+        let mut winner = store.begin().await.unwrap();
+        winner.products().update(p1, &patch, None).await.unwrap();
+        let (lost, committed) = tokio::join!(loser.products().update(p2, &patch, None), async {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            winner.commit().await
+        });
+        committed.unwrap();
+        lost.map(drop)
+    }
+
     with_store(|store, db| async move {
-        let mut uow = store.begin().await.unwrap();
-        let a = uow.products().create(product(1)).await.unwrap();
-        let b = uow.products().create(product(2)).await.unwrap();
-        // Two rows cannot take one slug: the unique index itself fires (23505), which aborts
-        // the PostgreSQL transaction.
-        let same = ProductPatch::new().slug("same-slug").unwrap();
-        assert!(matches!(
-            uow.products().update_many(&[a.id, b.id], &same).await,
-            Err(Error::Conflict {
-                constraint: Constraint::ProductSlug
-            })
-        ));
-        match uow.commit().await {
+        let mut setup = store.begin().await.unwrap();
+        let p1 = setup.products().create(product(1)).await.unwrap().id;
+        let p2 = setup.products().create(product(2)).await.unwrap().id;
+        setup.commit().await.unwrap();
+
+        let mut loser = store.begin().await.unwrap();
+        loser.products().create(product(3)).await.unwrap();
+        let lost = race(&store, p1, p2, "first-race", &mut loser).await;
+        assert!(
+            matches!(
+                lost,
+                Err(Error::Conflict {
+                    constraint: Constraint::ProductSlug
+                })
+            ),
+            "{lost:?}"
+        );
+        match loser.commit().await {
             Err(Error::Backend { message, .. }) => {
                 assert!(message.contains("rolled back"), "{message}")
             }
             other => panic!("commit after an aborted statement must fail, got {other:?}"),
         }
         let mut read = store.read().await.unwrap();
-        assert_eq!(
-            read.products()
-                .count(&ProductFilter::default())
-                .await
-                .unwrap(),
-            0
-        );
+        let count = read
+            .products()
+            .count(&ProductFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(count, 2, "product 3 was rolled back");
         drop(read);
 
         // A savepoint rolled back to clears the failure.
-        let mut uow = store.begin().await.unwrap();
-        let a = uow.products().create(product(1)).await.unwrap();
-        let b = uow.products().create(product(2)).await.unwrap();
-        let sp = uow.savepoint().await.unwrap();
-        assert!(uow
-            .products()
-            .update_many(&[a.id, b.id], &same)
+        let mut loser = store.begin().await.unwrap();
+        loser.products().create(product(3)).await.unwrap();
+        let sp = loser.savepoint().await.unwrap();
+        assert!(race(&store, p1, p2, "second-race", &mut loser)
             .await
             .is_err());
-        uow.rollback_to(sp).await.unwrap();
-        uow.commit().await.unwrap();
+        loser.rollback_to(sp).await.unwrap();
+        loser.commit().await.unwrap();
         let mut read = store.read().await.unwrap();
-        assert_eq!(
-            read.products()
-                .count(&ProductFilter::default())
-                .await
-                .unwrap(),
-            2
-        );
+        let count = read
+            .products()
+            .count(&ProductFilter::default())
+            .await
+            .unwrap();
+        assert_eq!(count, 3);
         drop(read);
         (store, db)
     })
