@@ -1,0 +1,95 @@
+//! Statement logging (echo and slow statements) under the target `stockroom::sql`, never with a
+//! password.
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use stockroom_core::{ProductFilter, Store, StoreConfig};
+use stockroom_postgres::PostgresStore;
+use support::TestDatabase;
+
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Runs one count through a store built from `config` with a subscriber capturing
+/// `stockroom::sql` at debug, on one thread so that the subscriber sees every event.
+async fn capture(config: StoreConfig) -> String {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("stockroom::sql=debug")
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let store = PostgresStore::connect(&config).await.unwrap();
+    let mut read = store.read().await.unwrap();
+    read.products()
+        .count(&ProductFilter::default())
+        .await
+        .unwrap();
+    drop(read);
+    store.close().await;
+    captured.text()
+}
+
+/// With a password in the URL (the test server trusts local connections and never asks).
+fn with_password(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap();
+    match rest.split_once('@') {
+        Some((user, host)) if !user.contains(':') => format!("{scheme}://{user}:hunter2@{host}"),
+        Some(_) => url.to_owned(),
+        None => format!("{scheme}://postgres:hunter2@{rest}"),
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn echo_logs_every_statement_and_slow_ones_are_warned() {
+    let db = TestDatabase::create().await;
+    let base = StoreConfig {
+        url: with_password(&db.url),
+        ..db.config()
+    };
+
+    let echo = capture(base.clone().with_log_statements(true)).await;
+    assert!(echo.contains("SELECT count(*) FROM products"), "{echo}");
+    assert!(
+        echo.contains("DEBUG") && echo.contains("stockroom::sql"),
+        "{echo}"
+    );
+    assert!(!echo.contains("hunter2"), "{echo}");
+
+    let quiet = capture(base.clone()).await;
+    assert!(!quiet.contains("SELECT count(*)"), "{quiet}");
+
+    let mut slow = base.clone();
+    slow.slow_statement_threshold = Duration::ZERO;
+    let slow = capture(slow).await;
+    assert!(
+        slow.contains("WARN")
+            && slow.contains("slow statement")
+            && slow.contains("SELECT count(*)"),
+        "{slow}"
+    );
+    assert!(!slow.contains("hunter2"), "{slow}");
+    db.drop_now().await;
+}
