@@ -762,3 +762,44 @@ async fn search_is_served_by_the_trigram_index() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_category_deleted_under_a_create_is_not_found() {
+    with_store(|store, db| async move {
+        let mut setup = store.begin().await.unwrap();
+        let category = setup
+            .categories()
+            .create(NewCategory::new("Mugs", "mugs").unwrap())
+            .await
+            .unwrap();
+        setup.commit().await.unwrap();
+        // `deleter` removes the category for good but has not committed when `creator`'s insert
+        // (which still sees it live) checks its foreign key: the check waits, then fails with
+        // 23503 once the delete commits.
+        let mut deleter = store.begin().await.unwrap();
+        assert!(deleter.categories().hard_delete(category.id).await.unwrap());
+        let mut creator = store.begin().await.unwrap();
+        let (created, committed) = tokio::join!(
+            creator
+                .products()
+                .create(product(1).in_category(category.id)),
+            async {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                deleter.commit().await
+            }
+        );
+        committed.unwrap();
+        match created {
+            Err(Error::NotFound {
+                entity: EntityKind::Category,
+                id,
+            }) => {
+                assert_eq!(id, category.id.to_string())
+            }
+            other => panic!("expected NotFound(category), got {other:?}"),
+        }
+        creator.rollback().await.unwrap();
+        (store, db)
+    })
+    .await;
+}
