@@ -368,7 +368,8 @@ async fn a_failed_statement_makes_commit_fail_instead_of_silently_rolling_back()
         let mut winner = store.begin().await.unwrap();
         winner.products().update(p1, &patch, None).await.unwrap();
         let (lost, committed) = tokio::join!(loser.products().update(p2, &patch, None), async {
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // The test stores are named after their database.
+            support::until_a_session_waits_for_a_lock(&store.config().application_name).await;
             winner.commit().await
         });
         committed.unwrap();
@@ -784,7 +785,7 @@ async fn a_category_deleted_under_a_create_is_not_found() {
                 .products()
                 .create(product(1).in_category(category.id)),
             async {
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                support::until_a_session_waits_for_a_lock(&db.name).await;
                 deleter.commit().await
             }
         );

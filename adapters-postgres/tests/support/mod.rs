@@ -111,3 +111,24 @@ pub async fn fixture() -> stockroom_conformance::Fixture {
     let store = db.store().await;
     stockroom_conformance::Fixture::new(Arc::new(store)).with_teardown(db.drop_now())
 }
+
+/// Waits until a session on `database` is waiting for a lock (at most ten seconds), so that a
+/// test can act exactly while a statement is blocked.
+pub async fn until_a_session_waits_for_a_lock(database: &str) {
+    let mut conn = admin().await;
+    for _ in 0..1_000 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(database)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if waiting > 0 {
+            let _ = conn.close().await;
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("no session of {database} waited for a lock within ten seconds");
+}
