@@ -76,6 +76,20 @@ pub(crate) fn map_error(error: sqlx::Error) -> Error {
     }
 }
 
+/// Whether `error` says the connection it ran on is gone (closed by the server or the network),
+/// as opposed to the pool being exhausted or closed.
+pub(crate) fn is_dead_connection(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::Database(db) => {
+            let code = db.code().unwrap_or_default();
+            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
+        }
+        sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Protocol(p) => looks_like_lost_connection(p),
+        _ => false,
+    }
+}
+
 fn looks_like_lost_connection(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     m.contains("connection")
@@ -146,6 +160,16 @@ mod tests {
         ] {
             assert!(matches!(map_error(e), Error::Unavailable { .. }));
         }
+    }
+
+    #[test]
+    fn only_connection_failures_count_as_dead_connections() {
+        assert!(is_dead_connection(&sqlx::Error::Io(io::Error::from(
+            io::ErrorKind::UnexpectedEof
+        ))));
+        assert!(!is_dead_connection(&sqlx::Error::PoolTimedOut));
+        assert!(!is_dead_connection(&sqlx::Error::PoolClosed));
+        assert!(!is_dead_connection(&sqlx::Error::RowNotFound));
     }
 
     #[test]

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::ConnectOptions;
+use sqlx::{ConnectOptions, Connection};
 use stockroom_core::{Error, ReadSession, Result, Rule, Store, StoreConfig, UnitOfWork};
 
-use crate::error::map_error;
+use crate::error::{is_dead_connection, map_error};
 use crate::session::{store_closed, PgReadSession, PgUnitOfWork, Shared};
 
 /// How long `close` waits for connections held by sessions in flight.
@@ -97,7 +97,9 @@ impl PostgresStore {
             .acquire_timeout(config.acquire_timeout)
             .max_lifetime(config.max_lifetime)
             .idle_timeout(config.idle_timeout)
-            .test_before_acquire(config.test_before_acquire)
+            // Pre-ping is done here, not by sqlx: a unit of work's BEGIN is its ping (see
+            // `begin`), which saves a round trip per unit of work.
+            .test_before_acquire(false)
             .connect_with(options)
             .await
             .map_err(map_error)?;
@@ -157,6 +159,15 @@ impl PostgresStore {
         self.pool.size()
     }
 
+    /// Whether `error`, met on a pooled connection before any work, means the connection was
+    /// dead (the server closed it) and another should be tried: only with
+    /// `test_before_acquire`, and at most once per connection the pool may hold.
+    fn retry_on_dead_connection(&self, error: &sqlx::Error, attempts: u32) -> bool {
+        self.config.test_before_acquire
+            && attempts <= self.config.max_connections()
+            && is_dead_connection(error)
+    }
+
     fn ensure_open(&self) -> Result<()> {
         if self.pool.is_closed() {
             return Err(store_closed());
@@ -174,15 +185,41 @@ impl Store for PostgresStore {
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
         self.ensure_open()?;
         // READ COMMITTED (the server's default): rows that must not race are locked
-        // explicitly, see `PgUnitOfWork`.
-        let tx = self.pool.begin().await.map_err(map_error)?;
-        Ok(Box::new(PgUnitOfWork::new(tx, Arc::clone(&self.log))))
+        // explicitly, see `PgUnitOfWork`. With `test_before_acquire`, BEGIN is the ping: a
+        // pooled connection that the server closed fails it, is discarded, and the next one is
+        // tried.
+        let mut attempts = 0;
+        loop {
+            match self.pool.begin().await {
+                Ok(tx) => return Ok(Box::new(PgUnitOfWork::new(tx, Arc::clone(&self.log)))),
+                Err(e) => {
+                    attempts += 1;
+                    if !self.retry_on_dead_connection(&e, attempts) {
+                        return Err(map_error(e));
+                    }
+                }
+            }
+        }
     }
 
     async fn read(&self) -> Result<Box<dyn ReadSession>> {
         self.ensure_open()?;
-        let conn = self.pool.acquire().await.map_err(map_error)?;
-        Ok(Box::new(PgReadSession::new(conn, Arc::clone(&self.log))))
+        let mut attempts = 0;
+        loop {
+            let mut conn = self.pool.acquire().await.map_err(map_error)?;
+            if !self.config.test_before_acquire {
+                return Ok(Box::new(PgReadSession::new(conn, Arc::clone(&self.log))));
+            }
+            match conn.ping().await {
+                Ok(()) => return Ok(Box::new(PgReadSession::new(conn, Arc::clone(&self.log)))),
+                Err(e) => {
+                    attempts += 1;
+                    if !self.retry_on_dead_connection(&e, attempts) {
+                        return Err(map_error(e));
+                    }
+                }
+            }
+        }
     }
 
     async fn health(&self) -> Result<()> {

@@ -220,3 +220,88 @@ async fn transfers_survive_sessions_killed_under_them() {
     store.close().await;
     db.drop_now().await;
 }
+
+/// Terminates every server session named `name` and waits until they are gone.
+async fn terminate_all(name: &str) {
+    let mut admin = support::admin().await;
+    sqlx::query(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = $1 AND pid <> pg_backend_pid()",
+    )
+    .bind(name)
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    for _ in 0..500 {
+        let left: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1")
+                .bind(name)
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = admin.close().await;
+}
+
+/// Idle pooled connections whose server sessions were terminated: with `test_before_acquire`
+/// the store notices (a unit of work's BEGIN, a read session's ping) and takes a fresh
+/// connection, so the caller sees no error; without it, the first caller gets `Unavailable`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pre_ping_replaces_connections_the_server_closed() {
+    let db = TestDatabase::create().await;
+    for pre_ping in [true, false] {
+        let mut config = db.config().with_pool_size(2).with_max_overflow(0);
+        config.test_before_acquire = pre_ping;
+        let store = PostgresStore::connect(&config).await.unwrap();
+        // Two idle connections in the pool.
+        let (a, b) = (store.read().await.unwrap(), store.read().await.unwrap());
+        drop((a, b));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        terminate_all(&config.application_name).await;
+        let begun = store.begin().await;
+        if pre_ping {
+            let mut uow = begun.expect("begin after the kill, with pre-ping");
+            uow.products()
+                .create(NewProduct::new("Kept", "kept", "KEPT").unwrap())
+                .await
+                .unwrap();
+            uow.commit().await.unwrap();
+            terminate_all(&config.application_name).await;
+            let mut read = store
+                .read()
+                .await
+                .expect("read after the kill, with pre-ping");
+            assert_eq!(
+                read.products()
+                    .count(&ProductFilter::default())
+                    .await
+                    .unwrap(),
+                1
+            );
+        } else {
+            assert!(
+                matches!(begun.err(), Some(Error::Unavailable { .. })),
+                "without pre-ping the dead connection is handed out"
+            );
+            // Each dead connection is dropped when it fails; once the second idle one has
+            // failed too, the store serves again on its own.
+            let mut healthy = false;
+            for _ in 0..3 {
+                healthy = store.health().await.is_ok();
+                if healthy {
+                    break;
+                }
+            }
+            assert!(
+                healthy,
+                "the store recovers without pre-ping after the dead connections"
+            );
+        }
+        store.close().await;
+    }
+    db.drop_now().await;
+}
