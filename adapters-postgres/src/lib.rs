@@ -51,7 +51,9 @@
 //!   `Error::Transient`, which the transfer retries.
 //! - **Configuration**: `pool_size` connections are kept (min connections), up to
 //!   `pool_size + max_overflow` are opened under load and the extra ones closed after
-//!   `idle_timeout`; `max_lifetime` recycles, `test_before_acquire` pings, `application_name`
+//!   `idle_timeout`; `max_lifetime` recycles; `test_before_acquire` makes a connection the
+//!   server closed invisible to callers (a read session pings it; a unit of work's `BEGIN` is its
+//!   ping, so it costs no extra round trip) and a dead one is replaced; `application_name`
 //!   names the sessions, `session_settings` (default `jit=off`) are sent as startup options,
 //!   `busy_timeout` becomes `lock_timeout` (a longer wait for a row lock fails as
 //!   `Error::Transient`; migrations are exempt), and statements are logged under the target

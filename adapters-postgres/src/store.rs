@@ -48,8 +48,8 @@ impl PostgresStore {
     ///
     /// The pool keeps `pool_size` connections open and opens up to `max_overflow` more under
     /// load; those extra ones are closed after `idle_timeout`. Every connection is recycled
-    /// after `max_lifetime`, checked with a ping before it is handed out when
-    /// `test_before_acquire` is set, carries `application_name`, and starts with
+    /// after `max_lifetime`, checked before it is handed out when `test_before_acquire` is
+    /// set (a read session pings it; a unit of work's `BEGIN` serves as the ping), carries `application_name`, and starts with
     /// `session_settings` (such as `jit=off`) as server options, with `lock_timeout` set to
     /// `busy_timeout` unless they set it themselves (a statement that waits longer for a row
     /// lock fails as [`Error::Transient`]). Statements are logged under
