@@ -18,11 +18,27 @@ where
     F: FnOnce(PostgresStore, TestDatabase) -> Fut,
     Fut: std::future::Future<Output = (PostgresStore, TestDatabase)>,
 {
+    use futures_util::FutureExt;
     let db = TestDatabase::create().await;
+    let cleanup = TestDatabase {
+        name: db.name.clone(),
+        url: db.url.clone(),
+    };
     let store = db.store().await;
-    let (store, db) = body(store, db).await;
-    store.close().await;
-    db.drop_now().await;
+    // The database is dropped whether the body passed or panicked.
+    match std::panic::AssertUnwindSafe(body(store, db))
+        .catch_unwind()
+        .await
+    {
+        Ok((store, db)) => {
+            store.close().await;
+            db.drop_now().await;
+        }
+        Err(panic) => {
+            cleanup.drop_now().await;
+            std::panic::resume_unwind(panic);
+        }
+    }
 }
 
 fn product(n: usize) -> NewProduct {
