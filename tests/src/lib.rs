@@ -6,7 +6,7 @@
 //! ([`cases`]), with a doc comment that says what it proves. An adapter runs the whole suite with
 //! one line in its own tests:
 //!
-//! ```ignore
+//! ```text
 //! // adapters-foo/tests/conformance.rs
 //! async fn fixture() -> stockroom_conformance::Fixture {
 //!     stockroom_conformance::Fixture::new(std::sync::Arc::new(FooStore::open_fresh().await))
