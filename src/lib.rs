@@ -116,6 +116,14 @@ mod tests {
         store.close().await;
         std::fs::remove_dir_all(&dir).ok();
     }
+
+    #[cfg(feature = "sqlite")]
+    #[tokio::test]
+    async fn sqlite_memory_url_picks_the_sqlite_adapter_without_a_file() {
+        let store = connect("sqlite::memory:").await.unwrap();
+        assert_eq!(store.backend(), "sqlite");
+        store.health().await.unwrap();
+    }
 }
 
 /// The README's examples, compiled as doc tests so they cannot drift from the API.
