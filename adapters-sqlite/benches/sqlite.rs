@@ -11,13 +11,13 @@
 //! - point reads: 10,000 `get` by id on one read session (sequential), and the same from 8
 //!   read sessions at once; the baseline runs the same SELECT on one connection.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use stockroom_core::time;
-use stockroom_core::{NewProduct, ProductId, Store, StoreConfig, StoreExt, TransferRequest};
+use stockroom_core::{NewProduct, ProductId, Store, StoreExt, TransferRequest};
 use stockroom_sqlite::SqliteStore;
 use uuid::Uuid;
 
@@ -31,29 +31,14 @@ const HOT: usize = 64;
 const COLUMNS: &str = "id, name, slug, sku, description, status, stock, category_id, created_by, \
                        created_at, updated_at, deleted_at, version";
 
-struct TempDb(PathBuf);
+#[path = "../tests/support/mod.rs"]
+mod support;
 
-impl TempDb {
-    fn new() -> Self {
-        Self(std::env::temp_dir().join(format!(
-            "stockroom-bench-{}-{}.db",
-            std::process::id(),
-            Uuid::now_v7().simple()
-        )))
-    }
-    fn config(&self) -> StoreConfig {
-        StoreConfig::new(format!("sqlite://{}", self.0.display()))
-    }
-}
+use support::TempDb;
 
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut file = self.0.clone().into_os_string();
-            file.push(suffix);
-            let _ = std::fs::remove_file(file);
-        }
-    }
+/// A fresh database file for one sample.
+fn temp_db() -> TempDb {
+    TempDb::new("stockroom-bench")
 }
 
 fn new_product(prefix: &str, i: usize, stock: i64) -> NewProduct {
@@ -71,7 +56,7 @@ fn new_product(prefix: &str, i: usize, stock: i64) -> NewProduct {
 
 /// A fresh file with the adapter's schema and `n` products of `stock` units; their ids.
 async fn seeded(n: usize, stock: i64) -> (TempDb, Vec<ProductId>) {
-    let db = TempDb::new();
+    let db = temp_db();
     let store = SqliteStore::connect(&db.config()).await.unwrap();
     let mut uow = store.begin().await.unwrap();
     let ids = uow
@@ -117,21 +102,7 @@ type Row = (
 );
 
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-        r.get(9)?,
-        r.get(10)?,
-        r.get(11)?,
-        r.get(12)?,
-    ))
+    Row::try_from(r)
 }
 
 fn pairs(ids: &[ProductId], n: usize, seed: u64) -> Vec<(ProductId, ProductId)> {
@@ -180,7 +151,7 @@ async fn adapter_transfers(seed: u64) -> Duration {
 async fn baseline_transfers(seed: u64) -> Duration {
     let (db, ids) = seeded(HOT, 1_000_000).await;
     let work = pairs(&ids, TRANSFERS, seed);
-    let conn = raw(&db.0);
+    let conn = raw(db.path());
     let lock_sql = format!(
         "SELECT {COLUMNS} FROM products WHERE id IN (?, ?) AND deleted_at IS NULL \
          ORDER BY created_at, id"
@@ -232,7 +203,7 @@ async fn baseline_transfers(seed: u64) -> Duration {
 }
 
 async fn adapter_create_many(sample: usize) -> Duration {
-    let db = TempDb::new();
+    let db = temp_db();
     let store = SqliteStore::connect(&db.config()).await.unwrap();
     let prefix = format!("S{sample}");
     let new: Vec<_> = (0..PRODUCTS).map(|i| new_product(&prefix, i, 5)).collect();
@@ -247,13 +218,13 @@ async fn adapter_create_many(sample: usize) -> Duration {
 }
 
 async fn baseline_create_many(sample: usize) -> Duration {
-    let db = TempDb::new();
+    let db = temp_db();
     SqliteStore::connect(&db.config())
         .await
         .unwrap()
         .close()
         .await;
-    let conn = raw(&db.0);
+    let conn = raw(db.path());
     let prefix = format!("S{sample}");
     let new: Vec<_> = (0..PRODUCTS).map(|i| new_product(&prefix, i, 5)).collect();
     let columns = format!("{COLUMNS}, search_text");
@@ -344,7 +315,7 @@ async fn adapter_reads_concurrent(db: &TempDb, ids: &[ProductId]) -> Duration {
 }
 
 fn baseline_reads(db: &TempDb, ids: &[ProductId]) -> Duration {
-    let conn = raw(&db.0);
+    let conn = raw(db.path());
     let sql = format!("SELECT {COLUMNS} FROM products WHERE id = ? AND deleted_at IS NULL");
     let started = Instant::now();
     for i in 0..READS {

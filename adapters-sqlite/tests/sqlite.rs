@@ -1,7 +1,6 @@
 //! What is particular to the SQLite adapter: the writer slot, rollback of abandoned
 //! transactions, parallel reads under WAL, the in-memory form, the schema and its settings.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,30 +10,13 @@ use stockroom_core::{
 };
 use stockroom_sqlite::SqliteStore;
 
-/// A fresh database file, removed (with its WAL files) on drop.
-struct TempDb(PathBuf);
+mod support;
 
-impl TempDb {
-    fn new() -> Self {
-        Self(std::env::temp_dir().join(format!(
-            "stockroom-sqlite-test-{}-{}.db",
-            std::process::id(),
-            uuid::Uuid::now_v7().simple()
-        )))
-    }
-    fn config(&self) -> StoreConfig {
-        StoreConfig::new(format!("sqlite://{}", self.0.display()))
-    }
-}
+use support::TempDb;
 
-impl Drop for TempDb {
-    fn drop(&mut self) {
-        for suffix in ["", "-wal", "-shm"] {
-            let mut file = self.0.clone().into_os_string();
-            file.push(suffix);
-            let _ = std::fs::remove_file(file);
-        }
-    }
+/// A fresh database file for one test.
+fn temp_db() -> TempDb {
+    TempDb::new("stockroom-sqlite-test")
 }
 
 fn product(i: usize) -> NewProduct {
@@ -58,7 +40,7 @@ async fn count_products(store: &dyn Store) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn begin_waits_for_the_writer_then_fails_as_transient() {
-    let db = TempDb::new();
+    let db = temp_db();
     let store = SqliteStore::connect(&db.config().with_busy_timeout(Duration::from_millis(200)))
         .await
         .unwrap();
@@ -86,11 +68,11 @@ async fn begin_waits_for_the_writer_then_fails_as_transient() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lock_held_by_another_process_is_transient() {
-    let db = TempDb::new();
+    let db = temp_db();
     let store = SqliteStore::connect(&db.config().with_busy_timeout(Duration::from_millis(100)))
         .await
         .unwrap();
-    let other = Connection::open(&db.0).unwrap();
+    let other = Connection::open(db.path()).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
     // The transaction opens with the first statement, which waits the busy timeout.
     let mut uow = store
@@ -113,7 +95,7 @@ async fn a_lock_held_by_another_process_is_transient() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dropped_unit_of_work_rolls_back_and_frees_the_writer() {
-    let db = TempDb::new();
+    let db = temp_db();
     let store = SqliteStore::connect(&db.config()).await.unwrap();
     let mut uow = store.begin().await.unwrap();
     uow.products().create(product(1)).await.unwrap();
@@ -134,7 +116,7 @@ async fn a_dropped_unit_of_work_rolls_back_and_frees_the_writer() {
 /// connection, and the connection goes back with its transaction rolled back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancelled_call_never_leaks_its_transaction() {
-    let db = TempDb::new();
+    let db = temp_db();
     let store = SqliteStore::connect(&db.config()).await.unwrap();
     let mut uow = store.begin().await.unwrap();
     let many: Vec<_> = (0..20_000).map(product).collect();
@@ -157,7 +139,7 @@ async fn a_cancelled_call_never_leaks_its_transaction() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn reads_run_beside_an_open_write_transaction_and_see_only_commits() {
-    let db = TempDb::new();
+    let db = temp_db();
     let store = SqliteStore::connect(&db.config()).await.unwrap();
     let mut uow = store.begin().await.unwrap();
     let committed = uow.products().create(product(1)).await.unwrap();
@@ -205,7 +187,7 @@ async fn the_memory_form_shares_one_database_between_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn create_many_beyond_one_batch_is_one_time_in_order_and_all_or_nothing() {
-    let db = TempDb::new();
+    let db = temp_db();
     let store = SqliteStore::connect(&db.config()).await.unwrap();
     let mut uow = store.begin().await.unwrap();
     let created = uow
@@ -251,7 +233,7 @@ async fn create_many_beyond_one_batch_is_one_time_in_order_and_all_or_nothing() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_closed_store_is_unavailable() {
-    let db = TempDb::new();
+    let db = temp_db();
     let store = SqliteStore::connect(&db.config()).await.unwrap();
     store.health().await.unwrap();
     let mut running = store.begin().await.unwrap();
@@ -291,7 +273,7 @@ async fn a_closed_store_is_unavailable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_schema_is_migrated_once_with_its_named_indexes_in_wal_mode() {
-    let db = TempDb::new();
+    let db = temp_db();
     SqliteStore::connect(&db.config())
         .await
         .unwrap()
@@ -303,7 +285,7 @@ async fn the_schema_is_migrated_once_with_its_named_indexes_in_wal_mode() {
         .unwrap()
         .close()
         .await;
-    let conn = Connection::open(&db.0).unwrap();
+    let conn = Connection::open(db.path()).unwrap();
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
@@ -329,13 +311,13 @@ async fn the_schema_is_migrated_once_with_its_named_indexes_in_wal_mode() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn migrations_can_be_skipped() {
-    let db = TempDb::new();
+    let db = temp_db();
     let store = SqliteStore::connect(&db.config().with_migrations(false))
         .await
         .unwrap();
     let result = count_products_result(&store).await;
     assert!(matches!(result, Err(Error::Backend { .. })), "{result:?}");
-    let conn = Connection::open(&db.0).unwrap();
+    let conn = Connection::open(db.path()).unwrap();
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
@@ -365,7 +347,7 @@ async fn bad_urls_are_validation_errors() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn concurrent_transfers_keep_the_total() {
-    let db = TempDb::new();
+    let db = temp_db();
     let store = Arc::new(SqliteStore::connect(&db.config()).await.unwrap());
     let mut uow = store.begin().await.unwrap();
     let ids: Vec<_> = uow
