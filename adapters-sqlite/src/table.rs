@@ -67,6 +67,43 @@ fn opt_ts_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<Timestamp>>
     }
 }
 
+/// `created_at, updated_at, deleted_at, version`: the bookkeeping columns every entity table
+/// has, in this order.
+type Meta = (Timestamp, Timestamp, Option<Timestamp>, i64);
+
+/// Reads the bookkeeping columns from column `at` on.
+fn meta_at(row: &Row<'_>, at: usize) -> rusqlite::Result<Meta> {
+    Ok((
+        ts_at(row, at)?,
+        ts_at(row, at + 1)?,
+        opt_ts_at(row, at + 2)?,
+        row.get(at + 3)?,
+    ))
+}
+
+/// The values of the bookkeeping columns of `row`.
+fn meta_values<E: Entity>(row: &E) -> [Value; 4] {
+    [
+        micros(row.created_at()),
+        micros(row.updated_at()),
+        row.deleted_at().map_or(Value::Null, micros),
+        Value::Integer(row.version()),
+    ]
+}
+
+/// `Table::new_row` and `Table::apply` of an entity: its reference semantics from the core.
+macro_rules! reference_semantics {
+    () => {
+        fn new_row(new: Self::New, now: Timestamp) -> Self {
+            new.into_entity(now)
+        }
+
+        fn apply(patch: &Self::Patch, row: &mut Self, now: Timestamp) {
+            patch.apply_to(row, now);
+        }
+    };
+}
+
 /// The extra conditions of a filter, with their parameters in order.
 #[derive(Debug, Default)]
 pub(crate) struct Where {
@@ -506,6 +543,7 @@ impl Table for Product {
     ];
 
     fn read(row: &Row<'_>, at: usize) -> rusqlite::Result<Self> {
+        let (created_at, updated_at, deleted_at, version) = meta_at(row, at + 9)?;
         let status: String = row.get(at + 5)?;
         Ok(Product {
             id: ProductId::from_uuid(uuid_at(row, at)?),
@@ -519,10 +557,10 @@ impl Table for Product {
             stock: row.get(at + 6)?,
             category_id: opt_uuid_at(row, at + 7)?.map(CategoryId::from_uuid),
             created_by: opt_uuid_at(row, at + 8)?.map(UserId::from_uuid),
-            created_at: ts_at(row, at + 9)?,
-            updated_at: ts_at(row, at + 10)?,
-            deleted_at: opt_ts_at(row, at + 11)?,
-            version: row.get(at + 12)?,
+            created_at,
+            updated_at,
+            deleted_at,
+            version,
         })
     }
 
@@ -537,12 +575,9 @@ impl Table for Product {
             Value::Integer(self.stock),
             opt_blob(self.category_id),
             opt_blob(self.created_by),
-            micros(self.created_at),
-            micros(self.updated_at),
-            self.deleted_at.map_or(Value::Null, micros),
-            Value::Integer(self.version),
-            Value::Text(self.search_document()),
         ]);
+        out.extend(meta_values(self));
+        out.push(Value::Text(self.search_document()));
     }
 
     fn filter(filter: &ProductFilter, w: &mut Where) {
@@ -560,13 +595,7 @@ impl Table for Product {
         }
     }
 
-    fn new_row(new: Self::New, now: Timestamp) -> Self {
-        new.into_entity(now)
-    }
-
-    fn apply(patch: &Self::Patch, row: &mut Self, now: Timestamp) {
-        patch.apply_to(row, now);
-    }
+    reference_semantics!();
 
     fn check_new_refs(conn: &Db<'_>, rows: &[Self]) -> Result<()> {
         require_live(
@@ -724,14 +753,15 @@ impl Table for Category {
     const WRITE_COLUMNS: &'static [&'static str] = Self::COLUMNS;
 
     fn read(row: &Row<'_>, at: usize) -> rusqlite::Result<Self> {
+        let (created_at, updated_at, deleted_at, version) = meta_at(row, at + 3)?;
         Ok(Category {
             id: CategoryId::from_uuid(uuid_at(row, at)?),
             name: row.get(at + 1)?,
             slug: row.get(at + 2)?,
-            created_at: ts_at(row, at + 3)?,
-            updated_at: ts_at(row, at + 4)?,
-            deleted_at: opt_ts_at(row, at + 5)?,
-            version: row.get(at + 6)?,
+            created_at,
+            updated_at,
+            deleted_at,
+            version,
         })
     }
 
@@ -740,11 +770,8 @@ impl Table for Category {
             blob(self.id),
             Value::Text(self.name.clone()),
             Value::Text(self.slug.clone()),
-            micros(self.created_at),
-            micros(self.updated_at),
-            self.deleted_at.map_or(Value::Null, micros),
-            Value::Integer(self.version),
         ]);
+        out.extend(meta_values(self));
     }
 
     fn filter(filter: &CategoryFilter, w: &mut Where) {
@@ -753,13 +780,7 @@ impl Table for Category {
         }
     }
 
-    fn new_row(new: Self::New, now: Timestamp) -> Self {
-        new.into_entity(now)
-    }
-
-    fn apply(patch: &Self::Patch, row: &mut Self, now: Timestamp) {
-        patch.apply_to(row, now);
-    }
+    reference_semantics!();
 }
 
 impl Table for User {
@@ -776,14 +797,15 @@ impl Table for User {
     const WRITE_COLUMNS: &'static [&'static str] = Self::COLUMNS;
 
     fn read(row: &Row<'_>, at: usize) -> rusqlite::Result<Self> {
+        let (created_at, updated_at, deleted_at, version) = meta_at(row, at + 3)?;
         Ok(User {
             id: UserId::from_uuid(uuid_at(row, at)?),
             email: row.get(at + 1)?,
             display_name: row.get(at + 2)?,
-            created_at: ts_at(row, at + 3)?,
-            updated_at: ts_at(row, at + 4)?,
-            deleted_at: opt_ts_at(row, at + 5)?,
-            version: row.get(at + 6)?,
+            created_at,
+            updated_at,
+            deleted_at,
+            version,
         })
     }
 
@@ -792,11 +814,8 @@ impl Table for User {
             blob(self.id),
             Value::Text(self.email.clone()),
             Value::Text(self.display_name.clone()),
-            micros(self.created_at),
-            micros(self.updated_at),
-            self.deleted_at.map_or(Value::Null, micros),
-            Value::Integer(self.version),
         ]);
+        out.extend(meta_values(self));
     }
 
     fn filter(filter: &UserFilter, w: &mut Where) {
@@ -805,13 +824,7 @@ impl Table for User {
         }
     }
 
-    fn new_row(new: Self::New, now: Timestamp) -> Self {
-        new.into_entity(now)
-    }
-
-    fn apply(patch: &Self::Patch, row: &mut Self, now: Timestamp) {
-        patch.apply_to(row, now);
-    }
+    reference_semantics!();
 }
 
 // ---- Reviews -------------------------------------------------------------------------------
@@ -832,16 +845,17 @@ impl Table for Review {
     const WRITE_COLUMNS: &'static [&'static str] = Self::COLUMNS;
 
     fn read(row: &Row<'_>, at: usize) -> rusqlite::Result<Self> {
+        let (created_at, updated_at, deleted_at, version) = meta_at(row, at + 5)?;
         Ok(Review {
             id: ReviewId::from_uuid(uuid_at(row, at)?),
             product_id: ProductId::from_uuid(uuid_at(row, at + 1)?),
             author_id: UserId::from_uuid(uuid_at(row, at + 2)?),
             rating: row.get(at + 3)?,
             body: row.get(at + 4)?,
-            created_at: ts_at(row, at + 5)?,
-            updated_at: ts_at(row, at + 6)?,
-            deleted_at: opt_ts_at(row, at + 7)?,
-            version: row.get(at + 8)?,
+            created_at,
+            updated_at,
+            deleted_at,
+            version,
         })
     }
 
@@ -852,11 +866,8 @@ impl Table for Review {
             blob(self.author_id),
             Value::Integer(i64::from(self.rating)),
             opt_text(self.body.as_deref()),
-            micros(self.created_at),
-            micros(self.updated_at),
-            self.deleted_at.map_or(Value::Null, micros),
-            Value::Integer(self.version),
         ]);
+        out.extend(meta_values(self));
     }
 
     fn filter(filter: &ReviewFilter, w: &mut Where) {
@@ -871,13 +882,7 @@ impl Table for Review {
         }
     }
 
-    fn new_row(new: Self::New, now: Timestamp) -> Self {
-        new.into_entity(now)
-    }
-
-    fn apply(patch: &Self::Patch, row: &mut Self, now: Timestamp) {
-        patch.apply_to(row, now);
-    }
+    reference_semantics!();
 
     fn check_new_refs(conn: &Db<'_>, rows: &[Self]) -> Result<()> {
         require_live(
