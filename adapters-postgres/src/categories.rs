@@ -1,7 +1,5 @@
 //! Categories.
 
-use std::collections::HashSet;
-
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row};
@@ -10,16 +8,19 @@ use stockroom_core::{
     Category, CategoryFilter, CategoryId, CategoryPatch, CategoryReader, CategoryRepository,
     Constraint, Error, NewCategory, Repository, Result, Timestamp,
 };
-use uuid::Uuid;
 
-use crate::entity::{entity_sql, get_bool, push_one_live_guard, read_repository, uuids, PgEntity};
-use crate::error::map_error;
+use crate::entity::{entity_sql, first_not_inserted, read_repository, PgEntity, PgUniqueEntity};
 use crate::session::Session;
 
 impl PgEntity for Category {
     entity_sql!(
         "categories",
         "id, name, slug, created_at, updated_at, deleted_at, version"
+    );
+    const RESTORE: &'static str = concat!(
+        "UPDATE categories c SET deleted_at = NULL, updated_at = $2, version = c.version + 1 ",
+        "WHERE c.id = $1 AND c.deleted_at IS NOT NULL AND NOT EXISTS ",
+        "(SELECT 1 FROM categories o WHERE o.slug = c.slug AND o.deleted_at IS NULL)"
     );
 
     fn decode_at(row: &PgRow, b: usize) -> sqlx::Result<Self> {
@@ -39,6 +40,46 @@ impl PgEntity for Category {
             qb.push(" AND slug = ").push_bind(slug.as_str().to_owned());
         }
     }
+
+    fn push_set(qb: &mut QueryBuilder<Postgres>, patch: &CategoryPatch) {
+        if let Some(name) = patch.name_value() {
+            qb.push(", name = ").push_bind(name.to_owned());
+        }
+        if let Some(slug) = patch.slug_value() {
+            qb.push(", slug = ").push_bind(slug.to_owned());
+        }
+    }
+
+    fn push_guards(qb: &mut QueryBuilder<Postgres>, patch: &CategoryPatch) {
+        if let Some(slug) = patch.slug_value() {
+            qb.push(" AND NOT EXISTS (SELECT 1 FROM categories o WHERE o.slug = ")
+                .push_bind(slug.to_owned())
+                .push(" AND o.deleted_at IS NULL AND o.id <> categories.id)");
+        }
+    }
+
+    fn sets_unique(patch: &CategoryPatch) -> bool {
+        patch.slug_value().is_some()
+    }
+}
+
+impl PgUniqueEntity for Category {
+    const TAKEN: &'static str = concat!(
+        "SELECT EXISTS (SELECT 1 FROM categories WHERE slug = $1 AND deleted_at IS NULL ",
+        "AND id <> ALL($2))"
+    );
+    const CONFLICT: Error = Error::Conflict {
+        constraint: Constraint::CategorySlug,
+    };
+    const WHAT: &'static str = "the category";
+
+    fn unique(&self) -> &str {
+        &self.slug
+    }
+
+    fn unique_in(patch: &CategoryPatch) -> Option<&str> {
+        patch.slug_value()
+    }
 }
 
 read_repository!(Category);
@@ -56,50 +97,6 @@ const INSERT_MANY: &str = concat!(
     "SELECT u.id, u.name, u.slug, $4, $4 FROM UNNEST($1::uuid[], $2::text[], $3::text[]) ",
     "AS u(id, name, slug) ON CONFLICT DO NOTHING RETURNING id"
 );
-const DELETE_MANY: &str = "DELETE FROM categories WHERE id = ANY($1)";
-const SLUG_TAKEN: &str = concat!(
-    "SELECT EXISTS (SELECT 1 FROM categories WHERE slug = $1 AND deleted_at IS NULL ",
-    "AND id <> ALL($2))"
-);
-const RESTORE: &str = concat!(
-    "UPDATE categories c SET deleted_at = NULL, updated_at = $2, version = c.version + 1 ",
-    "WHERE c.id = $1 AND c.deleted_at IS NOT NULL AND NOT EXISTS ",
-    "(SELECT 1 FROM categories o WHERE o.slug = c.slug AND o.deleted_at IS NULL)"
-);
-const IS_DELETED: &str =
-    "SELECT EXISTS (SELECT 1 FROM categories WHERE id = $1 AND deleted_at IS NOT NULL)";
-
-const SLUG_CONFLICT: Error = Error::Conflict {
-    constraint: Constraint::CategorySlug,
-};
-
-impl Session {
-    async fn category_slug_taken(&mut self, slug: &str, except: &[CategoryId]) -> Result<bool> {
-        let query = sqlx::query(SLUG_TAKEN).bind(slug).bind(uuids(except));
-        let row = self.fetch_one(SLUG_TAKEN, query).await?;
-        get_bool(&row, 0)
-    }
-}
-
-fn push_update(qb: &mut QueryBuilder<Postgres>, patch: &CategoryPatch) {
-    qb.push("UPDATE categories SET updated_at = ")
-        .push_bind(now())
-        .push(", version = version + 1");
-    if let Some(name) = patch.name_value() {
-        qb.push(", name = ").push_bind(name.to_owned());
-    }
-    if let Some(slug) = patch.slug_value() {
-        qb.push(", slug = ").push_bind(slug.to_owned());
-    }
-}
-
-fn push_guards(qb: &mut QueryBuilder<Postgres>, patch: &CategoryPatch) {
-    if let Some(slug) = patch.slug_value() {
-        qb.push(" AND NOT EXISTS (SELECT 1 FROM categories o WHERE o.slug = ")
-            .push_bind(slug.to_owned())
-            .push(" AND o.deleted_at IS NULL AND o.id <> categories.id)");
-    }
-}
 
 #[async_trait]
 impl CategoryReader for Session {
@@ -125,12 +122,7 @@ impl Repository<Category> for Session {
         if self.execute(INSERT, query).await?.rows_affected() == 1 {
             return Ok(category);
         }
-        if self.category_slug_taken(&category.slug, &[]).await? {
-            return Err(SLUG_CONFLICT);
-        }
-        Err(Error::Conflict {
-            constraint: Constraint::PrimaryKey,
-        })
+        Err(self.why_unique_not_inserted(&category, &[]).await?)
     }
 
     async fn create_many(&mut self, new: Vec<NewCategory>) -> Result<Vec<Category>> {
@@ -164,26 +156,11 @@ impl Repository<Category> for Session {
         if rows.len() == categories.len() {
             return Ok(categories);
         }
-        // All or nothing: a slug was taken (by a live row or an earlier row of the batch).
-        let inserted: HashSet<Uuid> = rows
-            .iter()
-            .map(|r| r.try_get::<Uuid, _>(0))
-            .collect::<sqlx::Result<_>>()
-            .map_err(map_error)?;
-        let ids = uuids(&categories.iter().map(|c| c.id).collect::<Vec<_>>());
-        let failed = categories
-            .iter()
-            .find(|c| !inserted.contains(&c.id.as_uuid()))
-            .expect("fewer rows inserted than given");
-        let error = if self.category_slug_taken(&failed.slug, &[failed.id]).await? {
-            SLUG_CONFLICT
-        } else {
-            Error::Conflict {
-                constraint: Constraint::PrimaryKey,
-            }
-        };
-        self.execute(DELETE_MANY, sqlx::query(DELETE_MANY).bind(ids))
-            .await?;
+        // All or nothing: a unique value was taken (by a live row or an earlier row of the
+        // batch).
+        let failed = first_not_inserted(&rows, &categories)?;
+        let error = self.why_unique_not_inserted(failed, &[failed.id]).await?;
+        self.delete_rows(&categories).await?;
         Err(error)
     }
 
@@ -193,69 +170,11 @@ impl Repository<Category> for Session {
         patch: &CategoryPatch,
         expected_version: Option<i64>,
     ) -> Result<Category> {
-        let mut qb = QueryBuilder::new("");
-        push_update(&mut qb, patch);
-        qb.push(" WHERE id = ")
-            .push_bind(id.as_uuid())
-            .push(" AND deleted_at IS NULL");
-        if let Some(version) = expected_version {
-            qb.push(" AND version = ").push_bind(version);
-        }
-        push_guards(&mut qb, patch);
-        qb.push(" RETURNING ").push(Category::COLUMNS);
-        let sql = qb.sql();
-        if let Some(row) = self.fetch_optional(sql.as_str(), qb.build()).await? {
-            return Category::decode(&row);
-        }
-        if let Some(error) = self
-            .stale_or_missing::<Category>(id, expected_version)
-            .await?
-        {
-            return Err(error);
-        }
-        match patch.slug_value() {
-            Some(slug) if self.category_slug_taken(slug, &[id]).await? => Err(SLUG_CONFLICT),
-            _ => Err(Error::Transient {
-                reason: "the category changed concurrently; retry".to_owned(),
-            }),
-        }
+        self.update_unique(id, patch, expected_version).await
     }
 
     async fn update_many(&mut self, ids: &[CategoryId], patch: &CategoryPatch) -> Result<u64> {
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        let mut qb = QueryBuilder::new("");
-        push_update(&mut qb, patch);
-        qb.push(" WHERE id = ANY(")
-            .push_bind(uuids(ids))
-            .push(") AND deleted_at IS NULL");
-        push_guards(&mut qb, patch);
-        if patch.slug_value().is_some() {
-            push_one_live_guard(&mut qb, "categories", ids);
-        }
-        let sql = qb.sql();
-        let changed = self
-            .execute(sql.as_str(), qb.build())
-            .await?
-            .rows_affected();
-        match patch.slug_value() {
-            Some(value) if changed == 0 => {
-                // Nothing changed: no live row among `ids`, two of them cannot take one
-                // value, or another live row holds it.
-                let live = self.get_rows::<Category>(ids).await?.len();
-                if live == 0 {
-                    Ok(0)
-                } else if live > 1 || self.category_slug_taken(value, ids).await? {
-                    Err(SLUG_CONFLICT)
-                } else {
-                    Err(Error::Transient {
-                        reason: "the category changed concurrently; retry".to_owned(),
-                    })
-                }
-            }
-            _ => Ok(changed),
-        }
+        self.update_many_unique::<Category>(ids, patch).await
     }
 
     async fn soft_delete(&mut self, id: CategoryId) -> Result<bool> {
@@ -263,18 +182,7 @@ impl Repository<Category> for Session {
     }
 
     async fn restore(&mut self, id: CategoryId) -> Result<bool> {
-        let query = sqlx::query(RESTORE).bind(id.as_uuid()).bind(now());
-        if self.execute(RESTORE, query).await?.rows_affected() == 1 {
-            return Ok(true);
-        }
-        let row = self
-            .fetch_one(IS_DELETED, sqlx::query(IS_DELETED).bind(id.as_uuid()))
-            .await?;
-        if get_bool(&row, 0)? {
-            Err(SLUG_CONFLICT)
-        } else {
-            Ok(false)
-        }
+        self.restore_or::<Category>(id, Category::CONFLICT).await
     }
 
     async fn hard_delete(&mut self, id: CategoryId) -> Result<bool> {

@@ -2,7 +2,11 @@
 
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row};
-use stockroom_core::{Cursor, Entity, KeysetPage, Limit, Page, Result, Timestamp};
+use std::collections::HashSet;
+
+use stockroom_core::{
+    Constraint, Cursor, Entity, Error, KeysetPage, Limit, Page, Result, Timestamp,
+};
 use uuid::Uuid;
 
 use crate::error::map_error;
@@ -21,12 +25,28 @@ pub(crate) trait PgEntity: Entity {
     const HARD_DELETE: &'static str;
     const PURGE: &'static str;
     const VERSION_OF: &'static str;
+    const DELETE_MANY: &'static str;
+    const IS_DELETED: &'static str;
+    /// Undeletes row `$1` at `$2` unless a live row holds one of its unique values.
+    const RESTORE: &'static str;
 
     /// Decodes the entity from the row's columns `base..`.
     fn decode_at(row: &PgRow, base: usize) -> sqlx::Result<Self>;
 
     /// Pushes ` AND …` conditions for `filter` (columns unqualified).
     fn push_filter(qb: &mut QueryBuilder<Postgres>, filter: &Self::Filter);
+
+    /// Pushes `, column = value` for every field `patch` sets.
+    fn push_set(qb: &mut QueryBuilder<Postgres>, patch: &Self::Patch);
+
+    /// Pushes ` AND …` guards that make an update change nothing (rather than fail and abort
+    /// the transaction) when `patch` would break a reference or a unique value.
+    fn push_guards(_qb: &mut QueryBuilder<Postgres>, _patch: &Self::Patch) {}
+
+    /// Whether `patch` sets a unique value (then at most one row of an update may be live).
+    fn sets_unique(_patch: &Self::Patch) -> bool {
+        false
+    }
 
     fn decode(row: &PgRow) -> Result<Self> {
         Self::decode_at(row, 0).map_err(map_error)
@@ -72,9 +92,61 @@ macro_rules! entity_sql {
             $table,
             " WHERE id = $1 AND deleted_at IS NULL"
         );
+        const DELETE_MANY: &'static str = concat!("DELETE FROM ", $table, " WHERE id = ANY($1)");
+        const IS_DELETED: &'static str = concat!(
+            "SELECT EXISTS (SELECT 1 FROM ",
+            $table,
+            " WHERE id = $1 AND deleted_at IS NOT NULL)"
+        );
     };
 }
 pub(crate) use entity_sql;
+
+/// A table with one unique column among live rows (a category's slug, a user's email): the
+/// follow-ups that tell a taken value from a missing row or a lost race.
+pub(crate) trait PgUniqueEntity: PgEntity {
+    /// `EXISTS` a live row holding value `$1` whose id is not in `$2`.
+    const TAKEN: &'static str;
+    /// The error of a taken value.
+    const CONFLICT: Error;
+    /// What changed concurrently, for a lost race (`"the category"`).
+    const WHAT: &'static str;
+
+    /// The row's unique value.
+    fn unique(&self) -> &str;
+    /// The unique value `patch` sets.
+    fn unique_in(patch: &Self::Patch) -> Option<&str>;
+}
+
+/// A write that lost a race with a concurrent one between its statement and its diagnosis.
+pub(crate) fn raced(what: &str) -> Error {
+    Error::Transient {
+        reason: format!("{what} changed concurrently; retry"),
+    }
+}
+
+/// The first of `given` whose id is not among the `RETURNING id` `rows` of an insert.
+pub(crate) fn first_not_inserted<'a, E: Entity>(rows: &[PgRow], given: &'a [E]) -> Result<&'a E> {
+    let inserted: HashSet<Uuid> = rows
+        .iter()
+        .map(|r| r.try_get::<Uuid, _>(0))
+        .collect::<sqlx::Result<_>>()
+        .map_err(map_error)?;
+    Ok(given
+        .iter()
+        .find(|e| !inserted.contains(&e.id().into()))
+        .expect("fewer rows inserted than given"))
+}
+
+/// `UPDATE <table> SET updated_at = now, version = version + 1, <patch>`.
+fn push_update<E: PgEntity>(qb: &mut QueryBuilder<Postgres>, patch: &E::Patch) {
+    qb.push("UPDATE ")
+        .push(E::TABLE)
+        .push(" SET updated_at = ")
+        .push_bind(stockroom_core::time::now())
+        .push(", version = version + 1");
+    E::push_set(qb, patch);
+}
 
 /// Implements `ReadRepository<$entity>` for [`Session`] with the generic reads.
 macro_rules! read_repository {
@@ -290,6 +362,158 @@ impl Session {
             }),
             _ => None,
         })
+    }
+
+    /// Updates the live row `id` (at version `expected`, if given) with `patch`; `None` when
+    /// the statement changed nothing.
+    pub(crate) async fn update_row<E: PgEntity>(
+        &mut self,
+        id: E::Id,
+        patch: &E::Patch,
+        expected: Option<i64>,
+    ) -> Result<Option<E>> {
+        let mut qb = QueryBuilder::new("");
+        push_update::<E>(&mut qb, patch);
+        qb.push(" WHERE id = ")
+            .push_bind(id.into())
+            .push(" AND deleted_at IS NULL");
+        if let Some(version) = expected {
+            qb.push(" AND version = ").push_bind(version);
+        }
+        E::push_guards(&mut qb, patch);
+        qb.push(" RETURNING ").push(E::COLUMNS);
+        let sql = qb.sql();
+        let row = self.fetch_optional(sql.as_str(), qb.build()).await?;
+        row.as_ref().map(E::decode).transpose()
+    }
+
+    /// Updates the live rows among `ids` with `patch`; how many changed.
+    pub(crate) async fn update_rows<E: PgEntity>(
+        &mut self,
+        ids: &[E::Id],
+        patch: &E::Patch,
+    ) -> Result<u64> {
+        let mut qb = QueryBuilder::new("");
+        push_update::<E>(&mut qb, patch);
+        qb.push(" WHERE id = ANY(")
+            .push_bind(uuids(ids))
+            .push(") AND deleted_at IS NULL");
+        E::push_guards(&mut qb, patch);
+        if E::sets_unique(patch) {
+            push_one_live_guard(&mut qb, E::TABLE, ids);
+        }
+        let sql = qb.sql();
+        Ok(self
+            .execute(sql.as_str(), qb.build())
+            .await?
+            .rows_affected())
+    }
+
+    /// Deletes every row of `given` (taking back a partial `create_many`).
+    pub(crate) async fn delete_rows<E: PgEntity>(&mut self, given: &[E]) -> Result<()> {
+        let ids: Vec<Uuid> = given.iter().map(|e| e.id().into()).collect();
+        self.execute(E::DELETE_MANY, sqlx::query(E::DELETE_MANY).bind(ids))
+            .await?;
+        Ok(())
+    }
+
+    /// Runs [`PgEntity::RESTORE`]: whether the deleted row `id` came back.
+    pub(crate) async fn restore_row<E: PgEntity>(&mut self, id: E::Id) -> Result<bool> {
+        let query = sqlx::query(E::RESTORE)
+            .bind(id.into())
+            .bind(stockroom_core::time::now());
+        Ok(self.execute(E::RESTORE, query).await?.rows_affected() == 1)
+    }
+
+    /// Restores `id`; `Err(conflict)` when it is deleted but a live row holds its unique value.
+    pub(crate) async fn restore_or<E: PgEntity>(
+        &mut self,
+        id: E::Id,
+        conflict: Error,
+    ) -> Result<bool> {
+        if self.restore_row::<E>(id).await? {
+            return Ok(true);
+        }
+        let query = sqlx::query(E::IS_DELETED).bind(id.into());
+        let row = self.fetch_one(E::IS_DELETED, query).await?;
+        if get_bool(&row, 0)? {
+            Err(conflict)
+        } else {
+            Ok(false)
+        }
+    }
+
+    /// Whether a live row other than `except` holds the unique `value`.
+    pub(crate) async fn unique_taken<E: PgUniqueEntity>(
+        &mut self,
+        value: &str,
+        except: &[E::Id],
+    ) -> Result<bool> {
+        let query = sqlx::query(E::TAKEN).bind(value).bind(uuids(except));
+        let row = self.fetch_one(E::TAKEN, query).await?;
+        get_bool(&row, 0)
+    }
+
+    /// Why `row` (whose insert did nothing) was not inserted: its unique value is held by a
+    /// live row other than `except`, or its id is taken.
+    pub(crate) async fn why_unique_not_inserted<E: PgUniqueEntity>(
+        &mut self,
+        row: &E,
+        except: &[E::Id],
+    ) -> Result<Error> {
+        Ok(if self.unique_taken::<E>(row.unique(), except).await? {
+            E::CONFLICT
+        } else {
+            Error::Conflict {
+                constraint: Constraint::PrimaryKey,
+            }
+        })
+    }
+
+    /// `Repository::update` of a [`PgUniqueEntity`].
+    pub(crate) async fn update_unique<E: PgUniqueEntity>(
+        &mut self,
+        id: E::Id,
+        patch: &E::Patch,
+        expected: Option<i64>,
+    ) -> Result<E> {
+        if let Some(updated) = self.update_row::<E>(id, patch, expected).await? {
+            return Ok(updated);
+        }
+        if let Some(error) = self.stale_or_missing::<E>(id, expected).await? {
+            return Err(error);
+        }
+        match E::unique_in(patch) {
+            Some(value) if self.unique_taken::<E>(value, &[id]).await? => Err(E::CONFLICT),
+            _ => Err(raced(E::WHAT)),
+        }
+    }
+
+    /// `Repository::update_many` of a [`PgUniqueEntity`].
+    pub(crate) async fn update_many_unique<E: PgUniqueEntity>(
+        &mut self,
+        ids: &[E::Id],
+        patch: &E::Patch,
+    ) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let changed = self.update_rows::<E>(ids, patch).await?;
+        match E::unique_in(patch) {
+            Some(value) if changed == 0 => {
+                // Nothing changed: no live row among `ids`, two of them cannot take one
+                // value, or another live row holds it.
+                let live = self.get_rows::<E>(ids).await?.len();
+                if live == 0 {
+                    Ok(0)
+                } else if live > 1 || self.unique_taken::<E>(value, ids).await? {
+                    Err(E::CONFLICT)
+                } else {
+                    Err(raced(E::WHAT))
+                }
+            }
+            _ => Ok(changed),
+        }
     }
 
     pub(crate) async fn purge_rows<E: PgEntity>(&mut self, before: Timestamp) -> Result<u64> {

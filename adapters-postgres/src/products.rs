@@ -1,7 +1,5 @@
 //! Products: the catalogue, its search and its stock.
 
-use std::collections::HashSet;
-
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row};
@@ -14,8 +12,8 @@ use stockroom_core::{
 use uuid::Uuid;
 
 use crate::entity::{
-    entity_sql, get_bool, get_i64, limit_i64, offset_i64, push_one_live_guard, read_repository,
-    uuids, PgEntity,
+    entity_sql, first_not_inserted, get_bool, get_i64, limit_i64, offset_i64, raced,
+    read_repository, uuids, PgEntity,
 };
 use crate::error::map_error;
 use crate::session::Session;
@@ -60,6 +58,11 @@ pub(crate) const BATCH: usize = 10_000;
 
 impl PgEntity for Product {
     entity_sql!("products", product_columns!(""));
+    const RESTORE: &'static str = concat!(
+        "UPDATE products p SET deleted_at = NULL, updated_at = $2, version = p.version + 1 ",
+        "WHERE p.id = $1 AND p.deleted_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM products o ",
+        "WHERE o.deleted_at IS NULL AND (o.slug = p.slug OR o.sku = p.sku))"
+    );
 
     fn decode_at(row: &PgRow, b: usize) -> sqlx::Result<Self> {
         let status: String = row.try_get(b + 5)?;
@@ -99,6 +102,82 @@ impl PgEntity for Product {
                 .push_bind(search.like_pattern())
                 .push(" ESCAPE '\\'");
         }
+    }
+
+    /// Only the fields the patch names, `search_text` rebuilt when name, sku or description
+    /// change.
+    fn push_set(qb: &mut QueryBuilder<Postgres>, patch: &ProductPatch) {
+        if let Some(name) = patch.name_value() {
+            qb.push(", name = ").push_bind(name.to_owned());
+        }
+        if let Some(slug) = patch.slug_value() {
+            qb.push(", slug = ").push_bind(slug.to_owned());
+        }
+        if let Some(sku) = patch.sku_value() {
+            qb.push(", sku = ").push_bind(sku.to_owned());
+        }
+        if let Some(description) = patch.description_value() {
+            qb.push(", description = ")
+                .push_bind(description.map(str::to_owned));
+        }
+        if let Some(status) = patch.status_value() {
+            qb.push(", status = ").push_bind(status.as_str());
+        }
+        if let Some(category) = patch.category_value() {
+            qb.push(", category_id = ")
+                .push_bind(category.map(Uuid::from));
+        }
+        let description = patch.description_value();
+        if patch.name_value().is_some() || patch.sku_value().is_some() || description.is_some() {
+            // search_text is `fold(name) \n fold(sku) [\n fold(description)]` (see
+            // `stockroom_core::search_document`); names and skus hold no line break, so the
+            // unchanged parts are cut out of the old value and the new ones are folded here.
+            qb.push(", search_text = ");
+            match patch.name_value() {
+                Some(name) => qb.push_bind(stockroom_core::fold(name)),
+                None => qb.push("split_part(search_text, E'\\n', 1)"),
+            };
+            qb.push(" || E'\\n' || ");
+            match patch.sku_value() {
+                Some(sku) => qb.push_bind(stockroom_core::fold(sku)),
+                None => qb.push("split_part(search_text, E'\\n', 2)"),
+            };
+            match description {
+                Some(Some(d)) => {
+                    qb.push(" || E'\\n' || ").push_bind(stockroom_core::fold(d));
+                }
+                Some(None) => {}
+                None => {
+                    qb.push(
+                        " || substr(search_text, length(split_part(search_text, E'\\n', 1)) \
+                         + length(split_part(search_text, E'\\n', 2)) + 2)",
+                    );
+                }
+            }
+        }
+    }
+
+    /// The new category must be live, a new slug or sku free.
+    fn push_guards(qb: &mut QueryBuilder<Postgres>, patch: &ProductPatch) {
+        if let Some(Some(category)) = patch.category_value() {
+            qb.push(" AND EXISTS (SELECT 1 FROM categories c WHERE c.id = ")
+                .push_bind(category.as_uuid())
+                .push(" AND c.deleted_at IS NULL)");
+        }
+        if let Some(slug) = patch.slug_value() {
+            qb.push(" AND NOT EXISTS (SELECT 1 FROM products o WHERE o.slug = ")
+                .push_bind(slug.to_owned())
+                .push(" AND o.deleted_at IS NULL AND o.id <> products.id)");
+        }
+        if let Some(sku) = patch.sku_value() {
+            qb.push(" AND NOT EXISTS (SELECT 1 FROM products o WHERE o.sku = ")
+                .push_bind(sku.to_owned())
+                .push(" AND o.deleted_at IS NULL AND o.id <> products.id)");
+        }
+    }
+
+    fn sets_unique(patch: &ProductPatch) -> bool {
+        patch.slug_value().is_some() || patch.sku_value().is_some()
     }
 }
 
@@ -149,7 +228,6 @@ const INSERT_MANY: &str = concat!(
     "(SELECT 1 FROM users c WHERE c.id = u.created_by AND c.deleted_at IS NULL)) ",
     "ON CONFLICT DO NOTHING RETURNING id"
 );
-const DELETE_MANY: &str = "DELETE FROM products WHERE id = ANY($1)";
 /// Why a product row was not inserted: which reference is not live, which value is taken.
 const WHY_NOT_INSERTED: &str = concat!(
     "SELECT ",
@@ -172,11 +250,6 @@ const WHY_NOT_UPDATED: &str = concat!(
     "WHERE sku = $4 AND deleted_at IS NULL AND id <> ALL($1))), ",
     "(SELECT count(*) FROM products WHERE id = ANY($1) AND deleted_at IS NULL)"
 );
-const RESTORE: &str = concat!(
-    "UPDATE products p SET deleted_at = NULL, updated_at = $2, version = p.version + 1 ",
-    "WHERE p.id = $1 AND p.deleted_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM products o ",
-    "WHERE o.deleted_at IS NULL AND (o.slug = p.slug OR o.sku = p.sku))"
-);
 const WHY_NOT_RESTORED: &str = concat!(
     "SELECT EXISTS (SELECT 1 FROM products o WHERE o.slug = p.slug AND o.deleted_at IS NULL), ",
     "EXISTS (SELECT 1 FROM products o WHERE o.sku = p.sku AND o.deleted_at IS NULL) ",
@@ -193,13 +266,6 @@ const LOCK: &str = concat!(
     product_columns!(""),
     " FROM products WHERE id = ANY($1) AND deleted_at IS NULL ORDER BY id FOR UPDATE"
 );
-
-/// A write that lost a race with a concurrent one between its statement and its diagnosis.
-fn raced(what: &str) -> Error {
-    Error::Transient {
-        reason: format!("{what} changed concurrently; retry"),
-    }
-}
 
 impl Session {
     /// Why `product` (whose insert did nothing) was not inserted.
@@ -292,82 +358,6 @@ impl Session {
         } else {
             raced("the product")
         }))
-    }
-}
-
-/// `UPDATE products SET … WHERE <ids> AND deleted_at IS NULL <guards>` for `patch`: only the
-/// fields the patch names, `search_text` rebuilt when name, sku or description change, and
-/// guards that make the statement change nothing (rather than fail and abort the transaction)
-/// when the new category is not live or a new slug or sku is taken.
-fn push_product_update(qb: &mut QueryBuilder<Postgres>, patch: &ProductPatch, now: Timestamp) {
-    qb.push("UPDATE products SET updated_at = ")
-        .push_bind(now)
-        .push(", version = version + 1");
-    if let Some(name) = patch.name_value() {
-        qb.push(", name = ").push_bind(name.to_owned());
-    }
-    if let Some(slug) = patch.slug_value() {
-        qb.push(", slug = ").push_bind(slug.to_owned());
-    }
-    if let Some(sku) = patch.sku_value() {
-        qb.push(", sku = ").push_bind(sku.to_owned());
-    }
-    if let Some(description) = patch.description_value() {
-        qb.push(", description = ")
-            .push_bind(description.map(str::to_owned));
-    }
-    if let Some(status) = patch.status_value() {
-        qb.push(", status = ").push_bind(status.as_str());
-    }
-    if let Some(category) = patch.category_value() {
-        qb.push(", category_id = ")
-            .push_bind(category.map(Uuid::from));
-    }
-    let description = patch.description_value();
-    if patch.name_value().is_some() || patch.sku_value().is_some() || description.is_some() {
-        // search_text is `fold(name) \n fold(sku) [\n fold(description)]` (see
-        // `stockroom_core::search_document`); names and skus hold no line break, so the
-        // unchanged parts are cut out of the old value and the new ones are folded here.
-        qb.push(", search_text = ");
-        match patch.name_value() {
-            Some(name) => qb.push_bind(stockroom_core::fold(name)),
-            None => qb.push("split_part(search_text, E'\\n', 1)"),
-        };
-        qb.push(" || E'\\n' || ");
-        match patch.sku_value() {
-            Some(sku) => qb.push_bind(stockroom_core::fold(sku)),
-            None => qb.push("split_part(search_text, E'\\n', 2)"),
-        };
-        match description {
-            Some(Some(d)) => {
-                qb.push(" || E'\\n' || ").push_bind(stockroom_core::fold(d));
-            }
-            Some(None) => {}
-            None => {
-                qb.push(
-                    " || substr(search_text, length(split_part(search_text, E'\\n', 1)) \
-                     + length(split_part(search_text, E'\\n', 2)) + 2)",
-                );
-            }
-        }
-    }
-}
-
-fn push_product_guards(qb: &mut QueryBuilder<Postgres>, patch: &ProductPatch) {
-    if let Some(Some(category)) = patch.category_value() {
-        qb.push(" AND EXISTS (SELECT 1 FROM categories c WHERE c.id = ")
-            .push_bind(category.as_uuid())
-            .push(" AND c.deleted_at IS NULL)");
-    }
-    if let Some(slug) = patch.slug_value() {
-        qb.push(" AND NOT EXISTS (SELECT 1 FROM products o WHERE o.slug = ")
-            .push_bind(slug.to_owned())
-            .push(" AND o.deleted_at IS NULL AND o.id <> products.id)");
-    }
-    if let Some(sku) = patch.sku_value() {
-        qb.push(" AND NOT EXISTS (SELECT 1 FROM products o WHERE o.sku = ")
-            .push_bind(sku.to_owned())
-            .push(" AND o.deleted_at IS NULL AND o.id <> products.id)");
     }
 }
 
@@ -510,23 +500,9 @@ impl Repository<Product> for Session {
             }
             // All or nothing: find the first row that did not go in, say why, and take back
             // every row this call inserted.
-            let inserted: HashSet<Uuid> = rows
-                .iter()
-                .map(|r| r.try_get::<Uuid, _>(0))
-                .collect::<sqlx::Result<_>>()
-                .map_err(map_error)?;
-            let failed = batch
-                .iter()
-                .find(|p| !inserted.contains(&p.id.as_uuid()))
-                .expect("fewer rows inserted than given");
+            let failed = first_not_inserted(&rows, batch)?;
             let error = self.why_product_not_inserted(failed).await?;
-            let mine = uuids(
-                &products[..done * BATCH + batch.len()]
-                    .iter()
-                    .map(|p| p.id)
-                    .collect::<Vec<_>>(),
-            );
-            self.execute(DELETE_MANY, sqlx::query(DELETE_MANY).bind(mine))
+            self.delete_rows(&products[..done * BATCH + batch.len()])
                 .await?;
             return Err(error);
         }
@@ -539,19 +515,8 @@ impl Repository<Product> for Session {
         patch: &ProductPatch,
         expected_version: Option<i64>,
     ) -> Result<Product> {
-        let mut qb = QueryBuilder::new("");
-        push_product_update(&mut qb, patch, now());
-        qb.push(" WHERE id = ")
-            .push_bind(id.as_uuid())
-            .push(" AND deleted_at IS NULL");
-        if let Some(version) = expected_version {
-            qb.push(" AND version = ").push_bind(version);
-        }
-        push_product_guards(&mut qb, patch);
-        qb.push(" RETURNING ").push(product_columns!(""));
-        let sql = qb.sql();
-        if let Some(row) = self.fetch_optional(sql.as_str(), qb.build()).await? {
-            return Product::decode(&row);
+        if let Some(updated) = self.update_row(id, patch, expected_version).await? {
+            return Ok(updated);
         }
         let why = self
             .why_products_not_updated(&[id], patch, expected_version)
@@ -563,20 +528,7 @@ impl Repository<Product> for Session {
         if ids.is_empty() {
             return Ok(0);
         }
-        let mut qb = QueryBuilder::new("");
-        push_product_update(&mut qb, patch, now());
-        qb.push(" WHERE id = ANY(")
-            .push_bind(uuids(ids))
-            .push(") AND deleted_at IS NULL");
-        push_product_guards(&mut qb, patch);
-        if patch.slug_value().is_some() || patch.sku_value().is_some() {
-            push_one_live_guard(&mut qb, "products", ids);
-        }
-        let sql = qb.sql();
-        let changed = self
-            .execute(sql.as_str(), qb.build())
-            .await?
-            .rows_affected();
+        let changed = self.update_rows::<Product>(ids, patch).await?;
         let guarded = patch.slug_value().is_some()
             || patch.sku_value().is_some()
             || matches!(patch.category_value(), Some(Some(_)));
@@ -594,8 +546,7 @@ impl Repository<Product> for Session {
     }
 
     async fn restore(&mut self, id: ProductId) -> Result<bool> {
-        let query = sqlx::query(RESTORE).bind(id.as_uuid()).bind(now());
-        if self.execute(RESTORE, query).await?.rows_affected() == 1 {
+        if self.restore_row::<Product>(id).await? {
             return Ok(true);
         }
         let query = sqlx::query(WHY_NOT_RESTORED).bind(id.as_uuid());

@@ -1,7 +1,5 @@
 //! Reviews, and the stock ledger.
 
-use std::collections::HashSet;
-
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row};
@@ -12,10 +10,10 @@ use stockroom_core::{
     ReviewRepository, StockMovement, StockMovementId, StockMovementReader, StockMovementRepository,
     Timestamp, UserId,
 };
-use uuid::Uuid;
 
 use crate::entity::{
-    entity_sql, get_bool, get_i64, limit_i64, offset_i64, read_repository, uuids, PgEntity,
+    entity_sql, first_not_inserted, get_bool, get_i64, limit_i64, offset_i64, raced,
+    read_repository, PgEntity,
 };
 use crate::error::map_error;
 use crate::session::Session;
@@ -47,6 +45,11 @@ macro_rules! review_columns {
 
 impl PgEntity for Review {
     entity_sql!("reviews", review_columns!(""));
+    const RESTORE: &'static str = concat!(
+        "UPDATE reviews r SET deleted_at = NULL, updated_at = $2, version = r.version + 1 ",
+        "WHERE r.id = $1 AND r.deleted_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM reviews o ",
+        "WHERE o.product_id = r.product_id AND o.author_id = r.author_id AND o.deleted_at IS NULL)"
+    );
 
     fn decode_at(row: &PgRow, b: usize) -> sqlx::Result<Self> {
         let rating: i16 = row.try_get(b + 3)?;
@@ -72,6 +75,15 @@ impl PgEntity for Review {
         }
         if let Some(rating) = filter.rating {
             qb.push(" AND rating = ").push_bind(i16::from(rating.get()));
+        }
+    }
+
+    fn push_set(qb: &mut QueryBuilder<Postgres>, patch: &ReviewPatch) {
+        if let Some(rating) = patch.rating_value() {
+            qb.push(", rating = ").push_bind(i16::from(rating));
+        }
+        if let Some(body) = patch.body_value() {
+            qb.push(", body = ").push_bind(body.map(str::to_owned));
         }
     }
 }
@@ -107,20 +119,12 @@ const INSERT_MANY: &str = concat!(
     "AND EXISTS (SELECT 1 FROM users a WHERE a.id = u.author_id AND a.deleted_at IS NULL) ",
     "ON CONFLICT DO NOTHING RETURNING id"
 );
-const DELETE_MANY: &str = "DELETE FROM reviews WHERE id = ANY($1)";
 const WHY_NOT_INSERTED: &str = concat!(
     "SELECT NOT EXISTS (SELECT 1 FROM products WHERE id = $1 AND deleted_at IS NULL), ",
     "NOT EXISTS (SELECT 1 FROM users WHERE id = $2 AND deleted_at IS NULL), ",
     "EXISTS (SELECT 1 FROM reviews WHERE product_id = $1 AND author_id = $2 ",
     "AND deleted_at IS NULL)"
 );
-const RESTORE: &str = concat!(
-    "UPDATE reviews r SET deleted_at = NULL, updated_at = $2, version = r.version + 1 ",
-    "WHERE r.id = $1 AND r.deleted_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM reviews o ",
-    "WHERE o.product_id = r.product_id AND o.author_id = r.author_id AND o.deleted_at IS NULL)"
-);
-const IS_DELETED: &str =
-    "SELECT EXISTS (SELECT 1 FROM reviews WHERE id = $1 AND deleted_at IS NOT NULL)";
 
 impl Session {
     async fn why_review_not_inserted(&mut self, review: &Review) -> Result<Error> {
@@ -141,18 +145,6 @@ impl Session {
                 constraint: Constraint::PrimaryKey,
             }
         })
-    }
-}
-
-fn push_update(qb: &mut QueryBuilder<Postgres>, patch: &ReviewPatch) {
-    qb.push("UPDATE reviews SET updated_at = ")
-        .push_bind(now())
-        .push(", version = version + 1");
-    if let Some(rating) = patch.rating_value() {
-        qb.push(", rating = ").push_bind(i16::from(rating));
-    }
-    if let Some(body) = patch.body_value() {
-        qb.push(", body = ").push_bind(body.map(str::to_owned));
     }
 }
 
@@ -242,19 +234,9 @@ impl Repository<Review> for Session {
         if rows.len() == reviews.len() {
             return Ok(reviews);
         }
-        let inserted: HashSet<Uuid> = rows
-            .iter()
-            .map(|r| r.try_get::<Uuid, _>(0))
-            .collect::<sqlx::Result<_>>()
-            .map_err(map_error)?;
-        let failed = reviews
-            .iter()
-            .find(|r| !inserted.contains(&r.id.as_uuid()))
-            .expect("fewer rows inserted than given");
+        let failed = first_not_inserted(&rows, &reviews)?;
         let error = self.why_review_not_inserted(failed).await?;
-        let ids = uuids(&reviews.iter().map(|r| r.id).collect::<Vec<_>>());
-        self.execute(DELETE_MANY, sqlx::query(DELETE_MANY).bind(ids))
-            .await?;
+        self.delete_rows(&reviews).await?;
         Err(error)
     }
 
@@ -264,41 +246,20 @@ impl Repository<Review> for Session {
         patch: &ReviewPatch,
         expected_version: Option<i64>,
     ) -> Result<Review> {
-        let mut qb = QueryBuilder::new("");
-        push_update(&mut qb, patch);
-        qb.push(" WHERE id = ")
-            .push_bind(id.as_uuid())
-            .push(" AND deleted_at IS NULL");
-        if let Some(version) = expected_version {
-            qb.push(" AND version = ").push_bind(version);
-        }
-        qb.push(" RETURNING ").push(Review::COLUMNS);
-        let sql = qb.sql();
-        if let Some(row) = self.fetch_optional(sql.as_str(), qb.build()).await? {
-            return Review::decode(&row);
+        if let Some(updated) = self.update_row(id, patch, expected_version).await? {
+            return Ok(updated);
         }
         Err(self
             .stale_or_missing::<Review>(id, expected_version)
             .await?
-            .unwrap_or_else(|| Error::Transient {
-                reason: "the review changed concurrently; retry".to_owned(),
-            }))
+            .unwrap_or_else(|| raced("the review")))
     }
 
     async fn update_many(&mut self, ids: &[ReviewId], patch: &ReviewPatch) -> Result<u64> {
         if ids.is_empty() {
             return Ok(0);
         }
-        let mut qb = QueryBuilder::new("");
-        push_update(&mut qb, patch);
-        qb.push(" WHERE id = ANY(")
-            .push_bind(uuids(ids))
-            .push(") AND deleted_at IS NULL");
-        let sql = qb.sql();
-        Ok(self
-            .execute(sql.as_str(), qb.build())
-            .await?
-            .rows_affected())
+        self.update_rows::<Review>(ids, patch).await
     }
 
     async fn soft_delete(&mut self, id: ReviewId) -> Result<bool> {
@@ -306,20 +267,10 @@ impl Repository<Review> for Session {
     }
 
     async fn restore(&mut self, id: ReviewId) -> Result<bool> {
-        let query = sqlx::query(RESTORE).bind(id.as_uuid()).bind(now());
-        if self.execute(RESTORE, query).await?.rows_affected() == 1 {
-            return Ok(true);
-        }
-        let row = self
-            .fetch_one(IS_DELETED, sqlx::query(IS_DELETED).bind(id.as_uuid()))
-            .await?;
-        if get_bool(&row, 0)? {
-            Err(Error::Conflict {
-                constraint: Constraint::ReviewAuthor,
-            })
-        } else {
-            Ok(false)
-        }
+        let conflict = Error::Conflict {
+            constraint: Constraint::ReviewAuthor,
+        };
+        self.restore_or::<Review>(id, conflict).await
     }
 
     async fn hard_delete(&mut self, id: ReviewId) -> Result<bool> {
