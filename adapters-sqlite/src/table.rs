@@ -225,18 +225,16 @@ pub(crate) fn atomically<T>(conn: &Db<'_>, f: impl FnOnce() -> Result<T>) -> Res
     }
 }
 
-/// Fails with `NotFound{kind}` unless every id names a live row of `table`.
-fn require_live(
-    conn: &Db<'_>,
-    table: &str,
-    kind: EntityKind,
-    ids: impl IntoIterator<Item = Uuid>,
-) -> Result<()> {
-    let sql = format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE id = ? AND deleted_at IS NULL)");
+/// Fails with `NotFound{E::KIND}` unless every id names a live row of `E`'s table.
+fn require_live<E: Table>(conn: &Db<'_>, ids: impl IntoIterator<Item = E::Id>) -> Result<()> {
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM {} WHERE id = ? AND deleted_at IS NULL)",
+        E::NAME
+    );
     let mut seen = HashSet::new();
-    for id in ids {
+    for id in ids.into_iter().map(Into::<Uuid>::into) {
         if seen.insert(id) && !scalar::<bool>(conn, &sql, &[blob(id)])? {
-            return Err(Error::not_found(kind, id));
+            return Err(Error::not_found(E::KIND, id));
         }
     }
     Ok(())
@@ -598,27 +596,12 @@ impl Table for Product {
     reference_semantics!();
 
     fn check_new_refs(conn: &Db<'_>, rows: &[Self]) -> Result<()> {
-        require_live(
-            conn,
-            "categories",
-            EntityKind::Category,
-            rows.iter().filter_map(|r| r.category_id).map(Uuid::from),
-        )?;
-        require_live(
-            conn,
-            "users",
-            EntityKind::User,
-            rows.iter().filter_map(|r| r.created_by).map(Uuid::from),
-        )
+        require_live::<Category>(conn, rows.iter().filter_map(|r| r.category_id))?;
+        require_live::<User>(conn, rows.iter().filter_map(|r| r.created_by))
     }
 
     fn check_patch_refs(conn: &Db<'_>, patch: &Self::Patch) -> Result<()> {
-        require_live(
-            conn,
-            "categories",
-            EntityKind::Category,
-            patch.category_value().flatten().map(Uuid::from),
-        )
+        require_live::<Category>(conn, patch.category_value().flatten())
     }
 }
 
@@ -885,18 +868,8 @@ impl Table for Review {
     reference_semantics!();
 
     fn check_new_refs(conn: &Db<'_>, rows: &[Self]) -> Result<()> {
-        require_live(
-            conn,
-            "products",
-            EntityKind::Product,
-            rows.iter().map(|r| r.product_id.as_uuid()),
-        )?;
-        require_live(
-            conn,
-            "users",
-            EntityKind::User,
-            rows.iter().map(|r| r.author_id.as_uuid()),
-        )
+        require_live::<Product>(conn, rows.iter().map(|r| r.product_id))?;
+        require_live::<User>(conn, rows.iter().map(|r| r.author_id))
     }
 }
 
