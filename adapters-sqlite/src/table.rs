@@ -91,6 +91,18 @@ fn meta_values<E: Entity>(row: &E) -> [Value; 4] {
     ]
 }
 
+/// `Table::COLUMNS` and `Table::WRITE_COLUMNS` of a table from its own columns (then the
+/// bookkeeping ones) and the derived columns a write stores after them, each listed once.
+macro_rules! table_columns {
+    ($($own:literal),+ $(; derived $($derived:literal),+)?) => {
+        const COLUMNS: &'static [&'static str] =
+            &[$($own,)+ "created_at", "updated_at", "deleted_at", "version"];
+        const WRITE_COLUMNS: &'static [&'static str] = &[
+            $($own,)+ "created_at", "updated_at", "deleted_at", "version" $($(, $derived)+)?
+        ];
+    };
+}
+
 /// `Table::new_row` and `Table::apply` of an entity: its reference semantics from the core.
 macro_rules! reference_semantics {
     () => {
@@ -508,37 +520,11 @@ pub(crate) fn by_column<E: Table>(conn: &Db<'_>, column: &str, value: &str) -> R
 
 impl Table for Product {
     const NAME: &'static str = "products";
-    const COLUMNS: &'static [&'static str] = &[
-        "id",
-        "name",
-        "slug",
-        "sku",
-        "description",
-        "status",
-        "stock",
-        "category_id",
-        "created_by",
-        "created_at",
-        "updated_at",
-        "deleted_at",
-        "version",
-    ];
-    const WRITE_COLUMNS: &'static [&'static str] = &[
-        "id",
-        "name",
-        "slug",
-        "sku",
-        "description",
-        "status",
-        "stock",
-        "category_id",
-        "created_by",
-        "created_at",
-        "updated_at",
-        "deleted_at",
-        "version",
-        "search_text",
-    ];
+    table_columns!(
+        "id", "name", "slug", "sku", "description", "status", "stock",
+        "category_id", "created_by";
+        derived "search_text"
+    );
 
     fn read(row: &Row<'_>, at: usize) -> rusqlite::Result<Self> {
         let (created_at, updated_at, deleted_at, version) = meta_at(row, at + 9)?;
@@ -724,16 +710,7 @@ pub(crate) fn lock(conn: &Db<'_>, ids: &[ProductId]) -> Result<Vec<Product>> {
 
 impl Table for Category {
     const NAME: &'static str = "categories";
-    const COLUMNS: &'static [&'static str] = &[
-        "id",
-        "name",
-        "slug",
-        "created_at",
-        "updated_at",
-        "deleted_at",
-        "version",
-    ];
-    const WRITE_COLUMNS: &'static [&'static str] = Self::COLUMNS;
+    table_columns!("id", "name", "slug");
 
     fn read(row: &Row<'_>, at: usize) -> rusqlite::Result<Self> {
         let (created_at, updated_at, deleted_at, version) = meta_at(row, at + 3)?;
@@ -768,16 +745,7 @@ impl Table for Category {
 
 impl Table for User {
     const NAME: &'static str = "users";
-    const COLUMNS: &'static [&'static str] = &[
-        "id",
-        "email",
-        "display_name",
-        "created_at",
-        "updated_at",
-        "deleted_at",
-        "version",
-    ];
-    const WRITE_COLUMNS: &'static [&'static str] = Self::COLUMNS;
+    table_columns!("id", "email", "display_name");
 
     fn read(row: &Row<'_>, at: usize) -> rusqlite::Result<Self> {
         let (created_at, updated_at, deleted_at, version) = meta_at(row, at + 3)?;
@@ -814,18 +782,7 @@ impl Table for User {
 
 impl Table for Review {
     const NAME: &'static str = "reviews";
-    const COLUMNS: &'static [&'static str] = &[
-        "id",
-        "product_id",
-        "author_id",
-        "rating",
-        "body",
-        "created_at",
-        "updated_at",
-        "deleted_at",
-        "version",
-    ];
-    const WRITE_COLUMNS: &'static [&'static str] = Self::COLUMNS;
+    table_columns!("id", "product_id", "author_id", "rating", "body");
 
     fn read(row: &Row<'_>, at: usize) -> rusqlite::Result<Self> {
         let (created_at, updated_at, deleted_at, version) = meta_at(row, at + 5)?;
