@@ -9,8 +9,8 @@ use stockroom_core::{
     Constraint, Error, NewCategory, Repository, Result, Timestamp,
 };
 
-use crate::entity::{entity_sql, first_not_inserted, read_repository, PgEntity, PgUniqueEntity};
-use crate::session::Session;
+use crate::entity::{entity_sql, read_repository, PgEntity, PgUniqueEntity};
+use crate::session::{PgQuery, Session};
 
 impl PgEntity for Category {
     entity_sql!(
@@ -21,6 +21,15 @@ impl PgEntity for Category {
         "UPDATE categories c SET deleted_at = NULL, updated_at = $2, version = c.version + 1 ",
         "WHERE c.id = $1 AND c.deleted_at IS NOT NULL AND NOT EXISTS ",
         "(SELECT 1 FROM categories o WHERE o.slug = c.slug AND o.deleted_at IS NULL)"
+    );
+    const INSERT: &'static str = concat!(
+        "INSERT INTO categories (id, name, slug, created_at, updated_at) ",
+        "VALUES ($1, $2, $3, $4, $4) ON CONFLICT DO NOTHING"
+    );
+    const INSERT_MANY: &'static str = concat!(
+        "INSERT INTO categories (id, name, slug, created_at, updated_at) ",
+        "SELECT u.id, u.name, u.slug, $4, $4 FROM UNNEST($1::uuid[], $2::text[], $3::text[]) ",
+        "AS u(id, name, slug) ON CONFLICT DO NOTHING RETURNING id"
     );
 
     fn decode_at(row: &PgRow, b: usize) -> sqlx::Result<Self> {
@@ -39,6 +48,29 @@ impl PgEntity for Category {
         if let Some(slug) = &filter.slug {
             qb.push(" AND slug = ").push_bind(slug.as_str().to_owned());
         }
+    }
+
+    fn bind_insert<'q>(query: PgQuery<'q>, row: &'q Self) -> PgQuery<'q> {
+        query
+            .bind(row.id.as_uuid())
+            .bind(&row.name)
+            .bind(&row.slug)
+            .bind(row.created_at)
+    }
+
+    fn bind_insert_many<'q>(query: PgQuery<'q>, rows: &'q [Self]) -> PgQuery<'q> {
+        query
+            .bind(rows.iter().map(|c| c.id.as_uuid()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|c| c.name.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|c| c.slug.as_str()).collect::<Vec<_>>())
+    }
+
+    async fn why_not_inserted(
+        session: &mut Session,
+        row: &Self,
+        except: &[Self::Id],
+    ) -> Result<Error> {
+        session.why_unique_not_inserted(row, except).await
     }
 
     fn push_set(qb: &mut QueryBuilder<Postgres>, patch: &CategoryPatch) {
@@ -88,23 +120,11 @@ const BY_SLUG: &str = concat!(
     "SELECT id, name, slug, created_at, updated_at, deleted_at, version ",
     "FROM categories WHERE slug = $1 AND deleted_at IS NULL"
 );
-const INSERT: &str = concat!(
-    "INSERT INTO categories (id, name, slug, created_at, updated_at) ",
-    "VALUES ($1, $2, $3, $4, $4) ON CONFLICT DO NOTHING"
-);
-const INSERT_MANY: &str = concat!(
-    "INSERT INTO categories (id, name, slug, created_at, updated_at) ",
-    "SELECT u.id, u.name, u.slug, $4, $4 FROM UNNEST($1::uuid[], $2::text[], $3::text[]) ",
-    "AS u(id, name, slug) ON CONFLICT DO NOTHING RETURNING id"
-);
 
 #[async_trait]
 impl CategoryReader for Session {
     async fn by_slug(&mut self, slug: &str) -> Result<Option<Category>> {
-        let row = self
-            .fetch_optional(BY_SLUG, sqlx::query(BY_SLUG).bind(slug))
-            .await?;
-        row.as_ref().map(Category::decode).transpose()
+        self.get_row_by::<Category>(BY_SLUG, slug).await
     }
 }
 
@@ -114,54 +134,16 @@ impl CategoryRepository for Session {}
 impl Repository<Category> for Session {
     async fn create(&mut self, new: NewCategory) -> Result<Category> {
         let category = new.into_entity(now());
-        let query = sqlx::query(INSERT)
-            .bind(category.id.as_uuid())
-            .bind(&category.name)
-            .bind(&category.slug)
-            .bind(category.created_at);
-        if self.execute(INSERT, query).await?.rows_affected() == 1 {
-            return Ok(category);
-        }
-        Err(self.why_unique_not_inserted(&category, &[]).await?)
+        self.insert_row(&category).await?;
+        Ok(category)
     }
 
     async fn create_many(&mut self, new: Vec<NewCategory>) -> Result<Vec<Category>> {
-        if new.is_empty() {
-            return Ok(Vec::new());
-        }
         let created_at = now();
         let categories: Vec<Category> =
             new.into_iter().map(|n| n.into_entity(created_at)).collect();
-        let query = sqlx::query(INSERT_MANY)
-            .bind(
-                categories
-                    .iter()
-                    .map(|c| c.id.as_uuid())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                categories
-                    .iter()
-                    .map(|c| c.name.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                categories
-                    .iter()
-                    .map(|c| c.slug.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(created_at);
-        let rows = self.fetch_all(INSERT_MANY, query).await?;
-        if rows.len() == categories.len() {
-            return Ok(categories);
-        }
-        // All or nothing: a unique value was taken (by a live row or an earlier row of the
-        // batch).
-        let failed = first_not_inserted(&rows, &categories)?;
-        let error = self.why_unique_not_inserted(failed, &[failed.id]).await?;
-        self.delete_rows(&categories).await?;
-        Err(error)
+        self.insert_rows(&categories, created_at).await?;
+        Ok(categories)
     }
 
     async fn update(

@@ -10,7 +10,7 @@ use stockroom_core::{
 use uuid::Uuid;
 
 use crate::error::map_error;
-use crate::session::Session;
+use crate::session::{PgQuery, Session};
 
 /// A table holding one entity: its static statements, how to decode a row and how to narrow a
 /// list by the entity's filter.
@@ -29,6 +29,29 @@ pub(crate) trait PgEntity: Entity {
     const IS_DELETED: &'static str;
     /// Undeletes row `$1` at `$2` unless a live row holds one of its unique values.
     const RESTORE: &'static str;
+
+    /// Inserts one row (binds: [`PgEntity::bind_insert`]); changes nothing, rather than
+    /// failing, when a reference is not live or a unique value or the id is taken.
+    const INSERT: &'static str;
+    /// Inserts the rows of arrays (binds: [`PgEntity::bind_insert_many`], then the shared
+    /// `created_at`) like [`PgEntity::INSERT`], `RETURNING id` of each row that went in.
+    const INSERT_MANY: &'static str;
+    /// Rows per [`PgEntity::INSERT_MANY`] statement.
+    const INSERT_BATCH: usize = usize::MAX;
+
+    /// Binds the parameters of [`PgEntity::INSERT`] for `row`.
+    fn bind_insert<'q>(query: PgQuery<'q>, row: &'q Self) -> PgQuery<'q>;
+
+    /// Binds the array parameters of [`PgEntity::INSERT_MANY`] for `rows`.
+    fn bind_insert_many<'q>(query: PgQuery<'q>, rows: &'q [Self]) -> PgQuery<'q>;
+
+    /// Why `row`, whose insert changed nothing, was not inserted (`except`: the ids of the
+    /// batch it was inserted with, which cannot hold its unique value).
+    async fn why_not_inserted(
+        session: &mut Session,
+        row: &Self,
+        except: &[Self::Id],
+    ) -> Result<Error>;
 
     /// Decodes the entity from the row's columns `base..`.
     fn decode_at(row: &PgRow, base: usize) -> sqlx::Result<Self>;
@@ -126,7 +149,7 @@ pub(crate) fn raced(what: &str) -> Error {
 }
 
 /// The first of `given` whose id is not among the `RETURNING id` `rows` of an insert.
-pub(crate) fn first_not_inserted<'a, E: Entity>(rows: &[PgRow], given: &'a [E]) -> Result<&'a E> {
+fn first_not_inserted<'a, E: Entity>(rows: &[PgRow], given: &'a [E]) -> Result<&'a E> {
     let inserted: HashSet<Uuid> = rows
         .iter()
         .map(|r| r.try_get::<Uuid, _>(0))
@@ -362,6 +385,50 @@ impl Session {
             }),
             _ => None,
         })
+    }
+
+    /// Runs the static `sql`, which selects the live row with the unique value `$1`.
+    pub(crate) async fn get_row_by<E: PgEntity>(
+        &mut self,
+        sql: &'static str,
+        value: &str,
+    ) -> Result<Option<E>> {
+        let row = self
+            .fetch_optional(sql, sqlx::query(sql).bind(value))
+            .await?;
+        row.as_ref().map(E::decode).transpose()
+    }
+
+    /// Inserts `row`, or says why it could not be.
+    pub(crate) async fn insert_row<E: PgEntity>(&mut self, row: &E) -> Result<()> {
+        let query = E::bind_insert(sqlx::query(E::INSERT), row);
+        if self.execute(E::INSERT, query).await?.rows_affected() == 1 {
+            return Ok(());
+        }
+        Err(E::why_not_inserted(self, row, &[]).await?)
+    }
+
+    /// Inserts all of `rows` (created at `created_at`) or none of them.
+    pub(crate) async fn insert_rows<E: PgEntity>(
+        &mut self,
+        rows: &[E],
+        created_at: Timestamp,
+    ) -> Result<()> {
+        for (done, batch) in rows.chunks(E::INSERT_BATCH).enumerate() {
+            let query = E::bind_insert_many(sqlx::query(E::INSERT_MANY), batch).bind(created_at);
+            let inserted = self.fetch_all(E::INSERT_MANY, query).await?;
+            if inserted.len() == batch.len() {
+                continue;
+            }
+            // All or nothing: find the first row that did not go in, say why, and take back
+            // every row this call inserted.
+            let failed = first_not_inserted(&inserted, batch)?;
+            let error = E::why_not_inserted(self, failed, &[failed.id()]).await?;
+            self.delete_rows(&rows[..done * E::INSERT_BATCH + batch.len()])
+                .await?;
+            return Err(error);
+        }
+        Ok(())
     }
 
     /// Updates the live row `id` (at version `expected`, if given) with `patch`; `None` when

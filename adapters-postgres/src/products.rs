@@ -12,11 +12,10 @@ use stockroom_core::{
 use uuid::Uuid;
 
 use crate::entity::{
-    entity_sql, first_not_inserted, get_bool, get_i64, limit_i64, offset_i64, raced,
-    read_repository, uuids, PgEntity,
+    entity_sql, get_bool, get_i64, limit_i64, offset_i64, raced, read_repository, uuids, PgEntity,
 };
 use crate::error::map_error;
-use crate::session::Session;
+use crate::session::{PgQuery, Session};
 
 /// The product columns, each prefixed with `$p` (a table alias and a dot, or nothing).
 macro_rules! product_columns {
@@ -63,6 +62,31 @@ impl PgEntity for Product {
         "WHERE p.id = $1 AND p.deleted_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM products o ",
         "WHERE o.deleted_at IS NULL AND (o.slug = p.slug OR o.sku = p.sku))"
     );
+    const INSERT: &'static str = concat!(
+        "INSERT INTO products (id, name, slug, sku, description, status, stock, category_id, ",
+        "created_by, created_at, updated_at, search_text) ",
+        "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11 ",
+        "WHERE ($8::uuid IS NULL OR EXISTS ",
+        "(SELECT 1 FROM categories WHERE id = $8 AND deleted_at IS NULL)) ",
+        "AND ($9::uuid IS NULL OR EXISTS ",
+        "(SELECT 1 FROM users WHERE id = $9 AND deleted_at IS NULL)) ",
+        "ON CONFLICT DO NOTHING"
+    );
+    const INSERT_MANY: &'static str = concat!(
+        "INSERT INTO products (id, name, slug, sku, description, status, stock, category_id, ",
+        "created_by, search_text, created_at, updated_at) ",
+        "SELECT u.id, u.name, u.slug, u.sku, u.description, u.status, u.stock, u.category_id, ",
+        "u.created_by, u.search_text, $11, $11 ",
+        "FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], ",
+        "$7::bigint[], $8::uuid[], $9::uuid[], $10::text[]) ",
+        "AS u(id, name, slug, sku, description, status, stock, category_id, created_by, search_text) ",
+        "WHERE (u.category_id IS NULL OR EXISTS ",
+        "(SELECT 1 FROM categories c WHERE c.id = u.category_id AND c.deleted_at IS NULL)) ",
+        "AND (u.created_by IS NULL OR EXISTS ",
+        "(SELECT 1 FROM users c WHERE c.id = u.created_by AND c.deleted_at IS NULL)) ",
+        "ON CONFLICT DO NOTHING RETURNING id"
+    );
+    const INSERT_BATCH: usize = BATCH;
 
     fn decode_at(row: &PgRow, b: usize) -> sqlx::Result<Self> {
         let status: String = row.try_get(b + 5)?;
@@ -102,6 +126,59 @@ impl PgEntity for Product {
                 .push_bind(search.like_pattern())
                 .push(" ESCAPE '\\'");
         }
+    }
+
+    fn bind_insert<'q>(query: PgQuery<'q>, row: &'q Self) -> PgQuery<'q> {
+        query
+            .bind(row.id.as_uuid())
+            .bind(&row.name)
+            .bind(&row.slug)
+            .bind(&row.sku)
+            .bind(&row.description)
+            .bind(row.status.as_str())
+            .bind(row.stock)
+            .bind(row.category_id.map(Uuid::from))
+            .bind(row.created_by.map(Uuid::from))
+            .bind(row.created_at)
+            .bind(row.search_document())
+    }
+
+    fn bind_insert_many<'q>(query: PgQuery<'q>, rows: &'q [Self]) -> PgQuery<'q> {
+        query
+            .bind(rows.iter().map(|p| p.id.as_uuid()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|p| p.name.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|p| p.slug.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|p| p.sku.as_str()).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|p| p.description.as_deref())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(rows.iter().map(|p| p.status.as_str()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|p| p.stock).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|p| p.category_id.map(Uuid::from))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(|p| p.created_by.map(Uuid::from))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(Product::search_document)
+                    .collect::<Vec<_>>(),
+            )
+    }
+
+    async fn why_not_inserted(
+        session: &mut Session,
+        row: &Self,
+        _except: &[Self::Id],
+    ) -> Result<Error> {
+        session.why_product_not_inserted(row).await
     }
 
     /// Only the fields the patch names, `search_text` rebuilt when name, sku or description
@@ -203,30 +280,6 @@ const WITH_RELATIONS: &str = concat!(
     "LEFT JOIN categories c ON c.id = p.category_id AND c.deleted_at IS NULL ",
     "LEFT JOIN users u ON u.id = p.created_by AND u.deleted_at IS NULL ",
     "WHERE p.id = $1 AND p.deleted_at IS NULL"
-);
-const INSERT: &str = concat!(
-    "INSERT INTO products (id, name, slug, sku, description, status, stock, category_id, ",
-    "created_by, created_at, updated_at, search_text) ",
-    "SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10, $11 ",
-    "WHERE ($8::uuid IS NULL OR EXISTS ",
-    "(SELECT 1 FROM categories WHERE id = $8 AND deleted_at IS NULL)) ",
-    "AND ($9::uuid IS NULL OR EXISTS ",
-    "(SELECT 1 FROM users WHERE id = $9 AND deleted_at IS NULL)) ",
-    "ON CONFLICT DO NOTHING"
-);
-const INSERT_MANY: &str = concat!(
-    "INSERT INTO products (id, name, slug, sku, description, status, stock, category_id, ",
-    "created_by, search_text, created_at, updated_at) ",
-    "SELECT u.id, u.name, u.slug, u.sku, u.description, u.status, u.stock, u.category_id, ",
-    "u.created_by, u.search_text, $11, $11 ",
-    "FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], ",
-    "$7::bigint[], $8::uuid[], $9::uuid[], $10::text[]) ",
-    "AS u(id, name, slug, sku, description, status, stock, category_id, created_by, search_text) ",
-    "WHERE (u.category_id IS NULL OR EXISTS ",
-    "(SELECT 1 FROM categories c WHERE c.id = u.category_id AND c.deleted_at IS NULL)) ",
-    "AND (u.created_by IS NULL OR EXISTS ",
-    "(SELECT 1 FROM users c WHERE c.id = u.created_by AND c.deleted_at IS NULL)) ",
-    "ON CONFLICT DO NOTHING RETURNING id"
 );
 /// Why a product row was not inserted: which reference is not live, which value is taken.
 const WHY_NOT_INSERTED: &str = concat!(
@@ -364,17 +417,11 @@ impl Session {
 #[async_trait]
 impl ProductReader for Session {
     async fn by_slug(&mut self, slug: &str) -> Result<Option<Product>> {
-        let row = self
-            .fetch_optional(BY_SLUG, sqlx::query(BY_SLUG).bind(slug))
-            .await?;
-        row.as_ref().map(Product::decode).transpose()
+        self.get_row_by::<Product>(BY_SLUG, slug).await
     }
 
     async fn by_sku(&mut self, sku: &str) -> Result<Option<Product>> {
-        let row = self
-            .fetch_optional(BY_SKU, sqlx::query(BY_SKU).bind(sku))
-            .await?;
-        row.as_ref().map(Product::decode).transpose()
+        self.get_row_by::<Product>(BY_SKU, sku).await
     }
 
     async fn with_relations(&mut self, id: ProductId) -> Result<Option<ProductWithRelations>> {
@@ -440,72 +487,14 @@ impl ProductReader for Session {
 impl Repository<Product> for Session {
     async fn create(&mut self, new: NewProduct) -> Result<Product> {
         let product = new.into_entity(now());
-        let query = sqlx::query(INSERT)
-            .bind(product.id.as_uuid())
-            .bind(&product.name)
-            .bind(&product.slug)
-            .bind(&product.sku)
-            .bind(&product.description)
-            .bind(product.status.as_str())
-            .bind(product.stock)
-            .bind(product.category_id.map(Uuid::from))
-            .bind(product.created_by.map(Uuid::from))
-            .bind(product.created_at)
-            .bind(product.search_document());
-        if self.execute(INSERT, query).await?.rows_affected() == 1 {
-            return Ok(product);
-        }
-        Err(self.why_product_not_inserted(&product).await?)
+        self.insert_row(&product).await?;
+        Ok(product)
     }
 
     async fn create_many(&mut self, new: Vec<NewProduct>) -> Result<Vec<Product>> {
         let created_at = now();
         let products: Vec<Product> = new.into_iter().map(|n| n.into_entity(created_at)).collect();
-        for (done, batch) in products.chunks(BATCH).enumerate() {
-            let query = sqlx::query(INSERT_MANY)
-                .bind(batch.iter().map(|p| p.id.as_uuid()).collect::<Vec<_>>())
-                .bind(batch.iter().map(|p| p.name.as_str()).collect::<Vec<_>>())
-                .bind(batch.iter().map(|p| p.slug.as_str()).collect::<Vec<_>>())
-                .bind(batch.iter().map(|p| p.sku.as_str()).collect::<Vec<_>>())
-                .bind(
-                    batch
-                        .iter()
-                        .map(|p| p.description.as_deref())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(batch.iter().map(|p| p.status.as_str()).collect::<Vec<_>>())
-                .bind(batch.iter().map(|p| p.stock).collect::<Vec<_>>())
-                .bind(
-                    batch
-                        .iter()
-                        .map(|p| p.category_id.map(Uuid::from))
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    batch
-                        .iter()
-                        .map(|p| p.created_by.map(Uuid::from))
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    batch
-                        .iter()
-                        .map(Product::search_document)
-                        .collect::<Vec<_>>(),
-                )
-                .bind(created_at);
-            let rows = self.fetch_all(INSERT_MANY, query).await?;
-            if rows.len() == batch.len() {
-                continue;
-            }
-            // All or nothing: find the first row that did not go in, say why, and take back
-            // every row this call inserted.
-            let failed = first_not_inserted(&rows, batch)?;
-            let error = self.why_product_not_inserted(failed).await?;
-            self.delete_rows(&products[..done * BATCH + batch.len()])
-                .await?;
-            return Err(error);
-        }
+        self.insert_rows(&products, created_at).await?;
         Ok(products)
     }
 

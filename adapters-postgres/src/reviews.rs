@@ -12,11 +12,10 @@ use stockroom_core::{
 };
 
 use crate::entity::{
-    entity_sql, first_not_inserted, get_bool, get_i64, limit_i64, offset_i64, raced,
-    read_repository, PgEntity,
+    entity_sql, get_bool, get_i64, limit_i64, offset_i64, raced, read_repository, PgEntity,
 };
 use crate::error::map_error;
-use crate::session::Session;
+use crate::session::{PgQuery, Session};
 
 macro_rules! review_columns {
     ($p:literal) => {
@@ -50,6 +49,22 @@ impl PgEntity for Review {
         "WHERE r.id = $1 AND r.deleted_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM reviews o ",
         "WHERE o.product_id = r.product_id AND o.author_id = r.author_id AND o.deleted_at IS NULL)"
     );
+    const INSERT: &'static str = concat!(
+        "INSERT INTO reviews (id, product_id, author_id, rating, body, created_at, updated_at) ",
+        "SELECT $1, $2, $3, $4, $5, $6, $6 ",
+        "WHERE EXISTS (SELECT 1 FROM products WHERE id = $2 AND deleted_at IS NULL) ",
+        "AND EXISTS (SELECT 1 FROM users WHERE id = $3 AND deleted_at IS NULL) ",
+        "ON CONFLICT DO NOTHING"
+    );
+    const INSERT_MANY: &'static str = concat!(
+        "INSERT INTO reviews (id, product_id, author_id, rating, body, created_at, updated_at) ",
+        "SELECT u.id, u.product_id, u.author_id, u.rating, u.body, $6, $6 ",
+        "FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::smallint[], $5::text[]) ",
+        "AS u(id, product_id, author_id, rating, body) ",
+        "WHERE EXISTS (SELECT 1 FROM products p WHERE p.id = u.product_id AND p.deleted_at IS NULL) ",
+        "AND EXISTS (SELECT 1 FROM users a WHERE a.id = u.author_id AND a.deleted_at IS NULL) ",
+        "ON CONFLICT DO NOTHING RETURNING id"
+    );
 
     fn decode_at(row: &PgRow, b: usize) -> sqlx::Result<Self> {
         let rating: i16 = row.try_get(b + 3)?;
@@ -78,6 +93,41 @@ impl PgEntity for Review {
         }
     }
 
+    fn bind_insert<'q>(query: PgQuery<'q>, row: &'q Self) -> PgQuery<'q> {
+        query
+            .bind(row.id.as_uuid())
+            .bind(row.product_id.as_uuid())
+            .bind(row.author_id.as_uuid())
+            .bind(i16::from(row.rating))
+            .bind(&row.body)
+            .bind(row.created_at)
+    }
+
+    fn bind_insert_many<'q>(query: PgQuery<'q>, rows: &'q [Self]) -> PgQuery<'q> {
+        query
+            .bind(rows.iter().map(|r| r.id.as_uuid()).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|r| r.product_id.as_uuid())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                rows.iter()
+                    .map(|r| r.author_id.as_uuid())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(rows.iter().map(|r| i16::from(r.rating)).collect::<Vec<_>>())
+            .bind(rows.iter().map(|r| r.body.as_deref()).collect::<Vec<_>>())
+    }
+
+    async fn why_not_inserted(
+        session: &mut Session,
+        row: &Self,
+        _except: &[Self::Id],
+    ) -> Result<Error> {
+        session.why_review_not_inserted(row).await
+    }
+
     fn push_set(qb: &mut QueryBuilder<Postgres>, patch: &ReviewPatch) {
         if let Some(rating) = patch.rating_value() {
             qb.push(", rating = ").push_bind(i16::from(rating));
@@ -102,22 +152,6 @@ const STATS: &str = concat!(
     "SELECT r.rating, count(*) FROM reviews r ",
     "JOIN products p ON p.id = r.product_id AND p.deleted_at IS NULL ",
     "WHERE r.product_id = $1 AND r.deleted_at IS NULL GROUP BY r.rating"
-);
-const INSERT: &str = concat!(
-    "INSERT INTO reviews (id, product_id, author_id, rating, body, created_at, updated_at) ",
-    "SELECT $1, $2, $3, $4, $5, $6, $6 ",
-    "WHERE EXISTS (SELECT 1 FROM products WHERE id = $2 AND deleted_at IS NULL) ",
-    "AND EXISTS (SELECT 1 FROM users WHERE id = $3 AND deleted_at IS NULL) ",
-    "ON CONFLICT DO NOTHING"
-);
-const INSERT_MANY: &str = concat!(
-    "INSERT INTO reviews (id, product_id, author_id, rating, body, created_at, updated_at) ",
-    "SELECT u.id, u.product_id, u.author_id, u.rating, u.body, $6, $6 ",
-    "FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::smallint[], $5::text[]) ",
-    "AS u(id, product_id, author_id, rating, body) ",
-    "WHERE EXISTS (SELECT 1 FROM products p WHERE p.id = u.product_id AND p.deleted_at IS NULL) ",
-    "AND EXISTS (SELECT 1 FROM users a WHERE a.id = u.author_id AND a.deleted_at IS NULL) ",
-    "ON CONFLICT DO NOTHING RETURNING id"
 );
 const WHY_NOT_INSERTED: &str = concat!(
     "SELECT NOT EXISTS (SELECT 1 FROM products WHERE id = $1 AND deleted_at IS NULL), ",
@@ -184,60 +218,15 @@ impl ReviewRepository for Session {}
 impl Repository<Review> for Session {
     async fn create(&mut self, new: NewReview) -> Result<Review> {
         let review = new.into_entity(now());
-        let query = sqlx::query(INSERT)
-            .bind(review.id.as_uuid())
-            .bind(review.product_id.as_uuid())
-            .bind(review.author_id.as_uuid())
-            .bind(i16::from(review.rating))
-            .bind(&review.body)
-            .bind(review.created_at);
-        if self.execute(INSERT, query).await?.rows_affected() == 1 {
-            return Ok(review);
-        }
-        Err(self.why_review_not_inserted(&review).await?)
+        self.insert_row(&review).await?;
+        Ok(review)
     }
 
     async fn create_many(&mut self, new: Vec<NewReview>) -> Result<Vec<Review>> {
-        if new.is_empty() {
-            return Ok(Vec::new());
-        }
         let created_at = now();
         let reviews: Vec<Review> = new.into_iter().map(|n| n.into_entity(created_at)).collect();
-        let query = sqlx::query(INSERT_MANY)
-            .bind(reviews.iter().map(|r| r.id.as_uuid()).collect::<Vec<_>>())
-            .bind(
-                reviews
-                    .iter()
-                    .map(|r| r.product_id.as_uuid())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                reviews
-                    .iter()
-                    .map(|r| r.author_id.as_uuid())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                reviews
-                    .iter()
-                    .map(|r| i16::from(r.rating))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                reviews
-                    .iter()
-                    .map(|r| r.body.as_deref())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(created_at);
-        let rows = self.fetch_all(INSERT_MANY, query).await?;
-        if rows.len() == reviews.len() {
-            return Ok(reviews);
-        }
-        let failed = first_not_inserted(&rows, &reviews)?;
-        let error = self.why_review_not_inserted(failed).await?;
-        self.delete_rows(&reviews).await?;
-        Err(error)
+        self.insert_rows(&reviews, created_at).await?;
+        Ok(reviews)
     }
 
     async fn update(

@@ -9,8 +9,8 @@ use stockroom_core::{
     UserReader, UserRepository,
 };
 
-use crate::entity::{entity_sql, first_not_inserted, read_repository, PgEntity, PgUniqueEntity};
-use crate::session::Session;
+use crate::entity::{entity_sql, read_repository, PgEntity, PgUniqueEntity};
+use crate::session::{PgQuery, Session};
 
 impl PgEntity for User {
     entity_sql!(
@@ -21,6 +21,16 @@ impl PgEntity for User {
         "UPDATE users u SET deleted_at = NULL, updated_at = $2, version = u.version + 1 ",
         "WHERE u.id = $1 AND u.deleted_at IS NOT NULL AND NOT EXISTS ",
         "(SELECT 1 FROM users o WHERE o.email = u.email AND o.deleted_at IS NULL)"
+    );
+    const INSERT: &'static str = concat!(
+        "INSERT INTO users (id, email, display_name, created_at, updated_at) ",
+        "VALUES ($1, $2, $3, $4, $4) ON CONFLICT DO NOTHING"
+    );
+    const INSERT_MANY: &'static str = concat!(
+        "INSERT INTO users (id, email, display_name, created_at, updated_at) ",
+        "SELECT u.id, u.email, u.display_name, $4, $4 ",
+        "FROM UNNEST($1::uuid[], $2::text[], $3::text[]) ",
+        "AS u(id, email, display_name) ON CONFLICT DO NOTHING RETURNING id"
     );
 
     fn decode_at(row: &PgRow, b: usize) -> sqlx::Result<Self> {
@@ -40,6 +50,33 @@ impl PgEntity for User {
             qb.push(" AND email = ")
                 .push_bind(email.as_str().to_owned());
         }
+    }
+
+    fn bind_insert<'q>(query: PgQuery<'q>, row: &'q Self) -> PgQuery<'q> {
+        query
+            .bind(row.id.as_uuid())
+            .bind(&row.email)
+            .bind(&row.display_name)
+            .bind(row.created_at)
+    }
+
+    fn bind_insert_many<'q>(query: PgQuery<'q>, rows: &'q [Self]) -> PgQuery<'q> {
+        query
+            .bind(rows.iter().map(|u| u.id.as_uuid()).collect::<Vec<_>>())
+            .bind(rows.iter().map(|u| u.email.as_str()).collect::<Vec<_>>())
+            .bind(
+                rows.iter()
+                    .map(|u| u.display_name.as_str())
+                    .collect::<Vec<_>>(),
+            )
+    }
+
+    async fn why_not_inserted(
+        session: &mut Session,
+        row: &Self,
+        except: &[Self::Id],
+    ) -> Result<Error> {
+        session.why_unique_not_inserted(row, except).await
     }
 
     fn push_set(qb: &mut QueryBuilder<Postgres>, patch: &UserPatch) {
@@ -89,25 +126,12 @@ const BY_EMAIL: &str = concat!(
     "SELECT id, email, display_name, created_at, updated_at, deleted_at, version ",
     "FROM users WHERE email = $1 AND deleted_at IS NULL"
 );
-const INSERT: &str = concat!(
-    "INSERT INTO users (id, email, display_name, created_at, updated_at) ",
-    "VALUES ($1, $2, $3, $4, $4) ON CONFLICT DO NOTHING"
-);
-const INSERT_MANY: &str = concat!(
-    "INSERT INTO users (id, email, display_name, created_at, updated_at) ",
-    "SELECT u.id, u.email, u.display_name, $4, $4 ",
-    "FROM UNNEST($1::uuid[], $2::text[], $3::text[]) ",
-    "AS u(id, email, display_name) ON CONFLICT DO NOTHING RETURNING id"
-);
 
 #[async_trait]
 impl UserReader for Session {
     async fn by_email(&mut self, email: &str) -> Result<Option<User>> {
         let email = email.to_lowercase();
-        let row = self
-            .fetch_optional(BY_EMAIL, sqlx::query(BY_EMAIL).bind(email))
-            .await?;
-        row.as_ref().map(User::decode).transpose()
+        self.get_row_by::<User>(BY_EMAIL, &email).await
     }
 }
 
@@ -117,43 +141,15 @@ impl UserRepository for Session {}
 impl Repository<User> for Session {
     async fn create(&mut self, new: NewUser) -> Result<User> {
         let user = new.into_entity(now());
-        let query = sqlx::query(INSERT)
-            .bind(user.id.as_uuid())
-            .bind(&user.email)
-            .bind(&user.display_name)
-            .bind(user.created_at);
-        if self.execute(INSERT, query).await?.rows_affected() == 1 {
-            return Ok(user);
-        }
-        Err(self.why_unique_not_inserted(&user, &[]).await?)
+        self.insert_row(&user).await?;
+        Ok(user)
     }
 
     async fn create_many(&mut self, new: Vec<NewUser>) -> Result<Vec<User>> {
-        if new.is_empty() {
-            return Ok(Vec::new());
-        }
         let created_at = now();
         let users: Vec<User> = new.into_iter().map(|n| n.into_entity(created_at)).collect();
-        let query = sqlx::query(INSERT_MANY)
-            .bind(users.iter().map(|c| c.id.as_uuid()).collect::<Vec<_>>())
-            .bind(users.iter().map(|c| c.email.as_str()).collect::<Vec<_>>())
-            .bind(
-                users
-                    .iter()
-                    .map(|c| c.display_name.as_str())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(created_at);
-        let rows = self.fetch_all(INSERT_MANY, query).await?;
-        if rows.len() == users.len() {
-            return Ok(users);
-        }
-        // All or nothing: a unique value was taken (by a live row or an earlier row of the
-        // batch).
-        let failed = first_not_inserted(&rows, &users)?;
-        let error = self.why_unique_not_inserted(failed, &[failed.id]).await?;
-        self.delete_rows(&users).await?;
-        Err(error)
+        self.insert_rows(&users, created_at).await?;
+        Ok(users)
     }
 
     async fn update(
