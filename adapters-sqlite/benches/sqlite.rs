@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use stockroom_core::time;
-use stockroom_core::{NewProduct, ProductId, Store, StoreExt, TransferRequest};
+use stockroom_core::{NewProduct, ProductId, ReadSession, Store, StoreExt, TransferRequest};
 use stockroom_sqlite::SqliteStore;
 use uuid::Uuid;
 
@@ -34,7 +34,7 @@ const COLUMNS: &str = "id, name, slug, sku, description, status, stock, category
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use support::TempDb;
+use support::{create_products, TempDb};
 
 /// A fresh database file for one sample.
 fn temp_db() -> TempDb {
@@ -58,16 +58,8 @@ fn new_product(prefix: &str, i: usize, stock: i64) -> NewProduct {
 async fn seeded(n: usize, stock: i64) -> (TempDb, Vec<ProductId>) {
     let db = temp_db();
     let store = SqliteStore::connect(&db.config()).await.unwrap();
-    let mut uow = store.begin().await.unwrap();
-    let ids = uow
-        .products()
-        .create_many((0..n).map(|i| new_product("SEED", i, stock)).collect())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| p.id)
-        .collect();
-    uow.commit().await.unwrap();
+    let new = (0..n).map(|i| new_product("SEED", i, stock)).collect();
+    let ids = create_products(&store, new).await;
     store.close().await;
     (db, ids)
 }
@@ -269,17 +261,23 @@ async fn baseline_create_many(sample: usize) -> Duration {
     started.elapsed()
 }
 
+/// The `i`-th id of the read pattern: a stride through `ids` that touches each of them.
+fn nth(ids: &[ProductId], i: usize) -> ProductId {
+    ids[(i * 7919) % ids.len()]
+}
+
+/// Reads the `i`-th product of the read pattern through the adapter; it must exist.
+async fn read_nth(read: &mut dyn ReadSession, ids: &[ProductId], i: usize) {
+    let p = read.products().get(nth(ids, i)).await.unwrap();
+    assert!(p.is_some());
+}
+
 async fn adapter_reads_sequential(db: &TempDb, ids: &[ProductId]) -> Duration {
     let store = SqliteStore::connect(&db.config()).await.unwrap();
     let mut read = store.read().await.unwrap();
     let started = Instant::now();
     for i in 0..READS {
-        let p = read
-            .products()
-            .get(ids[(i * 7919) % ids.len()])
-            .await
-            .unwrap();
-        assert!(p.is_some());
+        read_nth(read.as_mut(), ids, i).await;
     }
     let elapsed = started.elapsed();
     drop(read);
@@ -297,12 +295,7 @@ async fn adapter_reads_concurrent(db: &TempDb, ids: &[ProductId]) -> Duration {
         tasks.push(tokio::spawn(async move {
             let mut read = store.read().await.unwrap();
             for i in (t..READS).step_by(TASKS) {
-                let p = read
-                    .products()
-                    .get(ids[(i * 7919) % ids.len()])
-                    .await
-                    .unwrap();
-                assert!(p.is_some());
+                read_nth(read.as_mut(), &ids, i).await;
             }
         }));
     }
@@ -319,7 +312,7 @@ fn baseline_reads(db: &TempDb, ids: &[ProductId]) -> Duration {
     let sql = format!("SELECT {COLUMNS} FROM products WHERE id = ? AND deleted_at IS NULL");
     let started = Instant::now();
     for i in 0..READS {
-        let id = ids[(i * 7919) % ids.len()].as_uuid().into_bytes();
+        let id = nth(ids, i).as_uuid().into_bytes();
         let row = conn
             .prepare_cached(&sql)
             .unwrap()

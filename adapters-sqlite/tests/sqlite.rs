@@ -12,7 +12,7 @@ use stockroom_sqlite::SqliteStore;
 
 mod support;
 
-use support::TempDb;
+use support::{create_products, TempDb};
 
 /// A fresh database file for one test.
 fn temp_db() -> TempDb {
@@ -349,16 +349,7 @@ async fn bad_urls_are_validation_errors() {
 async fn concurrent_transfers_keep_the_total() {
     let db = temp_db();
     let store = Arc::new(SqliteStore::connect(&db.config()).await.unwrap());
-    let mut uow = store.begin().await.unwrap();
-    let ids: Vec<_> = uow
-        .products()
-        .create_many((0..6).map(product).collect())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|p| p.id)
-        .collect();
-    uow.commit().await.unwrap();
+    let ids = create_products(&*store, (0..6).map(product).collect()).await;
     let mut tasks = Vec::new();
     for t in 0..16usize {
         let store = Arc::clone(&store);

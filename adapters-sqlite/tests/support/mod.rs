@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use stockroom_core::StoreConfig;
+use stockroom_core::{NewProduct, ProductId, Store, StoreConfig};
 
 /// A fresh database file, removed (with its WAL files) on drop.
 pub struct TempDb(PathBuf);
@@ -35,4 +35,19 @@ impl Drop for TempDb {
             let _ = std::fs::remove_file(file);
         }
     }
+}
+
+/// Creates `new` in one committed unit of work; the ids, in input order.
+pub async fn create_products(store: &dyn Store, new: Vec<NewProduct>) -> Vec<ProductId> {
+    let mut uow = store.begin().await.unwrap();
+    let ids = uow
+        .products()
+        .create_many(new)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    uow.commit().await.unwrap();
+    ids
 }
