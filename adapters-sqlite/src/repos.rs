@@ -19,6 +19,18 @@ fn uuids<I: Into<Uuid> + Copy>(ids: &[I]) -> Vec<Uuid> {
     ids.iter().map(|id| (*id).into()).collect()
 }
 
+impl Conn {
+    /// The live row of `E` whose unique `column` equals `value`.
+    async fn by_column<E: Table>(
+        &mut self,
+        column: &'static str,
+        value: String,
+    ) -> Result<Option<E>> {
+        self.run(move |c| table::by_column::<E>(c, column, &value))
+            .await
+    }
+}
+
 #[async_trait]
 impl<E: Table> ReadRepository<E> for Conn {
     async fn get(&mut self, id: E::Id) -> Result<Option<E>> {
@@ -126,15 +138,11 @@ impl<E: Table> Repository<E> for Conn {
 #[async_trait]
 impl ProductReader for Conn {
     async fn by_slug(&mut self, slug: &str) -> Result<Option<Product>> {
-        let slug = slug.to_owned();
-        self.run(move |c| table::by_column::<Product>(c, "slug", &slug))
-            .await
+        self.by_column("slug", slug.to_owned()).await
     }
 
     async fn by_sku(&mut self, sku: &str) -> Result<Option<Product>> {
-        let sku = sku.to_owned();
-        self.run(move |c| table::by_column::<Product>(c, "sku", &sku))
-            .await
+        self.by_column("sku", sku.to_owned()).await
     }
 
     async fn with_relations(&mut self, id: ProductId) -> Result<Option<ProductWithRelations>> {
@@ -162,9 +170,7 @@ impl ProductRepository for Conn {
 #[async_trait]
 impl CategoryReader for Conn {
     async fn by_slug(&mut self, slug: &str) -> Result<Option<Category>> {
-        let slug = slug.to_owned();
-        self.run(move |c| table::by_column::<Category>(c, "slug", &slug))
-            .await
+        self.by_column("slug", slug.to_owned()).await
     }
 }
 
@@ -173,9 +179,7 @@ impl CategoryRepository for Conn {}
 #[async_trait]
 impl UserReader for Conn {
     async fn by_email(&mut self, email: &str) -> Result<Option<User>> {
-        let email = email.to_lowercase();
-        self.run(move |c| table::by_column::<User>(c, "email", &email))
-            .await
+        self.by_column("email", email.to_lowercase()).await
     }
 }
 
