@@ -3,7 +3,6 @@
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row};
-use stockroom_core::time::now;
 use stockroom_core::{
     Category, CategoryFilter, CategoryId, CategoryPatch, CategoryReader, CategoryRepository,
     Constraint, Error, NewCategory, Repository, Result, Timestamp,
@@ -48,6 +47,10 @@ impl PgEntity for Category {
         if let Some(slug) = &filter.slug {
             qb.push(" AND slug = ").push_bind(slug.as_str().to_owned());
         }
+    }
+
+    fn from_new(new: NewCategory, now: Timestamp) -> Self {
+        new.into_entity(now)
     }
 
     fn bind_insert<'q>(query: PgQuery<'q>, row: &'q Self) -> PgQuery<'q> {
@@ -133,17 +136,11 @@ impl CategoryRepository for Session {}
 #[async_trait]
 impl Repository<Category> for Session {
     async fn create(&mut self, new: NewCategory) -> Result<Category> {
-        let category = new.into_entity(now());
-        self.insert_row(&category).await?;
-        Ok(category)
+        self.create_row(new).await
     }
 
     async fn create_many(&mut self, new: Vec<NewCategory>) -> Result<Vec<Category>> {
-        let created_at = now();
-        let categories: Vec<Category> =
-            new.into_iter().map(|n| n.into_entity(created_at)).collect();
-        self.insert_rows(&categories, created_at).await?;
-        Ok(categories)
+        self.create_rows(new).await
     }
 
     async fn update(

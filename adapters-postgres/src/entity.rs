@@ -39,6 +39,9 @@ pub(crate) trait PgEntity: Entity {
     /// Rows per [`PgEntity::INSERT_MANY`] statement.
     const INSERT_BATCH: usize = usize::MAX;
 
+    /// The row `new` makes when created at `now` (`NewX::into_entity`).
+    fn from_new(new: Self::New, now: Timestamp) -> Self;
+
     /// Binds the parameters of [`PgEntity::INSERT`] for `row`.
     fn bind_insert<'q>(query: PgQuery<'q>, row: &'q Self) -> PgQuery<'q>;
 
@@ -399,21 +402,24 @@ impl Session {
         row.as_ref().map(E::decode).transpose()
     }
 
-    /// Inserts `row`, or says why it could not be.
-    pub(crate) async fn insert_row<E: PgEntity>(&mut self, row: &E) -> Result<()> {
-        let query = E::bind_insert(sqlx::query(E::INSERT), row);
+    /// `Repository::create`: inserts the row `new` makes, or says why it could not be.
+    pub(crate) async fn create_row<E: PgEntity>(&mut self, new: E::New) -> Result<E> {
+        let row = E::from_new(new, stockroom_core::time::now());
+        let query = E::bind_insert(sqlx::query(E::INSERT), &row);
         if self.execute(E::INSERT, query).await?.rows_affected() == 1 {
-            return Ok(());
+            return Ok(row);
         }
-        Err(E::why_not_inserted(self, row, &[]).await?)
+        Err(E::why_not_inserted(self, &row, &[]).await?)
     }
 
-    /// Inserts all of `rows` (created at `created_at`) or none of them.
-    pub(crate) async fn insert_rows<E: PgEntity>(
-        &mut self,
-        rows: &[E],
-        created_at: Timestamp,
-    ) -> Result<()> {
+    /// `Repository::create_many`: inserts all the rows of `new`, in order and with one shared
+    /// `created_at`, or none of them.
+    pub(crate) async fn create_rows<E: PgEntity>(&mut self, new: Vec<E::New>) -> Result<Vec<E>> {
+        let created_at = stockroom_core::time::now();
+        let rows: Vec<E> = new
+            .into_iter()
+            .map(|n| E::from_new(n, created_at))
+            .collect();
         for (done, batch) in rows.chunks(E::INSERT_BATCH).enumerate() {
             let query = E::bind_insert_many(sqlx::query(E::INSERT_MANY), batch).bind(created_at);
             let inserted = self.fetch_all(E::INSERT_MANY, query).await?;
@@ -428,7 +434,7 @@ impl Session {
                 .await?;
             return Err(error);
         }
-        Ok(())
+        Ok(rows)
     }
 
     /// Updates the live row `id` (at version `expected`, if given) with `patch`; `None` when

@@ -128,6 +128,10 @@ impl PgEntity for Product {
         }
     }
 
+    fn from_new(new: NewProduct, now: Timestamp) -> Self {
+        new.into_entity(now)
+    }
+
     fn bind_insert<'q>(query: PgQuery<'q>, row: &'q Self) -> PgQuery<'q> {
         query
             .bind(row.id.as_uuid())
@@ -486,16 +490,11 @@ impl ProductReader for Session {
 #[async_trait]
 impl Repository<Product> for Session {
     async fn create(&mut self, new: NewProduct) -> Result<Product> {
-        let product = new.into_entity(now());
-        self.insert_row(&product).await?;
-        Ok(product)
+        self.create_row(new).await
     }
 
     async fn create_many(&mut self, new: Vec<NewProduct>) -> Result<Vec<Product>> {
-        let created_at = now();
-        let products: Vec<Product> = new.into_iter().map(|n| n.into_entity(created_at)).collect();
-        self.insert_rows(&products, created_at).await?;
-        Ok(products)
+        self.create_rows(new).await
     }
 
     async fn update(

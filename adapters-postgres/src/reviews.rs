@@ -93,6 +93,10 @@ impl PgEntity for Review {
         }
     }
 
+    fn from_new(new: NewReview, now: Timestamp) -> Self {
+        new.into_entity(now)
+    }
+
     fn bind_insert<'q>(query: PgQuery<'q>, row: &'q Self) -> PgQuery<'q> {
         query
             .bind(row.id.as_uuid())
@@ -217,16 +221,11 @@ impl ReviewRepository for Session {}
 #[async_trait]
 impl Repository<Review> for Session {
     async fn create(&mut self, new: NewReview) -> Result<Review> {
-        let review = new.into_entity(now());
-        self.insert_row(&review).await?;
-        Ok(review)
+        self.create_row(new).await
     }
 
     async fn create_many(&mut self, new: Vec<NewReview>) -> Result<Vec<Review>> {
-        let created_at = now();
-        let reviews: Vec<Review> = new.into_iter().map(|n| n.into_entity(created_at)).collect();
-        self.insert_rows(&reviews, created_at).await?;
-        Ok(reviews)
+        self.create_rows(new).await
     }
 
     async fn update(

@@ -3,7 +3,6 @@
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row};
-use stockroom_core::time::now;
 use stockroom_core::{
     Constraint, Error, NewUser, Repository, Result, Timestamp, User, UserFilter, UserId, UserPatch,
     UserReader, UserRepository,
@@ -50,6 +49,10 @@ impl PgEntity for User {
             qb.push(" AND email = ")
                 .push_bind(email.as_str().to_owned());
         }
+    }
+
+    fn from_new(new: NewUser, now: Timestamp) -> Self {
+        new.into_entity(now)
     }
 
     fn bind_insert<'q>(query: PgQuery<'q>, row: &'q Self) -> PgQuery<'q> {
@@ -140,16 +143,11 @@ impl UserRepository for Session {}
 #[async_trait]
 impl Repository<User> for Session {
     async fn create(&mut self, new: NewUser) -> Result<User> {
-        let user = new.into_entity(now());
-        self.insert_row(&user).await?;
-        Ok(user)
+        self.create_row(new).await
     }
 
     async fn create_many(&mut self, new: Vec<NewUser>) -> Result<Vec<User>> {
-        let created_at = now();
-        let users: Vec<User> = new.into_iter().map(|n| n.into_entity(created_at)).collect();
-        self.insert_rows(&users, created_at).await?;
-        Ok(users)
+        self.create_rows(new).await
     }
 
     async fn update(
