@@ -211,11 +211,7 @@ async fn adapter_create_many(sample: usize) -> Duration {
 
 async fn baseline_create_many(sample: usize) -> Duration {
     let db = temp_db();
-    SqliteStore::connect(&db.config())
-        .await
-        .unwrap()
-        .close()
-        .await;
+    db.connect_and_close().await;
     let conn = raw(db.path());
     let prefix = format!("S{sample}");
     let new: Vec<_> = (0..PRODUCTS).map(|i| new_product(&prefix, i, 5)).collect();

@@ -274,17 +274,9 @@ async fn a_closed_store_is_unavailable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_schema_is_migrated_once_with_its_named_indexes_in_wal_mode() {
     let db = temp_db();
-    SqliteStore::connect(&db.config())
-        .await
-        .unwrap()
-        .close()
-        .await;
+    db.connect_and_close().await;
     // Connecting again finds the schema current.
-    SqliteStore::connect(&db.config())
-        .await
-        .unwrap()
-        .close()
-        .await;
+    db.connect_and_close().await;
     let conn = Connection::open(db.path()).unwrap();
     let version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))

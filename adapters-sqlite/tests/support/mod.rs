@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use stockroom_core::{NewProduct, ProductId, Store, StoreConfig};
+use stockroom_sqlite::SqliteStore;
 
 /// A fresh database file, removed (with its WAL files) on drop.
 pub struct TempDb(PathBuf);
@@ -24,6 +25,15 @@ impl TempDb {
 
     pub fn config(&self) -> StoreConfig {
         StoreConfig::new(format!("sqlite://{}", self.0.display()))
+    }
+
+    /// Connects the adapter to the file (which applies any pending migration), then closes it.
+    pub async fn connect_and_close(&self) {
+        SqliteStore::connect(&self.config())
+            .await
+            .unwrap()
+            .close()
+            .await;
     }
 }
 
