@@ -37,8 +37,12 @@ fn micros(ts: Timestamp) -> Value {
     Value::Integer(time::to_micros(ts))
 }
 
+fn text(s: &str) -> Value {
+    Value::Text(s.to_owned())
+}
+
 fn opt_text(s: Option<&str>) -> Value {
-    s.map_or(Value::Null, |s| Value::Text(s.to_owned()))
+    s.map_or(Value::Null, text)
 }
 
 fn conversion(index: usize, ty: Type, what: &str) -> rusqlite::Error {
@@ -513,7 +517,7 @@ pub(crate) fn by_column<E: Table>(conn: &Db<'_>, column: &str, value: &str) -> R
         columns::<E>(None),
         E::NAME
     );
-    Ok(query_rows::<E>(conn, &sql, &[Value::Text(value.to_owned())])?.pop())
+    Ok(query_rows::<E>(conn, &sql, &[text(value)])?.pop())
 }
 
 // ---- Products ------------------------------------------------------------------------------
@@ -551,11 +555,11 @@ impl Table for Product {
     fn values(&self, out: &mut Vec<Value>) {
         out.extend([
             blob(self.id),
-            Value::Text(self.name.clone()),
-            Value::Text(self.slug.clone()),
-            Value::Text(self.sku.clone()),
+            text(&self.name),
+            text(&self.slug),
+            text(&self.sku),
             opt_text(self.description.as_deref()),
-            Value::Text(self.status.as_str().to_owned()),
+            text(self.status.as_str()),
             Value::Integer(self.stock),
             opt_blob(self.category_id),
             opt_blob(self.created_by),
@@ -566,7 +570,7 @@ impl Table for Product {
 
     fn filter(filter: &ProductFilter, w: &mut Where) {
         if let Some(s) = filter.status {
-            w.and("status = ?", Value::Text(s.as_str().to_owned()));
+            w.and("status = ?", text(s.as_str()));
         }
         if let Some(c) = filter.category_id {
             w.and("category_id = ?", blob(c));
@@ -726,17 +730,13 @@ impl Table for Category {
     }
 
     fn values(&self, out: &mut Vec<Value>) {
-        out.extend([
-            blob(self.id),
-            Value::Text(self.name.clone()),
-            Value::Text(self.slug.clone()),
-        ]);
+        out.extend([blob(self.id), text(&self.name), text(&self.slug)]);
         out.extend(meta_values(self));
     }
 
     fn filter(filter: &CategoryFilter, w: &mut Where) {
         if let Some(s) = &filter.slug {
-            w.and("slug = ?", Value::Text(s.as_str().to_owned()));
+            w.and("slug = ?", text(s.as_str()));
         }
     }
 
@@ -761,17 +761,13 @@ impl Table for User {
     }
 
     fn values(&self, out: &mut Vec<Value>) {
-        out.extend([
-            blob(self.id),
-            Value::Text(self.email.clone()),
-            Value::Text(self.display_name.clone()),
-        ]);
+        out.extend([blob(self.id), text(&self.email), text(&self.display_name)]);
         out.extend(meta_values(self));
     }
 
     fn filter(filter: &UserFilter, w: &mut Where) {
         if let Some(e) = &filter.email {
-            w.and("email = ?", Value::Text(e.as_str().to_owned()));
+            w.and("email = ?", text(e.as_str()));
         }
     }
 
@@ -892,7 +888,7 @@ pub(crate) fn movement(conn: &Db<'_>, id: StockMovementId) -> Result<Option<Stoc
 
 pub(crate) fn movement_by_key(conn: &Db<'_>, key: &str) -> Result<Option<StockMovement>> {
     let sql = format!("SELECT {MOVEMENT_COLUMNS} FROM stock_movements WHERE idempotency_key = ?");
-    Ok(query(conn, &sql, &[Value::Text(key.to_owned())], read_movement)?.pop())
+    Ok(query(conn, &sql, &[text(key)], read_movement)?.pop())
 }
 
 pub(crate) fn movements_for_product(
