@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use stockroom_core::{
     Constraint, Error, Limit, NewProduct, Page, ProductFilter, Store, StoreConfig, StoreExt,
+    UnitOfWork,
 };
 use stockroom_sqlite::SqliteStore;
 
@@ -31,11 +32,12 @@ fn product(i: usize) -> NewProduct {
 }
 
 async fn count_products(store: &dyn Store) -> u64 {
-    let mut read = store.read().await.expect("read");
-    read.products()
-        .count(&ProductFilter::default())
-        .await
-        .expect("count")
+    count_products_result(store).await.expect("count")
+}
+
+/// The products a unit of work sees.
+async fn count_in(uow: &mut dyn UnitOfWork) -> stockroom_core::Result<u64> {
+    uow.products().count(&ProductFilter::default()).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -101,13 +103,7 @@ async fn a_dropped_unit_of_work_rolls_back_and_frees_the_writer() {
     uow.products().create(product(1)).await.unwrap();
     drop(uow);
     let mut uow = store.begin().await.expect("the writer is free again");
-    assert_eq!(
-        uow.products()
-            .count(&ProductFilter::default())
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(count_in(uow.as_mut()).await.unwrap(), 0);
     uow.commit().await.unwrap();
     assert_eq!(count_products(&store).await, 0);
 }
@@ -123,17 +119,11 @@ async fn a_cancelled_call_never_leaks_its_transaction() {
     let cancelled =
         tokio::time::timeout(Duration::from_millis(1), uow.products().create_many(many)).await;
     assert!(cancelled.is_err(), "the call finished before the timeout");
-    let after = uow.products().count(&ProductFilter::default()).await;
+    let after = count_in(uow.as_mut()).await;
     assert!(matches!(after, Err(Error::Unavailable { .. })), "{after:?}");
     drop(uow);
     let mut uow = store.begin().await.expect("begin after the cancelled call");
-    assert_eq!(
-        uow.products()
-            .count(&ProductFilter::default())
-            .await
-            .unwrap(),
-        0
-    );
+    assert_eq!(count_in(uow.as_mut()).await.unwrap(), 0);
     uow.rollback().await.unwrap();
 }
 
