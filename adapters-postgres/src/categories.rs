@@ -5,10 +5,10 @@ use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row};
 use stockroom_core::{
     Category, CategoryFilter, CategoryId, CategoryPatch, CategoryReader, CategoryRepository,
-    Constraint, Error, NewCategory, Repository, Result, Timestamp,
+    Constraint, Error, NewCategory, Result, Timestamp,
 };
 
-use crate::entity::{entity_sql, read_repository, PgEntity, PgUniqueEntity};
+use crate::entity::{entity_sql, read_repository, repository, PgEntity, PgUniqueEntity};
 use crate::session::{PgQuery, Session};
 
 impl PgEntity for Category {
@@ -96,6 +96,27 @@ impl PgEntity for Category {
     fn sets_unique(patch: &CategoryPatch) -> bool {
         patch.slug_value().is_some()
     }
+
+    async fn update(
+        session: &mut Session,
+        id: CategoryId,
+        patch: &CategoryPatch,
+        expected_version: Option<i64>,
+    ) -> Result<Category> {
+        session.update_unique(id, patch, expected_version).await
+    }
+
+    async fn update_many(
+        session: &mut Session,
+        ids: &[CategoryId],
+        patch: &CategoryPatch,
+    ) -> Result<u64> {
+        session.update_many_unique::<Category>(ids, patch).await
+    }
+
+    async fn restore(session: &mut Session, id: CategoryId) -> Result<bool> {
+        session.restore_or::<Category>(id, Category::CONFLICT).await
+    }
 }
 
 impl PgUniqueEntity for Category {
@@ -133,42 +154,4 @@ impl CategoryReader for Session {
 
 impl CategoryRepository for Session {}
 
-#[async_trait]
-impl Repository<Category> for Session {
-    async fn create(&mut self, new: NewCategory) -> Result<Category> {
-        self.create_row(new).await
-    }
-
-    async fn create_many(&mut self, new: Vec<NewCategory>) -> Result<Vec<Category>> {
-        self.create_rows(new).await
-    }
-
-    async fn update(
-        &mut self,
-        id: CategoryId,
-        patch: &CategoryPatch,
-        expected_version: Option<i64>,
-    ) -> Result<Category> {
-        self.update_unique(id, patch, expected_version).await
-    }
-
-    async fn update_many(&mut self, ids: &[CategoryId], patch: &CategoryPatch) -> Result<u64> {
-        self.update_many_unique::<Category>(ids, patch).await
-    }
-
-    async fn soft_delete(&mut self, id: CategoryId) -> Result<bool> {
-        self.soft_delete_row::<Category>(id).await
-    }
-
-    async fn restore(&mut self, id: CategoryId) -> Result<bool> {
-        self.restore_or::<Category>(id, Category::CONFLICT).await
-    }
-
-    async fn hard_delete(&mut self, id: CategoryId) -> Result<bool> {
-        self.hard_delete_row::<Category>(id).await
-    }
-
-    async fn purge_deleted_before(&mut self, before: Timestamp) -> Result<u64> {
-        self.purge_rows::<Category>(before).await
-    }
-}
+repository!(Category);

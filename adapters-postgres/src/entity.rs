@@ -56,6 +56,26 @@ pub(crate) trait PgEntity: Entity {
         except: &[Self::Id],
     ) -> Result<Error>;
 
+    /// `Repository::update`: the update, and the follow-up that says why it changed nothing.
+    async fn update(
+        session: &mut Session,
+        id: Self::Id,
+        patch: &Self::Patch,
+        expected_version: Option<i64>,
+    ) -> Result<Self>;
+
+    /// `Repository::update_many`: the update, and the follow-up that says why it changed
+    /// nothing.
+    async fn update_many(
+        session: &mut Session,
+        ids: &[Self::Id],
+        patch: &Self::Patch,
+    ) -> Result<u64>;
+
+    /// `Repository::restore`: [`PgEntity::RESTORE`], and the follow-up that says why it changed
+    /// nothing.
+    async fn restore(session: &mut Session, id: Self::Id) -> Result<bool>;
+
     /// Decodes the entity from the row's columns `base..`.
     fn decode_at(row: &PgRow, base: usize) -> sqlx::Result<Self>;
 
@@ -228,6 +248,69 @@ macro_rules! read_repository {
     };
 }
 pub(crate) use read_repository;
+
+/// Implements `Repository<$entity>` for [`Session`]: the generic writes, and those of
+/// [`PgEntity`] whose follow-ups are the entity's own.
+macro_rules! repository {
+    ($entity:ty) => {
+        #[async_trait::async_trait]
+        impl stockroom_core::Repository<$entity> for crate::session::Session {
+            async fn create(
+                &mut self,
+                new: <$entity as stockroom_core::Entity>::New,
+            ) -> stockroom_core::Result<$entity> {
+                self.create_row::<$entity>(new).await
+            }
+            async fn create_many(
+                &mut self,
+                new: Vec<<$entity as stockroom_core::Entity>::New>,
+            ) -> stockroom_core::Result<Vec<$entity>> {
+                self.create_rows::<$entity>(new).await
+            }
+            async fn update(
+                &mut self,
+                id: <$entity as stockroom_core::Entity>::Id,
+                patch: &<$entity as stockroom_core::Entity>::Patch,
+                expected_version: Option<i64>,
+            ) -> stockroom_core::Result<$entity> {
+                <$entity as crate::entity::PgEntity>::update(self, id, patch, expected_version)
+                    .await
+            }
+            async fn update_many(
+                &mut self,
+                ids: &[<$entity as stockroom_core::Entity>::Id],
+                patch: &<$entity as stockroom_core::Entity>::Patch,
+            ) -> stockroom_core::Result<u64> {
+                <$entity as crate::entity::PgEntity>::update_many(self, ids, patch).await
+            }
+            async fn soft_delete(
+                &mut self,
+                id: <$entity as stockroom_core::Entity>::Id,
+            ) -> stockroom_core::Result<bool> {
+                self.soft_delete_row::<$entity>(id).await
+            }
+            async fn restore(
+                &mut self,
+                id: <$entity as stockroom_core::Entity>::Id,
+            ) -> stockroom_core::Result<bool> {
+                <$entity as crate::entity::PgEntity>::restore(self, id).await
+            }
+            async fn hard_delete(
+                &mut self,
+                id: <$entity as stockroom_core::Entity>::Id,
+            ) -> stockroom_core::Result<bool> {
+                self.hard_delete_row::<$entity>(id).await
+            }
+            async fn purge_deleted_before(
+                &mut self,
+                before: stockroom_core::Timestamp,
+            ) -> stockroom_core::Result<u64> {
+                self.purge_rows::<$entity>(before).await
+            }
+        }
+    };
+}
+pub(crate) use repository;
 
 pub(crate) fn uuids<I: Copy + Into<Uuid>>(ids: &[I]) -> Vec<Uuid> {
     ids.iter().map(|&id| id.into()).collect()

@@ -6,13 +6,14 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use stockroom_core::time::now;
 use stockroom_core::{
     Category, CategoryId, Constraint, EntityKind, Error, NewProduct, Page, Product, ProductFilter,
-    ProductId, ProductPatch, ProductReader, ProductRepository, ProductWithRelations, Repository,
-    Result, SearchPage, StockDelta, Timestamp, User, UserId,
+    ProductId, ProductPatch, ProductReader, ProductRepository, ProductWithRelations, Result,
+    SearchPage, StockDelta, Timestamp, User, UserId,
 };
 use uuid::Uuid;
 
 use crate::entity::{
-    entity_sql, get_bool, get_i64, limit_i64, offset_i64, raced, read_repository, uuids, PgEntity,
+    entity_sql, get_bool, get_i64, limit_i64, offset_i64, raced, read_repository, repository,
+    uuids, PgEntity,
 };
 use crate::error::map_error;
 use crate::session::{PgQuery, Session};
@@ -260,6 +261,63 @@ impl PgEntity for Product {
     fn sets_unique(patch: &ProductPatch) -> bool {
         patch.slug_value().is_some() || patch.sku_value().is_some()
     }
+
+    async fn update(
+        session: &mut Session,
+        id: ProductId,
+        patch: &ProductPatch,
+        expected_version: Option<i64>,
+    ) -> Result<Product> {
+        if let Some(updated) = session.update_row(id, patch, expected_version).await? {
+            return Ok(updated);
+        }
+        let why = session
+            .why_products_not_updated(&[id], patch, expected_version)
+            .await?;
+        Err(why.unwrap_or_else(|| Error::not_found(EntityKind::Product, id)))
+    }
+
+    async fn update_many(
+        session: &mut Session,
+        ids: &[ProductId],
+        patch: &ProductPatch,
+    ) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let changed = session.update_rows::<Product>(ids, patch).await?;
+        let guarded = patch.slug_value().is_some()
+            || patch.sku_value().is_some()
+            || matches!(patch.category_value(), Some(Some(_)));
+        if changed > 0 || !guarded {
+            return Ok(changed);
+        }
+        match session.why_products_not_updated(ids, patch, None).await? {
+            Some(error) => Err(error),
+            None => Ok(0),
+        }
+    }
+
+    async fn restore(session: &mut Session, id: ProductId) -> Result<bool> {
+        if session.restore_row::<Product>(id).await? {
+            return Ok(true);
+        }
+        let query = sqlx::query(WHY_NOT_RESTORED).bind(id.as_uuid());
+        let Some(row) = session.fetch_optional(WHY_NOT_RESTORED, query).await? else {
+            return Ok(false);
+        };
+        Err(if get_bool(&row, 0)? {
+            Error::Conflict {
+                constraint: Constraint::ProductSlug,
+            }
+        } else if get_bool(&row, 1)? {
+            Error::Conflict {
+                constraint: Constraint::ProductSku,
+            }
+        } else {
+            raced("the product")
+        })
+    }
 }
 
 read_repository!(Product);
@@ -487,81 +545,7 @@ impl ProductReader for Session {
     }
 }
 
-#[async_trait]
-impl Repository<Product> for Session {
-    async fn create(&mut self, new: NewProduct) -> Result<Product> {
-        self.create_row(new).await
-    }
-
-    async fn create_many(&mut self, new: Vec<NewProduct>) -> Result<Vec<Product>> {
-        self.create_rows(new).await
-    }
-
-    async fn update(
-        &mut self,
-        id: ProductId,
-        patch: &ProductPatch,
-        expected_version: Option<i64>,
-    ) -> Result<Product> {
-        if let Some(updated) = self.update_row(id, patch, expected_version).await? {
-            return Ok(updated);
-        }
-        let why = self
-            .why_products_not_updated(&[id], patch, expected_version)
-            .await?;
-        Err(why.unwrap_or_else(|| Error::not_found(EntityKind::Product, id)))
-    }
-
-    async fn update_many(&mut self, ids: &[ProductId], patch: &ProductPatch) -> Result<u64> {
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        let changed = self.update_rows::<Product>(ids, patch).await?;
-        let guarded = patch.slug_value().is_some()
-            || patch.sku_value().is_some()
-            || matches!(patch.category_value(), Some(Some(_)));
-        if changed > 0 || !guarded {
-            return Ok(changed);
-        }
-        match self.why_products_not_updated(ids, patch, None).await? {
-            Some(error) => Err(error),
-            None => Ok(0),
-        }
-    }
-
-    async fn soft_delete(&mut self, id: ProductId) -> Result<bool> {
-        self.soft_delete_row::<Product>(id).await
-    }
-
-    async fn restore(&mut self, id: ProductId) -> Result<bool> {
-        if self.restore_row::<Product>(id).await? {
-            return Ok(true);
-        }
-        let query = sqlx::query(WHY_NOT_RESTORED).bind(id.as_uuid());
-        let Some(row) = self.fetch_optional(WHY_NOT_RESTORED, query).await? else {
-            return Ok(false);
-        };
-        Err(if get_bool(&row, 0)? {
-            Error::Conflict {
-                constraint: Constraint::ProductSlug,
-            }
-        } else if get_bool(&row, 1)? {
-            Error::Conflict {
-                constraint: Constraint::ProductSku,
-            }
-        } else {
-            raced("the product")
-        })
-    }
-
-    async fn hard_delete(&mut self, id: ProductId) -> Result<bool> {
-        self.hard_delete_row::<Product>(id).await
-    }
-
-    async fn purge_deleted_before(&mut self, before: Timestamp) -> Result<u64> {
-        self.purge_rows::<Product>(before).await
-    }
-}
+repository!(Product);
 
 #[async_trait]
 impl ProductRepository for Session {

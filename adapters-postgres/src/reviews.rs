@@ -6,13 +6,14 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use stockroom_core::time::now;
 use stockroom_core::{
     Constraint, EntityKind, Error, NewReview, NewStockMovement, Page, ProductId, RatingStats,
-    Repository, Result, Review, ReviewFilter, ReviewId, ReviewPatch, ReviewReader,
-    ReviewRepository, StockMovement, StockMovementId, StockMovementReader, StockMovementRepository,
-    Timestamp, UserId,
+    Result, Review, ReviewFilter, ReviewId, ReviewPatch, ReviewReader, ReviewRepository,
+    StockMovement, StockMovementId, StockMovementReader, StockMovementRepository, Timestamp,
+    UserId,
 };
 
 use crate::entity::{
-    entity_sql, get_bool, get_i64, limit_i64, offset_i64, raced, read_repository, PgEntity,
+    entity_sql, get_bool, get_i64, limit_i64, offset_i64, raced, read_repository, repository,
+    PgEntity,
 };
 use crate::error::map_error;
 use crate::session::{PgQuery, Session};
@@ -140,6 +141,39 @@ impl PgEntity for Review {
             qb.push(", body = ").push_bind(body.map(str::to_owned));
         }
     }
+
+    async fn update(
+        session: &mut Session,
+        id: ReviewId,
+        patch: &ReviewPatch,
+        expected_version: Option<i64>,
+    ) -> Result<Review> {
+        if let Some(updated) = session.update_row(id, patch, expected_version).await? {
+            return Ok(updated);
+        }
+        Err(session
+            .stale_or_missing::<Review>(id, expected_version)
+            .await?
+            .unwrap_or_else(|| raced("the review")))
+    }
+
+    async fn update_many(
+        session: &mut Session,
+        ids: &[ReviewId],
+        patch: &ReviewPatch,
+    ) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        session.update_rows::<Review>(ids, patch).await
+    }
+
+    async fn restore(session: &mut Session, id: ReviewId) -> Result<bool> {
+        let conflict = Error::Conflict {
+            constraint: Constraint::ReviewAuthor,
+        };
+        session.restore_or::<Review>(id, conflict).await
+    }
 }
 
 read_repository!(Review);
@@ -218,57 +252,7 @@ impl ReviewReader for Session {
 
 impl ReviewRepository for Session {}
 
-#[async_trait]
-impl Repository<Review> for Session {
-    async fn create(&mut self, new: NewReview) -> Result<Review> {
-        self.create_row(new).await
-    }
-
-    async fn create_many(&mut self, new: Vec<NewReview>) -> Result<Vec<Review>> {
-        self.create_rows(new).await
-    }
-
-    async fn update(
-        &mut self,
-        id: ReviewId,
-        patch: &ReviewPatch,
-        expected_version: Option<i64>,
-    ) -> Result<Review> {
-        if let Some(updated) = self.update_row(id, patch, expected_version).await? {
-            return Ok(updated);
-        }
-        Err(self
-            .stale_or_missing::<Review>(id, expected_version)
-            .await?
-            .unwrap_or_else(|| raced("the review")))
-    }
-
-    async fn update_many(&mut self, ids: &[ReviewId], patch: &ReviewPatch) -> Result<u64> {
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        self.update_rows::<Review>(ids, patch).await
-    }
-
-    async fn soft_delete(&mut self, id: ReviewId) -> Result<bool> {
-        self.soft_delete_row::<Review>(id).await
-    }
-
-    async fn restore(&mut self, id: ReviewId) -> Result<bool> {
-        let conflict = Error::Conflict {
-            constraint: Constraint::ReviewAuthor,
-        };
-        self.restore_or::<Review>(id, conflict).await
-    }
-
-    async fn hard_delete(&mut self, id: ReviewId) -> Result<bool> {
-        self.hard_delete_row::<Review>(id).await
-    }
-
-    async fn purge_deleted_before(&mut self, before: Timestamp) -> Result<u64> {
-        self.purge_rows::<Review>(before).await
-    }
-}
+repository!(Review);
 
 const MOVEMENT_GET: &str = concat!(
     "SELECT id, source_id, target_id, quantity, idempotency_key, created_at ",

@@ -4,11 +4,11 @@ use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, QueryBuilder, Row};
 use stockroom_core::{
-    Constraint, Error, NewUser, Repository, Result, Timestamp, User, UserFilter, UserId, UserPatch,
-    UserReader, UserRepository,
+    Constraint, Error, NewUser, Result, Timestamp, User, UserFilter, UserId, UserPatch, UserReader,
+    UserRepository,
 };
 
-use crate::entity::{entity_sql, read_repository, PgEntity, PgUniqueEntity};
+use crate::entity::{entity_sql, read_repository, repository, PgEntity, PgUniqueEntity};
 use crate::session::{PgQuery, Session};
 
 impl PgEntity for User {
@@ -102,6 +102,23 @@ impl PgEntity for User {
     fn sets_unique(patch: &UserPatch) -> bool {
         patch.email_value().is_some()
     }
+
+    async fn update(
+        session: &mut Session,
+        id: UserId,
+        patch: &UserPatch,
+        expected_version: Option<i64>,
+    ) -> Result<User> {
+        session.update_unique(id, patch, expected_version).await
+    }
+
+    async fn update_many(session: &mut Session, ids: &[UserId], patch: &UserPatch) -> Result<u64> {
+        session.update_many_unique::<User>(ids, patch).await
+    }
+
+    async fn restore(session: &mut Session, id: UserId) -> Result<bool> {
+        session.restore_or::<User>(id, User::CONFLICT).await
+    }
 }
 
 impl PgUniqueEntity for User {
@@ -140,42 +157,4 @@ impl UserReader for Session {
 
 impl UserRepository for Session {}
 
-#[async_trait]
-impl Repository<User> for Session {
-    async fn create(&mut self, new: NewUser) -> Result<User> {
-        self.create_row(new).await
-    }
-
-    async fn create_many(&mut self, new: Vec<NewUser>) -> Result<Vec<User>> {
-        self.create_rows(new).await
-    }
-
-    async fn update(
-        &mut self,
-        id: UserId,
-        patch: &UserPatch,
-        expected_version: Option<i64>,
-    ) -> Result<User> {
-        self.update_unique(id, patch, expected_version).await
-    }
-
-    async fn update_many(&mut self, ids: &[UserId], patch: &UserPatch) -> Result<u64> {
-        self.update_many_unique::<User>(ids, patch).await
-    }
-
-    async fn soft_delete(&mut self, id: UserId) -> Result<bool> {
-        self.soft_delete_row::<User>(id).await
-    }
-
-    async fn restore(&mut self, id: UserId) -> Result<bool> {
-        self.restore_or::<User>(id, User::CONFLICT).await
-    }
-
-    async fn hard_delete(&mut self, id: UserId) -> Result<bool> {
-        self.hard_delete_row::<User>(id).await
-    }
-
-    async fn purge_deleted_before(&mut self, before: Timestamp) -> Result<u64> {
-        self.purge_rows::<User>(before).await
-    }
-}
+repository!(User);
