@@ -8,7 +8,7 @@
 
 use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -18,6 +18,12 @@ use stockroom_core::{
     NewProduct, Page, ProductFilter, StockMovementId, Store, StoreConfig, StoreExt, TransferRequest,
 };
 use stockroom_sqlite::SqliteStore;
+
+// Not every helper of the shared support module is used here.
+#[allow(dead_code)]
+mod support;
+
+use support::{create_products, TempDb};
 
 const CHILD_ENV: &str = "STOCKROOM_CRASH_CHILD";
 const PRODUCTS: usize = 16;
@@ -107,15 +113,11 @@ fn child(path: &Path) {
 }
 
 fn parent() {
-    let path: PathBuf = std::env::temp_dir().join(format!(
-        "stockroom-crash-{}-{}.db",
-        std::process::id(),
-        uuid::Uuid::now_v7().simple()
-    ));
+    let db = TempDb::new("stockroom-crash");
+    let path = db.path();
     let total = INITIAL_STOCK * PRODUCTS as i64;
     runtime().block_on(async {
-        let store = SqliteStore::connect(&url(&path)).await.expect("connect");
-        let mut uow = store.begin().await.expect("begin");
+        let store = SqliteStore::connect(&url(path)).await.expect("connect");
         let new = (0..PRODUCTS)
             .map(|i| {
                 NewProduct::new(
@@ -128,14 +130,13 @@ fn parent() {
                 .unwrap()
             })
             .collect();
-        uow.products().create_many(new).await.expect("create_many");
-        uow.commit().await.expect("commit");
+        create_products(&store, new).await;
         store.close().await;
     });
 
     let mut reported = HashSet::new();
     for (round, kill_after) in [150usize, 400, 250].into_iter().enumerate() {
-        let seen = run_and_kill(&path, kill_after);
+        let seen = run_and_kill(path, kill_after);
         println!(
             "round {round}: killed after {} reported commits",
             seen.len()
@@ -146,12 +147,7 @@ fn parent() {
             seen.len()
         );
         reported.extend(seen);
-        verify(&path, &reported, total);
-    }
-    for suffix in ["", "-wal", "-shm"] {
-        let mut file = path.clone().into_os_string();
-        file.push(suffix);
-        let _ = std::fs::remove_file(file);
+        verify(path, &reported, total);
     }
 }
 
