@@ -96,27 +96,6 @@ impl PgEntity for Category {
     fn sets_unique(patch: &CategoryPatch) -> bool {
         patch.slug_value().is_some()
     }
-
-    async fn update(
-        session: &mut Session,
-        id: CategoryId,
-        patch: &CategoryPatch,
-        expected_version: Option<i64>,
-    ) -> Result<Category> {
-        session.update_unique(id, patch, expected_version).await
-    }
-
-    async fn update_many(
-        session: &mut Session,
-        ids: &[CategoryId],
-        patch: &CategoryPatch,
-    ) -> Result<u64> {
-        session.update_many_unique::<Category>(ids, patch).await
-    }
-
-    async fn restore(session: &mut Session, id: CategoryId) -> Result<bool> {
-        session.restore_or::<Category>(id, Category::CONFLICT).await
-    }
 }
 
 impl PgUniqueEntity for Category {

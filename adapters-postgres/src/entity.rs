@@ -56,26 +56,6 @@ pub(crate) trait PgEntity: Entity {
         except: &[Self::Id],
     ) -> Result<Error>;
 
-    /// `Repository::update`: the update, and the follow-up that says why it changed nothing.
-    async fn update(
-        session: &mut Session,
-        id: Self::Id,
-        patch: &Self::Patch,
-        expected_version: Option<i64>,
-    ) -> Result<Self>;
-
-    /// `Repository::update_many`: the update, and the follow-up that says why it changed
-    /// nothing.
-    async fn update_many(
-        session: &mut Session,
-        ids: &[Self::Id],
-        patch: &Self::Patch,
-    ) -> Result<u64>;
-
-    /// `Repository::restore`: [`PgEntity::RESTORE`], and the follow-up that says why it changed
-    /// nothing.
-    async fn restore(session: &mut Session, id: Self::Id) -> Result<bool>;
-
     /// Decodes the entity from the row's columns `base..`.
     fn decode_at(row: &PgRow, base: usize) -> sqlx::Result<Self>;
 
@@ -147,6 +127,76 @@ macro_rules! entity_sql {
     };
 }
 pub(crate) use entity_sql;
+
+/// The writes whose follow-ups (why a statement changed nothing) are the entity's own.
+pub(crate) trait PgWrite: PgEntity {
+    /// `Repository::update`: the update, and the follow-up that says why it changed nothing.
+    async fn update(
+        session: &mut Session,
+        id: Self::Id,
+        patch: &Self::Patch,
+        expected_version: Option<i64>,
+    ) -> Result<Self>;
+
+    /// `Repository::update_many`: the update, and the follow-up that says why it changed
+    /// nothing.
+    async fn update_many(
+        session: &mut Session,
+        ids: &[Self::Id],
+        patch: &Self::Patch,
+    ) -> Result<u64>;
+
+    /// `Repository::restore`: [`PgEntity::RESTORE`], and the follow-up that says why it changed
+    /// nothing.
+    async fn restore(session: &mut Session, id: Self::Id) -> Result<bool>;
+}
+
+/// A table with one unique column is written like any other such table.
+impl<E: PgUniqueEntity> PgWrite for E {
+    async fn update(
+        session: &mut Session,
+        id: E::Id,
+        patch: &E::Patch,
+        expected_version: Option<i64>,
+    ) -> Result<E> {
+        if let Some(updated) = session.update_row::<E>(id, patch, expected_version).await? {
+            return Ok(updated);
+        }
+        if let Some(error) = session.stale_or_missing::<E>(id, expected_version).await? {
+            return Err(error);
+        }
+        match E::unique_in(patch) {
+            Some(value) if session.unique_taken::<E>(value, &[id]).await? => Err(E::CONFLICT),
+            _ => Err(raced(E::WHAT)),
+        }
+    }
+
+    async fn update_many(session: &mut Session, ids: &[E::Id], patch: &E::Patch) -> Result<u64> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let changed = session.update_rows::<E>(ids, patch).await?;
+        match E::unique_in(patch) {
+            Some(value) if changed == 0 => {
+                // Nothing changed: no live row among `ids`, two of them cannot take one
+                // value, or another live row holds it.
+                let live = session.get_rows::<E>(ids).await?.len();
+                if live == 0 {
+                    Ok(0)
+                } else if live > 1 || session.unique_taken::<E>(value, ids).await? {
+                    Err(E::CONFLICT)
+                } else {
+                    Err(raced(E::WHAT))
+                }
+            }
+            _ => Ok(changed),
+        }
+    }
+
+    async fn restore(session: &mut Session, id: E::Id) -> Result<bool> {
+        session.restore_or::<E>(id, E::CONFLICT).await
+    }
+}
 
 /// A table with one unique column among live rows (a category's slug, a user's email): the
 /// follow-ups that tell a taken value from a missing row or a lost race.
@@ -250,7 +300,7 @@ macro_rules! read_repository {
 pub(crate) use read_repository;
 
 /// Implements `Repository<$entity>` for [`Session`]: the generic writes, and those of
-/// [`PgEntity`] whose follow-ups are the entity's own.
+/// [`PgWrite`].
 macro_rules! repository {
     ($entity:ty) => {
         #[async_trait::async_trait]
@@ -273,15 +323,14 @@ macro_rules! repository {
                 patch: &<$entity as stockroom_core::Entity>::Patch,
                 expected_version: Option<i64>,
             ) -> stockroom_core::Result<$entity> {
-                <$entity as crate::entity::PgEntity>::update(self, id, patch, expected_version)
-                    .await
+                <$entity as crate::entity::PgWrite>::update(self, id, patch, expected_version).await
             }
             async fn update_many(
                 &mut self,
                 ids: &[<$entity as stockroom_core::Entity>::Id],
                 patch: &<$entity as stockroom_core::Entity>::Patch,
             ) -> stockroom_core::Result<u64> {
-                <$entity as crate::entity::PgEntity>::update_many(self, ids, patch).await
+                <$entity as crate::entity::PgWrite>::update_many(self, ids, patch).await
             }
             async fn soft_delete(
                 &mut self,
@@ -293,7 +342,7 @@ macro_rules! repository {
                 &mut self,
                 id: <$entity as stockroom_core::Entity>::Id,
             ) -> stockroom_core::Result<bool> {
-                <$entity as crate::entity::PgEntity>::restore(self, id).await
+                <$entity as crate::entity::PgWrite>::restore(self, id).await
             }
             async fn hard_delete(
                 &mut self,
@@ -624,52 +673,6 @@ impl Session {
                 constraint: Constraint::PrimaryKey,
             }
         })
-    }
-
-    /// `Repository::update` of a [`PgUniqueEntity`].
-    pub(crate) async fn update_unique<E: PgUniqueEntity>(
-        &mut self,
-        id: E::Id,
-        patch: &E::Patch,
-        expected: Option<i64>,
-    ) -> Result<E> {
-        if let Some(updated) = self.update_row::<E>(id, patch, expected).await? {
-            return Ok(updated);
-        }
-        if let Some(error) = self.stale_or_missing::<E>(id, expected).await? {
-            return Err(error);
-        }
-        match E::unique_in(patch) {
-            Some(value) if self.unique_taken::<E>(value, &[id]).await? => Err(E::CONFLICT),
-            _ => Err(raced(E::WHAT)),
-        }
-    }
-
-    /// `Repository::update_many` of a [`PgUniqueEntity`].
-    pub(crate) async fn update_many_unique<E: PgUniqueEntity>(
-        &mut self,
-        ids: &[E::Id],
-        patch: &E::Patch,
-    ) -> Result<u64> {
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        let changed = self.update_rows::<E>(ids, patch).await?;
-        match E::unique_in(patch) {
-            Some(value) if changed == 0 => {
-                // Nothing changed: no live row among `ids`, two of them cannot take one
-                // value, or another live row holds it.
-                let live = self.get_rows::<E>(ids).await?.len();
-                if live == 0 {
-                    Ok(0)
-                } else if live > 1 || self.unique_taken::<E>(value, ids).await? {
-                    Err(E::CONFLICT)
-                } else {
-                    Err(raced(E::WHAT))
-                }
-            }
-            _ => Ok(changed),
-        }
     }
 
     pub(crate) async fn purge_rows<E: PgEntity>(&mut self, before: Timestamp) -> Result<u64> {

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::entity::{
     entity_sql, get_bool, get_i64, limit_i64, offset_i64, raced, read_repository, repository,
-    uuids, PgEntity,
+    uuids, PgEntity, PgWrite,
 };
 use crate::error::map_error;
 use crate::session::{PgQuery, Session};
@@ -261,7 +261,9 @@ impl PgEntity for Product {
     fn sets_unique(patch: &ProductPatch) -> bool {
         patch.slug_value().is_some() || patch.sku_value().is_some()
     }
+}
 
+impl PgWrite for Product {
     async fn update(
         session: &mut Session,
         id: ProductId,

@@ -13,7 +13,7 @@ use stockroom_core::{
 
 use crate::entity::{
     entity_sql, get_bool, get_i64, limit_i64, offset_i64, raced, read_repository, repository,
-    PgEntity,
+    PgEntity, PgWrite,
 };
 use crate::error::map_error;
 use crate::session::{PgQuery, Session};
@@ -141,7 +141,9 @@ impl PgEntity for Review {
             qb.push(", body = ").push_bind(body.map(str::to_owned));
         }
     }
+}
 
+impl PgWrite for Review {
     async fn update(
         session: &mut Session,
         id: ReviewId,

@@ -102,23 +102,6 @@ impl PgEntity for User {
     fn sets_unique(patch: &UserPatch) -> bool {
         patch.email_value().is_some()
     }
-
-    async fn update(
-        session: &mut Session,
-        id: UserId,
-        patch: &UserPatch,
-        expected_version: Option<i64>,
-    ) -> Result<User> {
-        session.update_unique(id, patch, expected_version).await
-    }
-
-    async fn update_many(session: &mut Session, ids: &[UserId], patch: &UserPatch) -> Result<u64> {
-        session.update_many_unique::<User>(ids, patch).await
-    }
-
-    async fn restore(session: &mut Session, id: UserId) -> Result<bool> {
-        session.restore_or::<User>(id, User::CONFLICT).await
-    }
 }
 
 impl PgUniqueEntity for User {
