@@ -11,7 +11,7 @@ use stockroom_core::{
     StockDelta, Store, StoreConfig, UnitOfWork,
 };
 use stockroom_postgres::{PostgresStore, CREATE_MANY_BATCH};
-use support::TestDatabase;
+use support::{count_products, product, seed_products, TestDatabase};
 
 async fn with_store<F, Fut>(body: F)
 where
@@ -41,15 +41,12 @@ where
     }
 }
 
-fn product(n: usize) -> NewProduct {
-    NewProduct::new(
-        &format!("Product {n}"),
-        &format!("product-{n}"),
-        &format!("SKU-{n}"),
-    )
-    .unwrap()
-    .with_stock(10)
-    .unwrap()
+/// Asserts that `result` is a conflict on `expected`.
+fn assert_conflict<T: std::fmt::Debug>(result: Result<T, Error>, expected: Constraint) {
+    assert!(
+        matches!(result, Err(Error::Conflict { constraint }) if constraint == expected),
+        "expected a conflict on {expected}, got {result:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,9 +201,7 @@ async fn schema_has_the_named_indexes_and_checks() {
         assert!(indexes.iter().any(|i| i == "products_search"));
         assert!(indexes.iter().any(|i| i == "products_order"));
         // CHECK (stock >= 0) holds even against raw SQL.
-        let mut uow = store.begin().await.unwrap();
-        let p = uow.products().create(product(1)).await.unwrap();
-        uow.commit().await.unwrap();
+        let [p] = seed_products(&store, [1]).await;
         let err = sqlx::query("UPDATE products SET stock = -1 WHERE id = $1")
             .bind(p.id.as_uuid())
             .execute(&mut conn)
@@ -233,15 +228,7 @@ async fn without_migrations_the_schema_is_absent_until_migrate() {
     drop(read);
     store.migrate().await.unwrap();
     store.migrate().await.unwrap(); // idempotent
-    let mut read = store.read().await.unwrap();
-    assert_eq!(
-        read.products()
-            .count(&ProductFilter::default())
-            .await
-            .unwrap(),
-        0
-    );
-    drop(read);
+    assert_eq!(count_products(&store).await, 0);
     store.close().await;
     db.drop_now().await;
 }
@@ -254,19 +241,12 @@ async fn expected_failures_leave_the_unit_of_work_usable() {
         let b = uow.products().create(product(2)).await.unwrap();
         // Each of these fails on a rule; none aborts the PostgreSQL transaction.
         let dup = NewProduct::new("Again", "product-1", "SKU-X").unwrap();
-        assert!(matches!(
-            uow.products().create(dup).await,
-            Err(Error::Conflict {
-                constraint: Constraint::ProductSlug
-            })
-        ));
+        assert_conflict(uow.products().create(dup).await, Constraint::ProductSlug);
         let taken = ProductPatch::new().sku("SKU-1").unwrap();
-        assert!(matches!(
+        assert_conflict(
             uow.products().update(b.id, &taken, None).await,
-            Err(Error::Conflict {
-                constraint: Constraint::ProductSku
-            })
-        ));
+            Constraint::ProductSku,
+        );
         assert!(matches!(
             uow.products()
                 .adjust_stock(a.id, StockDelta::new(-11).unwrap())
@@ -288,12 +268,10 @@ async fn expected_failures_leave_the_unit_of_work_usable() {
         ));
         // Two rows cannot take one slug (or email): nothing changes, nothing aborts.
         let same = ProductPatch::new().slug("same-slug").unwrap();
-        assert!(matches!(
+        assert_conflict(
             uow.products().update_many(&[a.id, b.id], &same).await,
-            Err(Error::Conflict {
-                constraint: Constraint::ProductSlug
-            })
-        ));
+            Constraint::ProductSlug,
+        );
         let c1 = uow
             .categories()
             .create(NewCategory::new("One", "one").unwrap())
@@ -305,12 +283,10 @@ async fn expected_failures_leave_the_unit_of_work_usable() {
             .await
             .unwrap();
         let same = stockroom_core::CategoryPatch::new().slug("one").unwrap();
-        assert!(matches!(
+        assert_conflict(
             uow.categories().update_many(&[c1.id, c2.id], &same).await,
-            Err(Error::Conflict {
-                constraint: Constraint::CategorySlug
-            })
-        ));
+            Constraint::CategorySlug,
+        );
         let u1 = uow
             .users()
             .create(stockroom_core::NewUser::new("a@x.io", "A").unwrap())
@@ -322,12 +298,10 @@ async fn expected_failures_leave_the_unit_of_work_usable() {
             .await
             .unwrap();
         let same = stockroom_core::UserPatch::new().email("c@x.io").unwrap();
-        assert!(matches!(
+        assert_conflict(
             uow.users().update_many(&[u1.id, u2.id], &same).await,
-            Err(Error::Conflict {
-                constraint: Constraint::UserEmail
-            })
-        ));
+            Constraint::UserEmail,
+        );
         // One row may take a value; a row may keep its own.
         let one = ProductPatch::new().slug("product-1").unwrap();
         assert_eq!(
@@ -338,22 +312,14 @@ async fn expected_failures_leave_the_unit_of_work_usable() {
             1
         );
         let many = vec![product(4), product(5), product(4)];
-        assert!(matches!(
+        assert_conflict(
             uow.products().create_many(many).await,
-            Err(Error::Conflict {
-                constraint: Constraint::ProductSlug
-            })
-        ));
+            Constraint::ProductSlug,
+        );
         // …and the unit of work commits what succeeded.
         uow.commit().await.unwrap();
+        assert_eq!(count_products(&store).await, 2);
         let mut read = store.read().await.unwrap();
-        assert_eq!(
-            read.products()
-                .count(&ProductFilter::default())
-                .await
-                .unwrap(),
-            2
-        );
         assert!(
             read.products()
                 .by_slug("product-4")
@@ -393,37 +359,19 @@ async fn a_failed_statement_makes_commit_fail_instead_of_silently_rolling_back()
     }
 
     with_store(|store, db| async move {
-        let mut setup = store.begin().await.unwrap();
-        let p1 = setup.products().create(product(1)).await.unwrap().id;
-        let p2 = setup.products().create(product(2)).await.unwrap().id;
-        setup.commit().await.unwrap();
+        let [p1, p2] = seed_products(&store, [1, 2]).await.map(|p| p.id);
 
         let mut loser = store.begin().await.unwrap();
         loser.products().create(product(3)).await.unwrap();
         let lost = race(&store, p1, p2, "first-race", &mut loser).await;
-        assert!(
-            matches!(
-                lost,
-                Err(Error::Conflict {
-                    constraint: Constraint::ProductSlug
-                })
-            ),
-            "{lost:?}"
-        );
+        assert_conflict(lost, Constraint::ProductSlug);
         match loser.commit().await {
             Err(Error::Backend { message, .. }) => {
                 assert!(message.contains("rolled back"), "{message}")
             }
             other => panic!("commit after an aborted statement must fail, got {other:?}"),
         }
-        let mut read = store.read().await.unwrap();
-        let count = read
-            .products()
-            .count(&ProductFilter::default())
-            .await
-            .unwrap();
-        assert_eq!(count, 2, "product 3 was rolled back");
-        drop(read);
+        assert_eq!(count_products(&store).await, 2, "product 3 was rolled back");
 
         // A savepoint rolled back to clears the failure.
         let mut loser = store.begin().await.unwrap();
@@ -434,14 +382,7 @@ async fn a_failed_statement_makes_commit_fail_instead_of_silently_rolling_back()
             .is_err());
         loser.rollback_to(sp).await.unwrap();
         loser.commit().await.unwrap();
-        let mut read = store.read().await.unwrap();
-        let count = read
-            .products()
-            .count(&ProductFilter::default())
-            .await
-            .unwrap();
-        assert_eq!(count, 3);
-        drop(read);
+        assert_eq!(count_products(&store).await, 3);
         (store, db)
     })
     .await;
@@ -458,15 +399,7 @@ async fn a_dropped_unit_of_work_rolls_back_and_frees_its_connection() {
         uow.products().create(product(round)).await.unwrap();
         drop(uow);
     }
-    let mut read = store.read().await.unwrap();
-    assert_eq!(
-        read.products()
-            .count(&ProductFilter::default())
-            .await
-            .unwrap(),
-        0
-    );
-    drop(read);
+    assert_eq!(count_products(&store).await, 0);
     store.close().await;
     db.drop_now().await;
 }
@@ -546,22 +479,12 @@ async fn create_many_spans_batches_all_or_nothing() {
         let mut news: Vec<NewProduct> = (0..n).map(product).collect();
         // The last row of the second batch repeats a sku of the first batch.
         news.push(NewProduct::new("Late", "late", "SKU-3").unwrap());
-        assert!(matches!(
+        assert_conflict(
             uow.products().create_many(news).await,
-            Err(Error::Conflict {
-                constraint: Constraint::ProductSku
-            })
-        ));
-        uow.commit().await.unwrap();
-        let mut read = store.read().await.unwrap();
-        assert_eq!(
-            read.products()
-                .count(&ProductFilter::default())
-                .await
-                .unwrap(),
-            0
+            Constraint::ProductSku,
         );
-        drop(read);
+        uow.commit().await.unwrap();
+        assert_eq!(count_products(&store).await, 0);
         let mut uow = store.begin().await.unwrap();
         let created = uow
             .products()
@@ -570,14 +493,8 @@ async fn create_many_spans_batches_all_or_nothing() {
             .unwrap();
         uow.commit().await.unwrap();
         assert_eq!(created.len(), n);
+        assert_eq!(count_products(&store).await, n as u64);
         let mut read = store.read().await.unwrap();
-        assert_eq!(
-            read.products()
-                .count(&ProductFilter::default())
-                .await
-                .unwrap(),
-            n as u64
-        );
         let last = read.products().get(created[n - 1].id).await.unwrap();
         assert_eq!(last.as_ref(), Some(&created[n - 1]));
         drop(read);
@@ -589,10 +506,7 @@ async fn create_many_spans_batches_all_or_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_deadlock_is_reported_as_transient() {
     with_store(|store, db| async move {
-        let mut uow = store.begin().await.unwrap();
-        let a = uow.products().create(product(1)).await.unwrap().id;
-        let b = uow.products().create(product(2)).await.unwrap().id;
-        uow.commit().await.unwrap();
+        let [a, b] = seed_products(&store, [1, 2]).await.map(|p| p.id);
         let mut first = store.begin().await.unwrap();
         let mut second = store.begin().await.unwrap();
         let up = StockDelta::new(1).unwrap();
@@ -671,16 +585,7 @@ async fn close_fails_sessions_in_flight_and_rolls_their_work_back() {
     assert!(matches!(uow.commit().await, Err(Error::Unavailable { .. })));
     drop(read);
     let again = PostgresStore::connect(&db.config()).await.unwrap();
-    let mut read = again.read().await.unwrap();
-    assert_eq!(
-        read.products()
-            .count(&ProductFilter::default())
-            .await
-            .unwrap(),
-        0,
-        "nothing committed"
-    );
-    drop(read);
+    assert_eq!(count_products(&again).await, 0, "nothing committed");
     again.close().await;
     db.drop_now().await;
 }
@@ -690,9 +595,7 @@ async fn busy_timeout_bounds_the_wait_for_a_row_lock() {
     let db = TestDatabase::create().await;
     let config = db.config().with_busy_timeout(Duration::from_millis(200));
     let store = PostgresStore::connect(&config).await.unwrap();
-    let mut uow = store.begin().await.unwrap();
-    let p = uow.products().create(product(1)).await.unwrap();
-    uow.commit().await.unwrap();
+    let [p] = seed_products(&store, [1]).await;
     let mut holder = store.begin().await.unwrap();
     holder.products().lock(&[p.id]).await.unwrap();
     let mut waiter = store.begin().await.unwrap();
@@ -722,15 +625,7 @@ async fn concurrent_connects_migrate_once_whatever_the_busy_timeout() {
     let stores = futures_util::future::join_all(connects).await;
     for store in stores {
         let store = store.expect("every concurrent connect succeeds");
-        let mut read = store.read().await.unwrap();
-        assert_eq!(
-            read.products()
-                .count(&ProductFilter::default())
-                .await
-                .unwrap(),
-            0
-        );
-        drop(read);
+        assert_eq!(count_products(&store).await, 0);
         store.close().await;
     }
     db.drop_now().await;

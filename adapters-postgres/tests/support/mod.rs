@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
-use stockroom_core::{redact_url, StoreConfig};
+use stockroom_core::{redact_url, NewProduct, Product, ProductFilter, Store, StoreConfig};
 use stockroom_postgres::PostgresStore;
 use uuid::Uuid;
 
@@ -131,4 +131,36 @@ pub async fn until_a_session_waits_for_a_lock(database: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     panic!("no session of {database} waited for a lock within ten seconds");
+}
+
+/// Product `n`: name `Product n`, slug `product-n`, sku `SKU-n`, ten in stock.
+pub fn product(n: usize) -> NewProduct {
+    NewProduct::new(
+        &format!("Product {n}"),
+        &format!("product-{n}"),
+        &format!("SKU-{n}"),
+    )
+    .unwrap()
+    .with_stock(10)
+    .unwrap()
+}
+
+/// Creates [`product`] `n` for each of `ns` in one committed unit of work.
+pub async fn seed_products<const N: usize>(store: &PostgresStore, ns: [usize; N]) -> [Product; N] {
+    let mut uow = store.begin().await.unwrap();
+    let mut created = Vec::with_capacity(N);
+    for n in ns {
+        created.push(uow.products().create(product(n)).await.unwrap());
+    }
+    uow.commit().await.unwrap();
+    created.try_into().unwrap()
+}
+
+/// How many live products `store` holds, counted in a read session of its own.
+pub async fn count_products(store: &PostgresStore) -> u64 {
+    let mut read = store.read().await.unwrap();
+    read.products()
+        .count(&ProductFilter::default())
+        .await
+        .unwrap()
 }
