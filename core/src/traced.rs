@@ -575,6 +575,19 @@ mod tests {
         }
     }
 
+    /// tracing caches each callsite's interest globally. A test that runs with no subscriber
+    /// and one that installs a capture, on two threads at once, can race on that cache and leave
+    /// a callsite disabled for the capture; so these tests take turns, and each one rebuilds the
+    /// cache after installing its capture.
+    static TRACING_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+    fn install(capture: &Capture) -> tracing::subscriber::DefaultGuard {
+        let guard =
+            tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+        tracing::callsite::rebuild_interest_cache();
+        guard
+    }
+
     impl Capture {
         fn named(&self, name: &str) -> Vec<Captured> {
             let spans = self.0.lock().unwrap();
@@ -613,9 +626,9 @@ mod tests {
 
     #[tokio::test]
     async fn unit_of_work_operations_run_in_spans_with_ids_and_outcome() {
+        let _turn = TRACING_TESTS.lock().await;
         let capture = Capture::default();
-        let _guard =
-            tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+        let _guard = install(&capture);
         let (a, b) = (ProductId::new(), ProductId::new());
         let movement_id = StockMovementId::new();
 
@@ -707,9 +720,9 @@ mod tests {
 
     #[tokio::test]
     async fn read_session_operations_and_failures_are_traced() {
+        let _turn = TRACING_TESTS.lock().await;
         let capture = Capture::default();
-        let _guard =
-            tracing::subscriber::set_default(tracing_subscriber::registry().with(capture.clone()));
+        let _guard = install(&capture);
         let id = ProductId::new();
         let mut store = MockStore::new();
         store.expect_backend().return_const("mock");
@@ -751,6 +764,7 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_subscriber_it_only_delegates() {
+        let _turn = TRACING_TESTS.lock().await;
         let id = ProductId::new();
         let mut store = MockStore::new();
         store.expect_backend().return_const("mock");
