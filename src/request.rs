@@ -237,7 +237,7 @@ mod tests {
     use async_trait::async_trait;
 
     use super::*;
-    use crate::{Error, NewCategory, ReadSession, Savepoint, StoreConfig};
+    use crate::{Category, Error, NewCategory, ReadSession, Savepoint, StoreConfig};
 
     /// A memory store whose writer slot is given up after 200 ms of waiting, so that "the slot is
     /// taken" shows as a quick `Transient`.
@@ -247,6 +247,16 @@ mod tests {
         )
         .await
         .unwrap()
+    }
+
+    /// Creates the "kitchen" category through the request's unit of work (beginning it).
+    async fn create_kitchen(work: &mut RequestUnitOfWork) -> Category {
+        work.categories()
+            .await
+            .unwrap()
+            .create(NewCategory::new("Kitchen", "kitchen").unwrap())
+            .await
+            .unwrap()
     }
 
     async fn category_exists(store: &dyn Store, slug: &str) -> bool {
@@ -299,13 +309,7 @@ mod tests {
         let store = store().await;
         let mut work = RequestUnitOfWork::new(store.clone());
         let watch = work.watch();
-        let created = work
-            .categories()
-            .await
-            .unwrap()
-            .create(NewCategory::new("Kitchen", "kitchen").unwrap())
-            .await
-            .unwrap();
+        let created = create_kitchen(&mut work).await;
         assert!(
             !category_exists(store.as_ref(), "kitchen").await,
             "not visible before the commit"
@@ -321,12 +325,7 @@ mod tests {
         let store = store().await;
         let mut work = RequestUnitOfWork::new(store.clone());
         let watch = work.watch();
-        work.categories()
-            .await
-            .unwrap()
-            .create(NewCategory::new("Kitchen", "kitchen").unwrap())
-            .await
-            .unwrap();
+        create_kitchen(&mut work).await;
         drop(work);
         assert!(watch.abandoned());
         assert!(!category_exists(store.as_ref(), "kitchen").await);
@@ -338,12 +337,7 @@ mod tests {
         let store = store().await;
         let mut work = RequestUnitOfWork::new(store.clone());
         let watch = work.watch();
-        work.categories()
-            .await
-            .unwrap()
-            .create(NewCategory::new("Kitchen", "kitchen").unwrap())
-            .await
-            .unwrap();
+        create_kitchen(&mut work).await;
         work.rollback().await.unwrap();
         assert!(watch.abandoned());
         assert!(!category_exists(store.as_ref(), "kitchen").await);
@@ -355,12 +349,7 @@ mod tests {
         let mut work = RequestUnitOfWork::new(store.clone());
         let watch = work.watch();
         let handler = tokio::spawn(async move {
-            work.categories()
-                .await
-                .unwrap()
-                .create(NewCategory::new("Kitchen", "kitchen").unwrap())
-                .await
-                .unwrap();
+            create_kitchen(&mut work).await;
             panic!("the handler fails after writing");
         });
         assert!(handler.await.unwrap_err().is_panic());
@@ -436,12 +425,7 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(CommitFails(inner.clone()));
         let mut work = RequestUnitOfWork::new(store);
         let watch = work.watch();
-        work.categories()
-            .await
-            .unwrap()
-            .create(NewCategory::new("Kitchen", "kitchen").unwrap())
-            .await
-            .unwrap();
+        create_kitchen(&mut work).await;
         let result = work.commit("created").await;
         assert!(
             matches!(result, Err(Error::Unavailable { .. })),

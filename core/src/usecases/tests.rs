@@ -117,6 +117,39 @@ fn successful_uow(
     uow
 }
 
+/// A unit of work that must never commit and must roll back exactly once.
+fn rolled_back_uow() -> MockUnitOfWork {
+    let mut uow = MockUnitOfWork::new();
+    uow.transaction.expect_commit().never();
+    uow.transaction
+        .expect_rollback()
+        .times(1)
+        .returning(|| Ok(()));
+    uow
+}
+
+/// A store whose one `begin` hands out `uow`.
+fn store_beginning_once(uow: MockUnitOfWork) -> MockStore {
+    let mut store = MockStore::new();
+    store
+        .expect_begin()
+        .times(1)
+        .return_once(move || Ok(Box::new(uow)));
+    store
+}
+
+/// A unit of work whose idempotency-key lookup finds a movement of 8 from `source` to
+/// `target` under "order-2", and that rolls back without locking anything.
+fn key_taken_uow(source: ProductId, target: ProductId) -> MockUnitOfWork {
+    let mut uow = rolled_back_uow();
+    uow.movements
+        .expect_by_idempotency_key()
+        .times(1)
+        .return_once(move |_| Ok(Some(movement(source, target, 8, "order-2"))));
+    uow.products.expect_lock().never();
+    uow
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_transient_failure_is_retried_and_the_ledger_written_once() {
     let (a, b, sorted) = two_ids();
@@ -126,7 +159,7 @@ async fn a_transient_failure_is_retried_and_the_ledger_written_once() {
     store.expect_begin().times(2).returning(move || {
         if counter.fetch_add(1, Ordering::SeqCst) == 0 {
             // First attempt: the source's update hits a serialization failure.
-            let mut uow = MockUnitOfWork::new();
+            let mut uow = rolled_back_uow();
             uow.products
                 .expect_lock()
                 .withf(move |ids| ids == sorted)
@@ -137,11 +170,6 @@ async fn a_transient_failure_is_retried_and_the_ledger_written_once() {
                 .times(1)
                 .returning(|_, _| Err(transient()));
             uow.movements.expect_record().never();
-            uow.transaction.expect_commit().never();
-            uow.transaction
-                .expect_rollback()
-                .times(1)
-                .returning(|| Ok(()));
             Ok(Box::new(uow))
         } else {
             Ok(Box::new(successful_uow(a, b, 4, false)))
@@ -205,23 +233,14 @@ async fn an_invalid_request_never_begins_a_transaction() {
 #[tokio::test(start_paused = true)]
 async fn insufficient_stock_rolls_back_without_moving_anything() {
     let (a, b, _) = two_ids();
-    let mut uow = MockUnitOfWork::new();
+    let mut uow = rolled_back_uow();
     uow.products
         .expect_lock()
         .times(1)
         .returning(move |_| Ok(vec![product(a, 2), product(b, 0)]));
     uow.products.expect_adjust_stock().never();
     uow.movements.expect_record().never();
-    uow.transaction.expect_commit().never();
-    uow.transaction
-        .expect_rollback()
-        .times(1)
-        .returning(|| Ok(()));
-    let mut store = MockStore::new();
-    store
-        .expect_begin()
-        .times(1)
-        .return_once(move || Ok(Box::new(uow)));
+    let store = store_beginning_once(uow);
 
     let result = transfer_stock(&store, &TransferRequest::new(a, b, 5), &policy(5)).await;
     match result {
@@ -242,17 +261,12 @@ async fn transient_failures_beyond_max_attempts_are_returned() {
     let counter = begins.clone();
     store.expect_begin().times(3).returning(move || {
         counter.fetch_add(1, Ordering::SeqCst);
-        let mut uow = MockUnitOfWork::new();
+        let mut uow = rolled_back_uow();
         uow.products
             .expect_lock()
             .times(1)
             .returning(|_| Err(transient()));
         uow.products.expect_adjust_stock().never();
-        uow.transaction.expect_commit().never();
-        uow.transaction
-            .expect_rollback()
-            .times(1)
-            .returning(|| Ok(()));
         Ok(Box::new(uow))
     });
 
@@ -269,7 +283,7 @@ async fn a_used_idempotency_key_returns_the_earlier_movement() {
     let (a, b, _) = two_ids();
     let earlier = movement(a, b, 7, "order-1");
     let returned = earlier.clone();
-    let mut uow = MockUnitOfWork::new();
+    let mut uow = rolled_back_uow();
     uow.movements
         .expect_by_idempotency_key()
         .withf(|key| key == "order-1")
@@ -278,16 +292,7 @@ async fn a_used_idempotency_key_returns_the_earlier_movement() {
     uow.products.expect_lock().never();
     uow.products.expect_adjust_stock().never();
     uow.movements.expect_record().never();
-    uow.transaction.expect_commit().never();
-    uow.transaction
-        .expect_rollback()
-        .times(1)
-        .returning(|| Ok(()));
-    let mut store = MockStore::new();
-    store
-        .expect_begin()
-        .times(1)
-        .return_once(move || Ok(Box::new(uow)));
+    let store = store_beginning_once(uow);
 
     let request = TransferRequest::new(a, b, 7).with_idempotency_key("order-1");
     let movement = transfer_stock(&store, &request, &policy(5)).await.unwrap();
@@ -297,34 +302,10 @@ async fn a_used_idempotency_key_returns_the_earlier_movement() {
 #[tokio::test(start_paused = true)]
 async fn a_key_used_for_another_transfer_is_a_conflict() {
     let (a, b, _) = two_ids();
-    let mut uow = MockUnitOfWork::new();
-    uow.movements
-        .expect_by_idempotency_key()
-        .times(1)
-        .return_once(move |_| Ok(Some(movement(a, b, 8, "order-2"))));
-    uow.products.expect_lock().never();
-    uow.transaction.expect_commit().never();
-    uow.transaction
-        .expect_rollback()
-        .times(1)
-        .returning(|| Ok(()));
     let mut store = MockStore::new();
     // The first conflict on the key is retried once (it may be a lost race); the retry finds
     // the same different movement and gives up.
-    let mut retry = MockUnitOfWork::new();
-    retry
-        .movements
-        .expect_by_idempotency_key()
-        .times(1)
-        .return_once(move |_| Ok(Some(movement(a, b, 8, "order-2"))));
-    retry.products.expect_lock().never();
-    retry.transaction.expect_commit().never();
-    retry
-        .transaction
-        .expect_rollback()
-        .times(1)
-        .returning(|| Ok(()));
-    let mut uows = vec![retry, uow];
+    let mut uows = vec![key_taken_uow(a, b), key_taken_uow(a, b)];
     store
         .expect_begin()
         .times(2)

@@ -3,22 +3,36 @@
 
 use std::sync::Arc;
 
-use stockroom_core::{NewReview, NewUser, ProductFilter, RatingStats, Review, Store};
+use stockroom_core::{
+    Category, NewReview, NewUser, Product, ProductFilter, ProductId, ProductWithRelations,
+    RatingStats, Review, Store, User,
+};
 
 use crate::support::*;
 
-/// `with_relations` returns the product with its live category and creator.
-pub async fn with_relations_returns_the_live_category_and_creator(store: Arc<dyn Store>) {
-    let cat = create_category(&store, "mugs").await;
-    let user = create_user(&store, "ann").await;
+/// A category "mugs", a user "ann", and a product "a" in that category created by that user.
+async fn product_with_category_and_creator(store: &Arc<dyn Store>) -> (Category, User, Product) {
+    let cat = create_category(store, "mugs").await;
+    let user = create_user(store, "ann").await;
     let p = create_product(
-        &store,
+        store,
         new_product("a", 1).in_category(cat.id).created_by(user.id),
     )
     .await;
-    let got = in_read!(store, |r| r.products().with_relations(p.id).await)
+    (cat, user, p)
+}
+
+/// `with_relations` of a product that must be live.
+async fn live_relations(store: &Arc<dyn Store>, id: ProductId) -> ProductWithRelations {
+    in_read!(store, |r| r.products().with_relations(id).await)
         .unwrap()
-        .expect("live product");
+        .expect("live product")
+}
+
+/// `with_relations` returns the product with its live category and creator.
+pub async fn with_relations_returns_the_live_category_and_creator(store: Arc<dyn Store>) {
+    let (cat, user, p) = product_with_category_and_creator(&store).await;
+    let got = live_relations(&store, p.id).await;
     assert_eq!(got.product, p, "product part");
     assert_eq!(
         got.category.as_ref(),
@@ -36,17 +50,9 @@ pub async fn with_relations_returns_the_live_category_and_creator(store: Arc<dyn
 
 /// A deleted category shows as `None` in `with_relations` (the product keeps its id).
 pub async fn deleted_category_shows_as_none(store: Arc<dyn Store>) {
-    let cat = create_category(&store, "mugs").await;
-    let user = create_user(&store, "ann").await;
-    let p = create_product(
-        &store,
-        new_product("a", 1).in_category(cat.id).created_by(user.id),
-    )
-    .await;
+    let (cat, user, p) = product_with_category_and_creator(&store).await;
     assert!(in_uow!(store, |uow| uow.categories().soft_delete(cat.id).await).unwrap());
-    let got = in_read!(store, |r| r.products().with_relations(p.id).await)
-        .unwrap()
-        .expect("live product");
+    let got = live_relations(&store, p.id).await;
     assert_eq!(
         got.category, None,
         "deleted category shown: {:?}",
@@ -61,17 +67,9 @@ pub async fn deleted_category_shows_as_none(store: Arc<dyn Store>) {
 
 /// A deleted creator shows as `None` in `with_relations`.
 pub async fn deleted_creator_shows_as_none(store: Arc<dyn Store>) {
-    let cat = create_category(&store, "mugs").await;
-    let user = create_user(&store, "ann").await;
-    let p = create_product(
-        &store,
-        new_product("a", 1).in_category(cat.id).created_by(user.id),
-    )
-    .await;
+    let (cat, user, p) = product_with_category_and_creator(&store).await;
     assert!(in_uow!(store, |uow| uow.users().soft_delete(user.id).await).unwrap());
-    let got = in_read!(store, |r| r.products().with_relations(p.id).await)
-        .unwrap()
-        .expect("live product");
+    let got = live_relations(&store, p.id).await;
     assert_eq!(
         got.creator, None,
         "deleted creator shown: {:?}",
