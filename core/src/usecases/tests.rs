@@ -57,12 +57,21 @@ fn policy(max_attempts: u32) -> RetryPolicy {
     }
 }
 
-/// Two fresh product ids, and the same two sorted (the order a transfer locks them in).
-fn two_ids() -> (ProductId, ProductId, [ProductId; 2]) {
-    let (a, b) = (ProductId::new(), ProductId::new());
-    let mut sorted = [a, b];
+/// Two fresh product ids.
+fn two_ids() -> (ProductId, ProductId) {
+    (ProductId::new(), ProductId::new())
+}
+
+/// Expects `uow` to lock `source` and `target` once, in id order (the order a transfer locks
+/// them in), finding 10 in stock at the source and none at the target.
+fn expect_lock_in_id_order(uow: &mut MockUnitOfWork, source: ProductId, target: ProductId) {
+    let mut sorted = [source, target];
     sorted.sort();
-    (a, b, sorted)
+    uow.products
+        .expect_lock()
+        .withf(move |ids| ids == sorted)
+        .times(1)
+        .returning(move |_| Ok(vec![product(source, 10), product(target, 0)]));
 }
 
 /// A unit of work that goes all the way: locks both rows (in id order), moves `quantity`,
@@ -75,13 +84,7 @@ fn successful_uow(
     commit_fails: bool,
 ) -> MockUnitOfWork {
     let mut uow = MockUnitOfWork::new();
-    let mut sorted = [source, target];
-    sorted.sort();
-    uow.products
-        .expect_lock()
-        .withf(move |ids| ids == sorted)
-        .times(1)
-        .returning(move |_| Ok(vec![product(source, 10), product(target, 0)]));
+    expect_lock_in_id_order(&mut uow, source, target);
     uow.products
         .expect_adjust_stock()
         .withf(move |id, delta| *id == source && delta.get() == -quantity)
@@ -152,7 +155,7 @@ fn key_taken_uow(source: ProductId, target: ProductId) -> MockUnitOfWork {
 
 #[tokio::test(start_paused = true)]
 async fn a_transient_failure_is_retried_and_the_ledger_written_once() {
-    let (a, b, sorted) = two_ids();
+    let (a, b) = two_ids();
     let begins = Arc::new(AtomicU32::new(0));
     let mut store = MockStore::new();
     let counter = begins.clone();
@@ -160,11 +163,7 @@ async fn a_transient_failure_is_retried_and_the_ledger_written_once() {
         if counter.fetch_add(1, Ordering::SeqCst) == 0 {
             // First attempt: the source's update hits a serialization failure.
             let mut uow = rolled_back_uow();
-            uow.products
-                .expect_lock()
-                .withf(move |ids| ids == sorted)
-                .times(1)
-                .returning(move |_| Ok(vec![product(a, 10), product(b, 0)]));
+            expect_lock_in_id_order(&mut uow, a, b);
             uow.products
                 .expect_adjust_stock()
                 .times(1)
@@ -188,7 +187,7 @@ async fn a_transient_failure_is_retried_and_the_ledger_written_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_transient_commit_failure_is_retried() {
-    let (a, b, _) = two_ids();
+    let (a, b) = two_ids();
     let begins = Arc::new(AtomicU32::new(0));
     let mut store = MockStore::new();
     let counter = begins.clone();
@@ -206,7 +205,7 @@ async fn a_transient_commit_failure_is_retried() {
 
 #[tokio::test(start_paused = true)]
 async fn an_invalid_request_never_begins_a_transaction() {
-    let (a, b, _) = two_ids();
+    let (a, b) = two_ids();
     let mut store = MockStore::new();
     store.expect_begin().never();
     let cases = [
@@ -232,7 +231,7 @@ async fn an_invalid_request_never_begins_a_transaction() {
 
 #[tokio::test(start_paused = true)]
 async fn insufficient_stock_rolls_back_without_moving_anything() {
-    let (a, b, _) = two_ids();
+    let (a, b) = two_ids();
     let mut uow = rolled_back_uow();
     uow.products
         .expect_lock()
@@ -255,7 +254,7 @@ async fn insufficient_stock_rolls_back_without_moving_anything() {
 
 #[tokio::test(start_paused = true)]
 async fn transient_failures_beyond_max_attempts_are_returned() {
-    let (a, b, _) = two_ids();
+    let (a, b) = two_ids();
     let begins = Arc::new(AtomicU32::new(0));
     let mut store = MockStore::new();
     let counter = begins.clone();
@@ -280,7 +279,7 @@ async fn transient_failures_beyond_max_attempts_are_returned() {
 
 #[tokio::test(start_paused = true)]
 async fn a_used_idempotency_key_returns_the_earlier_movement() {
-    let (a, b, _) = two_ids();
+    let (a, b) = two_ids();
     let earlier = movement(a, b, 7, "order-1");
     let returned = earlier.clone();
     let mut uow = rolled_back_uow();
@@ -301,7 +300,7 @@ async fn a_used_idempotency_key_returns_the_earlier_movement() {
 
 #[tokio::test(start_paused = true)]
 async fn a_key_used_for_another_transfer_is_a_conflict() {
-    let (a, b, _) = two_ids();
+    let (a, b) = two_ids();
     let mut store = MockStore::new();
     // The first conflict on the key is retried once (it may be a lost race); the retry finds
     // the same different movement and gives up.
