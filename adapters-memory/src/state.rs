@@ -54,7 +54,8 @@ impl std::fmt::Debug for State {
 }
 
 /// The rows of one entity, live and soft-deleted, in `(created_at, id)` order, with an index by
-/// id, one of the unique values of the live rows, and one of the rows by parent.
+/// id, one of the unique values of the live rows, one of the rows by parent, and each row's
+/// [`Row::document`] (made once per write, as the SQL adapters store a search column).
 ///
 /// Rows are behind an `Arc` so that the copy-on-write of a shared map node copies pointers,
 /// not rows.
@@ -63,6 +64,7 @@ pub(crate) struct Table<E: Row> {
     created: HashMap<E::Id, Timestamp>,
     unique: HashMap<UniqueKey, E::Id>,
     children: OrdSet<(ParentKey, Key)>,
+    documents: HashMap<E::Id, Arc<str>>,
 }
 
 impl<E: Row> Clone for Table<E> {
@@ -72,6 +74,7 @@ impl<E: Row> Clone for Table<E> {
             created: self.created.clone(),
             unique: self.unique.clone(),
             children: self.children.clone(),
+            documents: self.documents.clone(),
         }
     }
 }
@@ -83,6 +86,7 @@ impl<E: Row> Default for Table<E> {
             created: HashMap::new(),
             unique: HashMap::new(),
             children: OrdSet::new(),
+            documents: HashMap::new(),
         }
     }
 }
@@ -120,6 +124,11 @@ impl<E: Row> Table<E> {
         self.live(id)
     }
 
+    /// The [`Row::document`] of the row `id` as it was last written ("" for an entity without).
+    pub(crate) fn document(&self, id: E::Id) -> &str {
+        self.documents.get(&id).map_or("", |d| d)
+    }
+
     /// Every row, live or not, in `(created_at, id)` order.
     pub(crate) fn all(&self) -> impl DoubleEndedIterator<Item = &E> + '_ {
         self.rows.values().map(|row| &**row)
@@ -136,6 +145,24 @@ impl<E: Row> Table<E> {
             .range((Excluded(after), Unbounded))
             .map(|(_, row)| &**row)
             .filter(|row| row.is_live())
+    }
+
+    /// The live rows that pass `filter`, in `(created_at, id)` order.
+    pub(crate) fn matching<'a>(
+        &'a self,
+        filter: &'a E::Filter,
+    ) -> impl Iterator<Item = &'a E> + 'a {
+        self.live_rows().filter(|row| E::matches(filter, row, self))
+    }
+
+    /// The live rows strictly after `after` that pass `filter`, in `(created_at, id)` order.
+    pub(crate) fn matching_after<'a>(
+        &'a self,
+        filter: &'a E::Filter,
+        after: Key,
+    ) -> impl Iterator<Item = &'a E> + 'a {
+        self.live_after(after)
+            .filter(|row| E::matches(filter, row, self))
     }
 
     /// The rows, live or not, whose [`Row::parent`] is `parent`, in `(created_at, id)` order.
@@ -188,6 +215,10 @@ impl<E: Row> Table<E> {
                 self.children.insert((parent, key));
             }
         }
+        match row.document() {
+            Some(document) => self.documents.insert(id, Arc::from(document)),
+            None => self.documents.remove(&id),
+        };
         self.rows.insert(key, Arc::new(row));
         Ok(())
     }
@@ -197,6 +228,7 @@ impl<E: Row> Table<E> {
         let created_at = self.created.remove(&id)?;
         let key = key_at::<E>(created_at, id);
         let row = self.rows.remove(&key)?;
+        self.documents.remove(&id);
         if row.is_live() {
             for unique in row.unique_keys() {
                 self.unique.remove(&unique);
@@ -280,8 +312,12 @@ pub(crate) trait Row: Entity {
     fn build(new: Self::New, now: Timestamp) -> Self;
     /// Applies `patch` at `now` (new `updated_at`, next version).
     fn apply(patch: &Self::Patch, row: &mut Self, now: Timestamp);
-    /// Whether a live row passes `filter`.
-    fn matches(filter: &Self::Filter, row: &Self) -> bool;
+    /// Whether a live row of `table` passes `filter`.
+    fn matches(filter: &Self::Filter, row: &Self, table: &Table<Self>) -> bool;
+    /// Text derived from the row that filters read, kept by the table per write.
+    fn document(&self) -> Option<String> {
+        None
+    }
     /// The values that must be unique among live rows.
     fn unique_keys(&self) -> Vec<UniqueKey>;
     /// The row this one belongs to, indexed for [`Table::children`].
@@ -342,8 +378,11 @@ impl Row for Product {
     fn apply(patch: &ProductPatch, row: &mut Self, now: Timestamp) {
         patch.apply_to(row, now);
     }
-    fn matches(filter: &ProductFilter, row: &Self) -> bool {
-        filter.matches(row)
+    fn matches(filter: &ProductFilter, row: &Self, table: &Table<Self>) -> bool {
+        filter.matches_with_document(row, || table.document(row.id))
+    }
+    fn document(&self) -> Option<String> {
+        Some(self.search_document())
     }
     fn unique_keys(&self) -> Vec<UniqueKey> {
         vec![
@@ -393,7 +432,7 @@ impl Row for Category {
     fn apply(patch: &CategoryPatch, row: &mut Self, now: Timestamp) {
         patch.apply_to(row, now);
     }
-    fn matches(filter: &CategoryFilter, row: &Self) -> bool {
+    fn matches(filter: &CategoryFilter, row: &Self, _: &Table<Self>) -> bool {
         filter.matches(row)
     }
     fn unique_keys(&self) -> Vec<UniqueKey> {
@@ -432,7 +471,7 @@ impl Row for User {
     fn apply(patch: &UserPatch, row: &mut Self, now: Timestamp) {
         patch.apply_to(row, now);
     }
-    fn matches(filter: &UserFilter, row: &Self) -> bool {
+    fn matches(filter: &UserFilter, row: &Self, _: &Table<Self>) -> bool {
         filter.matches(row)
     }
     fn unique_keys(&self) -> Vec<UniqueKey> {
@@ -480,7 +519,7 @@ impl Row for Review {
     fn apply(patch: &ReviewPatch, row: &mut Self, now: Timestamp) {
         patch.apply_to(row, now);
     }
-    fn matches(filter: &ReviewFilter, row: &Self) -> bool {
+    fn matches(filter: &ReviewFilter, row: &Self, _: &Table<Self>) -> bool {
         filter.matches(row)
     }
     fn unique_keys(&self) -> Vec<UniqueKey> {

@@ -23,11 +23,14 @@ pub(crate) struct Tables {
 
 /// `rows` from `page`: skip `offset`, take `limit`.
 fn paged<'a, E: Clone + 'a>(rows: impl Iterator<Item = &'a E>, page: Page) -> Vec<E> {
+    let (offset, limit) = bounds(page);
+    rows.skip(offset).take(limit).cloned().collect()
+}
+
+/// The page's offset and limit as counts of rows.
+fn bounds(page: Page) -> (usize, usize) {
     let offset = usize::try_from(page.offset()).unwrap_or(usize::MAX);
-    rows.skip(offset)
-        .take(page.limit().get() as usize)
-        .cloned()
-        .collect()
+    (offset, page.limit().get() as usize)
 }
 
 /// `ids` without repeats, in their first order.
@@ -53,10 +56,7 @@ impl<E: Row> ReadRepository<E> for Tables {
     }
 
     async fn list(&mut self, filter: &E::Filter, page: Page) -> Result<Vec<E>> {
-        let rows = E::table(&self.state)
-            .live_rows()
-            .filter(|row| E::matches(filter, row));
-        Ok(paged(rows, page))
+        Ok(paged(E::table(&self.state).matching(filter), page))
     }
 
     async fn list_after(
@@ -69,32 +69,21 @@ impl<E: Row> ReadRepository<E> for Tables {
         let take = limit.get() as usize + 1;
         let rows: Vec<E> = match after {
             Some(cursor) => table
-                .live_after(key_of_cursor(&cursor))
-                .filter(|row| E::matches(filter, row))
+                .matching_after(filter, key_of_cursor(&cursor))
                 .take(take)
                 .cloned()
                 .collect(),
-            None => table
-                .live_rows()
-                .filter(|row| E::matches(filter, row))
-                .take(take)
-                .cloned()
-                .collect(),
+            None => table.matching(filter).take(take).cloned().collect(),
         };
         Ok(KeysetPage::from_overfetch(rows, limit))
     }
 
     async fn count(&mut self, filter: &E::Filter) -> Result<u64> {
-        let table = E::table(&self.state);
-        Ok(table
-            .live_rows()
-            .filter(|row| E::matches(filter, row))
-            .count() as u64)
+        Ok(E::table(&self.state).matching(filter).count() as u64)
     }
 
     async fn exists(&mut self, filter: &E::Filter) -> Result<bool> {
-        let table = E::table(&self.state);
-        Ok(table.live_rows().any(|row| E::matches(filter, row)))
+        Ok(E::table(&self.state).matching(filter).next().is_some())
     }
 
     async fn list_deleted(&mut self, page: Page) -> Result<Vec<E>> {
@@ -241,15 +230,19 @@ impl ProductReader for Tables {
     }
 
     async fn search(&mut self, filter: &ProductFilter, page: Page) -> Result<SearchPage<Product>> {
-        let matching = || {
-            self.state
-                .products
-                .live_rows()
-                .filter(|p| filter.matches(p))
-        };
+        // One pass: count every match, keep the page's.
+        let (offset, limit) = bounds(page);
+        let mut items = Vec::with_capacity(limit.min(64));
+        let mut total = 0;
+        for product in self.state.products.matching(filter) {
+            if total >= offset && items.len() < limit {
+                items.push(product.clone());
+            }
+            total += 1;
+        }
         Ok(SearchPage {
-            total: matching().count() as u64,
-            items: paged(matching(), page),
+            total: total as u64,
+            items,
         })
     }
 }

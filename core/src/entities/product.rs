@@ -330,6 +330,17 @@ impl ProductFilter {
 
     /// Whether a live `product` passes the filter.
     pub fn matches(&self, product: &Product) -> bool {
+        self.matches_with_document(product, || product.search_document())
+    }
+
+    /// [`matches`](Self::matches) for a backend that keeps each product's
+    /// [`search_document`](Product::search_document) from the time the row was written:
+    /// `document` gives it, and is called only when the filter has a search.
+    pub fn matches_with_document<D: AsRef<str>>(
+        &self,
+        product: &Product,
+        document: impl FnOnce() -> D,
+    ) -> bool {
         self.status.is_none_or(|s| product.status == s)
             && self
                 .category_id
@@ -337,7 +348,7 @@ impl ProductFilter {
             && self
                 .search
                 .as_ref()
-                .is_none_or(|q| q.matches(&product.search_document()))
+                .is_none_or(|q| q.matches(document().as_ref()))
     }
 }
 
