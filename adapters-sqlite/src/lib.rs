@@ -30,8 +30,9 @@
 //!   exclusively until commit, rollback or drop, so no other statement can slip into its
 //!   transaction. The transaction opens with `BEGIN IMMEDIATE` (run in the same blocking call as
 //!   the first statement, saving a thread hop), so a transaction that reads first cannot fail
-//!   its later write with `SQLITE_BUSY`; a lock held by another process shows as `Transient`. Reads outside a unit of work take connections from a pool of up to
-//!   `max_connections()` read connections (`query_only`), which run in parallel under WAL.
+//!   its later write with `SQLITE_BUSY`; a lock held by another process shows as `Transient`.
+//!   Reads outside a unit of work take connections from a pool of up to `max_connections()`
+//!   read connections (`query_only`), which run in parallel under WAL.
 //! - **Off the async threads.** Every call moves its connection into
 //!   `tokio::task::spawn_blocking`, runs its statements there and moves it back. A connection
 //!   is never shared: a lease owns it. Dropping a lease (a unit of work dropped without commit,
