@@ -215,10 +215,9 @@ impl<E: Row> Table<E> {
                 self.children.insert((parent, key));
             }
         }
-        match row.document() {
-            Some(document) => self.documents.insert(id, Arc::from(document)),
-            None => self.documents.remove(&id),
-        };
+        if let Some(document) = row.document() {
+            self.documents.insert(id, Arc::from(document));
+        }
         self.rows.insert(key, Arc::new(row));
         Ok(())
     }
@@ -314,7 +313,8 @@ pub(crate) trait Row: Entity {
     fn apply(patch: &Self::Patch, row: &mut Self, now: Timestamp);
     /// Whether a live row of `table` passes `filter`.
     fn matches(filter: &Self::Filter, row: &Self, table: &Table<Self>) -> bool;
-    /// Text derived from the row that filters read, kept by the table per write.
+    /// Text derived from the row that filters read, kept by the table per write. An entity has
+    /// one for every row or for none.
     fn document(&self) -> Option<String> {
         None
     }
