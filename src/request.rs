@@ -384,6 +384,9 @@ mod tests {
 
     #[async_trait]
     impl UnitOfWork for CommitFailsUow {
+        fn backend(&self) -> &'static str {
+            self.0.backend()
+        }
         fn products(&mut self) -> &mut dyn ProductRepository {
             self.0.products()
         }

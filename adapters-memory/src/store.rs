@@ -191,6 +191,14 @@ impl fmt::Debug for MemoryUnitOfWork {
 
 #[async_trait]
 impl UnitOfWork for MemoryUnitOfWork {
+    fn backend(&self) -> &'static str {
+        "memory"
+    }
+
+    fn as_native(&mut self) -> Option<&mut (dyn std::any::Any + Send)> {
+        Some(self)
+    }
+
     fn products(&mut self) -> &mut dyn ProductRepository {
         &mut self.tables
     }

@@ -227,6 +227,14 @@ impl PgUnitOfWork {
 
 #[async_trait]
 impl UnitOfWork for PgUnitOfWork {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn as_native(&mut self) -> Option<&mut (dyn std::any::Any + Send)> {
+        Some(self)
+    }
+
     fn products(&mut self) -> &mut dyn ProductRepository {
         &mut self.session
     }

@@ -193,7 +193,7 @@ async fn schema_has_the_named_indexes_and_checks() {
         for c in Constraint::ALL {
             if c != Constraint::PrimaryKey {
                 assert!(
-                    indexes.iter().any(|i| i == c.as_str()),
+                    indexes.iter().any(|i| i == c.index_name()),
                     "{c} missing from {indexes:?}"
                 );
             }

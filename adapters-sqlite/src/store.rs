@@ -351,6 +351,14 @@ struct SqliteUnitOfWork {
 
 #[async_trait]
 impl UnitOfWork for SqliteUnitOfWork {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn as_native(&mut self) -> Option<&mut (dyn std::any::Any + Send)> {
+        Some(self)
+    }
+
     fn products(&mut self) -> &mut dyn ProductRepository {
         &mut self.conn
     }

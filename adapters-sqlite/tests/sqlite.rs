@@ -283,7 +283,7 @@ async fn the_schema_is_migrated_once_with_its_named_indexes_in_wal_mode() {
         let found: bool = conn
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?)",
-                [constraint.as_str()],
+                [constraint.index_name()],
                 |r| r.get(0),
             )
             .unwrap();

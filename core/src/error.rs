@@ -34,6 +34,10 @@ impl fmt::Display for EntityKind {
 }
 
 /// A uniqueness rule of the domain. Every one of them holds among live (not soft-deleted) rows only.
+///
+/// [`as_str`](Constraint::as_str) is its stable, machine-readable name (what an API shows a
+/// client, and what `serde` writes); [`field`](Constraint::field) names the input field it is
+/// about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Constraint {
@@ -54,9 +58,48 @@ pub enum Constraint {
 }
 
 impl Constraint {
-    /// The constraint's name, which is also the name of the unique index that enforces it in the
-    /// SQL adapters' schemas.
+    /// The constraint's stable name: `product_slug`, `product_sku`, `category_slug`,
+    /// `user_email`, `review_author`, `idempotency_key`, `primary_key`.
     pub const fn as_str(self) -> &'static str {
+        match self {
+            Constraint::ProductSlug => "product_slug",
+            Constraint::ProductSku => "product_sku",
+            Constraint::CategorySlug => "category_slug",
+            Constraint::UserEmail => "user_email",
+            Constraint::ReviewAuthor => "review_author",
+            Constraint::IdempotencyKey => "idempotency_key",
+            Constraint::PrimaryKey => "primary_key",
+        }
+    }
+
+    /// The input field whose value is taken: `slug`, `sku`, `email`, `author_id`,
+    /// `idempotency_key` or `id`.
+    pub const fn field(self) -> &'static str {
+        match self {
+            Constraint::ProductSlug | Constraint::CategorySlug => "slug",
+            Constraint::ProductSku => "sku",
+            Constraint::UserEmail => "email",
+            Constraint::ReviewAuthor => "author_id",
+            Constraint::IdempotencyKey => "idempotency_key",
+            Constraint::PrimaryKey => "id",
+        }
+    }
+
+    /// The kind of entity the constraint belongs to.
+    pub const fn entity(self) -> Option<EntityKind> {
+        match self {
+            Constraint::ProductSlug | Constraint::ProductSku => Some(EntityKind::Product),
+            Constraint::CategorySlug => Some(EntityKind::Category),
+            Constraint::UserEmail => Some(EntityKind::User),
+            Constraint::ReviewAuthor => Some(EntityKind::Review),
+            Constraint::IdempotencyKey => Some(EntityKind::StockMovement),
+            Constraint::PrimaryKey => None,
+        }
+    }
+
+    /// The name of the unique index that enforces the constraint in the SQL adapters' schemas.
+    #[doc(hidden)]
+    pub const fn index_name(self) -> &'static str {
         match self {
             Constraint::ProductSlug => "products_slug_live",
             Constraint::ProductSku => "products_sku_live",
@@ -69,6 +112,7 @@ impl Constraint {
     }
 
     /// Every constraint, for adapters that map index names back to it.
+    #[doc(hidden)]
     pub const ALL: [Constraint; 7] = [
         Constraint::ProductSlug,
         Constraint::ProductSku,
@@ -80,10 +124,11 @@ impl Constraint {
     ];
 
     /// The constraint whose index name appears in a database's error message, if any.
+    #[doc(hidden)]
     pub fn from_message(message: &str) -> Option<Constraint> {
         Constraint::ALL
             .into_iter()
-            .find(|c| message.contains(c.as_str()))
+            .find(|c| message.contains(c.index_name()))
     }
 }
 
@@ -93,8 +138,20 @@ impl fmt::Display for Constraint {
     }
 }
 
+#[cfg(feature = "serde")]
+impl serde::Serialize for Constraint {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
 /// Why an input was rejected.
+///
+/// [`as_str`](Rule::as_str) is the rule's stable, machine-readable name. With the `serde`
+/// feature a rule serializes as an object: `{"rule": "too_long", "max": 120}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(tag = "rule", rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum Rule {
     /// The value is empty (or only white space).
@@ -109,6 +166,21 @@ pub enum Rule {
     OutOfRange { min: i64, max: i64 },
     /// The value must differ from another field's.
     SameAs { other: &'static str },
+}
+
+impl Rule {
+    /// The rule's stable name: `empty`, `too_long`, `control_character`, `malformed`,
+    /// `out_of_range` or `same_as`.
+    pub const fn as_str(&self) -> &'static str {
+        match self {
+            Rule::Empty => "empty",
+            Rule::TooLong { .. } => "too_long",
+            Rule::ControlCharacter => "control_character",
+            Rule::Malformed { .. } => "malformed",
+            Rule::OutOfRange { .. } => "out_of_range",
+            Rule::SameAs { .. } => "same_as",
+        }
+    }
 }
 
 impl fmt::Display for Rule {
@@ -167,6 +239,14 @@ pub enum Error {
     /// The backend cannot be reached (connection refused or lost, pool timed out, closed store).
     #[error("backend unavailable: {reason}")]
     Unavailable { reason: String },
+
+    /// The operation is not something this backend does, such as asking a memory unit of
+    /// work for its SQL connection.
+    #[error("{operation} is not supported by the {backend} backend")]
+    Unsupported {
+        operation: &'static str,
+        backend: &'static str,
+    },
 
     /// Anything else the backend reported.
     #[error("backend error: {message}")]

@@ -35,8 +35,8 @@ pub use entities::{
 pub use error::{Constraint, EntityKind, Error, Result, Rule};
 pub use ids::{CategoryId, ProductId, ReviewId, StockMovementId, UserId};
 pub use ports::{
-    CategoryReader, CategoryRepository, ProductReader, ProductRepository, ReadRepository,
-    ReadSession, Repository, ReviewReader, ReviewRepository, Savepoint, Savepoints,
+    native_unit_of_work, CategoryReader, CategoryRepository, ProductReader, ProductRepository,
+    ReadRepository, ReadSession, Repository, ReviewReader, ReviewRepository, Savepoint, Savepoints,
     StockMovementReader, StockMovementRepository, Store, UnitOfWork, UserReader, UserRepository,
 };
 pub use query::{
@@ -45,7 +45,10 @@ pub use query::{
 };
 pub use time::Timestamp;
 pub use traced::{traced, Traced};
-pub use usecases::{product_details, transfer_stock, RetryPolicy, StoreExt, TransferRequest};
+pub use usecases::{
+    product_details, run_in_unit_of_work, transfer_in, transfer_stock, RetryPolicy, StoreExt,
+    TransferRequest, UnitOfWorkExt, WorkFuture,
+};
 pub use validate::{
     Email, IdempotencyKey, Name, Quantity, Rating, Sku, Slug, Stock, StockDelta, Text,
     MAX_EMAIL_LEN, MAX_IDEMPOTENCY_KEY_LEN, MAX_NAME_LEN, MAX_SKU_LEN, MAX_SLUG_LEN, MAX_STOCK,

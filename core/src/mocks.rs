@@ -505,6 +505,10 @@ impl std::fmt::Debug for MockUnitOfWork {
 
 #[async_trait]
 impl UnitOfWork for MockUnitOfWork {
+    fn backend(&self) -> &'static str {
+        "mock"
+    }
+
     fn products(&mut self) -> &mut dyn ProductRepository {
         &mut self.products
     }

@@ -33,7 +33,7 @@ use crate::validate::StockDelta;
 ///   `source`, `target`; `id` of the new row once `create` succeeds); a few sizes (`count` of a
 ///   batch, `delta` of a stock adjustment, savepoint `depth`); and `outcome`: `ok`, or the kind
 ///   of the error (`not_found`, `conflict`, `insufficient_stock`, `validation`, `stale_version`,
-///   `transient`, `unavailable`, `backend`). Never a row, a search text, a slug, an email or an
+///   `transient`, `unavailable`, `unsupported`, `backend`). Never a row, a search text, a slug, an email or an
 ///   idempotency key.
 /// - Level `DEBUG`, so they cost next to nothing unless a subscriber asks for them; nothing is
 ///   printed without a subscriber.
@@ -86,6 +86,7 @@ fn outcome<T>(result: &Result<T>) -> &'static str {
         Err(Error::StaleVersion { .. }) => "stale_version",
         Err(Error::Transient { .. }) => "transient",
         Err(Error::Unavailable { .. }) => "unavailable",
+        Err(Error::Unsupported { .. }) => "unsupported",
         Err(Error::Backend { .. }) => "backend",
     }
 }
@@ -459,6 +460,10 @@ impl TracedUnitOfWork {
 
 #[async_trait]
 impl UnitOfWork for TracedUnitOfWork {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+
     fn products(&mut self) -> &mut dyn ProductRepository {
         self
     }
@@ -507,6 +512,10 @@ impl UnitOfWork for TracedUnitOfWork {
     async fn rollback(self: Box<Self>) -> Result<()> {
         let span = self.span("stockroom.rollback");
         observe(span, self.inner.rollback(), |_, _| {}).await
+    }
+
+    fn as_native(&mut self) -> Option<&mut (dyn std::any::Any + Send)> {
+        self.inner.as_native()
     }
 }
 

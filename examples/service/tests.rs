@@ -1266,6 +1266,9 @@ impl Store for CommitFails {
 
 #[async_trait]
 impl UnitOfWork for CommitFailsUow {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
     fn products(&mut self) -> &mut dyn ProductRepository {
         self.inner.products()
     }

@@ -24,7 +24,7 @@ pub use entities::{
     ReviewRepository, StockMovementReader, StockMovementRepository, UserReader, UserRepository,
 };
 pub use repository::{ReadRepository, Repository};
-pub use session::{ReadSession, Savepoint, Savepoints, Store, UnitOfWork};
+pub use session::{native_unit_of_work, ReadSession, Savepoint, Savepoints, Store, UnitOfWork};
 
 #[allow(unused_imports)] // used by the doc links above
 use crate::entities::Entity;

@@ -1,3 +1,4 @@
+use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
@@ -23,6 +24,9 @@ pub trait ReadSession: Send {
 /// without a commit, it rolls back.
 #[async_trait]
 pub trait UnitOfWork: Send {
+    /// The backend's name, as [`Store::backend`] says it: `memory`, `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
     fn products(&mut self) -> &mut dyn ProductRepository;
     fn categories(&mut self) -> &mut dyn CategoryRepository;
     fn users(&mut self) -> &mut dyn UserRepository;
@@ -43,6 +47,29 @@ pub trait UnitOfWork: Send {
 
     /// Undoes every write.
     async fn rollback(self: Box<Self>) -> Result<()>;
+
+    /// The adapter's own unit of work behind this one, for the adapter crate's access to the
+    /// transaction's connection (`stockroom_postgres::connection`,
+    /// `stockroom_sqlite::with_connection`); `None` when there is none (a mock). A wrapper, such
+    /// as [`Traced`](crate::Traced), forwards to the unit of work it wraps.
+    #[doc(hidden)]
+    fn as_native(&mut self) -> Option<&mut (dyn Any + Send)> {
+        None
+    }
+}
+
+/// The adapter's unit of work of type `U` behind `uow`, for the adapter crates' typed access to
+/// a transaction's connection. Any other backend's unit of work (or a mock) is
+/// [`Error::Unsupported`] naming `operation` and the backend it is on.
+#[doc(hidden)]
+pub fn native_unit_of_work<'u, U: Any>(
+    uow: &'u mut dyn UnitOfWork,
+    operation: &'static str,
+) -> Result<&'u mut U> {
+    let backend = uow.backend();
+    uow.as_native()
+        .and_then(|native| native.downcast_mut::<U>())
+        .ok_or(Error::Unsupported { operation, backend })
 }
 
 /// A nested savepoint of one unit of work; consumed by `rollback_to` or `release`.

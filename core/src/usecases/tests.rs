@@ -141,15 +141,16 @@ fn store_beginning_once(uow: MockUnitOfWork) -> MockStore {
     store
 }
 
-/// A unit of work whose idempotency-key lookup finds a movement of 8 from `source` to
-/// `target` under "order-2", and that rolls back without locking anything.
-fn key_taken_uow(source: ProductId, target: ProductId) -> MockUnitOfWork {
-    let mut uow = rolled_back_uow();
-    uow.movements
-        .expect_by_idempotency_key()
+/// A unit of work that must commit exactly once (with nothing written) and never roll back.
+fn committed_empty_uow() -> MockUnitOfWork {
+    let mut uow = MockUnitOfWork::new();
+    uow.transaction
+        .expect_commit()
         .times(1)
-        .return_once(move |_| Ok(Some(movement(source, target, 8, "order-2"))));
-    uow.products.expect_lock().never();
+        .returning(|| Ok(()));
+    uow.transaction.expect_rollback().never();
+    uow.products.expect_adjust_stock().never();
+    uow.movements.expect_record().never();
     uow
 }
 
@@ -161,14 +162,14 @@ async fn a_transient_failure_is_retried_and_the_ledger_written_once() {
     let counter = begins.clone();
     store.expect_begin().times(2).returning(move || {
         if counter.fetch_add(1, Ordering::SeqCst) == 0 {
-            // First attempt: the source's update hits a serialization failure.
+            // First attempt: the ledger insert hits a serialization failure.
             let mut uow = rolled_back_uow();
             expect_lock_in_id_order(&mut uow, a, b);
-            uow.products
-                .expect_adjust_stock()
+            uow.movements
+                .expect_record()
                 .times(1)
-                .returning(|_, _| Err(transient()));
-            uow.movements.expect_record().never();
+                .returning(|_| Err(transient()));
+            uow.products.expect_adjust_stock().never();
             Ok(Box::new(uow))
         } else {
             Ok(Box::new(successful_uow(a, b, 4, false)))
@@ -282,15 +283,13 @@ async fn a_used_idempotency_key_returns_the_earlier_movement() {
     let (a, b) = two_ids();
     let earlier = movement(a, b, 7, "order-1");
     let returned = earlier.clone();
-    let mut uow = rolled_back_uow();
+    let mut uow = committed_empty_uow();
     uow.movements
         .expect_by_idempotency_key()
         .withf(|key| key == "order-1")
         .times(1)
         .return_once(move |_| Ok(Some(returned)));
     uow.products.expect_lock().never();
-    uow.products.expect_adjust_stock().never();
-    uow.movements.expect_record().never();
     let store = store_beginning_once(uow);
 
     let request = TransferRequest::new(a, b, 7).with_idempotency_key("order-1");
@@ -301,14 +300,14 @@ async fn a_used_idempotency_key_returns_the_earlier_movement() {
 #[tokio::test(start_paused = true)]
 async fn a_key_used_for_another_transfer_is_a_conflict() {
     let (a, b) = two_ids();
-    let mut store = MockStore::new();
-    // The first conflict on the key is retried once (it may be a lost race); the retry finds
-    // the same different movement and gives up.
-    let mut uows = vec![key_taken_uow(a, b), key_taken_uow(a, b)];
-    store
-        .expect_begin()
-        .times(2)
-        .returning(move || Ok(Box::new(uows.pop().expect("two begins"))));
+    // The key names a movement of 8: a request for 7 under it is refused, and not retried.
+    let mut uow = rolled_back_uow();
+    uow.movements
+        .expect_by_idempotency_key()
+        .times(1)
+        .return_once(move |_| Ok(Some(movement(a, b, 8, "order-2"))));
+    uow.products.expect_lock().never();
+    let store = store_beginning_once(uow);
 
     let request = TransferRequest::new(a, b, 7).with_idempotency_key("order-2");
     let result = transfer_stock(&store, &request, &policy(5)).await;
@@ -321,6 +320,49 @@ async fn a_key_used_for_another_transfer_is_a_conflict() {
         ),
         "{result:?}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_key_taken_by_a_concurrent_transfer_is_retried_and_returns_its_movement() {
+    let (a, b) = two_ids();
+    let earlier = movement(a, b, 7, "order-3");
+    let begins = Arc::new(AtomicU32::new(0));
+    let counter = begins.clone();
+    let found = earlier.clone();
+    let mut store = MockStore::new();
+    store.expect_begin().times(2).returning(move || {
+        if counter.fetch_add(1, Ordering::SeqCst) == 0 {
+            // First attempt: the key is free at the lookup, then the ledger insert finds it
+            // taken by a transfer that committed meanwhile; nothing has moved.
+            let mut uow = rolled_back_uow();
+            uow.movements
+                .expect_by_idempotency_key()
+                .times(1)
+                .returning(|_| Ok(None));
+            expect_lock_in_id_order(&mut uow, a, b);
+            uow.movements.expect_record().times(1).returning(|_| {
+                Err(Error::Conflict {
+                    constraint: Constraint::IdempotencyKey,
+                })
+            });
+            uow.products.expect_adjust_stock().never();
+            Ok(Box::new(uow))
+        } else {
+            let mut uow = committed_empty_uow();
+            let found = found.clone();
+            uow.movements
+                .expect_by_idempotency_key()
+                .times(1)
+                .return_once(move |_| Ok(Some(found)));
+            uow.products.expect_lock().never();
+            Ok(Box::new(uow))
+        }
+    });
+
+    let request = TransferRequest::new(a, b, 7).with_idempotency_key("order-3");
+    let movement = transfer_stock(&store, &request, &policy(5)).await.unwrap();
+    assert_eq!(movement, earlier);
+    assert_eq!(begins.load(Ordering::SeqCst), 2);
 }
 
 #[tokio::test(start_paused = true)]

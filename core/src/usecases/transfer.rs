@@ -1,13 +1,11 @@
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
-use std::time::Duration;
-
+use async_trait::async_trait;
 use tracing::Instrument;
 
 use crate::entities::{NewStockMovement, Product, StockMovement};
 use crate::error::{Constraint, EntityKind, Error, Result, Rule};
 use crate::ids::ProductId;
 use crate::ports::{Store, UnitOfWork};
+use crate::usecases::retry::{run_in_unit_of_work, RetryPolicy};
 use crate::validate::{IdempotencyKey, Quantity, StockDelta};
 
 /// A request to move `quantity` units of stock from one product to another, as a caller (an HTTP
@@ -37,48 +35,6 @@ impl TransferRequest {
     pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(key.into());
         self
-    }
-}
-
-/// How often, and how patiently, a transfer retries transient failures.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts in all, the first included (at least 1).
-    pub max_attempts: u32,
-    /// The delay before the second attempt; it doubles each time, with jitter.
-    pub base_delay: Duration,
-    /// The longest delay between two attempts.
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 10,
-            base_delay: Duration::from_millis(2),
-            max_delay: Duration::from_millis(200),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// No retry at all.
-    pub fn none() -> Self {
-        Self {
-            max_attempts: 1,
-            ..Self::default()
-        }
-    }
-
-    /// The delay after failed attempt `attempt` (1-based): exponential with "full jitter", so
-    /// that tasks that collided once do not collide again in lockstep.
-    fn delay_after(&self, attempt: u32) -> Duration {
-        let exp = self
-            .base_delay
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
-        let cap = exp.min(self.max_delay);
-        let random = RandomState::new().build_hasher().finish();
-        cap.mul_f64((random % 1_000) as f64 / 1_000.0)
     }
 }
 
@@ -131,14 +87,14 @@ impl Transfer {
     }
 }
 
-/// Moves stock between two live products and writes one ledger row, atomically.
+/// Moves stock between two live products and writes one ledger row, atomically, in a unit of
+/// work of its own (retried on transient failures).
 ///
 /// Validates first (positive quantity, two distinct products, a well-formed key) and begins no
-/// transaction for a bad request. Then, in one unit of work: returns the earlier movement if the
-/// idempotency key was used already (a [`Constraint::IdempotencyKey`] conflict if that movement
-/// differs), locks both rows in id order (so opposite transfers cannot deadlock), checks the
-/// source's stock, moves it, records the ledger row and commits. Transient failures are retried
-/// up to `policy.max_attempts` times with jittered exponential backoff, then returned as they are.
+/// transaction for a bad request. Then runs [`transfer_in`] in a unit of work and commits it,
+/// through [`run_in_unit_of_work`] with `policy`: transient failures (a deadlock, a busy
+/// database, a concurrent request that took the same idempotency key first) are retried up to
+/// `policy.max_attempts` times with jittered exponential backoff, then returned as they are.
 ///
 /// ```
 /// # async fn demo(store: &dyn stockroom_core::Store, a: stockroom_core::ProductId, b: stockroom_core::ProductId) -> stockroom_core::Result<()> {
@@ -153,91 +109,123 @@ pub async fn transfer_stock(
     request: &TransferRequest,
     policy: &RetryPolicy,
 ) -> Result<StockMovement> {
-    let span = tracing::info_span!(
-        "stockroom.transfer",
-        source = %request.source_id,
-        target = %request.target_id,
-        quantity = request.quantity,
-        idempotent = request.idempotency_key.is_some(),
-        attempts = tracing::field::Empty,
-        outcome = tracing::field::Empty,
-    );
+    let span = transfer_span(request, false);
     async move {
-        let result = retry(store, request, policy).await;
-        let outcome = match &result {
-            Ok(_) => "applied",
-            Err(Error::Validation { .. }) => "invalid",
-            Err(Error::InsufficientStock { .. }) => "insufficient_stock",
-            Err(Error::NotFound { .. }) => "not_found",
-            Err(e) if e.is_transient() => "gave_up",
-            Err(_) => "failed",
+        let result = match Transfer::validate(request) {
+            Ok(transfer) => {
+                let transfer = &transfer;
+                run_in_unit_of_work(store, policy, |uow| Box::pin(apply(uow, transfer))).await
+            }
+            Err(invalid) => Err(invalid),
         };
-        tracing::Span::current().record("outcome", outcome);
-        result
+        record_outcome(&result);
+        result.map(Applied::into_movement)
     }
     .instrument(span)
     .await
 }
 
-async fn retry(
-    store: &dyn Store,
+/// Moves stock between two live products and writes one ledger row, inside the caller's unit of
+/// work: it commits or rolls back with the caller's other writes, and is not retried here (wrap
+/// the whole unit of work in [`run_in_unit_of_work`] / [`StoreExt::run`](crate::StoreExt::run)
+/// for that). Usually called as [`UnitOfWorkExt::transfer`].
+///
+/// The rules are those of [`transfer_stock`]: a bad request is a validation error; with an
+/// idempotency key already recorded, the earlier movement is returned and nothing moves (a
+/// [`Constraint::IdempotencyKey`] conflict if it moved something else); both rows are locked in
+/// id order; insufficient stock is [`Error::InsufficientStock`]. Nothing is written unless the
+/// whole transfer is: the ledger row is recorded before the stock moves, so a concurrent request
+/// that committed the same key first fails this one as [`Error::Transient`] (a retry of the
+/// unit of work finds the earlier movement) with nothing written.
+pub async fn transfer_in(
+    uow: &mut dyn UnitOfWork,
     request: &TransferRequest,
-    policy: &RetryPolicy,
 ) -> Result<StockMovement> {
-    let transfer = Transfer::validate(request)?;
-    let mut attempt = 1;
-    let mut key_race_seen = false;
-    loop {
-        tracing::Span::current().record("attempts", attempt);
-        let error = match attempt_once(store, &transfer).await {
-            Ok(movement) => return Ok(movement),
-            Err(error) => error,
+    let span = transfer_span(request, true);
+    async move {
+        let result = match Transfer::validate(request) {
+            Ok(transfer) => apply(uow, &transfer).await,
+            Err(invalid) => Err(invalid),
         };
-        // A concurrent request with the same key committed first: the next attempt finds its
-        // ledger row and returns it. Once is enough; a second conflict is real.
-        let lost_key_race = transfer.key.is_some()
-            && !key_race_seen
-            && matches!(
-                error,
-                Error::Conflict {
-                    constraint: Constraint::IdempotencyKey
-                }
-            );
-        key_race_seen |= lost_key_race;
-        if !(error.is_transient() || lost_key_race) || attempt >= policy.max_attempts.max(1) {
-            return Err(error);
-        }
-        tracing::debug!(attempt, %error, "transfer attempt failed, retrying");
-        tokio::time::sleep(policy.delay_after(attempt)).await;
-        attempt += 1;
+        record_outcome(&result);
+        result.map(Applied::into_movement)
+    }
+    .instrument(span)
+    .await
+}
+
+/// The use cases of a unit of work as its methods, `dyn UnitOfWork` included.
+#[async_trait]
+pub trait UnitOfWorkExt: UnitOfWork {
+    /// [`transfer_in`] this unit of work: the transfer commits or rolls back with the rest of
+    /// it.
+    ///
+    /// ```
+    /// # async fn demo(store: &dyn stockroom_core::Store, new: stockroom_core::NewProduct, from: stockroom_core::ProductId) -> stockroom_core::Result<()> {
+    /// use stockroom_core::{TransferRequest, UnitOfWorkExt};
+    /// // Create a product and stock it from another one: both or neither.
+    /// let mut uow = store.begin().await?;
+    /// let product = uow.products().create(new).await?;
+    /// uow.transfer(&TransferRequest::new(from, product.id, 5)).await?;
+    /// uow.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    async fn transfer(&mut self, request: &TransferRequest) -> Result<StockMovement> {
+        transfer_in(self.as_dyn_mut(), request).await
+    }
+
+    #[doc(hidden)]
+    fn as_dyn_mut(&mut self) -> &mut dyn UnitOfWork;
+}
+
+impl<U: UnitOfWork> UnitOfWorkExt for U {
+    fn as_dyn_mut(&mut self) -> &mut dyn UnitOfWork {
+        self
     }
 }
 
-async fn attempt_once(store: &dyn Store, transfer: &Transfer) -> Result<StockMovement> {
-    let mut uow = store.begin().await?;
-    match apply(uow.as_mut(), transfer).await {
-        Ok(Applied::New(movement)) => {
-            uow.commit().await?;
-            Ok(movement)
-        }
-        Ok(Applied::Earlier(movement)) => {
-            uow.rollback().await?;
-            Ok(movement)
-        }
-        Err(error) => {
-            // The error is what the caller needs; a failed rollback only means the connection
-            // is gone, and the transaction with it.
-            if let Err(rollback_error) = uow.rollback().await {
-                tracing::debug!(%rollback_error, "rollback after a failed transfer failed");
-            }
-            Err(error)
-        }
+impl UnitOfWorkExt for dyn UnitOfWork + '_ {
+    fn as_dyn_mut(&mut self) -> &mut dyn UnitOfWork {
+        self
     }
+}
+
+fn transfer_span(request: &TransferRequest, in_unit_of_work: bool) -> tracing::Span {
+    tracing::info_span!(
+        "stockroom.transfer",
+        source = %request.source_id,
+        target = %request.target_id,
+        quantity = request.quantity,
+        idempotent = request.idempotency_key.is_some(),
+        in_unit_of_work,
+        outcome = tracing::field::Empty,
+    )
+}
+
+fn record_outcome(result: &Result<Applied>) {
+    let outcome = match result {
+        Ok(Applied::New(_)) => "applied",
+        Ok(Applied::Earlier(_)) => "replayed",
+        Err(Error::Validation { .. }) => "invalid",
+        Err(Error::InsufficientStock { .. }) => "insufficient_stock",
+        Err(Error::NotFound { .. }) => "not_found",
+        Err(e) if e.is_transient() => "gave_up",
+        Err(_) => "failed",
+    };
+    tracing::Span::current().record("outcome", outcome);
 }
 
 enum Applied {
     New(StockMovement),
     Earlier(StockMovement),
+}
+
+impl Applied {
+    fn into_movement(self) -> StockMovement {
+        match self {
+            Applied::New(movement) | Applied::Earlier(movement) => movement,
+        }
+    }
 }
 
 async fn apply(uow: &mut dyn UnitOfWork, transfer: &Transfer) -> Result<Applied> {
@@ -262,6 +250,21 @@ async fn apply(uow: &mut dyn UnitOfWork, transfer: &Transfer) -> Result<Applied>
             requested: transfer.quantity.get(),
         });
     }
+    // The ledger row first: if a concurrent request committed the same key meanwhile, nothing
+    // has moved yet.
+    let movement = uow
+        .movements()
+        .record(transfer.ledger_row())
+        .await
+        .map_err(|error| match error {
+            Error::Conflict {
+                constraint: Constraint::IdempotencyKey,
+            } => Error::Transient {
+                reason: "a concurrent transfer with the same idempotency key committed first"
+                    .to_owned(),
+            },
+            other => other,
+        })?;
     let products = uow.products();
     products
         .adjust_stock(transfer.source, StockDelta::remove(transfer.quantity))
@@ -269,7 +272,6 @@ async fn apply(uow: &mut dyn UnitOfWork, transfer: &Transfer) -> Result<Applied>
     products
         .adjust_stock(transfer.target, StockDelta::add(transfer.quantity))
         .await?;
-    let movement = uow.movements().record(transfer.ledger_row()).await?;
     Ok(Applied::New(movement))
 }
 
@@ -283,14 +285,6 @@ fn find(locked: &[Product], id: ProductId) -> Result<&Product> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn delays_grow_and_stay_capped() {
-        let policy = RetryPolicy::default();
-        for attempt in 1..40 {
-            assert!(policy.delay_after(attempt) <= policy.max_delay);
-        }
-    }
 
     #[test]
     fn validation_names_the_field() {

@@ -1,0 +1,182 @@
+//! The retry runner: a whole unit of work, re-run on transient failures.
+
+use std::collections::hash_map::RandomState;
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::pin::Pin;
+use std::time::Duration;
+
+use tracing::Instrument;
+
+use crate::error::Result;
+use crate::ports::{Store, UnitOfWork};
+
+/// The future a unit-of-work closure returns (see [`run_in_unit_of_work`]): boxed and `Send`,
+/// and free to borrow the unit of work and whatever the closure borrows.
+pub type WorkFuture<'u, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'u>>;
+
+/// How often, and how patiently, a unit of work is re-run after a transient failure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (at least 1).
+    pub max_attempts: u32,
+    /// The delay before the second attempt; it doubles each time, with jitter.
+    pub base_delay: Duration,
+    /// The longest delay between two attempts.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// Ten attempts, 2 ms before the second, doubling up to 200 ms.
+    fn default() -> Self {
+        Self {
+            max_attempts: 10,
+            base_delay: Duration::from_millis(2),
+            max_delay: Duration::from_millis(200),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// No retry at all.
+    pub fn none() -> Self {
+        Self {
+            max_attempts: 1,
+            ..Self::default()
+        }
+    }
+
+    /// The default policy with `max_attempts` attempts in all.
+    pub fn with_max_attempts(max_attempts: u32) -> Self {
+        Self {
+            max_attempts,
+            ..Self::default()
+        }
+    }
+
+    /// The delay after failed attempt `attempt` (1-based): exponential with "full jitter", so
+    /// that tasks that collided once do not collide again in lockstep.
+    pub(crate) fn delay_after(&self, attempt: u32) -> Duration {
+        let exp = self
+            .base_delay
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let cap = exp.min(self.max_delay);
+        let random = RandomState::new().build_hasher().finish();
+        cap.mul_f64((random % 1_000) as f64 / 1_000.0)
+    }
+
+    fn attempts(&self) -> u32 {
+        self.max_attempts.max(1)
+    }
+}
+
+/// Runs `work` in a unit of work of its own and commits it; when `work`, `begin` or the commit
+/// fails with a [transient](Error::is_transient) error (serialization failure, deadlock, busy
+/// database, a concurrent request that took the same idempotency key), rolls back and runs
+/// `work` again in a new unit of work, up to `policy.max_attempts` times in all, with jittered
+/// exponential backoff between attempts. Any other error rolls back and is returned at once;
+/// so is the last transient one.
+///
+/// `work` is a closure that takes the unit of work and returns a boxed future
+/// ([`WorkFuture`]); it may borrow from its surroundings, and it must be safe to run more than
+/// once (its effects on the store roll back with each failed attempt; effects outside the store
+/// do not). It is usually called as [`StoreExt::run`](crate::StoreExt::run):
+///
+/// ```
+/// # async fn demo(store: &dyn stockroom_core::Store, new: stockroom_core::NewCategory) -> stockroom_core::Result<()> {
+/// use stockroom_core::{RetryPolicy, StoreExt};
+///
+/// let new = &new; // borrowed by every attempt
+/// let category = store
+///     .run(&RetryPolicy::default(), |uow| {
+///         Box::pin(async move {
+///             let category = uow.categories().create(new.clone()).await?;
+///             Ok(category)
+///         })
+///     })
+///     .await?;
+/// # Ok(()) }
+/// ```
+pub async fn run_in_unit_of_work<'a, T, F>(
+    store: &dyn Store,
+    policy: &RetryPolicy,
+    mut work: F,
+) -> Result<T>
+where
+    T: Send + 'a,
+    F: for<'u> FnMut(&'u mut (dyn UnitOfWork + 'a)) -> WorkFuture<'u, T> + Send + 'a,
+{
+    let span = tracing::debug_span!(
+        "stockroom.run",
+        attempts = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    async move {
+        let mut attempt = 1;
+        loop {
+            tracing::Span::current().record("attempts", attempt);
+            let error = match attempt_once(store, &mut work).await {
+                Ok(value) => {
+                    tracing::Span::current().record("outcome", "committed");
+                    return Ok(value);
+                }
+                Err(error) => error,
+            };
+            if !error.is_transient() || attempt >= policy.attempts() {
+                let outcome = if error.is_transient() {
+                    "gave_up"
+                } else {
+                    "failed"
+                };
+                tracing::Span::current().record("outcome", outcome);
+                return Err(error);
+            }
+            tracing::debug!(attempt, %error, "unit of work failed transiently, retrying");
+            tokio::time::sleep(policy.delay_after(attempt)).await;
+            attempt += 1;
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn attempt_once<'a, T, F>(store: &dyn Store, work: &mut F) -> Result<T>
+where
+    F: for<'u> FnMut(&'u mut (dyn UnitOfWork + 'a)) -> WorkFuture<'u, T>,
+{
+    let mut uow = store.begin().await?;
+    match work(uow.as_mut()).await {
+        Ok(value) => {
+            uow.commit().await?;
+            Ok(value)
+        }
+        Err(error) => {
+            // The error is what the caller needs; a failed rollback only means the connection
+            // is gone, and the transaction with it.
+            if let Err(rollback_error) = uow.rollback().await {
+                tracing::debug!(%rollback_error, "rollback after a failed attempt failed");
+            }
+            Err(error)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delays_grow_and_stay_capped() {
+        let policy = RetryPolicy::default();
+        for attempt in 1..40 {
+            assert!(policy.delay_after(attempt) <= policy.max_delay);
+        }
+    }
+
+    #[test]
+    fn a_policy_makes_at_least_one_attempt() {
+        let zero = RetryPolicy::with_max_attempts(0);
+        assert_eq!(zero.attempts(), 1);
+        assert_eq!(RetryPolicy::none().attempts(), 1);
+    }
+}
