@@ -34,6 +34,9 @@ pub use stockroom_core::*;
 
 pub mod request;
 
+#[cfg(feature = "axum")]
+pub mod axum;
+
 #[cfg(feature = "memory")]
 pub use stockroom_memory as memory;
 #[cfg(feature = "postgres")]
@@ -115,6 +118,84 @@ mod tests {
         assert_eq!(store.backend(), "sqlite");
         store.close().await;
         std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Every public future can be spawned on a multi-thread runtime (it is `Send`), with every
+    /// feature on, and the use cases are methods of `&dyn Store`, `Arc<dyn Store>` and concrete
+    /// stores alike. This is a compile-time test: it fails to build otherwise.
+    #[cfg(feature = "memory")]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn public_futures_are_send_and_use_cases_work_on_any_store() {
+        use std::time::Duration;
+
+        let config = StoreConfig::new("memory://");
+        let store = tokio::spawn(connect_with(config)).await.unwrap().unwrap();
+        let (a, b) = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut uow = store.begin().await?;
+                let a = uow
+                    .products()
+                    .create(NewProduct::new("A", "a", "A")?.with_stock(5)?)
+                    .await?;
+                let b = uow
+                    .products()
+                    .create(NewProduct::new("B", "b", "B")?)
+                    .await?;
+                uow.commit().await?;
+                Ok::<_, Error>((a.id, b.id))
+            })
+            .await
+            .unwrap()
+            .unwrap()
+        };
+        let request = TransferRequest::new(a, b, 1);
+        let spawned = {
+            let store = store.clone();
+            let request = request.clone();
+            tokio::spawn(async move { store.transfer(&request).await })
+        };
+        spawned.await.unwrap().unwrap();
+        let ran = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .run(&RetryPolicy::none(), |uow| {
+                        Box::pin(async move { uow.transfer(&TransferRequest::new(a, b, 1)).await })
+                    })
+                    .await
+            })
+        };
+        ran.await.unwrap().unwrap();
+        let read = {
+            let store = store.clone();
+            tokio::spawn(async move { store.read().await?.products().require(b).await })
+        };
+        assert_eq!(read.await.unwrap().unwrap().stock, 2);
+
+        // `&dyn Store` and a concrete store take the same extension methods.
+        async fn through_a_reference(store: &dyn Store, request: &TransferRequest) -> Result<()> {
+            store.transfer(request).await.map(drop)
+        }
+        through_a_reference(store.as_ref(), &request).await.unwrap();
+        let concrete = memory::MemoryStore::new();
+        let details = concrete
+            .product_details(ProductId::new(), Limit::new(1).unwrap())
+            .await;
+        assert!(matches!(details, Ok(None)));
+        let closing = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store.health().await?;
+                store.close().await;
+                Ok::<_, Error>(())
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(5), closing)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
     }
 
     #[cfg(feature = "sqlite")]

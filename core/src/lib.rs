@@ -24,6 +24,8 @@ mod validate;
 
 #[cfg(feature = "mocks")]
 pub mod mocks;
+#[cfg(feature = "axum")]
+pub mod problem;
 
 pub use config::{redact_url, Durability, StoreConfig};
 pub use entities::{

@@ -3,41 +3,50 @@
 //!
 //! # How a request's unit of work works here
 //!
-//! A handler that writes takes a [`Tx`] argument. Extracting it costs nothing: it wraps a
-//! [`RequestUnitOfWork`], which begins its transaction only when the handler first asks for a
-//! repository (`tx.products().await?`), after the input was validated. The handler's success
-//! type is [`Written<T>`], and the only way to make one is [`Tx::commit`], which commits *before*
-//! the response exists: a failed commit is an `Err`, so the client gets a problem response, never
-//! a success for data that was thrown away. Returning early with an error (`?`) or panicking
-//! drops the `Tx`, and the transaction rolls back. As a backstop, the [`guard`] middleware turns
-//! any 2xx response of a request whose work began and did not commit into a 500.
+//! The service uses the facade's `axum` feature (`stockroom::axum`). A handler that writes takes a
+//! [`RequestUnitOfWork`] argument. Extracting it costs nothing: it begins its transaction only
+//! when the handler first asks for a repository (`work.products().await?`), after the input was
+//! validated. The handler's success type is [`Committed<T>`], and the only way to make one is
+//! [`RequestUnitOfWork::commit`], which commits *before* the response exists: a failed commit is
+//! an `Err`, so the client gets a problem response, never a success for data that was thrown
+//! away. Returning early with an error (`?`) or panicking drops the unit of work, and the
+//! transaction rolls back. As a backstop, [`commit_guard`] turns any 2xx response of a request
+//! whose work began and did not commit into a 500.
+//!
+//! A write that may simply be run again when it meets a transient failure (a busy database, a
+//! deadlock) goes through the retry runner instead: `create_category` runs its unit of work with
+//! `store.run(&policy, …)`, and the transfer use case does the same inside.
 //!
 //! Handlers that only read take the [`AppState`] and use `store.read()` (no transaction) or the
-//! use cases of `StoreExt`; the transfer use case runs its own units of work (with retries).
+//! use cases of `StoreExt`. Errors are `stockroom::Error`s, answered as RFC 9457 problems by the
+//! library's mapping ([`Problem`]); the service adds the problems of its own (malformed bodies,
+//! unknown routes).
 
 use std::any::Any;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{
-    DefaultBodyLimit, FromRequest, FromRequestParts, MatchedPath, Path, Query, Request, State,
+    DefaultBodyLimit, FromRef, FromRequest, FromRequestParts, MatchedPath, Path, Query, Request,
+    State,
 };
-use axum::http::header::{self, HeaderMap, HeaderValue};
+use axum::http::header::{self, HeaderMap};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::{json, Map, Value};
-use stockroom::request::{Committed, RequestUnitOfWork, WorkWatch};
+use serde_json::{json, Value};
+pub use stockroom::axum::{commit_guard, Problem};
+use stockroom::request::{Committed, RequestUnitOfWork};
 use stockroom::{
     Category, CategoryId, Cursor, Error, Limit, NewCategory, NewProduct, NewReview, Page, Product,
-    ProductFilter, ProductId, ProductPatch, ProductStatus, Rule, Store, StoreExt, TransferRequest,
-    UserId,
+    ProductFilter, ProductId, ProductPatch, ProductStatus, RetryPolicy, Rule, Store, StoreExt,
+    TransferRequest, UserId,
 };
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
@@ -46,10 +55,17 @@ use tracing::Span;
 /// The largest request body the service reads; a larger one is a 413 problem.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// What every handler shares: the store, chosen at run time.
+/// What every handler shares: the store, chosen at run time. The per-request unit of work takes
+/// its store from here (`FromRef`).
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+}
+
+impl FromRef<AppState> for Arc<dyn Store> {
+    fn from_ref(state: &AppState) -> Self {
+        Arc::clone(&state.store)
+    }
 }
 
 /// The service: every route, with its middleware.
@@ -77,14 +93,14 @@ pub fn routes() -> Router<AppState> {
         .route("/transfers", post(transfer))
 }
 
-/// Wraps `routes` with the middleware: request spans, panics as 500 problems, the unit-of-work
-/// guard and the body limit.
+/// Wraps `routes` with the middleware: request spans, panics as 500 problems, the commit guard
+/// and the body limit.
 pub fn service(routes: Router<AppState>, state: AppState) -> Router {
     routes
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(guard))
+        .layer(middleware::from_fn(commit_guard))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(
             TraceLayer::new_for_http()
@@ -129,146 +145,8 @@ pub async fn run(
 // ---------------------------------------------------------------------------------------------
 // Problems (RFC 9457)
 
-/// An `application/problem+json` response.
-#[derive(Debug)]
-pub struct Problem {
-    status: StatusCode,
-    kind: &'static str,
-    detail: String,
-    extensions: Map<String, Value>,
-    retry_after: Option<u32>,
-}
-
-impl Problem {
-    fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
-        Self {
-            status,
-            kind,
-            detail: detail.into(),
-            extensions: Map::new(),
-            retry_after: None,
-        }
-    }
-
-    fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.extensions.insert(key.to_owned(), value.into());
-        self
-    }
-
-    fn internal() -> Self {
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the server failed to handle the request",
-        )
-    }
-}
-
-impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
-        let mut body = Map::new();
-        body.insert(
-            "type".into(),
-            format!("urn:stockroom:problem:{}", self.kind).into(),
-        );
-        body.insert(
-            "title".into(),
-            self.status.canonical_reason().unwrap_or("Error").into(),
-        );
-        body.insert("status".into(), self.status.as_u16().into());
-        body.insert("detail".into(), self.detail.into());
-        body.extend(self.extensions);
-        let mut response = (self.status, Json(Value::Object(body))).into_response();
-        let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        if let Some(seconds) = self.retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(seconds));
-        }
-        response
-    }
-}
-
-impl From<Error> for Problem {
-    fn from(error: Error) -> Self {
-        let detail = error.to_string();
-        match error {
-            Error::NotFound { entity, id } => {
-                Problem::new(StatusCode::NOT_FOUND, "not-found", detail)
-                    .with("entity", entity.as_str())
-                    .with("id", id)
-            }
-            Error::Validation { field, rule } => {
-                let problem = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "validation", detail)
-                    .with("field", field);
-                match rule {
-                    Rule::Empty => problem.with("rule", "empty"),
-                    Rule::TooLong { max } => problem.with("rule", "too_long").with("max", max),
-                    Rule::ControlCharacter => problem.with("rule", "control_character"),
-                    Rule::Malformed { expected } => {
-                        problem.with("rule", "malformed").with("expected", expected)
-                    }
-                    Rule::OutOfRange { min, max } => problem
-                        .with("rule", "out_of_range")
-                        .with("min", min)
-                        .with("max", max),
-                    Rule::SameAs { other } => problem.with("rule", "same_as").with("other", other),
-                    _ => problem.with("rule", "invalid"),
-                }
-            }
-            Error::Conflict { constraint } => {
-                Problem::new(StatusCode::CONFLICT, "conflict", detail)
-                    .with("constraint", constraint.as_str())
-            }
-            Error::InsufficientStock {
-                product,
-                available,
-                requested,
-            } => Problem::new(StatusCode::CONFLICT, "insufficient-stock", detail)
-                .with("product_id", product.to_string())
-                .with("available", available)
-                .with("requested", requested),
-            Error::StaleVersion {
-                entity,
-                id,
-                expected,
-                actual,
-            } => Problem::new(StatusCode::CONFLICT, "stale-version", detail)
-                .with("entity", entity.as_str())
-                .with("id", id)
-                .with("expected_version", expected)
-                .with("current_version", actual),
-            Error::Transient { .. } => {
-                tracing::warn!(%error, "transient failure");
-                let mut problem = Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "transient",
-                    "the store is busy; retry the request",
-                );
-                problem.retry_after = Some(1);
-                problem
-            }
-            Error::Unavailable { .. } => {
-                tracing::error!(%error, "store unavailable");
-                let mut problem = Problem::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "unavailable",
-                    "the store cannot be reached; retry later",
-                );
-                problem.retry_after = Some(5);
-                problem
-            }
-            other => {
-                // The details (driver messages, causes) go to the log, never to the client.
-                tracing::error!(error = ?other, "request failed");
-                Problem::internal()
-            }
-        }
-    }
-}
-
+/// The problem of a request the framework refused before a handler ran (a malformed body, query
+/// or path).
 fn rejection(status: StatusCode, detail: String) -> Problem {
     let kind = match status {
         StatusCode::PAYLOAD_TOO_LARGE => "body-too-large",
@@ -280,22 +158,16 @@ fn rejection(status: StatusCode, detail: String) -> Problem {
     Problem::new(status, kind, detail)
 }
 
-impl From<JsonRejection> for Problem {
-    fn from(r: JsonRejection) -> Self {
-        rejection(r.status(), r.body_text())
-    }
+fn json_rejection(r: JsonRejection) -> Problem {
+    rejection(r.status(), r.body_text())
 }
 
-impl From<QueryRejection> for Problem {
-    fn from(r: QueryRejection) -> Self {
-        rejection(r.status(), r.body_text())
-    }
+fn query_rejection(r: QueryRejection) -> Problem {
+    rejection(r.status(), r.body_text())
 }
 
-impl From<PathRejection> for Problem {
-    fn from(r: PathRejection) -> Self {
-        rejection(r.status(), r.body_text())
-    }
+fn path_rejection(r: PathRejection) -> Problem {
+    rejection(r.status(), r.body_text())
 }
 
 async fn not_found() -> Problem {
@@ -329,7 +201,9 @@ where
     type Rejection = Problem;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
-        let Json(value) = Json::<T>::from_request(request, state).await?;
+        let Json(value) = Json::<T>::from_request(request, state)
+            .await
+            .map_err(json_rejection)?;
         Ok(Body(value))
     }
 }
@@ -345,76 +219,11 @@ where
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
-        let Path(raw) = Path::<String>::from_request_parts(parts, state).await?;
+        let Path(raw) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(path_rejection)?;
         Ok(Id(raw.parse::<T>()?))
     }
-}
-
-/// The per-request unit of work (see the module docs).
-pub struct Tx(RequestUnitOfWork);
-
-impl Tx {
-    /// Commits, then hands `value` back as the handler's success. A failed commit is a problem.
-    pub async fn commit<T>(self, value: T) -> Result<Written<T>, Problem> {
-        Ok(Written(self.0.commit(value).await?))
-    }
-}
-
-impl std::ops::Deref for Tx {
-    type Target = RequestUnitOfWork;
-    fn deref(&self) -> &RequestUnitOfWork {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Tx {
-    fn deref_mut(&mut self) -> &mut RequestUnitOfWork {
-        &mut self.0
-    }
-}
-
-impl FromRequestParts<AppState> for Tx {
-    type Rejection = Problem;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
-        let slot = parts.extensions.get::<WatchSlot>().ok_or_else(|| {
-            tracing::error!("Tx used on a route without the unit-of-work guard");
-            Problem::internal()
-        })?;
-        let work = RequestUnitOfWork::new(Arc::clone(&state.store));
-        *slot.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(work.watch());
-        Ok(Tx(work))
-    }
-}
-
-/// The success of a handler that took a [`Tx`]: only [`Tx::commit`] makes one.
-pub struct Written<T>(Committed<T>);
-
-impl<T: IntoResponse> IntoResponse for Written<T> {
-    fn into_response(self) -> Response {
-        self.0.into_inner().into_response()
-    }
-}
-
-#[derive(Clone, Default)]
-struct WatchSlot(Arc<Mutex<Option<WorkWatch>>>);
-
-/// The backstop: a request whose unit of work began and did not commit never gets a 2xx.
-async fn guard(mut request: Request, next: Next) -> Response {
-    let slot = WatchSlot::default();
-    request.extensions_mut().insert(slot.clone());
-    let response = next.run(request).await;
-    let abandoned = slot
-        .0
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .as_ref()
-        .is_some_and(WorkWatch::abandoned);
-    if abandoned && response.status().is_success() {
-        tracing::error!("a handler answered success but did not commit its unit of work");
-        return Problem::internal().into_response();
-    }
-    response
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -624,9 +433,9 @@ async fn healthz(State(app): State<AppState>) -> Result<Json<Value>, Problem> {
 }
 
 async fn create_category(
-    mut tx: Tx,
+    State(app): State<AppState>,
     Body(body): Body<CategoryBody>,
-) -> Result<Written<(StatusCode, Json<CategoryCreated>)>, Problem> {
+) -> Result<(StatusCode, Json<CategoryCreated>), Problem> {
     // Everything is validated before the transaction begins.
     let new = NewCategory::new(&body.name, &body.slug)?;
     let products = body
@@ -646,44 +455,46 @@ async fn create_category(
             .validate()
         })
         .collect::<Result<Vec<_>, Error>>()?;
+    let (new, products) = (&new, &products);
 
-    let category = tx.categories().await?.create(new).await?;
-    // The products are written after the category: if one of them fails (a sku taken, say), the
-    // early return drops `tx` and the category goes too.
-    let products = if products.is_empty() {
-        Vec::new()
-    } else {
-        let products = products
-            .into_iter()
-            .map(|p| p.in_category(category.id))
-            .collect();
-        tx.products().await?.create_many(products).await?
-    };
-    tx.commit((
-        StatusCode::CREATED,
-        Json(CategoryCreated { category, products }),
-    ))
-    .await
+    // The category and its products in one unit of work, run again from the start if it meets
+    // a transient failure. If one product fails (a sku taken, say), the category goes too.
+    let created = app
+        .store
+        .run(&RetryPolicy::default(), |uow| {
+            Box::pin(async move {
+                let category = uow.categories().create(new.clone()).await?;
+                let products = if products.is_empty() {
+                    Vec::new()
+                } else {
+                    let in_category = products
+                        .iter()
+                        .map(|p| p.clone().in_category(category.id))
+                        .collect();
+                    uow.products().create_many(in_category).await?
+                };
+                Ok(CategoryCreated { category, products })
+            })
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(created)))
 }
 
 async fn create_product(
-    mut tx: Tx,
+    mut work: RequestUnitOfWork,
     Body(body): Body<ProductBody>,
-) -> Result<Written<Response>, Problem> {
+) -> Result<Committed<Response>, Problem> {
     let new = body.validate()?;
-    let product = tx.products().await?.create(new).await?;
+    let product = work.products().await?.create(new).await?;
     let location = format!("/products/{}", product.id);
     let etag = etag(product.version);
-    tx.commit(
-        (
-            StatusCode::CREATED,
-            [(header::LOCATION, location)],
-            etag,
-            Json(product),
-        )
-            .into_response(),
-    )
-    .await
+    let created = (
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        etag,
+        Json(product),
+    );
+    Ok(work.commit(created.into_response()).await?)
 }
 
 async fn get_product(
@@ -708,55 +519,58 @@ async fn product_details(
 }
 
 async fn update_product(
-    mut tx: Tx,
+    mut work: RequestUnitOfWork,
     Id(id): Id<ProductId>,
     headers: HeaderMap,
     Body(body): Body<PatchBody>,
-) -> Result<Written<Response>, Problem> {
+) -> Result<Committed<Response>, Problem> {
     let expected = expected_version(&headers)?;
     let patch = body.validate()?;
-    let product = tx.products().await?.update(id, &patch, expected).await?;
+    let product = work.products().await?.update(id, &patch, expected).await?;
     let etag = etag(product.version);
-    tx.commit((etag, Json(product)).into_response()).await
+    Ok(work.commit((etag, Json(product)).into_response()).await?)
 }
 
-async fn delete_product(mut tx: Tx, Id(id): Id<ProductId>) -> Result<Written<StatusCode>, Problem> {
-    if !tx.products().await?.soft_delete(id).await? {
+async fn delete_product(
+    mut work: RequestUnitOfWork,
+    Id(id): Id<ProductId>,
+) -> Result<Committed<StatusCode>, Problem> {
+    if !work.products().await?.soft_delete(id).await? {
         return Err(Error::not_found(stockroom::EntityKind::Product, id).into());
     }
-    tx.commit(StatusCode::NO_CONTENT).await
+    Ok(work.commit(StatusCode::NO_CONTENT).await?)
 }
 
 async fn restore_product(
-    mut tx: Tx,
+    mut work: RequestUnitOfWork,
     Id(id): Id<ProductId>,
-) -> Result<Written<Json<Product>>, Problem> {
-    let products = tx.products().await?;
+) -> Result<Committed<Json<Product>>, Problem> {
+    let products = work.products().await?;
     // Restoring a live product changes nothing and answers it, so a retried restore succeeds;
     // an id that is neither live nor in the trash is a 404.
     products.restore(id).await?;
     let product = products.require(id).await?;
-    tx.commit(Json(product)).await
+    Ok(work.commit(Json(product)).await?)
 }
 
 async fn create_review(
-    mut tx: Tx,
+    mut work: RequestUnitOfWork,
     Id(product_id): Id<ProductId>,
     Body(body): Body<ReviewBody>,
-) -> Result<Written<(StatusCode, Json<stockroom::Review>)>, Problem> {
+) -> Result<Committed<(StatusCode, Json<stockroom::Review>)>, Problem> {
     let mut new = NewReview::new(product_id, body.author_id, body.rating)?;
     if let Some(text) = &body.body {
         new = new.with_body(text)?;
     }
-    let review = tx.reviews().await?.create(new).await?;
-    tx.commit((StatusCode::CREATED, Json(review))).await
+    let review = work.reviews().await?.create(new).await?;
+    Ok(work.commit((StatusCode::CREATED, Json(review))).await?)
 }
 
 async fn trash(
     State(app): State<AppState>,
     query: Result<Query<PageQuery>, QueryRejection>,
 ) -> Result<Json<Value>, Problem> {
-    let Query(query) = query?;
+    let Query(query) = query.map_err(query_rejection)?;
     let page = page(query.limit.as_deref(), query.offset.as_deref())?;
     let mut read = app.store.read().await?;
     let items = read.products().list_deleted(page).await?;
@@ -767,7 +581,7 @@ async fn list_products(
     State(app): State<AppState>,
     query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, Problem> {
-    let Query(query) = query?;
+    let Query(query) = query.map_err(query_rejection)?;
     let mut filter = ProductFilter::default();
     if let Some(q) = &query.q {
         filter = filter.search(q)?;

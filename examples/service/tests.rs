@@ -296,7 +296,7 @@ macro_rules! on_every_backend {
 on_every_backend!(
     health_and_unknown_routes,
     product_lifecycle,
-    stale_if_match_is_a_conflict,
+    stale_if_match_is_a_failed_precondition,
     reviews_and_details,
     search_offset_and_keyset_pages,
     bad_input_is_a_problem_and_writes_nothing,
@@ -459,7 +459,7 @@ async fn product_lifecycle(store: Arc<dyn Store>) {
     writes_still_go_through(store.as_ref()).await;
 }
 
-async fn stale_if_match_is_a_conflict(store: Arc<dyn Store>) {
+async fn stale_if_match_is_a_failed_precondition(store: Arc<dyn Store>) {
     let server = start(store.clone()).await;
     let mug = server.product("mug", "MUG", 1).await;
     let id = id_of(&mug);
@@ -478,7 +478,7 @@ async fn stale_if_match_is_a_conflict(store: Arc<dyn Store>) {
             json!({ "name": "Second" }),
         )
         .await;
-    let problem = second.problem(StatusCode::CONFLICT, "stale-version");
+    let problem = second.problem(StatusCode::PRECONDITION_FAILED, "stale-version");
     assert_eq!(
         (&problem["expected_version"], &problem["current_version"]),
         (&json!(1), &json!(2))
@@ -538,7 +538,7 @@ async fn reviews_and_details(store: Arc<dyn Store>) {
         .await;
     assert_eq!(
         duplicate.problem(StatusCode::CONFLICT, "conflict")["constraint"],
-        "reviews_author_live"
+        "review_author"
     );
     let bad = server
         .post(
@@ -775,7 +775,7 @@ async fn bad_input_is_a_problem_and_writes_nothing(store: Arc<dyn Store>) {
         .await;
     assert_eq!(
         twin.problem(StatusCode::CONFLICT, "conflict")["constraint"],
-        "products_sku_live"
+        "product_sku"
     );
     let current = server.get(&format!("/products/{}", id_of(&mug))).await;
     assert_eq!(
@@ -807,7 +807,7 @@ async fn a_handler_that_fails_after_writing_leaves_nothing(store: Arc<dyn Store>
         .await;
     assert_eq!(
         reply.problem(StatusCode::CONFLICT, "conflict")["constraint"],
-        "products_sku_live"
+        "product_sku"
     );
     assert!(
         !category_exists(store.as_ref(), "kitchen").await,
@@ -831,10 +831,10 @@ async fn a_handler_that_fails_after_writing_leaves_nothing(store: Arc<dyn Store>
     assert_eq!(product_count(store.as_ref()).await, 2);
 }
 
-/// A handler that writes and then answers 201 without committing (it cannot return `Written`
+/// A handler that writes and then answers 201 without committing (it cannot return `Committed`
 /// without `commit`, so it returns a bare status): the guard turns it into a 500, and the write
 /// rolled back.
-async fn forgets_to_commit(mut tx: app::Tx) -> StatusCode {
+async fn forgets_to_commit(mut tx: stockroom::request::RequestUnitOfWork) -> StatusCode {
     let new = stockroom::NewCategory::new("Forgotten", "forgotten").unwrap();
     tx.categories().await.unwrap().create(new).await.unwrap();
     StatusCode::CREATED
@@ -851,7 +851,7 @@ async fn a_success_without_commit_is_refused(store: Arc<dyn Store>) {
     writes_still_go_through(store.as_ref()).await;
 }
 
-async fn panics_after_writing(mut tx: app::Tx) -> StatusCode {
+async fn panics_after_writing(mut tx: stockroom::request::RequestUnitOfWork) -> StatusCode {
     let new = stockroom::NewCategory::new("Doomed", "doomed").unwrap();
     tx.categories().await.unwrap().create(new).await.unwrap();
     panic!("the handler fails after writing");
@@ -1127,7 +1127,7 @@ async fn an_idempotent_transfer_retried_at_once_applies_once(store: Arc<dyn Stor
         .await;
     assert_eq!(
         other.problem(StatusCode::CONFLICT, "conflict")["constraint"],
-        "stock_movements_idempotency_key"
+        "idempotency_key"
     );
 
     let a_now = server.get(&format!("/products/{a}")).await.body["stock"].clone();
@@ -1170,13 +1170,13 @@ struct Gate {
 
 async fn slow_write(
     axum::Extension(gate): axum::Extension<Arc<Gate>>,
-    mut tx: app::Tx,
-) -> Result<app::Written<StatusCode>, app::Problem> {
+    mut tx: stockroom::request::RequestUnitOfWork,
+) -> Result<stockroom::request::Committed<StatusCode>, app::Problem> {
     let new = stockroom::NewCategory::new("Slow", "slow")?;
     tx.categories().await?.create(new).await?;
     gate.started.notify_one();
     gate.release.notified().await;
-    tx.commit(StatusCode::CREATED).await
+    Ok(tx.commit(StatusCode::CREATED).await?)
 }
 
 async fn shutdown_finishes_requests_in_flight_then_closes_the_store(store: Arc<dyn Store>) {
