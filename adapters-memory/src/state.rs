@@ -313,6 +313,11 @@ pub(crate) trait Row: Entity {
     fn apply(patch: &Self::Patch, row: &mut Self, now: Timestamp);
     /// Whether a live row of `table` passes `filter`.
     fn matches(filter: &Self::Filter, row: &Self, table: &Table<Self>) -> bool;
+    /// Whether any row can pass `filter`: not when it names a row (a category, a product, an
+    /// author) that is not live, which filters like an absent one.
+    fn filter_can_match(_filter: &Self::Filter, _state: &State) -> bool {
+        true
+    }
     /// Text derived from the row that filters read, kept by the table per write. An entity has
     /// one for every row or for none.
     fn document(&self) -> Option<String> {
@@ -380,6 +385,11 @@ impl Row for Product {
     }
     fn matches(filter: &ProductFilter, row: &Self, table: &Table<Self>) -> bool {
         filter.matches_with_document(row, || table.document(row.id))
+    }
+    fn filter_can_match(filter: &ProductFilter, state: &State) -> bool {
+        filter
+            .category_id
+            .is_none_or(|c| state.categories.live(c).is_some())
     }
     fn document(&self) -> Option<String> {
         Some(self.search_document())
@@ -521,6 +531,14 @@ impl Row for Review {
     }
     fn matches(filter: &ReviewFilter, row: &Self, _: &Table<Self>) -> bool {
         filter.matches(row)
+    }
+    fn filter_can_match(filter: &ReviewFilter, state: &State) -> bool {
+        filter
+            .product_id
+            .is_none_or(|p| state.products.live(p).is_some())
+            && filter
+                .author_id
+                .is_none_or(|a| state.users.live(a).is_some())
     }
     fn unique_keys(&self) -> Vec<UniqueKey> {
         vec![(

@@ -10,7 +10,7 @@ use stockroom_core::{
     ProductRepository, ProductWithRelations, RatingStats, ReadRepository, Repository, Result,
     Review, ReviewReader, ReviewRepository, Rule, SearchPage, StockDelta, StockMovement,
     StockMovementId, StockMovementReader, StockMovementRepository, User, UserReader,
-    UserRepository,
+    UserRepository, MAX_STOCK,
 };
 
 use crate::state::{key_of, key_of_cursor, Row, State};
@@ -56,6 +56,9 @@ impl<E: Row> ReadRepository<E> for Tables {
     }
 
     async fn list(&mut self, filter: &E::Filter, page: Page) -> Result<Vec<E>> {
+        if !E::filter_can_match(filter, &self.state) {
+            return Ok(Vec::new());
+        }
         Ok(paged(E::table(&self.state).matching(filter), page))
     }
 
@@ -65,6 +68,9 @@ impl<E: Row> ReadRepository<E> for Tables {
         after: Option<Cursor>,
         limit: Limit,
     ) -> Result<KeysetPage<E>> {
+        if !E::filter_can_match(filter, &self.state) {
+            return Ok(KeysetPage::from_overfetch(Vec::new(), limit));
+        }
         let table = E::table(&self.state);
         let take = limit.get() as usize + 1;
         let rows: Vec<E> = match after {
@@ -79,11 +85,15 @@ impl<E: Row> ReadRepository<E> for Tables {
     }
 
     async fn count(&mut self, filter: &E::Filter) -> Result<u64> {
+        if !E::filter_can_match(filter, &self.state) {
+            return Ok(0);
+        }
         Ok(E::table(&self.state).matching(filter).count() as u64)
     }
 
     async fn exists(&mut self, filter: &E::Filter) -> Result<bool> {
-        Ok(E::table(&self.state).matching(filter).next().is_some())
+        Ok(E::filter_can_match(filter, &self.state)
+            && E::table(&self.state).matching(filter).next().is_some())
     }
 
     async fn list_deleted(&mut self, page: Page) -> Result<Vec<E>> {
@@ -192,6 +202,7 @@ impl<E: Row> Repository<E> for Tables {
     }
 
     async fn purge_deleted_before(&mut self, before: Timestamp) -> Result<u64> {
+        let before = time::supported("before", before)?;
         let doomed: Vec<E::Id> = E::table(&self.state)
             .all()
             .filter(|row| row.deleted_at().is_some_and(|at| at < before))
@@ -232,6 +243,12 @@ impl ProductReader for Tables {
     async fn search(&mut self, filter: &ProductFilter, page: Page) -> Result<SearchPage<Product>> {
         // One pass: count every match, keep the page's.
         let (offset, limit) = bounds(page);
+        if !Product::filter_can_match(filter, &self.state) {
+            return Ok(SearchPage {
+                total: 0,
+                items: Vec::new(),
+            });
+        }
         let mut items = Vec::with_capacity(limit.min(64));
         let mut total = 0;
         for product in self.state.products.matching(filter) {
@@ -256,15 +273,17 @@ impl ProductRepository for Tables {
             .cloned()
             .ok_or_else(|| Error::not_found(Product::KIND, id))?;
         let delta = delta.get();
-        let stock = product.stock.checked_add(delta).ok_or_else(|| {
-            Error::validation(
-                "delta",
+        // |delta| and the stock are both at most MAX_STOCK: the sum cannot overflow.
+        let stock = product.stock + delta;
+        if stock > MAX_STOCK {
+            return Err(Error::validation(
+                "stock",
                 Rule::OutOfRange {
-                    min: -product.stock,
-                    max: i64::MAX - product.stock,
+                    min: 0,
+                    max: MAX_STOCK,
                 },
-            )
-        })?;
+            ));
+        }
         if stock < 0 {
             return Err(Error::InsufficientStock {
                 product: id,

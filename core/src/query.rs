@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result, Rule};
 use crate::time::{self, Timestamp};
+use crate::validate::{is_bidi_control, is_visible};
 
 /// The largest page a list returns.
 pub const MAX_LIMIT: u32 = 1_000;
@@ -101,12 +102,21 @@ pub struct Cursor {
 }
 
 impl Cursor {
-    /// The cursor just after a row with this creation time and id.
-    pub fn new(created_at: Timestamp, id: Uuid) -> Self {
+    /// The cursor just after a row with this creation time and id. A time no backend stores
+    /// (outside the years 1 to 9999) is a validation error on `cursor`.
+    pub fn new(created_at: Timestamp, id: Uuid) -> Result<Self> {
+        let created_at = time::supported("cursor", created_at)?;
+        Ok(Self { created_at, id })
+    }
+
+    /// The cursor after a stored row, whose time is in range by construction.
+    pub(crate) fn after_row(created_at: Timestamp, id: Uuid) -> Self {
         Self { created_at, id }
     }
 
-    /// Parses the text form; anything else is a validation error on `cursor`.
+    /// Parses the text form; anything else is a validation error on `cursor`: malformed text, or
+    /// a position whose time no backend stores (outside the years 1 to 9999, see
+    /// [`time::supported`]).
     pub fn parse(text: &str) -> Result<Self> {
         let malformed = || {
             Error::validation(
@@ -119,6 +129,7 @@ impl Cursor {
         let (micros, id) = text.split_once('.').ok_or_else(malformed)?;
         let micros: i64 = micros.parse().map_err(|_| malformed())?;
         let created_at = time::from_micros(micros).ok_or_else(malformed)?;
+        let created_at = time::supported("cursor", created_at)?;
         let id = Uuid::try_parse(id).map_err(|_| malformed())?;
         Ok(Self { created_at, id })
     }
@@ -203,13 +214,13 @@ pub struct SearchText {
 }
 
 impl SearchText {
-    /// Validates `query` as the field `q`: not empty, at most 200 characters, no control
-    /// characters.
+    /// Validates `query` as the field `q`: at least one visible character, at most 200
+    /// characters, no control or bidirectional-override characters.
     pub fn new(query: &str) -> Result<Self> {
-        if query.chars().any(char::is_control) {
+        if query.chars().any(|c| c.is_control() || is_bidi_control(c)) {
             return Err(Error::validation("q", Rule::ControlCharacter));
         }
-        if query.trim().is_empty() {
+        if !query.chars().any(is_visible) {
             return Err(Error::validation("q", Rule::Empty));
         }
         if query.chars().count() > MAX_QUERY_LEN {
@@ -251,10 +262,37 @@ impl fmt::Debug for SearchText {
     }
 }
 
-/// Case folding used by search: Unicode lower-casing, the same on every backend.
+/// The folding search matches on, the same on every backend: Unicode canonical caseless matching
+/// (Unicode 15, §3.13): canonical decomposition (NFD), full case folding, then canonical
+/// composition (NFC) of the result.
+///
+/// So "STRASSE" finds "Straße" (ß folds to "ss"), "ΟΔΟΣ" finds "οδος" and "οδοσ" (final sigma
+/// folds to σ), and an "é" typed as "e" + U+0301 finds a precomposed "é" and the other way
+/// round. It is not accent-insensitive ("e" does not find "é") and not compatibility folding
+/// ("ﬁ" does not find "fi").
+///
+/// ```
+/// use stockroom_core::fold;
+/// assert_eq!(fold("Straße"), fold("STRASSE"));
+/// assert_eq!(fold("ΟΔΟΣ"), fold("οδος"));
+/// assert_eq!(fold("e\u{301}"), fold("\u{e9}"));
+/// assert_ne!(fold("e"), fold("é"));
+/// ```
 pub fn fold(text: &str) -> String {
-    text.to_lowercase()
+    use icu_casemap::CaseMapper;
+    use icu_normalizer::{ComposingNormalizerBorrowed, DecomposingNormalizerBorrowed};
+
+    const NFD: DecomposingNormalizerBorrowed<'static> = DecomposingNormalizerBorrowed::new_nfd();
+    const NFC: ComposingNormalizerBorrowed<'static> = ComposingNormalizerBorrowed::new_nfc();
+    let decomposed = NFD.normalize(text);
+    let folded = CaseMapper::new().fold_string(&decomposed);
+    NFC.normalize(&folded).into_owned()
 }
+
+/// Which [`fold`] the SQL adapters' stored search documents were made with. A document made
+/// with an older version is made again (the adapters re-fold such rows when they migrate).
+#[doc(hidden)]
+pub const FOLD_VERSION: i32 = 2;
 
 /// The searchable text of a product: its name, sku and description, folded, one per line. SQL
 /// adapters store it in a column at write time so their search is a plain `LIKE`.
@@ -275,15 +313,53 @@ mod tests {
 
     #[test]
     fn cursor_round_trips_through_text() {
-        let c = Cursor::new(time::now(), Uuid::now_v7());
+        let c = Cursor::new(time::now(), Uuid::now_v7()).unwrap();
         assert_eq!(Cursor::parse(&c.to_string()).unwrap(), c);
         assert!(Cursor::parse("nonsense").is_err());
+    }
+
+    #[test]
+    fn a_cursor_outside_the_stored_years_is_refused() {
+        let id = Uuid::now_v7();
+        for micros in [-8_000_000_000_000_000_000_i64, i64::MIN, i64::MAX] {
+            let parsed = Cursor::parse(&format!("{micros}.{}", id.simple()));
+            assert!(
+                matches!(
+                    parsed,
+                    Err(Error::Validation {
+                        field: "cursor",
+                        ..
+                    })
+                ),
+                "{micros}: {parsed:?}"
+            );
+        }
+        let year_minus_7500 = time::to_micros(time::MIN) - 7_501 * 365 * 86_400 * 1_000_000;
+        assert!(Cursor::parse(&format!("{year_minus_7500}.{}", id.simple())).is_err());
+        assert!(Cursor::new(chrono::DateTime::<chrono::Utc>::MIN_UTC, id).is_err());
     }
 
     #[test]
     fn like_pattern_escapes_wildcards() {
         let q = SearchText::new("50%_Off\\").unwrap();
         assert_eq!(q.like_pattern(), "%50\\%\\_off\\\\%");
+    }
+
+    #[test]
+    fn search_matches_what_a_reader_calls_the_same_text() {
+        let doc = search_document("Straße ΟΔΟΣ Cafe\u{301}", "S-1", None);
+        for query in [
+            "STRASSE",
+            "strasse",
+            "οδοσ",
+            "οδος",
+            "ΟΔΟΣ",
+            "café",
+            "CAFE\u{301}",
+        ] {
+            assert!(SearchText::new(query).unwrap().matches(&doc), "{query}");
+        }
+        assert!(!SearchText::new("cafe ").unwrap().matches(&doc));
     }
 
     #[test]

@@ -1,5 +1,19 @@
 //! Validated input values. Each type can only hold a value that passed its rule, so an adapter
 //! never sees bad input, and every backend rejects the same inputs with the same error.
+//!
+//! # Characters
+//!
+//! - **Control characters** (Unicode category Cc, NUL included) are refused everywhere
+//!   ([`Rule::ControlCharacter`]), except line feed, carriage return and tab in free text
+//!   ([`Text`]: descriptions and review bodies).
+//! - **Bidirectional embeddings, overrides and isolates** (U+202A–U+202E, U+2066–U+2069), which
+//!   make text display in another order than it is stored, are refused everywhere too
+//!   ([`Rule::ControlCharacter`]). The left-to-right, right-to-left and Arabic letter marks
+//!   (U+200E, U+200F, U+061C), which right-to-left text needs, are allowed.
+//! - **Invisible characters** (white space, and Unicode's default-ignorable code points such as
+//!   U+200B ZERO WIDTH SPACE, U+200D ZERO WIDTH JOINER, U+FEFF or U+3164 HANGUL FILLER) are
+//!   allowed inside text, but a name, a description or a review body needs at least one visible
+//!   character: one made only of invisible characters is [`Rule::Empty`], as a blank one is.
 
 use std::fmt;
 
@@ -31,11 +45,57 @@ fn check_length(field: &'static str, value: &str, max: usize) -> Result<()> {
 }
 
 fn check_no_control(field: &'static str, value: &str, allow_line_breaks: bool) -> Result<()> {
-    let bad = |c: char| c.is_control() && !(allow_line_breaks && matches!(c, '\n' | '\r' | '\t'));
+    let line_break = |c: char| allow_line_breaks && matches!(c, '\n' | '\r' | '\t');
+    let bad = |c: char| (c.is_control() && !line_break(c)) || is_bidi_control(c);
     if value.chars().any(bad) {
         return Err(Error::validation(field, Rule::ControlCharacter));
     }
     Ok(())
+}
+
+/// A bidirectional embedding, override or isolate (U+202A–U+202E, U+2066–U+2069).
+pub(crate) fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Whether `c` shows on screen: not white space, not a control character, not a default-ignorable
+/// code point.
+pub(crate) fn is_visible(c: char) -> bool {
+    !(c.is_whitespace() || c.is_control() || is_default_ignorable(c))
+}
+
+/// Unicode's Default_Ignorable_Code_Point property (DerivedCoreProperties.txt, Unicode 15): code
+/// points that render as nothing when a font has no glyph for them.
+fn is_default_ignorable(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{034F}'
+            | '\u{061C}'
+            | '\u{115F}'..='\u{1160}'
+            | '\u{17B4}'..='\u{17B5}'
+            | '\u{180B}'..='\u{180F}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}'
+            | '\u{FEFF}'
+            | '\u{FFA0}'
+            | '\u{FFF0}'..='\u{FFF8}'
+            | '\u{1BCA0}'..='\u{1BCA3}'
+            | '\u{1D173}'..='\u{1D17A}'
+            | '\u{E0000}'..='\u{E0FFF}'
+    )
+}
+
+/// [`Rule::Empty`] on `field` unless `value` has a visible character.
+fn check_visible(field: &'static str, value: &str) -> Result<()> {
+    if value.chars().any(is_visible) {
+        Ok(())
+    } else {
+        Err(Error::validation(field, Rule::Empty))
+    }
 }
 
 fn check_range(field: &'static str, value: i64, min: i64, max: i64) -> Result<()> {
@@ -85,7 +145,9 @@ macro_rules! text_type {
 }
 
 text_type!(
-    /// A display name: 1 to 200 characters, no control characters, surrounding white space trimmed.
+    /// A display name: 1 to 200 characters with at least one visible character, no control or
+    /// bidirectional-override characters (see the [module docs](self)), surrounding white space
+    /// trimmed.
     Name
 );
 text_type!(
@@ -98,8 +160,9 @@ text_type!(
     Sku
 );
 text_type!(
-    /// Free text (a description or a review body): at most 5,000 characters; line breaks and
-    /// tabs allowed, other control characters (NUL included) not.
+    /// Free text (a description or a review body): at most 5,000 characters with at least one
+    /// visible character; line breaks and tabs allowed, other control characters (NUL included)
+    /// and bidirectional overrides not (see the [module docs](self)).
     Text
 );
 text_type!(
@@ -118,6 +181,7 @@ impl Name {
         check_no_control(field, value, false)?;
         let trimmed = value.trim();
         check_length(field, trimmed, MAX_NAME_LEN)?;
+        check_visible(field, trimmed)?;
         Ok(Self(trimmed.to_owned()))
     }
 }
@@ -170,7 +234,8 @@ impl Sku {
 }
 
 impl Text {
-    /// Validates `value` as the field `field`. Empty text is allowed.
+    /// Validates `value` as the field `field`. Text with nothing visible in it (empty, blank or
+    /// only invisible characters) is [`Rule::Empty`]: to have no description, give none.
     pub fn parse(field: &'static str, value: &str) -> Result<Self> {
         check_no_control(field, value, true)?;
         if value.chars().count() > MAX_TEXT_LEN {
@@ -179,6 +244,7 @@ impl Text {
                 Rule::TooLong { max: MAX_TEXT_LEN },
             ));
         }
+        check_visible(field, value)?;
         Ok(Self(value.to_owned()))
     }
 }
@@ -339,6 +405,42 @@ mod tests {
             200
         );
         assert_eq!(rule_of(Name::parse("name", "a\0b")), Rule::ControlCharacter);
+    }
+
+    #[test]
+    fn text_needs_a_visible_character() {
+        for invisible in [
+            "\u{200B}",
+            "\u{200B}\u{200D}\u{FEFF}",
+            " \u{3164} ",
+            "\u{00AD}",
+        ] {
+            assert_eq!(
+                rule_of(Name::parse("name", invisible)),
+                Rule::Empty,
+                "{invisible:?}"
+            );
+            assert_eq!(
+                rule_of(Text::parse("body", invisible)),
+                Rule::Empty,
+                "{invisible:?}"
+            );
+        }
+        assert_eq!(rule_of(Text::parse("body", "")), Rule::Empty);
+        assert_eq!(rule_of(Text::parse("body", "\n\t")), Rule::Empty);
+        // Invisible characters inside visible text are kept: emoji sequences need U+200D.
+        let family = "👩\u{200D}👩\u{200D}👧";
+        assert_eq!(Name::parse("name", family).unwrap().as_str(), family);
+    }
+
+    #[test]
+    fn bidi_overrides_are_refused_and_marks_allowed() {
+        for c in ['\u{202E}', '\u{202A}', '\u{2066}', '\u{2069}'] {
+            let value = format!("abc{c}def");
+            assert_eq!(rule_of(Name::parse("name", &value)), Rule::ControlCharacter);
+            assert_eq!(rule_of(Text::parse("body", &value)), Rule::ControlCharacter);
+        }
+        assert!(Name::parse("name", "\u{200F}שלום").is_ok());
     }
 
     #[test]

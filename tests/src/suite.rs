@@ -116,6 +116,7 @@ macro_rules! __stockroom_cases {
                 search_total_is_correct_while_paging,
                 search_combines_with_status_and_category,
                 search_follows_updates,
+                search_matches_case_folded_and_canonically_equivalent_text,
             );
             $crate::__stockroom_case_tests!($fixture; soft_delete:
                 soft_delete_marks_the_row_and_bumps_the_version,
@@ -131,6 +132,8 @@ macro_rules! __stockroom_cases {
                 deleted_row_cannot_be_written,
                 deleted_category_and_user_are_invisible,
                 deleted_review_is_hidden,
+                a_deleted_category_filters_like_an_absent_one,
+                a_review_filter_on_a_deleted_product_or_author_matches_nothing,
             );
             $crate::__stockroom_case_tests!($fixture; stock:
                 adjust_stock_adds_and_removes,
@@ -139,6 +142,7 @@ macro_rules! __stockroom_cases {
                 adjust_stock_of_an_unknown_product_is_not_found,
                 lock_returns_live_rows_sorted_by_id,
                 adjust_stock_rolls_back_with_the_unit_of_work,
+                adjust_stock_past_the_maximum_is_refused_and_changes_nothing,
             );
             $crate::__stockroom_case_tests!($fixture; store:
                 open_store_is_healthy,
@@ -163,6 +167,7 @@ macro_rules! __stockroom_cases {
                 insufficient_stock_names_the_amounts_and_changes_nothing,
                 malformed_idempotency_key_is_rejected_and_changes_nothing,
                 successive_transfers_add_up,
+                transfer_past_the_target_maximum_is_refused_and_changes_nothing,
             );
             $crate::__stockroom_case_tests!($fixture; trash_and_purge:
                 restore_brings_the_row_back,
@@ -187,6 +192,7 @@ macro_rules! __stockroom_cases {
                 restore_of_a_user_whose_email_is_taken_is_a_conflict,
                 restore_of_a_review_when_the_author_reviewed_again_is_a_conflict,
                 update_of_a_category_to_a_taken_slug_is_a_conflict,
+                several_broken_rules_are_reported_in_a_fixed_order,
             );
             $crate::__stockroom_case_tests!($fixture; validation:
                 product_name_rules,
@@ -202,6 +208,10 @@ macro_rules! __stockroom_cases {
                 cursor_rules,
                 search_query_rules,
                 status_and_id_parsing_rules,
+                names_and_texts_need_a_visible_character,
+                bidirectional_overrides_are_refused,
+                cursor_outside_the_stored_years_is_refused,
+                purge_bound_outside_the_stored_years_is_refused,
             );
             $crate::__stockroom_case_tests!($fixture; versioning:
                 update_with_the_current_version_succeeds,

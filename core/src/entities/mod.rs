@@ -55,7 +55,7 @@ pub trait Entity: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
 
     /// The keyset position of this row in the `(created_at, id)` order.
     fn cursor(&self) -> Cursor {
-        Cursor::new(self.created_at(), self.id().into())
+        Cursor::after_row(self.created_at(), self.id().into())
     }
 }
 

@@ -32,9 +32,12 @@ pub trait ProductReader: ReadRepository<Product> {
 /// Reads and writes of products inside a unit of work.
 #[async_trait]
 pub trait ProductRepository: ProductReader + Repository<Product> {
-    /// Adds `delta` to the live product's stock in one conditional statement. Fails with
-    /// [`Error::InsufficientStock`](crate::Error::InsufficientStock) (and changes nothing) when the
-    /// stock would go below zero, [`Error::NotFound`](crate::Error::NotFound) when not live.
+    /// Adds `delta` to the live product's stock in one conditional statement. Fails, changing
+    /// nothing, with [`Error::InsufficientStock`](crate::Error::InsufficientStock) when the stock
+    /// would go below zero, with [`Error::Validation`](crate::Error::Validation) on `stock`
+    /// ([`Rule::OutOfRange`](crate::Rule::OutOfRange) `0..=MAX_STOCK`) when it would go above
+    /// [`MAX_STOCK`](crate::MAX_STOCK), and with [`Error::NotFound`](crate::Error::NotFound) when
+    /// the product is not live.
     async fn adjust_stock(&mut self, id: ProductId, delta: StockDelta) -> Result<Product>;
 
     /// Locks the live products among `ids` until the unit of work ends, taking them in id

@@ -7,6 +7,9 @@ use crate::time::Timestamp;
 
 /// The base reads over one kind of entity. Only live rows are seen, except by
 /// [`list_deleted`](ReadRepository::list_deleted).
+///
+/// A filter that names another row (products of a category, reviews of a product or by an
+/// author) matches nothing when that row is soft-deleted, as when it does not exist.
 #[async_trait]
 pub trait ReadRepository<E: Entity>: Send {
     /// The live row with this id.
@@ -51,6 +54,11 @@ pub trait Repository<E: Entity>: ReadRepository<E> {
     ///
     /// Errors: [`Error::Conflict`] when a live row holds a unique value; [`Error::NotFound`] when
     /// a referenced row (category, creator, product, author) is not live.
+    ///
+    /// When a write breaks several rules, the error names the first in this order, on every
+    /// backend and for `create`, `create_many`, `update` and `restore` alike: a referenced row
+    /// that is not live ([`Error::NotFound`]), then the unique values in the order the entity
+    /// declares them (a product's slug before its sku).
     async fn create(&mut self, new: E::New) -> Result<E>;
 
     /// Inserts rows in one statement per batch, all with the same `created_at`; returns them in
@@ -80,6 +88,8 @@ pub trait Repository<E: Entity>: ReadRepository<E> {
     /// Deletes the row `id`, live or not, for good. False when there is no such row.
     async fn hard_delete(&mut self, id: E::Id) -> Result<bool>;
 
-    /// Deletes for good every row soft-deleted before `before`; returns how many.
+    /// Deletes for good every row soft-deleted before `before`; returns how many. A `before`
+    /// outside the years every backend stores (see [`time::supported`](crate::time::supported))
+    /// is [`Error::Validation`] on `before`, and nothing is deleted.
     async fn purge_deleted_before(&mut self, before: Timestamp) -> Result<u64>;
 }

@@ -6,7 +6,7 @@ use crate::error::{Constraint, EntityKind, Error, Result, Rule};
 use crate::ids::ProductId;
 use crate::ports::{Store, UnitOfWork};
 use crate::usecases::retry::{run_in_unit_of_work, RetryPolicy};
-use crate::validate::{IdempotencyKey, Quantity, StockDelta};
+use crate::validate::{IdempotencyKey, Quantity, StockDelta, MAX_STOCK};
 
 /// A request to move `quantity` units of stock from one product to another, as a caller (an HTTP
 /// handler, say) hands it over: unvalidated. [`transfer_stock`] validates it before it begins a
@@ -133,7 +133,8 @@ pub async fn transfer_stock(
 /// The rules are those of [`transfer_stock`]: a bad request is a validation error; with an
 /// idempotency key already recorded, the earlier movement is returned and nothing moves (a
 /// [`Constraint::IdempotencyKey`] conflict if it moved something else); both rows are locked in
-/// id order; insufficient stock is [`Error::InsufficientStock`]. Nothing is written unless the
+/// id order; insufficient stock is [`Error::InsufficientStock`]; a target that would end above
+/// [`MAX_STOCK`] is [`Error::Validation`] on `stock`. Nothing is written unless the
 /// whole transfer is: the ledger row is recorded before the stock moves, so a concurrent request
 /// that committed the same key first fails this one as [`Error::Transient`] (a retry of the
 /// unit of work finds the earlier movement) with nothing written.
@@ -242,13 +243,22 @@ async fn apply(uow: &mut dyn UnitOfWork, transfer: &Transfer) -> Result<Applied>
     }
     let locked = uow.products().lock(&transfer.lock_order()).await?;
     let source = find(&locked, transfer.source)?;
-    find(&locked, transfer.target)?;
+    let target = find(&locked, transfer.target)?;
     if source.stock < transfer.quantity.get() {
         return Err(Error::InsufficientStock {
             product: transfer.source,
             available: source.stock,
             requested: transfer.quantity.get(),
         });
+    }
+    if target.stock > MAX_STOCK - transfer.quantity.get() {
+        return Err(Error::validation(
+            "stock",
+            Rule::OutOfRange {
+                min: 0,
+                max: MAX_STOCK,
+            },
+        ));
     }
     // The ledger row first: if a concurrent request committed the same key meanwhile, nothing
     // has moved yet.

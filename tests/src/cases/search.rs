@@ -200,3 +200,41 @@ pub async fn search_follows_updates(store: Arc<dyn Store>) {
         "new sku"
     );
 }
+
+/// Search matches what a reader would call the same text: full Unicode case folding ("STRASSE"
+/// finds "Straße", "οδοσ" finds "ΟΔΟΣ" with its final sigma) and canonical equivalence (an "é"
+/// typed as "e" + U+0301 finds a precomposed "é", and the other way round); still no accent
+/// stripping ("cafe" does not find "café").
+pub async fn search_matches_case_folded_and_canonically_equivalent_text(store: Arc<dyn Store>) {
+    create_product(&store, named("Große Straße", "strasse", "ST-1")).await;
+    create_product(&store, named("ΟΔΟΣ map", "odos", "OD-1")).await;
+    create_product(
+        &store,
+        named("Cafe\u{301} au lait", "cafe-decomposed", "CF-1"),
+    )
+    .await;
+    create_product(&store, named("Caf\u{e9} noir", "cafe-composed", "CF-2")).await;
+    create_product(&store, named("Cafeteria tray", "cafeteria", "CF-3")).await;
+    let cases: [(&str, &[&str]); 6] = [
+        ("STRASSE", &["Große Straße"]),
+        ("grosse", &["Große Straße"]),
+        ("οδοσ", &["ΟΔΟΣ map"]),
+        ("Οδος", &["ΟΔΟΣ map"]),
+        ("CAF\u{c9}", &["Cafe\u{301} au lait", "Caf\u{e9} noir"]),
+        ("cafe\u{301}", &["Cafe\u{301} au lait", "Caf\u{e9} noir"]),
+    ];
+    for (query, expected) in cases {
+        let expected: Vec<String> = expected.iter().map(|s| s.to_string()).collect();
+        let total = expected.len() as u64;
+        assert_eq!(
+            search_names(&store, query).await,
+            (expected, total),
+            "search {query:?}"
+        );
+    }
+    assert_eq!(
+        search_names(&store, "cafe ").await,
+        (Vec::new(), 0),
+        "\"cafe \" (no accent folding)"
+    );
+}

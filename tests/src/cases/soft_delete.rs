@@ -262,3 +262,99 @@ pub async fn deleted_review_is_hidden(store: Arc<dyn Store>) {
         "stats {stats:?}"
     );
 }
+
+/// A filter on a soft-deleted category matches nothing, as one on an absent category would:
+/// listing, counting, `exists`, keyset pages and search all come back empty, while the products
+/// themselves stay live and listed without the filter; restoring the category brings the matches
+/// back.
+pub async fn a_deleted_category_filters_like_an_absent_one(store: Arc<dyn Store>) {
+    let category = create_category(&store, "kitchen").await;
+    for tag in ["pot", "pan"] {
+        create_product(&store, new_product(tag, 1).in_category(category.id)).await;
+    }
+    let by_category = ProductFilter::default().category(category.id);
+    let searched = by_category.clone().search("product").unwrap();
+    let seen = |store: Arc<dyn Store>| {
+        let (by_category, searched) = (by_category.clone(), searched.clone());
+        async move {
+            let mut r = store.read().await.unwrap();
+            let products = r.products();
+            let listed = products.list(&by_category, all()).await.unwrap().len();
+            let counted = products.count(&by_category).await.unwrap();
+            let exists = products.exists(&by_category).await.unwrap();
+            let keyset = products
+                .list_after(&by_category, None, Limit::new(10).unwrap())
+                .await
+                .unwrap()
+                .items
+                .len();
+            let found = products.search(&searched, all()).await.unwrap().total;
+            (listed, counted, exists, keyset, found)
+        }
+    };
+    assert_eq!(
+        seen(store.clone()).await,
+        (2, 2, true, 2, 2),
+        "live category"
+    );
+    assert!(in_uow!(store, |uow| uow.categories().soft_delete(category.id).await).unwrap());
+    assert_eq!(
+        seen(store.clone()).await,
+        (0, 0, false, 0, 0),
+        "(list, count, exists, keyset, search) filtered by a deleted category"
+    );
+    assert_eq!(
+        live_products(&store).await.len(),
+        2,
+        "the products stay live"
+    );
+    assert!(in_uow!(store, |uow| uow.categories().restore(category.id).await).unwrap());
+    assert_eq!(seen(store).await, (2, 2, true, 2, 2), "restored category");
+}
+
+/// A review filter on a soft-deleted product or author matches nothing either (list, count,
+/// exists), as one on an absent row would; restoring them brings the matches back.
+pub async fn a_review_filter_on_a_deleted_product_or_author_matches_nothing(store: Arc<dyn Store>) {
+    let p = create_product(&store, new_product("a", 1)).await;
+    let u = create_user(&store, "ann").await;
+    let review = NewReview::new(p.id, u.id, 4).unwrap();
+    in_uow!(store, |uow| uow.reviews().create(review).await).unwrap();
+    let filters = [
+        ReviewFilter::default().product(p.id),
+        ReviewFilter::default().author(u.id),
+    ];
+    let seen = |store: Arc<dyn Store>, filter: ReviewFilter| async move {
+        let mut r = store.read().await.unwrap();
+        let reviews = r.reviews();
+        (
+            reviews.list(&filter, all()).await.unwrap().len(),
+            reviews.count(&filter).await.unwrap(),
+            reviews.exists(&filter).await.unwrap(),
+        )
+    };
+    for filter in &filters {
+        assert_eq!(
+            seen(store.clone(), filter.clone()).await,
+            (1, 1, true),
+            "{filter:?}"
+        );
+    }
+    assert!(soft_delete_product(&store, p.id).await);
+    assert!(in_uow!(store, |uow| uow.users().soft_delete(u.id).await).unwrap());
+    for filter in &filters {
+        assert_eq!(
+            seen(store.clone(), filter.clone()).await,
+            (0, 0, false),
+            "(list, count, exists) of {filter:?} once its row is deleted"
+        );
+    }
+    assert!(in_uow!(store, |uow| uow.products().restore(p.id).await).unwrap());
+    assert!(in_uow!(store, |uow| uow.users().restore(u.id).await).unwrap());
+    for filter in &filters {
+        assert_eq!(
+            seen(store.clone(), filter.clone()).await,
+            (1, 1, true),
+            "restored: {filter:?}"
+        );
+    }
+}

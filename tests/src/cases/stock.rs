@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use stockroom_core::{EntityKind, Error, ProductId, StockDelta, Store};
+use stockroom_core::{EntityKind, Error, ProductId, Rule, StockDelta, Store, MAX_STOCK};
 
 use crate::support::*;
 
@@ -94,4 +94,30 @@ pub async fn adjust_stock_rolls_back_with_the_unit_of_work(store: Arc<dyn Store>
         (0, 5),
         "(inside, after rollback)"
     );
+}
+
+/// Stock has an upper bound: an adjustment that would take a product past `MAX_STOCK` is a
+/// validation error on `stock` (`OutOfRange 0..=MAX_STOCK`) and changes nothing; reaching
+/// `MAX_STOCK` exactly is allowed.
+pub async fn adjust_stock_past_the_maximum_is_refused_and_changes_nothing(store: Arc<dyn Store>) {
+    let p = create_product(&store, new_product("full", MAX_STOCK - 5)).await;
+    for delta in [6, MAX_STOCK] {
+        let delta = StockDelta::new(delta).unwrap();
+        expect_validation(
+            in_uow!(store, |uow| uow.products().adjust_stock(p.id, delta).await),
+            "stock",
+            Rule::OutOfRange {
+                min: 0,
+                max: MAX_STOCK,
+            },
+        );
+    }
+    assert_eq!(
+        get_product(&store, p.id).await,
+        Some(p.clone()),
+        "row changed by a refused adjustment"
+    );
+    let up = StockDelta::new(5).unwrap();
+    let full = in_uow!(store, |uow| uow.products().adjust_stock(p.id, up).await).unwrap();
+    assert_eq!(full.stock, MAX_STOCK, "stock after reaching the maximum");
 }

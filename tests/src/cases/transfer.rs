@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use stockroom_core::{
-    EntityKind, Error, Product, ProductId, Rule, Store, StoreExt, TransferRequest, MAX_STOCK,
+    EntityKind, Error, Product, ProductId, Rule, Store, StoreExt, TransferRequest, UnitOfWorkExt,
+    MAX_STOCK,
 };
 
 use crate::support::*;
@@ -248,5 +249,45 @@ pub async fn successive_transfers_add_up(store: Arc<dyn Store>) {
         got,
         expected.into_iter().map(|(_, id)| id).collect::<Vec<_>>(),
         "ledger order"
+    );
+}
+
+/// A transfer that would take the target past `MAX_STOCK` is a validation error on `stock`
+/// (`OutOfRange 0..=MAX_STOCK`), whether it runs in a unit of work of its own or in the
+/// caller's, and moves nothing: both stocks and the ledger stay as they were.
+pub async fn transfer_past_the_target_maximum_is_refused_and_changes_nothing(
+    store: Arc<dyn Store>,
+) {
+    let a = create_product(&store, new_product("a", 10)).await;
+    let b = create_product(&store, new_product("b", MAX_STOCK - 1)).await;
+    let before = state(&store, &a, &b).await;
+    let out_of_range = Rule::OutOfRange {
+        min: 0,
+        max: MAX_STOCK,
+    };
+    let request = TransferRequest::new(a.id, b.id, 2);
+    expect_validation(
+        store.transfer(&request).await,
+        "stock",
+        out_of_range.clone(),
+    );
+    expect_validation(
+        in_uow!(store, |uow| uow.transfer(&request).await),
+        "stock",
+        out_of_range,
+    );
+    assert_eq!(
+        state(&store, &a, &b).await,
+        before,
+        "a refused transfer changed state"
+    );
+    store
+        .transfer(&TransferRequest::new(a.id, b.id, 1))
+        .await
+        .expect("a transfer up to the maximum");
+    assert_eq!(
+        stock_of(&store, b.id).await,
+        MAX_STOCK,
+        "target at the maximum"
     );
 }

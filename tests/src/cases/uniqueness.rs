@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use stockroom_core::{
-    Constraint, NewCategory, NewProduct, NewReview, NewUser, ProductPatch, Store,
+    CategoryId, Constraint, EntityKind, NewCategory, NewProduct, NewReview, NewUser, ProductPatch,
+    Store,
 };
 
 use crate::support::*;
@@ -220,5 +221,59 @@ pub async fn update_of_a_category_to_a_taken_slug_is_a_conflict(store: Arc<dyn S
         got.as_ref(),
         Some(&plates),
         "category after a refused update: {got:?}"
+    );
+}
+
+/// When a write breaks several rules, every backend names the same one, in a fixed order: a
+/// referenced row that is not live first (`NotFound`), then the unique values in the order the
+/// entity declares them (a product's slug before its sku). Checked on create, create_many,
+/// update and restore, with both the slug and the sku taken.
+pub async fn several_broken_rules_are_reported_in_a_fixed_order(store: Arc<dyn Store>) {
+    let taken = create_product(&store, new_product("a", 1)).await;
+    let other = create_product(&store, new_product("b", 1)).await;
+    let both = || NewProduct::new("Clash", &taken.slug, &taken.sku).unwrap();
+    expect_conflict(
+        try_create_product(&store, both()).await,
+        Constraint::ProductSlug,
+    );
+    expect_conflict(
+        in_uow!(store, |uow| uow
+            .products()
+            .create_many(vec![new_product("c", 1), both()])
+            .await),
+        Constraint::ProductSlug,
+    );
+    let ghost = CategoryId::new();
+    expect_not_found(
+        try_create_product(&store, both().in_category(ghost)).await,
+        EntityKind::Category,
+        ghost,
+    );
+    let patch = ProductPatch::new()
+        .slug(&taken.slug)
+        .unwrap()
+        .sku(&taken.sku)
+        .unwrap();
+    expect_conflict(
+        in_uow!(store, |uow| uow
+            .products()
+            .update(other.id, &patch, None)
+            .await),
+        Constraint::ProductSlug,
+    );
+    expect_not_found(
+        in_uow!(store, |uow| uow
+            .products()
+            .update(other.id, &patch.clone().category(Some(ghost)), None)
+            .await),
+        EntityKind::Category,
+        ghost,
+    );
+    // A deleted product whose slug and sku were both taken again meanwhile.
+    assert!(soft_delete_product(&store, taken.id).await);
+    create_product(&store, both()).await;
+    expect_conflict(
+        in_uow!(store, |uow| uow.products().restore(taken.id).await),
+        Constraint::ProductSlug,
     );
 }

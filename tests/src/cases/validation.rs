@@ -5,6 +5,8 @@
 use std::str::FromStr;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use stockroom_core::{
     CategoryPatch, Cursor, Limit, NewCategory, NewProduct, NewReview, NewUser, Page, ProductFilter,
     ProductId, ProductPatch, ProductStatus, ReviewFilter, ReviewPatch, Rule, SearchText,
@@ -390,4 +392,151 @@ pub async fn status_and_id_parsing_rules(store: Arc<dyn Store>) {
         ProductStatus::Archived
     );
     assert_eq!(counts(&store).await, before, "store changed");
+}
+
+/// Names, descriptions and review bodies need a visible character: text made only of white
+/// space and invisible characters (U+200B zero width space, U+200D joiner, U+FEFF, U+3164 Hangul
+/// filler, a soft hyphen) is `Empty`, on every field that holds a name or free text; invisible
+/// characters inside visible text are kept as given.
+pub async fn names_and_texts_need_a_visible_character(store: Arc<dyn Store>) {
+    let before = seeded(&store).await;
+    let base = || NewProduct::new("Mug", "mug", "MUG").unwrap();
+    let review = || NewReview::new(ProductId::new(), UserId::new(), 3).unwrap();
+    for invisible in [
+        "\u{200B}",
+        " \u{200B}\u{200D} ",
+        "\u{FEFF}",
+        "\u{3164}",
+        "\u{AD}",
+    ] {
+        expect_validation(
+            NewProduct::new(invisible, "mug", "MUG"),
+            "name",
+            Rule::Empty,
+        );
+        expect_validation(ProductPatch::new().name(invisible), "name", Rule::Empty);
+        expect_validation(NewCategory::new(invisible, "mugs"), "name", Rule::Empty);
+        expect_validation(
+            NewUser::new("ann@example.com", invisible),
+            "display_name",
+            Rule::Empty,
+        );
+        expect_validation(
+            base().with_description(invisible),
+            "description",
+            Rule::Empty,
+        );
+        expect_validation(
+            ProductPatch::new().description(Some(invisible)),
+            "description",
+            Rule::Empty,
+        );
+        expect_validation(review().with_body(invisible), "body", Rule::Empty);
+    }
+    assert_eq!(counts(&store).await, before, "store changed");
+    let joined = "Tea\u{200B}pot";
+    let p = create_product(&store, NewProduct::new(joined, "teapot", "TEA").unwrap()).await;
+    assert_eq!(
+        p.name, joined,
+        "a name with an invisible character inside is kept"
+    );
+}
+
+/// Bidirectional embeddings, overrides and isolates (U+202A–U+202E, U+2066–U+2069) are
+/// `ControlCharacter` in names, free text and search queries; the right-to-left mark (U+200F),
+/// which right-to-left text needs, is accepted.
+pub async fn bidirectional_overrides_are_refused(store: Arc<dyn Store>) {
+    let before = seeded(&store).await;
+    for c in ['\u{202A}', '\u{202E}', '\u{2066}', '\u{2069}'] {
+        let text = format!("Mug{c}gnp.exe");
+        expect_validation(
+            NewProduct::new(&text, "mug", "MUG"),
+            "name",
+            Rule::ControlCharacter,
+        );
+        expect_validation(
+            NewProduct::new("Mug", "mug", "MUG")
+                .unwrap()
+                .with_description(&text),
+            "description",
+            Rule::ControlCharacter,
+        );
+        expect_validation(
+            NewReview::new(ProductId::new(), UserId::new(), 3)
+                .unwrap()
+                .with_body(&text),
+            "body",
+            Rule::ControlCharacter,
+        );
+        expect_validation(SearchText::new(&text), "q", Rule::ControlCharacter);
+    }
+    assert_eq!(counts(&store).await, before, "store changed");
+    let hebrew = "\u{200F}כוס";
+    let p = create_product(&store, NewProduct::new(hebrew, "cup", "CUP").unwrap()).await;
+    assert_eq!(p.name, hebrew);
+}
+
+/// A keyset cursor names a position every backend can store: one whose time is outside the
+/// years 1 to 9999 (a year like -7500, micros of -8e18, the ends of `i64`) is a validation error
+/// on `cursor` when parsed or built, before any backend sees it.
+pub async fn cursor_outside_the_stored_years_is_refused(store: Arc<dyn Store>) {
+    let id = uuid::Uuid::now_v7().simple();
+    let year_minus_7500: i64 = -298_800_000_000_000_000;
+    for micros in [
+        year_minus_7500,
+        -8_000_000_000_000_000_000,
+        i64::MIN,
+        i64::MAX,
+    ] {
+        let parsed = Cursor::parse(&format!("{micros}.{id}"));
+        assert!(
+            matches!(
+                parsed,
+                Err(stockroom_core::Error::Validation {
+                    field: "cursor",
+                    ..
+                })
+            ),
+            "cursor at {micros} µs: {parsed:?}"
+        );
+    }
+    for extreme in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
+        let built = Cursor::new(extreme, uuid::Uuid::now_v7());
+        assert!(built.is_err(), "cursor at {extreme}: {built:?}");
+    }
+    // The ends of the range are valid, and every backend answers them (with nothing before the
+    // first and everything after it).
+    create_product(&store, new_product("a", 1)).await;
+    let limit = Limit::new(10).unwrap();
+    let first = Cursor::new(stockroom_core::time::MIN, uuid::Uuid::nil()).unwrap();
+    let last = Cursor::new(stockroom_core::time::MAX, uuid::Uuid::max()).unwrap();
+    let filter = ProductFilter::default();
+    let mut r = store.read().await.unwrap();
+    let after_first = r.products().list_after(&filter, Some(first), limit).await;
+    let after_last = r.products().list_after(&filter, Some(last), limit).await;
+    assert_eq!(after_first.unwrap().items.len(), 1, "rows after year 1");
+    assert_eq!(after_last.unwrap().items.len(), 0, "rows after year 9999");
+}
+
+/// The bound of a purge is a time every backend can store: one outside the years 1 to 9999 is a
+/// validation error on `before` and purges nothing.
+pub async fn purge_bound_outside_the_stored_years_is_refused(store: Arc<dyn Store>) {
+    let p = create_product(&store, new_product("a", 1)).await;
+    assert!(soft_delete_product(&store, p.id).await);
+    for extreme in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
+        let purged = in_uow!(store, |uow| uow
+            .products()
+            .purge_deleted_before(extreme)
+            .await);
+        match purged {
+            Err(stockroom_core::Error::Validation {
+                field: "before", ..
+            }) => {}
+            other => panic!("purge before {extreme}: expected Validation on before, got {other:?}"),
+        }
+    }
+    assert!(
+        trashed_product(&store, p.id).await.is_some(),
+        "a refused purge removed a row"
+    );
 }
