@@ -94,10 +94,10 @@ impl RequestUnitOfWork {
 
     /// The transaction, begun now if it has not been yet.
     ///
-    /// Errors: those of [`Store::begin`] (on a single-writer backend, [`Error::Transient`] when
-    /// the writer slot stayed taken for the whole busy timeout).
+    /// Errors: those of [`Store::begin`] ([`Error::Unavailable`] when no connection, or on a
+    /// single-writer backend the writer slot, came free within `acquire_timeout`).
     ///
-    /// [`Error::Transient`]: crate::Error::Transient
+    /// [`Error::Unavailable`]: crate::Error::Unavailable
     pub async fn unit_of_work(&mut self) -> Result<&mut dyn UnitOfWork> {
         let uow = match self.uow.take() {
             Some(uow) => uow,
@@ -240,10 +240,10 @@ mod tests {
     use crate::{Category, Error, NewCategory, ReadSession, Savepoint, StoreConfig};
 
     /// A memory store whose writer slot is given up after 200 ms of waiting, so that "the slot is
-    /// taken" shows as a quick `Transient`.
+    /// taken" shows as a quick `Unavailable`.
     async fn store() -> Arc<dyn Store> {
         crate::connect_with(
-            StoreConfig::new("memory://").with_busy_timeout(Duration::from_millis(200)),
+            StoreConfig::new("memory://").with_acquire_timeout(Duration::from_millis(200)),
         )
         .await
         .unwrap()
@@ -270,7 +270,7 @@ mod tests {
                 uow.rollback().await.unwrap();
                 true
             }
-            Err(Error::Transient { .. }) => false,
+            Err(Error::Unavailable { .. }) => false,
             Err(other) => panic!("begin failed: {other:?}"),
         }
     }

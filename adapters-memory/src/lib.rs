@@ -8,8 +8,9 @@
 //!   commits; rollback, drop and [`rollback_to`](stockroom_core::UnitOfWork::rollback_to) leave
 //!   no trace.
 //! - One writer at a time, like SQLite: [`begin`](stockroom_core::Store::begin) waits up to
-//!   [`StoreConfig::busy_timeout`](stockroom_core::StoreConfig) for the writer slot, then fails
-//!   with [`Error::Transient`](stockroom_core::Error::Transient). Units of work are therefore
+//!   [`StoreConfig::acquire_timeout`](stockroom_core::StoreConfig) for the writer slot (as the
+//!   SQL stores wait for a connection), then fails with
+//!   [`Error::Unavailable`](stockroom_core::Error::Unavailable). Units of work are therefore
 //!   serializable and cannot lose updates. Reads never wait.
 //! - A read session reads, at each call, the last committed state, like a SQL connection
 //!   outside a transaction.

@@ -19,8 +19,9 @@ use crate::tx::Tables;
 /// An in-memory [`Store`]: the reference implementation of every port.
 ///
 /// Cheap to clone (clones share the data) and safe to share across tasks and threads. Units of
-/// work are serialized: [`begin`](Store::begin) waits up to the configured busy timeout for the
-/// one writer slot, then fails with [`Error::Transient`]. Each unit of work writes to its own
+/// work are serialized: [`begin`](Store::begin) waits up to the configured `acquire_timeout`
+/// for the one writer slot (as a SQL store waits for a pooled connection), then fails with
+/// [`Error::Unavailable`]. Each unit of work writes to its own
 /// copy of the data (O(1) to take: the tables are persistent maps) and publishes it atomically
 /// on commit; reads see the last committed state, never a partial one.
 #[derive(Clone)]
@@ -32,7 +33,7 @@ struct Shared {
     committed: RwLock<State>,
     writer: Arc<Mutex<()>>,
     closed: AtomicBool,
-    busy_timeout: Duration,
+    acquire_timeout: Duration,
 }
 
 impl Shared {
@@ -71,7 +72,7 @@ impl fmt::Debug for MemoryStore {
         f.debug_struct("MemoryStore")
             .field("committed", &self.shared.snapshot())
             .field("closed", &self.shared.closed.load(Ordering::Relaxed))
-            .field("busy_timeout", &self.shared.busy_timeout)
+            .field("acquire_timeout", &self.shared.acquire_timeout)
             .finish()
     }
 }
@@ -88,14 +89,15 @@ impl MemoryStore {
         Self::with_config(StoreConfig::new("memory://"))
     }
 
-    /// An empty store; of `config`, only `busy_timeout` applies.
+    /// An empty store; of `config`, only `acquire_timeout` applies (how long `begin` waits for
+    /// the writer slot).
     pub fn with_config(config: StoreConfig) -> Self {
         Self {
             shared: Arc::new(Shared {
                 committed: RwLock::new(State::default()),
                 writer: Arc::new(Mutex::new(())),
                 closed: AtomicBool::new(false),
-                busy_timeout: config.busy_timeout,
+                acquire_timeout: config.acquire_timeout,
             }),
         }
     }
@@ -127,12 +129,12 @@ impl Store for MemoryStore {
             Ok(writer) => writer,
             Err(_) => {
                 let slot = Arc::clone(&self.shared.writer).lock_owned();
-                tokio::time::timeout(self.shared.busy_timeout, slot)
+                tokio::time::timeout(self.shared.acquire_timeout, slot)
                     .await
-                    .map_err(|_| Error::Transient {
+                    .map_err(|_| Error::Unavailable {
                         reason: format!(
-                            "another unit of work held the memory store's writer slot for {:?}",
-                            self.shared.busy_timeout
+                            "timed out after {:?} waiting for the memory store's writer slot",
+                            self.shared.acquire_timeout
                         ),
                     })?
             }

@@ -62,7 +62,7 @@ async fn writes_are_invisible_to_others_until_commit() {
 #[tokio::test]
 async fn drop_and_rollback_leave_no_trace_and_free_the_writer() {
     let store = MemoryStore::with_config(
-        StoreConfig::new("memory://").with_busy_timeout(Duration::from_millis(100)),
+        StoreConfig::new("memory://").with_acquire_timeout(Duration::from_millis(100)),
     );
     let mut uow = store.begin().await.unwrap();
     uow.products().create(mug(1)).await.unwrap();
@@ -134,13 +134,13 @@ async fn rolling_back_to_an_outer_savepoint_closes_the_inner_ones() {
 }
 
 #[tokio::test]
-async fn begin_times_out_as_transient_while_another_unit_of_work_writes() {
+async fn begin_times_out_as_unavailable_while_another_unit_of_work_writes() {
     let store = MemoryStore::with_config(
-        StoreConfig::new("memory://").with_busy_timeout(Duration::from_millis(50)),
+        StoreConfig::new("memory://").with_acquire_timeout(Duration::from_millis(50)),
     );
     let holder = store.begin().await.unwrap();
     let err = store.begin().await.err().expect("the writer slot is taken");
-    assert!(err.is_transient(), "{err:?}");
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
     // Reads never wait for the writer.
     store.read().await.unwrap();
     holder.commit().await.unwrap();
@@ -153,7 +153,7 @@ async fn begin_times_out_as_transient_while_another_unit_of_work_writes() {
 #[tokio::test]
 async fn a_waiting_begin_gets_the_slot_when_it_is_released() {
     let store = MemoryStore::with_config(
-        StoreConfig::new("memory://").with_busy_timeout(Duration::from_secs(5)),
+        StoreConfig::new("memory://").with_acquire_timeout(Duration::from_secs(5)),
     );
     let mut holder = store.begin().await.unwrap();
     let waiter = {

@@ -1,7 +1,14 @@
 //! The conformance suite, run against the in-memory adapter: every case on a fresh store.
 
+use std::time::Duration;
+
+use stockroom_core::StoreConfig;
+use stockroom_memory::MemoryStore;
+
 async fn fixture() -> stockroom_conformance::Fixture {
-    stockroom_conformance::Fixture::new(std::sync::Arc::new(stockroom_memory::MemoryStore::new()))
+    // A short acquire timeout, so the case that waits for the writer slot gives up quickly.
+    let config = StoreConfig::new("memory://").with_acquire_timeout(Duration::from_secs(2));
+    stockroom_conformance::Fixture::new(std::sync::Arc::new(MemoryStore::with_config(config)))
 }
 
 stockroom_conformance::suite!(crate::fixture);

@@ -51,7 +51,9 @@ pub struct StoreConfig {
     /// Connections a pool may open beyond `pool_size` under load; they are closed again after
     /// `idle_timeout`.
     pub max_overflow: u32,
-    /// How long to wait for a free connection before failing with `Unavailable`.
+    /// How long `begin` and `read` wait for a free connection (PostgreSQL's pool, SQLite's
+    /// read connections) or, on a single-writer backend (SQLite, memory), for the writer slot,
+    /// before failing with `Unavailable`.
     pub acquire_timeout: Duration,
     /// Connections older than this are closed and replaced (recycle).
     pub max_lifetime: Option<Duration>,
@@ -69,7 +71,9 @@ pub struct StoreConfig {
     pub session_settings: Vec<(String, String)>,
     /// Apply the embedded schema migrations on connect.
     pub run_migrations: bool,
-    /// How long a write waits for a lock held by another writer before failing as transient.
+    /// How long a statement waits for a lock held by another transaction before failing as
+    /// `Transient`: SQLite's busy timeout (a lock held by another connection or process),
+    /// PostgreSQL's `lock_timeout` (a row lock).
     pub busy_timeout: Duration,
     /// SQLite's durability level.
     pub durability: Durability,

@@ -41,6 +41,8 @@ pub use ports::{
     ReadRepository, ReadSession, Repository, ReviewReader, ReviewRepository, Savepoint, Savepoints,
     StockMovementReader, StockMovementRepository, Store, UnitOfWork, UserReader, UserRepository,
 };
+#[doc(hidden)]
+pub use query::FOLD_VERSION;
 pub use query::{
     fold, search_document, Cursor, KeysetPage, Limit, Page, SearchPage, SearchText, MAX_LIMIT,
     MAX_OFFSET, MAX_QUERY_LEN,

@@ -148,6 +148,7 @@ macro_rules! __stockroom_cases {
                 open_store_is_healthy,
                 closed_store_is_unavailable,
                 read_sessions_run_concurrently,
+                begin_gives_up_after_the_acquire_timeout_as_unavailable,
             );
             $crate::__stockroom_case_tests!($fixture; transactions:
                 unit_of_work_sees_its_own_writes,

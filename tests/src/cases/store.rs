@@ -74,3 +74,34 @@ pub async fn read_sessions_run_concurrently(store: Arc<dyn Store>) {
         assert_eq!(t.await.unwrap(), 3, "count in a concurrent session");
     }
 }
+
+/// Waiting for a unit of work is bounded the same way on every backend: once every connection
+/// (on a single-writer backend, the writer slot) is held by an open unit of work, `begin` waits
+/// for the store's `acquire_timeout` and then fails with `Unavailable`; as soon as one unit of
+/// work ends, `begin` succeeds again. (The fixtures use an acquire timeout of a few seconds.)
+pub async fn begin_gives_up_after_the_acquire_timeout_as_unavailable(store: Arc<dyn Store>) {
+    const MAX_HELD: usize = 64;
+    let mut held = Vec::new();
+    let refused = loop {
+        assert!(
+            held.len() < MAX_HELD,
+            "{MAX_HELD} units of work open at once and no wait"
+        );
+        match store.begin().await {
+            Ok(uow) => held.push(uow),
+            Err(error) => break error,
+        }
+    };
+    assert!(
+        matches!(refused, Error::Unavailable { .. }),
+        "begin with {} units of work open: expected Unavailable, got {refused:?}",
+        held.len()
+    );
+    drop(held.pop());
+    let again = store.begin().await;
+    assert!(
+        again.is_ok(),
+        "begin after one unit of work ended: {:?}",
+        again.err()
+    );
+}
