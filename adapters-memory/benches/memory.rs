@@ -5,7 +5,9 @@
 //! 10,000 products:
 //!
 //! - get: `ProductReader::get` by id on one held read session;
-//! - search: a case-insensitive search returning a page of 20 and the total;
+//! - search: a case-insensitive search returning a page of 20 and the total; and the same search
+//!   right after a write that changed a product's name (so the store's document index is built
+//!   again, as the first search after such a write pays);
 //! - product_details: the product, its 20 latest reviews and rating statistics (three sessions);
 //! - transfer: one `StoreExt::transfer` (begin, lock, two updates, ledger row, commit), from one
 //!   task, and from 8 tasks at once (time per transfer);
@@ -16,8 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use stockroom_core::{
-    Limit, NewProduct, NewReview, NewUser, Page, ProductFilter, ProductId, Store, StoreExt,
-    TransferRequest,
+    Limit, NewProduct, NewReview, NewUser, Page, ProductFilter, ProductId, ProductPatch, Store,
+    StoreExt, TransferRequest,
 };
 use stockroom_memory::MemoryStore;
 
@@ -105,6 +107,25 @@ async fn searches(store: &MemoryStore) -> Duration {
     start.elapsed()
 }
 
+/// Each search follows a rename of one product (not timed), so it rebuilds the document index.
+async fn searches_after_a_rename(store: &MemoryStore, id: ProductId) -> Duration {
+    let filter = ProductFilter::default().search("product 99").unwrap();
+    let page = Page::new(20, 0).unwrap();
+    let mut elapsed = Duration::ZERO;
+    for i in 0..OPS / 10 {
+        let patch = ProductPatch::new().name(&format!("Renamed {i}")).unwrap();
+        let mut uow = store.begin().await.unwrap();
+        uow.products().update(id, &patch, None).await.unwrap();
+        uow.commit().await.unwrap();
+        let mut read = store.read().await.unwrap();
+        let start = Instant::now();
+        let found = read.products().search(&filter, page).await.unwrap();
+        elapsed += start.elapsed();
+        assert_eq!(found.total, 111);
+    }
+    elapsed
+}
+
 async fn details(store: &MemoryStore, id: ProductId) -> Duration {
     let limit = Limit::new(20).unwrap();
     let start = Instant::now();
@@ -155,6 +176,10 @@ async fn main() {
     let ids = Arc::new(ids);
     report("get", OPS, || gets(&store, &ids)).await;
     report("search (page 20 + total)", OPS / 10, || searches(&store)).await;
+    report("search after a rename", OPS / 10, || {
+        searches_after_a_rename(&store, ids[1])
+    })
+    .await;
     report("product_details", OPS, || details(&store, ids[0])).await;
     report("transfer, 1 task", OPS, || transfers(&store, &ids, 1)).await;
     report("transfer, 8 tasks", OPS, || transfers(&store, &ids, TASKS)).await;

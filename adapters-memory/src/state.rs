@@ -5,7 +5,7 @@
 //! of work works on its own clone, a savepoint is a clone, a read session holds a clone.
 
 use std::ops::Bound::{Excluded, Included, Unbounded};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use imbl::{HashMap, OrdMap, OrdSet};
 use stockroom_core::time::Timestamp;
@@ -65,6 +65,10 @@ pub(crate) struct Table<E: Row> {
     unique: HashMap<UniqueKey, E::Id>,
     children: OrdSet<(ParentKey, Key)>,
     documents: HashMap<E::Id, Arc<str>>,
+    /// The documents of the live rows laid end to end, built by the first search after a write
+    /// and shared by every copy of this version of the table (a read session, the next unit of
+    /// work) until the next write replaces it.
+    index: Arc<OnceLock<DocumentIndex>>,
 }
 
 impl<E: Row> Clone for Table<E> {
@@ -75,6 +79,7 @@ impl<E: Row> Clone for Table<E> {
             unique: self.unique.clone(),
             children: self.children.clone(),
             documents: self.documents.clone(),
+            index: Arc::clone(&self.index),
         }
     }
 }
@@ -87,7 +92,36 @@ impl<E: Row> Default for Table<E> {
             unique: HashMap::new(),
             children: OrdSet::new(),
             documents: HashMap::new(),
+            index: Arc::default(),
         }
+    }
+}
+
+/// The documents of a table's live rows in `(created_at, id)` order, joined by NUL bytes (which
+/// no document holds: inputs refuse control characters) into one buffer, so that a search is
+/// one substring scan of contiguous memory instead of a lookup and a scan per row. It holds the
+/// rows' keys, not the rows, so a write that changes no document and no row's liveness (a stock
+/// change) keeps it.
+pub(crate) struct DocumentIndex {
+    text: Vec<u8>,
+    /// Where each row's document starts in `text`.
+    starts: Vec<usize>,
+    keys: Vec<Key>,
+}
+
+impl DocumentIndex {
+    /// The keys of the rows whose document contains `needle`, each once, in `(created_at, id)`
+    /// order.
+    fn containing<'a>(&'a self, needle: &'a str) -> impl Iterator<Item = Key> + 'a {
+        let mut last = None;
+        memchr::memmem::find_iter(&self.text, needle.as_bytes()).filter_map(move |at| {
+            let row = self.starts.partition_point(|&start| start <= at) - 1;
+            if last == Some(row) {
+                return None;
+            }
+            last = Some(row);
+            Some(self.keys[row])
+        })
     }
 }
 
@@ -127,6 +161,33 @@ impl<E: Row> Table<E> {
     /// The [`Row::document`] of the row `id` as it was last written ("" for an entity without).
     pub(crate) fn document(&self, id: E::Id) -> &str {
         self.documents.get(&id).map_or("", |d| d)
+    }
+
+    /// The live rows whose [`Row::document`] contains `needle`, in `(created_at, id)` order:
+    /// one scan of the table's [`DocumentIndex`], built on first use after a write that changed
+    /// a document or a row's liveness.
+    pub(crate) fn containing<'a>(&'a self, needle: &'a str) -> impl Iterator<Item = &'a E> + 'a {
+        let index = self.index.get_or_init(|| self.build_index());
+        index
+            .containing(needle)
+            .filter_map(|key| self.rows.get(&key).map(|row| &**row))
+    }
+
+    fn build_index(&self) -> DocumentIndex {
+        let mut index = DocumentIndex {
+            text: Vec::new(),
+            starts: Vec::new(),
+            keys: Vec::new(),
+        };
+        for (key, row) in self.rows.iter().filter(|(_, row)| row.is_live()) {
+            index.starts.push(index.text.len());
+            index
+                .text
+                .extend_from_slice(self.document(row.id()).as_bytes());
+            index.text.push(0);
+            index.keys.push(*key);
+        }
+        index
     }
 
     /// Every row, live or not, in `(created_at, id)` order.
@@ -194,6 +255,7 @@ impl<E: Row> Table<E> {
             "a row's created_at and parent never change"
         );
         let is_new = old.is_none();
+        let liveness_changed = old.is_some_and(|old| old.is_live() != row.is_live());
         let old_keys = old.map(live_keys).unwrap_or_default();
         if new_keys != old_keys {
             for key in &new_keys {
@@ -215,10 +277,17 @@ impl<E: Row> Table<E> {
                 self.children.insert((parent, key));
             }
         }
+        let mut document_changed = false;
         if let Some(document) = row.document() {
-            self.documents.insert(id, Arc::from(document));
+            if self.documents.get(&id).is_none_or(|old| **old != *document) {
+                document_changed = true;
+                self.documents.insert(id, Arc::from(document));
+            }
         }
         self.rows.insert(key, Arc::new(row));
+        if is_new || liveness_changed || document_changed {
+            self.index = Arc::default();
+        }
         Ok(())
     }
 
@@ -228,6 +297,7 @@ impl<E: Row> Table<E> {
         let key = key_at::<E>(created_at, id);
         let row = self.rows.remove(&key)?;
         self.documents.remove(&id);
+        self.index = Arc::default();
         if row.is_live() {
             for unique in row.unique_keys() {
                 self.unique.remove(&unique);

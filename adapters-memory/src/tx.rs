@@ -241,7 +241,6 @@ impl ProductReader for Tables {
     }
 
     async fn search(&mut self, filter: &ProductFilter, page: Page) -> Result<SearchPage<Product>> {
-        // One pass: count every match, keep the page's.
         let (offset, limit) = bounds(page);
         if !Product::filter_can_match(filter, &self.state) {
             return Ok(SearchPage {
@@ -249,9 +248,26 @@ impl ProductReader for Tables {
                 items: Vec::new(),
             });
         }
+        let table = &self.state.products;
+        // One pass: count every match, keep the page's. With a query, the candidates come from
+        // one scan of the table's document index, and the rest of the filter decides.
+        let matching: Box<dyn Iterator<Item = &Product>> = match &filter.search {
+            Some(query) => {
+                let rest = ProductFilter {
+                    search: None,
+                    ..filter.clone()
+                };
+                Box::new(
+                    table
+                        .containing(query.folded())
+                        .filter(move |p| rest.matches(p)),
+                )
+            }
+            None => Box::new(table.matching(filter)),
+        };
         let mut items = Vec::with_capacity(limit.min(64));
         let mut total = 0;
-        for product in self.state.products.matching(filter) {
+        for product in matching {
             if total >= offset && items.len() < limit {
                 items.push(product.clone());
             }
