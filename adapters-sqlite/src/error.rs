@@ -1,8 +1,43 @@
-//! Mapping of rusqlite's errors onto [`stockroom_core::Error`].
+//! Mapping of rusqlite's errors onto [`stockroom_core::Error`], and the adapter's own refusals.
 
 use rusqlite::ffi;
 use rusqlite::ErrorCode;
 use stockroom_core::{Constraint, Error};
+
+/// What the SQLite adapter itself refuses. It reaches a caller as [`Error::Backend`], whose
+/// message says it and whose [`source`](std::error::Error::source) is this value, so a caller
+/// can tell the cases apart with `downcast_ref::<SqliteError>()`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SqliteError {
+    /// An applied migration's recorded checksum differs from the embedded migration's: its SQL
+    /// was edited after it was applied, or its bookkeeping row was changed. Nothing was changed.
+    #[error(
+        "Stockroom migration {version} ({description}) was applied with checksum {applied}, \
+         but this build's is {embedded}: the migration or its row in stockroom_migrations changed"
+    )]
+    MigrationChecksum {
+        version: i64,
+        description: String,
+        /// The checksum recorded in `stockroom_migrations`.
+        applied: String,
+        /// The checksum of the SQL this build embeds.
+        embedded: String,
+    },
+    /// The database records a migration this build does not have: a newer Stockroom migrated
+    /// it. Nothing was changed.
+    #[error(
+        "the database has Stockroom migration {version} ({description}), which this build does \
+         not know: a newer Stockroom migrated it"
+    )]
+    UnknownMigration { version: i64, description: String },
+}
+
+impl From<SqliteError> for Error {
+    fn from(error: SqliteError) -> Self {
+        Error::backend(format!("sqlite: {error}"), error)
+    }
+}
 
 /// Maps a rusqlite error onto the core's error, naming the constraint of a unique violation.
 pub(crate) fn map(error: rusqlite::Error) -> Error {

@@ -44,8 +44,9 @@
 //!   `debug` (target `stockroom::sql`); statements slower than `slow_statement_threshold` at
 //!   `warn`. Idle read connections older than `max_lifetime` are closed and replaced; those
 //!   beyond `pool_size` idle for `idle_timeout` are closed.
-//! - **Schema**: embedded migrations (`rusqlite_migration`), applied on connect unless
-//!   `run_migrations` is false. Ids are 16-byte BLOBs, timestamps INTEGER microseconds, unique
+//! - **Schema**: embedded migrations, applied on connect unless `run_migrations` is false, with
+//!   their bookkeeping in Stockroom's own `stockroom_migrations` table (`user_version` is left
+//!   to the application; see `schema.rs`). Ids are 16-byte BLOBs, timestamps INTEGER microseconds, unique
 //!   rules are partial unique indexes over live rows named after their
 //!   [`Constraint`](stockroom_core::Constraint), `CHECK (stock >= 0)`, foreign keys as the
 //!   design says, and `(created_at, id)` indexes for the list order.
@@ -63,4 +64,5 @@ mod schema;
 mod store;
 mod table;
 
+pub use error::SqliteError;
 pub use store::SqliteStore;

@@ -153,9 +153,7 @@ impl SqliteStore {
         let writer = tokio::task::spawn_blocking(move || -> Result<Connection> {
             let mut conn = opening.open(true)?;
             if run_migrations {
-                crate::schema::migrations()
-                    .to_latest(&mut conn)
-                    .map_err(migration_error)?;
+                crate::schema::migrate(&mut conn)?;
             }
             Ok(conn)
         })
@@ -236,13 +234,6 @@ fn worker_failed(e: tokio::task::JoinError) -> Error {
     Error::Backend {
         message: format!("sqlite worker failed: {e}"),
         source: None,
-    }
-}
-
-fn migration_error(e: rusqlite_migration::Error) -> Error {
-    match e {
-        rusqlite_migration::Error::RusqliteError { err, .. } => map(err),
-        other => Error::backend("sqlite: schema migration failed", other),
     }
 }
 
