@@ -31,6 +31,12 @@ pub enum SqliteError {
          not know: a newer Stockroom migrated it"
     )]
     UnknownMigration { version: i64, description: String },
+    /// A database file could not be put in WAL mode, which the store's parallel reads need.
+    #[error("the database file could not be put in WAL mode (it stays in {mode} mode)")]
+    NotWal { mode: String },
+    /// The `on_open` hook left a transaction open on a new connection.
+    #[error("the on_open hook left a transaction open")]
+    OpenHookLeftTransaction,
 }
 
 impl From<SqliteError> for Error {

@@ -59,10 +59,16 @@
 
 mod conn;
 mod error;
+mod options;
 mod repos;
 mod schema;
 mod store;
 mod table;
 
+/// The rusqlite this adapter is built with: use it for [`SqliteOptions::with_on_open`], so the
+/// application's code and Stockroom share one version (and one SQLite).
+pub use rusqlite;
+
 pub use error::SqliteError;
+pub use options::SqliteOptions;
 pub use store::SqliteStore;

@@ -1,5 +1,6 @@
 //! Stockroom as a guest in an application's SQLite database: its migrations beside the
-//! application's (which own `user_version`), and a database of an earlier Stockroom build.
+//! application's (which own `user_version`), a database of an earlier Stockroom build, and the
+//! application's options.
 
 use std::sync::Arc;
 
@@ -7,7 +8,7 @@ use rusqlite::Connection;
 use rusqlite_migration::{Migrations, M};
 use sha2::{Digest, Sha256};
 use stockroom_core::{Error, NewProduct, ProductFilter, Store};
-use stockroom_sqlite::{SqliteError, SqliteStore};
+use stockroom_sqlite::{SqliteError, SqliteOptions, SqliteStore};
 
 // Not every helper of the shared support module is used here.
 #[allow(dead_code)]
@@ -283,4 +284,23 @@ async fn concurrent_connects_to_a_fresh_file_apply_the_schema_once() {
     assert_eq!(bookkeeping(&db).len(), 1);
     let store = SqliteStore::connect(&db.config()).await.unwrap();
     assert_eq!(product_count(&store).await, STORES as u64);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pragmas_stockroom_enforces_are_refused() {
+    for (name, value) in [("foreign_keys", "OFF"), ("journal_mode", "DELETE")] {
+        let options = SqliteOptions::in_memory().with_pragma(name, value);
+        let result = SqliteStore::connect_with(options).await;
+        assert!(
+            matches!(
+                result,
+                Err(Error::Validation {
+                    field: "pragma",
+                    ..
+                })
+            ),
+            "{name}: {:?}",
+            result.err()
+        );
+    }
 }
