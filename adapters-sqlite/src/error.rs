@@ -31,6 +31,16 @@ pub enum SqliteError {
          not know: a newer Stockroom migrated it"
     )]
     UnknownMigration { version: i64, description: String },
+    /// The unit of work's transaction ended under it: the application ran `COMMIT` or
+    /// `ROLLBACK` through [`with_connection`](crate::with_connection), or SQLite rolled the
+    /// transaction back after an error (such as a full disk). The unit of work runs no more
+    /// statements, and neither commits nor rolls back: what was written is the application's
+    /// to find out.
+    #[error(
+        "the unit of work's transaction already ended (COMMIT or ROLLBACK inside \
+         with_connection, or a rollback by SQLite after an error): it runs nothing more"
+    )]
+    TransactionEnded,
     /// A database file could not be put in WAL mode, which the store's parallel reads need.
     #[error("the database file could not be put in WAL mode (it stays in {mode} mode)")]
     NotWal { mode: String },

@@ -58,6 +58,7 @@
 //!   (SQLite's `memdb` VFS, shared by the store's connections, without WAL).
 
 mod conn;
+mod connection;
 mod error;
 mod options;
 mod repos;
@@ -65,10 +66,12 @@ mod schema;
 mod store;
 mod table;
 
-/// The rusqlite this adapter is built with: use it for [`SqliteOptions::with_on_open`], so the
-/// application's code and Stockroom share one version (and one SQLite).
+/// The rusqlite this adapter is built with: use it for [`with_connection`] and
+/// [`SqliteOptions::with_on_open`], so the application's code and Stockroom share one version
+/// (and one SQLite).
 pub use rusqlite;
 
+pub use connection::with_connection;
 pub use error::SqliteError;
 pub use options::SqliteOptions;
 pub use store::SqliteStore;

@@ -252,8 +252,8 @@ impl ReadSession for SqliteReadSession {
 }
 
 /// A write transaction on the store's writer connection.
-struct SqliteUnitOfWork {
-    conn: Conn,
+pub(crate) struct SqliteUnitOfWork {
+    pub(crate) conn: Conn,
     savepoints: Savepoints,
 }
 

@@ -1,14 +1,19 @@
 //! Stockroom as a guest in an application's SQLite database: its migrations beside the
-//! application's (which own `user_version`), a database of an earlier Stockroom build, and the
-//! application's options.
+//! application's (which own `user_version`), a database of an earlier Stockroom build, the
+//! application's own file, pragmas and `on_open` hook, and the application's SQL inside a
+//! Stockroom unit of work (`with_connection`).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use rusqlite::Connection;
 use rusqlite_migration::{Migrations, M};
 use sha2::{Digest, Sha256};
-use stockroom_core::{Error, NewProduct, ProductFilter, Store};
-use stockroom_sqlite::{SqliteError, SqliteOptions, SqliteStore};
+use stockroom_core::{
+    traced, Error, NewProduct, ProductFilter, RetryPolicy, Store, StoreExt, UnitOfWork,
+};
+use stockroom_memory::MemoryStore;
+use stockroom_sqlite::{with_connection, SqliteError, SqliteOptions, SqliteStore};
 
 // Not every helper of the shared support module is used here.
 #[allow(dead_code)]
@@ -287,6 +292,57 @@ async fn concurrent_connects_to_a_fresh_file_apply_the_schema_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_on_the_applications_own_file_runs_its_pragmas_and_hook_on_every_connection() {
+    let db = temp_db();
+    // The application's file, made with its own rusqlite before Stockroom ever saw it.
+    let app = Connection::open(db.path()).unwrap();
+    app.execute_batch(
+        "CREATE TABLE notes (body TEXT NOT NULL); INSERT INTO notes VALUES ('kept');
+         PRAGMA user_version = 3;",
+    )
+    .unwrap();
+    let opened = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&opened);
+    let options = SqliteOptions::file(db.path())
+        .with_pragma("cache_size", "-8000")
+        .with_on_open(move |c| {
+            counter.fetch_add(1, Ordering::SeqCst);
+            // A per-connection object the application relies on.
+            c.execute_batch("CREATE TEMP VIEW app_marker AS SELECT 'hooked' AS mark")
+        });
+    let store = SqliteStore::connect_with(options).await.unwrap();
+    assert_eq!(opened.load(Ordering::SeqCst), 1, "the writer");
+
+    let mut uow = store.begin().await.unwrap();
+    let seen = with_connection(uow.as_mut(), |c| -> rusqlite::Result<_> {
+        let cache: i64 = c.query_row("PRAGMA cache_size", [], |r| r.get(0))?;
+        let fk: i64 = c.query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
+        let mark: String = c.query_row("SELECT mark FROM app_marker", [], |r| r.get(0))?;
+        let note: String = c.query_row("SELECT body FROM notes", [], |r| r.get(0))?;
+        Ok((cache, fk, mark, note))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(seen, (-8000, 1, "hooked".to_owned(), "kept".to_owned()));
+    uow.rollback().await.unwrap();
+
+    // Three read sessions at once: three read connections, each opened through the hook.
+    let sessions = [
+        store.read().await.unwrap(),
+        store.read().await.unwrap(),
+        store.read().await.unwrap(),
+    ];
+    assert_eq!(opened.load(Ordering::SeqCst), 4);
+    drop(sessions);
+    store.close().await;
+    let user_version: i64 = app
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(user_version, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pragmas_stockroom_enforces_are_refused() {
     for (name, value) in [("foreign_keys", "OFF"), ("journal_mode", "DELETE")] {
         let options = SqliteOptions::in_memory().with_pragma(name, value);
@@ -303,4 +359,205 @@ async fn pragmas_stockroom_enforces_are_refused() {
             result.err()
         );
     }
+}
+
+/// A store whose file has the application's `audit` table beside Stockroom's.
+async fn store_with_audit(db: &TempDb) -> SqliteStore {
+    Connection::open(db.path())
+        .unwrap()
+        .execute_batch("CREATE TABLE audit (sku TEXT NOT NULL UNIQUE)")
+        .unwrap();
+    SqliteStore::connect(&db.config()).await.unwrap()
+}
+
+/// Creates product `i` and its audit row in `uow`.
+async fn create_with_audit(uow: &mut dyn UnitOfWork, i: usize) {
+    let p = uow.products().create(product(i)).await.unwrap();
+    with_connection(uow, move |c| {
+        c.execute("INSERT INTO audit (sku) VALUES (?1)", [p.sku])
+    })
+    .await
+    .unwrap()
+    .unwrap();
+}
+
+fn audit_rows(db: &TempDb) -> i64 {
+    Connection::open(db.path())
+        .unwrap()
+        .query_row("SELECT count(*) FROM audit", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_rows_commit_with_the_unit_of_work() {
+    let db = temp_db();
+    let store = store_with_audit(&db).await;
+    let mut uow = store.begin().await.unwrap();
+    create_with_audit(uow.as_mut(), 1).await;
+    // Not visible outside before the commit.
+    assert_eq!(audit_rows(&db), 0);
+    uow.commit().await.unwrap();
+    assert_eq!((product_count(&store).await, audit_rows(&db)), (1, 1));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn application_rows_roll_back_with_the_unit_of_work() {
+    let db = temp_db();
+    let store = store_with_audit(&db).await;
+    let mut uow = store.begin().await.unwrap();
+    create_with_audit(uow.as_mut(), 1).await;
+    uow.rollback().await.unwrap();
+    assert_eq!((product_count(&store).await, audit_rows(&db)), (0, 0));
+
+    let mut uow = store.begin().await.unwrap();
+    create_with_audit(uow.as_mut(), 2).await;
+    drop(uow);
+    assert_eq!((product_count(&store).await, audit_rows(&db)), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_closure_runs_inside_the_transaction_even_as_the_first_statement() {
+    let store = SqliteStore::connect_with(SqliteOptions::in_memory())
+        .await
+        .unwrap();
+    let mut uow = store.begin().await.unwrap();
+    let in_transaction = with_connection(uow.as_mut(), |c| !c.is_autocommit())
+        .await
+        .unwrap();
+    assert!(
+        in_transaction,
+        "the pending BEGIN IMMEDIATE did not run first"
+    );
+    uow.commit().await.unwrap();
+}
+
+/// The application ends the transaction itself: the unit of work refuses to go on or commit,
+/// and the writer serves the next unit of work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_or_rollback_inside_the_closure_makes_commit_fail() {
+    for statement in ["COMMIT", "ROLLBACK"] {
+        let db = temp_db();
+        let store = store_with_audit(&db).await;
+        let mut uow = store.begin().await.unwrap();
+        create_with_audit(uow.as_mut(), 1).await;
+        with_connection(uow.as_mut(), move |c| c.execute_batch(statement))
+            .await
+            .unwrap()
+            .unwrap();
+        let next = uow.products().create(product(2)).await.unwrap_err();
+        assert!(
+            matches!(refusal(&next), Some(SqliteError::TransactionEnded)),
+            "{statement}: {next:?}"
+        );
+        let commit = uow.commit().await.unwrap_err();
+        assert!(
+            matches!(refusal(&commit), Some(SqliteError::TransactionEnded)),
+            "{statement}: {commit:?}"
+        );
+        // Product 2 never ran outside a transaction.
+        let expected = if statement == "COMMIT" { 1 } else { 0 };
+        assert_eq!(product_count(&store).await, expected, "{statement}");
+        let mut uow = store.begin().await.expect("the writer is free again");
+        uow.products().create(product(3)).await.unwrap();
+        uow.commit().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_application_statement_leaves_the_unit_of_work_usable() {
+    let db = temp_db();
+    let store = store_with_audit(&db).await;
+    let mut uow = store.begin().await.unwrap();
+    create_with_audit(uow.as_mut(), 1).await;
+    let duplicate = with_connection(uow.as_mut(), |c| {
+        c.execute("INSERT INTO audit (sku) VALUES ('SKU-1')", [])
+    })
+    .await
+    .unwrap();
+    assert!(duplicate.is_err(), "the UNIQUE audit.sku did not fire");
+    create_with_audit(uow.as_mut(), 2).await;
+    uow.commit().await.unwrap();
+    assert_eq!((product_count(&store).await, audit_rows(&db)), (2, 2));
+}
+
+/// SQLite rolls the whole transaction back after some errors: here a full database (made with
+/// `max_page_count`) on a single-row insert, which has no statement journal to undo just
+/// itself. The unit of work must then neither go on in autocommit mode nor commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_sqlite_rolled_back_refuses_to_go_on() {
+    let db = temp_db();
+    let store = store_with_audit(&db).await;
+    let mut uow = store.begin().await.unwrap();
+    create_with_audit(uow.as_mut(), 1).await;
+    let (full, rolled_back) = with_connection(uow.as_mut(), |c| {
+        c.execute_batch("CREATE TABLE attachments (body BLOB)")?;
+        let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+        c.execute_batch(&format!("PRAGMA max_page_count = {}", pages + 2))?;
+        let full = c.execute("INSERT INTO attachments VALUES (zeroblob(1000000))", []);
+        Ok::<_, rusqlite::Error>((full.map(drop), c.is_autocommit()))
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let full = full.unwrap_err();
+    assert_eq!(
+        full.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DiskFull),
+        "{full}"
+    );
+    assert!(
+        rolled_back,
+        "SQLite kept the transaction: the test proves nothing"
+    );
+
+    let next = uow.products().create(product(2)).await.unwrap_err();
+    assert!(
+        matches!(refusal(&next), Some(SqliteError::TransactionEnded)),
+        "{next:?}"
+    );
+    let commit = uow.commit().await.unwrap_err();
+    assert!(
+        matches!(refusal(&commit), Some(SqliteError::TransactionEnded)),
+        "{commit:?}"
+    );
+    assert_eq!((product_count(&store).await, audit_rows(&db)), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_of_work_of_another_backend_is_unsupported() {
+    let store = MemoryStore::new();
+    let mut uow = store.begin().await.unwrap();
+    let result = with_connection(uow.as_mut(), |_| ()).await;
+    assert!(
+        matches!(
+            result,
+            Err(Error::Unsupported {
+                operation: "with_connection",
+                backend: "memory"
+            })
+        ),
+        "{result:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_connection_works_through_the_tracing_decorator() {
+    let db = temp_db();
+    let store = traced(store_with_audit(&db).await);
+    let mut uow = store.begin().await.unwrap();
+    create_with_audit(uow.as_mut(), 1).await;
+    uow.commit().await.unwrap();
+    assert_eq!(audit_rows(&db), 1);
+    // And the runner commits the application's rows with its own.
+    store
+        .run(&RetryPolicy::default(), |uow| {
+            Box::pin(async move {
+                with_connection(uow, |c| c.execute("INSERT INTO audit VALUES ('x')", []))
+                    .await?
+                    .map_err(|e| Error::backend("audit", e))
+            })
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit_rows(&db), 2);
 }
