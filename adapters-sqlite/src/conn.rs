@@ -15,6 +15,8 @@ use rusqlite::Connection;
 use stockroom_core::{Error, Result};
 use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit};
 
+use crate::error::SqliteError;
+
 /// What to log of the statements a connection runs (`StoreConfig::log_statements` and
 /// `StoreConfig::slow_statement_threshold`).
 #[derive(Debug, Clone, Copy)]
@@ -203,14 +205,28 @@ impl Lease {
     }
 }
 
+/// Where a connection's transaction stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transaction {
+    /// A read connection: no transaction is expected.
+    None,
+    /// A unit of work whose transaction opens with this statement, run in the same blocking
+    /// call as its first statement (one thread hop less per unit of work).
+    Pending(&'static str),
+    /// A unit of work whose transaction is open.
+    Open,
+    /// A unit of work whose transaction ended under it (found in autocommit mode after a
+    /// call): a `COMMIT`/`ROLLBACK` by the application, or SQLite's own rollback after an
+    /// error. Nothing more runs on it.
+    Ended,
+}
+
 /// A connection owned by one session or unit of work; every method of the repository ports is
 /// implemented on it (see `repos.rs`).
 pub(crate) struct Conn {
     lease: Option<Lease>,
     log: SqlLog,
-    /// The statement that opens the transaction, run in the same blocking call as the first
-    /// statement of the unit of work (one thread hop less per unit of work).
-    pending_begin: Option<&'static str>,
+    transaction: Transaction,
 }
 
 impl fmt::Debug for Conn {
@@ -229,7 +245,7 @@ impl Conn {
         Self {
             lease: Some(lease),
             log,
-            pending_begin: None,
+            transaction: Transaction::None,
         }
     }
 
@@ -238,7 +254,7 @@ impl Conn {
         Self {
             lease: Some(lease),
             log,
-            pending_begin: Some(begin),
+            transaction: Transaction::Pending(begin),
         }
     }
 
@@ -258,33 +274,45 @@ impl Conn {
 
     /// Whether the transaction was never opened (no statement ran yet).
     pub(crate) fn transaction_pending(&self) -> bool {
-        self.pending_begin.is_some()
+        matches!(self.transaction, Transaction::Pending(_))
     }
 
-    /// Runs `work` on the connection on a blocking thread.
+    /// Runs `work` on the connection on a blocking thread, after the pending `BEGIN` if any.
+    ///
+    /// A unit of work whose transaction was found ended after an earlier call fails with
+    /// [`SqliteError::TransactionEnded`] instead of running `work` outside a transaction. The
+    /// call that ended it returns its own result.
     pub(crate) async fn run<T, F>(&mut self, work: F) -> Result<T>
     where
         F: FnOnce(&Db<'_>) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
         self.check_open()?;
+        if self.transaction == Transaction::Ended {
+            return Err(SqliteError::TransactionEnded.into());
+        }
         let lease = self.lease.take().ok_or_else(|| Error::Unavailable {
             reason: "the connection was lost by an interrupted call".to_owned(),
         })?;
         let log = self.log;
-        let begin = self.pending_begin;
-        let (lease, began, result) = tokio::task::spawn_blocking(move || {
+        let before = self.transaction;
+        let (lease, after, result) = tokio::task::spawn_blocking(move || {
             let db = Db {
                 conn: lease.conn(),
                 log,
             };
-            if let Some(sql) = begin {
+            if let Transaction::Pending(sql) = before {
                 if let Err(e) = db.observe(sql, || db.execute_batch(sql)) {
-                    return (lease, false, Err(crate::error::map(e)));
+                    return (lease, before, Err(crate::error::map(e)));
                 }
             }
             let result = work(&db);
-            (lease, true, result)
+            let after = match before {
+                Transaction::None => Transaction::None,
+                _ if db.is_autocommit() => Transaction::Ended,
+                _ => Transaction::Open,
+            };
+            (lease, after, result)
         })
         .await
         .map_err(|e| Error::Backend {
@@ -292,9 +320,7 @@ impl Conn {
             source: None,
         })?;
         self.lease = Some(lease);
-        if began {
-            self.pending_begin = None;
-        }
+        self.transaction = after;
         result
     }
 

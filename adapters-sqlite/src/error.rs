@@ -1,8 +1,59 @@
-//! Mapping of rusqlite's errors onto [`stockroom_core::Error`].
+//! Mapping of rusqlite's errors onto [`stockroom_core::Error`], and the adapter's own refusals.
 
 use rusqlite::ffi;
 use rusqlite::ErrorCode;
 use stockroom_core::{Constraint, Error};
+
+/// What the SQLite adapter itself refuses. It reaches a caller as [`Error::Backend`], whose
+/// message says it and whose [`source`](std::error::Error::source) is this value, so a caller
+/// can tell the cases apart with `downcast_ref::<SqliteError>()`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SqliteError {
+    /// An applied migration's recorded checksum differs from the embedded migration's: its SQL
+    /// was edited after it was applied, or its bookkeeping row was changed. Nothing was changed.
+    #[error(
+        "Stockroom migration {version} ({description}) was applied with checksum {applied}, \
+         but this build's is {embedded}: the migration or its row in stockroom_migrations changed"
+    )]
+    MigrationChecksum {
+        version: i64,
+        description: String,
+        /// The checksum recorded in `stockroom_migrations`.
+        applied: String,
+        /// The checksum of the SQL this build embeds.
+        embedded: String,
+    },
+    /// The database records a migration this build does not have: a newer Stockroom migrated
+    /// it. Nothing was changed.
+    #[error(
+        "the database has Stockroom migration {version} ({description}), which this build does \
+         not know: a newer Stockroom migrated it"
+    )]
+    UnknownMigration { version: i64, description: String },
+    /// The unit of work's transaction ended under it: the application ran `COMMIT` or
+    /// `ROLLBACK` through [`with_connection`](crate::with_connection), or SQLite rolled the
+    /// transaction back after an error (such as a full disk). The unit of work runs no more
+    /// statements, and neither commits nor rolls back: what was written is the application's
+    /// to find out.
+    #[error(
+        "the unit of work's transaction already ended (COMMIT or ROLLBACK inside \
+         with_connection, or a rollback by SQLite after an error): it runs nothing more"
+    )]
+    TransactionEnded,
+    /// A database file could not be put in WAL mode, which the store's parallel reads need.
+    #[error("the database file could not be put in WAL mode (it stays in {mode} mode)")]
+    NotWal { mode: String },
+    /// The `on_open` hook left a transaction open on a new connection.
+    #[error("the on_open hook left a transaction open")]
+    OpenHookLeftTransaction,
+}
+
+impl From<SqliteError> for Error {
+    fn from(error: SqliteError) -> Self {
+        Error::backend(format!("sqlite: {error}"), error)
+    }
+}
 
 /// Maps a rusqlite error onto the core's error, naming the constraint of a unique violation.
 pub(crate) fn map(error: rusqlite::Error) -> Error {

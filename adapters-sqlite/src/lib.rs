@@ -22,33 +22,104 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## A guest in the application's database
+//!
+//! Stockroom does not assume it owns the database file:
+//!
+//! - **Its own bookkeeping.** Applied migrations are recorded in `stockroom_migrations`
+//!   (version, description, SHA-256 checksum of the SQL, `applied_at` in µs), never in
+//!   `PRAGMA user_version`, which stays the application's (rusqlite_migration counts in it;
+//!   refinery and diesel keep tables of their own). The application's migrations can run before
+//!   or after Stockroom's, in any order. Each pending migration is applied in its own
+//!   `BEGIN IMMEDIATE` transaction with its bookkeeping row, so processes connecting at once apply
+//!   it once; a database already current is only read. An applied migration whose checksum
+//!   differs from this build's, or that this build does not know (a newer Stockroom migrated the
+//!   file), is refused before anything changes: [`Error::Backend`](stockroom_core::Error::Backend)
+//!   whose source is a [`SqliteError`] naming the version. A file migrated by the builds that
+//!   counted in `user_version` (`user_version = 1` and Stockroom's tables, no
+//!   `stockroom_migrations`) has its bookkeeping carried over and `user_version` set back to 0.
+//! - **The application's file and options.** [`SqliteOptions`] names the file (or a private
+//!   in-memory database) and every setting, including the application's own pragmas and an
+//!   `on_open` hook run on every connection Stockroom opens (pragmas, functions, collations);
+//!   [`SqliteStore::connect_with`] opens it. [`SqliteStore::connect`] builds its options from a
+//!   [`StoreConfig`](stockroom_core::StoreConfig) and takes the same path. Stockroom still sets,
+//!   last, what its semantics need: WAL on a file, `foreign_keys=ON`, `query_only` on the read
+//!   connections.
+//! - **The application's SQL in a unit of work.** [`with_connection`] runs a closure on the unit
+//!   of work's writer connection inside its transaction, so the application's rows commit or
+//!   roll back with Stockroom's. A closure that ends the transaction (its own `COMMIT` or
+//!   `ROLLBACK`, or SQLite's rollback after an error such as a full disk) leaves a unit of work
+//!   that refuses to run anything more or to commit ([`SqliteError::TransactionEnded`]).
+//! - **One rusqlite.** The adapter accepts a range of rusqlite releases (0.39 to 0.43) and
+//!   re-exports the one it is built with as [`stockroom_sqlite::rusqlite`](rusqlite), so the
+//!   application's code and Stockroom share one rusqlite and one SQLite.
+//!
+//! ```
+//! use stockroom_core::{NewProduct, Store};
+//! use stockroom_sqlite::{rusqlite, with_connection, SqliteOptions, SqliteStore};
+//!
+//! # #[tokio::main(flavor = "multi_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let dir = std::env::temp_dir().join(format!("stockroom-doc-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir)?;
+//! let path = dir.join("app.db");
+//! // The application's own database, with its own table and its own migration tool's
+//! // user_version.
+//! let app = rusqlite::Connection::open(&path)?;
+//! app.execute_batch("CREATE TABLE audit (sku TEXT NOT NULL); PRAGMA user_version = 4;")?;
+//!
+//! let options = SqliteOptions::file(&path)
+//!     .with_busy_timeout(std::time::Duration::from_secs(2))
+//!     .with_pragma("cache_size", "-16000")
+//!     .with_on_open(|conn| conn.execute_batch("PRAGMA temp_store = MEMORY"));
+//! let store = SqliteStore::connect_with(options).await?;
+//!
+//! // The application's row and Stockroom's product, in one transaction.
+//! let mut uow = store.begin().await?;
+//! let mug = uow.products().create(NewProduct::new("Mug", "mug", "MUG-1")?).await?;
+//! with_connection(uow.as_mut(), move |conn| {
+//!     conn.execute("INSERT INTO audit (sku) VALUES (?1)", [mug.sku])
+//! })
+//! .await??;
+//! uow.commit().await?;
+//! store.close().await;
+//!
+//! let audited: i64 = app.query_row("SELECT count(*) FROM audit", [], |r| r.get(0))?;
+//! let user_version: i64 = app.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+//! assert_eq!((audited, user_version), (1, 4));
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok(()) }
+//! ```
+//!
 //! ## Design
 //!
 //! - **One writer, many readers.** SQLite allows one writer at a time. The store keeps one writer
 //!   connection behind an async mutex: [`Store::begin`](stockroom_core::Store::begin) waits up to
-//!   `StoreConfig::busy_timeout` for it (then fails as `Transient`), and the unit of work holds it
+//!   the busy timeout for it (then fails as `Transient`), and the unit of work holds it
 //!   exclusively until commit, rollback or drop, so no other statement can slip into its
 //!   transaction. The transaction opens with `BEGIN IMMEDIATE` (run in the same blocking call as
 //!   the first statement, saving a thread hop), so a transaction that reads first cannot fail
 //!   its later write with `SQLITE_BUSY`; a lock held by another process shows as `Transient`.
-//!   Reads outside a unit of work take connections from a pool of up to `max_connections()`
-//!   read connections (`query_only`), which run in parallel under WAL.
+//!   Reads outside a unit of work take connections from a pool of up to `max_read_connections`
+//!   read connections (`query_only`; `StoreConfig::max_connections()` with `connect`), which
+//!   run in parallel under WAL.
 //! - **Off the async threads.** Every call moves its connection into
 //!   `tokio::task::spawn_blocking`, runs its statements there and moves it back. A connection
 //!   is never shared: a lease owns it. Dropping a lease (a unit of work dropped without commit,
 //!   or a call whose future was dropped mid-way) rolls back any open transaction before the
-//!   connection serves anyone else (checked with `is_autocommit`).
-//! - **Connections**: WAL, `synchronous=NORMAL` (`FULL` with `Durability::Full`),
-//!   `foreign_keys=ON`, the configured busy timeout, a prepared-statement cache
-//!   (`prepare_cached`, 64 statements). With `log_statements`, every statement is logged at
-//!   `debug` (target `stockroom::sql`); statements slower than `slow_statement_threshold` at
-//!   `warn`. Idle read connections older than `max_lifetime` are closed and replaced; those
-//!   beyond `pool_size` idle for `idle_timeout` are closed.
-//! - **Schema**: embedded migrations (`rusqlite_migration`), applied on connect unless
-//!   `run_migrations` is false. Ids are 16-byte BLOBs, timestamps INTEGER microseconds, unique
-//!   rules are partial unique indexes over live rows named after their
-//!   [`Constraint`](stockroom_core::Constraint), `CHECK (stock >= 0)`, foreign keys as the
-//!   design says, and `(created_at, id)` indexes for the list order.
+//!   connection serves anyone else (checked with `is_autocommit`). After every call of a unit of
+//!   work the connection is checked to still be in its transaction.
+//! - **Connections**, in this order: the busy timeout, `synchronous=NORMAL` (`FULL` with
+//!   `Durability::Full`), the application's pragmas and `on_open` hook, then WAL (the writer
+//!   switches a file to it), `foreign_keys=ON` and `query_only` on read connections; a
+//!   prepared-statement cache (`prepare_cached`, 64 statements). With `log_statements`, every
+//!   statement is logged at `debug` (target `stockroom::sql`); statements slower than the slow
+//!   statement threshold at `warn`. Idle read connections older than `max_lifetime` are closed
+//!   and replaced; those beyond the kept idle ones, idle for `idle_timeout`, are closed.
+//! - **Schema**: embedded migrations (see above), applied on connect unless turned off. Ids are
+//!   16-byte BLOBs, timestamps INTEGER microseconds, unique rules are partial unique indexes over
+//!   live rows named after their [`Constraint`](stockroom_core::Constraint), `CHECK (stock >=
+//!   0)`, foreign keys as the design says, and `(created_at, id)` indexes for the list order.
 //! - **Search** matches a `search_text` column (the core's `search_document`, folded in Rust at
 //!   write time) with `LIKE ? ESCAPE '\'`, so it gives the same rows as the memory adapter for
 //!   any Unicode text. The page and the total come from one statement (`COUNT(*) OVER ()`).
@@ -57,10 +128,20 @@
 //!   (SQLite's `memdb` VFS, shared by the store's connections, without WAL).
 
 mod conn;
+mod connection;
 mod error;
+mod options;
 mod repos;
 mod schema;
 mod store;
 mod table;
 
+/// The rusqlite this adapter is built with: use it for [`with_connection`] and
+/// [`SqliteOptions::with_on_open`], so the application's code and Stockroom share one version
+/// (and one SQLite).
+pub use rusqlite;
+
+pub use connection::with_connection;
+pub use error::SqliteError;
+pub use options::SqliteOptions;
 pub use store::SqliteStore;

@@ -1,11 +1,82 @@
-//! The schema, as embedded migrations applied in order (`PRAGMA user_version` counts them).
+//! The schema, as embedded migrations, and the migrator that applies them.
+//!
+//! Stockroom keeps its migration bookkeeping in a table of its own, `stockroom_migrations`
+//! (version, description, SHA-256 checksum of the SQL, time applied), never in
+//! `PRAGMA user_version`: that one belongs to the application and its own migration tool.
+//! Each pending migration runs in its own `BEGIN IMMEDIATE` transaction together with its
+//! bookkeeping row, so processes connecting at once apply each migration exactly once.
 //!
 //! Ids are 16-byte BLOBs (the UUID's bytes, so `ORDER BY id` is the UUID order); timestamps are
 //! INTEGER microseconds since the Unix epoch. Every unique index is partial (live rows only)
 //! except the ledger's, and is named after the [`Constraint`](stockroom_core::Constraint) it
 //! enforces.
 
-use rusqlite_migration::{Migrations, M};
+use rusqlite::{params, params_from_iter, Connection, TransactionBehavior};
+use sha2::{Digest, Sha256};
+use stockroom_core::Error;
+
+use crate::error::{map, SqliteError};
+
+/// One embedded migration.
+#[derive(Debug)]
+pub(crate) struct Migration {
+    pub(crate) version: i64,
+    pub(crate) description: &'static str,
+    pub(crate) sql: &'static str,
+}
+
+impl Migration {
+    /// The SHA-256 of the migration's SQL, in lower-case hex.
+    pub(crate) fn checksum(&self) -> String {
+        Sha256::digest(self.sql.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
+
+/// The migrations, in the order they apply.
+pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    description: "users, categories, products, reviews and the stock ledger",
+    sql: V1,
+}];
+
+/// Stockroom's bookkeeping: one row per applied migration.
+const BOOKKEEPING: &str = "
+CREATE TABLE IF NOT EXISTS stockroom_migrations (
+    version     INTEGER NOT NULL PRIMARY KEY,
+    description TEXT    NOT NULL,
+    checksum    TEXT    NOT NULL,
+    applied_at  INTEGER NOT NULL
+) STRICT;";
+
+/// What V1 creates: a database with `user_version = 1` and every one of these, but no
+/// bookkeeping, was migrated by a Stockroom that counted its migrations in `user_version`.
+const V1_OBJECTS: &[&str] = &[
+    "users",
+    "users_email_live",
+    "users_order",
+    "categories",
+    "categories_slug_live",
+    "categories_order",
+    "products",
+    "products_slug_live",
+    "products_sku_live",
+    "products_order",
+    "products_category",
+    "products_created_by",
+    "reviews",
+    "reviews_author_live",
+    "reviews_order",
+    "reviews_product",
+    "reviews_author",
+    "stock_movements",
+    "stock_movements_idempotency_key",
+    "stock_movements_order",
+    "stock_movements_source",
+    "stock_movements_target",
+];
 
 const V1: &str = r#"
 CREATE TABLE users (
@@ -85,17 +156,258 @@ CREATE INDEX stock_movements_source ON stock_movements (source_id, created_at, i
 CREATE INDEX stock_movements_target ON stock_movements (target_id, created_at, id);
 "#;
 
-const MIGRATIONS: &[M<'static>] = &[M::up(V1)];
+/// Why migrating stopped: SQLite failed, or the adapter refused the database.
+enum Failure {
+    Sql(rusqlite::Error),
+    Refused(SqliteError),
+}
 
-/// The embedded migrations.
-pub(crate) fn migrations() -> Migrations<'static> {
-    Migrations::from_slice(MIGRATIONS)
+impl From<rusqlite::Error> for Failure {
+    fn from(e: rusqlite::Error) -> Self {
+        Failure::Sql(e)
+    }
+}
+
+impl From<SqliteError> for Failure {
+    fn from(e: SqliteError) -> Self {
+        Failure::Refused(e)
+    }
+}
+
+impl From<Failure> for Error {
+    fn from(failure: Failure) -> Self {
+        match failure {
+            Failure::Sql(e) => map(e),
+            Failure::Refused(e) => e.into(),
+        }
+    }
+}
+
+/// A migration recorded in `stockroom_migrations`.
+struct Applied {
+    version: i64,
+    description: String,
+    checksum: String,
+}
+
+/// Brings the database up to the embedded schema. A database already current is only read
+/// (no write lock is taken); otherwise the bookkeeping table is created (carrying over the
+/// `user_version` bookkeeping of earlier Stockroom builds) and each pending migration is applied
+/// in its own `BEGIN IMMEDIATE` transaction with its bookkeeping row. Applied migrations that
+/// this build does not know, or whose checksum differs, are refused before anything changes.
+pub(crate) fn migrate(conn: &mut Connection) -> stockroom_core::Result<()> {
+    if is_current(conn)? {
+        return Ok(());
+    }
+    immediate(conn, |tx| {
+        tx.execute_batch(BOOKKEEPING)?;
+        Ok(carry_over(tx)?)
+    })?;
+    for migration in MIGRATIONS {
+        // Another process may have applied it since: the check runs again under the lock.
+        immediate(conn, |tx| {
+            let applied = applied(tx)?;
+            verify(&applied)?;
+            if !applied.iter().any(|a| a.version == migration.version) {
+                apply(tx, migration)?;
+            }
+            Ok(())
+        })?;
+    }
+    Ok(())
+}
+
+/// Whether every embedded migration is applied (refusing a database this build must not touch).
+fn is_current(conn: &Connection) -> Result<bool, Failure> {
+    if !bookkeeping_exists(conn)? {
+        return Ok(false);
+    }
+    let applied = applied(conn)?;
+    verify(&applied)?;
+    Ok(MIGRATIONS
+        .iter()
+        .all(|m| applied.iter().any(|a| a.version == m.version)))
+}
+
+/// Runs `work` in a `BEGIN IMMEDIATE` transaction (waiting the busy timeout for the write lock),
+/// committed if it succeeds and rolled back otherwise.
+fn immediate(
+    conn: &mut Connection,
+    work: impl FnOnce(&Connection) -> Result<(), Failure>,
+) -> Result<(), Failure> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    work(&tx)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn bookkeeping_exists(conn: &Connection) -> rusqlite::Result<bool> {
+    conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master \
+         WHERE type = 'table' AND name = 'stockroom_migrations')",
+        [],
+        |r| r.get(0),
+    )
+}
+
+fn applied(conn: &Connection) -> rusqlite::Result<Vec<Applied>> {
+    let mut stmt = conn.prepare(
+        "SELECT version, description, checksum FROM stockroom_migrations ORDER BY version",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(Applied {
+            version: r.get(0)?,
+            description: r.get(1)?,
+            checksum: r.get(2)?,
+        })
+    })?;
+    rows.collect()
+}
+
+/// Refuses an applied migration this build does not know, or one whose checksum differs.
+fn verify(applied: &[Applied]) -> Result<(), SqliteError> {
+    for row in applied {
+        let Some(embedded) = MIGRATIONS.iter().find(|m| m.version == row.version) else {
+            return Err(SqliteError::UnknownMigration {
+                version: row.version,
+                description: row.description.clone(),
+            });
+        };
+        let checksum = embedded.checksum();
+        if checksum != row.checksum {
+            return Err(SqliteError::MigrationChecksum {
+                version: row.version,
+                description: row.description.clone(),
+                applied: row.checksum.clone(),
+                embedded: checksum,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Runs `migration` and records it, in the caller's transaction.
+fn apply(conn: &Connection, migration: &Migration) -> rusqlite::Result<()> {
+    conn.execute_batch(migration.sql)?;
+    record(conn, migration)?;
+    tracing::info!(
+        version = migration.version,
+        description = migration.description,
+        "sqlite: applied Stockroom migration"
+    );
+    Ok(())
+}
+
+fn record(conn: &Connection, migration: &Migration) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO stockroom_migrations (version, description, checksum, applied_at) \
+         VALUES (?1, ?2, ?3, ?4)",
+        params![
+            migration.version,
+            migration.description,
+            migration.checksum(),
+            chrono::Utc::now().timestamp_micros()
+        ],
+    )
+    .map(drop)
+}
+
+/// Earlier builds counted their migrations in `PRAGMA user_version` (V1 only). A database they
+/// migrated (no bookkeeping row yet, `user_version = 1`, every V1 table and index present) gets
+/// V1 recorded as applied and `user_version` back at 0, so the application's tools own it
+/// again. A `user_version` set by anyone else, on a database without Stockroom's tables, is left
+/// alone.
+fn carry_over(conn: &Connection) -> rusqlite::Result<()> {
+    let has_rows: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM stockroom_migrations)",
+        [],
+        |r| r.get(0),
+    )?;
+    let user_version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if has_rows || user_version != 1 || !has_v1_objects(conn)? {
+        return Ok(());
+    }
+    record(conn, &MIGRATIONS[0])?;
+    conn.execute_batch("PRAGMA user_version = 0")?;
+    tracing::info!(
+        "sqlite: Stockroom's schema bookkeeping moved from user_version to stockroom_migrations"
+    );
+    Ok(())
+}
+
+fn has_v1_objects(conn: &Connection) -> rusqlite::Result<bool> {
+    let placeholders = vec!["?"; V1_OBJECTS.len()].join(", ");
+    let found: i64 = conn.query_row(
+        &format!(
+            "SELECT count(*) FROM sqlite_master \
+             WHERE type IN ('table', 'index') AND name IN ({placeholders})"
+        ),
+        params_from_iter(V1_OBJECTS),
+        |r| r.get(0),
+    )?;
+    Ok(usize::try_from(found) == Ok(V1_OBJECTS.len()))
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
-    fn migrations_are_valid() {
-        super::migrations().validate().expect("valid migrations");
+    fn versions_increase_and_checksums_are_sha256_hex() {
+        assert!(MIGRATIONS.windows(2).all(|w| w[0].version < w[1].version));
+        assert_eq!(MIGRATIONS[0].version, 1);
+        let checksum = MIGRATIONS[0].checksum();
+        assert_eq!(checksum.len(), 64);
+        assert!(checksum
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        // SHA-256 of the empty string, the standard test vector.
+        let empty = Migration {
+            version: 0,
+            description: "",
+            sql: "",
+        };
+        assert_eq!(
+            empty.checksum(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn v1_objects_are_exactly_what_v1_creates() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(V1).unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type IN ('table', 'index') \
+                 AND name NOT LIKE 'sqlite_%' ORDER BY name",
+            )
+            .unwrap();
+        let created: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        let mut expected: Vec<String> = V1_OBJECTS.iter().map(|s| s.to_string()).collect();
+        expected.sort();
+        assert_eq!(created, expected);
+    }
+
+    #[test]
+    fn migrating_twice_applies_once_and_leaves_user_version_alone() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch("PRAGMA user_version = 7").unwrap();
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM stockroom_migrations", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(rows, MIGRATIONS.len() as i64);
+        let user_version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(user_version, 7);
     }
 }

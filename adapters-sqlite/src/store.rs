@@ -2,112 +2,25 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 use stockroom_core::{
-    CategoryReader, CategoryRepository, Durability, Error, ProductReader, ProductRepository,
-    ReadSession, Result, ReviewReader, ReviewRepository, Savepoint, Savepoints,
-    StockMovementReader, StockMovementRepository, Store, StoreConfig, UnitOfWork, UserReader,
-    UserRepository,
+    CategoryReader, CategoryRepository, Error, ProductReader, ProductRepository, ReadSession,
+    Result, ReviewReader, ReviewRepository, Savepoint, Savepoints, StockMovementReader,
+    StockMovementRepository, Store, StoreConfig, UnitOfWork, UserReader, UserRepository,
 };
 use tokio::sync::Semaphore;
 
 use crate::conn::{Conn, Lease, ReaderLease, Shared, SqlLog, WriterLease};
 use crate::error::{closed, map};
-
-/// Where the database lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Location {
-    File(PathBuf),
-    /// A private in-memory database shared by the store's connections (SQLite's `memdb` VFS).
-    Memory(String),
-}
-
-impl Location {
-    fn parse(url: &str) -> Result<Self> {
-        let bad = || {
-            Error::validation(
-                "url",
-                stockroom_core::Rule::Malformed {
-                    expected: "sqlite://path/to/file.db, sqlite::memory: or sqlite://:memory:",
-                },
-            )
-        };
-        let rest = if let Some(rest) = url.strip_prefix("sqlite://") {
-            rest
-        } else if let Some(rest) = url.strip_prefix("sqlite:") {
-            rest
-        } else {
-            return Err(bad());
-        };
-        if rest == ":memory:" {
-            static NEXT: AtomicU64 = AtomicU64::new(0);
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let name = format!(
-                "file:/stockroom-{}-{n}-{}?vfs=memdb",
-                std::process::id(),
-                uuid::Uuid::now_v7().simple()
-            );
-            return Ok(Location::Memory(name));
-        }
-        if rest.is_empty() || rest.contains('\0') || rest.contains('?') {
-            return Err(bad());
-        }
-        Ok(Location::File(PathBuf::from(rest)))
-    }
-}
-
-/// The connection settings every connection gets.
-#[derive(Debug, Clone)]
-struct Settings {
-    location: Location,
-    busy_timeout: Duration,
-    durability: Durability,
-}
-
-impl Settings {
-    fn open(&self, writer: bool) -> Result<Connection> {
-        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
-            | OpenFlags::SQLITE_OPEN_CREATE
-            | OpenFlags::SQLITE_OPEN_URI
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let conn = match &self.location {
-            Location::File(path) => Connection::open_with_flags(path, flags),
-            Location::Memory(uri) => Connection::open_with_flags(uri, flags),
-        }
-        .map_err(map)?;
-        conn.busy_timeout(self.busy_timeout).map_err(map)?;
-        if writer {
-            // WAL is persistent in the file; the memdb VFS has no WAL and keeps its own mode.
-            let _mode: String = conn
-                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-                .map_err(map)?;
-        }
-        let synchronous = match self.durability {
-            Durability::Full => "FULL",
-            _ => "NORMAL",
-        };
-        conn.execute_batch(&format!(
-            "PRAGMA synchronous = {synchronous}; PRAGMA foreign_keys = ON;{}",
-            if writer {
-                ""
-            } else {
-                " PRAGMA query_only = ON;"
-            }
-        ))
-        .map_err(map)?;
-        conn.set_prepared_statement_cache_capacity(64);
-        Ok(conn)
-    }
-}
+use crate::options::SqliteOptions;
 
 struct Inner {
-    settings: Settings,
-    url: String,
+    options: Arc<SqliteOptions>,
     writer: Arc<tokio::sync::Mutex<Option<Connection>>>,
     readers: Arc<Shared>,
     read_permits: Arc<Semaphore>,
@@ -128,7 +41,7 @@ pub struct SqliteStore {
 impl fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SqliteStore")
-            .field("url", &self.inner.url)
+            .field("location", &self.inner.options.location.to_string())
             .field("closed", &self.inner.closed.load(Ordering::Relaxed))
             .finish_non_exhaustive()
     }
@@ -139,23 +52,27 @@ impl SqliteStore {
     /// `sqlite::memory:` / `sqlite://:memory:` for a private in-memory database) and, unless
     /// `config.run_migrations` is false, applies the embedded schema migrations.
     ///
-    /// Connections use WAL, `synchronous=NORMAL` (`FULL` with [`Durability::Full`]),
-    /// `foreign_keys=ON` and `config.busy_timeout`. Up to `config.max_connections()` read
-    /// connections are opened on demand.
+    /// The same as [`connect_with`](Self::connect_with) the options
+    /// [`SqliteOptions::from_config`] makes of `config`.
     pub async fn connect(config: &StoreConfig) -> Result<Self> {
-        let settings = Settings {
-            location: Location::parse(&config.url)?,
-            busy_timeout: config.busy_timeout,
-            durability: config.durability,
-        };
-        let run_migrations = config.run_migrations;
-        let opening = settings.clone();
+        Self::connect_with(SqliteOptions::from_config(config)?).await
+    }
+
+    /// Opens the database `options` name, with the application's own pragmas and `on_open`
+    /// hook on every connection, and, unless migrations are turned off, applies the embedded
+    /// schema migrations (bookkeeping in `stockroom_migrations`; `user_version` is the
+    /// application's).
+    ///
+    /// The writer connection opens now; up to `max_read_connections` read connections open on
+    /// demand. Malformed or enforced pragmas are a validation error on `pragma`.
+    pub async fn connect_with(options: SqliteOptions) -> Result<Self> {
+        options.validate()?;
+        let options = Arc::new(options);
+        let opening = Arc::clone(&options);
         let writer = tokio::task::spawn_blocking(move || -> Result<Connection> {
             let mut conn = opening.open(true)?;
-            if run_migrations {
-                crate::schema::migrations()
-                    .to_latest(&mut conn)
-                    .map_err(migration_error)?;
+            if opening.run_migrations {
+                crate::schema::migrate(&mut conn)?;
             }
             Ok(conn)
         })
@@ -163,31 +80,29 @@ impl SqliteStore {
         .map_err(worker_failed)??;
         Ok(Self {
             inner: Arc::new(Inner {
-                settings,
-                url: config.redacted_url(),
                 writer: Arc::new(tokio::sync::Mutex::new(Some(writer))),
                 readers: Arc::new(Shared {
                     idle: Mutex::new(Vec::new()),
                     closed: AtomicBool::new(false),
-                    max_lifetime: config.max_lifetime,
-                    idle_timeout: config.idle_timeout,
-                    keep_idle: config.pool_size as usize,
+                    max_lifetime: options.max_lifetime,
+                    idle_timeout: options.idle_timeout,
+                    keep_idle: options.idle_read_connections as usize,
                 }),
-                read_permits: Arc::new(Semaphore::new(config.max_connections() as usize)),
-                acquire_timeout: config.acquire_timeout,
+                read_permits: Arc::new(Semaphore::new(options.max_read_connections as usize)),
+                acquire_timeout: options.acquire_timeout,
                 log: SqlLog {
-                    echo: config.log_statements,
-                    slow: config.slow_statement_threshold,
+                    echo: options.log_statements,
+                    slow: options.slow_statement_threshold,
                 },
                 closed: AtomicBool::new(false),
+                options,
             }),
         })
     }
 
-    /// Opens `sqlite://<path>` with the default configuration.
+    /// Opens the database file at `path` with the default options.
     pub async fn open(path: impl Into<PathBuf>) -> Result<Self> {
-        let path: PathBuf = path.into();
-        Self::connect(&StoreConfig::new(format!("sqlite://{}", path.display()))).await
+        Self::connect_with(SqliteOptions::file(path)).await
     }
 
     fn check_open(&self) -> Result<()> {
@@ -213,8 +128,8 @@ impl SqliteStore {
         let (conn, born) = match idle {
             Some(c) => c,
             None => {
-                let settings = self.inner.settings.clone();
-                let conn = tokio::task::spawn_blocking(move || settings.open(false))
+                let options = Arc::clone(&self.inner.options);
+                let conn = tokio::task::spawn_blocking(move || options.open(false))
                     .await
                     .map_err(worker_failed)??;
                 (conn, Instant::now())
@@ -239,13 +154,6 @@ fn worker_failed(e: tokio::task::JoinError) -> Error {
     }
 }
 
-fn migration_error(e: rusqlite_migration::Error) -> Error {
-    match e {
-        rusqlite_migration::Error::RusqliteError { err, .. } => map(err),
-        other => Error::backend("sqlite: schema migration failed", other),
-    }
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
@@ -258,7 +166,7 @@ impl Store for SqliteStore {
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
         self.check_open()?;
         let guard = tokio::time::timeout(
-            self.inner.settings.busy_timeout,
+            self.inner.options.busy_timeout,
             Arc::clone(&self.inner.writer).lock_owned(),
         )
         .await
@@ -344,8 +252,8 @@ impl ReadSession for SqliteReadSession {
 }
 
 /// A write transaction on the store's writer connection.
-struct SqliteUnitOfWork {
-    conn: Conn,
+pub(crate) struct SqliteUnitOfWork {
+    pub(crate) conn: Conn,
     savepoints: Savepoints,
 }
 
@@ -433,41 +341,6 @@ impl UnitOfWork for SqliteUnitOfWork {
 mod tests {
     use super::*;
 
-    #[test]
-    fn connections_get_the_configured_settings() {
-        let path = std::env::temp_dir().join(format!(
-            "stockroom-settings-{}.db",
-            uuid::Uuid::now_v7().simple()
-        ));
-        for (durability, synchronous) in [(Durability::Normal, 1), (Durability::Full, 2)] {
-            let settings = Settings {
-                location: Location::File(path.clone()),
-                busy_timeout: Duration::from_millis(1234),
-                durability,
-            };
-            for writer in [true, false] {
-                let conn = settings.open(writer).unwrap();
-                let pragma = |name: &str| -> i64 {
-                    conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
-                        .unwrap()
-                };
-                assert_eq!(pragma("synchronous"), synchronous);
-                assert_eq!(pragma("foreign_keys"), 1);
-                assert_eq!(pragma("busy_timeout"), 1234);
-                assert_eq!(pragma("query_only"), i64::from(!writer));
-                let mode: String = conn
-                    .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-                    .unwrap();
-                assert_eq!(mode, "wal");
-            }
-        }
-        for suffix in ["", "-wal", "-shm"] {
-            let mut file = path.clone().into_os_string();
-            file.push(suffix);
-            let _ = std::fs::remove_file(file);
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn idle_readers_beyond_the_pool_size_close_after_the_idle_timeout() {
         let path = std::env::temp_dir().join(format!(
@@ -494,38 +367,6 @@ mod tests {
             let mut file = path.clone().into_os_string();
             file.push(suffix);
             let _ = std::fs::remove_file(file);
-        }
-    }
-
-    #[test]
-    fn urls_name_a_file_or_memory() {
-        assert_eq!(
-            Location::parse("sqlite://data/shop.db").unwrap(),
-            Location::File(PathBuf::from("data/shop.db"))
-        );
-        assert_eq!(
-            Location::parse("sqlite:///tmp/shop.db").unwrap(),
-            Location::File(PathBuf::from("/tmp/shop.db"))
-        );
-        for memory in ["sqlite::memory:", "sqlite://:memory:"] {
-            assert!(
-                matches!(Location::parse(memory), Ok(Location::Memory(_))),
-                "{memory}"
-            );
-        }
-        for bad in [
-            "postgres://h/db",
-            "sqlite://",
-            "sqlite://a.db?mode=ro",
-            "memory://",
-        ] {
-            assert!(
-                matches!(
-                    Location::parse(bad),
-                    Err(Error::Validation { field: "url", .. })
-                ),
-                "{bad}"
-            );
         }
     }
 }

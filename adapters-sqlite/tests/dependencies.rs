@@ -1,6 +1,8 @@
 //! Only one crate may link SQLite: sqlx's optional SQLite driver (in the lock file through the
-//! PostgreSQL adapter) needs `libsqlite3-sys` below 0.38, so rusqlite stays at 0.39. This check
-//! fails if the workspace, with every adapter and feature in the build, ever resolves two.
+//! PostgreSQL adapter) needs `libsqlite3-sys` below 0.38, so this workspace's lock keeps rusqlite
+//! at 0.39 (the workspace's range admits newer ones for applications; the fixture
+//! `fixtures/latest-rusqlite`, run by `.ci/run`, checks the newest). This check fails if the
+//! workspace, with every adapter and feature in the build, ever resolves two.
 
 use std::path::Path;
 use std::process::Command;

@@ -1,0 +1,56 @@
+//! [`with_connection`]: the application's own SQL inside a Stockroom unit of work.
+
+use rusqlite::Connection;
+use stockroom_core::{native_unit_of_work, Result, UnitOfWork};
+
+use crate::store::SqliteUnitOfWork;
+
+/// Runs `f` on the unit of work's writer connection, inside its transaction: what `f` writes
+/// commits or rolls back with everything else the unit of work did.
+///
+/// `f` runs on the same blocking thread pool as Stockroom's own statements (after the
+/// unit of work's `BEGIN IMMEDIATE`, if no statement ran yet), and its value is returned. A
+/// statement of `f` that fails is undone by SQLite alone and the unit of work goes on, as after
+/// a failed statement of Stockroom's. `f` must leave the transaction open: if the connection is
+/// in autocommit mode afterwards (`f` ran `COMMIT` or `ROLLBACK`, or SQLite rolled the
+/// transaction back after an error such as a full disk), the unit of work runs nothing more and
+/// its `commit` and `rollback` fail, with [`Error::Backend`](stockroom_core::Error::Backend)
+/// whose source is [`SqliteError::TransactionEnded`](crate::SqliteError::TransactionEnded).
+/// Use the unit of work's savepoints, not your own `SAVEPOINT`/`RELEASE`, for nesting.
+///
+/// Works through wrappers that forward the native unit of work (such as
+/// [`traced`](stockroom_core::traced)); a unit of work of another backend (or a mock) is
+/// [`Error::Unsupported`](stockroom_core::Error::Unsupported).
+///
+/// ```
+/// use stockroom_core::{NewProduct, Store};
+/// use stockroom_sqlite::{with_connection, SqliteOptions, SqliteStore};
+///
+/// # #[tokio::main(flavor = "multi_thread")]
+/// # async fn main() -> stockroom_core::Result<()> {
+/// let store = SqliteStore::connect_with(
+///     SqliteOptions::in_memory().with_on_open(|c| {
+///         c.execute_batch("CREATE TABLE IF NOT EXISTS audit (sku TEXT NOT NULL)")
+///     }),
+/// )
+/// .await?;
+/// let mut uow = store.begin().await?;
+/// let mug = uow.products().create(NewProduct::new("Mug", "mug", "MUG-1")?).await?;
+/// let sku = mug.sku.clone();
+/// with_connection(uow.as_mut(), move |c| {
+///     c.execute("INSERT INTO audit (sku) VALUES (?1)", [sku])
+/// })
+/// .await?
+/// .expect("the audit row");
+/// uow.commit().await?; // the product and the audit row, together
+/// # store.close().await;
+/// # Ok(()) }
+/// ```
+pub async fn with_connection<T, F>(uow: &mut dyn UnitOfWork, f: F) -> Result<T>
+where
+    F: FnOnce(&Connection) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let native = native_unit_of_work::<SqliteUnitOfWork>(uow, "with_connection")?;
+    native.conn.run(move |db| Ok(f(db))).await
+}

@@ -1,0 +1,542 @@
+//! [`SqliteOptions`]: where a [`SqliteStore`](crate::SqliteStore) finds its database, and how it
+//! opens every connection.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use stockroom_core::{Durability, Error, Result, Rule, StoreConfig};
+
+use crate::error::{map, SqliteError};
+
+/// The application's hook run on every connection the store opens: see
+/// [`SqliteOptions::with_on_open`].
+type OnOpen = dyn Fn(&Connection) -> rusqlite::Result<()> + Send + Sync;
+
+/// Where the database lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Location {
+    File(PathBuf),
+    /// A private in-memory database shared by the store's connections (SQLite's `memdb` VFS),
+    /// named by this URI.
+    Memory(String),
+}
+
+impl Location {
+    /// A name no other in-memory database of this process has.
+    fn private_memory() -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        Location::Memory(format!(
+            "file:/stockroom-{}-{n}-{}?vfs=memdb",
+            std::process::id(),
+            uuid::Uuid::now_v7().simple()
+        ))
+    }
+
+    /// `sqlite://path/to/file.db`, `sqlite:///abs/path.db`, `sqlite::memory:` or
+    /// `sqlite://:memory:`.
+    pub(crate) fn parse(url: &str) -> Result<Self> {
+        let bad = || {
+            Error::validation(
+                "url",
+                Rule::Malformed {
+                    expected: "sqlite://path/to/file.db, sqlite::memory: or sqlite://:memory:",
+                },
+            )
+        };
+        let rest = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or_else(bad)?;
+        if rest == ":memory:" {
+            return Ok(Self::private_memory());
+        }
+        if rest.is_empty() || rest.contains('\0') || rest.contains('?') {
+            return Err(bad());
+        }
+        Ok(Location::File(PathBuf::from(rest)))
+    }
+
+    fn open(&self) -> rusqlite::Result<Connection> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        match self {
+            // A path is a path, even one that starts with `file:`: no URI interpretation.
+            Location::File(path) => Connection::open_with_flags(path, flags),
+            Location::Memory(uri) => {
+                Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+            }
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Location::File(path) => write!(f, "{}", path.display()),
+            Location::Memory(_) => f.write_str(":memory:"),
+        }
+    }
+}
+
+/// Pragmas Stockroom sets itself because its semantics depend on them; an application's
+/// [`SqliteOptions::with_pragma`] may not name them.
+const ENFORCED_PRAGMAS: &[&str] = &["foreign_keys", "query_only", "journal_mode"];
+
+/// How a [`SqliteStore`](crate::SqliteStore) opens its database: the file (or a private
+/// in-memory database), the pool of read connections, logging, migrations, and the
+/// application's own pragmas and `on_open` hook. Build it with [`SqliteOptions::file`],
+/// [`SqliteOptions::in_memory`] or [`SqliteOptions::from_config`] and the `with_*` methods, and
+/// connect with [`SqliteStore::connect_with`](crate::SqliteStore::connect_with).
+///
+/// Every connection is opened the same way, in this order: the busy timeout, `synchronous`
+/// (from the durability), the application's pragmas, the `on_open` hook, then what Stockroom's
+/// semantics need, so nothing before can undo it: WAL on a file (the writer switches the file
+/// to it), `foreign_keys=ON`, and `query_only=ON` on the read connections.
+///
+/// The defaults are [`StoreConfig::new`]'s.
+///
+/// ```
+/// use std::time::Duration;
+/// use stockroom_sqlite::SqliteOptions;
+///
+/// let options = SqliteOptions::file("app.db")
+///     .with_busy_timeout(Duration::from_secs(2))
+///     .with_max_read_connections(4)
+///     .with_pragma("cache_size", "-16000")
+///     .with_on_open(|conn| conn.execute_batch("PRAGMA temp_store = MEMORY"));
+/// assert_eq!(options.path(), Some(std::path::Path::new("app.db")));
+/// ```
+#[derive(Clone)]
+pub struct SqliteOptions {
+    pub(crate) location: Location,
+    pub(crate) busy_timeout: Duration,
+    pub(crate) durability: Durability,
+    pub(crate) max_read_connections: u32,
+    pub(crate) idle_read_connections: u32,
+    pub(crate) acquire_timeout: Duration,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) max_lifetime: Option<Duration>,
+    pub(crate) log_statements: bool,
+    pub(crate) slow_statement_threshold: Duration,
+    pub(crate) run_migrations: bool,
+    pragmas: Vec<(String, String)>,
+    on_open: Option<Arc<OnOpen>>,
+}
+
+impl fmt::Debug for SqliteOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteOptions")
+            .field("location", &self.location.to_string())
+            .field("busy_timeout", &self.busy_timeout)
+            .field("durability", &self.durability)
+            .field("max_read_connections", &self.max_read_connections)
+            .field("idle_read_connections", &self.idle_read_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("log_statements", &self.log_statements)
+            .field("slow_statement_threshold", &self.slow_statement_threshold)
+            .field("run_migrations", &self.run_migrations)
+            .field("pragmas", &self.pragmas)
+            .field("on_open", &self.on_open.as_ref().map(|_| "Fn(&Connection)"))
+            .finish()
+    }
+}
+
+impl SqliteOptions {
+    /// The database file at `path` (created if missing), with the defaults.
+    pub fn file(path: impl Into<PathBuf>) -> Self {
+        Self::at(Location::File(path.into()), &StoreConfig::new(""))
+    }
+
+    /// A private in-memory database, shared by the store's connections and by nobody else,
+    /// gone when the store closes; with the defaults.
+    pub fn in_memory() -> Self {
+        Self::at(Location::private_memory(), &StoreConfig::new(""))
+    }
+
+    /// The options [`SqliteStore::connect`](crate::SqliteStore::connect) uses for `config`:
+    /// the database its URL names, `busy_timeout`, `durability`, `max_connections()` read
+    /// connections of which `pool_size` are kept idle, `acquire_timeout`, `idle_timeout`,
+    /// `max_lifetime`, `log_statements`, `slow_statement_threshold` and `run_migrations`.
+    /// A URL that names no SQLite database is a validation error on `url`.
+    pub fn from_config(config: &StoreConfig) -> Result<Self> {
+        Ok(Self::at(Location::parse(&config.url)?, config))
+    }
+
+    fn at(location: Location, config: &StoreConfig) -> Self {
+        Self {
+            location,
+            busy_timeout: config.busy_timeout,
+            durability: config.durability,
+            max_read_connections: config.max_connections(),
+            idle_read_connections: config.pool_size,
+            acquire_timeout: config.acquire_timeout,
+            idle_timeout: config.idle_timeout,
+            max_lifetime: config.max_lifetime,
+            log_statements: config.log_statements,
+            slow_statement_threshold: config.slow_statement_threshold,
+            run_migrations: config.run_migrations,
+            pragmas: Vec::new(),
+            on_open: None,
+        }
+    }
+
+    /// The database file, or `None` for an in-memory database.
+    pub fn path(&self) -> Option<&Path> {
+        match &self.location {
+            Location::File(path) => Some(path),
+            Location::Memory(_) => None,
+        }
+    }
+
+    /// How long a statement waits for a lock another connection holds (and
+    /// [`Store::begin`](stockroom_core::Store::begin) for the writer) before failing as
+    /// [`Error::Transient`].
+    pub fn with_busy_timeout(mut self, timeout: Duration) -> Self {
+        self.busy_timeout = timeout;
+        self
+    }
+
+    /// `synchronous=NORMAL` ([`Durability::Normal`]) or `FULL` ([`Durability::Full`]).
+    pub fn with_durability(mut self, durability: Durability) -> Self {
+        self.durability = durability;
+        self
+    }
+
+    /// The most read connections open at once (at least 1); a read waits up to the acquire
+    /// timeout for one.
+    pub fn with_max_read_connections(mut self, max: u32) -> Self {
+        self.max_read_connections = max.max(1);
+        self
+    }
+
+    /// How many idle read connections stay open whatever their idle time.
+    pub fn with_idle_read_connections(mut self, keep: u32) -> Self {
+        self.idle_read_connections = keep;
+        self
+    }
+
+    /// How long a read waits for a free read connection before failing as `Unavailable`.
+    pub fn with_acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.acquire_timeout = timeout;
+        self
+    }
+
+    /// Idle read connections beyond the kept ones, unused for this long, are closed.
+    pub fn with_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Idle read connections older than this are closed instead of reused.
+    pub fn with_max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.max_lifetime = lifetime;
+        self
+    }
+
+    /// Log every statement Stockroom runs at `debug` (target `stockroom::sql`).
+    pub fn with_log_statements(mut self, on: bool) -> Self {
+        self.log_statements = on;
+        self
+    }
+
+    /// Statements slower than this are logged at `warn` (target `stockroom::sql`).
+    pub fn with_slow_statement_threshold(mut self, threshold: Duration) -> Self {
+        self.slow_statement_threshold = threshold;
+        self
+    }
+
+    /// Whether connecting applies Stockroom's embedded migrations (on by default).
+    pub fn with_migrations(mut self, run: bool) -> Self {
+        self.run_migrations = run;
+        self
+    }
+
+    /// Runs `PRAGMA name = value` on every connection, after Stockroom's busy timeout and
+    /// `synchronous` (so it may change those) and before the `on_open` hook. `name` is a
+    /// pragma name, optionally with its schema (`main.cache_size`); `value` a number, a
+    /// keyword or a single-quoted string. The pragmas Stockroom enforces (`foreign_keys`,
+    /// `query_only`, `journal_mode`) are refused, as is anything malformed, by
+    /// [`SqliteStore::connect_with`](crate::SqliteStore::connect_with), with a validation
+    /// error on `pragma`.
+    pub fn with_pragma(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.pragmas.push((name.into(), value.into()));
+        self
+    }
+
+    /// Runs `hook` on every connection the store opens (the writer and each read connection),
+    /// after the pragmas: the application's own pragmas, functions and collations. A hook's
+    /// error fails the open (connecting, or the read that needed a new connection). It must not
+    /// leave a transaction open. Stockroom's `foreign_keys=ON`, WAL and `query_only` on read
+    /// connections are set after it.
+    pub fn with_on_open<F>(mut self, hook: F) -> Self
+    where
+        F: Fn(&Connection) -> rusqlite::Result<()> + Send + Sync + 'static,
+    {
+        self.on_open = Some(Arc::new(hook));
+        self
+    }
+
+    /// Refuses malformed pragmas and those Stockroom enforces.
+    pub(crate) fn validate(&self) -> Result<()> {
+        for (name, value) in &self.pragmas {
+            let bare = name.rsplit_once('.').map_or(name.as_str(), |(_, n)| n);
+            let malformed = |expected| Error::validation("pragma", Rule::Malformed { expected });
+            if !is_pragma_name(name) {
+                return Err(malformed("a pragma name, optionally schema-qualified"));
+            }
+            if ENFORCED_PRAGMAS.contains(&bare.to_ascii_lowercase().as_str()) {
+                return Err(malformed(
+                    "a pragma Stockroom does not set itself (not foreign_keys, query_only or \
+                     journal_mode)",
+                ));
+            }
+            if !is_pragma_value(value) {
+                return Err(malformed("a number, a keyword or a single-quoted string"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens a connection, set up as the type's docs say; `writer` for the store's single
+    /// writer, otherwise a read connection.
+    pub(crate) fn open(&self, writer: bool) -> Result<Connection> {
+        let conn = self.location.open().map_err(map)?;
+        conn.busy_timeout(self.busy_timeout).map_err(map)?;
+        let synchronous = match self.durability {
+            Durability::Full => "FULL",
+            _ => "NORMAL",
+        };
+        conn.execute_batch(&format!("PRAGMA synchronous = {synchronous}"))
+            .map_err(map)?;
+        for (name, value) in &self.pragmas {
+            conn.execute_batch(&format!("PRAGMA {name} = {value}"))
+                .map_err(map)?;
+        }
+        if let Some(hook) = &self.on_open {
+            hook(&conn).map_err(map)?;
+            if !conn.is_autocommit() {
+                return Err(SqliteError::OpenHookLeftTransaction.into());
+            }
+        }
+        self.enforce(&conn, writer)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(conn)
+    }
+
+    /// What Stockroom's semantics need, set last so that no pragma or hook undoes it.
+    fn enforce(&self, conn: &Connection, writer: bool) -> Result<()> {
+        if writer {
+            // WAL is persistent in the file; the memdb VFS has no WAL and keeps its own mode.
+            let mode: String = conn
+                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
+                .map_err(map)?;
+            if matches!(self.location, Location::File(_)) && !mode.eq_ignore_ascii_case("wal") {
+                return Err(SqliteError::NotWal { mode }.into());
+            }
+        }
+        let query_only = if writer { "OFF" } else { "ON" };
+        conn.execute_batch(&format!(
+            "PRAGMA foreign_keys = ON; PRAGMA query_only = {query_only};"
+        ))
+        .map_err(map)
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn is_pragma_name(name: &str) -> bool {
+    match name.split_once('.') {
+        Some((schema, pragma)) => is_identifier(schema) && is_identifier(pragma),
+        None => is_identifier(name),
+    }
+}
+
+/// A number, a keyword, or a single-quoted string (quotes inside doubled): nothing that could
+/// end the statement or start another.
+fn is_pragma_value(value: &str) -> bool {
+    if let Some(inner) = value.strip_prefix('\'').and_then(|v| v.strip_suffix('\'')) {
+        return !inner.replace("''", "").contains('\'') && !inner.contains('\0');
+    }
+    !value.is_empty()
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '+' | '.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_path(name: &str) -> PathBuf {
+        std::env::temp_dir().join(format!(
+            "stockroom-{name}-{}.db",
+            uuid::Uuid::now_v7().simple()
+        ))
+    }
+
+    fn remove(path: &Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
+    }
+
+    #[test]
+    fn connections_get_the_configured_settings() {
+        let path = temp_path("settings");
+        for (durability, synchronous) in [(Durability::Normal, 1), (Durability::Full, 2)] {
+            let options = SqliteOptions::file(&path)
+                .with_busy_timeout(Duration::from_millis(1234))
+                .with_durability(durability);
+            for writer in [true, false] {
+                let conn = options.open(writer).unwrap();
+                let pragma = |name: &str| -> i64 {
+                    conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+                        .unwrap()
+                };
+                assert_eq!(pragma("synchronous"), synchronous);
+                assert_eq!(pragma("foreign_keys"), 1);
+                assert_eq!(pragma("busy_timeout"), 1234);
+                assert_eq!(pragma("query_only"), i64::from(!writer));
+                let mode: String = conn
+                    .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+                    .unwrap();
+                assert_eq!(mode, "wal");
+            }
+        }
+        remove(&path);
+    }
+
+    #[test]
+    fn the_hook_and_pragmas_cannot_undo_what_stockroom_enforces() {
+        let path = temp_path("enforced");
+        let options = SqliteOptions::file(&path)
+            .with_pragma("cache_size", "-4000")
+            .with_on_open(|c| c.execute_batch("PRAGMA foreign_keys = OFF; PRAGMA query_only = ON"));
+        options.validate().unwrap();
+        for writer in [true, false] {
+            let conn = options.open(writer).unwrap();
+            let pragma = |name: &str| -> i64 {
+                conn.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0))
+                    .unwrap()
+            };
+            assert_eq!(pragma("cache_size"), -4000);
+            assert_eq!(pragma("foreign_keys"), 1);
+            assert_eq!(pragma("query_only"), i64::from(!writer));
+        }
+        remove(&path);
+    }
+
+    #[test]
+    fn a_hook_that_leaves_a_transaction_open_fails_the_open() {
+        let options = SqliteOptions::in_memory().with_on_open(|c| c.execute_batch("BEGIN"));
+        let err = options.open(true).unwrap_err();
+        let source = std::error::Error::source(&err).and_then(|s| s.downcast_ref::<SqliteError>());
+        assert_eq!(source, Some(&SqliteError::OpenHookLeftTransaction), "{err}");
+    }
+
+    #[test]
+    fn pragmas_are_checked() {
+        let accepted = [
+            ("cache_size", "-2000"),
+            ("main.mmap_size", "268435456"),
+            ("temp_store", "MEMORY"),
+            ("application_id", "0x1234"),
+            ("key", "'it''s'"),
+        ];
+        for (name, value) in accepted {
+            let options = SqliteOptions::in_memory().with_pragma(name, value);
+            assert!(options.validate().is_ok(), "{name} = {value}");
+        }
+        let refused = [
+            ("foreign_keys", "OFF"),
+            ("main.Journal_Mode", "DELETE"),
+            ("query_only", "0"),
+            ("cache_size; DROP TABLE products", "1"),
+            ("cache_size", "1; DROP TABLE products"),
+            ("key", "'a' ; x'"),
+            ("", "1"),
+            ("cache_size", ""),
+        ];
+        for (name, value) in refused {
+            let options = SqliteOptions::in_memory().with_pragma(name, value);
+            assert!(
+                matches!(
+                    options.validate(),
+                    Err(Error::Validation {
+                        field: "pragma",
+                        ..
+                    })
+                ),
+                "{name} = {value}"
+            );
+        }
+    }
+
+    #[test]
+    fn urls_name_a_file_or_memory() {
+        assert_eq!(
+            Location::parse("sqlite://data/shop.db").unwrap(),
+            Location::File(PathBuf::from("data/shop.db"))
+        );
+        assert_eq!(
+            Location::parse("sqlite:///tmp/shop.db").unwrap(),
+            Location::File(PathBuf::from("/tmp/shop.db"))
+        );
+        for memory in ["sqlite::memory:", "sqlite://:memory:"] {
+            assert!(
+                matches!(Location::parse(memory), Ok(Location::Memory(_))),
+                "{memory}"
+            );
+        }
+        for bad in [
+            "postgres://h/db",
+            "sqlite://",
+            "sqlite://a.db?mode=ro",
+            "memory://",
+        ] {
+            assert!(
+                matches!(
+                    Location::parse(bad),
+                    Err(Error::Validation { field: "url", .. })
+                ),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn options_from_a_config_carry_its_settings() {
+        let config = StoreConfig::new("sqlite://shop.db")
+            .with_pool_size(2)
+            .with_max_overflow(3)
+            .with_busy_timeout(Duration::from_millis(50))
+            .with_durability(Durability::Full)
+            .with_migrations(false)
+            .with_log_statements(true);
+        let options = SqliteOptions::from_config(&config).unwrap();
+        assert_eq!(options.path(), Some(Path::new("shop.db")));
+        assert_eq!(
+            (options.max_read_connections, options.idle_read_connections),
+            (5, 2)
+        );
+        assert_eq!(options.busy_timeout, Duration::from_millis(50));
+        assert_eq!(options.durability, Durability::Full);
+        assert!(!options.run_migrations && options.log_statements);
+    }
+}
