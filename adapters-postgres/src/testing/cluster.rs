@@ -3,8 +3,8 @@
 //! all gone.
 //!
 //! Its directory, `<temp>/stockroom-pg-<uid>`, holds `data/` (the cluster), `port`, `server.log`,
-//! `clients/<pid>` (one empty file per test process that uses it) and `reaper` (the reaper's
-//! pid). A process takes the lock file `<temp>/stockroom-pg-<uid>.lock` (outside the directory,
+//! `clients/<pid>` (one empty file per test process that uses it) and `heartbeat` (touched by the
+//! reaper every second). A process takes the lock file `<temp>/stockroom-pg-<uid>.lock` (outside the directory,
 //! which the reaper removes) before it looks at the directory, so only one process starts the
 //! cluster, the others join it, and the reaper, which takes the same lock, cannot remove it
 //! while a process joins.
@@ -15,6 +15,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// Names the directory of the binaries instead of the search (an empty directory: none).
 const BIN_DIR_VAR: &str = "STOCKROOM_TEST_PG_BIN_DIR";
@@ -29,6 +30,10 @@ const GRACE_SECS: u32 = 15;
 const START_ATTEMPTS: usize = 3;
 /// The reaper, run as `sh -c`.
 const REAPER: &str = include_str!("reaper.sh");
+/// How long the reaper's heartbeat may be still before the reaper is taken for gone (it beats
+/// every second). A heartbeat, not a pid: a killed reaper may linger as a zombie, and pids are
+/// reused.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The directory of the PostgreSQL binaries: `STOCKROOM_TEST_PG_BIN_DIR` if set, else the first
 /// directory of `PATH` that holds them all, else the newest `/usr/lib/postgresql/<version>/bin`.
@@ -189,8 +194,8 @@ impl Cluster {
         self.dir.join("port")
     }
 
-    fn reaper_file(&self) -> PathBuf {
-        self.dir.join("reaper")
+    fn heartbeat(&self) -> PathBuf {
+        self.dir.join("heartbeat")
     }
 
     fn log(&self) -> PathBuf {
@@ -323,14 +328,17 @@ impl Cluster {
             .map_err(|e| format!("register in {}: {e}", file.display()))
     }
 
+    /// True when the reaper's heartbeat is recent.
+    fn reaped(&self) -> bool {
+        fs::metadata(self.heartbeat())
+            .and_then(|meta| meta.modified())
+            // A time in the future (another clock) is recent too.
+            .is_ok_and(|beat| beat.elapsed().map_or(true, |age| age < HEARTBEAT_TIMEOUT))
+    }
+
     /// Starts the reaper unless it runs.
     fn keep_reaped(&self) -> Result<(), String> {
-        let alive = fs::read_to_string(self.reaper_file())
-            .ok()
-            .and_then(|pid| pid.trim().parse().ok())
-            .and_then(rustix::process::Pid::from_raw)
-            .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok());
-        if alive {
+        if self.reaped() {
             return Ok(());
         }
         // Without its comments, the script is the reaper's command line as `ps` shows it.
@@ -338,7 +346,7 @@ impl Cluster {
             .lines()
             .filter(|line| !line.trim_start().starts_with('#') && !line.trim().is_empty())
             .collect();
-        let reaper = Command::new("sh")
+        Command::new("sh")
             .arg("-c")
             .arg(script.join("\n"))
             .arg("stockroom-pg-reaper")
@@ -354,9 +362,12 @@ impl Cluster {
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()
+            .map(drop) // never waited for: it outlives this process
             .map_err(|e| format!("start the reaper (sh): {e}"))?;
-        fs::write(self.reaper_file(), reaper.id().to_string())
-            .map_err(|e| format!("write {}: {e}", self.reaper_file().display()))
+        // The first beat, so that a process joining in the reaper's first second sees it.
+        File::create(self.heartbeat())
+            .map(drop)
+            .map_err(|e| format!("write {}: {e}", self.heartbeat().display()))
     }
 }
 
