@@ -94,7 +94,10 @@ pub(super) fn acquire(bin: &Path) -> Result<u16, String> {
         Some(port) => port,
         None => {
             cluster.remove_stale()?;
-            cluster.start()?
+            // A cluster that failed to start leaves nothing behind (no reaper watches it yet).
+            cluster.start().inspect_err(|_| {
+                let _ = cluster.remove_stale();
+            })?
         }
     };
     cluster.register()?;
@@ -346,14 +349,17 @@ impl Cluster {
             .lines()
             .filter(|line| !line.trim_start().starts_with('#') && !line.trim().is_empty())
             .collect();
-        Command::new("sh")
+        // The reaper outlives this process and its PATH: absolute paths, the binaries' real one.
+        let pg_ctl = fs::canonicalize(self.bin.join("pg_ctl"))
+            .map_err(|e| format!("find pg_ctl in {}: {e}", self.bin.display()))?;
+        Command::new("/bin/sh")
             .arg("-c")
             .arg(script.join("\n"))
             .arg("stockroom-pg-reaper")
             .arg(&self.dir)
             .arg(&self.lock)
             .arg(GRACE_SECS.to_string())
-            .args(self.owner.argv(&self.bin.join("pg_ctl")))
+            .args(self.owner.argv(&pg_ctl))
             .current_dir("/")
             // Detached: no stdio (a `cargo test | tee` would wait for it), and a process group of
             // its own (Ctrl-C on the tests must not stop the clean-up).

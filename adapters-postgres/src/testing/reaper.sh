@@ -7,6 +7,8 @@
 # the rest: the pg_ctl command (behind `runuser -u postgres --` when the cluster is postgres's)
 dir=$1 lock=$2 grace=$3
 shift 3
+# The system's tools even if the PATH the tests ran with named a directory that is gone since.
+PATH=$PATH:/usr/sbin:/usr/bin:/sbin:/bin
 
 # Succeeds when a registered client is alive; forgets the dead ones.
 clients_alive() {
@@ -22,7 +24,7 @@ idle=0
 while [ -d "$dir" ]; do
     sleep 1
     # The heartbeat tells the test processes that the cluster is watched.
-    : >"$dir/heartbeat" 2>/dev/null
+    touch "$dir/heartbeat" 2>/dev/null
     if clients_alive; then
         idle=0
         continue
@@ -34,6 +36,11 @@ while [ -d "$dir" ]; do
     flock 9
     if ! clients_alive; then
         "$@" stop -D "$dir/data" -m immediate >/dev/null 2>&1
+        # pg_ctl could not run (126, 127: its directory is gone since): SIGQUIT to the
+        # postmaster is the same immediate shutdown.
+        if [ $? -ge 126 ]; then
+            kill -QUIT "$(head -n 1 "$dir/data/postmaster.pid")" 2>/dev/null
+        fi
         rm -rf "$dir"
         exit 0
     fi
