@@ -4,10 +4,10 @@
 //!
 //! Its directory, `<temp>/stockroom-pg-<uid>`, holds `data/` (the cluster), `port`, `server.log`,
 //! `clients/<pid>` (one empty file per test process that uses it) and `heartbeat` (touched by the
-//! reaper every second). A process takes the lock file `<temp>/stockroom-pg-<uid>.lock` (outside the directory,
-//! which the reaper removes) before it looks at the directory, so only one process starts the
-//! cluster, the others join it, and the reaper, which takes the same lock, cannot remove it
-//! while a process joins.
+//! reaper every second). A process takes the lock file `<temp>/stockroom-pg-<uid>.lock` (outside
+//! the directory, which the reaper removes) before it looks at the directory, so only one process
+//! starts the cluster, the others join it, and the reaper, which takes the same lock, cannot
+//! remove it while a process joins.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -28,7 +28,7 @@ const VERSIONED_ROOT: &str = "/usr/lib/postgresql";
 const GRACE_SECS: u32 = 15;
 /// Ports are picked free, but another process may take one before the server binds it.
 const START_ATTEMPTS: usize = 3;
-/// The reaper, run as `sh -c`.
+/// The reaper, run as `/bin/sh -c`.
 const REAPER: &str = include_str!("reaper.sh");
 /// How long the reaper's heartbeat may be still before the reaper is taken for gone (it beats
 /// every second). A heartbeat, not a pid: a killed reaper may linger as a zombie, and pids are

@@ -165,8 +165,9 @@ pub async fn server() -> Option<&'static Server> {
     }
 }
 
-/// True when a missing PostgreSQL must fail the tests rather than skip them: `CI` is set to
-/// anything but an empty string, `false` or `0`, or `STOCKROOM_TEST_REQUIRE_POSTGRES` is (`1`).
+/// True when a missing PostgreSQL must fail the tests rather than skip them: `CI` or
+/// `STOCKROOM_TEST_REQUIRE_POSTGRES` is set to anything but an empty string, `false` or `0`
+/// (`CI=true` on CI services, `STOCKROOM_TEST_REQUIRE_POSTGRES=1` by hand).
 pub fn postgres_required() -> bool {
     let var = |name| std::env::var(name).ok();
     is_set(var("CI").as_deref()) || is_set(var("STOCKROOM_TEST_REQUIRE_POSTGRES").as_deref())
@@ -234,7 +235,7 @@ async fn resolve() -> Result<Server, String> {
     );
     let Some(bin) = cluster::find_bin_dir() else {
         return Err(format!(
-            "{nothing_at} and no PostgreSQL binaries (initdb, pg_ctl, postgres) are installed in {}",
+            "{nothing_at} and no PostgreSQL binaries (initdb, pg_ctl, postgres) are in {}",
             cluster::searched_places()
         ));
     };
