@@ -9,10 +9,11 @@
 //!
 //! Each figure is the median of `STOCKROOM_BENCH_RUNS` runs (default 3) of
 //! `STOCKROOM_BENCH_SECS` seconds (default 5). The server comes from
-//! `STOCKROOM_TEST_DATABASE_URL`, else `DATABASE_URL`, else
-//! `postgres://postgres@127.0.0.1:5432/postgres`; the bench makes two scratch databases there
-//! (one for Stockroom, one initialised by `pgbench -i -s 8`) and drops both. `pgbench` is looked
-//! up on PATH, then in /usr/lib/postgresql/*/bin; `PGBENCH` overrides.
+//! `STOCKROOM_TEST_DATABASE_URL`, else `DATABASE_URL` (when it is a PostgreSQL URL), else
+//! `postgres://postgres@127.0.0.1:5432/postgres` (`stockroom_postgres::testing::configured_url`);
+//! the bench makes two scratch databases there through sqlx (one for Stockroom, one initialised
+//! by `pgbench -i -s 8`) and drops both. `pgbench` is looked up on PATH, then in
+//! /usr/lib/postgresql/*/bin; `PGBENCH` overrides.
 //!
 //! Run: `cargo bench -p stockroom-postgres --bench throughput`
 
@@ -24,28 +25,18 @@ use std::time::{Duration, Instant};
 
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 use stockroom_core::{NewProduct, ProductId, Store, StoreConfig, StoreExt, TransferRequest};
+use stockroom_postgres::testing::{self, with_database};
 use stockroom_postgres::PostgresStore;
 
 const TASKS: usize = 8;
 const PRODUCTS: usize = 1_000;
 const BATCH_ROWS: usize = 10_000;
 
+/// The configured server, as the tests resolve it. The bench measures that server (the one
+/// pgbench runs on too): it never starts a throwaway cluster, whose settings (fsync off) would
+/// make other figures.
 fn server_url() -> String {
-    if let Ok(url) = std::env::var("STOCKROOM_TEST_DATABASE_URL") {
-        return url;
-    }
-    match std::env::var("DATABASE_URL") {
-        Ok(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => url,
-        _ => "postgres://postgres@127.0.0.1:5432/postgres".to_owned(),
-    }
-}
-
-fn with_database(url: &str, database: &str) -> String {
-    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(end);
-    let query = tail.find('?').map_or("", |i| &tail[i..]);
-    format!("{scheme}://{authority}/{database}{query}")
+    testing::configured_url()
 }
 
 fn env_number(name: &str, default: u64) -> u64 {

@@ -61,7 +61,14 @@
 //!   never appears in `Debug` output or logs.
 //! - **Errors** map by SQLSTATE (see the `error` module): 23505 conflict, 23514 validation,
 //!   23503 not found, 40001/40P01/55P03 transient, connection loss and pool timeouts
-//!   unavailable. No sqlx type appears in the public API.
+//!   unavailable. No sqlx type appears in the public API (outside the `testing` harness, whose
+//!   admin connection is sqlx's, for tests that run their own SQL).
+//!
+//! ## Testing against PostgreSQL
+//!
+//! The `testing` feature (off by default) adds the `testing` module: a server for tests (the
+//! configured one, else a throwaway cluster started from the installed PostgreSQL binaries, else
+//! a skip with one line of explanation) and a fresh database per test.
 
 mod categories;
 mod entity;
@@ -71,6 +78,9 @@ mod reviews;
 mod session;
 mod store;
 mod users;
+
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use store::PostgresStore;
 

@@ -18,27 +18,17 @@ where
     F: FnOnce(PostgresStore, TestDatabase) -> Fut,
     Fut: std::future::Future<Output = (PostgresStore, TestDatabase)>,
 {
-    use futures_util::FutureExt;
-    let db = TestDatabase::create().await;
-    let cleanup = TestDatabase {
-        name: db.name.clone(),
-        url: db.url.clone(),
+    let Some(db) = TestDatabase::create().await else {
+        return;
     };
     let store = db.store().await;
     // The database is dropped whether the body passed or panicked.
-    match std::panic::AssertUnwindSafe(body(store, db))
-        .catch_unwind()
-        .await
-    {
-        Ok((store, db)) => {
+    db.clone()
+        .drop_after(async move {
+            let (store, _db) = body(store, db).await;
             store.close().await;
-            db.drop_now().await;
-        }
-        Err(panic) => {
-            cleanup.drop_now().await;
-            std::panic::resume_unwind(panic);
-        }
-    }
+        })
+        .await;
 }
 
 /// Asserts that `result` is a conflict on `expected`.
@@ -66,12 +56,12 @@ async fn sessions_carry_the_application_name_and_session_settings() {
         let n: i64 = sqlx::query(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND datname = $1",
         )
-        .bind(&db.name)
+        .bind(db.name())
         .fetch_one(&mut admin)
         .await
         .unwrap()
         .get(0);
-        assert!(n >= 1, "no session named {} on the server", db.name);
+        assert!(n >= 1, "no session named {} on the server", db.name());
         drop(read);
         let _ = admin.close().await;
         // Session settings reach every connection: with the tables off the search path, the
@@ -99,7 +89,9 @@ async fn sessions_carry_the_application_name_and_session_settings() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pool_size_and_overflow_bound_the_connections() {
-    let db = TestDatabase::create().await;
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
     let config = db.config().with_pool_size(2).with_max_overflow(1);
     let store = PostgresStore::connect(&config).await.unwrap();
     // Three sessions may be held at once, a fourth waits and times out as Unavailable.
@@ -152,12 +144,14 @@ async fn connect_refuses_other_schemes_and_reports_an_unreachable_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_never_shows_the_password() {
-    let db = TestDatabase::create().await;
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
     // The test server trusts local connections, so the password is never asked for.
-    let (scheme, rest) = db.url.split_once("://").unwrap();
+    let (scheme, rest) = db.url().split_once("://").unwrap();
     let url = match rest.split_once('@') {
         Some((user, host)) if !user.contains(':') => format!("{scheme}://{user}:hunter2@{host}"),
-        Some(_) => db.url.clone(),
+        Some(_) => db.url().to_owned(),
         None => format!("{scheme}://postgres:hunter2@{rest}"),
     };
     let store = PostgresStore::connect(&db.config().with_migrations(true))
@@ -181,7 +175,7 @@ async fn debug_never_shows_the_password() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schema_has_the_named_indexes_and_checks() {
     with_store(|store, db| async move {
-        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
         let indexes: Vec<String> =
             sqlx::query("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")
                 .fetch_all(&mut conn)
@@ -216,7 +210,9 @@ async fn schema_has_the_named_indexes_and_checks() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_migrations_the_schema_is_absent_until_migrate() {
-    let db = TestDatabase::create().await;
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
     let store = PostgresStore::connect(&db.config().with_migrations(false))
         .await
         .unwrap();
@@ -390,7 +386,9 @@ async fn a_failed_statement_makes_commit_fail_instead_of_silently_rolling_back()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_unit_of_work_rolls_back_and_frees_its_connection() {
-    let db = TestDatabase::create().await;
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
     let store = PostgresStore::connect(&db.config().with_pool_size(1).with_max_overflow(0))
         .await
         .unwrap();
@@ -541,7 +539,9 @@ async fn a_real_deadlock_is_reported_as_transient() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_closed_store_is_unavailable() {
-    let db = TestDatabase::create().await;
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
     let store = db.store().await;
     store.health().await.unwrap();
     store.close().await;
@@ -562,7 +562,9 @@ async fn a_closed_store_is_unavailable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_fails_sessions_in_flight_and_rolls_their_work_back() {
-    let db = TestDatabase::create().await;
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
     let store = db.store().await;
     let mut read = store.read().await.unwrap();
     let mut uow = store.begin().await.unwrap();
@@ -592,7 +594,9 @@ async fn close_fails_sessions_in_flight_and_rolls_their_work_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_timeout_bounds_the_wait_for_a_row_lock() {
-    let db = TestDatabase::create().await;
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
     let config = db.config().with_busy_timeout(Duration::from_millis(200));
     let store = PostgresStore::connect(&config).await.unwrap();
     let [p] = seed_products(&store, [1]).await;
@@ -618,7 +622,9 @@ async fn busy_timeout_bounds_the_wait_for_a_row_lock() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_connects_migrate_once_whatever_the_busy_timeout() {
-    let db = TestDatabase::create().await;
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
     // A lock timeout of 1 ms applies to statements, not to the migrator waiting for its lock.
     let config = db.config().with_busy_timeout(Duration::from_millis(1));
     let connects = (0..4).map(|_| PostgresStore::connect(&config));
@@ -636,7 +642,7 @@ async fn search_is_served_by_the_trigram_index() {
     with_store(|store, db| async move {
         // A catalogue big enough (100,000 rows) for the planner to prefer the index; the rows
         // are made by the server, as `search_document` would make them for ASCII text.
-        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
         sqlx::raw_sql(
             "INSERT INTO products (id, name, slug, sku, status, stock, search_text, created_at, \
              updated_at) SELECT gen_random_uuid(), 'Product ' || i, 'product-' || i, 'SKU-' || i, \
@@ -696,7 +702,7 @@ async fn a_category_deleted_under_a_create_is_not_found() {
                 .products()
                 .create(product(1).in_category(category.id)),
             async {
-                support::until_a_session_waits_for_a_lock(&db.name).await;
+                support::until_a_session_waits_for_a_lock(db.name()).await;
                 deleter.commit().await
             }
         );

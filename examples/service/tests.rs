@@ -25,9 +25,6 @@ use stockroom::{
 struct Backend {
     store: Arc<dyn Store>,
     dir: Option<PathBuf>,
-    /// (server URL, database name) of a PostgreSQL database made for the case.
-    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
-    database: Option<(String, String)>,
 }
 
 impl Backend {
@@ -35,7 +32,6 @@ impl Backend {
         Self {
             store: stockroom::connect("memory://").await.unwrap(),
             dir: None,
-            database: None,
         }
     }
 
@@ -49,40 +45,8 @@ impl Backend {
         Self {
             store: stockroom::connect(&url).await.unwrap(),
             dir: Some(dir),
-            database: None,
         }
     }
-
-    /// A fresh database on the PostgreSQL server of `STOCKROOM_TEST_DATABASE_URL`, else
-    /// `postgres://postgres@127.0.0.1:5432/postgres`, made and dropped with `psql`.
-    #[cfg(feature = "postgres")]
-    async fn postgres() -> Self {
-        let server = std::env::var("STOCKROOM_TEST_DATABASE_URL")
-            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-        let name = format!(
-            "stockroom_service_test_{}",
-            stockroom::ProductId::new().as_uuid().simple()
-        );
-        psql(&server, &format!("CREATE DATABASE {name}"));
-        let (base, _) = server.rsplit_once('/').expect("a URL with a database");
-        let config = stockroom::StoreConfig::new(format!("{base}/{name}"))
-            .with_pool_size(4)
-            .with_max_overflow(8);
-        Self {
-            store: stockroom::connect_with(config).await.unwrap(),
-            dir: None,
-            database: Some((server, name)),
-        }
-    }
-}
-
-#[cfg(feature = "postgres")]
-fn psql(server: &str, sql: &str) {
-    let status = std::process::Command::new("psql")
-        .args([server, "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
-        .status()
-        .expect("psql runs");
-    assert!(status.success(), "psql {sql}: {status}");
 }
 
 impl Drop for Backend {
@@ -90,14 +54,30 @@ impl Drop for Backend {
         if let Some(dir) = &self.dir {
             std::fs::remove_dir_all(dir).ok();
         }
-        #[cfg(feature = "postgres")]
-        if let Some((server, name)) = &self.database {
-            psql(
-                server,
-                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-            );
-        }
     }
+}
+
+/// Runs `case` on a store of a fresh PostgreSQL database from the test harness, which finds or
+/// starts a server (see `stockroom_postgres::testing`), and drops the database afterwards, even
+/// if the case panicked. Without PostgreSQL the case is skipped (one line on stderr says so),
+/// unless `CI` or `STOCKROOM_TEST_REQUIRE_POSTGRES=1` makes that a failure.
+#[cfg(feature = "postgres")]
+async fn on_postgres<F, Fut>(case: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use stockroom_postgres::testing::TestDatabase;
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let config = db.config().with_pool_size(4).with_max_overflow(8);
+    let store = stockroom::connect_with(config).await.unwrap();
+    db.drop_after(async move {
+        case(store.clone()).await;
+        store.close().await;
+    })
+    .await;
 }
 
 /// The service on 127.0.0.1:0, and a client for it.
@@ -284,9 +264,7 @@ macro_rules! on_every_backend {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
                 async fn $case() {
-                    let backend = super::Backend::postgres().await;
-                    super::$case(backend.store.clone()).await;
-                    backend.store.close().await;
+                    super::on_postgres(super::$case).await;
                 }
             )*
         }

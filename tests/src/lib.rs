@@ -16,7 +16,8 @@
 //!
 //! which expands to one `#[tokio::test]` per case, named
 //! `conformance::<capability>::<case>`, so `cargo test -p stockroom-foo` lists every rule it
-//! checked and a failure names the exact rule.
+//! checked and a failure names the exact rule. A backend that may be missing on a machine (a
+//! database server) returns `Option<Fixture>` instead, and `None` skips the case.
 
 pub mod cases;
 mod fixture;

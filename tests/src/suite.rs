@@ -5,8 +5,10 @@
 
 /// Expands to `mod conformance { mod <capability> { #[tokio::test] async fn <case>() … } }`
 /// for every case of the suite, each on a fresh fixture from `$fixture` (an absolute path to an
-/// `async fn() -> Fixture`, such as `crate::fixture`). The calling crate needs `tokio` with the
-/// `macros` and `rt-multi-thread` features among its dev-dependencies.
+/// `async fn() -> Fixture`, such as `crate::fixture`, or to an `async fn() -> Option<Fixture>`
+/// for a backend that may be unavailable, whose `None` skips the case; see [`run`](crate::run)).
+/// The calling crate needs `tokio` with the `macros` and `rt-multi-thread` features among its
+/// dev-dependencies.
 #[macro_export]
 macro_rules! suite {
     ($fixture:path) => {

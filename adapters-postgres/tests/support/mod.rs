@@ -1,115 +1,38 @@
-//! The test harness: a fresh database per test on a real PostgreSQL server.
-//!
-//! The server comes from `STOCKROOM_TEST_DATABASE_URL`, else `DATABASE_URL` (when it is a
-//! PostgreSQL URL), else `postgres://postgres@127.0.0.1:5432/postgres`. Each test creates
-//! `stockroom_test_<uuid>` through that URL, connects a store to it, and drops it afterwards, so
-//! tests run in parallel without seeing each other. Without a server the tests fail, saying how
-//! to point them at one.
+//! What the tests share: a fresh database per test from the crate's test harness
+//! (`stockroom_postgres::testing`, see its docs for where the server comes from), and a few
+//! helpers. Without PostgreSQL on the machine [`TestDatabase::create`] and [`fixture`] return
+//! `None` and the tests return early (one line on stderr says so), unless `CI` or
+//! `STOCKROOM_TEST_REQUIRE_POSTGRES=1` makes that a failure.
 
 #![allow(dead_code)] // each test crate uses a different part of it
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use sqlx::{AssertSqlSafe, Connection, PgConnection};
-use stockroom_core::{redact_url, NewProduct, Product, ProductFilter, Store, StoreConfig};
+use sqlx::{Connection, PgConnection};
+use stockroom_core::{NewProduct, Product, ProductFilter, Store};
 use stockroom_postgres::PostgresStore;
-use uuid::Uuid;
 
-const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+pub use stockroom_postgres::testing::TestDatabase;
 
-/// The URL of the server the tests use (with a database the tests may create databases from).
-pub fn server_url() -> String {
-    if let Ok(url) = std::env::var("STOCKROOM_TEST_DATABASE_URL") {
-        return url;
-    }
-    match std::env::var("DATABASE_URL") {
-        Ok(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => url,
-        _ => DEFAULT_URL.to_owned(),
-    }
-}
-
-/// `url` with its database name replaced by `database`.
-pub fn with_database(url: &str, database: &str) -> String {
-    let (scheme, rest) = url.split_once("://").expect("a URL with a scheme");
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let query = tail.find('?').map_or("", |i| &tail[i..]);
-    format!("{scheme}://{authority}/{database}{query}")
-}
-
-/// An admin connection to the server, or a panic that says how to point the tests at one.
+/// An admin connection to the test server.
+///
+/// # Panics
+///
+/// Without a server: call it only after [`TestDatabase::create`] returned a database.
 pub async fn admin() -> PgConnection {
-    let url = server_url();
-    match PgConnection::connect(&url).await {
-        Ok(conn) => conn,
-        Err(error) => panic!(
-            "cannot reach PostgreSQL at {}: {error}\n\
-             The stockroom-postgres tests need a running PostgreSQL server. Start one (on this \
-             machine: `pg_ctlcluster --skip-systemctl-redirect 15 main start`) or point \
-             STOCKROOM_TEST_DATABASE_URL (or DATABASE_URL) at one, e.g. \
-             STOCKROOM_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres",
-            redact_url(&url)
-        ),
-    }
-}
-
-/// A database of one test; dropped by [`TestDatabase::drop_now`].
-#[derive(Debug)]
-pub struct TestDatabase {
-    pub name: String,
-    pub url: String,
-}
-
-impl TestDatabase {
-    pub async fn create() -> Self {
-        let name = format!("stockroom_test_{}", Uuid::now_v7().simple());
-        let mut conn = admin().await;
-        // The name is ours (a fresh UUID), never user text.
-        sqlx::raw_sql(AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut conn)
-            .await
-            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {e}"));
-        let _ = conn.close().await;
-        let url = with_database(&server_url(), &name);
-        Self { name, url }
-    }
-
-    /// A store configuration for this database: a small pool (many tests run at once and the
-    /// server allows 100 connections) and an application name of its own.
-    pub fn config(&self) -> StoreConfig {
-        StoreConfig::new(self.url.clone())
-            .with_pool_size(1)
-            .with_max_overflow(4)
-            .with_acquire_timeout(Duration::from_secs(30))
-            .with_application_name(self.name.clone())
-    }
-
-    pub async fn store(&self) -> PostgresStore {
-        PostgresStore::connect(&self.config())
-            .await
-            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.name))
-    }
-
-    /// Drops the database, terminating any session still on it.
-    pub async fn drop_now(self) {
-        let mut conn = admin().await;
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-            self.name
-        )))
-        .execute(&mut conn)
+    stockroom_postgres::testing::server()
         .await
-        .unwrap_or_else(|e| panic!("DROP DATABASE {}: {e}", self.name));
-        let _ = conn.close().await;
-    }
+        .expect("a test database exists, so the server does")
+        .admin()
+        .await
 }
 
-/// A conformance fixture: a store on a fresh database, dropped after the case.
-pub async fn fixture() -> stockroom_conformance::Fixture {
-    let db = TestDatabase::create().await;
+/// A conformance fixture: a store on a fresh database, dropped after the case; `None` skips the
+/// case when there is no PostgreSQL.
+pub async fn fixture() -> Option<stockroom_conformance::Fixture> {
+    let db = TestDatabase::create().await?;
     let store = db.store().await;
-    stockroom_conformance::Fixture::new(Arc::new(store)).with_teardown(db.drop_now())
+    Some(stockroom_conformance::Fixture::new(Arc::new(store)).with_teardown(db.drop_now()))
 }
 
 /// Waits until a session on `database` is waiting for a lock (at most ten seconds), so that a
