@@ -95,7 +95,8 @@
 //!
 //! - **One writer, many readers.** SQLite allows one writer at a time. The store keeps one writer
 //!   connection behind an async mutex: [`Store::begin`](stockroom_core::Store::begin) waits up to
-//!   the busy timeout for it (then fails as `Transient`), and the unit of work holds it
+//!   the acquire timeout for it (then fails as `Unavailable`, as a pool without a free
+//!   connection does), and the unit of work holds it
 //!   exclusively until commit, rollback or drop, so no other statement can slip into its
 //!   transaction. The transaction opens with `BEGIN IMMEDIATE` (run in the same blocking call as
 //!   the first statement, saving a thread hop), so a transaction that reads first cannot fail

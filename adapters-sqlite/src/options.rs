@@ -196,9 +196,8 @@ impl SqliteOptions {
         }
     }
 
-    /// How long a statement waits for a lock another connection holds (and
-    /// [`Store::begin`](stockroom_core::Store::begin) for the writer) before failing as
-    /// [`Error::Transient`].
+    /// How long a statement waits for a lock another connection or process holds before failing
+    /// as [`Error::Transient`].
     pub fn with_busy_timeout(mut self, timeout: Duration) -> Self {
         self.busy_timeout = timeout;
         self
@@ -223,7 +222,9 @@ impl SqliteOptions {
         self
     }
 
-    /// How long a read waits for a free read connection before failing as `Unavailable`.
+    /// How long a read waits for a free read connection, and
+    /// [`Store::begin`](stockroom_core::Store::begin) for the writer, before failing as
+    /// `Unavailable`.
     pub fn with_acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
         self

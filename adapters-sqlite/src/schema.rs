@@ -17,12 +17,14 @@ use stockroom_core::Error;
 
 use crate::error::{map, SqliteError};
 
-/// One embedded migration.
+/// One embedded migration: its SQL, and a step in Rust for what SQL cannot do (making search
+/// documents again with the core's folding), run after the SQL in the same transaction.
 #[derive(Debug)]
 pub(crate) struct Migration {
     pub(crate) version: i64,
     pub(crate) description: &'static str,
     pub(crate) sql: &'static str,
+    pub(crate) then: Option<fn(&Connection) -> rusqlite::Result<()>>,
 }
 
 impl Migration {
@@ -36,11 +38,39 @@ impl Migration {
 }
 
 /// The migrations, in the order they apply.
-pub(crate) const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "users, categories, products, reviews and the stock ledger",
-    sql: V1,
-}];
+pub(crate) const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "users, categories, products, reviews and the stock ledger",
+        sql: V1,
+        then: None,
+    },
+    Migration {
+        version: 2,
+        description: "search documents folded with full case folding and canonical composition",
+        sql: V2,
+        then: Some(refold_search_text),
+    },
+];
+
+/// V2 changes no table: the search documents V1 stored were lower-cased only, and the core now
+/// folds them fully (`stockroom_core::fold`), so every product's `search_text` is made again.
+const V2: &str = "-- search_text of every product made again with stockroom_core::search_document";
+
+/// Makes every product's `search_text` again with the core's current folding.
+fn refold_search_text(conn: &Connection) -> rusqlite::Result<()> {
+    let mut read = conn.prepare("SELECT id, name, sku, description FROM products")?;
+    let mut write = conn.prepare("UPDATE products SET search_text = ?1 WHERE id = ?2")?;
+    let mut rows = read.query([])?;
+    while let Some(row) = rows.next()? {
+        let id: Vec<u8> = row.get(0)?;
+        let (name, sku): (String, String) = (row.get(1)?, row.get(2)?);
+        let description: Option<String> = row.get(3)?;
+        let document = stockroom_core::search_document(&name, &sku, description.as_deref());
+        write.execute(params![document, id])?;
+    }
+    Ok(())
+}
 
 /// Stockroom's bookkeeping: one row per applied migration.
 const BOOKKEEPING: &str = "
@@ -289,6 +319,9 @@ fn verify(applied: &[Applied]) -> Result<(), SqliteError> {
 /// Runs `migration` and records it, in the caller's transaction.
 fn apply(conn: &Connection, migration: &Migration) -> rusqlite::Result<()> {
     conn.execute_batch(migration.sql)?;
+    if let Some(step) = migration.then {
+        step(conn)?;
+    }
     record(conn, migration)?;
     tracing::info!(
         version = migration.version,
@@ -366,6 +399,7 @@ mod tests {
             version: 0,
             description: "",
             sql: "",
+            then: None,
         };
         assert_eq!(
             empty.checksum(),
@@ -409,5 +443,35 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(user_version, 7);
+    }
+}
+
+#[cfg(test)]
+mod refold_tests {
+    use super::*;
+
+    #[test]
+    fn v2_makes_search_documents_again_with_the_current_folding() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(V1).unwrap();
+        // A row as V1's builds stored it: lower-cased only.
+        conn.execute(
+            "INSERT INTO products (id, name, slug, sku, status, stock, created_at, updated_at, \
+             version, search_text) VALUES (x'0123456789abcdef0123456789abcdef', 'Straße', 'strasse', 'ST-1', 'draft', 0, 0, \
+             0, 1, 'straße\nst-1')",
+            [],
+        )
+        .unwrap();
+        conn.execute_batch(BOOKKEEPING).unwrap();
+        record(&conn, &MIGRATIONS[0]).unwrap();
+        migrate(&mut conn).unwrap();
+        let stored: String = conn
+            .query_row("SELECT search_text FROM products", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            stored,
+            stockroom_core::search_document("Straße", "ST-1", None)
+        );
+        assert_eq!(stored, "strasse\nst-1");
     }
 }

@@ -160,19 +160,18 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
-    /// Waits up to the busy timeout for the writer slot (`Transient` after it). The write
-    /// transaction opens with `BEGIN IMMEDIATE` in the same blocking call as the unit of work's
-    /// first statement (a lock held by another process then shows there, as `Transient`).
+    /// Waits up to the acquire timeout for the writer slot (`Unavailable` after it, as a
+    /// pool that has no free connection). The write transaction opens with `BEGIN IMMEDIATE`
+    /// in the same blocking call as the unit of work's first statement (a lock held by another
+    /// process then shows there, after the busy timeout, as `Transient`).
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
         self.check_open()?;
-        let guard = tokio::time::timeout(
-            self.inner.options.busy_timeout,
-            Arc::clone(&self.inner.writer).lock_owned(),
-        )
-        .await
-        .map_err(|_| Error::Transient {
-            reason: "timed out waiting for the sqlite writer".to_owned(),
-        })?;
+        let timeout = self.inner.acquire_timeout;
+        let guard = tokio::time::timeout(timeout, Arc::clone(&self.inner.writer).lock_owned())
+            .await
+            .map_err(|_| Error::Unavailable {
+                reason: format!("timed out after {timeout:?} waiting for the sqlite writer"),
+            })?;
         if guard.is_none() {
             return Err(closed());
         }

@@ -9,10 +9,10 @@ use rusqlite::types::{Type, Value};
 use rusqlite::Row;
 use stockroom_core::time::{self, Timestamp};
 use stockroom_core::{
-    Category, CategoryFilter, CategoryId, Cursor, Entity, EntityKind, Error, NewStockMovement,
-    Page, Product, ProductFilter, ProductId, ProductWithRelations, RatingStats, Result, Review,
-    ReviewFilter, ReviewId, SearchPage, StockDelta, StockMovement, StockMovementId, User,
-    UserFilter, UserId,
+    Category, CategoryFilter, CategoryId, Constraint, Cursor, Entity, EntityKind, Error,
+    NewStockMovement, Page, Product, ProductFilter, ProductId, ProductWithRelations, RatingStats,
+    Result, Review, ReviewFilter, ReviewId, Rule, SearchPage, StockDelta, StockMovement,
+    StockMovementId, User, UserFilter, UserId, MAX_STOCK,
 };
 use uuid::Uuid;
 
@@ -157,6 +157,38 @@ pub(crate) trait Table: Entity {
     fn check_patch_refs(_conn: &Db<'_>, _patch: &Self::Patch) -> Result<()> {
         Ok(())
     }
+    /// The row's unique values, each with its constraint and the condition (with one `?`) that
+    /// finds a row holding it, in the order the entity declares them. Only an entity with more
+    /// than one needs them: see [`first_conflict`].
+    fn unique_values(&self) -> Vec<(Constraint, &'static str, Value)> {
+        Vec::new()
+    }
+}
+
+/// SQLite reports whichever unique index it happened to check first; every backend names the
+/// first rule broken in a fixed order: rows in input order, each row's unique values in the order
+/// the entity declares them (a product's slug before its sku). Runs only after a write failed on
+/// a unique index.
+fn first_conflict<E: Table>(conn: &Db<'_>, rows: &[E], error: Error) -> Error {
+    if !matches!(error, Error::Conflict { .. }) {
+        return error;
+    }
+    let mut earlier = HashSet::new();
+    for row in rows {
+        for (constraint, condition, value) in row.unique_values() {
+            let in_batch = !earlier.insert((constraint, format!("{value:?}")));
+            let sql = format!(
+                "SELECT EXISTS (SELECT 1 FROM {} WHERE {condition} AND deleted_at IS NULL \
+                 AND id <> ?)",
+                E::NAME
+            );
+            let taken = scalar::<bool>(conn, &sql, &[value, blob(row.id())]);
+            if in_batch || taken.unwrap_or(false) {
+                return Error::Conflict { constraint };
+            }
+        }
+    }
+    error
 }
 
 /// `alias.col, alias.col, …` for a select list.
@@ -389,7 +421,8 @@ pub(crate) fn create<E: Table>(conn: &Db<'_>, new: E::New) -> Result<E> {
     E::check_new_refs(conn, std::slice::from_ref(&row))?;
     let mut params = Vec::with_capacity(E::WRITE_COLUMNS.len());
     row.values(&mut params);
-    execute(conn, &insert_sql::<E>(1), &params)?;
+    execute(conn, &insert_sql::<E>(1), &params)
+        .map_err(|e| first_conflict(conn, std::slice::from_ref(&row), e))?;
     Ok(row)
 }
 
@@ -414,12 +447,13 @@ pub(crate) fn create_many<E: Table>(conn: &Db<'_>, new: Vec<E::New>) -> Result<V
         }
         Ok(())
     };
-    if rows.len() > per_batch {
-        atomically(conn, insert_all)?;
+    let inserted = if rows.len() > per_batch {
+        atomically(conn, insert_all)
     } else {
         // One statement: SQLite's statement rollback makes it all-or-nothing already.
-        insert_all()?;
-    }
+        insert_all()
+    };
+    inserted.map_err(|e| first_conflict(conn, &rows, e))?;
     Ok(rows)
 }
 
@@ -460,7 +494,7 @@ pub(crate) fn update<E: Table>(
     }
     E::check_patch_refs(conn, patch)?;
     E::apply(patch, &mut row, time::now());
-    write_back(conn, &row)?;
+    write_back(conn, &row).map_err(|e| first_conflict(conn, std::slice::from_ref(&row), e))?;
     Ok(row)
 }
 
@@ -495,7 +529,23 @@ pub(crate) fn restore<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<bool> {
          WHERE id = ?2 AND deleted_at IS NOT NULL",
         E::NAME
     );
-    Ok(execute(conn, &sql, &[micros(time::now()), blob(id)])? == 1)
+    match execute(conn, &sql, &[micros(time::now()), blob(id)]) {
+        Ok(changed) => Ok(changed == 1),
+        Err(error) => {
+            let row = trashed::<E>(conn, id)?;
+            Err(first_conflict(conn, &Vec::from_iter(row), error))
+        }
+    }
+}
+
+/// The soft-deleted row `id`.
+fn trashed<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<Option<E>> {
+    let sql = format!(
+        "SELECT {} FROM {} WHERE id = ? AND deleted_at IS NOT NULL",
+        columns::<E>(None),
+        E::NAME
+    );
+    Ok(query_rows::<E>(conn, &sql, &[blob(id)])?.pop())
 }
 
 pub(crate) fn hard_delete<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<bool> {
@@ -504,6 +554,7 @@ pub(crate) fn hard_delete<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<bool> {
 }
 
 pub(crate) fn purge_deleted_before<E: Table>(conn: &Db<'_>, before: Timestamp) -> Result<u64> {
+    let before = time::supported("before", before)?;
     let sql = format!(
         "DELETE FROM {} WHERE deleted_at IS NOT NULL AND deleted_at < ?",
         E::NAME
@@ -573,7 +624,12 @@ impl Table for Product {
             w.and("status = ?", text(s.as_str()));
         }
         if let Some(c) = filter.category_id {
-            w.and("category_id = ?", blob(c));
+            // A deleted category filters like an absent one.
+            w.and(
+                "category_id = ? AND EXISTS (SELECT 1 FROM categories c \
+                 WHERE c.id = products.category_id AND c.deleted_at IS NULL)",
+                blob(c),
+            );
         }
         if let Some(q) = &filter.search {
             w.and(
@@ -592,6 +648,13 @@ impl Table for Product {
 
     fn check_patch_refs(conn: &Db<'_>, patch: &Self::Patch) -> Result<()> {
         require_live::<Category>(conn, patch.category_value().flatten())
+    }
+
+    fn unique_values(&self) -> Vec<(Constraint, &'static str, Value)> {
+        vec![
+            (Constraint::ProductSlug, "slug = ?", text(&self.slug)),
+            (Constraint::ProductSku, "sku = ?", text(&self.sku)),
+        ]
     }
 }
 
@@ -673,14 +736,19 @@ pub(crate) fn search(
 }
 
 /// Adds `delta` in one conditional `UPDATE … RETURNING`; on no row, one more read tells
-/// "not live" from "insufficient stock".
+/// "not live" from "insufficient stock" and "above the maximum".
 pub(crate) fn adjust_stock(conn: &Db<'_>, id: ProductId, delta: StockDelta) -> Result<Product> {
     let sql = format!(
         "UPDATE products SET stock = stock + ?1, updated_at = ?2, version = version + 1 \
-         WHERE id = ?3 AND deleted_at IS NULL AND stock + ?1 >= 0 RETURNING {}",
+         WHERE id = ?3 AND deleted_at IS NULL AND stock + ?1 BETWEEN 0 AND ?4 RETURNING {}",
         columns::<Product>(None)
     );
-    let params = [Value::Integer(delta.get()), micros(time::now()), blob(id)];
+    let params = [
+        Value::Integer(delta.get()),
+        micros(time::now()),
+        blob(id),
+        Value::Integer(MAX_STOCK),
+    ];
     if let Some(p) = query_rows::<Product>(conn, &sql, &params)?.pop() {
         return Ok(p);
     }
@@ -693,6 +761,13 @@ pub(crate) fn adjust_stock(conn: &Db<'_>, id: ProductId, delta: StockDelta) -> R
     .pop();
     match stock {
         None => Err(Error::not_found(EntityKind::Product, id)),
+        Some(stock) if stock + delta.get() > MAX_STOCK => Err(Error::validation(
+            "stock",
+            Rule::OutOfRange {
+                min: 0,
+                max: MAX_STOCK,
+            },
+        )),
         Some(available) => Err(Error::InsufficientStock {
             product: id,
             available,
@@ -807,11 +882,16 @@ impl Table for Review {
     }
 
     fn filter(filter: &ReviewFilter, w: &mut Where) {
+        // A deleted product or author filters like an absent one.
         if let Some(p) = filter.product_id {
-            w.and("product_id = ?", blob(p));
+            w.and(&format!("product_id = ? AND {LIVE_PRODUCT}"), blob(p));
         }
         if let Some(a) = filter.author_id {
-            w.and("author_id = ?", blob(a));
+            w.and(
+                "author_id = ? AND EXISTS (SELECT 1 FROM users u \
+                 WHERE u.id = reviews.author_id AND u.deleted_at IS NULL)",
+                blob(a),
+            );
         }
         if let Some(r) = filter.rating {
             w.and("rating = ?", Value::Integer(i64::from(r.get())));

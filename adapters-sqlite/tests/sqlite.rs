@@ -41,16 +41,16 @@ async fn count_in(uow: &mut dyn UnitOfWork) -> stockroom_core::Result<u64> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn begin_waits_for_the_writer_then_fails_as_transient() {
+async fn begin_waits_for_the_writer_then_fails_as_unavailable() {
     let db = temp_db();
-    let store = SqliteStore::connect(&db.config().with_busy_timeout(Duration::from_millis(200)))
+    let store = SqliteStore::connect(&db.config().with_acquire_timeout(Duration::from_millis(200)))
         .await
         .unwrap();
     let held = store.begin().await.unwrap();
     let started = Instant::now();
     let second = store.begin().await;
     assert!(
-        matches!(second, Err(Error::Transient { .. })),
+        matches!(second, Err(Error::Unavailable { .. })),
         "{:?}",
         second.err()
     );
@@ -275,7 +275,7 @@ async fn the_schema_is_migrated_once_with_its_named_indexes_in_wal_mode() {
         .unwrap()
         .collect::<rusqlite::Result<_>>()
         .unwrap();
-    assert_eq!(versions, [1]);
+    assert_eq!(versions, [1, 2]);
     // user_version is the application's: Stockroom never sets it.
     let user_version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
