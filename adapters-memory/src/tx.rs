@@ -140,12 +140,7 @@ impl<E: Row> Repository<E> for Tables {
             .ok_or_else(|| Error::not_found(E::KIND, id))?;
         if let Some(expected) = expected_version {
             if expected != row.version() {
-                return Err(Error::StaleVersion {
-                    entity: E::KIND,
-                    id: id.to_string(),
-                    expected,
-                    actual: row.version(),
-                });
+                return Err(Error::stale_version(E::KIND, id, expected, row.version()));
             }
         }
         E::check_patch(patch, &self.state)?;
@@ -176,9 +171,10 @@ impl<E: Row> Repository<E> for Tables {
 
     async fn soft_delete(&mut self, id: E::Id) -> Result<bool> {
         let table = E::table_mut(&mut self.state);
-        let Some(row) = table.live(id) else {
+        let row = table.any(id).ok_or_else(|| Error::not_found(E::KIND, id))?;
+        if !row.is_live() {
             return Ok(false);
-        };
+        }
         let mut row = row.clone();
         let now = time::now();
         row.set_deleted_at(Some(now), now);
@@ -188,17 +184,22 @@ impl<E: Row> Repository<E> for Tables {
 
     async fn restore(&mut self, id: E::Id) -> Result<bool> {
         let table = E::table_mut(&mut self.state);
-        let Some(row) = table.any(id).filter(|row| !row.is_live()) else {
+        let row = table.any(id).ok_or_else(|| Error::not_found(E::KIND, id))?;
+        if row.is_live() {
             return Ok(false);
-        };
+        }
         let mut row = row.clone();
         row.set_deleted_at(None, time::now());
         table.put(row)?;
         Ok(true)
     }
 
-    async fn hard_delete(&mut self, id: E::Id) -> Result<bool> {
-        Ok(E::remove(&mut self.state, id))
+    async fn hard_delete(&mut self, id: E::Id) -> Result<()> {
+        if E::remove(&mut self.state, id) {
+            Ok(())
+        } else {
+            Err(Error::not_found(E::KIND, id))
+        }
     }
 
     async fn purge_deleted_before(&mut self, before: Timestamp) -> Result<u64> {

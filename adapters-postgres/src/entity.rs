@@ -27,6 +27,8 @@ pub(crate) trait PgEntity: Entity {
     const VERSION_OF: &'static str;
     const DELETE_MANY: &'static str;
     const IS_DELETED: &'static str;
+    /// `EXISTS` a row, live or deleted, with id `$1`.
+    const EXISTS_ANY: &'static str;
     /// Undeletes row `$1` at `$2` unless a live row holds one of its unique values.
     const RESTORE: &'static str;
 
@@ -124,6 +126,8 @@ macro_rules! entity_sql {
             $table,
             " WHERE id = $1 AND deleted_at IS NOT NULL)"
         );
+        const EXISTS_ANY: &'static str =
+            concat!("SELECT EXISTS (SELECT 1 FROM ", $table, " WHERE id = $1)");
     };
 }
 pub(crate) use entity_sql;
@@ -347,7 +351,7 @@ macro_rules! repository {
             async fn hard_delete(
                 &mut self,
                 id: <$entity as stockroom_core::Entity>::Id,
-            ) -> stockroom_core::Result<bool> {
+            ) -> stockroom_core::Result<()> {
                 self.hard_delete_row::<$entity>(id).await
             }
             async fn purge_deleted_before(
@@ -491,12 +495,30 @@ impl Session {
         let query = sqlx::query(E::SOFT_DELETE)
             .bind(id.into())
             .bind(stockroom_core::time::now());
-        Ok(self.execute(E::SOFT_DELETE, query).await?.rows_affected() > 0)
+        if self.execute(E::SOFT_DELETE, query).await?.rows_affected() > 0 {
+            return Ok(true);
+        }
+        self.exists_or_not_found::<E>(id).await.map(|()| false)
     }
 
-    pub(crate) async fn hard_delete_row<E: PgEntity>(&mut self, id: E::Id) -> Result<bool> {
+    pub(crate) async fn hard_delete_row<E: PgEntity>(&mut self, id: E::Id) -> Result<()> {
         let query = sqlx::query(E::HARD_DELETE).bind(id.into());
-        Ok(self.execute(E::HARD_DELETE, query).await?.rows_affected() > 0)
+        match self.execute(E::HARD_DELETE, query).await?.rows_affected() {
+            0 => Err(Error::not_found(E::KIND, id)),
+            _ => Ok(()),
+        }
+    }
+
+    /// `Ok` when a row, live or deleted, has the id `id` (a write on it changed nothing because
+    /// of its state); [`Error::NotFound`] when none has.
+    pub(crate) async fn exists_or_not_found<E: PgEntity>(&mut self, id: E::Id) -> Result<()> {
+        let query = sqlx::query(E::EXISTS_ANY).bind(id.into());
+        let row = self.fetch_one(E::EXISTS_ANY, query).await?;
+        if get_bool(&row, 0)? {
+            Ok(())
+        } else {
+            Err(Error::not_found(E::KIND, id))
+        }
     }
 
     /// Why an update of the live row `id` (expecting `expected`, if given) changed nothing,
@@ -512,12 +534,12 @@ impl Session {
         };
         let actual = get_i64(&row, 0)?;
         Ok(match expected {
-            Some(expected) if expected != actual => Some(stockroom_core::Error::StaleVersion {
-                entity: E::KIND,
-                id: id.to_string(),
+            Some(expected) if expected != actual => Some(stockroom_core::Error::stale_version(
+                E::KIND,
+                id,
                 expected,
                 actual,
-            }),
+            )),
             _ => None,
         })
     }
@@ -644,7 +666,7 @@ impl Session {
         if get_bool(&row, 0)? {
             Err(conflict)
         } else {
-            Ok(false)
+            self.exists_or_not_found::<E>(id).await.map(|()| false)
         }
     }
 
@@ -676,6 +698,7 @@ impl Session {
     }
 
     pub(crate) async fn purge_rows<E: PgEntity>(&mut self, before: Timestamp) -> Result<u64> {
+        let before = stockroom_core::time::supported("before", before)?;
         let query = sqlx::query(E::PURGE).bind(before);
         Ok(self.execute(E::PURGE, query).await?.rows_affected())
     }

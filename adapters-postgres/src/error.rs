@@ -140,11 +140,14 @@ fn referenced_entity(constraint: &str) -> Option<EntityKind> {
 }
 
 /// The key value in a foreign-key violation's detail: `Key (category_id)=(…) is not present …`.
-fn key_in_detail(detail: &str) -> String {
+/// The id in a foreign-key violation's detail (`Key (category_id)=(<uuid>) is not present …`);
+/// the nil UUID when the detail names none.
+fn key_in_detail(detail: &str) -> uuid::Uuid {
     detail
         .split_once(")=(")
         .and_then(|(_, rest)| rest.split_once(')'))
-        .map_or_else(|| "unknown".to_owned(), |(key, _)| key.to_owned())
+        .and_then(|(key, _)| uuid::Uuid::parse_str(key).ok())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -200,8 +203,8 @@ mod tests {
     fn foreign_key_detail_gives_the_key() {
         assert_eq!(
             key_in_detail("Key (category_id)=(0190a0b2-0000-7000-8000-000000000000) is not present in table \"categories\"."),
-            "0190a0b2-0000-7000-8000-000000000000"
+            uuid::Uuid::parse_str("0190a0b2-0000-7000-8000-000000000000").unwrap()
         );
-        assert_eq!(key_in_detail("something else"), "unknown");
+        assert_eq!(key_in_detail("something else"), uuid::Uuid::nil());
     }
 }

@@ -306,7 +306,10 @@ impl PgWrite for Product {
         }
         let query = sqlx::query(WHY_NOT_RESTORED).bind(id.as_uuid());
         let Some(row) = session.fetch_optional(WHY_NOT_RESTORED, query).await? else {
-            return Ok(false);
+            return session
+                .exists_or_not_found::<Product>(id)
+                .await
+                .map(|()| false);
         };
         Err(if get_bool(&row, 0)? {
             Error::Conflict {
@@ -395,16 +398,10 @@ impl Session {
             .bind(product.id.as_uuid());
         let row = self.fetch_one(WHY_NOT_INSERTED, query).await?;
         Ok(if get_bool(&row, 0)? {
-            let id = product
-                .category_id
-                .map(|c| c.to_string())
-                .unwrap_or_default();
+            let id = product.category_id.map(Uuid::from).unwrap_or_default();
             Error::not_found(EntityKind::Category, id)
         } else if get_bool(&row, 1)? {
-            let id = product
-                .created_by
-                .map(|u| u.to_string())
-                .unwrap_or_default();
+            let id = product.created_by.map(Uuid::from).unwrap_or_default();
             Error::not_found(EntityKind::User, id)
         } else if get_bool(&row, 2)? {
             Error::Conflict {
@@ -443,19 +440,19 @@ impl Session {
         };
         if let (Some(expected), [id]) = (expected, ids) {
             if expected != version {
-                return Ok(Some(Error::StaleVersion {
-                    entity: EntityKind::Product,
-                    id: id.to_string(),
+                return Ok(Some(Error::stale_version(
+                    EntityKind::Product,
+                    *id,
                     expected,
-                    actual: version,
-                }));
+                    version,
+                )));
             }
         }
         let unique_change = patch.slug_value().is_some() || patch.sku_value().is_some();
         Ok(Some(if get_bool(&row, 1)? {
             Error::not_found(
                 EntityKind::Category,
-                category.map(|c| c.to_string()).unwrap_or_default(),
+                category.map(Uuid::from).unwrap_or_default(),
             )
         } else if get_bool(&row, 2)? || (unique_change && get_i64(&row, 4)? > 1) {
             // Two of the rows cannot both take the new slug (or sku).

@@ -712,7 +712,7 @@ async fn a_category_deleted_under_a_create_is_not_found() {
                 entity: EntityKind::Category,
                 id,
             }) => {
-                assert_eq!(id, category.id.to_string())
+                assert_eq!(id, category.id)
             }
             other => panic!("expected NotFound(category), got {other:?}"),
         }

@@ -124,7 +124,7 @@ impl<E: Table> Repository<E> for Conn {
         self.run(move |c| table::restore::<E>(c, id)).await
     }
 
-    async fn hard_delete(&mut self, id: E::Id) -> Result<bool> {
+    async fn hard_delete(&mut self, id: E::Id) -> Result<()> {
         let id: Uuid = id.into();
         self.run(move |c| table::hard_delete::<E>(c, id)).await
     }

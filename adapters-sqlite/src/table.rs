@@ -484,12 +484,7 @@ pub(crate) fn update<E: Table>(
     let mut row = get::<E>(conn, id)?.ok_or_else(|| Error::not_found(E::KIND, id))?;
     if let Some(expected) = expected_version {
         if row.version() != expected {
-            return Err(Error::StaleVersion {
-                entity: E::KIND,
-                id: id.to_string(),
-                expected,
-                actual: row.version(),
-            });
+            return Err(Error::stale_version(E::KIND, id, expected, row.version()));
         }
     }
     E::check_patch_refs(conn, patch)?;
@@ -520,7 +515,22 @@ pub(crate) fn soft_delete<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<bool> {
          WHERE id = ?2 AND deleted_at IS NULL",
         E::NAME
     );
-    Ok(execute(conn, &sql, &[micros(time::now()), blob(id)])? == 1)
+    let changed = execute(conn, &sql, &[micros(time::now()), blob(id)])? == 1;
+    changed_or_known::<E>(conn, id, changed)
+}
+
+/// `changed`, or, when the write changed nothing, whether that is because the row `id` is in
+/// the other state (false) or does not exist at all ([`Error::NotFound`]).
+fn changed_or_known<E: Table>(conn: &Db<'_>, id: Uuid, changed: bool) -> Result<bool> {
+    if changed {
+        return Ok(true);
+    }
+    let sql = format!("SELECT EXISTS (SELECT 1 FROM {} WHERE id = ?)", E::NAME);
+    if scalar::<bool>(conn, &sql, &[blob(id)])? {
+        Ok(false)
+    } else {
+        Err(Error::not_found(E::KIND, id))
+    }
 }
 
 pub(crate) fn restore<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<bool> {
@@ -530,7 +540,7 @@ pub(crate) fn restore<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<bool> {
         E::NAME
     );
     match execute(conn, &sql, &[micros(time::now()), blob(id)]) {
-        Ok(changed) => Ok(changed == 1),
+        Ok(changed) => changed_or_known::<E>(conn, id, changed == 1),
         Err(error) => {
             let row = trashed::<E>(conn, id)?;
             Err(first_conflict(conn, &Vec::from_iter(row), error))
@@ -548,9 +558,12 @@ fn trashed<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<Option<E>> {
     Ok(query_rows::<E>(conn, &sql, &[blob(id)])?.pop())
 }
 
-pub(crate) fn hard_delete<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<bool> {
+pub(crate) fn hard_delete<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<()> {
     let sql = format!("DELETE FROM {} WHERE id = ?", E::NAME);
-    Ok(execute(conn, &sql, &[blob(id)])? == 1)
+    match execute(conn, &sql, &[blob(id)])? {
+        1 => Ok(()),
+        _ => Err(Error::not_found(E::KIND, id)),
+    }
 }
 
 pub(crate) fn purge_deleted_before<E: Table>(conn: &Db<'_>, before: Timestamp) -> Result<u64> {

@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use crate::ids::EntityId;
+
 /// Which kind of entity an error (or a span) is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
@@ -200,9 +202,10 @@ impl fmt::Display for Rule {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// No live row has this id (soft-deleted rows count as absent).
+    /// No live row has this id (soft-deleted rows count as absent), for an operation on one
+    /// row (see [`Repository`](crate::Repository) for which answer "not found" this way).
     #[error("{entity} {id} not found")]
-    NotFound { entity: EntityKind, id: String },
+    NotFound { entity: EntityKind, id: EntityId },
 
     /// A uniqueness rule would be broken.
     #[error("conflict on {constraint}")]
@@ -226,7 +229,7 @@ pub enum Error {
     #[error("{entity} {id} was changed concurrently: expected version {expected}, found {actual}")]
     StaleVersion {
         entity: EntityKind,
-        id: String,
+        id: EntityId,
         expected: i64,
         actual: i64,
     },
@@ -263,11 +266,26 @@ impl Error {
         Error::Validation { field, rule }
     }
 
-    /// A not-found error for `id` of `entity`.
-    pub fn not_found(entity: EntityKind, id: impl fmt::Display) -> Self {
+    /// A not-found error for the row `id` of kind `entity`.
+    pub fn not_found(entity: EntityKind, id: impl Into<uuid::Uuid>) -> Self {
         Error::NotFound {
             entity,
-            id: id.to_string(),
+            id: EntityId::new(entity, id.into()),
+        }
+    }
+
+    /// A stale-version error for the row `id` of kind `entity`.
+    pub fn stale_version(
+        entity: EntityKind,
+        id: impl Into<uuid::Uuid>,
+        expected: i64,
+        actual: i64,
+    ) -> Self {
+        Error::StaleVersion {
+            entity,
+            id: EntityId::new(entity, id.into()),
+            expected,
+            actual,
         }
     }
 

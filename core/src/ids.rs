@@ -70,8 +70,94 @@ macro_rules! typed_id {
                 id.0
             }
         }
+
+        impl PartialEq<$name> for EntityId {
+            fn eq(&self, other: &$name) -> bool {
+                *self == EntityId::from(*other)
+            }
+        }
     };
 }
+
+/// The id of a row of any kind, as errors name it: compare it with a typed id
+/// (`error_id == product.id`) or match on its variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(
+    feature = "serde",
+    serde(tag = "entity", content = "id", rename_all = "snake_case")
+)]
+#[non_exhaustive]
+pub enum EntityId {
+    Product(ProductId),
+    Category(CategoryId),
+    User(UserId),
+    Review(ReviewId),
+    StockMovement(StockMovementId),
+}
+
+impl EntityId {
+    /// The id `uuid` of a row of kind `entity`.
+    pub fn new(entity: crate::EntityKind, uuid: Uuid) -> Self {
+        use crate::EntityKind as K;
+        match entity {
+            K::Product => Self::Product(ProductId(uuid)),
+            K::Category => Self::Category(CategoryId(uuid)),
+            K::User => Self::User(UserId(uuid)),
+            K::Review => Self::Review(ReviewId(uuid)),
+            K::StockMovement => Self::StockMovement(StockMovementId(uuid)),
+        }
+    }
+
+    /// Which kind of row it names.
+    pub fn entity(&self) -> crate::EntityKind {
+        use crate::EntityKind as K;
+        match self {
+            Self::Product(_) => K::Product,
+            Self::Category(_) => K::Category,
+            Self::User(_) => K::User,
+            Self::Review(_) => K::Review,
+            Self::StockMovement(_) => K::StockMovement,
+        }
+    }
+
+    /// The UUID inside.
+    pub fn as_uuid(&self) -> Uuid {
+        match *self {
+            Self::Product(id) => id.0,
+            Self::Category(id) => id.0,
+            Self::User(id) => id.0,
+            Self::Review(id) => id.0,
+            Self::StockMovement(id) => id.0,
+        }
+    }
+}
+
+impl fmt::Display for EntityId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.as_uuid(), f)
+    }
+}
+
+macro_rules! entity_id_from {
+    ($($variant:ident($id:ident)),+) => {
+        $(
+            impl From<$id> for EntityId {
+                fn from(id: $id) -> Self {
+                    EntityId::$variant(id)
+                }
+            }
+        )+
+    };
+}
+
+entity_id_from!(
+    Product(ProductId),
+    Category(CategoryId),
+    User(UserId),
+    Review(ReviewId),
+    StockMovement(StockMovementId)
+);
 
 typed_id!(
     /// The id of a [`Product`](crate::Product).

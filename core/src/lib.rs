@@ -35,7 +35,7 @@ pub use entities::{
     UserFilter, UserPatch,
 };
 pub use error::{Constraint, EntityKind, Error, Result, Rule};
-pub use ids::{CategoryId, ProductId, ReviewId, StockMovementId, UserId};
+pub use ids::{CategoryId, EntityId, ProductId, ReviewId, StockMovementId, UserId};
 pub use ports::{
     native_unit_of_work, CategoryReader, CategoryRepository, ProductReader, ProductRepository,
     ReadRepository, ReadSession, Repository, ReviewReader, ReviewRepository, Savepoint, Savepoints,

@@ -144,7 +144,7 @@ mock! {
         async fn update_many(&mut self, ids: &[ProductId], patch: &ProductPatch) -> Result<u64>;
         async fn soft_delete(&mut self, id: ProductId) -> Result<bool>;
         async fn restore(&mut self, id: ProductId) -> Result<bool>;
-        async fn hard_delete(&mut self, id: ProductId) -> Result<bool>;
+        async fn hard_delete(&mut self, id: ProductId) -> Result<()>;
         async fn purge_deleted_before(&mut self, before: Timestamp) -> Result<u64>;
     }
 
@@ -217,7 +217,7 @@ mock! {
         async fn update_many(&mut self, ids: &[CategoryId], patch: &CategoryPatch) -> Result<u64>;
         async fn soft_delete(&mut self, id: CategoryId) -> Result<bool>;
         async fn restore(&mut self, id: CategoryId) -> Result<bool>;
-        async fn hard_delete(&mut self, id: CategoryId) -> Result<bool>;
+        async fn hard_delete(&mut self, id: CategoryId) -> Result<()>;
         async fn purge_deleted_before(&mut self, before: Timestamp) -> Result<u64>;
     }
 
@@ -289,7 +289,7 @@ mock! {
         async fn update_many(&mut self, ids: &[UserId], patch: &UserPatch) -> Result<u64>;
         async fn soft_delete(&mut self, id: UserId) -> Result<bool>;
         async fn restore(&mut self, id: UserId) -> Result<bool>;
-        async fn hard_delete(&mut self, id: UserId) -> Result<bool>;
+        async fn hard_delete(&mut self, id: UserId) -> Result<()>;
         async fn purge_deleted_before(&mut self, before: Timestamp) -> Result<u64>;
     }
 
@@ -363,7 +363,7 @@ mock! {
         async fn update_many(&mut self, ids: &[ReviewId], patch: &ReviewPatch) -> Result<u64>;
         async fn soft_delete(&mut self, id: ReviewId) -> Result<bool>;
         async fn restore(&mut self, id: ReviewId) -> Result<bool>;
-        async fn hard_delete(&mut self, id: ReviewId) -> Result<bool>;
+        async fn hard_delete(&mut self, id: ReviewId) -> Result<()>;
         async fn purge_deleted_before(&mut self, before: Timestamp) -> Result<u64>;
     }
 

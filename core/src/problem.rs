@@ -146,7 +146,7 @@ impl From<Error> for Problem {
             Error::NotFound { entity, id } => {
                 Problem::new(StatusCode::NOT_FOUND, "not-found", detail)
                     .with("entity", entity.as_str())
-                    .with("id", id)
+                    .with("id", id.to_string())
             }
             Error::Conflict { constraint } => {
                 Problem::new(StatusCode::CONFLICT, "conflict", detail)
@@ -169,7 +169,7 @@ impl From<Error> for Problem {
                 actual,
             } => Problem::new(StatusCode::PRECONDITION_FAILED, "stale-version", detail)
                 .with("entity", entity.as_str())
-                .with("id", id)
+                .with("id", id.to_string())
                 .with("expected_version", expected)
                 .with("current_version", actual),
             Error::Transient { .. } => {
@@ -249,7 +249,7 @@ mod tests {
     fn a_stale_version_is_a_failed_precondition() {
         let problem = Problem::from(Error::StaleVersion {
             entity: EntityKind::Product,
-            id: "p".into(),
+            id: crate::EntityId::Product(crate::ProductId::new()),
             expected: 1,
             actual: 2,
         });

@@ -272,7 +272,7 @@ macro_rules! traced_repository {
                     [id = %id];
                 async fn restore(&mut self, id: <$entity as Entity>::Id) -> Result<bool>
                     [id = %id];
-                async fn hard_delete(&mut self, id: <$entity as Entity>::Id) -> Result<bool>
+                async fn hard_delete(&mut self, id: <$entity as Entity>::Id) -> Result<()>
                     [id = %id];
                 async fn purge_deleted_before(&mut self, before: Timestamp) -> Result<u64>
                     [before = %before];

@@ -174,7 +174,7 @@ macro_rules! __stockroom_cases {
             );
             $crate::__stockroom_case_tests!($fixture; trash_and_purge:
                 restore_brings_the_row_back,
-                restore_of_a_live_or_unknown_row_returns_false,
+                restore_of_a_live_row_is_false_and_of_an_unknown_one_not_found,
                 trash_lists_only_deleted_rows_in_order,
                 purge_removes_only_rows_deleted_before_the_time,
                 purge_of_a_product_cascades_to_its_reviews,

@@ -9,9 +9,9 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 use stockroom_core::{
-    Category, CategoryFilter, Constraint, EntityKind, Error, NewCategory, NewProduct, NewUser,
-    Page, Product, ProductFilter, ProductId, Result, ReviewFilter, Rule, Store, User, UserFilter,
-    MAX_LIMIT,
+    Category, CategoryFilter, Constraint, EntityId, EntityKind, Error, NewCategory, NewProduct,
+    NewUser, Page, Product, ProductFilter, ProductId, Result, ReviewFilter, Rule, Store, User,
+    UserFilter, MAX_LIMIT,
 };
 
 /// Runs `$body` (an expression using the unit of work bound to `$uow`) in a fresh unit of work;
@@ -143,7 +143,7 @@ pub async fn ledger_count(store: &Arc<dyn Store>) -> u64 {
 
 /// How many rows of each kind a store holds, live and trashed: equal snapshots before and after
 /// an operation mean it wrote no row.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
     pub products: u64,
     pub trashed_products: usize,
@@ -209,10 +209,10 @@ pub fn expect_malformed<T: Debug>(result: Result<T>, field: &str) {
     }
 }
 
-/// Asserts a not-found error for `entity` `id`.
+/// Asserts a not-found error for `entity` `id` (a typed id).
 #[track_caller]
-pub fn expect_not_found<T: Debug>(result: Result<T>, entity: EntityKind, id: impl ToString) {
-    let id = id.to_string();
+pub fn expect_not_found<T: Debug>(result: Result<T>, entity: EntityKind, id: impl Into<EntityId>) {
+    let id = id.into();
     match result {
         Err(Error::NotFound { entity: e, id: i }) => {
             assert_eq!(

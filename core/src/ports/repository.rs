@@ -48,6 +48,16 @@ pub trait ReadRepository<E: Entity>: Send {
 }
 
 /// The base writes over one kind of entity, inside a unit of work.
+///
+/// # Not found
+///
+/// Reads answer "no such live row" with `None` ([`ReadRepository::get`]) or by leaving the row
+/// out (lists, `get_many`); [`ReadRepository::require`] turns `None` into
+/// [`Error::NotFound`]. A write on one row by id answers it with [`Error::NotFound`], whose
+/// [`EntityId`](crate::EntityId) compares with the typed id asked for: `update` and
+/// `adjust_stock` (no live row), `soft_delete`, `restore` and `hard_delete` (no row at all;
+/// `soft_delete` of a deleted row and `restore` of a live one answer `Ok(false)` and change
+/// nothing). A batch (`update_many`) skips ids without a live row and counts the rest.
 #[async_trait]
 pub trait Repository<E: Entity>: ReadRepository<E> {
     /// Inserts a row.
@@ -77,16 +87,18 @@ pub trait Repository<E: Entity>: ReadRepository<E> {
     /// Applies `patch` to every live row among `ids`; returns how many changed.
     async fn update_many(&mut self, ids: &[E::Id], patch: &E::Patch) -> Result<u64>;
 
-    /// Soft-deletes the live row `id`. False when no live row has the id (a second delete
-    /// keeps the first timestamp).
+    /// Soft-deletes the live row `id`: true. False when the row is already deleted (the first
+    /// timestamp stays); [`Error::NotFound`] when no row, live or deleted, has the id.
     async fn soft_delete(&mut self, id: E::Id) -> Result<bool>;
 
-    /// Brings back the soft-deleted row `id`. False when no deleted row has the id;
-    /// [`Error::Conflict`] when a live row took one of its unique values meanwhile.
+    /// Brings back the soft-deleted row `id`: true. False when the row is live already;
+    /// [`Error::NotFound`] when no row, live or deleted, has the id; [`Error::Conflict`] when a
+    /// live row took one of its unique values meanwhile.
     async fn restore(&mut self, id: E::Id) -> Result<bool>;
 
-    /// Deletes the row `id`, live or not, for good. False when there is no such row.
-    async fn hard_delete(&mut self, id: E::Id) -> Result<bool>;
+    /// Deletes the row `id`, live or soft-deleted, for good; [`Error::NotFound`] when there is
+    /// no such row.
+    async fn hard_delete(&mut self, id: E::Id) -> Result<()>;
 
     /// Deletes for good every row soft-deleted before `before`; returns how many. A `before`
     /// outside the years every backend stores (see [`time::supported`](crate::time::supported))

@@ -119,8 +119,9 @@ pub async fn update_applies_the_patch_and_bumps_the_version(store: Arc<dyn Store
     );
 }
 
-/// An unknown id reads as absent (`get` is `None`, `require` is `NotFound`) and cannot be
-/// updated or deleted.
+/// An unknown id reads as absent (`get` is `None`, `require` is `NotFound`), and every write on
+/// it by id is `NotFound` naming the typed id: update, soft delete, restore, hard delete, stock
+/// adjustment; nothing is written.
 pub async fn unknown_id_is_absent_everywhere(store: Arc<dyn Store>) {
     let id = ProductId::new();
     let mut r = store.read().await.unwrap();
@@ -134,13 +135,34 @@ pub async fn unknown_id_is_absent_everywhere(store: Arc<dyn Store>) {
         EntityKind::Product,
         id,
     );
-    let deleted = in_uow!(store, |uow| uow.products().soft_delete(id).await).unwrap();
-    let hard = in_uow!(store, |uow| uow.products().hard_delete(id).await).unwrap();
-    assert_eq!(
-        (deleted, hard),
-        (false, false),
-        "soft/hard delete of unknown id"
+    expect_not_found(
+        in_uow!(store, |uow| uow.products().soft_delete(id).await),
+        EntityKind::Product,
+        id,
     );
+    expect_not_found(
+        in_uow!(store, |uow| uow.products().restore(id).await),
+        EntityKind::Product,
+        id,
+    );
+    expect_not_found(
+        in_uow!(store, |uow| uow.products().hard_delete(id).await),
+        EntityKind::Product,
+        id,
+    );
+    let delta = stockroom_core::StockDelta::new(1).unwrap();
+    expect_not_found(
+        in_uow!(store, |uow| uow.products().adjust_stock(id, delta).await),
+        EntityKind::Product,
+        id,
+    );
+    let category = stockroom_core::CategoryId::new();
+    expect_not_found(
+        in_uow!(store, |uow| uow.categories().soft_delete(category).await),
+        EntityKind::Category,
+        category,
+    );
+    assert_eq!(counts(&store).await, Counts::default(), "nothing written");
 }
 
 /// `get_many` returns each live row once, in `(created_at, id)` order, whatever the order and
@@ -199,15 +221,18 @@ pub async fn update_with_unknown_category_is_not_found(store: Arc<dyn Store>) {
 }
 
 /// Hard delete removes a row for good, live or trashed: it is gone from reads and from the
-/// trash, and a second hard delete returns false.
+/// trash, and a second hard delete is `NotFound`.
 pub async fn hard_delete_removes_the_row_for_good(store: Arc<dyn Store>) {
     let live = create_product(&store, new_product("a", 1)).await;
     let trashed = create_product(&store, new_product("b", 1)).await;
     assert!(soft_delete_product(&store, trashed.id).await);
     for id in [live.id, trashed.id] {
-        let first = in_uow!(store, |uow| uow.products().hard_delete(id).await).unwrap();
-        let second = in_uow!(store, |uow| uow.products().hard_delete(id).await).unwrap();
-        assert_eq!((first, second), (true, false), "hard delete of {id} twice");
+        in_uow!(store, |uow| uow.products().hard_delete(id).await).expect("first hard delete");
+        expect_not_found(
+            in_uow!(store, |uow| uow.products().hard_delete(id).await),
+            EntityKind::Product,
+            id,
+        );
     }
     let c = counts(&store).await;
     assert_eq!(

@@ -28,16 +28,16 @@ pub async fn restore_brings_the_row_back(store: Arc<dyn Store>) {
     );
 }
 
-/// Restore of a live row or of an unknown id returns false and changes nothing.
-pub async fn restore_of_a_live_or_unknown_row_returns_false(store: Arc<dyn Store>) {
+/// Restore of a live row returns false and changes nothing; of an unknown id, `NotFound`.
+pub async fn restore_of_a_live_row_is_false_and_of_an_unknown_one_not_found(store: Arc<dyn Store>) {
     let p = create_product(&store, new_product("a", 1)).await;
     let live = in_uow!(store, |uow| uow.products().restore(p.id).await).unwrap();
+    assert!(!live, "restore of a live row returned true");
     let ghost = stockroom_core::ProductId::new();
-    let unknown = in_uow!(store, |uow| uow.products().restore(ghost).await).unwrap();
-    assert_eq!(
-        (live, unknown),
-        (false, false),
-        "(restore live, restore unknown)"
+    expect_not_found(
+        in_uow!(store, |uow| uow.products().restore(ghost).await),
+        stockroom_core::EntityKind::Product,
+        ghost,
     );
     let after = get_product(&store, p.id).await;
     assert_eq!(
@@ -90,8 +90,11 @@ pub async fn purge_removes_only_rows_deleted_before_the_time(store: Arc<dyn Stor
         get_product(&store, live.id).await.is_some(),
         "live row purged"
     );
-    let restored = in_uow!(store, |uow| uow.products().restore(old.id).await).unwrap();
-    assert!(!restored, "a purged row was restored");
+    expect_not_found(
+        in_uow!(store, |uow| uow.products().restore(old.id).await),
+        stockroom_core::EntityKind::Product,
+        old.id,
+    );
 }
 
 /// Purging a product deletes its reviews with it (ON DELETE CASCADE).
@@ -151,7 +154,7 @@ pub async fn hard_delete_of_a_user_cascades_and_clears(store: Arc<dyn Store>) {
     let p = create_product(&store, new_product("a", 1).created_by(u.id)).await;
     let review = NewReview::new(p.id, u.id, 5).unwrap();
     let review = in_uow!(store, |uow| uow.reviews().create(review).await).unwrap();
-    assert!(in_uow!(store, |uow| uow.users().hard_delete(u.id).await).unwrap());
+    in_uow!(store, |uow| uow.users().hard_delete(u.id).await).expect("hard delete");
     let after = get_product(&store, p.id)
         .await
         .expect("product survives its creator");

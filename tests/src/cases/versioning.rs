@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use stockroom_core::{EntityKind, Error, ProductPatch, StockDelta, Store};
+use stockroom_core::{EntityId, EntityKind, Error, ProductPatch, StockDelta, Store};
 
 use crate::support::*;
 
@@ -46,7 +46,7 @@ pub async fn update_with_a_stale_version_is_rejected(store: Arc<dyn Store>) {
         }) => {
             assert_eq!(
                 (entity, id, expected, actual),
-                (EntityKind::Product, p.id.to_string(), 1, 2),
+                (EntityKind::Product, EntityId::from(p.id), 1, 2),
                 "stale version error"
             );
         }
