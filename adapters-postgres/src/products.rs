@@ -6,8 +6,8 @@ use sqlx::{Postgres, QueryBuilder, Row};
 use stockroom_core::time::now;
 use stockroom_core::{
     Category, CategoryId, Constraint, EntityKind, Error, NewProduct, Page, Product, ProductFilter,
-    ProductId, ProductPatch, ProductReader, ProductRepository, ProductWithRelations, Result,
-    SearchPage, StockDelta, Timestamp, User, UserId,
+    ProductId, ProductPatch, ProductReader, ProductRepository, ProductWithRelations, Result, Rule,
+    SearchPage, StockDelta, Timestamp, User, UserId, MAX_STOCK,
 };
 use uuid::Uuid;
 
@@ -119,7 +119,12 @@ impl PgEntity for Product {
             qb.push(" AND status = ").push_bind(status.as_str());
         }
         if let Some(category) = filter.category_id {
-            qb.push(" AND category_id = ").push_bind(category.as_uuid());
+            // A deleted category filters like an absent one.
+            qb.push(" AND category_id = ")
+                .push_bind(category.as_uuid())
+                .push(" AND EXISTS (SELECT 1 FROM categories c WHERE c.id = ")
+                .push_bind(category.as_uuid())
+                .push(" AND c.deleted_at IS NULL)");
         }
         if let Some(search) = &filter.search {
             // Served by the trigram index on search_text.
@@ -377,7 +382,7 @@ const WHY_NOT_RESTORED: &str = concat!(
 );
 const ADJUST_STOCK: &str = concat!(
     "UPDATE products SET stock = stock + $2, updated_at = $3, version = version + 1 ",
-    "WHERE id = $1 AND deleted_at IS NULL AND stock + $2 >= 0 RETURNING ",
+    "WHERE id = $1 AND deleted_at IS NULL AND stock + $2 BETWEEN 0 AND $4 RETURNING ",
     product_columns!("")
 );
 const STOCK_OF: &str = "SELECT stock FROM products WHERE id = $1 AND deleted_at IS NULL";
@@ -552,7 +557,8 @@ impl ProductRepository for Session {
         let query = sqlx::query(ADJUST_STOCK)
             .bind(id.as_uuid())
             .bind(delta.get())
-            .bind(now());
+            .bind(now())
+            .bind(MAX_STOCK);
         if let Some(row) = self.fetch_optional(ADJUST_STOCK, query).await? {
             return Product::decode(&row);
         }
@@ -561,7 +567,15 @@ impl ProductRepository for Session {
             None => Err(Error::not_found(EntityKind::Product, id)),
             Some(row) => {
                 let available = get_i64(&row, 0)?;
-                if available + delta.get() >= 0 {
+                if available + delta.get() > MAX_STOCK {
+                    Err(Error::validation(
+                        "stock",
+                        Rule::OutOfRange {
+                            min: 0,
+                            max: MAX_STOCK,
+                        },
+                    ))
+                } else if available + delta.get() >= 0 {
                     Err(raced("the product's stock"))
                 } else {
                     Err(Error::InsufficientStock {

@@ -83,11 +83,20 @@ impl PgEntity for Review {
     }
 
     fn push_filter(qb: &mut QueryBuilder<Postgres>, filter: &ReviewFilter) {
+        // A deleted product or author filters like an absent one.
         if let Some(product) = filter.product_id {
-            qb.push(" AND product_id = ").push_bind(product.as_uuid());
+            qb.push(" AND product_id = ")
+                .push_bind(product.as_uuid())
+                .push(" AND EXISTS (SELECT 1 FROM products p WHERE p.id = ")
+                .push_bind(product.as_uuid())
+                .push(" AND p.deleted_at IS NULL)");
         }
         if let Some(author) = filter.author_id {
-            qb.push(" AND author_id = ").push_bind(author.as_uuid());
+            qb.push(" AND author_id = ")
+                .push_bind(author.as_uuid())
+                .push(" AND EXISTS (SELECT 1 FROM users u WHERE u.id = ")
+                .push_bind(author.as_uuid())
+                .push(" AND u.deleted_at IS NULL)");
         }
         if let Some(rating) = filter.rating {
             qb.push(" AND rating = ").push_bind(i16::from(rating.get()));

@@ -31,7 +31,13 @@ pub async fn admin() -> PgConnection {
 /// case when there is no PostgreSQL.
 pub async fn fixture() -> Option<stockroom_conformance::Fixture> {
     let db = TestDatabase::create().await?;
-    let store = db.store().await;
+    // An acquire timeout of a few seconds, so the case that holds every connection gives up soon.
+    let config = db
+        .config()
+        .with_acquire_timeout(std::time::Duration::from_secs(5));
+    let store = stockroom_postgres::PostgresStore::connect(&config)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {}: {e}", db.name()));
     Some(stockroom_conformance::Fixture::new(Arc::new(store)).with_teardown(db.drop_now()))
 }
 
