@@ -15,8 +15,8 @@ use crate::error::{Error, Result};
 use crate::ids::{ProductId, StockMovementId};
 use crate::ports::{
     CategoryReader, CategoryRepository, ProductReader, ProductRepository, ReadRepository,
-    ReadSession, Repository, ReviewReader, ReviewRepository, Savepoint, StockMovementReader,
-    StockMovementRepository, Store, UnitOfWork, UserReader, UserRepository,
+    ReadSession, Repository, ReviewReader, ReviewRepository, Savepoint, StockMoved,
+    StockMovementReader, StockMovementRepository, Store, UnitOfWork, UserReader, UserRepository,
 };
 use crate::query::{Cursor, KeysetPage, Limit, Page, SearchPage};
 use crate::time::Timestamp;
@@ -161,6 +161,31 @@ impl<S: Store> Store for Traced<S> {
         let span = tracing::debug_span!("stockroom.close", backend = self.0.backend());
         self.0.close().instrument(span).await
     }
+
+    async fn move_stock(&self, movement: &NewStockMovement) -> Result<StockMoved> {
+        let span = move_stock_span(&Span::current(), self.0.backend(), movement);
+        observe(span, self.0.move_stock(movement), record_moved).await
+    }
+}
+
+/// The span of a stock move: `stockroom.move_stock` with the products, the quantity, whether it
+/// is keyed, and (once done) the ledger row's id.
+fn move_stock_span(parent: &Span, backend: &'static str, movement: &NewStockMovement) -> Span {
+    tracing::debug_span!(
+        parent: parent,
+        "stockroom.move_stock",
+        backend,
+        source = %movement.source_id(),
+        target = %movement.target_id(),
+        quantity = movement.quantity(),
+        idempotent = movement.idempotency_key().is_some(),
+        id = Empty,
+        outcome = Empty,
+    )
+}
+
+fn record_moved(span: &Span, moved: &StockMoved) {
+    span.record("id", display(moved.movement().id));
 }
 
 /// A unit of work whose operations run in spans, children of `span`. It implements every
@@ -512,6 +537,11 @@ impl UnitOfWork for TracedUnitOfWork {
     async fn rollback(self: Box<Self>) -> Result<()> {
         let span = self.span("stockroom.rollback");
         observe(span, self.inner.rollback(), |_, _| {}).await
+    }
+
+    async fn move_stock(&mut self, movement: &NewStockMovement) -> Result<StockMoved> {
+        let span = move_stock_span(&self.span, self.inner.backend(), movement);
+        observe(span, self.inner.move_stock(movement), record_moved).await
     }
 
     fn as_native(&mut self) -> Option<&mut (dyn std::any::Any + Send)> {

@@ -171,6 +171,7 @@ macro_rules! __stockroom_cases {
                 malformed_idempotency_key_is_rejected_and_changes_nothing,
                 successive_transfers_add_up,
                 transfer_past_the_target_maximum_is_refused_and_changes_nothing,
+                broken_rules_are_reported_in_a_fixed_order,
             );
             $crate::__stockroom_case_tests!($fixture; trash_and_purge:
                 restore_brings_the_row_back,

@@ -48,6 +48,10 @@ impl NewStockMovement {
     pub fn quantity(&self) -> i64 {
         self.quantity.get()
     }
+    /// The quantity, as the validated type.
+    pub fn quantity_value(&self) -> Quantity {
+        self.quantity
+    }
     pub fn idempotency_key(&self) -> Option<&str> {
         self.idempotency_key.as_ref().map(IdempotencyKey::as_str)
     }

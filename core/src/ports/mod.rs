@@ -18,6 +18,7 @@
 mod entities;
 mod repository;
 mod session;
+mod stock;
 
 pub use entities::{
     CategoryReader, CategoryRepository, ProductReader, ProductRepository, ReviewReader,
@@ -25,6 +26,9 @@ pub use entities::{
 };
 pub use repository::{ReadRepository, Repository};
 pub use session::{native_unit_of_work, ReadSession, Savepoint, Savepoints, Store, UnitOfWork};
+pub use stock::{
+    check_move, check_stocks, key_taken_meanwhile, move_stock_with_repositories, StockMoved,
+};
 
 #[allow(unused_imports)] // used by the doc links above
 use crate::entities::Entity;

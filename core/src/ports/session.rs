@@ -3,7 +3,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 
+use crate::entities::NewStockMovement;
 use crate::error::{Error, Result, Rule};
+use crate::ports::stock::{
+    move_stock_in_own_unit_of_work, move_stock_with_repositories, StockMoved,
+};
 use crate::ports::{
     CategoryReader, CategoryRepository, ProductReader, ProductRepository, ReviewReader,
     ReviewRepository, StockMovementReader, StockMovementRepository, UserReader, UserRepository,
@@ -47,6 +51,14 @@ pub trait UnitOfWork: Send {
 
     /// Undoes every write.
     async fn rollback(self: Box<Self>) -> Result<()>;
+
+    /// Moves stock and writes its ledger row, atomically, in this unit of work: the port of the
+    /// transfer use case (see [`move_stock_with_repositories`](crate::ports::move_stock_with_repositories)
+    /// for its rules). The default does it with the repository ports; an adapter may do it
+    /// natively. Applications call [`UnitOfWorkExt::transfer`](crate::UnitOfWorkExt::transfer).
+    async fn move_stock(&mut self, movement: &NewStockMovement) -> Result<StockMoved> {
+        move_stock_with_repositories(self, movement).await
+    }
 
     /// The adapter's own unit of work behind this one, for the adapter crate's access to the
     /// transaction's connection (`stockroom_postgres::connection`,
@@ -157,6 +169,14 @@ pub trait Store: Send + Sync {
 
     /// Checks that the backend answers.
     async fn health(&self) -> Result<()>;
+
+    /// [`UnitOfWork::move_stock`] in a transaction of its own, committed when it applied (or
+    /// found) the move: what the transfer use case runs, and retries. The default begins a unit
+    /// of work; an adapter may do it in fewer round trips. Applications call
+    /// [`StoreExt::transfer`](crate::StoreExt::transfer).
+    async fn move_stock(&self, movement: &NewStockMovement) -> Result<StockMoved> {
+        move_stock_in_own_unit_of_work(self, movement).await
+    }
 
     /// Closes every connection; afterwards every call fails with
     /// [`Error::Unavailable`](crate::Error::Unavailable).

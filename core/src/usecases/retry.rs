@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use tracing::Instrument;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::ports::{Store, UnitOfWork};
 
 /// The future a unit-of-work closure returns (see [`run_in_unit_of_work`]): boxed and `Send`,
@@ -112,32 +112,54 @@ where
         outcome = tracing::field::Empty,
     );
     async move {
-        let mut attempt = 1;
-        loop {
-            tracing::Span::current().record("attempts", attempt);
-            let error = match attempt_once(store, &mut work).await {
-                Ok(value) => {
-                    tracing::Span::current().record("outcome", "committed");
-                    return Ok(value);
+        let mut retries = Retries::new(policy);
+        let result = loop {
+            match attempt_once(store, &mut work).await {
+                Ok(value) => break Ok(value),
+                Err(error) => {
+                    if let Err(error) = retries.after(error).await {
+                        break Err(error);
+                    }
                 }
-                Err(error) => error,
-            };
-            if !error.is_transient() || attempt >= policy.attempts() {
-                let outcome = if error.is_transient() {
-                    "gave_up"
-                } else {
-                    "failed"
-                };
-                tracing::Span::current().record("outcome", outcome);
-                return Err(error);
             }
-            tracing::debug!(attempt, %error, "unit of work failed transiently, retrying");
-            tokio::time::sleep(policy.delay_after(attempt)).await;
-            attempt += 1;
-        }
+        };
+        let outcome = match &result {
+            Ok(_) => "committed",
+            Err(e) if e.is_transient() => "gave_up",
+            Err(_) => "failed",
+        };
+        tracing::Span::current().record("outcome", outcome);
+        result
     }
     .instrument(span)
     .await
+}
+
+/// The bookkeeping of one retried operation: which attempt this is, and whether a failure is
+/// worth another one.
+pub(crate) struct Retries<'p> {
+    policy: &'p RetryPolicy,
+    attempt: u32,
+}
+
+impl<'p> Retries<'p> {
+    pub(crate) fn new(policy: &'p RetryPolicy) -> Self {
+        tracing::Span::current().record("attempts", 1);
+        Self { policy, attempt: 1 }
+    }
+
+    /// After a failed attempt: `Err(error)` when it is not transient or the attempts are used
+    /// up; otherwise waits the backoff delay and returns `Ok` for the next attempt.
+    pub(crate) async fn after(&mut self, error: Error) -> Result<()> {
+        if !error.is_transient() || self.attempt >= self.policy.attempts() {
+            return Err(error);
+        }
+        tracing::debug!(attempt = self.attempt, %error, "transient failure, retrying");
+        tokio::time::sleep(self.policy.delay_after(self.attempt)).await;
+        self.attempt += 1;
+        tracing::Span::current().record("attempts", self.attempt);
+        Ok(())
+    }
 }
 
 async fn attempt_once<'a, T, F>(store: &dyn Store, work: &mut F) -> Result<T>

@@ -300,8 +300,9 @@ async fn a_used_idempotency_key_returns_the_earlier_movement() {
 #[tokio::test(start_paused = true)]
 async fn a_key_used_for_another_transfer_is_a_conflict() {
     let (a, b) = two_ids();
-    // The key names a movement of 8: a request for 7 under it is refused, and not retried.
-    let mut uow = rolled_back_uow();
+    // The key names a movement of 8: a request for 7 under it is refused (its unit of work, which
+    // wrote nothing, ends), and not retried.
+    let mut uow = committed_empty_uow();
     uow.movements
         .expect_by_idempotency_key()
         .times(1)

@@ -1,12 +1,12 @@
 use async_trait::async_trait;
 use tracing::Instrument;
 
-use crate::entities::{NewStockMovement, Product, StockMovement};
-use crate::error::{Constraint, EntityKind, Error, Result, Rule};
+use crate::entities::{NewStockMovement, StockMovement};
+use crate::error::{Constraint, Error, Result, Rule};
 use crate::ids::ProductId;
-use crate::ports::{Store, UnitOfWork};
-use crate::usecases::retry::{run_in_unit_of_work, RetryPolicy};
-use crate::validate::{IdempotencyKey, Quantity, StockDelta, MAX_STOCK};
+use crate::ports::{StockMoved, Store, UnitOfWork};
+use crate::usecases::retry::{Retries, RetryPolicy};
+use crate::validate::{IdempotencyKey, Quantity};
 
 /// A request to move `quantity` units of stock from one product to another, as a caller (an HTTP
 /// handler, say) hands it over: unvalidated. [`transfer_stock`] validates it before it begins a
@@ -69,13 +69,6 @@ impl Transfer {
         })
     }
 
-    /// Both ids in the order every transfer locks them: by id.
-    fn lock_order(&self) -> [ProductId; 2] {
-        let mut ids = [self.source, self.target];
-        ids.sort();
-        ids
-    }
-
     fn is_recorded_as(&self, movement: &StockMovement) -> bool {
         movement.source_id == self.source
             && movement.target_id == self.target
@@ -85,16 +78,30 @@ impl Transfer {
     fn ledger_row(&self) -> NewStockMovement {
         NewStockMovement::new(self.source, self.target, self.quantity, self.key.clone())
     }
+
+    /// The use case's answer to what the stock move did: an earlier movement under the same key
+    /// is the answer only if it moved the same stock.
+    fn resolve(&self, moved: StockMoved) -> Result<Applied> {
+        match moved {
+            StockMoved::Applied(movement) => Ok(Applied::New(movement)),
+            StockMoved::AlreadyRecorded(earlier) if self.is_recorded_as(&earlier) => {
+                Ok(Applied::Earlier(earlier))
+            }
+            StockMoved::AlreadyRecorded(_) => Err(Error::Conflict {
+                constraint: Constraint::IdempotencyKey,
+            }),
+        }
+    }
 }
 
 /// Moves stock between two live products and writes one ledger row, atomically, in a unit of
 /// work of its own (retried on transient failures).
 ///
 /// Validates first (positive quantity, two distinct products, a well-formed key) and begins no
-/// transaction for a bad request. Then runs [`transfer_in`] in a unit of work and commits it,
-/// through [`run_in_unit_of_work`] with `policy`: transient failures (a deadlock, a busy
-/// database, a concurrent request that took the same idempotency key first) are retried up to
-/// `policy.max_attempts` times with jittered exponential backoff, then returned as they are.
+/// transaction for a bad request. Then runs the stock move ([`Store::move_stock`]: its rules
+/// are those of [`transfer_in`]) in a transaction of its own: transient failures (a deadlock, a
+/// busy database, a concurrent request that took the same idempotency key first) are retried up
+/// to `policy.max_attempts` times with jittered exponential backoff, then returned as they are.
 ///
 /// ```
 /// # async fn demo(store: &dyn stockroom_core::Store, a: stockroom_core::ProductId, b: stockroom_core::ProductId) -> stockroom_core::Result<()> {
@@ -112,10 +119,7 @@ pub async fn transfer_stock(
     let span = transfer_span(request, false);
     async move {
         let result = match Transfer::validate(request) {
-            Ok(transfer) => {
-                let transfer = &transfer;
-                run_in_unit_of_work(store, policy, |uow| Box::pin(apply(uow, transfer))).await
-            }
+            Ok(transfer) => move_with_retries(store, &transfer, policy).await,
             Err(invalid) => Err(invalid),
         };
         record_outcome(&result);
@@ -127,14 +131,14 @@ pub async fn transfer_stock(
 
 /// Moves stock between two live products and writes one ledger row, inside the caller's unit of
 /// work: it commits or rolls back with the caller's other writes, and is not retried here (wrap
-/// the whole unit of work in [`run_in_unit_of_work`] / [`StoreExt::run`](crate::StoreExt::run)
-/// for that). Usually called as [`UnitOfWorkExt::transfer`].
+/// the whole unit of work in [`run_in_unit_of_work`](crate::run_in_unit_of_work) /
+/// [`StoreExt::run`](crate::StoreExt::run) for that). Usually called as [`UnitOfWorkExt::transfer`].
 ///
 /// The rules are those of [`transfer_stock`]: a bad request is a validation error; with an
 /// idempotency key already recorded, the earlier movement is returned and nothing moves (a
 /// [`Constraint::IdempotencyKey`] conflict if it moved something else); both rows are locked in
 /// id order; insufficient stock is [`Error::InsufficientStock`]; a target that would end above
-/// [`MAX_STOCK`] is [`Error::Validation`] on `stock`. Nothing is written unless the
+/// [`MAX_STOCK`](crate::MAX_STOCK) is [`Error::Validation`] on `stock`. Nothing is written unless the
 /// whole transfer is: the ledger row is recorded before the stock moves, so a concurrent request
 /// that committed the same key first fails this one as [`Error::Transient`] (a retry of the
 /// unit of work finds the earlier movement) with nothing written.
@@ -145,7 +149,10 @@ pub async fn transfer_in(
     let span = transfer_span(request, true);
     async move {
         let result = match Transfer::validate(request) {
-            Ok(transfer) => apply(uow, &transfer).await,
+            Ok(transfer) => match uow.move_stock(&transfer.ledger_row()).await {
+                Ok(moved) => transfer.resolve(moved),
+                Err(error) => Err(error),
+            },
             Err(invalid) => Err(invalid),
         };
         record_outcome(&result);
@@ -199,6 +206,7 @@ fn transfer_span(request: &TransferRequest, in_unit_of_work: bool) -> tracing::S
         quantity = request.quantity,
         idempotent = request.idempotency_key.is_some(),
         in_unit_of_work,
+        attempts = tracing::field::Empty,
         outcome = tracing::field::Empty,
     )
 }
@@ -229,67 +237,19 @@ impl Applied {
     }
 }
 
-async fn apply(uow: &mut dyn UnitOfWork, transfer: &Transfer) -> Result<Applied> {
-    if let Some(key) = &transfer.key {
-        if let Some(earlier) = uow.movements().by_idempotency_key(key.as_str()).await? {
-            return if transfer.is_recorded_as(&earlier) {
-                Ok(Applied::Earlier(earlier))
-            } else {
-                Err(Error::Conflict {
-                    constraint: Constraint::IdempotencyKey,
-                })
-            };
+async fn move_with_retries(
+    store: &dyn Store,
+    transfer: &Transfer,
+    policy: &RetryPolicy,
+) -> Result<Applied> {
+    let movement = transfer.ledger_row();
+    let mut retries = Retries::new(policy);
+    loop {
+        match store.move_stock(&movement).await {
+            Ok(moved) => return transfer.resolve(moved),
+            Err(error) => retries.after(error).await?,
         }
     }
-    let locked = uow.products().lock(&transfer.lock_order()).await?;
-    let source = find(&locked, transfer.source)?;
-    let target = find(&locked, transfer.target)?;
-    if source.stock < transfer.quantity.get() {
-        return Err(Error::InsufficientStock {
-            product: transfer.source,
-            available: source.stock,
-            requested: transfer.quantity.get(),
-        });
-    }
-    if target.stock > MAX_STOCK - transfer.quantity.get() {
-        return Err(Error::validation(
-            "stock",
-            Rule::OutOfRange {
-                min: 0,
-                max: MAX_STOCK,
-            },
-        ));
-    }
-    // The ledger row first: if a concurrent request committed the same key meanwhile, nothing
-    // has moved yet.
-    let movement = uow
-        .movements()
-        .record(transfer.ledger_row())
-        .await
-        .map_err(|error| match error {
-            Error::Conflict {
-                constraint: Constraint::IdempotencyKey,
-            } => Error::Transient {
-                reason: "a concurrent transfer with the same idempotency key committed first"
-                    .to_owned(),
-            },
-            other => other,
-        })?;
-    let products = uow.products();
-    products
-        .adjust_stock(transfer.source, StockDelta::remove(transfer.quantity))
-        .await?;
-    products
-        .adjust_stock(transfer.target, StockDelta::add(transfer.quantity))
-        .await?;
-    Ok(Applied::New(movement))
-}
-
-fn find(locked: &[Product], id: ProductId) -> Result<&Product> {
-    locked
-        .iter()
-        .find(|p| p.id == id)
-        .ok_or_else(|| Error::not_found(EntityKind::Product, id))
 }
 
 #[cfg(test)]

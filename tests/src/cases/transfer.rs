@@ -291,3 +291,53 @@ pub async fn transfer_past_the_target_maximum_is_refused_and_changes_nothing(
         "target at the maximum"
     );
 }
+
+/// When a transfer breaks several rules, every backend names the same one, in this order: the
+/// source not live, then the target not live, then insufficient stock at the source, then the
+/// target above `MAX_STOCK`.
+pub async fn broken_rules_are_reported_in_a_fixed_order(store: Arc<dyn Store>) {
+    let (ghost_a, ghost_b) = (ProductId::new(), ProductId::new());
+    let poor = create_product(&store, new_product("poor", 1)).await;
+    let full = create_product(&store, new_product("full", MAX_STOCK)).await;
+    let before = ledger_count(&store).await;
+    let transfer = |source, target, quantity| {
+        let store = store.clone();
+        async move {
+            store
+                .transfer(&TransferRequest::new(source, target, quantity))
+                .await
+        }
+    };
+    expect_not_found(
+        transfer(ghost_a, ghost_b, 5).await,
+        EntityKind::Product,
+        ghost_a,
+    );
+    expect_not_found(
+        transfer(poor.id, ghost_b, 5).await,
+        EntityKind::Product,
+        ghost_b,
+    );
+    expect_not_found(
+        transfer(ghost_a, poor.id, 5).await,
+        EntityKind::Product,
+        ghost_a,
+    );
+    match transfer(poor.id, full.id, 5).await {
+        Err(Error::InsufficientStock { product, .. }) => assert_eq!(product, poor.id),
+        other => panic!("expected InsufficientStock before the target's maximum, got {other:?}"),
+    }
+    assert_eq!(
+        ledger_count(&store).await,
+        before,
+        "a refused transfer wrote a ledger row"
+    );
+    assert_eq!(
+        (
+            stock_of(&store, poor.id).await,
+            stock_of(&store, full.id).await
+        ),
+        (1, MAX_STOCK),
+        "stocks after refused transfers"
+    );
+}
