@@ -66,12 +66,19 @@
 mod categories;
 mod entity;
 mod error;
+mod migrate;
+mod options;
 mod products;
 mod reviews;
 mod session;
 mod store;
 mod users;
 
+/// The sqlx this adapter is built on, so that an application's pool, connections and queries
+/// are of the same version as Stockroom's.
+pub use sqlx;
+
+pub use options::PostgresOptions;
 pub use store::PostgresStore;
 
 /// Rows per statement of `create_many`.

@@ -2,6 +2,7 @@
 //! transaction) or a unit of work (a transaction).
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,20 +27,33 @@ pub(crate) fn store_closed() -> Error {
 
 pub(crate) type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
 
-/// What every session of a store shares: its pool (to know whether the store was closed) and
-/// statement logging.
+/// What every session of a store shares: whether the store was closed, and statement logging.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) pool: sqlx::PgPool,
+    /// Set by `Store::close`. The store's own flag, not the pool's: a pool the application lent
+    /// stays open after Stockroom is closed.
+    closed: AtomicBool,
     /// Log every statement at `debug` (echo).
-    pub(crate) all: bool,
+    all: bool,
     /// Log statements slower than this at `warn`.
-    pub(crate) slow: Duration,
+    slow: Duration,
 }
 
 impl Shared {
-    fn closed(&self) -> bool {
-        self.pool.is_closed()
+    pub(crate) fn new(all: bool, slow: Duration) -> Self {
+        Self {
+            closed: AtomicBool::new(false),
+            all,
+            slow,
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     fn record(&self, sql: &str, elapsed: Duration, failed: bool) {
@@ -225,6 +239,16 @@ impl PgUnitOfWork {
     }
 }
 
+/// Rolls `tx` back after its commit was refused, and returns `refusal` (or the rollback's
+/// error, which says more: the connection is gone).
+async fn refuse(tx: Transaction<'static, Postgres>, log: &Shared, refusal: Error) -> Result<()> {
+    let started = Instant::now();
+    let result = tx.rollback().await;
+    log.record("ROLLBACK", started.elapsed(), result.is_err());
+    result.map_err(map_error)?;
+    Err(refusal)
+}
+
 #[async_trait]
 impl UnitOfWork for PgUnitOfWork {
     fn backend(&self) -> &'static str {
@@ -288,13 +312,15 @@ impl UnitOfWork for PgUnitOfWork {
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
-        let aborted = self.session.aborted;
-        let log = Arc::clone(&self.session.log);
-        let Session { handle, .. } = self.session;
+        let PgUnitOfWork { session, .. } = *self;
+        let Session {
+            handle,
+            log,
+            aborted,
+        } = session;
         let Handle::Transaction(tx) = handle else {
             unreachable!("a unit of work always holds a transaction")
         };
-        let started = Instant::now();
         if log.closed() {
             // The transaction is rolled back with the connection.
             drop(tx);
@@ -302,16 +328,15 @@ impl UnitOfWork for PgUnitOfWork {
         }
         if aborted {
             // PostgreSQL answers COMMIT of a failed transaction with a rollback; say so.
-            let result = tx.rollback().await;
-            log.record("ROLLBACK", started.elapsed(), result.is_err());
-            result.map_err(map_error)?;
-            return Err(Error::Backend {
+            let refusal = Error::Backend {
                 message: "commit refused: a statement of this unit of work failed, so \
                           PostgreSQL aborted the transaction; it was rolled back"
                     .to_owned(),
                 source: None,
-            });
+            };
+            return refuse(tx, &log, refusal).await;
         }
+        let started = Instant::now();
         let result = tx.commit().await;
         log.record("COMMIT", started.elapsed(), result.is_err());
         result.map_err(map_error)
