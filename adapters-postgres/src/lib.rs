@@ -79,6 +79,7 @@ mod users;
 pub use sqlx;
 
 pub use options::PostgresOptions;
+pub use session::connection;
 pub use store::PostgresStore;
 
 /// Rows per statement of `create_many`.
