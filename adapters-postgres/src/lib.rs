@@ -27,8 +27,9 @@
 //! ## How it maps the design
 //!
 //! - **Schema**: embedded migrations (`migrations/`), applied on connect unless
-//!   `StoreConfig::run_migrations` is false. Uniqueness among live rows is a partial unique index
-//!   per rule, named after `Constraint::as_str()`; `CHECK (stock >= 0)`; foreign keys as the
+//!   `run_migrations` is false, bookkept in `stockroom_migrations` (see [A guest in the
+//!   application's database](#a-guest-in-the-applications-database)). Uniqueness among live
+//!   rows is a partial unique index per rule, named after `Constraint::as_str()`; `CHECK (stock >= 0)`; foreign keys as the
 //!   design says (none on the ledger); `(created_at, id)` indexes for the list order; a pg_trgm
 //!   GIN index on `search_text` for search.
 //! - **Round trips**: one statement per operation on the success path. `get_many` is
@@ -56,13 +57,65 @@
 //!   ping, so it costs no extra round trip) and a dead one is replaced; `application_name`
 //!   names the sessions, `session_settings` (default `jit=off`) are sent as startup options,
 //!   `busy_timeout` becomes `lock_timeout` (a longer wait for a row lock fails as
-//!   `Error::Transient`; migrations are exempt), and statements are logged under the target
+//!   `Error::Transient`; migrations are exempt; on a borrowed pool it is set per transaction,
+//!   see [`PostgresOptions`]), and statements are logged under the target
 //!   `stockroom::sql` (all at `debug` with `log_statements`, slow ones at `warn`). The password
 //!   never appears in `Debug` output or logs.
 //! - **Errors** map by SQLSTATE (see the `error` module): 23505 conflict, 23514 validation,
 //!   23503 not found, 40001/40P01/55P03 transient, connection loss and pool timeouts
-//!   unavailable. No sqlx type appears in the public API (outside the `testing` harness, whose
-//!   admin connection is sqlx's, for tests that run their own SQL).
+//!   unavailable. A caller never matches on a sqlx error; sqlx types appear only where the
+//!   application shares sqlx with Stockroom ([`PostgresStore::from_pool`], [`connection`],
+//!   and the re-exported [`sqlx`]).
+//!
+//! ## A guest in the application's database
+//!
+//! Stockroom never assumes it owns the database, the pool or the process.
+//!
+//! - **Its own migration bookkeeping.** Stockroom's applied migrations are recorded in
+//!   `stockroom_migrations`, under a session advisory lock of Stockroom's own (a fixed key, not
+//!   the one sqlx's migrator derives from the database name). The application's sqlx
+//!   migrations keep `_sqlx_migrations` and sqlx's lock: the two migrators run in any order, or
+//!   at once, and neither meets the other's versions. A database that an earlier Stockroom
+//!   migrated (its rows in `_sqlx_migrations`) still opens: under the lock, in one transaction,
+//!   the rows whose version and checksum are those of Stockroom's embedded migrations are moved
+//!   to `stockroom_migrations`; the application's rows are not touched. Stockroom's tables are
+//!   where its unqualified table names resolve (the `search_path`, `public` by default); a
+//!   schema of their own is not offered, since on a shared pool it would take either a
+//!   `search_path` change per read session (read sessions have no transaction for a
+//!   `SET LOCAL` to be scoped to) or schema-qualified names in every statement.
+//! - **The application's pool.** [`PostgresStore::from_pool`] builds a store on an existing
+//!   [`sqlx::PgPool`] (re-exported here as [`sqlx`], so both use the same version), with
+//!   [`PostgresOptions`] for what is Stockroom's to decide. [`PostgresStore::connect`] takes the
+//!   same path with a pool of its own. Closing a store on a borrowed pool stops Stockroom's
+//!   sessions and leaves the pool open.
+//! - **The application's SQL in a unit of work.** [`connection`] gives the transaction's
+//!   connection, so the application's own statements commit or roll back with Stockroom's
+//!   writes; such a unit of work checks, right before `COMMIT`, that the application's SQL
+//!   neither aborted nor ended the transaction, and otherwise refuses to commit.
+//! - **Every public future is `Send`**, so each can be spawned on a multi-thread runtime.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use stockroom_core::{NewProduct, Store};
+//! use stockroom_postgres::{connection, sqlx, PostgresOptions, PostgresStore};
+//!
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let pool = sqlx::PgPool::connect("postgres://app@127.0.0.1/shop").await?;
+//! // The application runs its own sqlx migrations as before (`_sqlx_migrations`).
+//! let options = PostgresOptions::default().with_lock_timeout(Some(Duration::from_secs(2)));
+//! let store = PostgresStore::from_pool(pool.clone(), options).await?; // applies Stockroom's
+//!
+//! let mut uow = store.begin().await?;
+//! let mug = uow.products().create(NewProduct::new("Blue mug", "blue-mug", "MUG-B")?).await?;
+//! sqlx::query("INSERT INTO audit (product_id, action) VALUES ($1, 'created')")
+//!     .bind(mug.id.as_uuid())
+//!     .execute(&mut *connection(uow.as_mut())?)
+//!     .await?;
+//! uow.commit().await?; // the product and the audit row, or neither
+//!
+//! store.close().await; // the application's pool stays open
+//! # Ok(()) }
+//! ```
 //!
 //! ## Testing against PostgreSQL
 //!
@@ -73,6 +126,8 @@
 mod categories;
 mod entity;
 mod error;
+mod migrate;
+mod options;
 mod products;
 mod reviews;
 mod session;
@@ -82,7 +137,18 @@ mod users;
 #[cfg(feature = "testing")]
 pub mod testing;
 
+/// The sqlx this adapter is built on, so that an application's pool, connections and queries
+/// are of the same version as Stockroom's.
+pub use sqlx;
+
+pub use options::PostgresOptions;
+pub use session::connection;
 pub use store::PostgresStore;
 
 /// Rows per statement of `create_many`.
 pub const CREATE_MANY_BATCH: usize = products::BATCH;
+
+/// The README's examples, compiled as doc tests so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

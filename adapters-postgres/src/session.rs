@@ -2,6 +2,7 @@
 //! transaction) or a unit of work (a transaction).
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,20 +27,33 @@ pub(crate) fn store_closed() -> Error {
 
 pub(crate) type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
 
-/// What every session of a store shares: its pool (to know whether the store was closed) and
-/// statement logging.
+/// What every session of a store shares: whether the store was closed, and statement logging.
 #[derive(Debug)]
 pub(crate) struct Shared {
-    pub(crate) pool: sqlx::PgPool,
+    /// Set by `Store::close`. The store's own flag, not the pool's: a pool the application lent
+    /// stays open after Stockroom is closed.
+    closed: AtomicBool,
     /// Log every statement at `debug` (echo).
-    pub(crate) all: bool,
+    all: bool,
     /// Log statements slower than this at `warn`.
-    pub(crate) slow: Duration,
+    slow: Duration,
 }
 
 impl Shared {
-    fn closed(&self) -> bool {
-        self.pool.is_closed()
+    pub(crate) fn new(all: bool, slow: Duration) -> Self {
+        Self {
+            closed: AtomicBool::new(false),
+            all,
+            slow,
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     fn record(&self, sql: &str, elapsed: Duration, failed: bool) {
@@ -210,7 +224,14 @@ impl ReadSession for PgReadSession {
 pub(crate) struct PgUnitOfWork {
     session: Session,
     savepoints: Savepoints,
+    /// Whether the transaction's connection was handed to the application ([`connection`]):
+    /// its SQL may have aborted or ended the transaction without this unit of work seeing it,
+    /// so `commit` checks the transaction first.
+    lent: bool,
 }
+
+/// The savepoint `commit` opens to check a transaction the application's SQL ran in.
+const COMMIT_CHECK: &str = "SAVEPOINT stockroom_commit_check";
 
 impl PgUnitOfWork {
     pub(crate) fn new(tx: Transaction<'static, Postgres>, log: Arc<Shared>) -> Self {
@@ -221,8 +242,89 @@ impl PgUnitOfWork {
                 aborted: false,
             },
             savepoints: Savepoints::default(),
+            lent: false,
         }
     }
+
+    fn lend(&mut self) -> Result<&mut PgConnection> {
+        if self.session.log.closed() {
+            return Err(store_closed());
+        }
+        self.lent = true;
+        Ok(self.session.conn())
+    }
+}
+
+/// The connection of `uow`'s transaction, for the application's own SQL in the same
+/// transaction as Stockroom's writes: they commit or roll back together.
+///
+/// `uow` is a unit of work of a [`PostgresStore`](crate::PostgresStore), directly or through a
+/// wrapper that forwards to it, such as [`stockroom_core::traced`]. Any other backend's is
+/// [`Error::Unsupported`]; after [`Store::close`](stockroom_core::Store::close),
+/// [`Error::Unavailable`].
+///
+/// Leave the transaction to the unit of work: do not `COMMIT`, `ROLLBACK` or `BEGIN` on the
+/// connection (use savepoints, or sqlx's nested `begin`, for a part that may fail). Because
+/// PostgreSQL aborts a transaction in which a statement failed (and then turns `COMMIT` into a
+/// silent rollback), and because the application's SQL might end the transaction itself, a unit
+/// of work whose connection was handed out checks its transaction before it commits (one more
+/// round trip, for such units of work only): if a statement failed and was not rolled back to a
+/// savepoint, or the transaction was ended on the connection, it rolls back and `commit`
+/// returns [`Error::Backend`], never success. A transaction the application ended and then
+/// began anew on the connection cannot be told from the original one: don't.
+///
+/// ```no_run
+/// # async fn demo(store: &stockroom_postgres::PostgresStore, new: stockroom_core::NewProduct) -> stockroom_core::Result<()> {
+/// use stockroom_core::Store;
+///
+/// let mut uow = store.begin().await?;
+/// let product = uow.products().create(new).await?;
+/// let conn = stockroom_postgres::connection(uow.as_mut())?;
+/// sqlx::query("INSERT INTO audit (product_id, action) VALUES ($1, 'created')")
+///     .bind(product.id.as_uuid())
+///     .execute(&mut *conn)
+///     .await
+///     .map_err(|e| stockroom_core::Error::backend("audit insert failed", e))?;
+/// uow.commit().await?; // the product and its audit row, or neither
+/// # Ok(()) }
+/// ```
+pub fn connection<'u>(uow: &'u mut (dyn UnitOfWork + '_)) -> Result<&'u mut PgConnection> {
+    stockroom_core::native_unit_of_work::<PgUnitOfWork>(uow, "stockroom_postgres::connection")?
+        .lend()
+}
+
+/// Why a transaction whose connection was lent cannot be committed, from the error of the
+/// [`COMMIT_CHECK`] savepoint: 25P02 when a statement failed and PostgreSQL aborted the
+/// transaction, 25P01 when no transaction is open any more (the application's SQL ended it).
+fn check_failure(error: sqlx::Error) -> Error {
+    let code = error
+        .as_database_error()
+        .and_then(|db| db.code())
+        .map(|c| c.into_owned());
+    match code.as_deref() {
+        Some("25P02") => Error::backend(
+            "commit refused: a statement run on the unit of work's connection failed, so \
+             PostgreSQL aborted the transaction; it was rolled back",
+            error,
+        ),
+        Some("25P01") => Error::backend(
+            "commit refused: the transaction was already ended (COMMIT or ROLLBACK) by SQL run \
+             on the unit of work's connection; what it held was committed or rolled back then, \
+             not by this commit",
+            error,
+        ),
+        _ => map_error(error),
+    }
+}
+
+/// Rolls `tx` back after its commit was refused, and returns `refusal` (or the rollback's
+/// error, which says more: the connection is gone).
+async fn refuse(tx: Transaction<'static, Postgres>, log: &Shared, refusal: Error) -> Result<()> {
+    let started = Instant::now();
+    let result = tx.rollback().await;
+    log.record("ROLLBACK", started.elapsed(), result.is_err());
+    result.map_err(map_error)?;
+    Err(refusal)
 }
 
 #[async_trait]
@@ -288,13 +390,15 @@ impl UnitOfWork for PgUnitOfWork {
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
-        let aborted = self.session.aborted;
-        let log = Arc::clone(&self.session.log);
-        let Session { handle, .. } = self.session;
-        let Handle::Transaction(tx) = handle else {
+        let PgUnitOfWork { session, lent, .. } = *self;
+        let Session {
+            handle,
+            log,
+            aborted,
+        } = session;
+        let Handle::Transaction(mut tx) = handle else {
             unreachable!("a unit of work always holds a transaction")
         };
-        let started = Instant::now();
         if log.closed() {
             // The transaction is rolled back with the connection.
             drop(tx);
@@ -302,16 +406,27 @@ impl UnitOfWork for PgUnitOfWork {
         }
         if aborted {
             // PostgreSQL answers COMMIT of a failed transaction with a rollback; say so.
-            let result = tx.rollback().await;
-            log.record("ROLLBACK", started.elapsed(), result.is_err());
-            result.map_err(map_error)?;
-            return Err(Error::Backend {
+            let refusal = Error::Backend {
                 message: "commit refused: a statement of this unit of work failed, so \
                           PostgreSQL aborted the transaction; it was rolled back"
                     .to_owned(),
                 source: None,
-            });
+            };
+            return refuse(tx, &log, refusal).await;
         }
+        if lent {
+            // The application's SQL may have aborted or ended the transaction unseen. A
+            // savepoint is the probe that tells both, from the server: it fails with 25P02 in
+            // an aborted transaction and with 25P01 outside a transaction block, and costs
+            // nothing else (COMMIT releases it).
+            let started = Instant::now();
+            let checked = sqlx::raw_sql(COMMIT_CHECK).execute(&mut *tx).await;
+            log.record(COMMIT_CHECK, started.elapsed(), checked.is_err());
+            if let Err(e) = checked {
+                return refuse(tx, &log, check_failure(e)).await;
+            }
+        }
+        let started = Instant::now();
         let result = tx.commit().await;
         log.record("COMMIT", started.elapsed(), result.is_err());
         result.map_err(map_error)

@@ -1,160 +1,195 @@
-//! The connected store: a `PgPool` configured from [`StoreConfig`].
+//! The connected store: a `PgPool` of Stockroom's own, configured from [`StoreConfig`], or one
+//! the application lends.
 
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use sqlx::migrate::{MigrateError, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{ConnectOptions, Connection};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Postgres, Transaction};
 use stockroom_core::{Error, ReadSession, Result, Rule, Store, StoreConfig, UnitOfWork};
 
 use crate::error::{is_dead_connection, map_error};
+use crate::migrate;
+use crate::options::{lock_timeout_value, PostgresOptions};
 use crate::session::{store_closed, PgReadSession, PgUnitOfWork, Shared};
 
 /// How long `close` waits for connections held by sessions in flight.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// The schema, embedded at build time from `migrations/`.
-static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+/// Whose pool a store runs on.
+enum Owner {
+    /// Stockroom built it from this configuration, and closes it on `close`.
+    Stockroom(Box<StoreConfig>),
+    /// The application lent it; `close` leaves it open.
+    Application,
+}
 
 /// Stockroom on PostgreSQL: a pool of connections, each unit of work a transaction on one of
 /// them, each read session a pooled connection without a transaction.
 ///
-/// Build it with [`PostgresStore::connect`]. Its `Debug` shows the URL without its password.
+/// Build it with [`PostgresStore::connect`] (a pool of its own) or
+/// [`PostgresStore::from_pool`] (the application's pool). Its `Debug` shows the URL without its
+/// password.
 pub struct PostgresStore {
     pool: PgPool,
-    log: Arc<Shared>,
-    config: StoreConfig,
+    shared: Arc<Shared>,
+    options: PostgresOptions,
+    owner: Owner,
+    /// The statement that begins a unit of work when the pool's connections lack a setting
+    /// Stockroom needs (the lock timeout on a borrowed pool): `BEGIN; SET LOCAL …`, one round
+    /// trip like a plain `BEGIN`. `None`: a plain `BEGIN`.
+    begin_statement: Option<Arc<str>>,
 }
 
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PostgresStore")
-            .field("url", &self.config.redacted_url())
-            .field("application_name", &self.config.application_name)
-            .field("max_connections", &self.config.max_connections())
+        let mut d = f.debug_struct("PostgresStore");
+        match &self.owner {
+            Owner::Stockroom(config) => d
+                .field("pool", &"own")
+                .field("url", &config.redacted_url())
+                .field("application_name", &config.application_name),
+            Owner::Application => d.field("pool", &"borrowed"),
+        };
+        d.field("options", &self.options)
+            .field(
+                "max_connections",
+                &self.pool.options().get_max_connections(),
+            )
             .field("open_connections", &self.pool.size())
             .field("idle_connections", &self.pool.num_idle())
-            .field("closed", &self.pool.is_closed())
+            .field("closed", &self.is_closed())
             .finish()
     }
 }
 
 impl PostgresStore {
-    /// Connects to the `postgres://` or `postgresql://` URL of `config` and, unless
-    /// `config.run_migrations` is false, applies the embedded migrations.
+    /// Connects to the `postgres://` or `postgresql://` URL of `config` with a pool of
+    /// Stockroom's own and, unless `config.run_migrations` is false, applies the embedded
+    /// migrations.
     ///
     /// The pool keeps `pool_size` connections open and opens up to `max_overflow` more under
     /// load; those extra ones are closed after `idle_timeout`. Every connection is recycled
     /// after `max_lifetime`, checked before it is handed out when `test_before_acquire` is
-    /// set (a read session pings it; a unit of work's `BEGIN` serves as the ping), carries `application_name`, and starts with
-    /// `session_settings` (such as `jit=off`) as server options, with `lock_timeout` set to
-    /// `busy_timeout` unless they set it themselves (a statement that waits longer for a row
-    /// lock fails as [`Error::Transient`]). Statements are logged under
-    /// the target `stockroom::sql`: all of them at `debug` with `log_statements`, those slower
-    /// than `slow_statement_threshold` at `warn`.
+    /// set (a read session pings it; a unit of work's `BEGIN` serves as the ping), carries
+    /// `application_name`, and starts with `session_settings` (such as `jit=off`) as server
+    /// options, with `lock_timeout` set to `busy_timeout` unless they set it themselves (a
+    /// statement that waits longer for a lock fails as [`Error::Transient`]). Statements are
+    /// logged under the target `stockroom::sql`: all of them at `debug` with
+    /// `log_statements`, those slower than `slow_statement_threshold` at `warn`. The rest is
+    /// [`PostgresStore::from_pool`] with [`PostgresOptions::from_config`].
     ///
     /// Errors: [`Error::Validation`] on `url` for a URL that is not PostgreSQL's;
     /// [`Error::Unavailable`] when no server answers within `acquire_timeout`.
     pub async fn connect(config: &StoreConfig) -> Result<Self> {
-        let bad_url = || {
-            Error::validation(
-                "url",
-                Rule::Malformed {
-                    expected: "a postgres:// or postgresql:// URL",
-                },
-            )
-        };
-        match config.scheme().as_deref() {
-            Some("postgres" | "postgresql") => {}
-            _ => return Err(bad_url()),
-        }
-        // `busy_timeout` bounds how long a statement waits for a row lock (`lock_timeout`;
-        // 55P03 maps to `Transient`), unless the session settings name a lock_timeout.
-        let mut settings = config.session_settings.clone();
-        if !settings
-            .iter()
-            .any(|(k, _)| k.eq_ignore_ascii_case("lock_timeout"))
-        {
-            settings.push((
-                "lock_timeout".to_owned(),
-                format!("{}ms", config.busy_timeout.as_millis()),
-            ));
-        }
-        // The parse error may quote the URL, password included: it is not passed on.
-        let options = PgConnectOptions::from_str(&config.url)
-            .map_err(|_| bad_url())?
-            .application_name(&config.application_name)
-            .options(settings)
-            // Statements are logged by the sessions, under `stockroom::sql`.
-            .disable_statement_logging();
-        let max = config.max_connections();
-        let pool = PgPoolOptions::new()
-            .max_connections(max)
-            .min_connections(config.pool_size.min(max))
-            .acquire_timeout(config.acquire_timeout)
-            .max_lifetime(config.max_lifetime)
-            .idle_timeout(config.idle_timeout)
-            // Pre-ping is done here, not by sqlx: a unit of work's BEGIN is its ping (see
-            // `begin`), which saves a round trip per unit of work.
-            .test_before_acquire(false)
-            .connect_with(options)
-            .await
-            .map_err(map_error)?;
-        let store = Self {
-            pool: pool.clone(),
-            log: Arc::new(Shared {
-                pool: pool.clone(),
-                all: config.log_statements,
-                slow: config.slow_statement_threshold,
-            }),
-            config: config.clone(),
-        };
-        if config.run_migrations {
-            if let Err(e) = store.migrate().await {
-                store.pool.close().await;
-                return Err(e);
-            }
-        }
+        let options = PostgresOptions::from_config(config);
+        let pool = connect_pool(config, &options).await?;
+        let store = Self::assemble(pool, options, Owner::Stockroom(Box::new(config.clone())));
+        let store = store.start().await?;
         tracing::debug!(
             target: "stockroom::sql",
             url = %config.redacted_url(),
-            max_connections = max,
+            max_connections = config.max_connections(),
             "connected to PostgreSQL"
         );
         Ok(store)
     }
 
-    /// Applies the embedded migrations that the database does not have yet (under an advisory
-    /// lock, so concurrent callers apply each once).
+    /// A store on the application's own pool, sharing its connections and their settings, and,
+    /// unless `options.run_migrations` is false, with the embedded migrations applied.
+    ///
+    /// Stockroom takes connections from `pool` for its sessions and gives them back. What it
+    /// needs of every transaction that the pool's connections do not carry (the lock timeout)
+    /// is sent with the unit of work's `BEGIN` (`SET LOCAL`, same round trip), so it never
+    /// changes a setting of the application's sessions. [`Store::close`] stops Stockroom's
+    /// sessions but leaves `pool` open.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+    /// use stockroom_postgres::{sqlx, PostgresOptions, PostgresStore};
+    ///
+    /// let pool = sqlx::PgPool::connect("postgres://app@127.0.0.1/shop").await?;
+    /// let store = PostgresStore::from_pool(pool.clone(), PostgresOptions::default()).await?;
+    /// // … the application keeps using `pool`, and Stockroom uses it too.
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// Errors: those of [`PostgresStore::migrate`].
+    pub async fn from_pool(pool: PgPool, options: PostgresOptions) -> Result<Self> {
+        Self::assemble(pool, options, Owner::Application)
+            .start()
+            .await
+    }
+
+    fn assemble(pool: PgPool, options: PostgresOptions, owner: Owner) -> Self {
+        let begin_statement = match (&owner, options.lock_timeout) {
+            // Our own connections carry the lock timeout from their start.
+            (Owner::Stockroom(_), _) | (Owner::Application, None) => None,
+            (Owner::Application, Some(timeout)) => Some(Arc::from(format!(
+                "BEGIN; SET LOCAL lock_timeout = '{}'",
+                lock_timeout_value(timeout)
+            ))),
+        };
+        Self {
+            pool,
+            shared: Arc::new(Shared::new(
+                options.log_statements,
+                options.slow_statement_threshold,
+            )),
+            options,
+            owner,
+            begin_statement,
+        }
+    }
+
+    /// Applies the migrations if the options say so; closes the store when that fails.
+    async fn start(self) -> Result<Self> {
+        if self.options.run_migrations {
+            if let Err(e) = self.migrate().await {
+                self.close().await;
+                return Err(e);
+            }
+        }
+        Ok(self)
+    }
+
+    /// Applies the embedded migrations that the database does not have yet, bookkept in
+    /// `stockroom_migrations` (not sqlx's `_sqlx_migrations`, which stays the application's),
+    /// under an advisory lock of Stockroom's own, so concurrent callers apply each once and
+    /// never wait for the application's migrator nor it for them. A database whose Stockroom
+    /// migrations are recorded in `_sqlx_migrations` (by an earlier version) has those rows
+    /// moved to `stockroom_migrations` first, in one transaction; the application's rows are
+    /// left alone. Migrations wait for their locks without the lock timeout.
     pub async fn migrate(&self) -> Result<()> {
         self.ensure_open()?;
         let mut conn = self.pool.acquire().await.map_err(map_error)?;
-        // Migrations wait for their locks (the migrator's advisory lock included) without the
-        // `lock_timeout` that `busy_timeout` sets for ordinary statements.
-        sqlx::raw_sql("SET lock_timeout = 0")
-            .execute(&mut *conn)
-            .await
-            .map_err(map_error)?;
-        let result = MIGRATOR.run(&mut *conn).await.map_err(|e| match e {
-            MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => map_error(e),
-            other => Error::backend("migration failed", other),
-        });
-        sqlx::raw_sql("RESET lock_timeout")
-            .execute(&mut *conn)
-            .await
-            .map_err(map_error)?;
+        let result = migrate::run(&mut conn).await;
+        if result.is_err() {
+            // The session may still hold the advisory lock or the changed lock timeout: it
+            // must not go back to the pool, least of all to the application's.
+            conn.close_on_drop();
+        }
         result
     }
 
-    /// The configuration the store was built with.
-    pub fn config(&self) -> &StoreConfig {
-        &self.config
+    /// The configuration the store was connected with; `None` for a store on the
+    /// application's pool ([`PostgresStore::from_pool`]).
+    pub fn config(&self) -> Option<&StoreConfig> {
+        match &self.owner {
+            Owner::Stockroom(config) => Some(config),
+            Owner::Application => None,
+        }
     }
 
-    /// How many connections the pool holds now, idle or in use.
+    /// The adapter's options the store runs with.
+    pub fn options(&self) -> &PostgresOptions {
+        &self.options
+    }
+
+    /// How many connections the pool holds now, idle or in use (on a borrowed pool, the
+    /// application's included).
     pub fn open_connections(&self) -> u32 {
         self.pool.size()
     }
@@ -163,17 +198,73 @@ impl PostgresStore {
     /// dead (the server closed it) and another should be tried: only with
     /// `test_before_acquire`, and at most once per connection the pool may hold.
     fn retry_on_dead_connection(&self, error: &sqlx::Error, attempts: u32) -> bool {
-        self.config.test_before_acquire
-            && attempts <= self.config.max_connections()
+        self.options.test_before_acquire
+            && attempts <= self.pool.options().get_max_connections()
             && is_dead_connection(error)
     }
 
+    fn is_closed(&self) -> bool {
+        self.shared.closed() || self.pool.is_closed()
+    }
+
     fn ensure_open(&self) -> Result<()> {
-        if self.pool.is_closed() {
+        if self.is_closed() {
             return Err(store_closed());
         }
         Ok(())
     }
+
+    async fn begin_transaction(&self) -> sqlx::Result<Transaction<'static, Postgres>> {
+        match &self.begin_statement {
+            Some(statement) => {
+                self.pool
+                    .begin_with(AssertSqlSafe(Arc::clone(statement)))
+                    .await
+            }
+            None => self.pool.begin().await,
+        }
+    }
+}
+
+/// Stockroom's own pool, as `config` describes it, with the lock timeout of `options` as a
+/// startup option of every connection.
+async fn connect_pool(config: &StoreConfig, options: &PostgresOptions) -> Result<PgPool> {
+    let bad_url = || {
+        Error::validation(
+            "url",
+            Rule::Malformed {
+                expected: "a postgres:// or postgresql:// URL",
+            },
+        )
+    };
+    match config.scheme().as_deref() {
+        Some("postgres" | "postgresql") => {}
+        _ => return Err(bad_url()),
+    }
+    let mut settings = config.session_settings.clone();
+    if let Some(timeout) = options.lock_timeout {
+        settings.push(("lock_timeout".to_owned(), lock_timeout_value(timeout)));
+    }
+    // The parse error may quote the URL, password included: it is not passed on.
+    let connect_options = PgConnectOptions::from_str(&config.url)
+        .map_err(|_| bad_url())?
+        .application_name(&config.application_name)
+        .options(settings)
+        // Statements are logged by the sessions, under `stockroom::sql`.
+        .disable_statement_logging();
+    let max = config.max_connections();
+    PgPoolOptions::new()
+        .max_connections(max)
+        .min_connections(config.pool_size.min(max))
+        .acquire_timeout(config.acquire_timeout)
+        .max_lifetime(config.max_lifetime)
+        .idle_timeout(config.idle_timeout)
+        // Pre-ping is done by the store, not by sqlx: a unit of work's BEGIN is its ping (see
+        // `begin`), which saves a round trip per unit of work.
+        .test_before_acquire(false)
+        .connect_with(connect_options)
+        .await
+        .map_err(map_error)
 }
 
 #[async_trait]
@@ -190,8 +281,10 @@ impl Store for PostgresStore {
         // tried.
         let mut attempts = 0;
         loop {
-            match self.pool.begin().await {
-                Ok(tx) => return Ok(Box::new(PgUnitOfWork::new(tx, Arc::clone(&self.log)))),
+            match self.begin_transaction().await {
+                Ok(tx) => {
+                    return Ok(Box::new(PgUnitOfWork::new(tx, Arc::clone(&self.shared))));
+                }
                 Err(e) => {
                     attempts += 1;
                     if !self.retry_on_dead_connection(&e, attempts) {
@@ -207,11 +300,13 @@ impl Store for PostgresStore {
         let mut attempts = 0;
         loop {
             let mut conn = self.pool.acquire().await.map_err(map_error)?;
-            if !self.config.test_before_acquire {
-                return Ok(Box::new(PgReadSession::new(conn, Arc::clone(&self.log))));
+            if !self.options.test_before_acquire {
+                return Ok(Box::new(PgReadSession::new(conn, Arc::clone(&self.shared))));
             }
             match conn.ping().await {
-                Ok(()) => return Ok(Box::new(PgReadSession::new(conn, Arc::clone(&self.log)))),
+                Ok(()) => {
+                    return Ok(Box::new(PgReadSession::new(conn, Arc::clone(&self.shared))));
+                }
                 Err(e) => {
                     attempts += 1;
                     if !self.retry_on_dead_connection(&e, attempts) {
@@ -233,9 +328,17 @@ impl Store for PostgresStore {
 
     /// Closes the store at once: `begin`, `read` and `health` fail as `Unavailable` from now
     /// on, and so does the next statement of a session still in flight (a unit of work then
-    /// rolls back). Idle connections are closed; a connection still held by a session closes
-    /// when the session is dropped. Waits up to two seconds for that to happen.
+    /// rolls back).
+    ///
+    /// On Stockroom's own pool, idle connections are closed, a connection still held by a
+    /// session closes when the session is dropped, and `close` waits up to two seconds for
+    /// that. A borrowed pool stays open for the application: the connections of Stockroom's
+    /// sessions go back to it when the sessions are dropped.
     async fn close(&self) {
+        self.shared.close();
+        if matches!(self.owner, Owner::Application) {
+            return;
+        }
         // Calling `close` marks the pool closed before its future is first polled.
         drop(self.pool.close());
         let pool = self.pool.clone();

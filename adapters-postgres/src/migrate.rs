@@ -1,0 +1,161 @@
+//! Stockroom's schema migrations, kept apart from the application's own sqlx migrations.
+//!
+//! sqlx's migrator keeps its bookkeeping in `_sqlx_migrations` and locks with a key derived
+//! from the database name, so an application that runs its own sqlx migrations on the same
+//! database would share both with Stockroom, and each migrator would refuse the other's
+//! versions (`VersionMissing`). Stockroom's migrator keeps its rows in `stockroom_migrations`
+//! and takes an advisory lock of its own instead.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use sqlx::migrate::{Migrate, MigrateError, Migrator};
+use sqlx::{Acquire, PgConnection};
+use stockroom_core::{Error, Result};
+
+use crate::error::map_error;
+
+/// The table of Stockroom's applied migrations.
+pub(crate) const TABLE: &str = "stockroom_migrations";
+
+/// sqlx's default table, where Stockroom kept its rows before it had its own.
+const SQLX_TABLE: &str = "_sqlx_migrations";
+
+/// The key of Stockroom's session-level advisory lock: `stockroo` in ASCII. Advisory locks are
+/// per database, so one fixed key serves every database; it is not the key sqlx derives for
+/// its own migrator, so an application's migrator never waits for Stockroom's, nor the reverse.
+pub(crate) const LOCK_KEY: i64 = 0x7374_6f63_6b72_6f6f;
+
+/// The schema, embedded at build time from `migrations/`. Only its migrations are used: they
+/// are applied by [`apply_pending`], into [`TABLE`], under [`LOCK_KEY`].
+static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Moves Stockroom's rows (same version and checksum as an embedded migration) from sqlx's
+/// table to Stockroom's, in one statement; the application's rows stay where they are.
+const CARRY_OVER: &str = "WITH moved AS (\
+    DELETE FROM _sqlx_migrations \
+    WHERE (version, checksum) IN (SELECT * FROM UNNEST($1::bigint[], $2::bytea[])) \
+    RETURNING version, description, installed_on, success, checksum, execution_time) \
+    INSERT INTO stockroom_migrations \
+    (version, description, installed_on, success, checksum, execution_time) \
+    SELECT version, description, installed_on, success, checksum, execution_time FROM moved \
+    ON CONFLICT (version) DO NOTHING";
+
+/// Applies the embedded migrations the database lacks, on `conn`, under Stockroom's advisory
+/// lock, after carrying Stockroom's rows over from `_sqlx_migrations` (a database created
+/// before Stockroom had a table of its own). The wait for the lock, and every lock the
+/// migrations take, is exempt from `lock_timeout`; the session's own value is restored after.
+///
+/// On an error the session may still hold the lock or the changed setting: the caller must not
+/// return `conn` to a pool then.
+pub(crate) async fn run(conn: &mut PgConnection) -> Result<()> {
+    let previous: String = sqlx::query_scalar("SELECT current_setting('lock_timeout')")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(map_error)?;
+    sqlx::raw_sql("SET lock_timeout = 0")
+        .execute(&mut *conn)
+        .await
+        .map_err(map_error)?;
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(LOCK_KEY)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_error)?;
+    let migrated = migrate_locked(conn).await;
+    sqlx::query("SELECT pg_advisory_unlock($1), set_config('lock_timeout', $2, false)")
+        .bind(LOCK_KEY)
+        .bind(previous)
+        .execute(&mut *conn)
+        .await
+        .map_err(map_error)?;
+    migrated
+}
+
+async fn migrate_locked(conn: &mut PgConnection) -> Result<()> {
+    carry_over(conn).await?;
+    apply_pending(conn).await.map_err(|e| match e {
+        MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => map_error(e),
+        other => Error::backend("migration failed", other),
+    })
+}
+
+/// Applies the embedded migrations missing from [`TABLE`], with the checks of sqlx's
+/// `Migrator::run`: no failed (dirty) migration, no applied version that is not embedded, no
+/// applied migration whose checksum changed.
+///
+/// Written on sqlx's `Migrate` trait rather than calling `Migrator::run`: that one is generic
+/// over `Acquire<'a>`, and awaited with a `&mut PgConnection` its future is `Send` for one
+/// lifetime only, not for every one ("implementation of `Send` is not general enough"), which
+/// made `connect`, `from_pool` and `migrate` (and the facade's `connect_with`) futures that
+/// `tokio::spawn` refuses. The trait's methods return boxed `Send` futures.
+async fn apply_pending(conn: &mut PgConnection) -> Result<(), MigrateError> {
+    conn.ensure_migrations_table(TABLE).await?;
+    if let Some(version) = conn.dirty_version(TABLE).await? {
+        return Err(MigrateError::Dirty(version));
+    }
+    let applied: HashMap<i64, Cow<'static, [u8]>> = conn
+        .list_applied_migrations(TABLE)
+        .await?
+        .into_iter()
+        .map(|m| (m.version, m.checksum))
+        .collect();
+    if let Some(&unknown) = applied.keys().find(|v| !MIGRATOR.version_exists(**v)) {
+        return Err(MigrateError::VersionMissing(unknown));
+    }
+    for migration in MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+    {
+        match applied.get(&migration.version) {
+            Some(checksum) if *checksum != migration.checksum => {
+                return Err(MigrateError::VersionMismatch(migration.version));
+            }
+            Some(_) => {}
+            None => {
+                conn.apply(TABLE, migration).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Carries Stockroom's rows over from `_sqlx_migrations` into [`TABLE`] (created if needed),
+/// in one transaction; the caller holds the lock. Only rows whose version and checksum are
+/// those of an embedded migration move, so an application's migration is never taken for
+/// Stockroom's, and the application's sqlx migrator no longer meets versions it does not know.
+async fn carry_over(conn: &mut PgConnection) -> Result<()> {
+    let legacy: bool = sqlx::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+        .bind(SQLX_TABLE)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(map_error)?;
+    if !legacy {
+        return Ok(());
+    }
+    let (versions, checksums): (Vec<i64>, Vec<Vec<u8>>) = MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .map(|m| (m.version, m.checksum.to_vec()))
+        .unzip();
+    let mut tx = conn.begin().await.map_err(map_error)?;
+    tx.ensure_migrations_table(TABLE)
+        .await
+        .map_err(|e| Error::backend("creating stockroom_migrations failed", e))?;
+    let moved = sqlx::query(CARRY_OVER)
+        .bind(versions)
+        .bind(checksums)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_error)?
+        .rows_affected();
+    tx.commit().await.map_err(map_error)?;
+    if moved > 0 {
+        tracing::info!(
+            target: "stockroom::sql",
+            moved,
+            "moved Stockroom's migration rows from _sqlx_migrations to stockroom_migrations"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! The adapter's own settings: what Stockroom needs of a pool, whether the pool is its own or the
+//! application's.
+
+use std::time::Duration;
+
+use stockroom_core::StoreConfig;
+
+/// How a [`PostgresStore`](crate::PostgresStore) behaves on its pool, whether Stockroom built
+/// the pool ([`PostgresStore::connect`](crate::PostgresStore::connect), which derives these
+/// from the [`StoreConfig`]) or the application lent it
+/// ([`PostgresStore::from_pool`](crate::PostgresStore::from_pool)).
+///
+/// ```
+/// use std::time::Duration;
+/// use stockroom_postgres::PostgresOptions;
+///
+/// let options = PostgresOptions::default()
+///     .with_lock_timeout(Some(Duration::from_secs(2)))
+///     .with_migrations(false);
+/// assert_eq!(options.lock_timeout, Some(Duration::from_secs(2)));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PostgresOptions {
+    /// How long a statement of a unit of work waits for a lock (a row locked by another
+    /// transaction, say) before it fails as [`Error::Transient`](stockroom_core::Error):
+    /// PostgreSQL's `lock_timeout`. On Stockroom's own pool it is a startup option of every
+    /// connection; on a borrowed pool it is set for each unit of work's transaction only
+    /// (`SET LOCAL`, sent with the `BEGIN`), so the application's own sessions keep their
+    /// setting. `None` leaves the setting alone; zero means no limit, as in PostgreSQL.
+    /// Migrations are exempt: they wait for their locks as long as it takes.
+    pub lock_timeout: Option<Duration>,
+    /// Log every statement at `debug`, target `stockroom::sql` (echo).
+    pub log_statements: bool,
+    /// Log statements slower than this at `warn`, target `stockroom::sql`.
+    pub slow_statement_threshold: Duration,
+    /// Apply the embedded migrations when the store is built.
+    pub run_migrations: bool,
+    /// Check a pooled connection before a session uses it, and take another if the server
+    /// closed it (a read session pings; a unit of work's `BEGIN` is the ping). Off by default
+    /// on a borrowed pool, whose own `test_before_acquire` (on in sqlx by default) does it.
+    pub test_before_acquire: bool,
+}
+
+impl Default for PostgresOptions {
+    /// A five-second lock timeout, no echo, slow statements from one second, migrations on,
+    /// no pre-ping of Stockroom's own (the pool's setting applies).
+    fn default() -> Self {
+        Self {
+            lock_timeout: Some(Duration::from_secs(5)),
+            log_statements: false,
+            slow_statement_threshold: Duration::from_secs(1),
+            run_migrations: true,
+            test_before_acquire: false,
+        }
+    }
+}
+
+impl PostgresOptions {
+    /// The options a [`StoreConfig`] implies: `busy_timeout` as the lock timeout (unless its
+    /// `session_settings` name `lock_timeout` themselves), `log_statements`,
+    /// `slow_statement_threshold`, `run_migrations` and `test_before_acquire`.
+    pub fn from_config(config: &StoreConfig) -> Self {
+        let sets_lock_timeout = config
+            .session_settings
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("lock_timeout"));
+        Self {
+            lock_timeout: (!sets_lock_timeout).then_some(config.busy_timeout),
+            log_statements: config.log_statements,
+            slow_statement_threshold: config.slow_statement_threshold,
+            run_migrations: config.run_migrations,
+            test_before_acquire: config.test_before_acquire,
+        }
+    }
+
+    /// Sets [`lock_timeout`](Self::lock_timeout).
+    pub fn with_lock_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.lock_timeout = timeout;
+        self
+    }
+
+    /// Sets [`log_statements`](Self::log_statements).
+    pub fn with_log_statements(mut self, on: bool) -> Self {
+        self.log_statements = on;
+        self
+    }
+
+    /// Sets [`slow_statement_threshold`](Self::slow_statement_threshold).
+    pub fn with_slow_statement_threshold(mut self, threshold: Duration) -> Self {
+        self.slow_statement_threshold = threshold;
+        self
+    }
+
+    /// Sets [`run_migrations`](Self::run_migrations).
+    pub fn with_migrations(mut self, run: bool) -> Self {
+        self.run_migrations = run;
+        self
+    }
+
+    /// Sets [`test_before_acquire`](Self::test_before_acquire).
+    pub fn with_test_before_acquire(mut self, on: bool) -> Self {
+        self.test_before_acquire = on;
+        self
+    }
+}
+
+/// `timeout` as a value of PostgreSQL's `lock_timeout`, in whole milliseconds. A non-zero
+/// timeout below one millisecond is rounded up, since `0` would mean no limit at all.
+pub(crate) fn lock_timeout_value(timeout: Duration) -> String {
+    let millis = timeout.as_millis();
+    let millis = if millis == 0 && !timeout.is_zero() {
+        1
+    } else {
+        millis
+    };
+    format!("{millis}ms")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_config_naming_lock_timeout_keeps_it() {
+        let mut config =
+            StoreConfig::new("postgres://h/db").with_busy_timeout(Duration::from_millis(250));
+        assert_eq!(
+            PostgresOptions::from_config(&config).lock_timeout,
+            Some(Duration::from_millis(250))
+        );
+        config
+            .session_settings
+            .push(("LOCK_TIMEOUT".into(), "1s".into()));
+        assert_eq!(PostgresOptions::from_config(&config).lock_timeout, None);
+    }
+
+    #[test]
+    fn lock_timeout_never_rounds_down_to_no_limit() {
+        assert_eq!(lock_timeout_value(Duration::from_micros(300)), "1ms");
+        assert_eq!(lock_timeout_value(Duration::ZERO), "0ms");
+        assert_eq!(lock_timeout_value(Duration::from_secs(5)), "5000ms");
+    }
+}
