@@ -113,11 +113,56 @@ async fn apply_pending(conn: &mut PgConnection) -> Result<(), MigrateError> {
             }
             Some(_) => {}
             None => {
+                if migration.version == REFOLD_VERSION {
+                    refold_search_text(conn).await?;
+                }
                 conn.apply(TABLE, migration).await?;
             }
         }
     }
     Ok(())
+}
+
+/// The migration that records that every product's search document was made again with the
+/// core's current folding. The refold runs right before the migration is recorded, so a process
+/// that dies in between leaves it pending, and the next connect refolds again (it is idempotent).
+const REFOLD_VERSION: i64 = 20261201000001;
+
+/// Rows read and written per statement of the refold.
+const REFOLD_BATCH: i64 = 1_000;
+
+/// Makes every product's `search_text` again with `stockroom_core::search_document`, in
+/// batches in id order: one read and one `UPDATE … FROM UNNEST` per batch.
+async fn refold_search_text(conn: &mut PgConnection) -> Result<(), MigrateError> {
+    let mut after = uuid::Uuid::nil();
+    loop {
+        let rows: Vec<(uuid::Uuid, String, String, Option<String>)> = sqlx::query_as(
+            "SELECT id, name, sku, description FROM products WHERE id > $1 ORDER BY id LIMIT $2",
+        )
+        .bind(after)
+        .bind(REFOLD_BATCH)
+        .fetch_all(&mut *conn)
+        .await?;
+        let Some(last) = rows.last() else {
+            return Ok(());
+        };
+        after = last.0;
+        let (ids, documents): (Vec<uuid::Uuid>, Vec<String>) = rows
+            .iter()
+            .map(|(id, name, sku, description)| {
+                let document = stockroom_core::search_document(name, sku, description.as_deref());
+                (*id, document)
+            })
+            .unzip();
+        sqlx::query(
+            "UPDATE products SET search_text = d.document \
+             FROM UNNEST($1::uuid[], $2::text[]) AS d(id, document) WHERE products.id = d.id",
+        )
+        .bind(ids)
+        .bind(documents)
+        .execute(&mut *conn)
+        .await?;
+    }
 }
 
 /// Carries Stockroom's rows over from `_sqlx_migrations` into [`TABLE`] (created if needed),

@@ -256,3 +256,54 @@ async fn concurrent_connects_to_a_database_of_the_old_layout_move_the_rows_once(
     pool.close().await;
     db.drop_now().await;
 }
+
+/// A database whose search documents were made with the earlier folding (lower-casing only,
+/// before the refold migration) has them made again when it opens: "STRASSE" then finds
+/// "Straße", and the refold is recorded once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_documents_of_an_earlier_fold_are_made_again() {
+    const REFOLD: i64 = 20261201000001;
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let store = db.store().await;
+    let mut uow = store.begin().await.unwrap();
+    let new = stockroom_core::NewProduct::new("Große Straße", "strasse", "ST-1").unwrap();
+    uow.products().create(new).await.unwrap();
+    uow.commit().await.unwrap();
+    store.close().await;
+    // As the earlier build left it: lower-cased documents, the refold not recorded.
+    let pool = app_pool(&db).await;
+    sqlx::query("UPDATE products SET search_text = lower(name) || E'\\n' || lower(sku)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM stockroom_migrations WHERE version = $1")
+        .bind(REFOLD)
+        .execute(&pool)
+        .await
+        .unwrap();
+
+    let store = db.store().await;
+    let mut read = store.read().await.unwrap();
+    let filter = stockroom_core::ProductFilter::default()
+        .search("STRASSE")
+        .unwrap();
+    let found = read
+        .products()
+        .search(&filter, stockroom_core::Page::new(10, 0).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(found.total, 1, "the refolded document matches");
+    drop(read);
+    store.close().await;
+    let recorded: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM stockroom_migrations WHERE version = $1")
+            .bind(REFOLD)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(recorded, 1);
+    pool.close().await;
+    db.drop_now().await;
+}
