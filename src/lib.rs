@@ -207,7 +207,14 @@ mod tests {
     }
 }
 
-/// The README's examples, compiled as doc tests so they cannot drift from the API.
-#[cfg(doctest)]
+/// The README's examples, compiled (and the tour run) as doc tests so they cannot drift from the
+/// API. They use every backend and the axum integration, so they are checked with those features.
+#[cfg(all(
+    doctest,
+    feature = "memory",
+    feature = "sqlite",
+    feature = "postgres",
+    feature = "axum"
+))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
