@@ -308,3 +308,33 @@ impl Error {
 
 /// The result of every Stockroom operation.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_and_constraints_have_stable_names() {
+        assert_eq!(Rule::TooLong { max: 3 }.as_str(), "too_long");
+        assert_eq!(Rule::OutOfRange { min: 0, max: 1 }.as_str(), "out_of_range");
+        assert_eq!(Constraint::ProductSlug.as_str(), "product_slug");
+        assert_eq!(Constraint::ProductSlug.field(), "slug");
+        assert_eq!(Constraint::ProductSlug.to_string(), "product_slug");
+        assert_eq!(Constraint::ProductSlug.index_name(), "products_slug_live");
+        assert_eq!(
+            Constraint::from_message("duplicate key value violates \"products_sku_live\""),
+            Some(Constraint::ProductSku)
+        );
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn rules_and_constraints_serialize_by_their_names() {
+        let rule = serde_json::to_value(Rule::TooLong { max: 200 }).unwrap();
+        assert_eq!(rule, serde_json::json!({ "rule": "too_long", "max": 200 }));
+        let rule = serde_json::to_value(Rule::Empty).unwrap();
+        assert_eq!(rule, serde_json::json!({ "rule": "empty" }));
+        let constraint = serde_json::to_value(Constraint::UserEmail).unwrap();
+        assert_eq!(constraint, serde_json::json!("user_email"));
+    }
+}
