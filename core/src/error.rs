@@ -147,6 +147,42 @@ impl serde::Serialize for Constraint {
     }
 }
 
+/// Why the backend refuses work for good (see [`Error::Storage`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+#[non_exhaustive]
+pub enum StorageFault {
+    /// The database accepts no writes: a read-only file or file system, a server in recovery
+    /// (a replica).
+    ReadOnly,
+    /// The database, a file or an object is not ours to write (file permissions, SQL
+    /// privileges).
+    PermissionDenied,
+    /// No space is left for the database to grow.
+    Full,
+    /// The database file or a page of it is damaged.
+    Corrupt,
+}
+
+impl StorageFault {
+    /// The fault's stable name: `read_only`, `permission_denied`, `full` or `corrupt`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            StorageFault::ReadOnly => "read_only",
+            StorageFault::PermissionDenied => "permission_denied",
+            StorageFault::Full => "full",
+            StorageFault::Corrupt => "corrupt",
+        }
+    }
+}
+
+impl fmt::Display for StorageFault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Why an input was rejected.
 ///
 /// [`as_str`](Rule::as_str) is the rule's stable, machine-readable name. With the `serde`
@@ -239,9 +275,16 @@ pub enum Error {
     #[error("transient failure, retry: {reason}")]
     Transient { reason: String },
 
-    /// The backend cannot be reached (connection refused or lost, pool timed out, closed store).
+    /// The backend cannot be reached now (connection refused or lost, no free connection within
+    /// the acquire timeout, a closed store). Retrying later may succeed.
     #[error("backend unavailable: {reason}")]
     Unavailable { reason: String },
+
+    /// The backend answers but cannot do the operation, and retrying will not change that
+    /// until an operator acts: the database is read-only, permission is denied, the disk is
+    /// full, the file is corrupt.
+    #[error("storage fault ({fault}): {reason}")]
+    Storage { fault: StorageFault, reason: String },
 
     /// The operation is not something this backend does, such as asking a memory unit of
     /// work for its SQL connection.
@@ -300,9 +343,15 @@ impl Error {
         }
     }
 
-    /// Whether retrying the same operation may succeed.
+    /// Whether retrying the same operation at once may succeed (what the retry runner retries).
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Transient { .. })
+    }
+
+    /// Whether the failure lasts until an operator acts ([`Error::Storage`]): retrying, now or
+    /// later, is pointless.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Error::Storage { .. })
     }
 }
 

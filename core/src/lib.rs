@@ -34,7 +34,7 @@ pub use entities::{
     ProductWithRelations, RatingStats, Review, ReviewFilter, ReviewPatch, StockMovement, User,
     UserFilter, UserPatch,
 };
-pub use error::{Constraint, EntityKind, Error, Result, Rule};
+pub use error::{Constraint, EntityKind, Error, Result, Rule, StorageFault};
 pub use ids::{CategoryId, EntityId, ProductId, ReviewId, StockMovementId, UserId};
 #[doc(hidden)]
 pub use ports::{check_move, check_stocks, key_taken_meanwhile, move_stock_with_repositories};
@@ -54,7 +54,7 @@ pub use time::Timestamp;
 pub use traced::{traced, Traced};
 pub use usecases::{
     product_details, run_in_unit_of_work, transfer_in, transfer_stock, RetryPolicy, StoreExt,
-    TransferRequest, UnitOfWorkExt, WorkFuture,
+    TransferRequest, Transferred, UnitOfWorkExt, WorkFuture,
 };
 pub use validate::{
     Email, IdempotencyKey, Name, Quantity, Rating, Sku, Slug, Stock, StockDelta, Text,

@@ -14,6 +14,7 @@
 //! | `StaleVersion` | 412 | `…:stale-version` | `entity`, `id`, `expected_version`, `current_version` |
 //! | `Transient` | 503, `Retry-After: 1` | `…:transient` | |
 //! | `Unavailable` | 503, `Retry-After: 5` | `…:unavailable` | |
+//! | `Storage` | 500, no `Retry-After` | `…:storage-fault` | `fault` (`read_only`, `permission_denied`, `full`, `corrupt`) |
 //! | `Unsupported`, `Backend` | 500 | `…:internal` | (the cause is logged, not sent) |
 //!
 //! A stale version is a failed precondition (412, as for a stale `If-Match`): the caller named
@@ -190,6 +191,15 @@ impl From<Error> for Problem {
                 )
                 .retry_after(5)
             }
+            Error::Storage { fault, .. } => {
+                tracing::error!(%error, "storage fault");
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "storage-fault",
+                    "the store cannot do this until an operator intervenes",
+                )
+                .with("fault", fault.as_str())
+            }
             other => {
                 // The details (driver messages, causes) go to the log, never to the client.
                 tracing::error!(error = ?other, "request failed");
@@ -266,6 +276,17 @@ mod tests {
             response.headers()[header::CONTENT_TYPE],
             "application/problem+json"
         );
+    }
+
+    #[test]
+    fn a_storage_fault_is_not_retry_later() {
+        let response = Error::Storage {
+            fault: crate::StorageFault::ReadOnly,
+            reason: "attempt to write a readonly database".into(),
+        }
+        .into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
     }
 
     #[test]

@@ -27,13 +27,13 @@ use crate::validate::StockDelta;
 ///
 /// - Span names: `stockroom.<entity>.<operation>` for repository operations (e.g.
 ///   `stockroom.product.get`, `stockroom.stock_movement.record`), `stockroom.begin`,
-///   `stockroom.read`, `stockroom.health`, `stockroom.close`, `stockroom.savepoint`,
+///   `stockroom.read`, `stockroom.health`, `stockroom.readiness`, `stockroom.close`, `stockroom.savepoint`,
 ///   `stockroom.rollback_to`, `stockroom.release`, `stockroom.commit`, `stockroom.rollback`.
 /// - Fields: `entity` and `operation`; the ids an operation is about (`id`, `ids`, `product`,
 ///   `source`, `target`; `id` of the new row once `create` succeeds); a few sizes (`count` of a
 ///   batch, `delta` of a stock adjustment, savepoint `depth`); and `outcome`: `ok`, or the kind
 ///   of the error (`not_found`, `conflict`, `insufficient_stock`, `validation`, `stale_version`,
-///   `transient`, `unavailable`, `unsupported`, `backend`). Never a row, a search text, a slug, an email or an
+///   `transient`, `unavailable`, `storage_fault`, `unsupported`, `backend`). Never a row, a search text, a slug, an email or an
 ///   idempotency key.
 /// - Level `DEBUG`, so they cost next to nothing unless a subscriber asks for them; nothing is
 ///   printed without a subscriber.
@@ -86,6 +86,7 @@ fn outcome<T>(result: &Result<T>) -> &'static str {
         Err(Error::StaleVersion { .. }) => "stale_version",
         Err(Error::Transient { .. }) => "transient",
         Err(Error::Unavailable { .. }) => "unavailable",
+        Err(Error::Storage { .. }) => "storage_fault",
         Err(Error::Unsupported { .. }) => "unsupported",
         Err(Error::Backend { .. }) => "backend",
     }
@@ -155,6 +156,15 @@ impl<S: Store> Store for Traced<S> {
             outcome = Empty
         );
         observe(span, self.0.health(), |_, _| {}).await
+    }
+
+    async fn readiness(&self) -> Result<()> {
+        let span = tracing::debug_span!(
+            "stockroom.readiness",
+            backend = self.0.backend(),
+            outcome = Empty
+        );
+        observe(span, self.0.readiness(), |_, _| {}).await
     }
 
     async fn close(&self) {

@@ -76,6 +76,7 @@ macro_rules! __stockroom_cases {
                 same_key_with_other_parameters_is_a_conflict,
                 different_keys_apply_separately,
                 failed_keyed_transfer_does_not_use_up_the_key,
+                a_replayed_request_says_so,
             );
             $crate::__stockroom_case_tests!($fixture; keyset:
                 keyset_pages_walk_tied_rows_once_in_order,

@@ -167,8 +167,18 @@ pub trait Store: Send + Sync {
     /// A connection for reads that need no transaction (and pay for none).
     async fn read(&self) -> Result<Box<dyn ReadSession>>;
 
-    /// Checks that the backend answers.
+    /// Checks that the backend answers (liveness): a read on a connection of the store's.
     async fn health(&self) -> Result<()>;
+
+    /// Checks that the store can serve writes now (readiness): the backend answers and accepts
+    /// writes (a SQLite file opened read-write and still writable, a PostgreSQL server not in
+    /// recovery), without waiting behind the store's busy connections or writer (a check that
+    /// cannot get a connection within a short bound fails as [`Error::Unavailable`]). A
+    /// backend that cannot write is [`Error::Storage`] with [`StorageFault::ReadOnly`](crate::StorageFault::ReadOnly).
+    /// The default is [`health`](Store::health).
+    async fn readiness(&self) -> Result<()> {
+        self.health().await
+    }
 
     /// [`UnitOfWork::move_stock`] in a transaction of its own, committed when it applied (or
     /// found) the move: what the transfer use case runs, and retries. The default begins a unit

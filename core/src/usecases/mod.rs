@@ -6,7 +6,7 @@ mod transfer;
 
 pub use details::product_details;
 pub use retry::{run_in_unit_of_work, RetryPolicy, WorkFuture};
-pub use transfer::{transfer_in, transfer_stock, TransferRequest, UnitOfWorkExt};
+pub use transfer::{transfer_in, transfer_stock, TransferRequest, Transferred, UnitOfWorkExt};
 
 use async_trait::async_trait;
 
@@ -20,17 +20,19 @@ use crate::query::Limit;
 /// `Box` or `Arc`) and the stores of the facade's `connect`.
 #[async_trait]
 pub trait StoreExt: Store {
-    /// [`transfer_stock`] with the default [`RetryPolicy`].
+    /// [`transfer_stock`] with the default [`RetryPolicy`]: the ledger row of the transfer (the
+    /// earlier one, for a replayed idempotency key).
     async fn transfer(&self, request: &TransferRequest) -> Result<StockMovement> {
-        transfer_stock(self.as_dyn(), request, &RetryPolicy::default()).await
+        let done = transfer_stock(self.as_dyn(), request, &RetryPolicy::default()).await?;
+        Ok(done.movement)
     }
 
-    /// [`transfer_stock`] with `policy`.
+    /// [`transfer_stock`] with `policy`, telling a replayed request from a new one.
     async fn transfer_with(
         &self,
         request: &TransferRequest,
         policy: &RetryPolicy,
-    ) -> Result<StockMovement> {
+    ) -> Result<Transferred> {
         transfer_stock(self.as_dyn(), request, policy).await
     }
 

@@ -17,6 +17,7 @@ pub type WorkFuture<'u, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'u>
 
 /// How often, and how patiently, a unit of work is re-run after a transient failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Attempts in all, the first included (at least 1).
     pub max_attempts: u32,
@@ -24,15 +25,21 @@ pub struct RetryPolicy {
     pub base_delay: Duration,
     /// The longest delay between two attempts.
     pub max_delay: Duration,
+    /// The most time the whole operation may take, every attempt, wait and backoff included.
+    /// When it runs out, the attempt in flight is dropped (its unit of work rolls back) and the
+    /// operation fails as [`Error::Transient`]. `None`: no bound but the attempts' own (lock and
+    /// acquire timeouts) times `max_attempts`.
+    pub deadline: Option<Duration>,
 }
 
 impl Default for RetryPolicy {
-    /// Ten attempts, 2 ms before the second, doubling up to 200 ms.
+    /// Ten attempts, 2 ms before the second, doubling up to 200 ms; no deadline.
     fn default() -> Self {
         Self {
             max_attempts: 10,
             base_delay: Duration::from_millis(2),
             max_delay: Duration::from_millis(200),
+            deadline: None,
         }
     }
 }
@@ -52,6 +59,38 @@ impl RetryPolicy {
             max_attempts,
             ..Self::default()
         }
+    }
+
+    /// The policy, with the whole operation bounded by `deadline`.
+    pub fn with_deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = Some(deadline);
+        self
+    }
+
+    /// The policy, with `base_delay` before the second attempt and at most `max_delay` between
+    /// two.
+    pub fn with_backoff(mut self, base_delay: Duration, max_delay: Duration) -> Self {
+        self.base_delay = base_delay;
+        self.max_delay = max_delay;
+        self
+    }
+
+    /// Runs `operation` within the deadline, if any: past it, the operation is dropped and the
+    /// result is [`Error::Transient`].
+    pub(crate) async fn within_deadline<T>(
+        &self,
+        operation: impl Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let Some(deadline) = self.deadline else {
+            return operation.await;
+        };
+        tokio::time::timeout(deadline, operation)
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Transient {
+                    reason: format!("gave up after the deadline of {deadline:?}"),
+                })
+            })
     }
 
     /// The delay after failed attempt `attempt` (1-based): exponential with "full jitter", so
@@ -74,8 +113,8 @@ impl RetryPolicy {
 /// fails with a [transient](Error::is_transient) error (serialization failure, deadlock, busy
 /// database, a concurrent request that took the same idempotency key), rolls back and runs
 /// `work` again in a new unit of work, up to `policy.max_attempts` times in all, with jittered
-/// exponential backoff between attempts. Any other error rolls back and is returned at once;
-/// so is the last transient one.
+/// exponential backoff between attempts, and within `policy.deadline` if one is set. Any other
+/// error rolls back and is returned at once; so is the last transient one.
 ///
 /// `work` is a closure that takes the unit of work and returns a boxed future
 /// ([`WorkFuture`]); it may borrow from its surroundings, and it must be safe to run more than
@@ -113,16 +152,15 @@ where
     );
     async move {
         let mut retries = Retries::new(policy);
-        let result = loop {
-            match attempt_once(store, &mut work).await {
-                Ok(value) => break Ok(value),
-                Err(error) => {
-                    if let Err(error) = retries.after(error).await {
-                        break Err(error);
-                    }
+        let attempts = async {
+            loop {
+                match attempt_once(store, &mut work).await {
+                    Ok(value) => break Ok(value),
+                    Err(error) => retries.after(error).await?,
                 }
             }
         };
+        let result = policy.within_deadline(attempts).await;
         let outcome = match &result {
             Ok(_) => "committed",
             Err(e) if e.is_transient() => "gave_up",
@@ -193,6 +231,22 @@ mod tests {
         for attempt in 1..40 {
             assert!(policy.delay_after(attempt) <= policy.max_delay);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_deadline_bounds_the_whole_operation() {
+        let policy = RetryPolicy::default().with_deadline(Duration::from_secs(2));
+        let started = tokio::time::Instant::now();
+        let stuck = policy
+            .within_deadline(async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok(())
+            })
+            .await;
+        assert!(matches!(stuck, Err(Error::Transient { .. })), "{stuck:?}");
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        let quick = policy.within_deadline(async { Ok(7) }).await;
+        assert_eq!(quick.unwrap(), 7);
     }
 
     #[test]

@@ -50,11 +50,8 @@ fn transient() -> Error {
 }
 
 fn policy(max_attempts: u32) -> RetryPolicy {
-    RetryPolicy {
-        max_attempts,
-        base_delay: Duration::from_millis(50),
-        max_delay: Duration::from_secs(1),
-    }
+    RetryPolicy::with_max_attempts(max_attempts)
+        .with_backoff(Duration::from_millis(50), Duration::from_secs(1))
 }
 
 /// Two fresh product ids.
@@ -178,7 +175,8 @@ async fn a_transient_failure_is_retried_and_the_ledger_written_once() {
 
     let movement = transfer_stock(&store, &TransferRequest::new(a, b, 4), &policy(5))
         .await
-        .unwrap();
+        .unwrap()
+        .movement;
     assert_eq!(
         (movement.source_id, movement.target_id, movement.quantity),
         (a, b, 4)
@@ -199,7 +197,8 @@ async fn a_transient_commit_failure_is_retried() {
 
     let movement = transfer_stock(&store, &TransferRequest::new(a, b, 3), &policy(5))
         .await
-        .unwrap();
+        .unwrap()
+        .movement;
     assert_eq!(movement.quantity, 3);
     assert_eq!(begins.load(Ordering::SeqCst), 2);
 }
@@ -293,7 +292,10 @@ async fn a_used_idempotency_key_returns_the_earlier_movement() {
     let store = store_beginning_once(uow);
 
     let request = TransferRequest::new(a, b, 7).with_idempotency_key("order-1");
-    let movement = transfer_stock(&store, &request, &policy(5)).await.unwrap();
+    let movement = transfer_stock(&store, &request, &policy(5))
+        .await
+        .unwrap()
+        .movement;
     assert_eq!(movement, earlier);
 }
 
@@ -361,7 +363,10 @@ async fn a_key_taken_by_a_concurrent_transfer_is_retried_and_returns_its_movemen
     });
 
     let request = TransferRequest::new(a, b, 7).with_idempotency_key("order-3");
-    let movement = transfer_stock(&store, &request, &policy(5)).await.unwrap();
+    let movement = transfer_stock(&store, &request, &policy(5))
+        .await
+        .unwrap()
+        .movement;
     assert_eq!(movement, earlier);
     assert_eq!(begins.load(Ordering::SeqCst), 2);
 }

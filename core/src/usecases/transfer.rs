@@ -38,6 +38,18 @@ impl TransferRequest {
     }
 }
 
+/// What a transfer did: the ledger row, and whether the request was a replay (its idempotency key
+/// named a transfer recorded earlier, which is returned and nothing moved now).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct Transferred {
+    /// The ledger row of the transfer.
+    pub movement: StockMovement,
+    /// True when an earlier request with the same idempotency key had moved the stock.
+    pub replayed: bool,
+}
+
 /// A validated transfer.
 #[derive(Debug)]
 struct Transfer {
@@ -107,15 +119,18 @@ impl Transfer {
 /// # async fn demo(store: &dyn stockroom_core::Store, a: stockroom_core::ProductId, b: stockroom_core::ProductId) -> stockroom_core::Result<()> {
 /// use stockroom_core::{transfer_stock, RetryPolicy, TransferRequest};
 /// let request = TransferRequest::new(a, b, 5).with_idempotency_key("order-1234");
-/// let movement = transfer_stock(store, &request, &RetryPolicy::default()).await?;
-/// assert_eq!(movement.quantity, 5);
+/// let done = transfer_stock(store, &request, &RetryPolicy::default()).await?;
+/// assert_eq!(done.movement.quantity, 5);
+/// // The same request again (a client retrying after a timeout) moves nothing more.
+/// let again = transfer_stock(store, &request, &RetryPolicy::default()).await?;
+/// assert!(again.replayed && again.movement == done.movement);
 /// # Ok(()) }
 /// ```
 pub async fn transfer_stock(
     store: &dyn Store,
     request: &TransferRequest,
     policy: &RetryPolicy,
-) -> Result<StockMovement> {
+) -> Result<Transferred> {
     let span = transfer_span(request, false);
     async move {
         let result = match Transfer::validate(request) {
@@ -123,7 +138,7 @@ pub async fn transfer_stock(
             Err(invalid) => Err(invalid),
         };
         record_outcome(&result);
-        result.map(Applied::into_movement)
+        result.map(Applied::into_transferred)
     }
     .instrument(span)
     .await
@@ -145,7 +160,7 @@ pub async fn transfer_stock(
 pub async fn transfer_in(
     uow: &mut dyn UnitOfWork,
     request: &TransferRequest,
-) -> Result<StockMovement> {
+) -> Result<Transferred> {
     let span = transfer_span(request, true);
     async move {
         let result = match Transfer::validate(request) {
@@ -156,7 +171,7 @@ pub async fn transfer_in(
             Err(invalid) => Err(invalid),
         };
         record_outcome(&result);
-        result.map(Applied::into_movement)
+        result.map(Applied::into_transferred)
     }
     .instrument(span)
     .await
@@ -179,7 +194,7 @@ pub trait UnitOfWorkExt: UnitOfWork {
     /// # Ok(()) }
     /// ```
     async fn transfer(&mut self, request: &TransferRequest) -> Result<StockMovement> {
-        transfer_in(self.as_dyn_mut(), request).await
+        Ok(transfer_in(self.as_dyn_mut(), request).await?.movement)
     }
 
     #[doc(hidden)]
@@ -230,9 +245,16 @@ enum Applied {
 }
 
 impl Applied {
-    fn into_movement(self) -> StockMovement {
+    fn into_transferred(self) -> Transferred {
         match self {
-            Applied::New(movement) | Applied::Earlier(movement) => movement,
+            Applied::New(movement) => Transferred {
+                movement,
+                replayed: false,
+            },
+            Applied::Earlier(movement) => Transferred {
+                movement,
+                replayed: true,
+            },
         }
     }
 }
@@ -244,12 +266,15 @@ async fn move_with_retries(
 ) -> Result<Applied> {
     let movement = transfer.ledger_row();
     let mut retries = Retries::new(policy);
-    loop {
-        match store.move_stock(&movement).await {
-            Ok(moved) => return transfer.resolve(moved),
-            Err(error) => retries.after(error).await?,
+    let attempts = async {
+        loop {
+            match store.move_stock(&movement).await {
+                Ok(moved) => return transfer.resolve(moved),
+                Err(error) => retries.after(error).await?,
+            }
         }
-    }
+    };
+    policy.within_deadline(attempts).await
 }
 
 #[cfg(test)]

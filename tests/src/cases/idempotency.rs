@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use stockroom_core::{Constraint, Store, StoreExt, TransferRequest};
+use stockroom_core::{Constraint, RetryPolicy, Store, StoreExt, TransferRequest};
 
 use crate::support::*;
 
@@ -111,5 +111,36 @@ pub async fn failed_keyed_transfer_does_not_use_up_the_key(store: Arc<dyn Store>
         ),
         (5, 1, 5),
         "(quantity, ledger, target)"
+    );
+}
+
+/// A repeated request says it is one: the first answer is a new transfer, every later answer
+/// with the same key is the same movement marked as replayed; a request without a key is never
+/// a replay.
+pub async fn a_replayed_request_says_so(store: Arc<dyn Store>) {
+    let a = create_product(&store, new_product("a", 10)).await;
+    let b = create_product(&store, new_product("b", 0)).await;
+    let policy = RetryPolicy::default();
+    let keyed = TransferRequest::new(a.id, b.id, 2).with_idempotency_key("order-9");
+    let first = store.transfer_with(&keyed, &policy).await.unwrap();
+    let again = store.transfer_with(&keyed, &policy).await.unwrap();
+    assert_eq!(
+        (first.replayed, again.replayed),
+        (false, true),
+        "(first, again) replayed"
+    );
+    assert_eq!(
+        again.movement, first.movement,
+        "the replay returns the first movement"
+    );
+    let unkeyed = TransferRequest::new(a.id, b.id, 2);
+    for _ in 0..2 {
+        let done = store.transfer_with(&unkeyed, &policy).await.unwrap();
+        assert!(!done.replayed, "a request without a key replayed");
+    }
+    assert_eq!(
+        stock_of(&store, b.id).await,
+        6,
+        "2 keyed (once) + 2 x 2 unkeyed"
     );
 }
