@@ -28,6 +28,9 @@
 //! The crate re-exports everything of `stockroom-core`; the adapters are under [`memory`],
 //! [`sqlite`] and [`postgres`] when their features are on.
 
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 use std::sync::Arc;
 
 pub use stockroom_core::*;

@@ -40,6 +40,9 @@
 //! # }
 //! ```
 
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod state;
 mod store;
 mod tx;

@@ -123,6 +123,9 @@
 //! configured one, else a throwaway cluster started from the installed PostgreSQL binaries, else
 //! a skip with one line of explanation) and a fresh database per test.
 
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod categories;
 mod entity;
 mod error;

@@ -128,6 +128,9 @@
 //!   absolute path) and `sqlite::memory:` or `sqlite://:memory:` for a private in-memory database
 //!   (SQLite's `memdb` VFS, shared by the store's connections, without WAL).
 
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod conn;
 mod connection;
 mod error;

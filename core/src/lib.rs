@@ -11,6 +11,9 @@
 //! [`traced()`] wraps any store so that every port operation runs inside a `tracing` span. With the
 //! `mocks` feature, [`mocks`] holds mockall mocks of every port.
 
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod config;
 mod entities;
 mod error;

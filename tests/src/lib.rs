@@ -19,6 +19,9 @@
 //! checked and a failure names the exact rule. A backend that may be missing on a machine (a
 //! database server) returns `Option<Fixture>` instead, and `None` skips the case.
 
+#![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 pub mod cases;
 mod fixture;
 mod suite;
