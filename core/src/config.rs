@@ -233,30 +233,51 @@ impl fmt::Debug for StoreConfig {
     }
 }
 
-/// `url` with the password of its user-info part and any `password=` parameter replaced by `***`.
+/// `url` with any password replaced by `***`: the password of its user-info part, and the value
+/// of every query parameter named `password` in any case (`password=`, `PASSWORD=`, also
+/// percent-encoded). Safe to log. Text that is not a URL is returned with everything after its
+/// scheme hidden, since it cannot be told where a password would be in it.
 pub fn redact_url(url: &str) -> String {
-    let mut out = match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-            let (authority, tail) = rest.split_at(authority_end);
-            match authority.rsplit_once('@') {
-                Some((userinfo, host)) => match userinfo.split_once(':') {
-                    Some((user, _password)) => format!("{scheme}://{user}:***@{host}{tail}"),
-                    None => url.to_owned(),
-                },
-                None => url.to_owned(),
-            }
-        }
-        None => url.to_owned(),
-    };
-    if let Some(start) = out.find("password=") {
-        let value_start = start + "password=".len();
-        let value_end = out[value_start..]
-            .find('&')
-            .map_or(out.len(), |i| value_start + i);
-        out.replace_range(value_start..value_end, "***");
+    match url::Url::parse(url) {
+        // An opaque URL (`sqlite::memory:`) has no user-info part; one that looks as if it held
+        // credentials is hidden like text that is not a URL.
+        Ok(parsed) if parsed.cannot_be_a_base() && !may_hold_credentials(url) => url.to_owned(),
+        Ok(parsed) if !parsed.cannot_be_a_base() => redact_parsed(parsed),
+        _ => match url.split_once(':') {
+            Some((scheme, _)) => format!("{scheme}:***"),
+            None => "***".to_owned(),
+        },
     }
-    out
+}
+
+fn may_hold_credentials(text: &str) -> bool {
+    text.contains('@') || text.to_ascii_lowercase().contains("pass")
+}
+
+fn redact_parsed(mut url: url::Url) -> String {
+    if url.password().is_some() {
+        // Only fails for URLs that cannot have a password, which this one has.
+        let _ = url.set_password(Some("***"));
+    }
+    let has_password_param = url
+        .query_pairs()
+        .any(|(name, _)| name.eq_ignore_ascii_case("password"));
+    if has_password_param {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(name, value)| {
+                let value = if name.eq_ignore_ascii_case("password") {
+                    "***".to_owned()
+                } else {
+                    value.into_owned()
+                };
+                (name.into_owned(), value)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    // The serializer percent-encodes `***` in the user-info part; show it as written.
+    url.to_string().replace("%2A%2A%2A", "***")
 }
 
 fn malformed(name: &'static str, expected: &'static str) -> Error {
@@ -321,8 +342,34 @@ mod tests {
             "postgres://h/db?user=u&password=***&x=1"
         );
         assert_eq!(redact_url("sqlite://data.db"), "sqlite://data.db");
+        assert_eq!(redact_url("sqlite::memory:"), "sqlite::memory:");
         let c = StoreConfig::new("postgres://u:hunter2@h/db");
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn passwords_in_any_spelling_never_show() {
+        for url in [
+            "postgres://u:p%40ss%3Aw0rd@h/db",
+            "postgres://h/db?user=u&PASSWORD=hunter2",
+            "postgres://h/db?user=u&Password=hunter2&sslmode=require",
+            "postgres://h/db?user=u&pass%77ord=hunter2",
+            "postgresql://u:hunter2@[::1]:5432/db",
+        ] {
+            let shown = redact_url(url);
+            assert!(
+                !shown.contains("hunter2") && !shown.contains("w0rd"),
+                "{url} shown as {shown}"
+            );
+            assert!(shown.contains("***"), "{shown}");
+        }
+        assert_eq!(
+            redact_url("postgres://h/db?user=u&PASSWORD=x&sslmode=require"),
+            "postgres://h/db?user=u&PASSWORD=***&sslmode=require"
+        );
+        // Not a URL at all: nothing after the scheme can be shown.
+        assert_eq!(redact_url("postgres:u:secret@@"), "postgres:***");
+        assert_eq!(redact_url("not a url"), "***");
     }
 
     #[test]
