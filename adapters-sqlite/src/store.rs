@@ -252,14 +252,23 @@ impl Store for SqliteStore {
     }
 }
 
-/// The readiness probe's own connection to the database at `location`: opened read-write
-/// without creating anything (a file deleted under the store is not quietly made anew), with a
-/// short busy timeout (in WAL mode a read waits for no writer), and closed when the check ends.
-/// SQLite's own bookkeeping keeps the locks of the store's connections when it closes.
+/// The readiness probe of the database at `location`: the file must be one this process may
+/// write, and a connection of the probe's own, opened read-write without creating anything (a
+/// file deleted under the store is not quietly made anew) with a short busy timeout (in WAL
+/// mode a read waits for no writer), must read the schema and not be read-only. SQLite's own
+/// bookkeeping keeps the locks of the store's connections when it closes.
 fn probe_writable(location: &crate::options::Location) -> Result<()> {
     use rusqlite::OpenFlags;
     const BUSY: Duration = Duration::from_millis(200);
     let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if let crate::options::Location::File(path) = location {
+        if !may_write(path) {
+            return Err(read_only(
+                "the database file is not writable (its permissions or attributes, or a \
+                 read-only file system)",
+            ));
+        }
+    }
     let conn = match location {
         crate::options::Location::File(path) => Connection::open_with_flags(path, flags),
         crate::options::Location::Memory(uri) => {
@@ -279,6 +288,38 @@ fn probe_writable(location: &crate::options::Location) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Whether the operating system lets this process write the file at `path` now, as SQLite's
+/// own VFS asks it (`access(2)` for reading and writing, on Unix), which opens no descriptor of
+/// the file: closing one would drop the POSIX locks of the store's connections. A connection
+/// opened now cannot answer this: SQLite hands it a descriptor the process already has, opened
+/// for writing before the file lost its permission. A VFS that cannot say counts as "yes".
+fn may_write(path: &std::path::Path) -> bool {
+    #[cfg(unix)]
+    let name = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).to_vec();
+    #[cfg(not(unix))]
+    let name = path.to_string_lossy().into_owned().into_bytes();
+    let Ok(name) = std::ffi::CString::new(name) else {
+        return true;
+    };
+    let mut writable = 0;
+    // SAFETY: `sqlite3_vfs_find` returns the default VFS (registered for the life of the
+    // process) or null, which `as_ref` checks; `xAccess` reads the NUL-terminated name and
+    // writes one int through the pointer it is given.
+    let rc = unsafe {
+        let vfs = rusqlite::ffi::sqlite3_vfs_find(std::ptr::null());
+        match vfs.as_ref().and_then(|v| v.xAccess) {
+            Some(access) => access(
+                vfs,
+                name.as_ptr(),
+                rusqlite::ffi::SQLITE_ACCESS_READWRITE,
+                &mut writable,
+            ),
+            None => return true,
+        }
+    };
+    rc != rusqlite::ffi::SQLITE_OK || writable != 0
 }
 
 fn read_only(reason: &str) -> Error {
