@@ -4,7 +4,7 @@
 use std::io;
 
 use sqlx::postgres::PgDatabaseError;
-use stockroom_core::{Constraint, EntityKind, Error, Rule, MAX_STOCK};
+use stockroom_core::{Constraint, EntityKind, Error, Rule, StorageFault, MAX_STOCK};
 
 /// Maps a driver error onto the core's error.
 ///
@@ -14,8 +14,17 @@ use stockroom_core::{Constraint, EntityKind, Error, Rule, MAX_STOCK};
 /// | 23514 check violation | `Validation` (field from the constraint name) |
 /// | 23503 foreign key violation | `NotFound` of the referenced entity |
 /// | 40001 serialization failure, 40P01 deadlock, 55P03 lock not available | `Transient` |
-/// | 08xxx connection exceptions, 57P01-57P03 shutdown, I/O and TLS errors, pool timed out or closed | `Unavailable` |
+/// | 25006 read-only transaction (a standby, `default_transaction_read_only`) | `Storage` `ReadOnly` |
+/// | 42501 insufficient privilege | `Storage` `PermissionDenied` |
+/// | 53100 disk full | `Storage` `Full` |
+/// | XX001 data corrupted, XX002 index corrupted | `Storage` `Corrupt` |
+/// | 08xxx connection exceptions, 57P01-57P03 shutdown, I/O and TLS errors, pool timed out or closed | `Unavailable` (an I/O error says what failed: connection refused, no such socket, …) |
+/// | 3D000 unknown database, 28000/28P01 login refused | `Backend`, its message naming the cause |
 /// | anything else | `Backend`, with the driver error as its source |
+///
+/// The `Storage` faults last until an operator acts, so they are not `Unavailable` ("retry
+/// later"); a login refused or a database missing is a configuration to fix, so it is not
+/// either.
 pub(crate) fn map_error(error: sqlx::Error) -> Error {
     match &error {
         sqlx::Error::Database(db) => {
@@ -45,6 +54,18 @@ pub(crate) fn map_error(error: sqlx::Error) -> Error {
                 "40001" | "40P01" | "55P03" => Error::Transient {
                     reason: db.message().to_owned(),
                 },
+                "25006" => storage(StorageFault::ReadOnly, db.message()),
+                "42501" => storage(StorageFault::PermissionDenied, db.message()),
+                "53100" => storage(StorageFault::Full, db.message()),
+                "XX001" | "XX002" => storage(StorageFault::Corrupt, db.message()),
+                "3D000" => {
+                    let message = format!("PostgreSQL has no such database: {}", db.message());
+                    Error::backend(message, error)
+                }
+                "28000" | "28P01" => {
+                    let message = format!("PostgreSQL refused the login: {}", db.message());
+                    Error::backend(message, error)
+                }
                 c if c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03") => {
                     Error::Unavailable {
                         reason: db.message().to_owned(),
@@ -54,7 +75,7 @@ pub(crate) fn map_error(error: sqlx::Error) -> Error {
             }
         }
         sqlx::Error::Io(e) => Error::Unavailable {
-            reason: format!("connection lost: {e}"),
+            reason: io_failure(e),
         },
         sqlx::Error::Tls(e) => Error::Unavailable {
             reason: format!("TLS failure: {e}"),
@@ -87,6 +108,33 @@ pub(crate) fn is_dead_connection(error: &sqlx::Error) -> bool {
         sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Protocol(p) => looks_like_lost_connection(p),
         _ => false,
+    }
+}
+
+fn storage(fault: StorageFault, message: &str) -> Error {
+    Error::Storage {
+        fault,
+        reason: message.to_owned(),
+    }
+}
+
+/// What an I/O error of a connection says in words: while connecting, why no server could be
+/// reached; afterwards, that the connection was lost.
+fn io_failure(error: &io::Error) -> String {
+    match error.kind() {
+        io::ErrorKind::ConnectionRefused => {
+            format!("cannot connect to PostgreSQL: connection refused, no server listens there ({error})")
+        }
+        io::ErrorKind::NotFound => {
+            format!("cannot connect to PostgreSQL: no server socket there ({error})")
+        }
+        io::ErrorKind::TimedOut => {
+            format!("cannot connect to PostgreSQL: the connection timed out ({error})")
+        }
+        io::ErrorKind::PermissionDenied => {
+            format!("cannot connect to PostgreSQL: permission denied ({error})")
+        }
+        _ => format!("connection lost: {error}"),
     }
 }
 
@@ -152,7 +200,97 @@ fn key_in_detail(detail: &str) -> uuid::Uuid {
 
 #[cfg(test)]
 mod tests {
+    use std::borrow::Cow;
+
     use super::*;
+
+    /// A database error of this SQLSTATE, as a server would send it.
+    #[derive(Debug)]
+    struct ServerSaid {
+        code: &'static str,
+        message: &'static str,
+    }
+
+    impl std::fmt::Display for ServerSaid {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.message)
+        }
+    }
+
+    impl std::error::Error for ServerSaid {}
+
+    impl sqlx::error::DatabaseError for ServerSaid {
+        fn message(&self) -> &str {
+            self.message
+        }
+        fn code(&self) -> Option<Cow<'_, str>> {
+            Some(Cow::Borrowed(self.code))
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn server_said(code: &'static str, message: &'static str) -> sqlx::Error {
+        sqlx::Error::Database(Box::new(ServerSaid { code, message }))
+    }
+
+    #[test]
+    fn permanent_faults_are_storage_faults_not_unavailable() {
+        let cases = [
+            ("25006", StorageFault::ReadOnly),
+            ("42501", StorageFault::PermissionDenied),
+            ("53100", StorageFault::Full),
+            ("XX001", StorageFault::Corrupt),
+            ("XX002", StorageFault::Corrupt),
+        ];
+        for (code, expected) in cases {
+            match map_error(server_said(code, "the server's words")) {
+                Error::Storage { fault, reason } => {
+                    assert_eq!((fault, reason.as_str()), (expected, "the server's words"));
+                }
+                other => panic!("{code}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn connection_failures_name_their_cause() {
+        let refused = map_error(sqlx::Error::Io(io::Error::from(
+            io::ErrorKind::ConnectionRefused,
+        )));
+        assert!(
+            matches!(&refused, Error::Unavailable { reason } if reason.contains("connection refused")),
+            "{refused:?}"
+        );
+        let unknown_db = map_error(server_said("3D000", "database \"shop\" does not exist"));
+        assert_eq!(
+            unknown_db.to_string(),
+            "backend error: PostgreSQL has no such database: database \"shop\" does not exist"
+        );
+        let login = map_error(server_said(
+            "28P01",
+            "password authentication failed for user \"app\"",
+        ));
+        assert!(matches!(login, Error::Backend { .. }));
+        assert!(login
+            .to_string()
+            .contains("refused the login: password authentication failed"));
+        let shutdown = map_error(server_said("57P01", "terminating connection"));
+        assert!(
+            matches!(shutdown, Error::Unavailable { .. }),
+            "{shutdown:?}"
+        );
+    }
 
     #[test]
     fn pool_and_io_failures_are_unavailable() {
@@ -206,5 +344,63 @@ mod tests {
             uuid::Uuid::parse_str("0190a0b2-0000-7000-8000-000000000000").unwrap()
         );
         assert_eq!(key_in_detail("something else"), uuid::Uuid::nil());
+    }
+
+    /// What a real server answers maps as the table says (skipped without PostgreSQL, as the
+    /// harness decides).
+    #[cfg(feature = "testing")]
+    #[tokio::test]
+    async fn a_real_server_answers_map_to_their_errors() {
+        use sqlx::{ConnectOptions, Connection};
+        let Some(server) = crate::testing::server().await else {
+            return;
+        };
+        let mut conn = server.admin().await;
+        let read_only = sqlx::raw_sql(
+            "BEGIN READ ONLY; CREATE TEMPORARY TABLE stockroom_read_only_probe (x int)",
+        )
+        .execute(&mut conn)
+        .await
+        .expect_err("a read-only transaction refuses writes");
+        assert!(matches!(
+            map_error(read_only),
+            Error::Storage {
+                fault: StorageFault::ReadOnly,
+                ..
+            }
+        ));
+        let _ = conn.close().await;
+
+        let url = crate::testing::with_database(server.url(), "stockroom_no_such_database");
+        let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+        let missing = options.connect().await.expect_err("no such database");
+        let missing = map_error(missing);
+        assert!(
+            missing.to_string().contains("no such database"),
+            "{missing}"
+        );
+        let stranger = url
+            .parse::<sqlx::postgres::PgConnectOptions>()
+            .unwrap()
+            .username("stockroom_no_such_role")
+            .connect()
+            .await
+            .expect_err("no such role");
+        let stranger = map_error(stranger);
+        assert!(
+            stranger.to_string().contains("refused the login"),
+            "{stranger}"
+        );
+        let refused = sqlx::postgres::PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(1)
+            .connect()
+            .await
+            .expect_err("nothing listens on port 1");
+        let refused = map_error(refused);
+        assert!(
+            refused.to_string().contains("connection refused"),
+            "{refused}"
+        );
     }
 }

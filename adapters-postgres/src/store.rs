@@ -326,6 +326,29 @@ impl Store for PostgresStore {
             .map_err(map_error)
     }
 
+    /// Whether the store can write now, asked on a connection that waits behind nobody: an idle
+    /// one of the pool if there is one (one the server has closed is dropped instead), otherwise
+    /// one opened for the check and closed after it, so a pool whose every connection waits on
+    /// a row lock does not hold the answer back. The whole check takes at most the pool's
+    /// acquire timeout, and never more than five seconds; past it, or without a connection, the
+    /// store is `Unavailable`. A server in recovery (a standby), or a database whose sessions
+    /// are read-only by default (`default_transaction_read_only`, which some hosts set when the
+    /// disk fills up), is [`Error::Storage`] with `ReadOnly`.
+    async fn readiness(&self) -> Result<()> {
+        const MOST: std::time::Duration = std::time::Duration::from_secs(5);
+        self.ensure_open()?;
+        let bound = MOST.min(self.pool.options().get_acquire_timeout());
+        tokio::time::timeout(bound, probe_writable(&self.pool))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Error::Unavailable {
+                    reason: format!(
+                        "PostgreSQL did not answer the readiness check within {bound:?}"
+                    ),
+                })
+            })
+    }
+
     /// Closes the store at once: `begin`, `read` and `health` fail as `Unavailable` from now
     /// on, and so does the next statement of a session still in flight (a unit of work then
     /// rolls back).
@@ -351,4 +374,44 @@ impl Store for PostgresStore {
             );
         }
     }
+}
+
+/// The readiness check of [`PostgresStore::readiness`], on an idle pooled connection or a new
+/// one of its own.
+async fn probe_writable(pool: &PgPool) -> Result<()> {
+    /// Whether the server is a standby, and whether a transaction would be read-only.
+    const QUERY: &str =
+        "SELECT pg_is_in_recovery(), current_setting('transaction_read_only') = 'on'";
+    async fn ask(conn: &mut sqlx::PgConnection) -> sqlx::Result<(bool, bool)> {
+        sqlx::query_as(QUERY).fetch_one(conn).await
+    }
+    let answer = match pool.try_acquire() {
+        Some(mut pooled) => match ask(&mut pooled).await {
+            Err(e) if is_dead_connection(&e) => {
+                pooled.close_on_drop();
+                None
+            }
+            answer => Some(answer),
+        },
+        None => None,
+    };
+    let answer = match answer {
+        Some(answer) => answer,
+        None => {
+            let mut own = pool.connect_options().connect().await.map_err(map_error)?;
+            let answer = ask(&mut own).await;
+            // A polite goodbye, so the server logs no lost client for every check.
+            let _ = own.close().await;
+            answer
+        }
+    };
+    let reason = match answer.map_err(map_error)? {
+        (true, _) => "the PostgreSQL server is in recovery (a standby): it accepts no writes",
+        (false, true) => "the database's sessions are read-only (default_transaction_read_only)",
+        (false, false) => return Ok(()),
+    };
+    Err(Error::Storage {
+        fault: stockroom_core::StorageFault::ReadOnly,
+        reason: reason.to_owned(),
+    })
 }

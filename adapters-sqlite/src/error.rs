@@ -1,8 +1,11 @@
 //! Mapping of rusqlite's errors onto [`stockroom_core::Error`], and the adapter's own refusals.
 
+use std::io;
+use std::path::Path;
+
 use rusqlite::ffi;
 use rusqlite::ErrorCode;
-use stockroom_core::{Constraint, Error};
+use stockroom_core::{Constraint, Error, StorageFault};
 
 /// What the SQLite adapter itself refuses. It reaches a caller as [`Error::Backend`], whose
 /// message says it and whose [`source`](std::error::Error::source) is this value, so a caller
@@ -56,6 +59,21 @@ impl From<SqliteError> for Error {
 }
 
 /// Maps a rusqlite error onto the core's error, naming the constraint of a unique violation.
+///
+/// | SQLite result | core error |
+/// |---|---|
+/// | `SQLITE_CONSTRAINT_UNIQUE`, `_PRIMARYKEY` | `Conflict` (constraint from the columns) |
+/// | `SQLITE_BUSY`, `SQLITE_LOCKED` | `Transient` |
+/// | `SQLITE_READONLY` and its extended codes | `Storage` `ReadOnly` |
+/// | `SQLITE_PERM`, `SQLITE_AUTH` | `Storage` `PermissionDenied` |
+/// | `SQLITE_CANTOPEN` of a file that exists or behind a directory we may not search | `Storage` `PermissionDenied` |
+/// | `SQLITE_FULL` | `Storage` `Full` |
+/// | `SQLITE_CORRUPT`, `SQLITE_NOTADB` | `Storage` `Corrupt` |
+/// | any other `SQLITE_CANTOPEN`, `SQLITE_IOERR` | `Unavailable` |
+/// | anything else | `Backend`, with the rusqlite error as its source |
+///
+/// The `Storage` faults last until an operator acts (a retry, now or later, meets them again),
+/// which is why they are not `Unavailable`.
 pub(crate) fn map(error: rusqlite::Error) -> Error {
     let (code, extended, message) = match &error {
         rusqlite::Error::SqliteFailure(failure, message) => (
@@ -80,14 +98,47 @@ pub(crate) fn map(error: rusqlite::Error) -> Error {
         ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => Error::Transient {
             reason: format!("sqlite: {message}"),
         },
-        ErrorCode::CannotOpen
-        | ErrorCode::SystemIoFailure
-        | ErrorCode::DiskFull
-        | ErrorCode::PermissionDenied
-        | ErrorCode::ReadOnly => Error::Unavailable {
+        ErrorCode::ReadOnly => storage(StorageFault::ReadOnly, &message),
+        ErrorCode::PermissionDenied | ErrorCode::AuthorizationForStatementDenied => {
+            storage(StorageFault::PermissionDenied, &message)
+        }
+        ErrorCode::DiskFull => storage(StorageFault::Full, &message),
+        ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => {
+            storage(StorageFault::Corrupt, &message)
+        }
+        ErrorCode::CannotOpen if cannot_open_for_permission(&message) => {
+            storage(StorageFault::PermissionDenied, &message)
+        }
+        ErrorCode::CannotOpen | ErrorCode::SystemIoFailure => Error::Unavailable {
             reason: format!("sqlite: {message}"),
         },
         _ => Error::backend(format!("sqlite: {message}"), error),
+    }
+}
+
+fn storage(fault: StorageFault, message: &str) -> Error {
+    Error::Storage {
+        fault,
+        reason: format!("sqlite: {message}"),
+    }
+}
+
+/// Whether an `SQLITE_CANTOPEN` is a permission problem. SQLite says only "unable to open
+/// database file" (rusqlite appends the path when opening the database itself), not the
+/// system's error, so the file system is asked: SQLite falls back to a read-only open when it
+/// may not write a file, so a file that exists and still could not be opened may not even be
+/// read; and a directory on the path that may not be searched hides the file. A missing file
+/// (no such directory, say) is not a permission problem, nor is a file SQLite opens beside the
+/// database (the journal), whose message names no path.
+fn cannot_open_for_permission(message: &str) -> bool {
+    let Some(path) = message.strip_prefix("unable to open database file: ") else {
+        return false;
+    };
+    // Only `stat`: opening (and so closing) the file here would drop the POSIX locks that this
+    // process's SQLite connections hold on it.
+    match std::fs::metadata(Path::new(path)) {
+        Ok(_) => true,
+        Err(e) => e.kind() == io::ErrorKind::PermissionDenied,
     }
 }
 
@@ -120,7 +171,115 @@ pub(crate) fn closed() -> Error {
 
 #[cfg(test)]
 mod tests {
+    use rusqlite::{Connection, OpenFlags};
+
     use super::*;
+
+    fn failure(code: i32, message: &str) -> rusqlite::Error {
+        rusqlite::Error::SqliteFailure(ffi::Error::new(code), Some(message.to_owned()))
+    }
+
+    fn fault(error: Error) -> Option<StorageFault> {
+        match error {
+            Error::Storage { fault, .. } => Some(fault),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn permanent_faults_are_storage_faults_not_unavailable() {
+        let cases = [
+            (ffi::SQLITE_READONLY, StorageFault::ReadOnly),
+            (ffi::SQLITE_READONLY_DBMOVED, StorageFault::ReadOnly),
+            (ffi::SQLITE_READONLY_DIRECTORY, StorageFault::ReadOnly),
+            (ffi::SQLITE_PERM, StorageFault::PermissionDenied),
+            (ffi::SQLITE_AUTH, StorageFault::PermissionDenied),
+            (ffi::SQLITE_FULL, StorageFault::Full),
+            (ffi::SQLITE_CORRUPT, StorageFault::Corrupt),
+            (ffi::SQLITE_NOTADB, StorageFault::Corrupt),
+        ];
+        for (code, expected) in cases {
+            let error = map(failure(code, "the message"));
+            assert!(error.is_permanent(), "{code}: {error:?}");
+            assert_eq!(fault(error), Some(expected), "{code}");
+        }
+    }
+
+    #[test]
+    fn busy_is_transient_and_io_errors_unavailable() {
+        assert!(map(failure(ffi::SQLITE_BUSY, "database is locked")).is_transient());
+        assert!(matches!(
+            map(failure(ffi::SQLITE_IOERR_WRITE, "disk I/O error")),
+            Error::Unavailable { .. }
+        ));
+    }
+
+    #[test]
+    fn cannot_open_is_a_permission_problem_only_for_a_file_that_is_there() {
+        let dir = std::env::temp_dir().join(format!("stockroom-cantopen-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let present = dir.join("present.db");
+        std::fs::write(&present, b"").unwrap();
+        let message = |path: &Path| format!("unable to open database file: {}", path.display());
+
+        let refused = map(failure(ffi::SQLITE_CANTOPEN, &message(&present)));
+        assert_eq!(fault(refused), Some(StorageFault::PermissionDenied));
+        let missing = map(failure(
+            ffi::SQLITE_CANTOPEN,
+            &message(&dir.join("no-such-dir/x.db")),
+        ));
+        assert!(matches!(missing, Error::Unavailable { .. }), "{missing:?}");
+        let journal = map(failure(
+            ffi::SQLITE_CANTOPEN,
+            "unable to open database file",
+        ));
+        assert!(matches!(journal, Error::Unavailable { .. }), "{journal:?}");
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// The mapping of what SQLite itself answers, not of hand-made codes.
+    #[test]
+    fn sqlite_own_answers_map_to_their_faults() {
+        let full = Connection::open_in_memory().unwrap();
+        full.execute_batch("CREATE TABLE t (x BLOB); PRAGMA max_page_count = 8;")
+            .unwrap();
+        let filled = (0..64).try_for_each(|_| {
+            full.execute("INSERT INTO t VALUES (zeroblob(4096))", [])
+                .map(drop)
+        });
+        let error = map(filled.expect_err("the database fills up"));
+        assert_eq!(fault(error), Some(StorageFault::Full));
+
+        let dir = std::env::temp_dir().join(format!("stockroom-readonly-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("ro.db");
+        Connection::open(&path)
+            .unwrap()
+            .execute_batch("CREATE TABLE t (x)")
+            .unwrap();
+        let read_only =
+            Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+        let error = map(read_only
+            .execute("INSERT INTO t VALUES (1)", [])
+            .expect_err("a read-only connection cannot write"));
+        assert_eq!(fault(error), Some(StorageFault::ReadOnly));
+        drop(read_only);
+
+        std::fs::write(
+            &path,
+            b"this is not a database, and it is long enough to tell",
+        )
+        .unwrap();
+        let not_a_db = Connection::open(&path).unwrap();
+        let error = map(not_a_db
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+                r.get::<_, i64>(0)
+            })
+            .expect_err("not a database"));
+        assert_eq!(fault(error), Some(StorageFault::Corrupt));
+        drop(not_a_db);
+        std::fs::remove_dir_all(&dir).ok();
+    }
 
     #[test]
     fn unique_messages_name_their_constraint() {

@@ -205,6 +205,31 @@ impl Store for SqliteStore {
         .map(drop)
     }
 
+    /// Whether the store can write now, found without waiting for the writer (a unit of work may
+    /// hold it for long) or a read connection: the writer, if no unit of work holds it at this
+    /// moment, must not be read-only (opened after the file lost its write permission), and a
+    /// connection of the check's own, opened for it and closed after, must open the database for
+    /// writing (SQLite opens it read-only when the file, its directory or the file system refuses
+    /// writes) and read its schema (a damaged file or one that is no database fails here).
+    ///
+    /// The writer keeps the file it opened: a file made read-only under a running store is
+    /// written through that writer until the store reopens it, but the check already says
+    /// not-ready, as the next store on the file will not write.
+    async fn readiness(&self) -> Result<()> {
+        self.check_open()?;
+        if let Ok(writer) = self.inner.writer.try_lock() {
+            if let Some(conn) = writer.as_ref() {
+                if conn.is_readonly("main").map_err(map)? {
+                    return Err(read_only("the store's writer connection is read-only"));
+                }
+            }
+        }
+        let options = Arc::clone(&self.inner.options);
+        tokio::task::spawn_blocking(move || probe_writable(&options.location))
+            .await
+            .map_err(worker_failed)?
+    }
+
     async fn close(&self) {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return;
@@ -224,6 +249,83 @@ impl Store for SqliteStore {
             drop(writer);
         })
         .await;
+    }
+}
+
+/// The readiness probe of the database at `location`: the file must be one this process may
+/// write, and a connection of the probe's own, opened read-write without creating anything (a
+/// file deleted under the store is not quietly made anew) with a short busy timeout (in WAL
+/// mode a read waits for no writer), must read the schema and not be read-only. SQLite's own
+/// bookkeeping keeps the locks of the store's connections when it closes.
+fn probe_writable(location: &crate::options::Location) -> Result<()> {
+    use rusqlite::OpenFlags;
+    const BUSY: Duration = Duration::from_millis(200);
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    if let crate::options::Location::File(path) = location {
+        if !may_write(path) {
+            return Err(read_only(
+                "the database file is not writable (its permissions or attributes, or a \
+                 read-only file system)",
+            ));
+        }
+    }
+    let conn = match location {
+        crate::options::Location::File(path) => Connection::open_with_flags(path, flags),
+        crate::options::Location::Memory(uri) => {
+            Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+        }
+    }
+    .map_err(map)?;
+    conn.busy_timeout(BUSY).map_err(map)?;
+    conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map_err(map)?;
+    if conn.is_readonly("main").map_err(map)? {
+        return Err(read_only(
+            "the database file cannot be opened for writing (its permissions, or a read-only \
+             file system)",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether the operating system lets this process write the file at `path` now, as SQLite's
+/// own VFS asks it (`access(2)` for reading and writing, on Unix), which opens no descriptor of
+/// the file: closing one would drop the POSIX locks of the store's connections. A connection
+/// opened now cannot answer this: SQLite hands it a descriptor the process already has, opened
+/// for writing before the file lost its permission. A VFS that cannot say counts as "yes".
+fn may_write(path: &std::path::Path) -> bool {
+    #[cfg(unix)]
+    let name = std::os::unix::ffi::OsStrExt::as_bytes(path.as_os_str()).to_vec();
+    #[cfg(not(unix))]
+    let name = path.to_string_lossy().into_owned().into_bytes();
+    let Ok(name) = std::ffi::CString::new(name) else {
+        return true;
+    };
+    let mut writable = 0;
+    // SAFETY: `sqlite3_vfs_find` returns the default VFS (registered for the life of the
+    // process) or null, which `as_ref` checks; `xAccess` reads the NUL-terminated name and
+    // writes one int through the pointer it is given.
+    let rc = unsafe {
+        let vfs = rusqlite::ffi::sqlite3_vfs_find(std::ptr::null());
+        match vfs.as_ref().and_then(|v| v.xAccess) {
+            Some(access) => access(
+                vfs,
+                name.as_ptr(),
+                rusqlite::ffi::SQLITE_ACCESS_READWRITE,
+                &mut writable,
+            ),
+            None => return true,
+        }
+    };
+    rc != rusqlite::ffi::SQLITE_OK || writable != 0
+}
+
+fn read_only(reason: &str) -> Error {
+    Error::Storage {
+        fault: stockroom_core::StorageFault::ReadOnly,
+        reason: format!("sqlite: {reason}"),
     }
 }
 

@@ -1,5 +1,6 @@
-//! The service's router: state, the per-request unit of work as an extractor, handlers, and the
-//! mapping of `stockroom::Error` onto RFC 9457 problem responses.
+//! The service's router: state, the per-request unit of work as an extractor, handlers, the
+//! bounds of every request, and the mapping of `stockroom::Error` onto RFC 9457 problem
+//! responses.
 //!
 //! # How a request's unit of work works here
 //!
@@ -15,27 +16,34 @@
 //!
 //! A write that may simply be run again when it meets a transient failure (a busy database, a
 //! deadlock) goes through the retry runner instead: `create_category` runs its unit of work with
-//! `store.run(&policy, …)`, and the transfer use case does the same inside.
+//! `store.run(&policy, …)`, and the transfer use case does the same inside. Their policy has a
+//! deadline (`STOCKROOM_WRITE_DEADLINE_MS`), so a row locked for long costs the requests that
+//! want it a few seconds, and holds no connection longer.
 //!
 //! Handlers that only read take the [`AppState`] and use `store.read()` (no transaction) or the
 //! use cases of `StoreExt`. Errors are `stockroom::Error`s, answered as RFC 9457 problems by the
-//! library's mapping ([`Problem`]); the service adds the problems of its own (malformed bodies,
-//! unknown routes).
+//! library's mapping ([`Problem`]); the service adds the problems of its own (bodies and query
+//! strings, see `body.rs`; unknown routes; timeouts).
+//!
+//! # Bounds
+//!
+//! Every API request waits for one of `max_in_flight` slots and must be answered within
+//! `request_timeout`, the wait included; past it the handler is dropped (its unit of work rolls
+//! back) and the answer is a 503 `timeout` problem. The health probes are not counted, so a
+//! busy service still says it is alive.
 
 use std::any::Any;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{
-    DefaultBodyLimit, FromRef, FromRequest, FromRequestParts, MatchedPath, Path, Query, Request,
-    State,
+    DefaultBodyLimit, FromRef, FromRequestParts, MatchedPath, Path, Request, State,
 };
-use axum::http::header::{self, HeaderMap};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
-use axum::middleware;
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -44,22 +52,39 @@ use serde_json::{json, Value};
 pub use stockroom::axum::{commit_guard, Problem};
 use stockroom::request::{Committed, RequestUnitOfWork};
 use stockroom::{
-    Category, CategoryId, Cursor, Error, Limit, NewCategory, NewProduct, NewReview, Page, Product,
-    ProductFilter, ProductId, ProductPatch, ProductStatus, RetryPolicy, Rule, Store, StoreExt,
-    TransferRequest, UserId,
+    Category, CategoryId, Cursor, EntityKind, Error, Limit, NewCategory, NewProduct, NewReview,
+    NewUser, Page, Product, ProductFilter, ProductId, ProductPatch, ProductStatus, RetryPolicy,
+    Rule, Store, StoreExt, TransferRequest, UserId,
 };
+use tokio::sync::Semaphore;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::TraceLayer;
 use tracing::Span;
 
-/// The largest request body the service reads; a larger one is a 413 problem.
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
+use crate::body::{Body, BodyLimits, Field, NoQuery, Params, Presence, QueryParams, Schema};
+use crate::settings::Limits;
 
-/// What every handler shares: the store, chosen at run time. The per-request unit of work takes
-/// its store from here (`FromRef`).
+/// What every handler shares: the store, chosen at run time, and the service's limits. The
+/// per-request unit of work takes its store from here (`FromRef`).
 #[derive(Clone)]
 pub struct AppState {
     pub store: Arc<dyn Store>,
+    pub limits: Arc<Limits>,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, limits: Limits) -> Self {
+        Self {
+            store,
+            limits: Arc::new(limits),
+        }
+    }
+
+    /// How transfers and retried units of work are run: the default retries, within the write
+    /// deadline.
+    fn policy(&self) -> RetryPolicy {
+        RetryPolicy::default().with_deadline(self.limits.write_deadline)
+    }
 }
 
 impl FromRef<AppState> for Arc<dyn Store> {
@@ -68,16 +93,24 @@ impl FromRef<AppState> for Arc<dyn Store> {
     }
 }
 
+impl FromRef<AppState> for BodyLimits {
+    fn from_ref(state: &AppState) -> Self {
+        BodyLimits {
+            max_bytes: state.limits.max_body_bytes,
+            read_timeout: state.limits.body_read_timeout,
+        }
+    }
+}
+
 /// The service: every route, with its middleware.
 pub fn router(state: AppState) -> Router {
     service(routes(), state)
 }
 
-/// The routes alone, without middleware, so that a test can add routes of its own to them before
-/// [`service`] wraps them all.
+/// The API routes alone, without middleware, so that a test can add routes of its own to them
+/// before [`service`] wraps them all.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/healthz", get(healthz))
         .route("/categories", post(create_category))
         .route("/products", post(create_product).get(list_products))
         .route(
@@ -88,18 +121,39 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/products/{id}/details", get(product_details))
         .route("/products/{id}/restore", post(restore_product))
-        .route("/products/{id}/reviews", post(create_review))
+        .route(
+            "/products/{id}/reviews",
+            post(create_review).get(list_reviews),
+        )
+        .route("/products/{id}/movements", get(list_movements))
         .route("/trash/products", get(trash))
         .route("/transfers", post(transfer))
+        .route("/users", post(create_user))
+        .route("/users/{id}", get(get_user).delete(delete_user))
 }
 
-/// Wraps `routes` with the middleware: request spans, panics as 500 problems, the commit guard
-/// and the body limit.
+/// The health probes: outside the in-flight limit, so a busy service still answers them.
+fn probes() -> Router<AppState> {
+    Router::new()
+        .route("/livez", get(livez))
+        .route("/readyz", get(readyz))
+        .route("/healthz", get(readyz))
+}
+
+/// Wraps `routes` (bounded as the [module docs](self) say) and the probes with the middleware:
+/// request spans, panics as 500 problems, the commit guard and the body limit.
 pub fn service(routes: Router<AppState>, state: AppState) -> Router {
+    let gate = Gate {
+        slots: Arc::new(Semaphore::new(state.limits.max_in_flight as usize)),
+        timeout: state.limits.request_timeout,
+    };
     routes
+        .route_layer(middleware::from_fn_with_state(gate, bounded))
+        .merge(probes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // Bodies are read by `Body`, within the same limit; this bounds any other extractor.
+        .layer(DefaultBodyLimit::max(state.limits.max_body_bytes))
         .layer(middleware::from_fn(commit_guard))
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(
@@ -127,48 +181,59 @@ pub fn service(routes: Router<AppState>, state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on `listener` until `shutdown` resolves, lets the requests in flight finish,
-/// then closes the store (whatever way serving ended).
+/// Serves `router` on `listener` within `limits` until `shutdown` resolves and the connections
+/// are drained (see `server.rs`), then closes the store.
 pub async fn run(
     listener: tokio::net::TcpListener,
     router: Router,
     store: Arc<dyn Store>,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    limits: &Limits,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    crate::server::serve(listener, router, limits, shutdown).await;
     store.close().await;
-    served
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bounds
+
+/// The in-flight slots and the time every API request has.
+#[derive(Clone)]
+struct Gate {
+    slots: Arc<Semaphore>,
+    timeout: Duration,
+}
+
+/// Runs the request in a slot, within the request timeout (the wait for the slot included).
+async fn bounded(State(gate): State<Gate>, request: Request, next: Next) -> Response {
+    let answer = async {
+        // The semaphore is never closed.
+        let _slot = gate.slots.acquire().await;
+        next.run(request).await
+    };
+    match tokio::time::timeout(gate.timeout, answer).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(
+                timeout_ms = gate.timeout.as_millis(),
+                "request timed out; its work was dropped"
+            );
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!(
+                    "the request was not answered within {} ms; retry it",
+                    gate.timeout.as_millis()
+                ),
+            )
+            .retry_after(1)
+            .into_response()
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Problems (RFC 9457)
-
-/// The problem of a request the framework refused before a handler ran (a malformed body, query
-/// or path).
-fn rejection(status: StatusCode, detail: String) -> Problem {
-    let kind = match status {
-        StatusCode::PAYLOAD_TOO_LARGE => "body-too-large",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
-        StatusCode::UNPROCESSABLE_ENTITY => "invalid-body",
-        StatusCode::BAD_REQUEST => "malformed-request",
-        _ => "bad-request",
-    };
-    Problem::new(status, kind, detail)
-}
-
-fn json_rejection(r: JsonRejection) -> Problem {
-    rejection(r.status(), r.body_text())
-}
-
-fn query_rejection(r: QueryRejection) -> Problem {
-    rejection(r.status(), r.body_text())
-}
-
-fn path_rejection(r: PathRejection) -> Problem {
-    rejection(r.status(), r.body_text())
-}
 
 async fn not_found() -> Problem {
     Problem::new(StatusCode::NOT_FOUND, "no-route", "no such route")
@@ -188,25 +253,7 @@ fn panic_response(_panic: Box<dyn Any + Send + 'static>) -> Response {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Extractors
-
-/// A JSON body; a malformed, mistyped or oversized one is a problem response.
-pub struct Body<T>(pub T);
-
-impl<S, T> FromRequest<S> for Body<T>
-where
-    Json<T>: FromRequest<S, Rejection = JsonRejection>,
-    S: Send + Sync,
-{
-    type Rejection = Problem;
-
-    async fn from_request(request: Request, state: &S) -> Result<Self, Problem> {
-        let Json(value) = Json::<T>::from_request(request, state)
-            .await
-            .map_err(json_rejection)?;
-        Ok(Body(value))
-    }
-}
+// Path ids, pages, ETags
 
 /// The `{id}` of the path, parsed as a typed id; a malformed one is a 422 on the field `id`.
 pub struct Id<T>(pub T);
@@ -221,9 +268,131 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
         let Path(raw) = Path::<String>::from_request_parts(parts, state)
             .await
-            .map_err(path_rejection)?;
+            .map_err(|_| {
+                Problem::new(
+                    StatusCode::BAD_REQUEST,
+                    "malformed-request",
+                    "the path is malformed",
+                )
+            })?;
         Ok(Id(raw.parse::<T>()?))
     }
+}
+
+fn number(field: &'static str, value: Option<&str>, default: i64) -> Result<i64, Error> {
+    match value {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|_| {
+            Error::validation(
+                field,
+                Rule::Malformed {
+                    expected: "an integer",
+                },
+            )
+        }),
+    }
+}
+
+/// The parameters of an offset page.
+const PAGE_PARAMS: &[&str] = &["limit", "offset"];
+
+/// The offset page `limit` and `offset` ask for (50 rows from the start by default).
+fn page(params: &Params) -> Result<Page, Error> {
+    let default = i64::from(Limit::default().get());
+    Page::new(
+        number("limit", params.get("limit"), default)?,
+        number("offset", params.get("offset"), 0)?,
+    )
+}
+
+/// The ETag of a row: its version, as a quoted strong validator (`"3"`).
+fn etag(version: i64) -> [(HeaderName, String); 1] {
+    [(header::ETAG, format!("\"{version}\""))]
+}
+
+/// An `If-Match` precondition (RFC 9110, 13.1.1).
+#[derive(Debug)]
+enum IfMatch {
+    /// `*`: any live row.
+    Any,
+    /// The versions of the strong entity tags listed; the row's must be one of them. A weak
+    /// tag (`W/"3"`) never matches (If-Match compares strongly), nor does a tag that is not one
+    /// of our versions.
+    Versions(Vec<i64>),
+}
+
+impl IfMatch {
+    /// The request's precondition, if it has one; a header that is not `*` or a list of entity
+    /// tags is a 422 on `if_match`.
+    fn of(headers: &HeaderMap) -> Result<Option<Self>, Error> {
+        let malformed = || {
+            Error::validation(
+                "if_match",
+                Rule::Malformed {
+                    expected: "* or a list of ETags, such as \"3\"",
+                },
+            )
+        };
+        let mut values = headers.get_all(header::IF_MATCH).iter().peekable();
+        if values.peek().is_none() {
+            return Ok(None);
+        }
+        let mut versions = Vec::new();
+        for value in values {
+            let value = value.to_str().map_err(|_| malformed())?;
+            // A list may have empty elements (RFC 9110, 5.6.1); they say nothing.
+            for tag in value.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                if tag == "*" {
+                    return Ok(Some(IfMatch::Any));
+                }
+                let (weak, opaque) = match tag.strip_prefix("W/") {
+                    Some(rest) => (true, rest),
+                    None => (false, tag),
+                };
+                let quoted = opaque
+                    .strip_prefix('"')
+                    .and_then(|t| t.strip_suffix('"'))
+                    .filter(|t| !t.contains('"'))
+                    .ok_or_else(malformed)?;
+                match quoted.parse::<i64>() {
+                    Ok(version) if !weak => versions.push(version),
+                    _ => {}
+                }
+            }
+        }
+        Ok(Some(IfMatch::Versions(versions)))
+    }
+
+    fn matches(&self, version: i64) -> bool {
+        match self {
+            IfMatch::Any => true,
+            IfMatch::Versions(versions) => versions.contains(&version),
+        }
+    }
+
+    /// The version an update must still find, when the precondition names exactly one: the
+    /// update then checks it itself, in one round trip.
+    fn single(&self) -> Option<i64> {
+        match self {
+            IfMatch::Versions(versions) if versions.len() == 1 => Some(versions[0]),
+            _ => None,
+        }
+    }
+}
+
+/// The 412 of a precondition that `product` does not meet.
+fn precondition_failed(product: &Product) -> Problem {
+    Problem::new(
+        StatusCode::PRECONDITION_FAILED,
+        "stale-version",
+        format!(
+            "product {} is at version {}, which If-Match does not name",
+            product.id, product.version
+        ),
+    )
+    .with("entity", EntityKind::Product.as_str())
+    .with("id", product.id.to_string())
+    .with("current_version", product.version)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -241,6 +410,21 @@ pub struct ProductBody {
     pub stock: Option<i64>,
     pub category_id: Option<CategoryId>,
     pub created_by: Option<UserId>,
+}
+
+const STATUS: &str = "one of draft, active, archived";
+
+impl Schema for ProductBody {
+    const FIELDS: &'static [Field] = &[
+        Field::new("name", "a string", Presence::Required),
+        Field::new("slug", "a string", Presence::Required),
+        Field::new("sku", "a string", Presence::Required),
+        Field::new("description", "a string or null", Presence::Nullable),
+        Field::new("status", STATUS, Presence::Nullable),
+        Field::new("stock", "an integer", Presence::Nullable),
+        Field::new("category_id", "a UUID or null", Presence::Nullable),
+        Field::new("created_by", "a UUID or null", Presence::Nullable),
+    ];
 }
 
 impl ProductBody {
@@ -275,6 +459,19 @@ pub struct CategoryBody {
     pub products: Vec<CategoryProductBody>,
 }
 
+impl Schema for CategoryBody {
+    const FIELDS: &'static [Field] = &[
+        Field::new("name", "a string", Presence::Required),
+        Field::new("slug", "a string", Presence::Required),
+        Field::array(
+            "products",
+            "an array of products",
+            Presence::NotNull,
+            CategoryProductBody::FIELDS,
+        ),
+    ];
+}
+
 /// A product created together with its category (which it belongs to).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -287,6 +484,17 @@ pub struct CategoryProductBody {
     pub stock: Option<i64>,
 }
 
+impl CategoryProductBody {
+    const FIELDS: &'static [Field] = &[
+        Field::new("name", "a string", Presence::Required),
+        Field::new("slug", "a string", Presence::Required),
+        Field::new("sku", "a string", Presence::Required),
+        Field::new("description", "a string or null", Presence::Nullable),
+        Field::new("status", STATUS, Presence::Nullable),
+        Field::new("stock", "an integer", Presence::Nullable),
+    ];
+}
+
 #[derive(Debug, Serialize)]
 pub struct CategoryCreated {
     #[serde(flatten)]
@@ -294,8 +502,9 @@ pub struct CategoryCreated {
     pub products: Vec<Product>,
 }
 
-/// A product patch. An absent field is unchanged; `null` clears `description` / `category_id`.
-/// Stock is not patchable: it moves only through transfers.
+/// A product patch. An absent field is unchanged; `null` clears `description` / `category_id`
+/// and is refused for the others (they cannot be empty). Stock is not patchable: it moves only
+/// through transfers.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PatchBody {
@@ -309,6 +518,17 @@ pub struct PatchBody {
     pub category_id: Option<Option<CategoryId>>,
 }
 
+impl Schema for PatchBody {
+    const FIELDS: &'static [Field] = &[
+        Field::new("name", "a string", Presence::NotNull),
+        Field::new("slug", "a string", Presence::NotNull),
+        Field::new("sku", "a string", Presence::NotNull),
+        Field::new("description", "a string or null", Presence::Nullable),
+        Field::new("status", STATUS, Presence::NotNull),
+        Field::new("category_id", "a UUID or null", Presence::Nullable),
+    ];
+}
+
 /// Tells `null` (`Some(None)`) from an absent field (`None`, by `#[serde(default)]`).
 fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
     d: D,
@@ -317,6 +537,16 @@ fn present<'de, T: Deserialize<'de>, D: Deserializer<'de>>(
 }
 
 impl PatchBody {
+    /// Whether the patch names no field at all (`{}`).
+    fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.slug.is_none()
+            && self.sku.is_none()
+            && self.description.is_none()
+            && self.status.is_none()
+            && self.category_id.is_none()
+    }
+
     fn validate(self) -> Result<ProductPatch, Error> {
         let mut patch = ProductPatch::new();
         if let Some(v) = &self.name {
@@ -349,6 +579,14 @@ pub struct ReviewBody {
     pub body: Option<String>,
 }
 
+impl Schema for ReviewBody {
+    const FIELDS: &'static [Field] = &[
+        Field::new("author_id", "a UUID", Presence::Required),
+        Field::new("rating", "an integer", Presence::Required),
+        Field::new("body", "a string or null", Presence::Nullable),
+    ];
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransferBody {
@@ -357,83 +595,83 @@ pub struct TransferBody {
     pub quantity: i64,
 }
 
-/// The query of `GET /products`, as text: each value is validated with the library's rules, so
-/// a bad one is a 422 naming its parameter.
-#[derive(Debug, Default, Deserialize)]
-pub struct ListQuery {
-    pub q: Option<String>,
-    pub category_id: Option<String>,
-    pub status: Option<String>,
-    pub limit: Option<String>,
-    pub offset: Option<String>,
-    pub cursor: Option<String>,
+impl Schema for TransferBody {
+    const FIELDS: &'static [Field] = &[
+        Field::new("source_id", "a UUID", Presence::Required),
+        Field::new("target_id", "a UUID", Presence::Required),
+        Field::new("quantity", "an integer", Presence::Required),
+    ];
 }
 
-#[derive(Debug, Default, Deserialize)]
-pub struct PageQuery {
-    pub limit: Option<String>,
-    pub offset: Option<String>,
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserBody {
+    pub email: String,
+    pub display_name: String,
 }
 
-fn number(field: &'static str, value: Option<&str>, default: i64) -> Result<i64, Error> {
-    match value {
-        None => Ok(default),
-        Some(v) => v.parse().map_err(|_| {
-            Error::validation(
-                field,
-                Rule::Malformed {
-                    expected: "an integer",
-                },
-            )
-        }),
-    }
-}
-
-fn page(limit: Option<&str>, offset: Option<&str>) -> Result<Page, Error> {
-    let default = i64::from(Limit::default().get());
-    Page::new(
-        number("limit", limit, default)?,
-        number("offset", offset, 0)?,
-    )
-}
-
-fn etag(version: i64) -> [(header::HeaderName, String); 1] {
-    [(header::ETAG, format!("\"{version}\""))]
-}
-
-/// `If-Match: 3` or `If-Match: "3"` (the product's ETag): the version the client last saw.
-fn expected_version(headers: &HeaderMap) -> Result<Option<i64>, Error> {
-    let Some(value) = headers.get(header::IF_MATCH) else {
-        return Ok(None);
-    };
-    value
-        .to_str()
-        .ok()
-        .map(|v| v.trim().trim_start_matches("W/").trim_matches('"'))
-        .and_then(|v| v.parse::<i64>().ok())
-        .map(Some)
-        .ok_or_else(|| {
-            Error::validation(
-                "if_match",
-                Rule::Malformed {
-                    expected: "a product version, such as 3 or \"3\"",
-                },
-            )
-        })
+impl Schema for UserBody {
+    const FIELDS: &'static [Field] = &[
+        Field::new("email", "a string", Presence::Required),
+        Field::new("display_name", "a string", Presence::Required),
+    ];
 }
 
 // ---------------------------------------------------------------------------------------------
-// Handlers
+// Handlers: probes
 
-async fn healthz(State(app): State<AppState>) -> Result<Json<Value>, Problem> {
-    app.store.health().await?;
-    Ok(Json(
-        json!({ "status": "ok", "backend": app.store.backend() }),
-    ))
+/// Liveness: the process serves HTTP. It asks nothing of the store: a restart would not bring
+/// a database back.
+async fn livez(_: NoQuery) -> Json<Value> {
+    Json(json!({ "status": "alive" }))
 }
+
+/// Readiness: the store can take writes now (`Store::readiness`, which waits behind no busy
+/// connection), within the request timeout. Not ready is a 503 `not-ready` problem whose
+/// `cause` is the kind of the store's error (`unavailable`, `storage-fault` with its `fault`,
+/// …). `/healthz` is the same check, under its older name.
+async fn readyz(State(app): State<AppState>, _: NoQuery) -> Result<Json<Value>, Problem> {
+    let timeout = app.limits.request_timeout;
+    let ready = tokio::time::timeout(timeout, app.store.readiness())
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Unavailable {
+                reason: format!("no answer within {} ms", timeout.as_millis()),
+            })
+        });
+    match ready {
+        Ok(()) => Ok(Json(
+            json!({ "status": "ready", "backend": app.store.backend() }),
+        )),
+        Err(error) => Err(not_ready(error)),
+    }
+}
+
+/// The 503 of a store that cannot take writes: the kind of its error (as the problem of a
+/// request that met it would name it), never its text, which goes to the log.
+fn not_ready(error: Error) -> Problem {
+    tracing::warn!(%error, "not ready");
+    let problem = Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not-ready",
+        "the store cannot take writes now",
+    );
+    match error {
+        Error::Storage { fault, .. } => problem
+            .with("cause", "storage-fault")
+            .with("fault", fault.as_str()),
+        Error::Unavailable { .. } => problem.with("cause", "unavailable"),
+        Error::Transient { .. } => problem.with("cause", "transient"),
+        _ => problem.with("cause", "internal"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers: categories and products
 
 async fn create_category(
     State(app): State<AppState>,
+    _: NoQuery,
     Body(body): Body<CategoryBody>,
 ) -> Result<(StatusCode, Json<CategoryCreated>), Problem> {
     // Everything is validated before the transaction begins.
@@ -458,10 +696,11 @@ async fn create_category(
     let (new, products) = (&new, &products);
 
     // The category and its products in one unit of work, run again from the start if it meets
-    // a transient failure. If one product fails (a sku taken, say), the category goes too.
+    // a transient failure, within the write deadline. If one product fails (a sku taken, say),
+    // the category goes too.
     let created = app
         .store
-        .run(&RetryPolicy::default(), |uow| {
+        .run(&app.policy(), |uow| {
             Box::pin(async move {
                 let category = uow.categories().create(new.clone()).await?;
                 let products = if products.is_empty() {
@@ -482,6 +721,7 @@ async fn create_category(
 
 async fn create_product(
     mut work: RequestUnitOfWork,
+    _: NoQuery,
     Body(body): Body<ProductBody>,
 ) -> Result<Committed<Response>, Problem> {
     let new = body.validate()?;
@@ -500,6 +740,7 @@ async fn create_product(
 async fn get_product(
     State(app): State<AppState>,
     Id(id): Id<ProductId>,
+    _: NoQuery,
 ) -> Result<Response, Problem> {
     let mut read = app.store.read().await?;
     let product = read.products().require(id).await?;
@@ -509,34 +750,75 @@ async fn get_product(
 async fn product_details(
     State(app): State<AppState>,
     Id(id): Id<ProductId>,
+    _: NoQuery,
 ) -> Result<Json<stockroom::ProductDetails>, Problem> {
     let details = app
         .store
         .product_details(id, Limit::default())
         .await?
-        .ok_or_else(|| Error::not_found(stockroom::EntityKind::Product, id))?;
+        .ok_or_else(|| Error::not_found(EntityKind::Product, id))?;
     Ok(Json(details))
 }
 
+/// Applies a patch, under the request's `If-Match` if it has one. An empty patch changes
+/// nothing: it answers the current row (its precondition checked) and bumps no version.
 async fn update_product(
+    State(app): State<AppState>,
     mut work: RequestUnitOfWork,
     Id(id): Id<ProductId>,
+    _: NoQuery,
     headers: HeaderMap,
     Body(body): Body<PatchBody>,
 ) -> Result<Committed<Response>, Problem> {
-    let expected = expected_version(&headers)?;
+    let condition = IfMatch::of(&headers)?;
+    if body.is_empty() {
+        let mut read = app.store.read().await?;
+        let current = read.products().require(id).await?;
+        if condition
+            .as_ref()
+            .is_some_and(|c| !c.matches(current.version))
+        {
+            return Err(precondition_failed(&current));
+        }
+        let unchanged = (etag(current.version), Json(current)).into_response();
+        return Ok(work.commit(unchanged).await?);
+    }
     let patch = body.validate()?;
-    let product = work.products().await?.update(id, &patch, expected).await?;
+    let products = work.products().await?;
+    let expected = match &condition {
+        None => None,
+        Some(condition) => Some(version_to_update(products, id, condition).await?),
+    };
+    let product = products.update(id, &patch, expected).await?;
     let etag = etag(product.version);
     Ok(work.commit((etag, Json(product)).into_response()).await?)
+}
+
+/// The version an update under `condition` must still find: the one tag it names (the update
+/// checks it, in the same round trip), or else the current row's, once the row is found to
+/// match (`*`, a list of tags); a row that does not is a 412.
+async fn version_to_update(
+    products: &mut dyn stockroom::ProductRepository,
+    id: ProductId,
+    condition: &IfMatch,
+) -> Result<i64, Problem> {
+    if let Some(version) = condition.single() {
+        return Ok(version);
+    }
+    let current = products.require(id).await?;
+    if !condition.matches(current.version) {
+        return Err(precondition_failed(&current));
+    }
+    Ok(current.version)
 }
 
 async fn delete_product(
     mut work: RequestUnitOfWork,
     Id(id): Id<ProductId>,
+    _: NoQuery,
 ) -> Result<Committed<StatusCode>, Problem> {
     if !work.products().await?.soft_delete(id).await? {
-        return Err(Error::not_found(stockroom::EntityKind::Product, id).into());
+        return Err(Error::not_found(EntityKind::Product, id).into());
     }
     Ok(work.commit(StatusCode::NO_CONTENT).await?)
 }
@@ -544,6 +826,7 @@ async fn delete_product(
 async fn restore_product(
     mut work: RequestUnitOfWork,
     Id(id): Id<ProductId>,
+    _: NoQuery,
 ) -> Result<Committed<Json<Product>>, Problem> {
     let products = work.products().await?;
     // Restoring a live product changes nothing and answers it, so a retried restore succeeds;
@@ -553,9 +836,73 @@ async fn restore_product(
     Ok(work.commit(Json(product)).await?)
 }
 
+async fn trash(State(app): State<AppState>, params: QueryParams) -> Result<Json<Value>, Problem> {
+    let page = page(&params.only(PAGE_PARAMS)?)?;
+    let mut read = app.store.read().await?;
+    let items = read.products().list_deleted(page).await?;
+    Ok(Json(json!({ "items": items })))
+}
+
+async fn list_products(
+    State(app): State<AppState>,
+    params: QueryParams,
+) -> Result<Json<Value>, Problem> {
+    let params = params.only(&["q", "category_id", "status", "limit", "offset", "cursor"])?;
+    let mut filter = ProductFilter::default();
+    if let Some(q) = params.get("q") {
+        filter = filter.search(q)?;
+    }
+    if let Some(c) = params.get("category_id") {
+        let id = CategoryId::from_str(c).map_err(|_| {
+            Error::validation("category_id", Rule::Malformed { expected: "a UUID" })
+        })?;
+        filter = filter.category(id);
+    }
+    if let Some(s) = params.get("status") {
+        filter = filter.status(s.parse()?);
+    }
+    let mut read = app.store.read().await?;
+    match params.get("cursor") {
+        // Keyset pages: `cursor=` (empty) starts at the beginning, then `next_cursor` goes on.
+        Some(cursor) => {
+            if params.get("offset").is_some() {
+                return Err(Error::validation(
+                    "offset",
+                    Rule::Malformed {
+                        expected: "absent when a cursor is given",
+                    },
+                )
+                .into());
+            }
+            let after = match cursor {
+                "" => None,
+                text => Some(Cursor::parse(text)?),
+            };
+            let limit = Limit::new(number(
+                "limit",
+                params.get("limit"),
+                i64::from(Limit::default().get()),
+            )?)?;
+            let page = read.products().list_after(&filter, after, limit).await?;
+            Ok(Json(json!({
+                "items": page.items,
+                "next_cursor": page.next.map(|c| c.to_string()),
+            })))
+        }
+        None => {
+            let found = read.products().search(&filter, page(&params)?).await?;
+            Ok(Json(json!({ "items": found.items, "total": found.total })))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers: reviews, the ledger, transfers
+
 async fn create_review(
     mut work: RequestUnitOfWork,
     Id(product_id): Id<ProductId>,
+    _: NoQuery,
     Body(body): Body<ReviewBody>,
 ) -> Result<Committed<(StatusCode, Json<stockroom::Review>)>, Problem> {
     let mut new = NewReview::new(product_id, body.author_id, body.rating)?;
@@ -566,76 +913,46 @@ async fn create_review(
     Ok(work.commit((StatusCode::CREATED, Json(review))).await?)
 }
 
-async fn trash(
+/// A page of a live product's reviews, newest first.
+async fn list_reviews(
     State(app): State<AppState>,
-    query: Result<Query<PageQuery>, QueryRejection>,
+    Id(id): Id<ProductId>,
+    params: QueryParams,
 ) -> Result<Json<Value>, Problem> {
-    let Query(query) = query.map_err(query_rejection)?;
-    let page = page(query.limit.as_deref(), query.offset.as_deref())?;
+    let page = page(&params.only(PAGE_PARAMS)?)?;
     let mut read = app.store.read().await?;
-    let items = read.products().list_deleted(page).await?;
+    read.products().require(id).await?;
+    let items = read.reviews().for_product(id, page).await?;
     Ok(Json(json!({ "items": items })))
 }
 
-async fn list_products(
+/// A page of a live product's ledger: the stock movements from or to it, oldest first. A
+/// client whose transfer got no answer (a timeout, a crash) finds here whether it applied (its
+/// idempotency key is on the row), or sends it again with the same key.
+async fn list_movements(
     State(app): State<AppState>,
-    query: Result<Query<ListQuery>, QueryRejection>,
+    Id(id): Id<ProductId>,
+    params: QueryParams,
 ) -> Result<Json<Value>, Problem> {
-    let Query(query) = query.map_err(query_rejection)?;
-    let mut filter = ProductFilter::default();
-    if let Some(q) = &query.q {
-        filter = filter.search(q)?;
-    }
-    if let Some(c) = &query.category_id {
-        let id = CategoryId::from_str(c).map_err(|_| {
-            Error::validation("category_id", Rule::Malformed { expected: "a UUID" })
-        })?;
-        filter = filter.category(id);
-    }
-    if let Some(s) = &query.status {
-        filter = filter.status(s.parse()?);
-    }
+    let page = page(&params.only(PAGE_PARAMS)?)?;
     let mut read = app.store.read().await?;
-    match &query.cursor {
-        // Keyset pages: `cursor=` (empty) starts at the beginning, then `next_cursor` goes on.
-        Some(cursor) => {
-            if query.offset.is_some() {
-                return Err(Error::validation(
-                    "offset",
-                    Rule::Malformed {
-                        expected: "absent when a cursor is given",
-                    },
-                )
-                .into());
-            }
-            let after = match cursor.as_str() {
-                "" => None,
-                text => Some(Cursor::parse(text)?),
-            };
-            let limit = Limit::new(number(
-                "limit",
-                query.limit.as_deref(),
-                i64::from(Limit::default().get()),
-            )?)?;
-            let page = read.products().list_after(&filter, after, limit).await?;
-            Ok(Json(json!({
-                "items": page.items,
-                "next_cursor": page.next.map(|c| c.to_string()),
-            })))
-        }
-        None => {
-            let page = page(query.limit.as_deref(), query.offset.as_deref())?;
-            let found = read.products().search(&filter, page).await?;
-            Ok(Json(json!({ "items": found.items, "total": found.total })))
-        }
-    }
+    read.products().require(id).await?;
+    let items = read.movements().for_product(id, page).await?;
+    Ok(Json(json!({ "items": items })))
 }
 
+/// The header that marks the answer to a replayed idempotent transfer.
+const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// Moves stock: 201 with the new ledger row, or, for a request whose `Idempotency-Key` named a
+/// transfer made earlier, 200 with that transfer's row and `Idempotent-Replayed: true` (nothing
+/// moved now).
 async fn transfer(
     State(app): State<AppState>,
     headers: HeaderMap,
+    _: NoQuery,
     Body(body): Body<TransferBody>,
-) -> Result<(StatusCode, Json<stockroom::StockMovement>), Problem> {
+) -> Result<Response, Problem> {
     let mut request = TransferRequest::new(body.source_id, body.target_id, body.quantity);
     if let Some(key) = headers.get("idempotency-key") {
         let key = key.to_str().map_err(|_| {
@@ -648,7 +965,54 @@ async fn transfer(
         })?;
         request = request.with_idempotency_key(key);
     }
-    // The use case runs (and retries) its own unit of work; it has committed when it returns.
-    let movement = app.store.transfer(&request).await?;
-    Ok((StatusCode::CREATED, Json(movement)))
+    // The use case runs (and retries, within the write deadline) its own unit of work; it has
+    // committed when it returns.
+    let done = app.store.transfer_with(&request, &app.policy()).await?;
+    if done.replayed {
+        let replayed = [(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"))];
+        Ok((StatusCode::OK, replayed, Json(done.movement)).into_response())
+    } else {
+        Ok((StatusCode::CREATED, Json(done.movement)).into_response())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers: users
+
+async fn create_user(
+    mut work: RequestUnitOfWork,
+    _: NoQuery,
+    Body(body): Body<UserBody>,
+) -> Result<Committed<Response>, Problem> {
+    let new = NewUser::new(&body.email, &body.display_name)?;
+    let user = work.users().await?.create(new).await?;
+    let location = format!("/users/{}", user.id);
+    let created = (
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        etag(user.version),
+        Json(user),
+    );
+    Ok(work.commit(created.into_response()).await?)
+}
+
+async fn get_user(
+    State(app): State<AppState>,
+    Id(id): Id<UserId>,
+    _: NoQuery,
+) -> Result<Response, Problem> {
+    let mut read = app.store.read().await?;
+    let user = read.users().require(id).await?;
+    Ok((etag(user.version), Json(user)).into_response())
+}
+
+async fn delete_user(
+    mut work: RequestUnitOfWork,
+    Id(id): Id<UserId>,
+    _: NoQuery,
+) -> Result<Committed<StatusCode>, Problem> {
+    if !work.users().await?.soft_delete(id).await? {
+        return Err(Error::not_found(EntityKind::User, id).into());
+    }
+    Ok(work.commit(StatusCode::NO_CONTENT).await?)
 }

@@ -1,59 +1,68 @@
 //! Stockroom behind a JSON HTTP API (axum), with a unit of work per request.
 //!
 //! ```text
-//! cargo run --example service                              # SQLite file ./stockroom-service.db
-//! DATABASE_URL=memory:// cargo run --example service       # or postgres://…, sqlite://other.db
-//! STOCKROOM_ADDR=0.0.0.0:8080 cargo run --example service  # listen elsewhere
-//! RUST_LOG=stockroom=debug,info cargo run --example service
+//! cargo run --example service --features axum                            # SQLite file ./stockroom-service.db
+//! DATABASE_URL=memory:// cargo run --example service --features axum     # or sqlite://other.db
+//! DATABASE_URL=postgres://postgres@127.0.0.1/postgres cargo run --example service --features axum,postgres
+//! STOCKROOM_ADDR=0.0.0.0:8080 cargo run --example service --features axum  # listen elsewhere
+//! RUST_LOG=stockroom=debug,info cargo run --example service --features axum
 //! ```
 //!
 //! The other `STOCKROOM_*` variables of `StoreConfig::from_env` (pool size, timeouts, …) apply
-//! too. Ctrl-C or SIGTERM stops accepting connections, lets the requests in flight finish, then
-//! closes the store. See `app.rs` for the routes and how a request's unit of work is handled.
+//! too, and so do the service's limits and timeouts (`settings.rs`). Ctrl-C or SIGTERM stops
+//! accepting connections, lets the requests in flight finish within the shutdown grace period,
+//! drops what is left, then closes the store. A store that cannot be connected stops the
+//! service at once, non-zero, with one line that says why. See `app.rs` for the routes and how a
+//! request's unit of work is handled.
 
 mod app;
+mod body;
+mod server;
+mod settings;
+mod startup;
 
-use std::net::SocketAddr;
+use std::process::ExitCode;
 
-use stockroom::StoreConfig;
 use tracing_subscriber::EnvFilter;
 
-/// The database when `DATABASE_URL` is not set: a SQLite file in the working directory.
-const DEFAULT_DATABASE_URL: &str = "sqlite://stockroom-service.db";
-const DEFAULT_ADDR: &str = "127.0.0.1:3000";
+use crate::settings::Settings;
+use crate::startup::StartupError;
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+async fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
+    match serve().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("stockroom service: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
-    let config = StoreConfig::from_lookup(|name| {
-        std::env::var(name)
-            .ok()
-            .or_else(|| (name == "DATABASE_URL").then(|| DEFAULT_DATABASE_URL.to_owned()))
-    })?;
-    let addr: SocketAddr = std::env::var("STOCKROOM_ADDR")
-        .unwrap_or_else(|_| DEFAULT_ADDR.to_owned())
-        .parse()
-        .map_err(|e| format!("STOCKROOM_ADDR: {e}"))?;
-
-    let store = stockroom::connect_with(config.clone()).await?;
-    let listener = tokio::net::TcpListener::bind(addr).await?;
+/// Connects the store, serves until a shutdown signal, drains, closes the store.
+async fn serve() -> Result<(), StartupError> {
+    let settings = Settings::from_env()?;
+    tracing::info!(url = %settings.store.redacted_url(), "connecting the store");
+    let store = startup::connect(&settings).await?;
+    let listener = match startup::listen(settings.addr).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            store.close().await;
+            return Err(error);
+        }
+    };
     tracing::info!(
         backend = store.backend(),
-        url = %config.redacted_url(),
-        addr = %listener.local_addr()?,
+        addr = %listener.local_addr().unwrap_or(settings.addr),
         "stockroom service listening"
     );
-
-    let router = app::router(app::AppState {
-        store: store.clone(),
-    });
-    // Returns once every request in flight has finished and the store is closed.
-    app::run(listener, router, store, shutdown_signal()).await?;
+    let router = app::router(app::AppState::new(store.clone(), settings.limits.clone()));
+    app::run(listener, router, store, &settings.limits, shutdown_signal()).await;
     tracing::info!("store closed, bye");
     Ok(())
 }

@@ -1,10 +1,20 @@
 //! The service example, driven over real HTTP (reqwest) on every backend: each case runs on the
-//! memory store and on a SQLite file (and on PostgreSQL with the `postgres` feature).
+//! memory store and on a SQLite file (and on PostgreSQL with the `postgres` feature). The cases
+//! of the service's limits, health, faults, deadlines and startup are in `hardening_tests.rs`.
 
 #[path = "app.rs"]
 mod app;
+#[path = "body.rs"]
+mod body;
+#[path = "server.rs"]
+mod server;
+#[path = "settings.rs"]
+mod settings;
+#[path = "startup.rs"]
+mod startup;
 
 use std::collections::HashSet;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -13,8 +23,9 @@ use axum::routing::post;
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
+use settings::Limits;
 use stockroom::{
-    CategoryRepository, Error, NewUser, Page, ProductFilter, ProductRepository, ReadSession,
+    CategoryRepository, Error, Page, ProductFilter, ProductRepository, ReadSession,
     ReviewRepository, Savepoint, StockMovementRepository, Store, UnitOfWork, UserRepository,
 };
 
@@ -82,6 +93,7 @@ where
 
 /// The service on 127.0.0.1:0, and a client for it.
 struct Server {
+    addr: SocketAddr,
     base: String,
     client: reqwest::Client,
 }
@@ -125,20 +137,36 @@ impl Reply {
     }
 }
 
+/// The service with the default limits.
 async fn start(store: Arc<dyn Store>) -> Server {
-    serve(app::router(app::AppState { store })).await
+    start_limited(store, Limits::default()).await
 }
 
-/// The service with extra routes (which get the same middleware).
-async fn start_with(store: Arc<dyn Store>, routes: axum::Router<app::AppState>) -> Server {
-    serve(app::service(routes, app::AppState { store })).await
+/// The service with `limits`.
+async fn start_limited(store: Arc<dyn Store>, limits: Limits) -> Server {
+    let router = app::router(app::AppState::new(store, limits.clone()));
+    serve(router, limits).await
 }
 
-async fn serve(router: axum::Router) -> Server {
+/// The service with extra routes (which get the same middleware), with `limits`.
+async fn start_with(
+    store: Arc<dyn Store>,
+    routes: axum::Router<app::AppState>,
+    limits: Limits,
+) -> Server {
+    let router = app::service(routes, app::AppState::new(store, limits.clone()));
+    serve(router, limits).await
+}
+
+/// Serves `router` as the service does (`server.rs`), until the test ends.
+async fn serve(router: axum::Router, limits: Limits) -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    tokio::spawn(async move {
+        server::serve(listener, router, &limits, std::future::pending()).await;
+    });
     Server {
+        addr,
         base: format!("http://{addr}"),
         client: reqwest::Client::new(),
     }
@@ -200,6 +228,13 @@ impl Server {
         self.send(request).await
     }
 
+    async fn user(&self, email: &str, name: &str) -> Value {
+        let reply = self
+            .post("/users", json!({ "email": email, "display_name": name }))
+            .await;
+        reply.ok(StatusCode::CREATED).clone()
+    }
+
     async fn product(&self, slug: &str, sku: &str, stock: i64) -> Value {
         let reply = self
             .post(
@@ -208,6 +243,36 @@ impl Server {
             )
             .await;
         reply.ok(StatusCode::CREATED).clone()
+    }
+}
+
+/// The service run as `main` runs it (`app::run`), until `stop` is sent.
+struct Running {
+    addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    /// Ends once the connections are drained and the store is closed.
+    serving: tokio::task::JoinHandle<()>,
+}
+
+async fn run_until_stopped(
+    store: Arc<dyn Store>,
+    routes: axum::Router<app::AppState>,
+    limits: Limits,
+) -> Running {
+    let router = app::service(routes, app::AppState::new(store.clone(), limits.clone()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(async move {
+        let shutdown = async {
+            stopped.await.ok();
+        };
+        app::run(listener, router, store, &limits, shutdown).await;
+    });
+    Running {
+        addr,
+        stop,
+        serving,
     }
 }
 
@@ -271,6 +336,10 @@ macro_rules! on_every_backend {
     };
 }
 
+// After the macro, which its cases use too.
+#[path = "hardening_tests.rs"]
+mod hardening;
+
 on_every_backend!(
     health_and_unknown_routes,
     product_lifecycle,
@@ -287,6 +356,10 @@ on_every_backend!(
     an_idempotent_transfer_retried_at_once_applies_once,
     a_closed_store_is_unavailable,
     shutdown_finishes_requests_in_flight_then_closes_the_store,
+    malformed_bodies_are_named_in_the_api_words,
+    patches_and_preconditions_follow_http,
+    unknown_query_parameters_are_refused,
+    users_reviews_and_the_ledger_are_reachable,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -294,15 +367,19 @@ on_every_backend!(
 
 async fn health_and_unknown_routes(store: Arc<dyn Store>) {
     let server = start(store.clone()).await;
-    let health = server.get("/healthz").await;
-    assert_eq!(health.ok(StatusCode::OK)["status"], "ok");
-    assert_eq!(health.body["backend"], store.backend());
+    let alive = server.get("/livez").await;
+    assert_eq!(alive.ok(StatusCode::OK)["status"], "alive");
+    let ready = server.get("/readyz").await;
+    assert_eq!(ready.ok(StatusCode::OK)["status"], "ready");
+    assert_eq!(ready.body["backend"], store.backend());
+    // The older name answers the same readiness check.
+    assert_eq!(server.get("/healthz").await.ok(StatusCode::OK), &ready.body);
     server
         .get("/no/such/route")
         .await
         .problem(StatusCode::NOT_FOUND, "no-route");
     server
-        .post("/healthz", json!({}))
+        .post("/readyz", json!({}))
         .await
         .problem(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed");
 }
@@ -444,7 +521,7 @@ async fn stale_if_match_is_a_failed_precondition(store: Arc<dyn Store>) {
     let first = server
         .patch(
             &format!("/products/{id}"),
-            Some("1"),
+            Some("\"1\""),
             json!({ "name": "First" }),
         )
         .await;
@@ -452,7 +529,7 @@ async fn stale_if_match_is_a_failed_precondition(store: Arc<dyn Store>) {
     let second = server
         .patch(
             &format!("/products/{id}"),
-            Some("1"),
+            Some("\"1\""),
             json!({ "name": "Second" }),
         )
         .await;
@@ -480,38 +557,27 @@ async fn reviews_and_details(store: Arc<dyn Store>) {
     let server = start(store.clone()).await;
     let mug = server.product("mug", "MUG", 3).await;
     let id = id_of(&mug);
-    // There is no user route: users come from elsewhere (an identity service, say).
-    let mut uow = store.begin().await.unwrap();
-    let ann = uow
-        .users()
-        .create(NewUser::new("ann@example.com", "Ann").unwrap())
-        .await
-        .unwrap();
-    let bob = uow
-        .users()
-        .create(NewUser::new("bob@example.com", "Bob").unwrap())
-        .await
-        .unwrap();
-    uow.commit().await.unwrap();
+    let ann = id_of(&server.user("ann@example.com", "Ann").await);
+    let bob = id_of(&server.user("bob@example.com", "Bob").await);
 
     let first = server
         .post(
             &format!("/products/{id}/reviews"),
-            json!({ "author_id": ann.id, "rating": 5, "body": "Lovely" }),
+            json!({ "author_id": ann, "rating": 5, "body": "Lovely" }),
         )
         .await;
     assert_eq!(first.ok(StatusCode::CREATED)["rating"], 5);
     let second = server
         .post(
             &format!("/products/{id}/reviews"),
-            json!({ "author_id": bob.id, "rating": 2 }),
+            json!({ "author_id": bob, "rating": 2 }),
         )
         .await;
     second.ok(StatusCode::CREATED);
     let duplicate = server
         .post(
             &format!("/products/{id}/reviews"),
-            json!({ "author_id": ann.id, "rating": 1 }),
+            json!({ "author_id": ann, "rating": 1 }),
         )
         .await;
     assert_eq!(
@@ -521,7 +587,7 @@ async fn reviews_and_details(store: Arc<dyn Store>) {
     let bad = server
         .post(
             &format!("/products/{id}/reviews"),
-            json!({ "author_id": bob.id, "rating": 6 }),
+            json!({ "author_id": bob, "rating": 6 }),
         )
         .await;
     let problem = bad.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation");
@@ -532,7 +598,7 @@ async fn reviews_and_details(store: Arc<dyn Store>) {
     server
         .post(
             &format!("/products/{}/reviews", stockroom::ProductId::new()),
-            json!({ "author_id": ann.id, "rating": 4 }),
+            json!({ "author_id": ann, "rating": 4 }),
         )
         .await
         .problem(StatusCode::NOT_FOUND, "not-found");
@@ -542,7 +608,7 @@ async fn reviews_and_details(store: Arc<dyn Store>) {
     assert_eq!(details["product"]["id"], json!(id));
     let reviews = details["reviews"].as_array().unwrap();
     assert_eq!(reviews.len(), 2);
-    assert_eq!(reviews[0]["author_id"], json!(bob.id), "newest first");
+    assert_eq!(reviews[0]["author_id"], json!(bob), "newest first");
     assert_eq!(details["stats"]["count"], 2);
     assert_eq!(details["stats"]["average"], 3.5);
     assert_eq!(details["stats"]["histogram"], json!([0, 1, 0, 0, 1]));
@@ -700,14 +766,22 @@ async fn bad_input_is_a_problem_and_writes_nothing(store: Arc<dyn Store>) {
             json!({ "name": "Mug", "slug": "mug", "sku": "MUG", "stock": "ten" }),
         )
         .await;
-    mistyped.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-body");
+    let problem = mistyped.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation");
+    assert_eq!(
+        (&problem["field"], &problem["rule"], &problem["expected"]),
+        (&json!("stock"), &json!("malformed"), &json!("an integer"))
+    );
     let missing = server.post("/products", json!({ "name": "Mug" })).await;
-    missing.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-body");
+    let problem = missing.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation");
+    assert_eq!(
+        (&problem["field"], &problem["rule"]),
+        (&json!("slug"), &json!("required"))
+    );
     let not_json = server.send(server.client.post(&url).body("name=Mug")).await;
     not_json.problem(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type");
     let huge = json!({
         "name": "Mug", "slug": "mug", "sku": "MUG",
-        "description": "x".repeat(app::MAX_BODY_BYTES + 1),
+        "description": "x".repeat(Limits::default().max_body_bytes + 1),
     });
     server
         .post("/products", huge)
@@ -744,7 +818,11 @@ async fn bad_input_is_a_problem_and_writes_nothing(store: Arc<dyn Store>) {
             json!({ "stock": 500 }),
         )
         .await;
-    stock_patch.problem(StatusCode::UNPROCESSABLE_ENTITY, "invalid-body");
+    let problem = stock_patch.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation");
+    assert_eq!(
+        (&problem["field"], &problem["rule"]),
+        (&json!("stock"), &json!("unknown"))
+    );
     let twin = server
         .post(
             "/products",
@@ -820,7 +898,7 @@ async fn forgets_to_commit(mut tx: stockroom::request::RequestUnitOfWork) -> Sta
 
 async fn a_success_without_commit_is_refused(store: Arc<dyn Store>) {
     let routes = app::routes().route("/test/forgets", post(forgets_to_commit));
-    let server = start_with(store.clone(), routes).await;
+    let server = start_with(store.clone(), routes, Limits::default()).await;
     server
         .post("/test/forgets", json!({}))
         .await
@@ -837,7 +915,7 @@ async fn panics_after_writing(mut tx: stockroom::request::RequestUnitOfWork) -> 
 
 async fn a_panicking_handler_rolls_back(store: Arc<dyn Store>) {
     let routes = app::routes().route("/test/panics", post(panics_after_writing));
-    let server = start_with(store.clone(), routes).await;
+    let server = start_with(store.clone(), routes, Limits::default()).await;
     let reply = server.post("/test/panics", json!({})).await;
     let problem = reply.problem(StatusCode::INTERNAL_SERVER_ERROR, "internal");
     assert!(
@@ -1081,21 +1159,35 @@ async fn an_idempotent_transfer_retried_at_once_applies_once(store: Arc<dyn Stor
         }));
     }
     let mut movement_ids = HashSet::new();
+    let mut created = 0;
     for retry in retries {
         let reply = retry.await.unwrap();
-        let movement = reply.ok(StatusCode::CREATED);
+        // One request applied the transfer (201); the others are told theirs is a replay (200).
+        let movement = match reply.status {
+            StatusCode::CREATED => {
+                created += 1;
+                assert_eq!(reply.header("idempotent-replayed"), None);
+                reply.ok(StatusCode::CREATED)
+            }
+            _ => {
+                assert_eq!(reply.header("idempotent-replayed"), Some("true"));
+                reply.ok(StatusCode::OK)
+            }
+        };
         assert_eq!(movement["idempotency_key"], "order-1234");
         movement_ids.insert(id_of(movement));
     }
+    assert_eq!(created, 1, "one request applied the transfer");
     assert_eq!(
         movement_ids.len(),
         1,
         "every retry answers the same ledger row"
     );
 
-    // Once more, later: still the same row.
+    // Once more, later: still the same row, as a replay.
     let later = server.transfer(body.clone(), Some("order-1234")).await;
-    assert!(movement_ids.contains(&id_of(later.ok(StatusCode::CREATED))));
+    assert_eq!(later.header("idempotent-replayed"), Some("true"));
+    assert!(movement_ids.contains(&id_of(later.ok(StatusCode::OK))));
     // The same key for a different transfer is a conflict.
     let other = server
         .transfer(
@@ -1125,11 +1217,16 @@ async fn an_idempotent_transfer_retried_at_once_applies_once(store: Arc<dyn Stor
 
 async fn a_closed_store_is_unavailable(store: Arc<dyn Store>) {
     let server = start(store.clone()).await;
-    server.get("/healthz").await.ok(StatusCode::OK);
+    server.get("/readyz").await.ok(StatusCode::OK);
     store.close().await;
-    let health = server.get("/healthz").await;
-    health.problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
-    assert_eq!(health.header("retry-after"), Some("5"));
+    // The process still serves; the store does not.
+    server.get("/livez").await.ok(StatusCode::OK);
+    let ready = server.get("/readyz").await;
+    let problem = ready.problem(StatusCode::SERVICE_UNAVAILABLE, "not-ready");
+    assert_eq!(problem["cause"], "unavailable");
+    let read = server.get("/products").await;
+    read.problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert_eq!(read.header("retry-after"), Some("5"));
     let write = server
         .post(
             "/products",
@@ -1137,6 +1234,474 @@ async fn a_closed_store_is_unavailable(store: Arc<dyn Store>) {
         )
         .await;
     write.problem(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+}
+
+// ---------------------------------------------------------------------------------------------
+// What clients see: the API's words, HTTP's semantics, every resource
+
+/// Words of the implementation that must never reach a client: serde's and Rust's type names,
+/// and the database's index names.
+const IMPLEMENTATION_WORDS: &[&str] = &[
+    "struct ",
+    "i64",
+    "u64",
+    "u8",
+    "Option",
+    "ProductBody",
+    "PatchBody",
+    "CategoryBody",
+    "TransferBody",
+    "ReviewBody",
+    "invalid type",
+    "unknown variant",
+    "UUID parsing",
+    "sequence",
+    "EOF while",
+    "_live",
+    "_pkey",
+    "_fk",
+];
+
+#[track_caller]
+fn speaks_the_api(reply: &Reply) {
+    let text = reply.body.to_string();
+    for word in IMPLEMENTATION_WORDS {
+        assert!(!text.contains(word), "{word:?} in {text}");
+    }
+}
+
+async fn malformed_bodies_are_named_in_the_api_words(store: Arc<dyn Store>) {
+    let server = start(store.clone()).await;
+    let mug = id_of(&server.product("mug", "MUG", 5).await);
+    let good = || json!({ "name": "Cup", "slug": "cup", "sku": "CUP" });
+    let with = |field: &str, value: Value| {
+        let mut body = good();
+        body[field] = value;
+        body
+    };
+    let category = |products: Value| json!({ "name": "K", "slug": "k", "products": products });
+    let transfer =
+        |quantity: Value| json!({ "source_id": mug, "target_id": mug, "quantity": quantity });
+    // (route, body, field, rule, what the field expects)
+    let cases: Vec<(String, Value, &str, &str, Option<&str>)> = vec![
+        (
+            "/products".into(),
+            json!([1, 2, 3]),
+            "body",
+            "malformed",
+            Some("a JSON object"),
+        ),
+        (
+            "/products".into(),
+            json!("a mug"),
+            "body",
+            "malformed",
+            Some("a JSON object"),
+        ),
+        (
+            "/products".into(),
+            with("name", json!(7)),
+            "name",
+            "malformed",
+            Some("a string"),
+        ),
+        (
+            "/products".into(),
+            with("stock", json!("ten")),
+            "stock",
+            "malformed",
+            Some("an integer"),
+        ),
+        (
+            "/products".into(),
+            with("stock", json!(1.5)),
+            "stock",
+            "malformed",
+            Some("an integer"),
+        ),
+        (
+            "/products".into(),
+            with("stock", json!(1e30)),
+            "stock",
+            "malformed",
+            Some("an integer"),
+        ),
+        (
+            "/products".into(),
+            with("status", json!("sold")),
+            "status",
+            "malformed",
+            Some("one of draft, active, archived"),
+        ),
+        (
+            "/products".into(),
+            with("category_id", json!("42")),
+            "category_id",
+            "malformed",
+            Some("a UUID or null"),
+        ),
+        (
+            "/products".into(),
+            with("price", json!(3)),
+            "price",
+            "unknown",
+            None,
+        ),
+        (
+            "/products".into(),
+            with("name", Value::Null),
+            "name",
+            "not_null",
+            None,
+        ),
+        (
+            "/products".into(),
+            json!({ "name": "Cup", "sku": "CUP" }),
+            "slug",
+            "required",
+            None,
+        ),
+        (
+            "/categories".into(),
+            category(json!("none")),
+            "products",
+            "malformed",
+            Some("an array of products"),
+        ),
+        (
+            "/categories".into(),
+            category(json!([1])),
+            "products[0]",
+            "malformed",
+            Some("a JSON object"),
+        ),
+        (
+            "/categories".into(),
+            category(json!([{ "name": "A" }])),
+            "products[0].slug",
+            "required",
+            None,
+        ),
+        (
+            "/categories".into(),
+            category(json!([good(), { "name": "B", "slug": "b", "sku": "B", "stock": "x" }])),
+            "products[1].stock",
+            "malformed",
+            Some("an integer"),
+        ),
+        (
+            "/transfers".into(),
+            transfer(json!("1")),
+            "quantity",
+            "malformed",
+            Some("an integer"),
+        ),
+        (
+            "/transfers".into(),
+            json!({ "source_id": 5, "target_id": mug, "quantity": 1 }),
+            "source_id",
+            "malformed",
+            Some("a UUID"),
+        ),
+        (
+            format!("/products/{mug}/reviews"),
+            json!({ "author_id": mug, "rating": 4.5 }),
+            "rating",
+            "malformed",
+            Some("an integer"),
+        ),
+        (
+            "/users".into(),
+            json!({ "email": "a@example.com" }),
+            "display_name",
+            "required",
+            None,
+        ),
+    ];
+    for (route, body, field, rule, expected) in cases {
+        let reply = server.post(&route, body.clone()).await;
+        let problem = reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation");
+        assert_eq!(
+            (&problem["field"], &problem["rule"]),
+            (&json!(field), &json!(rule)),
+            "{route} {body}: {problem}"
+        );
+        if let Some(expected) = expected {
+            assert_eq!(problem["expected"], expected, "{route} {body}");
+        }
+        speaks_the_api(&reply);
+    }
+
+    // A body that is not JSON says where, without the parser's words.
+    let broken = server
+        .send(
+            server
+                .client
+                .post(format!("{}/products", server.base))
+                .header("content-type", "application/json")
+                .body("{\"name\": \"Mug\",\n \"slug\": }"),
+        )
+        .await;
+    let problem = broken.problem(StatusCode::BAD_REQUEST, "malformed-request");
+    assert_eq!(
+        (&problem["line"], &problem["column"]),
+        (&json!(2), &json!(10))
+    );
+    speaks_the_api(&broken);
+
+    // A taken value names the field and the rule, not the index.
+    let taken = server.post("/products", with("slug", json!("mug"))).await;
+    let problem = taken.problem(StatusCode::CONFLICT, "conflict");
+    assert_eq!(
+        (&problem["field"], &problem["rule"], &problem["constraint"]),
+        (&json!("slug"), &json!("taken"), &json!("product_slug"))
+    );
+    speaks_the_api(&taken);
+    assert_eq!(
+        product_count(store.as_ref()).await,
+        1,
+        "nothing was written"
+    );
+}
+
+async fn patches_and_preconditions_follow_http(store: Arc<dyn Store>) {
+    let server = start(store.clone()).await;
+    let created = server
+        .post(
+            "/products",
+            json!({ "name": "Mug", "slug": "mug", "sku": "MUG" }),
+        )
+        .await;
+    let id = id_of(created.ok(StatusCode::CREATED));
+    // ETags are quoted strong validators.
+    assert_eq!(created.header("etag"), Some("\"1\""));
+    let path = format!("/products/{id}");
+    let version = |reply: &Reply| reply.body["version"].clone();
+
+    // `null` on a field that cannot be empty is refused, and changes nothing.
+    for field in ["name", "slug", "sku", "status"] {
+        let mut body = json!({});
+        body[field] = Value::Null;
+        let reply = server.patch(&path, None, body).await;
+        let problem = reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation");
+        assert_eq!(
+            (&problem["field"], &problem["rule"]),
+            (&json!(field), &json!("not_null"))
+        );
+    }
+    // An empty patch changes nothing: the current row, the same version.
+    let empty = server.patch(&path, None, json!({})).await;
+    assert_eq!(version(&empty), json!(1));
+    assert_eq!(empty.ok(StatusCode::OK)["name"], "Mug");
+    assert_eq!(empty.header("etag"), Some("\"1\""));
+    assert_eq!(
+        version(&server.get(&path).await),
+        json!(1),
+        "no version bump"
+    );
+    server
+        .patch(&path, Some("\"7\""), json!({}))
+        .await
+        .problem(StatusCode::PRECONDITION_FAILED, "stale-version");
+
+    // If-Match compares strongly: a stale tag, a weak tag, a tag of no version of ours fail.
+    for stale in ["\"0\"", "W/\"1\"", "\"abc\"", "W/\"1\", \"2\""] {
+        let reply = server
+            .patch(&path, Some(stale), json!({ "name": "Nope" }))
+            .await;
+        let problem = reply.problem(StatusCode::PRECONDITION_FAILED, "stale-version");
+        assert_eq!(problem["current_version"], 1, "{stale}");
+    }
+    // `*` matches any live row; a list matches when one of its tags does.
+    let any = server
+        .patch(&path, Some("*"), json!({ "name": "Any" }))
+        .await;
+    assert_eq!(version(&any), json!(2));
+    assert_eq!(any.header("etag"), Some("\"2\""));
+    let listed = server
+        .patch(&path, Some("\"1\", \"2\""), json!({ "name": "Listed" }))
+        .await;
+    assert_eq!(listed.ok(StatusCode::OK)["version"], 3);
+    // Not an entity tag at all: a 422 on `if_match`.
+    let unquoted = server.patch(&path, Some("3"), json!({ "name": "X" })).await;
+    assert_eq!(
+        unquoted.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation")["field"],
+        "if_match"
+    );
+    // No live row: 404, whatever the precondition.
+    let ghost = format!("/products/{}", stockroom::ProductId::new());
+    server
+        .patch(&ghost, Some("*"), json!({ "name": "Ghost" }))
+        .await
+        .problem(StatusCode::NOT_FOUND, "not-found");
+    assert_eq!(server.get(&path).await.body["name"], "Listed");
+}
+
+async fn unknown_query_parameters_are_refused(store: Arc<dyn Store>) {
+    let server = start(store.clone()).await;
+    let a = id_of(&server.product("a", "A", 5).await);
+    let b = id_of(&server.product("b", "B", 0).await);
+    for (path, field, rule) in [
+        ("/products?colour=red".to_owned(), "colour", "unknown"),
+        ("/products?q=a&Limit=2".to_owned(), "Limit", "unknown"),
+        (format!("/products/{a}?fields=name"), "fields", "unknown"),
+        (
+            "/trash/products?limit=1&limit=2".to_owned(),
+            "limit",
+            "repeated",
+        ),
+        (format!("/products/{a}/movements?page=2"), "page", "unknown"),
+        ("/readyz?verbose=1".to_owned(), "verbose", "unknown"),
+    ] {
+        let reply = server.get(&path).await;
+        let problem = reply.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation");
+        assert_eq!(
+            (&problem["field"], &problem["rule"]),
+            (&json!(field), &json!(rule)),
+            "{path}"
+        );
+    }
+    // A write with an unknown parameter does nothing.
+    let dry_run = server
+        .send(
+            server
+                .client
+                .post(format!("{}/transfers?dry_run=true", server.base))
+                .json(&json!({ "source_id": a, "target_id": b, "quantity": 1 })),
+        )
+        .await;
+    assert_eq!(
+        dry_run.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation")["field"],
+        "dry_run"
+    );
+    assert_eq!(server.get(&format!("/products/{a}")).await.body["stock"], 5);
+}
+
+async fn users_reviews_and_the_ledger_are_reachable(store: Arc<dyn Store>) {
+    let server = start(store.clone()).await;
+    let created = server
+        .post(
+            "/users",
+            json!({ "email": "Ann@Example.com", "display_name": "Ann" }),
+        )
+        .await;
+    let ann = created.ok(StatusCode::CREATED).clone();
+    let ann_id = id_of(&ann);
+    assert_eq!(ann["email"], "ann@example.com");
+    assert_eq!(
+        created.header("location"),
+        Some(format!("/users/{ann_id}").as_str())
+    );
+    assert_eq!(created.header("etag"), Some("\"1\""));
+    let fetched = server.get(&format!("/users/{ann_id}")).await;
+    assert_eq!(fetched.ok(StatusCode::OK), &ann);
+    let twin = server
+        .post(
+            "/users",
+            json!({ "email": "ann@example.com", "display_name": "Twin" }),
+        )
+        .await;
+    let problem = twin.problem(StatusCode::CONFLICT, "conflict");
+    assert_eq!(
+        (&problem["field"], &problem["rule"]),
+        (&json!("email"), &json!("taken"))
+    );
+    let bad = server
+        .post(
+            "/users",
+            json!({ "email": "not an email", "display_name": "X" }),
+        )
+        .await;
+    assert_eq!(
+        bad.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation")["field"],
+        "email"
+    );
+
+    // A product's reviews, newest first, a page at a time.
+    let mug = id_of(&server.product("mug", "MUG", 10).await);
+    let cup = id_of(&server.product("cup", "CUP", 0).await);
+    let bob = id_of(&server.user("bob@example.com", "Bob").await);
+    for (author, rating) in [(&ann_id, 5), (&bob, 3)] {
+        server
+            .post(
+                &format!("/products/{mug}/reviews"),
+                json!({ "author_id": author, "rating": rating }),
+            )
+            .await
+            .ok(StatusCode::CREATED);
+    }
+    let first = server
+        .get(&format!("/products/{mug}/reviews?limit=1"))
+        .await;
+    let second = server
+        .get(&format!("/products/{mug}/reviews?limit=1&offset=1"))
+        .await;
+    let author = |reply: &Reply| reply.ok(StatusCode::OK)["items"][0]["author_id"].clone();
+    assert_eq!(
+        (author(&first), author(&second)),
+        (json!(bob), json!(ann_id))
+    );
+    assert_eq!(first.body["items"].as_array().unwrap().len(), 1);
+    let none = server.get(&format!("/products/{cup}/reviews")).await;
+    assert_eq!(none.ok(StatusCode::OK)["items"], json!([]));
+
+    // The ledger of a product, oldest first: what a client reads to learn whether a transfer
+    // it got no answer for was applied.
+    server
+        .transfer(
+            json!({ "source_id": mug, "target_id": cup, "quantity": 2 }),
+            None,
+        )
+        .await
+        .ok(StatusCode::CREATED);
+    server
+        .transfer(
+            json!({ "source_id": cup, "target_id": mug, "quantity": 1 }),
+            Some("order-9"),
+        )
+        .await
+        .ok(StatusCode::CREATED);
+    let ledger = server.get(&format!("/products/{mug}/movements")).await;
+    let rows = ledger.ok(StatusCode::OK)["items"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (&rows[0]["quantity"], &rows[0]["source_id"]),
+        (&json!(2), &json!(mug))
+    );
+    assert_eq!(rows[1]["idempotency_key"], "order-9");
+    let later = server
+        .get(&format!("/products/{cup}/movements?limit=1&offset=1"))
+        .await;
+    assert_eq!(later.ok(StatusCode::OK)["items"], json!([rows[1].clone()]));
+    for path in [
+        format!("/products/{}/movements", stockroom::ProductId::new()),
+        format!("/products/{}/reviews", stockroom::ProductId::new()),
+    ] {
+        server
+            .get(&path)
+            .await
+            .problem(StatusCode::NOT_FOUND, "not-found");
+    }
+
+    // Users are soft-deleted.
+    assert_eq!(
+        server.delete(&format!("/users/{ann_id}")).await.status,
+        StatusCode::NO_CONTENT
+    );
+    for _ in 0..2 {
+        let reply = server.get(&format!("/users/{ann_id}")).await;
+        assert_eq!(
+            reply.problem(StatusCode::NOT_FOUND, "not-found")["entity"],
+            "user"
+        );
+        server
+            .delete(&format!("/users/{ann_id}"))
+            .await
+            .problem(StatusCode::NOT_FOUND, "not-found");
+    }
 }
 
 /// Lets a test hold a request in flight.
@@ -1163,18 +1728,12 @@ async fn shutdown_finishes_requests_in_flight_then_closes_the_store(store: Arc<d
         "/test/slow",
         post(slow_write).layer(axum::Extension(gate.clone())),
     );
-    let router = app::service(
-        routes,
-        app::AppState {
-            store: store.clone(),
-        },
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/test/slow", listener.local_addr().unwrap());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(app::run(listener, router, store.clone(), async {
-        stopped.await.ok();
-    }));
+    let Running {
+        addr,
+        stop,
+        serving,
+    } = run_until_stopped(store.clone(), routes, Limits::default()).await;
+    let url = format!("http://{addr}/test/slow");
 
     let request = tokio::spawn(reqwest::Client::new().post(url).send());
     gate.started.notified().await;
@@ -1198,7 +1757,6 @@ async fn shutdown_finishes_requests_in_flight_then_closes_the_store(store: Arc<d
     tokio::time::timeout(std::time::Duration::from_secs(5), serving)
         .await
         .expect("shutdown completes once the request is done")
-        .unwrap()
         .unwrap();
     assert!(
         matches!(store.health().await, Err(Error::Unavailable { .. })),

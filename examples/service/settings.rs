@@ -1,0 +1,155 @@
+//! The service's settings, from the environment: where it listens, which store it uses, and the
+//! limits that keep slow, idle or too many clients (and a stuck database row) from holding it.
+//!
+//! | setting | variable | default |
+//! |---|---|---|
+//! | listen address | `STOCKROOM_ADDR` | `127.0.0.1:3000` |
+//! | store | `DATABASE_URL` and the other variables of `StoreConfig::from_env` | `sqlite://stockroom-service.db` |
+//! | time to connect the store at startup | `STOCKROOM_CONNECT_TIMEOUT_MS` | 5 000 |
+//! | time to send the request headers; also how long an idle keep-alive connection stays open | `STOCKROOM_HEADER_READ_TIMEOUT_MS` | 10 000 |
+//! | time to send the request body | `STOCKROOM_BODY_READ_TIMEOUT_MS` | 10 000 |
+//! | time to answer a request, waiting for a slot included | `STOCKROOM_REQUEST_TIMEOUT_MS` | 15 000 |
+//! | time a transfer or a retried write may take, every attempt included | `STOCKROOM_WRITE_DEADLINE_MS` | 5 000 |
+//! | largest request body, in bytes | `STOCKROOM_MAX_BODY_BYTES` | 65 536 |
+//! | open connections (more wait in the listen backlog) | `STOCKROOM_MAX_CONNECTIONS` | 1 024 |
+//! | requests handled at once (more wait, within their request timeout) | `STOCKROOM_MAX_IN_FLIGHT` | 256 |
+//! | time after SIGTERM for the requests in flight, before the rest are dropped | `STOCKROOM_SHUTDOWN_GRACE_MS` | 20 000 |
+//!
+//! Every value must be a positive integer.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use stockroom::StoreConfig;
+
+use crate::startup::StartupError;
+
+/// The database when `DATABASE_URL` is not set: a SQLite file in the working directory.
+pub const DEFAULT_DATABASE_URL: &str = "sqlite://stockroom-service.db";
+/// The address when `STOCKROOM_ADDR` is not set.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:3000";
+
+/// Everything the service is told by its environment.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub addr: SocketAddr,
+    pub store: StoreConfig,
+    /// How long startup may take to connect the store (and migrate it) before it gives up.
+    pub connect_timeout: Duration,
+    pub limits: Limits,
+}
+
+/// The bounds of the HTTP side (see the [module docs](self) for their variables).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// A client has this long to send a request's headers, and a keep-alive connection may wait
+    /// this long for its next request, before the connection is closed.
+    pub header_read_timeout: Duration,
+    /// A client has this long to send a request's body (a 408 problem after it).
+    pub body_read_timeout: Duration,
+    /// A request has this long to be answered, its wait for a slot included (a 503 problem
+    /// after it, and its unit of work rolls back).
+    pub request_timeout: Duration,
+    /// A transfer, or a unit of work run by the retry runner, has this long in all, every
+    /// attempt and lock wait included (a 503 `transient` problem after it).
+    pub write_deadline: Duration,
+    /// The largest request body (a 413 problem beyond it).
+    pub max_body_bytes: usize,
+    /// Connections open at once; more wait in the listen backlog until one closes.
+    pub max_connections: u32,
+    /// Requests handled at once; more wait for a slot, within their request timeout.
+    pub max_in_flight: u32,
+    /// After a shutdown signal, how long the requests in flight may take before the connections
+    /// still open are dropped (and their units of work rolled back).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(15),
+            write_deadline: Duration::from_secs(5),
+            max_body_bytes: 64 * 1024,
+            max_connections: 1024,
+            max_in_flight: 256,
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+}
+
+impl Settings {
+    /// The settings of the process's environment.
+    // Only `main` reads the real environment; the tests give theirs to `from_lookup`.
+    #[cfg_attr(test, allow(dead_code))]
+    pub fn from_env() -> Result<Self, StartupError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// The settings `lookup` gives (a name to its value, `None` when unset), with the defaults
+    /// of the [module docs](self) for the rest.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, StartupError> {
+        let store = StoreConfig::from_lookup(|name| {
+            lookup(name).or_else(|| (name == "DATABASE_URL").then(|| DEFAULT_DATABASE_URL.into()))
+        })
+        .map_err(StartupError::StoreSetting)?;
+        let addr = lookup("STOCKROOM_ADDR").unwrap_or_else(|| DEFAULT_ADDR.to_owned());
+        let addr = addr.trim().parse().map_err(|_| StartupError::Setting {
+            name: "STOCKROOM_ADDR",
+            problem: format!("{addr:?} is not an address such as {DEFAULT_ADDR}"),
+        })?;
+        let read = Reader(&lookup);
+        let defaults = Limits::default();
+        let limits = Limits {
+            header_read_timeout: read.millis(
+                "STOCKROOM_HEADER_READ_TIMEOUT_MS",
+                defaults.header_read_timeout,
+            )?,
+            body_read_timeout: read
+                .millis("STOCKROOM_BODY_READ_TIMEOUT_MS", defaults.body_read_timeout)?,
+            request_timeout: read
+                .millis("STOCKROOM_REQUEST_TIMEOUT_MS", defaults.request_timeout)?,
+            write_deadline: read.millis("STOCKROOM_WRITE_DEADLINE_MS", defaults.write_deadline)?,
+            max_body_bytes: read.count("STOCKROOM_MAX_BODY_BYTES", defaults.max_body_bytes)?,
+            max_connections: read.count("STOCKROOM_MAX_CONNECTIONS", defaults.max_connections)?,
+            max_in_flight: read.count("STOCKROOM_MAX_IN_FLIGHT", defaults.max_in_flight)?,
+            shutdown_grace: read.millis("STOCKROOM_SHUTDOWN_GRACE_MS", defaults.shutdown_grace)?,
+        };
+        Ok(Self {
+            addr,
+            store,
+            connect_timeout: read.millis("STOCKROOM_CONNECT_TIMEOUT_MS", Duration::from_secs(5))?,
+            limits,
+        })
+    }
+}
+
+/// Reads positive integers from the environment.
+struct Reader<'a, F>(&'a F);
+
+impl<F: Fn(&str) -> Option<String>> Reader<'_, F> {
+    /// The variable `name` as a positive number, or `default` when it is unset.
+    fn count<T: std::str::FromStr + PartialEq + From<u8>>(
+        &self,
+        name: &'static str,
+        default: T,
+    ) -> Result<T, StartupError> {
+        let Some(text) = (self.0)(name) else {
+            return Ok(default);
+        };
+        match text.trim().parse::<T>() {
+            Ok(value) if value != T::from(0) => Ok(value),
+            _ => Err(StartupError::Setting {
+                name,
+                problem: format!("{text:?} is not a positive integer"),
+            }),
+        }
+    }
+
+    /// The variable `name` as a positive number of milliseconds, or `default` when it is unset.
+    fn millis(&self, name: &'static str, default: Duration) -> Result<Duration, StartupError> {
+        let default_ms = u64::try_from(default.as_millis()).unwrap_or(u64::MAX);
+        self.count(name, default_ms).map(Duration::from_millis)
+    }
+}
