@@ -3,6 +3,7 @@
 use rusqlite::Connection;
 use stockroom_core::{native_unit_of_work, Result, UnitOfWork};
 
+use crate::conn::Cost;
 use crate::store::SqliteUnitOfWork;
 
 /// Runs `f` on the unit of work's writer connection, inside its transaction: what `f` writes
@@ -52,5 +53,6 @@ where
     T: Send + 'static,
 {
     let native = native_unit_of_work::<SqliteUnitOfWork>(uow, "with_connection")?;
-    native.conn.run(move |db| Ok(f(db))).await
+    // Long: the application's SQL may take any time; it runs on the blocking pool.
+    native.conn.run(Cost::Long, move |db| Ok(f(db))).await
 }

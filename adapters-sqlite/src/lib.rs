@@ -104,11 +104,18 @@
 //!   Reads outside a unit of work take connections from a pool of up to `max_read_connections`
 //!   read connections (`query_only`; `StoreConfig::max_connections()` with `connect`), which
 //!   run in parallel under WAL.
-//! - **Off the async threads.** Every call moves its connection into
-//!   `tokio::task::spawn_blocking`, runs its statements there and moves it back. A connection
-//!   is never shared: a lease owns it. Dropping a lease (a unit of work dropped without commit,
-//!   or a call whose future was dropped mid-way) rolls back any open transaction before the
-//!   connection serves anyone else (checked with `is_autocommit`). After every call of a unit of
+//! - **Short calls inline, long ones on the blocking pool.** A call whose statements find their
+//!   rows through an index (a point read, a write by id, a stock move, a savepoint, a commit)
+//!   runs inline, on the async worker that polls it: it takes a few microseconds, less than
+//!   handing it to `tokio::task::spawn_blocking` and back (about 20 µs on a small machine). Work
+//!   that grows with the data or the input (lists, counts, searches, batches of more than 32
+//!   rows, purges, hard deletes with their cascades, the commit of a transaction that did any
+//!   of those, [`with_connection`]) runs on tokio's blocking pool, as every call did before.
+//!   See [Where calls run](#where-calls-run).
+//! - **A connection is never shared**: a lease owns it. Dropping a lease (a unit of work
+//!   dropped without commit, or a call on the blocking pool whose future was dropped mid-way)
+//!   rolls back any open transaction before the connection serves anyone else (checked with
+//!   `is_autocommit`); an inline call cannot be dropped mid-way. After every call of a unit of
 //!   work the connection is checked to still be in its transaction.
 //! - **Connections**, in this order: the busy timeout, `synchronous=NORMAL` (`FULL` with
 //!   `Durability::Full`), the application's pragmas and `on_open` hook, then WAL (the writer
@@ -127,6 +134,40 @@
 //! - **URLs**: `sqlite://path/to/file.db` (created if missing; `sqlite:///abs/path.db` for an
 //!   absolute path) and `sqlite::memory:` or `sqlite://:memory:` for a private in-memory database
 //!   (SQLite's `memdb` VFS, shared by the store's connections, without WAL).
+//!
+//! ## Where calls run
+//!
+//! Each call runs in one place, chosen before it starts:
+//!
+//! - **Inline**: a short call on a database file. No statement run inline ever sleeps waiting
+//!   for a lock: between blocking calls a connection's busy handler refuses to wait (and notes
+//!   that it was asked to). So when another connection (another process, or the application's
+//!   own) holds the write lock, the unit of work's `BEGIN IMMEDIATE` fails at once inline, and
+//!   the whole call moves to the blocking pool, where the `BEGIN` waits up to the busy timeout
+//!   as before; a read that met a lock (under WAL only while another process recovers the WAL
+//!   index after a crash) runs again there too. Nothing else inline waits for a lock: under
+//!   WAL readers never wait for the writer, and the writer, once its transaction holds the
+//!   write lock, waits for nobody.
+//! - **On the blocking pool**: long calls, the calls above that met a lock, commits with
+//!   [`Durability::Full`](stockroom_core::Durability::Full) (they wait for the disk), and every
+//!   call on the private in-memory database, whose `memdb` VFS makes a reader wait for the
+//!   writer's whole transaction.
+//!
+//! What this costs:
+//!
+//! - An inline call holds its tokio worker for as long as its statements run: a few
+//!   microseconds for a point read, some tens for a stock move, more if SQLite must read pages
+//!   from disk or, in the commit that crosses `wal_autocheckpoint` pages (1,000 by default),
+//!   checkpoint the WAL (as plain rusqlite on an async thread would). Inline calls never
+//!   yield inside, so each one takes a unit of the task's tokio budget: a task that runs many
+//!   in a row yields now and then, like one reading a socket.
+//! - It works on any tokio runtime, `current_thread` included: nothing uses `block_in_place`.
+//! - Cancellation: an inline call runs within one poll, so its future can only be dropped
+//!   before it starts or after it ends; a call on the blocking pool keeps the behaviour above
+//!   (the connection, its transaction rolled back, goes back when the work ends).
+//! - The busy handler is Stockroom's: set how long to wait with
+//!   [`SqliteOptions::with_busy_timeout`] (or a `busy_timeout` pragma); a handler the
+//!   application installs in its `on_open` hook is replaced.
 
 mod conn;
 mod connection;

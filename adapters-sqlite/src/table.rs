@@ -1,7 +1,7 @@
 //! The rows of every table and the SQL of every operation, each written once.
 //!
-//! Everything here is synchronous and runs on a connection that a blocking thread owns for the
-//! duration of the call (see `conn.rs`).
+//! Everything here is synchronous and runs on a connection that one call owns for its duration,
+//! inline or on a blocking thread (see `conn.rs`).
 
 use std::collections::HashSet;
 
@@ -1018,4 +1018,16 @@ pub(crate) fn record_movement(conn: &Db<'_>, new: NewStockMovement) -> Result<St
         ],
     )?;
     Ok(m)
+}
+
+/// Ends the connection's transaction with `COMMIT`.
+pub(crate) fn commit(conn: &Db<'_>) -> Result<()> {
+    conn.observe("COMMIT", || conn.execute_batch("COMMIT"))
+        .map_err(map)
+}
+
+/// Ends the connection's transaction with `ROLLBACK`.
+pub(crate) fn rollback(conn: &Db<'_>) -> Result<()> {
+    conn.observe("ROLLBACK", || conn.execute_batch("ROLLBACK"))
+        .map_err(map)
 }
