@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use rusqlite::Connection;
 use stockroom_core::{
-    CategoryReader, CategoryRepository, Durability, Error, ProductReader, ProductRepository,
-    ReadSession, Result, ReviewReader, ReviewRepository, Savepoint, Savepoints,
-    StockMovementReader, StockMovementRepository, Store, StoreConfig, UnitOfWork, UserReader,
-    UserRepository,
+    CategoryReader, CategoryRepository, Durability, Error, NewStockMovement, ProductReader,
+    ProductRepository, ReadSession, Result, ReviewReader, ReviewRepository, Savepoint, Savepoints,
+    StockMoved, StockMovementReader, StockMovementRepository, Store, StoreConfig, UnitOfWork,
+    UserReader, UserRepository,
 };
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard, Semaphore};
 
@@ -248,6 +248,18 @@ impl Store for SqliteStore {
         .map(drop)
     }
 
+    /// The whole move in one call on the writer: `BEGIN IMMEDIATE`, the key lookup, both
+    /// products, the checks, the ledger row, the stock update and `COMMIT` (or `ROLLBACK` when
+    /// a rule refuses the move). Inline, unless the write lock is held by another process or
+    /// commits wait for the disk.
+    async fn move_stock(&self, movement: &NewStockMovement) -> Result<StockMoved> {
+        let mut conn = self.writer().await?;
+        let movement = movement.clone();
+        let cost = conn.commit_cost();
+        conn.run(cost, move |c| table::move_stock_and_commit(c, &movement))
+            .await
+    }
+
     async fn close(&self) {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return;
@@ -307,6 +319,15 @@ impl UnitOfWork for SqliteUnitOfWork {
 
     fn as_native(&mut self) -> Option<&mut (dyn std::any::Any + Send)> {
         Some(self)
+    }
+
+    /// The move's statements in one call on the unit of work's connection; its writes (the
+    /// ledger row and the stock update) are all-or-nothing within the transaction.
+    async fn move_stock(&mut self, movement: &NewStockMovement) -> Result<StockMoved> {
+        let movement = movement.clone();
+        self.conn
+            .run(Cost::Short, move |c| table::move_stock(c, &movement))
+            .await
     }
 
     fn products(&mut self) -> &mut dyn ProductRepository {

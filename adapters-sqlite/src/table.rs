@@ -9,10 +9,10 @@ use rusqlite::types::{Type, Value};
 use rusqlite::Row;
 use stockroom_core::time::{self, Timestamp};
 use stockroom_core::{
-    Category, CategoryFilter, CategoryId, Constraint, Cursor, Entity, EntityKind, Error,
-    NewStockMovement, Page, Product, ProductFilter, ProductId, ProductWithRelations, RatingStats,
-    Result, Review, ReviewFilter, ReviewId, Rule, SearchPage, StockDelta, StockMovement,
-    StockMovementId, User, UserFilter, UserId, MAX_STOCK,
+    check_stocks, key_taken_meanwhile, Category, CategoryFilter, CategoryId, Constraint, Cursor,
+    Entity, EntityKind, Error, NewStockMovement, Page, Product, ProductFilter, ProductId,
+    ProductWithRelations, RatingStats, Result, Review, ReviewFilter, ReviewId, Rule, SearchPage,
+    StockDelta, StockMoved, StockMovement, StockMovementId, User, UserFilter, UserId, MAX_STOCK,
 };
 use uuid::Uuid;
 
@@ -1004,6 +1004,11 @@ pub(crate) fn movement_count(conn: &Db<'_>) -> Result<u64> {
 
 pub(crate) fn record_movement(conn: &Db<'_>, new: NewStockMovement) -> Result<StockMovement> {
     let m = new.into_entity(time::now());
+    insert_movement(conn, &m)?;
+    Ok(m)
+}
+
+fn insert_movement(conn: &Db<'_>, m: &StockMovement) -> Result<()> {
     let sql = format!("INSERT INTO stock_movements ({MOVEMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)");
     execute(
         conn,
@@ -1017,7 +1022,114 @@ pub(crate) fn record_movement(conn: &Db<'_>, new: NewStockMovement) -> Result<St
             micros(m.created_at),
         ],
     )?;
-    Ok(m)
+    Ok(())
+}
+
+// ---- The stock move ------------------------------------------------------------------------
+
+/// The stock move inside the connection's open transaction, with the rules of
+/// `stockroom_core::move_stock_with_repositories`, in their order. SQLite's single write lock
+/// (taken by the transaction's `BEGIN IMMEDIATE`) covers both products from the read to the
+/// update, so reading them is all "taking them in id order" needs. Its writes are
+/// all-or-nothing within the transaction (a savepoint).
+pub(crate) fn move_stock(conn: &Db<'_>, movement: &NewStockMovement) -> Result<StockMoved> {
+    let checked = check_movement(conn, movement)?;
+    match checked {
+        Checked::Recorded(earlier) => Ok(StockMoved::AlreadyRecorded(earlier)),
+        Checked::Allowed(row) => atomically(conn, || apply_movement(conn, &row)),
+    }
+}
+
+/// The stock move as a transaction of its own, already begun: [`move_stock`]'s statements, then
+/// `COMMIT`, or `ROLLBACK` when the move is refused (the transaction is its all-or-nothing
+/// unit, so no savepoint). A `COMMIT` that fails leaves the transaction to the connection's
+/// release, which rolls it back.
+pub(crate) fn move_stock_and_commit(
+    conn: &Db<'_>,
+    movement: &NewStockMovement,
+) -> Result<StockMoved> {
+    let moved = check_movement(conn, movement).and_then(|checked| match checked {
+        Checked::Recorded(earlier) => Ok(StockMoved::AlreadyRecorded(earlier)),
+        Checked::Allowed(row) => apply_movement(conn, &row),
+    });
+    match moved {
+        Ok(moved) => commit(conn).map(|()| moved),
+        Err(refused) => {
+            if let Err(error) = rollback(conn) {
+                tracing::debug!(%error, "rollback after a refused stock move failed");
+            }
+            Err(refused)
+        }
+    }
+}
+
+/// What the checks of a stock move found.
+enum Checked {
+    /// The idempotency key is in the ledger already: nothing moves.
+    Recorded(StockMovement),
+    /// Every rule holds: this ledger row is to be written.
+    Allowed(StockMovement),
+}
+
+/// Steps 1 to 5 of a stock move: the key lookup, both products in id order, the checks.
+fn check_movement(conn: &Db<'_>, movement: &NewStockMovement) -> Result<Checked> {
+    if let Some(key) = movement.idempotency_key() {
+        if let Some(earlier) = movement_by_key(conn, key)? {
+            return Ok(Checked::Recorded(earlier));
+        }
+    }
+    let (source, target) = (movement.source_id(), movement.target_id());
+    let stocks = live_stocks(conn, source, target)?;
+    let stock_of = |id: ProductId| {
+        stocks
+            .iter()
+            .find(|(p, _)| *p == id)
+            .map(|(_, stock)| *stock)
+            .ok_or_else(|| Error::not_found(EntityKind::Product, id))
+    };
+    check_stocks(
+        source,
+        stock_of(source)?,
+        stock_of(target)?,
+        movement.quantity(),
+    )?;
+    Ok(Checked::Allowed(movement.clone().into_entity(time::now())))
+}
+
+/// The stock of each live product of the two, in id order: one statement.
+fn live_stocks(conn: &Db<'_>, a: ProductId, b: ProductId) -> Result<Vec<(ProductId, i64)>> {
+    query(
+        conn,
+        "SELECT id, stock FROM products WHERE id IN (?, ?) AND deleted_at IS NULL ORDER BY id",
+        &[blob(a), blob(b)],
+        |r| Ok((ProductId::from_uuid(uuid_at(r, 0)?), r.get(1)?)),
+    )
+}
+
+/// Step 6: the ledger row, then both stocks in one statement (version and `updated_at`
+/// bumped, at the ledger row's time).
+fn apply_movement(conn: &Db<'_>, row: &StockMovement) -> Result<StockMoved> {
+    insert_movement(conn, row).map_err(key_taken_meanwhile)?;
+    let moved = execute(
+        conn,
+        "UPDATE products SET stock = stock + CASE WHEN id = ?1 THEN -?3 ELSE ?3 END, \
+         updated_at = ?4, version = version + 1 \
+         WHERE id IN (?1, ?2) AND deleted_at IS NULL",
+        &[
+            blob(row.source_id),
+            blob(row.target_id),
+            Value::Integer(row.quantity),
+            micros(row.created_at),
+        ],
+    )?;
+    if moved != 2 {
+        // Both rows were read live under the same write lock: this is not a refusal.
+        return Err(Error::Backend {
+            message: format!("sqlite: a stock move updated {moved} products instead of 2"),
+            source: None,
+        });
+    }
+    Ok(StockMoved::Applied(row.clone()))
 }
 
 /// Ends the connection's transaction with `COMMIT`.
