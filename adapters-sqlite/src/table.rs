@@ -95,15 +95,22 @@ fn meta_values<E: Entity>(row: &E) -> [Value; 4] {
     ]
 }
 
-/// `Table::COLUMNS` and `Table::WRITE_COLUMNS` of a table from its own columns (then the
-/// bookkeeping ones) and the derived columns a write stores after them, each listed once.
+/// `Table::NAME`, `Table::COLUMNS`, `Table::WRITE_COLUMNS` and `Table::GET_SQL` of a table
+/// from its name, its own columns (then the bookkeeping ones) and the derived columns a write
+/// stores after them, each listed once.
 macro_rules! table_columns {
-    ($($own:literal),+ $(; derived $($derived:literal),+)?) => {
+    ($name:literal: $first:literal $(, $own:literal)* $(; derived $($derived:literal),+)?) => {
+        const NAME: &'static str = $name;
         const COLUMNS: &'static [&'static str] =
-            &[$($own,)+ "created_at", "updated_at", "deleted_at", "version"];
+            &[$first, $($own,)* "created_at", "updated_at", "deleted_at", "version"];
         const WRITE_COLUMNS: &'static [&'static str] = &[
-            $($own,)+ "created_at", "updated_at", "deleted_at", "version" $($(, $derived)+)?
+            $first, $($own,)* "created_at", "updated_at", "deleted_at", "version"
+            $($(, $derived)+)?
         ];
+        const GET_SQL: &'static str = concat!(
+            "SELECT ", $first, $(", ", $own,)* ", created_at, updated_at, deleted_at, version",
+            " FROM ", $name, " WHERE id = ? AND deleted_at IS NULL"
+        );
     };
 }
 
@@ -142,6 +149,8 @@ pub(crate) trait Table: Entity {
     const COLUMNS: &'static [&'static str];
     /// The columns a write stores: `COLUMNS` and any derived column after them.
     const WRITE_COLUMNS: &'static [&'static str];
+    /// The live row by id: the point read, its text built at compile time.
+    const GET_SQL: &'static str;
 
     fn read(row: &Row<'_>, at: usize) -> rusqlite::Result<Self>;
     /// The values of `WRITE_COLUMNS`.
@@ -225,6 +234,22 @@ fn query_rows<E: Table>(conn: &Db<'_>, sql: &str, params: &[Value]) -> Result<Ve
     query(conn, sql, params, |r| E::read(r, 0))
 }
 
+/// The first row of a lookup by a unique key: it steps once, where collecting every row would
+/// step again only to find no second one.
+fn query_first<T>(
+    conn: &Db<'_>,
+    sql: &str,
+    params: &[Value],
+    f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Option<T>> {
+    conn.observe(sql, || {
+        let mut stmt = conn.prepare_cached(sql)?;
+        let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
+        rows.next()?.map(f).transpose()
+    })
+    .map_err(map)
+}
+
 fn scalar<T: rusqlite::types::FromSql>(conn: &Db<'_>, sql: &str, params: &[Value]) -> Result<T> {
     conn.observe(sql, || {
         conn.prepare_cached(sql)
@@ -291,12 +316,7 @@ fn require_live<E: Table>(conn: &Db<'_>, ids: impl IntoIterator<Item = E::Id>) -
 // ---- The generic operations ----------------------------------------------------------------
 
 pub(crate) fn get<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<Option<E>> {
-    let sql = format!(
-        "SELECT {} FROM {} WHERE id = ? AND deleted_at IS NULL",
-        columns::<E>(None),
-        E::NAME
-    );
-    Ok(query_rows::<E>(conn, &sql, &[blob(id)])?.pop())
+    query_first(conn, E::GET_SQL, &[blob(id)], |r| E::read(r, 0))
 }
 
 /// The distinct ids, in a stable order.
@@ -555,7 +575,7 @@ fn trashed<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<Option<E>> {
         columns::<E>(None),
         E::NAME
     );
-    Ok(query_rows::<E>(conn, &sql, &[blob(id)])?.pop())
+    query_first(conn, &sql, &[blob(id)], |r| E::read(r, 0))
 }
 
 pub(crate) fn hard_delete<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<()> {
@@ -581,15 +601,14 @@ pub(crate) fn by_column<E: Table>(conn: &Db<'_>, column: &str, value: &str) -> R
         columns::<E>(None),
         E::NAME
     );
-    Ok(query_rows::<E>(conn, &sql, &[text(value)])?.pop())
+    query_first(conn, &sql, &[text(value)], |r| E::read(r, 0))
 }
 
 // ---- Products ------------------------------------------------------------------------------
 
 impl Table for Product {
-    const NAME: &'static str = "products";
     table_columns!(
-        "id", "name", "slug", "sku", "description", "status", "stock",
+        "products": "id", "name", "slug", "sku", "description", "status", "stock",
         "category_id", "created_by";
         derived "search_text"
     );
@@ -684,7 +703,7 @@ pub(crate) fn with_relations(conn: &Db<'_>, id: ProductId) -> Result<Option<Prod
     );
     let c_at = Product::COLUMNS.len();
     let u_at = c_at + Category::COLUMNS.len();
-    let mut rows = query(conn, &sql, &[blob(id)], |r| {
+    query_first(conn, &sql, &[blob(id)], |r| {
         let category = match r.get_ref(c_at)? {
             rusqlite::types::ValueRef::Null => None,
             _ => Some(Category::read(r, c_at)?),
@@ -698,8 +717,7 @@ pub(crate) fn with_relations(conn: &Db<'_>, id: ProductId) -> Result<Option<Prod
             category,
             creator,
         })
-    })?;
-    Ok(rows.pop())
+    })
 }
 
 /// A page of matching products and the number that match in all: one statement with a
@@ -801,8 +819,7 @@ pub(crate) fn lock(conn: &Db<'_>, ids: &[ProductId]) -> Result<Vec<Product>> {
 // ---- Categories and users ------------------------------------------------------------------
 
 impl Table for Category {
-    const NAME: &'static str = "categories";
-    table_columns!("id", "name", "slug");
+    table_columns!("categories": "id", "name", "slug");
 
     fn read(row: &Row<'_>, at: usize) -> rusqlite::Result<Self> {
         let (created_at, updated_at, deleted_at, version) = meta_at(row, at + 3)?;
@@ -832,8 +849,7 @@ impl Table for Category {
 }
 
 impl Table for User {
-    const NAME: &'static str = "users";
-    table_columns!("id", "email", "display_name");
+    table_columns!("users": "id", "email", "display_name");
 
     fn read(row: &Row<'_>, at: usize) -> rusqlite::Result<Self> {
         let (created_at, updated_at, deleted_at, version) = meta_at(row, at + 3)?;
@@ -865,8 +881,7 @@ impl Table for User {
 // ---- Reviews -------------------------------------------------------------------------------
 
 impl Table for Review {
-    const NAME: &'static str = "reviews";
-    table_columns!("id", "product_id", "author_id", "rating", "body");
+    table_columns!("reviews": "id", "product_id", "author_id", "rating", "body");
 
     fn read(row: &Row<'_>, at: usize) -> rusqlite::Result<Self> {
         let (created_at, updated_at, deleted_at, version) = meta_at(row, at + 5)?;
@@ -961,7 +976,15 @@ pub(crate) fn review_stats(conn: &Db<'_>, product: ProductId) -> Result<RatingSt
 
 // ---- The ledger ----------------------------------------------------------------------------
 
-const MOVEMENT_COLUMNS: &str = "id, source_id, target_id, quantity, idempotency_key, created_at";
+/// The ledger's columns, in the order `read_movement` reads them: a macro, so that the statements
+/// of a stock move are `concat!`ed once, at compile time.
+macro_rules! movement_columns {
+    () => {
+        "id, source_id, target_id, quantity, idempotency_key, created_at"
+    };
+}
+
+const MOVEMENT_COLUMNS: &str = movement_columns!();
 
 fn read_movement(row: &Row<'_>) -> rusqlite::Result<StockMovement> {
     Ok(StockMovement {
@@ -976,12 +999,16 @@ fn read_movement(row: &Row<'_>) -> rusqlite::Result<StockMovement> {
 
 pub(crate) fn movement(conn: &Db<'_>, id: StockMovementId) -> Result<Option<StockMovement>> {
     let sql = format!("SELECT {MOVEMENT_COLUMNS} FROM stock_movements WHERE id = ?");
-    Ok(query(conn, &sql, &[blob(id)], read_movement)?.pop())
+    query_first(conn, &sql, &[blob(id)], read_movement)
 }
 
 pub(crate) fn movement_by_key(conn: &Db<'_>, key: &str) -> Result<Option<StockMovement>> {
-    let sql = format!("SELECT {MOVEMENT_COLUMNS} FROM stock_movements WHERE idempotency_key = ?");
-    Ok(query(conn, &sql, &[text(key)], read_movement)?.pop())
+    let sql = concat!(
+        "SELECT ",
+        movement_columns!(),
+        " FROM stock_movements WHERE idempotency_key = ?"
+    );
+    query_first(conn, sql, &[text(key)], read_movement)
 }
 
 pub(crate) fn movements_for_product(
@@ -1009,10 +1036,14 @@ pub(crate) fn record_movement(conn: &Db<'_>, new: NewStockMovement) -> Result<St
 }
 
 fn insert_movement(conn: &Db<'_>, m: &StockMovement) -> Result<()> {
-    let sql = format!("INSERT INTO stock_movements ({MOVEMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)");
+    let sql = concat!(
+        "INSERT INTO stock_movements (",
+        movement_columns!(),
+        ") VALUES (?, ?, ?, ?, ?, ?)"
+    );
     execute(
         conn,
-        &sql,
+        sql,
         &[
             blob(m.id),
             blob(m.source_id),
