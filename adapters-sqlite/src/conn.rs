@@ -22,7 +22,6 @@
 //! The private in-memory database runs every call on the blocking pool: under SQLite's `memdb`
 //! VFS a reader waits for the writer's whole transaction, not for a moment.
 
-use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -33,6 +32,7 @@ use stockroom_core::{Error, Result};
 use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit};
 
 use crate::error::{map, SqliteError};
+use crate::hooks::{self, observe, park, Observed};
 
 /// What to log of the statements a connection runs (`StoreConfig::log_statements` and
 /// `StoreConfig::slow_statement_threshold`).
@@ -275,31 +275,9 @@ pub(crate) struct Runner {
     /// Whether a commit waits for the disk (`Durability::Full`), and so runs on the blocking
     /// pool.
     pub(crate) durable_commits: bool,
-}
-
-thread_local! {
-    /// Whether SQLite asked, on this thread, to wait for a lock and was refused (see [`park`]).
-    static REFUSED_WAIT: Cell<bool> = const { Cell::new(false) };
-}
-
-/// The busy handler of a connection between blocking calls: never wait on an async worker.
-fn refuse_to_wait(_attempts: i32) -> bool {
-    REFUSED_WAIT.set(true);
-    false
-}
-
-/// Readies a connection for inline calls: from now on a statement that meets a lock fails at
-/// once with `SQLITE_BUSY` instead of sleeping in SQLite's busy handler.
-pub(crate) fn park(conn: &mut Connection) -> Result<()> {
-    conn.busy_handler(Some(refuse_to_wait as fn(i32) -> bool))
-        .map_err(map)
-}
-
-/// Runs `f` and says whether one of its statements met a lock and was refused the wait.
-fn noting_refused_waits<T>(f: impl FnOnce() -> T) -> (T, bool) {
-    REFUSED_WAIT.set(false);
-    let out = f();
-    (out, REFUSED_WAIT.take())
+    /// The WAL length, in frames, at which a commit is followed by a checkpoint on the
+    /// blocking pool (the writer's `wal_autocheckpoint`, see `hooks::watch_wal`); 0 for never.
+    pub(crate) checkpoint_at: u32,
 }
 
 /// Where a connection's transaction stands.
@@ -418,7 +396,11 @@ impl Conn {
         T: Send + 'static,
     {
         if self.ready_inline(cost).await? {
-            return self.run_inline(work).0;
+            let (result, observed) = self.run_inline(work);
+            if observed.checkpoint_due(self.runner.checkpoint_at) {
+                self.checkpoint().await;
+            }
+            return result;
         }
         self.run_blocking(cost, work).await
     }
@@ -432,8 +414,8 @@ impl Conn {
         T: Send + 'static,
     {
         if self.ready_inline(cost).await? {
-            let (result, met_lock) = self.run_inline(&work);
-            if !met_lock {
+            let (result, observed) = self.run_inline(&work);
+            if !observed.refused_wait {
                 return result;
             }
             // Its result is "busy": run it again below, where it waits for the lock.
@@ -468,37 +450,47 @@ impl Conn {
             conn: self.lease()?.conn(),
             log: self.runner.log,
         };
-        match noting_refused_waits(|| db.observe(sql, || db.execute_batch(sql))) {
+        match observe(|| db.observe(sql, || db.execute_batch(sql))) {
             (Ok(()), _) => {
                 self.transaction = Transaction::Open;
                 Ok(true)
             }
-            (Err(_), true) => Ok(false),
-            (Err(e), false) => Err(map(e)),
+            (Err(_), seen) if seen.refused_wait => Ok(false),
+            (Err(e), _) => Err(map(e)),
         }
     }
 
     fn lease(&self) -> Result<&Lease> {
-        self.lease.as_ref().ok_or_else(|| Error::Unavailable {
-            reason: "the connection was lost by an interrupted call".to_owned(),
-        })
+        self.lease.as_ref().ok_or_else(lost)
     }
 
-    /// Runs `work` here and now (its transaction, if any, already open); also says whether one
-    /// of its statements met a lock.
-    fn run_inline<T>(&mut self, work: impl FnOnce(&Db<'_>) -> Result<T>) -> (Result<T>, bool) {
+    /// Runs `work` here and now (its transaction, if any, already open); also says what SQLite
+    /// reported meanwhile (a lock it did not wait for, a commit's WAL length).
+    fn run_inline<T>(&mut self, work: impl FnOnce(&Db<'_>) -> Result<T>) -> (Result<T>, Observed) {
         let lease = match self.lease() {
             Ok(lease) => lease,
-            Err(e) => return (Err(e), false),
+            Err(e) => return (Err(e), Observed::default()),
         };
         let db = Db {
             conn: lease.conn(),
             log: self.runner.log,
         };
-        let (result, refused) = noting_refused_waits(|| work(&db));
+        let (result, observed) = observe(|| work(&db));
         let autocommit = db.is_autocommit();
         self.transaction = self.transaction.after_call(autocommit);
-        (result, refused)
+        (result, observed)
+    }
+
+    /// Checkpoints the WAL on the blocking pool, after an inline commit that made it due: a
+    /// checkpoint writes and syncs pages, which can take long. The connection is held until it
+    /// ends, as SQLite's automatic checkpoint holds the committing connection.
+    async fn checkpoint(&mut self) {
+        let _ = self
+            .run_blocking(Cost::Long, |db| {
+                hooks::checkpoint(db);
+                Ok(())
+            })
+            .await;
     }
 
     /// Runs `work` on the blocking pool, after the pending `BEGIN` if any, with the busy
@@ -508,9 +500,7 @@ impl Conn {
         F: FnOnce(&Db<'_>) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        let mut lease = self.lease.take().ok_or_else(|| Error::Unavailable {
-            reason: "the connection was lost by an interrupted call".to_owned(),
-        })?;
+        let mut lease = self.lease.take().ok_or_else(lost)?;
         let runner = self.runner;
         let before = self.transaction;
         let (lease, after, result) = tokio::task::spawn_blocking(move || {
@@ -520,7 +510,10 @@ impl Conn {
                         return (before, Err(map(e))); // still to open
                     }
                 }
-                let result = work(db);
+                let (result, observed) = observe(|| work(db));
+                if observed.checkpoint_due(runner.checkpoint_at) {
+                    hooks::checkpoint(db); // already off the async threads
+                }
                 (before.after_call(db.is_autocommit()), result)
             });
             (lease, after, result)
@@ -548,6 +541,14 @@ impl Conn {
                 }
             }
         }
+    }
+}
+
+/// The error of a call on a connection that an earlier call, dropped mid-way on the blocking
+/// pool, took with it.
+fn lost() -> Error {
+    Error::Unavailable {
+        reason: "the connection was lost by an interrupted call".to_owned(),
     }
 }
 

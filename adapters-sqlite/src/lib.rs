@@ -149,18 +149,26 @@
 //!   WAL readers never wait for the writer, and the writer, once its transaction holds the
 //!   write lock, waits for nobody.
 //! - **On the blocking pool**: long calls, the calls above that met a lock, commits with
-//!   [`Durability::Full`](stockroom_core::Durability::Full) (they wait for the disk), and every
-//!   call on the private in-memory database, whose `memdb` VFS makes a reader wait for the
-//!   writer's whole transaction.
+//!   [`Durability::Full`](stockroom_core::Durability::Full) (they wait for the disk), WAL
+//!   checkpoints, and every call on the private in-memory database, whose `memdb` VFS makes a
+//!   reader wait for the writer's whole transaction.
+//!
+//! **Checkpoints.** SQLite checkpoints the WAL inside the commit that makes it reach
+//! `wal_autocheckpoint` frames (1,000 by default), and a checkpoint writes and syncs pages: on a
+//! shared virtual disk we measured up to hundreds of milliseconds. So the writer's WAL hook is
+//! Stockroom's: it only notes the WAL's length after a commit, and when an inline commit
+//! reached the threshold (the application's `wal_autocheckpoint` pragma, if it set one), a
+//! `PASSIVE` checkpoint, as SQLite's own, follows on the blocking pool before the commit
+//! returns; a commit already on the blocking pool checkpoints there. Setting
+//! `wal_autocheckpoint` again inside [`with_connection`] gives the checkpoint back to SQLite.
 //!
 //! What this costs:
 //!
 //! - An inline call holds its tokio worker for as long as its statements run: a few
-//!   microseconds for a point read, some tens for a stock move, more if SQLite must read pages
-//!   from disk or, in the commit that crosses `wal_autocheckpoint` pages (1,000 by default),
-//!   checkpoint the WAL (as plain rusqlite on an async thread would). Inline calls never
-//!   yield inside, so each one takes a unit of the task's tokio budget: a task that runs many
-//!   in a row yields now and then, like one reading a socket.
+//!   microseconds for a point read, some tens for a stock move, more when SQLite must read
+//!   pages the OS does not cache. Inline calls never yield inside, so each one takes a unit of
+//!   the task's tokio budget: a task that runs many in a row yields now and then, like one
+//!   reading a socket.
 //! - It works on any tokio runtime, `current_thread` included: nothing uses `block_in_place`.
 //! - Cancellation: an inline call runs within one poll, so its future can only be dropped
 //!   before it starts or after it ends; a call on the blocking pool keeps the behaviour above
@@ -172,6 +180,7 @@
 mod conn;
 mod connection;
 mod error;
+mod hooks;
 mod options;
 mod repos;
 mod schema;

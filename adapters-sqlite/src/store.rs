@@ -16,8 +16,9 @@ use stockroom_core::{
 };
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard, Semaphore};
 
-use crate::conn::{park, Conn, Cost, Lease, ReaderLease, Runner, Shared, SqlLog, WriterLease};
+use crate::conn::{Conn, Cost, Lease, ReaderLease, Runner, Shared, SqlLog, WriterLease};
 use crate::error::{closed, map};
+use crate::hooks::{park, watch_wal};
 use crate::options::SqliteOptions;
 use crate::table;
 
@@ -71,7 +72,7 @@ impl SqliteStore {
         options.validate()?;
         let options = Arc::new(options);
         let opening = Arc::clone(&options);
-        let (writer, busy_timeout) = tokio::task::spawn_blocking(move || open_writer(&opening))
+        let (writer, settled) = tokio::task::spawn_blocking(move || open_writer(&opening))
             .await
             .map_err(worker_failed)??;
         let runner = Runner {
@@ -80,8 +81,9 @@ impl SqliteStore {
                 slow: options.slow_statement_threshold,
             },
             inline: options.runs_inline(),
-            busy_timeout,
+            busy_timeout: settled.busy_timeout,
             durable_commits: options.durability == Durability::Full,
+            checkpoint_at: settled.checkpoint_at,
         };
         Ok(Self {
             inner: Arc::new(Inner {
@@ -180,11 +182,19 @@ impl SqliteStore {
     }
 }
 
+/// What the writer was left with once set up (the options, or what the application's pragmas
+/// or hook set), which the store's calls keep to.
+struct Settled {
+    /// The busy timeout, which calls on the blocking pool restore.
+    busy_timeout: Duration,
+    /// `wal_autocheckpoint`, which the writer's WAL hook now enforces (0: never).
+    checkpoint_at: u32,
+}
+
 /// Opens the writer and applies the migrations (waiting, as long as the busy timeout allows, for
-/// another process that migrates the file at the same time), then parks it for inline calls.
-/// Also returns the busy timeout the connection was left with (the option, or what the
-/// application's pragmas or hook set), which calls on the blocking pool restore.
-fn open_writer(options: &SqliteOptions) -> Result<(Connection, Duration)> {
+/// another process that migrates the file at the same time), then readies it for inline calls:
+/// parked, its automatic checkpoint taken over (see `hooks::watch_wal`).
+fn open_writer(options: &SqliteOptions) -> Result<(Connection, Settled)> {
     let mut conn = options.open(true)?;
     if options.run_migrations {
         crate::schema::migrate(&mut conn)?;
@@ -192,11 +202,19 @@ fn open_writer(options: &SqliteOptions) -> Result<(Connection, Duration)> {
     let busy_ms: i64 = conn
         .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
         .map_err(map)?;
+    let mut checkpoint_at = 0;
     if options.runs_inline() {
         park(&mut conn)?;
+        checkpoint_at = watch_wal(&conn)?;
     }
     let busy_timeout = Duration::from_millis(u64::try_from(busy_ms).unwrap_or(0));
-    Ok((conn, busy_timeout))
+    Ok((
+        conn,
+        Settled {
+            busy_timeout,
+            checkpoint_at,
+        },
+    ))
 }
 
 /// Opens a read connection, parked for inline calls.
