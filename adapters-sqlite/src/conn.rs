@@ -643,4 +643,75 @@ mod tests {
         };
         assert_eq!(levels_of(slow), vec![Level::WARN]);
     }
+
+    /// A read connection, parked, whose short calls run inline, on `uri`.
+    fn inline_reader(uri: &str) -> Conn {
+        let mut conn = Connection::open_with_flags(
+            uri,
+            rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+        )
+        .unwrap();
+        park(&mut conn).unwrap();
+        let pool = Arc::new(Shared {
+            idle: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+            max_lifetime: None,
+            idle_timeout: None,
+            keep_idle: 0,
+        });
+        let permit = Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .unwrap();
+        let runner = Runner {
+            log: SqlLog {
+                echo: false,
+                slow: Duration::from_secs(3600),
+            },
+            inline: true,
+            busy_timeout: Duration::from_secs(30),
+            durable_commits: false,
+            checkpoint_at: 0,
+        };
+        let lease = ReaderLease {
+            conn: Some(conn),
+            born: Instant::now(),
+            pool,
+            _permit: permit,
+        };
+        Conn::new(Lease::Reader(lease), runner)
+    }
+
+    /// A read run inline that meets a lock runs again on the blocking pool, where it waits for
+    /// the lock. (The `memdb` VFS makes a reader meet the writer's lock; the store itself runs
+    /// every call of an in-memory database on the blocking pool.) On a current-thread runtime,
+    /// the writer's thread commits while the reader waits.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_read_that_meets_a_lock_waits_for_it_on_the_blocking_pool() {
+        let uri = format!(
+            "file:/stockroom-conn-{}?vfs=memdb",
+            uuid::Uuid::now_v7().simple()
+        );
+        let flags = rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+        let writer = Connection::open_with_flags(&uri, flags).unwrap();
+        writer
+            .execute_batch("CREATE TABLE t (x); BEGIN IMMEDIATE; INSERT INTO t VALUES (1)")
+            .unwrap();
+        let mut reader = inline_reader(&uri);
+        let (locked, unlock) = std::sync::mpsc::channel::<()>();
+        let committer = std::thread::spawn(move || {
+            // Commits once the reader has met the lock (or after a while, in any case).
+            let _ = unlock.recv_timeout(Duration::from_millis(200));
+            writer.execute_batch("COMMIT").unwrap();
+            writer
+        });
+        let count = reader
+            .read(Cost::Short, move |db| {
+                let _ = locked.send(());
+                db.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+                    .map_err(map)
+            })
+            .await;
+        assert_eq!(count.unwrap(), 1, "the read did not wait for the commit");
+        drop(committer.join().unwrap());
+    }
 }
