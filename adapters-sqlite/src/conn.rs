@@ -19,6 +19,9 @@
 //! met a lock held elsewhere is therefore run again on the blocking pool, where it waits as
 //! long as the busy timeout allows.
 //!
+//! A call that commits and leaves the WAL at its checkpoint threshold is followed by a
+//! checkpoint on the blocking pool, holding the connection (see `hooks.rs`).
+//!
 //! The private in-memory database runs every call on the blocking pool: under SQLite's `memdb`
 //! VFS a reader waits for the writer's whole transaction, not for a moment.
 

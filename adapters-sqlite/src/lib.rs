@@ -98,9 +98,9 @@
 //!   the acquire timeout for it (then fails as `Unavailable`, as a pool without a free
 //!   connection does), and the unit of work holds it
 //!   exclusively until commit, rollback or drop, so no other statement can slip into its
-//!   transaction. The transaction opens with `BEGIN IMMEDIATE` (run in the same blocking call as
-//!   the first statement, saving a thread hop), so a transaction that reads first cannot fail
-//!   its later write with `SQLITE_BUSY`; a lock held by another process shows as `Transient`.
+//!   transaction. The transaction opens with `BEGIN IMMEDIATE` (run in the same call as the
+//!   first statement), so a transaction that reads first cannot fail its later write with
+//!   `SQLITE_BUSY`; a lock held by another process past the busy timeout shows as `Transient`.
 //!   Reads outside a unit of work take connections from a pool of up to `max_read_connections`
 //!   read connections (`query_only`; `StoreConfig::max_connections()` with `connect`), which
 //!   run in parallel under WAL.
@@ -110,8 +110,16 @@
 //!   handing it to `tokio::task::spawn_blocking` and back (about 20 µs on a small machine). Work
 //!   that grows with the data or the input (lists, counts, searches, batches of more than 32
 //!   rows, purges, hard deletes with their cascades, the commit of a transaction that did any
-//!   of those, [`with_connection`]) runs on tokio's blocking pool, as every call did before.
-//!   See [Where calls run](#where-calls-run).
+//!   of those, [`with_connection`]) runs on tokio's blocking pool. See
+//!   [Where calls run](#where-calls-run).
+//! - **The stock move natively.** [`Store::move_stock`](stockroom_core::Store::move_stock)
+//!   (what `transfer` runs and retries) takes the writer and runs `BEGIN IMMEDIATE`, the
+//!   idempotency-key lookup, both products' stock (one `SELECT`, in id order), the checks,
+//!   the ledger `INSERT`, one `UPDATE` of both stocks and `COMMIT` (`ROLLBACK` when a rule
+//!   refuses the move) in one call. SQLite's single write lock covers both rows from the read
+//!   to the update, so no row lock is needed.
+//!   [`UnitOfWork::move_stock`](stockroom_core::UnitOfWork::move_stock) runs the same
+//!   statements in one call inside the unit of work's transaction, its writes in a savepoint.
 //! - **A connection is never shared**: a lease owns it. Dropping a lease (a unit of work
 //!   dropped without commit, or a call on the blocking pool whose future was dropped mid-way)
 //!   rolls back any open transaction before the connection serves anyone else (checked with
@@ -143,8 +151,8 @@
 //!   for a lock: between blocking calls a connection's busy handler refuses to wait (and notes
 //!   that it was asked to). So when another connection (another process, or the application's
 //!   own) holds the write lock, the unit of work's `BEGIN IMMEDIATE` fails at once inline, and
-//!   the whole call moves to the blocking pool, where the `BEGIN` waits up to the busy timeout
-//!   as before; a read that met a lock (under WAL only while another process recovers the WAL
+//!   the whole call moves to the blocking pool, where the `BEGIN` waits up to the busy timeout;
+//!   a read that met a lock (under WAL only while another process recovers the WAL
 //!   index after a crash) runs again there too. Nothing else inline waits for a lock: under
 //!   WAL readers never wait for the writer, and the writer, once its transaction holds the
 //!   write lock, waits for nobody.
@@ -165,10 +173,11 @@
 //! What this costs:
 //!
 //! - An inline call holds its tokio worker for as long as its statements run: a few
-//!   microseconds for a point read, some tens for a stock move, more when SQLite must read
-//!   pages the OS does not cache. Inline calls never yield inside, so each one takes a unit of
-//!   the task's tokio budget: a task that runs many in a row yields now and then, like one
-//!   reading a socket.
+//!   microseconds for a point read; for a whole stock move, commit included (it writes the
+//!   WAL), about 150 µs on the 2-core machine of the figures in the README; more when SQLite
+//!   must read pages the OS does not cache. Inline calls never yield inside, so each one takes
+//!   a unit of the task's tokio budget: a task that runs many in a row yields now and then,
+//!   like one reading a socket.
 //! - It works on any tokio runtime, `current_thread` included: nothing uses `block_in_place`.
 //! - Cancellation: an inline call runs within one poll, so its future can only be dropped
 //!   before it starts or after it ends; a call on the blocking pool keeps the behaviour above
