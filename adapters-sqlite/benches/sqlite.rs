@@ -1,10 +1,11 @@
 //! The SQLite adapter beside plain rusqlite running the same SQL on one connection.
 //!
-//! `cargo bench -p stockroom-sqlite --bench sqlite` prints, per scenario, the median of several
-//! samples (after one warm-up sample of each side, not counted) for the adapter and for the
-//! baseline, and their ratio: the adapter's throughput over the baseline's (1.00x = as fast as
-//! plain rusqlite; higher is better). Adapter and baseline samples alternate, so that both
-//! see the same machine.
+//! `cargo bench -p stockroom-sqlite --bench sqlite` prints, per scenario, the median of 11
+//! samples for the adapter and for the baseline (after one warm-up pair, not counted), the
+//! spread of the samples (fastest and slowest), and the ratio of the medians as throughputs:
+//! the adapter's over the baseline's (1.00x = as fast as plain rusqlite; higher is better).
+//! Adapter and baseline samples alternate, and so does which of the two goes first, so that
+//! both see the same machine and neither always runs on the heels of the other.
 //!
 //! The baseline connection has the adapter's writer settings (WAL, `synchronous=NORMAL`,
 //! foreign keys, a 64-statement cache) and runs the statements the adapter runs, copied from
@@ -20,6 +21,7 @@
 //! - point reads: 10,000 `get` by id on one read session (sequential), and the same from 8
 //!   read sessions at once; the baseline runs the same SELECT on one connection.
 
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,7 +34,7 @@ use stockroom_core::{
 use stockroom_sqlite::SqliteStore;
 use uuid::Uuid;
 
-const SAMPLES: usize = 7;
+const SAMPLES: usize = 11;
 const TRANSFERS: usize = 4_000;
 const TASKS: usize = 8;
 const PRODUCTS: usize = 10_000;
@@ -333,23 +335,70 @@ fn baseline_reads(db: &TempDb, ids: &[ProductId]) -> Duration {
     started.elapsed()
 }
 
-/// The median of the samples after the first (the warm-up).
-fn median(samples: Vec<Duration>) -> Duration {
-    let mut counted = samples[1..].to_vec();
-    counted.sort();
-    counted[counted.len() / 2]
+/// The times of one side of a scenario, the warm-up (the first) left out.
+struct Samples(Vec<Duration>);
+
+impl Samples {
+    fn median(&self) -> Duration {
+        self.0[self.0.len() / 2]
+    }
+
+    /// The fastest and the slowest sample.
+    fn range_ms(&self) -> (f64, f64) {
+        let ms = |d: &Duration| d.as_secs_f64() * 1e3;
+        (ms(&self.0[0]), ms(&self.0[self.0.len() - 1]))
+    }
 }
 
-/// Prints both medians and the ratio of the throughputs (adapter over rusqlite).
-fn report(name: &str, unit: usize, what: &str, adapter: Duration, baseline: Duration) {
+/// Runs a warm-up pair, then `samples` pairs of the adapter and the baseline, alternating which
+/// goes first, so that neither always runs on the heels of the other (the writeback of its
+/// files, the caches it warmed). Sample `s` of both sides gets `s` (a seed, a prefix).
+async fn paired<FA, A, FB, B>(
+    samples: usize,
+    mut adapter: FA,
+    mut baseline: FB,
+) -> (Samples, Samples)
+where
+    FA: FnMut(usize) -> A,
+    A: Future<Output = Duration>,
+    FB: FnMut(usize) -> B,
+    B: Future<Output = Duration>,
+{
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for s in 0..=samples {
+        if s % 2 == 0 {
+            a.push(adapter(s).await);
+            b.push(baseline(s).await);
+        } else {
+            b.push(baseline(s).await);
+            a.push(adapter(s).await);
+        }
+    }
+    let counted = |mut v: Vec<Duration>| {
+        v.remove(0);
+        v.sort();
+        Samples(v)
+    };
+    (counted(a), counted(b))
+}
+
+/// Prints both medians, the ratio of the throughputs (adapter over rusqlite) and the spread of
+/// the samples.
+fn report(name: &str, unit: usize, what: &str, adapter: &Samples, baseline: &Samples) {
     let rate = |d: Duration| unit as f64 / d.as_secs_f64();
+    let (a, b) = (adapter.median(), baseline.median());
     println!(
         "{name:<34} adapter {:>9.2} ms ({:>9.0} {what}/s)   rusqlite {:>9.2} ms ({:>9.0} {what}/s)   ratio {:>5.2}x",
-        adapter.as_secs_f64() * 1e3,
-        rate(adapter),
-        baseline.as_secs_f64() * 1e3,
-        rate(baseline),
-        rate(adapter) / rate(baseline),
+        a.as_secs_f64() * 1e3,
+        rate(a),
+        b.as_secs_f64() * 1e3,
+        rate(b),
+        rate(a) / rate(b),
+    );
+    let ((a_min, a_max), (b_min, b_max)) = (adapter.range_ms(), baseline.range_ms());
+    println!(
+        "{:<34} samples: adapter {a_min:.2}-{a_max:.2} ms, rusqlite {b_min:.2}-{b_max:.2} ms",
+        ""
     );
 }
 
@@ -371,41 +420,29 @@ fn main() {
              ratio = adapter throughput / rusqlite throughput"
         );
 
-        // Sample 0 of each side is the warm-up: run, not counted.
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        for s in 0..=samples {
-            a.push(adapter_transfers(s as u64 + 1).await);
-            b.push(baseline_transfers(s as u64 + 1).await);
-        }
-        report(
-            &format!("transfers ({TRANSFERS}, {TASKS} tasks)"),
-            TRANSFERS,
-            "tx",
-            median(a),
-            median(b),
-        );
+        let seed = |s: usize| s as u64 + 1;
+        let (a, b) = paired(
+            samples,
+            |s| adapter_transfers(seed(s)),
+            |s| baseline_transfers(seed(s)),
+        )
+        .await;
+        let name = format!("transfers ({TRANSFERS}, {TASKS} tasks)");
+        report(&name, TRANSFERS, "tx", &a, &b);
 
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        for s in 0..=samples {
-            a.push(adapter_create_many(s).await);
-            b.push(baseline_create_many(s).await);
-        }
-        report(
-            &format!("create_many ({PRODUCTS} products)"),
-            PRODUCTS,
-            "rows",
-            median(a),
-            median(b),
-        );
+        let (a, b) = paired(samples, adapter_create_many, baseline_create_many).await;
+        let name = format!("create_many ({PRODUCTS} products)");
+        report(&name, PRODUCTS, "rows", &a, &b);
 
         let (db, ids) = seeded(PRODUCTS, 5).await;
-        let (mut a, mut c, mut b) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..=samples {
-            a.push(adapter_reads_sequential(&db, &ids).await);
-            c.push(adapter_reads_concurrent(&db, &ids).await);
-            b.push(baseline_reads(&db, &ids));
-        }
-        let base = median(b);
+        let baseline = |_| async { baseline_reads(&db, &ids) };
+        let (a, b) = paired(samples, |_| adapter_reads_sequential(&db, &ids), baseline).await;
+        let name = format!("point reads ({READS}, 1 session)");
+        report(&name, READS, "get", &a, &b);
+        let (a, b) = paired(samples, |_| adapter_reads_concurrent(&db, &ids), baseline).await;
+        let name = format!("point reads ({READS}, {TASKS} sessions)");
+        report(&name, READS, "get", &a, &b);
+
         // What the adapter avoids for short calls: one blocking-pool round trip, no SQL.
         let mut hops = Vec::new();
         for _ in 0..=samples {
@@ -415,24 +452,12 @@ fn main() {
             }
             hops.push(started.elapsed());
         }
+        hops.remove(0);
+        hops.sort();
         println!(
             "{:<34} {:>9.2} us per spawn_blocking round trip (no SQL)",
             "thread hop",
-            median(hops).as_secs_f64() * 1e6 / READS as f64
-        );
-        report(
-            &format!("point reads ({READS}, 1 session)"),
-            READS,
-            "get",
-            median(a),
-            base,
-        );
-        report(
-            &format!("point reads ({READS}, {TASKS} sessions)"),
-            READS,
-            "get",
-            median(c),
-            base,
+            Samples(hops).median().as_secs_f64() * 1e6 / READS as f64
         );
     });
 }
