@@ -409,6 +409,9 @@ fn main() {
     } else {
         1
     };
+    // `cargo bench ... -- create_many` runs only the scenarios whose name contains the word.
+    let only = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let runs = |name: &str| only.as_deref().is_none_or(|word| name.contains(word));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
@@ -420,30 +423,45 @@ fn main() {
              ratio = adapter throughput / rusqlite throughput"
         );
 
-        let seed = |s: usize| s as u64 + 1;
-        let (a, b) = paired(
-            samples,
-            |s| adapter_transfers(seed(s)),
-            |s| baseline_transfers(seed(s)),
-        )
-        .await;
         let name = format!("transfers ({TRANSFERS}, {TASKS} tasks)");
-        report(&name, TRANSFERS, "tx", &a, &b);
+        if runs(&name) {
+            let seed = |s: usize| s as u64 + 1;
+            let (a, b) = paired(
+                samples,
+                |s| adapter_transfers(seed(s)),
+                |s| baseline_transfers(seed(s)),
+            )
+            .await;
+            report(&name, TRANSFERS, "tx", &a, &b);
+        }
 
-        let (a, b) = paired(samples, adapter_create_many, baseline_create_many).await;
         let name = format!("create_many ({PRODUCTS} products)");
-        report(&name, PRODUCTS, "rows", &a, &b);
+        if runs(&name) {
+            let (a, b) = paired(samples, adapter_create_many, baseline_create_many).await;
+            report(&name, PRODUCTS, "rows", &a, &b);
+        }
 
-        let (db, ids) = seeded(PRODUCTS, 5).await;
-        let baseline = |_| async { baseline_reads(&db, &ids) };
-        let (a, b) = paired(samples, |_| adapter_reads_sequential(&db, &ids), baseline).await;
-        let name = format!("point reads ({READS}, 1 session)");
-        report(&name, READS, "get", &a, &b);
-        let (a, b) = paired(samples, |_| adapter_reads_concurrent(&db, &ids), baseline).await;
-        let name = format!("point reads ({READS}, {TASKS} sessions)");
-        report(&name, READS, "get", &a, &b);
+        let one = format!("point reads ({READS}, 1 session)");
+        let many = format!("point reads ({READS}, {TASKS} sessions)");
+        if runs(&one) || runs(&many) {
+            let (db, ids) = seeded(PRODUCTS, 5).await;
+            let baseline = |_| async { baseline_reads(&db, &ids) };
+            if runs(&one) {
+                let adapter = |_| adapter_reads_sequential(&db, &ids);
+                let (a, b) = paired(samples, adapter, baseline).await;
+                report(&one, READS, "get", &a, &b);
+            }
+            if runs(&many) {
+                let adapter = |_| adapter_reads_concurrent(&db, &ids);
+                let (a, b) = paired(samples, adapter, baseline).await;
+                report(&many, READS, "get", &a, &b);
+            }
+        }
 
         // What the adapter avoids for short calls: one blocking-pool round trip, no SQL.
+        if !runs("thread hop") {
+            return;
+        }
         let mut hops = Vec::new();
         for _ in 0..=samples {
             let started = Instant::now();
