@@ -235,16 +235,17 @@ fn query_rows<E: Table>(conn: &Db<'_>, sql: &str, params: &[Value]) -> Result<Ve
 }
 
 /// The first row of a lookup by a unique key: it steps once, where collecting every row would
-/// step again only to find no second one.
+/// step again only to find no second one. The key is bound as it is (an id as its 16 bytes, no
+/// owned `Value`), since this is the point read.
 fn query_first<T>(
     conn: &Db<'_>,
     sql: &str,
-    params: &[Value],
+    key: impl rusqlite::ToSql,
     f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
 ) -> Result<Option<T>> {
     conn.observe(sql, || {
         let mut stmt = conn.prepare_cached(sql)?;
-        let mut rows = stmt.query(rusqlite::params_from_iter(params))?;
+        let mut rows = stmt.query([key])?;
         rows.next()?.map(f).transpose()
     })
     .map_err(map)
@@ -316,7 +317,7 @@ fn require_live<E: Table>(conn: &Db<'_>, ids: impl IntoIterator<Item = E::Id>) -
 // ---- The generic operations ----------------------------------------------------------------
 
 pub(crate) fn get<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<Option<E>> {
-    query_first(conn, E::GET_SQL, &[blob(id)], |r| E::read(r, 0))
+    query_first(conn, E::GET_SQL, id.as_bytes(), |r| E::read(r, 0))
 }
 
 /// The distinct ids, in a stable order.
@@ -575,7 +576,7 @@ fn trashed<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<Option<E>> {
         columns::<E>(None),
         E::NAME
     );
-    query_first(conn, &sql, &[blob(id)], |r| E::read(r, 0))
+    query_first(conn, &sql, id.as_bytes(), |r| E::read(r, 0))
 }
 
 pub(crate) fn hard_delete<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<()> {
@@ -601,7 +602,7 @@ pub(crate) fn by_column<E: Table>(conn: &Db<'_>, column: &str, value: &str) -> R
         columns::<E>(None),
         E::NAME
     );
-    query_first(conn, &sql, &[text(value)], |r| E::read(r, 0))
+    query_first(conn, &sql, value, |r| E::read(r, 0))
 }
 
 // ---- Products ------------------------------------------------------------------------------
@@ -615,7 +616,11 @@ impl Table for Product {
 
     fn read(row: &Row<'_>, at: usize) -> rusqlite::Result<Self> {
         let (created_at, updated_at, deleted_at, version) = meta_at(row, at + 9)?;
-        let status: String = row.get(at + 5)?;
+        // Parsed from the row's own text: no `String` just to be dropped.
+        let status = row
+            .get_ref(at + 5)?
+            .as_str()
+            .map_err(|_| conversion(at + 5, Type::Text, "product status is not text"))?;
         Ok(Product {
             id: ProductId::from_uuid(uuid_at(row, at)?),
             name: row.get(at + 1)?,
@@ -703,7 +708,7 @@ pub(crate) fn with_relations(conn: &Db<'_>, id: ProductId) -> Result<Option<Prod
     );
     let c_at = Product::COLUMNS.len();
     let u_at = c_at + Category::COLUMNS.len();
-    query_first(conn, &sql, &[blob(id)], |r| {
+    query_first(conn, &sql, id.as_uuid().as_bytes(), |r| {
         let category = match r.get_ref(c_at)? {
             rusqlite::types::ValueRef::Null => None,
             _ => Some(Category::read(r, c_at)?),
@@ -999,7 +1004,7 @@ fn read_movement(row: &Row<'_>) -> rusqlite::Result<StockMovement> {
 
 pub(crate) fn movement(conn: &Db<'_>, id: StockMovementId) -> Result<Option<StockMovement>> {
     let sql = format!("SELECT {MOVEMENT_COLUMNS} FROM stock_movements WHERE id = ?");
-    query_first(conn, &sql, &[blob(id)], read_movement)
+    query_first(conn, &sql, id.as_uuid().as_bytes(), read_movement)
 }
 
 pub(crate) fn movement_by_key(conn: &Db<'_>, key: &str) -> Result<Option<StockMovement>> {
@@ -1008,7 +1013,7 @@ pub(crate) fn movement_by_key(conn: &Db<'_>, key: &str) -> Result<Option<StockMo
         movement_columns!(),
         " FROM stock_movements WHERE idempotency_key = ?"
     );
-    query_first(conn, sql, &[text(key)], read_movement)
+    query_first(conn, sql, key, read_movement)
 }
 
 pub(crate) fn movements_for_product(
