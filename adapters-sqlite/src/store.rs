@@ -155,6 +155,8 @@ impl SqliteStore {
     /// it runs in the same call as the first statement.
     async fn writer(&self) -> Result<Conn> {
         self.check_open()?;
+        // A free writer is taken without arming a timer. The lock is fair: a waiter queued
+        // before keeps its turn, since `try_lock` fails while one waits.
         let guard = match Arc::clone(&self.inner.writer).try_lock_owned() {
             Ok(guard) => guard,
             Err(_) => self.wait_for_writer().await?,
@@ -172,6 +174,7 @@ impl SqliteStore {
         ))
     }
 
+    /// Waits for the writer up to the acquire timeout.
     async fn wait_for_writer(&self) -> Result<OwnedMutexGuard<Option<Connection>>> {
         let timeout = self.inner.acquire_timeout;
         tokio::time::timeout(timeout, Arc::clone(&self.inner.writer).lock_owned())
@@ -241,8 +244,9 @@ impl Store for SqliteStore {
 
     /// Waits up to the acquire timeout for the writer slot (`Unavailable` after it, as a
     /// pool that has no free connection). The write transaction opens with `BEGIN IMMEDIATE`
-    /// in the same blocking call as the unit of work's first statement (a lock held by another
-    /// process then shows there, after the busy timeout, as `Transient`).
+    /// in the same call as the unit of work's first statement. A write lock held by another
+    /// connection (another process) sends that call to the blocking pool, where it waits up to
+    /// the busy timeout, then fails as `Transient`.
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
         Ok(Box::new(SqliteUnitOfWork {
             conn: self.writer().await?,

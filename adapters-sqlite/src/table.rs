@@ -1179,3 +1179,26 @@ pub(crate) fn rollback(conn: &Db<'_>) -> Result<()> {
     conn.observe("ROLLBACK", || conn.execute_batch("ROLLBACK"))
         .map_err(map)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The point read built at compile time selects what `read` expects, from its own table.
+    fn get_sql_matches_the_columns<E: Table>() {
+        let built = format!(
+            "SELECT {} FROM {} WHERE id = ? AND deleted_at IS NULL",
+            columns::<E>(None),
+            E::NAME
+        );
+        assert_eq!(E::GET_SQL, built);
+    }
+
+    #[test]
+    fn each_tables_point_read_selects_its_columns() {
+        get_sql_matches_the_columns::<Product>();
+        get_sql_matches_the_columns::<Category>();
+        get_sql_matches_the_columns::<User>();
+        get_sql_matches_the_columns::<Review>();
+    }
+}
