@@ -1,27 +1,40 @@
 //! The SQLite adapter beside plain rusqlite running the same SQL on one connection.
 //!
-//! `cargo bench -p stockroom-sqlite --bench sqlite` prints, per scenario, the median of several
-//! samples for the adapter and for the baseline, and their ratio (adapter time / baseline time).
+//! `cargo bench -p stockroom-sqlite --bench sqlite` prints, per scenario, the median of 11
+//! samples for the adapter and for the baseline (after one warm-up pair, not counted), the
+//! spread of the samples (fastest and slowest), and the ratio of the medians as throughputs:
+//! the adapter's over the baseline's (1.00x = as fast as plain rusqlite; higher is better).
+//! Adapter and baseline samples alternate, and so does which of the two goes first, so that
+//! both see the same machine and neither always runs on the heels of the other.
+//!
+//! The baseline connection has the adapter's writer settings (WAL, `synchronous=NORMAL`,
+//! foreign keys, a 64-statement cache) and runs the statements the adapter runs, copied from
+//! `src/table.rs`:
 //!
 //! - transfers: 4,000 stock transfers; the adapter runs them from 8 concurrent tasks through
-//!   `StoreExt::transfer` (begin, lock, two conditional updates, ledger insert, commit); the
-//!   baseline runs the same statements one transfer after another on one connection.
-//! - create_many: 10,000 products in one unit of work (one multi-row INSERT per batch), into a
-//!   fresh file.
+//!   `StoreExt::transfer` (the use case: validation, retries, tracing; then the native
+//!   `Store::move_stock`). The baseline runs the same statements one transfer after another:
+//!   `BEGIN IMMEDIATE`, both products' stock in one `SELECT`, the checks, the ledger `INSERT`,
+//!   one `UPDATE` of both stocks, `COMMIT`.
+//! - create_many: 10,000 products in one unit of work (one multi-row INSERT per batch of up to
+//!   2,340 rows, inside a savepoint since there are several batches), into a fresh file.
 //! - point reads: 10,000 `get` by id on one read session (sequential), and the same from 8
 //!   read sessions at once; the baseline runs the same SELECT on one connection.
 
+use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use stockroom_core::time;
-use stockroom_core::{NewProduct, ProductId, ReadSession, Store, StoreExt, TransferRequest};
+use stockroom_core::{
+    check_stocks, NewProduct, ProductId, ReadSession, Store, StoreExt, TransferRequest,
+};
 use stockroom_sqlite::SqliteStore;
 use uuid::Uuid;
 
-const SAMPLES: usize = 7;
+const SAMPLES: usize = 11;
 const TRANSFERS: usize = 4_000;
 const TASKS: usize = 8;
 const PRODUCTS: usize = 10_000;
@@ -140,56 +153,58 @@ async fn adapter_transfers(seed: u64) -> Duration {
     elapsed
 }
 
+/// The statements of the adapter's stock move (`src/table.rs`), without an idempotency key.
+const STOCKS_SQL: &str =
+    "SELECT id, stock FROM products WHERE id IN (?, ?) AND deleted_at IS NULL ORDER BY id";
+const LEDGER_SQL: &str = "INSERT INTO stock_movements \
+                          (id, source_id, target_id, quantity, idempotency_key, created_at) \
+                          VALUES (?, ?, ?, ?, ?, ?)";
+const SHIFT_SQL: &str =
+    "UPDATE products SET stock = stock + CASE WHEN id = ?1 THEN -?3 ELSE ?3 END, \
+                         updated_at = ?4, version = version + 1 \
+                         WHERE id IN (?1, ?2) AND deleted_at IS NULL";
+
+/// One transfer as the adapter's `Store::move_stock` runs it, on a plain connection.
+fn raw_transfer(conn: &Connection, source: ProductId, target: ProductId, quantity: i64) {
+    let (src, tgt) = (source.as_uuid().into_bytes(), target.as_uuid().into_bytes());
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let stocks: Vec<([u8; 16], i64)> = conn
+        .prepare_cached(STOCKS_SQL)
+        .unwrap()
+        .query_map(params![src, tgt], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    let stock_of = |id| stocks.iter().find(|(p, _)| *p == id).unwrap().1;
+    check_stocks(source, stock_of(src), stock_of(tgt), quantity).unwrap();
+    let now = time::to_micros(time::now());
+    conn.prepare_cached(LEDGER_SQL)
+        .unwrap()
+        .execute(params![
+            Uuid::now_v7().into_bytes(),
+            src,
+            tgt,
+            quantity,
+            None::<String>,
+            now
+        ])
+        .unwrap();
+    let moved = conn
+        .prepare_cached(SHIFT_SQL)
+        .unwrap()
+        .execute(params![src, tgt, quantity, now])
+        .unwrap();
+    assert_eq!(moved, 2);
+    conn.execute_batch("COMMIT").unwrap();
+}
+
 async fn baseline_transfers(seed: u64) -> Duration {
     let (db, ids) = seeded(HOT, 1_000_000).await;
     let work = pairs(&ids, TRANSFERS, seed);
     let conn = raw(db.path());
-    let lock_sql = format!(
-        "SELECT {COLUMNS} FROM products WHERE id IN (?, ?) AND deleted_at IS NULL \
-         ORDER BY created_at, id"
-    );
-    let adjust_sql = format!(
-        "UPDATE products SET stock = stock + ?1, updated_at = ?2, version = version + 1 \
-         WHERE id = ?3 AND deleted_at IS NULL AND stock + ?1 >= 0 RETURNING {COLUMNS}"
-    );
-    let record_sql = "INSERT INTO stock_movements \
-                      (id, source_id, target_id, quantity, idempotency_key, created_at) \
-                      VALUES (?, ?, ?, ?, ?, ?)";
     let started = Instant::now();
     for (a, b) in work {
-        let (sa, sb) = (a.as_uuid().into_bytes(), b.as_uuid().into_bytes());
-        let (lo, hi) = if sa < sb { (sa, sb) } else { (sb, sa) };
-        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
-        let locked: Vec<Row> = conn
-            .prepare_cached(&lock_sql)
-            .unwrap()
-            .query_map(params![lo, hi], read_row)
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        assert_eq!(locked.len(), 2);
-        let now = time::to_micros(time::now());
-        for (id, delta) in [(sa, -1i64), (sb, 1)] {
-            let row = conn
-                .prepare_cached(&adjust_sql)
-                .unwrap()
-                .query_row(params![delta, now, id], read_row)
-                .optional()
-                .unwrap();
-            assert!(row.is_some());
-        }
-        conn.prepare_cached(record_sql)
-            .unwrap()
-            .execute(params![
-                Uuid::now_v7().into_bytes(),
-                sa,
-                sb,
-                1i64,
-                None::<String>,
-                now
-            ])
-            .unwrap();
-        conn.execute_batch("COMMIT").unwrap();
+        raw_transfer(&conn, a, b, 1);
     }
     started.elapsed()
 }
@@ -222,6 +237,11 @@ async fn baseline_create_many(sample: usize) -> Duration {
     let now = time::now();
     let rows: Vec<_> = new.into_iter().map(|n| n.into_entity(now)).collect();
     conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    // More rows than one batch: the adapter makes them all-or-nothing with a savepoint.
+    let savepoint = rows.len() > per_batch;
+    if savepoint {
+        conn.execute_batch("SAVEPOINT stockroom_atomic").unwrap();
+    }
     for batch in rows.chunks(per_batch) {
         let one = format!("({})", vec!["?"; per_row].join(", "));
         let sql = format!(
@@ -252,6 +272,9 @@ async fn baseline_create_many(sample: usize) -> Duration {
             .unwrap()
             .execute(rusqlite::params_from_iter(values))
             .unwrap();
+    }
+    if savepoint {
+        conn.execute_batch("RELEASE stockroom_atomic").unwrap();
     }
     conn.execute_batch("COMMIT").unwrap();
     started.elapsed()
@@ -320,20 +343,70 @@ fn baseline_reads(db: &TempDb, ids: &[ProductId]) -> Duration {
     started.elapsed()
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
+/// The times of one side of a scenario, the warm-up (the first) left out.
+struct Samples(Vec<Duration>);
+
+impl Samples {
+    fn median(&self) -> Duration {
+        self.0[self.0.len() / 2]
+    }
+
+    /// The fastest and the slowest sample.
+    fn range_ms(&self) -> (f64, f64) {
+        let ms = |d: &Duration| d.as_secs_f64() * 1e3;
+        (ms(&self.0[0]), ms(&self.0[self.0.len() - 1]))
+    }
 }
 
-fn report(name: &str, unit: usize, what: &str, adapter: Duration, baseline: Duration) {
+/// Runs a warm-up pair, then `samples` pairs of the adapter and the baseline, alternating which
+/// goes first, so that neither always runs on the heels of the other (the writeback of its
+/// files, the caches it warmed). Sample `s` of both sides gets `s` (a seed, a prefix).
+async fn paired<FA, A, FB, B>(
+    samples: usize,
+    mut adapter: FA,
+    mut baseline: FB,
+) -> (Samples, Samples)
+where
+    FA: FnMut(usize) -> A,
+    A: Future<Output = Duration>,
+    FB: FnMut(usize) -> B,
+    B: Future<Output = Duration>,
+{
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for s in 0..=samples {
+        if s % 2 == 0 {
+            a.push(adapter(s).await);
+            b.push(baseline(s).await);
+        } else {
+            b.push(baseline(s).await);
+            a.push(adapter(s).await);
+        }
+    }
+    let counted = |mut v: Vec<Duration>| {
+        v.remove(0);
+        v.sort();
+        Samples(v)
+    };
+    (counted(a), counted(b))
+}
+
+/// Prints both medians, the ratio of the throughputs (adapter over rusqlite) and the spread of
+/// the samples.
+fn report(name: &str, unit: usize, what: &str, adapter: &Samples, baseline: &Samples) {
     let rate = |d: Duration| unit as f64 / d.as_secs_f64();
+    let (a, b) = (adapter.median(), baseline.median());
     println!(
         "{name:<34} adapter {:>9.2} ms ({:>9.0} {what}/s)   rusqlite {:>9.2} ms ({:>9.0} {what}/s)   ratio {:>5.2}x",
-        adapter.as_secs_f64() * 1e3,
-        rate(adapter),
-        baseline.as_secs_f64() * 1e3,
-        rate(baseline),
-        adapter.as_secs_f64() / baseline.as_secs_f64(),
+        a.as_secs_f64() * 1e3,
+        rate(a),
+        b.as_secs_f64() * 1e3,
+        rate(b),
+        rate(a) / rate(b),
+    );
+    let ((a_min, a_max), (b_min, b_max)) = (adapter.range_ms(), baseline.range_ms());
+    println!(
+        "{:<34} samples: adapter {a_min:.2}-{a_max:.2} ms, rusqlite {b_min:.2}-{b_max:.2} ms",
+        ""
     );
 }
 
@@ -344,75 +417,73 @@ fn main() {
     } else {
         1
     };
+    // `cargo bench ... -- create_many` runs only the scenarios whose name contains the word.
+    let only = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let runs = |name: &str| only.as_deref().is_none_or(|word| name.contains(word));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async {
-        println!("stockroom-sqlite vs plain rusqlite, median of {samples} samples");
-
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        for s in 0..samples {
-            a.push(adapter_transfers(s as u64 + 1).await);
-            b.push(baseline_transfers(s as u64 + 1).await);
-        }
-        report(
-            &format!("transfers ({TRANSFERS}, {TASKS} tasks)"),
-            TRANSFERS,
-            "tx",
-            median(a),
-            median(b),
+        println!(
+            "stockroom-sqlite vs plain rusqlite: median of {samples} samples after a warm-up; \
+             ratio = adapter throughput / rusqlite throughput"
         );
 
-        let (mut a, mut b) = (Vec::new(), Vec::new());
-        for s in 0..samples {
-            a.push(adapter_create_many(s).await);
-            b.push(baseline_create_many(s).await);
+        let name = format!("transfers ({TRANSFERS}, {TASKS} tasks)");
+        if runs(&name) {
+            let seed = |s: usize| s as u64 + 1;
+            let (a, b) = paired(
+                samples,
+                |s| adapter_transfers(seed(s)),
+                |s| baseline_transfers(seed(s)),
+            )
+            .await;
+            report(&name, TRANSFERS, "tx", &a, &b);
         }
-        report(
-            &format!("create_many ({PRODUCTS} products)"),
-            PRODUCTS,
-            "rows",
-            median(a),
-            median(b),
-        );
 
-        let (db, ids) = seeded(PRODUCTS, 5).await;
-        let (mut a, mut c, mut b) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..samples {
-            a.push(adapter_reads_sequential(&db, &ids).await);
-            c.push(adapter_reads_concurrent(&db, &ids).await);
-            b.push(baseline_reads(&db, &ids));
+        let name = format!("create_many ({PRODUCTS} products)");
+        if runs(&name) {
+            let (a, b) = paired(samples, adapter_create_many, baseline_create_many).await;
+            report(&name, PRODUCTS, "rows", &a, &b);
         }
-        let base = median(b);
-        // The floor of the adapter's cost per call: one blocking-thread round trip, no SQL.
+
+        let one = format!("point reads ({READS}, 1 session)");
+        let many = format!("point reads ({READS}, {TASKS} sessions)");
+        if runs(&one) || runs(&many) {
+            let (db, ids) = seeded(PRODUCTS, 5).await;
+            let baseline = |_| async { baseline_reads(&db, &ids) };
+            if runs(&one) {
+                let adapter = |_| adapter_reads_sequential(&db, &ids);
+                let (a, b) = paired(samples, adapter, baseline).await;
+                report(&one, READS, "get", &a, &b);
+            }
+            if runs(&many) {
+                let adapter = |_| adapter_reads_concurrent(&db, &ids);
+                let (a, b) = paired(samples, adapter, baseline).await;
+                report(&many, READS, "get", &a, &b);
+            }
+        }
+
+        // What the adapter avoids for short calls: one blocking-pool round trip, no SQL.
+        if !runs("thread hop") {
+            return;
+        }
         let mut hops = Vec::new();
-        for _ in 0..samples {
+        for _ in 0..=samples {
             let started = Instant::now();
             for _ in 0..READS {
                 tokio::task::spawn_blocking(|| ()).await.unwrap();
             }
             hops.push(started.elapsed());
         }
+        hops.remove(0);
+        hops.sort();
         println!(
             "{:<34} {:>9.2} us per spawn_blocking round trip (no SQL)",
             "thread hop",
-            median(hops).as_secs_f64() * 1e6 / READS as f64
-        );
-        report(
-            &format!("point reads ({READS}, 1 session)"),
-            READS,
-            "get",
-            median(a),
-            base,
-        );
-        report(
-            &format!("point reads ({READS}, {TASKS} sessions)"),
-            READS,
-            "get",
-            median(c),
-            base,
+            Samples(hops).median().as_secs_f64() * 1e6 / READS as f64
         );
     });
 }

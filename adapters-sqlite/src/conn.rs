@@ -1,10 +1,29 @@
-//! Connections, and running work on them off the async threads.
+//! Connections, and where their calls run.
 //!
-//! A [`Conn`] owns one connection (a [`Lease`]) exclusively. Each call moves the lease into a
-//! blocking task, runs there and moves it back; the async threads never touch SQLite. If the
-//! awaiting future is dropped mid-call, the lease is dropped on the blocking thread after the
-//! work finishes, and dropping a lease rolls back any transaction left open, so a connection
-//! never goes back into service with a transaction open.
+//! A [`Conn`] owns one connection (a [`Lease`]) exclusively and runs each call in one of two
+//! places, chosen by the call's [`Cost`]:
+//!
+//! - **Inline**, on the async worker that polls the call, for [`Cost::Short`] work: a few
+//!   statements that find their rows through an index. Such a call takes microseconds, less
+//!   than handing it to another thread and back. It runs within one poll, so a caller that drops
+//!   the future can only do so before or after it, never in the middle.
+//! - **On tokio's blocking pool**, for [`Cost::Long`] work (it grows with the data or the input)
+//!   and for any call that would wait for a lock: the lease moves into a blocking task and back.
+//!   If the awaiting future is dropped mid-call, the lease is dropped on the blocking thread
+//!   after the work finishes, and dropping a lease rolls back any transaction left open, so a
+//!   connection never goes back into service with a transaction open.
+//!
+//! No statement run inline ever sleeps waiting for a lock: between blocking calls a connection's
+//! busy handler refuses to wait (and notes that it was asked to); a call on the blocking pool
+//! sets the busy timeout back for its duration. An inline call whose `BEGIN IMMEDIATE` or read
+//! met a lock held elsewhere is therefore run again on the blocking pool, where it waits as
+//! long as the busy timeout allows.
+//!
+//! A call that commits and leaves the WAL at its checkpoint threshold is followed by a
+//! checkpoint on the blocking pool, holding the connection (see `hooks.rs`).
+//!
+//! The private in-memory database runs every call on the blocking pool: under SQLite's `memdb`
+//! VFS a reader waits for the writer's whole transaction, not for a moment.
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,7 +34,8 @@ use rusqlite::Connection;
 use stockroom_core::{Error, Result};
 use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit};
 
-use crate::error::SqliteError;
+use crate::error::{map, SqliteError};
+use crate::hooks::{self, observe, park, Observed};
 
 /// What to log of the statements a connection runs (`StoreConfig::log_statements` and
 /// `StoreConfig::slow_statement_threshold`).
@@ -200,9 +220,67 @@ impl Lease {
         }
     }
 
+    fn conn_mut(&mut self) -> &mut Connection {
+        match self {
+            Lease::Writer(w) => w
+                .guard
+                .as_mut()
+                .expect("a writer lease holds an open connection"),
+            Lease::Reader(r) => r
+                .conn
+                .as_mut()
+                .expect("a reader lease holds its connection"),
+        }
+    }
+
     fn in_transaction(&self) -> bool {
         !self.conn().is_autocommit()
     }
+}
+
+/// How long a call may hold the thread it runs on, which decides where it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cost {
+    /// A few statements that find their rows through an index (a point read, a write by id, a
+    /// stock move): a few microseconds each, less than a hand-off to another thread. Inline.
+    Short,
+    /// Work that grows with the data or the input (lists, counts, searches, large batches,
+    /// purges, cascading deletes, a commit after any of those, the application's own SQL), or
+    /// that waits for the disk (a commit with `Durability::Full`). On the blocking pool.
+    Long,
+}
+
+impl Cost {
+    /// `Short` for a batch of up to [`SHORT_BATCH`] rows or ids, `Long` beyond.
+    pub(crate) fn of_batch(len: usize) -> Self {
+        if len <= SHORT_BATCH {
+            Cost::Short
+        } else {
+            Cost::Long
+        }
+    }
+}
+
+/// The most rows (or ids) a batch call may hold and still run inline: each is an index lookup
+/// or an insert of a few microseconds.
+pub(crate) const SHORT_BATCH: usize = 32;
+
+/// How a store's connections run their calls.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Runner {
+    pub(crate) log: SqlLog,
+    /// Whether short calls run inline: false for the in-memory database (see the module docs).
+    pub(crate) inline: bool,
+    /// How long a statement on the blocking pool waits for a lock held elsewhere: the busy
+    /// timeout in effect once the connection was set up (the option, or the application's
+    /// `busy_timeout` pragma).
+    pub(crate) busy_timeout: Duration,
+    /// Whether a commit waits for the disk (`Durability::Full`), and so runs on the blocking
+    /// pool.
+    pub(crate) durable_commits: bool,
+    /// The WAL length, in frames, at which a commit is followed by a checkpoint on the
+    /// blocking pool (the writer's `wal_autocheckpoint`, see `hooks::watch_wal`); 0 for never.
+    pub(crate) checkpoint_at: u32,
 }
 
 /// Where a connection's transaction stands.
@@ -210,8 +288,8 @@ impl Lease {
 enum Transaction {
     /// A read connection: no transaction is expected.
     None,
-    /// A unit of work whose transaction opens with this statement, run in the same blocking
-    /// call as its first statement (one thread hop less per unit of work).
+    /// A unit of work whose transaction opens with this statement, run in the same call as its
+    /// first statement.
     Pending(&'static str),
     /// A unit of work whose transaction is open.
     Open,
@@ -221,12 +299,26 @@ enum Transaction {
     Ended,
 }
 
+impl Transaction {
+    /// The state after a call, from whether the connection is in autocommit mode.
+    fn after_call(self, autocommit: bool) -> Self {
+        match self {
+            Transaction::None => Transaction::None,
+            _ if autocommit => Transaction::Ended,
+            _ => Transaction::Open,
+        }
+    }
+}
+
 /// A connection owned by one session or unit of work; every method of the repository ports is
 /// implemented on it (see `repos.rs`).
 pub(crate) struct Conn {
     lease: Option<Lease>,
-    log: SqlLog,
+    runner: Runner,
     transaction: Transaction,
+    /// Whether a long call ran in this transaction: its commit (or a rollback to a savepoint)
+    /// has that call's pages to write (or restore), so it is long too.
+    ran_long: bool,
 }
 
 impl fmt::Debug for Conn {
@@ -241,21 +333,20 @@ impl fmt::Debug for Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(lease: Lease, log: SqlLog) -> Self {
+    pub(crate) fn new(lease: Lease, runner: Runner) -> Self {
         Self {
             lease: Some(lease),
-            log,
+            runner,
             transaction: Transaction::None,
+            ran_long: false,
         }
     }
 
     /// A connection whose transaction opens with `begin` right before its first statement.
-    pub(crate) fn with_pending_begin(lease: Lease, log: SqlLog, begin: &'static str) -> Self {
-        Self {
-            lease: Some(lease),
-            log,
-            transaction: Transaction::Pending(begin),
-        }
+    pub(crate) fn with_pending_begin(lease: Lease, runner: Runner, begin: &'static str) -> Self {
+        let mut conn = Self::new(lease, runner);
+        conn.transaction = Transaction::Pending(begin);
+        conn
     }
 
     /// Fails with `Unavailable` once the store is closed (and gives up the connection, rolling
@@ -277,41 +368,157 @@ impl Conn {
         matches!(self.transaction, Transaction::Pending(_))
     }
 
-    /// Runs `work` on the connection on a blocking thread, after the pending `BEGIN` if any.
+    /// The cost of ending the transaction with a commit: long when it waits for the disk or
+    /// writes what a long call changed.
+    pub(crate) fn commit_cost(&self) -> Cost {
+        if self.runner.durable_commits || self.ran_long {
+            Cost::Long
+        } else {
+            Cost::Short
+        }
+    }
+
+    /// The cost of undoing the transaction's work back to a savepoint.
+    pub(crate) fn undo_cost(&self) -> Cost {
+        if self.ran_long {
+            Cost::Long
+        } else {
+            Cost::Short
+        }
+    }
+
+    /// Runs `work` on the connection (after the pending `BEGIN`, if any): inline when short
+    /// (see the module docs), otherwise on the blocking pool.
     ///
     /// A unit of work whose transaction was found ended after an earlier call fails with
     /// [`SqliteError::TransactionEnded`] instead of running `work` outside a transaction. The
     /// call that ended it returns its own result.
-    pub(crate) async fn run<T, F>(&mut self, work: F) -> Result<T>
+    pub(crate) async fn run<T, F>(&mut self, cost: Cost, work: F) -> Result<T>
     where
         F: FnOnce(&Db<'_>) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
+        if self.ready_inline(cost).await? {
+            let (result, observed) = self.run_inline(work);
+            if observed.checkpoint_due(self.runner.checkpoint_at) {
+                self.checkpoint().await;
+            }
+            return result;
+        }
+        self.run_blocking(cost, work).await
+    }
+
+    /// [`run`](Self::run) for work that only reads, and so may run twice: work run inline that
+    /// met a lock held elsewhere (rare under WAL: another process recovering the WAL index
+    /// after a crash) is run again on the blocking pool, where it may wait for the lock.
+    pub(crate) async fn read<T, F>(&mut self, cost: Cost, work: F) -> Result<T>
+    where
+        F: Fn(&Db<'_>) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        if self.ready_inline(cost).await? {
+            let (result, observed) = self.run_inline(&work);
+            if !observed.refused_wait {
+                return result;
+            }
+            // Its result is "busy": run it again below, where it waits for the lock.
+        }
+        self.run_blocking(cost, work).await
+    }
+
+    /// Checks that a call may run, and says whether it runs inline: a short call on a store
+    /// that allows it, whose pending `BEGIN IMMEDIATE` (if any) took the write lock without
+    /// waiting. Another connection (another process) holding that lock sends the whole call
+    /// to the blocking pool, where its `BEGIN` waits for the lock.
+    async fn ready_inline(&mut self, cost: Cost) -> Result<bool> {
         self.check_open()?;
         if self.transaction == Transaction::Ended {
             return Err(SqliteError::TransactionEnded.into());
         }
-        let lease = self.lease.take().ok_or_else(|| Error::Unavailable {
-            reason: "the connection was lost by an interrupted call".to_owned(),
-        })?;
-        let log = self.log;
+        if cost == Cost::Long || !self.runner.inline {
+            return Ok(false);
+        }
+        // An inline call does not yield; taking a unit of the task's budget makes a task
+        // that runs many of them in a row yield now and then, as tokio's own resources do.
+        tokio::task::coop::consume_budget().await;
+        self.begin_inline()
+    }
+
+    /// Opens the pending transaction inline; `false` when the write lock is held elsewhere.
+    fn begin_inline(&mut self) -> Result<bool> {
+        let Transaction::Pending(sql) = self.transaction else {
+            return Ok(true);
+        };
+        let db = Db {
+            conn: self.lease()?.conn(),
+            log: self.runner.log,
+        };
+        match observe(|| db.observe(sql, || db.execute_batch(sql))) {
+            (Ok(()), _) => {
+                self.transaction = Transaction::Open;
+                Ok(true)
+            }
+            (Err(_), seen) if seen.refused_wait => Ok(false),
+            (Err(e), _) => Err(map(e)),
+        }
+    }
+
+    fn lease(&self) -> Result<&Lease> {
+        self.lease.as_ref().ok_or_else(lost)
+    }
+
+    /// Runs `work` here and now (its transaction, if any, already open); also says what SQLite
+    /// reported meanwhile (a lock it did not wait for, a commit's WAL length).
+    fn run_inline<T>(&mut self, work: impl FnOnce(&Db<'_>) -> Result<T>) -> (Result<T>, Observed) {
+        let lease = match self.lease() {
+            Ok(lease) => lease,
+            Err(e) => return (Err(e), Observed::default()),
+        };
+        let db = Db {
+            conn: lease.conn(),
+            log: self.runner.log,
+        };
+        let (result, observed) = observe(|| work(&db));
+        let autocommit = db.is_autocommit();
+        self.transaction = self.transaction.after_call(autocommit);
+        (result, observed)
+    }
+
+    /// Checkpoints the WAL on the blocking pool, after an inline commit that made it due: a
+    /// checkpoint writes and syncs pages, which can take long. The connection is held until it
+    /// ends, as SQLite's automatic checkpoint holds the committing connection.
+    async fn checkpoint(&mut self) {
+        let _ = self
+            .run_blocking(Cost::Long, |db| {
+                hooks::checkpoint(db);
+                Ok(())
+            })
+            .await;
+    }
+
+    /// Runs `work` on the blocking pool, after the pending `BEGIN` if any, with the busy
+    /// timeout in effect for the duration of the call.
+    async fn run_blocking<T, F>(&mut self, cost: Cost, work: F) -> Result<T>
+    where
+        F: FnOnce(&Db<'_>) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let mut lease = self.lease.take().ok_or_else(lost)?;
+        let runner = self.runner;
         let before = self.transaction;
         let (lease, after, result) = tokio::task::spawn_blocking(move || {
-            let db = Db {
-                conn: lease.conn(),
-                log,
-            };
-            if let Transaction::Pending(sql) = before {
-                if let Err(e) = db.observe(sql, || db.execute_batch(sql)) {
-                    return (lease, before, Err(crate::error::map(e)));
+            let (after, result) = with_busy_timeout(&mut lease, runner, |db| {
+                if let Transaction::Pending(sql) = before {
+                    if let Err(e) = db.observe(sql, || db.execute_batch(sql)) {
+                        return (before, Err(map(e))); // still to open
+                    }
                 }
-            }
-            let result = work(&db);
-            let after = match before {
-                Transaction::None => Transaction::None,
-                _ if db.is_autocommit() => Transaction::Ended,
-                _ => Transaction::Open,
-            };
+                let (result, observed) = observe(|| work(db));
+                if observed.checkpoint_due(runner.checkpoint_at) {
+                    hooks::checkpoint(db); // already off the async threads
+                }
+                (before.after_call(db.is_autocommit()), result)
+            });
             (lease, after, result)
         })
         .await
@@ -321,6 +528,7 @@ impl Conn {
         })?;
         self.lease = Some(lease);
         self.transaction = after;
+        self.ran_long |= cost == Cost::Long;
         result
     }
 
@@ -337,6 +545,36 @@ impl Conn {
             }
         }
     }
+}
+
+/// The error of a call on a connection that an earlier call, dropped mid-way on the blocking
+/// pool, took with it.
+fn lost() -> Error {
+    Error::Unavailable {
+        reason: "the connection was lost by an interrupted call".to_owned(),
+    }
+}
+
+/// Runs `work` on the lease's connection with the busy timeout in effect, then parks the
+/// connection again (on a store that runs calls inline; the others keep the busy timeout all
+/// along). Failing to switch the handler is logged, not fatal: the call then fails fast on a
+/// lock, or an inline call may wait for one, and neither changes what the statements do.
+fn with_busy_timeout<R>(lease: &mut Lease, runner: Runner, work: impl FnOnce(&Db<'_>) -> R) -> R {
+    if runner.inline {
+        if let Err(error) = lease.conn_mut().busy_timeout(runner.busy_timeout) {
+            tracing::warn!(%error, "sqlite: could not set the busy timeout for a blocking call");
+        }
+    }
+    let out = work(&Db {
+        conn: lease.conn(),
+        log: runner.log,
+    });
+    if runner.inline {
+        if let Err(error) = park(lease.conn_mut()) {
+            tracing::warn!(%error, "sqlite: could not park a connection after a blocking call");
+        }
+    }
+    out
 }
 
 impl Drop for Conn {
@@ -407,5 +645,76 @@ mod tests {
             slow: Duration::ZERO,
         };
         assert_eq!(levels_of(slow), vec![Level::WARN]);
+    }
+
+    /// A read connection, parked, whose short calls run inline, on `uri`.
+    fn inline_reader(uri: &str) -> Conn {
+        let mut conn = Connection::open_with_flags(
+            uri,
+            rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_URI,
+        )
+        .unwrap();
+        park(&mut conn).unwrap();
+        let pool = Arc::new(Shared {
+            idle: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+            max_lifetime: None,
+            idle_timeout: None,
+            keep_idle: 0,
+        });
+        let permit = Arc::new(tokio::sync::Semaphore::new(1))
+            .try_acquire_owned()
+            .unwrap();
+        let runner = Runner {
+            log: SqlLog {
+                echo: false,
+                slow: Duration::from_secs(3600),
+            },
+            inline: true,
+            busy_timeout: Duration::from_secs(30),
+            durable_commits: false,
+            checkpoint_at: 0,
+        };
+        let lease = ReaderLease {
+            conn: Some(conn),
+            born: Instant::now(),
+            pool,
+            _permit: permit,
+        };
+        Conn::new(Lease::Reader(lease), runner)
+    }
+
+    /// A read run inline that meets a lock runs again on the blocking pool, where it waits for
+    /// the lock. (The `memdb` VFS makes a reader meet the writer's lock; the store itself runs
+    /// every call of an in-memory database on the blocking pool.) On a current-thread runtime,
+    /// the writer's thread commits while the reader waits.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_read_that_meets_a_lock_waits_for_it_on_the_blocking_pool() {
+        let uri = format!(
+            "file:/stockroom-conn-{}?vfs=memdb",
+            uuid::Uuid::now_v7().simple()
+        );
+        let flags = rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+        let writer = Connection::open_with_flags(&uri, flags).unwrap();
+        writer
+            .execute_batch("CREATE TABLE t (x); BEGIN IMMEDIATE; INSERT INTO t VALUES (1)")
+            .unwrap();
+        let mut reader = inline_reader(&uri);
+        let (locked, unlock) = std::sync::mpsc::channel::<()>();
+        let committer = std::thread::spawn(move || {
+            // Commits once the reader has met the lock (or after a while, in any case).
+            let _ = unlock.recv_timeout(Duration::from_millis(200));
+            writer.execute_batch("COMMIT").unwrap();
+            writer
+        });
+        let count = reader
+            .read(Cost::Short, move |db| {
+                let _ = locked.send(());
+                db.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+                    .map_err(map)
+            })
+            .await;
+        assert_eq!(count.unwrap(), 1, "the read did not wait for the commit");
+        drop(committer.join().unwrap());
     }
 }

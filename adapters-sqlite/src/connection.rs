@@ -3,15 +3,17 @@
 use rusqlite::Connection;
 use stockroom_core::{native_unit_of_work, Result, UnitOfWork};
 
+use crate::conn::Cost;
 use crate::store::SqliteUnitOfWork;
 
 /// Runs `f` on the unit of work's writer connection, inside its transaction: what `f` writes
 /// commits or rolls back with everything else the unit of work did.
 ///
-/// `f` runs on the same blocking thread pool as Stockroom's own statements (after the
-/// unit of work's `BEGIN IMMEDIATE`, if no statement ran yet), and its value is returned. A
-/// statement of `f` that fails is undone by SQLite alone and the unit of work goes on, as after
-/// a failed statement of Stockroom's. `f` must leave the transaction open: if the connection is
+/// `f` runs on tokio's blocking pool, since it may take any time (after the unit of work's
+/// `BEGIN IMMEDIATE`, if no statement ran yet), with the store's busy timeout in effect: its
+/// statements may wait for a lock. Its value is returned. A statement of `f` that fails is
+/// undone by SQLite alone and the unit of work goes on, as after a failed statement of
+/// Stockroom's. `f` must leave the transaction open: if the connection is
 /// in autocommit mode afterwards (`f` ran `COMMIT` or `ROLLBACK`, or SQLite rolled the
 /// transaction back after an error such as a full disk), the unit of work runs nothing more and
 /// its `commit` and `rollback` fail, with [`Error::Backend`](stockroom_core::Error::Backend)
@@ -52,5 +54,6 @@ where
     T: Send + 'static,
 {
     let native = native_unit_of_work::<SqliteUnitOfWork>(uow, "with_connection")?;
-    native.conn.run(move |db| Ok(f(db))).await
+    // Long: the application's SQL may take any time; it runs on the blocking pool.
+    native.conn.run(Cost::Long, move |db| Ok(f(db))).await
 }

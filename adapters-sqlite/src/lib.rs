@@ -98,17 +98,32 @@
 //!   the acquire timeout for it (then fails as `Unavailable`, as a pool without a free
 //!   connection does), and the unit of work holds it
 //!   exclusively until commit, rollback or drop, so no other statement can slip into its
-//!   transaction. The transaction opens with `BEGIN IMMEDIATE` (run in the same blocking call as
-//!   the first statement, saving a thread hop), so a transaction that reads first cannot fail
-//!   its later write with `SQLITE_BUSY`; a lock held by another process shows as `Transient`.
+//!   transaction. The transaction opens with `BEGIN IMMEDIATE` (run in the same call as the
+//!   first statement), so a transaction that reads first cannot fail its later write with
+//!   `SQLITE_BUSY`; a lock held by another process past the busy timeout shows as `Transient`.
 //!   Reads outside a unit of work take connections from a pool of up to `max_read_connections`
 //!   read connections (`query_only`; `StoreConfig::max_connections()` with `connect`), which
 //!   run in parallel under WAL.
-//! - **Off the async threads.** Every call moves its connection into
-//!   `tokio::task::spawn_blocking`, runs its statements there and moves it back. A connection
-//!   is never shared: a lease owns it. Dropping a lease (a unit of work dropped without commit,
-//!   or a call whose future was dropped mid-way) rolls back any open transaction before the
-//!   connection serves anyone else (checked with `is_autocommit`). After every call of a unit of
+//! - **Short calls inline, long ones on the blocking pool.** A call whose statements find their
+//!   rows through an index (a point read, a write by id, a stock move, a savepoint, a commit)
+//!   runs inline, on the async worker that polls it: it takes a few microseconds, less than
+//!   handing it to `tokio::task::spawn_blocking` and back (about 20 µs on a small machine). Work
+//!   that grows with the data or the input (lists, counts, searches, batches of more than 32
+//!   rows, purges, hard deletes with their cascades, the commit of a transaction that did any
+//!   of those, [`with_connection`]) runs on tokio's blocking pool. See
+//!   [Where calls run](#where-calls-run).
+//! - **The stock move natively.** [`Store::move_stock`](stockroom_core::Store::move_stock)
+//!   (what `transfer` runs and retries) takes the writer and runs `BEGIN IMMEDIATE`, the
+//!   idempotency-key lookup, both products' stock (one `SELECT`, in id order), the checks,
+//!   the ledger `INSERT`, one `UPDATE` of both stocks and `COMMIT` (`ROLLBACK` when a rule
+//!   refuses the move) in one call. SQLite's single write lock covers both rows from the read
+//!   to the update, so no row lock is needed.
+//!   [`UnitOfWork::move_stock`](stockroom_core::UnitOfWork::move_stock) runs the same
+//!   statements in one call inside the unit of work's transaction, its writes in a savepoint.
+//! - **A connection is never shared**: a lease owns it. Dropping a lease (a unit of work
+//!   dropped without commit, or a call on the blocking pool whose future was dropped mid-way)
+//!   rolls back any open transaction before the connection serves anyone else (checked with
+//!   `is_autocommit`); an inline call cannot be dropped mid-way. After every call of a unit of
 //!   work the connection is checked to still be in its transaction.
 //! - **Connections**, in this order: the busy timeout, `synchronous=NORMAL` (`FULL` with
 //!   `Durability::Full`), the application's pragmas and `on_open` hook, then WAL (the writer
@@ -127,13 +142,60 @@
 //! - **URLs**: `sqlite://path/to/file.db` (created if missing; `sqlite:///abs/path.db` for an
 //!   absolute path) and `sqlite::memory:` or `sqlite://:memory:` for a private in-memory database
 //!   (SQLite's `memdb` VFS, shared by the store's connections, without WAL).
+//!
+//! ## Where calls run
+//!
+//! Each call runs in one place, chosen before it starts:
+//!
+//! - **Inline**: a short call on a database file. No statement run inline ever sleeps waiting
+//!   for a lock: between blocking calls a connection's busy handler refuses to wait (and notes
+//!   that it was asked to). So when another connection (another process, or the application's
+//!   own) holds the write lock, the unit of work's `BEGIN IMMEDIATE` fails at once inline, and
+//!   the whole call moves to the blocking pool, where the `BEGIN` waits up to the busy timeout;
+//!   a read that met a lock (under WAL only while another process recovers the WAL
+//!   index after a crash) runs again there too. Nothing else inline waits for a lock: under
+//!   WAL readers never wait for the writer, and the writer, once its transaction holds the
+//!   write lock, waits for nobody.
+//! - **On the blocking pool**: long calls, the calls above that met a lock, commits with
+//!   [`Durability::Full`](stockroom_core::Durability::Full) (they wait for the disk), WAL
+//!   checkpoints, and every call on the private in-memory database, whose `memdb` VFS makes a
+//!   reader wait for the writer's whole transaction.
+//!
+//! **Checkpoints.** SQLite checkpoints the WAL inside the commit that makes it reach
+//! `wal_autocheckpoint` frames (1,000 by default), and a checkpoint writes and syncs pages: on a
+//! shared virtual disk we measured up to hundreds of milliseconds. So the writer's WAL hook is
+//! Stockroom's: it only notes the WAL's length after a commit, and when an inline commit
+//! reached the threshold (the application's `wal_autocheckpoint` pragma, if it set one), a
+//! `PASSIVE` checkpoint, as SQLite's own, follows on the blocking pool before the commit
+//! returns; a commit already on the blocking pool checkpoints there. Setting
+//! `wal_autocheckpoint` again inside [`with_connection`] gives the checkpoint back to SQLite.
+//!
+//! What this costs:
+//!
+//! - An inline call holds its tokio worker for as long as its statements run: a few
+//!   microseconds for a point read; for a whole stock move, commit included (it writes the
+//!   WAL), about 150 µs on the 2-core machine of the figures in the README; more when SQLite
+//!   must read pages the OS does not cache. Inline calls never yield inside, so each one takes
+//!   a unit of the task's tokio budget: a task that runs many in a row yields now and then,
+//!   like one reading a socket.
+//! - It works on any tokio runtime, `current_thread` included: nothing uses `block_in_place`.
+//! - Cancellation: an inline call runs within one poll, so its future can only be dropped
+//!   before it starts or after it ends; a call on the blocking pool keeps the behaviour above
+//!   (the connection, its transaction rolled back, goes back when the work ends).
+//! - The busy handler is Stockroom's: set how long to wait with
+//!   [`SqliteOptions::with_busy_timeout`] (or a `busy_timeout` pragma); a handler the
+//!   application installs in its `on_open` hook is replaced.
 
-#![forbid(unsafe_code)]
+// The one unsafe item is the WAL hook in `hooks.rs` (rusqlite's safe `wal_hook` differs between
+// the rusqlite releases this crate supports): everything else is safe code.
+#![deny(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod conn;
 mod connection;
 mod error;
+#[allow(unsafe_code)] // the WAL hook: see the module docs
+mod hooks;
 mod options;
 mod repos;
 mod schema;

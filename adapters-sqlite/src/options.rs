@@ -285,6 +285,14 @@ impl SqliteOptions {
         self
     }
 
+    /// Whether the store runs short calls inline on the async workers: on a file (WAL), where
+    /// readers never wait for the writer. The private in-memory database (the `memdb` VFS, no
+    /// WAL) makes a reader wait for the writer's whole transaction, so it runs every call on
+    /// the blocking pool.
+    pub(crate) fn runs_inline(&self) -> bool {
+        matches!(self.location, Location::File(_))
+    }
+
     /// Refuses malformed pragmas and those Stockroom enforces.
     pub(crate) fn validate(&self) -> Result<()> {
         for (name, value) in &self.pragmas {

@@ -1,5 +1,6 @@
-//! The repository ports, implemented on [`Conn`]: each method moves owned inputs to the
-//! connection's blocking thread and runs the statements of `table.rs` there.
+//! The repository ports, implemented on [`Conn`]: each method hands owned inputs to a call that
+//! runs the statements of `table.rs`, with the call's [`Cost`] (which decides where it runs:
+//! inline for a few indexed statements, the blocking pool for work that grows with the data).
 
 use async_trait::async_trait;
 use stockroom_core::time::Timestamp;
@@ -12,7 +13,7 @@ use stockroom_core::{
 };
 use uuid::Uuid;
 
-use crate::conn::Conn;
+use crate::conn::{Conn, Cost};
 use crate::table::{self, Table};
 
 fn uuids<I: Into<Uuid> + Copy>(ids: &[I]) -> Vec<Uuid> {
@@ -26,8 +27,10 @@ impl Conn {
         column: &'static str,
         value: String,
     ) -> Result<Option<E>> {
-        self.run(move |c| table::by_column::<E>(c, column, &value))
-            .await
+        self.read(Cost::Short, move |c| {
+            table::by_column::<E>(c, column, &value)
+        })
+        .await
     }
 }
 
@@ -35,7 +38,8 @@ impl Conn {
 impl<E: Table> ReadRepository<E> for Conn {
     async fn get(&mut self, id: E::Id) -> Result<Option<E>> {
         let id: Uuid = id.into();
-        self.run(move |c| table::get::<E>(c, id)).await
+        self.read(Cost::Short, move |c| table::get::<E>(c, id))
+            .await
     }
 
     async fn get_many(&mut self, ids: &[E::Id]) -> Result<Vec<E>> {
@@ -43,12 +47,16 @@ impl<E: Table> ReadRepository<E> for Conn {
             return Ok(Vec::new());
         }
         let ids = uuids(ids);
-        self.run(move |c| table::get_many::<E>(c, &ids)).await
+        self.read(Cost::of_batch(ids.len()), move |c| {
+            table::get_many::<E>(c, &ids)
+        })
+        .await
     }
 
     async fn list(&mut self, filter: &E::Filter, page: Page) -> Result<Vec<E>> {
         let filter = filter.clone();
-        self.run(move |c| table::list::<E>(c, &filter, page)).await
+        self.read(Cost::Long, move |c| table::list::<E>(c, &filter, page))
+            .await
     }
 
     async fn list_after(
@@ -59,37 +67,46 @@ impl<E: Table> ReadRepository<E> for Conn {
     ) -> Result<KeysetPage<E>> {
         let filter = filter.clone();
         let rows = self
-            .run(move |c| table::list_after::<E>(c, &filter, after, limit.get() + 1))
+            .read(Cost::Long, move |c| {
+                table::list_after::<E>(c, &filter, after, limit.get() + 1)
+            })
             .await?;
         Ok(KeysetPage::from_overfetch(rows, limit))
     }
 
     async fn count(&mut self, filter: &E::Filter) -> Result<u64> {
         let filter = filter.clone();
-        self.run(move |c| table::count::<E>(c, &filter)).await
+        self.read(Cost::Long, move |c| table::count::<E>(c, &filter))
+            .await
     }
 
     async fn exists(&mut self, filter: &E::Filter) -> Result<bool> {
         let filter = filter.clone();
-        self.run(move |c| table::exists::<E>(c, &filter)).await
+        self.read(Cost::Long, move |c| table::exists::<E>(c, &filter))
+            .await
     }
 
     async fn list_deleted(&mut self, page: Page) -> Result<Vec<E>> {
-        self.run(move |c| table::list_deleted::<E>(c, page)).await
+        self.read(Cost::Long, move |c| table::list_deleted::<E>(c, page))
+            .await
     }
 }
 
 #[async_trait]
 impl<E: Table> Repository<E> for Conn {
     async fn create(&mut self, new: E::New) -> Result<E> {
-        self.run(move |c| table::create::<E>(c, new)).await
+        self.run(Cost::Short, move |c| table::create::<E>(c, new))
+            .await
     }
 
     async fn create_many(&mut self, new: Vec<E::New>) -> Result<Vec<E>> {
         if new.is_empty() {
             return Ok(Vec::new());
         }
-        self.run(move |c| table::create_many::<E>(c, new)).await
+        self.run(Cost::of_batch(new.len()), move |c| {
+            table::create_many::<E>(c, new)
+        })
+        .await
     }
 
     async fn update(
@@ -100,8 +117,10 @@ impl<E: Table> Repository<E> for Conn {
     ) -> Result<E> {
         let id: Uuid = id.into();
         let patch = patch.clone();
-        self.run(move |c| table::update::<E>(c, id, &patch, expected_version))
-            .await
+        self.run(Cost::Short, move |c| {
+            table::update::<E>(c, id, &patch, expected_version)
+        })
+        .await
     }
 
     async fn update_many(&mut self, ids: &[E::Id], patch: &E::Patch) -> Result<u64> {
@@ -110,28 +129,36 @@ impl<E: Table> Repository<E> for Conn {
         }
         let ids = uuids(ids);
         let patch = patch.clone();
-        self.run(move |c| table::update_many::<E>(c, &ids, &patch))
-            .await
+        self.run(Cost::of_batch(ids.len()), move |c| {
+            table::update_many::<E>(c, &ids, &patch)
+        })
+        .await
     }
 
     async fn soft_delete(&mut self, id: E::Id) -> Result<bool> {
         let id: Uuid = id.into();
-        self.run(move |c| table::soft_delete::<E>(c, id)).await
+        self.run(Cost::Short, move |c| table::soft_delete::<E>(c, id))
+            .await
     }
 
     async fn restore(&mut self, id: E::Id) -> Result<bool> {
         let id: Uuid = id.into();
-        self.run(move |c| table::restore::<E>(c, id)).await
+        self.run(Cost::Short, move |c| table::restore::<E>(c, id))
+            .await
     }
 
     async fn hard_delete(&mut self, id: E::Id) -> Result<()> {
         let id: Uuid = id.into();
-        self.run(move |c| table::hard_delete::<E>(c, id)).await
+        // Long: the foreign keys cascade to the row's reviews and clear references to it.
+        self.run(Cost::Long, move |c| table::hard_delete::<E>(c, id))
+            .await
     }
 
     async fn purge_deleted_before(&mut self, before: Timestamp) -> Result<u64> {
-        self.run(move |c| table::purge_deleted_before::<E>(c, before))
-            .await
+        self.run(Cost::Long, move |c| {
+            table::purge_deleted_before::<E>(c, before)
+        })
+        .await
     }
 }
 
@@ -146,24 +173,28 @@ impl ProductReader for Conn {
     }
 
     async fn with_relations(&mut self, id: ProductId) -> Result<Option<ProductWithRelations>> {
-        self.run(move |c| table::with_relations(c, id)).await
+        self.read(Cost::Short, move |c| table::with_relations(c, id))
+            .await
     }
 
     async fn search(&mut self, filter: &ProductFilter, page: Page) -> Result<SearchPage<Product>> {
         let filter = filter.clone();
-        self.run(move |c| table::search(c, &filter, page)).await
+        self.read(Cost::Long, move |c| table::search(c, &filter, page))
+            .await
     }
 }
 
 #[async_trait]
 impl ProductRepository for Conn {
     async fn adjust_stock(&mut self, id: ProductId, delta: StockDelta) -> Result<Product> {
-        self.run(move |c| table::adjust_stock(c, id, delta)).await
+        self.run(Cost::Short, move |c| table::adjust_stock(c, id, delta))
+            .await
     }
 
     async fn lock(&mut self, ids: &[ProductId]) -> Result<Vec<Product>> {
         let ids = ids.to_vec();
-        self.run(move |c| table::lock(c, &ids)).await
+        self.read(Cost::of_batch(ids.len()), move |c| table::lock(c, &ids))
+            .await
     }
 }
 
@@ -188,12 +219,15 @@ impl UserRepository for Conn {}
 #[async_trait]
 impl ReviewReader for Conn {
     async fn for_product(&mut self, product: ProductId, page: Page) -> Result<Vec<Review>> {
-        self.run(move |c| table::reviews_for_product(c, product, page))
-            .await
+        self.read(Cost::Long, move |c| {
+            table::reviews_for_product(c, product, page)
+        })
+        .await
     }
 
     async fn stats(&mut self, product: ProductId) -> Result<RatingStats> {
-        self.run(move |c| table::review_stats(c, product)).await
+        self.read(Cost::Long, move |c| table::review_stats(c, product))
+            .await
     }
 }
 
@@ -202,27 +236,32 @@ impl ReviewRepository for Conn {}
 #[async_trait]
 impl StockMovementReader for Conn {
     async fn get(&mut self, id: StockMovementId) -> Result<Option<StockMovement>> {
-        self.run(move |c| table::movement(c, id)).await
+        self.read(Cost::Short, move |c| table::movement(c, id))
+            .await
     }
 
     async fn by_idempotency_key(&mut self, key: &str) -> Result<Option<StockMovement>> {
         let key = key.to_owned();
-        self.run(move |c| table::movement_by_key(c, &key)).await
-    }
-
-    async fn for_product(&mut self, product: ProductId, page: Page) -> Result<Vec<StockMovement>> {
-        self.run(move |c| table::movements_for_product(c, product, page))
+        self.read(Cost::Short, move |c| table::movement_by_key(c, &key))
             .await
     }
 
+    async fn for_product(&mut self, product: ProductId, page: Page) -> Result<Vec<StockMovement>> {
+        self.read(Cost::Long, move |c| {
+            table::movements_for_product(c, product, page)
+        })
+        .await
+    }
+
     async fn count(&mut self) -> Result<u64> {
-        self.run(table::movement_count).await
+        self.read(Cost::Long, table::movement_count).await
     }
 }
 
 #[async_trait]
 impl StockMovementRepository for Conn {
     async fn record(&mut self, movement: NewStockMovement) -> Result<StockMovement> {
-        self.run(move |c| table::record_movement(c, movement)).await
+        self.run(Cost::Short, move |c| table::record_movement(c, movement))
+            .await
     }
 }

@@ -9,23 +9,26 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use rusqlite::Connection;
 use stockroom_core::{
-    CategoryReader, CategoryRepository, Error, ProductReader, ProductRepository, ReadSession,
-    Result, ReviewReader, ReviewRepository, Savepoint, Savepoints, StockMovementReader,
-    StockMovementRepository, Store, StoreConfig, UnitOfWork, UserReader, UserRepository,
+    CategoryReader, CategoryRepository, Durability, Error, NewStockMovement, ProductReader,
+    ProductRepository, ReadSession, Result, ReviewReader, ReviewRepository, Savepoint, Savepoints,
+    StockMoved, StockMovementReader, StockMovementRepository, Store, StoreConfig, UnitOfWork,
+    UserReader, UserRepository,
 };
-use tokio::sync::Semaphore;
+use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard, Semaphore};
 
-use crate::conn::{Conn, Lease, ReaderLease, Shared, SqlLog, WriterLease};
+use crate::conn::{Conn, Cost, Lease, ReaderLease, Runner, Shared, SqlLog, WriterLease};
 use crate::error::{closed, map};
+use crate::hooks::{park, watch_wal};
 use crate::options::SqliteOptions;
+use crate::table;
 
 struct Inner {
     options: Arc<SqliteOptions>,
-    writer: Arc<tokio::sync::Mutex<Option<Connection>>>,
+    writer: Arc<AsyncMutex<Option<Connection>>>,
     readers: Arc<Shared>,
     read_permits: Arc<Semaphore>,
     acquire_timeout: Duration,
-    log: SqlLog,
+    runner: Runner,
     closed: AtomicBool,
 }
 
@@ -69,18 +72,22 @@ impl SqliteStore {
         options.validate()?;
         let options = Arc::new(options);
         let opening = Arc::clone(&options);
-        let writer = tokio::task::spawn_blocking(move || -> Result<Connection> {
-            let mut conn = opening.open(true)?;
-            if opening.run_migrations {
-                crate::schema::migrate(&mut conn)?;
-            }
-            Ok(conn)
-        })
-        .await
-        .map_err(worker_failed)??;
+        let (writer, settled) = tokio::task::spawn_blocking(move || open_writer(&opening))
+            .await
+            .map_err(worker_failed)??;
+        let runner = Runner {
+            log: SqlLog {
+                echo: options.log_statements,
+                slow: options.slow_statement_threshold,
+            },
+            inline: options.runs_inline(),
+            busy_timeout: settled.busy_timeout,
+            durable_commits: options.durability == Durability::Full,
+            checkpoint_at: settled.checkpoint_at,
+        };
         Ok(Self {
             inner: Arc::new(Inner {
-                writer: Arc::new(tokio::sync::Mutex::new(Some(writer))),
+                writer: Arc::new(AsyncMutex::new(Some(writer))),
                 readers: Arc::new(Shared {
                     idle: Mutex::new(Vec::new()),
                     closed: AtomicBool::new(false),
@@ -90,10 +97,7 @@ impl SqliteStore {
                 }),
                 read_permits: Arc::new(Semaphore::new(options.max_read_connections as usize)),
                 acquire_timeout: options.acquire_timeout,
-                log: SqlLog {
-                    echo: options.log_statements,
-                    slow: options.slow_statement_threshold,
-                },
+                runner,
                 closed: AtomicBool::new(false),
                 options,
             }),
@@ -129,7 +133,7 @@ impl SqliteStore {
             Some(c) => c,
             None => {
                 let options = Arc::clone(&self.inner.options);
-                let conn = tokio::task::spawn_blocking(move || options.open(false))
+                let conn = tokio::task::spawn_blocking(move || open_reader(&options))
                     .await
                     .map_err(worker_failed)??;
                 (conn, Instant::now())
@@ -142,9 +146,87 @@ impl SqliteStore {
                 pool: Arc::clone(&self.inner.readers),
                 _permit: permit,
             }),
-            self.inner.log,
+            self.inner.runner,
         ))
     }
+
+    /// The writer connection, once free (waiting up to the acquire timeout, then
+    /// `Unavailable`, as a pool without a free connection), with its `BEGIN IMMEDIATE` pending:
+    /// it runs in the same call as the first statement.
+    async fn writer(&self) -> Result<Conn> {
+        self.check_open()?;
+        // A free writer is taken without arming a timer. The lock is fair: a waiter queued
+        // before keeps its turn, since `try_lock` fails while one waits.
+        let guard = match Arc::clone(&self.inner.writer).try_lock_owned() {
+            Ok(guard) => guard,
+            Err(_) => self.wait_for_writer().await?,
+        };
+        if guard.is_none() {
+            return Err(closed());
+        }
+        Ok(Conn::with_pending_begin(
+            Lease::Writer(WriterLease {
+                guard,
+                shared: Arc::clone(&self.inner.readers),
+            }),
+            self.inner.runner,
+            "BEGIN IMMEDIATE",
+        ))
+    }
+
+    /// Waits for the writer up to the acquire timeout.
+    async fn wait_for_writer(&self) -> Result<OwnedMutexGuard<Option<Connection>>> {
+        let timeout = self.inner.acquire_timeout;
+        tokio::time::timeout(timeout, Arc::clone(&self.inner.writer).lock_owned())
+            .await
+            .map_err(|_| Error::Unavailable {
+                reason: format!("timed out after {timeout:?} waiting for the sqlite writer"),
+            })
+    }
+}
+
+/// What the writer was left with once set up (the options, or what the application's pragmas
+/// or hook set), which the store's calls keep to.
+struct Settled {
+    /// The busy timeout, which calls on the blocking pool restore.
+    busy_timeout: Duration,
+    /// `wal_autocheckpoint`, which the writer's WAL hook now enforces (0: never).
+    checkpoint_at: u32,
+}
+
+/// Opens the writer and applies the migrations (waiting, as long as the busy timeout allows, for
+/// another process that migrates the file at the same time), then readies it for inline calls:
+/// parked, its automatic checkpoint taken over (see `hooks::watch_wal`).
+fn open_writer(options: &SqliteOptions) -> Result<(Connection, Settled)> {
+    let mut conn = options.open(true)?;
+    if options.run_migrations {
+        crate::schema::migrate(&mut conn)?;
+    }
+    let busy_ms: i64 = conn
+        .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+        .map_err(map)?;
+    let mut checkpoint_at = 0;
+    if options.runs_inline() {
+        park(&mut conn)?;
+        checkpoint_at = watch_wal(&conn)?;
+    }
+    let busy_timeout = Duration::from_millis(u64::try_from(busy_ms).unwrap_or(0));
+    Ok((
+        conn,
+        Settled {
+            busy_timeout,
+            checkpoint_at,
+        },
+    ))
+}
+
+/// Opens a read connection, parked for inline calls.
+fn open_reader(options: &SqliteOptions) -> Result<Connection> {
+    let mut conn = options.open(false)?;
+    if options.runs_inline() {
+        park(&mut conn)?;
+    }
+    Ok(conn)
 }
 
 fn worker_failed(e: tokio::task::JoinError) -> Error {
@@ -162,29 +244,12 @@ impl Store for SqliteStore {
 
     /// Waits up to the acquire timeout for the writer slot (`Unavailable` after it, as a
     /// pool that has no free connection). The write transaction opens with `BEGIN IMMEDIATE`
-    /// in the same blocking call as the unit of work's first statement (a lock held by another
-    /// process then shows there, after the busy timeout, as `Transient`).
+    /// in the same call as the unit of work's first statement. A write lock held by another
+    /// connection (another process) sends that call to the blocking pool, where it waits up to
+    /// the busy timeout, then fails as `Transient`.
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
-        self.check_open()?;
-        let timeout = self.inner.acquire_timeout;
-        let guard = tokio::time::timeout(timeout, Arc::clone(&self.inner.writer).lock_owned())
-            .await
-            .map_err(|_| Error::Unavailable {
-                reason: format!("timed out after {timeout:?} waiting for the sqlite writer"),
-            })?;
-        if guard.is_none() {
-            return Err(closed());
-        }
-        let conn = Conn::with_pending_begin(
-            Lease::Writer(WriterLease {
-                guard,
-                shared: Arc::clone(&self.inner.readers),
-            }),
-            self.inner.log,
-            "BEGIN IMMEDIATE",
-        );
         Ok(Box::new(SqliteUnitOfWork {
-            conn,
+            conn: self.writer().await?,
             savepoints: Savepoints::default(),
         }))
     }
@@ -197,7 +262,7 @@ impl Store for SqliteStore {
 
     async fn health(&self) -> Result<()> {
         let mut conn = self.reader().await?;
-        conn.run(|c| {
+        conn.read(Cost::Short, |c| {
             c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
                 .map_err(map)
         })
@@ -228,6 +293,18 @@ impl Store for SqliteStore {
         tokio::task::spawn_blocking(move || probe_writable(&options.location))
             .await
             .map_err(worker_failed)?
+    }
+
+    /// The whole move in one call on the writer: `BEGIN IMMEDIATE`, the key lookup, both
+    /// products, the checks, the ledger row, the stock update and `COMMIT` (or `ROLLBACK` when
+    /// a rule refuses the move). Inline, unless the write lock is held by another process or
+    /// commits wait for the disk.
+    async fn move_stock(&self, movement: &NewStockMovement) -> Result<StockMoved> {
+        let mut conn = self.writer().await?;
+        let movement = movement.clone();
+        let cost = conn.commit_cost();
+        conn.run(cost, move |c| table::move_stock_and_commit(c, &movement))
+            .await
     }
 
     async fn close(&self) {
@@ -354,6 +431,15 @@ impl UnitOfWork for SqliteUnitOfWork {
         Some(self)
     }
 
+    /// The move's statements in one call on the unit of work's connection; its writes (the
+    /// ledger row and the stock update) are all-or-nothing within the transaction.
+    async fn move_stock(&mut self, movement: &NewStockMovement) -> Result<StockMoved> {
+        let movement = movement.clone();
+        self.conn
+            .run(Cost::Short, move |c| table::move_stock(c, &movement))
+            .await
+    }
+
     fn products(&mut self) -> &mut dyn ProductRepository {
         &mut self.conn
     }
@@ -375,7 +461,7 @@ impl UnitOfWork for SqliteUnitOfWork {
         let sql = format!("SAVEPOINT {}", savepoint.name());
         match self
             .conn
-            .run(move |c| c.execute_batch(&sql).map_err(map))
+            .run(Cost::Short, move |c| c.execute_batch(&sql).map_err(map))
             .await
         {
             Ok(()) => Ok(savepoint),
@@ -390,8 +476,9 @@ impl UnitOfWork for SqliteUnitOfWork {
         self.savepoints.close(&savepoint)?;
         let name = savepoint.name();
         let sql = format!("ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}");
+        let cost = self.conn.undo_cost();
         self.conn
-            .run(move |c| c.execute_batch(&sql).map_err(map))
+            .run(cost, move |c| c.execute_batch(&sql).map_err(map))
             .await
     }
 
@@ -399,7 +486,7 @@ impl UnitOfWork for SqliteUnitOfWork {
         self.savepoints.close(&savepoint)?;
         let sql = format!("RELEASE SAVEPOINT {}", savepoint.name());
         self.conn
-            .run(move |c| c.execute_batch(&sql).map_err(map))
+            .run(Cost::Short, move |c| c.execute_batch(&sql).map_err(map))
             .await
     }
 
@@ -408,9 +495,8 @@ impl UnitOfWork for SqliteUnitOfWork {
         if self.conn.transaction_pending() {
             return Ok(()); // nothing ran: nothing to commit
         }
-        self.conn
-            .run(|c| c.execute_batch("COMMIT").map_err(map))
-            .await
+        let cost = self.conn.commit_cost();
+        self.conn.run(cost, table::commit).await
     }
 
     async fn rollback(mut self: Box<Self>) -> Result<()> {
@@ -418,9 +504,7 @@ impl UnitOfWork for SqliteUnitOfWork {
         if self.conn.transaction_pending() {
             return Ok(());
         }
-        self.conn
-            .run(|c| c.execute_batch("ROLLBACK").map_err(map))
-            .await
+        self.conn.run(Cost::Short, table::rollback).await
     }
 }
 

@@ -1,7 +1,7 @@
 //! The rows of every table and the SQL of every operation, each written once.
 //!
-//! Everything here is synchronous and runs on a connection that a blocking thread owns for the
-//! duration of the call (see `conn.rs`).
+//! Everything here is synchronous and runs on a connection that one call owns for its duration,
+//! inline or on a blocking thread (see `conn.rs`).
 
 use std::collections::HashSet;
 
@@ -9,10 +9,10 @@ use rusqlite::types::{Type, Value};
 use rusqlite::Row;
 use stockroom_core::time::{self, Timestamp};
 use stockroom_core::{
-    Category, CategoryFilter, CategoryId, Constraint, Cursor, Entity, EntityKind, Error,
-    NewStockMovement, Page, Product, ProductFilter, ProductId, ProductWithRelations, RatingStats,
-    Result, Review, ReviewFilter, ReviewId, Rule, SearchPage, StockDelta, StockMovement,
-    StockMovementId, User, UserFilter, UserId, MAX_STOCK,
+    check_stocks, key_taken_meanwhile, Category, CategoryFilter, CategoryId, Constraint, Cursor,
+    Entity, EntityKind, Error, NewStockMovement, Page, Product, ProductFilter, ProductId,
+    ProductWithRelations, RatingStats, Result, Review, ReviewFilter, ReviewId, Rule, SearchPage,
+    StockDelta, StockMoved, StockMovement, StockMovementId, User, UserFilter, UserId, MAX_STOCK,
 };
 use uuid::Uuid;
 
@@ -95,15 +95,22 @@ fn meta_values<E: Entity>(row: &E) -> [Value; 4] {
     ]
 }
 
-/// `Table::COLUMNS` and `Table::WRITE_COLUMNS` of a table from its own columns (then the
-/// bookkeeping ones) and the derived columns a write stores after them, each listed once.
+/// `Table::NAME`, `Table::COLUMNS`, `Table::WRITE_COLUMNS` and `Table::GET_SQL` of a table
+/// from its name, its own columns (then the bookkeeping ones) and the derived columns a write
+/// stores after them, each listed once.
 macro_rules! table_columns {
-    ($($own:literal),+ $(; derived $($derived:literal),+)?) => {
+    ($name:literal: $first:literal $(, $own:literal)* $(; derived $($derived:literal),+)?) => {
+        const NAME: &'static str = $name;
         const COLUMNS: &'static [&'static str] =
-            &[$($own,)+ "created_at", "updated_at", "deleted_at", "version"];
+            &[$first, $($own,)* "created_at", "updated_at", "deleted_at", "version"];
         const WRITE_COLUMNS: &'static [&'static str] = &[
-            $($own,)+ "created_at", "updated_at", "deleted_at", "version" $($(, $derived)+)?
+            $first, $($own,)* "created_at", "updated_at", "deleted_at", "version"
+            $($(, $derived)+)?
         ];
+        const GET_SQL: &'static str = concat!(
+            "SELECT ", $first, $(", ", $own,)* ", created_at, updated_at, deleted_at, version",
+            " FROM ", $name, " WHERE id = ? AND deleted_at IS NULL"
+        );
     };
 }
 
@@ -142,6 +149,8 @@ pub(crate) trait Table: Entity {
     const COLUMNS: &'static [&'static str];
     /// The columns a write stores: `COLUMNS` and any derived column after them.
     const WRITE_COLUMNS: &'static [&'static str];
+    /// The live row by id: the point read, its text built at compile time.
+    const GET_SQL: &'static str;
 
     fn read(row: &Row<'_>, at: usize) -> rusqlite::Result<Self>;
     /// The values of `WRITE_COLUMNS`.
@@ -225,6 +234,23 @@ fn query_rows<E: Table>(conn: &Db<'_>, sql: &str, params: &[Value]) -> Result<Ve
     query(conn, sql, params, |r| E::read(r, 0))
 }
 
+/// The first row of a lookup by a unique key: it steps once, where collecting every row would
+/// step again only to find no second one. The key is bound as it is (an id as its 16 bytes, no
+/// owned `Value`), since this is the point read.
+fn query_first<T>(
+    conn: &Db<'_>,
+    sql: &str,
+    key: impl rusqlite::ToSql,
+    f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Option<T>> {
+    conn.observe(sql, || {
+        let mut stmt = conn.prepare_cached(sql)?;
+        let mut rows = stmt.query([key])?;
+        rows.next()?.map(f).transpose()
+    })
+    .map_err(map)
+}
+
 fn scalar<T: rusqlite::types::FromSql>(conn: &Db<'_>, sql: &str, params: &[Value]) -> Result<T> {
     conn.observe(sql, || {
         conn.prepare_cached(sql)
@@ -291,12 +317,7 @@ fn require_live<E: Table>(conn: &Db<'_>, ids: impl IntoIterator<Item = E::Id>) -
 // ---- The generic operations ----------------------------------------------------------------
 
 pub(crate) fn get<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<Option<E>> {
-    let sql = format!(
-        "SELECT {} FROM {} WHERE id = ? AND deleted_at IS NULL",
-        columns::<E>(None),
-        E::NAME
-    );
-    Ok(query_rows::<E>(conn, &sql, &[blob(id)])?.pop())
+    query_first(conn, E::GET_SQL, id.as_bytes(), |r| E::read(r, 0))
 }
 
 /// The distinct ids, in a stable order.
@@ -555,7 +576,7 @@ fn trashed<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<Option<E>> {
         columns::<E>(None),
         E::NAME
     );
-    Ok(query_rows::<E>(conn, &sql, &[blob(id)])?.pop())
+    query_first(conn, &sql, id.as_bytes(), |r| E::read(r, 0))
 }
 
 pub(crate) fn hard_delete<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<()> {
@@ -581,22 +602,25 @@ pub(crate) fn by_column<E: Table>(conn: &Db<'_>, column: &str, value: &str) -> R
         columns::<E>(None),
         E::NAME
     );
-    Ok(query_rows::<E>(conn, &sql, &[text(value)])?.pop())
+    query_first(conn, &sql, value, |r| E::read(r, 0))
 }
 
 // ---- Products ------------------------------------------------------------------------------
 
 impl Table for Product {
-    const NAME: &'static str = "products";
     table_columns!(
-        "id", "name", "slug", "sku", "description", "status", "stock",
+        "products": "id", "name", "slug", "sku", "description", "status", "stock",
         "category_id", "created_by";
         derived "search_text"
     );
 
     fn read(row: &Row<'_>, at: usize) -> rusqlite::Result<Self> {
         let (created_at, updated_at, deleted_at, version) = meta_at(row, at + 9)?;
-        let status: String = row.get(at + 5)?;
+        // Parsed from the row's own text: no `String` just to be dropped.
+        let status = row
+            .get_ref(at + 5)?
+            .as_str()
+            .map_err(|_| conversion(at + 5, Type::Text, "product status is not text"))?;
         Ok(Product {
             id: ProductId::from_uuid(uuid_at(row, at)?),
             name: row.get(at + 1)?,
@@ -684,7 +708,7 @@ pub(crate) fn with_relations(conn: &Db<'_>, id: ProductId) -> Result<Option<Prod
     );
     let c_at = Product::COLUMNS.len();
     let u_at = c_at + Category::COLUMNS.len();
-    let mut rows = query(conn, &sql, &[blob(id)], |r| {
+    query_first(conn, &sql, id.as_uuid().as_bytes(), |r| {
         let category = match r.get_ref(c_at)? {
             rusqlite::types::ValueRef::Null => None,
             _ => Some(Category::read(r, c_at)?),
@@ -698,8 +722,7 @@ pub(crate) fn with_relations(conn: &Db<'_>, id: ProductId) -> Result<Option<Prod
             category,
             creator,
         })
-    })?;
-    Ok(rows.pop())
+    })
 }
 
 /// A page of matching products and the number that match in all: one statement with a
@@ -801,8 +824,7 @@ pub(crate) fn lock(conn: &Db<'_>, ids: &[ProductId]) -> Result<Vec<Product>> {
 // ---- Categories and users ------------------------------------------------------------------
 
 impl Table for Category {
-    const NAME: &'static str = "categories";
-    table_columns!("id", "name", "slug");
+    table_columns!("categories": "id", "name", "slug");
 
     fn read(row: &Row<'_>, at: usize) -> rusqlite::Result<Self> {
         let (created_at, updated_at, deleted_at, version) = meta_at(row, at + 3)?;
@@ -832,8 +854,7 @@ impl Table for Category {
 }
 
 impl Table for User {
-    const NAME: &'static str = "users";
-    table_columns!("id", "email", "display_name");
+    table_columns!("users": "id", "email", "display_name");
 
     fn read(row: &Row<'_>, at: usize) -> rusqlite::Result<Self> {
         let (created_at, updated_at, deleted_at, version) = meta_at(row, at + 3)?;
@@ -865,8 +886,7 @@ impl Table for User {
 // ---- Reviews -------------------------------------------------------------------------------
 
 impl Table for Review {
-    const NAME: &'static str = "reviews";
-    table_columns!("id", "product_id", "author_id", "rating", "body");
+    table_columns!("reviews": "id", "product_id", "author_id", "rating", "body");
 
     fn read(row: &Row<'_>, at: usize) -> rusqlite::Result<Self> {
         let (created_at, updated_at, deleted_at, version) = meta_at(row, at + 5)?;
@@ -961,7 +981,15 @@ pub(crate) fn review_stats(conn: &Db<'_>, product: ProductId) -> Result<RatingSt
 
 // ---- The ledger ----------------------------------------------------------------------------
 
-const MOVEMENT_COLUMNS: &str = "id, source_id, target_id, quantity, idempotency_key, created_at";
+/// The ledger's columns, in the order `read_movement` reads them: a macro, so that the statements
+/// of a stock move are `concat!`ed once, at compile time.
+macro_rules! movement_columns {
+    () => {
+        "id, source_id, target_id, quantity, idempotency_key, created_at"
+    };
+}
+
+const MOVEMENT_COLUMNS: &str = movement_columns!();
 
 fn read_movement(row: &Row<'_>) -> rusqlite::Result<StockMovement> {
     Ok(StockMovement {
@@ -976,12 +1004,16 @@ fn read_movement(row: &Row<'_>) -> rusqlite::Result<StockMovement> {
 
 pub(crate) fn movement(conn: &Db<'_>, id: StockMovementId) -> Result<Option<StockMovement>> {
     let sql = format!("SELECT {MOVEMENT_COLUMNS} FROM stock_movements WHERE id = ?");
-    Ok(query(conn, &sql, &[blob(id)], read_movement)?.pop())
+    query_first(conn, &sql, id.as_uuid().as_bytes(), read_movement)
 }
 
 pub(crate) fn movement_by_key(conn: &Db<'_>, key: &str) -> Result<Option<StockMovement>> {
-    let sql = format!("SELECT {MOVEMENT_COLUMNS} FROM stock_movements WHERE idempotency_key = ?");
-    Ok(query(conn, &sql, &[text(key)], read_movement)?.pop())
+    let sql = concat!(
+        "SELECT ",
+        movement_columns!(),
+        " FROM stock_movements WHERE idempotency_key = ?"
+    );
+    query_first(conn, sql, key, read_movement)
 }
 
 pub(crate) fn movements_for_product(
@@ -1004,10 +1036,19 @@ pub(crate) fn movement_count(conn: &Db<'_>) -> Result<u64> {
 
 pub(crate) fn record_movement(conn: &Db<'_>, new: NewStockMovement) -> Result<StockMovement> {
     let m = new.into_entity(time::now());
-    let sql = format!("INSERT INTO stock_movements ({MOVEMENT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)");
+    insert_movement(conn, &m)?;
+    Ok(m)
+}
+
+fn insert_movement(conn: &Db<'_>, m: &StockMovement) -> Result<()> {
+    let sql = concat!(
+        "INSERT INTO stock_movements (",
+        movement_columns!(),
+        ") VALUES (?, ?, ?, ?, ?, ?)"
+    );
     execute(
         conn,
-        &sql,
+        sql,
         &[
             blob(m.id),
             blob(m.source_id),
@@ -1017,5 +1058,147 @@ pub(crate) fn record_movement(conn: &Db<'_>, new: NewStockMovement) -> Result<St
             micros(m.created_at),
         ],
     )?;
-    Ok(m)
+    Ok(())
+}
+
+// ---- The stock move ------------------------------------------------------------------------
+
+/// The stock move inside the connection's open transaction, with the rules of
+/// `stockroom_core::move_stock_with_repositories`, in their order. SQLite's single write lock
+/// (taken by the transaction's `BEGIN IMMEDIATE`) covers both products from the read to the
+/// update, so reading them is all "taking them in id order" needs. Its writes are
+/// all-or-nothing within the transaction (a savepoint).
+pub(crate) fn move_stock(conn: &Db<'_>, movement: &NewStockMovement) -> Result<StockMoved> {
+    let checked = check_movement(conn, movement)?;
+    match checked {
+        Checked::Recorded(earlier) => Ok(StockMoved::AlreadyRecorded(earlier)),
+        Checked::Allowed(row) => atomically(conn, || apply_movement(conn, &row)),
+    }
+}
+
+/// The stock move as a transaction of its own, already begun: [`move_stock`]'s statements, then
+/// `COMMIT`, or `ROLLBACK` when the move is refused (the transaction is its all-or-nothing
+/// unit, so no savepoint). A `COMMIT` that fails leaves the transaction to the connection's
+/// release, which rolls it back.
+pub(crate) fn move_stock_and_commit(
+    conn: &Db<'_>,
+    movement: &NewStockMovement,
+) -> Result<StockMoved> {
+    let moved = check_movement(conn, movement).and_then(|checked| match checked {
+        Checked::Recorded(earlier) => Ok(StockMoved::AlreadyRecorded(earlier)),
+        Checked::Allowed(row) => apply_movement(conn, &row),
+    });
+    match moved {
+        Ok(moved) => commit(conn).map(|()| moved),
+        Err(refused) => {
+            if let Err(error) = rollback(conn) {
+                tracing::debug!(%error, "rollback after a refused stock move failed");
+            }
+            Err(refused)
+        }
+    }
+}
+
+/// What the checks of a stock move found.
+enum Checked {
+    /// The idempotency key is in the ledger already: nothing moves.
+    Recorded(StockMovement),
+    /// Every rule holds: this ledger row is to be written.
+    Allowed(StockMovement),
+}
+
+/// Steps 1 to 5 of a stock move: the key lookup, both products in id order, the checks.
+fn check_movement(conn: &Db<'_>, movement: &NewStockMovement) -> Result<Checked> {
+    if let Some(key) = movement.idempotency_key() {
+        if let Some(earlier) = movement_by_key(conn, key)? {
+            return Ok(Checked::Recorded(earlier));
+        }
+    }
+    let (source, target) = (movement.source_id(), movement.target_id());
+    let stocks = live_stocks(conn, source, target)?;
+    let stock_of = |id: ProductId| {
+        stocks
+            .iter()
+            .find(|(p, _)| *p == id)
+            .map(|(_, stock)| *stock)
+            .ok_or_else(|| Error::not_found(EntityKind::Product, id))
+    };
+    check_stocks(
+        source,
+        stock_of(source)?,
+        stock_of(target)?,
+        movement.quantity(),
+    )?;
+    Ok(Checked::Allowed(movement.clone().into_entity(time::now())))
+}
+
+/// The stock of each live product of the two, in id order: one statement.
+fn live_stocks(conn: &Db<'_>, a: ProductId, b: ProductId) -> Result<Vec<(ProductId, i64)>> {
+    query(
+        conn,
+        "SELECT id, stock FROM products WHERE id IN (?, ?) AND deleted_at IS NULL ORDER BY id",
+        &[blob(a), blob(b)],
+        |r| Ok((ProductId::from_uuid(uuid_at(r, 0)?), r.get(1)?)),
+    )
+}
+
+/// Step 6: the ledger row, then both stocks in one statement (version and `updated_at`
+/// bumped, at the ledger row's time).
+fn apply_movement(conn: &Db<'_>, row: &StockMovement) -> Result<StockMoved> {
+    insert_movement(conn, row).map_err(key_taken_meanwhile)?;
+    let moved = execute(
+        conn,
+        "UPDATE products SET stock = stock + CASE WHEN id = ?1 THEN -?3 ELSE ?3 END, \
+         updated_at = ?4, version = version + 1 \
+         WHERE id IN (?1, ?2) AND deleted_at IS NULL",
+        &[
+            blob(row.source_id),
+            blob(row.target_id),
+            Value::Integer(row.quantity),
+            micros(row.created_at),
+        ],
+    )?;
+    if moved != 2 {
+        // Both rows were read live under the same write lock: this is not a refusal.
+        return Err(Error::Backend {
+            message: format!("sqlite: a stock move updated {moved} products instead of 2"),
+            source: None,
+        });
+    }
+    Ok(StockMoved::Applied(row.clone()))
+}
+
+/// Ends the connection's transaction with `COMMIT`.
+pub(crate) fn commit(conn: &Db<'_>) -> Result<()> {
+    conn.observe("COMMIT", || conn.execute_batch("COMMIT"))
+        .map_err(map)
+}
+
+/// Ends the connection's transaction with `ROLLBACK`.
+pub(crate) fn rollback(conn: &Db<'_>) -> Result<()> {
+    conn.observe("ROLLBACK", || conn.execute_batch("ROLLBACK"))
+        .map_err(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The point read built at compile time selects what `read` expects, from its own table.
+    fn get_sql_matches_the_columns<E: Table>() {
+        let built = format!(
+            "SELECT {} FROM {} WHERE id = ? AND deleted_at IS NULL",
+            columns::<E>(None),
+            E::NAME
+        );
+        assert_eq!(E::GET_SQL, built);
+    }
+
+    #[test]
+    fn each_tables_point_read_selects_its_columns() {
+        get_sql_matches_the_columns::<Product>();
+        get_sql_matches_the_columns::<Category>();
+        get_sql_matches_the_columns::<User>();
+        get_sql_matches_the_columns::<Review>();
+    }
 }

@@ -1,15 +1,16 @@
 //! What is particular to the SQLite adapter: the writer slot, rollback of abandoned
-//! transactions, parallel reads under WAL, the in-memory form, the schema and its settings.
+//! transactions, parallel reads under WAL, the in-memory form, the schema and its settings,
+//! where calls run.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use stockroom_core::{
-    Constraint, Error, Limit, NewProduct, Page, ProductFilter, Store, StoreConfig, StoreExt,
-    UnitOfWork,
+    Constraint, Durability, Error, Limit, NewProduct, Page, ProductFilter, RetryPolicy, Store,
+    StoreConfig, StoreExt, TransferRequest, UnitOfWork,
 };
-use stockroom_sqlite::SqliteStore;
+use stockroom_sqlite::{SqliteOptions, SqliteStore};
 
 mod support;
 
@@ -375,4 +376,129 @@ async fn concurrent_transfers_keep_the_total() {
     assert_eq!(products.iter().map(|p| p.stock).sum::<i64>(), 60);
     assert!(products.iter().all(|p| p.stock >= 0));
     assert_eq!(read.movements().count().await.unwrap(), applied);
+}
+
+// ---- Where calls run --------------------------------------------------------------------------
+
+/// The file's write-ahead log, beside it.
+fn wal_path(db: &TempDb) -> std::path::PathBuf {
+    let mut path = db.path().as_os_str().to_owned();
+    path.push("-wal");
+    path.into()
+}
+
+/// A write lock held by another connection is waited for off the async threads: on a
+/// current-thread runtime, the task that releases the lock runs while a transfer (with no retry)
+/// and a unit of work wait for it. Waiting on the async thread would starve that task until the
+/// busy timeout, then fail.
+#[tokio::test(flavor = "current_thread")]
+async fn a_write_lock_held_elsewhere_is_waited_for_off_the_async_thread() {
+    let db = temp_db();
+    let config = db.config().with_busy_timeout(Duration::from_secs(10));
+    let store = SqliteStore::connect(&config).await.unwrap();
+    let ids = create_products(&store, (0..2).map(product).collect()).await;
+    let hold_the_lock = || {
+        let other = Connection::open(db.path()).unwrap();
+        other.execute_batch("BEGIN IMMEDIATE").unwrap();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            other.execute_batch("ROLLBACK").unwrap();
+        })
+    };
+
+    let released = hold_the_lock();
+    let request = TransferRequest::new(ids[0], ids[1], 4);
+    store
+        .transfer_with(&request, &RetryPolicy::none())
+        .await
+        .expect("the transfer waits for the lock");
+    released.await.unwrap();
+
+    let released = hold_the_lock();
+    let mut uow = store.begin().await.unwrap();
+    uow.products()
+        .create(product(3))
+        .await
+        .expect("the first statement waits for the lock");
+    uow.commit().await.unwrap();
+    released.await.unwrap();
+
+    let mut read = store.read().await.unwrap();
+    let stocks: Vec<i64> = read
+        .products()
+        .get_many(&ids)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.stock)
+        .collect();
+    assert_eq!(stocks, [6, 14]);
+    assert_eq!(count_products(&store).await, 3);
+}
+
+/// Short calls run inline and never yield inside, so each takes a unit of the task's tokio
+/// budget: a task making many in a row yields now and then, and the other tasks of its thread
+/// get to run before it is done.
+#[tokio::test(flavor = "current_thread")]
+async fn a_task_making_many_short_calls_yields_to_the_others() {
+    let db = temp_db();
+    let store = SqliteStore::connect(&db.config()).await.unwrap();
+    let ids = create_products(&store, vec![product(1)]).await;
+    let mut read = store.read().await.unwrap();
+    read.products().get(ids[0]).await.unwrap(); // the read connection is open
+    let other_ran = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = Arc::clone(&other_ran);
+    let other = tokio::spawn(async move { flag.store(true, std::sync::atomic::Ordering::SeqCst) });
+    let mut calls = 0;
+    while !other_ran.load(std::sync::atomic::Ordering::SeqCst) && calls < 10_000 {
+        read.products().get(ids[0]).await.unwrap();
+        calls += 1;
+    }
+    assert!(
+        other_ran.load(std::sync::atomic::Ordering::SeqCst),
+        "the other task never ran during {calls} reads"
+    );
+    other.await.unwrap();
+}
+
+/// The writer's automatic checkpoint is taken over (it runs after the commit, on the blocking
+/// pool) and still keeps the WAL as short as `wal_autocheckpoint` says: without it, 300
+/// transfers would leave some 1,000 frames (4 MiB) in the WAL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_is_checkpointed_as_wal_autocheckpoint_says() {
+    let db = temp_db();
+    let options = SqliteOptions::from_config(&db.config())
+        .unwrap()
+        .with_pragma("wal_autocheckpoint", "16");
+    let store = SqliteStore::connect_with(options).await.unwrap();
+    let ids = create_products(&store, (0..2).map(product).collect()).await;
+    for i in 0..300 {
+        let (from, to) = if i % 2 == 0 { (0, 1) } else { (1, 0) };
+        store
+            .transfer(&TransferRequest::new(ids[from], ids[to], 1))
+            .await
+            .unwrap();
+    }
+    let wal = std::fs::metadata(wal_path(&db)).unwrap().len();
+    assert!(wal < 512 * 1024, "the WAL grew to {wal} bytes");
+    store.close().await;
+}
+
+/// With `Durability::Full` commits wait for the disk, so they (and a stock move, which commits)
+/// run on the blocking pool; what they write lands all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_full_durability_moves_and_commits_land() {
+    let db = temp_db();
+    let store = SqliteStore::connect(&db.config().with_durability(Durability::Full))
+        .await
+        .unwrap();
+    let ids = create_products(&store, (0..2).map(product).collect()).await;
+    store
+        .transfer(&TransferRequest::new(ids[0], ids[1], 3))
+        .await
+        .unwrap();
+    let mut read = store.read().await.unwrap();
+    let stock = read.products().get(ids[1]).await.unwrap().map(|p| p.stock);
+    assert_eq!(stock, Some(13));
+    assert_eq!(read.movements().count().await.unwrap(), 1);
 }

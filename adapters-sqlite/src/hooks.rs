@@ -1,0 +1,191 @@
+//! What SQLite tells a call while it runs, through the two callbacks Stockroom installs on its
+//! connections: the busy handler (a statement asks to wait for a lock) and, on the writer, the
+//! WAL hook (a commit left the WAL this many frames long).
+//!
+//! Both callbacks run on the thread that runs the statement and report through thread-locals,
+//! which [`observe`] clears before a call and reads after it, on the same thread.
+
+use std::cell::Cell;
+use std::ffi::{c_char, c_int, c_void};
+
+use rusqlite::{ffi, Connection};
+use stockroom_core::Result;
+
+use crate::error::map;
+
+thread_local! {
+    /// Whether SQLite asked, on this thread, to wait for a lock and was refused.
+    static REFUSED_WAIT: Cell<bool> = const { Cell::new(false) };
+    /// The WAL's length in frames after the last commit on this thread, if any.
+    static WAL_FRAMES: Cell<Option<u32>> = const { Cell::new(None) };
+}
+
+/// What SQLite reported during a call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Observed {
+    /// A statement met a lock held elsewhere and, parked, did not wait for it.
+    pub(crate) refused_wait: bool,
+    /// The call committed, leaving the WAL this many frames long.
+    pub(crate) wal_frames: Option<u32>,
+}
+
+impl Observed {
+    /// Whether the WAL reached `threshold` frames (`wal_autocheckpoint`; 0 = never).
+    pub(crate) fn checkpoint_due(&self, threshold: u32) -> bool {
+        threshold > 0 && self.wal_frames.is_some_and(|frames| frames >= threshold)
+    }
+}
+
+/// Runs `f`, which runs statements on this thread, and says what SQLite reported meanwhile.
+pub(crate) fn observe<T>(f: impl FnOnce() -> T) -> (T, Observed) {
+    REFUSED_WAIT.set(false);
+    WAL_FRAMES.set(None);
+    let out = f();
+    let observed = Observed {
+        refused_wait: REFUSED_WAIT.take(),
+        wal_frames: WAL_FRAMES.take(),
+    };
+    (out, observed)
+}
+
+/// The busy handler of a parked connection: never wait on an async worker; note the refusal.
+fn refuse_to_wait(_attempts: i32) -> bool {
+    REFUSED_WAIT.set(true);
+    false
+}
+
+/// Readies a connection for inline calls: from now on a statement that meets a lock fails at
+/// once with `SQLITE_BUSY` (and [`Observed::refused_wait`]) instead of sleeping in SQLite's
+/// busy handler. A call on the blocking pool sets the busy timeout for its duration, then parks
+/// the connection again.
+pub(crate) fn park(conn: &mut Connection) -> Result<()> {
+    conn.busy_handler(Some(refuse_to_wait as fn(i32) -> bool))
+        .map_err(map)
+}
+
+/// The WAL hook of the writer: notes the WAL's length after each commit.
+///
+/// Called by SQLite inside `sqlite3_step` of the committing statement, on that thread. It must
+/// not unwind into C: `try_with` fails quietly instead of panicking during the thread's
+/// teardown.
+unsafe extern "C" fn note_wal_frames(
+    _context: *mut c_void,
+    _db: *mut ffi::sqlite3,
+    _schema: *const c_char,
+    frames: c_int,
+) -> c_int {
+    let _ = WAL_FRAMES.try_with(|f| f.set(u32::try_from(frames).ok()));
+    ffi::SQLITE_OK
+}
+
+/// Replaces the writer's automatic checkpoint (SQLite's own WAL hook, which checkpoints inside
+/// the commit that reaches `wal_autocheckpoint` frames, on whatever thread runs it) with
+/// [`note_wal_frames`], so that the code that ran the commit checkpoints off the async threads
+/// (see `Conn::run`). Returns the threshold in effect before: the application's
+/// `wal_autocheckpoint` pragma, or SQLite's default of 1,000 frames.
+pub(crate) fn watch_wal(conn: &Connection) -> Result<u32> {
+    let threshold: i64 = conn
+        .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+        .map_err(map)?;
+    // SAFETY: `handle` is this open connection's `sqlite3*`, valid until the connection closes,
+    // which unregisters the hook with it. The hook's context is null and the hook dereferences
+    // nothing: it only sets a thread-local. rusqlite registers no WAL hook of its own here (its
+    // `hooks` feature would only by an explicit `wal_hook` call), so none is displaced.
+    unsafe {
+        ffi::sqlite3_wal_hook(conn.handle(), Some(note_wal_frames), std::ptr::null_mut());
+    }
+    Ok(u32::try_from(threshold).unwrap_or(0))
+}
+
+/// Checkpoints the WAL as the automatic checkpoint would have (`PASSIVE`: it copies what no
+/// reader still needs and waits for nobody). A failure is logged, not returned: the commit
+/// before it stands, and the next due checkpoint tries again.
+pub(crate) fn checkpoint(conn: &Connection) {
+    let done = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+    });
+    match done {
+        Ok((frames, copied)) => {
+            tracing::debug!(target: "stockroom::sql", frames, copied, "wal checkpoint");
+        }
+        Err(error) => tracing::warn!(%error, "sqlite: wal checkpoint failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_path(name: &str) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!(
+            "stockroom-hooks-{name}-{}.db",
+            uuid::Uuid::now_v7().simple()
+        ))
+    }
+
+    fn remove(path: &std::path::Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.as_os_str().to_owned();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
+    }
+
+    #[test]
+    fn a_parked_connection_refuses_to_wait_for_a_lock_and_says_so() {
+        let path = temp_path("parked");
+        let holder = Connection::open(&path).unwrap();
+        holder
+            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x); BEGIN IMMEDIATE")
+            .unwrap();
+        let mut parked = Connection::open(&path).unwrap();
+        parked
+            .busy_timeout(std::time::Duration::from_secs(60))
+            .unwrap();
+        park(&mut parked).unwrap();
+
+        let (begun, seen) = observe(|| parked.execute_batch("BEGIN IMMEDIATE"));
+        assert!(begun.is_err(), "BEGIN IMMEDIATE beside another writer");
+        assert!(seen.refused_wait, "the refusal was not noted");
+        // A read under WAL does not wait for the writer: nothing to refuse.
+        let (count, seen) =
+            observe(|| parked.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0)));
+        assert_eq!((count.unwrap(), seen.refused_wait), (0, false));
+        drop((holder, parked));
+        remove(&path);
+    }
+
+    #[test]
+    fn the_wal_hook_reports_the_wal_length_after_a_commit_instead_of_checkpointing() {
+        let path = temp_path("wal");
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 2")
+            .unwrap();
+        assert_eq!(watch_wal(&conn).unwrap(), 2);
+        conn.execute_batch("CREATE TABLE t (x)").unwrap();
+
+        let mut lengths = Vec::new();
+        for i in 0..3 {
+            let ((), seen) = observe(|| {
+                conn.execute("INSERT INTO t VALUES (?)", [i]).unwrap();
+            });
+            lengths.push(seen.wal_frames.expect("a commit reports the WAL length"));
+        }
+        // SQLite's automatic checkpoint (every 2 frames) would have restarted the WAL.
+        assert!(
+            lengths.windows(2).all(|w| w[0] < w[1]),
+            "the WAL kept growing: {lengths:?}"
+        );
+        assert!(Observed {
+            wal_frames: lengths.last().copied(),
+            ..Observed::default()
+        }
+        .checkpoint_due(2));
+        checkpoint(&conn);
+        let (_, seen) =
+            observe(|| conn.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0)));
+        assert_eq!(seen.wal_frames, None, "a read commits nothing");
+        drop(conn);
+        remove(&path);
+    }
+}
