@@ -127,6 +127,7 @@ mod categories;
 mod entity;
 mod error;
 mod migrate;
+mod movements;
 mod options;
 mod products;
 mod reviews;
