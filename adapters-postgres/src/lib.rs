@@ -36,8 +36,11 @@
 //!   `= ANY($1)`; `create_many` is one `INSERT … SELECT FROM UNNEST(…)` per 10,000 rows;
 //!   `exists` is `SELECT EXISTS`; `search` returns the page and the total in one statement;
 //!   `adjust_stock` is one conditional `UPDATE … WHERE stock + $2 >= 0 RETURNING …`; `lock` is
-//!   `SELECT … ORDER BY id FOR UPDATE`. Reads of a read session run on a pooled connection
-//!   without `BEGIN`/`COMMIT`.
+//!   `SELECT … ORDER BY id FOR UPDATE`. A stock move (`move_stock`, what a transfer runs) is one
+//!   statement of data-modifying CTEs (key lookup, both rows locked in id order, checks, ledger
+//!   insert, both stock updates); `Store::move_stock` sends it in autocommit, a transaction of
+//!   its own without `BEGIN` or `COMMIT`, so a transfer is one round trip. Reads of a read
+//!   session run on a pooled connection without `BEGIN`/`COMMIT`.
 //! - **Expected failures do not abort the transaction**: inserts use `ON CONFLICT DO NOTHING`
 //!   and updates carry guards (referenced row live, new unique value free), so a conflict or a
 //!   missing reference changes nothing and a second statement, run only then, says which rule
@@ -45,11 +48,12 @@
 //!   on the server (a race the guards could not see, a lost connection) aborts the PostgreSQL
 //!   transaction: the unit of work then refuses to commit (rather than let PostgreSQL turn the
 //!   `COMMIT` into a silent rollback) until it is rolled back, or rolled back to a savepoint.
-//! - **Isolation**: READ COMMITTED. A transfer locks both rows in id order with
-//!   `SELECT … FOR UPDATE` before it reads their stock, so concurrent transfers serialize on
-//!   the rows they share and cannot deadlock; serialization failures do not occur at this
-//!   level, and deadlocks (40P01) or serialization failures from other settings map to
-//!   `Error::Transient`, which the transfer retries.
+//! - **Isolation**: READ COMMITTED. A transfer's statement locks both rows in id order
+//!   (`SELECT … ORDER BY id FOR UPDATE`) before it reads their stock, and writes the stocks it
+//!   read under the lock, so concurrent transfers serialize on the rows they share and cannot
+//!   deadlock; serialization failures do not occur at this level, and deadlocks (40P01) or
+//!   serialization failures from other settings map to `Error::Transient`, which the transfer
+//!   retries.
 //! - **Configuration**: `pool_size` connections are kept (min connections), up to
 //!   `pool_size + max_overflow` are opened under load and the extra ones closed after
 //!   `idle_timeout`; `max_lifetime` recycles; `test_before_acquire` makes a connection the

@@ -1,15 +1,17 @@
-//! The stock ledger: its reads, and the append of a ledger row.
+//! The stock ledger: its reads, the append of a ledger row, and the stock move that writes one.
 
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 use stockroom_core::time::now;
 use stockroom_core::{
-    Constraint, Error, NewStockMovement, Page, ProductId, Result, StockMovement, StockMovementId,
-    StockMovementReader, StockMovementRepository,
+    check_stocks, key_taken_meanwhile, Constraint, EntityKind, Error, NewStockMovement, Page,
+    ProductId, Result, StockMoved, StockMovement, StockMovementId, StockMovementReader,
+    StockMovementRepository, MAX_STOCK,
 };
+use uuid::Uuid;
 
-use crate::entity::{get_i64, limit_i64, offset_i64};
+use crate::entity::{get_bool, get_i64, limit_i64, offset_i64};
 use crate::error::map_error;
 use crate::session::Session;
 
@@ -31,6 +33,136 @@ const RECORD: &str = concat!(
     "INSERT INTO stock_movements (id, source_id, target_id, quantity, idempotency_key, ",
     "created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING"
 );
+
+/// A stock move (the rules of `stockroom_core::move_stock_with_repositories`, in their order) in
+/// one statement, so one round trip: in autocommit it is a transaction of its own, with no
+/// `BEGIN` or `COMMIT` to send.
+///
+/// Binds: the ledger row to write (`$1` id, `$2` source, `$3` target, `$4` quantity, `$5`
+/// idempotency key or NULL, `$6` created at, also the products' new `updated_at`), `$7`
+/// [`MAX_STOCK`], and `$8` a `lock_timeout` to set for this transaction only, or NULL to leave
+/// the session's.
+///
+/// - `prior`: a ledger row with the move's own id (an earlier attempt of this very statement,
+///   sent again after its connection was lost: it committed) or with its idempotency key (step
+///   1: nothing moves). Either way nothing is locked or written.
+/// - `locked`: both live products, locked in id order (`ORDER BY id` under `FOR UPDATE`: the
+///   LockRows node locks rows in the order the sort hands them over), so opposite moves wait
+///   for each other instead of deadlocking. A row another transaction holds is waited for (up
+///   to `lock_timeout`: 55P03, `Transient`), then read again at its latest committed version
+///   (READ COMMITTED): a product deleted meanwhile drops out, a stock changed meanwhile is seen
+///   changed. The lock timeout is set first, since the statement's only waits come after it.
+/// - `stocks`: their stocks, NULL for a product that is not live; the aggregate reads all of
+///   `locked`, so both rows are locked before anything below runs.
+/// - `recorded`: the ledger row, inserted only if both products are live, the source holds the
+///   quantity and the target stays within [`MAX_STOCK`]. A key that a concurrent move committed
+///   after this statement's snapshot makes it insert nothing (`ON CONFLICT … DO NOTHING`, which
+///   does not abort a caller's transaction either).
+/// - `moved`: both stock updates (version and `updated_at` bumped), only if the ledger row went
+///   in. Both rows are locked by this statement, so neither can be missed. Each new stock is
+///   the one `locked` read, plus or minus the quantity, not `stock ± $4`: an UPDATE computes
+///   the new row from the version its snapshot sees, and checks `stock >= 0` on that before it
+///   finds the row updated meanwhile and recomputes from the latest version; a stock that a
+///   concurrent move lowered would fail the check spuriously. The value `locked` read is the
+///   latest, and stays so: the statement holds the row's lock until its transaction ends.
+///
+/// The row it returns tells which rule decided: the prior ledger row, the stocks, whether the
+/// ledger row went in, how many stocks moved.
+const MOVE_STOCK: &str = concat!(
+    "WITH prior AS (",
+    "SELECT id, source_id, target_id, quantity, idempotency_key, created_at ",
+    "FROM stock_movements WHERE id = $1 OR idempotency_key = $5",
+    "), locked AS MATERIALIZED (",
+    "SELECT id, stock FROM products ",
+    "WHERE id IN ($2, $3) AND deleted_at IS NULL AND NOT EXISTS (SELECT FROM prior) ",
+    "AND ($8::text IS NULL OR (SELECT set_config('lock_timeout', $8, true)) IS NOT NULL) ",
+    "ORDER BY id FOR UPDATE",
+    "), stocks AS (",
+    "SELECT max(stock) FILTER (WHERE id = $2) AS source_stock, ",
+    "max(stock) FILTER (WHERE id = $3) AS target_stock FROM locked",
+    "), recorded AS (",
+    "INSERT INTO stock_movements (id, source_id, target_id, quantity, idempotency_key, ",
+    "created_at) SELECT $1, $2, $3, $4, $5, $6 FROM stocks ",
+    "WHERE source_stock >= $4 AND target_stock <= $7 - $4 ",
+    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+    "), moved AS (",
+    "UPDATE products p ",
+    "SET stock = CASE p.id WHEN $2 THEN s.source_stock - $4 ELSE s.target_stock + $4 END, ",
+    "updated_at = $6, version = p.version + 1 FROM stocks s ",
+    "WHERE p.id IN ($2, $3) AND EXISTS (SELECT FROM recorded) RETURNING p.id",
+    ") SELECT p.id, p.source_id, p.target_id, p.quantity, p.idempotency_key, p.created_at, ",
+    "s.source_stock, s.target_stock, EXISTS (SELECT FROM recorded), ",
+    "(SELECT count(*) FROM moved) ",
+    "FROM stocks s LEFT JOIN prior p ON true"
+);
+
+impl Session {
+    /// Moves stock and writes `movement` to the ledger with [`MOVE_STOCK`], in this session's
+    /// transaction, or in one of its own on a connection without one. `lock_timeout`: a
+    /// PostgreSQL `lock_timeout` value for that transaction only.
+    pub(crate) async fn move_stock(
+        &mut self,
+        movement: StockMovement,
+        lock_timeout: Option<&str>,
+    ) -> Result<StockMoved> {
+        let query = sqlx::query(MOVE_STOCK)
+            .bind(movement.id.as_uuid())
+            .bind(movement.source_id.as_uuid())
+            .bind(movement.target_id.as_uuid())
+            .bind(movement.quantity)
+            .bind(movement.idempotency_key.as_deref())
+            .bind(movement.created_at)
+            .bind(MAX_STOCK)
+            .bind(lock_timeout);
+        let row = self.fetch_one(MOVE_STOCK, query).await?;
+        move_outcome(&row, movement)
+    }
+}
+
+/// What the row of [`MOVE_STOCK`] says of the move that would have written `movement`, rule by
+/// rule in the order of `stockroom_core::move_stock_with_repositories`.
+fn move_outcome(row: &PgRow, movement: StockMovement) -> Result<StockMoved> {
+    if row
+        .try_get::<Option<Uuid>, _>(0)
+        .map_err(map_error)?
+        .is_some()
+    {
+        let prior = self::movement(row)?;
+        return Ok(if prior.id == movement.id {
+            StockMoved::Applied(prior)
+        } else {
+            StockMoved::AlreadyRecorded(prior)
+        });
+    }
+    let live_stock = |index: usize, product: ProductId| -> Result<i64> {
+        row.try_get::<Option<i64>, _>(index)
+            .map_err(map_error)?
+            .ok_or_else(|| Error::not_found(EntityKind::Product, product))
+    };
+    let source_stock = live_stock(6, movement.source_id)?;
+    let target_stock = live_stock(7, movement.target_id)?;
+    check_stocks(
+        movement.source_id,
+        source_stock,
+        target_stock,
+        movement.quantity,
+    )?;
+    if !get_bool(row, 8)? {
+        // The checks passed, so only the key stopped the insert.
+        return Err(key_taken_meanwhile(Error::Conflict {
+            constraint: Constraint::IdempotencyKey,
+        }));
+    }
+    let moved = get_i64(row, 9)?;
+    if moved != 2 {
+        // Cannot happen: the statement holds both rows' locks from before the insert.
+        return Err(Error::Backend {
+            message: format!("stock move recorded but moved {moved} stocks instead of 2"),
+            source: None,
+        });
+    }
+    Ok(StockMoved::Applied(movement))
+}
 
 fn movement(row: &PgRow) -> Result<StockMovement> {
     let decode = || -> sqlx::Result<StockMovement> {

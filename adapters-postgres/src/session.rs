@@ -12,9 +12,9 @@ use sqlx::postgres::{PgArguments, PgQueryResult, PgRow};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, PgConnection, Postgres, Transaction};
 use stockroom_core::{
-    CategoryReader, CategoryRepository, Error, ProductReader, ProductRepository, ReadSession,
-    Result, ReviewReader, ReviewRepository, Savepoint, Savepoints, StockMovementReader,
-    StockMovementRepository, UnitOfWork, UserReader, UserRepository,
+    CategoryReader, CategoryRepository, Error, NewStockMovement, ProductReader, ProductRepository,
+    ReadSession, Result, ReviewReader, ReviewRepository, Savepoint, Savepoints, StockMoved,
+    StockMovementReader, StockMovementRepository, UnitOfWork, UserReader, UserRepository,
 };
 
 use crate::error::map_error;
@@ -108,6 +108,15 @@ impl fmt::Debug for Session {
 }
 
 impl Session {
+    /// A session on a pooled connection, outside any transaction.
+    pub(crate) fn pooled(conn: PoolConnection<Postgres>, log: Arc<Shared>) -> Self {
+        Self {
+            handle: Handle::Pooled(conn),
+            log,
+            aborted: false,
+        }
+    }
+
     fn conn(&mut self) -> &mut PgConnection {
         match &mut self.handle {
             Handle::Pooled(c) => c,
@@ -187,14 +196,8 @@ pub(crate) struct PgReadSession {
 }
 
 impl PgReadSession {
-    pub(crate) fn new(conn: PoolConnection<Postgres>, log: Arc<Shared>) -> Self {
-        Self {
-            session: Session {
-                handle: Handle::Pooled(conn),
-                log,
-                aborted: false,
-            },
-        }
+    pub(crate) fn new(session: Session) -> Self {
+        Self { session }
     }
 }
 
@@ -430,6 +433,13 @@ impl UnitOfWork for PgUnitOfWork {
         let result = tx.commit().await;
         log.record("COMMIT", started.elapsed(), result.is_err());
         result.map_err(map_error)
+    }
+
+    /// One statement in this transaction (see `Session::move_stock`); the unit of work's lock
+    /// timeout applies already.
+    async fn move_stock(&mut self, movement: &NewStockMovement) -> Result<StockMoved> {
+        let row = movement.clone().into_entity(stockroom_core::time::now());
+        self.session.move_stock(row, None).await
     }
 
     async fn rollback(self: Box<Self>) -> Result<()> {

@@ -8,12 +8,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Postgres, Transaction};
-use stockroom_core::{Error, ReadSession, Result, Rule, Store, StoreConfig, UnitOfWork};
+use stockroom_core::{
+    Error, NewStockMovement, ReadSession, Result, Rule, StockMoved, Store, StoreConfig, UnitOfWork,
+};
 
 use crate::error::{is_dead_connection, map_error};
 use crate::migrate;
 use crate::options::{lock_timeout_value, PostgresOptions};
-use crate::session::{store_closed, PgReadSession, PgUnitOfWork, Shared};
+use crate::session::{store_closed, PgReadSession, PgUnitOfWork, Session, Shared};
 
 /// How long `close` waits for connections held by sessions in flight.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -37,9 +39,12 @@ pub struct PostgresStore {
     shared: Arc<Shared>,
     options: PostgresOptions,
     owner: Owner,
-    /// The statement that begins a unit of work when the pool's connections lack a setting
-    /// Stockroom needs (the lock timeout on a borrowed pool): `BEGIN; SET LOCAL …`, one round
-    /// trip like a plain `BEGIN`. `None`: a plain `BEGIN`.
+    /// The lock timeout to set for each transaction, when the pool's connections lack it (a
+    /// borrowed pool): `None` on Stockroom's own pool, whose connections carry it from their
+    /// start, and without a lock timeout.
+    local_lock_timeout: Option<String>,
+    /// The statement that begins a unit of work: `BEGIN; SET LOCAL lock_timeout = …` with a
+    /// `local_lock_timeout` (one round trip like a plain `BEGIN`), else `None`, a plain `BEGIN`.
     begin_statement: Option<Arc<str>>,
 }
 
@@ -124,14 +129,14 @@ impl PostgresStore {
     }
 
     fn assemble(pool: PgPool, options: PostgresOptions, owner: Owner) -> Self {
-        let begin_statement = match (&owner, options.lock_timeout) {
+        let local_lock_timeout = match (&owner, options.lock_timeout) {
             // Our own connections carry the lock timeout from their start.
             (Owner::Stockroom(_), _) | (Owner::Application, None) => None,
-            (Owner::Application, Some(timeout)) => Some(Arc::from(format!(
-                "BEGIN; SET LOCAL lock_timeout = '{}'",
-                lock_timeout_value(timeout)
-            ))),
+            (Owner::Application, Some(timeout)) => Some(lock_timeout_value(timeout)),
         };
+        let begin_statement = local_lock_timeout
+            .as_ref()
+            .map(|timeout| Arc::from(format!("BEGIN; SET LOCAL lock_timeout = '{timeout}'")));
         Self {
             pool,
             shared: Arc::new(Shared::new(
@@ -140,6 +145,7 @@ impl PostgresStore {
             )),
             options,
             owner,
+            local_lock_timeout,
             begin_statement,
         }
     }
@@ -212,6 +218,28 @@ impl PostgresStore {
             return Err(store_closed());
         }
         Ok(())
+    }
+
+    /// A session on a pooled connection, without a transaction; with `test_before_acquire` the
+    /// connection is pinged first, and replaced if the server closed it.
+    async fn pooled_session(&self) -> Result<Session> {
+        self.ensure_open()?;
+        let mut attempts = 0;
+        loop {
+            let mut conn = self.pool.acquire().await.map_err(map_error)?;
+            if !self.options.test_before_acquire {
+                return Ok(Session::pooled(conn, Arc::clone(&self.shared)));
+            }
+            match conn.ping().await {
+                Ok(()) => return Ok(Session::pooled(conn, Arc::clone(&self.shared))),
+                Err(e) => {
+                    attempts += 1;
+                    if !self.retry_on_dead_connection(&e, attempts) {
+                        return Err(map_error(e));
+                    }
+                }
+            }
+        }
     }
 
     async fn begin_transaction(&self) -> sqlx::Result<Transaction<'static, Postgres>> {
@@ -296,25 +324,18 @@ impl Store for PostgresStore {
     }
 
     async fn read(&self) -> Result<Box<dyn ReadSession>> {
-        self.ensure_open()?;
-        let mut attempts = 0;
-        loop {
-            let mut conn = self.pool.acquire().await.map_err(map_error)?;
-            if !self.options.test_before_acquire {
-                return Ok(Box::new(PgReadSession::new(conn, Arc::clone(&self.shared))));
-            }
-            match conn.ping().await {
-                Ok(()) => {
-                    return Ok(Box::new(PgReadSession::new(conn, Arc::clone(&self.shared))));
-                }
-                Err(e) => {
-                    attempts += 1;
-                    if !self.retry_on_dead_connection(&e, attempts) {
-                        return Err(map_error(e));
-                    }
-                }
-            }
-        }
+        Ok(Box::new(PgReadSession::new(self.pooled_session().await?)))
+    }
+
+    /// The stock move in one statement, in autocommit: its own transaction, without a `BEGIN`
+    /// or a `COMMIT` to send (see `Session::move_stock`). On a borrowed pool the statement sets
+    /// the lock timeout for itself.
+    async fn move_stock(&self, movement: &NewStockMovement) -> Result<StockMoved> {
+        let row = movement.clone().into_entity(stockroom_core::time::now());
+        let mut session = self.pooled_session().await?;
+        session
+            .move_stock(row, self.local_lock_timeout.as_deref())
+            .await
     }
 
     async fn health(&self) -> Result<()> {

@@ -7,7 +7,7 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use stockroom_core::{ProductFilter, Store, StoreConfig};
+use stockroom_core::{ProductFilter, Store, StoreConfig, StoreExt, TransferRequest};
 use stockroom_postgres::PostgresStore;
 use support::TestDatabase;
 
@@ -34,13 +34,7 @@ impl Captured {
 /// `stockroom::sql` at debug, on one thread so that the subscriber sees every event.
 async fn capture(config: StoreConfig) -> String {
     let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter("stockroom::sql=debug")
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let _guard = tracing::subscriber::set_default(subscriber(&captured));
     let store = PostgresStore::connect(&config).await.unwrap();
     let mut read = store.read().await.unwrap();
     read.products()
@@ -50,6 +44,16 @@ async fn capture(config: StoreConfig) -> String {
     drop(read);
     store.close().await;
     captured.text()
+}
+
+/// A subscriber writing `stockroom::sql` events at debug into `captured`.
+fn subscriber(captured: &Captured) -> impl tracing::Subscriber + Send + Sync {
+    let writer = captured.clone();
+    tracing_subscriber::fmt()
+        .with_env_filter("stockroom::sql=debug")
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish()
 }
 
 /// With a password in the URL (the test server trusts local connections and never asks).
@@ -93,5 +97,36 @@ async fn echo_logs_every_statement_and_slow_ones_are_warned() {
         "{slow}"
     );
     assert!(!slow.contains("hunter2"), "{slow}");
+    db.drop_now().await;
+}
+
+/// A transfer in a transaction of its own is one statement on the wire: no `BEGIN`, no
+/// `COMMIT`, no separate lock, insert or updates (echo logs every statement sent).
+#[tokio::test(flavor = "current_thread")]
+async fn a_transfer_is_one_statement() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let store = PostgresStore::connect(&db.config().with_log_statements(true))
+        .await
+        .unwrap();
+    let [a, b] = support::seed_products(&store, [1, 2]).await;
+    let captured = Captured::default();
+    {
+        let _guard = tracing::subscriber::set_default(subscriber(&captured));
+        store
+            .transfer(&TransferRequest::new(a.id, b.id, 1))
+            .await
+            .unwrap();
+    }
+    let statements: Vec<String> = captured
+        .text()
+        .lines()
+        .filter(|l| l.contains("statement"))
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(statements.len(), 1, "{statements:#?}");
+    assert!(statements[0].contains("INSERT INTO stock_movements"));
+    store.close().await;
     db.drop_now().await;
 }

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use sqlx::{Connection, Row};
 use stockroom_core::{
-    Constraint, EntityKind, Error, NewCategory, NewProduct, Page, ProductFilter, ProductPatch,
-    StockDelta, Store, StoreConfig, UnitOfWork,
+    Constraint, EntityKind, Error, NewCategory, NewProduct, Page, ProductFilter, ProductId,
+    ProductPatch, StockDelta, Store, StoreConfig, StoreExt, TransferRequest, UnitOfWork,
+    UnitOfWorkExt,
 };
 use stockroom_postgres::{PostgresStore, CREATE_MANY_BATCH};
 use support::{count_products, product, seed_products, TestDatabase};
@@ -539,6 +540,47 @@ async fn a_real_deadlock_is_reported_as_transient() {
             .collect();
         assert_eq!(failures.len(), 1, "{r1:?} {r2:?}");
         assert!(failures[0].is_transient(), "{:?}", failures[0]);
+        (store, db)
+    })
+    .await;
+}
+
+/// A transfer that waited for a row another transfer held goes on with the stock that transfer
+/// left: here it could not have moved 12 units from the 10 its snapshot saw, only from the 15
+/// the other transfer left. (A single UPDATE of `stock - 12` would check `stock >= 0` on the
+/// version its snapshot saw, and fail, before finding the row updated.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_that_waited_for_a_row_moves_the_stock_left_there() {
+    with_store(|store, db| async move {
+        let [a, b] = seed_products(&store, [1, 2]).await.map(|p| p.id);
+        let mut first = store.begin().await.unwrap();
+        first
+            .transfer(&TransferRequest::new(a, b, 5))
+            .await
+            .unwrap();
+        let second = TransferRequest::new(b, a, 12);
+        let (moved, ()) = tokio::join!(store.transfer(&second), async {
+            support::until_a_session_waits_for_a_lock(db.name()).await;
+            first.commit().await.unwrap();
+        });
+        let moved = moved.expect("the second transfer, once the first committed");
+        assert_eq!((moved.source_id, moved.quantity), (b, 12));
+        let mut read = store.read().await.unwrap();
+        let stocks: Vec<(ProductId, i64)> = read
+            .products()
+            .get_many(&[a, b])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.id, p.stock))
+            .collect();
+        assert_eq!(
+            stocks,
+            vec![(a, 17), (b, 3)],
+            "10/10, then -5/+5, then +12/-12"
+        );
+        assert_eq!(read.movements().count().await.unwrap(), 2);
+        drop(read);
         (store, db)
     })
     .await;
