@@ -57,14 +57,21 @@
 //! - **Configuration**: `pool_size` connections are kept (min connections), up to
 //!   `pool_size + max_overflow` are opened under load and the extra ones closed after
 //!   `idle_timeout`; `max_lifetime` recycles; `test_before_acquire` makes a connection the
-//!   server closed invisible to callers (a read session pings it; a unit of work's `BEGIN` is its
-//!   ping, so it costs no extra round trip) and a dead one is replaced; `application_name`
+//!   server closed invisible to callers without a ping: the first round trip of a session on a
+//!   connection (a unit of work's `BEGIN`, a read session's first statement, a transfer's
+//!   statement) is the check, and finding the connection closed it is sent again on another
+//!   one; `application_name`
 //!   names the sessions, `session_settings` (default `jit=off`) are sent as startup options,
 //!   `busy_timeout` becomes `lock_timeout` (a longer wait for a row lock fails as
 //!   `Error::Transient`; migrations are exempt; on a borrowed pool it is set per transaction,
 //!   see [`PostgresOptions`]), and statements are logged under the target
 //!   `stockroom::sql` (all at `debug` with `log_statements`, slow ones at `warn`). The password
 //!   never appears in `Debug` output or logs.
+//! - **Connections** come from sqlx's pool; on Stockroom's own pool a session that ends with
+//!   its connection in a known state leaves it on a stack of Stockroom's own for the next
+//!   session, for up to a second (sqlx's pool pings every connection it takes back, and its
+//!   acquire and release each pass through a task), so a session taken per request costs no
+//!   round trip beyond its statements.
 //! - **Errors** map by SQLSTATE (see the `error` module): 23505 conflict, 23514 validation,
 //!   23503 not found, 40001/40P01/55P03 transient, connection loss and pool timeouts
 //!   unavailable. A caller never matches on a sqlx error; sqlx types appear only where the
@@ -128,6 +135,7 @@
 //! a skip with one line of explanation) and a fresh database per test.
 
 mod categories;
+mod connections;
 mod entity;
 mod error;
 mod migrate;

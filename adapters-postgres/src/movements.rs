@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::entity::{get_bool, get_i64, limit_i64, offset_i64};
 use crate::error::map_error;
-use crate::session::Session;
+use crate::session::{PgQuery, Session};
 
 const MOVEMENT_GET: &str = concat!(
     "SELECT id, source_id, target_id, quantity, idempotency_key, created_at ",
@@ -105,18 +105,35 @@ impl Session {
         movement: StockMovement,
         lock_timeout: Option<&str>,
     ) -> Result<StockMoved> {
-        let query = sqlx::query(MOVE_STOCK)
-            .bind(movement.id.as_uuid())
-            .bind(movement.source_id.as_uuid())
-            .bind(movement.target_id.as_uuid())
-            .bind(movement.quantity)
-            .bind(movement.idempotency_key.as_deref())
-            .bind(movement.created_at)
-            .bind(MAX_STOCK)
-            .bind(lock_timeout);
-        let row = self.fetch_one(MOVE_STOCK, query).await?;
+        let query = move_query(&movement, lock_timeout);
+        let row = match self.fetch_one(MOVE_STOCK, query).await {
+            // Only an earlier attempt of this very statement can hold the ledger row's id: one
+            // sent on a connection that was lost (see `Lease::run`), still running then, which
+            // committed after this statement's snapshot. Sent once more, the statement sees its
+            // row. (In a transaction the failed insert aborted it: no second statement there.)
+            Err(Error::Conflict {
+                constraint: Constraint::PrimaryKey,
+            }) if !self.in_transaction() => {
+                let query = move_query(&movement, lock_timeout);
+                self.fetch_one(MOVE_STOCK, query).await?
+            }
+            row => row?,
+        };
         move_outcome(&row, movement)
     }
+}
+
+/// [`MOVE_STOCK`] with its parameters bound.
+fn move_query<'q>(movement: &'q StockMovement, lock_timeout: Option<&'q str>) -> PgQuery<'q> {
+    sqlx::query(MOVE_STOCK)
+        .bind(movement.id.as_uuid())
+        .bind(movement.source_id.as_uuid())
+        .bind(movement.target_id.as_uuid())
+        .bind(movement.quantity)
+        .bind(movement.idempotency_key.as_deref())
+        .bind(movement.created_at)
+        .bind(MAX_STOCK)
+        .bind(lock_timeout)
 }
 
 /// What the row of [`MOVE_STOCK`] says of the move that would have written `movement`, rule by
@@ -231,5 +248,122 @@ impl StockMovementRepository for Session {
                 constraint: Constraint::PrimaryKey,
             })
         }
+    }
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use std::time::Duration;
+
+    use stockroom_core::{NewProduct, Product, Store};
+
+    use super::*;
+    use crate::testing::TestDatabase;
+    use crate::PostgresStore;
+
+    /// Two products with ten in stock each.
+    async fn seed(store: &PostgresStore) -> [ProductId; 2] {
+        let mut uow = store.begin().await.unwrap();
+        let mut ids = [ProductId::new(); 2];
+        for (id, tag) in ids.iter_mut().zip(["a", "b"]) {
+            let new = NewProduct::new(tag, tag, &tag.to_uppercase()).unwrap();
+            *id = uow
+                .products()
+                .create(new.with_stock(10).unwrap())
+                .await
+                .unwrap()
+                .id;
+        }
+        uow.commit().await.unwrap();
+        ids
+    }
+
+    /// A ledger row from `a` to `b`, without an idempotency key.
+    fn ledger_row([a, b]: [ProductId; 2]) -> StockMovement {
+        StockMovement {
+            id: StockMovementId::new(),
+            source_id: a,
+            target_id: b,
+            quantity: 4,
+            idempotency_key: None,
+            created_at: now(),
+        }
+    }
+
+    /// The stocks of `ids` and the size of the ledger.
+    async fn state(session: &mut Session, ids: [ProductId; 2]) -> (Vec<i64>, u64) {
+        let products = session.get_rows::<Product>(&ids).await.unwrap();
+        let stocks = products.iter().map(|p| p.stock).collect();
+        (stocks, StockMovementReader::count(session).await.unwrap())
+    }
+
+    /// Waits until a session on `db` waits for a lock.
+    async fn until_a_session_waits_for_a_lock(db: &TestDatabase) {
+        let mut admin = db.server().admin().await;
+        for _ in 0..1_000 {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = $1 AND wait_event_type = 'Lock'",
+            )
+            .bind(db.name())
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no session waited for a lock within ten seconds");
+    }
+
+    /// The stock move sent again with the same ledger row, as after a lost connection, finds
+    /// that row by its id (no idempotency key needed) and answers `Applied` with it; the stock
+    /// moved once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_move_sent_again_answers_applied_and_moves_once() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let store = db.store().await;
+        let ids = seed(&store).await;
+        let movement = ledger_row(ids);
+        let mut session = store.pooled_session().await.unwrap();
+        let first = session.move_stock(movement.clone(), None).await.unwrap();
+        let again = session.move_stock(movement.clone(), None).await.unwrap();
+        assert_eq!(first, StockMoved::Applied(movement.clone()));
+        assert_eq!(again, StockMoved::Applied(movement));
+        assert_eq!(state(&mut session, ids).await, (vec![6, 14], 1));
+        drop(session);
+        store.close().await;
+        db.drop_now().await;
+    }
+
+    /// An earlier attempt of the same move (same ledger row id) that runs on and commits while
+    /// the move waits for its row locks: the move's insert meets the id, and the move answers
+    /// `Applied` with the earlier attempt's row; the stock moved once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_move_whose_row_an_earlier_attempt_committed_meanwhile_answers_applied() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let store = db.store().await;
+        let ids = seed(&store).await;
+        let movement = ledger_row(ids);
+        let mut earlier = store.begin().await.unwrap();
+        move_query(&movement, None)
+            .fetch_one(crate::connection(earlier.as_mut()).unwrap())
+            .await
+            .unwrap();
+        let mut session = store.pooled_session().await.unwrap();
+        let (outcome, ()) = tokio::join!(session.move_stock(movement.clone(), None), async {
+            until_a_session_waits_for_a_lock(&db).await;
+            earlier.commit().await.unwrap();
+        });
+        assert_eq!(outcome.unwrap(), StockMoved::Applied(movement));
+        assert_eq!(state(&mut session, ids).await, (vec![6, 14], 1));
+        drop(session);
+        store.close().await;
+        db.drop_now().await;
     }
 }

@@ -2,12 +2,10 @@
 //! transaction) or a unit of work (a transaction).
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgQueryResult, PgRow};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, PgConnection, Postgres, Transaction};
@@ -17,6 +15,7 @@ use stockroom_core::{
     StockMovementReader, StockMovementRepository, UnitOfWork, UserReader, UserRepository,
 };
 
+use crate::connections::{Connections, Fetch, Lease};
 use crate::error::map_error;
 
 pub(crate) fn store_closed() -> Error {
@@ -27,33 +26,41 @@ pub(crate) fn store_closed() -> Error {
 
 pub(crate) type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
 
-/// What every session of a store shares: whether the store was closed, and statement logging.
-#[derive(Debug)]
+/// What every session of a store shares: where connections come from, whether the store was
+/// closed, and statement logging.
 pub(crate) struct Shared {
-    /// Set by `Store::close`. The store's own flag, not the pool's: a pool the application lent
-    /// stays open after Stockroom is closed.
-    closed: AtomicBool,
+    pub(crate) connections: Arc<Connections>,
     /// Log every statement at `debug` (echo).
     all: bool,
     /// Log statements slower than this at `warn`.
     slow: Duration,
 }
 
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("closed", &self.closed())
+            .field("all", &self.all)
+            .field("slow", &self.slow)
+            .finish()
+    }
+}
+
 impl Shared {
-    pub(crate) fn new(all: bool, slow: Duration) -> Self {
+    pub(crate) fn new(connections: Connections, all: bool, slow: Duration) -> Self {
         Self {
-            closed: AtomicBool::new(false),
+            connections: Arc::new(connections),
             all,
             slow,
         }
     }
 
     pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+        self.connections.close();
     }
 
     pub(crate) fn closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.connections.is_closed()
     }
 
     fn record(&self, sql: &str, elapsed: Duration, failed: bool) {
@@ -78,7 +85,7 @@ impl Shared {
 }
 
 enum Handle {
-    Pooled(PoolConnection<Postgres>),
+    Pooled(Lease),
     Transaction(Transaction<'static, Postgres>),
 }
 
@@ -109,12 +116,18 @@ impl fmt::Debug for Session {
 
 impl Session {
     /// A session on a pooled connection, outside any transaction.
-    pub(crate) fn pooled(conn: PoolConnection<Postgres>, log: Arc<Shared>) -> Self {
+    pub(crate) fn pooled(lease: Lease, log: Arc<Shared>) -> Self {
         Self {
-            handle: Handle::Pooled(conn),
+            handle: Handle::Pooled(lease),
             log,
             aborted: false,
         }
+    }
+
+    /// Whether the session is a unit of work's transaction (else a pooled connection in
+    /// autocommit).
+    pub(crate) fn in_transaction(&self) -> bool {
+        matches!(self.handle, Handle::Transaction(_))
     }
 
     fn conn(&mut self) -> &mut PgConnection {
@@ -146,11 +159,21 @@ impl Session {
         })
     }
 
-    pub(crate) async fn fetch_all(&mut self, sql: &str, query: PgQuery<'_>) -> Result<Vec<PgRow>> {
+    /// Runs `query` (whose text is `sql`, for the log) and reads its result as `T`. On a pooled
+    /// connection the session's first statement is also the check that the connection is
+    /// alive (see `Lease::run`).
+    async fn run<T: Fetch>(&mut self, sql: &str, query: PgQuery<'_>) -> Result<T> {
         self.check_open()?;
         let started = Instant::now();
-        let result = query.fetch_all(self.conn()).await;
+        let result = match &mut self.handle {
+            Handle::Pooled(lease) => lease.run(query).await,
+            Handle::Transaction(tx) => T::fetch(tx, query).await,
+        };
         self.finish(sql, started, result)
+    }
+
+    pub(crate) async fn fetch_all(&mut self, sql: &str, query: PgQuery<'_>) -> Result<Vec<PgRow>> {
+        self.run(sql, query).await
     }
 
     pub(crate) async fn fetch_optional(
@@ -158,24 +181,18 @@ impl Session {
         sql: &str,
         query: PgQuery<'_>,
     ) -> Result<Option<PgRow>> {
-        self.check_open()?;
-        let started = Instant::now();
-        let result = query.fetch_optional(self.conn()).await;
-        self.finish(sql, started, result)
+        self.run(sql, query).await
     }
 
+    /// The one row `query` returns; a statement that returns none is a backend error.
     pub(crate) async fn fetch_one(&mut self, sql: &str, query: PgQuery<'_>) -> Result<PgRow> {
-        self.check_open()?;
-        let started = Instant::now();
-        let result = query.fetch_one(self.conn()).await;
-        self.finish(sql, started, result)
+        self.run::<Option<PgRow>>(sql, query)
+            .await?
+            .ok_or_else(|| map_error(sqlx::Error::RowNotFound))
     }
 
     pub(crate) async fn execute(&mut self, sql: &str, query: PgQuery<'_>) -> Result<PgQueryResult> {
-        self.check_open()?;
-        let started = Instant::now();
-        let result = query.execute(self.conn()).await;
-        self.finish(sql, started, result)
+        self.run(sql, query).await
     }
 
     /// Runs a statement we generate ourselves (savepoint commands) with the simple protocol.

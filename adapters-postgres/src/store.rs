@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Postgres, Transaction};
+use sqlx::{AssertSqlSafe, ConnectOptions, Postgres, SqlSafeStr, Transaction};
 use stockroom_core::{
     Error, NewStockMovement, ReadSession, Result, Rule, StockMoved, Store, StoreConfig, UnitOfWork,
 };
 
-use crate::error::{is_dead_connection, map_error};
+use crate::connections::Connections;
+use crate::error::map_error;
 use crate::migrate;
 use crate::options::{lock_timeout_value, PostgresOptions};
 use crate::session::{store_closed, PgReadSession, PgUnitOfWork, Session, Shared};
@@ -65,6 +66,7 @@ impl fmt::Debug for PostgresStore {
             )
             .field("open_connections", &self.pool.size())
             .field("idle_connections", &self.pool.num_idle())
+            .field("kept_connections", &self.shared.connections.kept())
             .field("closed", &self.is_closed())
             .finish()
     }
@@ -77,14 +79,17 @@ impl PostgresStore {
     ///
     /// The pool keeps `pool_size` connections open and opens up to `max_overflow` more under
     /// load; those extra ones are closed after `idle_timeout`. Every connection is recycled
-    /// after `max_lifetime`, checked before it is handed out when `test_before_acquire` is
-    /// set (a read session pings it; a unit of work's `BEGIN` serves as the ping), carries
+    /// after `max_lifetime` (give or take a second, see below), never handed to a caller
+    /// dead when `test_before_acquire` is set (the first round trip of a session is the check,
+    /// see [`PostgresOptions::test_before_acquire`]), carries
     /// `application_name`, and starts with `session_settings` (such as `jit=off`) as server
     /// options, with `lock_timeout` set to `busy_timeout` unless they set it themselves (a
     /// statement that waits longer for a lock fails as [`Error::Transient`]). Statements are
     /// logged under the target `stockroom::sql`: all of them at `debug` with
-    /// `log_statements`, those slower than `slow_statement_threshold` at `warn`. The rest is
-    /// [`PostgresStore::from_pool`] with [`PostgresOptions::from_config`].
+    /// `log_statements`, those slower than `slow_statement_threshold` at `warn`. A session
+    /// that ends with its connection in a known state leaves it to the next session for up to
+    /// a second before sqlx's pool gets it back (sqlx pings every connection it takes back).
+    /// The rest is [`PostgresStore::from_pool`] with [`PostgresOptions::from_config`].
     ///
     /// Errors: [`Error::Validation`] on `url` for a URL that is not PostgreSQL's;
     /// [`Error::Unavailable`] when no server answers within `acquire_timeout`.
@@ -137,9 +142,14 @@ impl PostgresStore {
         let begin_statement = local_lock_timeout
             .as_ref()
             .map(|timeout| Arc::from(format!("BEGIN; SET LOCAL lock_timeout = '{timeout}'")));
+        // Connections are kept out of the pool between sessions only when nobody else takes
+        // connections from it.
+        let keeps = matches!(owner, Owner::Stockroom(_));
+        let connections = Connections::new(pool.clone(), keeps, options.test_before_acquire);
         Self {
             pool,
             shared: Arc::new(Shared::new(
+                connections,
                 options.log_statements,
                 options.slow_statement_threshold,
             )),
@@ -200,15 +210,6 @@ impl PostgresStore {
         self.pool.size()
     }
 
-    /// Whether `error`, met on a pooled connection before any work, means the connection was
-    /// dead (the server closed it) and another should be tried: only with
-    /// `test_before_acquire`, and at most once per connection the pool may hold.
-    fn retry_on_dead_connection(&self, error: &sqlx::Error, attempts: u32) -> bool {
-        self.options.test_before_acquire
-            && attempts <= self.pool.options().get_max_connections()
-            && is_dead_connection(error)
-    }
-
     fn is_closed(&self) -> bool {
         self.shared.closed() || self.pool.is_closed()
     }
@@ -220,37 +221,22 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// A session on a pooled connection, without a transaction; with `test_before_acquire` the
-    /// connection is pinged first, and replaced if the server closed it.
-    async fn pooled_session(&self) -> Result<Session> {
+    /// A session on a pooled connection, without a transaction. No round trip: its first
+    /// statement is also the check that the connection is alive (see `connections`).
+    pub(crate) async fn pooled_session(&self) -> Result<Session> {
         self.ensure_open()?;
-        let mut attempts = 0;
-        loop {
-            let mut conn = self.pool.acquire().await.map_err(map_error)?;
-            if !self.options.test_before_acquire {
-                return Ok(Session::pooled(conn, Arc::clone(&self.shared)));
-            }
-            match conn.ping().await {
-                Ok(()) => return Ok(Session::pooled(conn, Arc::clone(&self.shared))),
-                Err(e) => {
-                    attempts += 1;
-                    if !self.retry_on_dead_connection(&e, attempts) {
-                        return Err(map_error(e));
-                    }
-                }
-            }
-        }
+        let lease = self.shared.connections.lend().await.map_err(map_error)?;
+        Ok(Session::pooled(lease, Arc::clone(&self.shared)))
     }
 
+    /// Begins a transaction on a lent connection: `BEGIN`, or the `begin_statement`.
     async fn begin_transaction(&self) -> sqlx::Result<Transaction<'static, Postgres>> {
-        match &self.begin_statement {
-            Some(statement) => {
-                self.pool
-                    .begin_with(AssertSqlSafe(Arc::clone(statement)))
-                    .await
-            }
-            None => self.pool.begin().await,
-        }
+        let lease = self.shared.connections.lend().await?;
+        let statement = self
+            .begin_statement
+            .as_ref()
+            .map(|statement| AssertSqlSafe(Arc::clone(statement)).into_sql_str());
+        Transaction::begin(lease.into_pool_connection(), statement).await
     }
 }
 
@@ -287,8 +273,8 @@ async fn connect_pool(config: &StoreConfig, options: &PostgresOptions) -> Result
         .acquire_timeout(config.acquire_timeout)
         .max_lifetime(config.max_lifetime)
         .idle_timeout(config.idle_timeout)
-        // Pre-ping is done by the store, not by sqlx: a unit of work's BEGIN is its ping (see
-        // `begin`), which saves a round trip per unit of work.
+        // No ping: the first round trip of a session on a connection is its check (see
+        // `connections`), which saves a round trip per session.
         .test_before_acquire(false)
         .connect_with(connect_options)
         .await
@@ -304,18 +290,18 @@ impl Store for PostgresStore {
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
         self.ensure_open()?;
         // READ COMMITTED (the server's default): rows that must not race are locked
-        // explicitly, see `PgUnitOfWork`. With `test_before_acquire`, BEGIN is the ping: a
-        // pooled connection that the server closed fails it, is discarded, and the next one is
-        // tried.
-        let mut attempts = 0;
+        // explicitly, see `PgUnitOfWork`. BEGIN is the check that the connection is alive: one
+        // the server closed (with `test_before_acquire`) fails it, is discarded, and the next
+        // one is tried.
+        let mut failures = 0;
         loop {
             match self.begin_transaction().await {
                 Ok(tx) => {
                     return Ok(Box::new(PgUnitOfWork::new(tx, Arc::clone(&self.shared))));
                 }
                 Err(e) => {
-                    attempts += 1;
-                    if !self.retry_on_dead_connection(&e, attempts) {
+                    failures += 1;
+                    if !self.shared.connections.replaces(&e, failures) {
                         return Err(map_error(e));
                     }
                 }
@@ -339,12 +325,9 @@ impl Store for PostgresStore {
     }
 
     async fn health(&self) -> Result<()> {
-        self.ensure_open()?;
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(drop)
-            .map_err(map_error)
+        const PING: &str = "SELECT 1";
+        let mut session = self.pooled_session().await?;
+        session.execute(PING, sqlx::query(PING)).await.map(drop)
     }
 
     /// Closes the store at once: `begin`, `read` and `health` fail as `Unavailable` from now
@@ -356,6 +339,7 @@ impl Store for PostgresStore {
     /// that. A borrowed pool stays open for the application: the connections of Stockroom's
     /// sessions go back to it when the sessions are dropped.
     async fn close(&self) {
+        // Also gives the kept connections back to the pool.
         self.shared.close();
         if matches!(self.owner, Owner::Application) {
             return;

@@ -126,6 +126,70 @@ async fn pool_size_and_overflow_bound_the_connections() {
     db.drop_now().await;
 }
 
+/// A connection a session gives back while another caller waits for one goes to that caller,
+/// not onto the store's stack of kept connections: with one connection, a session taken while
+/// another is held gets it once the other is dropped (else it would time out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_waiting_for_a_connection_gets_the_one_given_back() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let config = db
+        .config()
+        .with_pool_size(1)
+        .with_max_overflow(0)
+        .with_acquire_timeout(Duration::from_secs(5));
+    let store = std::sync::Arc::new(PostgresStore::connect(&config).await.unwrap());
+    for round in 0..3 {
+        let mut held = store.read().await.unwrap();
+        // A statement, so the connection is given back in a known state and may be kept.
+        held.products()
+            .count(&ProductFilter::default())
+            .await
+            .unwrap();
+        let waiter = tokio::spawn({
+            let store = std::sync::Arc::clone(&store);
+            async move {
+                let mut read = store.read().await?;
+                read.products().count(&ProductFilter::default()).await
+            }
+        });
+        // Let the waiter reach the pool's queue before the connection comes back.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(held);
+        let counted = waiter.await.unwrap();
+        assert_eq!(counted.ok(), Some(0), "round {round}");
+    }
+    store.close().await;
+    db.drop_now().await;
+}
+
+/// `close` gives back the connections the store kept between sessions, so the pool closes
+/// every connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_closes_the_connections_kept_between_sessions() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let store = PostgresStore::connect(&db.config().with_pool_size(2).with_max_overflow(1))
+        .await
+        .unwrap();
+    let [a, b] = seed_products(&store, [1, 2]).await.map(|p| p.id);
+    let (r1, r2) = tokio::join!(count_products(&store), count_products(&store));
+    assert_eq!((r1, r2), (2, 2));
+    store
+        .transfer(&TransferRequest::new(a, b, 1))
+        .await
+        .unwrap();
+    assert!(
+        format!("{store:?}").contains("kept_connections: "),
+        "{store:?}"
+    );
+    store.close().await;
+    assert_eq!(store.open_connections(), 0, "{store:?}");
+    db.drop_now().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_refuses_other_schemes_and_reports_an_unreachable_server() {
     let sqlite = StoreConfig::new("sqlite://data.db");
