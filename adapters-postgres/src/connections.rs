@@ -13,8 +13,9 @@
 //!
 //! No ping is sent before a session either. The first round trip of a session on a connection
 //! (a read session's first statement, a transfer's statement, a unit of work's `BEGIN`) is the
-//! check: if it finds the connection closed by the server (with `test_before_acquire`), the
-//! connection is dropped and the same statement is sent again on another one.
+//! check: if it finds the connection closed by the server (with `test_before_acquire`), or
+//! opened by a tokio runtime that has shut down since (always: the error comes before anything
+//! is sent), the connection is dropped and the same statement is sent again on another one.
 //! That is sound because of what those first statements are: `BEGIN`, reads, and the stock move,
 //! which carries its ledger row's id and answers `Applied` when that row is already there (see
 //! `MOVE_STOCK`), so a move that committed before its answer was lost is not applied twice.
@@ -30,7 +31,7 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgQueryResult, PgRow};
 use sqlx::{Execute, PgConnection, PgPool, Postgres, SqlStr};
 
-use crate::error::is_dead_connection;
+use crate::error::{is_dead_connection, is_runtime_gone};
 use crate::session::PgQuery;
 
 /// How long Stockroom keeps a connection out of sqlx's pool, from when it took it: then the
@@ -135,13 +136,13 @@ impl Connections {
     }
 
     /// Whether `error`, the answer to the first round trip on a connection (the `failures`th
-    /// such error in a row), means the connection was dead and another should be tried: with
-    /// `test_before_acquire` when the server closed it; at most once per connection the pool
-    /// may hold, so a server that is down is reported, not retried forever.
+    /// such error in a row), means the connection was dead and another should be tried: always
+    /// when its runtime has shut down (nothing was sent), and with `test_before_acquire` when
+    /// the server closed it; at most once per connection the pool may hold, so a server that
+    /// is down is reported, not retried forever.
     pub(crate) fn replaces(&self, error: &sqlx::Error, failures: u32) -> bool {
         failures <= self.pool.options().get_max_connections()
-            && self.test_before_acquire
-            && is_dead_connection(error)
+            && (is_runtime_gone(error) || (self.test_before_acquire && is_dead_connection(error)))
     }
 
     /// Marks the store closed and gives every kept connection back to the pool.
@@ -322,7 +323,7 @@ impl Lease {
                 self.proven = true;
                 false
             }
-            Err(error) => is_dead_connection(error),
+            Err(error) => is_dead_connection(error) || is_runtime_gone(error),
         };
         result
     }

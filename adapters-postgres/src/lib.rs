@@ -71,7 +71,12 @@
 //!   its connection in a known state leaves it on a stack of Stockroom's own for the next
 //!   session, for up to a second (sqlx's pool pings every connection it takes back, and its
 //!   acquire and release each pass through a task), so a session taken per request costs no
-//!   round trip beyond its statements.
+//!   round trip beyond its statements. A connection opened by a tokio runtime that has shut
+//!   down since (a store shared by threads with runtimes of their own) is dropped and replaced
+//!   by the first round trip that finds it so, whatever `test_before_acquire` says: nothing
+//!   was sent on it. (sqlx's pool closes idle connections past `idle_timeout` from a task on
+//!   the runtime that connected it; once that runtime is gone, they are closed when used past
+//!   `max_lifetime` instead.)
 //! - **Errors** map by SQLSTATE (see the `error` module): 23505 conflict, 23514 validation,
 //!   23503 not found, 40001/40P01/55P03 transient, connection loss and pool timeouts
 //!   unavailable. A caller never matches on a sqlx error; sqlx types appear only where the

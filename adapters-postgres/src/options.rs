@@ -42,7 +42,8 @@ pub struct PostgresOptions {
     /// connection closed the connection is dropped and the statement is sent again on another
     /// (a transfer's statement carries its ledger row's id, so it never applies twice). Off by
     /// default on a borrowed pool, whose own `test_before_acquire` (on in sqlx by default)
-    /// pings instead.
+    /// pings instead. A connection opened by a tokio runtime that has shut down since is
+    /// replaced the same way whatever this says: nothing was sent on it.
     pub test_before_acquire: bool,
 }
 

@@ -291,8 +291,8 @@ impl Store for PostgresStore {
         self.ensure_open()?;
         // READ COMMITTED (the server's default): rows that must not race are locked
         // explicitly, see `PgUnitOfWork`. BEGIN is the check that the connection is alive: one
-        // the server closed (with `test_before_acquire`) fails it, is discarded, and the next
-        // one is tried.
+        // the server closed (with `test_before_acquire`) or whose runtime is gone fails it, is
+        // discarded, and the next one is tried.
         let mut failures = 0;
         loop {
             match self.begin_transaction().await {
