@@ -11,6 +11,11 @@ use stockroom_core::{ProductFilter, Store, StoreConfig, StoreExt, TransferReques
 use stockroom_postgres::PostgresStore;
 use support::TestDatabase;
 
+/// Held by each test while it captures: tracing caches, per call site, whether any subscriber
+/// wants its events, and subscribers set and dropped on several threads at once can leave a
+/// test's own subscriber without them.
+static ONE_CAPTURE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
 
@@ -68,6 +73,7 @@ fn with_password(url: &str) -> String {
 
 #[tokio::test(flavor = "current_thread")]
 async fn echo_logs_every_statement_and_slow_ones_are_warned() {
+    let _one = ONE_CAPTURE_AT_A_TIME.lock().await;
     let Some(db) = TestDatabase::create().await else {
         return;
     };
@@ -104,6 +110,7 @@ async fn echo_logs_every_statement_and_slow_ones_are_warned() {
 /// `COMMIT`, no separate lock, insert or updates (echo logs every statement sent).
 #[tokio::test(flavor = "current_thread")]
 async fn a_transfer_is_one_statement() {
+    let _one = ONE_CAPTURE_AT_A_TIME.lock().await;
     let Some(db) = TestDatabase::create().await else {
         return;
     };
