@@ -195,6 +195,36 @@ impl Session {
         self.run(sql, query).await
     }
 
+    /// Runs `sql`, a `COPY … FROM STDIN` statement, sending `data` as its input; how many rows
+    /// it copied.
+    pub(crate) async fn copy_in(&mut self, sql: &str, data: &[u8]) -> Result<u64> {
+        self.check_open()?;
+        let started = Instant::now();
+        let result = copy_in(self.conn(), sql, data).await;
+        self.finish(sql, started, result)
+    }
+
+    /// Opens the savepoint `name` (a name of ours, never user text).
+    pub(crate) async fn open_savepoint(&mut self, name: &str) -> Result<()> {
+        self.control(format!("SAVEPOINT {name}")).await
+    }
+
+    /// Keeps what was done since the savepoint `name` and closes it.
+    pub(crate) async fn release_savepoint(&mut self, name: &str) -> Result<()> {
+        self.control(format!("RELEASE SAVEPOINT {name}")).await
+    }
+
+    /// Undoes what was done since the savepoint `name` and closes it; this ends the aborted
+    /// state a failed statement put the transaction in.
+    pub(crate) async fn roll_back_to_savepoint(&mut self, name: &str) -> Result<()> {
+        self.control(format!(
+            "ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"
+        ))
+        .await?;
+        self.aborted = false;
+        Ok(())
+    }
+
     /// Runs a statement we generate ourselves (savepoint commands) with the simple protocol.
     async fn control(&mut self, sql: String) -> Result<()> {
         self.check_open()?;
@@ -204,6 +234,13 @@ impl Session {
             .await;
         self.finish(&sql, started, result).map(drop)
     }
+}
+
+/// `COPY … FROM STDIN` on `conn`, with `data` as its input.
+async fn copy_in(conn: &mut PgConnection, sql: &str, data: &[u8]) -> sqlx::Result<u64> {
+    let mut copy = conn.copy_in_raw(sql).await?;
+    copy.send(data).await?;
+    copy.finish().await
 }
 
 /// Reads on a pooled connection, outside any transaction.
@@ -376,11 +413,7 @@ impl UnitOfWork for PgUnitOfWork {
     async fn savepoint(&mut self) -> Result<Savepoint> {
         let savepoint = self.savepoints.open();
         // The name is ours (`sp<depth>`), never user text.
-        match self
-            .session
-            .control(format!("SAVEPOINT {}", savepoint.name()))
-            .await
-        {
+        match self.session.open_savepoint(&savepoint.name()).await {
             Ok(()) => Ok(savepoint),
             Err(e) => {
                 self.savepoints.close(&savepoint)?;
@@ -391,22 +424,12 @@ impl UnitOfWork for PgUnitOfWork {
 
     async fn rollback_to(&mut self, savepoint: Savepoint) -> Result<()> {
         self.savepoints.close(&savepoint)?;
-        let name = savepoint.name();
-        self.session
-            .control(format!(
-                "ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"
-            ))
-            .await?;
-        // Rolling back to a savepoint ends an aborted state.
-        self.session.aborted = false;
-        Ok(())
+        self.session.roll_back_to_savepoint(&savepoint.name()).await
     }
 
     async fn release(&mut self, savepoint: Savepoint) -> Result<()> {
         self.savepoints.close(&savepoint)?;
-        self.session
-            .control(format!("RELEASE SAVEPOINT {}", savepoint.name()))
-            .await
+        self.session.release_savepoint(&savepoint.name()).await
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {

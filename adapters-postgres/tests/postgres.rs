@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use sqlx::{Connection, Row};
 use stockroom_core::{
-    Constraint, EntityKind, Error, NewCategory, NewProduct, Page, ProductFilter, ProductId,
-    ProductPatch, StockDelta, Store, StoreConfig, StoreExt, TransferRequest, UnitOfWork,
+    Constraint, EntityKind, Error, NewCategory, NewProduct, NewUser, Page, ProductFilter,
+    ProductId, ProductPatch, StockDelta, Store, StoreConfig, StoreExt, TransferRequest, UnitOfWork,
     UnitOfWorkExt,
 };
 use stockroom_postgres::{PostgresStore, CREATE_MANY_BATCH};
@@ -535,6 +535,92 @@ async fn search_past_the_last_page_still_counts_and_tracks_updates() {
             let r = read.products().search(&f, Page::default()).await.unwrap();
             assert_eq!(r.total, hits, "query {q:?}");
         }
+        drop(read);
+        (store, db)
+    })
+    .await;
+}
+
+/// A batch large enough to be copied (`COPY`) keeps `create_many`'s rules: every field as
+/// given, references included; a duplicate inside, a value taken by a stored row, a deleted
+/// category each fail the whole batch with the error of the first failing row in input order;
+/// nothing is written, and the unit of work goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_many_of_a_large_batch_keeps_the_rules() {
+    with_store(|store, db| async move {
+        // Past the size from which products are copied (`COPY`).
+        const N: usize = 1_500;
+        let mut uow = store.begin().await.unwrap();
+        let kept = uow
+            .categories()
+            .create(NewCategory::new("Kept", "kept").unwrap())
+            .await
+            .unwrap();
+        let gone = uow
+            .categories()
+            .create(NewCategory::new("Gone", "gone").unwrap())
+            .await
+            .unwrap();
+        assert!(uow.categories().soft_delete(gone.id).await.unwrap());
+        let author = uow
+            .users()
+            .create(NewUser::new("ann@example.com", "Ann").unwrap())
+            .await
+            .unwrap();
+        let taken = uow.products().create(product(N + 1)).await.unwrap();
+        let batch = |n: usize| -> Vec<NewProduct> { (0..n).map(product).collect() };
+
+        let mut duplicate = batch(N);
+        duplicate[200] = NewProduct::new("Again", "again", "SKU-7").unwrap();
+        assert_conflict(
+            uow.products().create_many(duplicate).await,
+            Constraint::ProductSku,
+        );
+        let mut clash = batch(N);
+        clash[150] = NewProduct::new("Clash", &taken.slug, "CLASH").unwrap();
+        assert_conflict(
+            uow.products().create_many(clash).await,
+            Constraint::ProductSlug,
+        );
+        let mut dead = batch(N);
+        dead[100] = product(N + 2).in_category(gone.id);
+        match uow.products().create_many(dead).await {
+            Err(Error::NotFound { entity, id }) => {
+                assert_eq!((entity, id), (EntityKind::Category, gone.id.into()))
+            }
+            other => panic!(
+                "expected the deleted category, got {:?}",
+                other.map(|rows| rows.len())
+            ),
+        }
+        let mut first_wins = batch(N);
+        first_wins[50] = NewProduct::new("Clash", &taken.slug, "CLASH").unwrap();
+        first_wins[100] = product(N + 2).in_category(gone.id);
+        assert_conflict(
+            uow.products().create_many(first_wins).await,
+            Constraint::ProductSlug,
+        );
+
+        let mut news = batch(N);
+        news[10] = product(N + 3)
+            .with_description("In a category, by Ann")
+            .unwrap()
+            .in_category(kept.id)
+            .created_by(author.id);
+        let created = uow.products().create_many(news).await.unwrap();
+        uow.commit().await.unwrap();
+        let mut read = store.read().await.unwrap();
+        let ids: Vec<ProductId> = created.iter().map(|p| p.id).collect();
+        let mut stored = read.products().get_many(&ids).await.unwrap();
+        stored.sort_by_key(|p| ids.iter().position(|id| *id == p.id));
+        assert_eq!(stored, created, "the rows as copied");
+        assert_eq!(
+            read.products()
+                .count(&ProductFilter::default())
+                .await
+                .unwrap(),
+            N as u64 + 1
+        );
         drop(read);
         (store, db)
     })
