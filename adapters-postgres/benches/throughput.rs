@@ -1,14 +1,29 @@
 //! Throughput of the PostgreSQL adapter beside PostgreSQL's own pgbench, on the same server in
 //! the same run:
 //!
-//! - transfers per second with 8 concurrent tasks, beside `pgbench -M prepared -c 8 -j 2` (the
-//!   built-in TPC-B-like script: 7 statements per transaction; a transfer is 6: BEGIN, lock
-//!   both rows, two stock updates, one ledger insert, COMMIT);
-//! - point reads per second on one connection, beside `pgbench -M prepared -S -c 1`;
-//! - `create_many` of 10,000 products, in rows per second.
+//! - transfers per second with 8 concurrent tasks (`StoreExt::transfer`, random pairs among
+//!   1,000 products), beside `pgbench -M prepared -c 8 -j 2` (the built-in TPC-B-like script:
+//!   7 statements per transaction, BEGIN and END included). A transfer is one statement in
+//!   autocommit (data-modifying CTEs: key lookup, both rows locked in id order, checks, ledger
+//!   insert, both stock updates), so one round trip and one commit; the connection comes from,
+//!   and goes back to, the store's stack of kept connections, without a ping;
+//! - point reads per second (`products().get`, a whole row) by one task on the runtime, beside
+//!   `pgbench -M prepared -S -c 1` (one one-column select per transaction): on one session held
+//!   throughout, and with a session taken from the store for every read, as a web handler does
+//!   per request;
+//! - `create_many` of 10,000 products in one unit of work (a binary `COPY`), in rows per
+//!   second, beside the same number of rows of the same shape inserted by the server alone
+//!   (`INSERT … SELECT … FROM generate_series`, no client, no data sent): the floor any client
+//!   pays for the table's heap and its eight indexes (a trigram GIN index among them). Both
+//!   follow an untimed `VACUUM products`, so that neither pays for the pending GIN entries and
+//!   dead rows the transfers left.
 //!
-//! Each figure is the median of `STOCKROOM_BENCH_RUNS` runs (default 3) of
-//! `STOCKROOM_BENCH_SECS` seconds (default 5). The server comes from
+//! Everything runs once untimed first (one second of each workload, one `create_many`: the
+//! warm-up), then `STOCKROOM_BENCH_RUNS` runs (default 5) of `STOCKROOM_BENCH_SECS` seconds
+//! (default 5) each; the transfers of the store with pre-ping and of the one without take turns
+//! at going first. Every ratio is computed within a run, Stockroom's figure over pgbench's
+//! (or the server's) measured moments apart; the report gives each figure's and each ratio's
+//! median over the runs with their lowest and highest. The server comes from
 //! `STOCKROOM_TEST_DATABASE_URL`, else `DATABASE_URL` (when it is a PostgreSQL URL), else
 //! `postgres://postgres@127.0.0.1:5432/postgres` (`stockroom_postgres::testing::configured_url`);
 //! the bench makes two scratch databases there through sqlx (one for Stockroom, one initialised
@@ -107,9 +122,11 @@ async fn admin_exec(sql: String) {
     let _ = conn.close().await;
 }
 
-fn median(mut xs: Vec<f64>) -> f64 {
+/// The median, lowest and highest of `xs`.
+fn spread(xs: &[f64]) -> (f64, f64, f64) {
+    let mut xs = xs.to_vec();
     xs.sort_by(f64::total_cmp);
-    xs[xs.len() / 2]
+    (xs[xs.len() / 2], xs[0], xs[xs.len() - 1])
 }
 
 /// A small xorshift generator: the bench needs spread, not quality.
@@ -163,32 +180,50 @@ async fn transfers_per_second(
     done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// Point reads per second by one task on the runtime (as a request handler runs), on one
+/// session held throughout or on a session taken for each read.
 async fn reads_per_second(
-    store: &PostgresStore,
-    ids: &[ProductId],
+    store: &Arc<PostgresStore>,
+    ids: &Arc<Vec<ProductId>>,
     secs: u64,
     per_read_session: bool,
 ) -> f64 {
-    let mut rng = Rng(42);
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    let started = Instant::now();
-    let mut n = 0u64;
-    let mut held = store.read().await.unwrap();
-    while Instant::now() < deadline {
-        let id = ids[rng.below(ids.len())];
-        let found = if per_read_session {
-            let mut session = store.read().await.unwrap();
-            session.products().get(id).await.unwrap()
-        } else {
-            held.products().get(id).await.unwrap()
+    let (store, ids) = (Arc::clone(store), Arc::clone(ids));
+    tokio::spawn(async move {
+        let mut rng = Rng(42);
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let started = Instant::now();
+        let mut n = 0u64;
+        let mut held = match per_read_session {
+            true => None,
+            false => Some(store.read().await.unwrap()),
         };
-        assert!(found.is_some());
-        n += 1;
-    }
-    n as f64 / started.elapsed().as_secs_f64()
+        while Instant::now() < deadline {
+            let id = ids[rng.below(ids.len())];
+            let found = match held.as_mut() {
+                Some(session) => session.products().get(id).await.unwrap(),
+                None => {
+                    let mut session = store.read().await.unwrap();
+                    session.products().get(id).await.unwrap()
+                }
+            };
+            assert!(found.is_some());
+            n += 1;
+        }
+        n as f64 / started.elapsed().as_secs_f64()
+    })
+    .await
+    .unwrap()
 }
 
-async fn create_many_rows_per_second(store: &PostgresStore, run: usize) -> f64 {
+/// `create_many` of 10,000 products in a unit of work of its own, commit included, after an
+/// untimed `VACUUM products`; rows per second.
+async fn create_many_rows_per_second(
+    store: &PostgresStore,
+    admin: &mut PgConnection,
+    run: i32,
+) -> f64 {
+    vacuum_products(admin).await;
     let news: Vec<NewProduct> = (0..BATCH_ROWS)
         .map(|i| {
             NewProduct::new(
@@ -209,11 +244,186 @@ async fn create_many_rows_per_second(store: &PostgresStore, run: usize) -> f64 {
     BATCH_ROWS as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The server alone inserting 10,000 products shaped like `create_many`'s (ids in order as
+/// UUIDv7 are, the same text lengths, the search text folded), in one autocommit statement,
+/// after an untimed `VACUUM products`; rows per second.
+async fn server_insert_rows_per_second(admin: &mut PgConnection, run: i32) -> f64 {
+    const SERVER_INSERT: &str = concat!(
+        "INSERT INTO products (id, name, slug, sku, description, status, stock, category_id, ",
+        "created_by, search_text, created_at, updated_at) ",
+        "SELECT ('01900000-0000-7000-8000-' || lpad(to_hex($1 * 100000 + i), 12, '0'))::uuid, ",
+        "'Floor ' || $1 || ' ' || i, 'floor-' || $1 || '-' || i, 'FLOOR-' || $1 || '-' || i, ",
+        "'Imported in bulk', 'draft', 0, NULL, NULL, ",
+        "'floor ' || $1 || ' ' || i || E'\\nfloor-' || $1 || '-' || i || E'\\nimported in bulk', ",
+        "now(), now() FROM generate_series(1, $2) i"
+    );
+    vacuum_products(admin).await;
+    let started = Instant::now();
+    let inserted = sqlx::query(SERVER_INSERT)
+        .bind(run)
+        .bind(BATCH_ROWS as i32)
+        .execute(&mut *admin)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(inserted, BATCH_ROWS as u64);
+    BATCH_ROWS as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn vacuum_products(admin: &mut PgConnection) {
+    sqlx::raw_sql("VACUUM products")
+        .execute(&mut *admin)
+        .await
+        .unwrap();
+}
+
+/// The figures of one run.
+#[derive(Default)]
+struct Run {
+    transfers: f64,
+    tpcb: f64,
+    transfers_unpinged: f64,
+    reads_per_session: f64,
+    select_only: f64,
+    reads_held: f64,
+    create_many: f64,
+    server_insert: f64,
+}
+
+/// What the bench measures, and where.
+struct Bench {
+    store: Arc<PostgresStore>,
+    unpinged: Arc<PostgresStore>,
+    ids: Arc<Vec<ProductId>>,
+    admin: PgConnection,
+    pgbench_url: String,
+}
+
+impl Bench {
+    /// Run `number` (0: the warm-up), each workload for `secs` seconds.
+    async fn run(&mut self, secs: u64, number: i32) -> Run {
+        let secs_arg = secs.to_string();
+        let tpcb = [
+            "-M", "prepared", "-c", "8", "-j", "2", "-n", "-T", &secs_arg,
+        ];
+        let select_only = ["-M", "prepared", "-S", "-c", "1", "-n", "-T", &secs_arg];
+        // The two stores' transfers take turns at going first, so that neither always follows
+        // the previous run's inserts (and the autovacuum they start).
+        let (first, second) = match number % 2 {
+            0 => (&self.unpinged, &self.store),
+            _ => (&self.store, &self.unpinged),
+        };
+        let first_transfers = transfers_per_second(first, &self.ids, secs).await;
+        let tpcb = pgbench(&tpcb, &self.pgbench_url);
+        let second_transfers = transfers_per_second(second, &self.ids, secs).await;
+        let (transfers, transfers_unpinged) = match number % 2 {
+            0 => (second_transfers, first_transfers),
+            _ => (first_transfers, second_transfers),
+        };
+        // The rest are measured in the order written: each of Stockroom's figures next to the
+        // one it is divided by.
+        Run {
+            transfers,
+            tpcb,
+            transfers_unpinged,
+            reads_per_session: reads_per_second(&self.store, &self.ids, secs, true).await,
+            select_only: pgbench(&select_only, &self.pgbench_url),
+            reads_held: reads_per_second(&self.store, &self.ids, secs, false).await,
+            create_many: create_many_rows_per_second(&self.store, &mut self.admin, number).await,
+            server_insert: server_insert_rows_per_second(&mut self.admin, number).await,
+        }
+    }
+}
+
+/// Prints a figure's median and range over `runs`.
+fn print_figure(name: &str, unit: &str, runs: &[Run], figure: impl Fn(&Run) -> f64) {
+    let values: Vec<f64> = runs.iter().map(figure).collect();
+    let (median, low, high) = spread(&values);
+    println!("{name:<46} {median:>9.0} {unit:<7} ({low:.0} to {high:.0})");
+}
+
+/// Prints a ratio's median and range over `runs`, each computed within its run.
+fn print_ratio(name: &str, runs: &[Run], ratio: impl Fn(&Run) -> f64) {
+    let values: Vec<f64> = runs.iter().map(ratio).collect();
+    let (median, low, high) = spread(&values);
+    println!("{name:<46} {median:>9.2}         ({low:.2} to {high:.2})");
+}
+
+fn report(runs: &[Run]) {
+    print_figure("transfers, 8 tasks", "/s", runs, |r| r.transfers);
+    print_figure("transfers, 8 tasks, pre-ping off", "/s", runs, |r| {
+        r.transfers_unpinged
+    });
+    print_figure(
+        "pgbench TPC-B-like, -M prepared -c 8 -j 2",
+        "tps",
+        runs,
+        |r| r.tpcb,
+    );
+    print_figure("point reads, one held session", "/s", runs, |r| {
+        r.reads_held
+    });
+    print_figure("point reads, a session per read", "/s", runs, |r| {
+        r.reads_per_session
+    });
+    print_figure("pgbench -M prepared -S -c 1", "tps", runs, |r| {
+        r.select_only
+    });
+    print_figure("create_many of 10,000 products", "rows/s", runs, |r| {
+        r.create_many
+    });
+    print_figure(
+        "the same rows inserted by the server alone",
+        "rows/s",
+        runs,
+        |r| r.server_insert,
+    );
+    println!("ratios, each within its run:");
+    print_ratio("transfers / pgbench TPC-B", runs, |r| r.transfers / r.tpcb);
+    print_ratio("transfers, pre-ping off / pgbench TPC-B", runs, |r| {
+        r.transfers_unpinged / r.tpcb
+    });
+    print_ratio("point reads, held session / pgbench -S", runs, |r| {
+        r.reads_held / r.select_only
+    });
+    print_ratio("point reads, session per read / pgbench -S", runs, |r| {
+        r.reads_per_session / r.select_only
+    });
+    print_ratio("create_many / server alone", runs, |r| {
+        r.create_many / r.server_insert
+    });
+}
+
+/// 1,000 products with a million units each: room for every transfer of the bench.
+async fn seed(store: &PostgresStore) -> Vec<ProductId> {
+    let mut uow = store.begin().await.unwrap();
+    let seeded = uow
+        .products()
+        .create_many(
+            (0..PRODUCTS)
+                .map(|i| {
+                    NewProduct::new(
+                        &format!("Item {i}"),
+                        &format!("item-{i}"),
+                        &format!("IT-{i}"),
+                    )
+                    .unwrap()
+                    .with_stock(1_000_000)
+                    .unwrap()
+                })
+                .collect(),
+        )
+        .await
+        .unwrap();
+    uow.commit().await.unwrap();
+    seeded.iter().map(|p| p.id).collect()
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --benches` runs it with no argument; run the
     // full measurement either way, it ends by itself.
     let secs = env_number("STOCKROOM_BENCH_SECS", 5);
-    let runs = env_number("STOCKROOM_BENCH_RUNS", 3).max(1) as usize;
+    let runs = env_number("STOCKROOM_BENCH_RUNS", 5).max(1) as usize;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -224,60 +434,49 @@ fn main() {
         let theirs = format!("stockroom_pgbench_{tag}");
         admin_exec(format!("CREATE DATABASE {ours}")).await;
         admin_exec(format!("CREATE DATABASE {theirs}")).await;
+        let our_url = with_database(&server_url(), &ours);
         let pgbench_url = with_database(&server_url(), &theirs);
 
-        let config = StoreConfig::new(with_database(&server_url(), &ours))
+        let config = StoreConfig::new(our_url.clone())
             .with_pool_size(TASKS as u32)
             .with_max_overflow(2)
             .with_application_name("stockroom_bench");
         let store = Arc::new(PostgresStore::connect(&config).await.expect("connect"));
-        // The same pool without the ping before each acquire (SQLAlchemy's pool_pre_ping off).
+        // The same pool without pre-ping (SQLAlchemy's pool_pre_ping off).
         let mut unpinged = config.clone();
         unpinged.test_before_acquire = false;
         unpinged.run_migrations = false;
         let unpinged = Arc::new(PostgresStore::connect(&unpinged).await.expect("connect"));
-        let mut uow = store.begin().await.unwrap();
-        let seeded = uow
-            .products()
-            .create_many(
-                (0..PRODUCTS)
-                    .map(|i| {
-                        NewProduct::new(&format!("Item {i}"), &format!("item-{i}"), &format!("IT-{i}"))
-                            .unwrap()
-                            .with_stock(1_000_000)
-                            .unwrap()
-                    })
-                    .collect(),
-            )
-            .await
-            .unwrap();
-        uow.commit().await.unwrap();
-        let ids: Arc<Vec<ProductId>> = Arc::new(seeded.iter().map(|p| p.id).collect());
+        let ids = Arc::new(seed(&store).await);
         run_pgbench(&["-i", "-s", "8", "-q"], &pgbench_url);
+        let admin = PgConnection::connect(&our_url).await.expect("connect");
+        let mut bench = Bench {
+            store,
+            unpinged,
+            ids,
+            admin,
+            pgbench_url,
+        };
 
-        println!("stockroom-postgres throughput: {runs} runs x {secs} s, medians (server {})", stockroom_core::redact_url(&server_url()));
-        let secs_arg = secs.to_string();
-        let (mut tr, mut tu, mut pb, mut rd, mut rs, mut pbs, mut cm) =
-            (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-        for run in 0..runs {
-            tr.push(transfers_per_second(&store, &ids, secs).await);
-            tu.push(transfers_per_second(&unpinged, &ids, secs).await);
-            pb.push(pgbench(&["-M", "prepared", "-c", "8", "-j", "2", "-n", "-T", &secs_arg], &pgbench_url));
-            rd.push(reads_per_second(&store, &ids, secs, false).await);
-            rs.push(reads_per_second(&store, &ids, secs, true).await);
-            pbs.push(pgbench(&["-M", "prepared", "-S", "-c", "1", "-n", "-T", &secs_arg], &pgbench_url));
-            cm.push(create_many_rows_per_second(&store, run).await);
+        println!(
+            "stockroom-postgres throughput: warm-up, then {runs} runs x {secs} s; medians over \
+             the runs, lowest to highest in brackets (server {})",
+            stockroom_core::redact_url(&server_url())
+        );
+        bench.run(1, 0).await;
+        let mut results = Vec::with_capacity(runs);
+        for run in 1..=runs as i32 {
+            results.push(bench.run(secs, run).await);
         }
-        let (tr, tu, pb) = (median(tr), median(tu), median(pb));
-        let (rd, rs, pbs, cm) = (median(rd), median(rs), median(pbs), median(cm));
-        println!("transfers, 8 tasks:               {tr:>10.0} /s");
-        println!("transfers, 8 tasks, no pre-ping:  {tu:>10.0} /s");
-        println!("pgbench TPC-B-like, -c 8 -j 2:    {pb:>10.0} tps   ratio stockroom/pgbench = {:.2} ({:.2} without pre-ping)", tr / pb, tu / pb);
-        println!("point reads, one held session:    {rd:>10.0} /s");
-        println!("point reads, a session per read:  {rs:>10.0} /s   (pool acquire + pre-ping each)");
-        println!("pgbench -S, -c 1:                 {pbs:>10.0} tps   ratio stockroom/pgbench = {:.2} (held), {:.2} (per read)", rd / pbs, rs / pbs);
-        println!("create_many of {BATCH_ROWS} products:    {cm:>10.0} rows/s");
+        report(&results);
 
+        let Bench {
+            store,
+            unpinged,
+            admin,
+            ..
+        } = bench;
+        let _ = admin.close().await;
         unpinged.close().await;
         store.close().await;
         admin_exec(format!("DROP DATABASE IF EXISTS {ours} WITH (FORCE)")).await;

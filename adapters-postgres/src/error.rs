@@ -138,6 +138,17 @@ fn io_failure(error: &io::Error) -> String {
     }
 }
 
+/// What tokio says when asked for I/O on a socket registered with a runtime that has shut down
+/// (`tokio::runtime::io`): the socket cannot be used any more, and nothing was sent on it.
+const RUNTIME_SHUT_DOWN: &str = "A Tokio 1.x context was found, but it is being shutdown";
+
+/// Whether `error` is tokio refusing I/O on a connection opened by a runtime that has shut
+/// down since. Tokio has no error type for it: its message is the only sign (the test of a
+/// store outliving the runtime that opened its connections fails if tokio changes it).
+pub(crate) fn is_runtime_gone(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Io(e) if e.to_string().starts_with(RUNTIME_SHUT_DOWN))
+}
+
 fn looks_like_lost_connection(message: &str) -> bool {
     let m = message.to_ascii_lowercase();
     m.contains("connection")

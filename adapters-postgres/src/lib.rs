@@ -33,11 +33,17 @@
 //!   design says (none on the ledger); `(created_at, id)` indexes for the list order; a pg_trgm
 //!   GIN index on `search_text` for search.
 //! - **Round trips**: one statement per operation on the success path. `get_many` is
-//!   `= ANY($1)`; `create_many` is one `INSERT … SELECT FROM UNNEST(…)` per 10,000 rows;
+//!   `= ANY($1)`; `create_many` is one `INSERT … SELECT FROM UNNEST(…)` per 10,000 rows, except
+//!   for 1,000 products or more: a binary `COPY` into `products` under a savepoint (four round
+//!   trips, less work per row; a row that breaks a rule, or refers to a deleted row, sends the
+//!   batch the `INSERT` way, which names the rule);
 //!   `exists` is `SELECT EXISTS`; `search` returns the page and the total in one statement;
 //!   `adjust_stock` is one conditional `UPDATE … WHERE stock + $2 >= 0 RETURNING …`; `lock` is
-//!   `SELECT … ORDER BY id FOR UPDATE`. Reads of a read session run on a pooled connection
-//!   without `BEGIN`/`COMMIT`.
+//!   `SELECT … ORDER BY id FOR UPDATE`. A stock move (`move_stock`, what a transfer runs) is one
+//!   statement of data-modifying CTEs (key lookup, both rows locked in id order, checks, ledger
+//!   insert, both stock updates); `Store::move_stock` sends it in autocommit, a transaction of
+//!   its own without `BEGIN` or `COMMIT`, so a transfer is one round trip. Reads of a read
+//!   session run on a pooled connection without `BEGIN`/`COMMIT`.
 //! - **Expected failures do not abort the transaction**: inserts use `ON CONFLICT DO NOTHING`
 //!   and updates carry guards (referenced row live, new unique value free), so a conflict or a
 //!   missing reference changes nothing and a second statement, run only then, says which rule
@@ -45,22 +51,35 @@
 //!   on the server (a race the guards could not see, a lost connection) aborts the PostgreSQL
 //!   transaction: the unit of work then refuses to commit (rather than let PostgreSQL turn the
 //!   `COMMIT` into a silent rollback) until it is rolled back, or rolled back to a savepoint.
-//! - **Isolation**: READ COMMITTED. A transfer locks both rows in id order with
-//!   `SELECT … FOR UPDATE` before it reads their stock, so concurrent transfers serialize on
-//!   the rows they share and cannot deadlock; serialization failures do not occur at this
-//!   level, and deadlocks (40P01) or serialization failures from other settings map to
-//!   `Error::Transient`, which the transfer retries.
+//! - **Isolation**: READ COMMITTED. A transfer's statement locks both rows in id order
+//!   (`SELECT … ORDER BY id FOR UPDATE`) before it reads their stock, and writes the stocks it
+//!   read under the lock, so concurrent transfers serialize on the rows they share and cannot
+//!   deadlock; serialization failures do not occur at this level, and deadlocks (40P01) or
+//!   serialization failures from other settings map to `Error::Transient`, which the transfer
+//!   retries.
 //! - **Configuration**: `pool_size` connections are kept (min connections), up to
 //!   `pool_size + max_overflow` are opened under load and the extra ones closed after
 //!   `idle_timeout`; `max_lifetime` recycles; `test_before_acquire` makes a connection the
-//!   server closed invisible to callers (a read session pings it; a unit of work's `BEGIN` is its
-//!   ping, so it costs no extra round trip) and a dead one is replaced; `application_name`
+//!   server closed invisible to callers without a ping: the first round trip of a session on a
+//!   connection (a unit of work's `BEGIN`, a read session's first statement, a transfer's
+//!   statement) is the check, and finding the connection closed it is sent again on another
+//!   one; `application_name`
 //!   names the sessions, `session_settings` (default `jit=off`) are sent as startup options,
 //!   `busy_timeout` becomes `lock_timeout` (a longer wait for a row lock fails as
 //!   `Error::Transient`; migrations are exempt; on a borrowed pool it is set per transaction,
 //!   see [`PostgresOptions`]), and statements are logged under the target
 //!   `stockroom::sql` (all at `debug` with `log_statements`, slow ones at `warn`). The password
 //!   never appears in `Debug` output or logs.
+//! - **Connections** come from sqlx's pool; on Stockroom's own pool a session that ends with
+//!   its connection in a known state leaves it on a stack of Stockroom's own for the next
+//!   session, for up to a second (sqlx's pool pings every connection it takes back, and its
+//!   acquire and release each pass through a task), so a session taken per request costs no
+//!   round trip beyond its statements. A connection opened by a tokio runtime that has shut
+//!   down since (a store shared by threads with runtimes of their own) is dropped and replaced
+//!   by the first round trip that finds it so, whatever `test_before_acquire` says: nothing
+//!   was sent on it. (sqlx's pool closes idle connections past `idle_timeout` from a task on
+//!   the runtime that connected it; once that runtime is gone, they are closed when used past
+//!   `max_lifetime` instead.)
 //! - **Errors** map by SQLSTATE (see the `error` module): 23505 conflict, 23514 validation,
 //!   23503 not found, 40001/40P01/55P03 transient, connection loss and pool timeouts
 //!   unavailable. A caller never matches on a sqlx error; sqlx types appear only where the
@@ -127,9 +146,11 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod categories;
+mod connections;
 mod entity;
 mod error;
 mod migrate;
+mod movements;
 mod options;
 mod products;
 mod reviews;

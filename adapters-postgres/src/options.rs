@@ -36,9 +36,14 @@ pub struct PostgresOptions {
     pub slow_statement_threshold: Duration,
     /// Apply the embedded migrations when the store is built.
     pub run_migrations: bool,
-    /// Check a pooled connection before a session uses it, and take another if the server
-    /// closed it (a read session pings; a unit of work's `BEGIN` is the ping). Off by default
-    /// on a borrowed pool, whose own `test_before_acquire` (on in sqlx by default) does it.
+    /// Never hand a caller a pooled connection the server closed. No ping is sent: the first
+    /// round trip of a session on a connection (a unit of work's `BEGIN`, a read session's
+    /// first statement, a transfer's one statement) is the check, and when it finds the
+    /// connection closed the connection is dropped and the statement is sent again on another
+    /// (a transfer's statement carries its ledger row's id, so it never applies twice). Off by
+    /// default on a borrowed pool, whose own `test_before_acquire` (on in sqlx by default)
+    /// pings instead. A connection opened by a tokio runtime that has shut down since is
+    /// replaced the same way whatever this says: nothing was sent on it.
     pub test_before_acquire: bool,
 }
 

@@ -1,7 +1,9 @@
 //! Products: the catalogue, its search and its stock.
 
 use async_trait::async_trait;
-use sqlx::postgres::PgRow;
+use sqlx::encode::{Encode, IsNull};
+use sqlx::error::BoxDynError;
+use sqlx::postgres::{PgArgumentBuffer, PgRow};
 use sqlx::{Postgres, QueryBuilder, Row};
 use stockroom_core::time::now;
 use stockroom_core::{
@@ -53,8 +55,36 @@ macro_rules! product_columns {
 }
 const PRODUCT_WIDTH: usize = 13;
 
-/// Rows per `INSERT … SELECT FROM UNNEST(…)` statement of `create_many`.
+/// Rows per `INSERT … SELECT FROM UNNEST(…)` statement, or per `COPY`, of `create_many`.
 pub(crate) const BATCH: usize = 10_000;
+
+/// Batches of at least this many rows go in by `COPY` (see `Product::insert_fast`); smaller
+/// ones by `INSERT_MANY`. `COPY` takes four round trips to `INSERT_MANY`'s one, and ends with
+/// a small write (`CopyDone`) right after the large one of the data: sqlx 0.9.0 leaves Nagle's
+/// algorithm on, so that small write waits for the server to acknowledge the data, which a
+/// server holds back up to 40 ms (delayed ACK) unless the data is large. Measured on this
+/// machine over TCP: `COPY` of 256 rows was 4x slower than `INSERT_MANY`, of 500 rows and more
+/// faster (1.2x at 500 and 1,000 rows, 1.3x to 1.4x at 2,000 and 10,000).
+const COPY_FROM_ROWS: usize = 1_000;
+
+/// The savepoint a `COPY` of products runs under: a row that breaks a rule fails the `COPY`,
+/// and rolling back to it keeps the unit of work's transaction usable.
+const COPY_SAVEPOINT: &str = "stockroom_copy";
+
+/// Binary `COPY` of product rows, the fields of each in the order [`copy_data`] writes them.
+const COPY_PRODUCTS: &str = concat!(
+    "COPY products (id, name, slug, sku, description, status, stock, category_id, created_by, ",
+    "search_text, created_at, updated_at) FROM STDIN (FORMAT binary)"
+);
+
+/// Whether a category among `$1` or a user among `$2` is not a live row (a foreign key would
+/// accept a deleted one).
+const DEAD_REFERENCE: &str = concat!(
+    "SELECT EXISTS (SELECT 1 FROM unnest($1::uuid[]) r(id) WHERE NOT EXISTS ",
+    "(SELECT 1 FROM categories c WHERE c.id = r.id AND c.deleted_at IS NULL)) ",
+    "OR EXISTS (SELECT 1 FROM unnest($2::uuid[]) r(id) WHERE NOT EXISTS ",
+    "(SELECT 1 FROM users u WHERE u.id = r.id AND u.deleted_at IS NULL))"
+);
 
 impl PgEntity for Product {
     entity_sql!("products", product_columns!(""));
@@ -88,6 +118,37 @@ impl PgEntity for Product {
         "ON CONFLICT DO NOTHING RETURNING id"
     );
     const INSERT_BATCH: usize = BATCH;
+
+    /// A binary `COPY` straight into `products`, which skips what makes `INSERT_MANY` slower
+    /// per row (arrays to unnest, a speculative insert for `ON CONFLICT`, a row returned for
+    /// each): all of `rows` go in, or none. It runs under a savepoint, so that a row breaking a
+    /// rule (a taken slug or sku, a reference deleted meanwhile), which fails the `COPY` and
+    /// would abort the transaction, only undoes the `COPY`; a batch that refers to a category
+    /// or user that is not live, which the foreign keys would let through, is not copied.
+    /// Either way `INSERT_MANY` then says which row breaks which rule. Batches smaller than
+    /// [`COPY_FROM_ROWS`] skip it.
+    async fn insert_fast(
+        session: &mut Session,
+        rows: &[Self],
+        created_at: Timestamp,
+    ) -> Result<bool> {
+        if rows.len() < COPY_FROM_ROWS || session.refers_to_dead_rows(rows).await? {
+            return Ok(false);
+        }
+        let data = copy_data(rows, created_at).map_err(|e| map_error(sqlx::Error::Encode(e)))?;
+        session.open_savepoint(COPY_SAVEPOINT).await?;
+        match session.copy_in(COPY_PRODUCTS, &data).await {
+            Ok(_) => {
+                session.release_savepoint(COPY_SAVEPOINT).await?;
+                Ok(true)
+            }
+            Err(Error::Conflict { .. } | Error::NotFound { .. } | Error::Validation { .. }) => {
+                session.roll_back_to_savepoint(COPY_SAVEPOINT).await?;
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
 
     fn decode_at(row: &PgRow, b: usize) -> sqlx::Result<Self> {
         let status: String = row.try_get(b + 5)?;
@@ -392,7 +453,73 @@ const LOCK: &str = concat!(
     " FROM products WHERE id = ANY($1) AND deleted_at IS NULL ORDER BY id FOR UPDATE"
 );
 
+/// `rows`, created at `created_at`, in `COPY`'s binary format: a header, one tuple per row (its
+/// field count, then each field's length and bytes, -1 for NULL), a trailer. Each field is in
+/// the binary form sqlx binds it in, which is the one `COPY` reads.
+fn copy_data(rows: &[Product], created_at: Timestamp) -> std::result::Result<Vec<u8>, BoxDynError> {
+    const FIELDS: i16 = 12;
+    let mut buf = PgArgumentBuffer::default();
+    // Signature, flags (no OIDs), header extension length.
+    buf.extend_from_slice(b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0");
+    for p in rows {
+        buf.extend_from_slice(&FIELDS.to_be_bytes());
+        put_field(&mut buf, p.id.as_uuid())?;
+        put_field(&mut buf, p.name.as_str())?;
+        put_field(&mut buf, p.slug.as_str())?;
+        put_field(&mut buf, p.sku.as_str())?;
+        put_field(&mut buf, p.description.as_deref())?;
+        put_field(&mut buf, p.status.as_str())?;
+        put_field(&mut buf, p.stock)?;
+        put_field(&mut buf, p.category_id.map(Uuid::from))?;
+        put_field(&mut buf, p.created_by.map(Uuid::from))?;
+        put_field(&mut buf, p.search_document())?;
+        put_field(&mut buf, created_at)?;
+        put_field(&mut buf, created_at)?;
+    }
+    buf.extend_from_slice(&(-1i16).to_be_bytes());
+    Ok(std::mem::take(&mut *buf))
+}
+
+/// Appends `value` to a `COPY` tuple: its length, then its binary form, or -1 for NULL.
+fn put_field<'q, T: Encode<'q, Postgres>>(
+    buf: &mut PgArgumentBuffer,
+    value: T,
+) -> std::result::Result<(), BoxDynError> {
+    let start = buf.len();
+    buf.extend_from_slice(&[0; 4]);
+    let length = match value.encode_by_ref(buf)? {
+        IsNull::Yes => -1,
+        IsNull::No => i32::try_from(buf.len() - start - 4)?,
+    };
+    buf[start..start + 4].copy_from_slice(&length.to_be_bytes());
+    Ok(())
+}
+
 impl Session {
+    /// Whether a row of `rows` refers to a category or a user that is not live.
+    async fn refers_to_dead_rows(&mut self, rows: &[Product]) -> Result<bool> {
+        let distinct = |ids: Vec<Uuid>| -> Vec<Uuid> {
+            let set: std::collections::BTreeSet<Uuid> = ids.into_iter().collect();
+            set.into_iter().collect()
+        };
+        let categories = distinct(
+            rows.iter()
+                .filter_map(|p| p.category_id.map(Uuid::from))
+                .collect(),
+        );
+        let creators = distinct(
+            rows.iter()
+                .filter_map(|p| p.created_by.map(Uuid::from))
+                .collect(),
+        );
+        if categories.is_empty() && creators.is_empty() {
+            return Ok(false);
+        }
+        let query = sqlx::query(DEAD_REFERENCE).bind(categories).bind(creators);
+        let row = self.fetch_one(DEAD_REFERENCE, query).await?;
+        get_bool(&row, 0)
+    }
+
     /// Why `product` (whose insert did nothing) was not inserted.
     async fn why_product_not_inserted(&mut self, product: &Product) -> Result<Error> {
         let query = sqlx::query(WHY_NOT_INSERTED)

@@ -2,21 +2,20 @@
 //! transaction) or a unit of work (a transaction).
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgQueryResult, PgRow};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, PgConnection, Postgres, Transaction};
 use stockroom_core::{
-    CategoryReader, CategoryRepository, Error, ProductReader, ProductRepository, ReadSession,
-    Result, ReviewReader, ReviewRepository, Savepoint, Savepoints, StockMovementReader,
-    StockMovementRepository, UnitOfWork, UserReader, UserRepository,
+    CategoryReader, CategoryRepository, Error, NewStockMovement, ProductReader, ProductRepository,
+    ReadSession, Result, ReviewReader, ReviewRepository, Savepoint, Savepoints, StockMoved,
+    StockMovementReader, StockMovementRepository, UnitOfWork, UserReader, UserRepository,
 };
 
+use crate::connections::{Connections, Fetch, Lease};
 use crate::error::map_error;
 
 pub(crate) fn store_closed() -> Error {
@@ -27,33 +26,41 @@ pub(crate) fn store_closed() -> Error {
 
 pub(crate) type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
 
-/// What every session of a store shares: whether the store was closed, and statement logging.
-#[derive(Debug)]
+/// What every session of a store shares: where connections come from, whether the store was
+/// closed, and statement logging.
 pub(crate) struct Shared {
-    /// Set by `Store::close`. The store's own flag, not the pool's: a pool the application lent
-    /// stays open after Stockroom is closed.
-    closed: AtomicBool,
+    pub(crate) connections: Arc<Connections>,
     /// Log every statement at `debug` (echo).
     all: bool,
     /// Log statements slower than this at `warn`.
     slow: Duration,
 }
 
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Shared")
+            .field("closed", &self.closed())
+            .field("all", &self.all)
+            .field("slow", &self.slow)
+            .finish()
+    }
+}
+
 impl Shared {
-    pub(crate) fn new(all: bool, slow: Duration) -> Self {
+    pub(crate) fn new(connections: Connections, all: bool, slow: Duration) -> Self {
         Self {
-            closed: AtomicBool::new(false),
+            connections: Arc::new(connections),
             all,
             slow,
         }
     }
 
     pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
+        self.connections.close();
     }
 
     pub(crate) fn closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
+        self.connections.is_closed()
     }
 
     fn record(&self, sql: &str, elapsed: Duration, failed: bool) {
@@ -78,7 +85,7 @@ impl Shared {
 }
 
 enum Handle {
-    Pooled(PoolConnection<Postgres>),
+    Pooled(Lease),
     Transaction(Transaction<'static, Postgres>),
 }
 
@@ -108,6 +115,21 @@ impl fmt::Debug for Session {
 }
 
 impl Session {
+    /// A session on a pooled connection, outside any transaction.
+    pub(crate) fn pooled(lease: Lease, log: Arc<Shared>) -> Self {
+        Self {
+            handle: Handle::Pooled(lease),
+            log,
+            aborted: false,
+        }
+    }
+
+    /// Whether the session is a unit of work's transaction (else a pooled connection in
+    /// autocommit).
+    pub(crate) fn in_transaction(&self) -> bool {
+        matches!(self.handle, Handle::Transaction(_))
+    }
+
     fn conn(&mut self) -> &mut PgConnection {
         match &mut self.handle {
             Handle::Pooled(c) => c,
@@ -137,11 +159,21 @@ impl Session {
         })
     }
 
-    pub(crate) async fn fetch_all(&mut self, sql: &str, query: PgQuery<'_>) -> Result<Vec<PgRow>> {
+    /// Runs `query` (whose text is `sql`, for the log) and reads its result as `T`. On a pooled
+    /// connection the session's first statement is also the check that the connection is
+    /// alive (see `Lease::run`).
+    async fn run<T: Fetch>(&mut self, sql: &str, query: PgQuery<'_>) -> Result<T> {
         self.check_open()?;
         let started = Instant::now();
-        let result = query.fetch_all(self.conn()).await;
+        let result = match &mut self.handle {
+            Handle::Pooled(lease) => lease.run(query).await,
+            Handle::Transaction(tx) => T::fetch(tx, query).await,
+        };
         self.finish(sql, started, result)
+    }
+
+    pub(crate) async fn fetch_all(&mut self, sql: &str, query: PgQuery<'_>) -> Result<Vec<PgRow>> {
+        self.run(sql, query).await
     }
 
     pub(crate) async fn fetch_optional(
@@ -149,24 +181,48 @@ impl Session {
         sql: &str,
         query: PgQuery<'_>,
     ) -> Result<Option<PgRow>> {
-        self.check_open()?;
-        let started = Instant::now();
-        let result = query.fetch_optional(self.conn()).await;
-        self.finish(sql, started, result)
+        self.run(sql, query).await
     }
 
+    /// The one row `query` returns; a statement that returns none is a backend error.
     pub(crate) async fn fetch_one(&mut self, sql: &str, query: PgQuery<'_>) -> Result<PgRow> {
-        self.check_open()?;
-        let started = Instant::now();
-        let result = query.fetch_one(self.conn()).await;
-        self.finish(sql, started, result)
+        self.run::<Option<PgRow>>(sql, query)
+            .await?
+            .ok_or_else(|| map_error(sqlx::Error::RowNotFound))
     }
 
     pub(crate) async fn execute(&mut self, sql: &str, query: PgQuery<'_>) -> Result<PgQueryResult> {
+        self.run(sql, query).await
+    }
+
+    /// Runs `sql`, a `COPY … FROM STDIN` statement, sending `data` as its input; how many rows
+    /// it copied.
+    pub(crate) async fn copy_in(&mut self, sql: &str, data: &[u8]) -> Result<u64> {
         self.check_open()?;
         let started = Instant::now();
-        let result = query.execute(self.conn()).await;
+        let result = copy_in(self.conn(), sql, data).await;
         self.finish(sql, started, result)
+    }
+
+    /// Opens the savepoint `name` (a name of ours, never user text).
+    pub(crate) async fn open_savepoint(&mut self, name: &str) -> Result<()> {
+        self.control(format!("SAVEPOINT {name}")).await
+    }
+
+    /// Keeps what was done since the savepoint `name` and closes it.
+    pub(crate) async fn release_savepoint(&mut self, name: &str) -> Result<()> {
+        self.control(format!("RELEASE SAVEPOINT {name}")).await
+    }
+
+    /// Undoes what was done since the savepoint `name` and closes it; this ends the aborted
+    /// state a failed statement put the transaction in.
+    pub(crate) async fn roll_back_to_savepoint(&mut self, name: &str) -> Result<()> {
+        self.control(format!(
+            "ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"
+        ))
+        .await?;
+        self.aborted = false;
+        Ok(())
     }
 
     /// Runs a statement we generate ourselves (savepoint commands) with the simple protocol.
@@ -180,6 +236,13 @@ impl Session {
     }
 }
 
+/// `COPY … FROM STDIN` on `conn`, with `data` as its input.
+async fn copy_in(conn: &mut PgConnection, sql: &str, data: &[u8]) -> sqlx::Result<u64> {
+    let mut copy = conn.copy_in_raw(sql).await?;
+    copy.send(data).await?;
+    copy.finish().await
+}
+
 /// Reads on a pooled connection, outside any transaction.
 #[derive(Debug)]
 pub(crate) struct PgReadSession {
@@ -187,14 +250,8 @@ pub(crate) struct PgReadSession {
 }
 
 impl PgReadSession {
-    pub(crate) fn new(conn: PoolConnection<Postgres>, log: Arc<Shared>) -> Self {
-        Self {
-            session: Session {
-                handle: Handle::Pooled(conn),
-                log,
-                aborted: false,
-            },
-        }
+    pub(crate) fn new(session: Session) -> Self {
+        Self { session }
     }
 }
 
@@ -356,11 +413,7 @@ impl UnitOfWork for PgUnitOfWork {
     async fn savepoint(&mut self) -> Result<Savepoint> {
         let savepoint = self.savepoints.open();
         // The name is ours (`sp<depth>`), never user text.
-        match self
-            .session
-            .control(format!("SAVEPOINT {}", savepoint.name()))
-            .await
-        {
+        match self.session.open_savepoint(&savepoint.name()).await {
             Ok(()) => Ok(savepoint),
             Err(e) => {
                 self.savepoints.close(&savepoint)?;
@@ -371,22 +424,12 @@ impl UnitOfWork for PgUnitOfWork {
 
     async fn rollback_to(&mut self, savepoint: Savepoint) -> Result<()> {
         self.savepoints.close(&savepoint)?;
-        let name = savepoint.name();
-        self.session
-            .control(format!(
-                "ROLLBACK TO SAVEPOINT {name}; RELEASE SAVEPOINT {name}"
-            ))
-            .await?;
-        // Rolling back to a savepoint ends an aborted state.
-        self.session.aborted = false;
-        Ok(())
+        self.session.roll_back_to_savepoint(&savepoint.name()).await
     }
 
     async fn release(&mut self, savepoint: Savepoint) -> Result<()> {
         self.savepoints.close(&savepoint)?;
-        self.session
-            .control(format!("RELEASE SAVEPOINT {}", savepoint.name()))
-            .await
+        self.session.release_savepoint(&savepoint.name()).await
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
@@ -430,6 +473,13 @@ impl UnitOfWork for PgUnitOfWork {
         let result = tx.commit().await;
         log.record("COMMIT", started.elapsed(), result.is_err());
         result.map_err(map_error)
+    }
+
+    /// One statement in this transaction (see `Session::move_stock`); the unit of work's lock
+    /// timeout applies already.
+    async fn move_stock(&mut self, movement: &NewStockMovement) -> Result<StockMoved> {
+        let row = movement.clone().into_entity(stockroom_core::time::now());
+        self.session.move_stock(row, None).await
     }
 
     async fn rollback(self: Box<Self>) -> Result<()> {

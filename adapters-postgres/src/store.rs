@@ -7,13 +7,16 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Postgres, Transaction};
-use stockroom_core::{Error, ReadSession, Result, Rule, Store, StoreConfig, UnitOfWork};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Postgres, SqlSafeStr, Transaction};
+use stockroom_core::{
+    Error, NewStockMovement, ReadSession, Result, Rule, StockMoved, Store, StoreConfig, UnitOfWork,
+};
 
+use crate::connections::Connections;
 use crate::error::{is_dead_connection, map_error};
 use crate::migrate;
 use crate::options::{lock_timeout_value, PostgresOptions};
-use crate::session::{store_closed, PgReadSession, PgUnitOfWork, Shared};
+use crate::session::{store_closed, PgReadSession, PgUnitOfWork, Session, Shared};
 
 /// How long `close` waits for connections held by sessions in flight.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -37,9 +40,12 @@ pub struct PostgresStore {
     shared: Arc<Shared>,
     options: PostgresOptions,
     owner: Owner,
-    /// The statement that begins a unit of work when the pool's connections lack a setting
-    /// Stockroom needs (the lock timeout on a borrowed pool): `BEGIN; SET LOCAL …`, one round
-    /// trip like a plain `BEGIN`. `None`: a plain `BEGIN`.
+    /// The lock timeout to set for each transaction, when the pool's connections lack it (a
+    /// borrowed pool): `None` on Stockroom's own pool, whose connections carry it from their
+    /// start, and without a lock timeout.
+    local_lock_timeout: Option<String>,
+    /// The statement that begins a unit of work: `BEGIN; SET LOCAL lock_timeout = …` with a
+    /// `local_lock_timeout` (one round trip like a plain `BEGIN`), else `None`, a plain `BEGIN`.
     begin_statement: Option<Arc<str>>,
 }
 
@@ -60,6 +66,7 @@ impl fmt::Debug for PostgresStore {
             )
             .field("open_connections", &self.pool.size())
             .field("idle_connections", &self.pool.num_idle())
+            .field("kept_connections", &self.shared.connections.kept())
             .field("closed", &self.is_closed())
             .finish()
     }
@@ -72,14 +79,17 @@ impl PostgresStore {
     ///
     /// The pool keeps `pool_size` connections open and opens up to `max_overflow` more under
     /// load; those extra ones are closed after `idle_timeout`. Every connection is recycled
-    /// after `max_lifetime`, checked before it is handed out when `test_before_acquire` is
-    /// set (a read session pings it; a unit of work's `BEGIN` serves as the ping), carries
+    /// after `max_lifetime` (give or take a second, see below), never handed to a caller
+    /// dead when `test_before_acquire` is set (the first round trip of a session is the check,
+    /// see [`PostgresOptions::test_before_acquire`]), carries
     /// `application_name`, and starts with `session_settings` (such as `jit=off`) as server
     /// options, with `lock_timeout` set to `busy_timeout` unless they set it themselves (a
     /// statement that waits longer for a lock fails as [`Error::Transient`]). Statements are
     /// logged under the target `stockroom::sql`: all of them at `debug` with
-    /// `log_statements`, those slower than `slow_statement_threshold` at `warn`. The rest is
-    /// [`PostgresStore::from_pool`] with [`PostgresOptions::from_config`].
+    /// `log_statements`, those slower than `slow_statement_threshold` at `warn`. A session
+    /// that ends with its connection in a known state leaves it to the next session for up to
+    /// a second before sqlx's pool gets it back (sqlx pings every connection it takes back).
+    /// The rest is [`PostgresStore::from_pool`] with [`PostgresOptions::from_config`].
     ///
     /// Errors: [`Error::Validation`] on `url` for a URL that is not PostgreSQL's;
     /// [`Error::Unavailable`] when no server answers within `acquire_timeout`.
@@ -124,22 +134,28 @@ impl PostgresStore {
     }
 
     fn assemble(pool: PgPool, options: PostgresOptions, owner: Owner) -> Self {
-        let begin_statement = match (&owner, options.lock_timeout) {
+        let local_lock_timeout = match (&owner, options.lock_timeout) {
             // Our own connections carry the lock timeout from their start.
             (Owner::Stockroom(_), _) | (Owner::Application, None) => None,
-            (Owner::Application, Some(timeout)) => Some(Arc::from(format!(
-                "BEGIN; SET LOCAL lock_timeout = '{}'",
-                lock_timeout_value(timeout)
-            ))),
+            (Owner::Application, Some(timeout)) => Some(lock_timeout_value(timeout)),
         };
+        let begin_statement = local_lock_timeout
+            .as_ref()
+            .map(|timeout| Arc::from(format!("BEGIN; SET LOCAL lock_timeout = '{timeout}'")));
+        // Connections are kept out of the pool between sessions only when nobody else takes
+        // connections from it.
+        let keeps = matches!(owner, Owner::Stockroom(_));
+        let connections = Connections::new(pool.clone(), keeps, options.test_before_acquire);
         Self {
             pool,
             shared: Arc::new(Shared::new(
+                connections,
                 options.log_statements,
                 options.slow_statement_threshold,
             )),
             options,
             owner,
+            local_lock_timeout,
             begin_statement,
         }
     }
@@ -194,15 +210,6 @@ impl PostgresStore {
         self.pool.size()
     }
 
-    /// Whether `error`, met on a pooled connection before any work, means the connection was
-    /// dead (the server closed it) and another should be tried: only with
-    /// `test_before_acquire`, and at most once per connection the pool may hold.
-    fn retry_on_dead_connection(&self, error: &sqlx::Error, attempts: u32) -> bool {
-        self.options.test_before_acquire
-            && attempts <= self.pool.options().get_max_connections()
-            && is_dead_connection(error)
-    }
-
     fn is_closed(&self) -> bool {
         self.shared.closed() || self.pool.is_closed()
     }
@@ -214,15 +221,22 @@ impl PostgresStore {
         Ok(())
     }
 
+    /// A session on a pooled connection, without a transaction. No round trip: its first
+    /// statement is also the check that the connection is alive (see `connections`).
+    pub(crate) async fn pooled_session(&self) -> Result<Session> {
+        self.ensure_open()?;
+        let lease = self.shared.connections.lend().await.map_err(map_error)?;
+        Ok(Session::pooled(lease, Arc::clone(&self.shared)))
+    }
+
+    /// Begins a transaction on a lent connection: `BEGIN`, or the `begin_statement`.
     async fn begin_transaction(&self) -> sqlx::Result<Transaction<'static, Postgres>> {
-        match &self.begin_statement {
-            Some(statement) => {
-                self.pool
-                    .begin_with(AssertSqlSafe(Arc::clone(statement)))
-                    .await
-            }
-            None => self.pool.begin().await,
-        }
+        let lease = self.shared.connections.lend().await?;
+        let statement = self
+            .begin_statement
+            .as_ref()
+            .map(|statement| AssertSqlSafe(Arc::clone(statement)).into_sql_str());
+        Transaction::begin(lease.into_pool_connection(), statement).await
     }
 }
 
@@ -259,8 +273,8 @@ async fn connect_pool(config: &StoreConfig, options: &PostgresOptions) -> Result
         .acquire_timeout(config.acquire_timeout)
         .max_lifetime(config.max_lifetime)
         .idle_timeout(config.idle_timeout)
-        // Pre-ping is done by the store, not by sqlx: a unit of work's BEGIN is its ping (see
-        // `begin`), which saves a round trip per unit of work.
+        // No ping: the first round trip of a session on a connection is its check (see
+        // `connections`), which saves a round trip per session.
         .test_before_acquire(false)
         .connect_with(connect_options)
         .await
@@ -276,18 +290,18 @@ impl Store for PostgresStore {
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
         self.ensure_open()?;
         // READ COMMITTED (the server's default): rows that must not race are locked
-        // explicitly, see `PgUnitOfWork`. With `test_before_acquire`, BEGIN is the ping: a
-        // pooled connection that the server closed fails it, is discarded, and the next one is
-        // tried.
-        let mut attempts = 0;
+        // explicitly, see `PgUnitOfWork`. BEGIN is the check that the connection is alive: one
+        // the server closed (with `test_before_acquire`) or whose runtime is gone fails it, is
+        // discarded, and the next one is tried.
+        let mut failures = 0;
         loop {
             match self.begin_transaction().await {
                 Ok(tx) => {
                     return Ok(Box::new(PgUnitOfWork::new(tx, Arc::clone(&self.shared))));
                 }
                 Err(e) => {
-                    attempts += 1;
-                    if !self.retry_on_dead_connection(&e, attempts) {
+                    failures += 1;
+                    if !self.shared.connections.replaces(&e, failures) {
                         return Err(map_error(e));
                     }
                 }
@@ -296,34 +310,24 @@ impl Store for PostgresStore {
     }
 
     async fn read(&self) -> Result<Box<dyn ReadSession>> {
-        self.ensure_open()?;
-        let mut attempts = 0;
-        loop {
-            let mut conn = self.pool.acquire().await.map_err(map_error)?;
-            if !self.options.test_before_acquire {
-                return Ok(Box::new(PgReadSession::new(conn, Arc::clone(&self.shared))));
-            }
-            match conn.ping().await {
-                Ok(()) => {
-                    return Ok(Box::new(PgReadSession::new(conn, Arc::clone(&self.shared))));
-                }
-                Err(e) => {
-                    attempts += 1;
-                    if !self.retry_on_dead_connection(&e, attempts) {
-                        return Err(map_error(e));
-                    }
-                }
-            }
-        }
+        Ok(Box::new(PgReadSession::new(self.pooled_session().await?)))
+    }
+
+    /// The stock move in one statement, in autocommit: its own transaction, without a `BEGIN`
+    /// or a `COMMIT` to send (see `Session::move_stock`). On a borrowed pool the statement sets
+    /// the lock timeout for itself.
+    async fn move_stock(&self, movement: &NewStockMovement) -> Result<StockMoved> {
+        let row = movement.clone().into_entity(stockroom_core::time::now());
+        let mut session = self.pooled_session().await?;
+        session
+            .move_stock(row, self.local_lock_timeout.as_deref())
+            .await
     }
 
     async fn health(&self) -> Result<()> {
-        self.ensure_open()?;
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(drop)
-            .map_err(map_error)
+        const PING: &str = "SELECT 1";
+        let mut session = self.pooled_session().await?;
+        session.execute(PING, sqlx::query(PING)).await.map(drop)
     }
 
     /// Whether the store can write now, asked on a connection that waits behind nobody: an idle
@@ -358,6 +362,7 @@ impl Store for PostgresStore {
     /// that. A borrowed pool stays open for the application: the connections of Stockroom's
     /// sessions go back to it when the sessions are dropped.
     async fn close(&self) {
+        // Also gives the kept connections back to the pool.
         self.shared.close();
         if matches!(self.owner, Owner::Application) {
             return;

@@ -309,3 +309,55 @@ async fn pre_ping_replaces_connections_the_server_closed() {
     }
     db.drop_now().await;
 }
+
+/// A transfer's single statement is the check of its connection: on connections whose server
+/// sessions were terminated it is sent again on a fresh one (with `test_before_acquire`) and
+/// applies once; the ledger row's id, sent again with it, keeps a statement that committed
+/// before its connection died from applying twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_on_a_connection_the_server_closed_is_sent_again_and_applies_once() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let config = db.config().with_pool_size(3).with_max_overflow(0);
+    assert!(config.test_before_acquire);
+    let store = PostgresStore::connect(&config).await.unwrap();
+    let mut uow = store.begin().await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..2 {
+        let new = NewProduct::new(
+            &format!("Item {i}"),
+            &format!("item-{i}"),
+            &format!("IT-{i}"),
+        )
+        .unwrap()
+        .with_stock(10)
+        .unwrap();
+        ids.push(uow.products().create(new).await.unwrap().id);
+    }
+    uow.commit().await.unwrap();
+    // Every connection of the pool opened and given back, then killed on the server.
+    let sessions = futures_util::future::join_all((0..3).map(|_| store.read())).await;
+    drop(sessions);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    terminate_all(&config.application_name).await;
+    let moved = store
+        .transfer(&TransferRequest::new(ids[0], ids[1], 4))
+        .await
+        .expect("a transfer after the kill, with pre-ping");
+    let mut read = store.read().await.unwrap();
+    let stocks: Vec<i64> = read
+        .products()
+        .get_many(&ids)
+        .await
+        .unwrap()
+        .iter()
+        .map(|p| p.stock)
+        .collect();
+    assert_eq!(stocks, vec![6, 14]);
+    assert_eq!(read.movements().count().await.unwrap(), 1);
+    assert_eq!(read.movements().get(moved.id).await.unwrap(), Some(moved));
+    drop(read);
+    store.close().await;
+    db.drop_now().await;
+}

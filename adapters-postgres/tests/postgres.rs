@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use sqlx::{Connection, Row};
 use stockroom_core::{
-    Constraint, EntityKind, Error, NewCategory, NewProduct, Page, ProductFilter, ProductPatch,
-    StockDelta, Store, StoreConfig, UnitOfWork,
+    Constraint, EntityKind, Error, NewCategory, NewProduct, NewUser, Page, ProductFilter,
+    ProductId, ProductPatch, StockDelta, Store, StoreConfig, StoreExt, TransferRequest, UnitOfWork,
+    UnitOfWorkExt,
 };
 use stockroom_postgres::{PostgresStore, CREATE_MANY_BATCH};
 use support::{count_products, product, seed_products, TestDatabase};
@@ -122,6 +123,70 @@ async fn pool_size_and_overflow_bound_the_connections() {
     tight.close().await;
     drop((a, b, c));
     store.close().await;
+    db.drop_now().await;
+}
+
+/// A connection a session gives back while another caller waits for one goes to that caller,
+/// not onto the store's stack of kept connections: with one connection, a session taken while
+/// another is held gets it once the other is dropped (else it would time out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_caller_waiting_for_a_connection_gets_the_one_given_back() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let config = db
+        .config()
+        .with_pool_size(1)
+        .with_max_overflow(0)
+        .with_acquire_timeout(Duration::from_secs(5));
+    let store = std::sync::Arc::new(PostgresStore::connect(&config).await.unwrap());
+    for round in 0..3 {
+        let mut held = store.read().await.unwrap();
+        // A statement, so the connection is given back in a known state and may be kept.
+        held.products()
+            .count(&ProductFilter::default())
+            .await
+            .unwrap();
+        let waiter = tokio::spawn({
+            let store = std::sync::Arc::clone(&store);
+            async move {
+                let mut read = store.read().await?;
+                read.products().count(&ProductFilter::default()).await
+            }
+        });
+        // Let the waiter reach the pool's queue before the connection comes back.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        drop(held);
+        let counted = waiter.await.unwrap();
+        assert_eq!(counted.ok(), Some(0), "round {round}");
+    }
+    store.close().await;
+    db.drop_now().await;
+}
+
+/// `close` gives back the connections the store kept between sessions, so the pool closes
+/// every connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_closes_the_connections_kept_between_sessions() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let store = PostgresStore::connect(&db.config().with_pool_size(2).with_max_overflow(1))
+        .await
+        .unwrap();
+    let [a, b] = seed_products(&store, [1, 2]).await.map(|p| p.id);
+    let (r1, r2) = tokio::join!(count_products(&store), count_products(&store));
+    assert_eq!((r1, r2), (2, 2));
+    store
+        .transfer(&TransferRequest::new(a, b, 1))
+        .await
+        .unwrap();
+    assert!(
+        format!("{store:?}").contains("kept_connections: "),
+        "{store:?}"
+    );
+    store.close().await;
+    assert_eq!(store.open_connections(), 0, "{store:?}");
     db.drop_now().await;
 }
 
@@ -476,6 +541,92 @@ async fn search_past_the_last_page_still_counts_and_tracks_updates() {
     .await;
 }
 
+/// A batch large enough to be copied (`COPY`) keeps `create_many`'s rules: every field as
+/// given, references included; a duplicate inside, a value taken by a stored row, a deleted
+/// category each fail the whole batch with the error of the first failing row in input order;
+/// nothing is written, and the unit of work goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_many_of_a_large_batch_keeps_the_rules() {
+    with_store(|store, db| async move {
+        // Past the size from which products are copied (`COPY`).
+        const N: usize = 1_500;
+        let mut uow = store.begin().await.unwrap();
+        let kept = uow
+            .categories()
+            .create(NewCategory::new("Kept", "kept").unwrap())
+            .await
+            .unwrap();
+        let gone = uow
+            .categories()
+            .create(NewCategory::new("Gone", "gone").unwrap())
+            .await
+            .unwrap();
+        assert!(uow.categories().soft_delete(gone.id).await.unwrap());
+        let author = uow
+            .users()
+            .create(NewUser::new("ann@example.com", "Ann").unwrap())
+            .await
+            .unwrap();
+        let taken = uow.products().create(product(N + 1)).await.unwrap();
+        let batch = |n: usize| -> Vec<NewProduct> { (0..n).map(product).collect() };
+
+        let mut duplicate = batch(N);
+        duplicate[200] = NewProduct::new("Again", "again", "SKU-7").unwrap();
+        assert_conflict(
+            uow.products().create_many(duplicate).await,
+            Constraint::ProductSku,
+        );
+        let mut clash = batch(N);
+        clash[150] = NewProduct::new("Clash", &taken.slug, "CLASH").unwrap();
+        assert_conflict(
+            uow.products().create_many(clash).await,
+            Constraint::ProductSlug,
+        );
+        let mut dead = batch(N);
+        dead[100] = product(N + 2).in_category(gone.id);
+        match uow.products().create_many(dead).await {
+            Err(Error::NotFound { entity, id }) => {
+                assert_eq!((entity, id), (EntityKind::Category, gone.id.into()))
+            }
+            other => panic!(
+                "expected the deleted category, got {:?}",
+                other.map(|rows| rows.len())
+            ),
+        }
+        let mut first_wins = batch(N);
+        first_wins[50] = NewProduct::new("Clash", &taken.slug, "CLASH").unwrap();
+        first_wins[100] = product(N + 2).in_category(gone.id);
+        assert_conflict(
+            uow.products().create_many(first_wins).await,
+            Constraint::ProductSlug,
+        );
+
+        let mut news = batch(N);
+        news[10] = product(N + 3)
+            .with_description("In a category, by Ann")
+            .unwrap()
+            .in_category(kept.id)
+            .created_by(author.id);
+        let created = uow.products().create_many(news).await.unwrap();
+        uow.commit().await.unwrap();
+        let mut read = store.read().await.unwrap();
+        let ids: Vec<ProductId> = created.iter().map(|p| p.id).collect();
+        let mut stored = read.products().get_many(&ids).await.unwrap();
+        stored.sort_by_key(|p| ids.iter().position(|id| *id == p.id));
+        assert_eq!(stored, created, "the rows as copied");
+        assert_eq!(
+            read.products()
+                .count(&ProductFilter::default())
+                .await
+                .unwrap(),
+            N as u64 + 1
+        );
+        drop(read);
+        (store, db)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_many_spans_batches_all_or_nothing() {
     with_store(|store, db| async move {
@@ -539,6 +690,47 @@ async fn a_real_deadlock_is_reported_as_transient() {
             .collect();
         assert_eq!(failures.len(), 1, "{r1:?} {r2:?}");
         assert!(failures[0].is_transient(), "{:?}", failures[0]);
+        (store, db)
+    })
+    .await;
+}
+
+/// A transfer that waited for a row another transfer held goes on with the stock that transfer
+/// left: here it could not have moved 12 units from the 10 its snapshot saw, only from the 15
+/// the other transfer left. (A single UPDATE of `stock - 12` would check `stock >= 0` on the
+/// version its snapshot saw, and fail, before finding the row updated.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_that_waited_for_a_row_moves_the_stock_left_there() {
+    with_store(|store, db| async move {
+        let [a, b] = seed_products(&store, [1, 2]).await.map(|p| p.id);
+        let mut first = store.begin().await.unwrap();
+        first
+            .transfer(&TransferRequest::new(a, b, 5))
+            .await
+            .unwrap();
+        let second = TransferRequest::new(b, a, 12);
+        let (moved, ()) = tokio::join!(store.transfer(&second), async {
+            support::until_a_session_waits_for_a_lock(db.name()).await;
+            first.commit().await.unwrap();
+        });
+        let moved = moved.expect("the second transfer, once the first committed");
+        assert_eq!((moved.source_id, moved.quantity), (b, 12));
+        let mut read = store.read().await.unwrap();
+        let stocks: Vec<(ProductId, i64)> = read
+            .products()
+            .get_many(&[a, b])
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.id, p.stock))
+            .collect();
+        assert_eq!(
+            stocks,
+            vec![(a, 17), (b, 3)],
+            "10/10, then -5/+5, then +12/-12"
+        );
+        assert_eq!(read.movements().count().await.unwrap(), 2);
+        drop(read);
         (store, db)
     })
     .await;

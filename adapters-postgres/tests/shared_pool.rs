@@ -1,6 +1,6 @@
 //! A store on the application's own pool (`PostgresStore::from_pool`): it shares the pool's
 //! connections and data, leaves the pool open when closed, keeps the application's session
-//! settings as they were, and still bounds a unit of work's wait for a lock.
+//! settings as they were, and still bounds a unit of work's or a transfer's wait for a lock.
 
 mod support;
 
@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool};
-use stockroom_core::{Error, ProductFilter, StockDelta, Store};
+use stockroom_core::{
+    transfer_stock, Error, ProductFilter, RetryPolicy, StockDelta, Store, StoreExt, TransferRequest,
+};
 use stockroom_postgres::{PostgresOptions, PostgresStore};
 use support::{count_products, product, seed_products, TestDatabase};
 use uuid::Uuid;
@@ -155,6 +157,45 @@ async fn the_lock_timeout_bounds_a_unit_of_work_on_a_borrowed_pool() {
             .unwrap();
         assert_eq!(setting, "0");
     }
+    store.close().await;
+    pool.close().await;
+    db.drop_now().await;
+}
+
+/// A transfer is one statement without `BEGIN`, so on a borrowed pool the statement sets the
+/// lock timeout for itself: it gives up on a locked row as `Transient` instead of waiting for
+/// as long as the row is held, and the application's sessions keep their setting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lock_timeout_bounds_a_transfer_on_a_borrowed_pool() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let pool = app_pool(&db, 4).await;
+    let options = PostgresOptions::default().with_lock_timeout(Some(Duration::from_millis(200)));
+    let store = from_pool(&pool, options).await;
+    let [a, b] = seed_products(&store, [1, 2]).await;
+    let mut holder = store.begin().await.unwrap();
+    holder.products().lock(&[a.id]).await.unwrap();
+    let request = TransferRequest::new(a.id, b.id, 1);
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        transfer_stock(&store, &request, &RetryPolicy::none()),
+    )
+    .await
+    .expect("the wait for the row lock was bounded");
+    assert!(matches!(result, Err(Error::Transient { .. })), "{result:?}");
+    holder.rollback().await.unwrap();
+    for _ in 0..4 {
+        let setting: String = sqlx::query_scalar("SHOW lock_timeout")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(setting, "0");
+    }
+    store
+        .transfer(&request)
+        .await
+        .expect("the row is free again");
     store.close().await;
     pool.close().await;
     db.drop_now().await;

@@ -1,0 +1,369 @@
+//! The stock ledger: its reads, the append of a ledger row, and the stock move that writes one.
+
+use async_trait::async_trait;
+use sqlx::postgres::PgRow;
+use sqlx::Row;
+use stockroom_core::time::now;
+use stockroom_core::{
+    check_stocks, key_taken_meanwhile, Constraint, EntityKind, Error, NewStockMovement, Page,
+    ProductId, Result, StockMoved, StockMovement, StockMovementId, StockMovementReader,
+    StockMovementRepository, MAX_STOCK,
+};
+use uuid::Uuid;
+
+use crate::entity::{get_bool, get_i64, limit_i64, offset_i64};
+use crate::error::map_error;
+use crate::session::{PgQuery, Session};
+
+const MOVEMENT_GET: &str = concat!(
+    "SELECT id, source_id, target_id, quantity, idempotency_key, created_at ",
+    "FROM stock_movements WHERE id = $1"
+);
+const MOVEMENT_BY_KEY: &str = concat!(
+    "SELECT id, source_id, target_id, quantity, idempotency_key, created_at ",
+    "FROM stock_movements WHERE idempotency_key = $1"
+);
+const MOVEMENTS_FOR_PRODUCT: &str = concat!(
+    "SELECT id, source_id, target_id, quantity, idempotency_key, created_at ",
+    "FROM stock_movements WHERE source_id = $1 OR target_id = $1 ",
+    "ORDER BY created_at, id LIMIT $2 OFFSET $3"
+);
+const MOVEMENTS_COUNT: &str = "SELECT count(*) FROM stock_movements";
+const RECORD: &str = concat!(
+    "INSERT INTO stock_movements (id, source_id, target_id, quantity, idempotency_key, ",
+    "created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING"
+);
+
+/// A stock move (the rules of `stockroom_core::move_stock_with_repositories`, in their order) in
+/// one statement, so one round trip: in autocommit it is a transaction of its own, with no
+/// `BEGIN` or `COMMIT` to send.
+///
+/// Binds: the ledger row to write (`$1` id, `$2` source, `$3` target, `$4` quantity, `$5`
+/// idempotency key or NULL, `$6` created at, also the products' new `updated_at`), `$7`
+/// [`MAX_STOCK`], and `$8` a `lock_timeout` to set for this transaction only, or NULL to leave
+/// the session's.
+///
+/// - `prior`: a ledger row with the move's own id (an earlier attempt of this very statement,
+///   sent again after its connection was lost: it committed) or with its idempotency key (step
+///   1: nothing moves). Either way nothing is locked or written.
+/// - `locked`: both live products, locked in id order (`ORDER BY id` under `FOR UPDATE`: the
+///   LockRows node locks rows in the order the sort hands them over), so opposite moves wait
+///   for each other instead of deadlocking. A row another transaction holds is waited for (up
+///   to `lock_timeout`: 55P03, `Transient`), then read again at its latest committed version
+///   (READ COMMITTED): a product deleted meanwhile drops out, a stock changed meanwhile is seen
+///   changed. The lock timeout is set first, since the statement's only waits come after it.
+/// - `stocks`: their stocks, NULL for a product that is not live; the aggregate reads all of
+///   `locked`, so both rows are locked before anything below runs.
+/// - `recorded`: the ledger row, inserted only if both products are live, the source holds the
+///   quantity and the target stays within [`MAX_STOCK`]. A key that a concurrent move committed
+///   after this statement's snapshot makes it insert nothing (`ON CONFLICT … DO NOTHING`, which
+///   does not abort a caller's transaction either).
+/// - `moved`: both stock updates (version and `updated_at` bumped), only if the ledger row went
+///   in. Both rows are locked by this statement, so neither can be missed. Each new stock is
+///   the one `locked` read, plus or minus the quantity, not `stock ± $4`: an UPDATE computes
+///   the new row from the version its snapshot sees, and checks `stock >= 0` on that before it
+///   finds the row updated meanwhile and recomputes from the latest version; a stock that a
+///   concurrent move lowered would fail the check spuriously. The value `locked` read is the
+///   latest, and stays so: the statement holds the row's lock until its transaction ends.
+///
+/// The row it returns tells which rule decided: the prior ledger row, the stocks, whether the
+/// ledger row went in, how many stocks moved.
+const MOVE_STOCK: &str = concat!(
+    "WITH prior AS (",
+    "SELECT id, source_id, target_id, quantity, idempotency_key, created_at ",
+    "FROM stock_movements WHERE id = $1 OR idempotency_key = $5",
+    "), locked AS MATERIALIZED (",
+    "SELECT id, stock FROM products ",
+    "WHERE id IN ($2, $3) AND deleted_at IS NULL AND NOT EXISTS (SELECT FROM prior) ",
+    "AND ($8::text IS NULL OR (SELECT set_config('lock_timeout', $8, true)) IS NOT NULL) ",
+    "ORDER BY id FOR UPDATE",
+    "), stocks AS (",
+    "SELECT max(stock) FILTER (WHERE id = $2) AS source_stock, ",
+    "max(stock) FILTER (WHERE id = $3) AS target_stock FROM locked",
+    "), recorded AS (",
+    "INSERT INTO stock_movements (id, source_id, target_id, quantity, idempotency_key, ",
+    "created_at) SELECT $1, $2, $3, $4, $5, $6 FROM stocks ",
+    "WHERE source_stock >= $4 AND target_stock <= $7 - $4 ",
+    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+    "), moved AS (",
+    "UPDATE products p ",
+    "SET stock = CASE p.id WHEN $2 THEN s.source_stock - $4 ELSE s.target_stock + $4 END, ",
+    "updated_at = $6, version = p.version + 1 FROM stocks s ",
+    "WHERE p.id IN ($2, $3) AND EXISTS (SELECT FROM recorded) RETURNING p.id",
+    ") SELECT p.id, p.source_id, p.target_id, p.quantity, p.idempotency_key, p.created_at, ",
+    "s.source_stock, s.target_stock, EXISTS (SELECT FROM recorded), ",
+    "(SELECT count(*) FROM moved) ",
+    "FROM stocks s LEFT JOIN prior p ON true"
+);
+
+impl Session {
+    /// Moves stock and writes `movement` to the ledger with [`MOVE_STOCK`], in this session's
+    /// transaction, or in one of its own on a connection without one. `lock_timeout`: a
+    /// PostgreSQL `lock_timeout` value for that transaction only.
+    pub(crate) async fn move_stock(
+        &mut self,
+        movement: StockMovement,
+        lock_timeout: Option<&str>,
+    ) -> Result<StockMoved> {
+        let query = move_query(&movement, lock_timeout);
+        let row = match self.fetch_one(MOVE_STOCK, query).await {
+            // Only an earlier attempt of this very statement can hold the ledger row's id: one
+            // sent on a connection that was lost (see `Lease::run`), still running then, which
+            // committed after this statement's snapshot. Sent once more, the statement sees its
+            // row. (In a transaction the failed insert aborted it: no second statement there.)
+            Err(Error::Conflict {
+                constraint: Constraint::PrimaryKey,
+            }) if !self.in_transaction() => {
+                let query = move_query(&movement, lock_timeout);
+                self.fetch_one(MOVE_STOCK, query).await?
+            }
+            row => row?,
+        };
+        move_outcome(&row, movement)
+    }
+}
+
+/// [`MOVE_STOCK`] with its parameters bound.
+fn move_query<'q>(movement: &'q StockMovement, lock_timeout: Option<&'q str>) -> PgQuery<'q> {
+    sqlx::query(MOVE_STOCK)
+        .bind(movement.id.as_uuid())
+        .bind(movement.source_id.as_uuid())
+        .bind(movement.target_id.as_uuid())
+        .bind(movement.quantity)
+        .bind(movement.idempotency_key.as_deref())
+        .bind(movement.created_at)
+        .bind(MAX_STOCK)
+        .bind(lock_timeout)
+}
+
+/// What the row of [`MOVE_STOCK`] says of the move that would have written `movement`, rule by
+/// rule in the order of `stockroom_core::move_stock_with_repositories`.
+fn move_outcome(row: &PgRow, movement: StockMovement) -> Result<StockMoved> {
+    if row
+        .try_get::<Option<Uuid>, _>(0)
+        .map_err(map_error)?
+        .is_some()
+    {
+        let prior = self::movement(row)?;
+        return Ok(if prior.id == movement.id {
+            StockMoved::Applied(prior)
+        } else {
+            StockMoved::AlreadyRecorded(prior)
+        });
+    }
+    let live_stock = |index: usize, product: ProductId| -> Result<i64> {
+        row.try_get::<Option<i64>, _>(index)
+            .map_err(map_error)?
+            .ok_or_else(|| Error::not_found(EntityKind::Product, product))
+    };
+    let source_stock = live_stock(6, movement.source_id)?;
+    let target_stock = live_stock(7, movement.target_id)?;
+    check_stocks(
+        movement.source_id,
+        source_stock,
+        target_stock,
+        movement.quantity,
+    )?;
+    if !get_bool(row, 8)? {
+        // The checks passed, so only the key stopped the insert.
+        return Err(key_taken_meanwhile(Error::Conflict {
+            constraint: Constraint::IdempotencyKey,
+        }));
+    }
+    let moved = get_i64(row, 9)?;
+    if moved != 2 {
+        // Cannot happen: the statement holds both rows' locks from before the insert.
+        return Err(Error::Backend {
+            message: format!("stock move recorded but moved {moved} stocks instead of 2"),
+            source: None,
+        });
+    }
+    Ok(StockMoved::Applied(movement))
+}
+
+fn movement(row: &PgRow) -> Result<StockMovement> {
+    let decode = || -> sqlx::Result<StockMovement> {
+        Ok(StockMovement {
+            id: StockMovementId::from_uuid(row.try_get(0)?),
+            source_id: ProductId::from_uuid(row.try_get(1)?),
+            target_id: ProductId::from_uuid(row.try_get(2)?),
+            quantity: row.try_get(3)?,
+            idempotency_key: row.try_get(4)?,
+            created_at: row.try_get(5)?,
+        })
+    };
+    decode().map_err(map_error)
+}
+
+#[async_trait]
+impl StockMovementReader for Session {
+    async fn get(&mut self, id: StockMovementId) -> Result<Option<StockMovement>> {
+        let query = sqlx::query(MOVEMENT_GET).bind(id.as_uuid());
+        let row = self.fetch_optional(MOVEMENT_GET, query).await?;
+        row.as_ref().map(movement).transpose()
+    }
+
+    async fn by_idempotency_key(&mut self, key: &str) -> Result<Option<StockMovement>> {
+        let query = sqlx::query(MOVEMENT_BY_KEY).bind(key);
+        let row = self.fetch_optional(MOVEMENT_BY_KEY, query).await?;
+        row.as_ref().map(movement).transpose()
+    }
+
+    async fn for_product(&mut self, product: ProductId, page: Page) -> Result<Vec<StockMovement>> {
+        let query = sqlx::query(MOVEMENTS_FOR_PRODUCT)
+            .bind(product.as_uuid())
+            .bind(limit_i64(page.limit()))
+            .bind(offset_i64(page));
+        let rows = self.fetch_all(MOVEMENTS_FOR_PRODUCT, query).await?;
+        rows.iter().map(movement).collect()
+    }
+
+    async fn count(&mut self) -> Result<u64> {
+        let row = self
+            .fetch_one(MOVEMENTS_COUNT, sqlx::query(MOVEMENTS_COUNT))
+            .await?;
+        Ok(u64::try_from(get_i64(&row, 0)?).unwrap_or(0))
+    }
+}
+
+#[async_trait]
+impl StockMovementRepository for Session {
+    async fn record(&mut self, new: NewStockMovement) -> Result<StockMovement> {
+        let movement = new.into_entity(now());
+        let query = sqlx::query(RECORD)
+            .bind(movement.id.as_uuid())
+            .bind(movement.source_id.as_uuid())
+            .bind(movement.target_id.as_uuid())
+            .bind(movement.quantity)
+            .bind(&movement.idempotency_key)
+            .bind(movement.created_at);
+        if self.execute(RECORD, query).await?.rows_affected() == 1 {
+            Ok(movement)
+        } else if movement.idempotency_key.is_some() {
+            Err(Error::Conflict {
+                constraint: Constraint::IdempotencyKey,
+            })
+        } else {
+            Err(Error::Conflict {
+                constraint: Constraint::PrimaryKey,
+            })
+        }
+    }
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use std::time::Duration;
+
+    use stockroom_core::{NewProduct, Product, Store};
+
+    use super::*;
+    use crate::testing::TestDatabase;
+    use crate::PostgresStore;
+
+    /// Two products with ten in stock each.
+    async fn seed(store: &PostgresStore) -> [ProductId; 2] {
+        let mut uow = store.begin().await.unwrap();
+        let mut ids = [ProductId::new(); 2];
+        for (id, tag) in ids.iter_mut().zip(["a", "b"]) {
+            let new = NewProduct::new(tag, tag, &tag.to_uppercase()).unwrap();
+            *id = uow
+                .products()
+                .create(new.with_stock(10).unwrap())
+                .await
+                .unwrap()
+                .id;
+        }
+        uow.commit().await.unwrap();
+        ids
+    }
+
+    /// A ledger row from `a` to `b`, without an idempotency key.
+    fn ledger_row([a, b]: [ProductId; 2]) -> StockMovement {
+        StockMovement {
+            id: StockMovementId::new(),
+            source_id: a,
+            target_id: b,
+            quantity: 4,
+            idempotency_key: None,
+            created_at: now(),
+        }
+    }
+
+    /// The stocks of `ids` and the size of the ledger.
+    async fn state(session: &mut Session, ids: [ProductId; 2]) -> (Vec<i64>, u64) {
+        let products = session.get_rows::<Product>(&ids).await.unwrap();
+        let stocks = products.iter().map(|p| p.stock).collect();
+        (stocks, StockMovementReader::count(session).await.unwrap())
+    }
+
+    /// Waits until a session on `db` waits for a lock.
+    async fn until_a_session_waits_for_a_lock(db: &TestDatabase) {
+        let mut admin = db.server().admin().await;
+        for _ in 0..1_000 {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = $1 AND wait_event_type = 'Lock'",
+            )
+            .bind(db.name())
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("no session waited for a lock within ten seconds");
+    }
+
+    /// The stock move sent again with the same ledger row, as after a lost connection, finds
+    /// that row by its id (no idempotency key needed) and answers `Applied` with it; the stock
+    /// moved once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_move_sent_again_answers_applied_and_moves_once() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let store = db.store().await;
+        let ids = seed(&store).await;
+        let movement = ledger_row(ids);
+        let mut session = store.pooled_session().await.unwrap();
+        let first = session.move_stock(movement.clone(), None).await.unwrap();
+        let again = session.move_stock(movement.clone(), None).await.unwrap();
+        assert_eq!(first, StockMoved::Applied(movement.clone()));
+        assert_eq!(again, StockMoved::Applied(movement));
+        assert_eq!(state(&mut session, ids).await, (vec![6, 14], 1));
+        drop(session);
+        store.close().await;
+        db.drop_now().await;
+    }
+
+    /// An earlier attempt of the same move (same ledger row id) that runs on and commits while
+    /// the move waits for its row locks: the move's insert meets the id, and the move answers
+    /// `Applied` with the earlier attempt's row; the stock moved once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_move_whose_row_an_earlier_attempt_committed_meanwhile_answers_applied() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let store = db.store().await;
+        let ids = seed(&store).await;
+        let movement = ledger_row(ids);
+        let mut earlier = store.begin().await.unwrap();
+        move_query(&movement, None)
+            .fetch_one(crate::connection(earlier.as_mut()).unwrap())
+            .await
+            .unwrap();
+        let mut session = store.pooled_session().await.unwrap();
+        let (outcome, ()) = tokio::join!(session.move_stock(movement.clone(), None), async {
+            until_a_session_waits_for_a_lock(&db).await;
+            earlier.commit().await.unwrap();
+        });
+        assert_eq!(outcome.unwrap(), StockMoved::Applied(movement));
+        assert_eq!(state(&mut session, ids).await, (vec![6, 14], 1));
+        drop(session);
+        store.close().await;
+        db.drop_now().await;
+    }
+}
