@@ -234,10 +234,9 @@ impl WorkWatch {
 mod tests {
     use std::time::Duration;
 
-    use async_trait::async_trait;
-
     use super::*;
-    use crate::{Category, Error, NewCategory, ReadSession, Savepoint, StoreConfig};
+    use crate::mocks::{Fault, FaultyStore};
+    use crate::{Category, Error, NewCategory, StoreConfig};
 
     /// A memory store whose writer slot is given up after 200 ms of waiting, so that "the slot is
     /// taken" shows as a quick `Unavailable`.
@@ -358,74 +357,15 @@ mod tests {
         assert!(writer_slot_is_free(store.as_ref()).await);
     }
 
-    /// The memory store, except that every commit fails (and rolls back) as a lost connection
-    /// would.
-    struct CommitFails(Arc<dyn Store>);
-    struct CommitFailsUow(Box<dyn UnitOfWork>);
-
-    #[async_trait]
-    impl Store for CommitFails {
-        fn backend(&self) -> &'static str {
-            self.0.backend()
-        }
-        async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
-            Ok(Box::new(CommitFailsUow(self.0.begin().await?)))
-        }
-        async fn read(&self) -> Result<Box<dyn ReadSession>> {
-            self.0.read().await
-        }
-        async fn health(&self) -> Result<()> {
-            self.0.health().await
-        }
-        async fn close(&self) {
-            self.0.close().await
-        }
-    }
-
-    #[async_trait]
-    impl UnitOfWork for CommitFailsUow {
-        fn backend(&self) -> &'static str {
-            self.0.backend()
-        }
-        fn products(&mut self) -> &mut dyn ProductRepository {
-            self.0.products()
-        }
-        fn categories(&mut self) -> &mut dyn CategoryRepository {
-            self.0.categories()
-        }
-        fn users(&mut self) -> &mut dyn UserRepository {
-            self.0.users()
-        }
-        fn reviews(&mut self) -> &mut dyn ReviewRepository {
-            self.0.reviews()
-        }
-        fn movements(&mut self) -> &mut dyn StockMovementRepository {
-            self.0.movements()
-        }
-        async fn savepoint(&mut self) -> Result<Savepoint> {
-            self.0.savepoint().await
-        }
-        async fn rollback_to(&mut self, savepoint: Savepoint) -> Result<()> {
-            self.0.rollback_to(savepoint).await
-        }
-        async fn release(&mut self, savepoint: Savepoint) -> Result<()> {
-            self.0.release(savepoint).await
-        }
-        async fn commit(self: Box<Self>) -> Result<()> {
-            self.0.rollback().await?;
-            Err(Error::Unavailable {
-                reason: "connection lost during commit".to_owned(),
-            })
-        }
-        async fn rollback(self: Box<Self>) -> Result<()> {
-            self.0.rollback().await
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_commit_is_an_error_and_writes_nothing() {
         let inner = store().await;
-        let store: Arc<dyn Store> = Arc::new(CommitFails(inner.clone()));
+        // Every commit fails (and rolls back) as a lost connection would.
+        let faulty = FaultyStore::shared(inner.clone());
+        faulty.inject(Fault::Commit, usize::MAX, || Error::Unavailable {
+            reason: "connection lost during commit".to_owned(),
+        });
+        let store: Arc<dyn Store> = Arc::new(faulty);
         let mut work = RequestUnitOfWork::new(store);
         let watch = work.watch();
         create_kitchen(&mut work).await;

@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use stockroom_core::{
-    CategoryReader, CategoryRepository, Error, ProductReader, ProductRepository, ReadSession,
-    Result, ReviewReader, ReviewRepository, Rule, Savepoint, Savepoints, StockMovementReader,
-    StockMovementRepository, Store, StoreConfig, UnitOfWork, UserReader, UserRepository,
+    Error, ReadSession, Result, Rule, Savepoint, Savepoints, Store, StoreConfig, UnitOfWork,
 };
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
@@ -197,23 +195,11 @@ impl UnitOfWork for MemoryUnitOfWork {
         "memory"
     }
 
-    fn as_native(&mut self) -> Option<&mut (dyn std::any::Any + Send)> {
-        Some(self)
+    fn as_native(&mut self) -> &mut dyn stockroom_core::NativeUnitOfWork {
+        self
     }
 
-    fn products(&mut self) -> &mut dyn ProductRepository {
-        &mut self.tables
-    }
-    fn categories(&mut self) -> &mut dyn CategoryRepository {
-        &mut self.tables
-    }
-    fn users(&mut self) -> &mut dyn UserRepository {
-        &mut self.tables
-    }
-    fn reviews(&mut self) -> &mut dyn ReviewRepository {
-        &mut self.tables
-    }
-    fn movements(&mut self) -> &mut dyn StockMovementRepository {
+    fn repositories(&mut self) -> &mut dyn stockroom_core::Repositories {
         &mut self.tables
     }
 
@@ -286,19 +272,7 @@ impl fmt::Debug for MemoryReadSession {
 }
 
 impl ReadSession for MemoryReadSession {
-    fn products(&mut self) -> &mut dyn ProductReader {
-        self.latest()
-    }
-    fn categories(&mut self) -> &mut dyn CategoryReader {
-        self.latest()
-    }
-    fn users(&mut self) -> &mut dyn UserReader {
-        self.latest()
-    }
-    fn reviews(&mut self) -> &mut dyn ReviewReader {
-        self.latest()
-    }
-    fn movements(&mut self) -> &mut dyn StockMovementReader {
+    fn readers(&mut self) -> &mut dyn stockroom_core::Readers {
         self.latest()
     }
 }

@@ -10,9 +10,7 @@ use sqlx::postgres::{PgArguments, PgQueryResult, PgRow};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, PgConnection, Postgres, Transaction};
 use stockroom_core::{
-    CategoryReader, CategoryRepository, Error, NewStockMovement, ProductReader, ProductRepository,
-    ReadSession, Result, ReviewReader, ReviewRepository, Savepoint, Savepoints, StockMoved,
-    StockMovementReader, StockMovementRepository, UnitOfWork, UserReader, UserRepository,
+    Error, NewStockMovement, ReadSession, Result, Savepoint, Savepoints, StockMoved, UnitOfWork,
 };
 
 use crate::connections::{Connections, Fetch, Lease};
@@ -256,19 +254,7 @@ impl PgReadSession {
 }
 
 impl ReadSession for PgReadSession {
-    fn products(&mut self) -> &mut dyn ProductReader {
-        &mut self.session
-    }
-    fn categories(&mut self) -> &mut dyn CategoryReader {
-        &mut self.session
-    }
-    fn users(&mut self) -> &mut dyn UserReader {
-        &mut self.session
-    }
-    fn reviews(&mut self) -> &mut dyn ReviewReader {
-        &mut self.session
-    }
-    fn movements(&mut self) -> &mut dyn StockMovementReader {
+    fn readers(&mut self) -> &mut dyn stockroom_core::Readers {
         &mut self.session
     }
 }
@@ -390,23 +376,11 @@ impl UnitOfWork for PgUnitOfWork {
         "postgres"
     }
 
-    fn as_native(&mut self) -> Option<&mut (dyn std::any::Any + Send)> {
-        Some(self)
+    fn as_native(&mut self) -> &mut dyn stockroom_core::NativeUnitOfWork {
+        self
     }
 
-    fn products(&mut self) -> &mut dyn ProductRepository {
-        &mut self.session
-    }
-    fn categories(&mut self) -> &mut dyn CategoryRepository {
-        &mut self.session
-    }
-    fn users(&mut self) -> &mut dyn UserRepository {
-        &mut self.session
-    }
-    fn reviews(&mut self) -> &mut dyn ReviewRepository {
-        &mut self.session
-    }
-    fn movements(&mut self) -> &mut dyn StockMovementRepository {
+    fn repositories(&mut self) -> &mut dyn stockroom_core::Repositories {
         &mut self.session
     }
 

@@ -9,10 +9,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use rusqlite::Connection;
 use stockroom_core::{
-    CategoryReader, CategoryRepository, Durability, Error, NewStockMovement, ProductReader,
-    ProductRepository, ReadSession, Result, ReviewReader, ReviewRepository, Savepoint, Savepoints,
-    StockMoved, StockMovementReader, StockMovementRepository, Store, StoreConfig, UnitOfWork,
-    UserReader, UserRepository,
+    Durability, Error, NewStockMovement, ReadSession, Result, Savepoint, Savepoints, StockMoved,
+    Store, StoreConfig, UnitOfWork,
 };
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard, Semaphore};
 
@@ -398,19 +396,7 @@ struct SqliteReadSession {
 }
 
 impl ReadSession for SqliteReadSession {
-    fn products(&mut self) -> &mut dyn ProductReader {
-        &mut self.conn
-    }
-    fn categories(&mut self) -> &mut dyn CategoryReader {
-        &mut self.conn
-    }
-    fn users(&mut self) -> &mut dyn UserReader {
-        &mut self.conn
-    }
-    fn reviews(&mut self) -> &mut dyn ReviewReader {
-        &mut self.conn
-    }
-    fn movements(&mut self) -> &mut dyn StockMovementReader {
+    fn readers(&mut self) -> &mut dyn stockroom_core::Readers {
         &mut self.conn
     }
 }
@@ -427,8 +413,8 @@ impl UnitOfWork for SqliteUnitOfWork {
         "sqlite"
     }
 
-    fn as_native(&mut self) -> Option<&mut (dyn std::any::Any + Send)> {
-        Some(self)
+    fn as_native(&mut self) -> &mut dyn stockroom_core::NativeUnitOfWork {
+        self
     }
 
     /// The move's statements in one call on the unit of work's connection; its writes (the
@@ -440,19 +426,7 @@ impl UnitOfWork for SqliteUnitOfWork {
             .await
     }
 
-    fn products(&mut self) -> &mut dyn ProductRepository {
-        &mut self.conn
-    }
-    fn categories(&mut self) -> &mut dyn CategoryRepository {
-        &mut self.conn
-    }
-    fn users(&mut self) -> &mut dyn UserRepository {
-        &mut self.conn
-    }
-    fn reviews(&mut self) -> &mut dyn ReviewRepository {
-        &mut self.conn
-    }
-    fn movements(&mut self) -> &mut dyn StockMovementRepository {
+    fn repositories(&mut self) -> &mut dyn stockroom_core::Repositories {
         &mut self.conn
     }
 

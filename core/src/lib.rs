@@ -42,10 +42,10 @@ pub use ids::{CategoryId, EntityId, ProductId, ReviewId, StockMovementId, UserId
 #[doc(hidden)]
 pub use ports::{check_move, check_stocks, key_taken_meanwhile, move_stock_with_repositories};
 pub use ports::{
-    native_unit_of_work, CategoryReader, CategoryRepository, ProductReader, ProductRepository,
-    ReadRepository, ReadSession, Repository, ReviewReader, ReviewRepository, Savepoint, Savepoints,
-    StockMoved, StockMovementReader, StockMovementRepository, Store, UnitOfWork, UserReader,
-    UserRepository,
+    native_unit_of_work, CategoryReader, CategoryRepository, NativeUnitOfWork, ProductReader,
+    ProductRepository, ReadRepository, ReadSession, Readers, Repositories, Repository,
+    ReviewReader, ReviewRepository, Savepoint, Savepoints, StockMoved, StockMovementReader,
+    StockMovementRepository, Store, UnitOfWork, UserReader, UserRepository,
 };
 #[doc(hidden)]
 pub use query::FOLD_VERSION;

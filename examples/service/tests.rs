@@ -18,16 +18,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use axum::routing::post;
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use settings::Limits;
-use stockroom::{
-    CategoryRepository, Error, Page, ProductFilter, ProductRepository, ReadSession,
-    ReviewRepository, Savepoint, StockMovementRepository, Store, UnitOfWork, UserRepository,
-};
+use stockroom::mocks::{Fault, FaultyStore};
+use stockroom::{Error, Page, ProductFilter, Store};
 
 // ---------------------------------------------------------------------------------------------
 // Harness
@@ -965,10 +962,9 @@ async fn a_failed_commit_is_an_error_response(store: Arc<dyn Store>) {
         ),
     ];
     for (i, (error, status, kind, retry_after)) in cases.into_iter().enumerate() {
-        let faulty: Arc<dyn Store> = Arc::new(CommitFails {
-            inner: store.clone(),
-            error,
-        });
+        let faulty = FaultyStore::shared(store.clone());
+        faulty.inject(Fault::Commit, usize::MAX, error);
+        let faulty: Arc<dyn Store> = Arc::new(faulty);
         let server = start(faulty).await;
         let slug = format!("doomed-{i}");
         let reply = server
@@ -1766,78 +1762,6 @@ async fn shutdown_finishes_requests_in_flight_then_closes_the_store(store: Arc<d
 
 // ---------------------------------------------------------------------------------------------
 // Fault injection: a store whose commits fail
-
-/// Wraps a store; every commit rolls back instead and fails with `error()`.
-struct CommitFails {
-    inner: Arc<dyn Store>,
-    error: fn() -> Error,
-}
-
-struct CommitFailsUow {
-    inner: Box<dyn UnitOfWork>,
-    error: fn() -> Error,
-}
-
-#[async_trait]
-impl Store for CommitFails {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    async fn begin(&self) -> stockroom::Result<Box<dyn UnitOfWork>> {
-        Ok(Box::new(CommitFailsUow {
-            inner: self.inner.begin().await?,
-            error: self.error,
-        }))
-    }
-    async fn read(&self) -> stockroom::Result<Box<dyn ReadSession>> {
-        self.inner.read().await
-    }
-    async fn health(&self) -> stockroom::Result<()> {
-        self.inner.health().await
-    }
-    async fn close(&self) {
-        self.inner.close().await
-    }
-}
-
-#[async_trait]
-impl UnitOfWork for CommitFailsUow {
-    fn backend(&self) -> &'static str {
-        self.inner.backend()
-    }
-    fn products(&mut self) -> &mut dyn ProductRepository {
-        self.inner.products()
-    }
-    fn categories(&mut self) -> &mut dyn CategoryRepository {
-        self.inner.categories()
-    }
-    fn users(&mut self) -> &mut dyn UserRepository {
-        self.inner.users()
-    }
-    fn reviews(&mut self) -> &mut dyn ReviewRepository {
-        self.inner.reviews()
-    }
-    fn movements(&mut self) -> &mut dyn StockMovementRepository {
-        self.inner.movements()
-    }
-    async fn savepoint(&mut self) -> stockroom::Result<Savepoint> {
-        self.inner.savepoint().await
-    }
-    async fn rollback_to(&mut self, savepoint: Savepoint) -> stockroom::Result<()> {
-        self.inner.rollback_to(savepoint).await
-    }
-    async fn release(&mut self, savepoint: Savepoint) -> stockroom::Result<()> {
-        self.inner.release(savepoint).await
-    }
-    async fn commit(self: Box<Self>) -> stockroom::Result<()> {
-        let error = (self.error)();
-        self.inner.rollback().await?;
-        Err(error)
-    }
-    async fn rollback(self: Box<Self>) -> stockroom::Result<()> {
-        self.inner.rollback().await
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Tracing: the library's spans open inside the request's span

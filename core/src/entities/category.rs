@@ -1,4 +1,4 @@
-use crate::entities::{entity_meta, touch, Entity};
+use crate::entities::{entity_meta, entity_ports, touch, Entity};
 use crate::error::{EntityKind, Result};
 use crate::ids::CategoryId;
 use crate::time::Timestamp;
@@ -24,6 +24,7 @@ impl Entity for Category {
     type Filter = CategoryFilter;
     const KIND: EntityKind = EntityKind::Category;
     entity_meta!();
+    entity_ports!();
 }
 
 /// A validated new category.

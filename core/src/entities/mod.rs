@@ -26,6 +26,7 @@ use std::hash::Hash;
 use uuid::Uuid;
 
 use crate::error::EntityKind;
+use crate::ports::{ReadRepository, Readers, Repositories, Repository};
 use crate::query::Cursor;
 use crate::time::Timestamp;
 
@@ -57,7 +58,32 @@ pub trait Entity: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
     fn cursor(&self) -> Cursor {
         Cursor::after_row(self.created_at(), self.id().into())
     }
+
+    /// The base reads of this entity among a session's readers: the one generic path to them
+    /// (`ReadSession::reader::<E>()`).
+    fn reader(readers: &mut dyn Readers) -> &mut dyn ReadRepository<Self>;
+
+    /// The base reads and writes of this entity among a unit of work's repositories: the one
+    /// generic path to them (`UnitOfWork::repository::<E>()`).
+    fn repository(repositories: &mut dyn Repositories) -> &mut dyn Repository<Self>;
 }
+
+/// `Entity::reader` and `Entity::repository` of an entity: the upcasts to its ports.
+macro_rules! entity_ports {
+    () => {
+        fn reader(
+            readers: &mut dyn crate::ports::Readers,
+        ) -> &mut dyn crate::ports::ReadRepository<Self> {
+            readers
+        }
+        fn repository(
+            repositories: &mut dyn crate::ports::Repositories,
+        ) -> &mut dyn crate::ports::Repository<Self> {
+            repositories
+        }
+    };
+}
+pub(crate) use entity_ports;
 
 /// Implements the row-metadata part of [`Entity`] for a struct with the standard fields.
 macro_rules! entity_meta {

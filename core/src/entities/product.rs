@@ -1,7 +1,9 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::entities::{entity_meta, touch, Category, Entity, RatingStats, Review, User};
+use crate::entities::{
+    entity_meta, entity_ports, touch, Category, Entity, RatingStats, Review, User,
+};
 use crate::error::{EntityKind, Error, Result, Rule};
 use crate::ids::{CategoryId, ProductId, UserId};
 use crate::query::{search_document, SearchText};
@@ -91,6 +93,7 @@ impl Entity for Product {
     type Filter = ProductFilter;
     const KIND: EntityKind = EntityKind::Product;
     entity_meta!();
+    entity_ports!();
 }
 
 /// A validated new product.

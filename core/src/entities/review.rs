@@ -1,4 +1,4 @@
-use crate::entities::{entity_meta, touch, Entity};
+use crate::entities::{entity_meta, entity_ports, touch, Entity};
 use crate::error::{EntityKind, Result};
 use crate::ids::{ProductId, ReviewId, UserId};
 use crate::time::Timestamp;
@@ -27,6 +27,7 @@ impl Entity for Review {
     type Filter = ReviewFilter;
     const KIND: EntityKind = EntityKind::Review;
     entity_meta!();
+    entity_ports!();
 }
 
 /// A validated new review. Its product and author must be live when it is created.

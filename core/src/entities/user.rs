@@ -1,4 +1,4 @@
-use crate::entities::{entity_meta, touch, Entity};
+use crate::entities::{entity_meta, entity_ports, touch, Entity};
 use crate::error::{EntityKind, Result};
 use crate::ids::UserId;
 use crate::time::Timestamp;
@@ -25,6 +25,7 @@ impl Entity for User {
     type Filter = UserFilter;
     const KIND: EntityKind = EntityKind::User;
     entity_meta!();
+    entity_ports!();
 }
 
 /// A validated new user.

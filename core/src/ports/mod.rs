@@ -15,17 +15,22 @@
 //! - Lists are ordered by `(created_at, id)`; reviews of a product newest first.
 //! - Uniqueness holds among live rows only.
 
-mod entities;
+mod repositories;
 mod repository;
 mod session;
 mod stock;
 
-pub use entities::{
+pub use repositories::{
     CategoryReader, CategoryRepository, ProductReader, ProductRepository, ReviewReader,
     ReviewRepository, StockMovementReader, StockMovementRepository, UserReader, UserRepository,
 };
 pub use repository::{ReadRepository, Repository};
-pub use session::{native_unit_of_work, ReadSession, Savepoint, Savepoints, Store, UnitOfWork};
+#[cfg(feature = "mocks")]
+pub use session::MockStore;
+pub use session::{
+    native_unit_of_work, NativeUnitOfWork, ReadSession, Readers, Repositories, Savepoint,
+    Savepoints, Store, UnitOfWork,
+};
 pub use stock::{
     check_move, check_stocks, key_taken_meanwhile, move_stock_with_repositories, StockMoved,
 };

@@ -3,39 +3,103 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 
-use crate::entities::NewStockMovement;
+use crate::entities::{Entity, NewStockMovement};
 use crate::error::{Error, Result, Rule};
 use crate::ports::stock::{
     move_stock_in_own_unit_of_work, move_stock_with_repositories, StockMoved,
 };
 use crate::ports::{
-    CategoryReader, CategoryRepository, ProductReader, ProductRepository, ReviewReader,
-    ReviewRepository, StockMovementReader, StockMovementRepository, UserReader, UserRepository,
+    CategoryReader, CategoryRepository, ProductReader, ProductRepository, ReadRepository,
+    Repository, ReviewReader, ReviewRepository, StockMovementReader, StockMovementRepository,
+    UserReader, UserRepository,
 };
 
+/// Every reader of a read session, as one trait: what an adapter's session type implements
+/// (each reader port, usually with one generic implementation of [`ReadRepository`] over its
+/// entities), and what [`ReadSession::readers`] hands out.
+pub trait Readers:
+    ProductReader + CategoryReader + UserReader + ReviewReader + StockMovementReader
+{
+}
+
+impl<T> Readers for T where
+    T: ProductReader + CategoryReader + UserReader + ReviewReader + StockMovementReader + ?Sized
+{
+}
+
+/// Every repository of a unit of work, as one trait: what an adapter's transaction type
+/// implements, and what [`UnitOfWork::repositories`] hands out.
+pub trait Repositories:
+    Readers
+    + ProductRepository
+    + CategoryRepository
+    + UserRepository
+    + ReviewRepository
+    + StockMovementRepository
+{
+}
+
+impl<T> Repositories for T where
+    T: Readers
+        + ProductRepository
+        + CategoryRepository
+        + UserRepository
+        + ReviewRepository
+        + StockMovementRepository
+        + ?Sized
+{
+}
+
 /// Reads outside a transaction, on one connection of the store's own.
+///
+/// The readers of each entity are reached through it: `session.products()`, `.categories()`,
+/// `.users()`, `.reviews()`, `.movements()`, or `session.reader::<E>()` in code generic over the
+/// entity.
 pub trait ReadSession: Send {
-    fn products(&mut self) -> &mut dyn ProductReader;
-    fn categories(&mut self) -> &mut dyn CategoryReader;
-    fn users(&mut self) -> &mut dyn UserReader;
-    fn reviews(&mut self) -> &mut dyn ReviewReader;
-    fn movements(&mut self) -> &mut dyn StockMovementReader;
+    /// Every reader of the session (what the accessors of `dyn ReadSession` hand out).
+    fn readers(&mut self) -> &mut dyn Readers;
+}
+
+impl dyn ReadSession + '_ {
+    /// The product reader.
+    pub fn products(&mut self) -> &mut dyn ProductReader {
+        self.readers()
+    }
+    /// The category reader.
+    pub fn categories(&mut self) -> &mut dyn CategoryReader {
+        self.readers()
+    }
+    /// The user reader.
+    pub fn users(&mut self) -> &mut dyn UserReader {
+        self.readers()
+    }
+    /// The review reader.
+    pub fn reviews(&mut self) -> &mut dyn ReviewReader {
+        self.readers()
+    }
+    /// The stock ledger's reader.
+    pub fn movements(&mut self) -> &mut dyn StockMovementReader {
+        self.readers()
+    }
+    /// The base reads of entity `E`, for code generic over the entity.
+    pub fn reader<E: Entity>(&mut self) -> &mut dyn ReadRepository<E> {
+        E::reader(self.readers())
+    }
 }
 
 /// One transaction and the repositories bound to it.
 ///
 /// It sees its own writes; nobody else does until [`commit`](UnitOfWork::commit). Dropped
-/// without a commit, it rolls back.
+/// without a commit, it rolls back. The repositories of each entity are reached through it:
+/// `uow.products()`, `.categories()`, `.users()`, `.reviews()`, `.movements()`, or
+/// `uow.repository::<E>()` in code generic over the entity.
 #[async_trait]
 pub trait UnitOfWork: Send {
     /// The backend's name, as [`Store::backend`] says it: `memory`, `sqlite` or `postgres`.
     fn backend(&self) -> &'static str;
 
-    fn products(&mut self) -> &mut dyn ProductRepository;
-    fn categories(&mut self) -> &mut dyn CategoryRepository;
-    fn users(&mut self) -> &mut dyn UserRepository;
-    fn reviews(&mut self) -> &mut dyn ReviewRepository;
-    fn movements(&mut self) -> &mut dyn StockMovementRepository;
+    /// Every repository of the unit of work (what the accessors of `dyn UnitOfWork` hand out).
+    fn repositories(&mut self) -> &mut dyn Repositories;
 
     /// Opens a nested savepoint.
     async fn savepoint(&mut self) -> Result<Savepoint>;
@@ -57,18 +121,50 @@ pub trait UnitOfWork: Send {
     /// for its rules). The default does it with the repository ports; an adapter may do it
     /// natively. Applications call [`UnitOfWorkExt::transfer`](crate::UnitOfWorkExt::transfer).
     async fn move_stock(&mut self, movement: &NewStockMovement) -> Result<StockMoved> {
-        move_stock_with_repositories(self, movement).await
+        move_stock_with_repositories(self.repositories(), movement).await
     }
 
-    /// The adapter's own unit of work behind this one, for the adapter crate's access to the
-    /// transaction's connection (`stockroom_postgres::connection`,
-    /// `stockroom_sqlite::with_connection`); `None` when there is none (a mock). A wrapper, such
+    /// The adapter's own unit of work behind this one (itself, for an adapter's), for the
+    /// adapter crate's typed access to the transaction's connection
+    /// (`stockroom_postgres::connection`, `stockroom_sqlite::with_connection`). A wrapper, such
     /// as [`Traced`](crate::Traced), forwards to the unit of work it wraps.
     #[doc(hidden)]
-    fn as_native(&mut self) -> Option<&mut (dyn Any + Send)> {
-        None
+    fn as_native(&mut self) -> &mut dyn NativeUnitOfWork;
+}
+
+impl dyn UnitOfWork + '_ {
+    /// The product repository of the transaction.
+    pub fn products(&mut self) -> &mut dyn ProductRepository {
+        self.repositories()
+    }
+    /// The category repository of the transaction.
+    pub fn categories(&mut self) -> &mut dyn CategoryRepository {
+        self.repositories()
+    }
+    /// The user repository of the transaction.
+    pub fn users(&mut self) -> &mut dyn UserRepository {
+        self.repositories()
+    }
+    /// The review repository of the transaction.
+    pub fn reviews(&mut self) -> &mut dyn ReviewRepository {
+        self.repositories()
+    }
+    /// The stock ledger of the transaction.
+    pub fn movements(&mut self) -> &mut dyn StockMovementRepository {
+        self.repositories()
+    }
+    /// The base reads and writes of entity `E`, for code generic over the entity.
+    pub fn repository<E: Entity>(&mut self) -> &mut dyn Repository<E> {
+        E::repository(self.repositories())
     }
 }
+
+/// What [`UnitOfWork::as_native`] hands out: an adapter's own unit of work, as [`Any`] so that
+/// the adapter crate can downcast it to its type.
+#[doc(hidden)]
+pub trait NativeUnitOfWork: Any + Send {}
+
+impl<T: Any + Send> NativeUnitOfWork for T {}
 
 /// The adapter's unit of work of type `U` behind `uow`, for the adapter crates' typed access to
 /// a transaction's connection. Any other backend's unit of work (or a mock) is
@@ -79,8 +175,9 @@ pub fn native_unit_of_work<'u, U: Any>(
     operation: &'static str,
 ) -> Result<&'u mut U> {
     let backend = uow.backend();
-    uow.as_native()
-        .and_then(|native| native.downcast_mut::<U>())
+    let native: &mut dyn Any = uow.as_native();
+    native
+        .downcast_mut::<U>()
         .ok_or(Error::Unsupported { operation, backend })
 }
 
@@ -154,8 +251,11 @@ impl Savepoints {
 
 /// A connected backend.
 ///
+/// With the `mocks` feature, `MockStore` is a mockall mock of it (generated from this trait).
+///
 /// Usable as `Arc<dyn Store>` (chosen at run time from a URL) or generically. Every method takes
 /// `&self`: one store serves many tasks at once, each with its own connection.
+#[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait Store: Send + Sync {
     /// The backend's name: `memory`, `sqlite` or `postgres`.

@@ -11,7 +11,7 @@
 use crate::entities::{NewStockMovement, Product, StockMovement};
 use crate::error::{Constraint, EntityKind, Error, Result, Rule};
 use crate::ids::ProductId;
-use crate::ports::{Store, UnitOfWork};
+use crate::ports::{ProductRepository, Repositories, StockMovementRepository, Store};
 use crate::validate::{StockDelta, MAX_STOCK};
 
 /// What a stock move did.
@@ -51,31 +51,33 @@ impl StockMoved {
 ///
 /// This body does it with the repository ports: a key lookup, a lock, the ledger insert and two
 /// stock adjustments.
-pub async fn move_stock_with_repositories<U: UnitOfWork + ?Sized>(
-    uow: &mut U,
+pub async fn move_stock_with_repositories(
+    repositories: &mut dyn Repositories,
     movement: &NewStockMovement,
 ) -> Result<StockMoved> {
     if let Some(key) = movement.idempotency_key() {
-        if let Some(earlier) = uow.movements().by_idempotency_key(key).await? {
+        let ledger: &mut dyn StockMovementRepository = repositories;
+        if let Some(earlier) = ledger.by_idempotency_key(key).await? {
             return Ok(StockMoved::AlreadyRecorded(earlier));
         }
     }
     let (source, target) = (movement.source_id(), movement.target_id());
     let mut ids = [source, target];
     ids.sort();
-    let locked = uow.products().lock(&ids).await?;
+    let products: &mut dyn ProductRepository = repositories;
+    let locked = products.lock(&ids).await?;
     check_move(
         find(&locked, source)?,
         find(&locked, target)?,
         movement.quantity(),
     )?;
-    let recorded = uow
-        .movements()
+    let ledger: &mut dyn StockMovementRepository = repositories;
+    let recorded = ledger
         .record(movement.clone())
         .await
         .map_err(key_taken_meanwhile)?;
     let quantity = movement.quantity_value();
-    let products = uow.products();
+    let products: &mut dyn ProductRepository = repositories;
     products
         .adjust_stock(source, StockDelta::remove(quantity))
         .await?;

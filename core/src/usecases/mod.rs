@@ -89,6 +89,3 @@ impl StoreExt for dyn Store + '_ {
         self
     }
 }
-
-#[cfg(all(test, feature = "mocks"))]
-mod tests;
