@@ -113,7 +113,9 @@ async fn searches_after_a_rename(store: &MemoryStore, id: ProductId) -> Duration
     let page = Page::new(20, 0).unwrap();
     let mut elapsed = Duration::ZERO;
     for i in 0..OPS / 10 {
-        let patch = ProductPatch::new().name(&format!("Renamed {i}")).unwrap();
+        let patch = ProductPatch::new()
+            .with_name(&format!("Renamed {i}"))
+            .unwrap();
         let mut uow = store.begin().await.unwrap();
         uow.products().update(id, &patch, None).await.unwrap();
         uow.commit().await.unwrap();

@@ -482,7 +482,7 @@ impl Row for Product {
         Ok(())
     }
     fn check_patch(patch: &ProductPatch, state: &State) -> Result<()> {
-        match patch.category_value() {
+        match patch.category() {
             Some(Some(category)) => require_live::<Category>(state, category),
             _ => Ok(()),
         }

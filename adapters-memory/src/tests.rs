@@ -313,12 +313,12 @@ async fn update_many_is_all_or_nothing() {
         .unwrap();
     let ids: Vec<_> = rows.iter().map(|p| p.id).collect();
     // Both rows cannot take one slug: the second update conflicts with the first.
-    let patch = ProductPatch::new().slug("same").unwrap();
+    let patch = ProductPatch::new().with_slug("same").unwrap();
     let err = uow.products().update_many(&ids, &patch).await.unwrap_err();
     assert!(matches!(err, Error::Conflict { .. }), "{err:?}");
     assert_eq!(uow.products().get_many(&ids).await.unwrap(), rows);
 
-    let patch = ProductPatch::new().name("Renamed").unwrap();
+    let patch = ProductPatch::new().with_name("Renamed").unwrap();
     let twice = [ids[0], ids[0], ids[1]];
     assert_eq!(uow.products().update_many(&twice, &patch).await.unwrap(), 2);
 }
@@ -379,7 +379,7 @@ async fn update_many_checks_references_only_when_a_row_would_change() {
         .await
         .unwrap();
     uow.categories().soft_delete(gone.id).await.unwrap();
-    let patch = ProductPatch::new().category(Some(gone.id));
+    let patch = ProductPatch::new().with_category(Some(gone.id));
 
     let err = uow
         .products()

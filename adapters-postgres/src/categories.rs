@@ -77,16 +77,16 @@ impl PgEntity for Category {
     }
 
     fn push_set(qb: &mut QueryBuilder<Postgres>, patch: &CategoryPatch) {
-        if let Some(name) = patch.name_value() {
+        if let Some(name) = patch.name() {
             qb.push(", name = ").push_bind(name.to_owned());
         }
-        if let Some(slug) = patch.slug_value() {
+        if let Some(slug) = patch.slug() {
             qb.push(", slug = ").push_bind(slug.to_owned());
         }
     }
 
     fn push_guards(qb: &mut QueryBuilder<Postgres>, patch: &CategoryPatch) {
-        if let Some(slug) = patch.slug_value() {
+        if let Some(slug) = patch.slug() {
             qb.push(" AND NOT EXISTS (SELECT 1 FROM categories o WHERE o.slug = ")
                 .push_bind(slug.to_owned())
                 .push(" AND o.deleted_at IS NULL AND o.id <> categories.id)");
@@ -94,7 +94,7 @@ impl PgEntity for Category {
     }
 
     fn sets_unique(patch: &CategoryPatch) -> bool {
-        patch.slug_value().is_some()
+        patch.slug().is_some()
     }
 }
 
@@ -113,7 +113,7 @@ impl PgUniqueEntity for Category {
     }
 
     fn unique_in(patch: &CategoryPatch) -> Option<&str> {
-        patch.slug_value()
+        patch.slug()
     }
 }
 

@@ -255,38 +255,38 @@ impl PgEntity for Product {
     /// Only the fields the patch names, `search_text` rebuilt when name, sku or description
     /// change.
     fn push_set(qb: &mut QueryBuilder<Postgres>, patch: &ProductPatch) {
-        if let Some(name) = patch.name_value() {
+        if let Some(name) = patch.name() {
             qb.push(", name = ").push_bind(name.to_owned());
         }
-        if let Some(slug) = patch.slug_value() {
+        if let Some(slug) = patch.slug() {
             qb.push(", slug = ").push_bind(slug.to_owned());
         }
-        if let Some(sku) = patch.sku_value() {
+        if let Some(sku) = patch.sku() {
             qb.push(", sku = ").push_bind(sku.to_owned());
         }
-        if let Some(description) = patch.description_value() {
+        if let Some(description) = patch.description() {
             qb.push(", description = ")
                 .push_bind(description.map(str::to_owned));
         }
-        if let Some(status) = patch.status_value() {
+        if let Some(status) = patch.status() {
             qb.push(", status = ").push_bind(status.as_str());
         }
-        if let Some(category) = patch.category_value() {
+        if let Some(category) = patch.category() {
             qb.push(", category_id = ")
                 .push_bind(category.map(Uuid::from));
         }
-        let description = patch.description_value();
-        if patch.name_value().is_some() || patch.sku_value().is_some() || description.is_some() {
+        let description = patch.description();
+        if patch.name().is_some() || patch.sku().is_some() || description.is_some() {
             // search_text is `fold(name) \n fold(sku) [\n fold(description)]` (see
             // `stockroom_core::search_document`); names and skus hold no line break, so the
             // unchanged parts are cut out of the old value and the new ones are folded here.
             qb.push(", search_text = ");
-            match patch.name_value() {
+            match patch.name() {
                 Some(name) => qb.push_bind(stockroom_core::fold(name)),
                 None => qb.push("split_part(search_text, E'\\n', 1)"),
             };
             qb.push(" || E'\\n' || ");
-            match patch.sku_value() {
+            match patch.sku() {
                 Some(sku) => qb.push_bind(stockroom_core::fold(sku)),
                 None => qb.push("split_part(search_text, E'\\n', 2)"),
             };
@@ -307,17 +307,17 @@ impl PgEntity for Product {
 
     /// The new category must be live, a new slug or sku free.
     fn push_guards(qb: &mut QueryBuilder<Postgres>, patch: &ProductPatch) {
-        if let Some(Some(category)) = patch.category_value() {
+        if let Some(Some(category)) = patch.category() {
             qb.push(" AND EXISTS (SELECT 1 FROM categories c WHERE c.id = ")
                 .push_bind(category.as_uuid())
                 .push(" AND c.deleted_at IS NULL)");
         }
-        if let Some(slug) = patch.slug_value() {
+        if let Some(slug) = patch.slug() {
             qb.push(" AND NOT EXISTS (SELECT 1 FROM products o WHERE o.slug = ")
                 .push_bind(slug.to_owned())
                 .push(" AND o.deleted_at IS NULL AND o.id <> products.id)");
         }
-        if let Some(sku) = patch.sku_value() {
+        if let Some(sku) = patch.sku() {
             qb.push(" AND NOT EXISTS (SELECT 1 FROM products o WHERE o.sku = ")
                 .push_bind(sku.to_owned())
                 .push(" AND o.deleted_at IS NULL AND o.id <> products.id)");
@@ -325,7 +325,7 @@ impl PgEntity for Product {
     }
 
     fn sets_unique(patch: &ProductPatch) -> bool {
-        patch.slug_value().is_some() || patch.sku_value().is_some()
+        patch.slug().is_some() || patch.sku().is_some()
     }
 }
 
@@ -354,9 +354,9 @@ impl PgWrite for Product {
             return Ok(0);
         }
         let changed = session.update_rows::<Product>(ids, patch).await?;
-        let guarded = patch.slug_value().is_some()
-            || patch.sku_value().is_some()
-            || matches!(patch.category_value(), Some(Some(_)));
+        let guarded = patch.slug().is_some()
+            || patch.sku().is_some()
+            || matches!(patch.category(), Some(Some(_)));
         if changed > 0 || !guarded {
             return Ok(changed);
         }
@@ -560,12 +560,12 @@ impl Session {
         patch: &ProductPatch,
         expected: Option<i64>,
     ) -> Result<Option<Error>> {
-        let category = patch.category_value().flatten();
+        let category = patch.category().flatten();
         let query = sqlx::query(WHY_NOT_UPDATED)
             .bind(uuids(ids))
             .bind(category.map(Uuid::from))
-            .bind(patch.slug_value())
-            .bind(patch.sku_value());
+            .bind(patch.slug())
+            .bind(patch.sku());
         let row = self.fetch_one(WHY_NOT_UPDATED, query).await?;
         let Some(version) = row.try_get::<Option<i64>, _>(0).map_err(map_error)? else {
             return Ok(None);
@@ -580,7 +580,7 @@ impl Session {
                 )));
             }
         }
-        let unique_change = patch.slug_value().is_some() || patch.sku_value().is_some();
+        let unique_change = patch.slug().is_some() || patch.sku().is_some();
         Ok(Some(if get_bool(&row, 1)? {
             Error::not_found(
                 EntityKind::Category,
@@ -588,7 +588,7 @@ impl Session {
             )
         } else if get_bool(&row, 2)? || (unique_change && get_i64(&row, 4)? > 1) {
             // Two of the rows cannot both take the new slug (or sku).
-            if patch.slug_value().is_some() {
+            if patch.slug().is_some() {
                 Error::Conflict {
                     constraint: Constraint::ProductSlug,
                 }

@@ -140,10 +140,10 @@ impl PgEntity for Review {
     }
 
     fn push_set(qb: &mut QueryBuilder<Postgres>, patch: &ReviewPatch) {
-        if let Some(rating) = patch.rating_value() {
+        if let Some(rating) = patch.rating() {
             qb.push(", rating = ").push_bind(i16::from(rating));
         }
-        if let Some(body) = patch.body_value() {
+        if let Some(body) = patch.body() {
             qb.push(", body = ").push_bind(body.map(str::to_owned));
         }
     }

@@ -83,16 +83,16 @@ impl PgEntity for User {
     }
 
     fn push_set(qb: &mut QueryBuilder<Postgres>, patch: &UserPatch) {
-        if let Some(email) = patch.email_value() {
+        if let Some(email) = patch.email() {
             qb.push(", email = ").push_bind(email.to_owned());
         }
-        if let Some(name) = patch.display_name_value() {
+        if let Some(name) = patch.display_name() {
             qb.push(", display_name = ").push_bind(name.to_owned());
         }
     }
 
     fn push_guards(qb: &mut QueryBuilder<Postgres>, patch: &UserPatch) {
-        if let Some(email) = patch.email_value() {
+        if let Some(email) = patch.email() {
             qb.push(" AND NOT EXISTS (SELECT 1 FROM users o WHERE o.email = ")
                 .push_bind(email.to_owned())
                 .push(" AND o.deleted_at IS NULL AND o.id <> users.id)");
@@ -100,7 +100,7 @@ impl PgEntity for User {
     }
 
     fn sets_unique(patch: &UserPatch) -> bool {
-        patch.email_value().is_some()
+        patch.email().is_some()
     }
 }
 
@@ -119,7 +119,7 @@ impl PgUniqueEntity for User {
     }
 
     fn unique_in(patch: &UserPatch) -> Option<&str> {
-        patch.email_value()
+        patch.email()
     }
 }
 

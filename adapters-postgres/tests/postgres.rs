@@ -304,7 +304,7 @@ async fn expected_failures_leave_the_unit_of_work_usable() {
         // Each of these fails on a rule; none aborts the PostgreSQL transaction.
         let dup = NewProduct::new("Again", "product-1", "SKU-X").unwrap();
         assert_conflict(uow.products().create(dup).await, Constraint::ProductSlug);
-        let taken = ProductPatch::new().sku("SKU-1").unwrap();
+        let taken = ProductPatch::new().with_sku("SKU-1").unwrap();
         assert_conflict(
             uow.products().update(b.id, &taken, None).await,
             Constraint::ProductSku,
@@ -329,7 +329,7 @@ async fn expected_failures_leave_the_unit_of_work_usable() {
             })
         ));
         // Two rows cannot take one slug (or email): nothing changes, nothing aborts.
-        let same = ProductPatch::new().slug("same-slug").unwrap();
+        let same = ProductPatch::new().with_slug("same-slug").unwrap();
         assert_conflict(
             uow.products().update_many(&[a.id, b.id], &same).await,
             Constraint::ProductSlug,
@@ -344,7 +344,9 @@ async fn expected_failures_leave_the_unit_of_work_usable() {
             .create(NewCategory::new("Two", "two").unwrap())
             .await
             .unwrap();
-        let same = stockroom_core::CategoryPatch::new().slug("one").unwrap();
+        let same = stockroom_core::CategoryPatch::new()
+            .with_slug("one")
+            .unwrap();
         assert_conflict(
             uow.categories().update_many(&[c1.id, c2.id], &same).await,
             Constraint::CategorySlug,
@@ -359,13 +361,15 @@ async fn expected_failures_leave_the_unit_of_work_usable() {
             .create(stockroom_core::NewUser::new("b@x.io", "B").unwrap())
             .await
             .unwrap();
-        let same = stockroom_core::UserPatch::new().email("c@x.io").unwrap();
+        let same = stockroom_core::UserPatch::new()
+            .with_email("c@x.io")
+            .unwrap();
         assert_conflict(
             uow.users().update_many(&[u1.id, u2.id], &same).await,
             Constraint::UserEmail,
         );
         // One row may take a value; a row may keep its own.
-        let one = ProductPatch::new().slug("product-1").unwrap();
+        let one = ProductPatch::new().with_slug("product-1").unwrap();
         assert_eq!(
             uow.products()
                 .update_many(&[a.id, a.id], &one)
@@ -408,7 +412,7 @@ async fn a_failed_statement_makes_commit_fail_instead_of_silently_rolling_back()
         slug: &str,
         loser: &mut Box<dyn UnitOfWork>,
     ) -> Result<(), Error> {
-        let patch = ProductPatch::new().slug(slug).unwrap();
+        let patch = ProductPatch::new().with_slug(slug).unwrap();
         let mut winner = store.begin().await.unwrap();
         winner.products().update(p1, &patch, None).await.unwrap();
         let (lost, committed) = tokio::join!(loser.products().update(p2, &patch, None), async {
@@ -483,9 +487,9 @@ async fn search_past_the_last_page_still_counts_and_tracks_updates() {
         // Name, sku and description changes each rebuild the searched text.
         let p = created[0].id;
         let patch = ProductPatch::new()
-            .name("Éclair Tin")
+            .with_name("Éclair Tin")
             .unwrap()
-            .description(Some("50% off\nnow"))
+            .with_description(Some("50% off\nnow"))
             .unwrap();
         uow.products().update(p, &patch, None).await.unwrap();
         uow.commit().await.unwrap();
@@ -523,9 +527,9 @@ async fn search_past_the_last_page_still_counts_and_tracks_updates() {
         drop(read);
         let mut uow = store.begin().await.unwrap();
         let cleared = ProductPatch::new()
-            .description(None)
+            .with_description(None)
             .unwrap()
-            .sku("NEW-SKU")
+            .with_sku("NEW-SKU")
             .unwrap();
         uow.products().update(p, &cleared, None).await.unwrap();
         uow.commit().await.unwrap();

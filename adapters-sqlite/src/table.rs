@@ -684,7 +684,7 @@ impl Table for Product {
     }
 
     fn check_patch_refs(conn: &Db<'_>, patch: &Self::Patch) -> Result<()> {
-        require_live::<Category>(conn, patch.category_value().flatten())
+        require_live::<Category>(conn, patch.category().flatten())
     }
 
     fn unique_values(&self) -> Vec<(Constraint, &'static str, Value)> {

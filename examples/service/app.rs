@@ -550,22 +550,22 @@ impl PatchBody {
     fn validate(self) -> Result<ProductPatch, Error> {
         let mut patch = ProductPatch::new();
         if let Some(v) = &self.name {
-            patch = patch.name(v)?;
+            patch = patch.with_name(v)?;
         }
         if let Some(v) = &self.slug {
-            patch = patch.slug(v)?;
+            patch = patch.with_slug(v)?;
         }
         if let Some(v) = &self.sku {
-            patch = patch.sku(v)?;
+            patch = patch.with_sku(v)?;
         }
         if let Some(v) = &self.description {
-            patch = patch.description(v.as_deref())?;
+            patch = patch.with_description(v.as_deref())?;
         }
         if let Some(v) = self.status {
-            patch = patch.status(v);
+            patch = patch.with_status(v);
         }
         if let Some(v) = self.category_id {
-            patch = patch.category(v);
+            patch = patch.with_category(v);
         }
         Ok(patch)
     }

@@ -73,18 +73,22 @@ impl CategoryPatch {
     pub fn new() -> Self {
         Self::default()
     }
-    pub fn name(mut self, name: &str) -> Result<Self> {
+    /// The patch, renaming the category.
+    pub fn with_name(mut self, name: &str) -> Result<Self> {
         self.name = Some(Name::parse("name", name)?);
         Ok(self)
     }
-    pub fn slug(mut self, slug: &str) -> Result<Self> {
+    /// The patch, giving the category another slug.
+    pub fn with_slug(mut self, slug: &str) -> Result<Self> {
         self.slug = Some(Slug::parse("slug", slug)?);
         Ok(self)
     }
-    pub fn name_value(&self) -> Option<&str> {
+    /// The new name, if the patch sets one.
+    pub fn name(&self) -> Option<&str> {
         self.name.as_ref().map(Name::as_str)
     }
-    pub fn slug_value(&self) -> Option<&str> {
+    /// The new slug, if the patch sets one.
+    pub fn slug(&self) -> Option<&str> {
         self.slug.as_ref().map(Slug::as_str)
     }
 

@@ -209,8 +209,8 @@ impl NewProduct {
 ///
 /// ```
 /// use stockroom_core::{ProductPatch, ProductStatus};
-/// let patch = ProductPatch::new().name("Red mug")?.status(ProductStatus::Archived);
-/// assert_eq!(patch.name_value(), Some("Red mug"));
+/// let patch = ProductPatch::new().with_name("Red mug")?.with_status(ProductStatus::Archived);
+/// assert_eq!(patch.name(), Some("Red mug"));
 /// # Ok::<(), stockroom_core::Error>(())
 /// ```
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -229,20 +229,23 @@ impl ProductPatch {
         Self::default()
     }
 
-    pub fn name(mut self, name: &str) -> Result<Self> {
+    /// The patch, renaming the product (validated as [`Name`]).
+    pub fn with_name(mut self, name: &str) -> Result<Self> {
         self.name = Some(Name::parse("name", name)?);
         Ok(self)
     }
-    pub fn slug(mut self, slug: &str) -> Result<Self> {
+    /// The patch, giving the product another slug (validated as [`Slug`]).
+    pub fn with_slug(mut self, slug: &str) -> Result<Self> {
         self.slug = Some(Slug::parse("slug", slug)?);
         Ok(self)
     }
-    pub fn sku(mut self, sku: &str) -> Result<Self> {
+    /// The patch, giving the product another sku (validated as [`Sku`]).
+    pub fn with_sku(mut self, sku: &str) -> Result<Self> {
         self.sku = Some(Sku::parse("sku", sku)?);
         Ok(self)
     }
-    /// Sets (`Some`) or clears (`None`) the description.
-    pub fn description(mut self, description: Option<&str>) -> Result<Self> {
+    /// The patch, setting (`Some`) or clearing (`None`) the description.
+    pub fn with_description(mut self, description: Option<&str>) -> Result<Self> {
         self.description = Some(
             description
                 .map(|d| Text::parse("description", d))
@@ -250,37 +253,46 @@ impl ProductPatch {
         );
         Ok(self)
     }
-    pub fn status(mut self, status: ProductStatus) -> Self {
+    /// The patch, giving the product another status.
+    pub fn with_status(mut self, status: ProductStatus) -> Self {
         self.status = Some(status);
         self
     }
-    /// Moves the product to a category (`Some`) or out of any (`None`).
-    pub fn category(mut self, category: Option<CategoryId>) -> Self {
+    /// The patch, moving the product to a category (`Some`) or out of any (`None`).
+    pub fn with_category(mut self, category: Option<CategoryId>) -> Self {
         self.category_id = Some(category);
         self
     }
 
-    pub fn name_value(&self) -> Option<&str> {
+    /// The new name, if the patch sets one.
+    pub fn name(&self) -> Option<&str> {
         self.name.as_ref().map(Name::as_str)
     }
-    pub fn slug_value(&self) -> Option<&str> {
+    /// The new slug, if the patch sets one.
+    pub fn slug(&self) -> Option<&str> {
         self.slug.as_ref().map(Slug::as_str)
     }
-    pub fn sku_value(&self) -> Option<&str> {
+    /// The new sku, if the patch sets one.
+    pub fn sku(&self) -> Option<&str> {
         self.sku.as_ref().map(Sku::as_str)
     }
     /// `None`: unchanged; `Some(None)`: cleared; `Some(Some(d))`: set.
-    pub fn description_value(&self) -> Option<Option<&str>> {
+    pub fn description(&self) -> Option<Option<&str>> {
         self.description
             .as_ref()
             .map(|d| d.as_ref().map(Text::as_str))
     }
-    pub fn status_value(&self) -> Option<ProductStatus> {
+    /// The new status, if the patch sets one.
+    pub fn status(&self) -> Option<ProductStatus> {
         self.status
     }
     /// `None`: unchanged; `Some(None)`: cleared; `Some(Some(c))`: set.
-    pub fn category_value(&self) -> Option<Option<CategoryId>> {
+    pub fn category(&self) -> Option<Option<CategoryId>> {
         self.category_id
+    }
+    /// Whether the patch changes no field (applied, it still bumps the version).
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
     }
 
     /// Applies the patch to `product` at `now` (new `updated_at`, next version).

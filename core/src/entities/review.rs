@@ -92,20 +92,22 @@ impl ReviewPatch {
     pub fn new() -> Self {
         Self::default()
     }
-    pub fn rating(mut self, rating: i64) -> Result<Self> {
+    /// The patch, changing the rating.
+    pub fn with_rating(mut self, rating: i64) -> Result<Self> {
         self.rating = Some(Rating::new(rating)?);
         Ok(self)
     }
-    /// Sets (`Some`) or clears (`None`) the body.
-    pub fn body(mut self, body: Option<&str>) -> Result<Self> {
+    /// The patch, setting (`Some`) or clearing (`None`) the body.
+    pub fn with_body(mut self, body: Option<&str>) -> Result<Self> {
         self.body = Some(body.map(|b| Text::parse("body", b)).transpose()?);
         Ok(self)
     }
-    pub fn rating_value(&self) -> Option<u8> {
+    /// The new rating, if the patch sets one.
+    pub fn rating(&self) -> Option<u8> {
         self.rating.map(Rating::get)
     }
     /// `None`: unchanged; `Some(None)`: cleared; `Some(Some(b))`: set.
-    pub fn body_value(&self) -> Option<Option<&str>> {
+    pub fn body(&self) -> Option<Option<&str>> {
         self.body.as_ref().map(|b| b.as_ref().map(Text::as_str))
     }
 

@@ -74,18 +74,22 @@ impl UserPatch {
     pub fn new() -> Self {
         Self::default()
     }
-    pub fn email(mut self, email: &str) -> Result<Self> {
+    /// The patch, giving the user another email.
+    pub fn with_email(mut self, email: &str) -> Result<Self> {
         self.email = Some(Email::parse("email", email)?);
         Ok(self)
     }
-    pub fn display_name(mut self, name: &str) -> Result<Self> {
+    /// The patch, giving the user another display name.
+    pub fn with_display_name(mut self, name: &str) -> Result<Self> {
         self.display_name = Some(Name::parse("display_name", name)?);
         Ok(self)
     }
-    pub fn email_value(&self) -> Option<&str> {
+    /// The new email (lower-cased), if the patch sets one.
+    pub fn email(&self) -> Option<&str> {
         self.email.as_ref().map(Email::as_str)
     }
-    pub fn display_name_value(&self) -> Option<&str> {
+    /// The new display name, if the patch sets one.
+    pub fn display_name(&self) -> Option<&str> {
         self.display_name.as_ref().map(Name::as_str)
     }
 

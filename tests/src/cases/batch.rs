@@ -89,7 +89,7 @@ pub async fn update_many_changes_live_rows_and_counts_them(store: Arc<dyn Store>
     let trashed = trashed_product(&store, rows[4].id).await.unwrap();
     let mut asked = ids(&rows);
     asked.push(ProductId::new());
-    let patch = ProductPatch::new().status(ProductStatus::Archived);
+    let patch = ProductPatch::new().with_status(ProductStatus::Archived);
     let n = in_uow!(store, |uow| uow
         .products()
         .update_many(&asked, &patch)
@@ -118,7 +118,7 @@ pub async fn update_many_changes_live_rows_and_counts_them(store: Arc<dyn Store>
 /// `update_many` with a sku that would collide is a conflict and changes none of the rows.
 pub async fn update_many_is_all_or_nothing(store: Arc<dyn Store>) {
     let rows = create_products(&store, "p", 3, 1).await;
-    let patch = ProductPatch::new().sku("SAME-SKU").unwrap();
+    let patch = ProductPatch::new().with_sku("SAME-SKU").unwrap();
     expect_conflict(
         in_uow!(store, |uow| uow
             .products()
@@ -139,7 +139,7 @@ pub async fn update_many_is_all_or_nothing(store: Arc<dyn Store>) {
 pub async fn empty_batches_are_empty_results(store: Arc<dyn Store>) {
     create_product(&store, new_product("a", 1)).await;
     let before = counts(&store).await;
-    let patch = ProductPatch::new().status(ProductStatus::Archived);
+    let patch = ProductPatch::new().with_status(ProductStatus::Archived);
     let mut uow = store.begin().await.unwrap();
     let created = uow.products().create_many(Vec::new()).await.unwrap();
     let got = uow.products().get_many(&[]).await.unwrap();

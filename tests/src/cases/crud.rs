@@ -80,9 +80,9 @@ pub async fn update_applies_the_patch_and_bumps_the_version(store: Arc<dyn Store
     let p = create_product(&store, new_product("a", 2).with_description("old").unwrap()).await;
     tick().await;
     let patch = ProductPatch::new()
-        .name("Red mug")
+        .with_name("Red mug")
         .unwrap()
-        .description(None)
+        .with_description(None)
         .unwrap();
     let updated =
         in_uow!(store, |uow| uow.products().update(p.id, &patch, None).await).expect("update");
@@ -129,7 +129,7 @@ pub async fn unknown_id_is_absent_everywhere(store: Arc<dyn Store>) {
     assert_eq!(got, None, "get of unknown id gave {got:?}");
     expect_not_found(r.products().require(id).await, EntityKind::Product, id);
     drop(r);
-    let patch = ProductPatch::new().name("x").unwrap();
+    let patch = ProductPatch::new().with_name("x").unwrap();
     expect_not_found(
         in_uow!(store, |uow| uow.products().update(id, &patch, None).await),
         EntityKind::Product,
@@ -210,7 +210,7 @@ pub async fn create_with_unknown_reference_is_not_found(store: Arc<dyn Store>) {
 pub async fn update_with_unknown_category_is_not_found(store: Arc<dyn Store>) {
     let p = create_product(&store, new_product("a", 1)).await;
     let cat = stockroom_core::CategoryId::new();
-    let patch = ProductPatch::new().category(Some(cat));
+    let patch = ProductPatch::new().with_category(Some(cat));
     expect_not_found(
         in_uow!(store, |uow| uow.products().update(p.id, &patch, None).await),
         EntityKind::Category,

@@ -178,9 +178,9 @@ pub async fn search_combines_with_status_and_category(store: Arc<dyn Store>) {
 pub async fn search_follows_updates(store: Arc<dyn Store>) {
     let p = create_product(&store, named("Teapot", "teapot", "TP-1")).await;
     let patch = ProductPatch::new()
-        .name("Kettle")
+        .with_name("Kettle")
         .unwrap()
-        .sku("KT-1")
+        .with_sku("KT-1")
         .unwrap();
     in_uow!(store, |uow| uow.products().update(p.id, &patch, None).await).unwrap();
     assert_eq!(

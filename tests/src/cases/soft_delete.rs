@@ -179,7 +179,7 @@ pub async fn deleted_row_cannot_be_written(store: Arc<dyn Store>) {
     let p = create_product(&store, new_product("a", 5)).await;
     assert!(soft_delete_product(&store, p.id).await);
     let trashed = trashed_product(&store, p.id).await.unwrap();
-    let patch = ProductPatch::new().name("Changed").unwrap();
+    let patch = ProductPatch::new().with_name("Changed").unwrap();
     expect_not_found(
         in_uow!(store, |uow| uow.products().update(p.id, &patch, None).await),
         EntityKind::Product,

@@ -37,7 +37,7 @@ pub async fn others_do_not_see_uncommitted_writes(store: Arc<dyn Store>) {
     let existing = create_product(&store, new_product("old", 1)).await;
     let mut uow = store.begin().await.unwrap();
     let p = uow.products().create(new_product("a", 1)).await.unwrap();
-    let patch = ProductPatch::new().name("Renamed").unwrap();
+    let patch = ProductPatch::new().with_name("Renamed").unwrap();
     uow.products()
         .update(existing.id, &patch, None)
         .await
@@ -77,7 +77,7 @@ pub async fn rollback_leaves_no_trace(store: Arc<dyn Store>) {
     let before = counts(&store).await;
     let mut uow = store.begin().await.unwrap();
     uow.products().create(new_product("c", 1)).await.unwrap();
-    let patch = ProductPatch::new().name("Changed").unwrap();
+    let patch = ProductPatch::new().with_name("Changed").unwrap();
     uow.products().update(a.id, &patch, None).await.unwrap();
     uow.products()
         .adjust_stock(a.id, StockDelta::new(-5).unwrap())
@@ -127,7 +127,7 @@ pub async fn sequential_units_of_work_build_on_each_other(store: Arc<dyn Store>)
         let mut uow = store.begin().await.unwrap();
         let current = uow.products().require(p.id).await.unwrap();
         let patch = ProductPatch::new()
-            .name(&format!("v{}", current.version + 1))
+            .with_name(&format!("v{}", current.version + 1))
             .unwrap();
         uow.products()
             .update(p.id, &patch, Some(current.version))

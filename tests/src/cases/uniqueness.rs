@@ -94,7 +94,7 @@ pub async fn restore_when_the_slug_is_taken_is_a_conflict(store: Arc<dyn Store>)
 pub async fn update_to_a_taken_sku_is_a_conflict(store: Arc<dyn Store>) {
     create_product(&store, new_product("a", 1)).await;
     let b = create_product(&store, new_product("b", 1)).await;
-    let patch = ProductPatch::new().sku("SKU-A").unwrap();
+    let patch = ProductPatch::new().with_sku("SKU-A").unwrap();
     expect_conflict(
         in_uow!(store, |uow| uow.products().update(b.id, &patch, None).await),
         Constraint::ProductSku,
@@ -208,7 +208,9 @@ pub async fn restore_of_a_review_when_the_author_reviewed_again_is_a_conflict(
 pub async fn update_of_a_category_to_a_taken_slug_is_a_conflict(store: Arc<dyn Store>) {
     create_category(&store, "mugs").await;
     let plates = create_category(&store, "plates").await;
-    let patch = stockroom_core::CategoryPatch::new().slug("mugs").unwrap();
+    let patch = stockroom_core::CategoryPatch::new()
+        .with_slug("mugs")
+        .unwrap();
     expect_conflict(
         in_uow!(store, |uow| uow
             .categories()
@@ -250,9 +252,9 @@ pub async fn several_broken_rules_are_reported_in_a_fixed_order(store: Arc<dyn S
         ghost,
     );
     let patch = ProductPatch::new()
-        .slug(&taken.slug)
+        .with_slug(&taken.slug)
         .unwrap()
-        .sku(&taken.sku)
+        .with_sku(&taken.sku)
         .unwrap();
     expect_conflict(
         in_uow!(store, |uow| uow
@@ -264,7 +266,7 @@ pub async fn several_broken_rules_are_reported_in_a_fixed_order(store: Arc<dyn S
     expect_not_found(
         in_uow!(store, |uow| uow
             .products()
-            .update(other.id, &patch.clone().category(Some(ghost)), None)
+            .update(other.id, &patch.clone().with_category(Some(ghost)), None)
             .await),
         EntityKind::Category,
         ghost,

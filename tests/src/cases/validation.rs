@@ -61,7 +61,7 @@ pub async fn product_name_rules(store: Arc<dyn Store>) {
             "name",
             rule.clone(),
         );
-        expect_validation(ProductPatch::new().name(name), "name", rule);
+        expect_validation(ProductPatch::new().with_name(name), "name", rule);
     }
     assert_eq!(counts(&store).await, before, "store changed");
     let longest = "é".repeat(200);
@@ -81,8 +81,8 @@ pub async fn slug_rules(store: Arc<dyn Store>) {
     for bad in ["Blue", "a--b", "-a", "a-", "a b", "a_b", "ü", "mug!"] {
         expect_validation(NewProduct::new("Mug", bad, "MUG"), "slug", SLUG_SHAPE);
         expect_validation(NewCategory::new("Mugs", bad), "slug", SLUG_SHAPE);
-        expect_validation(ProductPatch::new().slug(bad), "slug", SLUG_SHAPE);
-        expect_validation(CategoryPatch::new().slug(bad), "slug", SLUG_SHAPE);
+        expect_validation(ProductPatch::new().with_slug(bad), "slug", SLUG_SHAPE);
+        expect_validation(CategoryPatch::new().with_slug(bad), "slug", SLUG_SHAPE);
         expect_validation(
             stockroom_core::CategoryFilter::default().slug(bad),
             "slug",
@@ -114,7 +114,7 @@ pub async fn sku_rules(store: Arc<dyn Store>) {
     let before = seeded(&store).await;
     for bad in ["mug", "-MUG", ".MUG", "MUG 1", "MÜG", "MUG/1"] {
         expect_validation(NewProduct::new("Mug", "mug", bad), "sku", SKU_SHAPE);
-        expect_validation(ProductPatch::new().sku(bad), "sku", SKU_SHAPE);
+        expect_validation(ProductPatch::new().with_sku(bad), "sku", SKU_SHAPE);
     }
     expect_validation(NewProduct::new("Mug", "mug", ""), "sku", Rule::Empty);
     expect_validation(
@@ -152,7 +152,7 @@ pub async fn text_rules(store: Arc<dyn Store>) {
         Rule::ControlCharacter,
     );
     expect_validation(
-        ProductPatch::new().description(Some("a\u{7}b")),
+        ProductPatch::new().with_description(Some("a\u{7}b")),
         "description",
         Rule::ControlCharacter,
     );
@@ -164,7 +164,7 @@ pub async fn text_rules(store: Arc<dyn Store>) {
     );
     expect_validation(review().with_body("a\0b"), "body", Rule::ControlCharacter);
     expect_validation(
-        ReviewPatch::new().body(Some("\0")),
+        ReviewPatch::new().with_body(Some("\0")),
         "body",
         Rule::ControlCharacter,
     );
@@ -245,7 +245,7 @@ pub async fn email_and_display_name_rules(store: Arc<dyn Store>) {
         "a@b@c.com",
     ] {
         expect_validation(NewUser::new(bad, "Ann"), "email", EMAIL_SHAPE);
-        expect_validation(UserPatch::new().email(bad), "email", EMAIL_SHAPE);
+        expect_validation(UserPatch::new().with_email(bad), "email", EMAIL_SHAPE);
         expect_validation(
             stockroom_core::UserFilter::default().email(bad),
             "email",
@@ -265,7 +265,7 @@ pub async fn email_and_display_name_rules(store: Arc<dyn Store>) {
         Rule::Empty,
     );
     expect_validation(
-        UserPatch::new().display_name("a\0"),
+        UserPatch::new().with_display_name("a\0"),
         "display_name",
         Rule::ControlCharacter,
     );
@@ -283,7 +283,7 @@ pub async fn rating_rules(store: Arc<dyn Store>) {
             "rating",
             rule.clone(),
         );
-        expect_validation(ReviewPatch::new().rating(bad), "rating", rule.clone());
+        expect_validation(ReviewPatch::new().with_rating(bad), "rating", rule.clone());
         expect_validation(ReviewFilter::default().rating(bad), "rating", rule);
     }
     assert_eq!(counts(&store).await, before, "store changed");
@@ -299,7 +299,7 @@ pub async fn category_name_rules(store: Arc<dyn Store>) {
         Rule::TooLong { max: 200 },
     );
     expect_validation(
-        CategoryPatch::new().name("\0"),
+        CategoryPatch::new().with_name("\0"),
         "name",
         Rule::ControlCharacter,
     );
@@ -414,7 +414,11 @@ pub async fn names_and_texts_need_a_visible_character(store: Arc<dyn Store>) {
             "name",
             Rule::Empty,
         );
-        expect_validation(ProductPatch::new().name(invisible), "name", Rule::Empty);
+        expect_validation(
+            ProductPatch::new().with_name(invisible),
+            "name",
+            Rule::Empty,
+        );
         expect_validation(NewCategory::new(invisible, "mugs"), "name", Rule::Empty);
         expect_validation(
             NewUser::new("ann@example.com", invisible),
@@ -427,7 +431,7 @@ pub async fn names_and_texts_need_a_visible_character(store: Arc<dyn Store>) {
             Rule::Empty,
         );
         expect_validation(
-            ProductPatch::new().description(Some(invisible)),
+            ProductPatch::new().with_description(Some(invisible)),
             "description",
             Rule::Empty,
         );

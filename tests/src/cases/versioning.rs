@@ -10,7 +10,7 @@ use crate::support::*;
 /// An update with the current version succeeds and returns the next version.
 pub async fn update_with_the_current_version_succeeds(store: Arc<dyn Store>) {
     let p = create_product(&store, new_product("a", 1)).await;
-    let patch = ProductPatch::new().name("Renamed").unwrap();
+    let patch = ProductPatch::new().with_name("Renamed").unwrap();
     let u = in_uow!(store, |uow| uow
         .products()
         .update(p.id, &patch, Some(1))
@@ -26,13 +26,13 @@ pub async fn update_with_the_current_version_succeeds(store: Arc<dyn Store>) {
 /// An update with a stale version is `StaleVersion{expected, actual}` and changes nothing.
 pub async fn update_with_a_stale_version_is_rejected(store: Arc<dyn Store>) {
     let p = create_product(&store, new_product("a", 1)).await;
-    let first = ProductPatch::new().name("First").unwrap();
+    let first = ProductPatch::new().with_name("First").unwrap();
     let winner = in_uow!(store, |uow| uow
         .products()
         .update(p.id, &first, Some(1))
         .await)
     .unwrap();
-    let second = ProductPatch::new().name("Second").unwrap();
+    let second = ProductPatch::new().with_name("Second").unwrap();
     let result = in_uow!(store, |uow| uow
         .products()
         .update(p.id, &second, Some(1))
@@ -63,7 +63,7 @@ pub async fn update_with_a_stale_version_is_rejected(store: Arc<dyn Store>) {
 /// A version from the future is stale too.
 pub async fn update_with_a_future_version_is_rejected(store: Arc<dyn Store>) {
     let p = create_product(&store, new_product("a", 1)).await;
-    let patch = ProductPatch::new().name("X").unwrap();
+    let patch = ProductPatch::new().with_name("X").unwrap();
     match in_uow!(store, |uow| uow
         .products()
         .update(p.id, &patch, Some(7))
@@ -99,7 +99,7 @@ pub async fn every_write_bumps_the_version(store: Arc<dyn Store>) {
         *last = (version, updated_at);
     };
     tick().await;
-    let patch = ProductPatch::new().name("B").unwrap();
+    let patch = ProductPatch::new().with_name("B").unwrap();
     let u = in_uow!(store, |uow| uow.products().update(p.id, &patch, None).await).unwrap();
     check("update", u.version, u.updated_at, &mut last);
     tick().await;
@@ -131,8 +131,8 @@ pub async fn the_second_of_two_writers_is_stale(store: Arc<dyn Store>) {
     let p = create_product(&store, new_product("a", 1)).await;
     let seen_by_ann = get_product(&store, p.id).await.unwrap().version;
     let seen_by_bob = get_product(&store, p.id).await.unwrap().version;
-    let ann = ProductPatch::new().name("Ann's").unwrap();
-    let bob = ProductPatch::new().name("Bob's").unwrap();
+    let ann = ProductPatch::new().with_name("Ann's").unwrap();
+    let bob = ProductPatch::new().with_name("Bob's").unwrap();
     in_uow!(store, |uow| uow
         .products()
         .update(p.id, &ann, Some(seen_by_ann))
