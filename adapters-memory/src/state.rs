@@ -10,10 +10,8 @@ use std::sync::{Arc, OnceLock};
 use imbl::{HashMap, OrdMap, OrdSet};
 use stockroom_core::time::Timestamp;
 use stockroom_core::{
-    Category, CategoryFilter, CategoryId, CategoryPatch, Constraint, Cursor, Entity, Error,
-    NewCategory, NewProduct, NewReview, NewUser, Product, ProductFilter, ProductId, ProductPatch,
-    Result, Review, ReviewFilter, ReviewPatch, StockMovement, StockMovementId, User, UserFilter,
-    UserId, UserPatch,
+    Category, Constraint, Cursor, Entity, EntityId, EntityKind, Error, OnDelete, Product,
+    ProductFilter, ProductId, Result, Review, StockMovement, StockMovementId, User,
 };
 
 /// The position of a row in the `(created_at, id)` order every list follows (a UUID orders
@@ -213,7 +211,7 @@ impl<E: Row> Table<E> {
         &'a self,
         filter: &'a E::Filter,
     ) -> impl Iterator<Item = &'a E> + 'a {
-        self.live_rows().filter(|row| E::matches(filter, row, self))
+        self.live_rows().filter(|row| E::passes(filter, row, self))
     }
 
     /// The live rows strictly after `after` that pass `filter`, in `(created_at, id)` order.
@@ -223,7 +221,7 @@ impl<E: Row> Table<E> {
         after: Key,
     ) -> impl Iterator<Item = &'a E> + 'a {
         self.live_after(after)
-            .filter(|row| E::matches(filter, row, self))
+            .filter(|row| E::passes(filter, row, self))
     }
 
     /// The rows, live or not, whose [`Row::parent`] is `parent`, in `(created_at, id)` order.
@@ -371,73 +369,101 @@ impl Ledger {
     }
 }
 
-/// How the generic repository handles one entity: its table, the core's reference semantics
-/// (`into_entity`, `apply_to`, `matches`), its unique values, references and cascades.
+/// Where the memory store keeps one entity: its table, and what the table indexes beside the
+/// rows (the search document, the parent row). The entity's rules (creating, patching, unique
+/// values, references, what a delete does to the rows that refer to it) are the core's
+/// [`Entity`] methods.
 pub(crate) trait Row: Entity {
     fn table(state: &State) -> &Table<Self>;
     fn table_mut(state: &mut State) -> &mut Table<Self>;
 
-    /// The row `new` creates at `now`.
-    fn build(new: Self::New, now: Timestamp) -> Self;
-    /// Applies `patch` at `now` (new `updated_at`, next version).
-    fn apply(patch: &Self::Patch, row: &mut Self, now: Timestamp);
-    /// Whether a live row of `table` passes `filter`.
-    fn matches(filter: &Self::Filter, row: &Self, table: &Table<Self>) -> bool;
-    /// Whether any row can pass `filter`: not when it names a row (a category, a product, an
-    /// author) that is not live, which filters like an absent one.
-    fn filter_can_match(_filter: &Self::Filter, _state: &State) -> bool {
-        true
-    }
     /// Text derived from the row that filters read, kept by the table per write. An entity has
     /// one for every row or for none.
     fn document(&self) -> Option<String> {
         None
     }
-    /// The values that must be unique among live rows.
-    fn unique_keys(&self) -> Vec<UniqueKey>;
     /// The row this one belongs to, indexed for [`Table::children`].
     fn parent(&self) -> Option<ParentKey> {
         None
     }
-    /// Sets `deleted_at` at `now` (new `updated_at`, next version).
-    fn set_deleted_at(&mut self, deleted_at: Option<Timestamp>, now: Timestamp);
-
-    /// Checks that the rows a new row refers to are live.
-    fn check_references(&self, _state: &State) -> Result<()> {
-        Ok(())
+    /// Whether a live row of `table` passes `filter` (the core's [`Entity::matches`], unless
+    /// the table keeps what it needs).
+    fn passes(filter: &Self::Filter, row: &Self, _table: &Table<Self>) -> bool {
+        row.matches(filter)
     }
-    /// Checks that the rows a patch makes a row refer to are live.
-    fn check_patch(_patch: &Self::Patch, _state: &State) -> Result<()> {
-        Ok(())
-    }
-    /// Applies the `ON DELETE` rules of the rows referring to the removed row `id`.
-    fn cascade(_state: &mut State, _id: Self::Id) {}
 
-    /// Deletes the row `id` for good, with its cascades. False when there is no such row.
+    /// The unique values of the row, as the table indexes them.
+    fn unique_keys(&self) -> Vec<UniqueKey> {
+        self.unique_values()
+            .into_iter()
+            .map(|(constraint, value)| (constraint, Arc::from(value)))
+            .collect()
+    }
+
+    /// Deletes the row `id` for good, with what that does to the rows that refer to it. False
+    /// when there is no such row.
     fn remove(state: &mut State, id: Self::Id) -> bool {
         let removed = Self::table_mut(state).take(id).is_some();
         if removed {
-            Self::cascade(state, id);
+            let target = EntityId::new(Self::KIND, id.into());
+            for &kind in Self::REFERRED_BY {
+                state.on_delete_of(kind, target);
+            }
         }
         removed
     }
 }
 
-fn require_live<E: Row>(state: &State, id: E::Id) -> Result<()> {
-    match E::table(state).live(id) {
-        Some(_) => Ok(()),
-        None => Err(Error::not_found(E::KIND, id)),
-    }
-}
-
-macro_rules! set_deleted_at {
-    () => {
-        fn set_deleted_at(&mut self, deleted_at: Option<Timestamp>, now: Timestamp) {
-            self.deleted_at = deleted_at;
-            self.updated_at = now;
-            self.version += 1;
+impl State {
+    /// Whether the row `id`, of any kind, is live.
+    pub(crate) fn is_live(&self, id: EntityId) -> bool {
+        match id {
+            EntityId::Product(id) => self.products.live(id).is_some(),
+            EntityId::Category(id) => self.categories.live(id).is_some(),
+            EntityId::User(id) => self.users.live(id).is_some(),
+            EntityId::Review(id) => self.reviews.live(id).is_some(),
+            _ => false,
         }
-    };
+    }
+
+    /// [`Error::NotFound`] for the first of `ids` that is not live.
+    pub(crate) fn require_live(&self, ids: impl IntoIterator<Item = EntityId>) -> Result<()> {
+        match ids.into_iter().find(|id| !self.is_live(*id)) {
+            Some(missing) => Err(Error::not_found(missing.entity(), missing.as_uuid())),
+            None => Ok(()),
+        }
+    }
+
+    /// Applies to the rows of `kind` what the deletion for good of `target` does to them.
+    fn on_delete_of(&mut self, kind: EntityKind, target: EntityId) {
+        match kind {
+            EntityKind::Product => self.apply_on_delete::<Product>(target),
+            EntityKind::Category => self.apply_on_delete::<Category>(target),
+            EntityKind::User => self.apply_on_delete::<User>(target),
+            EntityKind::Review => self.apply_on_delete::<Review>(target),
+            _ => {}
+        }
+    }
+
+    fn apply_on_delete<D: Row>(&mut self, target: EntityId) {
+        let affected: Vec<(D, OnDelete)> = D::table(self)
+            .all()
+            .filter_map(|row| Some((row.clone(), row.on_delete_of(target)?)))
+            .collect();
+        for (mut row, on_delete) in affected {
+            match on_delete {
+                OnDelete::SetNull => {
+                    row.clear_reference(target);
+                    D::table_mut(self)
+                        .put(row)
+                        .expect("unique values are unchanged");
+                }
+                OnDelete::Cascade => {
+                    D::remove(self, row.id());
+                }
+            }
+        }
+    }
 }
 
 impl Row for Product {
@@ -447,55 +473,12 @@ impl Row for Product {
     fn table_mut(state: &mut State) -> &mut Table<Self> {
         &mut state.products
     }
-    fn build(new: NewProduct, now: Timestamp) -> Self {
-        new.into_entity(now)
-    }
-    fn apply(patch: &ProductPatch, row: &mut Self, now: Timestamp) {
-        patch.apply_to(row, now);
-    }
-    fn matches(filter: &ProductFilter, row: &Self, table: &Table<Self>) -> bool {
-        filter.matches_with_document(row, || table.document(row.id))
-    }
-    fn filter_can_match(filter: &ProductFilter, state: &State) -> bool {
-        filter
-            .category_id
-            .is_none_or(|c| state.categories.live(c).is_some())
-    }
     fn document(&self) -> Option<String> {
         Some(self.search_document())
     }
-    fn unique_keys(&self) -> Vec<UniqueKey> {
-        vec![
-            (Constraint::ProductSlug, Arc::from(self.slug.as_str())),
-            (Constraint::ProductSku, Arc::from(self.sku.as_str())),
-        ]
-    }
-    set_deleted_at!();
-
-    fn check_references(&self, state: &State) -> Result<()> {
-        if let Some(category) = self.category_id {
-            require_live::<Category>(state, category)?;
-        }
-        if let Some(user) = self.created_by {
-            require_live::<User>(state, user)?;
-        }
-        Ok(())
-    }
-    fn check_patch(patch: &ProductPatch, state: &State) -> Result<()> {
-        match patch.category() {
-            Some(Some(category)) => require_live::<Category>(state, category),
-            _ => Ok(()),
-        }
-    }
-    fn cascade(state: &mut State, id: ProductId) {
-        let reviews: Vec<_> = state
-            .reviews
-            .children(*id.as_uuid().as_bytes())
-            .map(|r| r.id)
-            .collect();
-        for review in reviews {
-            Review::remove(state, review);
-        }
+    /// Reads the search document the table keeps instead of making it again.
+    fn passes(filter: &ProductFilter, row: &Self, table: &Table<Self>) -> bool {
+        filter.matches_with_document(row, || table.document(row.id))
     }
 }
 
@@ -506,36 +489,6 @@ impl Row for Category {
     fn table_mut(state: &mut State) -> &mut Table<Self> {
         &mut state.categories
     }
-    fn build(new: NewCategory, now: Timestamp) -> Self {
-        new.into_entity(now)
-    }
-    fn apply(patch: &CategoryPatch, row: &mut Self, now: Timestamp) {
-        patch.apply_to(row, now);
-    }
-    fn matches(filter: &CategoryFilter, row: &Self, _: &Table<Self>) -> bool {
-        filter.matches(row)
-    }
-    fn unique_keys(&self) -> Vec<UniqueKey> {
-        vec![(Constraint::CategorySlug, Arc::from(self.slug.as_str()))]
-    }
-    set_deleted_at!();
-
-    /// `products.category_id ON DELETE SET NULL`.
-    fn cascade(state: &mut State, id: CategoryId) {
-        let orphans: Vec<Product> = state
-            .products
-            .all()
-            .filter(|p| p.category_id == Some(id))
-            .cloned()
-            .collect();
-        for mut product in orphans {
-            product.category_id = None;
-            state
-                .products
-                .put(product)
-                .expect("unique values are unchanged");
-        }
-    }
 }
 
 impl Row for User {
@@ -544,45 +497,6 @@ impl Row for User {
     }
     fn table_mut(state: &mut State) -> &mut Table<Self> {
         &mut state.users
-    }
-    fn build(new: NewUser, now: Timestamp) -> Self {
-        new.into_entity(now)
-    }
-    fn apply(patch: &UserPatch, row: &mut Self, now: Timestamp) {
-        patch.apply_to(row, now);
-    }
-    fn matches(filter: &UserFilter, row: &Self, _: &Table<Self>) -> bool {
-        filter.matches(row)
-    }
-    fn unique_keys(&self) -> Vec<UniqueKey> {
-        vec![(Constraint::UserEmail, Arc::from(self.email.as_str()))]
-    }
-    set_deleted_at!();
-
-    /// `products.created_by ON DELETE SET NULL`, `reviews.author_id ON DELETE CASCADE`.
-    fn cascade(state: &mut State, id: UserId) {
-        let created: Vec<Product> = state
-            .products
-            .all()
-            .filter(|p| p.created_by == Some(id))
-            .cloned()
-            .collect();
-        for mut product in created {
-            product.created_by = None;
-            state
-                .products
-                .put(product)
-                .expect("unique values are unchanged");
-        }
-        let reviews: Vec<_> = state
-            .reviews
-            .all()
-            .filter(|r| r.author_id == id)
-            .map(|r| r.id)
-            .collect();
-        for review in reviews {
-            Review::remove(state, review);
-        }
     }
 }
 
@@ -593,36 +507,7 @@ impl Row for Review {
     fn table_mut(state: &mut State) -> &mut Table<Self> {
         &mut state.reviews
     }
-    fn build(new: NewReview, now: Timestamp) -> Self {
-        new.into_entity(now)
-    }
-    fn apply(patch: &ReviewPatch, row: &mut Self, now: Timestamp) {
-        patch.apply_to(row, now);
-    }
-    fn matches(filter: &ReviewFilter, row: &Self, _: &Table<Self>) -> bool {
-        filter.matches(row)
-    }
-    fn filter_can_match(filter: &ReviewFilter, state: &State) -> bool {
-        filter
-            .product_id
-            .is_none_or(|p| state.products.live(p).is_some())
-            && filter
-                .author_id
-                .is_none_or(|a| state.users.live(a).is_some())
-    }
-    fn unique_keys(&self) -> Vec<UniqueKey> {
-        vec![(
-            Constraint::ReviewAuthor,
-            Arc::from(format!("{}/{}", self.product_id, self.author_id)),
-        )]
-    }
     fn parent(&self) -> Option<ParentKey> {
         Some(*self.product_id.as_uuid().as_bytes())
-    }
-    set_deleted_at!();
-
-    fn check_references(&self, state: &State) -> Result<()> {
-        require_live::<Product>(state, self.product_id)?;
-        require_live::<User>(state, self.author_id)
     }
 }

@@ -56,7 +56,7 @@ impl<E: Row> ReadRepository<E> for Tables {
     }
 
     async fn list(&mut self, filter: &E::Filter, page: Page) -> Result<Vec<E>> {
-        if !E::filter_can_match(filter, &self.state) {
+        if !filter_can_match::<E>(filter, &self.state) {
             return Ok(Vec::new());
         }
         Ok(paged(E::table(&self.state).matching(filter), page))
@@ -68,7 +68,7 @@ impl<E: Row> ReadRepository<E> for Tables {
         after: Option<Cursor>,
         limit: Limit,
     ) -> Result<KeysetPage<E>> {
-        if !E::filter_can_match(filter, &self.state) {
+        if !filter_can_match::<E>(filter, &self.state) {
             return Ok(KeysetPage::from_overfetch(Vec::new(), limit));
         }
         let table = E::table(&self.state);
@@ -85,14 +85,14 @@ impl<E: Row> ReadRepository<E> for Tables {
     }
 
     async fn count(&mut self, filter: &E::Filter) -> Result<u64> {
-        if !E::filter_can_match(filter, &self.state) {
+        if !filter_can_match::<E>(filter, &self.state) {
             return Ok(0);
         }
         Ok(E::table(&self.state).matching(filter).count() as u64)
     }
 
     async fn exists(&mut self, filter: &E::Filter) -> Result<bool> {
-        Ok(E::filter_can_match(filter, &self.state)
+        Ok(filter_can_match::<E>(filter, &self.state)
             && E::table(&self.state).matching(filter).next().is_some())
     }
 
@@ -102,10 +102,18 @@ impl<E: Row> ReadRepository<E> for Tables {
     }
 }
 
+/// Whether any row can pass `filter`: not when it names a row that is not live, which filters
+/// like an absent one.
+fn filter_can_match<E: Row>(filter: &E::Filter, state: &State) -> bool {
+    E::filter_references(filter)
+        .into_iter()
+        .all(|id| state.is_live(id))
+}
+
 /// Creates `new` in `state` at `now`: references, then uniqueness.
 fn insert<E: Row>(state: &mut State, new: E::New, now: Timestamp) -> Result<E> {
-    let row = E::build(new, now);
-    row.check_references(state)?;
+    let row = E::create(new, now);
+    state.require_live(row.references())?;
     E::table_mut(state).put(row.clone())?;
     Ok(row)
 }
@@ -143,8 +151,8 @@ impl<E: Row> Repository<E> for Tables {
                 return Err(Error::stale_version(E::KIND, id, expected, row.version()));
             }
         }
-        E::check_patch(patch, &self.state)?;
-        E::apply(patch, &mut row, time::now());
+        self.state.require_live(E::patch_references(patch))?;
+        row.apply(patch, time::now());
         E::table_mut(&mut self.state).put(row.clone())?;
         Ok(row)
     }
@@ -158,11 +166,11 @@ impl<E: Row> Repository<E> for Tables {
         if live.is_empty() {
             return Ok(0);
         }
-        E::check_patch(patch, &self.state)?;
+        self.state.require_live(E::patch_references(patch))?;
         let now = time::now();
         let mut next = self.state.clone();
         for mut row in live.iter().cloned() {
-            E::apply(patch, &mut row, now);
+            row.apply(patch, now);
             E::table_mut(&mut next).put(row)?;
         }
         self.state = next;
@@ -243,7 +251,7 @@ impl ProductReader for Tables {
 
     async fn search(&mut self, filter: &ProductFilter, page: Page) -> Result<SearchPage<Product>> {
         let (offset, limit) = bounds(page);
-        if !Product::filter_can_match(filter, &self.state) {
+        if !filter_can_match::<Product>(filter, &self.state) {
             return Ok(SearchPage {
                 total: 0,
                 items: Vec::new(),

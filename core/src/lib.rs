@@ -33,9 +33,9 @@ pub mod problem;
 pub use config::{redact_url, Durability, StoreConfig};
 pub use entities::{
     Category, CategoryFilter, CategoryPatch, Entity, NewCategory, NewProduct, NewReview,
-    NewStockMovement, NewUser, Product, ProductDetails, ProductFilter, ProductPatch, ProductStatus,
-    ProductWithRelations, RatingStats, Review, ReviewFilter, ReviewPatch, StockMovement, User,
-    UserFilter, UserPatch,
+    NewStockMovement, NewUser, OnDelete, Product, ProductDetails, ProductFilter, ProductPatch,
+    ProductStatus, ProductWithRelations, RatingStats, Review, ReviewFilter, ReviewPatch,
+    StockMovement, User, UserFilter, UserPatch,
 };
 pub use error::{Constraint, EntityKind, Error, Result, Rule, StorageFault};
 pub use ids::{CategoryId, EntityId, ProductId, ReviewId, StockMovementId, UserId};

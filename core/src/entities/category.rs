@@ -1,5 +1,5 @@
 use crate::entities::{entity_meta, entity_ports, touch, Entity};
-use crate::error::{EntityKind, Result};
+use crate::error::{Constraint, EntityKind, Result};
 use crate::ids::CategoryId;
 use crate::time::Timestamp;
 use crate::validate::{Name, Slug};
@@ -23,8 +23,22 @@ impl Entity for Category {
     type Patch = CategoryPatch;
     type Filter = CategoryFilter;
     const KIND: EntityKind = EntityKind::Category;
+    const REFERRED_BY: &'static [EntityKind] = &[EntityKind::Product];
     entity_meta!();
     entity_ports!();
+
+    fn create(new: NewCategory, now: Timestamp) -> Self {
+        new.into_entity(now)
+    }
+    fn apply(&mut self, patch: &CategoryPatch, now: Timestamp) {
+        patch.apply_to(self, now);
+    }
+    fn matches(&self, filter: &CategoryFilter) -> bool {
+        filter.matches(self)
+    }
+    fn unique_values(&self) -> Vec<(Constraint, String)> {
+        vec![(Constraint::CategorySlug, self.slug.clone())]
+    }
 }
 
 /// A validated new category.

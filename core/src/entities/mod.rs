@@ -25,7 +25,8 @@ use std::hash::Hash;
 
 use uuid::Uuid;
 
-use crate::error::EntityKind;
+use crate::error::{Constraint, EntityKind};
+use crate::ids::EntityId;
 use crate::ports::{ReadRepository, Readers, Repositories, Repository};
 use crate::query::Cursor;
 use crate::time::Timestamp;
@@ -59,6 +60,56 @@ pub trait Entity: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
         Cursor::after_row(self.created_at(), self.id().into())
     }
 
+    /// The row `new` creates at `now`: a fresh id, version 1, created and updated at `now`.
+    fn create(new: Self::New, now: Timestamp) -> Self;
+
+    /// Applies `patch` to the row at `now` (new `updated_at`, next version).
+    fn apply(&mut self, patch: &Self::Patch, now: Timestamp);
+
+    /// Whether the row passes `filter` (for a backend that filters rows it holds; the SQL
+    /// adapters translate the filter into SQL instead).
+    fn matches(&self, filter: &Self::Filter) -> bool;
+
+    /// Soft-deletes (`Some`) or restores (`None`) the row at `now` (new `updated_at`, next
+    /// version).
+    fn set_deleted_at(&mut self, deleted_at: Option<Timestamp>, now: Timestamp);
+
+    /// The values that must be unique among live rows, each with its rule, in the order a
+    /// write that breaks several reports them (the first one).
+    fn unique_values(&self) -> Vec<(Constraint, String)> {
+        Vec::new()
+    }
+
+    /// The rows this one refers to, which must be live when it is written, in the order a write
+    /// that misses several reports them (the first one).
+    fn references(&self) -> Vec<EntityId> {
+        Vec::new()
+    }
+
+    /// The rows a patch makes a row refer to, which must be live.
+    fn patch_references(_patch: &Self::Patch) -> Vec<EntityId> {
+        Vec::new()
+    }
+
+    /// The rows a filter names (a category, a product, an author): a filter naming a row that is
+    /// not live matches nothing, as if the row did not exist.
+    fn filter_references(_filter: &Self::Filter) -> Vec<EntityId> {
+        Vec::new()
+    }
+
+    /// The kinds of rows that may refer to a row of this entity (whose `on_delete_of` says what
+    /// becomes of them when it is deleted for good).
+    const REFERRED_BY: &'static [EntityKind] = &[];
+
+    /// What becomes of this row when `target`, a row it refers to, is deleted for good (`None`
+    /// when it does not refer to it).
+    fn on_delete_of(&self, _target: EntityId) -> Option<OnDelete> {
+        None
+    }
+
+    /// Forgets the reference to `target` (for [`OnDelete::SetNull`]).
+    fn clear_reference(&mut self, _target: EntityId) {}
+
     /// The base reads of this entity among a session's readers: the one generic path to them
     /// (`ReadSession::reader::<E>()`).
     fn reader(readers: &mut dyn Readers) -> &mut dyn ReadRepository<Self>;
@@ -85,9 +136,27 @@ macro_rules! entity_ports {
 }
 pub(crate) use entity_ports;
 
+/// What becomes of a row when a row it refers to is deleted for good (the `ON DELETE` of the SQL
+/// schemas).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDelete {
+    /// The reference is forgotten (`ON DELETE SET NULL`).
+    SetNull,
+    /// The row is deleted for good too (`ON DELETE CASCADE`).
+    Cascade,
+}
+
 /// Implements the row-metadata part of [`Entity`] for a struct with the standard fields.
 macro_rules! entity_meta {
     () => {
+        fn set_deleted_at(
+            &mut self,
+            deleted_at: Option<crate::time::Timestamp>,
+            now: crate::time::Timestamp,
+        ) {
+            self.deleted_at = deleted_at;
+            crate::entities::touch(&mut self.updated_at, &mut self.version, now);
+        }
         fn id(&self) -> Self::Id {
             self.id
         }
@@ -111,4 +180,70 @@ pub(crate) use entity_meta;
 pub(crate) fn touch(updated_at: &mut Timestamp, version: &mut i64, now: Timestamp) {
     *updated_at = now;
     *version += 1;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{CategoryId, NewProduct, NewReview, Product, ProductId, Review, UserId};
+
+    fn product() -> Product {
+        let new = NewProduct::new("Mug", "mug", "MUG")
+            .unwrap()
+            .in_category(CategoryId::new())
+            .created_by(UserId::new());
+        Product::create(new, crate::time::now())
+    }
+
+    #[test]
+    fn a_product_declares_its_rules_in_reporting_order() {
+        let p = product();
+        assert_eq!(
+            p.unique_values(),
+            [
+                (Constraint::ProductSlug, "mug".to_owned()),
+                (Constraint::ProductSku, "MUG".to_owned())
+            ]
+        );
+        let (category, creator) = (p.category_id.unwrap(), p.created_by.unwrap());
+        assert_eq!(
+            p.references(),
+            [EntityId::from(category), EntityId::from(creator)]
+        );
+        assert_eq!(p.on_delete_of(category.into()), Some(OnDelete::SetNull));
+        assert_eq!(p.on_delete_of(ProductId::new().into()), None);
+        let mut forgotten = p.clone();
+        forgotten.clear_reference(creator.into());
+        assert_eq!(
+            (forgotten.category_id, forgotten.created_by),
+            (Some(category), None)
+        );
+    }
+
+    #[test]
+    fn a_review_goes_with_its_product_and_its_author() {
+        let (product, author) = (ProductId::new(), UserId::new());
+        let review = Review::create(
+            NewReview::new(product, author, 4).unwrap(),
+            crate::time::now(),
+        );
+        assert_eq!(
+            review.references(),
+            [EntityId::from(product), author.into()]
+        );
+        assert_eq!(review.on_delete_of(product.into()), Some(OnDelete::Cascade));
+        assert_eq!(review.on_delete_of(author.into()), Some(OnDelete::Cascade));
+        assert!(Product::REFERRED_BY.contains(&EntityKind::Review));
+    }
+
+    #[test]
+    fn soft_delete_bumps_the_version() {
+        let mut p = product();
+        let later = p.created_at + chrono::Duration::seconds(1);
+        p.set_deleted_at(Some(later), later);
+        assert_eq!(
+            (p.deleted_at, p.updated_at, p.version),
+            (Some(later), later, 2)
+        );
+    }
 }

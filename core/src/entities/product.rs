@@ -2,10 +2,10 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::entities::{
-    entity_meta, entity_ports, touch, Category, Entity, RatingStats, Review, User,
+    entity_meta, entity_ports, touch, Category, Entity, OnDelete, RatingStats, Review, User,
 };
-use crate::error::{EntityKind, Error, Result, Rule};
-use crate::ids::{CategoryId, ProductId, UserId};
+use crate::error::{Constraint, EntityKind, Error, Result, Rule};
+use crate::ids::{CategoryId, EntityId, ProductId, UserId};
 use crate::query::{search_document, SearchText};
 use crate::time::Timestamp;
 use crate::validate::{Name, Sku, Slug, Stock, Text};
@@ -92,8 +92,61 @@ impl Entity for Product {
     type Patch = ProductPatch;
     type Filter = ProductFilter;
     const KIND: EntityKind = EntityKind::Product;
+    const REFERRED_BY: &'static [EntityKind] = &[EntityKind::Review];
     entity_meta!();
     entity_ports!();
+
+    fn create(new: NewProduct, now: Timestamp) -> Self {
+        new.into_entity(now)
+    }
+    fn apply(&mut self, patch: &ProductPatch, now: Timestamp) {
+        patch.apply_to(self, now);
+    }
+    fn matches(&self, filter: &ProductFilter) -> bool {
+        filter.matches(self)
+    }
+    /// The slug, then the sku.
+    fn unique_values(&self) -> Vec<(Constraint, String)> {
+        vec![
+            (Constraint::ProductSlug, self.slug.clone()),
+            (Constraint::ProductSku, self.sku.clone()),
+        ]
+    }
+    /// The category, then the creator.
+    fn references(&self) -> Vec<EntityId> {
+        let category = self.category_id.map(EntityId::from);
+        category
+            .into_iter()
+            .chain(self.created_by.map(EntityId::from))
+            .collect()
+    }
+    fn patch_references(patch: &ProductPatch) -> Vec<EntityId> {
+        patch
+            .category()
+            .flatten()
+            .map(EntityId::from)
+            .into_iter()
+            .collect()
+    }
+    fn filter_references(filter: &ProductFilter) -> Vec<EntityId> {
+        filter.category_id.map(EntityId::from).into_iter().collect()
+    }
+    /// A deleted category or creator is forgotten.
+    fn on_delete_of(&self, target: EntityId) -> Option<OnDelete> {
+        let refers = match target {
+            EntityId::Category(c) => self.category_id == Some(c),
+            EntityId::User(u) => self.created_by == Some(u),
+            _ => false,
+        };
+        refers.then_some(OnDelete::SetNull)
+    }
+    fn clear_reference(&mut self, target: EntityId) {
+        match target {
+            EntityId::Category(c) if self.category_id == Some(c) => self.category_id = None,
+            EntityId::User(u) if self.created_by == Some(u) => self.created_by = None,
+            _ => {}
+        }
+    }
 }
 
 /// A validated new product.

@@ -1,6 +1,6 @@
-use crate::entities::{entity_meta, entity_ports, touch, Entity};
-use crate::error::{EntityKind, Result};
-use crate::ids::{ProductId, ReviewId, UserId};
+use crate::entities::{entity_meta, entity_ports, touch, Entity, OnDelete};
+use crate::error::{Constraint, EntityKind, Result};
+use crate::ids::{EntityId, ProductId, ReviewId, UserId};
 use crate::time::Timestamp;
 use crate::validate::{Rating, Text};
 
@@ -28,6 +28,36 @@ impl Entity for Review {
     const KIND: EntityKind = EntityKind::Review;
     entity_meta!();
     entity_ports!();
+
+    fn create(new: NewReview, now: Timestamp) -> Self {
+        new.into_entity(now)
+    }
+    fn apply(&mut self, patch: &ReviewPatch, now: Timestamp) {
+        patch.apply_to(self, now);
+    }
+    fn matches(&self, filter: &ReviewFilter) -> bool {
+        filter.matches(self)
+    }
+    /// One live review per author and product.
+    fn unique_values(&self) -> Vec<(Constraint, String)> {
+        let key = format!("{}/{}", self.product_id, self.author_id);
+        vec![(Constraint::ReviewAuthor, key)]
+    }
+    /// The product, then the author.
+    fn references(&self) -> Vec<EntityId> {
+        vec![self.product_id.into(), self.author_id.into()]
+    }
+    fn filter_references(filter: &ReviewFilter) -> Vec<EntityId> {
+        let product = filter.product_id.map(EntityId::from);
+        product
+            .into_iter()
+            .chain(filter.author_id.map(EntityId::from))
+            .collect()
+    }
+    /// A review goes with its product and with its author.
+    fn on_delete_of(&self, target: EntityId) -> Option<OnDelete> {
+        (target == self.product_id || target == self.author_id).then_some(OnDelete::Cascade)
+    }
 }
 
 /// A validated new review. Its product and author must be live when it is created.

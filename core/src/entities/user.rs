@@ -1,5 +1,5 @@
 use crate::entities::{entity_meta, entity_ports, touch, Entity};
-use crate::error::{EntityKind, Result};
+use crate::error::{Constraint, EntityKind, Result};
 use crate::ids::UserId;
 use crate::time::Timestamp;
 use crate::validate::{Email, Name};
@@ -24,8 +24,22 @@ impl Entity for User {
     type Patch = UserPatch;
     type Filter = UserFilter;
     const KIND: EntityKind = EntityKind::User;
+    const REFERRED_BY: &'static [EntityKind] = &[EntityKind::Product, EntityKind::Review];
     entity_meta!();
     entity_ports!();
+
+    fn create(new: NewUser, now: Timestamp) -> Self {
+        new.into_entity(now)
+    }
+    fn apply(&mut self, patch: &UserPatch, now: Timestamp) {
+        patch.apply_to(self, now);
+    }
+    fn matches(&self, filter: &UserFilter) -> bool {
+        filter.matches(self)
+    }
+    fn unique_values(&self) -> Vec<(Constraint, String)> {
+        vec![(Constraint::UserEmail, self.email.clone())]
+    }
 }
 
 /// A validated new user.
