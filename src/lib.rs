@@ -55,7 +55,9 @@ pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
     connect_with(StoreConfig::new(url)).await
 }
 
-/// Connects with the settings of [`StoreConfig::from_env`] (`DATABASE_URL`, …).
+/// Connects with the settings of [`StoreConfig::from_env`]. `DATABASE_URL` is required: without
+/// it this is [`Error::Validation`] on the field `DATABASE_URL`, never a silent fallback to a
+/// local file that would hide a misconfigured deployment.
 pub async fn connect_from_env() -> Result<Arc<dyn Store>> {
     connect_with(StoreConfig::from_env()?).await
 }

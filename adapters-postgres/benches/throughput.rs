@@ -438,8 +438,8 @@ fn main() {
         let pgbench_url = with_database(&server_url(), &theirs);
 
         let config = StoreConfig::new(our_url.clone())
-            .with_pool_size(TASKS as u32)
-            .with_max_overflow(2)
+            .with_min_connections(TASKS as u32)
+            .with_max_connections(TASKS as u32 + 2)
             .with_application_name("stockroom_bench");
         let store = Arc::new(PostgresStore::connect(&config).await.expect("connect"));
         // The same pool without pre-ping (SQLAlchemy's pool_pre_ping off).

@@ -8,7 +8,7 @@
 //!
 //! # async fn demo() -> stockroom_core::Result<()> {
 //! let config = StoreConfig::new("postgres://app:secret@127.0.0.1:5432/shop")
-//!     .with_pool_size(10)
+//!     .with_min_connections(10)
 //!     .with_application_name("shop-api");
 //! let store = PostgresStore::connect(&config).await?; // applies the migrations
 //!
@@ -57,15 +57,15 @@
 //!   deadlock; serialization failures do not occur at this level, and deadlocks (40P01) or
 //!   serialization failures from other settings map to `Error::Transient`, which the transfer
 //!   retries.
-//! - **Configuration**: `pool_size` connections are kept (min connections), up to
-//!   `pool_size + max_overflow` are opened under load and the extra ones closed after
-//!   `idle_timeout`; `max_lifetime` recycles; `test_before_acquire` makes a connection the
+//! - **Configuration**: `min_connections` connections are kept, up to `max_connections` are
+//!   opened under load and the extra ones closed after `idle_timeout`; `max_lifetime` recycles; `test_before_acquire` makes a connection the
 //!   server closed invisible to callers without a ping: the first round trip of a session on a
 //!   connection (a unit of work's `BEGIN`, a read session's first statement, a transfer's
 //!   statement) is the check, and finding the connection closed it is sent again on another
 //!   one; `application_name`
-//!   names the sessions, `session_settings` (default `jit=off`) are sent as startup options,
-//!   `busy_timeout` becomes `lock_timeout` (a longer wait for a row lock fails as
+//!   names the sessions, [`PostgresOptions::session_settings`] (default `jit=off`) are sent as
+//!   startup options, [`PostgresOptions::lock_timeout`] (default 5 s, unless the URL's
+//!   `options` set one) becomes `lock_timeout` (a longer wait for a row lock fails as
 //!   `Error::Transient`; migrations are exempt; on a borrowed pool it is set per transaction,
 //!   see [`PostgresOptions`]), and statements are logged under the target
 //!   `stockroom::sql` (all at `debug` with `log_statements`, slow ones at `warn`). The password

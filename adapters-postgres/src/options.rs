@@ -45,11 +45,15 @@ pub struct PostgresOptions {
     /// pings instead. A connection opened by a tokio runtime that has shut down since is
     /// replaced the same way whatever this says: nothing was sent on it.
     pub test_before_acquire: bool,
+    /// Settings every connection of Stockroom's own pool starts with, as startup options
+    /// (`-c name=value`), such as `jit=off` (the default: JIT compilation costs more than it
+    /// saves on Stockroom's short statements). A borrowed pool keeps the application's.
+    pub session_settings: Vec<(String, String)>,
 }
 
 impl Default for PostgresOptions {
     /// A five-second lock timeout, no echo, slow statements from one second, migrations on,
-    /// no pre-ping of Stockroom's own (the pool's setting applies).
+    /// no pre-ping of Stockroom's own (the pool's setting applies), `jit=off`.
     fn default() -> Self {
         Self {
             lock_timeout: Some(Duration::from_secs(5)),
@@ -57,26 +61,43 @@ impl Default for PostgresOptions {
             slow_statement_threshold: Duration::from_secs(1),
             run_migrations: true,
             test_before_acquire: false,
+            session_settings: vec![("jit".to_owned(), "off".to_owned())],
         }
     }
 }
 
 impl PostgresOptions {
-    /// The options a [`StoreConfig`] implies: `busy_timeout` as the lock timeout (unless its
-    /// `session_settings` name `lock_timeout` themselves), `log_statements`,
-    /// `slow_statement_threshold`, `run_migrations` and `test_before_acquire`.
+    /// The options a [`StoreConfig`] implies: `log_statements`, `slow_statement_threshold`,
+    /// `run_migrations` and `test_before_acquire` from it, and the defaults (a five-second lock
+    /// timeout, `jit=off`) for what its URL's `options` parameter does not set itself: a URL
+    /// such as `postgres://app@db/shop?options=-c%20lock_timeout%3D2s` keeps its own
+    /// `lock_timeout`.
     pub fn from_config(config: &StoreConfig) -> Self {
-        let sets_lock_timeout = config
-            .session_settings
-            .iter()
-            .any(|(name, _)| name.eq_ignore_ascii_case("lock_timeout"));
+        let in_url = url_startup_options(&config.url);
+        let sets = |name: &str| in_url.contains(name);
+        let defaults = Self::default();
         Self {
-            lock_timeout: (!sets_lock_timeout).then_some(config.busy_timeout),
+            lock_timeout: if sets("lock_timeout") {
+                None
+            } else {
+                defaults.lock_timeout
+            },
             log_statements: config.log_statements,
             slow_statement_threshold: config.slow_statement_threshold,
             run_migrations: config.run_migrations,
             test_before_acquire: config.test_before_acquire,
+            session_settings: defaults
+                .session_settings
+                .into_iter()
+                .filter(|(name, _)| !sets(name))
+                .collect(),
         }
+    }
+
+    /// Sets [`session_settings`](Self::session_settings).
+    pub fn with_session_settings(mut self, settings: Vec<(String, String)>) -> Self {
+        self.session_settings = settings;
+        self
     }
 
     /// Sets [`lock_timeout`](Self::lock_timeout).
@@ -122,22 +143,31 @@ pub(crate) fn lock_timeout_value(timeout: Duration) -> String {
     format!("{millis}ms")
 }
 
+/// The startup options (`options=-c name=value …`) a PostgreSQL URL carries, or "".
+fn url_startup_options(url: &str) -> String {
+    use std::str::FromStr;
+    sqlx::postgres::PgConnectOptions::from_str(url)
+        .ok()
+        .and_then(|options| options.get_options().map(str::to_owned))
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn a_config_naming_lock_timeout_keeps_it() {
-        let mut config =
-            StoreConfig::new("postgres://h/db").with_busy_timeout(Duration::from_millis(250));
+    fn a_url_setting_its_own_lock_timeout_or_jit_keeps_it() {
+        let plain = PostgresOptions::from_config(&StoreConfig::new("postgres://h/db"));
+        assert_eq!(plain.lock_timeout, Some(Duration::from_secs(5)));
         assert_eq!(
-            PostgresOptions::from_config(&config).lock_timeout,
-            Some(Duration::from_millis(250))
+            plain.session_settings,
+            [("jit".to_owned(), "off".to_owned())]
         );
-        config
-            .session_settings
-            .push(("LOCK_TIMEOUT".into(), "1s".into()));
-        assert_eq!(PostgresOptions::from_config(&config).lock_timeout, None);
+        let url = "postgres://h/db?options=-c%20lock_timeout%3D1s%20-c%20jit%3Don";
+        let own = PostgresOptions::from_config(&StoreConfig::new(url));
+        assert_eq!(own.lock_timeout, None, "the URL's lock_timeout stays");
+        assert!(own.session_settings.is_empty(), "the URL's jit stays");
     }
 
     #[test]

@@ -77,13 +77,14 @@ impl PostgresStore {
     /// Stockroom's own and, unless `config.run_migrations` is false, applies the embedded
     /// migrations.
     ///
-    /// The pool keeps `pool_size` connections open and opens up to `max_overflow` more under
-    /// load; those extra ones are closed after `idle_timeout`. Every connection is recycled
+    /// The pool keeps `min_connections` connections open and opens up to `max_connections`
+    /// under load; the extra ones are closed after `idle_timeout`. Every connection is recycled
     /// after `max_lifetime` (give or take a second, see below), never handed to a caller
     /// dead when `test_before_acquire` is set (the first round trip of a session is the check,
     /// see [`PostgresOptions::test_before_acquire`]), carries
-    /// `application_name`, and starts with `session_settings` (such as `jit=off`) as server
-    /// options, with `lock_timeout` set to `busy_timeout` unless they set it themselves (a
+    /// `application_name`, and starts with the session settings of [`PostgresOptions`] (such as
+    /// `jit=off`) as server options, with its `lock_timeout` (5 s unless the URL's `options` set
+    /// one) (a
     /// statement that waits longer for a lock fails as [`Error::Transient`]). Statements are
     /// logged under the target `stockroom::sql`: all of them at `debug` with
     /// `log_statements`, those slower than `slow_statement_threshold` at `warn`. A session
@@ -94,14 +95,20 @@ impl PostgresStore {
     /// Errors: [`Error::Validation`] on `url` for a URL that is not PostgreSQL's;
     /// [`Error::Unavailable`] when no server answers within `acquire_timeout`.
     pub async fn connect(config: &StoreConfig) -> Result<Self> {
-        let options = PostgresOptions::from_config(config);
+        Self::connect_with(config, PostgresOptions::from_config(config)).await
+    }
+
+    /// [`connect`](Self::connect) with PostgreSQL's own settings given apart: the pool as
+    /// `config` describes it, the sessions as `options` do (the lock timeout, the session
+    /// settings such as `jit=off`, statement logging, migrations).
+    pub async fn connect_with(config: &StoreConfig, options: PostgresOptions) -> Result<Self> {
         let pool = connect_pool(config, &options).await?;
         let store = Self::assemble(pool, options, Owner::Stockroom(Box::new(config.clone())));
         let store = store.start().await?;
         tracing::debug!(
             target: "stockroom::sql",
             url = %config.redacted_url(),
-            max_connections = config.max_connections(),
+            max_connections = config.max_connections,
             "connected to PostgreSQL"
         );
         Ok(store)
@@ -255,7 +262,7 @@ async fn connect_pool(config: &StoreConfig, options: &PostgresOptions) -> Result
         Some("postgres" | "postgresql") => {}
         _ => return Err(bad_url()),
     }
-    let mut settings = config.session_settings.clone();
+    let mut settings = options.session_settings.clone();
     if let Some(timeout) = options.lock_timeout {
         settings.push(("lock_timeout".to_owned(), lock_timeout_value(timeout)));
     }
@@ -266,10 +273,10 @@ async fn connect_pool(config: &StoreConfig, options: &PostgresOptions) -> Result
         .options(settings)
         // Statements are logged by the sessions, under `stockroom::sql`.
         .disable_statement_logging();
-    let max = config.max_connections();
+    let max = config.max_connections.max(1);
     PgPoolOptions::new()
         .max_connections(max)
-        .min_connections(config.pool_size.min(max))
+        .min_connections(config.min_connections.min(max))
         .acquire_timeout(config.acquire_timeout)
         .max_lifetime(config.max_lifetime)
         .idle_timeout(config.idle_timeout)

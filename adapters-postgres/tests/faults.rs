@@ -36,8 +36,8 @@ async fn transfers_survive_sessions_killed_under_them() {
     };
     let config = db
         .config()
-        .with_pool_size(4)
-        .with_max_overflow(4)
+        .with_min_connections(4)
+        .with_max_connections(8)
         .with_acquire_timeout(Duration::from_secs(10));
     assert!(
         config.test_before_acquire,
@@ -258,7 +258,7 @@ async fn pre_ping_replaces_connections_the_server_closed() {
         return;
     };
     for pre_ping in [true, false] {
-        let mut config = db.config().with_pool_size(2).with_max_overflow(0);
+        let mut config = db.config().with_min_connections(2).with_max_connections(2);
         config.test_before_acquire = pre_ping;
         let store = PostgresStore::connect(&config).await.unwrap();
         // Two idle connections in the pool.
@@ -319,7 +319,7 @@ async fn a_transfer_on_a_connection_the_server_closed_is_sent_again_and_applies_
     let Some(db) = TestDatabase::create().await else {
         return;
     };
-    let config = db.config().with_pool_size(3).with_max_overflow(0);
+    let config = db.config().with_min_connections(3).with_max_connections(3);
     assert!(config.test_before_acquire);
     let store = PostgresStore::connect(&config).await.unwrap();
     let mut uow = store.begin().await.unwrap();

@@ -77,10 +77,8 @@ async fn echo_logs_every_statement_and_slow_ones_are_warned() {
     let Some(db) = TestDatabase::create().await else {
         return;
     };
-    let base = StoreConfig {
-        url: with_password(db.url()),
-        ..db.config()
-    };
+    let mut base = db.config();
+    base.url = with_password(db.url());
 
     let echo = capture(base.clone().with_log_statements(true)).await;
     assert!(echo.contains("SELECT count(*) FROM products"), "{echo}");

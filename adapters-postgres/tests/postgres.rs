@@ -11,7 +11,7 @@ use stockroom_core::{
     ProductId, ProductPatch, StockDelta, Store, StoreConfig, StoreExt, TransferRequest, UnitOfWork,
     UnitOfWorkExt,
 };
-use stockroom_postgres::{PostgresStore, CREATE_MANY_BATCH};
+use stockroom_postgres::{PostgresOptions, PostgresStore, CREATE_MANY_BATCH};
 use support::{count_products, product, seed_products, TestDatabase};
 
 async fn with_store<F, Fut>(body: F)
@@ -44,8 +44,7 @@ fn assert_conflict<T: std::fmt::Debug>(result: Result<T, Error>, expected: Const
 async fn sessions_carry_the_application_name_and_session_settings() {
     with_store(|store, db| async move {
         assert!(store
-            .config()
-            .expect("a store of its own pool")
+            .options()
             .session_settings
             .contains(&("jit".into(), "off".into())));
         let mut admin = support::admin().await;
@@ -68,11 +67,12 @@ async fn sessions_carry_the_application_name_and_session_settings() {
         let _ = admin.close().await;
         // Session settings reach every connection: with the tables off the search path, the
         // same store configuration cannot see them.
-        let mut config = db.config().with_migrations(false);
-        config
+        let config = db.config().with_migrations(false);
+        let mut options = PostgresOptions::from_config(&config);
+        options
             .session_settings
             .push(("search_path".into(), "nowhere".into()));
-        let hidden = PostgresStore::connect(&config).await.unwrap();
+        let hidden = PostgresStore::connect_with(&config, options).await.unwrap();
         let mut read = hidden.read().await.unwrap();
         assert!(matches!(
             read.products().count(&ProductFilter::default()).await,
@@ -81,9 +81,10 @@ async fn sessions_carry_the_application_name_and_session_settings() {
         drop(read);
         hidden.close().await;
         // A setting the server refuses fails the connect.
-        let mut config = db.config().with_migrations(false);
-        config.session_settings = vec![("jit".into(), "banana".into())];
-        assert!(PostgresStore::connect(&config).await.is_err());
+        let config = db.config().with_migrations(false);
+        let options = PostgresOptions::from_config(&config)
+            .with_session_settings(vec![("jit".into(), "banana".into())]);
+        assert!(PostgresStore::connect_with(&config, options).await.is_err());
         (store, db)
     })
     .await;
@@ -94,7 +95,7 @@ async fn pool_size_and_overflow_bound_the_connections() {
     let Some(db) = TestDatabase::create().await else {
         return;
     };
-    let config = db.config().with_pool_size(2).with_max_overflow(1);
+    let config = db.config().with_min_connections(2).with_max_connections(3);
     let store = PostgresStore::connect(&config).await.unwrap();
     // Three sessions may be held at once, a fourth waits and times out as Unavailable.
     let a = store.read().await.unwrap();
@@ -103,8 +104,8 @@ async fn pool_size_and_overflow_bound_the_connections() {
     assert_eq!(store.open_connections(), 3);
     let short = db
         .config()
-        .with_pool_size(1)
-        .with_max_overflow(0)
+        .with_min_connections(1)
+        .with_max_connections(1)
         .with_acquire_timeout(Duration::from_millis(300));
     let tight = PostgresStore::connect(&short.with_migrations(false))
         .await
@@ -136,8 +137,8 @@ async fn a_caller_waiting_for_a_connection_gets_the_one_given_back() {
     };
     let config = db
         .config()
-        .with_pool_size(1)
-        .with_max_overflow(0)
+        .with_min_connections(1)
+        .with_max_connections(1)
         .with_acquire_timeout(Duration::from_secs(5));
     let store = std::sync::Arc::new(PostgresStore::connect(&config).await.unwrap());
     for round in 0..3 {
@@ -171,9 +172,10 @@ async fn close_closes_the_connections_kept_between_sessions() {
     let Some(db) = TestDatabase::create().await else {
         return;
     };
-    let store = PostgresStore::connect(&db.config().with_pool_size(2).with_max_overflow(1))
-        .await
-        .unwrap();
+    let store =
+        PostgresStore::connect(&db.config().with_min_connections(2).with_max_connections(3))
+            .await
+            .unwrap();
     let [a, b] = seed_products(&store, [1, 2]).await.map(|p| p.id);
     let (r1, r2) = tokio::join!(count_products(&store), count_products(&store));
     assert_eq!((r1, r2), (2, 2));
@@ -223,9 +225,9 @@ async fn debug_never_shows_the_password() {
     let store = PostgresStore::connect(&db.config().with_migrations(true))
         .await
         .unwrap();
-    let other = PostgresStore::connect(&StoreConfig { url, ..db.config() })
-        .await
-        .unwrap();
+    let mut with_password = db.config();
+    with_password.url = url;
+    let other = PostgresStore::connect(&with_password).await.unwrap();
     for text in [
         format!("{store:?}"),
         format!("{other:?}"),
@@ -465,9 +467,10 @@ async fn a_dropped_unit_of_work_rolls_back_and_frees_its_connection() {
     let Some(db) = TestDatabase::create().await else {
         return;
     };
-    let store = PostgresStore::connect(&db.config().with_pool_size(1).with_max_overflow(0))
-        .await
-        .unwrap();
+    let store =
+        PostgresStore::connect(&db.config().with_min_connections(1).with_max_connections(1))
+            .await
+            .unwrap();
     for round in 0..3 {
         let mut uow = store.begin().await.unwrap();
         uow.products().create(product(round)).await.unwrap();
@@ -796,12 +799,14 @@ async fn close_fails_sessions_in_flight_and_rolls_their_work_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn busy_timeout_bounds_the_wait_for_a_row_lock() {
+async fn the_lock_timeout_bounds_the_wait_for_a_row_lock() {
     let Some(db) = TestDatabase::create().await else {
         return;
     };
-    let config = db.config().with_busy_timeout(Duration::from_millis(200));
-    let store = PostgresStore::connect(&config).await.unwrap();
+    let config = db.config();
+    let options =
+        PostgresOptions::from_config(&config).with_lock_timeout(Some(Duration::from_millis(200)));
+    let store = PostgresStore::connect_with(&config, options).await.unwrap();
     let [p] = seed_products(&store, [1]).await;
     let mut holder = store.begin().await.unwrap();
     holder.products().lock(&[p.id]).await.unwrap();
@@ -824,13 +829,15 @@ async fn busy_timeout_bounds_the_wait_for_a_row_lock() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_connects_migrate_once_whatever_the_busy_timeout() {
+async fn concurrent_connects_migrate_once_whatever_the_lock_timeout() {
     let Some(db) = TestDatabase::create().await else {
         return;
     };
     // A lock timeout of 1 ms applies to statements, not to the migrator waiting for its lock.
-    let config = db.config().with_busy_timeout(Duration::from_millis(1));
-    let connects = (0..4).map(|_| PostgresStore::connect(&config));
+    let config = db.config();
+    let options =
+        PostgresOptions::from_config(&config).with_lock_timeout(Some(Duration::from_millis(1)));
+    let connects = (0..4).map(|_| PostgresStore::connect_with(&config, options.clone()));
     let stores = futures_util::future::join_all(connects).await;
     for store in stores {
         let store = store.expect("every concurrent connect succeeds");

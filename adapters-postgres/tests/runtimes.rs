@@ -36,7 +36,7 @@ fn a_store_outlives_the_runtime_that_opened_its_connections() {
         let Some(db) = on_own_runtime(TestDatabase::create()) else {
             return;
         };
-        let mut config = db.config().with_pool_size(3).with_max_overflow(1);
+        let mut config = db.config().with_min_connections(3).with_max_connections(4);
         config.test_before_acquire = pre_ping;
         let store = on_own_runtime(async move {
             let store = Arc::new(PostgresStore::connect(&config).await.unwrap());

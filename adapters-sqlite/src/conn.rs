@@ -84,7 +84,7 @@ pub(crate) struct Shared {
     pub(crate) max_lifetime: Option<Duration>,
     /// Idle read connections beyond `keep_idle`, unused for this long, are closed.
     pub(crate) idle_timeout: Option<Duration>,
-    /// How many idle read connections stay open whatever their idle time (`pool_size`).
+    /// How many idle read connections stay open whatever their idle time (`min_connections`).
     pub(crate) keep_idle: usize,
 }
 

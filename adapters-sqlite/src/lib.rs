@@ -102,7 +102,7 @@
 //!   first statement), so a transaction that reads first cannot fail its later write with
 //!   `SQLITE_BUSY`; a lock held by another process past the busy timeout shows as `Transient`.
 //!   Reads outside a unit of work take connections from a pool of up to `max_read_connections`
-//!   read connections (`query_only`; `StoreConfig::max_connections()` with `connect`), which
+//!   read connections (`query_only`; `StoreConfig::max_connections` with `connect`), which
 //!   run in parallel under WAL.
 //! - **Short calls inline, long ones on the blocking pool.** A call whose statements find their
 //!   rows through an index (a point read, a write by id, a stock move, a savepoint, a commit)
@@ -157,7 +157,7 @@
 //!   WAL readers never wait for the writer, and the writer, once its transaction holds the
 //!   write lock, waits for nobody.
 //! - **On the blocking pool**: long calls, the calls above that met a lock, commits with
-//!   [`Durability::Full`](stockroom_core::Durability::Full) (they wait for the disk), WAL
+//!   [`Durability::Full`] (they wait for the disk), WAL
 //!   checkpoints, and every call on the private in-memory database, whose `memdb` VFS makes a
 //!   reader wait for the writer's whole transaction.
 //!
@@ -209,5 +209,5 @@ pub use rusqlite;
 
 pub use connection::with_connection;
 pub use error::SqliteError;
-pub use options::SqliteOptions;
+pub use options::{Durability, SqliteOptions};
 pub use store::SqliteStore;

@@ -8,7 +8,71 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
-use stockroom_core::{Durability, Error, Result, Rule, StoreConfig};
+use stockroom_core::{Error, Result, Rule, StoreConfig};
+
+/// How hard SQLite works to make a commit durable (`PRAGMA synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `NORMAL`: in WAL mode a commit survives a process crash; a power loss may lose the last
+    /// commits, never corrupt the file.
+    #[default]
+    Normal,
+    /// `FULL`: a commit also survives a power loss.
+    Full,
+}
+
+/// The SQLite settings a `sqlite://` URL may carry in its query, beside the path:
+/// `busy_timeout_ms` (how long a statement waits for a lock another connection or process
+/// holds; default 5000) and `synchronous` (`normal`, the default, or `full`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct UrlSettings {
+    busy_timeout: Duration,
+    durability: Durability,
+}
+
+impl Default for UrlSettings {
+    fn default() -> Self {
+        Self {
+            busy_timeout: Duration::from_secs(5),
+            durability: Durability::Normal,
+        }
+    }
+}
+
+impl UrlSettings {
+    /// The settings of `query` (`name=value` pairs joined by `&`); an unknown name or a
+    /// malformed value is a validation error on `url`.
+    fn parse(query: &str) -> Result<Self> {
+        let mut settings = Self::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match name {
+                "busy_timeout_ms" => {
+                    let ms: u64 = value.parse().map_err(|_| url_setting("busy_timeout_ms"))?;
+                    settings.busy_timeout = Duration::from_millis(ms);
+                }
+                "synchronous" => {
+                    settings.durability = match value.to_ascii_lowercase().as_str() {
+                        "normal" => Durability::Normal,
+                        "full" => Durability::Full,
+                        _ => return Err(url_setting("synchronous")),
+                    }
+                }
+                _ => return Err(url_setting(name)),
+            }
+        }
+        Ok(settings)
+    }
+}
+
+fn url_setting(name: &str) -> Error {
+    let expected = match name {
+        "busy_timeout_ms" => "busy_timeout_ms=<milliseconds>",
+        "synchronous" => "synchronous=normal or synchronous=full",
+        _ => "a sqlite URL whose query holds only busy_timeout_ms and synchronous",
+    };
+    Error::validation("url", Rule::Malformed { expected })
+}
 
 use crate::error::{map, SqliteError};
 
@@ -152,31 +216,45 @@ impl fmt::Debug for SqliteOptions {
 impl SqliteOptions {
     /// The database file at `path` (created if missing), with the defaults.
     pub fn file(path: impl Into<PathBuf>) -> Self {
-        Self::at(Location::File(path.into()), &StoreConfig::new(""))
+        Self::at(
+            Location::File(path.into()),
+            UrlSettings::default(),
+            &StoreConfig::new(""),
+        )
     }
 
     /// A private in-memory database, shared by the store's connections and by nobody else,
     /// gone when the store closes; with the defaults.
     pub fn in_memory() -> Self {
-        Self::at(Location::private_memory(), &StoreConfig::new(""))
+        Self::at(
+            Location::private_memory(),
+            UrlSettings::default(),
+            &StoreConfig::new(""),
+        )
     }
 
     /// The options [`SqliteStore::connect`](crate::SqliteStore::connect) uses for `config`:
-    /// the database its URL names, `busy_timeout`, `durability`, `max_connections()` read
-    /// connections of which `pool_size` are kept idle, `acquire_timeout`, `idle_timeout`,
+    /// the database its URL names, with the settings of the URL's query (`busy_timeout_ms`,
+    /// default 5000; `synchronous=normal|full`, default normal), `max_connections` read
+    /// connections of which `min_connections` are kept idle, `acquire_timeout`, `idle_timeout`,
     /// `max_lifetime`, `log_statements`, `slow_statement_threshold` and `run_migrations`.
     /// A URL that names no SQLite database is a validation error on `url`.
     pub fn from_config(config: &StoreConfig) -> Result<Self> {
-        Ok(Self::at(Location::parse(&config.url)?, config))
+        let (location, query) = match config.url.split_once('?') {
+            Some((location, query)) => (location, query),
+            None => (config.url.as_str(), ""),
+        };
+        let settings = UrlSettings::parse(query)?;
+        Ok(Self::at(Location::parse(location)?, settings, config))
     }
 
-    fn at(location: Location, config: &StoreConfig) -> Self {
+    fn at(location: Location, settings: UrlSettings, config: &StoreConfig) -> Self {
         Self {
             location,
-            busy_timeout: config.busy_timeout,
-            durability: config.durability,
-            max_read_connections: config.max_connections(),
-            idle_read_connections: config.pool_size,
+            busy_timeout: settings.busy_timeout,
+            durability: settings.durability,
+            max_read_connections: config.max_connections.max(1),
+            idle_read_connections: config.min_connections,
             acquire_timeout: config.acquire_timeout,
             idle_timeout: config.idle_timeout,
             max_lifetime: config.max_lifetime,
@@ -531,11 +609,9 @@ mod tests {
 
     #[test]
     fn options_from_a_config_carry_its_settings() {
-        let config = StoreConfig::new("sqlite://shop.db")
-            .with_pool_size(2)
-            .with_max_overflow(3)
-            .with_busy_timeout(Duration::from_millis(50))
-            .with_durability(Durability::Full)
+        let config = StoreConfig::new("sqlite://shop.db?busy_timeout_ms=50&synchronous=full")
+            .with_min_connections(2)
+            .with_max_connections(5)
             .with_migrations(false)
             .with_log_statements(true);
         let options = SqliteOptions::from_config(&config).unwrap();
@@ -547,5 +623,25 @@ mod tests {
         assert_eq!(options.busy_timeout, Duration::from_millis(50));
         assert_eq!(options.durability, Durability::Full);
         assert!(!options.run_migrations && options.log_statements);
+        let plain = SqliteOptions::from_config(&StoreConfig::new("sqlite://shop.db")).unwrap();
+        assert_eq!(
+            (plain.busy_timeout, plain.durability),
+            (Duration::from_secs(5), Durability::Normal)
+        );
+    }
+
+    #[test]
+    fn an_unknown_or_malformed_url_setting_is_refused() {
+        for url in [
+            "sqlite://shop.db?cache=shared",
+            "sqlite://shop.db?busy_timeout_ms=soon",
+            "sqlite://shop.db?synchronous=extra",
+        ] {
+            let refused = SqliteOptions::from_config(&StoreConfig::new(url));
+            assert!(
+                matches!(refused, Err(Error::Validation { field: "url", .. })),
+                "{url}: {refused:?}"
+            );
+        }
     }
 }

@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use rusqlite::Connection;
 use stockroom_core::{
-    Durability, Error, NewStockMovement, ReadSession, Result, Savepoint, Savepoints, StockMoved,
-    Store, StoreConfig, UnitOfWork,
+    Error, NewStockMovement, ReadSession, Result, Savepoint, Savepoints, StockMoved, Store,
+    StoreConfig, UnitOfWork,
 };
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard, Semaphore};
 
 use crate::conn::{Conn, Cost, Lease, ReaderLease, Runner, Shared, SqlLog, WriterLease};
 use crate::error::{closed, map};
 use crate::hooks::{park, watch_wal};
-use crate::options::SqliteOptions;
+use crate::options::{Durability, SqliteOptions};
 use crate::table;
 
 struct Inner {
@@ -487,12 +487,13 @@ mod tests {
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn idle_readers_beyond_the_pool_size_close_after_the_idle_timeout() {
+    async fn idle_readers_beyond_min_connections_close_after_the_idle_timeout() {
         let path = std::env::temp_dir().join(format!(
             "stockroom-idle-{}.db",
             uuid::Uuid::now_v7().simple()
         ));
-        let mut config = StoreConfig::new(format!("sqlite://{}", path.display())).with_pool_size(1);
+        let mut config =
+            StoreConfig::new(format!("sqlite://{}", path.display())).with_min_connections(1);
         config.idle_timeout = Some(Duration::from_millis(20));
         let store = SqliteStore::connect(&config).await.unwrap();
         let sessions = [
@@ -504,7 +505,7 @@ mod tests {
         assert_eq!(store.inner.readers.idle_count(), 3);
         tokio::time::sleep(Duration::from_millis(30)).await;
         drop(store.reader().await.unwrap());
-        // The reused one went back; the two idle past the timeout beyond pool_size were closed.
+        // The reused one went back; the two idle past the timeout beyond min_connections were closed.
         assert_eq!(store.inner.readers.idle_count(), 1);
         store.close().await;
         assert_eq!(store.inner.readers.idle_count(), 0);

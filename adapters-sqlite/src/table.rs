@@ -114,19 +114,6 @@ macro_rules! table_columns {
     };
 }
 
-/// `Table::new_row` and `Table::apply` of an entity: its reference semantics from the core.
-macro_rules! reference_semantics {
-    () => {
-        fn new_row(new: Self::New, now: Timestamp) -> Self {
-            new.into_entity(now)
-        }
-
-        fn apply(patch: &Self::Patch, row: &mut Self, now: Timestamp) {
-            patch.apply_to(row, now);
-        }
-    };
-}
-
 /// The extra conditions of a filter, with their parameters in order.
 #[derive(Debug, Default)]
 pub(crate) struct Where {
@@ -156,8 +143,6 @@ pub(crate) trait Table: Entity {
     /// The values of `WRITE_COLUMNS`.
     fn values(&self, out: &mut Vec<Value>);
     fn filter(filter: &Self::Filter, w: &mut Where);
-    fn new_row(new: Self::New, now: Timestamp) -> Self;
-    fn apply(patch: &Self::Patch, row: &mut Self, now: Timestamp);
     /// Checks that every row a new row refers to is live.
     fn check_new_refs(_conn: &Db<'_>, _rows: &[Self]) -> Result<()> {
         Ok(())
@@ -169,7 +154,7 @@ pub(crate) trait Table: Entity {
     /// The row's unique values, each with its constraint and the condition (with one `?`) that
     /// finds a row holding it, in the order the entity declares them. Only an entity with more
     /// than one needs them: see [`first_conflict`].
-    fn unique_values(&self) -> Vec<(Constraint, &'static str, Value)> {
+    fn unique_columns(&self) -> Vec<(Constraint, &'static str, Value)> {
         Vec::new()
     }
 }
@@ -184,7 +169,7 @@ fn first_conflict<E: Table>(conn: &Db<'_>, rows: &[E], error: Error) -> Error {
     }
     let mut earlier = HashSet::new();
     for row in rows {
-        for (constraint, condition, value) in row.unique_values() {
+        for (constraint, condition, value) in row.unique_columns() {
             let in_batch = !earlier.insert((constraint, format!("{value:?}")));
             let sql = format!(
                 "SELECT EXISTS (SELECT 1 FROM {} WHERE {condition} AND deleted_at IS NULL \
@@ -438,7 +423,7 @@ fn insert_sql<E: Table>(rows: usize) -> String {
 }
 
 pub(crate) fn create<E: Table>(conn: &Db<'_>, new: E::New) -> Result<E> {
-    let row = E::new_row(new, time::now());
+    let row = E::create(new, time::now());
     E::check_new_refs(conn, std::slice::from_ref(&row))?;
     let mut params = Vec::with_capacity(E::WRITE_COLUMNS.len());
     row.values(&mut params);
@@ -454,7 +439,7 @@ pub(crate) fn create_many<E: Table>(conn: &Db<'_>, new: Vec<E::New>) -> Result<V
         return Ok(Vec::new());
     }
     let now = time::now();
-    let rows: Vec<E> = new.into_iter().map(|n| E::new_row(n, now)).collect();
+    let rows: Vec<E> = new.into_iter().map(|n| E::create(n, now)).collect();
     let per_batch = MAX_PARAMS / E::WRITE_COLUMNS.len();
     let insert_all = || {
         E::check_new_refs(conn, &rows)?;
@@ -509,7 +494,7 @@ pub(crate) fn update<E: Table>(
         }
     }
     E::check_patch_refs(conn, patch)?;
-    E::apply(patch, &mut row, time::now());
+    row.apply(patch, time::now());
     write_back(conn, &row).map_err(|e| first_conflict(conn, std::slice::from_ref(&row), e))?;
     Ok(row)
 }
@@ -523,7 +508,7 @@ pub(crate) fn update_many<E: Table>(conn: &Db<'_>, ids: &[Uuid], patch: &E::Patc
     let now = time::now();
     atomically(conn, || {
         for row in &mut rows {
-            E::apply(patch, row, now);
+            row.apply(patch, now);
             write_back(conn, row)?;
         }
         Ok(rows.len() as u64)
@@ -676,8 +661,6 @@ impl Table for Product {
         }
     }
 
-    reference_semantics!();
-
     fn check_new_refs(conn: &Db<'_>, rows: &[Self]) -> Result<()> {
         require_live::<Category>(conn, rows.iter().filter_map(|r| r.category_id))?;
         require_live::<User>(conn, rows.iter().filter_map(|r| r.created_by))
@@ -687,7 +670,7 @@ impl Table for Product {
         require_live::<Category>(conn, patch.category().flatten())
     }
 
-    fn unique_values(&self) -> Vec<(Constraint, &'static str, Value)> {
+    fn unique_columns(&self) -> Vec<(Constraint, &'static str, Value)> {
         vec![
             (Constraint::ProductSlug, "slug = ?", text(&self.slug)),
             (Constraint::ProductSku, "sku = ?", text(&self.sku)),
@@ -849,8 +832,6 @@ impl Table for Category {
             w.and("slug = ?", text(s.as_str()));
         }
     }
-
-    reference_semantics!();
 }
 
 impl Table for User {
@@ -879,8 +860,6 @@ impl Table for User {
             w.and("email = ?", text(e.as_str()));
         }
     }
-
-    reference_semantics!();
 }
 
 // ---- Reviews -------------------------------------------------------------------------------
@@ -930,8 +909,6 @@ impl Table for Review {
             w.and("rating = ?", Value::Integer(i64::from(r.get())));
         }
     }
-
-    reference_semantics!();
 
     fn check_new_refs(conn: &Db<'_>, rows: &[Self]) -> Result<()> {
         require_live::<Product>(conn, rows.iter().map(|r| r.product_id))?;

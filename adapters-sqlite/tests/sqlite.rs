@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use stockroom_core::{
-    Constraint, Durability, Error, Limit, NewProduct, Page, ProductFilter, RetryPolicy, Store,
-    StoreConfig, StoreExt, TransferRequest, UnitOfWork,
+    Constraint, Error, Limit, NewProduct, Page, ProductFilter, RetryPolicy, Store, StoreConfig,
+    StoreExt, TransferRequest, UnitOfWork,
 };
 use stockroom_sqlite::{SqliteOptions, SqliteStore};
 
@@ -72,9 +72,10 @@ async fn begin_waits_for_the_writer_then_fails_as_unavailable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_lock_held_by_another_process_is_transient() {
     let db = temp_db();
-    let store = SqliteStore::connect(&db.config().with_busy_timeout(Duration::from_millis(100)))
-        .await
-        .unwrap();
+    // The busy timeout, from the URL's query.
+    let mut config = db.config();
+    config.url.push_str("?busy_timeout_ms=100");
+    let store = SqliteStore::connect(&config).await.unwrap();
     let other = Connection::open(db.path()).unwrap();
     other.execute_batch("BEGIN IMMEDIATE").unwrap();
     // The transaction opens with the first statement, which waits the busy timeout.
@@ -394,8 +395,10 @@ fn wal_path(db: &TempDb) -> std::path::PathBuf {
 #[tokio::test(flavor = "current_thread")]
 async fn a_write_lock_held_elsewhere_is_waited_for_off_the_async_thread() {
     let db = temp_db();
-    let config = db.config().with_busy_timeout(Duration::from_secs(10));
-    let store = SqliteStore::connect(&config).await.unwrap();
+    let options = SqliteOptions::from_config(&db.config())
+        .unwrap()
+        .with_busy_timeout(Duration::from_secs(10));
+    let store = SqliteStore::connect_with(options).await.unwrap();
     let ids = create_products(&store, (0..2).map(product).collect()).await;
     let hold_the_lock = || {
         let other = Connection::open(db.path()).unwrap();
@@ -489,9 +492,9 @@ async fn the_wal_is_checkpointed_as_wal_autocheckpoint_says() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_full_durability_moves_and_commits_land() {
     let db = temp_db();
-    let store = SqliteStore::connect(&db.config().with_durability(Durability::Full))
-        .await
-        .unwrap();
+    let mut config = db.config();
+    config.url.push_str("?synchronous=full");
+    let store = SqliteStore::connect(&config).await.unwrap();
     let ids = create_products(&store, (0..2).map(product).collect()).await;
     store
         .transfer(&TransferRequest::new(ids[0], ids[1], 3))

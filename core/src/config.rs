@@ -1,82 +1,69 @@
-//! Store configuration: what the model's engine settings carry, with documented defaults, loadable
-//! from the environment. Its `Debug` never shows a password.
+//! Store configuration: the settings every backend shares, named as sqlx names them, with
+//! documented defaults, loadable from the environment. Its `Debug` never shows a password.
+//!
+//! What only one backend has lives in its adapter crate and in the query of its URL:
+//! `sqlite://shop.db?busy_timeout_ms=2000&synchronous=full`,
+//! `postgres://app@db/shop?options=-c%20lock_timeout%3D2s` (see each adapter's options).
 
 use std::fmt;
 use std::time::Duration;
 
 use crate::error::{Error, Result, Rule};
 
-/// How hard SQLite works to make a commit durable (`PRAGMA synchronous`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Durability {
-    /// `NORMAL`: in WAL mode a commit survives a process crash; a power loss may lose the last
-    /// commits, never corrupt the file.
-    #[default]
-    Normal,
-    /// `FULL`: a commit also survives a power loss.
-    Full,
-}
-
 /// How a store connects and behaves. Build with [`StoreConfig::new`] and the `with_*` methods,
 /// or read it from the environment with [`StoreConfig::from_env`].
 ///
 /// | field | environment variable | default |
 /// |---|---|---|
-/// | `url` | `DATABASE_URL` | `sqlite://stockroom.db` |
-/// | `pool_size` | `STOCKROOM_POOL_SIZE` | 5 |
-/// | `max_overflow` | `STOCKROOM_MAX_OVERFLOW` | 10 |
+/// | `url` | `DATABASE_URL` (required by `from_env`) | (none) |
+/// | `max_connections` | `STOCKROOM_MAX_CONNECTIONS` | 10 |
+/// | `min_connections` | `STOCKROOM_MIN_CONNECTIONS` | 0 |
 /// | `acquire_timeout` | `STOCKROOM_ACQUIRE_TIMEOUT_MS` | 30 s |
-/// | `max_lifetime` | `STOCKROOM_MAX_LIFETIME_SECS` (0: none) | 30 min |
 /// | `idle_timeout` | `STOCKROOM_IDLE_TIMEOUT_SECS` (0: none) | 10 min |
-/// | `test_before_acquire` | `STOCKROOM_PRE_PING` | true |
-/// | `log_statements` | `STOCKROOM_ECHO` | false |
+/// | `max_lifetime` | `STOCKROOM_MAX_LIFETIME_SECS` (0: none) | 30 min |
+/// | `test_before_acquire` | `STOCKROOM_TEST_BEFORE_ACQUIRE` | true |
+/// | `log_statements` | `STOCKROOM_LOG_STATEMENTS` | false |
 /// | `slow_statement_threshold` | `STOCKROOM_SLOW_STATEMENT_MS` | 1 s |
 /// | `application_name` | `STOCKROOM_APPLICATION_NAME` | `stockroom` |
-/// | `session_settings` | `STOCKROOM_PG_SETTINGS` (`name=value,…`) | `jit=off` |
-/// | `run_migrations` | `STOCKROOM_MIGRATE` | true |
-/// | `busy_timeout` | `STOCKROOM_BUSY_TIMEOUT_MS` | 5 s |
-/// | `durability` | `STOCKROOM_SQLITE_SYNCHRONOUS` (`normal`/`full`) | normal |
+/// | `run_migrations` | `STOCKROOM_RUN_MIGRATIONS` | true |
 ///
 /// ```
+/// use std::time::Duration;
 /// use stockroom_core::StoreConfig;
-/// let config = StoreConfig::new("postgres://app:s3cret@db.internal/shop").with_pool_size(20);
+///
+/// let config = StoreConfig::new("postgres://app:s3cret@db.internal/shop")
+///     .with_max_connections(20)
+///     .with_acquire_timeout(Duration::from_secs(5));
+/// assert_eq!(config.max_connections, 20);
 /// assert!(!format!("{config:?}").contains("s3cret"));
 /// ```
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StoreConfig {
     /// Where the data lives: `memory://`, `sqlite://path`, `postgres://…`.
     pub url: String,
-    /// Connections a pool keeps open.
-    pub pool_size: u32,
-    /// Connections a pool may open beyond `pool_size` under load; they are closed again after
-    /// `idle_timeout`.
-    pub max_overflow: u32,
+    /// The most connections a pool opens (on SQLite: read connections; the writer is one more).
+    pub max_connections: u32,
+    /// Connections a pool keeps open even when idle.
+    pub min_connections: u32,
     /// How long `begin` and `read` wait for a free connection (PostgreSQL's pool, SQLite's
     /// read connections) or, on a single-writer backend (SQLite, memory), for the writer slot,
     /// before failing with `Unavailable`.
     pub acquire_timeout: Duration,
-    /// Connections older than this are closed and replaced (recycle).
-    pub max_lifetime: Option<Duration>,
-    /// Connections idle for longer than this, above `pool_size`, are closed.
+    /// Connections above `min_connections` idle for longer than this are closed.
     pub idle_timeout: Option<Duration>,
-    /// Check a connection with a ping before handing it out (pre-ping).
+    /// Connections older than this are closed and replaced.
+    pub max_lifetime: Option<Duration>,
+    /// Check a connection the server may have closed before a session uses it.
     pub test_before_acquire: bool,
-    /// Log every statement (at `debug`, target `stockroom::sql`) (echo).
+    /// Log every statement (at `debug`, target `stockroom::sql`).
     pub log_statements: bool,
     /// Statements slower than this are logged at `warn`.
     pub slow_statement_threshold: Duration,
     /// The name the server shows for our sessions (PostgreSQL's `application_name`).
     pub application_name: String,
-    /// Session settings applied to every new PostgreSQL connection, such as `jit=off`.
-    pub session_settings: Vec<(String, String)>,
     /// Apply the embedded schema migrations on connect.
     pub run_migrations: bool,
-    /// How long a statement waits for a lock held by another transaction before failing as
-    /// `Transient`: SQLite's busy timeout (a lock held by another connection or process),
-    /// PostgreSQL's `lock_timeout` (a row lock).
-    pub busy_timeout: Duration,
-    /// SQLite's durability level.
-    pub durability: Durability,
 }
 
 impl StoreConfig {
@@ -84,52 +71,53 @@ impl StoreConfig {
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
-            pool_size: 5,
-            max_overflow: 10,
+            max_connections: 10,
+            min_connections: 0,
             acquire_timeout: Duration::from_secs(30),
-            max_lifetime: Some(Duration::from_secs(30 * 60)),
             idle_timeout: Some(Duration::from_secs(10 * 60)),
+            max_lifetime: Some(Duration::from_secs(30 * 60)),
             test_before_acquire: true,
             log_statements: false,
             slow_statement_threshold: Duration::from_secs(1),
             application_name: "stockroom".to_owned(),
-            session_settings: vec![("jit".to_owned(), "off".to_owned())],
             run_migrations: true,
-            busy_timeout: Duration::from_secs(5),
-            durability: Durability::Normal,
         }
     }
 
     /// Reads the configuration from the process environment (see the table above).
+    /// `DATABASE_URL` must be set: a missing one is a validation error naming it, not a silent
+    /// fallback that would hide a misconfigured deployment.
     pub fn from_env() -> Result<Self> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
 
-    /// Reads the configuration through `lookup` (a variable's value, if set). A malformed value is
-    /// a validation error naming the variable.
+    /// Reads the configuration through `lookup` (a variable's value, if set). A missing
+    /// `DATABASE_URL` or a malformed value is a validation error naming the variable.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self> {
-        let mut c =
-            Self::new(lookup("DATABASE_URL").unwrap_or_else(|| "sqlite://stockroom.db".to_owned()));
+        let url = lookup("DATABASE_URL")
+            .filter(|url| !url.trim().is_empty())
+            .ok_or_else(|| Error::validation("DATABASE_URL", Rule::Empty))?;
+        let mut c = Self::new(url);
         let get = |name: &'static str| lookup(name).map(|v| (name, v));
-        if let Some((n, v)) = get("STOCKROOM_POOL_SIZE") {
-            c.pool_size = parse_number(n, &v)?;
+        if let Some((n, v)) = get("STOCKROOM_MAX_CONNECTIONS") {
+            c.max_connections = parse_number(n, &v)?;
         }
-        if let Some((n, v)) = get("STOCKROOM_MAX_OVERFLOW") {
-            c.max_overflow = parse_number(n, &v)?;
+        if let Some((n, v)) = get("STOCKROOM_MIN_CONNECTIONS") {
+            c.min_connections = parse_number(n, &v)?;
         }
         if let Some((n, v)) = get("STOCKROOM_ACQUIRE_TIMEOUT_MS") {
             c.acquire_timeout = Duration::from_millis(parse_number(n, &v)?);
         }
-        if let Some((n, v)) = get("STOCKROOM_MAX_LIFETIME_SECS") {
-            c.max_lifetime = optional_secs(parse_number(n, &v)?);
-        }
         if let Some((n, v)) = get("STOCKROOM_IDLE_TIMEOUT_SECS") {
             c.idle_timeout = optional_secs(parse_number(n, &v)?);
         }
-        if let Some((n, v)) = get("STOCKROOM_PRE_PING") {
+        if let Some((n, v)) = get("STOCKROOM_MAX_LIFETIME_SECS") {
+            c.max_lifetime = optional_secs(parse_number(n, &v)?);
+        }
+        if let Some((n, v)) = get("STOCKROOM_TEST_BEFORE_ACQUIRE") {
             c.test_before_acquire = parse_bool(n, &v)?;
         }
-        if let Some((n, v)) = get("STOCKROOM_ECHO") {
+        if let Some((n, v)) = get("STOCKROOM_LOG_STATEMENTS") {
             c.log_statements = parse_bool(n, &v)?;
         }
         if let Some((n, v)) = get("STOCKROOM_SLOW_STATEMENT_MS") {
@@ -138,61 +126,61 @@ impl StoreConfig {
         if let Some((_, v)) = get("STOCKROOM_APPLICATION_NAME") {
             c.application_name = v;
         }
-        if let Some((n, v)) = get("STOCKROOM_PG_SETTINGS") {
-            c.session_settings = parse_settings(n, &v)?;
-        }
-        if let Some((n, v)) = get("STOCKROOM_MIGRATE") {
+        if let Some((n, v)) = get("STOCKROOM_RUN_MIGRATIONS") {
             c.run_migrations = parse_bool(n, &v)?;
-        }
-        if let Some((n, v)) = get("STOCKROOM_BUSY_TIMEOUT_MS") {
-            c.busy_timeout = Duration::from_millis(parse_number(n, &v)?);
-        }
-        if let Some((n, v)) = get("STOCKROOM_SQLITE_SYNCHRONOUS") {
-            c.durability = match v.to_ascii_lowercase().as_str() {
-                "normal" => Durability::Normal,
-                "full" => Durability::Full,
-                _ => return Err(malformed(n, "normal or full")),
-            };
         }
         Ok(c)
     }
 
-    pub fn with_pool_size(mut self, pool_size: u32) -> Self {
-        self.pool_size = pool_size;
+    /// The configuration, with [`max_connections`](Self::max_connections) (at least 1).
+    pub fn with_max_connections(mut self, max: u32) -> Self {
+        self.max_connections = max.max(1);
         self
     }
-    pub fn with_max_overflow(mut self, max_overflow: u32) -> Self {
-        self.max_overflow = max_overflow;
+    /// The configuration, with [`min_connections`](Self::min_connections).
+    pub fn with_min_connections(mut self, min: u32) -> Self {
+        self.min_connections = min;
         self
     }
+    /// The configuration, with [`acquire_timeout`](Self::acquire_timeout).
     pub fn with_acquire_timeout(mut self, timeout: Duration) -> Self {
         self.acquire_timeout = timeout;
         self
     }
-    pub fn with_application_name(mut self, name: impl Into<String>) -> Self {
-        self.application_name = name.into();
+    /// The configuration, with [`idle_timeout`](Self::idle_timeout).
+    pub fn with_idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
         self
     }
-    pub fn with_migrations(mut self, run: bool) -> Self {
-        self.run_migrations = run;
+    /// The configuration, with [`max_lifetime`](Self::max_lifetime).
+    pub fn with_max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.max_lifetime = lifetime;
         self
     }
-    pub fn with_busy_timeout(mut self, timeout: Duration) -> Self {
-        self.busy_timeout = timeout;
+    /// The configuration, with [`test_before_acquire`](Self::test_before_acquire).
+    pub fn with_test_before_acquire(mut self, on: bool) -> Self {
+        self.test_before_acquire = on;
         self
     }
-    pub fn with_durability(mut self, durability: Durability) -> Self {
-        self.durability = durability;
-        self
-    }
+    /// The configuration, with [`log_statements`](Self::log_statements).
     pub fn with_log_statements(mut self, on: bool) -> Self {
         self.log_statements = on;
         self
     }
-
-    /// The most connections a pool opens: `pool_size + max_overflow` (at least 1).
-    pub fn max_connections(&self) -> u32 {
-        self.pool_size.saturating_add(self.max_overflow).max(1)
+    /// The configuration, with [`slow_statement_threshold`](Self::slow_statement_threshold).
+    pub fn with_slow_statement_threshold(mut self, threshold: Duration) -> Self {
+        self.slow_statement_threshold = threshold;
+        self
+    }
+    /// The configuration, with [`application_name`](Self::application_name).
+    pub fn with_application_name(mut self, name: impl Into<String>) -> Self {
+        self.application_name = name.into();
+        self
+    }
+    /// The configuration, with [`run_migrations`](Self::run_migrations).
+    pub fn with_migrations(mut self, run: bool) -> Self {
+        self.run_migrations = run;
+        self
     }
 
     /// The URL's scheme (`memory`, `sqlite`, `postgres`, …), lower-cased: what comes before the
@@ -216,19 +204,16 @@ impl fmt::Debug for StoreConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StoreConfig")
             .field("url", &self.redacted_url())
-            .field("pool_size", &self.pool_size)
-            .field("max_overflow", &self.max_overflow)
+            .field("max_connections", &self.max_connections)
+            .field("min_connections", &self.min_connections)
             .field("acquire_timeout", &self.acquire_timeout)
-            .field("max_lifetime", &self.max_lifetime)
             .field("idle_timeout", &self.idle_timeout)
+            .field("max_lifetime", &self.max_lifetime)
             .field("test_before_acquire", &self.test_before_acquire)
             .field("log_statements", &self.log_statements)
             .field("slow_statement_threshold", &self.slow_statement_threshold)
             .field("application_name", &self.application_name)
-            .field("session_settings", &self.session_settings)
             .field("run_migrations", &self.run_migrations)
-            .field("busy_timeout", &self.busy_timeout)
-            .field("durability", &self.durability)
             .finish()
     }
 }
@@ -303,29 +288,6 @@ fn optional_secs(secs: u64) -> Option<Duration> {
     (secs > 0).then(|| Duration::from_secs(secs))
 }
 
-fn parse_settings(name: &'static str, value: &str) -> Result<Vec<(String, String)>> {
-    value
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|pair| {
-            let (k, v) = pair
-                .split_once('=')
-                .ok_or_else(|| malformed(name, "name=value pairs separated by commas"))?;
-            let valid_name = !k.is_empty()
-                && k.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.');
-            if !valid_name {
-                return Err(malformed(
-                    name,
-                    "setting names of letters, digits, '_' and '.'",
-                ));
-            }
-            Ok((k.trim().to_owned(), v.trim().to_owned()))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -385,26 +347,41 @@ mod tests {
     fn environment_overrides_defaults_and_names_bad_variables() {
         let env: HashMap<&str, &str> = [
             ("DATABASE_URL", "postgres://h/db"),
-            ("STOCKROOM_POOL_SIZE", "7"),
-            ("STOCKROOM_PG_SETTINGS", "jit=off, statement_timeout=5s"),
-            ("STOCKROOM_PRE_PING", "false"),
+            ("STOCKROOM_MAX_CONNECTIONS", "7"),
+            ("STOCKROOM_MIN_CONNECTIONS", "2"),
+            ("STOCKROOM_TEST_BEFORE_ACQUIRE", "false"),
+            ("STOCKROOM_IDLE_TIMEOUT_SECS", "0"),
+            ("STOCKROOM_RUN_MIGRATIONS", "no"),
         ]
         .into();
         let c = StoreConfig::from_lookup(|k| env.get(k).map(|v| v.to_string())).unwrap();
         assert_eq!(
-            (c.pool_size, c.test_before_acquire, c.max_connections()),
-            (7, false, 17)
+            (c.max_connections, c.min_connections, c.test_before_acquire),
+            (7, 2, false)
         );
-        assert_eq!(
-            c.session_settings[1],
-            ("statement_timeout".into(), "5s".into())
-        );
-        let bad = StoreConfig::from_lookup(|k| (k == "STOCKROOM_POOL_SIZE").then(|| "many".into()));
+        assert_eq!((c.idle_timeout, c.run_migrations), (None, false));
+        let bad = StoreConfig::from_lookup(|k| match k {
+            "DATABASE_URL" => Some("memory://".into()),
+            "STOCKROOM_MAX_CONNECTIONS" => Some("many".into()),
+            _ => None,
+        });
         assert!(matches!(
             bad,
             Err(Error::Validation {
-                field: "STOCKROOM_POOL_SIZE",
+                field: "STOCKROOM_MAX_CONNECTIONS",
                 ..
+            })
+        ));
+    }
+
+    #[test]
+    fn from_env_without_a_database_url_names_the_variable() {
+        let missing = StoreConfig::from_lookup(|_| None);
+        assert!(matches!(
+            missing,
+            Err(Error::Validation {
+                field: "DATABASE_URL",
+                rule: Rule::Empty
             })
         ));
     }

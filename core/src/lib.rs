@@ -30,7 +30,7 @@ pub mod mocks;
 #[cfg(feature = "axum")]
 pub mod problem;
 
-pub use config::{redact_url, Durability, StoreConfig};
+pub use config::{redact_url, StoreConfig};
 pub use entities::{
     Category, CategoryFilter, CategoryPatch, Entity, NewCategory, NewProduct, NewReview,
     NewStockMovement, NewUser, OnDelete, Product, ProductDetails, ProductFilter, ProductPatch,

@@ -462,8 +462,8 @@ fn bad_settings_are_named() {
     assert_eq!(defaults.store.url, "sqlite://stockroom-service.db");
     for (pairs, says) in [
         (
-            &[("STOCKROOM_MAX_CONNECTIONS", "many")][..],
-            "invalid STOCKROOM_MAX_CONNECTIONS: \"many\" is not a positive integer",
+            &[("STOCKROOM_MAX_HTTP_CONNECTIONS", "many")][..],
+            "invalid STOCKROOM_MAX_HTTP_CONNECTIONS: \"many\" is not a positive integer",
         ),
         (
             &[("STOCKROOM_REQUEST_TIMEOUT_MS", "0")][..],
@@ -473,7 +473,10 @@ fn bad_settings_are_named() {
             &[("STOCKROOM_ADDR", "localhost")][..],
             "invalid STOCKROOM_ADDR: \"localhost\" is not an address such as 127.0.0.1:3000",
         ),
-        (&[("STOCKROOM_POOL_SIZE", "x")][..], "STOCKROOM_POOL_SIZE"),
+        (
+            &[("STOCKROOM_MIN_CONNECTIONS", "x")][..],
+            "STOCKROOM_MIN_CONNECTIONS",
+        ),
     ] {
         let error = settings(pairs).unwrap_err().to_string();
         assert!(error.contains(says), "{error}");
@@ -587,7 +590,7 @@ mod on_a_postgres_database {
         let Some(db) = TestDatabase::create().await else {
             return;
         };
-        let config = db.config().with_pool_size(4).with_max_overflow(8);
+        let config = db.config().with_min_connections(4).with_max_connections(12);
         let store = stockroom::connect_with(config).await.unwrap();
         let (name, url) = (db.name().to_owned(), db.url().to_owned());
         db.drop_after(async move {

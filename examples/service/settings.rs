@@ -11,7 +11,7 @@
 //! | time to answer a request, waiting for a slot included | `STOCKROOM_REQUEST_TIMEOUT_MS` | 15 000 |
 //! | time a transfer or a retried write may take, every attempt included | `STOCKROOM_WRITE_DEADLINE_MS` | 5 000 |
 //! | largest request body, in bytes | `STOCKROOM_MAX_BODY_BYTES` | 65 536 |
-//! | open connections (more wait in the listen backlog) | `STOCKROOM_MAX_CONNECTIONS` | 1 024 |
+//! | open connections (more wait in the listen backlog) | `STOCKROOM_MAX_HTTP_CONNECTIONS` | 1 024 |
 //! | requests handled at once (more wait, within their request timeout) | `STOCKROOM_MAX_IN_FLIGHT` | 256 |
 //! | time after SIGTERM for the requests in flight, before the rest are dropped | `STOCKROOM_SHUTDOWN_GRACE_MS` | 20 000 |
 //!
@@ -112,7 +112,8 @@ impl Settings {
                 .millis("STOCKROOM_REQUEST_TIMEOUT_MS", defaults.request_timeout)?,
             write_deadline: read.millis("STOCKROOM_WRITE_DEADLINE_MS", defaults.write_deadline)?,
             max_body_bytes: read.count("STOCKROOM_MAX_BODY_BYTES", defaults.max_body_bytes)?,
-            max_connections: read.count("STOCKROOM_MAX_CONNECTIONS", defaults.max_connections)?,
+            max_connections: read
+                .count("STOCKROOM_MAX_HTTP_CONNECTIONS", defaults.max_connections)?,
             max_in_flight: read.count("STOCKROOM_MAX_IN_FLIGHT", defaults.max_in_flight)?,
             shutdown_grace: read.millis("STOCKROOM_SHUTDOWN_GRACE_MS", defaults.shutdown_grace)?,
         };

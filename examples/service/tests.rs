@@ -79,7 +79,7 @@ where
     let Some(db) = TestDatabase::create().await else {
         return;
     };
-    let config = db.config().with_pool_size(4).with_max_overflow(8);
+    let config = db.config().with_min_connections(4).with_max_connections(12);
     let store = stockroom::connect_with(config).await.unwrap();
     db.drop_after(async move {
         case(store.clone()).await;

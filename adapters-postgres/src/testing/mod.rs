@@ -340,8 +340,8 @@ impl TestDatabase {
     /// a test can find its sessions in `pg_stat_activity`.
     pub fn config(&self) -> StoreConfig {
         StoreConfig::new(self.url.clone())
-            .with_pool_size(1)
-            .with_max_overflow(4)
+            .with_min_connections(1)
+            .with_max_connections(5)
             .with_acquire_timeout(Duration::from_secs(30))
             .with_application_name(self.name.clone())
     }
