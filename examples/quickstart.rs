@@ -9,18 +9,17 @@
 use std::sync::Arc;
 
 use stockroom::{
-    NewCategory, NewProduct, Page, ProductFilter, ProductStatus, StoreExt, TransferRequest,
+    NewCategory, NewProduct, Page, ProductFilter, ProductStatus, StoreConfig, StoreExt,
+    TransferRequest,
 };
 
 #[tokio::main]
 async fn main() -> stockroom::Result<()> {
     let url = std::env::var("DATABASE_URL").unwrap_or_else(|_| fresh_sqlite_url());
-    let store = stockroom::connect(&url).await?;
-    println!(
-        "connected to {} ({})",
-        store.backend(),
-        stockroom::redact_url(&url)
-    );
+    let config = StoreConfig::new(url);
+    let redacted = config.redacted_url();
+    let store = stockroom::connect_with(config).await?;
+    println!("connected to {} ({redacted})", store.backend());
 
     // One unit of work: a category and its products, committed together.
     let mut uow = store.begin().await?;

@@ -33,7 +33,29 @@
 
 use std::sync::Arc;
 
-pub use stockroom_core::*;
+// The application's API, named one by one: what an application writes against. The adapters'
+// toolkit (`stockroom_core::adapter`) stays out of it.
+pub use stockroom_core::{
+    product_details, run_in_unit_of_work, time, traced, transfer_in, transfer_stock, Category,
+    CategoryFilter, CategoryId, CategoryPatch, CategoryReader, CategoryRepository, Constraint,
+    Cursor, Email, Entity, EntityId, EntityKind, Error, IdempotencyKey, KeysetPage, Limit, Name,
+    NewCategory, NewProduct, NewReview, NewStockMovement, NewUser, OnDelete, Page, Product,
+    ProductDetails, ProductFilter, ProductId, ProductPatch, ProductReader, ProductRepository,
+    ProductStatus, ProductWithRelations, Quantity, Rating, RatingStats, ReadRepository,
+    ReadSession, Readers, Repositories, Repository, Result, RetryPolicy, Review, ReviewFilter,
+    ReviewId, ReviewPatch, ReviewReader, ReviewRepository, Rule, Savepoint, SearchPage, SearchText,
+    Sku, Slug, Stock, StockDelta, StockMoved, StockMovement, StockMovementId, StockMovementReader,
+    StockMovementRepository, StorageFault, Store, StoreConfig, StoreExt, Text, Timestamp, Traced,
+    TransferRequest, Transferred, UnitOfWork, UnitOfWorkExt, User, UserFilter, UserId, UserPatch,
+    UserReader, UserRepository, WorkFuture, MAX_EMAIL_LEN, MAX_IDEMPOTENCY_KEY_LEN, MAX_LIMIT,
+    MAX_NAME_LEN, MAX_OFFSET, MAX_QUERY_LEN, MAX_SKU_LEN, MAX_SLUG_LEN, MAX_STOCK, MAX_TEXT_LEN,
+};
+
+/// Mocks of the ports for an application's unit tests: `MockStore` (mockall) and `FaultyStore`,
+/// which injects failures into a real store.
+#[cfg(feature = "mocks")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mocks")))]
+pub use stockroom_core::mocks;
 
 pub mod request;
 

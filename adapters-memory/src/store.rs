@@ -6,9 +6,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use stockroom_core::{
-    Error, ReadSession, Result, Rule, Savepoint, Savepoints, Store, StoreConfig, UnitOfWork,
-};
+use stockroom_core::adapter::Savepoints;
+use stockroom_core::{Error, ReadSession, Result, Rule, Savepoint, Store, StoreConfig, UnitOfWork};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::state::State;

@@ -3,6 +3,7 @@
 //! out the repository traits too.
 
 use async_trait::async_trait;
+use stockroom_core::adapter::page_from_overfetch;
 use stockroom_core::time::{self, Timestamp};
 use stockroom_core::{
     Category, CategoryReader, CategoryRepository, Constraint, Cursor, Entity, Error, KeysetPage,
@@ -69,7 +70,7 @@ impl<E: Row> ReadRepository<E> for Tables {
         limit: Limit,
     ) -> Result<KeysetPage<E>> {
         if !filter_can_match::<E>(filter, &self.state) {
-            return Ok(KeysetPage::from_overfetch(Vec::new(), limit));
+            return Ok(page_from_overfetch(Vec::new(), limit));
         }
         let table = E::table(&self.state);
         let take = limit.get() as usize + 1;
@@ -81,7 +82,7 @@ impl<E: Row> ReadRepository<E> for Tables {
                 .collect(),
             None => table.matching(filter).take(take).cloned().collect(),
         };
-        Ok(KeysetPage::from_overfetch(rows, limit))
+        Ok(page_from_overfetch(rows, limit))
     }
 
     async fn count(&mut self, filter: &E::Filter) -> Result<u64> {

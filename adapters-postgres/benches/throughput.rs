@@ -461,7 +461,7 @@ fn main() {
         println!(
             "stockroom-postgres throughput: warm-up, then {runs} runs x {secs} s; medians over \
              the runs, lowest to highest in brackets (server {})",
-            stockroom_core::redact_url(&server_url())
+            stockroom_core::adapter::redact_url(&server_url())
         );
         bench.run(1, 0).await;
         let mut results = Vec::with_capacity(runs);

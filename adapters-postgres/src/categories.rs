@@ -50,7 +50,7 @@ impl PgEntity for Category {
     }
 
     fn from_new(new: NewCategory, now: Timestamp) -> Self {
-        new.into_entity(now)
+        stockroom_core::Entity::create(new, now)
     }
 
     fn bind_insert<'q>(query: PgQuery<'q>, row: &'q Self) -> PgQuery<'q> {

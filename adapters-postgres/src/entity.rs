@@ -473,7 +473,7 @@ impl Session {
         let sql = qb.sql();
         let rows = self.fetch_all(sql.as_str(), qb.build()).await?;
         let items = rows.iter().map(E::decode).collect::<Result<Vec<E>>>()?;
-        Ok(KeysetPage::from_overfetch(items, limit))
+        Ok(stockroom_core::adapter::page_from_overfetch(items, limit))
     }
 
     pub(crate) async fn count_rows<E: PgEntity>(&mut self, filter: &E::Filter) -> Result<u64> {

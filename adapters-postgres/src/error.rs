@@ -31,8 +31,8 @@ pub(crate) fn map_error(error: sqlx::Error) -> Error {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             let constraint = db.constraint().unwrap_or_default().to_owned();
             match code.as_str() {
-                "23505" => match Constraint::from_message(&constraint)
-                    .or_else(|| Constraint::from_message(db.message()))
+                "23505" => match stockroom_core::adapter::constraint_in_message(&constraint)
+                    .or_else(|| stockroom_core::adapter::constraint_in_message(db.message()))
                 {
                     Some(constraint) => Error::Conflict { constraint },
                     None if constraint.ends_with("_pkey") => Error::Conflict {

@@ -131,7 +131,7 @@ const REFOLD_VERSION: i64 = 20261201000001;
 /// Rows read and written per statement of the refold.
 const REFOLD_BATCH: i64 = 1_000;
 
-/// Makes every product's `search_text` again with `stockroom_core::search_document`, in
+/// Makes every product's `search_text` again with `stockroom_core::adapter::search_document`, in
 /// batches in id order: one read and one `UPDATE … FROM UNNEST` per batch.
 async fn refold_search_text(conn: &mut PgConnection) -> Result<(), MigrateError> {
     let mut after = uuid::Uuid::nil();
@@ -150,7 +150,8 @@ async fn refold_search_text(conn: &mut PgConnection) -> Result<(), MigrateError>
         let (ids, documents): (Vec<uuid::Uuid>, Vec<String>) = rows
             .iter()
             .map(|(id, name, sku, description)| {
-                let document = stockroom_core::search_document(name, sku, description.as_deref());
+                let document =
+                    stockroom_core::adapter::search_document(name, sku, description.as_deref());
                 (*id, document)
             })
             .unzip();

@@ -3,11 +3,11 @@
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::Row;
+use stockroom_core::adapter::{check_stocks, key_taken_meanwhile};
 use stockroom_core::time::now;
 use stockroom_core::{
-    check_stocks, key_taken_meanwhile, Constraint, EntityKind, Error, NewStockMovement, Page,
-    ProductId, Result, StockMoved, StockMovement, StockMovementId, StockMovementReader,
-    StockMovementRepository, MAX_STOCK,
+    Constraint, EntityKind, Error, NewStockMovement, Page, ProductId, Result, StockMoved,
+    StockMovement, StockMovementId, StockMovementReader, StockMovementRepository, MAX_STOCK,
 };
 use uuid::Uuid;
 

@@ -190,13 +190,13 @@ impl PgEntity for Product {
         if let Some(search) = &filter.search {
             // Served by the trigram index on search_text.
             qb.push(" AND search_text LIKE ")
-                .push_bind(search.like_pattern())
+                .push_bind(stockroom_core::adapter::like_pattern(search))
                 .push(" ESCAPE '\\'");
         }
     }
 
     fn from_new(new: NewProduct, now: Timestamp) -> Self {
-        new.into_entity(now)
+        stockroom_core::Entity::create(new, now)
     }
 
     fn bind_insert<'q>(query: PgQuery<'q>, row: &'q Self) -> PgQuery<'q> {
@@ -278,21 +278,22 @@ impl PgEntity for Product {
         let description = patch.description();
         if patch.name().is_some() || patch.sku().is_some() || description.is_some() {
             // search_text is `fold(name) \n fold(sku) [\n fold(description)]` (see
-            // `stockroom_core::search_document`); names and skus hold no line break, so the
+            // `stockroom_core::adapter::search_document`); names and skus hold no line break, so the
             // unchanged parts are cut out of the old value and the new ones are folded here.
             qb.push(", search_text = ");
             match patch.name() {
-                Some(name) => qb.push_bind(stockroom_core::fold(name)),
+                Some(name) => qb.push_bind(stockroom_core::adapter::fold(name)),
                 None => qb.push("split_part(search_text, E'\\n', 1)"),
             };
             qb.push(" || E'\\n' || ");
             match patch.sku() {
-                Some(sku) => qb.push_bind(stockroom_core::fold(sku)),
+                Some(sku) => qb.push_bind(stockroom_core::adapter::fold(sku)),
                 None => qb.push("split_part(search_text, E'\\n', 2)"),
             };
             match description {
                 Some(Some(d)) => {
-                    qb.push(" || E'\\n' || ").push_bind(stockroom_core::fold(d));
+                    qb.push(" || E'\\n' || ")
+                        .push_bind(stockroom_core::adapter::fold(d));
                 }
                 Some(None) => {}
                 None => {

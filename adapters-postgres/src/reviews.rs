@@ -101,7 +101,7 @@ impl PgEntity for Review {
     }
 
     fn from_new(new: NewReview, now: Timestamp) -> Self {
-        new.into_entity(now)
+        stockroom_core::Entity::create(new, now)
     }
 
     fn bind_insert<'q>(query: PgQuery<'q>, row: &'q Self) -> PgQuery<'q> {

@@ -9,8 +9,9 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgArguments, PgQueryResult, PgRow};
 use sqlx::query::Query;
 use sqlx::{AssertSqlSafe, PgConnection, Postgres, Transaction};
+use stockroom_core::adapter::Savepoints;
 use stockroom_core::{
-    Error, NewStockMovement, ReadSession, Result, Savepoint, Savepoints, StockMoved, UnitOfWork,
+    Error, NewStockMovement, ReadSession, Result, Savepoint, StockMoved, UnitOfWork,
 };
 
 use crate::connections::{Connections, Fetch, Lease};
@@ -332,8 +333,11 @@ impl PgUnitOfWork {
 /// # Ok(()) }
 /// ```
 pub fn connection<'u>(uow: &'u mut (dyn UnitOfWork + '_)) -> Result<&'u mut PgConnection> {
-    stockroom_core::native_unit_of_work::<PgUnitOfWork>(uow, "stockroom_postgres::connection")?
-        .lend()
+    stockroom_core::adapter::native_unit_of_work::<PgUnitOfWork>(
+        uow,
+        "stockroom_postgres::connection",
+    )?
+    .lend()
 }
 
 /// Why a transaction whose connection was lent cannot be committed, from the error of the

@@ -52,7 +52,7 @@ impl PgEntity for User {
     }
 
     fn from_new(new: NewUser, now: Timestamp) -> Self {
-        new.into_entity(now)
+        stockroom_core::Entity::create(new, now)
     }
 
     fn bind_insert<'q>(query: PgQuery<'q>, row: &'q Self) -> PgQuery<'q> {

@@ -28,9 +28,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension};
 use stockroom_core::time;
-use stockroom_core::{
-    check_stocks, NewProduct, ProductId, ReadSession, Store, StoreExt, TransferRequest,
-};
+use stockroom_core::{NewProduct, ProductId, ReadSession, Store, StoreExt, TransferRequest};
 use stockroom_sqlite::SqliteStore;
 use uuid::Uuid;
 
@@ -176,8 +174,8 @@ fn raw_transfer(conn: &Connection, source: ProductId, target: ProductId, quantit
         .collect::<rusqlite::Result<_>>()
         .unwrap();
     let stock_of = |id| stocks.iter().find(|(p, _)| *p == id).unwrap().1;
-    check_stocks(source, stock_of(src), stock_of(tgt), quantity).unwrap();
-    let now = time::to_micros(time::now());
+    stockroom_core::adapter::check_stocks(source, stock_of(src), stock_of(tgt), quantity).unwrap();
+    let now = stockroom_core::adapter::to_micros(time::now());
     conn.prepare_cached(LEDGER_SQL)
         .unwrap()
         .execute(params![
@@ -235,7 +233,10 @@ async fn baseline_create_many(sample: usize) -> Duration {
     let per_batch = 32_766 / per_row;
     let started = Instant::now();
     let now = time::now();
-    let rows: Vec<_> = new.into_iter().map(|n| n.into_entity(now)).collect();
+    let rows: Vec<_> = new
+        .into_iter()
+        .map(|n| <stockroom_core::Product as stockroom_core::Entity>::create(n, now))
+        .collect();
     conn.execute_batch("BEGIN IMMEDIATE").unwrap();
     // More rows than one batch: the adapter makes them all-or-nothing with a savepoint.
     let savepoint = rows.len() > per_batch;
@@ -261,8 +262,8 @@ async fn baseline_create_many(sample: usize) -> Duration {
                 Integer(p.stock),
                 Null,
                 Null,
-                Integer(time::to_micros(p.created_at)),
-                Integer(time::to_micros(p.updated_at)),
+                Integer(stockroom_core::adapter::to_micros(p.created_at)),
+                Integer(stockroom_core::adapter::to_micros(p.updated_at)),
                 Null,
                 Integer(p.version),
                 Text(p.search_document()),

@@ -1,7 +1,8 @@
 //! [`with_connection`]: the application's own SQL inside a Stockroom unit of work.
 
 use rusqlite::Connection;
-use stockroom_core::{native_unit_of_work, Result, UnitOfWork};
+use stockroom_core::adapter::native_unit_of_work;
+use stockroom_core::{Result, UnitOfWork};
 
 use crate::conn::Cost;
 use crate::store::SqliteUnitOfWork;

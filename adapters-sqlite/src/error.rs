@@ -146,7 +146,7 @@ fn cannot_open_for_permission(message: &str) -> bool {
 /// (`UNIQUE constraint failed: products.sku`), not its name, so the columns of every unique index
 /// of the schema map back to the constraint whose name the index carries.
 fn constraint_of(message: &str) -> Option<Constraint> {
-    if let Some(c) = Constraint::from_message(message) {
+    if let Some(c) = stockroom_core::adapter::constraint_in_message(message) {
         return Some(c);
     }
     let columns = message.rsplit_once(": ").map_or(message, |(_, c)| c).trim();

@@ -71,7 +71,7 @@ impl<E: Table> ReadRepository<E> for Conn {
                 table::list_after::<E>(c, &filter, after, limit.get() + 1)
             })
             .await?;
-        Ok(KeysetPage::from_overfetch(rows, limit))
+        Ok(stockroom_core::adapter::page_from_overfetch(rows, limit))
     }
 
     async fn count(&mut self, filter: &E::Filter) -> Result<u64> {

@@ -54,8 +54,9 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
 ];
 
 /// V2 changes no table: the search documents V1 stored were lower-cased only, and the core now
-/// folds them fully (`stockroom_core::fold`), so every product's `search_text` is made again.
-const V2: &str = "-- search_text of every product made again with stockroom_core::search_document";
+/// folds them fully (`stockroom_core::adapter::fold`), so every product's `search_text` is made again.
+const V2: &str =
+    "-- search_text of every product made again with stockroom_core::adapter::search_document";
 
 /// Makes every product's `search_text` again with the core's current folding.
 fn refold_search_text(conn: &Connection) -> rusqlite::Result<()> {
@@ -66,7 +67,8 @@ fn refold_search_text(conn: &Connection) -> rusqlite::Result<()> {
         let id: Vec<u8> = row.get(0)?;
         let (name, sku): (String, String) = (row.get(1)?, row.get(2)?);
         let description: Option<String> = row.get(3)?;
-        let document = stockroom_core::search_document(&name, &sku, description.as_deref());
+        let document =
+            stockroom_core::adapter::search_document(&name, &sku, description.as_deref());
         write.execute(params![document, id])?;
     }
     Ok(())
@@ -470,7 +472,7 @@ mod refold_tests {
             .unwrap();
         assert_eq!(
             stored,
-            stockroom_core::search_document("Straße", "ST-1", None)
+            stockroom_core::adapter::search_document("Straße", "ST-1", None)
         );
         assert_eq!(stored, "strasse\nst-1");
     }

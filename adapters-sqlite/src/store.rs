@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rusqlite::Connection;
+use stockroom_core::adapter::Savepoints;
 use stockroom_core::{
-    Error, NewStockMovement, ReadSession, Result, Savepoint, Savepoints, StockMoved, Store,
-    StoreConfig, UnitOfWork,
+    Error, NewStockMovement, ReadSession, Result, Savepoint, StockMoved, Store, StoreConfig,
+    UnitOfWork,
 };
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard, Semaphore};
 

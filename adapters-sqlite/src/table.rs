@@ -7,12 +7,13 @@ use std::collections::HashSet;
 
 use rusqlite::types::{Type, Value};
 use rusqlite::Row;
+use stockroom_core::adapter::{check_stocks, key_taken_meanwhile};
 use stockroom_core::time::{self, Timestamp};
 use stockroom_core::{
-    check_stocks, key_taken_meanwhile, Category, CategoryFilter, CategoryId, Constraint, Cursor,
-    Entity, EntityKind, Error, NewStockMovement, Page, Product, ProductFilter, ProductId,
-    ProductWithRelations, RatingStats, Result, Review, ReviewFilter, ReviewId, Rule, SearchPage,
-    StockDelta, StockMoved, StockMovement, StockMovementId, User, UserFilter, UserId, MAX_STOCK,
+    Category, CategoryFilter, CategoryId, Constraint, Cursor, Entity, EntityKind, Error,
+    NewStockMovement, Page, Product, ProductFilter, ProductId, ProductWithRelations, RatingStats,
+    Result, Review, ReviewFilter, ReviewId, Rule, SearchPage, StockDelta, StockMoved,
+    StockMovement, StockMovementId, User, UserFilter, UserId, MAX_STOCK,
 };
 use uuid::Uuid;
 
@@ -34,7 +35,7 @@ fn opt_blob(id: Option<impl Into<Uuid>>) -> Value {
 }
 
 fn micros(ts: Timestamp) -> Value {
-    Value::Integer(time::to_micros(ts))
+    Value::Integer(stockroom_core::adapter::to_micros(ts))
 }
 
 fn text(s: &str) -> Value {
@@ -59,13 +60,14 @@ fn opt_uuid_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<Uuid>> {
 
 fn ts_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Timestamp> {
     let us: i64 = row.get(index)?;
-    time::from_micros(us).ok_or_else(|| conversion(index, Type::Integer, "timestamp out of range"))
+    stockroom_core::adapter::from_micros(us)
+        .ok_or_else(|| conversion(index, Type::Integer, "timestamp out of range"))
 }
 
 fn opt_ts_at(row: &Row<'_>, index: usize) -> rusqlite::Result<Option<Timestamp>> {
     match row.get::<_, Option<i64>>(index)? {
         None => Ok(None),
-        Some(us) => time::from_micros(us)
+        Some(us) => stockroom_core::adapter::from_micros(us)
             .map(Some)
             .ok_or_else(|| conversion(index, Type::Integer, "timestamp out of range")),
     }
@@ -656,7 +658,7 @@ impl Table for Product {
         if let Some(q) = &filter.search {
             w.and(
                 "search_text LIKE ? ESCAPE '\\'",
-                Value::Text(q.like_pattern()),
+                Value::Text(stockroom_core::adapter::like_pattern(q)),
             );
         }
     }

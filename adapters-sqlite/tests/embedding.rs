@@ -174,7 +174,7 @@ fn database_of_the_previous_build(db: &TempDb) {
         rusqlite::params![
             uuid::Uuid::now_v7().as_bytes().to_vec(),
             now,
-            stockroom_core::search_document("Blue mug", "MUG-B", None)
+            stockroom_core::adapter::search_document("Blue mug", "MUG-B", None)
         ],
     )
     .unwrap();

@@ -287,14 +287,14 @@ async fn the_schema_is_migrated_once_with_its_named_indexes_in_wal_mode() {
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
-    for constraint in Constraint::ALL {
+    for constraint in stockroom_core::adapter::CONSTRAINTS {
         if constraint == Constraint::PrimaryKey {
             continue;
         }
         let found: bool = conn
             .query_row(
                 "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?)",
-                [constraint.index_name()],
+                [stockroom_core::adapter::index_name(constraint)],
                 |r| r.get(0),
             )
             .unwrap();

@@ -98,40 +98,6 @@ impl Constraint {
             Constraint::PrimaryKey => None,
         }
     }
-
-    /// The name of the unique index that enforces the constraint in the SQL adapters' schemas.
-    #[doc(hidden)]
-    pub const fn index_name(self) -> &'static str {
-        match self {
-            Constraint::ProductSlug => "products_slug_live",
-            Constraint::ProductSku => "products_sku_live",
-            Constraint::CategorySlug => "categories_slug_live",
-            Constraint::UserEmail => "users_email_live",
-            Constraint::ReviewAuthor => "reviews_author_live",
-            Constraint::IdempotencyKey => "stock_movements_idempotency_key",
-            Constraint::PrimaryKey => "primary_key",
-        }
-    }
-
-    /// Every constraint, for adapters that map index names back to it.
-    #[doc(hidden)]
-    pub const ALL: [Constraint; 7] = [
-        Constraint::ProductSlug,
-        Constraint::ProductSku,
-        Constraint::CategorySlug,
-        Constraint::UserEmail,
-        Constraint::ReviewAuthor,
-        Constraint::IdempotencyKey,
-        Constraint::PrimaryKey,
-    ];
-
-    /// The constraint whose index name appears in a database's error message, if any.
-    #[doc(hidden)]
-    pub fn from_message(message: &str) -> Option<Constraint> {
-        Constraint::ALL
-            .into_iter()
-            .find(|c| message.contains(c.index_name()))
-    }
 }
 
 impl fmt::Display for Constraint {
@@ -369,11 +335,6 @@ mod tests {
         assert_eq!(Constraint::ProductSlug.as_str(), "product_slug");
         assert_eq!(Constraint::ProductSlug.field(), "slug");
         assert_eq!(Constraint::ProductSlug.to_string(), "product_slug");
-        assert_eq!(Constraint::ProductSlug.index_name(), "products_slug_live");
-        assert_eq!(
-            Constraint::from_message("duplicate key value violates \"products_sku_live\""),
-            Some(Constraint::ProductSku)
-        );
     }
 
     #[cfg(feature = "serde")]

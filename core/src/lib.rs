@@ -14,6 +14,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod adapter;
 mod config;
 mod entities;
 mod error;
@@ -30,7 +31,7 @@ pub mod mocks;
 #[cfg(feature = "axum")]
 pub mod problem;
 
-pub use config::{redact_url, StoreConfig};
+pub use config::StoreConfig;
 pub use entities::{
     Category, CategoryFilter, CategoryPatch, Entity, NewCategory, NewProduct, NewReview,
     NewStockMovement, NewUser, OnDelete, Product, ProductDetails, ProductFilter, ProductPatch,
@@ -39,19 +40,14 @@ pub use entities::{
 };
 pub use error::{Constraint, EntityKind, Error, Result, Rule, StorageFault};
 pub use ids::{CategoryId, EntityId, ProductId, ReviewId, StockMovementId, UserId};
-#[doc(hidden)]
-pub use ports::{check_move, check_stocks, key_taken_meanwhile, move_stock_with_repositories};
 pub use ports::{
-    native_unit_of_work, CategoryReader, CategoryRepository, NativeUnitOfWork, ProductReader,
-    ProductRepository, ReadRepository, ReadSession, Readers, Repositories, Repository,
-    ReviewReader, ReviewRepository, Savepoint, Savepoints, StockMoved, StockMovementReader,
-    StockMovementRepository, Store, UnitOfWork, UserReader, UserRepository,
+    CategoryReader, CategoryRepository, NativeUnitOfWork, ProductReader, ProductRepository,
+    ReadRepository, ReadSession, Readers, Repositories, Repository, ReviewReader, ReviewRepository,
+    Savepoint, StockMoved, StockMovementReader, StockMovementRepository, Store, UnitOfWork,
+    UserReader, UserRepository,
 };
-#[doc(hidden)]
-pub use query::FOLD_VERSION;
 pub use query::{
-    fold, search_document, Cursor, KeysetPage, Limit, Page, SearchPage, SearchText, MAX_LIMIT,
-    MAX_OFFSET, MAX_QUERY_LEN,
+    Cursor, KeysetPage, Limit, Page, SearchPage, SearchText, MAX_LIMIT, MAX_OFFSET, MAX_QUERY_LEN,
 };
 pub use time::Timestamp;
 pub use traced::{traced, Traced};

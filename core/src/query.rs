@@ -128,7 +128,7 @@ impl Cursor {
         };
         let (micros, id) = text.split_once('.').ok_or_else(malformed)?;
         let micros: i64 = micros.parse().map_err(|_| malformed())?;
-        let created_at = time::from_micros(micros).ok_or_else(malformed)?;
+        let created_at = crate::adapter::from_micros(micros).ok_or_else(malformed)?;
         let created_at = time::supported("cursor", created_at)?;
         let id = Uuid::try_parse(id).map_err(|_| malformed())?;
         Ok(Self { created_at, id })
@@ -150,7 +150,7 @@ impl fmt::Display for Cursor {
         write!(
             f,
             "{}.{}",
-            time::to_micros(self.created_at),
+            crate::adapter::to_micros(self.created_at),
             self.id.simple()
         )
     }
@@ -176,22 +176,6 @@ fn serialize_cursor<S: serde::Serializer>(c: &Option<Cursor>, s: S) -> Result<S:
     match c {
         Some(c) => s.collect_str(c),
         None => s.serialize_none(),
-    }
-}
-
-impl<E: crate::Entity> KeysetPage<E> {
-    /// Builds a page from up to `limit + 1` rows read in `(created_at, id)` order: the extra row,
-    /// if present, only tells that a next page exists. Adapters read one row more than asked and
-    /// call this, so "is there a next page" costs no extra statement.
-    pub fn from_overfetch(mut rows: Vec<E>, limit: Limit) -> Self {
-        let limit = limit.get() as usize;
-        let next = if rows.len() > limit {
-            rows.truncate(limit);
-            rows.last().map(crate::Entity::cursor)
-        } else {
-            None
-        };
-        Self { items: rows, next }
     }
 }
 
@@ -240,20 +224,6 @@ impl SearchText {
     pub fn matches(&self, document: &str) -> bool {
         document.contains(&self.folded)
     }
-
-    /// A SQL `LIKE` pattern (escape character `\`) that matches documents containing the query.
-    pub fn like_pattern(&self) -> String {
-        let mut pattern = String::with_capacity(self.folded.len() + 2);
-        pattern.push('%');
-        for c in self.folded.chars() {
-            if matches!(c, '%' | '_' | '\\') {
-                pattern.push('\\');
-            }
-            pattern.push(c);
-        }
-        pattern.push('%');
-        pattern
-    }
 }
 
 impl fmt::Debug for SearchText {
@@ -272,7 +242,7 @@ impl fmt::Debug for SearchText {
 /// ("ﬁ" does not find "fi").
 ///
 /// ```
-/// use stockroom_core::fold;
+/// use stockroom_core::adapter::fold;
 /// assert_eq!(fold("Straße"), fold("STRASSE"));
 /// assert_eq!(fold("ΟΔΟΣ"), fold("οδος"));
 /// assert_eq!(fold("e\u{301}"), fold("\u{e9}"));
@@ -291,7 +261,6 @@ pub fn fold(text: &str) -> String {
 
 /// Which [`fold`] the SQL adapters' stored search documents were made with. A document made
 /// with an older version is made again (the adapters re-fold such rows when they migrate).
-#[doc(hidden)]
 pub const FOLD_VERSION: i32 = 2;
 
 /// The searchable text of a product: its name, sku and description, folded, one per line. SQL
@@ -334,15 +303,10 @@ mod tests {
                 "{micros}: {parsed:?}"
             );
         }
-        let year_minus_7500 = time::to_micros(time::MIN) - 7_501 * 365 * 86_400 * 1_000_000;
+        let year_minus_7500 =
+            crate::adapter::to_micros(time::MIN) - 7_501 * 365 * 86_400 * 1_000_000;
         assert!(Cursor::parse(&format!("{year_minus_7500}.{}", id.simple())).is_err());
         assert!(Cursor::new(chrono::DateTime::<chrono::Utc>::MIN_UTC, id).is_err());
-    }
-
-    #[test]
-    fn like_pattern_escapes_wildcards() {
-        let q = SearchText::new("50%_Off\\").unwrap();
-        assert_eq!(q.like_pattern(), "%50\\%\\_off\\\\%");
     }
 
     #[test]

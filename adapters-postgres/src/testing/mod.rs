@@ -73,7 +73,8 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, PgConnection};
-use stockroom_core::{redact_url, StoreConfig};
+use stockroom_core::adapter::redact_url;
+use stockroom_core::StoreConfig;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 

@@ -63,7 +63,7 @@ impl NewCategory {
     }
 
     /// The row this input creates: a fresh id, version 1, created and updated at `now`.
-    pub fn into_entity(self, now: Timestamp) -> Category {
+    pub(crate) fn into_entity(self, now: Timestamp) -> Category {
         Category {
             id: CategoryId::new(),
             name: self.name.into_string(),
@@ -107,7 +107,7 @@ impl CategoryPatch {
     }
 
     /// Applies the patch to `category` at `now` (new `updated_at`, next version).
-    pub fn apply_to(&self, category: &mut Category, now: Timestamp) {
+    pub(crate) fn apply_to(&self, category: &mut Category, now: Timestamp) {
         if let Some(v) = &self.name {
             category.name = v.as_str().to_owned();
         }

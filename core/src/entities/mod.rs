@@ -2,8 +2,11 @@
 //!
 //! Each entity is a plain row as the backends return it. Its inputs are their own types: `NewX`
 //! (everything a new row needs, validated on construction) and `XPatch` (only the fields an update
-//! may touch). Each also defines how it behaves in the reference semantics (`into_entity`,
-//! `apply_to`, `matches`), which the in-memory adapter uses directly and the SQL adapters mirror.
+//! may touch). Each entity states its own rules once, through [`Entity`]: the row an input
+//! creates, what a patch changes, which filter a row passes, its unique values and references,
+//! and what a delete for good does to the rows that refer to it. The memory adapter applies them
+//! directly; the SQL adapters create and patch rows with them and enforce the same rules in
+//! their schemas.
 
 mod category;
 mod movement;

@@ -48,8 +48,8 @@ impl NewStockMovement {
     pub fn quantity(&self) -> i64 {
         self.quantity.get()
     }
-    /// The quantity, as the validated type.
-    pub fn quantity_value(&self) -> Quantity {
+    /// The quantity, as the validated type (for the stock adjustments of a move).
+    pub(crate) fn validated_quantity(&self) -> Quantity {
         self.quantity
     }
     pub fn idempotency_key(&self) -> Option<&str> {

@@ -238,7 +238,7 @@ impl NewProduct {
     }
 
     /// The row this input creates: a fresh id, version 1, created and updated at `now`.
-    pub fn into_entity(self, now: Timestamp) -> Product {
+    pub(crate) fn into_entity(self, now: Timestamp) -> Product {
         Product {
             id: ProductId::new(),
             name: self.name.into_string(),
@@ -349,7 +349,7 @@ impl ProductPatch {
     }
 
     /// Applies the patch to `product` at `now` (new `updated_at`, next version).
-    pub fn apply_to(&self, product: &mut Product, now: Timestamp) {
+    pub(crate) fn apply_to(&self, product: &mut Product, now: Timestamp) {
         if let Some(v) = &self.name {
             product.name = v.as_str().to_owned();
         }

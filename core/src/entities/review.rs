@@ -96,7 +96,7 @@ impl NewReview {
     }
 
     /// The row this input creates: a fresh id, version 1, created and updated at `now`.
-    pub fn into_entity(self, now: Timestamp) -> Review {
+    pub(crate) fn into_entity(self, now: Timestamp) -> Review {
         Review {
             id: ReviewId::new(),
             product_id: self.product_id,
@@ -142,7 +142,7 @@ impl ReviewPatch {
     }
 
     /// Applies the patch to `review` at `now` (new `updated_at`, next version).
-    pub fn apply_to(&self, review: &mut Review, now: Timestamp) {
+    pub(crate) fn apply_to(&self, review: &mut Review, now: Timestamp) {
         if let Some(v) = self.rating {
             review.rating = v.get();
         }

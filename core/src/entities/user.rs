@@ -64,7 +64,7 @@ impl NewUser {
     }
 
     /// The row this input creates: a fresh id, version 1, created and updated at `now`.
-    pub fn into_entity(self, now: Timestamp) -> User {
+    pub(crate) fn into_entity(self, now: Timestamp) -> User {
         User {
             id: UserId::new(),
             email: self.email.into_string(),
@@ -108,7 +108,7 @@ impl UserPatch {
     }
 
     /// Applies the patch to `user` at `now` (new `updated_at`, next version).
-    pub fn apply_to(&self, user: &mut User, now: Timestamp) {
+    pub(crate) fn apply_to(&self, user: &mut User, now: Timestamp) {
         if let Some(v) = &self.email {
             user.email = v.as_str().to_owned();
         }

@@ -76,7 +76,7 @@ pub async fn move_stock_with_repositories(
         .record(movement.clone())
         .await
         .map_err(key_taken_meanwhile)?;
-    let quantity = movement.quantity_value();
+    let quantity = movement.validated_quantity();
     let products: &mut dyn ProductRepository = repositories;
     products
         .adjust_stock(source, StockDelta::remove(quantity))

@@ -1,0 +1,125 @@
+//! The toolkit for writing a storage backend: what the adapter crates share beyond the ports.
+//!
+//! Applications do not need this module (the `stockroom` facade does not re-export it); it is
+//! public so that the adapter crates, and a third-party backend, keep the rules every backend
+//! shares in one place instead of restating them: the savepoint bookkeeping, the search folding
+//! and document format, the keyset page built from one extra row, the names of the unique
+//! indexes, the checks around a stock move and the timestamp encoding.
+//!
+//! It follows the ports' semantics but not their stability promise: it may change in a minor
+//! release, together with the adapter crates.
+
+use chrono::{TimeZone, Utc};
+
+pub use crate::config::redact_url;
+pub use crate::ports::{
+    check_move, check_stocks, key_taken_meanwhile, move_stock_with_repositories,
+    native_unit_of_work, Savepoints,
+};
+pub use crate::query::{fold, search_document, FOLD_VERSION};
+
+use crate::error::Constraint;
+use crate::query::{KeysetPage, Limit, SearchText};
+use crate::time::Timestamp;
+use crate::Entity;
+
+/// Builds a page from up to `limit + 1` rows read in `(created_at, id)` order: the extra row,
+/// if present, only tells that a next page exists. Adapters read one row more than asked and
+/// call this, so "is there a next page" costs no extra statement.
+pub fn page_from_overfetch<E: Entity>(mut rows: Vec<E>, limit: Limit) -> KeysetPage<E> {
+    let limit = limit.get() as usize;
+    let next = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(Entity::cursor)
+    } else {
+        None
+    };
+    KeysetPage { items: rows, next }
+}
+
+/// A SQL `LIKE` pattern (escape character `\`) that matches the documents made by
+/// [`search_document`] that contain the query.
+pub fn like_pattern(query: &SearchText) -> String {
+    let folded = query.folded();
+    let mut pattern = String::with_capacity(folded.len() + 2);
+    pattern.push('%');
+    for c in folded.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
+
+/// Every constraint a write can break, for adapters that map index names back to it.
+pub const CONSTRAINTS: [Constraint; 7] = [
+    Constraint::ProductSlug,
+    Constraint::ProductSku,
+    Constraint::CategorySlug,
+    Constraint::UserEmail,
+    Constraint::ReviewAuthor,
+    Constraint::IdempotencyKey,
+    Constraint::PrimaryKey,
+];
+
+/// The name of the unique index that enforces `constraint` in the SQL adapters' schemas.
+pub const fn index_name(constraint: Constraint) -> &'static str {
+    match constraint {
+        Constraint::ProductSlug => "products_slug_live",
+        Constraint::ProductSku => "products_sku_live",
+        Constraint::CategorySlug => "categories_slug_live",
+        Constraint::UserEmail => "users_email_live",
+        Constraint::ReviewAuthor => "reviews_author_live",
+        Constraint::IdempotencyKey => "stock_movements_idempotency_key",
+        Constraint::PrimaryKey => "primary_key",
+    }
+}
+
+/// The constraint whose index name appears in a database's error message, if any.
+pub fn constraint_in_message(message: &str) -> Option<Constraint> {
+    CONSTRAINTS
+        .into_iter()
+        .find(|c| message.contains(index_name(*c)))
+}
+
+/// Microseconds since the Unix epoch: the form the SQLite adapter stores and cursors carry.
+pub fn to_micros(ts: Timestamp) -> i64 {
+    ts.timestamp_micros()
+}
+
+/// The instant `micros` microseconds after the Unix epoch, if representable.
+pub fn from_micros(micros: i64) -> Option<Timestamp> {
+    Utc.timestamp_micros(micros).single()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_pattern_escapes_the_wildcards_and_the_escape_character() {
+        let query = SearchText::new("50%_off\\now").unwrap();
+        assert_eq!(like_pattern(&query), "%50\\%\\_off\\\\now%");
+    }
+
+    #[test]
+    fn every_constraint_is_found_by_its_index_name_in_a_message() {
+        for c in CONSTRAINTS {
+            let message = format!(
+                "duplicate key value violates unique constraint \"{}\"",
+                index_name(c)
+            );
+            assert_eq!(constraint_in_message(&message), Some(c), "{message}");
+        }
+        assert_eq!(constraint_in_message("some other failure"), None);
+    }
+
+    #[test]
+    fn micros_round_trip_over_the_supported_range() {
+        for ts in [crate::time::MIN, crate::time::MAX, crate::time::now()] {
+            assert_eq!(from_micros(to_micros(ts)), Some(ts));
+        }
+    }
+}
