@@ -43,9 +43,9 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod repositories;
 mod state;
 mod store;
-mod tx;
 
 pub use store::MemoryStore;
 

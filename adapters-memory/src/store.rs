@@ -10,8 +10,8 @@ use stockroom_core::adapter::Savepoints;
 use stockroom_core::{Error, ReadSession, Result, Rule, Savepoint, Store, StoreConfig, UnitOfWork};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
+use crate::repositories::Tables;
 use crate::state::State;
-use crate::tx::Tables;
 
 /// An in-memory [`Store`]: the reference implementation of every port.
 ///
@@ -23,24 +23,29 @@ use crate::tx::Tables;
 /// on commit; reads see the last committed state, never a partial one.
 #[derive(Clone)]
 pub struct MemoryStore {
-    shared: Arc<Shared>,
+    db: Arc<Database>,
 }
 
-struct Shared {
+/// What the store's clones, units of work and read sessions share: the committed state, the
+/// writer slot and whether the store was closed.
+struct Database {
     committed: RwLock<State>,
     writer: Arc<Mutex<()>>,
-    closed: AtomicBool,
+    /// Shared with every session's [`Tables`], whose calls fail once it is set.
+    closed: Arc<AtomicBool>,
     acquire_timeout: Duration,
 }
 
-impl Shared {
+impl Database {
     fn check_open(&self) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
-            Err(Error::Unavailable {
-                reason: "the memory store is closed".to_owned(),
-            })
-        } else {
-            Ok(())
+        self.tables(State::default()).check_open()
+    }
+
+    /// `state`, behind the gate that closes with the store.
+    fn tables(&self, state: State) -> Tables {
+        Tables {
+            state,
+            closed: Arc::clone(&self.closed),
         }
     }
 
@@ -67,9 +72,9 @@ impl Shared {
 impl fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemoryStore")
-            .field("committed", &self.shared.snapshot())
-            .field("closed", &self.shared.closed.load(Ordering::Relaxed))
-            .field("acquire_timeout", &self.shared.acquire_timeout)
+            .field("committed", &self.db.snapshot())
+            .field("closed", &self.db.closed.load(Ordering::Relaxed))
+            .field("acquire_timeout", &self.db.acquire_timeout)
             .finish()
     }
 }
@@ -90,10 +95,10 @@ impl MemoryStore {
     /// the writer slot).
     pub fn with_config(config: StoreConfig) -> Self {
         Self {
-            shared: Arc::new(Shared {
+            db: Arc::new(Database {
                 committed: RwLock::new(State::default()),
                 writer: Arc::new(Mutex::new(())),
-                closed: AtomicBool::new(false),
+                closed: Arc::new(AtomicBool::new(false)),
                 acquire_timeout: config.acquire_timeout,
             }),
         }
@@ -121,50 +126,46 @@ impl Store for MemoryStore {
     }
 
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
-        self.shared.check_open()?;
-        let writer = match Arc::clone(&self.shared.writer).try_lock_owned() {
+        self.db.check_open()?;
+        let writer = match Arc::clone(&self.db.writer).try_lock_owned() {
             Ok(writer) => writer,
             Err(_) => {
-                let slot = Arc::clone(&self.shared.writer).lock_owned();
-                tokio::time::timeout(self.shared.acquire_timeout, slot)
+                let slot = Arc::clone(&self.db.writer).lock_owned();
+                tokio::time::timeout(self.db.acquire_timeout, slot)
                     .await
                     .map_err(|_| Error::Unavailable {
                         reason: format!(
                             "timed out after {:?} waiting for the memory store's writer slot",
-                            self.shared.acquire_timeout
+                            self.db.acquire_timeout
                         ),
                     })?
             }
         };
-        self.shared.check_open()?;
+        self.db.check_open()?;
         Ok(Box::new(MemoryUnitOfWork {
-            tables: Tables {
-                state: self.shared.snapshot(),
-            },
+            tables: self.db.tables(self.db.snapshot()),
             savepoints: Vec::new(),
             marks: Savepoints::default(),
-            shared: Arc::clone(&self.shared),
+            db: Arc::clone(&self.db),
             writer_slot: writer,
         }))
     }
 
     async fn read(&self) -> Result<Box<dyn ReadSession>> {
-        self.shared.check_open()?;
+        self.db.check_open()?;
         Ok(Box::new(MemoryReadSession {
-            tables: Tables {
-                state: self.shared.snapshot(),
-            },
-            shared: Arc::clone(&self.shared),
+            tables: self.db.tables(self.db.snapshot()),
+            db: Arc::clone(&self.db),
         }))
     }
 
     async fn health(&self) -> Result<()> {
-        self.shared.check_open()
+        self.db.check_open()
     }
 
     async fn close(&self) {
-        self.shared.closed.store(true, Ordering::Release);
-        drop(self.shared.publish(State::default()));
+        self.db.closed.store(true, Ordering::Release);
+        drop(self.db.publish(State::default()));
     }
 }
 
@@ -175,7 +176,7 @@ struct MemoryUnitOfWork {
     /// The state when each open savepoint was taken, outermost first.
     savepoints: Vec<State>,
     marks: Savepoints,
-    shared: Arc<Shared>,
+    db: Arc<Database>,
     writer_slot: OwnedMutexGuard<()>,
 }
 
@@ -224,16 +225,16 @@ impl UnitOfWork for MemoryUnitOfWork {
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
-        self.shared.check_open()?;
+        self.db.check_open()?;
         let MemoryUnitOfWork {
             tables,
             savepoints,
-            shared,
+            db,
             writer_slot,
             ..
         } = *self;
         drop(savepoints);
-        let previous = shared.publish(tables.state);
+        let previous = db.publish(tables.state);
         drop(writer_slot); // the next unit of work may begin: it sees the new state
         drop(previous);
         Ok(())
@@ -249,15 +250,14 @@ impl UnitOfWork for MemoryUnitOfWork {
 /// its readers is asked for.
 struct MemoryReadSession {
     tables: Tables,
-    shared: Arc<Shared>,
+    db: Arc<Database>,
 }
 
 impl MemoryReadSession {
     /// The tables, as last committed.
     fn latest(&mut self) -> &mut Tables {
-        if self.shared.check_open().is_ok() {
-            self.tables.state = self.shared.snapshot();
-        }
+        // After close, the tables answer `Unavailable` (the snapshot is then the empty one).
+        self.tables.state = self.db.snapshot();
         &mut self.tables
     }
 }

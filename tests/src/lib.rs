@@ -28,3 +28,4 @@ mod suite;
 pub mod support;
 
 pub use fixture::{run, Fixture};
+pub use suite::CASES;

@@ -157,3 +157,19 @@ pub async fn empty_batches_are_empty_results(store: Arc<dyn Store>) {
         "empty batches changed the store"
     );
 }
+
+/// This module's cases, in the order they run: the suite runs exactly these, and the
+/// conformance crate's own tests fail if a public case of this module is missing here.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stockroom_batch_cases {
+    ($($request:tt)*) => { $crate::__stockroom_cases_of! { ($($request)*) batch:
+        create_many_keeps_input_order_and_one_created_at,
+        create_many_with_a_duplicate_inside_writes_nothing,
+        create_many_conflicting_with_a_stored_row_writes_nothing,
+        create_many_with_an_unknown_reference_writes_nothing,
+        update_many_changes_live_rows_and_counts_them,
+        update_many_is_all_or_nothing,
+        empty_batches_are_empty_results,
+    } };
+}

@@ -300,3 +300,18 @@ pub async fn concurrent_creates_of_one_sku_let_exactly_one_win(store: Arc<dyn St
     let live = live_products(&store).await;
     assert_eq!(ids(&live), winners, "live products");
 }
+
+/// This module's cases, in the order they run: the suite runs exactly these, and the
+/// conformance crate's own tests fail if a public case of this module is missing here.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stockroom_concurrency_cases {
+    ($($request:tt)*) => { $crate::__stockroom_cases_of! { ($($request)*) concurrency:
+        bank_invariant_holds_under_concurrent_transfers,
+        readers_never_see_a_half_applied_transfer,
+        idempotent_transfer_fired_at_once_applies_once,
+        concurrent_increments_lose_no_update,
+        opposite_transfers_do_not_deadlock,
+        concurrent_creates_of_one_sku_let_exactly_one_win,
+    } };
+}

@@ -347,3 +347,23 @@ pub async fn review_needs_a_live_product_and_author(store: Arc<dyn Store>) {
         "{review:?}"
     );
 }
+
+/// This module's cases, in the order they run: the suite runs exactly these, and the
+/// conformance crate's own tests fail if a public case of this module is missing here.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stockroom_crud_cases {
+    ($($request:tt)*) => { $crate::__stockroom_cases_of! { ($($request)*) crud:
+        create_then_get_returns_the_same_row,
+        created_row_starts_at_version_one,
+        update_applies_the_patch_and_bumps_the_version,
+        unknown_id_is_absent_everywhere,
+        get_many_returns_each_live_row_once_in_order,
+        create_with_unknown_reference_is_not_found,
+        update_with_unknown_category_is_not_found,
+        hard_delete_removes_the_row_for_good,
+        count_and_exists_follow_the_filter,
+        categories_and_users_round_trip,
+        review_needs_a_live_product_and_author,
+    } };
+}

@@ -53,3 +53,14 @@ pub async fn details_of_an_unknown_or_deleted_product_are_none(store: Arc<dyn St
         "details of deleted / unknown product"
     );
 }
+
+/// This module's cases, in the order they run: the suite runs exactly these, and the
+/// conformance crate's own tests fail if a public case of this module is missing here.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stockroom_details_cases {
+    ($($request:tt)*) => { $crate::__stockroom_cases_of! { ($($request)*) details:
+        details_hold_the_product_latest_reviews_and_stats,
+        details_of_an_unknown_or_deleted_product_are_none,
+    } };
+}

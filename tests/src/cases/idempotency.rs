@@ -144,3 +144,17 @@ pub async fn a_replayed_request_says_so(store: Arc<dyn Store>) {
         "2 keyed (once) + 2 x 2 unkeyed"
     );
 }
+
+/// This module's cases, in the order they run: the suite runs exactly these, and the
+/// conformance crate's own tests fail if a public case of this module is missing here.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stockroom_idempotency_cases {
+    ($($request:tt)*) => { $crate::__stockroom_cases_of! { ($($request)*) idempotency:
+        same_key_returns_the_same_movement_and_moves_once,
+        same_key_with_other_parameters_is_a_conflict,
+        different_keys_apply_separately,
+        failed_keyed_transfer_does_not_use_up_the_key,
+        a_replayed_request_says_so,
+    } };
+}

@@ -154,3 +154,17 @@ pub async fn cursor_after_the_end_gives_an_empty_page(store: Arc<dyn Store>) {
         "page after the last row"
     );
 }
+
+/// This module's cases, in the order they run: the suite runs exactly these, and the
+/// conformance crate's own tests fail if a public case of this module is missing here.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stockroom_keyset_cases {
+    ($($request:tt)*) => { $crate::__stockroom_cases_of! { ($($request)*) keyset:
+        keyset_pages_walk_tied_rows_once_in_order,
+        last_page_has_no_cursor,
+        cursor_round_trips_through_text,
+        keyset_honours_filter_and_deletes_between_pages,
+        cursor_after_the_end_gives_an_empty_page,
+    } };
+}

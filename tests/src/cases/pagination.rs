@@ -139,3 +139,17 @@ pub async fn users_page_in_the_same_order(store: Arc<dyn Store>) {
     }
     assert_eq!(seen, expected, "user pages");
 }
+
+/// This module's cases, in the order they run: the suite runs exactly these, and the
+/// conformance crate's own tests fail if a public case of this module is missing here.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stockroom_pagination_cases {
+    ($($request:tt)*) => { $crate::__stockroom_cases_of! { ($($request)*) pagination:
+        offset_pages_cover_tied_rows_once_in_order,
+        list_orders_by_created_at_then_id,
+        page_past_the_end_is_empty,
+        filtered_pages_hold_only_matching_rows,
+        users_page_in_the_same_order,
+    } };
+}

@@ -208,3 +208,20 @@ pub async fn products_of_a_category_are_listed_in_order(store: Arc<dyn Store>) {
     );
     assert_eq!(listed.len(), 4, "4 mugs");
 }
+
+/// This module's cases, in the order they run: the suite runs exactly these, and the
+/// conformance crate's own tests fail if a public case of this module is missing here.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stockroom_relations_cases {
+    ($($request:tt)*) => { $crate::__stockroom_cases_of! { ($($request)*) relations:
+        with_relations_returns_the_live_category_and_creator,
+        deleted_category_shows_as_none,
+        deleted_creator_shows_as_none,
+        deleted_category_cannot_be_referenced,
+        deleted_author_or_product_cannot_be_reviewed,
+        reviews_of_a_product_come_newest_first,
+        rating_stats_summarise_live_reviews,
+        products_of_a_category_are_listed_in_order,
+    } };
+}

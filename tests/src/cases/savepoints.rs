@@ -149,3 +149,19 @@ pub async fn savepoints_can_be_reused_after_rollback(store: Arc<dyn Store>) {
         .collect();
     assert_eq!(skus, vec!["SKU-R1"], "only the released round committed");
 }
+
+/// This module's cases, in the order they run: the suite runs exactly these, and the
+/// conformance crate's own tests fail if a public case of this module is missing here.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stockroom_savepoints_cases {
+    ($($request:tt)*) => { $crate::__stockroom_cases_of! { ($($request)*) savepoints:
+        rollback_to_a_savepoint_undoes_only_its_part,
+        released_savepoint_keeps_its_writes,
+        inner_rollback_keeps_the_outer_writes,
+        outer_rollback_undoes_the_inner_writes,
+        closed_savepoint_is_rejected,
+        savepoint_of_another_unit_of_work_is_rejected,
+        savepoints_can_be_reused_after_rollback,
+    } };
+}

@@ -238,3 +238,20 @@ pub async fn search_matches_case_folded_and_canonically_equivalent_text(store: A
         "\"cafe \" (no accent folding)"
     );
 }
+
+/// This module's cases, in the order they run: the suite runs exactly these, and the
+/// conformance crate's own tests fail if a public case of this module is missing here.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stockroom_search_cases {
+    ($($request:tt)*) => { $crate::__stockroom_cases_of! { ($($request)*) search:
+        search_is_case_insensitive,
+        search_folds_non_ascii_letters,
+        wildcards_in_the_query_are_literal,
+        search_matches_name_sku_and_description,
+        search_total_is_correct_while_paging,
+        search_combines_with_status_and_category,
+        search_follows_updates,
+        search_matches_case_folded_and_canonically_equivalent_text,
+    } };
+}

@@ -358,3 +358,27 @@ pub async fn a_review_filter_on_a_deleted_product_or_author_matches_nothing(stor
         );
     }
 }
+
+/// This module's cases, in the order they run: the suite runs exactly these, and the
+/// conformance crate's own tests fail if a public case of this module is missing here.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stockroom_soft_delete_cases {
+    ($($request:tt)*) => { $crate::__stockroom_cases_of! { ($($request)*) soft_delete:
+        soft_delete_marks_the_row_and_bumps_the_version,
+        second_soft_delete_returns_false_and_keeps_the_first_timestamp,
+        deleted_row_is_invisible_to_get_and_get_many,
+        deleted_row_is_invisible_to_list_and_list_after,
+        deleted_row_is_invisible_to_count_and_exists,
+        deleted_row_is_invisible_to_search,
+        deleted_row_is_invisible_to_by_slug_and_by_sku,
+        deleted_row_is_invisible_to_the_category_listing,
+        deleted_row_is_invisible_to_with_relations,
+        reviews_of_a_deleted_product_are_hidden,
+        deleted_row_cannot_be_written,
+        deleted_category_and_user_are_invisible,
+        deleted_review_is_hidden,
+        a_deleted_category_filters_like_an_absent_one,
+        a_review_filter_on_a_deleted_product_or_author_matches_nothing,
+    } };
+}

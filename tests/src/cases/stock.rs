@@ -121,3 +121,19 @@ pub async fn adjust_stock_past_the_maximum_is_refused_and_changes_nothing(store:
     let full = in_uow!(store, |uow| uow.products().adjust_stock(p.id, up).await).unwrap();
     assert_eq!(full.stock, MAX_STOCK, "stock after reaching the maximum");
 }
+
+/// This module's cases, in the order they run: the suite runs exactly these, and the
+/// conformance crate's own tests fail if a public case of this module is missing here.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stockroom_stock_cases {
+    ($($request:tt)*) => { $crate::__stockroom_cases_of! { ($($request)*) stock:
+        adjust_stock_adds_and_removes,
+        adjust_stock_to_exactly_zero_is_allowed,
+        adjust_stock_below_zero_is_insufficient_and_changes_nothing,
+        adjust_stock_of_an_unknown_product_is_not_found,
+        lock_returns_live_rows_sorted_by_id,
+        adjust_stock_rolls_back_with_the_unit_of_work,
+        adjust_stock_past_the_maximum_is_refused_and_changes_nothing,
+    } };
+}

@@ -105,3 +105,36 @@ pub async fn begin_gives_up_after_the_acquire_timeout_as_unavailable(store: Arc<
         again.err()
     );
 }
+
+/// `close` also ends the sessions in flight: each later call of a read session, and each later
+/// write and the commit of a unit of work, fails with `Unavailable`; what the unit of work wrote
+/// is not committed.
+pub async fn sessions_in_flight_fail_after_close(store: Arc<dyn Store>) {
+    let p = create_product(&store, new_product("a", 1)).await;
+    let mut read = store.read().await.expect("read");
+    let mut uow = store.begin().await.expect("begin");
+    uow.products()
+        .create(new_product("b", 1))
+        .await
+        .expect("write before close");
+    store.close().await;
+    expect_unavailable(read.products().get(p.id).await);
+    expect_unavailable(read.products().count(&ProductFilter::default()).await);
+    expect_unavailable(uow.products().create(new_product("c", 1)).await);
+    expect_unavailable(uow.products().get(p.id).await);
+    expect_unavailable(uow.commit().await);
+}
+
+/// This module's cases, in the order they run: the suite runs exactly these, and the
+/// conformance crate's own tests fail if a public case of this module is missing here.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stockroom_store_cases {
+    ($($request:tt)*) => { $crate::__stockroom_cases_of! { ($($request)*) store:
+        open_store_is_healthy,
+        closed_store_is_unavailable,
+        read_sessions_run_concurrently,
+        begin_gives_up_after_the_acquire_timeout_as_unavailable,
+        sessions_in_flight_fail_after_close,
+    } };
+}

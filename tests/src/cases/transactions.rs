@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use stockroom_core::{NewCategory, ProductFilter, ProductPatch, StockDelta, Store};
+use stockroom_core::{
+    CategoryId, Constraint, EntityKind, Error, NewCategory, NewProduct, ProductFilter,
+    ProductPatch, StockDelta, Store,
+};
 
 use crate::support::*;
 
@@ -161,4 +164,72 @@ pub async fn unit_of_work_survives_a_failed_statement_in_a_savepoint(store: Arc<
         "write before the failed one"
     );
     assert_eq!(counts(&store).await.products, 2, "products after commit");
+}
+
+/// A write refused by a rule (a taken SKU or slug, too little stock, an unknown reference, a
+/// batch that would give two rows one slug) changes nothing and leaves the unit of work usable:
+/// its earlier and later writes commit. (On PostgreSQL a failed statement would abort the whole
+/// transaction; the adapter must contain each refusal.)
+pub async fn a_failed_rule_leaves_the_unit_of_work_usable(store: Arc<dyn Store>) {
+    let mut uow = store.begin().await.unwrap();
+    let a = uow.products().create(new_product("a", 10)).await.unwrap();
+    let b = uow.products().create(new_product("b", 10)).await.unwrap();
+    let taken_slug = NewProduct::new("Product c", a.slug.as_str(), "SKU-C").unwrap();
+    expect_conflict(
+        uow.products().create(taken_slug).await,
+        Constraint::ProductSlug,
+    );
+    let taken_sku = ProductPatch::new().with_sku(b.sku.as_str()).unwrap();
+    expect_conflict(
+        uow.products().update(a.id, &taken_sku, None).await,
+        Constraint::ProductSku,
+    );
+    let too_much = StockDelta::new(-11).unwrap();
+    let refused = uow.products().adjust_stock(a.id, too_much).await;
+    assert!(
+        matches!(refused, Err(Error::InsufficientStock { .. })),
+        "adjusting 10 by -11: {refused:?}"
+    );
+    let ghost = CategoryId::new();
+    expect_not_found(
+        uow.products()
+            .create(new_product("d", 1).in_category(ghost))
+            .await,
+        EntityKind::Category,
+        ghost,
+    );
+    let one_slug = ProductPatch::new().with_slug("one-slug").unwrap();
+    expect_conflict(
+        uow.products().update_many(&[a.id, b.id], &one_slug).await,
+        Constraint::ProductSlug,
+    );
+    let c = uow.products().create(new_product("e", 1)).await.unwrap();
+    uow.commit().await.expect("commit after the refused writes");
+    let stored = (
+        get_product(&store, a.id).await,
+        get_product(&store, b.id).await,
+        get_product(&store, c.id).await,
+    );
+    assert_eq!(
+        stored,
+        (Some(a), Some(b), Some(c)),
+        "rows written around the refusals, as committed"
+    );
+    assert_eq!(live_products(&store).await.len(), 3, "live products");
+}
+
+/// This module's cases, in the order they run: the suite runs exactly these, and the
+/// conformance crate's own tests fail if a public case of this module is missing here.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stockroom_transactions_cases {
+    ($($request:tt)*) => { $crate::__stockroom_cases_of! { ($($request)*) transactions:
+        unit_of_work_sees_its_own_writes,
+        others_do_not_see_uncommitted_writes,
+        rollback_leaves_no_trace,
+        dropped_unit_of_work_rolls_back,
+        sequential_units_of_work_build_on_each_other,
+        unit_of_work_survives_a_failed_statement_in_a_savepoint,
+        a_failed_rule_leaves_the_unit_of_work_usable,
+    } };
 }

@@ -341,3 +341,23 @@ pub async fn broken_rules_are_reported_in_a_fixed_order(store: Arc<dyn Store>) {
         "stocks after refused transfers"
     );
 }
+
+/// This module's cases, in the order they run: the suite runs exactly these, and the
+/// conformance crate's own tests fail if a public case of this module is missing here.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stockroom_transfer_cases {
+    ($($request:tt)*) => { $crate::__stockroom_cases_of! { ($($request)*) transfer:
+        transfer_moves_stock_and_writes_one_ledger_row,
+        transfer_of_the_whole_stock_leaves_zero,
+        bad_quantity_is_a_validation_error_and_changes_nothing,
+        same_source_and_target_is_rejected_and_changes_nothing,
+        unknown_product_is_not_found_and_changes_nothing,
+        deleted_product_is_not_found_and_changes_nothing,
+        insufficient_stock_names_the_amounts_and_changes_nothing,
+        malformed_idempotency_key_is_rejected_and_changes_nothing,
+        successive_transfers_add_up,
+        transfer_past_the_target_maximum_is_refused_and_changes_nothing,
+        broken_rules_are_reported_in_a_fixed_order,
+    } };
+}

@@ -190,3 +190,20 @@ pub async fn ledger_survives_the_purge_of_its_products(store: Arc<dyn Store>) {
         a.id,
     );
 }
+
+/// This module's cases, in the order they run: the suite runs exactly these, and the
+/// conformance crate's own tests fail if a public case of this module is missing here.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stockroom_trash_and_purge_cases {
+    ($($request:tt)*) => { $crate::__stockroom_cases_of! { ($($request)*) trash_and_purge:
+        restore_brings_the_row_back,
+        restore_of_a_live_row_is_false_and_of_an_unknown_one_not_found,
+        trash_lists_only_deleted_rows_in_order,
+        purge_removes_only_rows_deleted_before_the_time,
+        purge_of_a_product_cascades_to_its_reviews,
+        purge_of_a_category_clears_it_from_products,
+        hard_delete_of_a_user_cascades_and_clears,
+        ledger_survives_the_purge_of_its_products,
+    } };
+}

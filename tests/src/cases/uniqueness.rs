@@ -279,3 +279,25 @@ pub async fn several_broken_rules_are_reported_in_a_fixed_order(store: Arc<dyn S
         Constraint::ProductSlug,
     );
 }
+
+/// This module's cases, in the order they run: the suite runs exactly these, and the
+/// conformance crate's own tests fail if a public case of this module is missing here.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stockroom_uniqueness_cases {
+    ($($request:tt)*) => { $crate::__stockroom_cases_of! { ($($request)*) uniqueness:
+        duplicate_sku_or_slug_is_a_conflict,
+        deleted_products_sku_and_slug_can_be_reused,
+        restore_when_the_sku_is_taken_is_a_conflict,
+        restore_when_the_slug_is_taken_is_a_conflict,
+        update_to_a_taken_sku_is_a_conflict,
+        category_slug_is_unique_among_live_rows,
+        user_email_is_unique_ignoring_case,
+        one_live_review_per_author_and_product,
+        restore_of_a_category_whose_slug_is_taken_is_a_conflict,
+        restore_of_a_user_whose_email_is_taken_is_a_conflict,
+        restore_of_a_review_when_the_author_reviewed_again_is_a_conflict,
+        update_of_a_category_to_a_taken_slug_is_a_conflict,
+        several_broken_rules_are_reported_in_a_fixed_order,
+    } };
+}

@@ -544,3 +544,29 @@ pub async fn purge_bound_outside_the_stored_years_is_refused(store: Arc<dyn Stor
         "a refused purge removed a row"
     );
 }
+
+/// This module's cases, in the order they run: the suite runs exactly these, and the
+/// conformance crate's own tests fail if a public case of this module is missing here.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stockroom_validation_cases {
+    ($($request:tt)*) => { $crate::__stockroom_cases_of! { ($($request)*) validation:
+        product_name_rules,
+        slug_rules,
+        sku_rules,
+        text_rules,
+        stock_rules,
+        stock_delta_rules,
+        email_and_display_name_rules,
+        rating_rules,
+        category_name_rules,
+        page_rules,
+        cursor_rules,
+        search_query_rules,
+        status_and_id_parsing_rules,
+        names_and_texts_need_a_visible_character,
+        bidirectional_overrides_are_refused,
+        cursor_outside_the_stored_years_is_refused,
+        purge_bound_outside_the_stored_years_is_refused,
+    } };
+}

@@ -180,3 +180,18 @@ pub async fn empty_patch_still_bumps_the_version(store: Arc<dyn Store>) {
         p.updated_at
     );
 }
+
+/// This module's cases, in the order they run: the suite runs exactly these, and the
+/// conformance crate's own tests fail if a public case of this module is missing here.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __stockroom_versioning_cases {
+    ($($request:tt)*) => { $crate::__stockroom_cases_of! { ($($request)*) versioning:
+        update_with_the_current_version_succeeds,
+        update_with_a_stale_version_is_rejected,
+        update_with_a_future_version_is_rejected,
+        every_write_bumps_the_version,
+        the_second_of_two_writers_is_stale,
+        empty_patch_still_bumps_the_version,
+    } };
+}

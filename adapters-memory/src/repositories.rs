@@ -2,6 +2,9 @@
 //! repository port over it. A read session hands out only its reader traits; a unit of work hands
 //! out the repository traits too.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use stockroom_core::adapter::page_from_overfetch;
 use stockroom_core::time::{self, Timestamp};
@@ -16,10 +19,36 @@ use stockroom_core::{
 
 use crate::state::{key_of, key_of_cursor, Row, State};
 
-/// A [`State`] and the ports over it.
+/// A [`State`] and the ports over it. Every call fails with `Unavailable` once the store is
+/// closed, as on the SQL backends.
 #[derive(Debug)]
 pub(crate) struct Tables {
     pub(crate) state: State,
+    pub(crate) closed: Arc<AtomicBool>,
+}
+
+impl Tables {
+    /// The tables, if the store is still open.
+    fn state(&self) -> Result<&State> {
+        self.check_open()?;
+        Ok(&self.state)
+    }
+
+    /// The tables, for writing, if the store is still open.
+    fn state_mut(&mut self) -> Result<&mut State> {
+        self.check_open()?;
+        Ok(&mut self.state)
+    }
+
+    /// `Unavailable` once the store is closed.
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Unavailable {
+                reason: "the memory store is closed".to_owned(),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// `rows` from `page`: skip `offset`, take `limit`.
@@ -43,11 +72,11 @@ fn distinct<T: Copy + Eq + std::hash::Hash>(ids: &[T]) -> Vec<T> {
 #[async_trait]
 impl<E: Row> ReadRepository<E> for Tables {
     async fn get(&mut self, id: E::Id) -> Result<Option<E>> {
-        Ok(E::table(&self.state).live(id).cloned())
+        Ok(E::table(self.state()?).live(id).cloned())
     }
 
     async fn get_many(&mut self, ids: &[E::Id]) -> Result<Vec<E>> {
-        let table = E::table(&self.state);
+        let table = E::table(self.state()?);
         let mut rows: Vec<E> = distinct(ids)
             .into_iter()
             .filter_map(|id| table.live(id).cloned())
@@ -57,10 +86,10 @@ impl<E: Row> ReadRepository<E> for Tables {
     }
 
     async fn list(&mut self, filter: &E::Filter, page: Page) -> Result<Vec<E>> {
-        if !filter_can_match::<E>(filter, &self.state) {
+        if !filter_can_match::<E>(filter, self.state()?) {
             return Ok(Vec::new());
         }
-        Ok(paged(E::table(&self.state).matching(filter), page))
+        Ok(paged(E::table(self.state()?).matching(filter), page))
     }
 
     async fn list_after(
@@ -69,10 +98,10 @@ impl<E: Row> ReadRepository<E> for Tables {
         after: Option<Cursor>,
         limit: Limit,
     ) -> Result<KeysetPage<E>> {
-        if !filter_can_match::<E>(filter, &self.state) {
+        if !filter_can_match::<E>(filter, self.state()?) {
             return Ok(page_from_overfetch(Vec::new(), limit));
         }
-        let table = E::table(&self.state);
+        let table = E::table(self.state()?);
         let take = limit.get() as usize + 1;
         let rows: Vec<E> = match after {
             Some(cursor) => table
@@ -86,19 +115,19 @@ impl<E: Row> ReadRepository<E> for Tables {
     }
 
     async fn count(&mut self, filter: &E::Filter) -> Result<u64> {
-        if !filter_can_match::<E>(filter, &self.state) {
+        if !filter_can_match::<E>(filter, self.state()?) {
             return Ok(0);
         }
-        Ok(E::table(&self.state).matching(filter).count() as u64)
+        Ok(E::table(self.state()?).matching(filter).count() as u64)
     }
 
     async fn exists(&mut self, filter: &E::Filter) -> Result<bool> {
-        Ok(filter_can_match::<E>(filter, &self.state)
-            && E::table(&self.state).matching(filter).next().is_some())
+        Ok(filter_can_match::<E>(filter, self.state()?)
+            && E::table(self.state()?).matching(filter).next().is_some())
     }
 
     async fn list_deleted(&mut self, page: Page) -> Result<Vec<E>> {
-        let rows = E::table(&self.state).all().filter(|row| !row.is_live());
+        let rows = E::table(self.state()?).all().filter(|row| !row.is_live());
         Ok(paged(rows, page))
     }
 }
@@ -122,17 +151,17 @@ fn insert<E: Row>(state: &mut State, new: E::New, now: Timestamp) -> Result<E> {
 #[async_trait]
 impl<E: Row> Repository<E> for Tables {
     async fn create(&mut self, new: E::New) -> Result<E> {
-        insert(&mut self.state, new, time::now())
+        insert(self.state_mut()?, new, time::now())
     }
 
     async fn create_many(&mut self, new: Vec<E::New>) -> Result<Vec<E>> {
         let now = time::now();
-        let mut next = self.state.clone();
+        let mut next = self.state()?.clone();
         let rows = new
             .into_iter()
             .map(|new| insert(&mut next, new, now))
             .collect::<Result<Vec<E>>>()?;
-        self.state = next;
+        *self.state_mut()? = next;
         Ok(rows)
     }
 
@@ -142,7 +171,7 @@ impl<E: Row> Repository<E> for Tables {
         patch: &E::Patch,
         expected_version: Option<i64>,
     ) -> Result<E> {
-        let table = E::table(&self.state);
+        let table = E::table(self.state()?);
         let mut row = table
             .live(id)
             .cloned()
@@ -152,14 +181,14 @@ impl<E: Row> Repository<E> for Tables {
                 return Err(Error::stale_version(E::KIND, id, expected, row.version()));
             }
         }
-        self.state.require_live(E::patch_references(patch))?;
+        self.state()?.require_live(E::patch_references(patch))?;
         row.apply(patch, time::now());
-        E::table_mut(&mut self.state).put(row.clone())?;
+        E::table_mut(self.state_mut()?).put(row.clone())?;
         Ok(row)
     }
 
     async fn update_many(&mut self, ids: &[E::Id], patch: &E::Patch) -> Result<u64> {
-        let table = E::table(&self.state);
+        let table = E::table(self.state()?);
         let live: Vec<E> = distinct(ids)
             .into_iter()
             .filter_map(|id| table.live(id).cloned())
@@ -167,19 +196,19 @@ impl<E: Row> Repository<E> for Tables {
         if live.is_empty() {
             return Ok(0);
         }
-        self.state.require_live(E::patch_references(patch))?;
+        self.state()?.require_live(E::patch_references(patch))?;
         let now = time::now();
-        let mut next = self.state.clone();
+        let mut next = self.state()?.clone();
         for mut row in live.iter().cloned() {
             row.apply(patch, now);
             E::table_mut(&mut next).put(row)?;
         }
-        self.state = next;
+        *self.state_mut()? = next;
         Ok(live.len() as u64)
     }
 
     async fn soft_delete(&mut self, id: E::Id) -> Result<bool> {
-        let table = E::table_mut(&mut self.state);
+        let table = E::table_mut(self.state_mut()?);
         let row = table.any(id).ok_or_else(|| Error::not_found(E::KIND, id))?;
         if !row.is_live() {
             return Ok(false);
@@ -192,7 +221,7 @@ impl<E: Row> Repository<E> for Tables {
     }
 
     async fn restore(&mut self, id: E::Id) -> Result<bool> {
-        let table = E::table_mut(&mut self.state);
+        let table = E::table_mut(self.state_mut()?);
         let row = table.any(id).ok_or_else(|| Error::not_found(E::KIND, id))?;
         if row.is_live() {
             return Ok(false);
@@ -204,7 +233,7 @@ impl<E: Row> Repository<E> for Tables {
     }
 
     async fn hard_delete(&mut self, id: E::Id) -> Result<()> {
-        if E::remove(&mut self.state, id) {
+        if E::remove(self.state_mut()?, id) {
             Ok(())
         } else {
             Err(Error::not_found(E::KIND, id))
@@ -213,13 +242,13 @@ impl<E: Row> Repository<E> for Tables {
 
     async fn purge_deleted_before(&mut self, before: Timestamp) -> Result<u64> {
         let before = time::supported("before", before)?;
-        let doomed: Vec<E::Id> = E::table(&self.state)
+        let doomed: Vec<E::Id> = E::table(self.state()?)
             .all()
             .filter(|row| row.deleted_at().is_some_and(|at| at < before))
             .map(Entity::id)
             .collect();
         for &id in &doomed {
-            E::remove(&mut self.state, id);
+            E::remove(self.state_mut()?, id);
         }
         Ok(doomed.len() as u64)
     }
@@ -228,17 +257,17 @@ impl<E: Row> Repository<E> for Tables {
 #[async_trait]
 impl ProductReader for Tables {
     async fn by_slug(&mut self, slug: &str) -> Result<Option<Product>> {
-        let table = &self.state.products;
+        let table = &self.state()?.products;
         Ok(table.by_unique(Constraint::ProductSlug, slug).cloned())
     }
 
     async fn by_sku(&mut self, sku: &str) -> Result<Option<Product>> {
-        let table = &self.state.products;
+        let table = &self.state()?.products;
         Ok(table.by_unique(Constraint::ProductSku, sku).cloned())
     }
 
     async fn with_relations(&mut self, id: ProductId) -> Result<Option<ProductWithRelations>> {
-        let state = &self.state;
+        let state = self.state()?;
         Ok(state.products.live(id).map(|product| ProductWithRelations {
             category: product
                 .category_id
@@ -252,13 +281,13 @@ impl ProductReader for Tables {
 
     async fn search(&mut self, filter: &ProductFilter, page: Page) -> Result<SearchPage<Product>> {
         let (offset, limit) = bounds(page);
-        if !filter_can_match::<Product>(filter, &self.state) {
+        if !filter_can_match::<Product>(filter, self.state()?) {
             return Ok(SearchPage {
                 total: 0,
                 items: Vec::new(),
             });
         }
-        let table = &self.state.products;
+        let table = &self.state()?.products;
         // One pass: count every match, keep the page's. With a query, the candidates come from
         // one scan of the table's document index, and the rest of the filter decides.
         let matching: Box<dyn Iterator<Item = &Product>> = match &filter.search {
@@ -293,7 +322,7 @@ impl ProductReader for Tables {
 #[async_trait]
 impl ProductRepository for Tables {
     async fn adjust_stock(&mut self, id: ProductId, delta: StockDelta) -> Result<Product> {
-        let table = &mut self.state.products;
+        let table = &mut self.state_mut()?.products;
         let mut product = table
             .live(id)
             .cloned()
@@ -328,7 +357,7 @@ impl ProductRepository for Tables {
         // The unit of work holds the only writer slot: every row it sees is already its own.
         let mut ids = distinct(ids);
         ids.sort_unstable();
-        let table = &self.state.products;
+        let table = &self.state()?.products;
         Ok(ids
             .into_iter()
             .filter_map(|id| table.live(id).cloned())
@@ -339,7 +368,7 @@ impl ProductRepository for Tables {
 #[async_trait]
 impl CategoryReader for Tables {
     async fn by_slug(&mut self, slug: &str) -> Result<Option<Category>> {
-        let table = &self.state.categories;
+        let table = &self.state()?.categories;
         Ok(table.by_unique(Constraint::CategorySlug, slug).cloned())
     }
 }
@@ -349,7 +378,7 @@ impl CategoryRepository for Tables {}
 #[async_trait]
 impl UserReader for Tables {
     async fn by_email(&mut self, email: &str) -> Result<Option<User>> {
-        let table = &self.state.users;
+        let table = &self.state()?.users;
         let email = email.to_lowercase();
         Ok(table.by_unique(Constraint::UserEmail, &email).cloned())
     }
@@ -359,25 +388,26 @@ impl UserRepository for Tables {}
 
 impl Tables {
     /// The live reviews of `product` (none unless it is live), newest first.
-    fn reviews_of(&self, product: ProductId) -> impl Iterator<Item = &Review> + '_ {
-        let live = self.state.products.live(product).is_some();
-        self.state
+    fn reviews_of(&self, product: ProductId) -> Result<impl Iterator<Item = &Review> + '_> {
+        let state = self.state()?;
+        let live = state.products.live(product).is_some();
+        Ok(state
             .reviews
             .children(*product.as_uuid().as_bytes())
             .rev()
-            .filter(move |r| live && r.is_live())
+            .filter(move |r| live && r.is_live()))
     }
 }
 
 #[async_trait]
 impl ReviewReader for Tables {
     async fn for_product(&mut self, product: ProductId, page: Page) -> Result<Vec<Review>> {
-        Ok(paged(self.reviews_of(product), page))
+        Ok(paged(self.reviews_of(product)?, page))
     }
 
     async fn stats(&mut self, product: ProductId) -> Result<RatingStats> {
         Ok(RatingStats::from_ratings(
-            self.reviews_of(product).map(|r| r.rating),
+            self.reviews_of(product)?.map(|r| r.rating),
         ))
     }
 }
@@ -387,19 +417,19 @@ impl ReviewRepository for Tables {}
 #[async_trait]
 impl StockMovementReader for Tables {
     async fn get(&mut self, id: StockMovementId) -> Result<Option<StockMovement>> {
-        Ok(self.state.movements.get(id).cloned())
+        Ok(self.state()?.movements.get(id).cloned())
     }
 
     async fn by_idempotency_key(&mut self, key: &str) -> Result<Option<StockMovement>> {
-        Ok(self.state.movements.by_key(key).cloned())
+        Ok(self.state()?.movements.by_key(key).cloned())
     }
 
     async fn for_product(&mut self, product: ProductId, page: Page) -> Result<Vec<StockMovement>> {
-        Ok(paged(self.state.movements.of_product(product), page))
+        Ok(paged(self.state()?.movements.of_product(product), page))
     }
 
     async fn count(&mut self) -> Result<u64> {
-        Ok(self.state.movements.len() as u64)
+        Ok(self.state()?.movements.len() as u64)
     }
 }
 
@@ -407,7 +437,7 @@ impl StockMovementReader for Tables {
 impl StockMovementRepository for Tables {
     async fn record(&mut self, movement: NewStockMovement) -> Result<StockMovement> {
         let row = movement.into_entity(time::now());
-        self.state.movements.append(row.clone())?;
+        self.state_mut()?.movements.append(row.clone())?;
         Ok(row)
     }
 }
