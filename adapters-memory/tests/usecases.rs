@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use stockroom_core::mocks::{Fault, FaultyStore};
 use stockroom_core::{
-    product_details, transfer_stock, Constraint, Error, Limit, NewProduct, NewReview, NewUser,
-    Product, ProductId, RetryPolicy, Store, StoreExt, TransferRequest,
+    product_details, transfer_stock, Constraint, Error, Limit, NewCategory, NewProduct, NewReview,
+    NewUser, Product, ProductId, RetryPolicy, Store, StoreExt, TransferRequest,
 };
 use stockroom_memory::MemoryStore;
 
@@ -83,6 +83,87 @@ async fn a_transient_commit_failure_is_retried() {
         (7, 3, 1),
         "the failed commit rolled back; the retry moved the stock once"
     );
+}
+
+fn ambiguous() -> Error {
+    Error::AmbiguousCommit {
+        reason: "connection lost during COMMIT".to_owned(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_keyed_transfer_whose_commit_outcome_was_lost_is_resolved_by_its_key() {
+    let (store, a, b) = two_products().await;
+    // The server committed; the client heard nothing.
+    store.inject(Fault::CommitOutcomeLost, 1, ambiguous);
+    let request = TransferRequest::new(a.id, b.id, 3).with_idempotency_key("order-1");
+    let done = transfer_stock(&store, &request, &policy(5)).await.unwrap();
+    assert!(
+        done.replayed,
+        "the second attempt found the first one's movement"
+    );
+    assert_eq!(
+        stock_and_ledger(&store, a.id, b.id).await,
+        (7, 3, 1),
+        "moved once, though attempted twice"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_keyed_transfer_whose_commit_was_lost_before_the_server_applies_on_retry() {
+    let (store, a, b) = two_products().await;
+    store.inject(Fault::Commit, 1, ambiguous);
+    let request = TransferRequest::new(a.id, b.id, 3).with_idempotency_key("order-2");
+    let done = transfer_stock(&store, &request, &policy(5)).await.unwrap();
+    assert!(
+        !done.replayed,
+        "the first attempt rolled back; the second applied"
+    );
+    assert_eq!(stock_and_ledger(&store, a.id, b.id).await, (7, 3, 1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_ambiguous_commit_without_a_key_is_returned_not_retried() {
+    let (store, a, b) = two_products().await;
+    store.inject(Fault::CommitOutcomeLost, 1, ambiguous);
+    let committed = store.calls(Fault::Commit);
+    let result = transfer_stock(&store, &TransferRequest::new(a.id, b.id, 3), &policy(5)).await;
+    assert!(
+        matches!(result, Err(Error::AmbiguousCommit { .. })),
+        "{result:?}"
+    );
+    assert_eq!(
+        store.calls(Fault::Commit) - committed,
+        1,
+        "no second attempt"
+    );
+    assert_eq!(
+        stock_and_ledger(&store, a.id, b.id).await,
+        (7, 3, 1),
+        "the one attempt was stored; a retry would have moved the stock twice"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_runner_never_reruns_a_unit_of_work_whose_commit_outcome_is_unknown() {
+    let (store, _, _) = two_products().await;
+    store.inject(Fault::CommitOutcomeLost, 1, ambiguous);
+    let mut runs = 0;
+    let result = store
+        .run(&policy(5), |uow| {
+            runs += 1;
+            Box::pin(async move {
+                uow.categories()
+                    .create(NewCategory::new("Mugs", "mugs").unwrap())
+                    .await
+            })
+        })
+        .await;
+    assert!(
+        matches!(result, Err(Error::AmbiguousCommit { .. })),
+        "{result:?}"
+    );
+    assert_eq!(runs, 1, "the work ran once");
 }
 
 #[tokio::test(start_paused = true)]

@@ -246,6 +246,17 @@ pub enum Error {
     #[error("backend unavailable: {reason}")]
     Unavailable { reason: String },
 
+    /// The commit was sent, but whether it took effect is unknown: the connection was lost
+    /// while the server ran `COMMIT`, or the engine answered that the result is ambiguous
+    /// (SQLSTATE 40003, as distributed engines do). The unit of work may or may not be stored.
+    ///
+    /// Never retried blindly (a retry could apply the work twice): read back to find out, or
+    /// retry an operation that is idempotent. A transfer with an idempotency key does this
+    /// itself ([`transfer_stock`](crate::transfer_stock)): its key finds the first attempt if it
+    /// committed.
+    #[error("the commit's outcome is unknown: {reason}")]
+    AmbiguousCommit { reason: String },
+
     /// The backend answers but cannot do the operation, and retrying will not change that
     /// until an operator acts: the database is read-only, permission is denied, the disk is
     /// full, the file is corrupt.
@@ -312,6 +323,11 @@ impl Error {
     /// Whether retrying the same operation at once may succeed (what the retry runner retries).
     pub fn is_transient(&self) -> bool {
         matches!(self, Error::Transient { .. })
+    }
+
+    /// Whether a commit was sent and its outcome is unknown ([`Error::AmbiguousCommit`]).
+    pub fn is_ambiguous_commit(&self) -> bool {
+        matches!(self, Error::AmbiguousCommit { .. })
     }
 
     /// Whether the failure lasts until an operator acts ([`Error::Storage`]): retrying, now or

@@ -14,6 +14,7 @@
 //! | `StaleVersion` | 412 | `…:stale-version` | `entity`, `id`, `expected_version`, `current_version` |
 //! | `Transient` | 503, `Retry-After: 1` | `…:transient` | |
 //! | `Unavailable` | 503, `Retry-After: 5` | `…:unavailable` | |
+//! | `AmbiguousCommit` | 500, no `Retry-After` | `…:ambiguous-commit` | |
 //! | `Storage` | 500, no `Retry-After` | `…:storage-fault` | `fault` (`read_only`, `permission_denied`, `full`, `corrupt`) |
 //! | `Unsupported`, `Backend` | 500 | `…:internal` | (the cause is logged, not sent) |
 //!
@@ -190,6 +191,15 @@ impl From<Error> for Problem {
                     "the store cannot be reached; retry later",
                 )
                 .retry_after(5)
+            }
+            Error::AmbiguousCommit { .. } => {
+                tracing::error!(%error, "commit outcome unknown");
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "ambiguous-commit",
+                    "the request may or may not have been applied; read before retrying, or \
+                     retry with the same idempotency key",
+                )
             }
             Error::Storage { fault, .. } => {
                 tracing::error!(%error, "storage fault");

@@ -87,6 +87,7 @@ fn outcome<T>(result: &Result<T>) -> &'static str {
         Err(Error::StaleVersion { .. }) => "stale_version",
         Err(Error::Transient { .. }) => "transient",
         Err(Error::Unavailable { .. }) => "unavailable",
+        Err(Error::AmbiguousCommit { .. }) => "ambiguous_commit",
         Err(Error::Storage { .. }) => "storage_fault",
         Err(Error::Unsupported { .. }) => "unsupported",
         Err(Error::Backend { .. }) => "backend",

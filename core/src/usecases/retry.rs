@@ -114,7 +114,9 @@ impl RetryPolicy {
 /// database, a concurrent request that took the same idempotency key), rolls back and runs
 /// `work` again in a new unit of work, up to `policy.max_attempts` times in all, with jittered
 /// exponential backoff between attempts, and within `policy.deadline` if one is set. Any other
-/// error rolls back and is returned at once; so is the last transient one.
+/// error rolls back and is returned at once; so is the last transient one. A commit whose
+/// outcome is unknown ([`Error::AmbiguousCommit`]) is returned, never re-run: the work may have
+/// been stored.
 ///
 /// `work` is a closure that takes the unit of work and returns a boxed future
 /// ([`WorkFuture`]); it may borrow from its surroundings, and it must be safe to run more than
@@ -178,18 +180,36 @@ where
 pub(crate) struct Retries<'p> {
     policy: &'p RetryPolicy,
     attempt: u32,
+    /// Whether an [`Error::AmbiguousCommit`] is worth another attempt: only for an operation
+    /// that cannot apply twice.
+    idempotent: bool,
 }
 
 impl<'p> Retries<'p> {
     pub(crate) fn new(policy: &'p RetryPolicy) -> Self {
         tracing::Span::current().record("attempts", 1);
-        Self { policy, attempt: 1 }
+        Self {
+            policy,
+            attempt: 1,
+            idempotent: false,
+        }
     }
 
-    /// After a failed attempt: `Err(error)` when it is not transient or the attempts are used
-    /// up; otherwise waits the backoff delay and returns `Ok` for the next attempt.
+    /// Also retries ambiguous commits, when `idempotent`: the operation cannot apply twice, so
+    /// running it again resolves the ambiguity.
+    pub(crate) fn resolving_ambiguous_commits(mut self, idempotent: bool) -> Self {
+        self.idempotent = idempotent;
+        self
+    }
+
+    fn worth_retrying(&self, error: &Error) -> bool {
+        error.is_transient() || (self.idempotent && error.is_ambiguous_commit())
+    }
+
+    /// After a failed attempt: `Err(error)` when it is not worth retrying or the attempts are
+    /// used up; otherwise waits the backoff delay and returns `Ok` for the next attempt.
     pub(crate) async fn after(&mut self, error: Error) -> Result<()> {
-        if !error.is_transient() || self.attempt >= self.policy.attempts() {
+        if !self.worth_retrying(&error) || self.attempt >= self.policy.attempts() {
             return Err(error);
         }
         tracing::debug!(attempt = self.attempt, %error, "transient failure, retrying");

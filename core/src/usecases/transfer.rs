@@ -114,6 +114,9 @@ impl Transfer {
 /// are those of [`transfer_in`]) in a transaction of its own: transient failures (a deadlock, a
 /// busy database, a concurrent request that took the same idempotency key first) are retried up
 /// to `policy.max_attempts` times with jittered exponential backoff, then returned as they are.
+/// A commit whose outcome is unknown ([`Error::AmbiguousCommit`]) is retried only with an
+/// idempotency key (which then finds the first attempt's movement if it was stored, answered
+/// as a replay); without one it is returned, since a retry could move the stock twice.
 ///
 /// ```
 /// # async fn demo(store: &dyn stockroom_core::Store, a: stockroom_core::ProductId, b: stockroom_core::ProductId) -> stockroom_core::Result<()> {
@@ -265,7 +268,9 @@ async fn move_with_retries(
     policy: &RetryPolicy,
 ) -> Result<Applied> {
     let movement = transfer.ledger_row();
-    let mut retries = Retries::new(policy);
+    // With a key, a commit whose outcome is unknown is resolved by trying again: the key finds
+    // the first attempt's movement if it was stored, and nothing moves twice.
+    let mut retries = Retries::new(policy).resolving_ambiguous_commits(transfer.key.is_some());
     let attempts = async {
         loop {
             match store.move_stock(&movement).await {
