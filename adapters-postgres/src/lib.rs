@@ -147,6 +147,7 @@
 
 mod categories;
 mod connections;
+mod engine;
 mod entity;
 mod error;
 mod migrate;
@@ -165,6 +166,7 @@ pub mod testing;
 /// are of the same version as Stockroom's.
 pub use sqlx;
 
+pub use engine::Engine;
 pub use options::PostgresOptions;
 pub use session::connection;
 pub use store::PostgresStore;
