@@ -189,6 +189,7 @@
 // The one unsafe item is the WAL hook in `hooks.rs` (rusqlite's safe `wal_hook` differs between
 // the rusqlite releases this crate supports): everything else is safe code.
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod conn;
@@ -199,8 +200,8 @@ mod hooks;
 mod options;
 mod repos;
 mod schema;
+mod sql;
 mod store;
-mod table;
 
 /// The rusqlite this adapter is built with: use it for [`with_connection`] and
 /// [`SqliteOptions::with_on_open`], so the application's code and Stockroom share one version

@@ -1,20 +1,16 @@
-//! The repository ports, implemented on [`Conn`]: each method hands owned inputs to a call that
-//! runs the statements of `table.rs`, with the call's [`Cost`] (which decides where it runs:
-//! inline for a few indexed statements, the blocking pool for work that grows with the data).
+//! The generic repository ports ([`ReadRepository`] and [`Repository`]), implemented on [`Conn`]
+//! for every [`Table`]: each method hands owned inputs to a call that runs the statements of
+//! [`sql::generic`](crate::sql::generic), with the call's [`Cost`] (which decides where it runs: see `conn.rs`). Each
+//! entity's own port is implemented in its module of [`sql`](crate::sql).
 
 use async_trait::async_trait;
 use stockroom_core::time::Timestamp;
-use stockroom_core::{
-    Category, CategoryReader, CategoryRepository, Cursor, KeysetPage, Limit, NewStockMovement,
-    Page, Product, ProductFilter, ProductId, ProductReader, ProductRepository,
-    ProductWithRelations, RatingStats, ReadRepository, Repository, Result, Review, ReviewReader,
-    ReviewRepository, SearchPage, StockDelta, StockMovement, StockMovementId, StockMovementReader,
-    StockMovementRepository, User, UserReader, UserRepository,
-};
+use stockroom_core::{Cursor, KeysetPage, Limit, Page, ReadRepository, Repository, Result};
 use uuid::Uuid;
 
 use crate::conn::{Conn, Cost};
-use crate::table::{self, Table};
+use crate::sql::generic as table;
+use crate::sql::Table;
 
 fn uuids<I: Into<Uuid> + Copy>(ids: &[I]) -> Vec<Uuid> {
     ids.iter().map(|id| (*id).into()).collect()
@@ -22,7 +18,7 @@ fn uuids<I: Into<Uuid> + Copy>(ids: &[I]) -> Vec<Uuid> {
 
 impl Conn {
     /// The live row of `E` whose unique `column` equals `value`.
-    async fn by_column<E: Table>(
+    pub(crate) async fn by_column<E: Table>(
         &mut self,
         column: &'static str,
         value: String,
@@ -159,109 +155,5 @@ impl<E: Table> Repository<E> for Conn {
             table::purge_deleted_before::<E>(c, before)
         })
         .await
-    }
-}
-
-#[async_trait]
-impl ProductReader for Conn {
-    async fn by_slug(&mut self, slug: &str) -> Result<Option<Product>> {
-        self.by_column("slug", slug.to_owned()).await
-    }
-
-    async fn by_sku(&mut self, sku: &str) -> Result<Option<Product>> {
-        self.by_column("sku", sku.to_owned()).await
-    }
-
-    async fn with_relations(&mut self, id: ProductId) -> Result<Option<ProductWithRelations>> {
-        self.read(Cost::Short, move |c| table::with_relations(c, id))
-            .await
-    }
-
-    async fn search(&mut self, filter: &ProductFilter, page: Page) -> Result<SearchPage<Product>> {
-        let filter = filter.clone();
-        self.read(Cost::Long, move |c| table::search(c, &filter, page))
-            .await
-    }
-}
-
-#[async_trait]
-impl ProductRepository for Conn {
-    async fn adjust_stock(&mut self, id: ProductId, delta: StockDelta) -> Result<Product> {
-        self.run(Cost::Short, move |c| table::adjust_stock(c, id, delta))
-            .await
-    }
-
-    async fn lock(&mut self, ids: &[ProductId]) -> Result<Vec<Product>> {
-        let ids = ids.to_vec();
-        self.read(Cost::of_batch(ids.len()), move |c| table::lock(c, &ids))
-            .await
-    }
-}
-
-#[async_trait]
-impl CategoryReader for Conn {
-    async fn by_slug(&mut self, slug: &str) -> Result<Option<Category>> {
-        self.by_column("slug", slug.to_owned()).await
-    }
-}
-
-impl CategoryRepository for Conn {}
-
-#[async_trait]
-impl UserReader for Conn {
-    async fn by_email(&mut self, email: &str) -> Result<Option<User>> {
-        self.by_column("email", email.to_lowercase()).await
-    }
-}
-
-impl UserRepository for Conn {}
-
-#[async_trait]
-impl ReviewReader for Conn {
-    async fn for_product(&mut self, product: ProductId, page: Page) -> Result<Vec<Review>> {
-        self.read(Cost::Long, move |c| {
-            table::reviews_for_product(c, product, page)
-        })
-        .await
-    }
-
-    async fn stats(&mut self, product: ProductId) -> Result<RatingStats> {
-        self.read(Cost::Long, move |c| table::review_stats(c, product))
-            .await
-    }
-}
-
-impl ReviewRepository for Conn {}
-
-#[async_trait]
-impl StockMovementReader for Conn {
-    async fn get(&mut self, id: StockMovementId) -> Result<Option<StockMovement>> {
-        self.read(Cost::Short, move |c| table::movement(c, id))
-            .await
-    }
-
-    async fn by_idempotency_key(&mut self, key: &str) -> Result<Option<StockMovement>> {
-        let key = key.to_owned();
-        self.read(Cost::Short, move |c| table::movement_by_key(c, &key))
-            .await
-    }
-
-    async fn for_product(&mut self, product: ProductId, page: Page) -> Result<Vec<StockMovement>> {
-        self.read(Cost::Long, move |c| {
-            table::movements_for_product(c, product, page)
-        })
-        .await
-    }
-
-    async fn count(&mut self) -> Result<u64> {
-        self.read(Cost::Long, table::movement_count).await
-    }
-}
-
-#[async_trait]
-impl StockMovementRepository for Conn {
-    async fn record(&mut self, movement: NewStockMovement) -> Result<StockMovement> {
-        self.run(Cost::Short, move |c| table::record_movement(c, movement))
-            .await
     }
 }
