@@ -46,6 +46,8 @@ fn push_values<E: Table>(row: &E, out: &mut Vec<Value>) {
     );
 }
 
+// ---- Row mapping and statements ------------------------------------------------------------
+
 /// SQLite reports whichever unique index it happened to check first; every backend names the
 /// first rule broken in a fixed order: rows in input order, each row's unique values in the order
 /// the entity declares them (a product's slug before its sku). Runs only after a write failed on
@@ -88,6 +90,7 @@ pub(crate) fn columns<E: Table>(alias: Option<&str>) -> String {
     s
 }
 
+/// Every row `sql` returns, each mapped by `f`.
 pub(crate) fn query<T>(
     conn: &Db<'_>,
     sql: &str,
@@ -102,6 +105,7 @@ pub(crate) fn query<T>(
     .map_err(map)
 }
 
+/// Every row `sql` returns, each an `E` read from column 0 on.
 pub(crate) fn query_rows<E: Table>(conn: &Db<'_>, sql: &str, params: &[Value]) -> Result<Vec<E>> {
     query(conn, sql, params, |r| read_row::<E>(r, 0))
 }
@@ -123,6 +127,7 @@ pub(crate) fn query_first<T>(
     .map_err(map)
 }
 
+/// The first column of the one row `sql` returns.
 pub(crate) fn scalar<T: rusqlite::types::FromSql>(
     conn: &Db<'_>,
     sql: &str,
@@ -135,6 +140,7 @@ pub(crate) fn scalar<T: rusqlite::types::FromSql>(
     .map_err(map)
 }
 
+/// Runs a statement that returns no rows; the number of rows it changed.
 pub(crate) fn execute(conn: &Db<'_>, sql: &str, params: &[Value]) -> Result<usize> {
     conn.observe(sql, || {
         conn.prepare_cached(sql)
@@ -152,6 +158,7 @@ pub(crate) fn placeholders(n: usize) -> String {
     s
 }
 
+/// Appends the page's `LIMIT ? OFFSET ?` parameters.
 pub(crate) fn page_params(page: Page, params: &mut Vec<Value>) {
     params.push(Value::Integer(i64::from(page.limit().get())));
     params.push(Value::Integer(page.offset() as i64));
@@ -193,6 +200,9 @@ pub(crate) fn require_live<E: Table>(
     Ok(())
 }
 
+// ---- The operations ------------------------------------------------------------------------
+
+/// The live row `id`: the point read.
 pub(crate) fn get<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<Option<E>> {
     query_first(conn, E::GET_SQL, id.as_bytes(), |r| read_row::<E>(r, 0))
 }
@@ -205,6 +215,7 @@ fn distinct(ids: &[Uuid]) -> Vec<Uuid> {
     ids
 }
 
+/// The live rows among `ids`, in the list order.
 pub(crate) fn get_many<E: Table>(conn: &Db<'_>, ids: &[Uuid]) -> Result<Vec<E>> {
     let ids = distinct(ids);
     let mut rows = Vec::with_capacity(ids.len());
@@ -225,12 +236,14 @@ pub(crate) fn get_many<E: Table>(conn: &Db<'_>, ids: &[Uuid]) -> Result<Vec<E>> 
     Ok(rows)
 }
 
+/// The conditions of `filter`.
 pub(crate) fn filter_where<E: Table>(filter: &E::Filter) -> Where {
     let mut w = Where::default();
     E::filter(filter, &mut w);
     w
 }
 
+/// A page of the live rows that match `filter`, in the list order (`created_at`, then id).
 pub(crate) fn list<E: Table>(conn: &Db<'_>, filter: &E::Filter, page: Page) -> Result<Vec<E>> {
     let mut w = filter_where::<E>(filter);
     let sql = format!(
@@ -266,6 +279,7 @@ pub(crate) fn list_after<E: Table>(
     query_rows::<E>(conn, &sql, &w.params)
 }
 
+/// How many live rows match `filter`.
 pub(crate) fn count<E: Table>(conn: &Db<'_>, filter: &E::Filter) -> Result<u64> {
     let w = filter_where::<E>(filter);
     let sql = format!(
@@ -276,6 +290,7 @@ pub(crate) fn count<E: Table>(conn: &Db<'_>, filter: &E::Filter) -> Result<u64> 
     scalar::<i64>(conn, &sql, &w.params).map(|n| n as u64)
 }
 
+/// Whether a live row matches `filter`: the first one found ends the search.
 pub(crate) fn exists<E: Table>(conn: &Db<'_>, filter: &E::Filter) -> Result<bool> {
     let w = filter_where::<E>(filter);
     let sql = format!(
@@ -286,6 +301,7 @@ pub(crate) fn exists<E: Table>(conn: &Db<'_>, filter: &E::Filter) -> Result<bool
     scalar(conn, &sql, &w.params)
 }
 
+/// A page of the soft-deleted rows, in the list order.
 pub(crate) fn list_deleted<E: Table>(conn: &Db<'_>, page: Page) -> Result<Vec<E>> {
     let sql = format!(
         "SELECT {} FROM {} WHERE deleted_at IS NOT NULL ORDER BY created_at, id LIMIT ? OFFSET ?",
@@ -314,6 +330,7 @@ fn insert_sql<E: Table>(rows: usize) -> String {
     )
 }
 
+/// Inserts the row the core makes of `new`.
 pub(crate) fn create<E: Table>(conn: &Db<'_>, new: E::New) -> Result<E> {
     let row = E::create(new, time::now());
     E::check_new_refs(conn, std::slice::from_ref(&row))?;
@@ -390,6 +407,7 @@ pub(crate) fn update<E: Table>(
     Ok(row)
 }
 
+/// Applies `patch` to each live row among `ids`, all or nothing; how many it changed.
 pub(crate) fn update_many<E: Table>(conn: &Db<'_>, ids: &[Uuid], patch: &E::Patch) -> Result<u64> {
     let mut rows = get_many::<E>(conn, ids)?;
     if rows.is_empty() {
@@ -406,6 +424,7 @@ pub(crate) fn update_many<E: Table>(conn: &Db<'_>, ids: &[Uuid], patch: &E::Patc
     })
 }
 
+/// Marks the live row `id` deleted; false when it already was.
 pub(crate) fn soft_delete<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<bool> {
     let sql = format!(
         "UPDATE {} SET deleted_at = ?1, updated_at = ?1, version = version + 1 \
@@ -430,6 +449,8 @@ fn changed_or_known<E: Table>(conn: &Db<'_>, id: Uuid, changed: bool) -> Result<
     }
 }
 
+/// Brings the soft-deleted row `id` back; false when it is live. A unique value a live row
+/// took meanwhile is a conflict.
 pub(crate) fn restore<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<bool> {
     let sql = format!(
         "UPDATE {} SET deleted_at = NULL, updated_at = ?1, version = version + 1 \
@@ -455,6 +476,7 @@ fn trashed<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<Option<E>> {
     query_first(conn, &sql, id.as_bytes(), |r| read_row::<E>(r, 0))
 }
 
+/// Deletes the row `id` for good, live or not (the foreign keys do the rest).
 pub(crate) fn hard_delete<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<()> {
     let sql = format!("DELETE FROM {} WHERE id = ?", E::NAME);
     match execute(conn, &sql, &[blob(id)])? {
@@ -463,6 +485,7 @@ pub(crate) fn hard_delete<E: Table>(conn: &Db<'_>, id: Uuid) -> Result<()> {
     }
 }
 
+/// Deletes for good the rows soft-deleted before `before`; how many.
 pub(crate) fn purge_deleted_before<E: Table>(conn: &Db<'_>, before: Timestamp) -> Result<u64> {
     let before = time::supported("before", before)?;
     let sql = format!(
@@ -472,6 +495,7 @@ pub(crate) fn purge_deleted_before<E: Table>(conn: &Db<'_>, before: Timestamp) -
     Ok(execute(conn, &sql, &[micros(before)])? as u64)
 }
 
+/// The live row whose unique `column` equals `value`.
 pub(crate) fn by_column<E: Table>(conn: &Db<'_>, column: &str, value: &str) -> Result<Option<E>> {
     let sql = format!(
         "SELECT {} FROM {} WHERE {column} = ? AND deleted_at IS NULL",

@@ -15,7 +15,7 @@
 //! is all that "locking" a row needs here.
 //!
 //! Adding an entity table: its module here (a [`Table`] implementation, with `table_columns!`,
-//! and its repository port), its `mod` line below and its line in [`TABLES`], and its
+//! and its repository port), its `mod` line below and its line in `TABLES`, and its
 //! migration in `schema.rs`.
 
 use rusqlite::types::Value;
