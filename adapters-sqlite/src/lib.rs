@@ -192,8 +192,8 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod application_sql;
 mod conn;
-mod connection;
 mod error;
 #[allow(unsafe_code)] // the WAL hook: see the module docs
 mod hooks;
@@ -208,7 +208,7 @@ mod store;
 /// (and one SQLite).
 pub use rusqlite;
 
-pub use connection::with_connection;
+pub use application_sql::with_connection;
 pub use error::SqliteError;
 pub use options::{Durability, SqliteOptions};
 pub use store::SqliteStore;

@@ -1,7 +1,7 @@
 //! The generic repository ports ([`ReadRepository`] and [`Repository`]), implemented on [`Conn`]
 //! for every [`Table`]: each method hands owned inputs to a call that runs the statements of
-//! [`sql::generic`](crate::sql::generic), with the call's [`Cost`] (which decides where it runs: see `conn.rs`). Each
-//! entity's own port is implemented in its module of [`sql`](crate::sql).
+//! [`sql::generic`](generic), with the call's [`Cost`] (which decides where it runs: see
+//! `conn.rs`). Each entity's own port is implemented in its module of [`sql`](crate::sql).
 
 use async_trait::async_trait;
 use stockroom_core::time::Timestamp;
@@ -9,8 +9,7 @@ use stockroom_core::{Cursor, KeysetPage, Limit, Page, ReadRepository, Repository
 use uuid::Uuid;
 
 use crate::conn::{Conn, Cost};
-use crate::sql::generic as table;
-use crate::sql::Table;
+use crate::sql::{generic, Table};
 
 fn uuids<I: Into<Uuid> + Copy>(ids: &[I]) -> Vec<Uuid> {
     ids.iter().map(|id| (*id).into()).collect()
@@ -24,7 +23,7 @@ impl Conn {
         value: String,
     ) -> Result<Option<E>> {
         self.read(Cost::Short, move |c| {
-            table::by_column::<E>(c, column, &value)
+            generic::by_column::<E>(c, column, &value)
         })
         .await
     }
@@ -34,7 +33,7 @@ impl Conn {
 impl<E: Table> ReadRepository<E> for Conn {
     async fn get(&mut self, id: E::Id) -> Result<Option<E>> {
         let id: Uuid = id.into();
-        self.read(Cost::Short, move |c| table::get::<E>(c, id))
+        self.read(Cost::Short, move |c| generic::get::<E>(c, id))
             .await
     }
 
@@ -44,14 +43,14 @@ impl<E: Table> ReadRepository<E> for Conn {
         }
         let ids = uuids(ids);
         self.read(Cost::of_batch(ids.len()), move |c| {
-            table::get_many::<E>(c, &ids)
+            generic::get_many::<E>(c, &ids)
         })
         .await
     }
 
     async fn list(&mut self, filter: &E::Filter, page: Page) -> Result<Vec<E>> {
         let filter = filter.clone();
-        self.read(Cost::Long, move |c| table::list::<E>(c, &filter, page))
+        self.read(Cost::Long, move |c| generic::list::<E>(c, &filter, page))
             .await
     }
 
@@ -64,7 +63,7 @@ impl<E: Table> ReadRepository<E> for Conn {
         let filter = filter.clone();
         let rows = self
             .read(Cost::Long, move |c| {
-                table::list_after::<E>(c, &filter, after, limit.get() + 1)
+                generic::list_after::<E>(c, &filter, after, limit.get() + 1)
             })
             .await?;
         Ok(stockroom_core::adapter::page_from_overfetch(rows, limit))
@@ -72,18 +71,18 @@ impl<E: Table> ReadRepository<E> for Conn {
 
     async fn count(&mut self, filter: &E::Filter) -> Result<u64> {
         let filter = filter.clone();
-        self.read(Cost::Long, move |c| table::count::<E>(c, &filter))
+        self.read(Cost::Long, move |c| generic::count::<E>(c, &filter))
             .await
     }
 
     async fn exists(&mut self, filter: &E::Filter) -> Result<bool> {
         let filter = filter.clone();
-        self.read(Cost::Long, move |c| table::exists::<E>(c, &filter))
+        self.read(Cost::Long, move |c| generic::exists::<E>(c, &filter))
             .await
     }
 
     async fn list_deleted(&mut self, page: Page) -> Result<Vec<E>> {
-        self.read(Cost::Long, move |c| table::list_deleted::<E>(c, page))
+        self.read(Cost::Long, move |c| generic::list_deleted::<E>(c, page))
             .await
     }
 }
@@ -91,7 +90,7 @@ impl<E: Table> ReadRepository<E> for Conn {
 #[async_trait]
 impl<E: Table> Repository<E> for Conn {
     async fn create(&mut self, new: E::New) -> Result<E> {
-        self.run(Cost::Short, move |c| table::create::<E>(c, new))
+        self.run(Cost::Short, move |c| generic::create::<E>(c, new))
             .await
     }
 
@@ -100,7 +99,7 @@ impl<E: Table> Repository<E> for Conn {
             return Ok(Vec::new());
         }
         self.run(Cost::of_batch(new.len()), move |c| {
-            table::create_many::<E>(c, new)
+            generic::create_many::<E>(c, new)
         })
         .await
     }
@@ -114,7 +113,7 @@ impl<E: Table> Repository<E> for Conn {
         let id: Uuid = id.into();
         let patch = patch.clone();
         self.run(Cost::Short, move |c| {
-            table::update::<E>(c, id, &patch, expected_version)
+            generic::update::<E>(c, id, &patch, expected_version)
         })
         .await
     }
@@ -126,33 +125,33 @@ impl<E: Table> Repository<E> for Conn {
         let ids = uuids(ids);
         let patch = patch.clone();
         self.run(Cost::of_batch(ids.len()), move |c| {
-            table::update_many::<E>(c, &ids, &patch)
+            generic::update_many::<E>(c, &ids, &patch)
         })
         .await
     }
 
     async fn soft_delete(&mut self, id: E::Id) -> Result<bool> {
         let id: Uuid = id.into();
-        self.run(Cost::Short, move |c| table::soft_delete::<E>(c, id))
+        self.run(Cost::Short, move |c| generic::soft_delete::<E>(c, id))
             .await
     }
 
     async fn restore(&mut self, id: E::Id) -> Result<bool> {
         let id: Uuid = id.into();
-        self.run(Cost::Short, move |c| table::restore::<E>(c, id))
+        self.run(Cost::Short, move |c| generic::restore::<E>(c, id))
             .await
     }
 
     async fn hard_delete(&mut self, id: E::Id) -> Result<()> {
         let id: Uuid = id.into();
         // Long: the foreign keys cascade to the row's reviews and clear references to it.
-        self.run(Cost::Long, move |c| table::hard_delete::<E>(c, id))
+        self.run(Cost::Long, move |c| generic::hard_delete::<E>(c, id))
             .await
     }
 
     async fn purge_deleted_before(&mut self, before: Timestamp) -> Result<u64> {
         self.run(Cost::Long, move |c| {
-            table::purge_deleted_before::<E>(c, before)
+            generic::purge_deleted_before::<E>(c, before)
         })
         .await
     }

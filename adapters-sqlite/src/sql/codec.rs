@@ -146,3 +146,44 @@ impl<'r, 's> RowReader<'r, 's> {
 fn out_of_range(index: usize) -> rusqlite::Error {
     conversion(index, Type::Integer, "timestamp out of range")
 }
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::*;
+
+    /// Each read takes the next column, from the starting one on; an error names the column it
+    /// met, counted from the row's first column.
+    #[test]
+    fn a_row_reader_takes_the_columns_in_order_and_names_a_bad_one() {
+        let conn = Connection::open_in_memory().unwrap();
+        let id = Uuid::now_v7();
+        let read = conn
+            .query_row(
+                "SELECT 'skipped', ?1, NULL, 7, NULL, ?2",
+                rusqlite::params![id.as_bytes(), i64::MAX],
+                |row| {
+                    let mut row = RowReader::new(row, 1);
+                    let read = (
+                        row.uuid()?,
+                        row.opt_uuid()?,
+                        row.get::<i64>()?,
+                        row.opt_timestamp()?,
+                    );
+                    assert_eq!(row.position(), 5);
+                    Ok((read, row.timestamp().unwrap_err()))
+                },
+            )
+            .unwrap();
+        let ((uuid, none, seven, no_time), out_of_range) = read;
+        assert_eq!((uuid, none, seven, no_time), (id, None, 7, None));
+        assert!(
+            matches!(
+                out_of_range,
+                rusqlite::Error::FromSqlConversionFailure(5, ..)
+            ),
+            "{out_of_range:?}"
+        );
+    }
+}

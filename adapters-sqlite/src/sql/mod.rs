@@ -10,9 +10,9 @@
 //!
 //! Everything here but the port implementations is synchronous and runs on a connection that
 //! one call owns for its duration, inline or on a blocking thread (see `conn.rs`). A write runs
-//! in a unit of work, which holds SQLite's single write lock from its `BEGIN IMMEDIATE`: no other
-//! connection changes a row between a statement that reads it and one that writes it, so a read
-//! is all that "locking" a row needs here.
+//! in a unit of work, which holds SQLite's single write lock ("One writer, many readers" in the
+//! [crate docs](crate#design)): no other connection changes a row between a statement that reads
+//! it and one that writes it, so a read is all that "locking" a row needs here.
 //!
 //! Adding an entity table: its module here (a [`Table`] implementation, with `table_columns!`,
 //! and its repository port), its `mod` line below and its line in `TABLES`, and its
