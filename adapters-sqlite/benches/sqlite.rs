@@ -9,7 +9,7 @@
 //!
 //! The baseline connection has the adapter's writer settings (WAL, `synchronous=NORMAL`,
 //! foreign keys, a 64-statement cache) and runs the statements the adapter runs, copied from
-//! `src/table.rs`:
+//! `src/sql/` (`generic.rs`, and `ledger.rs` for the stock move):
 //!
 //! - transfers: 4,000 stock transfers; the adapter runs them from 8 concurrent tasks through
 //!   `StoreExt::transfer` (the use case: validation, retries, tracing; then the native
@@ -151,7 +151,7 @@ async fn adapter_transfers(seed: u64) -> Duration {
     elapsed
 }
 
-/// The statements of the adapter's stock move (`src/table.rs`), without an idempotency key.
+/// The statements of the adapter's stock move (`src/sql/ledger.rs`), without an idempotency key.
 const STOCKS_SQL: &str =
     "SELECT id, stock FROM products WHERE id IN (?, ?) AND deleted_at IS NULL ORDER BY id";
 const LEDGER_SQL: &str = "INSERT INTO stock_movements \

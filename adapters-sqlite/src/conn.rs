@@ -1,29 +1,12 @@
 //! Connections, and where their calls run.
 //!
-//! A [`Conn`] owns one connection (a [`Lease`]) exclusively and runs each call in one of two
-//! places, chosen by the call's [`Cost`]:
-//!
-//! - **Inline**, on the async worker that polls the call, for [`Cost::Short`] work: a few
-//!   statements that find their rows through an index. Such a call takes microseconds, less
-//!   than handing it to another thread and back. It runs within one poll, so a caller that drops
-//!   the future can only do so before or after it, never in the middle.
-//! - **On tokio's blocking pool**, for [`Cost::Long`] work (it grows with the data or the input)
-//!   and for any call that would wait for a lock: the lease moves into a blocking task and back.
-//!   If the awaiting future is dropped mid-call, the lease is dropped on the blocking thread
-//!   after the work finishes, and dropping a lease rolls back any transaction left open, so a
-//!   connection never goes back into service with a transaction open.
-//!
-//! No statement run inline ever sleeps waiting for a lock: between blocking calls a connection's
-//! busy handler refuses to wait (and notes that it was asked to); a call on the blocking pool
-//! sets the busy timeout back for its duration. An inline call whose `BEGIN IMMEDIATE` or read
-//! met a lock held elsewhere is therefore run again on the blocking pool, where it waits as
-//! long as the busy timeout allows.
-//!
-//! A call that commits and leaves the WAL at its checkpoint threshold is followed by a
-//! checkpoint on the blocking pool, holding the connection (see `hooks.rs`).
-//!
-//! The private in-memory database runs every call on the blocking pool: under SQLite's `memdb`
-//! VFS a reader waits for the writer's whole transaction, not for a moment.
+//! A [`Conn`] owns one connection (a [`Lease`]) exclusively and runs each call inline or on
+//! tokio's blocking pool, as the call's [`Cost`] and the store decide. The rules and their
+//! reasons are the crate documentation's ("Where calls run" in `lib.rs`); this module is their
+//! mechanics: the leases (dropping one rolls back a transaction left open), the pending
+//! `BEGIN IMMEDIATE`, the busy handler switched on for a blocking call and parked after it, a
+//! read that met a lock run again on the blocking pool, and the checkpoint after a commit that
+//! made it due (see `hooks.rs`).
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -75,11 +58,15 @@ impl Db<'_> {
     }
 }
 
-/// What the store and its connections share: the read connections not in use, the rules of
-/// their reuse, and whether the store was closed.
-pub(crate) struct Shared {
+/// Whether the store was closed: one flag, set by `close`, that the store, its read pool and
+/// every lease read.
+pub(crate) type StoreClosed = Arc<AtomicBool>;
+
+/// The store's read connections not in use, and the rules of their reuse.
+pub(crate) struct ReadPool {
     pub(crate) idle: Mutex<Vec<Idle>>,
-    pub(crate) closed: AtomicBool,
+    /// A connection given back after the store closed is closed instead.
+    pub(crate) store_closed: StoreClosed,
     /// Idle read connections older than this are closed instead of reused (recycle).
     pub(crate) max_lifetime: Option<Duration>,
     /// Idle read connections beyond `keep_idle`, unused for this long, are closed.
@@ -91,25 +78,25 @@ pub(crate) struct Shared {
 /// A read connection waiting in the pool.
 pub(crate) struct Idle {
     conn: Connection,
-    born: Instant,
-    since: Instant,
+    opened: Instant,
+    idle_since: Instant,
 }
 
-impl Shared {
-    fn expired(&self, born: Instant) -> bool {
-        self.max_lifetime.is_some_and(|max| born.elapsed() >= max)
+impl ReadPool {
+    fn expired(&self, opened: Instant) -> bool {
+        self.max_lifetime.is_some_and(|max| opened.elapsed() >= max)
     }
 
     /// The most recently used idle connection that has not outlived `max_lifetime`; older ones
     /// are closed.
     pub(crate) fn take_idle(&self) -> Option<(Connection, Instant)> {
         let mut idle = self.idle.lock().ok()?;
-        while let Some(Idle { conn, born, .. }) = idle.pop() {
-            if self.expired(born) {
+        while let Some(Idle { conn, opened, .. }) = idle.pop() {
+            if self.expired(opened) {
                 drop(conn);
                 continue;
             }
-            return Some((conn, born));
+            return Some((conn, opened));
         }
         None
     }
@@ -128,20 +115,23 @@ impl Shared {
         self.idle.lock().map(|v| v.len()).unwrap_or(0)
     }
 
-    fn give_back(&self, conn: Connection, born: Instant) {
-        if !conn.is_autocommit() || self.expired(born) || self.closed.load(Ordering::Acquire) {
+    fn give_back(&self, conn: Connection, opened: Instant) {
+        if !conn.is_autocommit()
+            || self.expired(opened)
+            || self.store_closed.load(Ordering::Acquire)
+        {
             return;
         }
         let mut surplus = Vec::new();
         if let Ok(mut idle) = self.idle.lock() {
             idle.push(Idle {
                 conn,
-                born,
-                since: Instant::now(),
+                opened,
+                idle_since: Instant::now(),
             });
             // The longest idle are first; close those beyond `keep_idle` idle for too long.
             if let Some(timeout) = self.idle_timeout {
-                while idle.len() > self.keep_idle && idle[0].since.elapsed() >= timeout {
+                while idle.len() > self.keep_idle && idle[0].idle_since.elapsed() >= timeout {
                     surplus.push(idle.remove(0));
                 }
             }
@@ -153,7 +143,7 @@ impl Shared {
 /// The single writer connection, held for the life of a unit of work.
 pub(crate) struct WriterLease {
     pub(crate) guard: OwnedMutexGuard<Option<Connection>>,
-    pub(crate) shared: Arc<Shared>,
+    pub(crate) store_closed: StoreClosed,
 }
 
 impl Drop for WriterLease {
@@ -161,7 +151,7 @@ impl Drop for WriterLease {
         if let Some(conn) = self.guard.as_ref() {
             rollback_if_open(conn);
         }
-        if self.shared.closed.load(Ordering::Acquire) {
+        if self.store_closed.load(Ordering::Acquire) {
             // The store was closed while this unit of work ran: the writer closes with it.
             drop(self.guard.take());
         }
@@ -171,8 +161,9 @@ impl Drop for WriterLease {
 /// A read connection, returned to the pool when dropped.
 pub(crate) struct ReaderLease {
     pub(crate) conn: Option<Connection>,
-    pub(crate) born: Instant,
-    pub(crate) pool: Arc<Shared>,
+    /// When the connection was opened (for `max_lifetime`).
+    pub(crate) opened: Instant,
+    pub(crate) pool: Arc<ReadPool>,
     pub(crate) _permit: OwnedSemaphorePermit,
 }
 
@@ -180,7 +171,7 @@ impl Drop for ReaderLease {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
             rollback_if_open(&conn);
-            self.pool.give_back(conn, self.born);
+            self.pool.give_back(conn, self.opened);
         }
     }
 }
@@ -200,11 +191,12 @@ pub(crate) enum Lease {
 }
 
 impl Lease {
-    fn shared(&self) -> &Shared {
-        match self {
-            Lease::Writer(w) => &w.shared,
-            Lease::Reader(r) => &r.pool,
-        }
+    fn store_closed(&self) -> bool {
+        let flag = match self {
+            Lease::Writer(w) => &w.store_closed,
+            Lease::Reader(r) => &r.pool.store_closed,
+        };
+        flag.load(Ordering::Acquire)
     }
 
     pub(crate) fn conn(&self) -> &Connection {
@@ -352,10 +344,7 @@ impl Conn {
     /// Fails with `Unavailable` once the store is closed (and gives up the connection, rolling
     /// back its transaction).
     pub(crate) fn check_open(&mut self) -> Result<()> {
-        let closed = self
-            .lease
-            .as_ref()
-            .is_some_and(|l| l.shared().closed.load(Ordering::Acquire));
+        let closed = self.lease.as_ref().is_some_and(Lease::store_closed);
         if closed {
             self.release();
             return Err(crate::error::closed());
@@ -655,9 +644,9 @@ mod tests {
         )
         .unwrap();
         park(&mut conn).unwrap();
-        let pool = Arc::new(Shared {
+        let pool = Arc::new(ReadPool {
             idle: Mutex::new(Vec::new()),
-            closed: AtomicBool::new(false),
+            store_closed: Arc::new(AtomicBool::new(false)),
             max_lifetime: None,
             idle_timeout: None,
             keep_idle: 0,
@@ -677,7 +666,7 @@ mod tests {
         };
         let lease = ReaderLease {
             conn: Some(conn),
-            born: Instant::now(),
+            opened: Instant::now(),
             pool,
             _permit: permit,
         };

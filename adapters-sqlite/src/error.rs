@@ -20,7 +20,9 @@ pub enum SqliteError {
          but this build's is {embedded}: the migration or its row in stockroom_migrations changed"
     )]
     MigrationChecksum {
+        /// The migration's version.
         version: i64,
+        /// The migration's description.
         description: String,
         /// The checksum recorded in `stockroom_migrations`.
         applied: String,
@@ -33,7 +35,12 @@ pub enum SqliteError {
         "the database has Stockroom migration {version} ({description}), which this build does \
          not know: a newer Stockroom migrated it"
     )]
-    UnknownMigration { version: i64, description: String },
+    UnknownMigration {
+        /// The version recorded in `stockroom_migrations`.
+        version: i64,
+        /// The description recorded with it.
+        description: String,
+    },
     /// The unit of work's transaction ended under it: the application ran `COMMIT` or
     /// `ROLLBACK` through [`with_connection`](crate::with_connection), or SQLite rolled the
     /// transaction back after an error (such as a full disk). The unit of work runs no more
@@ -46,7 +53,10 @@ pub enum SqliteError {
     TransactionEnded,
     /// A database file could not be put in WAL mode, which the store's parallel reads need.
     #[error("the database file could not be put in WAL mode (it stays in {mode} mode)")]
-    NotWal { mode: String },
+    NotWal {
+        /// The journal mode the file stays in.
+        mode: String,
+    },
     /// The `on_open` hook left a transaction open on a new connection.
     #[error("the on_open hook left a transaction open")]
     OpenHookLeftTransaction,

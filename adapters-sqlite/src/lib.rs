@@ -189,25 +189,26 @@
 // The one unsafe item is the WAL hook in `hooks.rs` (rusqlite's safe `wal_hook` differs between
 // the rusqlite releases this crate supports): everything else is safe code.
 #![deny(unsafe_code)]
+#![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod application_sql;
 mod conn;
-mod connection;
 mod error;
 #[allow(unsafe_code)] // the WAL hook: see the module docs
 mod hooks;
 mod options;
 mod repos;
 mod schema;
+mod sql;
 mod store;
-mod table;
 
 /// The rusqlite this adapter is built with: use it for [`with_connection`] and
 /// [`SqliteOptions::with_on_open`], so the application's code and Stockroom share one version
 /// (and one SQLite).
 pub use rusqlite;
 
-pub use connection::with_connection;
+pub use application_sql::with_connection;
 pub use error::SqliteError;
 pub use options::{Durability, SqliteOptions};
 pub use store::SqliteStore;

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,20 +15,22 @@ use stockroom_core::{
 };
 use tokio::sync::{Mutex as AsyncMutex, OwnedMutexGuard, Semaphore};
 
-use crate::conn::{Conn, Cost, Lease, ReaderLease, Runner, Shared, SqlLog, WriterLease};
+use crate::conn::{
+    Conn, Cost, Lease, ReadPool, ReaderLease, Runner, SqlLog, StoreClosed, WriterLease,
+};
 use crate::error::{closed, map};
 use crate::hooks::{park, watch_wal};
 use crate::options::{Durability, SqliteOptions};
-use crate::table;
+use crate::sql::{generic, ledger};
 
 struct Inner {
     options: Arc<SqliteOptions>,
     writer: Arc<AsyncMutex<Option<Connection>>>,
-    readers: Arc<Shared>,
+    read_pool: Arc<ReadPool>,
     read_permits: Arc<Semaphore>,
     acquire_timeout: Duration,
     runner: Runner,
-    closed: AtomicBool,
+    closed: StoreClosed,
 }
 
 /// The SQLite backend: one writer connection that units of work take turns on (SQLite has a
@@ -84,12 +86,13 @@ impl SqliteStore {
             durable_commits: options.durability == Durability::Full,
             checkpoint_at: settled.checkpoint_at,
         };
+        let closed = StoreClosed::default();
         Ok(Self {
             inner: Arc::new(Inner {
                 writer: Arc::new(AsyncMutex::new(Some(writer))),
-                readers: Arc::new(Shared {
+                read_pool: Arc::new(ReadPool {
                     idle: Mutex::new(Vec::new()),
-                    closed: AtomicBool::new(false),
+                    store_closed: Arc::clone(&closed),
                     max_lifetime: options.max_lifetime,
                     idle_timeout: options.idle_timeout,
                     keep_idle: options.idle_read_connections as usize,
@@ -97,7 +100,7 @@ impl SqliteStore {
                 read_permits: Arc::new(Semaphore::new(options.max_read_connections as usize)),
                 acquire_timeout: options.acquire_timeout,
                 runner,
-                closed: AtomicBool::new(false),
+                closed,
                 options,
             }),
         })
@@ -127,8 +130,8 @@ impl SqliteStore {
             reason: "timed out waiting for a free sqlite read connection".to_owned(),
         })?
         .map_err(|_| closed())?;
-        let idle = self.inner.readers.take_idle();
-        let (conn, born) = match idle {
+        let idle = self.inner.read_pool.take_idle();
+        let (conn, opened) = match idle {
             Some(c) => c,
             None => {
                 let options = Arc::clone(&self.inner.options);
@@ -141,8 +144,8 @@ impl SqliteStore {
         Ok(Conn::new(
             Lease::Reader(ReaderLease {
                 conn: Some(conn),
-                born,
-                pool: Arc::clone(&self.inner.readers),
+                opened,
+                pool: Arc::clone(&self.inner.read_pool),
                 _permit: permit,
             }),
             self.inner.runner,
@@ -166,7 +169,7 @@ impl SqliteStore {
         Ok(Conn::with_pending_begin(
             Lease::Writer(WriterLease {
                 guard,
-                shared: Arc::clone(&self.inner.readers),
+                store_closed: Arc::clone(&self.inner.closed),
             }),
             self.inner.runner,
             "BEGIN IMMEDIATE",
@@ -302,7 +305,7 @@ impl Store for SqliteStore {
         let mut conn = self.writer().await?;
         let movement = movement.clone();
         let cost = conn.commit_cost();
-        conn.run(cost, move |c| table::move_stock_and_commit(c, &movement))
+        conn.run(cost, move |c| ledger::move_stock_and_commit(c, &movement))
             .await
     }
 
@@ -310,9 +313,8 @@ impl Store for SqliteStore {
         if self.inner.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        self.inner.readers.closed.store(true, Ordering::Release);
         self.inner.read_permits.close();
-        let idle = self.inner.readers.drain_idle();
+        let idle = self.inner.read_pool.drain_idle();
         // A unit of work still running fails on its next call (its transaction rolls back) and
         // closes the writer when it ends; otherwise the writer closes here, last, so that the
         // last connection to close checkpoints the WAL.
@@ -423,7 +425,7 @@ impl UnitOfWork for SqliteUnitOfWork {
     async fn move_stock(&mut self, movement: &NewStockMovement) -> Result<StockMoved> {
         let movement = movement.clone();
         self.conn
-            .run(Cost::Short, move |c| table::move_stock(c, &movement))
+            .run(Cost::Short, move |c| ledger::move_stock(c, &movement))
             .await
     }
 
@@ -471,7 +473,7 @@ impl UnitOfWork for SqliteUnitOfWork {
             return Ok(()); // nothing ran: nothing to commit
         }
         let cost = self.conn.commit_cost();
-        self.conn.run(cost, table::commit).await
+        self.conn.run(cost, generic::commit).await
     }
 
     async fn rollback(mut self: Box<Self>) -> Result<()> {
@@ -479,7 +481,7 @@ impl UnitOfWork for SqliteUnitOfWork {
         if self.conn.transaction_pending() {
             return Ok(());
         }
-        self.conn.run(Cost::Short, table::rollback).await
+        self.conn.run(Cost::Short, generic::rollback).await
     }
 }
 
@@ -503,13 +505,13 @@ mod tests {
             store.reader().await.unwrap(),
         ];
         drop(sessions);
-        assert_eq!(store.inner.readers.idle_count(), 3);
+        assert_eq!(store.inner.read_pool.idle_count(), 3);
         tokio::time::sleep(Duration::from_millis(30)).await;
         drop(store.reader().await.unwrap());
         // The reused one went back; the two idle past the timeout beyond min_connections were closed.
-        assert_eq!(store.inner.readers.idle_count(), 1);
+        assert_eq!(store.inner.read_pool.idle_count(), 1);
         store.close().await;
-        assert_eq!(store.inner.readers.idle_count(), 0);
+        assert_eq!(store.inner.read_pool.idle_count(), 0);
         for suffix in ["", "-wal", "-shm"] {
             let mut file = path.clone().into_os_string();
             file.push(suffix);
