@@ -107,13 +107,13 @@ pub(super) fn acquire(bin: &Path) -> Result<u16, String> {
 
 /// Who runs `initdb` and `pg_ctl`: this process's user, or, for root (whom initdb refuses), the
 /// `postgres` OS user through `runuser`.
-enum Owner {
+pub(super) enum Owner {
     Me,
     Postgres { uid: u32, gid: u32 },
 }
 
 impl Owner {
-    fn detect() -> Result<Self, String> {
+    pub(super) fn detect() -> Result<Self, String> {
         if !rustix::process::geteuid().is_root() {
             return Ok(Self::Me);
         }
@@ -139,7 +139,7 @@ impl Owner {
         }
     }
 
-    fn command(&self, program: &Path) -> Command {
+    pub(super) fn command(&self, program: &Path) -> Command {
         let argv = self.argv(program);
         let mut command = Command::new(&argv[0]);
         command.args(&argv[1..]).stdin(Stdio::null());
@@ -147,7 +147,7 @@ impl Owner {
     }
 
     /// Gives `path` to the owner, so that it can make the cluster and its socket there.
-    fn take(&self, path: &Path) -> Result<(), String> {
+    pub(super) fn take(&self, path: &Path) -> Result<(), String> {
         match self {
             Self::Me => Ok(()),
             Self::Postgres { uid, gid } => std::os::unix::fs::chown(path, Some(*uid), Some(*gid))
@@ -378,7 +378,7 @@ impl Cluster {
 }
 
 /// The settings of a test cluster whose socket lives in `socket_dir`.
-fn settings(socket_dir: &Path) -> String {
+pub(super) fn settings(socket_dir: &Path) -> String {
     // Quoted as postgresql.conf reads strings: a quote doubled, a backslash escaped.
     let socket_dir = socket_dir
         .display()
@@ -396,7 +396,7 @@ fn settings(socket_dir: &Path) -> String {
     )
 }
 
-fn free_port() -> Result<u16, String> {
+pub(super) fn free_port() -> Result<u16, String> {
     std::net::TcpListener::bind(("127.0.0.1", 0))
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())
@@ -404,7 +404,7 @@ fn free_port() -> Result<u16, String> {
 }
 
 /// Runs `command` to its end; its stderr is the error if it fails.
-fn run(command: &mut Command, what: &str) -> Result<(), String> {
+pub(super) fn run(command: &mut Command, what: &str) -> Result<(), String> {
     let out = command
         .output()
         .map_err(|e| format!("{what} did not run: {e}"))?;

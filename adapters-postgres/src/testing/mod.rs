@@ -62,6 +62,7 @@
 //! own SQL; it is the only sqlx type this crate exposes, and only here.
 
 mod cluster;
+mod replica;
 mod url;
 
 use std::future::Future;
@@ -80,6 +81,7 @@ use uuid::Uuid;
 
 use crate::PostgresStore;
 
+pub use replica::ReplicatedServers;
 pub use url::{configured_url, with_database, DEFAULT_URL};
 
 /// How long the configured server gets to answer before the harness looks elsewhere.

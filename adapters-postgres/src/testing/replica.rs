@@ -1,0 +1,186 @@
+//! A primary and its streaming replica, made for one test and removed after it.
+//!
+//! [`ReplicatedServers::start`] makes a primary with `initdb` in a temporary directory, starts
+//! it on a free port of 127.0.0.1, copies it with `pg_basebackup -R` (which writes the
+//! replica's `primary_conninfo` and `standby.signal`), and starts the copy on another free
+//! port as a hot standby that streams the primary's WAL. Both belong to the `postgres` OS user
+//! when the tests run as root, as the throwaway cluster does. Dropping the value stops both
+//! servers at once and removes the directory.
+
+use std::fs::{self, OpenOptions};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::cluster::{find_bin_dir, free_port, run, searched_places, settings, Owner};
+
+/// A primary and a streaming replica on this machine, for one test (see the module docs).
+pub struct ReplicatedServers {
+    dir: PathBuf,
+    bin: PathBuf,
+    owner: Owner,
+    primary_port: u16,
+    replica_port: u16,
+}
+
+impl std::fmt::Debug for ReplicatedServers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicatedServers")
+            .field("dir", &self.dir)
+            .field("primary_port", &self.primary_port)
+            .field("replica_port", &self.replica_port)
+            .finish()
+    }
+}
+
+impl ReplicatedServers {
+    /// Makes and starts a primary and its replica (blocking: a few seconds; call it from
+    /// `spawn_blocking`). `Err` says what is missing or what failed: no PostgreSQL binaries
+    /// (`initdb`, `pg_ctl`, `postgres` and `pg_basebackup`), or a step that failed.
+    pub fn start() -> Result<Self, String> {
+        let bin = find_bin_dir()
+            .and_then(|dir| with_basebackup(&dir))
+            .ok_or_else(|| {
+                format!(
+                    "no PostgreSQL binaries with pg_basebackup in {}",
+                    searched_places()
+                )
+            })?;
+        let dir = std::env::temp_dir().join(format!(
+            "stockroom-replica-{}-{}",
+            std::process::id(),
+            uuid::Uuid::now_v7().simple()
+        ));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("create {}: {e}", dir.display()))?;
+        let mut servers = Self {
+            dir,
+            bin,
+            owner: Owner::detect()?,
+            primary_port: 0,
+            replica_port: 0,
+        };
+        servers.owner.take(&servers.dir)?;
+        servers.start_primary()?;
+        servers.start_replica()?;
+        Ok(servers)
+    }
+
+    /// The primary's URL, on its `postgres` database.
+    pub fn primary_url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres",
+            self.primary_port
+        )
+    }
+
+    /// The replica's URL, on its `postgres` database.
+    pub fn replica_url(&self) -> String {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres",
+            self.replica_port
+        )
+    }
+
+    /// Stops the replica at once (`pg_ctl stop -m immediate`), as a crash would.
+    pub fn kill_replica(&self) -> Result<(), String> {
+        self.stop("replica", "immediate")
+    }
+
+    fn data(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn command(&self, program: &str) -> Command {
+        let mut command = self.owner.command(&self.bin.join(program));
+        command.current_dir(&self.dir);
+        command
+    }
+
+    fn start_primary(&mut self) -> Result<(), String> {
+        let data = self.data("primary");
+        let mut initdb = self.command("initdb");
+        initdb
+            .arg("-D")
+            .arg(&data)
+            .args(["--auth=trust", "--username=postgres", "--encoding=UTF8"])
+            .args(["--locale=C.UTF-8", "--no-sync"]);
+        run(&mut initdb, "initdb")?;
+        // initdb's pg_hba.conf already lets local replication connections in (trust).
+        append(&data.join("postgresql.conf"), &settings(&self.dir))?;
+        self.primary_port = self.start_server("primary")?;
+        Ok(())
+    }
+
+    fn start_replica(&mut self) -> Result<(), String> {
+        let mut basebackup = self.command("pg_basebackup");
+        basebackup
+            .arg("-D")
+            .arg(self.data("replica"))
+            .args(["-h", "127.0.0.1", "-p", &self.primary_port.to_string()])
+            .args(["-U", "postgres", "-R", "-X", "stream", "--no-sync"]);
+        run(&mut basebackup, "pg_basebackup")?;
+        self.replica_port = self.start_server("replica")?;
+        Ok(())
+    }
+
+    /// Starts the server of `data/<name>` on a free port, and returns the port.
+    fn start_server(&self, name: &str) -> Result<u16, String> {
+        let port = free_port()?;
+        let log = self.dir.join(format!("{name}.log"));
+        let mut start = self.command("pg_ctl");
+        start
+            .arg("start")
+            .arg("-D")
+            .arg(self.data(name))
+            .arg("-l")
+            .arg(&log)
+            .args(["-w", "-t", "60", "-o", &format!("-p {port}")]);
+        run(&mut start, &format!("pg_ctl start ({name})")).map_err(|e| {
+            let log = fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(3).collect();
+            format!("{e}; {name}.log ends with: {}", tail.join(" / "))
+        })?;
+        Ok(port)
+    }
+
+    fn stop(&self, name: &str, mode: &str) -> Result<(), String> {
+        let mut stop = self.command("pg_ctl");
+        stop.args(["stop", "-m", mode, "-D"]).arg(self.data(name));
+        run(&mut stop, &format!("pg_ctl stop ({name})"))
+    }
+}
+
+impl Drop for ReplicatedServers {
+    fn drop(&mut self) {
+        for name in ["replica", "primary"] {
+            if self.data(name).join("postmaster.pid").exists() {
+                let _ = self.stop(name, "immediate");
+            }
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `dir`, or the directory its `initdb` links to (a PATH directory of symlinks may lack
+/// `pg_basebackup`), whichever holds `pg_basebackup`.
+fn with_basebackup(dir: &Path) -> Option<PathBuf> {
+    let linked = fs::canonicalize(dir.join("initdb"))
+        .ok()
+        .and_then(|initdb| initdb.parent().map(Path::to_path_buf));
+    [Some(dir.to_path_buf()), linked]
+        .into_iter()
+        .flatten()
+        .find(|dir| dir.join("pg_basebackup").is_file())
+}
+
+fn append(file: &Path, text: &str) -> Result<(), String> {
+    use std::io::Write;
+    OpenOptions::new()
+        .append(true)
+        .open(file)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("write {}: {e}", file.display()))
+}
