@@ -33,10 +33,16 @@ pub struct RetryPolicy {
 }
 
 impl Default for RetryPolicy {
-    /// Ten attempts, 2 ms before the second, doubling up to 200 ms; no deadline.
+    /// Thirty attempts, 2 ms before the second, doubling up to 200 ms; no deadline.
+    ///
+    /// Thirty, because on a SERIALIZABLE database (PostgreSQL with
+    /// `default_transaction_isolation = serializable`, CockroachDB, YugabyteDB) every writer
+    /// that waited for a row another transaction changed fails with a serialization failure
+    /// and must start over: with sixteen tasks transferring between the same two products, ten
+    /// attempts were not always enough for each transfer's turn to come.
     fn default() -> Self {
         Self {
-            max_attempts: 10,
+            max_attempts: 30,
             base_delay: Duration::from_millis(2),
             max_delay: Duration::from_millis(200),
             deadline: None,
