@@ -29,6 +29,7 @@
 //! [`sqlite`] and [`postgres`] when their features are on.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::sync::Arc;

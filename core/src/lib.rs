@@ -12,6 +12,7 @@
 //! `mocks` feature, [`mocks`] holds mockall mocks of every port.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod adapter;
