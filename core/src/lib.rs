@@ -28,8 +28,10 @@ mod usecases;
 mod validate;
 
 #[cfg(feature = "mocks")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mocks")))]
 pub mod mocks;
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod problem;
 
 pub use config::StoreConfig;
