@@ -25,10 +25,219 @@
 //! # Ok(()) }
 //! ```
 //!
-//! The crate re-exports everything of `stockroom-core`; the adapters are under [`memory`],
-//! [`sqlite`] and [`postgres`] when their features are on.
+//! The crate re-exports the application's API of `stockroom-core` (entities, inputs, ports, use
+//! cases, [`Error`]); the adapters are under [`memory`], [`sqlite`] and [`postgres`] when their
+//! features are on.
+//!
+//! # Choosing a backend
+//!
+//! | feature | URL given to [`connect`] | store |
+//! |---|---|---|
+//! | `memory` (default) | `memory://` | [`memory::MemoryStore`]: in the process, gone when it ends |
+//! | `sqlite` (default) | `sqlite://path/to/shop.db` (created if missing), `sqlite::memory:` | [`sqlite::SqliteStore`]: an embedded SQLite file |
+//! | `postgres` | `postgres://user:password@host:5432/db` | [`postgres::PostgresStore`]: a pool of connections to a server |
+//!
+//! Other features: `mocks` ([`mocks`]: test doubles of the ports), `serde` (entities, ids and
+//! inputs are `Serialize`/`Deserialize`), `axum` ([`axum`]: [`Error`] as an RFC 9457 problem
+//! response, the per-request unit of work as an extractor). An application on PostgreSQL alone
+//! writes `stockroom = { version = "0.1", default-features = false, features = ["postgres"] }`.
+//!
+//! [`connect`] picks the backend from the URL's scheme at run time; a scheme whose feature is off
+//! is [`Error::Validation`] on the field `url`. Every store is an `Arc<dyn Store>`, so the rest of
+//! the application does not depend on the choice.
+//!
+//! In memory, for tests and demos:
+//!
+#![cfg_attr(feature = "memory", doc = "```")]
+#![cfg_attr(not(feature = "memory"), doc = "```ignore")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> stockroom::Result<()> {
+//! let store = stockroom::connect("memory://").await?;
+//! assert_eq!(store.backend(), "memory");
+//! # Ok(()) }
+//! ```
+//!
+//! A SQLite file, created and migrated on first use (the parent directory must exist):
+//!
+#![cfg_attr(feature = "sqlite", doc = "```")]
+#![cfg_attr(not(feature = "sqlite"), doc = "```ignore")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> stockroom::Result<()> {
+//! # let dir = std::env::temp_dir().join(format!("stockroom-doc-{}", std::process::id()));
+//! # std::fs::create_dir_all(&dir).unwrap();
+//! let path = dir.join("shop.db");
+//! let store = stockroom::connect(&format!("sqlite://{}", path.display())).await?;
+//! assert_eq!(store.backend(), "sqlite");
+//! store.close().await;
+//! # std::fs::remove_dir_all(&dir).ok();
+//! # Ok(()) }
+//! ```
+//!
+//! A PostgreSQL server (feature `postgres`), with the pool settings of [`StoreConfig`]; or all of
+//! them from the environment with [`connect_from_env`] (`DATABASE_URL`, `STOCKROOM_*`):
+//!
+//! ```no_run
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> stockroom::Result<()> {
+//! use std::time::Duration;
+//! use stockroom::StoreConfig;
+//!
+//! let config = StoreConfig::new("postgres://shop:secret@db.internal:5432/shop")
+//!     .with_max_connections(20)
+//!     .with_acquire_timeout(Duration::from_secs(2)) // then `begin` fails with Error::Unavailable
+//!     .with_application_name("shop-api");
+//! let store = stockroom::connect_with(config).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Testing an application with the memory backend
+//!
+//! The memory store is a real, transactional store that passes the same conformance suite as
+//! the SQL backends, so an application's tests can run its code against it, with no server and
+//! no file, and check the outcome with ordinary reads:
+//!
+#![cfg_attr(feature = "memory", doc = "```")]
+#![cfg_attr(not(feature = "memory"), doc = "```ignore")]
+//! use stockroom::memory::MemoryStore;
+//! use stockroom::{NewProduct, ProductId, Store, StoreExt, TransferRequest};
+//!
+//! /// The application's code: ships `quantity` units from the warehouse to the shop, once per
+//! /// order number.
+//! async fn ship(store: &dyn Store, warehouse: ProductId, shop: ProductId, quantity: i64, order: &str) -> stockroom::Result<()> {
+//!     let request = TransferRequest::new(warehouse, shop, quantity).with_idempotency_key(order);
+//!     store.transfer(&request).await.map(drop)
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> stockroom::Result<()> {
+//! // The test: a fresh store per test, with the rows it needs.
+//! let store = MemoryStore::new();
+//! let mut uow = store.begin().await?;
+//! let warehouse = uow.products().create(NewProduct::new("Mug (warehouse)", "mug-w", "MUG-W")?.with_stock(10)?).await?;
+//! let shop = uow.products().create(NewProduct::new("Mug (shop)", "mug-s", "MUG-S")?).await?;
+//! uow.commit().await?;
+//!
+//! ship(&store, warehouse.id, shop.id, 4, "order-17").await?;
+//! ship(&store, warehouse.id, shop.id, 4, "order-17").await?; // a retried request: applied once
+//!
+//! let mut read = store.read().await?;
+//! assert_eq!(read.products().require(shop.id).await?.stock, 4);
+//! assert_eq!(read.movements().count().await?, 1);
+//! # Ok(()) }
+//! ```
+//!
+//! # Testing with mocks
+//!
+//! With the `mocks` feature, [`mocks::MockStore`] is a [mockall](https://docs.rs/mockall) mock of
+//! the [`Store`] port, for code that only needs a store to answer one call in a given way; and
+//! [`mocks::FaultyStore`] wraps a real store (usually the memory store) and fails on purpose where
+//! a test says: `begin`, `read`, `commit` (rolled back, or committed with the answer lost), the
+//! stock move, `health`, `readiness`.
+//!
+#![cfg_attr(all(feature = "mocks", feature = "memory"), doc = "```")]
+#![cfg_attr(not(all(feature = "mocks", feature = "memory")), doc = "```ignore")]
+//! use stockroom::memory::MemoryStore;
+//! use stockroom::mocks::{Fault, FaultyStore, MockStore};
+//! use stockroom::{Error, NewProduct, Store, StoreExt, TransferRequest};
+//!
+//! /// The application's readiness probe: the HTTP status it answers.
+//! async fn readyz(store: &dyn Store) -> u16 {
+//!     match store.readiness().await {
+//!         Ok(()) => 200,
+//!         Err(_) => 503,
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> stockroom::Result<()> {
+//! // A mock: the store refuses connections.
+//! let mut down = MockStore::new();
+//! down.expect_readiness()
+//!     .times(1)
+//!     .returning(|| Err(Error::Unavailable { reason: "connection refused".into() }));
+//! assert_eq!(readyz(&down).await, 503);
+//!
+//! // A real store whose next commit is lost: the transfer fails and moves nothing.
+//! let store = FaultyStore::new(MemoryStore::new());
+//! let mut uow = store.begin().await?;
+//! let a = uow.products().create(NewProduct::new("A", "a", "A")?.with_stock(5)?).await?;
+//! let b = uow.products().create(NewProduct::new("B", "b", "B")?).await?;
+//! uow.commit().await?;
+//! store.inject(Fault::Commit, 1, || Error::Unavailable { reason: "connection lost".into() });
+//! let failed = store.transfer(&TransferRequest::new(a.id, b.id, 2)).await;
+//! assert!(matches!(failed, Err(Error::Unavailable { .. })));
+//! assert_eq!(store.read().await?.products().require(a.id).await?.stock, 5);
+//! # Ok(()) }
+//! ```
+//!
+//! # In a web handler
+//!
+//! A handler takes the shared store (`Arc<dyn Store>`, cloned into each request), reads without
+//! a transaction, writes through a use case or a unit of work, and turns an [`Error`] into a
+//! response. With the `axum` feature, [`axum::Problem`] maps every error to its HTTP status and an
+//! RFC 9457 `application/problem+json` body (404 not found, 409 conflict or insufficient stock,
+//! 412 stale version, 422 validation naming the field, 503 with `Retry-After` when the store is
+//! busy or down, 500 without internals otherwise; see [`axum`]). The handler below is a plain
+//! function, so it fits any web framework; [`request::RequestUnitOfWork`] gives a handler that
+//! writes several rows a unit of work committed before the response.
+//!
+#![cfg_attr(all(feature = "axum", feature = "memory"), doc = "```")]
+#![cfg_attr(not(all(feature = "axum", feature = "memory")), doc = "```ignore")]
+//! use std::sync::Arc;
+//!
+//! use stockroom::axum::Problem;
+//! use stockroom::{Error, ProductId, ProductStatus, Rule, Store, StoreExt, TransferRequest};
+//!
+//! /// POST /products/{source}/transfers, body `{"target_id": …, "quantity": …}`: the status and
+//! /// the JSON body to send.
+//! async fn post_transfer(store: Arc<dyn Store>, source: ProductId, target: ProductId, quantity: i64) -> (u16, String) {
+//!     match transfer(store.as_ref(), source, target, quantity).await {
+//!         Ok(left) => (201, format!(r#"{{"source_stock": {left}}}"#)),
+//!         Err(error) => {
+//!             let problem = Problem::from(error);
+//!             (problem.status().as_u16(), problem.body().to_string())
+//!         }
+//!     }
+//! }
+//!
+//! /// The handler's work: the stock left at the source.
+//! async fn transfer(store: &dyn Store, source: ProductId, target: ProductId, quantity: i64) -> stockroom::Result<i64> {
+//!     // A read: no transaction. A missing product is Error::NotFound (404).
+//!     let target_row = store.read().await?.products().require(target).await?;
+//!     if target_row.status == ProductStatus::Archived {
+//!         // The application's own rule, reported like Stockroom's (422, naming the field).
+//!         return Err(Error::validation("target_id", Rule::Malformed { expected: "a product that is not archived" }));
+//!     }
+//!     // The transfer: validated, atomic, retried on transient failures.
+//!     store.transfer(&TransferRequest::new(source, target, quantity)).await?;
+//!     Ok(store.read().await?.products().require(source).await?.stock)
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> stockroom::Result<()> {
+//! # use stockroom::NewProduct;
+//! let store = stockroom::connect("memory://").await?;
+//! # let mut uow = store.begin().await?;
+//! # let mug = uow.products().create(NewProduct::new("Blue mug", "blue-mug", "MUG-BLUE")?.with_stock(10)?).await?;
+//! # let cup = uow.products().create(NewProduct::new("Tea cup", "tea-cup", "CUP-TEA")?).await?;
+//! # let old = uow.products().create(NewProduct::new("Old cup", "old-cup", "CUP-OLD")?.with_status(ProductStatus::Archived)).await?;
+//! # uow.commit().await?;
+//! assert_eq!(post_transfer(store.clone(), mug.id, cup.id, 4).await, (201, r#"{"source_stock": 6}"#.to_owned()));
+//!
+//! let (status, body) = post_transfer(store.clone(), mug.id, cup.id, 99).await;
+//! assert_eq!(status, 409);
+//! assert!(body.contains("urn:stockroom:problem:insufficient-stock"), "{body}");
+//!
+//! let (status, body) = post_transfer(store.clone(), mug.id, old.id, 1).await;
+//! assert_eq!(status, 422);
+//! assert!(body.contains(r#""field":"target_id""#), "{body}");
+//!
+//! assert_eq!(post_transfer(store, mug.id, ProductId::new(), 1).await.0, 404);
+//! # Ok(()) }
+//! ```
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 use std::sync::Arc;
@@ -60,13 +269,17 @@ pub use stockroom_core::mocks;
 pub mod request;
 
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
 
 #[cfg(feature = "memory")]
+#[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 pub use stockroom_memory as memory;
 #[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use stockroom_postgres as postgres;
 #[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use stockroom_sqlite as sqlite;
 
 /// Connects to the backend named by the URL's scheme, with default settings:

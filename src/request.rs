@@ -1,10 +1,9 @@
 //! A unit of work per request, for web handlers (or any other "one request, one transaction"
 //! code), with no web framework in it.
 //!
-//! The pattern it replaces opens a session per request and commits it after the handler returns
-//! (with FastAPI since 0.118, after the response has even been sent), so a client can be told
-//! "created" about a row that a failed commit then throws away. [`RequestUnitOfWork`] fixes the
-//! order instead:
+//! A session that is committed after the handler has returned (or after the response has been
+//! sent) can tell a client "created" about a row that a failed commit then throws away.
+//! [`RequestUnitOfWork`] fixes the order instead:
 //!
 //! - **Begun lazily.** Creating one costs nothing and takes no connection (nor, on a
 //!   single-writer backend, the writer slot); the transaction begins the first time the handler

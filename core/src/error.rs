@@ -9,10 +9,15 @@ use crate::ids::EntityId;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum EntityKind {
+    /// A [`Product`](crate::Product) (`"product"`).
     Product,
+    /// A [`Category`](crate::Category) (`"category"`).
     Category,
+    /// A [`User`](crate::User) (`"user"`).
     User,
+    /// A [`Review`](crate::Review) (`"review"`).
     Review,
+    /// A [`StockMovement`](crate::StockMovement), a row of the stock ledger (`"stock_movement"`).
     StockMovement,
 }
 
@@ -161,15 +166,31 @@ pub enum Rule {
     /// The value is empty (or only white space).
     Empty,
     /// The value has more than `max` characters.
-    TooLong { max: usize },
+    TooLong {
+        /// The most characters (Unicode scalar values, not bytes) the field takes, such as
+        /// [`MAX_NAME_LEN`](crate::MAX_NAME_LEN).
+        max: usize,
+    },
     /// The value holds a NUL byte or another control character.
     ControlCharacter,
     /// The value does not have the expected shape.
-    Malformed { expected: &'static str },
+    Malformed {
+        /// What the value should look like, in words for a person (`"lowercase letters, digits
+        /// and single hyphens"`, say); shown as `must be {expected}`.
+        expected: &'static str,
+    },
     /// The number is outside `min..=max`.
-    OutOfRange { min: i64, max: i64 },
+    OutOfRange {
+        /// The smallest value allowed (inclusive).
+        min: i64,
+        /// The largest value allowed (inclusive), such as [`MAX_STOCK`](crate::MAX_STOCK).
+        max: i64,
+    },
     /// The value must differ from another field's.
-    SameAs { other: &'static str },
+    SameAs {
+        /// The name of the other field, such as `source_id` for a transfer's `target_id`.
+        other: &'static str,
+    },
 }
 
 impl Rule {
@@ -207,44 +228,74 @@ pub enum Error {
     /// No live row has this id (soft-deleted rows count as absent), for an operation on one
     /// row (see [`Repository`](crate::Repository) for which answer "not found" this way).
     #[error("{entity} {id} not found")]
-    NotFound { entity: EntityKind, id: EntityId },
+    NotFound {
+        /// The kind of row that was looked for.
+        entity: EntityKind,
+        /// The id that was asked for; it compares equal to the typed id passed in
+        /// (`err_id == product_id`).
+        id: EntityId,
+    },
 
     /// A uniqueness rule would be broken.
     #[error("conflict on {constraint}")]
-    Conflict { constraint: Constraint },
+    Conflict {
+        /// The rule that would be broken; [`Constraint::field`] names the input field whose
+        /// value is taken.
+        constraint: Constraint,
+    },
 
     /// A transfer or stock adjustment would take a product's stock below zero.
     #[error(
         "insufficient stock for product {product}: {available} available, {requested} requested"
     )]
     InsufficientStock {
+        /// The product whose stock is short (a transfer's source).
         product: crate::ProductId,
+        /// The product's stock when the operation was refused, in units (`0..=MAX_STOCK`).
         available: i64,
+        /// How many units the operation tried to take (always above `available`): a
+        /// transfer's quantity, or the negated delta of a stock adjustment.
         requested: i64,
     },
 
     /// An input broke a rule; nothing was written.
     #[error("invalid {field}: {rule}")]
-    Validation { field: &'static str, rule: Rule },
+    Validation {
+        /// The input field, by its stable name: `name`, `slug`, `stock`, `quantity`, `limit`,
+        /// `target_id`, or a setting such as `DATABASE_URL` or `url`.
+        field: &'static str,
+        /// The rule the value broke.
+        rule: Rule,
+    },
 
     /// An update named a version that is no longer the row's current one.
     #[error("{entity} {id} was changed concurrently: expected version {expected}, found {actual}")]
     StaleVersion {
+        /// The kind of row that was updated.
         entity: EntityKind,
+        /// The row that was updated.
         id: EntityId,
+        /// The version the caller named (the `version` it last read).
         expected: i64,
+        /// The row's current version: read the row again, reapply the change and pass this.
         actual: i64,
     },
 
     /// A failure that may go away when the operation is retried (serialization failure, deadlock,
     /// busy database).
     #[error("transient failure, retry: {reason}")]
-    Transient { reason: String },
+    Transient {
+        /// What the backend reported, for logs (not a stable value to match on).
+        reason: String,
+    },
 
     /// The backend cannot be reached now (connection refused or lost, no free connection within
     /// the acquire timeout, a closed store). Retrying later may succeed.
     #[error("backend unavailable: {reason}")]
-    Unavailable { reason: String },
+    Unavailable {
+        /// Why, for logs (not a stable value to match on).
+        reason: String,
+    },
 
     /// The commit was sent, but whether it took effect is unknown: the connection was lost
     /// while the server ran `COMMIT`, or the engine answered that the result is ambiguous
@@ -261,20 +312,32 @@ pub enum Error {
     /// until an operator acts: the database is read-only, permission is denied, the disk is
     /// full, the file is corrupt.
     #[error("storage fault ({fault}): {reason}")]
-    Storage { fault: StorageFault, reason: String },
+    Storage {
+        /// Which kind of fault, a stable value to match on or show.
+        fault: StorageFault,
+        /// What the backend reported, for logs (not a stable value to match on).
+        reason: String,
+    },
 
     /// The operation is not something this backend does, such as asking a memory unit of
     /// work for its SQL connection.
     #[error("{operation} is not supported by the {backend} backend")]
     Unsupported {
+        /// The operation asked for, such as `"with_connection"` (SQLite's connection of a unit
+        /// of work).
         operation: &'static str,
+        /// The backend that does not do it: `"memory"`, `"sqlite"` or `"postgres"`, as
+        /// [`Store::backend`](crate::Store::backend) names it.
         backend: &'static str,
     },
 
     /// Anything else the backend reported.
     #[error("backend error: {message}")]
     Backend {
+        /// What went wrong, for logs (not a stable value to match on).
         message: String,
+        /// The driver's error, when there is one (reachable through
+        /// [`std::error::Error::source`]).
         #[source]
         source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
     },

@@ -89,10 +89,15 @@ macro_rules! typed_id {
 )]
 #[non_exhaustive]
 pub enum EntityId {
+    /// The id of a product.
     Product(ProductId),
+    /// The id of a category.
     Category(CategoryId),
+    /// The id of a user.
     User(UserId),
+    /// The id of a review.
     Review(ReviewId),
+    /// The id of a stock movement (a ledger row).
     StockMovement(StockMovementId),
 }
 

@@ -12,6 +12,7 @@
 //! `mocks` feature, [`mocks`] holds mockall mocks of every port.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod adapter;
@@ -27,8 +28,10 @@ mod usecases;
 mod validate;
 
 #[cfg(feature = "mocks")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mocks")))]
 pub mod mocks;
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod problem;
 
 pub use config::StoreConfig;

@@ -1,6 +1,6 @@
 //! Test doubles for an application's unit tests (feature `mocks`).
 //!
-//! - [`MockStore`]: a [mockall] mock generated from the [`Store`] port itself, so it follows
+//! - [`MockStore`]: a [mockall](https://docs.rs/mockall) mock generated from the [`Store`] port itself, so it follows
 //!   every change of the port; its `begin` and `read` hand out whatever units of work and read
 //!   sessions a test gives it (a memory store's, say).
 //! - [`FaultyStore`]: a real store (usually the memory store) that fails on purpose where it is

@@ -134,12 +134,14 @@ impl IntoResponse for Problem {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         Problem::from(self).into_response()
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 impl From<Error> for Problem {
     fn from(error: Error) -> Self {
         let detail = error.to_string();

@@ -166,7 +166,10 @@ impl fmt::Debug for Cursor {
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct KeysetPage<E> {
+    /// The rows, in `(created_at, id)` order, at most the limit asked for.
     pub items: Vec<E>,
+    /// Where the next page starts (pass it as `after`); `None` when no row follows the last
+    /// one. With the `serde` feature it serializes as the cursor's opaque string.
     #[cfg_attr(feature = "serde", serde(serialize_with = "serialize_cursor"))]
     pub next: Option<Cursor>,
 }
@@ -183,7 +186,9 @@ fn serialize_cursor<S: serde::Serializer>(c: &Option<Cursor>, s: S) -> Result<S:
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct SearchPage<E> {
+    /// The rows of the requested page, at most its limit.
     pub items: Vec<E>,
+    /// How many live rows match the query in all, on every page (not only this one).
     pub total: u64,
 }
 

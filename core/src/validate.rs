@@ -145,13 +145,17 @@ macro_rules! text_type {
 }
 
 text_type!(
-    /// A display name: 1 to 200 characters with at least one visible character, no control or
-    /// bidirectional-override characters (see the [module docs](self)), surrounding white space
-    /// trimmed.
+    /// A display name: 1 to [`MAX_NAME_LEN`] (200) characters with at least one visible
+    /// character (white space and invisible characters such as U+200B alone are
+    /// [`Rule::Empty`]), no control characters (NUL, line breaks and tabs included) and no
+    /// bidirectional embeddings, overrides or isolates (U+202A–U+202E, U+2066–U+2069), which are
+    /// [`Rule::ControlCharacter`]; surrounding white space trimmed.
     Name
 );
 text_type!(
-    /// A URL slug: lower-case ASCII letters and digits in groups joined by single hyphens.
+    /// A URL slug: lower-case ASCII letters and digits in groups joined by single hyphens
+    /// (`blue-mug-2`), at most [`MAX_SLUG_LEN`] (100) characters; anything else is
+    /// [`Rule::Malformed`].
     Slug
 );
 text_type!(
@@ -160,9 +164,10 @@ text_type!(
     Sku
 );
 text_type!(
-    /// Free text (a description or a review body): at most 5,000 characters with at least one
-    /// visible character; line breaks and tabs allowed, other control characters (NUL included)
-    /// and bidirectional overrides not (see the [module docs](self)).
+    /// Free text (a description or a review body): at most [`MAX_TEXT_LEN`] (5,000) characters
+    /// with at least one visible character (else [`Rule::Empty`]); line feeds, carriage returns
+    /// and tabs allowed, other control characters (NUL included) and bidirectional embeddings,
+    /// overrides or isolates (U+202A–U+202E, U+2066–U+2069) not ([`Rule::ControlCharacter`]).
     Text
 );
 text_type!(

@@ -20,6 +20,7 @@
 //! database server) returns `Option<Fixture>` instead, and `None` skips the case.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod cases;

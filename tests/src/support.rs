@@ -145,11 +145,17 @@ pub async fn ledger_count(store: &Arc<dyn Store>) -> u64 {
 /// an operation mean it wrote no row.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Counts {
+    /// Live products.
     pub products: u64,
+    /// Soft-deleted products in the trash (up to [`MAX_LIMIT`] of them, one page of [`all`]).
     pub trashed_products: usize,
+    /// Live categories.
     pub categories: u64,
+    /// Live users.
     pub users: u64,
+    /// Live reviews.
     pub reviews: u64,
+    /// Rows of the stock ledger (never deleted).
     pub movements: u64,
 }
 

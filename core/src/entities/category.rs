@@ -8,12 +8,24 @@ use crate::validate::{Name, Slug};
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Category {
+    /// The category's id, a UUID v7 chosen at creation (ids sort by creation time).
     pub id: CategoryId,
+    /// The display name: 1 to [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) characters (see
+    /// [`Name`](crate::Name)).
     pub name: String,
+    /// The URL slug, unique among live categories ([`Constraint::CategorySlug`]; see
+    /// [`Slug`](crate::Slug)).
     pub slug: String,
+    /// When the row was created (UTC, microsecond precision).
     pub created_at: Timestamp,
+    /// When the row last changed: an update, a soft delete or a restore.
     pub updated_at: Timestamp,
+    /// When the row was soft-deleted; `None` for a live row. Reads see only live rows, except
+    /// the trash listing.
     pub deleted_at: Option<Timestamp>,
+    /// The row's version for optimistic concurrency: 1 at creation, one more at every change.
+    /// Pass it to `update` to fail with [`Error::StaleVersion`](crate::Error::StaleVersion) if
+    /// someone changed the row since.
     pub version: i64,
 }
 
@@ -49,15 +61,21 @@ pub struct NewCategory {
 }
 
 impl NewCategory {
+    /// A new category. Fails with [`Error::Validation`](crate::Error::Validation) on `name` when
+    /// the name breaks the rules of [`Name`](crate::Name), and on `slug` when the slug is not a
+    /// [`Slug`](crate::Slug). That the slug is free is checked when the category is created
+    /// ([`Error::Conflict`](crate::Error::Conflict) on [`Constraint::CategorySlug`]).
     pub fn new(name: &str, slug: &str) -> Result<Self> {
         Ok(Self {
             name: Name::parse("name", name)?,
             slug: Slug::parse("slug", slug)?,
         })
     }
+    /// The validated name, trimmed of surrounding white space.
     pub fn name(&self) -> &str {
         self.name.as_str()
     }
+    /// The validated slug.
     pub fn slug(&self) -> &str {
         self.slug.as_str()
     }
@@ -84,6 +102,7 @@ pub struct CategoryPatch {
 }
 
 impl CategoryPatch {
+    /// A patch that changes nothing but `updated_at` and `version`.
     pub fn new() -> Self {
         Self::default()
     }
@@ -126,6 +145,9 @@ pub struct CategoryFilter {
 }
 
 impl CategoryFilter {
+    /// The filter, narrowed to the live category with `slug`. Fails with
+    /// [`Error::Validation`](crate::Error::Validation) on `slug` when it is not a
+    /// [`Slug`](crate::Slug).
     pub fn slug(mut self, slug: &str) -> Result<Self> {
         self.slug = Some(Slug::parse("slug", slug)?);
         Ok(self)

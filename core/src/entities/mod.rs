@@ -47,10 +47,15 @@ pub trait Entity: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
     /// Which entity this is.
     const KIND: EntityKind;
 
+    /// The row's id.
     fn id(&self) -> Self::Id;
+    /// When the row was created (the first key of the list order).
     fn created_at(&self) -> Timestamp;
+    /// When the row last changed: an update, a soft delete or a restore.
     fn updated_at(&self) -> Timestamp;
+    /// When the row was soft-deleted; `None` while it is live.
     fn deleted_at(&self) -> Option<Timestamp>;
+    /// The row's version: 1 at creation, one more at every change.
     fn version(&self) -> i64;
 
     /// Whether the row is live (not soft-deleted).

@@ -7,11 +7,18 @@ use crate::validate::{IdempotencyKey, Quantity};
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct StockMovement {
+    /// The movement's id, a UUID v7 chosen when the transfer was applied.
     pub id: StockMovementId,
+    /// The product the stock was taken from.
     pub source_id: ProductId,
+    /// The product the stock was given to.
     pub target_id: ProductId,
+    /// How many units moved: `1..=MAX_STOCK` ([`MAX_STOCK`](crate::MAX_STOCK)).
     pub quantity: i64,
+    /// The transfer's idempotency key, if it had one; unique among movements
+    /// ([`Constraint::IdempotencyKey`](crate::Constraint::IdempotencyKey)).
     pub idempotency_key: Option<String>,
+    /// When the transfer was applied (UTC, microsecond precision).
     pub created_at: Timestamp,
 }
 
@@ -39,12 +46,15 @@ impl NewStockMovement {
             idempotency_key,
         }
     }
+    /// The product the stock is taken from.
     pub fn source_id(&self) -> ProductId {
         self.source_id
     }
+    /// The product the stock is given to.
     pub fn target_id(&self) -> ProductId {
         self.target_id
     }
+    /// How many units move, in `1..=MAX_STOCK`.
     pub fn quantity(&self) -> i64 {
         self.quantity.get()
     }
@@ -52,6 +62,7 @@ impl NewStockMovement {
     pub(crate) fn validated_quantity(&self) -> Quantity {
         self.quantity
     }
+    /// The transfer's idempotency key, if it has one.
     pub fn idempotency_key(&self) -> Option<&str> {
         self.idempotency_key.as_ref().map(IdempotencyKey::as_str)
     }

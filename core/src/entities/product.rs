@@ -18,9 +18,13 @@ use crate::validate::{Name, Sku, Slug, Stock, Text};
     serde(rename_all = "snake_case")
 )]
 pub enum ProductStatus {
+    /// Being prepared, not yet offered (`"draft"`); what a new product is unless told otherwise.
     #[default]
     Draft,
+    /// Offered to customers (`"active"`).
     Active,
+    /// No longer offered, kept for its history (`"archived"`). Unlike a soft delete, an archived
+    /// product stays visible to every read.
     Archived,
 }
 
@@ -63,19 +67,40 @@ impl FromStr for ProductStatus {
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Product {
+    /// The product's id, a UUID v7 chosen at creation (ids sort by creation time).
     pub id: ProductId,
+    /// The display name: 1 to [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) characters (see
+    /// [`Name`](crate::Name)).
     pub name: String,
+    /// The URL slug, unique among live products ([`Constraint::ProductSlug`]; see
+    /// [`Slug`](crate::Slug)).
     pub slug: String,
+    /// The stock-keeping unit, unique among live products ([`Constraint::ProductSku`]; see
+    /// [`Sku`](crate::Sku)).
     pub sku: String,
+    /// Free text, if any (see [`Text`](crate::Text)).
     pub description: Option<String>,
+    /// Where the product is in its life.
     pub status: ProductStatus,
-    /// Units in stock; never negative.
+    /// Units in stock: `0..=MAX_STOCK` ([`MAX_STOCK`](crate::MAX_STOCK) is 10¹²), never negative.
+    /// Changed only by [`adjust_stock`](crate::ProductRepository::adjust_stock) and transfers.
     pub stock: i64,
+    /// The category, if any. `None` also when the category was deleted for good; a soft-deleted
+    /// category still shows here, but not in [`ProductWithRelations`].
     pub category_id: Option<CategoryId>,
+    /// The user who created the product, if known (set with [`NewProduct::created_by`];
+    /// `None` once that user is deleted for good).
     pub created_by: Option<UserId>,
+    /// When the row was created (UTC, microsecond precision).
     pub created_at: Timestamp,
+    /// When the row last changed: an update, a stock change, a soft delete or a restore.
     pub updated_at: Timestamp,
+    /// When the row was soft-deleted; `None` for a live row. Reads see only live rows, except
+    /// the trash listing.
     pub deleted_at: Option<Timestamp>,
+    /// The row's version for optimistic concurrency: 1 at creation, one more at every change
+    /// (stock changes included). Pass it to `update` to fail with
+    /// [`Error::StaleVersion`] if someone changed the row since.
     pub version: i64,
 }
 
@@ -187,52 +212,70 @@ impl NewProduct {
         })
     }
 
+    /// The input, with a description. Fails with [`Error::Validation`] on `description` when it
+    /// is blank ([`Rule::Empty`]), longer than [`MAX_TEXT_LEN`](crate::MAX_TEXT_LEN) characters
+    /// or holds a forbidden control character (see [`Text`](crate::Text)).
     pub fn with_description(mut self, description: &str) -> Result<Self> {
         self.description = Some(Text::parse("description", description)?);
         Ok(self)
     }
 
+    /// The input, with `stock` units in stock (0 by default). Fails with [`Error::Validation`]
+    /// on `stock` ([`Rule::OutOfRange`]) outside `0..=MAX_STOCK`.
     pub fn with_stock(mut self, stock: i64) -> Result<Self> {
         self.stock = Stock::parse("stock", stock)?;
         Ok(self)
     }
 
+    /// The input, with a status other than [`ProductStatus::Draft`].
     pub fn with_status(mut self, status: ProductStatus) -> Self {
         self.status = status;
         self
     }
 
+    /// The input, in a category. The category must be live when the product is created, else
+    /// the create fails with [`Error::NotFound`] on it.
     pub fn in_category(mut self, category: CategoryId) -> Self {
         self.category_id = Some(category);
         self
     }
 
+    /// The input, naming the user who creates the product. The user must be live when the
+    /// product is created, else the create fails with [`Error::NotFound`] on it.
     pub fn created_by(mut self, user: UserId) -> Self {
         self.created_by = Some(user);
         self
     }
 
+    /// The validated name, trimmed of surrounding white space.
     pub fn name(&self) -> &str {
         self.name.as_str()
     }
+    /// The validated slug.
     pub fn slug(&self) -> &str {
         self.slug.as_str()
     }
+    /// The validated sku.
     pub fn sku(&self) -> &str {
         self.sku.as_str()
     }
+    /// The description, if one was given.
     pub fn description(&self) -> Option<&str> {
         self.description.as_ref().map(Text::as_str)
     }
+    /// The status the product starts with ([`ProductStatus::Draft`] unless set).
     pub fn status(&self) -> ProductStatus {
         self.status
     }
+    /// The units the product starts with, in `0..=MAX_STOCK` (0 unless set).
     pub fn stock(&self) -> i64 {
         self.stock.get()
     }
+    /// The category, if one was given.
     pub fn category_id(&self) -> Option<CategoryId> {
         self.category_id
     }
+    /// The creating user, if one was given (see [`created_by`](Self::created_by)).
     pub fn creator(&self) -> Option<UserId> {
         self.created_by
     }
@@ -376,16 +419,22 @@ impl ProductPatch {
 /// filter covers every live product.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProductFilter {
+    /// Only products with this status.
     pub status: Option<ProductStatus>,
+    /// Only products in this category. A category that is not live matches no product.
     pub category_id: Option<CategoryId>,
+    /// Only products whose name, sku or description contains this text, compared
+    /// case-insensitively (see [`SearchText`]).
     pub search: Option<SearchText>,
 }
 
 impl ProductFilter {
+    /// The filter, narrowed to products with `status`.
     pub fn status(mut self, status: ProductStatus) -> Self {
         self.status = Some(status);
         self
     }
+    /// The filter, narrowed to products in `category` (none if the category is not live).
     pub fn category(mut self, category: CategoryId) -> Self {
         self.category_id = Some(category);
         self
@@ -424,8 +473,11 @@ impl ProductFilter {
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ProductWithRelations {
+    /// The live product.
     pub product: Product,
+    /// Its category, if it has one and that category is live.
     pub category: Option<Category>,
+    /// The user who created it, if known and live.
     pub creator: Option<User>,
 }
 
@@ -433,7 +485,10 @@ pub struct ProductWithRelations {
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct ProductDetails {
+    /// The live product.
     pub product: Product,
+    /// Its newest live reviews, newest first, at most as many as asked for.
     pub reviews: Vec<Review>,
+    /// The count and average rating of all its live reviews (not only those in `reviews`).
     pub stats: RatingStats,
 }

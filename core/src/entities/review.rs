@@ -8,15 +8,27 @@ use crate::validate::{Rating, Text};
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Review {
+    /// The review's id, a UUID v7 chosen at creation (ids sort by creation time).
     pub id: ReviewId,
+    /// The product reviewed. Deleting the product for good deletes its reviews.
     pub product_id: ProductId,
+    /// The user who wrote the review; one live review per author and product
+    /// ([`Constraint::ReviewAuthor`]). Deleting the user for good deletes their reviews.
     pub author_id: UserId,
-    /// 1 to 5.
+    /// The rating, `1..=5`.
     pub rating: u8,
+    /// The review's text, if any (see [`Text`](crate::Text)).
     pub body: Option<String>,
+    /// When the row was created (UTC, microsecond precision).
     pub created_at: Timestamp,
+    /// When the row last changed: an update, a soft delete or a restore.
     pub updated_at: Timestamp,
+    /// When the row was soft-deleted; `None` for a live row. Reads see only live rows, except
+    /// the trash listing.
     pub deleted_at: Option<Timestamp>,
+    /// The row's version for optimistic concurrency: 1 at creation, one more at every change.
+    /// Pass it to `update` to fail with [`Error::StaleVersion`](crate::Error::StaleVersion) if
+    /// someone changed the row since.
     pub version: i64,
 }
 
@@ -70,6 +82,12 @@ pub struct NewReview {
 }
 
 impl NewReview {
+    /// A review of `product_id` by `author_id`, without a body. Fails with
+    /// [`Error::Validation`](crate::Error::Validation) on `rating`
+    /// ([`Rule::OutOfRange`](crate::Rule::OutOfRange)) outside `1..=5`. When it is created, a
+    /// product or author that is not live is [`Error::NotFound`](crate::Error::NotFound) (the
+    /// product is checked first), and a second live review by the same author of the same
+    /// product is [`Error::Conflict`](crate::Error::Conflict) on [`Constraint::ReviewAuthor`].
     pub fn new(product_id: ProductId, author_id: UserId, rating: i64) -> Result<Self> {
         Ok(Self {
             product_id,
@@ -78,19 +96,26 @@ impl NewReview {
             body: None,
         })
     }
+    /// The input, with a body. Fails with [`Error::Validation`](crate::Error::Validation) on
+    /// `body` when it is blank, longer than [`MAX_TEXT_LEN`](crate::MAX_TEXT_LEN) characters or
+    /// holds a forbidden control character (see [`Text`](crate::Text)).
     pub fn with_body(mut self, body: &str) -> Result<Self> {
         self.body = Some(Text::parse("body", body)?);
         Ok(self)
     }
+    /// The product reviewed.
     pub fn product_id(&self) -> ProductId {
         self.product_id
     }
+    /// The review's author.
     pub fn author_id(&self) -> UserId {
         self.author_id
     }
+    /// The rating, in `1..=5`.
     pub fn rating(&self) -> u8 {
         self.rating.get()
     }
+    /// The body, if one was given.
     pub fn body(&self) -> Option<&str> {
         self.body.as_ref().map(Text::as_str)
     }
@@ -119,10 +144,12 @@ pub struct ReviewPatch {
 }
 
 impl ReviewPatch {
+    /// A patch that changes nothing but `updated_at` and `version`.
     pub fn new() -> Self {
         Self::default()
     }
-    /// The patch, changing the rating.
+    /// The patch, changing the rating. Fails with
+    /// [`Error::Validation`](crate::Error::Validation) on `rating` outside `1..=5`.
     pub fn with_rating(mut self, rating: i64) -> Result<Self> {
         self.rating = Some(Rating::new(rating)?);
         Ok(self)
@@ -156,20 +183,27 @@ impl ReviewPatch {
 /// Which reviews a list, count or exists covers.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ReviewFilter {
+    /// Only reviews of this product. A product that is not live matches no review.
     pub product_id: Option<ProductId>,
+    /// Only reviews by this user. A user who is not live matches no review.
     pub author_id: Option<UserId>,
+    /// Only reviews with this rating.
     pub rating: Option<Rating>,
 }
 
 impl ReviewFilter {
+    /// The filter, narrowed to reviews of `product` (none if the product is not live).
     pub fn product(mut self, product: ProductId) -> Self {
         self.product_id = Some(product);
         self
     }
+    /// The filter, narrowed to reviews by `author` (none if the user is not live).
     pub fn author(mut self, author: UserId) -> Self {
         self.author_id = Some(author);
         self
     }
+    /// The filter, narrowed to reviews rated `rating`. Fails with
+    /// [`Error::Validation`](crate::Error::Validation) on `rating` outside `1..=5`.
     pub fn rating(mut self, rating: i64) -> Result<Self> {
         self.rating = Some(Rating::new(rating)?);
         Ok(self)
@@ -186,6 +220,7 @@ impl ReviewFilter {
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize))]
 pub struct RatingStats {
+    /// How many live reviews the product has (0 for a product that is not live).
     pub count: u64,
     /// The mean rating, `None` without reviews.
     pub average: Option<f64>,

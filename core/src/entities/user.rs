@@ -8,13 +8,23 @@ use crate::validate::{Email, Name};
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct User {
+    /// The user's id, a UUID v7 chosen at creation (ids sort by creation time).
     pub id: UserId,
-    /// Lower-cased; unique among live users.
+    /// The email address, lower-cased; unique among live users ([`Constraint::UserEmail`]).
     pub email: String,
+    /// The name shown for the user: 1 to [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) characters (see
+    /// [`Name`](crate::Name)).
     pub display_name: String,
+    /// When the row was created (UTC, microsecond precision).
     pub created_at: Timestamp,
+    /// When the row last changed: an update, a soft delete or a restore.
     pub updated_at: Timestamp,
+    /// When the row was soft-deleted; `None` for a live row. Reads see only live rows, except
+    /// the trash listing.
     pub deleted_at: Option<Timestamp>,
+    /// The row's version for optimistic concurrency: 1 at creation, one more at every change.
+    /// Pass it to `update` to fail with [`Error::StaleVersion`](crate::Error::StaleVersion) if
+    /// someone changed the row since.
     pub version: i64,
 }
 
@@ -50,15 +60,22 @@ pub struct NewUser {
 }
 
 impl NewUser {
+    /// A new user. Fails with [`Error::Validation`](crate::Error::Validation) on `email` when
+    /// it is not an email address of at most [`MAX_EMAIL_LEN`](crate::MAX_EMAIL_LEN) characters
+    /// (see [`Email`](crate::Email)), and on `display_name` when it breaks the rules of
+    /// [`Name`](crate::Name). The email is lower-cased; that it is free is checked when the user
+    /// is created ([`Error::Conflict`](crate::Error::Conflict) on [`Constraint::UserEmail`]).
     pub fn new(email: &str, display_name: &str) -> Result<Self> {
         Ok(Self {
             email: Email::parse("email", email)?,
             display_name: Name::parse("display_name", display_name)?,
         })
     }
+    /// The validated email, lower-cased.
     pub fn email(&self) -> &str {
         self.email.as_str()
     }
+    /// The validated display name, trimmed of surrounding white space.
     pub fn display_name(&self) -> &str {
         self.display_name.as_str()
     }
@@ -85,6 +102,7 @@ pub struct UserPatch {
 }
 
 impl UserPatch {
+    /// A patch that changes nothing but `updated_at` and `version`.
     pub fn new() -> Self {
         Self::default()
     }
@@ -127,6 +145,9 @@ pub struct UserFilter {
 }
 
 impl UserFilter {
+    /// The filter, narrowed to the live user with `email` (compared lower-cased). Fails with
+    /// [`Error::Validation`](crate::Error::Validation) on `email` when it is not an email
+    /// address.
     pub fn email(mut self, email: &str) -> Result<Self> {
         self.email = Some(Email::parse("email", email)?);
         Ok(self)

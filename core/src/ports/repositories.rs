@@ -82,6 +82,8 @@ pub trait ReviewRepository: ReviewReader + Repository<Review> {}
 /// Reads of the stock ledger.
 #[async_trait]
 pub trait StockMovementReader: Send {
+    /// The movement with this id (movements are never deleted, so every applied transfer's
+    /// row is found).
     async fn get(&mut self, id: StockMovementId) -> Result<Option<StockMovement>>;
 
     /// The movement recorded under this idempotency key.

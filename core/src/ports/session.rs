@@ -251,7 +251,8 @@ impl Savepoints {
 
 /// A connected backend.
 ///
-/// With the `mocks` feature, `MockStore` is a mockall mock of it (generated from this trait).
+/// With the `mocks` feature, [`MockStore`](crate::mocks::MockStore) is a
+/// [mockall](https://docs.rs/mockall) mock of it (generated from this trait).
 ///
 /// Usable as `Arc<dyn Store>` (chosen at run time from a URL) or generically. Every method takes
 /// `&self`: one store serves many tasks at once, each with its own connection.

@@ -14,15 +14,25 @@ use crate::validate::{IdempotencyKey, Quantity};
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Deserialize))]
 pub struct TransferRequest {
+    /// The product the stock is taken from; it must be live ([`Error::NotFound`] otherwise).
     pub source_id: ProductId,
+    /// The product the stock goes to; it must be live and differ from `source_id`
+    /// ([`Error::Validation`] on `target_id`, [`Rule::SameAs`], otherwise).
     pub target_id: ProductId,
+    /// How many units move: `1..=MAX_STOCK` ([`Error::Validation`] on `quantity` otherwise).
+    /// More than the source holds is [`Error::InsufficientStock`].
     pub quantity: i64,
-    /// A client-chosen key: a request repeated with the same key applies at most once.
+    /// A client-chosen key: a request repeated with the same key applies at most once. 1 to
+    /// [`MAX_IDEMPOTENCY_KEY_LEN`](crate::MAX_IDEMPOTENCY_KEY_LEN) visible ASCII characters. A
+    /// key already used for a different transfer is [`Error::Conflict`] on
+    /// [`Constraint::IdempotencyKey`].
     #[cfg_attr(feature = "serde", serde(default))]
     pub idempotency_key: Option<String>,
 }
 
 impl TransferRequest {
+    /// A request to move `quantity` units from `source_id` to `target_id`, without an
+    /// idempotency key. Nothing is checked yet: the transfer validates it.
     pub fn new(source_id: ProductId, target_id: ProductId, quantity: i64) -> Self {
         Self {
             source_id,
@@ -32,6 +42,9 @@ impl TransferRequest {
         }
     }
 
+    /// The request, with an idempotency key: retried with the same key (after a timeout, say), it
+    /// applies at most once, and a replay answers the first transfer's ledger row with
+    /// [`Transferred::replayed`] set.
     pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
         self.idempotency_key = Some(key.into());
         self
