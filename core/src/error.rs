@@ -306,7 +306,10 @@ pub enum Error {
     /// itself ([`transfer_stock`](crate::transfer_stock)): its key finds the first attempt if it
     /// committed.
     #[error("the commit's outcome is unknown: {reason}")]
-    AmbiguousCommit { reason: String },
+    AmbiguousCommit {
+        /// What the backend reported, for logs (not a stable value to match on).
+        reason: String,
+    },
 
     /// The backend answers but cannot do the operation, and retrying will not change that
     /// until an operator acts: the database is read-only, permission is denied, the disk is
