@@ -1,21 +1,26 @@
-//! Categories.
+//! Categories: their table, their one unique value (the slug) and their reads by slug.
 
 use async_trait::async_trait;
-use sqlx::postgres::PgRow;
-use sqlx::{Postgres, QueryBuilder, Row};
+use sqlx::{Postgres, QueryBuilder};
 use stockroom_core::{
-    Category, CategoryFilter, CategoryId, CategoryPatch, CategoryReader, CategoryRepository,
-    Constraint, Error, NewCategory, Result, Timestamp,
+    Category, CategoryFilter, CategoryPatch, CategoryReader, CategoryRepository, Constraint, Error,
+    Result,
 };
 
-use crate::entity::{entity_sql, read_repository, repository, PgEntity, PgUniqueEntity};
+use crate::codec::CategoryRow;
 use crate::session::{PgQuery, Session};
+use crate::sql::{entity_sql, PgEntity, PgUniqueEntity};
+
+/// The columns every read of a category selects.
+macro_rules! columns {
+    () => {
+        "id, name, slug, created_at, updated_at, deleted_at, version"
+    };
+}
 
 impl PgEntity for Category {
-    entity_sql!(
-        "categories",
-        "id, name, slug, created_at, updated_at, deleted_at, version"
-    );
+    type Row = CategoryRow;
+    entity_sql!("categories", columns!());
     const RESTORE: &'static str = concat!(
         "UPDATE categories c SET deleted_at = NULL, updated_at = $2, version = c.version + 1 ",
         "WHERE c.id = $1 AND c.deleted_at IS NOT NULL AND NOT EXISTS ",
@@ -31,26 +36,10 @@ impl PgEntity for Category {
         "AS u(id, name, slug) ON CONFLICT DO NOTHING RETURNING id"
     );
 
-    fn decode_at(row: &PgRow, b: usize) -> sqlx::Result<Self> {
-        Ok(Category {
-            id: CategoryId::from_uuid(row.try_get(b)?),
-            name: row.try_get(b + 1)?,
-            slug: row.try_get(b + 2)?,
-            created_at: row.try_get(b + 3)?,
-            updated_at: row.try_get(b + 4)?,
-            deleted_at: row.try_get(b + 5)?,
-            version: row.try_get(b + 6)?,
-        })
-    }
-
     fn push_filter(qb: &mut QueryBuilder<Postgres>, filter: &CategoryFilter) {
         if let Some(slug) = &filter.slug {
             qb.push(" AND slug = ").push_bind(slug.as_str().to_owned());
         }
-    }
-
-    fn from_new(new: NewCategory, now: Timestamp) -> Self {
-        stockroom_core::Entity::create(new, now)
     }
 
     fn bind_insert<'q>(query: PgQuery<'q>, row: &'q Self) -> PgQuery<'q> {
@@ -101,27 +90,22 @@ impl PgEntity for Category {
 impl PgUniqueEntity for Category {
     const TAKEN: &'static str = concat!(
         "SELECT EXISTS (SELECT 1 FROM categories WHERE slug = $1 AND deleted_at IS NULL ",
-        "AND id <> ALL($2))"
+        "AND id <> ALL($2)) AS taken"
     );
     const CONFLICT: Error = Error::Conflict {
         constraint: Constraint::CategorySlug,
     };
     const WHAT: &'static str = "the category";
 
-    fn unique(&self) -> &str {
-        &self.slug
-    }
-
     fn unique_in(patch: &CategoryPatch) -> Option<&str> {
         patch.slug()
     }
 }
 
-read_repository!(Category);
-
 const BY_SLUG: &str = concat!(
-    "SELECT id, name, slug, created_at, updated_at, deleted_at, version ",
-    "FROM categories WHERE slug = $1 AND deleted_at IS NULL"
+    "SELECT ",
+    columns!(),
+    " FROM categories WHERE slug = $1 AND deleted_at IS NULL"
 );
 
 #[async_trait]
@@ -132,5 +116,3 @@ impl CategoryReader for Session {
 }
 
 impl CategoryRepository for Session {}
-
-repository!(Category);

@@ -58,11 +58,9 @@
 //!   serialization failures from other settings map to `Error::Transient`, which the transfer
 //!   retries.
 //! - **Configuration**: `min_connections` connections are kept, up to `max_connections` are
-//!   opened under load and the extra ones closed after `idle_timeout`; `max_lifetime` recycles; `test_before_acquire` makes a connection the
-//!   server closed invisible to callers without a ping: the first round trip of a session on a
-//!   connection (a unit of work's `BEGIN`, a read session's first statement, a transfer's
-//!   statement) is the check, and finding the connection closed it is sent again on another
-//!   one; `application_name`
+//!   opened under load and the extra ones closed after `idle_timeout`; `max_lifetime` recycles;
+//!   [`PostgresOptions::test_before_acquire`] makes a connection the server closed invisible
+//!   to callers without a ping (it says how); `application_name`
 //!   names the sessions, [`PostgresOptions::session_settings`] (default `jit=off`) are sent as
 //!   startup options, [`PostgresOptions::lock_timeout`] (default 5 s, unless the URL's
 //!   `options` set one) becomes `lock_timeout` (a longer wait for a row lock fails as
@@ -75,9 +73,8 @@
 //!   session, for up to a second (sqlx's pool pings every connection it takes back, and its
 //!   acquire and release each pass through a task), so a session taken per request costs no
 //!   round trip beyond its statements. A connection opened by a tokio runtime that has shut
-//!   down since (a store shared by threads with runtimes of their own) is dropped and replaced
-//!   by the first round trip that finds it so, whatever `test_before_acquire` says: nothing
-//!   was sent on it. (sqlx's pool closes idle connections past `idle_timeout` from a task on
+//!   down since (a store shared by threads with runtimes of their own) is replaced the way
+//!   [`PostgresOptions::test_before_acquire`] describes, whatever that option says. (sqlx's pool closes idle connections past `idle_timeout` from a task on
 //!   the runtime that connected it; once that runtime is gone, they are closed when used past
 //!   `max_lifetime` instead.)
 //! - **Errors** map by SQLSTATE (see the `error` module): 23505 conflict, 23514 validation,
@@ -143,12 +140,13 @@
 //! a skip with one line of explanation) and a fresh database per test.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod categories;
+mod codec;
 mod connections;
 mod engine;
-mod entity;
 mod error;
 mod migrate;
 mod movements;
@@ -156,6 +154,7 @@ mod options;
 mod products;
 mod reviews;
 mod session;
+mod sql;
 mod store;
 mod users;
 

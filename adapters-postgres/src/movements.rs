@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
-use sqlx::Row;
+use sqlx::FromRow;
 use stockroom_core::adapter::{check_stocks, key_taken_meanwhile};
 use stockroom_core::time::now;
 use stockroom_core::{
@@ -11,27 +11,41 @@ use stockroom_core::{
 };
 use uuid::Uuid;
 
-use crate::entity::{get_bool, get_i64, limit_i64, offset_i64};
+use crate::codec::{column, count_u64, decode, limit_i64, offset_i64, StockMovementRow};
 use crate::error::map_error;
 use crate::session::{PgQuery, Session};
 
-const MOVEMENT_GET: &str = concat!(
-    "SELECT id, source_id, target_id, quantity, idempotency_key, created_at ",
-    "FROM stock_movements WHERE id = $1"
-);
+/// The columns every read of the ledger selects (see [`StockMovementRow`]).
+macro_rules! columns {
+    () => {
+        "id, source_id, target_id, quantity, idempotency_key, created_at"
+    };
+}
+
+/// The ledger's table, for the schema test.
+#[cfg(all(test, feature = "testing"))]
+pub(crate) const TABLE: &str = "stock_movements";
+/// The ledger's columns, for the schema test.
+#[cfg(all(test, feature = "testing"))]
+pub(crate) const COLUMNS: &str = columns!();
+
+const MOVEMENT_GET: &str = concat!("SELECT ", columns!(), " FROM stock_movements WHERE id = $1");
 const MOVEMENT_BY_KEY: &str = concat!(
-    "SELECT id, source_id, target_id, quantity, idempotency_key, created_at ",
-    "FROM stock_movements WHERE idempotency_key = $1"
+    "SELECT ",
+    columns!(),
+    " FROM stock_movements WHERE idempotency_key = $1"
 );
 const MOVEMENTS_FOR_PRODUCT: &str = concat!(
-    "SELECT id, source_id, target_id, quantity, idempotency_key, created_at ",
-    "FROM stock_movements WHERE source_id = $1 OR target_id = $1 ",
+    "SELECT ",
+    columns!(),
+    " FROM stock_movements WHERE source_id = $1 OR target_id = $1 ",
     "ORDER BY created_at, id LIMIT $2 OFFSET $3"
 );
 const MOVEMENTS_COUNT: &str = "SELECT count(*) FROM stock_movements";
 const RECORD: &str = concat!(
-    "INSERT INTO stock_movements (id, source_id, target_id, quantity, idempotency_key, ",
-    "created_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING"
+    "INSERT INTO stock_movements (",
+    columns!(),
+    ") VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING"
 );
 
 /// A stock move (the rules of `stockroom_core::move_stock_with_repositories`, in their order) in
@@ -66,12 +80,13 @@ const RECORD: &str = concat!(
 ///   concurrent move lowered would fail the check spuriously. The value `locked` read is the
 ///   latest, and stays so: the statement holds the row's lock until its transaction ends.
 ///
-/// The row it returns tells which rule decided: the prior ledger row, the stocks, whether the
-/// ledger row went in, how many stocks moved.
+/// The row it returns ([`MoveOutcome`]) tells which rule decided: the prior ledger row, the
+/// stocks, whether the ledger row went in, how many stocks moved.
 const MOVE_STOCK: &str = concat!(
     "WITH prior AS (",
-    "SELECT id, source_id, target_id, quantity, idempotency_key, created_at ",
-    "FROM stock_movements WHERE id = $1 OR idempotency_key = $5",
+    "SELECT ",
+    columns!(),
+    " FROM stock_movements WHERE id = $1 OR idempotency_key = $5",
     "), locked AS MATERIALIZED (",
     "SELECT id, stock FROM products ",
     "WHERE id IN ($2, $3) AND deleted_at IS NULL AND NOT EXISTS (SELECT FROM prior) ",
@@ -81,8 +96,9 @@ const MOVE_STOCK: &str = concat!(
     "SELECT max(stock) FILTER (WHERE id = $2) AS source_stock, ",
     "max(stock) FILTER (WHERE id = $3) AS target_stock FROM locked",
     "), recorded AS (",
-    "INSERT INTO stock_movements (id, source_id, target_id, quantity, idempotency_key, ",
-    "created_at) SELECT $1, $2, $3, $4, $5, $6 FROM stocks ",
+    "INSERT INTO stock_movements (",
+    columns!(),
+    ") SELECT $1, $2, $3, $4, $5, $6 FROM stocks ",
     "WHERE source_stock >= $4 AND target_stock <= $7 - $4 ",
     "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
     "), moved AS (",
@@ -91,10 +107,25 @@ const MOVE_STOCK: &str = concat!(
     "updated_at = $6, version = p.version + 1 FROM stocks s ",
     "WHERE p.id IN ($2, $3) AND EXISTS (SELECT FROM recorded) RETURNING p.id",
     ") SELECT p.id, p.source_id, p.target_id, p.quantity, p.idempotency_key, p.created_at, ",
-    "s.source_stock, s.target_stock, EXISTS (SELECT FROM recorded), ",
-    "(SELECT count(*) FROM moved) ",
+    "s.source_stock, s.target_stock, EXISTS (SELECT FROM recorded) AS recorded, ",
+    "(SELECT count(*) FROM moved) AS moved ",
     "FROM stocks s LEFT JOIN prior p ON true"
 );
+
+/// The row of [`MOVE_STOCK`], beside the prior ledger row's columns (NULL when there is none).
+#[derive(FromRow)]
+struct MoveOutcome {
+    /// The prior ledger row's id.
+    id: Option<Uuid>,
+    /// The live source's stock under its lock; `None` when it is not live.
+    source_stock: Option<i64>,
+    /// The live target's stock under its lock; `None` when it is not live.
+    target_stock: Option<i64>,
+    /// Whether the ledger row went in.
+    recorded: bool,
+    /// How many stocks moved.
+    moved: i64,
+}
 
 impl Session {
     /// Moves stock and writes `movement` to the ledger with [`MOVE_STOCK`], in this session's
@@ -139,60 +170,48 @@ fn move_query<'q>(movement: &'q StockMovement, lock_timeout: Option<&'q str>) ->
 /// What the row of [`MOVE_STOCK`] says of the move that would have written `movement`, rule by
 /// rule in the order of `stockroom_core::move_stock_with_repositories`.
 fn move_outcome(row: &PgRow, movement: StockMovement) -> Result<StockMoved> {
-    if row
-        .try_get::<Option<Uuid>, _>(0)
-        .map_err(map_error)?
-        .is_some()
-    {
-        let prior = self::movement(row)?;
+    let outcome = MoveOutcome::from_row(row).map_err(map_error)?;
+    if outcome.id.is_some() {
+        let prior: StockMovement = decode::<StockMovementRow, _>(row)?;
         return Ok(if prior.id == movement.id {
             StockMoved::Applied(prior)
         } else {
             StockMoved::AlreadyRecorded(prior)
         });
     }
-    let live_stock = |index: usize, product: ProductId| -> Result<i64> {
-        row.try_get::<Option<i64>, _>(index)
-            .map_err(map_error)?
-            .ok_or_else(|| Error::not_found(EntityKind::Product, product))
+    let live_stock = |stock: Option<i64>, product: ProductId| -> Result<i64> {
+        stock.ok_or_else(|| Error::not_found(EntityKind::Product, product))
     };
-    let source_stock = live_stock(6, movement.source_id)?;
-    let target_stock = live_stock(7, movement.target_id)?;
+    let source_stock = live_stock(outcome.source_stock, movement.source_id)?;
+    let target_stock = live_stock(outcome.target_stock, movement.target_id)?;
     check_stocks(
         movement.source_id,
         source_stock,
         target_stock,
         movement.quantity,
     )?;
-    if !get_bool(row, 8)? {
+    if !outcome.recorded {
         // The checks passed, so only the key stopped the insert.
         return Err(key_taken_meanwhile(Error::Conflict {
             constraint: Constraint::IdempotencyKey,
         }));
     }
-    let moved = get_i64(row, 9)?;
-    if moved != 2 {
+    if outcome.moved != 2 {
         // Cannot happen: the statement holds both rows' locks from before the insert.
         return Err(Error::Backend {
-            message: format!("stock move recorded but moved {moved} stocks instead of 2"),
+            message: format!(
+                "stock move recorded but moved {} stocks instead of 2",
+                outcome.moved
+            ),
             source: None,
         });
     }
     Ok(StockMoved::Applied(movement))
 }
 
+/// Decodes a ledger row.
 fn movement(row: &PgRow) -> Result<StockMovement> {
-    let decode = || -> sqlx::Result<StockMovement> {
-        Ok(StockMovement {
-            id: StockMovementId::from_uuid(row.try_get(0)?),
-            source_id: ProductId::from_uuid(row.try_get(1)?),
-            target_id: ProductId::from_uuid(row.try_get(2)?),
-            quantity: row.try_get(3)?,
-            idempotency_key: row.try_get(4)?,
-            created_at: row.try_get(5)?,
-        })
-    };
-    decode().map_err(map_error)
+    decode::<StockMovementRow, _>(row)
 }
 
 #[async_trait]
@@ -222,7 +241,8 @@ impl StockMovementReader for Session {
         let row = self
             .fetch_one(MOVEMENTS_COUNT, sqlx::query(MOVEMENTS_COUNT))
             .await?;
-        Ok(u64::try_from(get_i64(&row, 0)?).unwrap_or(0))
+        // PostgreSQL names the column after the aggregate.
+        column(&row, "count").map(count_u64)
     }
 }
 

@@ -1,26 +1,30 @@
-//! Products: the catalogue, its search and its stock.
+//! Products: their table, their search document, their two unique values (slug and sku),
+//! their references (category, creator), their reads (by slug or sku, with relations, search),
+//! their stock adjustment and row locks, and `create_many`'s binary `COPY`.
 
 use async_trait::async_trait;
 use sqlx::encode::{Encode, IsNull};
 use sqlx::error::BoxDynError;
-use sqlx::postgres::{PgArgumentBuffer, PgRow};
-use sqlx::{Postgres, QueryBuilder, Row};
+use sqlx::postgres::PgArgumentBuffer;
+use sqlx::{FromRow, Postgres, QueryBuilder};
 use stockroom_core::time::now;
 use stockroom_core::{
-    Category, CategoryId, Constraint, EntityKind, Error, NewProduct, Page, Product, ProductFilter,
-    ProductId, ProductPatch, ProductReader, ProductRepository, ProductWithRelations, Result, Rule,
-    SearchPage, StockDelta, Timestamp, User, UserId, MAX_STOCK,
+    Constraint, Entity, EntityKind, Error, Page, Product, ProductFilter, ProductId, ProductPatch,
+    ProductReader, ProductRepository, ProductWithRelations, Result, Rule, SearchPage, StockDelta,
+    Timestamp, MAX_STOCK,
 };
 use uuid::Uuid;
 
-use crate::entity::{
-    entity_sql, get_bool, get_i64, limit_i64, offset_i64, raced, read_repository, repository,
-    uuids, PgEntity, PgWrite,
+use crate::codec::{
+    column, count_u64, decode, limit_i64, offset_i64, uuids, JoinedCategoryRow, JoinedUserRow,
+    ProductRow,
 };
 use crate::error::map_error;
 use crate::session::{PgQuery, Session};
+use crate::sql::{entity_sql, raced, Derived, PgEntity, PgWrite};
 
-/// The product columns, each prefixed with `$p` (a table alias and a dot, or nothing).
+/// The columns every read of a product selects, each prefixed with `$p` (a table alias and a
+/// dot, or nothing).
 macro_rules! product_columns {
     ($p:literal) => {
         concat!(
@@ -53,7 +57,6 @@ macro_rules! product_columns {
         )
     };
 }
-const PRODUCT_WIDTH: usize = 13;
 
 /// Rows per `INSERT … SELECT FROM UNNEST(…)` statement, or per `COPY`, of `create_many`.
 pub(crate) const BATCH: usize = 10_000;
@@ -83,11 +86,18 @@ const DEAD_REFERENCE: &str = concat!(
     "SELECT EXISTS (SELECT 1 FROM unnest($1::uuid[]) r(id) WHERE NOT EXISTS ",
     "(SELECT 1 FROM categories c WHERE c.id = r.id AND c.deleted_at IS NULL)) ",
     "OR EXISTS (SELECT 1 FROM unnest($2::uuid[]) r(id) WHERE NOT EXISTS ",
-    "(SELECT 1 FROM users u WHERE u.id = r.id AND u.deleted_at IS NULL))"
+    "(SELECT 1 FROM users u WHERE u.id = r.id AND u.deleted_at IS NULL)) AS dead"
 );
 
+/// The column holding the search document (`stockroom_core::adapter::search_document` of the
+/// row), which search reads with `LIKE`.
+const SEARCH_TEXT: &str = "search_text";
+
 impl PgEntity for Product {
+    type Row = ProductRow;
     entity_sql!("products", product_columns!(""));
+    #[cfg(test)]
+    const WRITE_ONLY_COLUMNS: &'static [&'static str] = &[SEARCH_TEXT];
     const RESTORE: &'static str = concat!(
         "UPDATE products p SET deleted_at = NULL, updated_at = $2, version = p.version + 1 ",
         "WHERE p.id = $1 AND p.deleted_at IS NOT NULL AND NOT EXISTS (SELECT 1 FROM products o ",
@@ -150,31 +160,6 @@ impl PgEntity for Product {
         }
     }
 
-    fn decode_at(row: &PgRow, b: usize) -> sqlx::Result<Self> {
-        let status: String = row.try_get(b + 5)?;
-        Ok(Product {
-            id: ProductId::from_uuid(row.try_get(b)?),
-            name: row.try_get(b + 1)?,
-            slug: row.try_get(b + 2)?,
-            sku: row.try_get(b + 3)?,
-            description: row.try_get(b + 4)?,
-            status: status
-                .parse()
-                .map_err(|e: Error| sqlx::Error::Decode(Box::new(e)))?,
-            stock: row.try_get(b + 6)?,
-            category_id: row
-                .try_get::<Option<Uuid>, _>(b + 7)?
-                .map(CategoryId::from_uuid),
-            created_by: row
-                .try_get::<Option<Uuid>, _>(b + 8)?
-                .map(UserId::from_uuid),
-            created_at: row.try_get(b + 9)?,
-            updated_at: row.try_get(b + 10)?,
-            deleted_at: row.try_get(b + 11)?,
-            version: row.try_get(b + 12)?,
-        })
-    }
-
     fn push_filter(qb: &mut QueryBuilder<Postgres>, filter: &ProductFilter) {
         if let Some(status) = filter.status {
             qb.push(" AND status = ").push_bind(status.as_str());
@@ -193,10 +178,6 @@ impl PgEntity for Product {
                 .push_bind(stockroom_core::adapter::like_pattern(search))
                 .push(" ESCAPE '\\'");
         }
-    }
-
-    fn from_new(new: NewProduct, now: Timestamp) -> Self {
-        stockroom_core::Entity::create(new, now)
     }
 
     fn bind_insert<'q>(query: PgQuery<'q>, row: &'q Self) -> PgQuery<'q> {
@@ -252,8 +233,8 @@ impl PgEntity for Product {
         session.why_product_not_inserted(row).await
     }
 
-    /// Only the fields the patch names, `search_text` rebuilt when name, sku or description
-    /// change.
+    /// Only the fields the patch names (the search document: see
+    /// [`PgEntity::derived_set`]).
     fn push_set(qb: &mut QueryBuilder<Postgres>, patch: &ProductPatch) {
         if let Some(name) = patch.name() {
             qb.push(", name = ").push_bind(name.to_owned());
@@ -275,33 +256,41 @@ impl PgEntity for Product {
             qb.push(", category_id = ")
                 .push_bind(category.map(Uuid::from));
         }
-        let description = patch.description();
-        if patch.name().is_some() || patch.sku().is_some() || description.is_some() {
-            // search_text is `fold(name) \n fold(sku) [\n fold(description)]` (see
-            // `stockroom_core::adapter::search_document`); names and skus hold no line break, so the
-            // unchanged parts are cut out of the old value and the new ones are folded here.
-            qb.push(", search_text = ");
-            match patch.name() {
-                Some(name) => qb.push_bind(stockroom_core::adapter::fold(name)),
-                None => qb.push("split_part(search_text, E'\\n', 1)"),
-            };
-            qb.push(" || E'\\n' || ");
-            match patch.sku() {
-                Some(sku) => qb.push_bind(stockroom_core::adapter::fold(sku)),
-                None => qb.push("split_part(search_text, E'\\n', 2)"),
-            };
-            match description {
-                Some(Some(d)) => {
-                    qb.push(" || E'\\n' || ")
-                        .push_bind(stockroom_core::adapter::fold(d));
-                }
-                Some(None) => {}
-                None => {
-                    qb.push(
-                        " || substr(search_text, length(split_part(search_text, E'\\n', 1)) \
-                         + length(split_part(search_text, E'\\n', 2)) + 2)",
-                    );
-                }
+    }
+
+    /// The search document of each patched row, made by the core from the row the patch
+    /// gives, when the patch changes name, sku or description. A patch that sets all three
+    /// gives every row the same document, known without a round trip; otherwise the rows'
+    /// other parts are read first, and locked, so that no concurrent update changes them
+    /// before this one writes the document.
+    async fn derived_set(
+        session: &mut Session,
+        ids: &[ProductId],
+        patch: &ProductPatch,
+    ) -> Result<Derived> {
+        let column = SEARCH_TEXT;
+        match (patch.name(), patch.sku(), patch.description()) {
+            (None, None, None) => Ok(Derived::Nothing),
+            (Some(name), Some(sku), Some(description)) => Ok(Derived::Same {
+                column,
+                value: stockroom_core::adapter::search_document(name, sku, description),
+            }),
+            _ => {
+                let now = now();
+                let (ids, values) = session
+                    .lock_products(ids)
+                    .await?
+                    .into_iter()
+                    .map(|mut row| {
+                        row.apply(patch, now);
+                        (row.id.as_uuid(), row.search_document())
+                    })
+                    .unzip();
+                Ok(Derived::PerRow {
+                    column,
+                    ids,
+                    values,
+                })
             }
         }
     }
@@ -378,11 +367,12 @@ impl PgWrite for Product {
                 .await
                 .map(|()| false);
         };
-        Err(if get_bool(&row, 0)? {
+        let why = WhyNotRestored::from_row(&row).map_err(map_error)?;
+        Err(if why.slug_taken {
             Error::Conflict {
                 constraint: Constraint::ProductSlug,
             }
-        } else if get_bool(&row, 1)? {
+        } else if why.sku_taken {
             Error::Conflict {
                 constraint: Constraint::ProductSku,
             }
@@ -391,8 +381,6 @@ impl PgWrite for Product {
         })
     }
 }
-
-read_repository!(Product);
 
 const BY_SLUG: &str = concat!(
     "SELECT ",
@@ -404,44 +392,85 @@ const BY_SKU: &str = concat!(
     product_columns!(""),
     " FROM products WHERE sku = $1 AND deleted_at IS NULL"
 );
+/// The live product `$1` with its live category (columns aliased `c_<column>`, see
+/// [`JoinedCategoryRow`]) and creator (`u_<column>`, see [`JoinedUserRow`]).
 const WITH_RELATIONS: &str = concat!(
     "SELECT ",
     product_columns!("p."),
     ", ",
-    "c.id, c.name, c.slug, c.created_at, c.updated_at, c.deleted_at, c.version, ",
-    "u.id, u.email, u.display_name, u.created_at, u.updated_at, u.deleted_at, u.version ",
+    "c.id AS c_id, c.name AS c_name, c.slug AS c_slug, c.created_at AS c_created_at, ",
+    "c.updated_at AS c_updated_at, c.deleted_at AS c_deleted_at, c.version AS c_version, ",
+    "u.id AS u_id, u.email AS u_email, u.display_name AS u_display_name, ",
+    "u.created_at AS u_created_at, u.updated_at AS u_updated_at, ",
+    "u.deleted_at AS u_deleted_at, u.version AS u_version ",
     "FROM products p ",
     "LEFT JOIN categories c ON c.id = p.category_id AND c.deleted_at IS NULL ",
     "LEFT JOIN users u ON u.id = p.created_by AND u.deleted_at IS NULL ",
     "WHERE p.id = $1 AND p.deleted_at IS NULL"
 );
-/// Why a product row was not inserted: which reference is not live, which value is taken.
+/// Why a product row was not inserted: which reference is not live, which value is taken (see
+/// [`WhyNotInserted`]).
 const WHY_NOT_INSERTED: &str = concat!(
     "SELECT ",
     "($1::uuid IS NOT NULL AND NOT EXISTS ",
-    "(SELECT 1 FROM categories WHERE id = $1 AND deleted_at IS NULL)), ",
+    "(SELECT 1 FROM categories WHERE id = $1 AND deleted_at IS NULL)) AS category_missing, ",
     "($2::uuid IS NOT NULL AND NOT EXISTS ",
-    "(SELECT 1 FROM users WHERE id = $2 AND deleted_at IS NULL)), ",
-    "EXISTS (SELECT 1 FROM products WHERE slug = $3 AND deleted_at IS NULL), ",
-    "EXISTS (SELECT 1 FROM products WHERE sku = $4 AND deleted_at IS NULL), ",
-    "EXISTS (SELECT 1 FROM products WHERE id = $5)"
+    "(SELECT 1 FROM users WHERE id = $2 AND deleted_at IS NULL)) AS creator_missing, ",
+    "EXISTS (SELECT 1 FROM products WHERE slug = $3 AND deleted_at IS NULL) AS slug_taken, ",
+    "EXISTS (SELECT 1 FROM products WHERE sku = $4 AND deleted_at IS NULL) AS sku_taken, ",
+    "EXISTS (SELECT 1 FROM products WHERE id = $5) AS id_taken"
 );
-/// Why an update of live products `$1` did not apply.
+
+/// The row of [`WHY_NOT_INSERTED`].
+#[derive(FromRow)]
+struct WhyNotInserted {
+    category_missing: bool,
+    creator_missing: bool,
+    slug_taken: bool,
+    sku_taken: bool,
+    id_taken: bool,
+}
+
+/// Why an update of live products `$1` did not apply (see [`WhyNotUpdated`]).
 const WHY_NOT_UPDATED: &str = concat!(
-    "SELECT (SELECT max(version) FROM products WHERE id = ANY($1) AND deleted_at IS NULL), ",
+    "SELECT (SELECT max(version) FROM products WHERE id = ANY($1) AND deleted_at IS NULL) ",
+    "AS version, ",
     "($2::uuid IS NOT NULL AND NOT EXISTS ",
-    "(SELECT 1 FROM categories WHERE id = $2 AND deleted_at IS NULL)), ",
+    "(SELECT 1 FROM categories WHERE id = $2 AND deleted_at IS NULL)) AS category_missing, ",
     "($3::text IS NOT NULL AND EXISTS (SELECT 1 FROM products ",
-    "WHERE slug = $3 AND deleted_at IS NULL AND id <> ALL($1))), ",
+    "WHERE slug = $3 AND deleted_at IS NULL AND id <> ALL($1))) AS slug_taken, ",
     "($4::text IS NOT NULL AND EXISTS (SELECT 1 FROM products ",
-    "WHERE sku = $4 AND deleted_at IS NULL AND id <> ALL($1))), ",
-    "(SELECT count(*) FROM products WHERE id = ANY($1) AND deleted_at IS NULL)"
+    "WHERE sku = $4 AND deleted_at IS NULL AND id <> ALL($1))) AS sku_taken, ",
+    "(SELECT count(*) FROM products WHERE id = ANY($1) AND deleted_at IS NULL) AS live"
 );
+
+/// The row of [`WHY_NOT_UPDATED`].
+#[derive(FromRow)]
+struct WhyNotUpdated {
+    /// The highest version among the live rows; `None` when none is live.
+    version: Option<i64>,
+    category_missing: bool,
+    slug_taken: bool,
+    sku_taken: bool,
+    live: i64,
+}
+
+/// Which unique value of the deleted product `$1` a live product holds (see
+/// [`WhyNotRestored`]); no row when `$1` is not a deleted product.
 const WHY_NOT_RESTORED: &str = concat!(
-    "SELECT EXISTS (SELECT 1 FROM products o WHERE o.slug = p.slug AND o.deleted_at IS NULL), ",
+    "SELECT EXISTS (SELECT 1 FROM products o WHERE o.slug = p.slug AND o.deleted_at IS NULL) ",
+    "AS slug_taken, ",
     "EXISTS (SELECT 1 FROM products o WHERE o.sku = p.sku AND o.deleted_at IS NULL) ",
+    "AS sku_taken ",
     "FROM products p WHERE p.id = $1 AND p.deleted_at IS NOT NULL"
 );
+
+/// The row of [`WHY_NOT_RESTORED`].
+#[derive(FromRow)]
+struct WhyNotRestored {
+    slug_taken: bool,
+    sku_taken: bool,
+}
 const ADJUST_STOCK: &str = concat!(
     "UPDATE products SET stock = stock + $2, updated_at = $3, version = version + 1 ",
     "WHERE id = $1 AND deleted_at IS NULL AND stock + $2 BETWEEN 0 AND $4 RETURNING ",
@@ -497,6 +526,17 @@ fn put_field<'q, T: Encode<'q, Postgres>>(
 }
 
 impl Session {
+    /// Locks the live products among `ids` in id order (see `ProductRepository::lock`).
+    async fn lock_products(&mut self, ids: &[ProductId]) -> Result<Vec<Product>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .fetch_all(LOCK, sqlx::query(LOCK).bind(uuids(ids)))
+            .await?;
+        rows.iter().map(Product::decode).collect()
+    }
+
     /// Whether a row of `rows` refers to a category or a user that is not live.
     async fn refers_to_dead_rows(&mut self, rows: &[Product]) -> Result<bool> {
         let distinct = |ids: Vec<Uuid>| -> Vec<Uuid> {
@@ -518,7 +558,7 @@ impl Session {
         }
         let query = sqlx::query(DEAD_REFERENCE).bind(categories).bind(creators);
         let row = self.fetch_one(DEAD_REFERENCE, query).await?;
-        get_bool(&row, 0)
+        column(&row, "dead")
     }
 
     /// Why `product` (whose insert did nothing) was not inserted.
@@ -530,21 +570,22 @@ impl Session {
             .bind(&product.sku)
             .bind(product.id.as_uuid());
         let row = self.fetch_one(WHY_NOT_INSERTED, query).await?;
-        Ok(if get_bool(&row, 0)? {
+        let why = WhyNotInserted::from_row(&row).map_err(map_error)?;
+        Ok(if why.category_missing {
             let id = product.category_id.map(Uuid::from).unwrap_or_default();
             Error::not_found(EntityKind::Category, id)
-        } else if get_bool(&row, 1)? {
+        } else if why.creator_missing {
             let id = product.created_by.map(Uuid::from).unwrap_or_default();
             Error::not_found(EntityKind::User, id)
-        } else if get_bool(&row, 2)? {
+        } else if why.slug_taken {
             Error::Conflict {
                 constraint: Constraint::ProductSlug,
             }
-        } else if get_bool(&row, 3)? {
+        } else if why.sku_taken {
             Error::Conflict {
                 constraint: Constraint::ProductSku,
             }
-        } else if get_bool(&row, 4)? {
+        } else if why.id_taken {
             Error::Conflict {
                 constraint: Constraint::PrimaryKey,
             }
@@ -568,7 +609,8 @@ impl Session {
             .bind(patch.slug())
             .bind(patch.sku());
         let row = self.fetch_one(WHY_NOT_UPDATED, query).await?;
-        let Some(version) = row.try_get::<Option<i64>, _>(0).map_err(map_error)? else {
+        let why = WhyNotUpdated::from_row(&row).map_err(map_error)?;
+        let Some(version) = why.version else {
             return Ok(None);
         };
         if let (Some(expected), [id]) = (expected, ids) {
@@ -582,12 +624,12 @@ impl Session {
             }
         }
         let unique_change = patch.slug().is_some() || patch.sku().is_some();
-        Ok(Some(if get_bool(&row, 1)? {
+        Ok(Some(if why.category_missing {
             Error::not_found(
                 EntityKind::Category,
                 category.map(Uuid::from).unwrap_or_default(),
             )
-        } else if get_bool(&row, 2)? || (unique_change && get_i64(&row, 4)? > 1) {
+        } else if why.slug_taken || (unique_change && why.live > 1) {
             // Two of the rows cannot both take the new slug (or sku).
             if patch.slug().is_some() {
                 Error::Conflict {
@@ -598,7 +640,7 @@ impl Session {
                     constraint: Constraint::ProductSku,
                 }
             }
-        } else if get_bool(&row, 3)? {
+        } else if why.sku_taken {
             Error::Conflict {
                 constraint: Constraint::ProductSku,
             }
@@ -623,22 +665,20 @@ impl ProductReader for Session {
         let Some(row) = self.fetch_optional(WITH_RELATIONS, query).await? else {
             return Ok(None);
         };
-        let decode = || -> sqlx::Result<ProductWithRelations> {
-            let c = PRODUCT_WIDTH;
-            let u = PRODUCT_WIDTH + 7;
-            Ok(ProductWithRelations {
-                product: Product::decode_at(&row, 0)?,
-                category: match row.try_get::<Option<Uuid>, _>(c)? {
-                    Some(_) => Some(Category::decode_at(&row, c)?),
-                    None => None,
-                },
-                creator: match row.try_get::<Option<Uuid>, _>(u)? {
-                    Some(_) => Some(User::decode_at(&row, u)?),
-                    None => None,
-                },
-            })
+        // A relation that is not live joins as NULLs.
+        let category = match column::<Option<Uuid>>(&row, "c_id")? {
+            Some(_) => Some(decode::<JoinedCategoryRow, _>(&row)?),
+            None => None,
         };
-        decode().map(Some).map_err(map_error)
+        let creator = match column::<Option<Uuid>>(&row, "u_id")? {
+            Some(_) => Some(decode::<JoinedUserRow, _>(&row)?),
+            None => None,
+        };
+        Ok(Some(ProductWithRelations {
+            product: Product::decode(&row)?,
+            category,
+            creator,
+        }))
     }
 
     async fn search(&mut self, filter: &ProductFilter, page: Page) -> Result<SearchPage<Product>> {
@@ -653,7 +693,7 @@ impl ProductReader for Session {
             .push(" OFFSET ")
             .push_bind(offset_i64(page))
             .push(
-                ") SELECT page.*, total.n FROM (SELECT count(*) AS n FROM matched) AS total \
+                ") SELECT page.*, total.total FROM (SELECT count(*) AS total FROM matched) AS total \
                  LEFT JOIN page ON true ORDER BY page.created_at, page.id",
             );
         let sql = qb.sql();
@@ -661,23 +701,17 @@ impl ProductReader for Session {
         let mut total = 0;
         let mut items = Vec::with_capacity(rows.len());
         for row in &rows {
-            total = get_i64(row, PRODUCT_WIDTH)?;
-            if row
-                .try_get::<Option<Uuid>, _>(0)
-                .map_err(map_error)?
-                .is_some()
-            {
+            total = column(row, "total")?;
+            if column::<Option<Uuid>>(row, "id")?.is_some() {
                 items.push(Product::decode(row)?);
             }
         }
         Ok(SearchPage {
             items,
-            total: u64::try_from(total).unwrap_or(0),
+            total: count_u64(total),
         })
     }
 }
-
-repository!(Product);
 
 #[async_trait]
 impl ProductRepository for Session {
@@ -694,7 +728,7 @@ impl ProductRepository for Session {
         match self.fetch_optional(STOCK_OF, query).await? {
             None => Err(Error::not_found(EntityKind::Product, id)),
             Some(row) => {
-                let available = get_i64(&row, 0)?;
+                let available: i64 = column(&row, "stock")?;
                 if available + delta.get() > MAX_STOCK {
                     Err(Error::validation(
                         "stock",
@@ -717,12 +751,82 @@ impl ProductRepository for Session {
     }
 
     async fn lock(&mut self, ids: &[ProductId]) -> Result<Vec<Product>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
+        self.lock_products(ids).await
+    }
+}
+
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use sqlx::Connection;
+    use stockroom_core::{NewProduct, ProductPatch, Store};
+
+    use super::*;
+    use crate::testing::TestDatabase;
+
+    /// The stored search document of each of `ids`, beside the one the core makes of the row.
+    async fn documents(db: &TestDatabase, store: &crate::PostgresStore, ids: &[ProductId]) {
+        let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
+        let mut read = store.read().await.unwrap();
+        for &id in ids {
+            let product = read.products().require(id).await.unwrap();
+            let stored: String =
+                sqlx::query_scalar("SELECT search_text FROM products WHERE id = $1")
+                    .bind(id.as_uuid())
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+            assert_eq!(stored, product.search_document(), "{product:?}");
         }
-        let rows = self
-            .fetch_all(LOCK, sqlx::query(LOCK).bind(uuids(ids)))
-            .await?;
-        rows.iter().map(Product::decode).collect()
+        conn.close().await.unwrap();
+    }
+
+    /// Whatever fields an update names (one text field, all three, the description cleared, none
+    /// of them; one row or many), the stored search document is the core's
+    /// `search_document` of the updated row, byte for byte.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_update_stores_the_cores_search_document_of_the_updated_row() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let store = db.store().await;
+        let mut uow = store.begin().await.unwrap();
+        let mut ids = Vec::new();
+        for tag in ["a", "b", "c"] {
+            let new = NewProduct::new(
+                &format!("Straße {tag}"),
+                tag,
+                &format!("SKU-{}", tag.to_uppercase()),
+            )
+            .unwrap()
+            .with_description("Ǆ ΣΑΣ")
+            .unwrap();
+            ids.push(uow.products().create(new).await.unwrap().id);
+        }
+        let patches = [
+            ProductPatch::new().with_name("ÉCOLE Ⅻ").unwrap(),
+            ProductPatch::new().with_sku("NEW-SKU").unwrap(),
+            ProductPatch::new().with_description(Some("ﬁn ǅ")).unwrap(),
+            ProductPatch::new().with_description(None).unwrap(),
+            ProductPatch::new()
+                .with_name("All")
+                .unwrap()
+                .with_sku("ALL-1")
+                .unwrap()
+                .with_description(Some("Three ß"))
+                .unwrap(),
+            ProductPatch::new().with_status(stockroom_core::ProductStatus::Active),
+        ];
+        for patch in &patches {
+            uow.products().update(ids[0], patch, None).await.unwrap();
+            let unique_free = patch.sku().is_none();
+            if unique_free {
+                let changed = uow.products().update_many(&ids[1..], patch).await.unwrap();
+                assert_eq!(changed, 2, "{patch:?}");
+            }
+        }
+        uow.commit().await.unwrap();
+        documents(&db, &store, &ids).await;
+        store.close().await;
+        db.drop_now().await;
     }
 }

@@ -1,20 +1,20 @@
-//! Reviews.
+//! Reviews: their table, the rule of one live review per author and product, a product's
+//! reviews and their rating statistics.
 
 use async_trait::async_trait;
-use sqlx::postgres::PgRow;
-use sqlx::{Postgres, QueryBuilder, Row};
+use sqlx::{FromRow, Postgres, QueryBuilder};
 use stockroom_core::{
-    Constraint, EntityKind, Error, NewReview, Page, ProductId, RatingStats, Result, Review,
-    ReviewFilter, ReviewId, ReviewPatch, ReviewReader, ReviewRepository, Timestamp, UserId,
+    Constraint, EntityKind, Error, Page, ProductId, RatingStats, Result, Review, ReviewFilter,
+    ReviewId, ReviewPatch, ReviewReader, ReviewRepository,
 };
 
-use crate::entity::{
-    entity_sql, get_bool, get_i64, limit_i64, offset_i64, raced, read_repository, repository,
-    PgEntity, PgWrite,
-};
+use crate::codec::{limit_i64, offset_i64, ReviewRow};
 use crate::error::map_error;
 use crate::session::{PgQuery, Session};
+use crate::sql::{entity_sql, raced, PgEntity, PgWrite};
 
+/// The columns every read of a review selects, each prefixed with `$p` (a table alias and a
+/// dot, or nothing).
 macro_rules! review_columns {
     ($p:literal) => {
         concat!(
@@ -41,6 +41,7 @@ macro_rules! review_columns {
 }
 
 impl PgEntity for Review {
+    type Row = ReviewRow;
     entity_sql!("reviews", review_columns!(""));
     const RESTORE: &'static str = concat!(
         "UPDATE reviews r SET deleted_at = NULL, updated_at = $2, version = r.version + 1 ",
@@ -64,21 +65,6 @@ impl PgEntity for Review {
         "ON CONFLICT DO NOTHING RETURNING id"
     );
 
-    fn decode_at(row: &PgRow, b: usize) -> sqlx::Result<Self> {
-        let rating: i16 = row.try_get(b + 3)?;
-        Ok(Review {
-            id: ReviewId::from_uuid(row.try_get(b)?),
-            product_id: ProductId::from_uuid(row.try_get(b + 1)?),
-            author_id: UserId::from_uuid(row.try_get(b + 2)?),
-            rating: u8::try_from(rating).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-            body: row.try_get(b + 4)?,
-            created_at: row.try_get(b + 5)?,
-            updated_at: row.try_get(b + 6)?,
-            deleted_at: row.try_get(b + 7)?,
-            version: row.try_get(b + 8)?,
-        })
-    }
-
     fn push_filter(qb: &mut QueryBuilder<Postgres>, filter: &ReviewFilter) {
         // A deleted product or author filters like an absent one.
         if let Some(product) = filter.product_id {
@@ -98,10 +84,6 @@ impl PgEntity for Review {
         if let Some(rating) = filter.rating {
             qb.push(" AND rating = ").push_bind(i16::from(rating.get()));
         }
-    }
-
-    fn from_new(new: NewReview, now: Timestamp) -> Self {
-        stockroom_core::Entity::create(new, now)
     }
 
     fn bind_insert<'q>(query: PgQuery<'q>, row: &'q Self) -> PgQuery<'q> {
@@ -184,8 +166,6 @@ impl PgWrite for Review {
     }
 }
 
-read_repository!(Review);
-
 const FOR_PRODUCT: &str = concat!(
     "SELECT ",
     review_columns!("r."),
@@ -195,16 +175,33 @@ const FOR_PRODUCT: &str = concat!(
     "ORDER BY r.created_at DESC, r.id DESC LIMIT $2 OFFSET $3"
 );
 const STATS: &str = concat!(
-    "SELECT r.rating, count(*) FROM reviews r ",
+    "SELECT r.rating, count(*) AS reviews FROM reviews r ",
     "JOIN products p ON p.id = r.product_id AND p.deleted_at IS NULL ",
     "WHERE r.product_id = $1 AND r.deleted_at IS NULL GROUP BY r.rating"
 );
+/// Why a review of product `$1` by user `$2` was not inserted (see [`WhyNotInserted`]).
 const WHY_NOT_INSERTED: &str = concat!(
-    "SELECT NOT EXISTS (SELECT 1 FROM products WHERE id = $1 AND deleted_at IS NULL), ",
-    "NOT EXISTS (SELECT 1 FROM users WHERE id = $2 AND deleted_at IS NULL), ",
+    "SELECT NOT EXISTS (SELECT 1 FROM products WHERE id = $1 AND deleted_at IS NULL) ",
+    "AS product_missing, ",
+    "NOT EXISTS (SELECT 1 FROM users WHERE id = $2 AND deleted_at IS NULL) AS author_missing, ",
     "EXISTS (SELECT 1 FROM reviews WHERE product_id = $1 AND author_id = $2 ",
-    "AND deleted_at IS NULL)"
+    "AND deleted_at IS NULL) AS author_taken"
 );
+
+/// The row of [`WHY_NOT_INSERTED`].
+#[derive(FromRow)]
+struct WhyNotInserted {
+    product_missing: bool,
+    author_missing: bool,
+    author_taken: bool,
+}
+
+/// A row of [`STATS`]: how many live reviews give the rating.
+#[derive(FromRow)]
+struct RatingCount {
+    rating: i16,
+    reviews: i64,
+}
 
 impl Session {
     async fn why_review_not_inserted(&mut self, review: &Review) -> Result<Error> {
@@ -212,11 +209,12 @@ impl Session {
             .bind(review.product_id.as_uuid())
             .bind(review.author_id.as_uuid());
         let row = self.fetch_one(WHY_NOT_INSERTED, query).await?;
-        Ok(if get_bool(&row, 0)? {
+        let why = WhyNotInserted::from_row(&row).map_err(map_error)?;
+        Ok(if why.product_missing {
             Error::not_found(EntityKind::Product, review.product_id)
-        } else if get_bool(&row, 1)? {
+        } else if why.author_missing {
             Error::not_found(EntityKind::User, review.author_id)
-        } else if get_bool(&row, 2)? {
+        } else if why.author_taken {
             Error::Conflict {
                 constraint: Constraint::ReviewAuthor,
             }
@@ -245,13 +243,12 @@ impl ReviewReader for Session {
             .await?;
         let mut histogram = [0u64; 5];
         for row in &rows {
-            let rating: i16 = row.try_get(0).map_err(map_error)?;
-            let count = get_i64(row, 1)?;
+            let RatingCount { rating, reviews } = RatingCount::from_row(row).map_err(map_error)?;
             if let Some(slot) = usize::try_from(rating - 1)
                 .ok()
                 .and_then(|i| histogram.get_mut(i))
             {
-                *slot = u64::try_from(count).unwrap_or(0);
+                *slot = u64::try_from(reviews).unwrap_or(0);
             }
         }
         Ok(RatingStats::from_histogram(histogram))
@@ -259,5 +256,3 @@ impl ReviewReader for Session {
 }
 
 impl ReviewRepository for Session {}
-
-repository!(Review);

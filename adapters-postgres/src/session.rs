@@ -25,41 +25,19 @@ pub(crate) fn store_closed() -> Error {
 
 pub(crate) type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
 
-/// What every session of a store shares: where connections come from, whether the store was
-/// closed, and statement logging.
-pub(crate) struct Shared {
-    pub(crate) connections: Arc<Connections>,
-    /// Log every statement at `debug` (echo).
-    all: bool,
+/// How a store logs its statements, under the target `stockroom::sql`: each one slower than
+/// `slow` at `warn`, and every other one at `debug` when `echo_all` is set.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StatementLog {
+    /// Log every statement (echo), not only the slow ones.
+    echo_all: bool,
     /// Log statements slower than this at `warn`.
     slow: Duration,
 }
 
-impl fmt::Debug for Shared {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Shared")
-            .field("closed", &self.closed())
-            .field("all", &self.all)
-            .field("slow", &self.slow)
-            .finish()
-    }
-}
-
-impl Shared {
-    pub(crate) fn new(connections: Connections, all: bool, slow: Duration) -> Self {
-        Self {
-            connections: Arc::new(connections),
-            all,
-            slow,
-        }
-    }
-
-    pub(crate) fn close(&self) {
-        self.connections.close();
-    }
-
-    pub(crate) fn closed(&self) -> bool {
-        self.connections.is_closed()
+impl StatementLog {
+    pub(crate) fn new(echo_all: bool, slow: Duration) -> Self {
+        Self { echo_all, slow }
     }
 
     fn record(&self, sql: &str, elapsed: Duration, failed: bool) {
@@ -71,7 +49,7 @@ impl Shared {
                 sql,
                 "slow statement"
             );
-        } else if self.all {
+        } else if self.echo_all {
             tracing::debug!(
                 target: "stockroom::sql",
                 elapsed_ms = elapsed.as_secs_f64() * 1e3,
@@ -92,7 +70,9 @@ enum Handle {
 /// it; the sessions hand it out as the trait each one offers.
 pub(crate) struct Session {
     handle: Handle,
-    log: Arc<Shared>,
+    /// Where the connection came from; closed once the store is.
+    connections: Arc<Connections>,
+    log: StatementLog,
     /// Set when a statement failed inside the transaction: PostgreSQL then refuses every
     /// statement until a rollback (to a savepoint), and a COMMIT would silently roll back.
     aborted: bool,
@@ -115,9 +95,10 @@ impl fmt::Debug for Session {
 
 impl Session {
     /// A session on a pooled connection, outside any transaction.
-    pub(crate) fn pooled(lease: Lease, log: Arc<Shared>) -> Self {
+    pub(crate) fn pooled(lease: Lease, connections: Arc<Connections>, log: StatementLog) -> Self {
         Self {
             handle: Handle::Pooled(lease),
+            connections,
             log,
             aborted: false,
         }
@@ -139,7 +120,7 @@ impl Session {
     /// After `Store::close`, every statement of a session still in flight fails as
     /// `Unavailable` (and its transaction rolls back when the unit of work is dropped).
     fn check_open(&mut self) -> Result<()> {
-        if self.log.closed() {
+        if self.connections.is_closed() {
             if matches!(self.handle, Handle::Transaction(_)) {
                 self.aborted = true;
             }
@@ -158,9 +139,8 @@ impl Session {
         })
     }
 
-    /// Runs `query` (whose text is `sql`, for the log) and reads its result as `T`. On a pooled
-    /// connection the session's first statement is also the check that the connection is
-    /// alive (see `Lease::run`).
+    /// Runs `query` (whose text is `sql`, for the log) and reads its result as `T` (on a
+    /// pooled connection, through `Lease::run`, which checks a fresh connection).
     async fn run<T: Fetch>(&mut self, sql: &str, query: PgQuery<'_>) -> Result<T> {
         self.check_open()?;
         let started = Instant::now();
@@ -278,10 +258,15 @@ pub(crate) struct PgUnitOfWork {
 const COMMIT_CHECK: &str = "SAVEPOINT stockroom_commit_check";
 
 impl PgUnitOfWork {
-    pub(crate) fn new(tx: Transaction<'static, Postgres>, log: Arc<Shared>) -> Self {
+    pub(crate) fn new(
+        tx: Transaction<'static, Postgres>,
+        connections: Arc<Connections>,
+        log: StatementLog,
+    ) -> Self {
         Self {
             session: Session {
                 handle: Handle::Transaction(tx),
+                connections,
                 log,
                 aborted: false,
             },
@@ -291,7 +276,7 @@ impl PgUnitOfWork {
     }
 
     fn lend(&mut self) -> Result<&mut PgConnection> {
-        if self.session.log.closed() {
+        if self.session.connections.is_closed() {
             return Err(store_closed());
         }
         self.lent = true;
@@ -366,7 +351,11 @@ fn check_failure(error: sqlx::Error) -> Error {
 
 /// Rolls `tx` back after its commit was refused, and returns `refusal` (or the rollback's
 /// error, which says more: the connection is gone).
-async fn refuse(tx: Transaction<'static, Postgres>, log: &Shared, refusal: Error) -> Result<()> {
+async fn refuse(
+    tx: Transaction<'static, Postgres>,
+    log: StatementLog,
+    refusal: Error,
+) -> Result<()> {
     let started = Instant::now();
     let result = tx.rollback().await;
     log.record("ROLLBACK", started.elapsed(), result.is_err());
@@ -414,13 +403,14 @@ impl UnitOfWork for PgUnitOfWork {
         let PgUnitOfWork { session, lent, .. } = *self;
         let Session {
             handle,
+            connections,
             log,
             aborted,
         } = session;
         let Handle::Transaction(mut tx) = handle else {
             unreachable!("a unit of work always holds a transaction")
         };
-        if log.closed() {
+        if connections.is_closed() {
             // The transaction is rolled back with the connection.
             drop(tx);
             return Err(store_closed());
@@ -433,7 +423,7 @@ impl UnitOfWork for PgUnitOfWork {
                     .to_owned(),
                 source: None,
             };
-            return refuse(tx, &log, refusal).await;
+            return refuse(tx, log, refusal).await;
         }
         if lent {
             // The application's SQL may have aborted or ended the transaction unseen. A
@@ -444,7 +434,7 @@ impl UnitOfWork for PgUnitOfWork {
             let checked = sqlx::raw_sql(COMMIT_CHECK).execute(&mut *tx).await;
             log.record(COMMIT_CHECK, started.elapsed(), checked.is_err());
             if let Err(e) = checked {
-                return refuse(tx, &log, check_failure(e)).await;
+                return refuse(tx, log, check_failure(e)).await;
             }
         }
         let started = Instant::now();
@@ -461,8 +451,7 @@ impl UnitOfWork for PgUnitOfWork {
     }
 
     async fn rollback(self: Box<Self>) -> Result<()> {
-        let log = Arc::clone(&self.session.log);
-        let Session { handle, .. } = self.session;
+        let Session { handle, log, .. } = self.session;
         let Handle::Transaction(tx) = handle else {
             unreachable!("a unit of work always holds a transaction")
         };

@@ -16,7 +16,7 @@ use crate::connections::Connections;
 use crate::error::{is_dead_connection, map_error};
 use crate::migrate;
 use crate::options::{lock_timeout_value, PostgresOptions};
-use crate::session::{store_closed, PgReadSession, PgUnitOfWork, Session, Shared};
+use crate::session::{store_closed, PgReadSession, PgUnitOfWork, Session, StatementLog};
 
 /// How long `close` waits for connections held by sessions in flight.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -37,7 +37,9 @@ enum Owner {
 /// password.
 pub struct PostgresStore {
     pool: PgPool,
-    shared: Arc<Shared>,
+    /// Where sessions get their connections; closed by [`Store::close`].
+    connections: Arc<Connections>,
+    log: StatementLog,
     options: PostgresOptions,
     owner: Owner,
     /// The lock timeout to set for each transaction, when the pool's connections lack it (a
@@ -66,7 +68,7 @@ impl fmt::Debug for PostgresStore {
             )
             .field("open_connections", &self.pool.size())
             .field("idle_connections", &self.pool.num_idle())
-            .field("kept_connections", &self.shared.connections.kept())
+            .field("kept_connections", &self.connections.kept())
             .field("closed", &self.is_closed())
             .finish()
     }
@@ -80,8 +82,7 @@ impl PostgresStore {
     /// The pool keeps `min_connections` connections open and opens up to `max_connections`
     /// under load; the extra ones are closed after `idle_timeout`. Every connection is recycled
     /// after `max_lifetime` (give or take a second, see below), never handed to a caller
-    /// dead when `test_before_acquire` is set (the first round trip of a session is the check,
-    /// see [`PostgresOptions::test_before_acquire`]), carries
+    /// dead when [`PostgresOptions::test_before_acquire`] is set, carries
     /// `application_name`, and starts with the session settings of [`PostgresOptions`] (such as
     /// `jit=off`) as server options, with its `lock_timeout` (5 s unless the URL's `options` set
     /// one) (a
@@ -155,11 +156,8 @@ impl PostgresStore {
         let connections = Connections::new(pool.clone(), keeps, options.test_before_acquire);
         Self {
             pool,
-            shared: Arc::new(Shared::new(
-                connections,
-                options.log_statements,
-                options.slow_statement_threshold,
-            )),
+            connections: Arc::new(connections),
+            log: StatementLog::new(options.log_statements, options.slow_statement_threshold),
             options,
             owner,
             local_lock_timeout,
@@ -218,7 +216,7 @@ impl PostgresStore {
     }
 
     fn is_closed(&self) -> bool {
-        self.shared.closed() || self.pool.is_closed()
+        self.connections.is_closed() || self.pool.is_closed()
     }
 
     fn ensure_open(&self) -> Result<()> {
@@ -228,17 +226,21 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// A session on a pooled connection, without a transaction. No round trip: its first
-    /// statement is also the check that the connection is alive (see `connections`).
+    /// A session on a pooled connection, without a transaction. No round trip (see
+    /// `crate::connections`).
     pub(crate) async fn pooled_session(&self) -> Result<Session> {
         self.ensure_open()?;
-        let lease = self.shared.connections.lend().await.map_err(map_error)?;
-        Ok(Session::pooled(lease, Arc::clone(&self.shared)))
+        let lease = self.connections.lend().await.map_err(map_error)?;
+        Ok(Session::pooled(
+            lease,
+            Arc::clone(&self.connections),
+            self.log,
+        ))
     }
 
     /// Begins a transaction on a lent connection: `BEGIN`, or the `begin_statement`.
     async fn begin_transaction(&self) -> sqlx::Result<Transaction<'static, Postgres>> {
-        let lease = self.shared.connections.lend().await?;
+        let lease = self.connections.lend().await?;
         let statement = self
             .begin_statement
             .as_ref()
@@ -280,8 +282,7 @@ async fn connect_pool(config: &StoreConfig, options: &PostgresOptions) -> Result
         .acquire_timeout(config.acquire_timeout)
         .max_lifetime(config.max_lifetime)
         .idle_timeout(config.idle_timeout)
-        // No ping: the first round trip of a session on a connection is its check (see
-        // `connections`), which saves a round trip per session.
+        // No ping: see `crate::connections`.
         .test_before_acquire(false)
         .connect_with(connect_options)
         .await
@@ -297,18 +298,21 @@ impl Store for PostgresStore {
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
         self.ensure_open()?;
         // READ COMMITTED (the server's default): rows that must not race are locked
-        // explicitly, see `PgUnitOfWork`. BEGIN is the check that the connection is alive: one
-        // the server closed (with `test_before_acquire`) or whose runtime is gone fails it, is
-        // discarded, and the next one is tried.
+        // explicitly, see `PgUnitOfWork`. BEGIN is the connection's check (see
+        // `crate::connections`): on a dead connection it is sent again on the next one.
         let mut failures = 0;
         loop {
             match self.begin_transaction().await {
                 Ok(tx) => {
-                    return Ok(Box::new(PgUnitOfWork::new(tx, Arc::clone(&self.shared))));
+                    return Ok(Box::new(PgUnitOfWork::new(
+                        tx,
+                        Arc::clone(&self.connections),
+                        self.log,
+                    )));
                 }
                 Err(e) => {
                     failures += 1;
-                    if !self.shared.connections.replaces(&e, failures) {
+                    if !self.connections.replaces(&e, failures) {
                         return Err(map_error(e));
                     }
                 }
@@ -370,7 +374,7 @@ impl Store for PostgresStore {
     /// sessions go back to it when the sessions are dropped.
     async fn close(&self) {
         // Also gives the kept connections back to the pool.
-        self.shared.close();
+        self.connections.close();
         if matches!(self.owner, Owner::Application) {
             return;
         }

@@ -1,21 +1,25 @@
-//! Users.
+//! Users: their table, their one unique value (the email) and their reads by email.
 
 use async_trait::async_trait;
-use sqlx::postgres::PgRow;
-use sqlx::{Postgres, QueryBuilder, Row};
+use sqlx::{Postgres, QueryBuilder};
 use stockroom_core::{
-    Constraint, Error, NewUser, Result, Timestamp, User, UserFilter, UserId, UserPatch, UserReader,
-    UserRepository,
+    Constraint, Error, Result, User, UserFilter, UserPatch, UserReader, UserRepository,
 };
 
-use crate::entity::{entity_sql, read_repository, repository, PgEntity, PgUniqueEntity};
+use crate::codec::UserRow;
 use crate::session::{PgQuery, Session};
+use crate::sql::{entity_sql, PgEntity, PgUniqueEntity};
+
+/// The columns every read of a user selects.
+macro_rules! columns {
+    () => {
+        "id, email, display_name, created_at, updated_at, deleted_at, version"
+    };
+}
 
 impl PgEntity for User {
-    entity_sql!(
-        "users",
-        "id, email, display_name, created_at, updated_at, deleted_at, version"
-    );
+    type Row = UserRow;
+    entity_sql!("users", columns!());
     const RESTORE: &'static str = concat!(
         "UPDATE users u SET deleted_at = NULL, updated_at = $2, version = u.version + 1 ",
         "WHERE u.id = $1 AND u.deleted_at IS NOT NULL AND NOT EXISTS ",
@@ -32,27 +36,11 @@ impl PgEntity for User {
         "AS u(id, email, display_name) ON CONFLICT DO NOTHING RETURNING id"
     );
 
-    fn decode_at(row: &PgRow, b: usize) -> sqlx::Result<Self> {
-        Ok(User {
-            id: UserId::from_uuid(row.try_get(b)?),
-            email: row.try_get(b + 1)?,
-            display_name: row.try_get(b + 2)?,
-            created_at: row.try_get(b + 3)?,
-            updated_at: row.try_get(b + 4)?,
-            deleted_at: row.try_get(b + 5)?,
-            version: row.try_get(b + 6)?,
-        })
-    }
-
     fn push_filter(qb: &mut QueryBuilder<Postgres>, filter: &UserFilter) {
         if let Some(email) = &filter.email {
             qb.push(" AND email = ")
                 .push_bind(email.as_str().to_owned());
         }
-    }
-
-    fn from_new(new: NewUser, now: Timestamp) -> Self {
-        stockroom_core::Entity::create(new, now)
     }
 
     fn bind_insert<'q>(query: PgQuery<'q>, row: &'q Self) -> PgQuery<'q> {
@@ -107,27 +95,22 @@ impl PgEntity for User {
 impl PgUniqueEntity for User {
     const TAKEN: &'static str = concat!(
         "SELECT EXISTS (SELECT 1 FROM users WHERE email = $1 AND deleted_at IS NULL ",
-        "AND id <> ALL($2))"
+        "AND id <> ALL($2)) AS taken"
     );
     const CONFLICT: Error = Error::Conflict {
         constraint: Constraint::UserEmail,
     };
     const WHAT: &'static str = "the user";
 
-    fn unique(&self) -> &str {
-        &self.email
-    }
-
     fn unique_in(patch: &UserPatch) -> Option<&str> {
         patch.email()
     }
 }
 
-read_repository!(User);
-
 const BY_EMAIL: &str = concat!(
-    "SELECT id, email, display_name, created_at, updated_at, deleted_at, version ",
-    "FROM users WHERE email = $1 AND deleted_at IS NULL"
+    "SELECT ",
+    columns!(),
+    " FROM users WHERE email = $1 AND deleted_at IS NULL"
 );
 
 #[async_trait]
@@ -139,5 +122,3 @@ impl UserReader for Session {
 }
 
 impl UserRepository for Session {}
-
-repository!(User);

@@ -1,33 +1,55 @@
-//! What every table shares: the generic reads and deletes, written once for all entities.
+//! The generic SQL: the [`PgEntity`] trait a table's module implements, the statements every
+//! table shares, and the repository ports implemented once, for every such entity, on
+//! [`Session`].
 
+use std::collections::{BTreeSet, HashSet};
+use std::future::Future;
+
+use async_trait::async_trait;
 use sqlx::postgres::PgRow;
-use sqlx::{Postgres, QueryBuilder, Row};
-use std::collections::HashSet;
-
+use sqlx::{FromRow, Postgres, QueryBuilder};
 use stockroom_core::{
-    Constraint, Cursor, Entity, Error, KeysetPage, Limit, Page, Result, Timestamp,
+    Constraint, Cursor, Entity, Error, KeysetPage, Limit, Page, ReadRepository, Repository, Result,
+    Timestamp,
 };
 use uuid::Uuid;
 
-use crate::error::map_error;
+use crate::codec::{column, count_u64, limit_i64, offset_i64, uuids};
 use crate::session::{PgQuery, Session};
 
 /// A table holding one entity: its static statements, how to decode a row and how to narrow a
 /// list by the entity's filter.
 pub(crate) trait PgEntity: Entity {
+    /// A row of the table as it is read (see [`crate::codec`]).
+    type Row: for<'r> FromRow<'r, PgRow> + TryInto<Self, Error = sqlx::Error>;
+    /// The table.
     const TABLE: &'static str;
-    /// The entity's columns, in the order [`PgEntity::decode_at`] reads them.
+    /// The columns every read selects, which [`PgEntity::Row`] decodes by name.
     const COLUMNS: &'static str;
+    /// The table's other columns: written by the adapter from the entity, never read back
+    /// (a product's search document). Only the schema test reads the list.
+    #[cfg(test)]
+    const WRITE_ONLY_COLUMNS: &'static [&'static str] = &[];
+    // The statements every table shares, which `entity_sql!` defines.
+    /// The live row `$1`.
     const GET: &'static str;
+    /// The live rows among `$1`, in `(created_at, id)` order.
     const GET_MANY: &'static str;
+    /// A page (`LIMIT $1 OFFSET $2`) of the soft-deleted rows.
     const LIST_DELETED: &'static str;
+    /// Soft-deletes the live row `$1` at `$2`.
     const SOFT_DELETE: &'static str;
+    /// Deletes the row `$1` for good.
     const HARD_DELETE: &'static str;
+    /// Deletes for good the rows soft-deleted before `$1`.
     const PURGE: &'static str;
+    /// The `version` of the live row `$1`.
     const VERSION_OF: &'static str;
+    /// Deletes the rows `$1` for good.
     const DELETE_MANY: &'static str;
+    /// Whether the row `$1` is soft-deleted, as `deleted`.
     const IS_DELETED: &'static str;
-    /// `EXISTS` a row, live or deleted, with id `$1`.
+    /// `EXISTS` a row, live or deleted, with id `$1`, as `found`.
     const EXISTS_ANY: &'static str;
     /// Undeletes row `$1` at `$2` unless a live row holds one of its unique values.
     const RESTORE: &'static str;
@@ -45,16 +67,13 @@ pub(crate) trait PgEntity: Entity {
     /// [`PgEntity::INSERT_MANY`], if the entity has one and it suits: `true` when every row
     /// went in, `false` when none did (`INSERT_MANY` then does the insert, and tells which
     /// row breaks which rule). The default has none.
-    async fn insert_fast(
+    fn insert_fast(
         _session: &mut Session,
         _rows: &[Self],
         _created_at: Timestamp,
-    ) -> Result<bool> {
-        Ok(false)
+    ) -> impl Future<Output = Result<bool>> + Send {
+        async { Ok(false) }
     }
-
-    /// The row `new` makes when created at `now` (`NewX::into_entity`).
-    fn from_new(new: Self::New, now: Timestamp) -> Self;
 
     /// Binds the parameters of [`PgEntity::INSERT`] for `row`.
     fn bind_insert<'q>(query: PgQuery<'q>, row: &'q Self) -> PgQuery<'q>;
@@ -64,14 +83,11 @@ pub(crate) trait PgEntity: Entity {
 
     /// Why `row`, whose insert changed nothing, was not inserted (`except`: the ids of the
     /// batch it was inserted with, which cannot hold its unique value).
-    async fn why_not_inserted(
+    fn why_not_inserted(
         session: &mut Session,
         row: &Self,
         except: &[Self::Id],
-    ) -> Result<Error>;
-
-    /// Decodes the entity from the row's columns `base..`.
-    fn decode_at(row: &PgRow, base: usize) -> sqlx::Result<Self>;
+    ) -> impl Future<Output = Result<Error>> + Send;
 
     /// Pushes ` AND …` conditions for `filter` (columns unqualified).
     fn push_filter(qb: &mut QueryBuilder<Postgres>, filter: &Self::Filter);
@@ -88,12 +104,78 @@ pub(crate) trait PgEntity: Entity {
         false
     }
 
+    /// The write-only columns an update with `patch` of the live rows among `ids` sets,
+    /// computed in Rust from the patched rows. The default: none.
+    fn derived_set(
+        _session: &mut Session,
+        _ids: &[Self::Id],
+        _patch: &Self::Patch,
+    ) -> impl Future<Output = Result<Derived>> + Send {
+        async { Ok(Derived::Nothing) }
+    }
+
+    /// Decodes the entity from a row that holds [`PgEntity::COLUMNS`].
     fn decode(row: &PgRow) -> Result<Self> {
-        Self::decode_at(row, 0).map_err(map_error)
+        crate::codec::decode::<Self::Row, Self>(row)
     }
 }
 
-/// Defines the static statements of a [`PgEntity`] from its table and column list.
+/// A write-only column that an update sets, with values computed in Rust from the patched rows
+/// (see [`PgEntity::derived_set`]).
+pub(crate) enum Derived {
+    /// The update changes no write-only column.
+    Nothing,
+    /// Every row the update changes gets `value` in `column`.
+    Same { column: &'static str, value: String },
+    /// The row `ids[i]` gets `values[i]` in `column`, and the update changes no other row: the
+    /// values come from rows read (and locked) before it, so a row that was not live then is
+    /// left alone, as if it had not been live when the update ran.
+    PerRow {
+        column: &'static str,
+        ids: Vec<Uuid>,
+        values: Vec<String>,
+    },
+}
+
+impl Derived {
+    /// Pushes `, column = …` for the update of `table`.
+    fn push_set(&self, qb: &mut QueryBuilder<Postgres>, table: &str) {
+        match self {
+            Derived::Nothing => {}
+            Derived::Same { column, value } => {
+                qb.push(", ")
+                    .push(column)
+                    .push(" = ")
+                    .push_bind(value.clone());
+            }
+            Derived::PerRow {
+                column,
+                ids,
+                values,
+            } => {
+                qb.push(", ")
+                    .push(column)
+                    .push(" = (SELECT d.value FROM unnest(")
+                    .push_bind(ids.clone())
+                    .push("::uuid[], ")
+                    .push_bind(values.clone())
+                    .push("::text[]) AS d(row_id, value) WHERE d.row_id = ")
+                    .push(table)
+                    .push(".id)");
+            }
+        }
+    }
+
+    /// Pushes ` AND id = ANY(…)` when only some rows have values.
+    fn push_guard(&self, qb: &mut QueryBuilder<Postgres>) {
+        if let Derived::PerRow { ids, .. } = self {
+            qb.push(" AND id = ANY(").push_bind(ids.clone()).push(")");
+        }
+    }
+}
+
+/// Defines the statements every [`PgEntity`] shares from its table and column list (literals,
+/// so that each statement is one `&'static str`).
 macro_rules! entity_sql {
     ($table:literal, $columns:expr) => {
         const TABLE: &'static str = $table;
@@ -136,10 +218,13 @@ macro_rules! entity_sql {
         const IS_DELETED: &'static str = concat!(
             "SELECT EXISTS (SELECT 1 FROM ",
             $table,
-            " WHERE id = $1 AND deleted_at IS NOT NULL)"
+            " WHERE id = $1 AND deleted_at IS NOT NULL) AS deleted"
         );
-        const EXISTS_ANY: &'static str =
-            concat!("SELECT EXISTS (SELECT 1 FROM ", $table, " WHERE id = $1)");
+        const EXISTS_ANY: &'static str = concat!(
+            "SELECT EXISTS (SELECT 1 FROM ",
+            $table,
+            " WHERE id = $1) AS found"
+        );
     };
 }
 pub(crate) use entity_sql;
@@ -147,24 +232,24 @@ pub(crate) use entity_sql;
 /// The writes whose follow-ups (why a statement changed nothing) are the entity's own.
 pub(crate) trait PgWrite: PgEntity {
     /// `Repository::update`: the update, and the follow-up that says why it changed nothing.
-    async fn update(
+    fn update(
         session: &mut Session,
         id: Self::Id,
         patch: &Self::Patch,
         expected_version: Option<i64>,
-    ) -> Result<Self>;
+    ) -> impl Future<Output = Result<Self>> + Send;
 
     /// `Repository::update_many`: the update, and the follow-up that says why it changed
     /// nothing.
-    async fn update_many(
+    fn update_many(
         session: &mut Session,
         ids: &[Self::Id],
         patch: &Self::Patch,
-    ) -> Result<u64>;
+    ) -> impl Future<Output = Result<u64>> + Send;
 
     /// `Repository::restore`: [`PgEntity::RESTORE`], and the follow-up that says why it changed
     /// nothing.
-    async fn restore(session: &mut Session, id: Self::Id) -> Result<bool>;
+    fn restore(session: &mut Session, id: Self::Id) -> impl Future<Output = Result<bool>> + Send;
 }
 
 /// A table with one unique column is written like any other such table.
@@ -217,15 +302,13 @@ impl<E: PgUniqueEntity> PgWrite for E {
 /// A table with one unique column among live rows (a category's slug, a user's email): the
 /// follow-ups that tell a taken value from a missing row or a lost race.
 pub(crate) trait PgUniqueEntity: PgEntity {
-    /// `EXISTS` a live row holding value `$1` whose id is not in `$2`.
+    /// `EXISTS` a live row holding value `$1` whose id is not in `$2`, as `taken`.
     const TAKEN: &'static str;
     /// The error of a taken value.
     const CONFLICT: Error;
     /// What changed concurrently, for a lost race (`"the category"`).
     const WHAT: &'static str;
 
-    /// The row's unique value.
-    fn unique(&self) -> &str;
     /// The unique value `patch` sets.
     fn unique_in(patch: &Self::Patch) -> Option<&str>;
 }
@@ -241,144 +324,100 @@ pub(crate) fn raced(what: &str) -> Error {
 fn first_not_inserted<'a, E: Entity>(rows: &[PgRow], given: &'a [E]) -> Result<&'a E> {
     let inserted: HashSet<Uuid> = rows
         .iter()
-        .map(|r| r.try_get::<Uuid, _>(0))
-        .collect::<sqlx::Result<_>>()
-        .map_err(map_error)?;
+        .map(|r| column::<Uuid>(r, "id"))
+        .collect::<Result<_>>()?;
     Ok(given
         .iter()
         .find(|e| !inserted.contains(&e.id().into()))
         .expect("fewer rows inserted than given"))
 }
 
-/// `UPDATE <table> SET updated_at = now, version = version + 1, <patch>`.
-fn push_update<E: PgEntity>(qb: &mut QueryBuilder<Postgres>, patch: &E::Patch) {
+/// `UPDATE <table> SET updated_at = now, version = version + 1, <patch>, <derived>`.
+fn push_update<E: PgEntity>(qb: &mut QueryBuilder<Postgres>, patch: &E::Patch, derived: &Derived) {
     qb.push("UPDATE ")
         .push(E::TABLE)
         .push(" SET updated_at = ")
         .push_bind(stockroom_core::time::now())
         .push(", version = version + 1");
     E::push_set(qb, patch);
+    derived.push_set(qb, E::TABLE);
 }
 
-/// Implements `ReadRepository<$entity>` for [`Session`] with the generic reads.
-macro_rules! read_repository {
-    ($entity:ty) => {
-        #[async_trait::async_trait]
-        impl stockroom_core::ReadRepository<$entity> for crate::session::Session {
-            async fn get(
-                &mut self,
-                id: <$entity as stockroom_core::Entity>::Id,
-            ) -> stockroom_core::Result<Option<$entity>> {
-                self.get_row::<$entity>(id).await
-            }
-            async fn get_many(
-                &mut self,
-                ids: &[<$entity as stockroom_core::Entity>::Id],
-            ) -> stockroom_core::Result<Vec<$entity>> {
-                self.get_rows::<$entity>(ids).await
-            }
-            async fn list(
-                &mut self,
-                filter: &<$entity as stockroom_core::Entity>::Filter,
-                page: stockroom_core::Page,
-            ) -> stockroom_core::Result<Vec<$entity>> {
-                self.list_rows::<$entity>(filter, page).await
-            }
-            async fn list_after(
-                &mut self,
-                filter: &<$entity as stockroom_core::Entity>::Filter,
-                after: Option<stockroom_core::Cursor>,
-                limit: stockroom_core::Limit,
-            ) -> stockroom_core::Result<stockroom_core::KeysetPage<$entity>> {
-                self.list_rows_after::<$entity>(filter, after, limit).await
-            }
-            async fn count(
-                &mut self,
-                filter: &<$entity as stockroom_core::Entity>::Filter,
-            ) -> stockroom_core::Result<u64> {
-                self.count_rows::<$entity>(filter).await
-            }
-            async fn exists(
-                &mut self,
-                filter: &<$entity as stockroom_core::Entity>::Filter,
-            ) -> stockroom_core::Result<bool> {
-                self.any_row::<$entity>(filter).await
-            }
-            async fn list_deleted(
-                &mut self,
-                page: stockroom_core::Page,
-            ) -> stockroom_core::Result<Vec<$entity>> {
-                self.list_deleted_rows::<$entity>(page).await
-            }
-        }
-    };
-}
-pub(crate) use read_repository;
+#[async_trait]
+impl<E: PgEntity> ReadRepository<E> for Session {
+    async fn get(&mut self, id: E::Id) -> Result<Option<E>> {
+        self.get_row::<E>(id).await
+    }
 
-/// Implements `Repository<$entity>` for [`Session`]: the generic writes, and those of
-/// [`PgWrite`].
-macro_rules! repository {
-    ($entity:ty) => {
-        #[async_trait::async_trait]
-        impl stockroom_core::Repository<$entity> for crate::session::Session {
-            async fn create(
-                &mut self,
-                new: <$entity as stockroom_core::Entity>::New,
-            ) -> stockroom_core::Result<$entity> {
-                self.create_row::<$entity>(new).await
-            }
-            async fn create_many(
-                &mut self,
-                new: Vec<<$entity as stockroom_core::Entity>::New>,
-            ) -> stockroom_core::Result<Vec<$entity>> {
-                self.create_rows::<$entity>(new).await
-            }
-            async fn update(
-                &mut self,
-                id: <$entity as stockroom_core::Entity>::Id,
-                patch: &<$entity as stockroom_core::Entity>::Patch,
-                expected_version: Option<i64>,
-            ) -> stockroom_core::Result<$entity> {
-                <$entity as crate::entity::PgWrite>::update(self, id, patch, expected_version).await
-            }
-            async fn update_many(
-                &mut self,
-                ids: &[<$entity as stockroom_core::Entity>::Id],
-                patch: &<$entity as stockroom_core::Entity>::Patch,
-            ) -> stockroom_core::Result<u64> {
-                <$entity as crate::entity::PgWrite>::update_many(self, ids, patch).await
-            }
-            async fn soft_delete(
-                &mut self,
-                id: <$entity as stockroom_core::Entity>::Id,
-            ) -> stockroom_core::Result<bool> {
-                self.soft_delete_row::<$entity>(id).await
-            }
-            async fn restore(
-                &mut self,
-                id: <$entity as stockroom_core::Entity>::Id,
-            ) -> stockroom_core::Result<bool> {
-                <$entity as crate::entity::PgWrite>::restore(self, id).await
-            }
-            async fn hard_delete(
-                &mut self,
-                id: <$entity as stockroom_core::Entity>::Id,
-            ) -> stockroom_core::Result<()> {
-                self.hard_delete_row::<$entity>(id).await
-            }
-            async fn purge_deleted_before(
-                &mut self,
-                before: stockroom_core::Timestamp,
-            ) -> stockroom_core::Result<u64> {
-                self.purge_rows::<$entity>(before).await
-            }
-        }
-    };
-}
-pub(crate) use repository;
+    async fn get_many(&mut self, ids: &[E::Id]) -> Result<Vec<E>> {
+        self.get_rows::<E>(ids).await
+    }
 
-pub(crate) fn uuids<I: Copy + Into<Uuid>>(ids: &[I]) -> Vec<Uuid> {
-    ids.iter().map(|&id| id.into()).collect()
+    async fn list(&mut self, filter: &E::Filter, page: Page) -> Result<Vec<E>> {
+        self.list_rows::<E>(filter, page).await
+    }
+
+    async fn list_after(
+        &mut self,
+        filter: &E::Filter,
+        after: Option<Cursor>,
+        limit: Limit,
+    ) -> Result<KeysetPage<E>> {
+        self.list_rows_after::<E>(filter, after, limit).await
+    }
+
+    async fn count(&mut self, filter: &E::Filter) -> Result<u64> {
+        self.count_rows::<E>(filter).await
+    }
+
+    async fn exists(&mut self, filter: &E::Filter) -> Result<bool> {
+        self.any_row::<E>(filter).await
+    }
+
+    async fn list_deleted(&mut self, page: Page) -> Result<Vec<E>> {
+        self.list_deleted_rows::<E>(page).await
+    }
+}
+
+/// The generic writes, and the entity's own follow-ups of [`PgWrite`].
+#[async_trait]
+impl<E: PgWrite> Repository<E> for Session {
+    async fn create(&mut self, new: E::New) -> Result<E> {
+        self.create_row::<E>(new).await
+    }
+
+    async fn create_many(&mut self, new: Vec<E::New>) -> Result<Vec<E>> {
+        self.create_rows::<E>(new).await
+    }
+
+    async fn update(
+        &mut self,
+        id: E::Id,
+        patch: &E::Patch,
+        expected_version: Option<i64>,
+    ) -> Result<E> {
+        E::update(self, id, patch, expected_version).await
+    }
+
+    async fn update_many(&mut self, ids: &[E::Id], patch: &E::Patch) -> Result<u64> {
+        E::update_many(self, ids, patch).await
+    }
+
+    async fn soft_delete(&mut self, id: E::Id) -> Result<bool> {
+        self.soft_delete_row::<E>(id).await
+    }
+
+    async fn restore(&mut self, id: E::Id) -> Result<bool> {
+        E::restore(self, id).await
+    }
+
+    async fn hard_delete(&mut self, id: E::Id) -> Result<()> {
+        self.hard_delete_row::<E>(id).await
+    }
+
+    async fn purge_deleted_before(&mut self, before: Timestamp) -> Result<u64> {
+        self.purge_rows::<E>(before).await
+    }
 }
 
 /// For an update of many rows that sets a unique value: ` AND` at most one of `ids` is live
@@ -389,7 +428,7 @@ pub(crate) fn push_one_live_guard<I: Copy + Ord + Into<Uuid>>(
     table: &'static str,
     ids: &[I],
 ) {
-    let distinct: std::collections::BTreeSet<I> = ids.iter().copied().collect();
+    let distinct: BTreeSet<I> = ids.iter().copied().collect();
     if distinct.len() > 1 {
         qb.push(" AND (SELECT count(*) FROM ")
             .push(table)
@@ -397,19 +436,6 @@ pub(crate) fn push_one_live_guard<I: Copy + Ord + Into<Uuid>>(
             .push_bind(uuids(ids))
             .push(") AND l.deleted_at IS NULL) < 2");
     }
-}
-
-pub(crate) fn limit_i64(limit: Limit) -> i64 {
-    i64::from(limit.get())
-}
-
-pub(crate) fn offset_i64(page: Page) -> i64 {
-    // Page offsets are at most MAX_OFFSET (10^7).
-    i64::try_from(page.offset()).unwrap_or(i64::MAX)
-}
-
-fn count_u64(n: i64) -> u64 {
-    u64::try_from(n).unwrap_or(0)
 }
 
 /// `SELECT <columns> FROM <table> WHERE deleted_at IS NULL <filter>`.
@@ -482,17 +508,18 @@ impl Session {
         E::push_filter(&mut qb, filter);
         let sql = qb.sql();
         let row = self.fetch_one(sql.as_str(), qb.build()).await?;
-        row.try_get::<i64, _>(0).map(count_u64).map_err(map_error)
+        // PostgreSQL names the column after the aggregate.
+        column(&row, "count").map(count_u64)
     }
 
     pub(crate) async fn any_row<E: PgEntity>(&mut self, filter: &E::Filter) -> Result<bool> {
         let mut qb = QueryBuilder::new("SELECT EXISTS (SELECT 1 FROM ");
         qb.push(E::TABLE).push(" WHERE deleted_at IS NULL");
         E::push_filter(&mut qb, filter);
-        qb.push(")");
+        qb.push(") AS found");
         let sql = qb.sql();
         let row = self.fetch_one(sql.as_str(), qb.build()).await?;
-        row.try_get::<bool, _>(0).map_err(map_error)
+        column(&row, "found")
     }
 
     pub(crate) async fn list_deleted_rows<E: PgEntity>(&mut self, page: Page) -> Result<Vec<E>> {
@@ -526,7 +553,7 @@ impl Session {
     pub(crate) async fn exists_or_not_found<E: PgEntity>(&mut self, id: E::Id) -> Result<()> {
         let query = sqlx::query(E::EXISTS_ANY).bind(id.into());
         let row = self.fetch_one(E::EXISTS_ANY, query).await?;
-        if get_bool(&row, 0)? {
+        if column(&row, "found")? {
             Ok(())
         } else {
             Err(Error::not_found(E::KIND, id))
@@ -544,7 +571,7 @@ impl Session {
         let Some(row) = self.fetch_optional(E::VERSION_OF, query).await? else {
             return Ok(Some(stockroom_core::Error::not_found(E::KIND, id)));
         };
-        let actual = get_i64(&row, 0)?;
+        let actual: i64 = column(&row, "version")?;
         Ok(match expected {
             Some(expected) if expected != actual => Some(stockroom_core::Error::stale_version(
                 E::KIND,
@@ -570,7 +597,7 @@ impl Session {
 
     /// `Repository::create`: inserts the row `new` makes, or says why it could not be.
     pub(crate) async fn create_row<E: PgEntity>(&mut self, new: E::New) -> Result<E> {
-        let row = E::from_new(new, stockroom_core::time::now());
+        let row = E::create(new, stockroom_core::time::now());
         let query = E::bind_insert(sqlx::query(E::INSERT), &row);
         if self.execute(E::INSERT, query).await?.rows_affected() == 1 {
             return Ok(row);
@@ -582,10 +609,7 @@ impl Session {
     /// `created_at`, or none of them.
     pub(crate) async fn create_rows<E: PgEntity>(&mut self, new: Vec<E::New>) -> Result<Vec<E>> {
         let created_at = stockroom_core::time::now();
-        let rows: Vec<E> = new
-            .into_iter()
-            .map(|n| E::from_new(n, created_at))
-            .collect();
+        let rows: Vec<E> = new.into_iter().map(|n| E::create(n, created_at)).collect();
         for (done, batch) in rows.chunks(E::INSERT_BATCH).enumerate() {
             if E::insert_fast(self, batch, created_at).await? {
                 continue;
@@ -614,14 +638,16 @@ impl Session {
         patch: &E::Patch,
         expected: Option<i64>,
     ) -> Result<Option<E>> {
+        let derived = E::derived_set(self, &[id], patch).await?;
         let mut qb = QueryBuilder::new("");
-        push_update::<E>(&mut qb, patch);
+        push_update::<E>(&mut qb, patch, &derived);
         qb.push(" WHERE id = ")
             .push_bind(id.into())
             .push(" AND deleted_at IS NULL");
         if let Some(version) = expected {
             qb.push(" AND version = ").push_bind(version);
         }
+        derived.push_guard(&mut qb);
         E::push_guards(&mut qb, patch);
         qb.push(" RETURNING ").push(E::COLUMNS);
         let sql = qb.sql();
@@ -635,11 +661,13 @@ impl Session {
         ids: &[E::Id],
         patch: &E::Patch,
     ) -> Result<u64> {
+        let derived = E::derived_set(self, ids, patch).await?;
         let mut qb = QueryBuilder::new("");
-        push_update::<E>(&mut qb, patch);
+        push_update::<E>(&mut qb, patch, &derived);
         qb.push(" WHERE id = ANY(")
             .push_bind(uuids(ids))
             .push(") AND deleted_at IS NULL");
+        derived.push_guard(&mut qb);
         E::push_guards(&mut qb, patch);
         if E::sets_unique(patch) {
             push_one_live_guard(&mut qb, E::TABLE, ids);
@@ -678,7 +706,7 @@ impl Session {
         }
         let query = sqlx::query(E::IS_DELETED).bind(id.into());
         let row = self.fetch_one(E::IS_DELETED, query).await?;
-        if get_bool(&row, 0)? {
+        if column(&row, "deleted")? {
             Err(conflict)
         } else {
             self.exists_or_not_found::<E>(id).await.map(|()| false)
@@ -693,7 +721,7 @@ impl Session {
     ) -> Result<bool> {
         let query = sqlx::query(E::TAKEN).bind(value).bind(uuids(except));
         let row = self.fetch_one(E::TAKEN, query).await?;
-        get_bool(&row, 0)
+        column(&row, "taken")
     }
 
     /// Why `row` (whose insert did nothing) was not inserted: its unique value is held by a
@@ -703,12 +731,14 @@ impl Session {
         row: &E,
         except: &[E::Id],
     ) -> Result<Error> {
-        Ok(if self.unique_taken::<E>(row.unique(), except).await? {
-            E::CONFLICT
-        } else {
-            Error::Conflict {
-                constraint: Constraint::PrimaryKey,
+        // The entity's one unique value, as the core declares it.
+        for (constraint, value) in row.unique_values() {
+            if self.unique_taken::<E>(&value, except).await? {
+                return Ok(Error::Conflict { constraint });
             }
+        }
+        Ok(Error::Conflict {
+            constraint: Constraint::PrimaryKey,
         })
     }
 
@@ -719,12 +749,71 @@ impl Session {
     }
 }
 
-/// Reads a `bigint` column.
-pub(crate) fn get_i64(row: &PgRow, index: usize) -> Result<i64> {
-    row.try_get::<i64, _>(index).map_err(map_error)
-}
+#[cfg(all(test, feature = "testing"))]
+mod tests {
+    use std::collections::BTreeSet;
 
-/// Reads a `boolean` column.
-pub(crate) fn get_bool(row: &PgRow, index: usize) -> Result<bool> {
-    row.try_get::<bool, _>(index).map_err(map_error)
+    use sqlx::Connection;
+    use stockroom_core::{Category, Product, Review, User};
+
+    use super::PgEntity;
+    use crate::testing::TestDatabase;
+
+    /// The columns of `table` in the schema the store's statements resolve it in.
+    async fn live_columns(conn: &mut sqlx::PgConnection, table: &str) -> BTreeSet<String> {
+        sqlx::query_scalar(
+            "SELECT column_name::text FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name = $1",
+        )
+        .bind(table)
+        .fetch_all(conn)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+    }
+
+    /// The names in a comma-separated column list.
+    fn names(list: &str) -> BTreeSet<String> {
+        list.split(',').map(|c| c.trim().to_owned()).collect()
+    }
+
+    /// Fails naming `table` and the columns only one side has.
+    fn assert_same_columns(table: &str, adapter: &BTreeSet<String>, schema: &BTreeSet<String>) {
+        let missing: Vec<_> = adapter.difference(schema).collect();
+        let unknown: Vec<_> = schema.difference(adapter).collect();
+        assert!(
+            missing.is_empty() && unknown.is_empty(),
+            "table {table}: the adapter's columns not in the schema: {missing:?}; \
+             the schema's columns the adapter does not know: {unknown:?}"
+        );
+    }
+
+    /// The columns an entity's module reads and writes, against its table's.
+    async fn check<E: PgEntity>(conn: &mut sqlx::PgConnection) {
+        let mut adapter = names(E::COLUMNS);
+        adapter.extend(E::WRITE_ONLY_COLUMNS.iter().map(|c| (*c).to_owned()));
+        assert_same_columns(E::TABLE, &adapter, &live_columns(conn, E::TABLE).await);
+    }
+
+    /// Each table's column list in the adapter is the migrated schema's, so that a migration
+    /// that adds, drops or renames a column cannot go unnoticed by the row structs.
+    #[tokio::test]
+    async fn the_column_lists_are_the_schemas() {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let store = db.store().await;
+        let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
+        check::<Product>(&mut conn).await;
+        check::<Category>(&mut conn).await;
+        check::<User>(&mut conn).await;
+        check::<Review>(&mut conn).await;
+        let ledger = crate::movements::TABLE;
+        let schema = live_columns(&mut conn, ledger).await;
+        assert_same_columns(ledger, &names(crate::movements::COLUMNS), &schema);
+        conn.close().await.unwrap();
+        stockroom_core::Store::close(&store).await;
+        db.drop_now().await;
+    }
 }
