@@ -105,8 +105,9 @@ impl MemoryStore {
     }
 
     /// An empty store for a `memory://` URL (anything after `memory://` is ignored). Any other
-    /// URL is a validation error on `url`.
+    /// URL is a validation error on `url`; read replicas are refused as `Unsupported`.
     pub fn connect(config: &StoreConfig) -> Result<Self> {
+        config.refuse_replicas("memory")?;
         if config.scheme().as_deref() != Some("memory") {
             return Err(Error::validation(
                 "url",

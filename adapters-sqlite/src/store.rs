@@ -58,7 +58,9 @@ impl SqliteStore {
     ///
     /// The same as [`connect_with`](Self::connect_with) the options
     /// [`SqliteOptions::from_config`] makes of `config`.
+    /// A configuration that names read replicas is refused as `Unsupported`.
     pub async fn connect(config: &StoreConfig) -> Result<Self> {
+        config.refuse_replicas("sqlite")?;
         Self::connect_with(SqliteOptions::from_config(config)?).await
     }
 

@@ -26,6 +26,7 @@ use crate::error::{Error, Result, Rule};
 /// | `slow_statement_threshold` | `STOCKROOM_SLOW_STATEMENT_MS` | 1 s |
 /// | `application_name` | `STOCKROOM_APPLICATION_NAME` | `stockroom` |
 /// | `run_migrations` | `STOCKROOM_RUN_MIGRATIONS` | true |
+/// | `replica_urls` | `STOCKROOM_REPLICA_URLS` (comma-separated) | none |
 ///
 /// ```
 /// use std::time::Duration;
@@ -64,6 +65,12 @@ pub struct StoreConfig {
     pub application_name: String,
     /// Apply the embedded schema migrations on connect.
     pub run_migrations: bool,
+    /// Read replicas of the database at `url` (PostgreSQL streaming replicas): read sessions
+    /// go to them in turn, falling back to the primary when none answers; units of work, and
+    /// [`Store::read_primary`](crate::Store::read_primary), go to the primary. Each replica
+    /// gets a pool of its own with the settings above. Backends without replicas refuse a
+    /// configuration that names some ([`Error::Unsupported`]).
+    pub replica_urls: Vec<String>,
 }
 
 impl StoreConfig {
@@ -81,6 +88,7 @@ impl StoreConfig {
             slow_statement_threshold: Duration::from_secs(1),
             application_name: "stockroom".to_owned(),
             run_migrations: true,
+            replica_urls: Vec::new(),
         }
     }
 
@@ -128,6 +136,14 @@ impl StoreConfig {
         }
         if let Some((n, v)) = get("STOCKROOM_RUN_MIGRATIONS") {
             c.run_migrations = parse_bool(n, &v)?;
+        }
+        if let Some((_, v)) = get("STOCKROOM_REPLICA_URLS") {
+            c.replica_urls = v
+                .split(',')
+                .map(str::trim)
+                .filter(|url| !url.is_empty())
+                .map(str::to_owned)
+                .collect();
         }
         Ok(c)
     }
@@ -182,6 +198,23 @@ impl StoreConfig {
         self.run_migrations = run;
         self
     }
+    /// The configuration, with one more read replica (see
+    /// [`replica_urls`](Self::replica_urls)).
+    pub fn with_replica_url(mut self, url: impl Into<String>) -> Self {
+        self.replica_urls.push(url.into());
+        self
+    }
+
+    /// `Err(Unsupported)` when the configuration names read replicas and `backend` has none.
+    pub fn refuse_replicas(&self, backend: &'static str) -> Result<()> {
+        if self.replica_urls.is_empty() {
+            return Ok(());
+        }
+        Err(Error::Unsupported {
+            operation: "read replicas",
+            backend,
+        })
+    }
 
     /// The URL's scheme (`memory`, `sqlite`, `postgres`, …), lower-cased: what comes before the
     /// first `:`, so `sqlite::memory:` counts as well as `sqlite://file.db`.
@@ -214,6 +247,14 @@ impl fmt::Debug for StoreConfig {
             .field("slow_statement_threshold", &self.slow_statement_threshold)
             .field("application_name", &self.application_name)
             .field("run_migrations", &self.run_migrations)
+            .field(
+                "replica_urls",
+                &self
+                    .replica_urls
+                    .iter()
+                    .map(|url| redact_url(url))
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }

@@ -192,6 +192,12 @@ impl<S: Store + ?Sized> Store for FaultyStore<S> {
         self.inner.read().await
     }
 
+    /// Fails like [`read`](Store::read) (the same [`Fault::Read`]).
+    async fn read_primary(&self) -> Result<Box<dyn ReadSession>> {
+        self.check(Fault::Read)?;
+        self.inner.read_primary().await
+    }
+
     async fn health(&self) -> Result<()> {
         self.check(Fault::Health)?;
         self.inner.health().await

@@ -151,6 +151,14 @@ impl<S: Store> Store for Traced<S> {
         Ok(Box::new(TracedReadSession { inner, span }))
     }
 
+    async fn read_primary(&self) -> Result<Box<dyn ReadSession>> {
+        let backend = self.0.backend();
+        let span = tracing::debug_span!("stockroom.read_primary", backend, outcome = Empty);
+        let inner = observe(span, self.0.read_primary(), |_, _| {}).await?;
+        let span = tracing::debug_span!("stockroom.read_session", backend);
+        Ok(Box::new(TracedReadSession { inner, span }))
+    }
+
     async fn health(&self) -> Result<()> {
         let span = tracing::debug_span!(
             "stockroom.health",

@@ -265,8 +265,18 @@ pub trait Store: Send + Sync {
     /// Begins a unit of work on a connection of its own.
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>>;
 
-    /// A connection for reads that need no transaction (and pay for none).
+    /// A connection for reads that need no transaction (and pay for none). With read replicas
+    /// configured ([`StoreConfig::replica_urls`](crate::StoreConfig::replica_urls)) it is a
+    /// replica's, which may lag behind the primary: use [`read_primary`](Self::read_primary)
+    /// to read what was just committed.
     async fn read(&self) -> Result<Box<dyn ReadSession>>;
+
+    /// A read session on the primary: it sees every unit of work committed before it was
+    /// taken (read-your-writes), whatever the replicas' lag. The same as
+    /// [`read`](Self::read) on a store without replicas (the default).
+    async fn read_primary(&self) -> Result<Box<dyn ReadSession>> {
+        self.read().await
+    }
 
     /// Checks that the backend answers (liveness): a read on a connection of the store's.
     async fn health(&self) -> Result<()>;
