@@ -32,6 +32,7 @@ use sqlx::postgres::{PgArguments, PgQueryResult, PgRow};
 use sqlx::{Execute, PgConnection, PgPool, Postgres, SqlStr};
 
 use crate::error::{is_dead_connection, is_runtime_gone};
+use crate::replicas::Reroute;
 use crate::session::PgQuery;
 
 /// How long Stockroom keeps a connection out of sqlx's pool, from when it took it: then the
@@ -132,6 +133,7 @@ impl Connections {
             proven: false,
             unsettled: false,
             home: Arc::clone(self),
+            reroute: None,
         })
     }
 
@@ -148,6 +150,12 @@ impl Connections {
     /// Marks the store closed and gives every kept connection back to the pool.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.give_back_kept();
+    }
+
+    /// Gives every kept connection back to the pool, which pings each and closes the dead ones
+    /// (a replica found dead, see `crate::replicas`).
+    pub(crate) fn give_back_kept(&self) {
         let kept = mem::take(&mut *self.lock());
         drop(kept);
     }
@@ -282,9 +290,19 @@ pub(crate) struct Lease {
     /// unknown, so it goes back to sqlx's pool, which checks it.
     unsettled: bool,
     home: Arc<Connections>,
+    /// On a replica's connection: where the first statement goes when it finds the connection
+    /// dead (the next replica, or the primary).
+    reroute: Option<Reroute>,
 }
 
 impl Lease {
+    /// The lease, lent by a replica: its first statement goes elsewhere, by `reroute`, when it
+    /// finds the connection dead.
+    pub(crate) fn rerouted_by(mut self, reroute: Reroute) -> Self {
+        self.reroute = Some(reroute);
+        self
+    }
+
     /// Runs `query`; the first statement on the connection is sent again on another connection
     /// if it finds this one dead (see [`Connections::replaces`]).
     pub(crate) async fn run<T: Fetch>(&mut self, query: PgQuery<'_>) -> sqlx::Result<T> {
@@ -298,6 +316,17 @@ impl Lease {
             match self.attempt(query).await {
                 Ok(fetched) => return Ok(fetched),
                 Err(error) => {
+                    if is_dead_connection(&error) {
+                        if let Some(reroute) = self.reroute.take() {
+                            // A replica's connection: a read can be sent anywhere, so the
+                            // replica is marked down and the next source serves it. The dead
+                            // connection goes to the replica's pool, which closes it.
+                            let next = reroute.elsewhere(&error).await?;
+                            drop(mem::replace(self, next));
+                            failures = 0;
+                            continue;
+                        }
+                    }
                     failures += 1;
                     if !self.home.replaces(&error, failures) {
                         return Err(error);

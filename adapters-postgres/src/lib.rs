@@ -152,6 +152,7 @@ mod migrate;
 mod movements;
 mod options;
 mod products;
+mod replicas;
 mod reviews;
 mod session;
 mod sql;

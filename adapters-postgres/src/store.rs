@@ -16,6 +16,7 @@ use crate::connections::Connections;
 use crate::error::{is_dead_connection, map_error};
 use crate::migrate;
 use crate::options::{lock_timeout_value, PostgresOptions};
+use crate::replicas::{ReplicaPools, Replicas};
 use crate::session::{store_closed, PgReadSession, PgUnitOfWork, Session, StatementLog};
 
 /// How long `close` waits for connections held by sessions in flight.
@@ -39,6 +40,8 @@ pub struct PostgresStore {
     pool: PgPool,
     /// Where sessions get their connections; closed by [`Store::close`].
     connections: Arc<Connections>,
+    /// Where read sessions get theirs: the replicas in turn, else `connections`.
+    replicas: Arc<Replicas>,
     log: StatementLog,
     options: PostgresOptions,
     owner: Owner,
@@ -62,6 +65,7 @@ impl fmt::Debug for PostgresStore {
             Owner::Application => d.field("pool", &"borrowed"),
         };
         d.field("options", &self.options)
+            .field("replicas", &self.replicas)
             .field(
                 "max_connections",
                 &self.pool.options().get_max_connections(),
@@ -103,8 +107,11 @@ impl PostgresStore {
     /// `config` describes it, the sessions as `options` do (the lock timeout, the session
     /// settings such as `jit=off`, statement logging, migrations).
     pub async fn connect_with(config: &StoreConfig, options: PostgresOptions) -> Result<Self> {
+        // The replicas' URLs are checked before connecting; their pools connect lazily.
+        let replicas = ReplicaPools::connect(config, &options)?;
         let pool = connect_pool(config, &options).await?;
-        let store = Self::assemble(pool, options, Owner::Stockroom(Box::new(config.clone())));
+        let mut store = Self::assemble(pool, options, Owner::Stockroom(Box::new(config.clone())));
+        store.replicas = Arc::new(replicas.falling_back_to(&store.connections));
         let store = store.start().await?;
         tracing::debug!(
             target: "stockroom::sql",
@@ -154,9 +161,11 @@ impl PostgresStore {
         // connections from it.
         let keeps = matches!(owner, Owner::Stockroom(_));
         let connections = Connections::new(pool.clone(), keeps, options.test_before_acquire);
+        let connections = Arc::new(connections);
         Self {
             pool,
-            connections: Arc::new(connections),
+            replicas: Arc::new(Replicas::none(&connections)),
+            connections,
             log: StatementLog::new(options.log_statements, options.slow_statement_threshold),
             options,
             owner,
@@ -252,15 +261,29 @@ impl PostgresStore {
 /// Stockroom's own pool, as `config` describes it, with the lock timeout of `options` as a
 /// startup option of every connection.
 async fn connect_pool(config: &StoreConfig, options: &PostgresOptions) -> Result<PgPool> {
+    let (pool, connect_options) = pool_settings(config, options, &config.url, "url")?;
+    pool.connect_with(connect_options).await.map_err(map_error)
+}
+
+/// The pool settings of `config` and `options`, for the server at `url` (the primary's, or a
+/// replica's): what [`connect_pool`] connects. A `url` that is not PostgreSQL's is a
+/// validation error on `field`.
+pub(crate) fn pool_settings(
+    config: &StoreConfig,
+    options: &PostgresOptions,
+    url: &str,
+    field: &'static str,
+) -> Result<(PgPoolOptions, PgConnectOptions)> {
     let bad_url = || {
         Error::validation(
-            "url",
+            field,
             Rule::Malformed {
                 expected: "a postgres:// or postgresql:// URL",
             },
         )
     };
-    match config.scheme().as_deref() {
+    let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+    match scheme.as_deref() {
         Some("postgres" | "postgresql") => {}
         _ => return Err(bad_url()),
     }
@@ -269,24 +292,22 @@ async fn connect_pool(config: &StoreConfig, options: &PostgresOptions) -> Result
         settings.push(("lock_timeout".to_owned(), lock_timeout_value(timeout)));
     }
     // The parse error may quote the URL, password included: it is not passed on.
-    let connect_options = PgConnectOptions::from_str(&config.url)
+    let connect_options = PgConnectOptions::from_str(url)
         .map_err(|_| bad_url())?
         .application_name(&config.application_name)
         .options(settings)
         // Statements are logged by the sessions, under `stockroom::sql`.
         .disable_statement_logging();
     let max = config.max_connections.max(1);
-    PgPoolOptions::new()
+    let pool = PgPoolOptions::new()
         .max_connections(max)
         .min_connections(config.min_connections.min(max))
         .acquire_timeout(config.acquire_timeout)
         .max_lifetime(config.max_lifetime)
         .idle_timeout(config.idle_timeout)
         // No ping: see `crate::connections`.
-        .test_before_acquire(false)
-        .connect_with(connect_options)
-        .await
-        .map_err(map_error)
+        .test_before_acquire(false);
+    Ok((pool, connect_options))
 }
 
 #[async_trait]
@@ -320,7 +341,22 @@ impl Store for PostgresStore {
         }
     }
 
+    /// A read session on a replica's connection, taken in turn, or on the primary's when no
+    /// replica serves (see the crate docs, [Read replicas](crate#read-replicas)); on the
+    /// primary's on a store without replicas. A replica may lag behind the primary: for a
+    /// read that must see this process's own writes, use
+    /// [`read_primary`](Store::read_primary).
     async fn read(&self) -> Result<Box<dyn ReadSession>> {
+        self.ensure_open()?;
+        let lease = self.replicas.lend().await.map_err(map_error)?;
+        let session = Session::pooled(lease, Arc::clone(&self.connections), self.log);
+        Ok(Box::new(PgReadSession::new(session)))
+    }
+
+    /// A read session on the primary's connection, whatever the replicas: it sees every unit
+    /// of work committed before it was taken (read-your-writes). The same as
+    /// [`read`](Store::read) on a store without replicas.
+    async fn read_primary(&self) -> Result<Box<dyn ReadSession>> {
         Ok(Box::new(PgReadSession::new(self.pooled_session().await?)))
     }
 
@@ -375,6 +411,7 @@ impl Store for PostgresStore {
     async fn close(&self) {
         // Also gives the kept connections back to the pool.
         self.connections.close();
+        self.replicas.close().await;
         if matches!(self.owner, Owner::Application) {
             return;
         }
