@@ -107,8 +107,7 @@ impl ReplicaPools {
                     crate::store::pool_settings(config, options, url, "replica_urls")?;
                 let pool = pool.connect_lazy_with(connect);
                 // Kept between sessions like the primary's: nobody else takes from this pool.
-                let connections =
-                    Connections::new(pool.clone(), true, options.test_before_acquire);
+                let connections = Connections::new(pool.clone(), true, options.test_before_acquire);
                 Ok(Arc::new(Replica {
                     url: redact_url(url),
                     pool,
@@ -173,10 +172,7 @@ impl Replicas {
                 }
                 Ok(Err(sqlx::Error::PoolClosed)) => return Err(sqlx::Error::PoolClosed),
                 Ok(Err(error)) => replica.mark_down(&error.to_string()),
-                Err(_) => replica.mark_down(&format!(
-                    "no connection within {:?}",
-                    self.attempt
-                )),
+                Err(_) => replica.mark_down(&format!("no connection within {:?}", self.attempt)),
             }
         }
         self.primary.lend().await

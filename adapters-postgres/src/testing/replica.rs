@@ -89,6 +89,13 @@ impl ReplicatedServers {
         self.stop("replica", "immediate")
     }
 
+    /// Starts the replica again after [`kill_replica`](Self::kill_replica), on the same port
+    /// (blocking, until it accepts connections); it recovers and streams from the primary
+    /// again.
+    pub fn restart_replica(&self) -> Result<(), String> {
+        self.start_server_on("replica", self.replica_port)
+    }
+
     fn data(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
@@ -129,6 +136,12 @@ impl ReplicatedServers {
     /// Starts the server of `data/<name>` on a free port, and returns the port.
     fn start_server(&self, name: &str) -> Result<u16, String> {
         let port = free_port()?;
+        self.start_server_on(name, port)?;
+        Ok(port)
+    }
+
+    /// Starts the server of `data/<name>` on `port`.
+    fn start_server_on(&self, name: &str, port: u16) -> Result<(), String> {
         let log = self.dir.join(format!("{name}.log"));
         let mut start = self.command("pg_ctl");
         start
@@ -142,8 +155,7 @@ impl ReplicatedServers {
             let log = fs::read_to_string(&log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(3).collect();
             format!("{e}; {name}.log ends with: {}", tail.join(" / "))
-        })?;
-        Ok(port)
+        })
     }
 
     fn stop(&self, name: &str, mode: &str) -> Result<(), String> {
