@@ -83,6 +83,49 @@
 //!   application shares sqlx with Stockroom ([`PostgresStore::from_pool`], [`connection`],
 //!   and the re-exported [`sqlx`]).
 //!
+//! ## Read replicas
+//!
+//! [`StoreConfig::replica_urls`](stockroom_core::StoreConfig::replica_urls) (or
+//! `STOCKROOM_REPLICA_URLS`) names PostgreSQL streaming replicas of the primary at `url`.
+//! [`PostgresStore::connect`] gives each one a pool of its own, with the primary pool's
+//! settings (connections, timeouts, application name, session settings), connected lazily:
+//! a replica that is down does not fail the connect, and no migrations run on a replica (it
+//! is read-only, and gets the primary's schema by replication). A store on a borrowed pool
+//! ([`PostgresStore::from_pool`]) has no replicas.
+//!
+//! - **Reads go to the replicas, in turn.** Each [`read`](stockroom_core::Store::read)
+//!   session takes the next replica (round robin), skipping those marked down.
+//! - **Everything else goes to the primary**: units of work (`begin`), transfers
+//!   (`move_stock`), `health`, `readiness`, `migrate`, and
+//!   [`read_primary`](stockroom_core::Store::read_primary) sessions.
+//! - **Falling back.** A replica that does not lend a connection within the pool's
+//!   `acquire_timeout`, and never more than 2 s (its server is down, refuses, or all its
+//!   connections are busy), is marked down for 5 s and the next replica is tried; when none
+//!   serves, the read session is the primary's, as on a store without replicas. A connection
+//!   lent by a replica is not pinged first (as on the primary); if the session's first
+//!   statement finds it dead (the replica crashed or restarted), the replica is marked down and
+//!   the statement is sent again on the next replica, or the primary, whatever
+//!   `test_before_acquire` says (a read can be sent twice). So a read session taken after a
+//!   replica died succeeds on the primary: at once when the store had a connection to the
+//!   replica (it is found dead), otherwise after waiting that bound (2 s at most) once, for
+//!   the first read that meets the dead replica. A statement after the first one, on a replica
+//!   that dies during the session, fails as on the primary (`Unavailable`).
+//! - **Coming back.** Reads skip a replica marked down; once its 5 s have passed, the next
+//!   read that would have taken it starts a probe in the background (connections of its pool
+//!   pinged until one answers, within the same bound) and goes elsewhere meanwhile: when the
+//!   probe succeeds the replica serves reads again, otherwise it stays down another 5 s. A
+//!   read never waits on a replica known to be down. Each change is logged under
+//!   `stockroom::sql` (marked down at `warn`, back at `info`), with the URL's password hidden,
+//!   as in the store's `Debug`, which lists the replicas and their state.
+//! - **Lag.** A replica applies the primary's commits a little later (usually milliseconds;
+//!   seconds or more under load, or while its replay waits behind a long query): a read session
+//!   on a replica may not see a unit of work that has just committed, even this process's own.
+//!   Use [`read_primary`](stockroom_core::Store::read_primary) for a read that must see your
+//!   own writes (read-your-writes), such as the page shown right after a form was saved. Two
+//!   read sessions in a row may go to different replicas, each at its own point in time. A
+//!   long read on a replica may also be cancelled by the replica when it conflicts with the
+//!   replay (a query conflict with recovery, which maps to `Error::Transient`).
+//!
 //! ## A guest in the application's database
 //!
 //! Stockroom never assumes it owns the database, the pool or the process.

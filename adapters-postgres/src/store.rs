@@ -31,7 +31,8 @@ enum Owner {
 }
 
 /// Stockroom on PostgreSQL: a pool of connections, each unit of work a transaction on one of
-/// them, each read session a pooled connection without a transaction.
+/// them, each read session a pooled connection without a transaction (a read replica's, when
+/// the configuration names replicas: see [Read replicas](crate#read-replicas)).
 ///
 /// Build it with [`PostgresStore::connect`] (a pool of its own) or
 /// [`PostgresStore::from_pool`] (the application's pool). Its `Debug` shows the URL without its
@@ -97,8 +98,13 @@ impl PostgresStore {
     /// a second before sqlx's pool gets it back (sqlx pings every connection it takes back).
     /// The rest is [`PostgresStore::from_pool`] with [`PostgresOptions::from_config`].
     ///
-    /// Errors: [`Error::Validation`] on `url` for a URL that is not PostgreSQL's;
-    /// [`Error::Unavailable`] when no server answers within `acquire_timeout`.
+    /// Each of `config.replica_urls` gets a pool of its own with the same settings, connected
+    /// lazily (a replica that is down does not fail the connect), without migrations; read
+    /// sessions go to the replicas (see [Read replicas](crate#read-replicas)).
+    ///
+    /// Errors: [`Error::Validation`] on `url` (or `replica_urls`) for a URL that is not
+    /// PostgreSQL's; [`Error::Unavailable`] when the primary does not answer within
+    /// `acquire_timeout`.
     pub async fn connect(config: &StoreConfig) -> Result<Self> {
         Self::connect_with(config, PostgresOptions::from_config(config)).await
     }
