@@ -158,7 +158,7 @@ impl Replicas {
     /// (`skip` excepted), else the primary's.
     async fn lend_from(self: &Arc<Self>, start: usize, skip: Option<usize>) -> sqlx::Result<Lease> {
         let count = self.list.len();
-        for index in (start..start + count).map(|i| i % count) {
+        for index in (0..count).map(|i| start.wrapping_add(i) % count) {
             let replica = &self.list[index];
             if Some(index) == skip || !replica.serves(self.attempt) {
                 continue;
