@@ -166,7 +166,7 @@ pub mod testing;
 pub use sqlx;
 
 pub use engine::Engine;
-pub use options::PostgresOptions;
+pub use options::{IsolationLevel, PostgresOptions};
 pub use session::connection;
 pub use store::PostgresStore;
 
