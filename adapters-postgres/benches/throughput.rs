@@ -442,7 +442,7 @@ fn main() {
             .with_max_connections(TASKS as u32 + 2)
             .with_application_name("stockroom_bench");
         let store = Arc::new(PostgresStore::connect(&config).await.expect("connect"));
-        // The same pool without pre-ping (SQLAlchemy's pool_pre_ping off).
+        // The same pool with `test_before_acquire` off: no check of a connection the server closed.
         let mut unpinged = config.clone();
         unpinged.test_before_acquire = false;
         unpinged.run_migrations = false;

@@ -3,6 +3,9 @@
 -- Uniqueness holds among live rows only: each rule is a partial unique index named after
 -- `stockroom_core::Constraint::as_str()`, so a unique violation maps back to the constraint.
 -- Timestamps are timestamptz (microseconds, like `stockroom_core::time::now()`).
+-- Indexes scanned in order (the list order, the purge's range) spell their order out (`ASC`):
+-- the same index on PostgreSQL, but YugabyteDB hash-shards an index's first column unless told
+-- otherwise. Indexes looked up by equality on their first column leave it to the engine.
 
 -- Trigram indexes make `search_text LIKE '%…%'` an index scan (pg_trgm is a trusted extension
 -- since PostgreSQL 13: a database owner may create it).
@@ -18,7 +21,7 @@ CREATE TABLE users (
     version      bigint      NOT NULL DEFAULT 1
 );
 CREATE UNIQUE INDEX users_email_live ON users (email) WHERE deleted_at IS NULL;
-CREATE INDEX users_order ON users (created_at, id);
+CREATE INDEX users_order ON users (created_at ASC, id ASC);
 
 CREATE TABLE categories (
     id         uuid        PRIMARY KEY,
@@ -30,7 +33,7 @@ CREATE TABLE categories (
     version    bigint      NOT NULL DEFAULT 1
 );
 CREATE UNIQUE INDEX categories_slug_live ON categories (slug) WHERE deleted_at IS NULL;
-CREATE INDEX categories_order ON categories (created_at, id);
+CREATE INDEX categories_order ON categories (created_at ASC, id ASC);
 
 CREATE TABLE products (
     id          uuid        PRIMARY KEY,
@@ -57,14 +60,14 @@ CREATE TABLE products (
 CREATE UNIQUE INDEX products_slug_live ON products (slug) WHERE deleted_at IS NULL;
 CREATE UNIQUE INDEX products_sku_live ON products (sku) WHERE deleted_at IS NULL;
 -- The order of every list and the keyset position.
-CREATE INDEX products_order ON products (created_at, id);
+CREATE INDEX products_order ON products (created_at ASC, id ASC);
 -- Products of a category (lists by category, and ON DELETE SET NULL).
 CREATE INDEX products_category ON products (category_id, created_at, id);
 CREATE INDEX products_creator ON products (created_by);
 -- Search: `search_text LIKE '%query%'`.
 CREATE INDEX products_search ON products USING gin (search_text gin_trgm_ops);
 -- The trash and purges.
-CREATE INDEX products_deleted ON products (deleted_at) WHERE deleted_at IS NOT NULL;
+CREATE INDEX products_deleted ON products (deleted_at ASC) WHERE deleted_at IS NOT NULL;
 
 CREATE TABLE reviews (
     id         uuid        PRIMARY KEY,
@@ -84,7 +87,7 @@ CREATE UNIQUE INDEX reviews_author_live ON reviews (product_id, author_id) WHERE
 -- A product's reviews, newest first.
 CREATE INDEX reviews_product ON reviews (product_id, created_at DESC, id DESC);
 CREATE INDEX reviews_author ON reviews (author_id);
-CREATE INDEX reviews_order ON reviews (created_at, id);
+CREATE INDEX reviews_order ON reviews (created_at ASC, id ASC);
 
 -- The ledger: append-only, no foreign keys (it outlives purged products).
 CREATE TABLE stock_movements (

@@ -18,6 +18,7 @@ use stockroom_core::{Constraint, EntityKind, Error, Rule, StorageFault, MAX_STOC
 /// | 42501 insufficient privilege | `Storage` `PermissionDenied` |
 /// | 53100 disk full | `Storage` `Full` |
 /// | XX001 data corrupted, XX002 index corrupted | `Storage` `Corrupt` |
+/// | 40003 statement completion unknown, or a connection lost during `COMMIT` | `AmbiguousCommit` (see [`map_commit_error`]) |
 /// | 08xxx connection exceptions, 57P01-57P03 shutdown, I/O and TLS errors, pool timed out or closed | `Unavailable` (an I/O error says what failed: connection refused, no such socket, …) |
 /// | 3D000 unknown database, 28000/28P01 login refused | `Backend`, its message naming the cause |
 /// | anything else | `Backend`, with the driver error as its source |
@@ -51,6 +52,10 @@ pub(crate) fn map_error(error: sqlx::Error) -> Error {
                         None => Error::backend("foreign key violation", error),
                     }
                 }
+                // Statement completion unknown: only a commit, or an autocommit statement, gets it.
+                "40003" => Error::AmbiguousCommit {
+                    reason: db.message().to_owned(),
+                },
                 "40001" | "40P01" | "55P03" => Error::Transient {
                     reason: db.message().to_owned(),
                 },
@@ -94,6 +99,23 @@ pub(crate) fn map_error(error: sqlx::Error) -> Error {
             reason: format!("connection lost: {p}"),
         },
         _ => Error::backend("PostgreSQL driver error", error),
+    }
+}
+
+/// The error of a `COMMIT` (or of a statement that commits by itself): a connection lost while
+/// the server ran it, or SQLSTATE 40003 (statement completion unknown, as distributed engines
+/// answer), leaves the outcome unknown and is [`Error::AmbiguousCommit`]; any other failure
+/// (a serialization failure found at commit, a deferred constraint) is definite and maps as
+/// [`map_error`] says.
+pub(crate) fn map_commit_error(error: sqlx::Error) -> Error {
+    if !is_dead_connection(&error) {
+        return map_error(error); // 40003 included
+    }
+    Error::AmbiguousCommit {
+        reason: format!(
+            "{}: the commit was sent, and whether it took effect is unknown",
+            map_error(error)
+        ),
     }
 }
 
@@ -301,6 +323,35 @@ mod tests {
             matches!(shutdown, Error::Unavailable { .. }),
             "{shutdown:?}"
         );
+    }
+
+    #[test]
+    fn a_commit_whose_outcome_is_unknown_is_ambiguous_and_only_then() {
+        let ambiguous = |e| matches!(map_commit_error(e), Error::AmbiguousCommit { .. });
+        assert!(ambiguous(server_said("40003", "result is ambiguous")));
+        assert!(ambiguous(server_said("57P01", "terminating connection")));
+        assert!(ambiguous(sqlx::Error::Io(io::Error::from(
+            io::ErrorKind::ConnectionReset
+        ))));
+        // Definite answers to a COMMIT: nothing was stored.
+        let serialization = map_commit_error(server_said("40001", "could not serialize"));
+        assert!(
+            matches!(serialization, Error::Transient { .. }),
+            "{serialization:?}"
+        );
+        let unique = map_commit_error(server_said("23505", "duplicate key"));
+        assert!(
+            !matches!(unique, Error::AmbiguousCommit { .. }),
+            "{unique:?}"
+        );
+        // 40003 is about a commit wherever it comes; a lost connection outside one is not.
+        let anywhere = map_error(server_said("40003", "result is ambiguous"));
+        assert!(
+            matches!(anywhere, Error::AmbiguousCommit { .. }),
+            "{anywhere:?}"
+        );
+        let lost = map_error(server_said("57P01", "terminating connection"));
+        assert!(matches!(lost, Error::Unavailable { .. }), "{lost:?}");
     }
 
     #[test]

@@ -51,12 +51,17 @@
 //!   on the server (a race the guards could not see, a lost connection) aborts the PostgreSQL
 //!   transaction: the unit of work then refuses to commit (rather than let PostgreSQL turn the
 //!   `COMMIT` into a silent rollback) until it is rolled back, or rolled back to a savepoint.
-//! - **Isolation**: READ COMMITTED. A transfer's statement locks both rows in id order
-//!   (`SELECT … ORDER BY id FOR UPDATE`) before it reads their stock, and writes the stocks it
-//!   read under the lock, so concurrent transfers serialize on the rows they share and cannot
-//!   deadlock; serialization failures do not occur at this level, and deadlocks (40P01) or
-//!   serialization failures from other settings map to `Error::Transient`, which the transfer
-//!   retries.
+//! - **Isolation**: the level [`PostgresOptions::isolation`] asks for (`BEGIN ISOLATION LEVEL
+//!   …`), else the server's default, READ COMMITTED unless the role or database says otherwise.
+//!   A transfer's statement locks both rows in id order (`SELECT … ORDER BY id FOR UPDATE`)
+//!   before it reads their stock, and writes the stocks it read under the lock, so concurrent
+//!   transfers serialize on the rows they share and cannot deadlock. At READ COMMITTED no
+//!   serialization failure occurs; at REPEATABLE READ or SERIALIZABLE a contended unit of work
+//!   fails with 40001, which maps to `Error::Transient` and which the transfer and the retry
+//!   runner retry (CI runs the whole conformance suite at SERIALIZABLE too).
+//! - **Other engines**: at connect the store asks `version()` which engine it talks to
+//!   ([`Engine`]: PostgreSQL, CockroachDB, YugabyteDB) and leaves out what that engine lacks
+//!   (see the `engine` module and `docs/scale-out.md`).
 //! - **Configuration**: `min_connections` connections are kept, up to `max_connections` are
 //!   opened under load and the extra ones closed after `idle_timeout`; `max_lifetime` recycles;
 //!   [`PostgresOptions::test_before_acquire`] makes a connection the server closed invisible
@@ -79,7 +84,9 @@
 //!   `max_lifetime` instead.)
 //! - **Errors** map by SQLSTATE (see the `error` module): 23505 conflict, 23514 validation,
 //!   23503 not found, 40001/40P01/55P03 transient, connection loss and pool timeouts
-//!   unavailable. A caller never matches on a sqlx error; sqlx types appear only where the
+//!   unavailable; a `COMMIT` (or a stock move that commits by itself) whose connection is lost
+//!   while the server runs it, or SQLSTATE 40003 anywhere, is `Error::AmbiguousCommit`: its
+//!   outcome is unknown, and it is never retried blindly. A caller never matches on a sqlx error; sqlx types appear only where the
 //!   application shares sqlx with Stockroom ([`PostgresStore::from_pool`], [`connection`],
 //!   and the re-exported [`sqlx`]).
 //!
@@ -210,7 +217,7 @@ pub mod testing;
 pub use sqlx;
 
 pub use engine::Engine;
-pub use options::PostgresOptions;
+pub use options::{IsolationLevel, PostgresOptions};
 pub use session::connection;
 pub use store::PostgresStore;
 

@@ -13,6 +13,7 @@ use sqlx::migrate::{Migrate, MigrateError, Migrator};
 use sqlx::{Acquire, PgConnection};
 use stockroom_core::{Error, Result};
 
+use crate::engine::Engine;
 use crate::error::map_error;
 
 /// The table of Stockroom's applied migrations.
@@ -25,6 +26,43 @@ const SQLX_TABLE: &str = "_sqlx_migrations";
 /// per database, so one fixed key serves every database; it is not the key sqlx derives for
 /// its own migrator, so an application's migrator never waits for Stockroom's, nor the reverse.
 pub(crate) const LOCK_KEY: i64 = 0x7374_6f63_6b72_6f6f;
+
+/// Earlier texts of embedded migrations that built the same schema on PostgreSQL, as
+/// `(version, SHA-384 of the earlier text)`: a database that recorded one of them is up to date,
+/// and its row takes the current checksum. Only for edits PostgreSQL cannot tell apart (an index
+/// column's `ASC`, its default, written out), never for a change of schema.
+const EQUIVALENT_REVISIONS: &[(i64, &str)] = &[(
+    20261125000001,
+    "cf9f758972c523f04ebddcbd0d6153bcbc3595e61a2848fd3bc9dd2e5c3ec583829e0a766ddcbb22f379d7b87ec8b1f0",
+)];
+
+/// Whether `checksum` is an earlier text of migration `version` that built the same schema.
+fn is_equivalent_revision(version: i64, checksum: &[u8]) -> bool {
+    EQUIVALENT_REVISIONS
+        .iter()
+        .any(|&(v, hex)| v == version && hex_of(checksum) == hex)
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Every `(version, checksum)` Stockroom recognises as one of its migrations: the embedded
+/// ones and their equivalent earlier revisions.
+fn known_checksums() -> (Vec<i64>, Vec<Vec<u8>>) {
+    let embedded = MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .map(|m| (m.version, m.checksum.to_vec()));
+    let earlier = EQUIVALENT_REVISIONS.iter().map(|&(version, hex)| {
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("a hex checksum"))
+            .collect();
+        (version, bytes)
+    });
+    embedded.chain(earlier).unzip()
+}
 
 /// The schema, embedded at build time from `migrations/`. Only its migrations are used: they
 /// are applied by [`apply_pending`], into [`TABLE`], under [`LOCK_KEY`].
@@ -48,7 +86,12 @@ const CARRY_OVER: &str = "WITH moved AS (\
 ///
 /// On an error the session may still hold the lock or the changed setting: the caller must not
 /// return `conn` to a pool then.
-pub(crate) async fn run(conn: &mut PgConnection) -> Result<()> {
+///
+/// On an engine without advisory locks ([`Engine::has_advisory_locks`]) nothing serializes two
+/// migrating processes: each migration commits with its bookkeeping row, so of two processes
+/// applying the same one, the second fails (on the row's key, or on an object the first made);
+/// it then looks again once, and finds the schema up to date.
+pub(crate) async fn run(conn: &mut PgConnection, engine: Engine) -> Result<()> {
     let previous: String = sqlx::query_scalar("SELECT current_setting('lock_timeout')")
         .fetch_one(&mut *conn)
         .await
@@ -57,14 +100,26 @@ pub(crate) async fn run(conn: &mut PgConnection) -> Result<()> {
         .execute(&mut *conn)
         .await
         .map_err(map_error)?;
-    sqlx::query("SELECT pg_advisory_lock($1)")
-        .bind(LOCK_KEY)
-        .execute(&mut *conn)
-        .await
-        .map_err(map_error)?;
-    let migrated = migrate_locked(conn).await;
-    sqlx::query("SELECT pg_advisory_unlock($1), set_config('lock_timeout', $2, false)")
-        .bind(LOCK_KEY)
+    let migrated = if engine.has_advisory_locks() {
+        sqlx::query("SELECT pg_advisory_lock($1)")
+            .bind(LOCK_KEY)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_error)?;
+        let migrated = migrate_locked(conn).await;
+        sqlx::query("SELECT pg_advisory_unlock($1)")
+            .bind(LOCK_KEY)
+            .execute(&mut *conn)
+            .await
+            .map_err(map_error)?;
+        migrated
+    } else {
+        match migrate_locked(conn).await {
+            Ok(()) => Ok(()),
+            Err(_) => migrate_locked(conn).await,
+        }
+    };
+    sqlx::query("SELECT set_config('lock_timeout', $1, false)")
         .bind(previous)
         .execute(&mut *conn)
         .await
@@ -108,6 +163,13 @@ async fn apply_pending(conn: &mut PgConnection) -> Result<(), MigrateError> {
         .filter(|m| !m.migration_type.is_down_migration())
     {
         match applied.get(&migration.version) {
+            Some(checksum) if is_equivalent_revision(migration.version, checksum) => {
+                sqlx::query("UPDATE stockroom_migrations SET checksum = $1 WHERE version = $2")
+                    .bind(&*migration.checksum)
+                    .bind(migration.version)
+                    .execute(&mut *conn)
+                    .await?;
+            }
             Some(checksum) if *checksum != migration.checksum => {
                 return Err(MigrateError::VersionMismatch(migration.version));
             }
@@ -179,11 +241,7 @@ async fn carry_over(conn: &mut PgConnection) -> Result<()> {
     if !legacy {
         return Ok(());
     }
-    let (versions, checksums): (Vec<i64>, Vec<Vec<u8>>) = MIGRATOR
-        .iter()
-        .filter(|m| !m.migration_type.is_down_migration())
-        .map(|m| (m.version, m.checksum.to_vec()))
-        .unzip();
+    let (versions, checksums) = known_checksums();
     let mut tx = conn.begin().await.map_err(map_error)?;
     tx.ensure_migrations_table(TABLE)
         .await

@@ -137,7 +137,7 @@ impl Session {
         lock_timeout: Option<&str>,
     ) -> Result<StockMoved> {
         let query = move_query(&movement, lock_timeout);
-        let row = match self.fetch_one(MOVE_STOCK, query).await {
+        let row = match self.fetch_move(query).await {
             // Only an earlier attempt of this very statement can hold the ledger row's id: one
             // sent on a connection that was lost (see `Lease::run`), still running then, which
             // committed after this statement's snapshot. Sent once more, the statement sees its
@@ -146,11 +146,22 @@ impl Session {
                 constraint: Constraint::PrimaryKey,
             }) if !self.in_transaction() => {
                 let query = move_query(&movement, lock_timeout);
-                self.fetch_one(MOVE_STOCK, query).await?
+                self.fetch_move(query).await?
             }
             row => row?,
         };
         move_outcome(&row, movement)
+    }
+
+    /// [`MOVE_STOCK`]'s row. Outside a transaction the statement commits by itself, so a
+    /// connection lost while it ran is an ambiguous commit (after `Lease::run` sent it again
+    /// where it could: the ledger row's id makes a second send apply nothing twice).
+    async fn fetch_move(&mut self, query: PgQuery<'_>) -> Result<PgRow> {
+        if self.in_transaction() {
+            self.fetch_one(MOVE_STOCK, query).await
+        } else {
+            self.fetch_one_autocommit(MOVE_STOCK, query).await
+        }
     }
 }
 

@@ -49,6 +49,52 @@ pub struct PostgresOptions {
     /// (`-c name=value`), such as `jit=off` (the default: JIT compilation costs more than it
     /// saves on Stockroom's short statements). A borrowed pool keeps the application's.
     pub session_settings: Vec<(String, String)>,
+    /// The isolation level Stockroom asks for: every unit of work begins with
+    /// `BEGIN ISOLATION LEVEL …`, and on Stockroom's own pool every connection starts with
+    /// `default_transaction_isolation` set to it, so read sessions and the one-statement
+    /// transfer run at it too (on a borrowed pool, a transfer then runs in a transaction of its
+    /// own). `None` (the default) asks for nothing: the server's
+    /// `default_transaction_isolation` applies, READ COMMITTED unless the role or database says
+    /// otherwise. Stockroom is correct at every level: it locks the rows that must not race, and
+    /// at REPEATABLE READ or SERIALIZABLE (CockroachDB's default) the serialization failures of
+    /// contended units of work are `Error::Transient`, which the transfer and the retry runner
+    /// retry.
+    pub isolation: Option<IsolationLevel>,
+}
+
+/// A transaction isolation level of PostgreSQL (see [`PostgresOptions::isolation`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum IsolationLevel {
+    /// Each statement sees what was committed before it began.
+    ReadCommitted,
+    /// The whole transaction sees one snapshot; a write to a row changed since fails with a
+    /// serialization failure.
+    RepeatableRead,
+    /// As if the transactions ran one after another; conflicts fail with a serialization
+    /// failure.
+    Serializable,
+}
+
+impl IsolationLevel {
+    /// The level as SQL spells it in `BEGIN ISOLATION LEVEL …`: `READ COMMITTED`, ….
+    pub const fn as_sql(self) -> &'static str {
+        match self {
+            IsolationLevel::ReadCommitted => "READ COMMITTED",
+            IsolationLevel::RepeatableRead => "REPEATABLE READ",
+            IsolationLevel::Serializable => "SERIALIZABLE",
+        }
+    }
+
+    /// The level as the setting `default_transaction_isolation` (and `SHOW
+    /// transaction_isolation`) spells it: `read committed`, ….
+    pub const fn setting(self) -> &'static str {
+        match self {
+            IsolationLevel::ReadCommitted => "read committed",
+            IsolationLevel::RepeatableRead => "repeatable read",
+            IsolationLevel::Serializable => "serializable",
+        }
+    }
 }
 
 impl Default for PostgresOptions {
@@ -62,6 +108,7 @@ impl Default for PostgresOptions {
             run_migrations: true,
             test_before_acquire: false,
             session_settings: vec![("jit".to_owned(), "off".to_owned())],
+            isolation: None,
         }
     }
 }
@@ -91,7 +138,14 @@ impl PostgresOptions {
                 .into_iter()
                 .filter(|(name, _)| !sets(name))
                 .collect(),
+            isolation: None,
         }
+    }
+
+    /// Sets [`isolation`](Self::isolation).
+    pub fn with_isolation(mut self, level: Option<IsolationLevel>) -> Self {
+        self.isolation = level;
+        self
     }
 
     /// Sets [`session_settings`](Self::session_settings).

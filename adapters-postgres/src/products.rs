@@ -173,10 +173,11 @@ impl PgEntity for Product {
                 .push(" AND c.deleted_at IS NULL)");
         }
         if let Some(search) = &filter.search {
-            // Served by the trigram index on search_text.
+            // Served by the trigram index on search_text. The pattern escapes `%`, `_` and `\`
+            // with a backslash, LIKE's default escape on every engine; CockroachDB does not use
+            // its trigram index for a LIKE with an ESCAPE clause.
             qb.push(" AND search_text LIKE ")
-                .push_bind(stockroom_core::adapter::like_pattern(search))
-                .push(" ESCAPE '\\'");
+                .push_bind(stockroom_core::adapter::like_pattern(search));
         }
     }
 

@@ -1,7 +1,7 @@
 //! Read replicas: where a read session gets its connection when the store has replicas.
 //!
 //! Each replica URL of the [`StoreConfig`] gets a pool of its own, built like the primary's
-//! (the same settings, see `store::pool_settings`) but connected lazily, so a replica that is
+//! (the same settings, see `store::pool_options` and `store::startup_settings`) but connected lazily, so a replica that is
 //! down does not keep the store from connecting; no migrations run on it (a streaming replica
 //! is read-only, and it has the primary's schema). Each pool has its own [`Connections`], so a
 //! connection goes back to the stack of the server it came from.
@@ -41,7 +41,9 @@ use stockroom_core::adapter::redact_url;
 use stockroom_core::{Result, StoreConfig};
 
 use crate::connections::{Connections, Lease};
+use crate::engine::Engine;
 use crate::options::PostgresOptions;
+use crate::store;
 
 /// How long a replica that failed is left alone before it is probed again.
 pub(crate) const BACK_OFF: Duration = Duration::from_secs(5);
@@ -93,19 +95,33 @@ pub(crate) struct ReplicaPools {
 }
 
 impl ReplicaPools {
-    /// The replicas of `config`, each a lazily connected pool with the primary's settings
-    /// (nothing is connected yet: a replica that is down does not fail the store's connect).
+    /// `Err(Validation)` on `replica_urls` when one of `config`'s replica URLs is not
+    /// PostgreSQL's.
+    pub(crate) fn check(config: &StoreConfig) -> Result<()> {
+        for url in &config.replica_urls {
+            store::connect_options(config, url, "replica_urls")?;
+        }
+        Ok(())
+    }
+
+    /// The replicas of `config`, each a lazily connected pool with the primary's settings, as
+    /// `engine` (the primary's) takes them (nothing is connected yet: a replica that is down
+    /// does not fail the store's connect).
     ///
     /// Errors: [`Error::Validation`](stockroom_core::Error::Validation) on `replica_urls` for a
     /// URL that is not PostgreSQL's.
-    pub(crate) fn connect(config: &StoreConfig, options: &PostgresOptions) -> Result<Self> {
+    pub(crate) fn connect(
+        config: &StoreConfig,
+        options: &PostgresOptions,
+        engine: Engine,
+    ) -> Result<Self> {
         let list = config
             .replica_urls
             .iter()
             .map(|url| {
-                let (pool, connect) =
-                    crate::store::pool_settings(config, options, url, "replica_urls")?;
-                let pool = pool.connect_lazy_with(connect);
+                let connect = store::connect_options(config, url, "replica_urls")?
+                    .options(store::startup_settings(options, engine));
+                let pool = store::pool_options(config).connect_lazy_with(connect);
                 // Kept between sessions like the primary's: nobody else takes from this pool.
                 let connections = Connections::new(pool.clone(), true, options.test_before_acquire);
                 Ok(Arc::new(Replica {

@@ -15,7 +15,7 @@ use stockroom_core::{
 };
 
 use crate::connections::{Connections, Fetch, Lease};
-use crate::error::map_error;
+use crate::error::{map_commit_error, map_error};
 
 pub(crate) fn store_closed() -> Error {
     Error::Unavailable {
@@ -130,25 +130,56 @@ impl Session {
     }
 
     fn finish<T>(&mut self, sql: &str, started: Instant, result: sqlx::Result<T>) -> Result<T> {
+        self.finish_mapped(sql, started, result, map_error)
+    }
+
+    fn finish_mapped<T>(
+        &mut self,
+        sql: &str,
+        started: Instant,
+        result: sqlx::Result<T>,
+        map: fn(sqlx::Error) -> Error,
+    ) -> Result<T> {
         self.log.record(sql, started.elapsed(), result.is_err());
         result.map_err(|e| {
             if matches!(self.handle, Handle::Transaction(_)) {
                 self.aborted = true;
             }
-            map_error(e)
+            map(e)
         })
     }
 
     /// Runs `query` (whose text is `sql`, for the log) and reads its result as `T` (on a
     /// pooled connection, through `Lease::run`, which checks a fresh connection).
     async fn run<T: Fetch>(&mut self, sql: &str, query: PgQuery<'_>) -> Result<T> {
+        self.run_mapped(sql, query, map_error).await
+    }
+
+    async fn run_mapped<T: Fetch>(
+        &mut self,
+        sql: &str,
+        query: PgQuery<'_>,
+        map: fn(sqlx::Error) -> Error,
+    ) -> Result<T> {
         self.check_open()?;
         let started = Instant::now();
         let result = match &mut self.handle {
             Handle::Pooled(lease) => lease.run(query).await,
             Handle::Transaction(tx) => T::fetch(tx, query).await,
         };
-        self.finish(sql, started, result)
+        self.finish_mapped(sql, started, result, map)
+    }
+
+    /// The one row of a statement that commits by itself (autocommit, on a pooled connection):
+    /// a connection lost while it ran leaves its outcome unknown, [`Error::AmbiguousCommit`].
+    pub(crate) async fn fetch_one_autocommit(
+        &mut self,
+        sql: &str,
+        query: PgQuery<'_>,
+    ) -> Result<PgRow> {
+        self.run_mapped::<Option<PgRow>>(sql, query, map_commit_error)
+            .await?
+            .ok_or_else(|| map_error(sqlx::Error::RowNotFound))
     }
 
     pub(crate) async fn fetch_all(&mut self, sql: &str, query: PgQuery<'_>) -> Result<Vec<PgRow>> {
@@ -440,7 +471,7 @@ impl UnitOfWork for PgUnitOfWork {
         let started = Instant::now();
         let result = tx.commit().await;
         log.record("COMMIT", started.elapsed(), result.is_err());
-        result.map_err(map_error)
+        result.map_err(map_commit_error)
     }
 
     /// One statement in this transaction (see `Session::move_stock`); the unit of work's lock

@@ -12,10 +12,13 @@ use stockroom_core::{
     Error, NewStockMovement, ReadSession, Result, Rule, StockMoved, Store, StoreConfig, UnitOfWork,
 };
 
+use stockroom_core::adapter::move_stock_in_own_unit_of_work;
+
 use crate::connections::Connections;
+use crate::engine::Engine;
 use crate::error::{is_dead_connection, map_error};
 use crate::migrate;
-use crate::options::{lock_timeout_value, PostgresOptions};
+use crate::options::{lock_timeout_value, IsolationLevel, PostgresOptions};
 use crate::replicas::{ReplicaPools, Replicas};
 use crate::session::{store_closed, PgReadSession, PgUnitOfWork, Session, StatementLog};
 
@@ -50,9 +53,12 @@ pub struct PostgresStore {
     /// borrowed pool): `None` on Stockroom's own pool, whose connections carry it from their
     /// start, and without a lock timeout.
     local_lock_timeout: Option<String>,
-    /// The statement that begins a unit of work: `BEGIN; SET LOCAL lock_timeout = …` with a
-    /// `local_lock_timeout` (one round trip like a plain `BEGIN`), else `None`, a plain `BEGIN`.
+    /// The statement that begins a unit of work: `BEGIN ISOLATION LEVEL …` with an isolation
+    /// level, followed by `; SET LOCAL lock_timeout = …` with a `local_lock_timeout` (one round
+    /// trip like a plain `BEGIN`); `None`, a plain `BEGIN`, without either.
     begin_statement: Option<Arc<str>>,
+    /// The engine behind the connections, probed when the store was built.
+    engine: Engine,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -112,11 +118,20 @@ impl PostgresStore {
     /// [`connect`](Self::connect) with PostgreSQL's own settings given apart: the pool as
     /// `config` describes it, the sessions as `options` do (the lock timeout, the session
     /// settings such as `jit=off`, statement logging, migrations).
+    ///
+    /// Before the pool opens, one connection asks the server which engine it is
+    /// ([`Engine::from_version`]), so that the pool's connections start only with settings the
+    /// engine knows and migrations lock only where the engine can.
     pub async fn connect_with(config: &StoreConfig, options: PostgresOptions) -> Result<Self> {
-        // The replicas' URLs are checked before connecting; their pools connect lazily.
-        let replicas = ReplicaPools::connect(config, &options)?;
-        let pool = connect_pool(config, &options).await?;
-        let mut store = Self::assemble(pool, options, Owner::Stockroom(Box::new(config.clone())));
+        let base = connect_options(config, &config.url, "url")?;
+        // The replicas' URLs are checked before connecting.
+        ReplicaPools::check(config)?;
+        let engine = probe_engine(&base).await?;
+        let pool = connect_pool(config, base, &options, engine).await?;
+        // Connected lazily, with the primary's engine's settings.
+        let replicas = ReplicaPools::connect(config, &options, engine)?;
+        let owner = Owner::Stockroom(Box::new(config.clone()));
+        let mut store = Self::assemble(pool, options, owner, engine);
         store.replicas = Arc::new(replicas.falling_back_to(&store.connections));
         let store = store.start().await?;
         tracing::debug!(
@@ -149,20 +164,24 @@ impl PostgresStore {
     ///
     /// Errors: those of [`PostgresStore::migrate`].
     pub async fn from_pool(pool: PgPool, options: PostgresOptions) -> Result<Self> {
-        Self::assemble(pool, options, Owner::Application)
+        let version: String = sqlx::query_scalar(VERSION)
+            .fetch_one(&pool)
+            .await
+            .map_err(map_error)?;
+        let engine = Engine::from_version(&version);
+        Self::assemble(pool, options, Owner::Application, engine)
             .start()
             .await
     }
 
-    fn assemble(pool: PgPool, options: PostgresOptions, owner: Owner) -> Self {
+    fn assemble(pool: PgPool, options: PostgresOptions, owner: Owner, engine: Engine) -> Self {
         let local_lock_timeout = match (&owner, options.lock_timeout) {
             // Our own connections carry the lock timeout from their start.
             (Owner::Stockroom(_), _) | (Owner::Application, None) => None,
             (Owner::Application, Some(timeout)) => Some(lock_timeout_value(timeout)),
         };
-        let begin_statement = local_lock_timeout
-            .as_ref()
-            .map(|timeout| Arc::from(format!("BEGIN; SET LOCAL lock_timeout = '{timeout}'")));
+        let begin_statement =
+            begin_statement(options.isolation, local_lock_timeout.as_deref()).map(Arc::from);
         // Connections are kept out of the pool between sessions only when nobody else takes
         // connections from it.
         let keeps = matches!(owner, Owner::Stockroom(_));
@@ -177,7 +196,14 @@ impl PostgresStore {
             owner,
             local_lock_timeout,
             begin_statement,
+            engine,
         }
+    }
+
+    /// The engine behind the store's connections (PostgreSQL, CockroachDB, YugabyteDB), as
+    /// its `version()` told when the store was built.
+    pub fn engine(&self) -> Engine {
+        self.engine
     }
 
     /// Applies the migrations if the options say so; closes the store when that fails.
@@ -201,7 +227,7 @@ impl PostgresStore {
     pub async fn migrate(&self) -> Result<()> {
         self.ensure_open()?;
         let mut conn = self.pool.acquire().await.map_err(map_error)?;
-        let result = migrate::run(&mut conn).await;
+        let result = migrate::run(&mut conn, self.engine).await;
         if result.is_err() {
             // The session may still hold the advisory lock or the changed lock timeout: it
             // must not go back to the pool, least of all to the application's.
@@ -228,6 +254,12 @@ impl PostgresStore {
     /// application's included).
     pub fn open_connections(&self) -> u32 {
         self.pool.size()
+    }
+
+    /// Whether an autocommit statement would run at another level than the one asked for: on a
+    /// borrowed pool, whose connections keep the application's default.
+    fn isolation_needs_a_transaction(&self) -> bool {
+        self.options.isolation.is_some() && matches!(self.owner, Owner::Application)
     }
 
     fn is_closed(&self) -> bool {
@@ -264,22 +296,34 @@ impl PostgresStore {
     }
 }
 
-/// Stockroom's own pool, as `config` describes it, with the lock timeout of `options` as a
-/// startup option of every connection.
-async fn connect_pool(config: &StoreConfig, options: &PostgresOptions) -> Result<PgPool> {
-    let (pool, connect_options) = pool_settings(config, options, &config.url, "url")?;
-    pool.connect_with(connect_options).await.map_err(map_error)
+/// `SELECT version()`: what tells the engines apart.
+const VERSION: &str = "SELECT version()";
+
+/// The statement that begins a unit of work at `isolation`, setting `lock_timeout` for the
+/// transaction when given; `None` when a plain `BEGIN` does.
+fn begin_statement(
+    isolation: Option<IsolationLevel>,
+    lock_timeout: Option<&str>,
+) -> Option<String> {
+    let begin = match isolation {
+        Some(level) => format!("BEGIN ISOLATION LEVEL {}", level.as_sql()),
+        None if lock_timeout.is_some() => "BEGIN".to_owned(),
+        None => return None,
+    };
+    Some(match lock_timeout {
+        Some(timeout) => format!("{begin}; SET LOCAL lock_timeout = '{timeout}'"),
+        None => begin,
+    })
 }
 
-/// The pool settings of `config` and `options`, for the server at `url` (the primary's, or a
-/// replica's): what [`connect_pool`] connects. A `url` that is not PostgreSQL's is a
-/// validation error on `field`.
-pub(crate) fn pool_settings(
+/// The connection options `url` (the primary's, or a replica's) and `config`'s application
+/// name make, before any setting. A `url` that is not PostgreSQL's is a validation error on
+/// `field`.
+pub(crate) fn connect_options(
     config: &StoreConfig,
-    options: &PostgresOptions,
     url: &str,
     field: &'static str,
-) -> Result<(PgPoolOptions, PgConnectOptions)> {
+) -> Result<PgConnectOptions> {
     let bad_url = || {
         Error::validation(
             field,
@@ -293,27 +337,68 @@ pub(crate) fn pool_settings(
         Some("postgres" | "postgresql") => {}
         _ => return Err(bad_url()),
     }
-    let mut settings = options.session_settings.clone();
+    // The parse error may quote the URL, password included: it is not passed on.
+    Ok(PgConnectOptions::from_str(url)
+        .map_err(|_| bad_url())?
+        .application_name(&config.application_name)
+        // Statements are logged by the sessions, under `stockroom::sql`.
+        .disable_statement_logging())
+}
+
+/// Which engine answers at `options`, asked on a connection of its own.
+async fn probe_engine(options: &PgConnectOptions) -> Result<Engine> {
+    let mut conn = options.connect().await.map_err(map_error)?;
+    let version: String = sqlx::query_scalar(VERSION)
+        .fetch_one(&mut conn)
+        .await
+        .map_err(map_error)?;
+    let _ = conn.close().await;
+    Ok(Engine::from_version(&version))
+}
+
+/// The settings every connection of Stockroom's own pool starts with: the session settings the
+/// engine knows, the lock timeout, and the isolation level if one is asked for.
+pub(crate) fn startup_settings(options: &PostgresOptions, engine: Engine) -> Vec<(String, String)> {
+    let mut settings: Vec<(String, String)> = engine
+        .supported_settings(&options.session_settings)
+        .cloned()
+        .collect();
     if let Some(timeout) = options.lock_timeout {
         settings.push(("lock_timeout".to_owned(), lock_timeout_value(timeout)));
     }
-    // The parse error may quote the URL, password included: it is not passed on.
-    let connect_options = PgConnectOptions::from_str(url)
-        .map_err(|_| bad_url())?
-        .application_name(&config.application_name)
-        .options(settings)
-        // Statements are logged by the sessions, under `stockroom::sql`.
-        .disable_statement_logging();
+    if let Some(level) = options.isolation {
+        let value = level.setting().to_owned();
+        settings.push(("default_transaction_isolation".to_owned(), value));
+    }
+    settings
+}
+
+/// Stockroom's own pool, as `config` describes it, its connections made from `base` with the
+/// [`startup_settings`].
+async fn connect_pool(
+    config: &StoreConfig,
+    base: PgConnectOptions,
+    options: &PostgresOptions,
+    engine: Engine,
+) -> Result<PgPool> {
+    let connect_options = base.options(startup_settings(options, engine));
+    pool_options(config)
+        .connect_with(connect_options)
+        .await
+        .map_err(map_error)
+}
+
+/// The pool `config` describes (the primary's, and each replica's).
+pub(crate) fn pool_options(config: &StoreConfig) -> PgPoolOptions {
     let max = config.max_connections.max(1);
-    let pool = PgPoolOptions::new()
+    PgPoolOptions::new()
         .max_connections(max)
         .min_connections(config.min_connections.min(max))
         .acquire_timeout(config.acquire_timeout)
         .max_lifetime(config.max_lifetime)
         .idle_timeout(config.idle_timeout)
         // No ping: see `crate::connections`.
-        .test_before_acquire(false);
-    Ok((pool, connect_options))
+        .test_before_acquire(false)
 }
 
 #[async_trait]
@@ -324,8 +409,8 @@ impl Store for PostgresStore {
 
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
         self.ensure_open()?;
-        // READ COMMITTED (the server's default): rows that must not race are locked
-        // explicitly, see `PgUnitOfWork`. BEGIN is the connection's check (see
+        // At the isolation level asked for, or the server's default: rows that must not race
+        // are locked explicitly, see `PgUnitOfWork`. BEGIN is the connection's check (see
         // `crate::connections`): on a dead connection it is sent again on the next one.
         let mut failures = 0;
         loop {
@@ -370,6 +455,9 @@ impl Store for PostgresStore {
     /// or a `COMMIT` to send (see `Session::move_stock`). On a borrowed pool the statement sets
     /// the lock timeout for itself.
     async fn move_stock(&self, movement: &NewStockMovement) -> Result<StockMoved> {
+        if self.isolation_needs_a_transaction() {
+            return move_stock_in_own_unit_of_work(self, movement).await;
+        }
         let row = movement.clone().into_entity(stockroom_core::time::now());
         let mut session = self.pooled_session().await?;
         session
@@ -473,4 +561,62 @@ async fn probe_writable(pool: &PgPool) -> Result<()> {
         fault: stockroom_core::StorageFault::ReadOnly,
         reason: reason.to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(settings: &[(String, String)]) -> Vec<&str> {
+        settings.iter().map(|(name, _)| name.as_str()).collect()
+    }
+
+    #[test]
+    fn startup_settings_leave_out_what_the_engine_lacks() {
+        let options = PostgresOptions::default();
+        assert_eq!(
+            names(&startup_settings(&options, Engine::PostgreSql)),
+            ["jit", "lock_timeout"]
+        );
+        assert_eq!(
+            names(&startup_settings(&options, Engine::YugabyteDb)),
+            ["jit", "lock_timeout"]
+        );
+        assert_eq!(
+            names(&startup_settings(&options, Engine::CockroachDb)),
+            ["lock_timeout"]
+        );
+    }
+
+    #[test]
+    fn an_isolation_level_is_a_startup_setting_of_the_own_pool() {
+        let options = PostgresOptions::default()
+            .with_lock_timeout(None)
+            .with_isolation(Some(IsolationLevel::Serializable));
+        assert_eq!(
+            startup_settings(&options, Engine::CockroachDb),
+            [(
+                "default_transaction_isolation".to_owned(),
+                "serializable".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn the_begin_statement_names_the_level_and_the_local_lock_timeout() {
+        let serializable = Some(IsolationLevel::Serializable);
+        assert_eq!(begin_statement(None, None), None);
+        assert_eq!(
+            begin_statement(serializable, None).as_deref(),
+            Some("BEGIN ISOLATION LEVEL SERIALIZABLE")
+        );
+        assert_eq!(
+            begin_statement(None, Some("2000ms")).as_deref(),
+            Some("BEGIN; SET LOCAL lock_timeout = '2000ms'")
+        );
+        assert_eq!(
+            begin_statement(Some(IsolationLevel::ReadCommitted), Some("5s")).as_deref(),
+            Some("BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '5s'")
+        );
+    }
 }

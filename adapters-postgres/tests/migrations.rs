@@ -307,3 +307,55 @@ async fn search_documents_of_an_earlier_fold_are_made_again() {
     pool.close().await;
     db.drop_now().await;
 }
+
+/// The SHA-384 of the schema migration's text before its ordered indexes spelled out `ASC`.
+const SCHEMA_WITHOUT_ASC: &str = "cf9f758972c523f04ebddcbd0d6153bcbc3595e61a2848fd3bc9dd2e5c3ec583829e0a766ddcbb22f379d7b87ec8b1f0";
+
+/// The checksum recorded for `version` in `stockroom_migrations`, as hex.
+async fn recorded_checksum(pool: &PgPool, version: i64) -> String {
+    sqlx::query_scalar(
+        "SELECT encode(checksum, 'hex') FROM stockroom_migrations WHERE version = $1",
+    )
+    .bind(version)
+    .fetch_one(pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_recorded_under_an_equivalent_earlier_text_opens_and_takes_the_new_checksum() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let pool = app_pool(&db).await;
+    let version = stockroom_versions()[0];
+    connect(&db.config()).await.close().await;
+    sqlx::query("UPDATE stockroom_migrations SET checksum = decode($1, 'hex') WHERE version = $2")
+        .bind(SCHEMA_WITHOUT_ASC)
+        .bind(version)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let store = connect(&db.config()).await;
+    let current = hex(&old_stockroom_migrator().iter().next().unwrap().checksum);
+    assert_eq!(recorded_checksum(&pool, version).await, current);
+    assert_eq!(count_products(&store).await, 0);
+    // Any other text under Stockroom's version is still refused.
+    sqlx::query("UPDATE stockroom_migrations SET checksum = '\\x00' WHERE version = $1")
+        .bind(version)
+        .execute(&pool)
+        .await
+        .unwrap();
+    let refused = PostgresStore::connect(&db.config()).await;
+    assert!(
+        refused.is_err(),
+        "a changed migration must be refused: {refused:?}"
+    );
+    store.close().await;
+    pool.close().await;
+    db.drop_now().await;
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -32,7 +32,8 @@ pub use session::{
     Savepoints, Store, UnitOfWork,
 };
 pub use stock::{
-    check_move, check_stocks, key_taken_meanwhile, move_stock_with_repositories, StockMoved,
+    check_move, check_stocks, key_taken_meanwhile, move_stock_in_own_unit_of_work,
+    move_stock_with_repositories, StockMoved,
 };
 
 #[allow(unused_imports)] // used by the doc links above

@@ -145,7 +145,7 @@ fn find(locked: &[Product], id: ProductId) -> Result<&Product> {
 
 /// [`Store::move_stock`]'s default: [`UnitOfWork::move_stock`] in a unit of work of its own,
 /// committed when it applied or found the move, rolled back otherwise.
-pub(crate) async fn move_stock_in_own_unit_of_work<S: Store + ?Sized>(
+pub async fn move_stock_in_own_unit_of_work<S: Store + ?Sized>(
     store: &S,
     movement: &NewStockMovement,
 ) -> Result<StockMoved> {
