@@ -20,7 +20,7 @@
 //!
 //! Everything runs once untimed first (one second of each workload, one `create_many`: the
 //! warm-up), then `STOCKROOM_BENCH_RUNS` runs (default 5) of `STOCKROOM_BENCH_SECS` seconds
-//! (default 5) each; the transfers of the store with pre-ping and of the one without take turns
+//! (default 5) each; the transfers of the store with `test_before_acquire` and of the one without take turns
 //! at going first. Every ratio is computed within a run, Stockroom's figure over pgbench's
 //! (or the server's) measured moments apart; the report gives each figure's and each ratio's
 //! median over the runs with their lowest and highest. The server comes from
@@ -351,9 +351,12 @@ fn print_ratio(name: &str, runs: &[Run], ratio: impl Fn(&Run) -> f64) {
 
 fn report(runs: &[Run]) {
     print_figure("transfers, 8 tasks", "/s", runs, |r| r.transfers);
-    print_figure("transfers, 8 tasks, pre-ping off", "/s", runs, |r| {
-        r.transfers_unpinged
-    });
+    print_figure(
+        "transfers, 8 tasks, test_before_acquire off",
+        "/s",
+        runs,
+        |r| r.transfers_unpinged,
+    );
     print_figure(
         "pgbench TPC-B-like, -M prepared -c 8 -j 2",
         "tps",
@@ -380,9 +383,11 @@ fn report(runs: &[Run]) {
     );
     println!("ratios, each within its run:");
     print_ratio("transfers / pgbench TPC-B", runs, |r| r.transfers / r.tpcb);
-    print_ratio("transfers, pre-ping off / pgbench TPC-B", runs, |r| {
-        r.transfers_unpinged / r.tpcb
-    });
+    print_ratio(
+        "transfers, test_before_acquire off / pgbench TPC-B",
+        runs,
+        |r| r.transfers_unpinged / r.tpcb,
+    );
     print_ratio("point reads, held session / pgbench -S", runs, |r| {
         r.reads_held / r.select_only
     });

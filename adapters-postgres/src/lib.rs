@@ -63,7 +63,7 @@
 //!   ([`Engine`]: PostgreSQL, CockroachDB, YugabyteDB) and leaves out what that engine lacks
 //!   (see the `engine` module and `docs/scale-out.md`).
 //! - **Configuration**: `min_connections` connections are kept, up to `max_connections` are
-//!   opened under load and the extra ones closed after `idle_timeout`; `max_lifetime` recycles;
+//!   opened under load and the extra ones closed after `idle_timeout`; `max_lifetime` replaces older connections;
 //!   [`PostgresOptions::test_before_acquire`] makes a connection the server closed invisible
 //!   to callers without a ping (it says how); `application_name`
 //!   names the sessions, [`PostgresOptions::session_settings`] (default `jit=off`) are sent as

@@ -99,7 +99,7 @@ impl IsolationLevel {
 
 impl Default for PostgresOptions {
     /// A five-second lock timeout, no echo, slow statements from one second, migrations on,
-    /// no pre-ping of Stockroom's own (the pool's setting applies), `jit=off`.
+    /// no `test_before_acquire` check of Stockroom's own (the pool's setting applies), `jit=off`.
     fn default() -> Self {
         Self {
             lock_timeout: Some(Duration::from_secs(5)),

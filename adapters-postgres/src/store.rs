@@ -91,7 +91,7 @@ impl PostgresStore {
     /// migrations.
     ///
     /// The pool keeps `min_connections` connections open and opens up to `max_connections`
-    /// under load; the extra ones are closed after `idle_timeout`. Every connection is recycled
+    /// under load; the extra ones are closed after `idle_timeout`. Every connection is replaced
     /// after `max_lifetime` (give or take a second, see below), never handed to a caller
     /// dead when [`PostgresOptions::test_before_acquire`] is set, carries
     /// `application_name`, and starts with the session settings of [`PostgresOptions`] (such as
@@ -162,13 +162,14 @@ impl PostgresStore {
     /// # Ok(()) }
     /// ```
     ///
-    /// Errors: those of [`PostgresStore::migrate`].
+    /// Errors: [`Error::Unavailable`] naming the cause (connection refused, …) when the server
+    /// cannot be reached by the one connection, made with the pool's options, that asks which
+    /// engine it is; those of [`PostgresStore::migrate`].
     pub async fn from_pool(pool: PgPool, options: PostgresOptions) -> Result<Self> {
-        let version: String = sqlx::query_scalar(VERSION)
-            .fetch_one(&pool)
-            .await
-            .map_err(map_error)?;
-        let engine = Engine::from_version(&version);
+        // On a connection of its own, made with the pool's options: a lazy pool that cannot
+        // reach its server would only say, after its acquire timeout, that it timed out, where
+        // a direct connection names the cause at once (connection refused, no such database).
+        let engine = probe_engine(&pool.connect_options()).await?;
         Self::assemble(pool, options, Owner::Application, engine)
             .start()
             .await

@@ -253,13 +253,13 @@ async fn terminate_all(name: &str) {
 /// the store notices (a unit of work's BEGIN, a read session's ping) and takes a fresh
 /// connection, so the caller sees no error; without it, the first caller gets `Unavailable`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pre_ping_replaces_connections_the_server_closed() {
+async fn test_before_acquire_replaces_connections_the_server_closed() {
     let Some(db) = TestDatabase::create().await else {
         return;
     };
-    for pre_ping in [true, false] {
+    for test_before_acquire in [true, false] {
         let mut config = db.config().with_min_connections(2).with_max_connections(2);
-        config.test_before_acquire = pre_ping;
+        config.test_before_acquire = test_before_acquire;
         let store = PostgresStore::connect(&config).await.unwrap();
         // Two idle connections in the pool.
         let (a, b) = (store.read().await.unwrap(), store.read().await.unwrap());
@@ -267,8 +267,8 @@ async fn pre_ping_replaces_connections_the_server_closed() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         terminate_all(&config.application_name).await;
         let begun = store.begin().await;
-        if pre_ping {
-            let mut uow = begun.expect("begin after the kill, with pre-ping");
+        if test_before_acquire {
+            let mut uow = begun.expect("begin after the kill, with test_before_acquire");
             uow.products()
                 .create(NewProduct::new("Kept", "kept", "KEPT").unwrap())
                 .await
@@ -278,7 +278,7 @@ async fn pre_ping_replaces_connections_the_server_closed() {
             let mut read = store
                 .read()
                 .await
-                .expect("read after the kill, with pre-ping");
+                .expect("read after the kill, with test_before_acquire");
             assert_eq!(
                 read.products()
                     .count(&ProductFilter::default())
@@ -289,7 +289,7 @@ async fn pre_ping_replaces_connections_the_server_closed() {
         } else {
             assert!(
                 matches!(begun.err(), Some(Error::Unavailable { .. })),
-                "without pre-ping the dead connection is handed out"
+                "without test_before_acquire the dead connection is handed out"
             );
             // Each dead connection is dropped when it fails; once the second idle one has
             // failed too, the store serves again on its own.
@@ -302,7 +302,7 @@ async fn pre_ping_replaces_connections_the_server_closed() {
             }
             assert!(
                 healthy,
-                "the store recovers without pre-ping after the dead connections"
+                "the store recovers without test_before_acquire after the dead connections"
             );
         }
         store.close().await;
@@ -344,7 +344,7 @@ async fn a_transfer_on_a_connection_the_server_closed_is_sent_again_and_applies_
     let moved = store
         .transfer(&TransferRequest::new(ids[0], ids[1], 4))
         .await
-        .expect("a transfer after the kill, with pre-ping");
+        .expect("a transfer after the kill, with test_before_acquire");
     let mut read = store.read().await.unwrap();
     let stocks: Vec<i64> = read
         .products()

@@ -91,7 +91,7 @@ async fn sessions_carry_the_application_name_and_session_settings() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pool_size_and_overflow_bound_the_connections() {
+async fn min_and_max_connections_bound_the_connections() {
     let Some(db) = TestDatabase::create().await else {
         return;
     };

@@ -88,7 +88,7 @@ async fn shop(servers: &ReplicatedServers) -> (String, String) {
     )
 }
 
-/// The configuration of the tests' stores: a short acquire timeout, no pre-ping (so nothing
+/// The configuration of the tests' stores: a short acquire timeout, no `test_before_acquire` (so nothing
 /// here depends on it), and `replicas`.
 fn config(primary: &str, replicas: &[&str]) -> StoreConfig {
     replicas.iter().fold(

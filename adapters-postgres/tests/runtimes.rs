@@ -28,16 +28,16 @@ fn on_own_runtime<T: Send + 'static>(work: impl Future<Output = T> + Send + 'sta
 
 /// The first thread's runtime opens the pool's connections and ends; the next thread, on a
 /// runtime of its own, gets every kind of session from the same store against the same healthy
-/// server, with and without pre-ping: a connection whose runtime is gone is replaced, never
+/// server, with and without `test_before_acquire`: a connection whose runtime is gone is replaced, never
 /// handed to a caller. The store is dropped last, outside any runtime.
 #[test]
 fn a_store_outlives_the_runtime_that_opened_its_connections() {
-    for pre_ping in [false, true] {
+    for test_before_acquire in [false, true] {
         let Some(db) = on_own_runtime(TestDatabase::create()) else {
             return;
         };
         let mut config = db.config().with_min_connections(3).with_max_connections(4);
-        config.test_before_acquire = pre_ping;
+        config.test_before_acquire = test_before_acquire;
         let store = on_own_runtime(async move {
             let store = Arc::new(PostgresStore::connect(&config).await.unwrap());
             let [a, b] = support::seed_products(&store, [1, 2]).await;
