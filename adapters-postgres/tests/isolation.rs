@@ -86,11 +86,18 @@ async fn a_borrowed_pool_runs_units_of_work_and_transfers_at_the_level_asked_for
         .unwrap();
     assert_eq!(moved.quantity, 4);
     // The application's own sessions keep their default.
-    let theirs: String = sqlx::query_scalar("SHOW transaction_isolation")
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-    assert_eq!(theirs, "read committed", "the application's session");
+    let (theirs, default): (String, String) = sqlx::query_as(
+        "SELECT current_setting('transaction_isolation'), \
+         current_setting('default_transaction_isolation')",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        theirs, default,
+        "the application's session runs at its default"
+    );
+    assert_ne!(theirs, "repeatable read", "the application's session");
     store.close().await;
     pool.close().await;
     db.drop_now().await;
