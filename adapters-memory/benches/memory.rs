@@ -6,8 +6,9 @@
 //!
 //! - get: `ProductReader::get` by id on one held read session;
 //! - search: a case-insensitive search returning a page of 20 and the total; and the same search
-//!   right after a write that changed a product's name (so the store's document index is built
-//!   again, as the first search after such a write pays);
+//!   right after a write that changed a product's name (the search then scans the document index
+//!   built earlier and checks the rows written since one by one; past a sixteenth of the table
+//!   written, the next search builds the index again);
 //! - product_details: the product, its 20 latest reviews and rating statistics (three sessions);
 //! - transfer: one `StoreExt::transfer` (begin, lock, two updates, ledger row, commit), from one
 //!   task, and from 8 tasks at once (time per transfer);

@@ -63,10 +63,17 @@ pub(crate) struct Table<E: Row> {
     unique: HashMap<UniqueKey, E::Id>,
     children: OrdSet<(ParentKey, Key)>,
     documents: HashMap<E::Id, Arc<str>>,
-    /// The documents of the live rows laid end to end, built by the first search after a write
-    /// and shared by every copy of this version of the table (a read session, the next unit of
-    /// work) until the next write replaces it.
-    index: Arc<OnceLock<DocumentIndex>>,
+    /// The documents of the live rows laid end to end, built by a search that finds no usable
+    /// [`base`](Self::base), and shared by every copy of this version of the table (a read
+    /// session, the next unit of work) until the next write.
+    index: Arc<OnceLock<Arc<DocumentIndex>>>,
+    /// An index of an earlier version, still good for every row but the [`stale`](Self::stale)
+    /// ones: a search scans it, skips those, and checks them one by one, so a write between two
+    /// searches costs them a few checks rather than a rebuild.
+    base: Option<Arc<DocumentIndex>>,
+    /// The rows written since `base` was built (new, removed, or whose document or liveness
+    /// changed), by key.
+    stale: OrdSet<Key>,
 }
 
 impl<E: Row> Clone for Table<E> {
@@ -78,6 +85,8 @@ impl<E: Row> Clone for Table<E> {
             children: self.children.clone(),
             documents: self.documents.clone(),
             index: Arc::clone(&self.index),
+            base: self.base.clone(),
+            stale: self.stale.clone(),
         }
     }
 }
@@ -91,6 +100,8 @@ impl<E: Row> Default for Table<E> {
             children: OrdSet::new(),
             documents: HashMap::new(),
             index: Arc::default(),
+            base: None,
+            stale: OrdSet::new(),
         }
     }
 }
@@ -121,6 +132,23 @@ impl DocumentIndex {
             Some(self.keys[row])
         })
     }
+}
+
+/// How many rows may be written since a search index was built before searches stop checking
+/// them one by one and build a new index (or a sixteenth of the table, if more).
+const MAX_STALE: usize = 64;
+
+/// The keys of two ascending sequences, in ascending order (a key is in at most one of them).
+fn merge_in_order(
+    a: impl Iterator<Item = Key>,
+    b: impl Iterator<Item = Key>,
+) -> impl Iterator<Item = Key> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if y < x => b.next(),
+        (Some(_), _) => a.next(),
+        (None, _) => b.next(),
+    })
 }
 
 pub(crate) fn key_of<E: Entity>(row: &E) -> Key {
@@ -162,13 +190,54 @@ impl<E: Row> Table<E> {
     }
 
     /// The live rows whose [`Row::document`] contains `needle`, in `(created_at, id)` order:
-    /// one scan of the table's [`DocumentIndex`], built on first use after a write that changed
-    /// a document or a row's liveness.
-    pub(crate) fn containing<'a>(&'a self, needle: &'a str) -> impl Iterator<Item = &'a E> + 'a {
-        let index = self.index.get_or_init(|| self.build_index());
-        index
-            .containing(needle)
-            .filter_map(|key| self.rows.get(&key).map(|row| &**row))
+    /// one scan of a [`DocumentIndex`]. That is this version's index if a search built it, else
+    /// an earlier one with the rows written since checked one by one (merged in order), else
+    /// this version's, built now.
+    pub(crate) fn containing<'a>(
+        &'a self,
+        needle: &'a str,
+    ) -> Box<dyn Iterator<Item = &'a E> + 'a> {
+        let keys: Box<dyn Iterator<Item = Key> + 'a> = match (self.index.get(), &self.base) {
+            (Some(index), _) => Box::new(index.containing(needle)),
+            (None, Some(base)) => Box::new(merge_in_order(
+                base.containing(needle)
+                    .filter(move |key| !self.stale.contains(key)),
+                self.stale
+                    .iter()
+                    .copied()
+                    .filter(move |key| self.live_document_contains(key, needle)),
+            )),
+            (None, None) => {
+                let index = self.index.get_or_init(|| Arc::new(self.build_index()));
+                Box::new(index.containing(needle))
+            }
+        };
+        Box::new(keys.filter_map(|key| self.rows.get(&key).map(|row| &**row)))
+    }
+
+    fn live_document_contains(&self, key: &Key, needle: &str) -> bool {
+        self.rows
+            .get(key)
+            .is_some_and(|row| row.is_live() && self.document(row.id()).contains(needle))
+    }
+
+    /// Records that the row at `key` was written in a way a search sees (new, removed, another
+    /// document or liveness): this version's index, if built, becomes the base with `key` stale;
+    /// past [`MAX_STALE`] stale rows the base is dropped, and the next search builds anew.
+    fn mark_searched_row_written(&mut self, key: Key) {
+        if let Some(index) = self.index.get() {
+            self.base = Some(Arc::clone(index));
+            self.stale = OrdSet::new();
+        }
+        self.index = Arc::default();
+        if self.base.is_none() {
+            return;
+        }
+        self.stale.insert(key);
+        if self.stale.len() > MAX_STALE.max(self.rows.len() / 16) {
+            self.base = None;
+            self.stale = OrdSet::new();
+        }
     }
 
     fn build_index(&self) -> DocumentIndex {
@@ -284,7 +353,7 @@ impl<E: Row> Table<E> {
         }
         self.rows.insert(key, Arc::new(row));
         if is_new || liveness_changed || document_changed {
-            self.index = Arc::default();
+            self.mark_searched_row_written(key);
         }
         Ok(())
     }
@@ -295,7 +364,7 @@ impl<E: Row> Table<E> {
         let key = key_at::<E>(created_at, id);
         let row = self.rows.remove(&key)?;
         self.documents.remove(&id);
-        self.index = Arc::default();
+        self.mark_searched_row_written(key);
         if row.is_live() {
             for unique in row.unique_keys() {
                 self.unique.remove(&unique);

@@ -454,3 +454,86 @@ async fn readers_never_see_half_a_commit() {
     let both = read.products().get_many(&ids).await.unwrap();
     assert_eq!(both[0].version + both[1].version, 2 + 400);
 }
+
+/// Search keeps an earlier index and checks the rows written since one by one: whatever the
+/// interleaving of writes (new rows, renames, soft deletes, restores, deletes for good) and
+/// searches, and across the point where it gives up the earlier index and builds a new one, a
+/// search finds exactly the live rows whose document holds the query, in list order.
+#[tokio::test]
+async fn search_after_any_writes_finds_what_a_scan_finds() {
+    let store = MemoryStore::new();
+    let mut ids = Vec::new();
+    let mut uow = store.begin().await.unwrap();
+    for n in 0..300 {
+        ids.push(uow.products().create(mug(n)).await.unwrap().id);
+    }
+    uow.commit().await.unwrap();
+    let filter = ProductFilter::default().search("teal").unwrap();
+    let all = Page::new(stockroom_core::MAX_LIMIT.into(), 0).unwrap();
+    // A deterministic walk over the writes; 400 of them, so the earlier index is dropped and
+    // rebuilt along the way (past a sixteenth of the table, 64 rows here).
+    let mut state = 0x2545_f491_u64;
+    for step in 0..400u32 {
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1);
+        let id = ids[(state >> 33) as usize % ids.len()];
+        let mut uow = store.begin().await.unwrap();
+        match (state >> 20) % 5 {
+            0 => {
+                let name = format!("Teal mug {step}");
+                let patch = ProductPatch::new().with_name(&name).unwrap();
+                let _ = uow.products().update(id, &patch, None).await;
+            }
+            1 => {
+                let patch = ProductPatch::new().with_name("Plain mug").unwrap();
+                let _ = uow.products().update(id, &patch, None).await;
+            }
+            2 => {
+                let _ = uow.products().soft_delete(id).await;
+            }
+            3 => {
+                let _ = uow.products().restore(id).await;
+            }
+            _ => {
+                let new = NewProduct::new(
+                    &format!("Teal new {step}"),
+                    &format!("teal-{step}"),
+                    &format!("TEAL-{step}"),
+                )
+                .unwrap();
+                ids.push(uow.products().create(new).await.unwrap().id);
+            }
+        }
+        uow.commit().await.unwrap();
+        if step % 3 != 0 {
+            continue; // several writes between some searches
+        }
+        let mut read = store.read().await.unwrap();
+        let found = read.products().search(&filter, all).await.unwrap();
+        let listed = read
+            .products()
+            .list(&ProductFilter::default(), all)
+            .await
+            .unwrap();
+        let expected: Vec<_> = listed
+            .into_iter()
+            .filter(|p| {
+                let document = stockroom_core::adapter::search_document(
+                    &p.name,
+                    &p.sku,
+                    p.description.as_deref(),
+                );
+                document.contains("teal")
+            })
+            .map(|p| p.id)
+            .collect();
+        let got: Vec<_> = found.items.iter().map(|p| p.id).collect();
+        assert_eq!(got, expected, "search after step {step}");
+        assert_eq!(
+            found.total as usize,
+            expected.len(),
+            "total after step {step}"
+        );
+    }
+}
