@@ -537,3 +537,19 @@ async fn search_after_any_writes_finds_what_a_scan_finds() {
         );
     }
 }
+
+#[test]
+fn a_configuration_with_read_replicas_is_unsupported() {
+    let config = StoreConfig::new("memory://").with_replica_url("postgres://replica/shop");
+    let refused = MemoryStore::connect(&config);
+    assert!(
+        matches!(
+            refused,
+            Err(Error::Unsupported {
+                backend: "memory",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+}

@@ -505,3 +505,21 @@ async fn with_full_durability_moves_and_commits_land() {
     assert_eq!(stock, Some(13));
     assert_eq!(read.movements().count().await.unwrap(), 1);
 }
+
+#[tokio::test]
+async fn a_configuration_with_read_replicas_is_unsupported() {
+    let db = TempDb::new("replicas");
+    let config = db.config().with_replica_url("postgres://replica/shop");
+    let refused = SqliteStore::connect(&config).await;
+    assert!(
+        matches!(
+            refused,
+            Err(stockroom_core::Error::Unsupported {
+                backend: "sqlite",
+                ..
+            })
+        ),
+        "{:?}",
+        refused.map(|_| ())
+    );
+}

@@ -416,6 +416,39 @@ mod tests {
     }
 
     #[test]
+    fn replicas_come_from_a_comma_separated_variable_and_never_show_a_password() {
+        let c = StoreConfig::from_lookup(|k| match k {
+            "DATABASE_URL" => Some("postgres://app@primary/shop".into()),
+            "STOCKROOM_REPLICA_URLS" => Some(
+                " postgres://app:s3cret@replica-a/shop , ,postgres://app@replica-b/shop".into(),
+            ),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(
+            c.replica_urls,
+            [
+                "postgres://app:s3cret@replica-a/shop",
+                "postgres://app@replica-b/shop"
+            ]
+        );
+        assert!(!format!("{c:?}").contains("s3cret"), "{c:?}");
+        let built =
+            StoreConfig::new("postgres://app@primary/shop").with_replica_url("postgres://r/x");
+        assert_eq!(built.replica_urls, ["postgres://r/x"]);
+        assert!(matches!(
+            built.refuse_replicas("sqlite"),
+            Err(Error::Unsupported {
+                operation: "read replicas",
+                backend: "sqlite"
+            })
+        ));
+        assert!(StoreConfig::new("memory://")
+            .refuse_replicas("memory")
+            .is_ok());
+    }
+
+    #[test]
     fn from_env_without_a_database_url_names_the_variable() {
         let missing = StoreConfig::from_lookup(|_| None);
         assert!(matches!(
