@@ -143,7 +143,8 @@ fn find(locked: &[Product], id: ProductId) -> Result<&Product> {
         .ok_or_else(|| Error::not_found(EntityKind::Product, id))
 }
 
-/// [`Store::move_stock`]'s default: [`UnitOfWork::move_stock`] in a unit of work of its own,
+/// [`Store::move_stock`](crate::Store::move_stock)'s default:
+/// [`UnitOfWork::move_stock`](crate::UnitOfWork::move_stock) in a unit of work of its own,
 /// committed when it applied or found the move, rolled back otherwise.
 pub async fn move_stock_in_own_unit_of_work<S: Store + ?Sized>(
     store: &S,
