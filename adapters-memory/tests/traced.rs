@@ -208,6 +208,26 @@ async fn read_session_operations_and_failures_are_traced() {
 }
 
 #[tokio::test]
+async fn a_read_on_the_primary_is_traced_as_such() {
+    let _turn = TRACING_TESTS.lock().await;
+    let (store, a, _) = store_with_two_products().await;
+    let capture = Capture::default();
+    let _guard = install(&capture);
+    let store = traced(store);
+
+    let mut session = store.read_primary().await.unwrap();
+    session.products().get(a).await.unwrap();
+    let opened = capture.one("stockroom.read_primary");
+    assert_eq!(opened.fields["outcome"], "ok");
+    let get = capture.one("stockroom.product.get");
+    assert_eq!(get.parent, Some("stockroom.read_session"));
+    assert!(
+        capture.named("stockroom.read").is_empty(),
+        "not a plain read"
+    );
+}
+
+#[tokio::test]
 async fn without_a_subscriber_it_only_delegates() {
     let _turn = TRACING_TESTS.lock().await;
     let (store, a, _) = store_with_two_products().await;

@@ -129,6 +129,20 @@ impl<I: fmt::Display> fmt::Display for Ids<'_, I> {
     }
 }
 
+impl<S: Store> Traced<S> {
+    /// The read session `opening` gives, opened inside `span` and traced in a
+    /// `stockroom.read_session` span of its own.
+    async fn traced_read_session(
+        &self,
+        span: Span,
+        opening: impl Future<Output = Result<Box<dyn ReadSession>>>,
+    ) -> Result<Box<dyn ReadSession>> {
+        let inner = observe(span, opening, |_, _| {}).await?;
+        let span = tracing::debug_span!("stockroom.read_session", backend = self.0.backend());
+        Ok(Box::new(TracedReadSession { inner, span }))
+    }
+}
+
 #[async_trait]
 impl<S: Store> Store for Traced<S> {
     fn backend(&self) -> &'static str {
@@ -144,19 +158,18 @@ impl<S: Store> Store for Traced<S> {
     }
 
     async fn read(&self) -> Result<Box<dyn ReadSession>> {
-        let backend = self.0.backend();
-        let span = tracing::debug_span!("stockroom.read", backend, outcome = Empty);
-        let inner = observe(span, self.0.read(), |_, _| {}).await?;
-        let span = tracing::debug_span!("stockroom.read_session", backend);
-        Ok(Box::new(TracedReadSession { inner, span }))
+        let span = tracing::debug_span!(
+            "stockroom.read",
+            backend = self.0.backend(),
+            outcome = Empty
+        );
+        self.traced_read_session(span, self.0.read()).await
     }
 
     async fn read_primary(&self) -> Result<Box<dyn ReadSession>> {
         let backend = self.0.backend();
         let span = tracing::debug_span!("stockroom.read_primary", backend, outcome = Empty);
-        let inner = observe(span, self.0.read_primary(), |_, _| {}).await?;
-        let span = tracing::debug_span!("stockroom.read_session", backend);
-        Ok(Box::new(TracedReadSession { inner, span }))
+        self.traced_read_session(span, self.0.read_primary()).await
     }
 
     async fn health(&self) -> Result<()> {
