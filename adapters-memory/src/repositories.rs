@@ -40,15 +40,19 @@ impl Tables {
         Ok(&mut self.state)
     }
 
-    /// `Unavailable` once the store is closed.
-    pub(crate) fn check_open(&self) -> Result<()> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::Unavailable {
-                reason: "the memory store is closed".to_owned(),
-            });
-        }
-        Ok(())
+    fn check_open(&self) -> Result<()> {
+        check_open(&self.closed)
     }
+}
+
+/// `Unavailable` once the store whose flag `closed` is has been closed.
+pub(crate) fn check_open(closed: &AtomicBool) -> Result<()> {
+    if closed.load(Ordering::Acquire) {
+        return Err(Error::Unavailable {
+            reason: "the memory store is closed".to_owned(),
+        });
+    }
+    Ok(())
 }
 
 /// `rows` from `page`: skip `offset`, take `limit`.

@@ -10,7 +10,7 @@ use stockroom_core::adapter::Savepoints;
 use stockroom_core::{Error, ReadSession, Result, Rule, Savepoint, Store, StoreConfig, UnitOfWork};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
-use crate::repositories::Tables;
+use crate::repositories::{check_open, Tables};
 use crate::state::State;
 
 /// An in-memory [`Store`]: the reference implementation of every port.
@@ -38,7 +38,7 @@ struct Database {
 
 impl Database {
     fn check_open(&self) -> Result<()> {
-        self.tables(State::default()).check_open()
+        check_open(&self.closed)
     }
 
     /// `state`, behind the gate that closes with the store.
@@ -107,7 +107,7 @@ impl MemoryStore {
     /// An empty store for a `memory://` URL (anything after `memory://` is ignored). Any other
     /// URL is a validation error on `url`; read replicas are refused as `Unsupported`.
     pub fn connect(config: &StoreConfig) -> Result<Self> {
-        config.refuse_replicas("memory")?;
+        stockroom_core::adapter::refuse_replicas(config, "memory")?;
         if config.scheme().as_deref() != Some("memory") {
             return Err(Error::validation(
                 "url",

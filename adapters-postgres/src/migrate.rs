@@ -38,30 +38,29 @@ const EQUIVALENT_REVISIONS: &[(i64, &str)] = &[(
 
 /// Whether `checksum` is an earlier text of migration `version` that built the same schema.
 fn is_equivalent_revision(version: i64, checksum: &[u8]) -> bool {
-    EQUIVALENT_REVISIONS
-        .iter()
-        .any(|&(v, hex)| v == version && hex_of(checksum) == hex)
+    earlier_revisions().any(|(v, earlier)| v == version && earlier == checksum)
 }
 
-fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Every `(version, checksum)` Stockroom recognises as one of its migrations: the embedded
-/// ones and their equivalent earlier revisions.
-fn known_checksums() -> (Vec<i64>, Vec<Vec<u8>>) {
-    let embedded = MIGRATOR
-        .iter()
-        .filter(|m| !m.migration_type.is_down_migration())
-        .map(|m| (m.version, m.checksum.to_vec()));
-    let earlier = EQUIVALENT_REVISIONS.iter().map(|&(version, hex)| {
+/// [`EQUIVALENT_REVISIONS`] with their checksums as bytes.
+fn earlier_revisions() -> impl Iterator<Item = (i64, Vec<u8>)> {
+    EQUIVALENT_REVISIONS.iter().map(|&(version, hex)| {
         let bytes = (0..hex.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("a hex checksum"))
             .collect();
         (version, bytes)
-    });
-    embedded.chain(earlier).unzip()
+    })
+}
+
+/// Every `(version, checksum)` Stockroom recognises as one of its migrations: the embedded
+/// ones and their equivalent earlier revisions.
+fn known_checksums() -> (Vec<i64>, Vec<Vec<u8>>) {
+    MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration())
+        .map(|m| (m.version, m.checksum.to_vec()))
+        .chain(earlier_revisions())
+        .unzip()
 }
 
 /// The schema, embedded at build time from `migrations/`. Only its migrations are used: they

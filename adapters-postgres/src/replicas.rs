@@ -51,9 +51,6 @@ pub(crate) const BACK_OFF: Duration = Duration::from_secs(5);
 /// The longest a read session waits for a replica's connection before it tries the next one.
 pub(crate) const MOST_ATTEMPT: Duration = Duration::from_secs(2);
 
-/// How long `close` waits for replica connections held by sessions in flight.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
-
 /// The replicas of a store, and its primary's connections, where reads go when no replica
 /// serves them (see the module docs). A store without replicas has an empty list: every read
 /// goes to the primary.
@@ -194,28 +191,16 @@ impl Replicas {
         self.primary.lend().await
     }
 
-    /// Closes every replica's connections and pool, waiting up to two seconds for connections
-    /// held by sessions in flight.
-    pub(crate) async fn close(&self) {
-        if self.list.is_empty() {
-            return;
-        }
-        for replica in &self.list {
-            replica.connections.close();
-            // Marks the pool closed before its future is first polled.
-            drop(replica.pool.close());
-        }
-        let pools: Vec<PgPool> = self.list.iter().map(|r| r.pool.clone()).collect();
-        let closing = tokio::spawn(async move {
-            futures_util::future::join_all(pools.iter().map(PgPool::close)).await;
-        });
-        if tokio::time::timeout(CLOSE_GRACE, closing).await.is_err() {
-            tracing::warn!(
-                target: "stockroom::sql",
-                "store closed while sessions on replicas were still held; their connections \
-                 close when they are dropped"
-            );
-        }
+    /// Closes every replica's connections and returns their pools, for the store to close
+    /// with its own.
+    pub(crate) fn close(&self) -> Vec<PgPool> {
+        self.list
+            .iter()
+            .map(|replica| {
+                replica.connections.close();
+                replica.pool.clone()
+            })
+            .collect()
     }
 }
 

@@ -506,21 +506,33 @@ impl Store for PostgresStore {
     async fn close(&self) {
         // Also gives the kept connections back to the pool.
         self.connections.close();
-        self.replicas.close().await;
-        if matches!(self.owner, Owner::Application) {
-            return;
+        let mut pools = self.replicas.close();
+        if matches!(self.owner, Owner::Stockroom(_)) {
+            pools.push(self.pool.clone());
         }
+        close_within_grace(pools).await;
+    }
+}
+
+/// Closes `pools` (Stockroom's own: the primary's and the replicas'), waiting up to
+/// [`CLOSE_GRACE`] for connections held by sessions in flight.
+async fn close_within_grace(pools: Vec<PgPool>) {
+    if pools.is_empty() {
+        return;
+    }
+    for pool in &pools {
         // Calling `close` marks the pool closed before its future is first polled.
-        drop(self.pool.close());
-        let pool = self.pool.clone();
-        let closing = tokio::spawn(async move { pool.close().await });
-        if tokio::time::timeout(CLOSE_GRACE, closing).await.is_err() {
-            tracing::warn!(
-                target: "stockroom::sql",
-                "store closed while sessions were still held; their connections close when \
-                 they are dropped"
-            );
-        }
+        drop(pool.close());
+    }
+    let closing = tokio::spawn(async move {
+        futures_util::future::join_all(pools.iter().map(PgPool::close)).await;
+    });
+    if tokio::time::timeout(CLOSE_GRACE, closing).await.is_err() {
+        tracing::warn!(
+            target: "stockroom::sql",
+            "store closed while sessions were still held; their connections close when they \
+             are dropped"
+        );
     }
 }
 

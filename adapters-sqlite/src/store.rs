@@ -60,7 +60,7 @@ impl SqliteStore {
     /// [`SqliteOptions::from_config`] makes of `config`.
     /// A configuration that names read replicas is refused as `Unsupported`.
     pub async fn connect(config: &StoreConfig) -> Result<Self> {
-        config.refuse_replicas("sqlite")?;
+        stockroom_core::adapter::refuse_replicas(config, "sqlite")?;
         Self::connect_with(SqliteOptions::from_config(config)?).await
     }
 

@@ -94,6 +94,17 @@ pub fn from_micros(micros: i64) -> Option<Timestamp> {
     Utc.timestamp_micros(micros).single()
 }
 
+/// `Err(Unsupported)` when `config` names read replicas and `backend` has none.
+pub fn refuse_replicas(config: &crate::StoreConfig, backend: &'static str) -> crate::Result<()> {
+    if config.replica_urls.is_empty() {
+        return Ok(());
+    }
+    Err(crate::Error::Unsupported {
+        operation: "read replicas",
+        backend,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -205,17 +205,6 @@ impl StoreConfig {
         self
     }
 
-    /// `Err(Unsupported)` when the configuration names read replicas and `backend` has none.
-    pub fn refuse_replicas(&self, backend: &'static str) -> Result<()> {
-        if self.replica_urls.is_empty() {
-            return Ok(());
-        }
-        Err(Error::Unsupported {
-            operation: "read replicas",
-            backend,
-        })
-    }
-
     /// The URL's scheme (`memory`, `sqlite`, `postgres`, …), lower-cased: what comes before the
     /// first `:`, so `sqlite::memory:` counts as well as `sqlite://file.db`.
     pub fn scheme(&self) -> Option<String> {
@@ -437,15 +426,14 @@ mod tests {
             StoreConfig::new("postgres://app@primary/shop").with_replica_url("postgres://r/x");
         assert_eq!(built.replica_urls, ["postgres://r/x"]);
         assert!(matches!(
-            built.refuse_replicas("sqlite"),
+            crate::adapter::refuse_replicas(&built, "sqlite"),
             Err(Error::Unsupported {
                 operation: "read replicas",
                 backend: "sqlite"
             })
         ));
-        assert!(StoreConfig::new("memory://")
-            .refuse_replicas("memory")
-            .is_ok());
+        let without = StoreConfig::new("memory://");
+        assert!(crate::adapter::refuse_replicas(&without, "memory").is_ok());
     }
 
     #[test]
