@@ -110,7 +110,8 @@ impl PostgresStore {
     ///
     /// Errors: [`Error::Validation`] on `url` (or `replica_urls`) for a URL that is not
     /// PostgreSQL's; [`Error::Unavailable`] when the primary does not answer within
-    /// `acquire_timeout`.
+    /// `acquire_timeout` (the engine probe and the pool's first connection together, so a
+    /// server that accepts connections and never answers does not hold `connect` longer).
     pub async fn connect(config: &StoreConfig) -> Result<Self> {
         Self::connect_with(config, PostgresOptions::from_config(config)).await
     }
@@ -126,8 +127,11 @@ impl PostgresStore {
         let base = connect_options(config, &config.url, "url")?;
         // The replicas' URLs are checked before connecting.
         ReplicaPools::check(config)?;
-        let engine = probe_engine(&base).await?;
-        let pool = connect_pool(config, base, &options, engine).await?;
+        let (engine, pool) = answered_within(config.acquire_timeout, async {
+            let engine = probe_engine(&base).await?;
+            Ok((engine, connect_pool(config, base, &options, engine).await?))
+        })
+        .await?;
         // Connected lazily, with the primary's engine's settings.
         let replicas = ReplicaPools::connect(config, &options, engine)?;
         let owner = Owner::Stockroom(Box::new(config.clone()));
@@ -164,12 +168,14 @@ impl PostgresStore {
     ///
     /// Errors: [`Error::Unavailable`] naming the cause (connection refused, …) when the server
     /// cannot be reached by the one connection, made with the pool's options, that asks which
-    /// engine it is; those of [`PostgresStore::migrate`].
+    /// engine it is, or does not answer it within the pool's acquire timeout; those of
+    /// [`PostgresStore::migrate`].
     pub async fn from_pool(pool: PgPool, options: PostgresOptions) -> Result<Self> {
         // On a connection of its own, made with the pool's options: a lazy pool that cannot
         // reach its server would only say, after its acquire timeout, that it timed out, where
         // a direct connection names the cause at once (connection refused, no such database).
-        let engine = probe_engine(&pool.connect_options()).await?;
+        let bound = pool.options().get_acquire_timeout();
+        let engine = answered_within(bound, probe_engine(&pool.connect_options())).await?;
         Self::assemble(pool, options, Owner::Application, engine)
             .start()
             .await
@@ -344,6 +350,24 @@ pub(crate) fn connect_options(
         .application_name(&config.application_name)
         // Statements are logged by the sessions, under `stockroom::sql`.
         .disable_statement_logging())
+}
+
+/// `connecting`, or `Unavailable` once `timeout` (the acquire timeout) has passed. sqlx bounds
+/// the wait for a pooled connection, but not a connection made directly (the engine probe): a
+/// server that accepts the connection and never answers would hold it forever.
+async fn answered_within<T>(
+    timeout: std::time::Duration,
+    connecting: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    tokio::time::timeout(timeout, connecting)
+        .await
+        .unwrap_or_else(|_| {
+            Err(Error::Unavailable {
+                reason: format!(
+                    "PostgreSQL did not answer within the acquire timeout ({timeout:?})"
+                ),
+            })
+        })
 }
 
 /// Which engine answers at `options`, asked on a connection of its own.

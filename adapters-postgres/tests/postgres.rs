@@ -210,6 +210,46 @@ async fn connect_refuses_other_schemes_and_reports_an_unreachable_server() {
     }
 }
 
+/// A listener that accepts TCP connections and never answers on them (a server hung, or a
+/// port forwarded to something that is not PostgreSQL), and its URL.
+async fn silent_server() -> (tokio::task::JoinHandle<()>, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket); // kept open, never written to
+        }
+    });
+    (silent, format!("postgres://u@127.0.0.1:{port}/db"))
+}
+
+/// `connect` and `from_pool` against a server that accepts and never answers fail with
+/// `Unavailable` after about the acquire timeout (one second here; the bound checked is a
+/// generous 15 s), instead of waiting for an answer forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_to_a_server_that_never_answers_gives_up_after_the_acquire_timeout() {
+    let (silent, url) = silent_server().await;
+    let config = StoreConfig::new(&url).with_acquire_timeout(Duration::from_secs(1));
+    let bound = Duration::from_secs(15);
+    match tokio::time::timeout(bound, PostgresStore::connect(&config)).await {
+        Ok(Err(Error::Unavailable { .. })) => {}
+        Ok(other) => panic!("connect: expected Unavailable, got {other:?}"),
+        Err(_) => panic!("connect still waited for the silent server after {bound:?}"),
+    }
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(1))
+        .connect_lazy(&url)
+        .unwrap();
+    let borrowed = PostgresStore::from_pool(pool, PostgresOptions::default());
+    match tokio::time::timeout(bound, borrowed).await {
+        Ok(Err(Error::Unavailable { .. })) => {}
+        Ok(other) => panic!("from_pool: expected Unavailable, got {other:?}"),
+        Err(_) => panic!("from_pool still waited for the silent server after {bound:?}"),
+    }
+    silent.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn debug_never_shows_the_password() {
     let Some(db) = TestDatabase::create().await else {
