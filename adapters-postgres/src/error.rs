@@ -3,7 +3,8 @@
 
 use std::io;
 
-use sqlx::postgres::PgDatabaseError;
+use sqlx::error::DatabaseError;
+use sqlx::postgres::{PgDatabaseError, PgSeverity};
 use stockroom_core::{Constraint, EntityKind, Error, Rule, StorageFault, MAX_STOCK};
 
 /// Maps a driver error onto the core's error.
@@ -19,7 +20,7 @@ use stockroom_core::{Constraint, EntityKind, Error, Rule, StorageFault, MAX_STOC
 /// | 53100 disk full | `Storage` `Full` |
 /// | XX001 data corrupted, XX002 index corrupted | `Storage` `Corrupt` |
 /// | 40003 statement completion unknown, or a connection lost during `COMMIT` | `AmbiguousCommit` (see [`map_commit_error`]) |
-/// | 08xxx connection exceptions, 57P01-57P03 shutdown, I/O and TLS errors, pool timed out or closed | `Unavailable` (an I/O error says what failed: connection refused, no such socket, …) |
+/// | 08xxx connection exceptions, 57P0x sessions ended by the server (shutdown, database dropped, idle session timeout), 25P03 idle-in-transaction timeout, any other FATAL, I/O and TLS errors, pool timed out or closed | `Unavailable` (an I/O error says what failed: connection refused, no such socket, …) |
 /// | 3D000 unknown database, 28000/28P01 login refused | `Backend`, its message naming the cause |
 /// | anything else | `Backend`, with the driver error as its source |
 ///
@@ -71,11 +72,9 @@ pub(crate) fn map_error(error: sqlx::Error) -> Error {
                     let message = format!("PostgreSQL refused the login: {}", db.message());
                     Error::backend(message, error)
                 }
-                c if c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03") => {
-                    Error::Unavailable {
-                        reason: db.message().to_owned(),
-                    }
-                }
+                _ if ends_the_session(db.as_ref()) => Error::Unavailable {
+                    reason: db.message().to_owned(),
+                },
                 _ => Error::backend(format!("PostgreSQL error {code}"), error),
             }
         }
@@ -105,10 +104,10 @@ pub(crate) fn map_error(error: sqlx::Error) -> Error {
 /// The error of a `COMMIT` (or of a statement that commits by itself): a connection lost while
 /// the server ran it, or SQLSTATE 40003 (statement completion unknown, as distributed engines
 /// answer), leaves the outcome unknown and is [`Error::AmbiguousCommit`]; any other failure
-/// (a serialization failure found at commit, a deferred constraint) is definite and maps as
-/// [`map_error`] says.
+/// (a serialization failure found at commit, a deferred constraint, a session the server had
+/// ended as idle before the commit reached it) is definite and maps as [`map_error`] says.
 pub(crate) fn map_commit_error(error: sqlx::Error) -> Error {
-    if !is_dead_connection(&error) {
+    if !is_dead_connection(&error) || ended_while_idle(&error) {
         return map_error(error); // 40003 included
     }
     Error::AmbiguousCommit {
@@ -123,14 +122,36 @@ pub(crate) fn map_commit_error(error: sqlx::Error) -> Error {
 /// as opposed to the pool being exhausted or closed.
 pub(crate) fn is_dead_connection(error: &sqlx::Error) -> bool {
     match error {
-        sqlx::Error::Database(db) => {
-            let code = db.code().unwrap_or_default();
-            code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03")
-        }
+        sqlx::Error::Database(db) => ends_the_session(db.as_ref()),
         sqlx::Error::Io(_) | sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::Protocol(p) => looks_like_lost_connection(p),
         _ => false,
     }
+}
+
+/// Whether the server ended the session for sitting idle (25P03 in a transaction, 57P05
+/// outside one): it did so while waiting for the next statement, which it never read, so a
+/// `COMMIT` (or a statement that commits by itself) answered so was not run.
+fn ended_while_idle(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("25P03" | "57P05")))
+}
+
+/// Whether the server ended the session with this error, so that its connection is gone: a
+/// connection exception (class 08); a session ended by the server (57P01 admin shutdown, 57P02
+/// crash shutdown, 57P03 cannot connect now, 57P04 database dropped, 57P05 idle session
+/// timeout); an idle transaction's timeout (25P03); any other error of severity FATAL or PANIC,
+/// after which the server closes the session. A login the server refused (class 28, 3D000
+/// unknown database, 42501 no `CONNECT` privilege) is left out: that connection never served,
+/// and another one would be refused the same way.
+fn ends_the_session(db: &dyn DatabaseError) -> bool {
+    let code = db.code().unwrap_or_default();
+    if code.starts_with("28") || matches!(&*code, "3D000" | "42501") {
+        return false;
+    }
+    let fatal = db
+        .try_downcast_ref::<PgDatabaseError>()
+        .is_some_and(|e| matches!(e.severity(), PgSeverity::Fatal | PgSeverity::Panic));
+    code.starts_with("08") || code.starts_with("57P0") || code == "25P03" || fatal
 }
 
 fn storage(fault: StorageFault, message: &str) -> Error {
@@ -362,6 +383,26 @@ mod tests {
             sqlx::Error::Io(io::Error::from(io::ErrorKind::ConnectionReset)),
         ] {
             assert!(matches!(map_error(e), Error::Unavailable { .. }));
+        }
+    }
+
+    #[test]
+    fn sessions_the_server_ended_are_dead_connections_and_logins_refused_are_not() {
+        for code in ["08006", "57P01", "57P04", "57P05", "25P03"] {
+            let error = server_said(code, "terminating connection");
+            assert!(is_dead_connection(&error), "{code}");
+            assert!(
+                matches!(map_error(error), Error::Unavailable { .. }),
+                "{code}"
+            );
+        }
+        for code in ["28P01", "3D000", "42501", "40001", "22021"] {
+            assert!(!is_dead_connection(&server_said(code, "no")), "{code}");
+        }
+        // Ended while idle: the COMMIT was never read, so its outcome is known.
+        for code in ["25P03", "57P05"] {
+            let commit = map_commit_error(server_said(code, "terminating connection"));
+            assert!(matches!(commit, Error::Unavailable { .. }), "{commit:?}");
         }
     }
 

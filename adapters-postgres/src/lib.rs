@@ -83,8 +83,10 @@
 //!   the runtime that connected it; once that runtime is gone, they are closed when used past
 //!   `max_lifetime` instead.)
 //! - **Errors** map by SQLSTATE (see the `error` module): 23505 conflict, 23514 validation,
-//!   23503 not found, 40001/40P01/55P03 transient, connection loss and pool timeouts
-//!   unavailable; a `COMMIT` (or a stock move that commits by itself) whose connection is lost
+//!   23503 not found, 40001/40P01/55P03 transient, connection loss (a session the server
+//!   ended included: 57P0x such as an `idle_session_timeout`, 25P03, any FATAL; such a
+//!   connection is dead, and replaced as [`PostgresOptions::test_before_acquire`] says) and
+//!   pool timeouts unavailable; a `COMMIT` (or a stock move that commits by itself) whose connection is lost
 //!   while the server runs it, or SQLSTATE 40003 anywhere, is `Error::AmbiguousCommit`: its
 //!   outcome is unknown, and it is never retried blindly. A caller never matches on a sqlx error; sqlx types appear only where the
 //!   application shares sqlx with Stockroom ([`PostgresStore::from_pool`], [`connection`],

@@ -361,3 +361,107 @@ async fn a_transfer_on_a_connection_the_server_closed_is_sent_again_and_applies_
     store.close().await;
     db.drop_now().await;
 }
+
+/// Waits until the server has no session named `name` left (only those in a transaction,
+/// with `in_transaction`), at most ten seconds.
+async fn until_no_session_of(name: &str, in_transaction: bool) {
+    let mut admin = support::admin().await;
+    for _ in 0..1_000 {
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
+             AND (NOT $2 OR state LIKE 'idle in transaction%')",
+        )
+        .bind(name)
+        .bind(in_transaction)
+        .fetch_one(&mut admin)
+        .await
+        .unwrap();
+        if left == 0 {
+            let _ = admin.close().await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("sessions named {name} still open after ten seconds");
+}
+
+/// Sessions the server ended because they sat idle (`idle_session_timeout`: FATAL, SQLSTATE
+/// 57P05) are dead connections like any other: with `test_before_acquire` each read that finds
+/// one is sent again on a fresh connection, so two reads in a row succeed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_the_server_ended_as_idle_are_replaced() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let config = db.config().with_min_connections(2).with_max_connections(2);
+    assert!(config.test_before_acquire);
+    let options = stockroom_postgres::PostgresOptions::from_config(&config).with_session_settings(
+        vec![("idle_session_timeout".to_owned(), "200ms".to_owned())],
+    );
+    let store = PostgresStore::connect_with(&config, options).await.unwrap();
+    // Both connections used, then left idle until the server ends their sessions.
+    let (mut a, mut b) = (store.read().await.unwrap(), store.read().await.unwrap());
+    let filter = ProductFilter::default();
+    let (x, y) = tokio::join!(a.products().count(&filter), b.products().count(&filter));
+    assert_eq!((x.unwrap(), y.unwrap()), (0, 0));
+    drop((a, b));
+    until_no_session_of(&config.application_name, false).await;
+    for attempt in 1..=2 {
+        let mut read = store.read().await.unwrap();
+        let counted = read.products().count(&filter).await;
+        assert!(
+            matches!(counted, Ok(0)),
+            "read {attempt} after the idle sessions ended: {counted:?}"
+        );
+    }
+    store.close().await;
+    db.drop_now().await;
+}
+
+/// A unit of work whose session the server ended for sitting idle in its transaction
+/// (`idle_in_transaction_session_timeout`: FATAL, SQLSTATE 25P03) fails as `Unavailable`, a
+/// dead connection, not as a backend error, at its next statement or at its commit (which the
+/// server never ran: not `AmbiguousCommit`); nothing it wrote is kept, and the store serves the
+/// next unit of work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_unit_of_work_ended_as_idle_in_transaction_is_unavailable() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let config = db.config().with_min_connections(1).with_max_connections(2);
+    let options =
+        stockroom_postgres::PostgresOptions::from_config(&config).with_session_settings(vec![(
+            "idle_in_transaction_session_timeout".to_owned(),
+            "200ms".to_owned(),
+        )]);
+    let store = PostgresStore::connect_with(&config, options).await.unwrap();
+    let mut uow = store.begin().await.unwrap();
+    uow.products()
+        .create(NewProduct::new("Lost", "lost", "LOST").unwrap())
+        .await
+        .unwrap();
+    until_no_session_of(&config.application_name, true).await;
+    let next = uow.products().count(&ProductFilter::default()).await;
+    assert!(
+        matches!(next, Err(Error::Unavailable { .. })),
+        "a statement on the ended session: {next:?}"
+    );
+    drop(uow);
+    let mut uow = store.begin().await.unwrap();
+    uow.products()
+        .create(NewProduct::new("Lost too", "lost-too", "LOST-2").unwrap())
+        .await
+        .unwrap();
+    until_no_session_of(&config.application_name, true).await;
+    let committed = uow.commit().await;
+    assert!(
+        matches!(committed, Err(Error::Unavailable { .. })),
+        "a commit on the ended session: {committed:?}"
+    );
+    let mut uow = store.begin().await.unwrap();
+    let counted = uow.products().count(&ProductFilter::default()).await;
+    assert!(matches!(counted, Ok(0)), "{counted:?}");
+    uow.rollback().await.unwrap();
+    store.close().await;
+    db.drop_now().await;
+}
