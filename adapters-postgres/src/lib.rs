@@ -141,7 +141,9 @@
 //!
 //! - **Its own migration bookkeeping.** Stockroom's applied migrations are recorded in
 //!   `stockroom_migrations`, under a session advisory lock of Stockroom's own (a fixed key, not
-//!   the one sqlx's migrator derives from the database name). The application's sqlx
+//!   the one sqlx's migrator derives from the database name), taken on a connection that is
+//!   closed rather than given back to the pool if the migrations fail or their future is
+//!   dropped (a `from_pool` cancelled while it waits for the lock leaves no lock behind). The application's sqlx
 //!   migrations keep `_sqlx_migrations` and sqlx's lock: the two migrators run in any order, or
 //!   at once, and neither meets the other's versions. A database that an earlier Stockroom
 //!   migrated (its rows in `_sqlx_migrations`) still opens: under the lock, in one transaction,

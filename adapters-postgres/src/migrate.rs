@@ -83,8 +83,9 @@ const CARRY_OVER: &str = "WITH moved AS (\
 /// before Stockroom had a table of its own). The wait for the lock, and every lock the
 /// migrations take, is exempt from `lock_timeout`; the session's own value is restored after.
 ///
-/// On an error the session may still hold the lock or the changed setting: the caller must not
-/// return `conn` to a pool then.
+/// On an error, or when this future is dropped (it may be waiting for the lock, which the
+/// server would grant the session later), the session may hold the lock or the changed
+/// setting: the caller must then close `conn`, never return it to a pool.
 ///
 /// On an engine without advisory locks ([`Engine::has_advisory_locks`]) nothing serializes two
 /// migrating processes: each migration commits with its bookkeeping row, so of two processes

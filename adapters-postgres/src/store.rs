@@ -233,13 +233,13 @@ impl PostgresStore {
     /// left alone. Migrations wait for their locks without the lock timeout.
     pub async fn migrate(&self) -> Result<()> {
         self.ensure_open()?;
-        let mut conn = self.pool.acquire().await.map_err(map_error)?;
-        let result = migrate::run(&mut conn, self.engine).await;
-        if result.is_err() {
-            // The session may still hold the advisory lock or the changed lock timeout: it
-            // must not go back to the pool, least of all to the application's.
-            conn.close_on_drop();
-        }
+        let conn = self.pool.acquire().await.map_err(map_error)?;
+        let mut conn = ClosedUnlessSettled {
+            conn,
+            settled: false,
+        };
+        let result = migrate::run(&mut conn.conn, self.engine).await;
+        conn.settled = result.is_ok();
         result
     }
 
@@ -300,6 +300,25 @@ impl PostgresStore {
             .as_ref()
             .map(|statement| AssertSqlSafe(Arc::clone(statement)).into_sql_str());
         Transaction::begin(lease.into_pool_connection(), statement).await
+    }
+}
+
+/// The connection migrations run on: closed when dropped, not given back to the pool, unless
+/// they ended cleanly. Until then its session may hold Stockroom's advisory lock (or wait in
+/// the server for it, and take it later) and the changed lock timeout: after an error, or when
+/// the migrating future is dropped (a `from_pool` cancelled while it waits for the lock), it
+/// must not go back to the pool, least of all to the application's, whose next `from_pool`
+/// would wait for that lock forever. Closed, the session ends and the server releases its locks.
+struct ClosedUnlessSettled {
+    conn: sqlx::pool::PoolConnection<Postgres>,
+    settled: bool,
+}
+
+impl Drop for ClosedUnlessSettled {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.conn.close_on_drop();
+        }
     }
 }
 

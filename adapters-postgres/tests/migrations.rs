@@ -359,3 +359,60 @@ async fn a_schema_recorded_under_an_equivalent_earlier_text_opens_and_takes_the_
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The key of Stockroom's migration lock (`stockroo` in ASCII).
+const STOCKROOM_LOCK_KEY: i64 = 0x7374_6f63_6b72_6f6f;
+
+/// A `from_pool` dropped while it waits for Stockroom's migration lock (held here by another
+/// session) leaves nothing behind: once that lock is released, no session holds it, and the
+/// next `from_pool` on the same application pool migrates and returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_from_pool_dropped_while_waiting_for_the_migration_lock_leaves_no_lock() {
+    use sqlx::Connection;
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(db.url())
+        .await
+        .unwrap();
+    let mut holder = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    sqlx::query("SELECT pg_advisory_lock($1)")
+        .bind(STOCKROOM_LOCK_KEY)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let waiting = tokio::spawn(PostgresStore::from_pool(
+        pool.clone(),
+        stockroom_postgres::PostgresOptions::default(),
+    ));
+    support::until_a_session_waits_for_a_lock(db.name()).await;
+    waiting.abort();
+    assert!(waiting.await.unwrap_err().is_cancelled());
+    sqlx::query("SELECT pg_advisory_unlock($1)")
+        .bind(STOCKROOM_LOCK_KEY)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    let _ = holder.close().await;
+
+    let store = within_a_minute(PostgresStore::from_pool(
+        pool.clone(),
+        stockroom_postgres::PostgresOptions::default(),
+    ))
+    .await
+    .expect("from_pool after the dropped one");
+    assert_eq!(count_products(&store).await, 0);
+    store.close().await;
+    let held: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database \
+         WHERE l.locktype = 'advisory' AND d.datname = current_database()",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(held, 0, "advisory locks still held after the migrations");
+    pool.close().await;
+    db.drop_now().await;
+}
