@@ -234,6 +234,10 @@ impl StockMovementReader for Session {
     }
 
     async fn by_idempotency_key(&mut self, key: &str) -> Result<Option<StockMovement>> {
+        if key.contains('\0') {
+            // As in `get_row_by`: no key holds a NUL byte, and PostgreSQL refuses one (22021).
+            return Ok(None);
+        }
         let query = sqlx::query(MOVEMENT_BY_KEY).bind(key);
         let row = self.fetch_optional(MOVEMENT_BY_KEY, query).await?;
         row.as_ref().map(movement).transpose()

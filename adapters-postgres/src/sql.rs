@@ -589,6 +589,11 @@ impl Session {
         sql: &'static str,
         value: &str,
     ) -> Result<Option<E>> {
+        if value.contains('\0') {
+            // No row holds a NUL byte (inputs refuse control characters), and PostgreSQL's text
+            // refuses one as a parameter (22021), which would abort a unit of work's transaction.
+            return Ok(None);
+        }
         let row = self
             .fetch_optional(sql, sqlx::query(sql).bind(value))
             .await?;

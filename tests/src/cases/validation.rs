@@ -8,9 +8,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use stockroom_core::{
-    CategoryPatch, Cursor, Limit, NewCategory, NewProduct, NewReview, NewUser, Page, ProductFilter,
-    ProductId, ProductPatch, ProductStatus, ReviewFilter, ReviewPatch, Rule, SearchText,
-    StockDelta, Store, UserId, UserPatch, MAX_LIMIT, MAX_OFFSET, MAX_STOCK,
+    CategoryPatch, CategoryReader, Cursor, Limit, NewCategory, NewProduct, NewReview, NewUser,
+    Page, ProductFilter, ProductId, ProductPatch, ProductReader, ProductStatus, Readers,
+    ReviewFilter, ReviewPatch, Rule, SearchText, StockDelta, StockMovementReader, Store, UserId,
+    UserPatch, UserReader, MAX_LIMIT, MAX_OFFSET, MAX_STOCK,
 };
 
 use crate::support::*;
@@ -545,6 +546,63 @@ pub async fn purge_bound_outside_the_stored_years_is_refused(store: Arc<dyn Stor
     );
 }
 
+/// A lookup by a unique text (`by_slug`, `by_sku`, `by_email`, `by_idempotency_key`) whose
+/// argument holds a NUL byte finds nothing (`Ok(None)`), in a read session and in a unit of
+/// work: no stored value can hold one, since inputs refuse control characters. It is an answer
+/// like any other miss, not a backend error.
+pub async fn lookups_with_a_nul_byte_find_nothing(store: Arc<dyn Store>) {
+    create_category(&store, "kitchen").await;
+    create_user(&store, "ann").await;
+    create_product(&store, new_product("mug", 5)).await;
+    let mut read = store.read().await.expect("open a read session");
+    nul_lookups_find_nothing("read session", read.readers()).await;
+    let mut uow = store.begin().await.expect("begin a unit of work");
+    nul_lookups_find_nothing("unit of work", uow.repositories()).await;
+    uow.rollback().await.expect("roll back");
+}
+
+/// The lookups of [`lookups_with_a_nul_byte_find_nothing`] on one session's readers.
+async fn nul_lookups_find_nothing(session: &str, readers: &mut dyn Readers) {
+    let miss = |found: &stockroom_core::Result<bool>| matches!(found, Ok(false));
+    for nul in ["\0", "product-mug\0", "product\0mug"] {
+        let found = ProductReader::by_slug(readers, nul)
+            .await
+            .map(|p| p.is_some());
+        assert!(
+            miss(&found),
+            "{session}: product by_slug({nul:?}): {found:?}"
+        );
+    }
+    for nul in ["\0", "kitchen\0", "kit\0chen"] {
+        let found = CategoryReader::by_slug(readers, nul)
+            .await
+            .map(|c| c.is_some());
+        assert!(
+            miss(&found),
+            "{session}: category by_slug({nul:?}): {found:?}"
+        );
+    }
+    for nul in ["\0", "SKU-MUG\0", "SKU\0MUG"] {
+        let found = ProductReader::by_sku(readers, nul)
+            .await
+            .map(|p| p.is_some());
+        assert!(miss(&found), "{session}: by_sku({nul:?}): {found:?}");
+    }
+    for nul in ["\0", "ann@example.com\0", "ann\0@example.com"] {
+        let found = UserReader::by_email(readers, nul)
+            .await
+            .map(|u| u.is_some());
+        assert!(miss(&found), "{session}: by_email({nul:?}): {found:?}");
+    }
+    let found = StockMovementReader::by_idempotency_key(readers, "key\0")
+        .await
+        .map(|m| m.is_some());
+    assert!(miss(&found), "{session}: by_idempotency_key: {found:?}");
+    // The same session still finds what is there.
+    let found = ProductReader::by_slug(readers, "product-mug").await;
+    assert!(matches!(found, Ok(Some(_))), "{session}: {found:?}");
+}
+
 /// This module's cases, in the order they run: the suite runs exactly these, and the
 /// conformance crate's own tests fail if a public case of this module is missing here.
 #[doc(hidden)]
@@ -568,5 +626,6 @@ macro_rules! __stockroom_validation_cases {
         bidirectional_overrides_are_refused,
         cursor_outside_the_stored_years_is_refused,
         purge_bound_outside_the_stored_years_is_refused,
+        lookups_with_a_nul_byte_find_nothing,
     } };
 }
