@@ -118,10 +118,12 @@ impl PostgresOptions {
     /// `run_migrations` and `test_before_acquire` from it, and the defaults (a five-second lock
     /// timeout, `jit=off`) for what its URL's `options` parameter does not set itself: a URL
     /// such as `postgres://app@db/shop?options=-c%20lock_timeout%3D2s` keeps its own
-    /// `lock_timeout`.
+    /// `lock_timeout`. A setting counts as set when the parameter names it as PostgreSQL reads
+    /// it (`-c name=value`, `-cname=value` or `--name=value`), not when its name is part of
+    /// another's (`deadlock_timeout` leaves the lock timeout's default in place).
     pub fn from_config(config: &StoreConfig) -> Self {
-        let in_url = url_startup_options(&config.url);
-        let sets = |name: &str| in_url.contains(name);
+        let in_url = settings_named_in(&url_startup_options(&config.url));
+        let sets = |name: &str| in_url.iter().any(|set| set == name);
         let defaults = Self::default();
         Self {
             lock_timeout: if sets("lock_timeout") {
@@ -206,6 +208,45 @@ fn url_startup_options(url: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The names of the settings that startup options set, as PostgreSQL reads its `options`
+/// connection parameter: words split on white space (a backslash escapes the next character),
+/// each setting `-c name=value`, `-cname=value` or `--name=value`, the name in any case and
+/// with `-` for `_`. Other words (other command-line switches) set nothing of ours.
+fn settings_named_in(options: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut chars = options.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => word.extend(chars.next()),
+            c if c.is_whitespace() => {
+                if !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+            }
+            c => word.push(c),
+        }
+    }
+    if !word.is_empty() {
+        words.push(word);
+    }
+    let mut names = Vec::new();
+    let mut words = words.into_iter();
+    while let Some(word) = words.next() {
+        let setting = if word == "-c" {
+            words.next()
+        } else {
+            word.strip_prefix("--")
+                .or_else(|| word.strip_prefix("-c"))
+                .map(str::to_owned)
+        };
+        if let Some((name, _)) = setting.as_deref().and_then(|s| s.split_once('=')) {
+            names.push(name.to_ascii_lowercase().replace('-', "_"));
+        }
+    }
+    names
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,6 +263,43 @@ mod tests {
         let own = PostgresOptions::from_config(&StoreConfig::new(url));
         assert_eq!(own.lock_timeout, None, "the URL's lock_timeout stays");
         assert!(own.session_settings.is_empty(), "the URL's jit stays");
+    }
+
+    #[test]
+    fn only_a_setting_of_the_same_name_counts_not_one_containing_it() {
+        let from = |options: &str| {
+            let url = format!("postgres://h/db?options={options}");
+            PostgresOptions::from_config(&StoreConfig::new(&url))
+        };
+        // deadlock_timeout contains "lock_timeout"; jit_above_cost contains "jit".
+        let other = from("-c%20deadlock_timeout%3D2s%20-c%20jit_above_cost%3D10");
+        assert_eq!(other.lock_timeout, Some(Duration::from_secs(5)));
+        assert_eq!(
+            other.session_settings,
+            [("jit".to_owned(), "off".to_owned())]
+        );
+        // The forms PostgreSQL takes: `-c name=value`, `-cname=value`, `--name=value`, with
+        // `-` for `_` and in any case.
+        for own in [
+            "-c%20lock_timeout%3D1s",
+            "-clock_timeout%3D1s",
+            "--lock_timeout%3D1s",
+            "--lock-timeout%3D1s",
+            "-c%20Lock_Timeout%3D1s",
+        ] {
+            assert_eq!(from(own).lock_timeout, None, "{own}");
+        }
+        // A value naming a setting is not a setting, even with an escaped space in it.
+        for value in [
+            "-c%20application_name%3Dlock_timeout",
+            "-c%20application_name%3Dx%5C%20--lock_timeout%3D1s",
+        ] {
+            assert_eq!(
+                from(value).lock_timeout,
+                Some(Duration::from_secs(5)),
+                "{value}"
+            );
+        }
     }
 
     #[test]
