@@ -148,7 +148,9 @@
 //!   at once, and neither meets the other's versions. A database that an earlier Stockroom
 //!   migrated (its rows in `_sqlx_migrations`) still opens: under the lock, in one transaction,
 //!   the rows whose version and checksum are those of Stockroom's embedded migrations are moved
-//!   to `stockroom_migrations`; the application's rows are not touched. Stockroom's tables are
+//!   to `stockroom_migrations`; the application's rows are not touched. When there is none to
+//!   move (every connect after the first), `_sqlx_migrations` is only read, so a role refused
+//!   `DELETE` on it connects. Stockroom's tables are
 //!   where its unqualified table names resolve (the `search_path`, `public` by default); a
 //!   schema of their own is not offered, since on a shared pool it would take either a
 //!   `search_path` change per read session (read sessions have no transaction for a

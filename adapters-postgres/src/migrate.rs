@@ -78,6 +78,11 @@ const CARRY_OVER: &str = "WITH moved AS (\
     SELECT version, description, installed_on, success, checksum, execution_time FROM moved \
     ON CONFLICT (version) DO NOTHING";
 
+/// Whether sqlx's table holds a row of Stockroom's (same version and checksum as an embedded
+/// migration), that [`CARRY_OVER`] would move.
+const ANY_TO_CARRY_OVER: &str = "SELECT EXISTS (SELECT 1 FROM _sqlx_migrations \
+    WHERE (version, checksum) IN (SELECT * FROM UNNEST($1::bigint[], $2::bytea[])))";
+
 /// Applies the embedded migrations the database lacks, on `conn`, under Stockroom's advisory
 /// lock, after carrying Stockroom's rows over from `_sqlx_migrations` (a database created
 /// before Stockroom had a table of its own). The wait for the lock, and every lock the
@@ -229,7 +234,8 @@ async fn refold_search_text(conn: &mut PgConnection) -> Result<(), MigrateError>
 }
 
 /// Carries Stockroom's rows over from `_sqlx_migrations` into [`TABLE`] (created if needed),
-/// in one transaction; the caller holds the lock. Only rows whose version and checksum are
+/// in one transaction, when there are any; the caller holds the lock. Without any, sqlx's
+/// table is only read. Only rows whose version and checksum are
 /// those of an embedded migration move, so an application's migration is never taken for
 /// Stockroom's, and the application's sqlx migrator no longer meets versions it does not know.
 async fn carry_over(conn: &mut PgConnection) -> Result<()> {
@@ -242,6 +248,18 @@ async fn carry_over(conn: &mut PgConnection) -> Result<()> {
         return Ok(());
     }
     let (versions, checksums) = known_checksums();
+    // Read first: an application's role may be refused `DELETE` on its own table, and with
+    // nothing of Stockroom's there (the case at every connect once the rows have moved), it
+    // must not fail for a delete that would delete nothing.
+    let any: bool = sqlx::query_scalar(ANY_TO_CARRY_OVER)
+        .bind(&versions)
+        .bind(&checksums)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(map_error)?;
+    if !any {
+        return Ok(());
+    }
     let mut tx = conn.begin().await.map_err(map_error)?;
     tx.ensure_migrations_table(TABLE)
         .await

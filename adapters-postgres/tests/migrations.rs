@@ -416,3 +416,41 @@ async fn a_from_pool_dropped_while_waiting_for_the_migration_lock_leaves_no_lock
     pool.close().await;
     db.drop_now().await;
 }
+
+/// A role that may read and add to the application's `_sqlx_migrations` but not delete from it
+/// (as an application may grant Stockroom's role) opens a database with nothing of Stockroom's
+/// to carry over from it: the carry-over only deletes there when it has rows to move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_role_without_delete_on_the_applications_migrations_connects() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let pool = app_pool(&db).await;
+    app_migrator(1).run(&pool).await.unwrap();
+    let setup = [
+        "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+        "GRANT USAGE, CREATE ON SCHEMA public TO {role}",
+        "GRANT SELECT, INSERT, UPDATE ON _sqlx_migrations TO {role}",
+    ];
+    support::as_role(db, &setup, |as_role| async {
+        let role_pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(as_role)
+            .await
+            .unwrap();
+        let options = stockroom_postgres::PostgresOptions::default();
+        let store = PostgresStore::from_pool(role_pool.clone(), options)
+            .await
+            .unwrap_or_else(|e| panic!("from_pool as a role without DELETE: {e:?}"));
+        assert_eq!(count_products(&store).await, 0);
+        store.close().await;
+        role_pool.close().await;
+        assert_eq!(versions(&pool, "_sqlx_migrations").await, [1]);
+        assert_eq!(
+            versions(&pool, "stockroom_migrations").await,
+            stockroom_versions()
+        );
+        pool.close().await;
+    })
+    .await;
+}

@@ -93,3 +93,50 @@ pub async fn count_products(store: &PostgresStore) -> u64 {
         .await
         .unwrap()
 }
+
+/// Runs `body` with connect options for `db` as a login role of its own (a non-superuser,
+/// `stockroom_role_<uuid>` with a random password), after `setup` (statements in which `{role}`
+/// stands for its name) ran on `db` as the server's admin; then drops `db` and the role, whether
+/// `body` returned or panicked, and re-raises the panic if it did.
+pub async fn as_role<F, Fut>(db: TestDatabase, setup: &[&str], body: F)
+where
+    F: FnOnce(sqlx::postgres::PgConnectOptions) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    use futures_util::FutureExt;
+    let role = format!("stockroom_role_{}", uuid::Uuid::now_v7().simple());
+    let password = uuid::Uuid::now_v7().simple().to_string();
+    let mut admin = admin().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "CREATE ROLE {role} LOGIN PASSWORD '{password}'"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let options = db
+        .url()
+        .parse::<sqlx::postgres::PgConnectOptions>()
+        .unwrap();
+    let outcome = std::panic::AssertUnwindSafe(async {
+        let mut on_db = PgConnection::connect_with(&options).await.unwrap();
+        for statement in setup {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(statement.replace("{role}", &role)))
+                .execute(&mut on_db)
+                .await
+                .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        }
+        let _ = on_db.close().await;
+        body(options.clone().username(&role).password(&password)).await;
+    })
+    .catch_unwind()
+    .await;
+    db.drop_now().await;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP ROLE {role}")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let _ = admin.close().await;
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
+}
