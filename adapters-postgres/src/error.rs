@@ -129,6 +129,19 @@ pub(crate) fn is_dead_connection(error: &sqlx::Error) -> bool {
     }
 }
 
+/// The SQLSTATE of the server's error behind `error`, an error [`map_error`] made `Backend`.
+pub(crate) fn sqlstate(error: &Error) -> Option<String> {
+    let Error::Backend {
+        source: Some(source),
+        ..
+    } = error
+    else {
+        return None;
+    };
+    let db = source.downcast_ref::<sqlx::Error>()?.as_database_error()?;
+    db.code().map(|code| code.into_owned())
+}
+
 /// Whether the server ended the session for sitting idle (25P03 in a transaction, 57P05
 /// outside one): it did so while waiting for the next statement, which it never read, so a
 /// `COMMIT` (or a statement that commits by itself) answered so was not run.

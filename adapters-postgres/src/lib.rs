@@ -36,7 +36,8 @@
 //!   `= ANY($1)`; `create_many` is one `INSERT … SELECT FROM UNNEST(…)` per 10,000 rows, except
 //!   for 1,000 products or more: a binary `COPY` into `products` under a savepoint (four round
 //!   trips, less work per row; a row that breaks a rule, or refers to a deleted row, sends the
-//!   batch the `INSERT` way, which names the rule);
+//!   batch the `INSERT` way, which names the rule, and so does a `COPY` the server refuses as
+//!   unsupported, such as under row-level security on `products`);
 //!   `exists` is `SELECT EXISTS`; `search` returns the page and the total in one statement;
 //!   `adjust_stock` is one conditional `UPDATE … WHERE stock + $2 >= 0 RETURNING …`; `lock` is
 //!   `SELECT … ORDER BY id FOR UPDATE`. A stock move (`move_stock`, what a transfer runs) is one

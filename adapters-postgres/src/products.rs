@@ -19,7 +19,7 @@ use crate::codec::{
     column, count_u64, decode, limit_i64, offset_i64, uuids, JoinedCategoryRow, JoinedUserRow,
     ProductRow,
 };
-use crate::error::map_error;
+use crate::error::{map_error, sqlstate};
 use crate::session::{PgQuery, Session};
 use crate::sql::{entity_sql, raced, Derived, PgEntity, PgWrite};
 
@@ -73,6 +73,9 @@ const COPY_FROM_ROWS: usize = 1_000;
 /// The savepoint a `COPY` of products runs under: a row that breaks a rule fails the `COPY`,
 /// and rolling back to it keeps the unit of work's transaction usable.
 const COPY_SAVEPOINT: &str = "stockroom_copy";
+
+/// SQLSTATE 0A000, what a server answers a `COPY` it will not run for this table or at all.
+const FEATURE_NOT_SUPPORTED: &str = "0A000";
 
 /// Binary `COPY` of product rows, the fields of each in the order [`copy_data`] writes them.
 const COPY_PRODUCTS: &str = concat!(
@@ -135,8 +138,10 @@ impl PgEntity for Product {
     /// rule (a taken slug or sku, a reference deleted meanwhile), which fails the `COPY` and
     /// would abort the transaction, only undoes the `COPY`; a batch that refers to a category
     /// or user that is not live, which the foreign keys would let through, is not copied.
-    /// Either way `INSERT_MANY` then says which row breaks which rule. Batches smaller than
-    /// [`COPY_FROM_ROWS`] skip it.
+    /// Either way `INSERT_MANY` then says which row breaks which rule. A `COPY` the server
+    /// refuses as unsupported (0A000: row-level security on `products`, an engine without
+    /// binary `COPY`) is undone the same way and the batch goes in by `INSERT_MANY`. Batches
+    /// smaller than [`COPY_FROM_ROWS`] skip it.
     async fn insert_fast(
         session: &mut Session,
         rows: &[Self],
@@ -153,6 +158,12 @@ impl PgEntity for Product {
                 Ok(true)
             }
             Err(Error::Conflict { .. } | Error::NotFound { .. } | Error::Validation { .. }) => {
+                session.roll_back_to_savepoint(COPY_SAVEPOINT).await?;
+                Ok(false)
+            }
+            // `COPY` refused where `INSERT` is not: row-level security on the table (PostgreSQL
+            // refuses `COPY FROM` under it), an engine without binary `COPY`.
+            Err(e) if sqlstate(&e).as_deref() == Some(FEATURE_NOT_SUPPORTED) => {
                 session.roll_back_to_savepoint(COPY_SAVEPOINT).await?;
                 Ok(false)
             }

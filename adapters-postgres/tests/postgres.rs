@@ -676,6 +676,57 @@ async fn create_many_of_a_large_batch_keeps_the_rules() {
     .await;
 }
 
+/// A batch large enough to be copied goes in by `INSERT` where the server refuses `COPY` but
+/// not `INSERT`: here row-level security, which PostgreSQL enforces on `INSERT` and refuses
+/// `COPY FROM` under (0A000), forced on the table for its owner, Stockroom's role.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_many_of_a_large_batch_falls_back_to_insert_where_copy_is_refused() {
+    let Some(db) = TestDatabase::create().await else {
+        return;
+    };
+    let url = db.url().to_owned();
+    let setup = [
+        "CREATE EXTENSION IF NOT EXISTS pg_trgm",
+        "GRANT USAGE, CREATE ON SCHEMA public TO {role}",
+    ];
+    support::as_role(db, &setup, |as_role| async move {
+        let pool = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(as_role)
+            .await
+            .unwrap();
+        let store = PostgresStore::from_pool(pool.clone(), PostgresOptions::default())
+            .await
+            .unwrap();
+        let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql(
+            "ALTER TABLE products ENABLE ROW LEVEL SECURITY; \
+             ALTER TABLE products FORCE ROW LEVEL SECURITY; \
+             CREATE POLICY every_row ON products USING (true) WITH CHECK (true)",
+        )
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        let _ = admin.close().await;
+
+        const N: usize = 1_500; // past the size from which products are copied
+        let mut uow = store.begin().await.unwrap();
+        let created = uow
+            .products()
+            .create_many((0..N).map(product).collect())
+            .await
+            .unwrap_or_else(|e| panic!("create_many of {N} under row-level security: {e:?}"));
+        assert_eq!(created.len(), N);
+        // The unit of work goes on after the refused COPY.
+        uow.products().create(product(N)).await.unwrap();
+        uow.commit().await.unwrap();
+        assert_eq!(count_products(&store).await, N as u64 + 1);
+        store.close().await;
+        pool.close().await;
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn create_many_spans_batches_all_or_nothing() {
     with_store(|store, db| async move {
