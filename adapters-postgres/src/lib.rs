@@ -127,6 +127,9 @@
 //!   read never waits on a replica known to be down. Each change is logged under
 //!   `stockroom::sql` (marked down at `warn`, back at `info`), with the URL's password hidden,
 //!   as in the store's `Debug`, which lists the replicas and their state.
+//! - **Isolation.** A replica's sessions start at the level
+//!   [`PostgresOptions::isolation`] asks for, except SERIALIZABLE, which a hot standby does not
+//!   have (it would refuse every statement): they run at REPEATABLE READ then.
 //! - **Lag.** A replica applies the primary's commits a little later (usually milliseconds;
 //!   seconds or more under load, or while its replay waits behind a long query): a read session
 //!   on a replica may not see a unit of work that has just committed, even this process's own.

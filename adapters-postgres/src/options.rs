@@ -53,8 +53,9 @@ pub struct PostgresOptions {
     /// `BEGIN ISOLATION LEVEL …`, and on Stockroom's own pool every connection starts with
     /// `default_transaction_isolation` set to it, so read sessions and the one-statement
     /// transfer run at it too (on a borrowed pool, a transfer then runs in a transaction of its
-    /// own). `None` (the default) asks for nothing: the server's
-    /// `default_transaction_isolation` applies, READ COMMITTED unless the role or database says
+    /// own; a read replica's sessions, since a hot standby has no SERIALIZABLE, run at
+    /// REPEATABLE READ when SERIALIZABLE is asked for). `None` (the default) asks for nothing:
+    /// the server's `default_transaction_isolation` applies, READ COMMITTED unless the role or database says
     /// otherwise. Stockroom is correct at every level: it locks the rows that must not race, and
     /// at REPEATABLE READ or SERIALIZABLE (CockroachDB's default) the serialization failures of
     /// contended units of work are `Error::Transient`, which the transfer and the retry runner

@@ -42,7 +42,7 @@ use stockroom_core::{Result, StoreConfig};
 
 use crate::connections::{Connections, Lease};
 use crate::engine::Engine;
-use crate::options::PostgresOptions;
+use crate::options::{IsolationLevel, PostgresOptions};
 use crate::store;
 
 /// How long a replica that failed is left alone before it is probed again.
@@ -112,12 +112,13 @@ impl ReplicaPools {
         options: &PostgresOptions,
         engine: Engine,
     ) -> Result<Self> {
+        let options = on_a_standby(options);
         let list = config
             .replica_urls
             .iter()
             .map(|url| {
                 let connect = store::connect_options(config, url, "replica_urls")?
-                    .options(store::startup_settings(options, engine));
+                    .options(store::startup_settings(&options, engine));
                 let pool = store::pool_options(config).connect_lazy_with(connect);
                 // Kept between sessions like the primary's: nobody else takes from this pool.
                 let connections = Connections::new(pool.clone(), true, options.test_before_acquire);
@@ -144,6 +145,17 @@ impl ReplicaPools {
             attempt: self.attempt,
         }
     }
+}
+
+/// `options` as a replica's sessions take them: a hot standby has no SERIALIZABLE (it refuses
+/// every statement at `default_transaction_isolation = serializable`, SQLSTATE 0A000), so they
+/// run at REPEATABLE READ then, the strictest level it has.
+fn on_a_standby(options: &PostgresOptions) -> PostgresOptions {
+    let level = options.isolation.map(|level| match level {
+        IsolationLevel::Serializable => IsolationLevel::RepeatableRead,
+        other => other,
+    });
+    options.clone().with_isolation(level)
 }
 
 impl Replicas {

@@ -376,3 +376,41 @@ async fn reads_take_the_replicas_in_turn() {
     );
     store.close().await;
 }
+
+/// With `isolation = Serializable`, which a hot standby refuses (SQLSTATE 0A000 on every
+/// statement at `default_transaction_isolation = serializable`), reads still go to the replica
+/// and succeed: its sessions run at the strictest level a standby has, REPEATABLE READ. Units of
+/// work on the primary keep SERIALIZABLE.
+#[tokio::test]
+async fn reads_on_a_replica_succeed_with_serializable_isolation() {
+    let Some(servers) = replicated().await else {
+        return;
+    };
+    let (primary_url, replica_url) = shop(&servers).await;
+    let options = stockroom_postgres::PostgresOptions::default()
+        .with_isolation(Some(stockroom_postgres::IsolationLevel::Serializable));
+    let store = PostgresStore::connect_with(&config(&primary_url, &[&replica_url]), options)
+        .await
+        .unwrap();
+    let mut replica = PgConnection::connect(&replica_url).await.unwrap();
+    caught_up(&primary_url, &mut replica).await; // the schema is there
+    pause_replay(&mut replica).await;
+    let id = commit_product(&store, "serializable").await;
+    for _ in 0..3 {
+        assert!(!sees(&store, id, false).await, "read() is the replica's");
+        assert!(sees(&store, id, true).await, "read_primary() sees it");
+    }
+    assert!(format!("{store:?}").contains("state: \"up\""), "{store:?}");
+    let mut uow = store.begin().await.unwrap();
+    let level: String = sqlx::query_scalar("SHOW transaction_isolation")
+        .fetch_one(&mut *stockroom_postgres::connection(uow.as_mut()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(level, "serializable", "a unit of work on the primary");
+    uow.rollback().await.unwrap();
+    sqlx::raw_sql("SELECT pg_wal_replay_resume()")
+        .execute(&mut replica)
+        .await
+        .unwrap();
+    store.close().await;
+}
