@@ -21,6 +21,10 @@ use crate::store::SqliteUnitOfWork;
 /// whose source is [`SqliteError::TransactionEnded`](crate::SqliteError::TransactionEnded).
 /// Use the unit of work's savepoints, not your own `SAVEPOINT`/`RELEASE`, for nesting.
 ///
+/// A panic in `f` fails the call with [`Error::Backend`](stockroom_core::Error::Backend); the
+/// writer connection is left as after any call, its busy timeout switched off again for the
+/// calls that run inline.
+///
 /// Works through wrappers that forward the native unit of work (such as
 /// [`traced`](stockroom_core::traced)); a unit of work of another backend (or a mock) is
 /// [`Error::Unsupported`](stockroom_core::Error::Unsupported).

@@ -546,24 +546,43 @@ fn lost() -> Error {
 
 /// Runs `work` on the lease's connection with the busy timeout in effect, then parks the
 /// connection again (on a store that runs calls inline; the others keep the busy timeout all
-/// along). Failing to switch the handler is logged, not fatal: the call then fails fast on a
-/// lock, or an inline call may wait for one, and neither changes what the statements do.
+/// along), also when `work` panics (the application's closure of `with_connection`, say): the
+/// connection outlives the call, and a connection left with its busy timeout would sleep in
+/// SQLite's busy handler on a runtime worker the next time it runs a call inline. Failing to
+/// switch the handler is logged, not fatal: the call then fails fast on a lock, or an inline
+/// call may wait for one, and neither changes what the statements do.
 fn with_busy_timeout<R>(lease: &mut Lease, runner: Runner, work: impl FnOnce(&Db<'_>) -> R) -> R {
-    if runner.inline {
-        if let Err(error) = lease.conn_mut().busy_timeout(runner.busy_timeout) {
-            tracing::warn!(%error, "sqlite: could not set the busy timeout for a blocking call");
-        }
+    if !runner.inline {
+        return work(&Db {
+            conn: lease.conn(),
+            log: runner.log,
+        });
     }
-    let out = work(&Db {
-        conn: lease.conn(),
+    if let Err(error) = lease.conn_mut().busy_timeout(runner.busy_timeout) {
+        tracing::warn!(%error, "sqlite: could not set the busy timeout for a blocking call");
+    }
+    let parked_after = ParkOnDrop(lease);
+    work(&Db {
+        conn: parked_after.0.conn(),
         log: runner.log,
-    });
-    if runner.inline {
-        if let Err(error) = park(lease.conn_mut()) {
+    })
+}
+
+/// Parks the lease's connection when dropped: after a blocking call, whether it returned or
+/// unwound (see [`with_busy_timeout`]).
+struct ParkOnDrop<'a>(&'a mut Lease);
+
+impl Drop for ParkOnDrop<'_> {
+    fn drop(&mut self) {
+        // No `expect` here: a panic while unwinding would abort the process.
+        let conn = match &mut *self.0 {
+            Lease::Writer(w) => w.guard.as_mut(),
+            Lease::Reader(r) => r.conn.as_mut(),
+        };
+        if let Some(Err(error)) = conn.map(park) {
             tracing::warn!(%error, "sqlite: could not park a connection after a blocking call");
         }
     }
-    out
 }
 
 impl Drop for Conn {

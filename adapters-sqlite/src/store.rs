@@ -491,6 +491,53 @@ impl UnitOfWork for SqliteUnitOfWork {
 mod tests {
     use super::*;
 
+    /// Removes a test's database file and its WAL and shared-memory files.
+    fn remove_database(path: &std::path::Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let mut file = path.to_owned().into_os_string();
+            file.push(suffix);
+            let _ = std::fs::remove_file(file);
+        }
+    }
+
+    /// A panic in the application's closure of `with_connection` (which runs on the blocking
+    /// pool with the busy timeout on) still parks the writer again: its next inline call must
+    /// not sleep in the busy handler on a runtime worker. Parked, a statement that meets a lock
+    /// held elsewhere fails at once and says it refused to wait.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panic_in_with_connection_leaves_the_writer_parked() {
+        let path = std::env::temp_dir().join(format!(
+            "stockroom-panic-{}.db",
+            uuid::Uuid::now_v7().simple()
+        ));
+        let options = SqliteOptions::file(&path).with_busy_timeout(Duration::from_millis(500));
+        let store = SqliteStore::connect_with(options).await.unwrap();
+        let mut uow = store.begin().await.unwrap();
+        let panicked =
+            crate::with_connection(uow.as_mut(), |_| -> () { panic!("the application's bug") })
+                .await;
+        assert!(
+            matches!(panicked, Err(Error::Backend { .. })),
+            "{panicked:?}"
+        );
+        drop(uow);
+
+        let holder = Connection::open(&path).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let writer = store.inner.writer.try_lock().expect("the writer is free");
+        let writer = writer.as_ref().expect("the writer is open");
+        let (begun, seen) = crate::hooks::observe(|| writer.execute_batch("BEGIN IMMEDIATE"));
+        assert!(begun.is_err(), "BEGIN IMMEDIATE beside another writer");
+        assert!(
+            seen.refused_wait,
+            "the writer waited for the lock: it was left with its busy timeout"
+        );
+        holder.execute_batch("ROLLBACK").unwrap();
+        drop(holder);
+        store.close().await;
+        remove_database(&path);
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn idle_readers_beyond_min_connections_close_after_the_idle_timeout() {
         let path = std::env::temp_dir().join(format!(
@@ -514,10 +561,6 @@ mod tests {
         assert_eq!(store.inner.read_pool.idle_count(), 1);
         store.close().await;
         assert_eq!(store.inner.read_pool.idle_count(), 0);
-        for suffix in ["", "-wal", "-shm"] {
-            let mut file = path.clone().into_os_string();
-            file.push(suffix);
-            let _ = std::fs::remove_file(file);
-        }
+        remove_database(&path);
     }
 }
