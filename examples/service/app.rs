@@ -21,7 +21,9 @@
 //! want it a few seconds, and holds no connection longer.
 //!
 //! Handlers that only read take the [`AppState`] and use `store.read()` (no transaction) or the
-//! use cases of `StoreExt`. Errors are `stockroom::Error`s, answered as RFC 9457 problems by the
+//! use cases of `StoreExt`; those whose answer a client uses to check its own write (the ledger,
+//! an empty PATCH's ETag) use `store.read_primary()`, which a read replica's lag cannot hide
+//! that write from. Errors are `stockroom::Error`s, answered as RFC 9457 problems by the
 //! library's mapping ([`Problem`]); the service adds the problems of its own (bodies and query
 //! strings, see `body.rs`; unknown routes; timeouts).
 //!
@@ -761,7 +763,9 @@ async fn product_details(
 }
 
 /// Applies a patch, under the request's `If-Match` if it has one. An empty patch changes
-/// nothing: it answers the current row (its precondition checked) and bumps no version.
+/// nothing: it answers the current row (its precondition checked) and bumps no version, read on
+/// the primary (`read_primary`), so its ETag is the one the next conditional write will meet,
+/// not a lagging replica's.
 async fn update_product(
     State(app): State<AppState>,
     mut work: RequestUnitOfWork,
@@ -772,7 +776,7 @@ async fn update_product(
 ) -> Result<Committed<Response>, Problem> {
     let condition = IfMatch::of(&headers)?;
     if body.is_empty() {
-        let mut read = app.store.read().await?;
+        let mut read = app.store.read_primary().await?;
         let current = read.products().require(id).await?;
         if condition
             .as_ref()
@@ -928,14 +932,16 @@ async fn list_reviews(
 
 /// A page of a live product's ledger: the stock movements from or to it, oldest first. A
 /// client whose transfer got no answer (a timeout, a crash) finds here whether it applied (its
-/// idempotency key is on the row), or sends it again with the same key.
+/// idempotency key is on the row), or sends it again with the same key. Read on the primary
+/// (`read_primary`): a replica that has not replayed the transfer yet would say it did not
+/// apply, and the client would send it again.
 async fn list_movements(
     State(app): State<AppState>,
     Id(id): Id<ProductId>,
     params: QueryParams,
 ) -> Result<Json<Value>, Problem> {
     let page = page(&params.only(PAGE_PARAMS)?)?;
-    let mut read = app.store.read().await?;
+    let mut read = app.store.read_primary().await?;
     read.products().require(id).await?;
     let items = read.movements().for_product(id, page).await?;
     Ok(Json(json!({ "items": items })))

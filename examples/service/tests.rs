@@ -1533,6 +1533,74 @@ async fn patches_and_preconditions_follow_http(store: Arc<dyn Store>) {
     assert_eq!(server.get(&path).await.body["name"], "Listed");
 }
 
+/// A store with a read replica that has replayed nothing yet: `read` sessions are the
+/// replica's (an empty store), everything else, `read_primary` included, the primary's.
+struct ReplicaBehind {
+    primary: Arc<dyn Store>,
+    replica: Arc<dyn Store>,
+}
+
+#[async_trait::async_trait]
+impl Store for ReplicaBehind {
+    fn backend(&self) -> &'static str {
+        self.primary.backend()
+    }
+    async fn begin(&self) -> stockroom::Result<Box<dyn stockroom::UnitOfWork>> {
+        self.primary.begin().await
+    }
+    async fn read(&self) -> stockroom::Result<Box<dyn stockroom::ReadSession>> {
+        self.replica.read().await
+    }
+    async fn read_primary(&self) -> stockroom::Result<Box<dyn stockroom::ReadSession>> {
+        self.primary.read_primary().await
+    }
+    async fn health(&self) -> stockroom::Result<()> {
+        self.primary.health().await
+    }
+    async fn move_stock(
+        &self,
+        movement: &stockroom::NewStockMovement,
+    ) -> stockroom::Result<stockroom::StockMoved> {
+        self.primary.move_stock(movement).await
+    }
+    async fn close(&self) {
+        self.primary.close().await;
+        self.replica.close().await;
+    }
+}
+
+/// What a client checks right after its own write is read on the primary, not on a replica
+/// that may lag: the ledger it reads to learn whether its transfer applied, and the current
+/// row (and its ETag) an empty PATCH answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_ledger_and_an_empty_patch_answer_from_the_primary() {
+    let store: Arc<dyn Store> = Arc::new(ReplicaBehind {
+        primary: stockroom::connect("memory://").await.unwrap(),
+        replica: stockroom::connect("memory://").await.unwrap(),
+    });
+    let server = start(store.clone()).await;
+    let mug = id_of(&server.product("mug", "MUG", 5).await);
+    let cup = id_of(&server.product("cup", "CUP", 0).await);
+    server
+        .transfer(
+            json!({ "source_id": mug, "target_id": cup, "quantity": 2 }),
+            Some("order-1"),
+        )
+        .await
+        .ok(StatusCode::CREATED);
+    let ledger = server.get(&format!("/products/{mug}/movements")).await;
+    let rows = ledger.ok(StatusCode::OK)["items"].clone();
+    assert_eq!(rows[0]["idempotency_key"], "order-1", "{rows}");
+    let empty = server
+        .patch(&format!("/products/{mug}"), None, json!({}))
+        .await;
+    let current = empty.ok(StatusCode::OK);
+    assert_eq!(current["stock"], 3, "the row after the transfer");
+    let etag = format!("\"{}\"", current["version"]);
+    assert_eq!(empty.header("etag"), Some(etag.as_str()));
+    store.close().await;
+}
+
 async fn unknown_query_parameters_are_refused(store: Arc<dyn Store>) {
     let server = start(store.clone()).await;
     let a = id_of(&server.product("a", "A", 5).await);
