@@ -32,7 +32,8 @@
 //! Every API request waits for one of `max_in_flight` slots and must be answered within
 //! `request_timeout`, the wait included; past it the handler is dropped (its unit of work rolls
 //! back) and the answer is a 503 `timeout` problem. The health probes are not counted, so a
-//! busy service still says it is alive.
+//! busy service still says it is alive; the readiness probes share one check of the store
+//! instead (see [`readyz`]).
 
 use std::any::Any;
 use std::str::FromStr;
@@ -72,6 +73,8 @@ use crate::settings::Limits;
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub limits: Arc<Limits>,
+    /// The readiness check the probes share (see [`readyz`]).
+    readiness: Arc<SharedCheck>,
 }
 
 impl AppState {
@@ -79,6 +82,7 @@ impl AppState {
         Self {
             store,
             limits: Arc::new(limits),
+            readiness: Arc::default(),
         }
     }
 
@@ -632,20 +636,49 @@ async fn livez(_: NoQuery) -> Json<Value> {
 /// connection), within the request timeout. Not ready is a 503 `not-ready` problem whose
 /// `cause` is the kind of the store's error (`unavailable`, `storage-fault` with its `fault`,
 /// …). `/healthz` is the same check, under its older name.
+///
+/// The probes are outside the in-flight limit, and a store's check may open a connection of
+/// its own (PostgreSQL's, when its pool is busy), so they share one check ([`SharedCheck`]): at
+/// most one runs at a time, and the probes that arrive while it runs get its answer.
 async fn readyz(State(app): State<AppState>, _: NoQuery) -> Result<Json<Value>, Problem> {
     let timeout = app.limits.request_timeout;
-    let ready = tokio::time::timeout(timeout, app.store.readiness())
+    let ready = tokio::time::timeout(timeout, app.readiness.check(app.store.as_ref()))
         .await
         .unwrap_or_else(|_| {
-            Err(Error::Unavailable {
+            Err(not_ready(Error::Unavailable {
                 reason: format!("no answer within {} ms", timeout.as_millis()),
-            })
+            }))
         });
     match ready {
         Ok(()) => Ok(Json(
             json!({ "status": "ready", "backend": app.store.backend() }),
         )),
-        Err(error) => Err(not_ready(error)),
+        Err(problem) => Err(problem),
+    }
+}
+
+/// One readiness check at a time, its answer shared by the probes that waited for it.
+#[derive(Default)]
+struct SharedCheck {
+    /// The last answer and when it came; held while a check runs, so that probes queue here.
+    last: tokio::sync::Mutex<Option<(tokio::time::Instant, Result<(), Problem>)>>,
+}
+
+impl SharedCheck {
+    /// The answer of a check that ended after this call began: the one in flight, if a probe
+    /// already runs one (waited for, in turn), else one run now. Never an answer older than the
+    /// call, so a probe after a change of the store's state sees the change.
+    async fn check(&self, store: &dyn Store) -> Result<(), Problem> {
+        let asked = tokio::time::Instant::now();
+        let mut last = self.last.lock().await;
+        if let Some((answered, answer)) = last.as_ref() {
+            if *answered >= asked {
+                return answer.clone();
+            }
+        }
+        let answer = store.readiness().await.map_err(not_ready);
+        *last = Some((tokio::time::Instant::now(), answer.clone()));
+        answer
     }
 }
 

@@ -250,6 +250,93 @@ async fn readiness_waits_behind_no_busy_connection(store: Arc<dyn Store>) {
     writer.rollback().await.unwrap();
 }
 
+/// A store whose readiness check takes a while (300 ms) and counts how many run at once: what a
+/// PostgreSQL store does when its pool is busy, where each check opens a server connection of
+/// its own.
+struct SlowReadiness {
+    inner: Arc<dyn Store>,
+    running: std::sync::atomic::AtomicUsize,
+    most: std::sync::atomic::AtomicUsize,
+    calls: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl Store for SlowReadiness {
+    fn backend(&self) -> &'static str {
+        self.inner.backend()
+    }
+    async fn begin(&self) -> stockroom::Result<Box<dyn stockroom::UnitOfWork>> {
+        self.inner.begin().await
+    }
+    async fn read(&self) -> stockroom::Result<Box<dyn stockroom::ReadSession>> {
+        self.inner.read().await
+    }
+    async fn health(&self) -> stockroom::Result<()> {
+        self.inner.health().await
+    }
+    async fn readiness(&self) -> stockroom::Result<()> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.calls.fetch_add(1, SeqCst);
+        let now = self.running.fetch_add(1, SeqCst) + 1;
+        self.most.fetch_max(now, SeqCst);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.running.fetch_sub(1, SeqCst);
+        self.inner.readiness().await
+    }
+    async fn close(&self) {
+        self.inner.close().await;
+    }
+}
+
+/// Many readiness probes at once (a load balancer's, a crowd's) run one check of the store at a
+/// time, and those that arrived while it ran share its answer: 200 probes never make the
+/// store run two checks at once (on PostgreSQL, each may open a connection of its own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_readiness_probes_share_one_check() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let store = Arc::new(SlowReadiness {
+        inner: stockroom::connect("memory://").await.unwrap(),
+        running: 0.into(),
+        most: 0.into(),
+        calls: 0.into(),
+    });
+    let server = Arc::new(start(store.clone()).await);
+    const PROBES: usize = 200;
+    let probes: Vec<_> = (0..PROBES)
+        .map(|_| {
+            let server = Arc::clone(&server);
+            tokio::spawn(async move { server.get("/readyz").await })
+        })
+        .collect();
+    let answers = within(
+        Duration::from_secs(30),
+        "the probes",
+        futures_join_all(probes),
+    )
+    .await;
+    for answer in answers {
+        assert_eq!(answer.unwrap().ok(StatusCode::OK)["status"], "ready");
+    }
+    assert_eq!(
+        store.most.load(SeqCst),
+        1,
+        "checks run at once ({} checks for {PROBES} probes)",
+        store.calls.load(SeqCst)
+    );
+    store.close().await;
+}
+
+/// Awaits every handle of `handles`, in order.
+async fn futures_join_all<T>(
+    handles: impl IntoIterator<Item = tokio::task::JoinHandle<T>>,
+) -> Vec<Result<T, tokio::task::JoinError>> {
+    let mut out = Vec::new();
+    for handle in handles {
+        out.push(handle.await);
+    }
+    out
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. Permanent faults are not "retry later"
 
