@@ -2,12 +2,18 @@
 //! shared by the test processes of one OS user, and removed by a detached reaper once they are
 //! all gone.
 //!
-//! Its directory, `<temp>/stockroom-pg-<uid>`, holds `data/` (the cluster), `port`, `server.log`,
-//! `clients/<pid>` (one empty file per test process that uses it) and `heartbeat` (touched by the
-//! reaper every second). A process takes the lock file `<temp>/stockroom-pg-<uid>.lock` (outside
-//! the directory, which the reaper removes) before it looks at the directory, so only one process
-//! starts the cluster, the others join it, and the reaper, which takes the same lock, cannot
-//! remove it while a process joins.
+//! It listens on no TCP address at all, only on a Unix socket in its directory, which belongs to
+//! the cluster's owner (the test user, or `postgres` when the tests run as root) and is mode 0700
+//! (the socket too), so no other local user can reach it: its `trust` authentication lets in
+//! only the owner and root, who can already do anything the cluster's superuser can.
+//! `pg_hba.conf` rejects every address besides.
+//!
+//! Its directory, `<temp>/stockroom-pg-<uid>`, holds `data/` (the cluster), the socket
+//! `.s.PGSQL.5432`, `server.log`, `clients/<pid>` (one empty file per test process that uses it)
+//! and `heartbeat` (touched by the reaper every second). A process takes the lock file
+//! `<temp>/stockroom-pg-<uid>.lock` (outside the directory, which the reaper removes) before it
+//! looks at the directory, so only one process starts the cluster, the others join it, and the
+//! reaper, which takes the same lock, cannot remove it while a process joins.
 
 use std::ffi::OsString;
 use std::fs::{self, File, OpenOptions};
@@ -26,8 +32,9 @@ const VERSIONED_ROOT: &str = "/usr/lib/postgresql";
 /// How long the cluster outlives its last test process: long enough for cargo to start the next
 /// test binary (and for a developer to run the next command), short enough not to linger.
 const GRACE_SECS: u32 = 15;
-/// Ports are picked free, but another process may take one before the server binds it.
-const START_ATTEMPTS: usize = 3;
+/// The port of the cluster's socket, `.s.PGSQL.5432`. Nothing listens on it over TCP, and the
+/// socket is in a directory of the cluster's own, so no other server's port can clash with it.
+pub(super) const PORT: u16 = 5432;
 /// The reaper, run as `/bin/sh -c`.
 const REAPER: &str = include_str!("reaper.sh");
 /// How long the reaper's heartbeat may be still before the reaper is taken for gone (it beats
@@ -86,23 +93,20 @@ fn parse_version(name: &str) -> Option<Vec<u32>> {
 }
 
 /// Finds the running cluster or starts one with the binaries in `bin`, registers this process
-/// as its client, and returns its port on 127.0.0.1.
-pub(super) fn acquire(bin: &Path) -> Result<u16, String> {
+/// as its client, and returns the directory of its socket (the port is [`PORT`]).
+pub(super) fn acquire(bin: &Path) -> Result<PathBuf, String> {
     let cluster = Cluster::new(bin)?;
     let _lock = cluster.lock()?;
-    let port = match cluster.running_port() {
-        Some(port) => port,
-        None => {
-            cluster.remove_stale()?;
-            // A cluster that failed to start leaves nothing behind (no reaper watches it yet).
-            cluster.start().inspect_err(|_| {
-                let _ = cluster.remove_stale();
-            })?
-        }
-    };
+    if !cluster.running() {
+        cluster.remove_stale()?;
+        // A cluster that failed to start leaves nothing behind (no reaper watches it yet).
+        cluster.start().inspect_err(|_| {
+            let _ = cluster.remove_stale();
+        })?;
+    }
     cluster.register()?;
     cluster.keep_reaped()?;
-    Ok(port)
+    Ok(cluster.dir.clone())
 }
 
 /// Who runs `initdb` and `pg_ctl`: this process's user, or, for root (whom initdb refuses), the
@@ -193,10 +197,6 @@ impl Cluster {
         self.dir.join("clients")
     }
 
-    fn port_file(&self) -> PathBuf {
-        self.dir.join("port")
-    }
-
     fn heartbeat(&self) -> PathBuf {
         self.dir.join("heartbeat")
     }
@@ -224,23 +224,16 @@ impl Cluster {
         Ok(file)
     }
 
-    /// The port of the cluster if it runs.
-    fn running_port(&self) -> Option<u16> {
-        let port = fs::read_to_string(self.port_file())
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        let status = self
-            .pg_ctl()
+    /// True when the cluster's server runs.
+    fn running(&self) -> bool {
+        self.pg_ctl()
             .arg("status")
             .arg("-D")
             .arg(self.data())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
-            .ok()?;
-        status.success().then_some(port)
+            .is_ok_and(|status| status.success())
     }
 
     /// Removes what a cluster that no longer serves left behind (a machine restart, a killed
@@ -258,8 +251,8 @@ impl Cluster {
             .map_err(|e| format!("remove the stale {}: {e}", self.dir.display()))
     }
 
-    /// Makes the cluster and starts it on a free port.
-    fn start(&self) -> Result<u16, String> {
+    /// Makes the cluster and starts it.
+    fn start(&self) -> Result<(), String> {
         let made = |e| format!("create {}: {e}", self.dir.display());
         fs::DirBuilder::new()
             .mode(0o700)
@@ -269,18 +262,7 @@ impl Cluster {
         fs::create_dir(self.clients()).map_err(made)?;
         self.initdb()?;
         self.configure()?;
-        let mut failure = String::new();
-        for _ in 0..START_ATTEMPTS {
-            let port = free_port()?;
-            match self.start_on(port) {
-                Ok(()) => {
-                    fs::write(self.port_file(), port.to_string()).map_err(made)?;
-                    return Ok(port);
-                }
-                Err(e) => failure = e,
-            }
-        }
-        Err(failure)
+        self.start_server()
     }
 
     fn initdb(&self) -> Result<(), String> {
@@ -288,10 +270,7 @@ impl Cluster {
         initdb
             .arg("-D")
             .arg(self.data())
-            // C.UTF-8, as Debian's clusters: pg_trgm sees non-ASCII letters as letters only in a
-            // UTF-8 ctype. No fsync: the cluster dies with the tests.
-            .args(["--auth=trust", "--username=postgres", "--encoding=UTF8"])
-            .args(["--locale=C.UTF-8", "--no-sync"])
+            .args(INITDB_ARGS)
             .current_dir(&self.dir);
         run(&mut initdb, "initdb")
     }
@@ -307,7 +286,7 @@ impl Cluster {
             .map_err(|e| format!("write {}: {e}", conf.display()))
     }
 
-    fn start_on(&self, port: u16) -> Result<(), String> {
+    fn start_server(&self) -> Result<(), String> {
         let mut start = self.pg_ctl();
         start
             .arg("start")
@@ -315,7 +294,7 @@ impl Cluster {
             .arg(self.data())
             .arg("-l")
             .arg(self.log())
-            .args(["-w", "-t", "60", "-o", &format!("-p {port}")]);
+            .args(["-w", "-t", "60", "-o", &format!("-p {PORT}")]);
         run(&mut start, "pg_ctl start").map_err(|e| {
             let log = fs::read_to_string(self.log()).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(3).collect();
@@ -377,6 +356,19 @@ impl Cluster {
     }
 }
 
+/// initdb's options for a test cluster. Only the owner reaches the socket (see the module docs),
+/// so `trust` on it; every TCP address is rejected, should one ever be listened on. C.UTF-8, as
+/// Debian's clusters: pg_trgm sees non-ASCII letters as letters only in a UTF-8 ctype. No fsync:
+/// the cluster dies with the tests.
+pub(super) const INITDB_ARGS: [&str; 6] = [
+    "--auth-local=trust",
+    "--auth-host=reject",
+    "--username=postgres",
+    "--encoding=UTF8",
+    "--locale=C.UTF-8",
+    "--no-sync",
+];
+
 /// The settings of a test cluster whose socket lives in `socket_dir`.
 pub(super) fn settings(socket_dir: &Path) -> String {
     // Quoted as postgresql.conf reads strings: a quote doubled, a backslash escaped.
@@ -386,21 +378,16 @@ pub(super) fn settings(socket_dir: &Path) -> String {
         .replace('\\', "\\\\")
         .replace('\'', "''");
     format!(
-        "\n# stockroom test harness: local only, many parallel tests, no durability\n\
-         listen_addresses = '127.0.0.1'\n\
+        "\n# stockroom test harness: a socket only its owner reaches, many parallel tests, no \
+         durability\n\
+         listen_addresses = ''\n\
          unix_socket_directories = '{socket_dir}'\n\
+         unix_socket_permissions = 0700\n\
          max_connections = 300\n\
          fsync = off\n\
          synchronous_commit = off\n\
          full_page_writes = off\n"
     )
-}
-
-pub(super) fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .map_err(|e| format!("find a free port: {e}"))
 }
 
 /// Runs `command` to its end; its stderr is the error if it fails.
@@ -496,11 +483,13 @@ mod tests {
     }
 
     #[test]
-    fn settings_quote_the_socket_directory() {
+    fn settings_listen_on_the_socket_only_and_quote_its_directory() {
         let settings = settings(Path::new("/tmp/it's here"));
         assert!(settings.contains("unix_socket_directories = '/tmp/it''s here'\n"));
+        assert!(settings.contains("unix_socket_permissions = 0700\n"));
+        assert!(settings.contains("listen_addresses = ''\n"));
         assert!(settings.contains("max_connections = 300\n"));
-        assert!(settings.contains("listen_addresses = '127.0.0.1'\n"));
         assert!(settings.contains("fsync = off\n"));
+        assert!(INITDB_ARGS.contains(&"--auth-host=reject"));
     }
 }

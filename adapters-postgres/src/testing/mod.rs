@@ -253,10 +253,10 @@ async fn resolve() -> Result<Server, String> {
 
 /// Starts (or joins) the throwaway cluster and checks that it serves.
 async fn start_throwaway(bin: std::path::PathBuf) -> Result<String, String> {
-    let port = tokio::task::spawn_blocking(move || cluster::acquire(&bin))
+    let socket_dir = tokio::task::spawn_blocking(move || cluster::acquire(&bin))
         .await
         .map_err(|e| format!("the cluster's start failed: {e}"))??;
-    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let url = url::socket_url(&socket_dir, cluster::PORT)?;
     match probe(&url).await {
         Probe::Answered => Ok(url),
         Probe::Refused(e) | Probe::Silent(e) => Err(format!("it does not serve on {url}: {e}")),
