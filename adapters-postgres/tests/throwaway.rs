@@ -1,10 +1,11 @@
 //! The harness's own servers against the other users of the machine: the throwaway cluster and
-//! the replica pair let in only their owner (and root).
+//! the replica pair let in only their owner (and root), the reaper runs as the cluster's owner,
+//! and nothing the owner plants in its directory is followed, or killed, by root.
 //!
 //! The harness settles its server once per process, so each throwaway test runs it in a child
 //! process of this binary (the ignored `child::serve`), pointed at a port nobody listens on and
 //! with a temporary directory of its own: the child starts a cluster and a reaper of its own,
-//! never the one the other test binaries share.
+//! never the one the other test binaries share, and with a grace of one second.
 //!
 //! Run as root (as CI does), the cluster belongs to the `postgres` OS user and the checks that
 //! another user cannot get in run as `nobody`; run as another user, the owner is that user and
@@ -17,11 +18,17 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 use stockroom_postgres::testing::{postgres_required, ReplicatedServers};
+
+/// The name the reaper gives itself (its `$0`), as `ps` shows it.
+const REAPER_NAME: &str = "stockroom-pg-reaper";
+/// How long a test waits for the reaper to clean up after its last client: the child's grace
+/// of one second, and a wide margin for a loaded machine.
+const CLEANUP_BOUND: Duration = Duration::from_secs(40);
 
 /// A uid and a gid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +140,7 @@ impl Harness {
                 "postgres://postgres@127.0.0.1:1/postgres",
             )
             .env_remove("DATABASE_URL")
+            .env("STOCKROOM_TEST_PG_GRACE_SECS", "1")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -183,6 +191,12 @@ impl Harness {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+
+    /// Kills the child, as a crashed test process dies.
+    fn crash(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
 }
 
 /// The processes with an argument under `dir` (the reaper, the postmaster): pid and argv.
@@ -202,6 +216,74 @@ fn processes_under(dir: &Path) -> Vec<(u32, Vec<String>)> {
                 .any(|arg| arg.starts_with(dir))
                 .then_some((pid, argv))
         })
+        .collect()
+}
+
+/// The reapers watching a cluster under `dir`.
+fn reapers_under(dir: &Path) -> Vec<u32> {
+    processes_under(dir)
+        .into_iter()
+        .filter(|(_, argv)| argv.iter().any(|arg| arg == REAPER_NAME))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
+/// The values of a `Uid:`/`Gid:`/`Groups:` line of `/proc/<pid>/status`.
+fn status_ids(pid: u32, field: &str) -> Vec<u32> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .unwrap_or_else(|| panic!("no {field} in the status of {pid}"));
+    line.split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect()
+}
+
+/// Waits until nothing runs under `dir` any more (the reaper stopped the cluster and left).
+fn wait_until_nothing_runs_under(dir: &Path) {
+    let started = Instant::now();
+    loop {
+        let running = processes_under(dir);
+        if running.is_empty() {
+            return;
+        }
+        assert!(
+            started.elapsed() < CLEANUP_BOUND,
+            "still running under {} after {CLEANUP_BOUND:?}: {running:?}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The directories under `dir` (not following symbolic links), `dir` included.
+fn directories_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = vec![dir.to_path_buf()];
+    let mut next = 0;
+    while next < found.len() {
+        if let Ok(entries) = fs::read_dir(&found[next]) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    found.push(entry.path());
+                }
+            }
+        }
+        next += 1;
+    }
+    found
+}
+
+/// True for a cluster's data directory.
+fn is_data_dir(dir: &Path) -> bool {
+    dir.join("PG_VERSION").is_file() && dir.join("global").is_dir()
+}
+
+/// The data directories under `dir`.
+fn clusters_under(dir: &Path) -> Vec<PathBuf> {
+    directories_under(dir)
+        .into_iter()
+        .filter(|d| is_data_dir(d))
         .collect()
 }
 
@@ -346,6 +428,218 @@ fn the_replica_pair_lets_in_only_its_owner_and_is_removed_after() {
     for url in &urls {
         let refused = runtime().block_on(PgConnection::connect(url));
         assert!(refused.is_err(), "{url} still serves");
+    }
+}
+
+#[test]
+fn the_reaper_runs_as_the_owner_and_cleans_up_after_the_last_test_process() {
+    let scratch = Scratch::new("reaper");
+    let Some(harness) = Harness::start(scratch.path(), &[]) else {
+        return;
+    };
+    let reapers = reapers_under(scratch.path());
+    assert_eq!(reapers.len(), 1, "one reaper: {reapers:?}");
+    let reaper = reapers[0];
+    let owner = owner();
+    // Real, effective, saved and filesystem ids: all the owner's, nothing left of root.
+    assert_eq!(
+        status_ids(reaper, "Uid:"),
+        [owner.uid; 4],
+        "the reaper's uids"
+    );
+    assert_eq!(
+        status_ids(reaper, "Gid:"),
+        [owner.gid; 4],
+        "the reaper's gids"
+    );
+    if owner != me() {
+        let groups = status_ids(reaper, "Groups:");
+        assert!(
+            !groups.contains(&me().gid),
+            "the reaper keeps the group {}: {groups:?}",
+            me().gid
+        );
+    }
+    assert_eq!(clusters_under(scratch.path()).len(), 1);
+
+    harness.finish();
+    // Once the last test process has gone, the reaper stops the cluster, removes it and leaves.
+    wait_until_nothing_runs_under(scratch.path());
+    assert_eq!(clusters_under(scratch.path()), Vec::<PathBuf>::new());
+}
+
+/// The PostgreSQL binaries the harness would find (`STOCKROOM_TEST_PG_BIN_DIR`, `PATH`, the
+/// newest `/usr/lib/postgresql/<version>/bin`), or `None`.
+fn pg_bin_dir() -> Option<PathBuf> {
+    let complete = |dir: &Path| {
+        ["initdb", "pg_ctl", "postgres"]
+            .iter()
+            .all(|b| dir.join(b).is_file())
+    };
+    if let Some(dir) = std::env::var_os("STOCKROOM_TEST_PG_BIN_DIR") {
+        return Some(PathBuf::from(dir)).filter(|d| complete(d));
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut versioned: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .collect();
+    versioned.sort_by_key(|(version, _)| std::cmp::Reverse(*version));
+    std::env::split_paths(&path)
+        .chain(versioned.into_iter().map(|(_, dir)| dir))
+        .find(|dir| complete(dir))
+}
+
+/// Runs `script` with `/bin/sh` as `who`, `args` as its `$1`….
+fn sh_as(who: Ids, script: &str, args: &[&Path]) {
+    let out = Command::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .arg("sh")
+        .args(args)
+        .current_dir("/")
+        .uid(who.uid)
+        .gid(who.gid)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{script}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// An owner who turned against root (through a superuser session of its cluster, say) plants,
+/// in every directory it controls, a symbolic link to a file of root's and the pid of a process
+/// of root's where the postmaster's pid was; and `pg_ctl` is gone, so that the reaper falls back
+/// to the pid it finds. The test process then dies. Root touches neither file nor process.
+#[test]
+fn root_follows_nothing_the_owner_planted() {
+    if !is_root() {
+        eprintln!("skipped: the owner and root are one user here; nothing to guard");
+        return;
+    }
+    let Some(real_bin) = pg_bin_dir() else {
+        // The child would find nothing either, and say so.
+        eprintln!("skipped: no PostgreSQL binaries");
+        return;
+    };
+    let scratch = Scratch::new("planted");
+    // The binaries through a directory of the test's own, so that pg_ctl can be taken away.
+    let bin = scratch.path().join("bin");
+    fs::create_dir(&bin).unwrap();
+    fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
+    for name in ["initdb", "postgres", "pg_basebackup"] {
+        std::os::unix::fs::symlink(real_bin.join(name), bin.join(name)).unwrap();
+    }
+    fs::copy(real_bin.join("pg_ctl"), bin.join("pg_ctl")).unwrap();
+    // A file of root's, where the owner cannot reach it itself.
+    let vault = scratch.path().join("vault");
+    fs::DirBuilder::new().mode(0o700).create(&vault).unwrap();
+    let victim = vault.join("victim");
+    fs::write(&victim, "root's\n").unwrap();
+    let long_ago = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+    fs::File::options()
+        .write(true)
+        .open(&victim)
+        .unwrap()
+        .set_modified(long_ago)
+        .unwrap();
+    // A process of root's.
+    let mut foreign = Foreign(
+        Command::new("sleep")
+            .arg("600")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    let Some(harness) = Harness::start(
+        scratch.path(),
+        &[("STOCKROOM_TEST_PG_BIN_DIR", bin.clone().into())],
+    ) else {
+        return;
+    };
+    let owner = owner();
+    let reapers = reapers_under(scratch.path());
+    assert_eq!(reapers.len(), 1, "one reaper: {reapers:?}");
+    let clusters = clusters_under(scratch.path());
+    assert_eq!(clusters.len(), 1, "{clusters:?}");
+    let postmaster: u32 = fs::read_to_string(clusters[0].join("postmaster.pid"))
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+
+    let owned: Vec<PathBuf> = directories_under(scratch.path())
+        .into_iter()
+        .filter(|d| fs::symlink_metadata(d).is_ok_and(|m| m.uid() == owner.uid))
+        .collect();
+    assert!(!owned.is_empty(), "the owner has a directory of its own");
+    for dir in &owned {
+        if is_data_dir(dir) {
+            sh_as(
+                owner,
+                r#"sed -i "1s/.*/$2/" "$1/postmaster.pid""#,
+                &[dir, Path::new(&foreign.0.id().to_string())],
+            );
+            continue;
+        }
+        if dir.ancestors().any(is_data_dir) {
+            continue; // inside a cluster: the server's own files
+        }
+        sh_as(
+            owner,
+            r#"for name in heartbeat port clients/"$3"; do
+                   [ -d "$(dirname "$1/$name")" ] && ln -sfn "$2" "$1/$name"
+               done; true"#,
+            &[dir, &victim, Path::new(&foreign.0.id().to_string())],
+        );
+    }
+    fs::remove_file(bin.join("pg_ctl")).unwrap();
+
+    harness.crash();
+    // The reaper does its work once the crashed process's grace is over, and leaves.
+    let reaper_alive = || Path::new(&format!("/proc/{}", reapers[0])).exists();
+    let started = Instant::now();
+    while reaper_alive() && started.elapsed() < CLEANUP_BOUND {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        !reaper_alive(),
+        "the reaper still runs after {CLEANUP_BOUND:?}"
+    );
+    let foreign_alive = foreign.0.try_wait().unwrap().is_none();
+    drop(foreign);
+    // The postmaster pg_ctl could not stop: the test's to end.
+    let _ = Command::new("kill")
+        .args(["-QUIT", &postmaster.to_string()])
+        .status();
+
+    assert!(foreign_alive, "root's process was killed");
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "root's\n");
+    let modified = fs::metadata(&victim).unwrap().modified().unwrap();
+    assert_eq!(modified, long_ago, "root's file was touched");
+    assert_eq!(
+        fs::read_dir(&vault).unwrap().count(),
+        1,
+        "a file appeared next to root's"
+    );
+}
+
+/// A process of the test's, killed when dropped (also when the test fails).
+struct Foreign(Child);
+
+impl Drop for Foreign {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 

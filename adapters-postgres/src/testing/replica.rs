@@ -6,10 +6,11 @@
 //! the throwaway cluster, both belong to the `postgres` OS user when the tests run as root, and
 //! listen on no TCP address: their sockets, `.s.PGSQL.5432` (the primary) and `.s.PGSQL.5433`
 //! (the replica), are in that directory, which is the owner's and mode 0700, so no other local
-//! user reaches them; the replica streams through the primary's socket. Dropping the value stops
-//! both servers at once and removes the directory.
+//! user reaches them; the replica streams through the primary's socket. Everything inside the
+//! directory is done as the owner, including its removal: dropping the value stops both servers
+//! at once and removes the directory.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -61,7 +62,7 @@ impl ReplicatedServers {
             .mode(0o700)
             .create(&dir)
             .map_err(|e| format!("create {}: {e}", dir.display()))?;
-        // From here on, dropping the value removes the directory.
+        // From here on, dropping the value removes the directory, as the owner.
         let servers = Self { dir, bin, owner };
         servers.owner.take(&servers.dir)?;
         servers.start_primary()?;
@@ -108,7 +109,8 @@ impl ReplicatedServers {
         run(&mut initdb, "initdb")?;
         // initdb's pg_hba.conf already lets the owner's replication connections in through the
         // socket (trust).
-        append(&data.join("postgresql.conf"), &settings(&self.dir))?;
+        let conf = data.join("postgresql.conf");
+        self.owner.append(&conf, &settings(&self.dir))?;
         self.start_server("primary", PRIMARY_PORT)
     }
 
@@ -137,9 +139,8 @@ impl ReplicatedServers {
             .arg(&log)
             .args(["-w", "-t", "60", "-o", &format!("-p {port}")]);
         run(&mut start, &format!("pg_ctl start ({name})")).map_err(|e| {
-            let log = fs::read_to_string(&log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(3).collect();
-            format!("{e}; {name}.log ends with: {}", tail.join(" / "))
+            let tail = self.owner.tail(&log, 3);
+            format!("{e}; {name}.log ends with: {tail}")
         })
     }
 
@@ -151,13 +152,15 @@ impl ReplicatedServers {
 }
 
 impl Drop for ReplicatedServers {
+    /// Stops both servers and removes the directory, all as the owner (a server already stopped
+    /// is fine). Where the owner may not remove the directory itself (a temporary directory it
+    /// cannot write to), the emptied directory goes by `rmdir`, which follows no link.
     fn drop(&mut self) {
         for name in ["replica", "primary"] {
-            if self.data(name).join("postmaster.pid").exists() {
-                let _ = self.stop(name, "immediate");
-            }
+            let _ = self.stop(name, "immediate");
         }
-        let _ = fs::remove_dir_all(&self.dir);
+        let _ = self.owner.remove(std::slice::from_ref(&self.dir));
+        let _ = fs::remove_dir(&self.dir);
     }
 }
 
@@ -171,13 +174,4 @@ fn with_basebackup(dir: &Path) -> Option<PathBuf> {
         .into_iter()
         .flatten()
         .find(|dir| dir.join("pg_basebackup").is_file())
-}
-
-fn append(file: &Path, text: &str) -> Result<(), String> {
-    use std::io::Write;
-    OpenOptions::new()
-        .append(true)
-        .open(file)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .map_err(|e| format!("write {}: {e}", file.display()))
 }
