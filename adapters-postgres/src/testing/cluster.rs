@@ -362,8 +362,9 @@ impl Cluster {
         Ok(())
     }
 
-    /// The lock file `name` of the home, made if missing (empty, readable by the owner only),
-    /// opened read-only: a lock needs no more, and the reaper is handed this descriptor.
+    /// The lock file `name` of the home, made if missing (empty, the test user's, and readable
+    /// by the owner too, who locks it), opened read-only: a lock needs no more, and the reaper
+    /// is handed this descriptor.
     fn lock_file(&self, name: &str) -> Result<File, String> {
         let path = self.home.join(name);
         let failed = |e| format!("open {}: {e}", path.display());
