@@ -2,20 +2,49 @@
 //! shared by the test processes of one OS user, and removed by a detached reaper once they are
 //! all gone.
 //!
-//! Its directory, `<temp>/stockroom-pg-<uid>`, holds `data/` (the cluster), `port`, `server.log`,
-//! `clients/<pid>` (one empty file per test process that uses it) and `heartbeat` (touched by the
-//! reaper every second). A process takes the lock file `<temp>/stockroom-pg-<uid>.lock` (outside
-//! the directory, which the reaper removes) before it looks at the directory, so only one process
-//! starts the cluster, the others join it, and the reaper, which takes the same lock, cannot
-//! remove it while a process joins.
+//! # Who may do what
+//!
+//! The cluster belongs to its *owner*: the test user, or the `postgres` OS user when the tests
+//! run as root (initdb refuses root). It listens on no TCP address at all, only on a Unix socket
+//! in the owner's directory, which is mode 0700 (and the socket 0700), so no other local user
+//! can reach it: its `trust` authentication lets in only the owner and root, who can already do
+//! anything the cluster's superuser can. `pg_hba.conf` rejects every address besides.
+//!
+//! Root never acts, itself, on a path the owner can change: whatever happens inside the owner's
+//! directory (initdb, pg_ctl, writing the settings, reading the log, removing the files) runs as
+//! the owner, and the reaper, which outlives the tests, runs as the owner from its first
+//! instruction. A test process keeps no pid and reads no file there: who uses the cluster and
+//! whether a reaper watches it are file locks in a directory of the test user's, which the
+//! kernel releases when a process ends, whatever way it ends. The one path there that root
+//! follows is the socket, as a client: it talks to whatever the owner serves on it, which is
+//! what a client of the owner's server does anyway.
+//!
+//! # Layout
+//!
+//! `<temp>/stockroom-test-pg-<uid>/`, the *home*, is the test user's (mode 0700; when the owner
+//! is another user, 0710 with the owner's group, so that the owner can reach its directory and
+//! the locks, and list or change nothing). It holds three empty lock files, which stay, and the
+//! owner's directory:
+//!
+//! - `lock`: taken (exclusive) by a test process while it looks at, starts or joins the cluster,
+//!   and by the reaper before it removes the cluster, so that no process joins a cluster being
+//!   removed;
+//! - `clients`: held (shared) by every test process that uses the cluster, until it exits; the
+//!   reaper, which can take it exclusively only when none does, removes the cluster after a
+//!   grace period without one;
+//! - `reaper`: held (exclusive) by the reaper for its life; a test process that can take it
+//!   starts a reaper and hands it the lock already taken, so that two never run at once;
+//! - `cluster/`: the owner's (0700): `data/`, `server.log`, and the socket
+//!   `.s.PGSQL.5432`, which the reaper empties when it removes the cluster.
 
 use std::ffi::OsString;
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::fs::DirBuilderExt;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::sync::OnceLock;
 
 /// Names the directory of the binaries instead of the search (an empty directory: none).
 const BIN_DIR_VAR: &str = "STOCKROOM_TEST_PG_BIN_DIR";
@@ -26,14 +55,20 @@ const VERSIONED_ROOT: &str = "/usr/lib/postgresql";
 /// How long the cluster outlives its last test process: long enough for cargo to start the next
 /// test binary (and for a developer to run the next command), short enough not to linger.
 const GRACE_SECS: u32 = 15;
-/// Ports are picked free, but another process may take one before the server binds it.
-const START_ATTEMPTS: usize = 3;
+/// Sets the grace in seconds instead (the harness's own tests wait for the reaper).
+const GRACE_VAR: &str = "STOCKROOM_TEST_PG_GRACE_SECS";
+/// The port of the cluster's socket, `.s.PGSQL.5432`. Nothing listens on it over TCP, and the
+/// socket is in a directory of the cluster's own, so no other server's port can clash with it.
+pub(super) const PORT: u16 = 5432;
 /// The reaper, run as `/bin/sh -c`.
 const REAPER: &str = include_str!("reaper.sh");
-/// How long the reaper's heartbeat may be still before the reaper is taken for gone (it beats
-/// every second). A heartbeat, not a pid: a killed reaper may linger as a zombie, and pids are
-/// reused.
-const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(5);
+/// The reaper's `$0`, which `ps` shows.
+const REAPER_NAME: &str = "stockroom-pg-reaper";
+/// The tools the reaper runs, wherever the tests found theirs.
+const SYSTEM_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// This process's shared lock on `clients`, held until the process exits.
+static CLIENT: OnceLock<File> = OnceLock::new();
 
 /// The directory of the PostgreSQL binaries: `STOCKROOM_TEST_PG_BIN_DIR` if set, else the first
 /// directory of `PATH` that holds them all, else the newest `/usr/lib/postgresql/<version>/bin`.
@@ -86,27 +121,29 @@ fn parse_version(name: &str) -> Option<Vec<u32>> {
 }
 
 /// Finds the running cluster or starts one with the binaries in `bin`, registers this process
-/// as its client, and returns its port on 127.0.0.1.
-pub(super) fn acquire(bin: &Path) -> Result<u16, String> {
+/// as its client, and returns the directory of its socket (the port is [`PORT`]).
+pub(super) fn acquire(bin: &Path) -> Result<PathBuf, String> {
     let cluster = Cluster::new(bin)?;
-    let _lock = cluster.lock()?;
-    let port = match cluster.running_port() {
-        Some(port) => port,
-        None => {
-            cluster.remove_stale()?;
-            // A cluster that failed to start leaves nothing behind (no reaper watches it yet).
-            cluster.start().inspect_err(|_| {
-                let _ = cluster.remove_stale();
-            })?
-        }
-    };
+    cluster.make_home()?;
+    let lock = cluster.lock_file("lock")?;
+    lock.lock()
+        .map_err(|e| format!("lock {}: {e}", cluster.home.join("lock").display()))?;
+    cluster.make_dir()?;
+    if !cluster.running() {
+        cluster.remove_stale()?;
+        // A cluster that failed to start leaves nothing behind (no reaper may watch it yet).
+        cluster.start().inspect_err(|_| {
+            let _ = cluster.remove_stale();
+        })?;
+    }
     cluster.register()?;
     cluster.keep_reaped()?;
-    Ok(port)
+    drop(lock);
+    Ok(cluster.dir())
 }
 
-/// Who runs `initdb` and `pg_ctl`: this process's user, or, for root (whom initdb refuses), the
-/// `postgres` OS user through `runuser`.
+/// Who runs `initdb`, `pg_ctl` and the reaper, and owns the cluster: this process's user, or,
+/// for root (whom initdb refuses), the `postgres` OS user.
 pub(super) enum Owner {
     Me,
     Postgres { uid: u32, gid: u32 },
@@ -127,32 +164,93 @@ impl Owner {
         }
     }
 
-    /// The command line that runs `program` as the owner.
-    fn argv(&self, program: &Path) -> Vec<OsString> {
+    /// The owner's uid.
+    fn uid(&self) -> u32 {
         match self {
-            Self::Me => vec![program.into()],
-            Self::Postgres { .. } => ["runuser", "-u", "postgres", "--"]
-                .into_iter()
-                .map(OsString::from)
-                .chain([program.into()])
-                .collect(),
+            Self::Me => rustix::process::geteuid().as_raw(),
+            Self::Postgres { uid, .. } => *uid,
         }
     }
 
+    /// A command that runs `program` as the owner. For `postgres`, the child takes its ids before
+    /// it runs anything (std drops root's supplementary groups with them), and sees only `PATH`:
+    /// the server it starts inherits its environment, which the owner can read, and root's may
+    /// hold secrets.
     pub(super) fn command(&self, program: &Path) -> Command {
-        let argv = self.argv(program);
-        let mut command = Command::new(&argv[0]);
-        command.args(&argv[1..]).stdin(Stdio::null());
+        let mut command = Command::new(program);
+        command.stdin(Stdio::null());
+        if let Self::Postgres { uid, gid } = self {
+            let path = std::env::var_os("PATH").unwrap_or_else(|| SYSTEM_PATH.into());
+            command.uid(*uid).gid(*gid).env_clear().env("PATH", path);
+        }
         command
     }
 
-    /// Gives `path` to the owner, so that it can make the cluster and its socket there.
+    /// Gives the directory `path`, just made by this process, to the owner (without following a
+    /// symbolic link), so that it can make the cluster and its socket there.
     pub(super) fn take(&self, path: &Path) -> Result<(), String> {
         match self {
             Self::Me => Ok(()),
-            Self::Postgres { uid, gid } => std::os::unix::fs::chown(path, Some(*uid), Some(*gid))
+            Self::Postgres { uid, gid } => std::os::unix::fs::lchown(path, Some(*uid), Some(*gid))
                 .map_err(|e| format!("chown {} to postgres: {e}", path.display())),
         }
+    }
+
+    /// Appends `text` to the owner's file `path`, as the owner.
+    pub(super) fn append(&self, path: &Path, text: &str) -> Result<(), String> {
+        let failed = |e: std::io::Error| format!("write {}: {e}", path.display());
+        if let Self::Me = self {
+            return OpenOptions::new()
+                .append(true)
+                .open(path)
+                .and_then(|mut file| file.write_all(text.as_bytes()))
+                .map_err(failed);
+        }
+        let mut append = self.command(Path::new("/bin/sh"));
+        append
+            .args(["-c", r#"cat >> "$1""#, "sh"])
+            .arg(path)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = append.spawn().map_err(failed)?;
+        let written = child
+            .stdin
+            .take()
+            .expect("a piped stdin")
+            .write_all(text.as_bytes());
+        let out = child.wait_with_output().map_err(failed)?;
+        written.map_err(failed)?;
+        if !out.status.success() {
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            return Err(format!("write {}: {}", path.display(), stderr.trim()));
+        }
+        Ok(())
+    }
+
+    /// The last `lines` lines of the owner's file `path`, read as the owner (empty if there is
+    /// none): what a log says when a start failed.
+    pub(super) fn tail(&self, path: &Path, lines: usize) -> String {
+        let text = match self {
+            Self::Me => fs::read_to_string(path).unwrap_or_default(),
+            Self::Postgres { .. } => self
+                .command(Path::new("tail"))
+                .args(["-n", &lines.to_string(), "--"])
+                .arg(path)
+                .stderr(Stdio::null())
+                .output()
+                .map(|out| String::from_utf8_lossy(&out.stdout).into_owned())
+                .unwrap_or_default(),
+        };
+        let last: Vec<&str> = text.lines().rev().take(lines).collect();
+        last.join(" / ")
+    }
+
+    /// Removes `paths` (and what they hold), as the owner; paths that do not exist are fine.
+    pub(super) fn remove(&self, paths: &[PathBuf]) -> Result<(), String> {
+        let mut rm = self.command(Path::new("rm"));
+        rm.args(["-rf", "--"]).args(paths).current_dir("/");
+        run(&mut rm, "rm")
     }
 }
 
@@ -166,9 +264,18 @@ fn postgres_id(flag: &str) -> Option<u32> {
     String::from_utf8(out.stdout).ok()?.trim().parse().ok()
 }
 
+/// The grace period in seconds: `STOCKROOM_TEST_PG_GRACE_SECS` when it is a number, else
+/// [`GRACE_SECS`].
+fn grace_secs() -> u32 {
+    std::env::var(GRACE_VAR)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(GRACE_SECS)
+}
+
 struct Cluster {
-    dir: PathBuf,
-    lock: PathBuf,
+    /// The test user's directory: the locks, and the owner's directory.
+    home: PathBuf,
     bin: PathBuf,
     owner: Owner,
 }
@@ -176,138 +283,135 @@ struct Cluster {
 impl Cluster {
     fn new(bin: &Path) -> Result<Self, String> {
         let uid = rustix::process::geteuid().as_raw();
-        let temp = std::env::temp_dir();
         Ok(Self {
-            dir: temp.join(format!("stockroom-pg-{uid}")),
-            lock: temp.join(format!("stockroom-pg-{uid}.lock")),
+            home: std::env::temp_dir().join(format!("stockroom-test-pg-{uid}")),
             bin: bin.to_owned(),
             owner: Owner::detect()?,
         })
     }
 
+    /// The owner's directory: the cluster, its log and its socket.
+    fn dir(&self) -> PathBuf {
+        self.home.join("cluster")
+    }
+
     fn data(&self) -> PathBuf {
-        self.dir.join("data")
-    }
-
-    fn clients(&self) -> PathBuf {
-        self.dir.join("clients")
-    }
-
-    fn port_file(&self) -> PathBuf {
-        self.dir.join("port")
-    }
-
-    fn heartbeat(&self) -> PathBuf {
-        self.dir.join("heartbeat")
+        self.dir().join("data")
     }
 
     fn log(&self) -> PathBuf {
-        self.dir.join("server.log")
+        self.dir().join("server.log")
     }
 
+    /// `pg_ctl`, as the owner, in the owner's directory.
     fn pg_ctl(&self) -> Command {
         let mut command = self.owner.command(&self.bin.join("pg_ctl"));
-        command.current_dir(&self.dir);
+        command.current_dir(self.dir());
         command
     }
 
-    /// Takes the lock (waiting while another process starts the cluster); released when the
-    /// file is dropped.
-    fn lock(&self) -> Result<File, String> {
-        let what = |e| format!("lock {}: {e}", self.lock.display());
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.lock)
-            .map_err(what)?;
-        file.lock().map_err(what)?;
-        Ok(file)
+    /// Makes the home, or checks that the one there is this user's and that no one else can
+    /// write to it: everything after relies on no one else changing what is in it. Made in the
+    /// temporary directory, where (sticky) no one else can rename or replace it either.
+    fn make_home(&self) -> Result<(), String> {
+        let home = self.home.display();
+        match fs::DirBuilder::new().mode(0o700).create(&self.home) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                return Err(format!("create {home}: {e}"))
+            }
+            _ => {}
+        }
+        let meta = fs::symlink_metadata(&self.home).map_err(|e| format!("{home}: {e}"))?;
+        let me = rustix::process::geteuid().as_raw();
+        if !meta.is_dir() || meta.uid() != me || meta.mode() & 0o022 != 0 {
+            return Err(format!(
+                "{home} is not a directory of this user's that only it can write; remove it"
+            ));
+        }
+        // The owner may pass through (to its directory, to the locks), nobody else.
+        let (group, mode) = match self.owner {
+            Owner::Me => (None, 0o700),
+            Owner::Postgres { gid, .. } => (Some(gid), 0o710),
+        };
+        std::os::unix::fs::lchown(&self.home, None, group)
+            .and_then(|()| fs::set_permissions(&self.home, fs::Permissions::from_mode(mode)))
+            .map_err(|e| format!("restrict {home}: {e}"))
     }
 
-    /// The port of the cluster if it runs.
-    fn running_port(&self) -> Option<u16> {
-        let port = fs::read_to_string(self.port_file())
-            .ok()?
-            .trim()
-            .parse()
-            .ok()?;
-        let status = self
-            .pg_ctl()
+    /// Makes the owner's directory, or checks the one there: a directory of the owner's, which
+    /// only the owner may enter (the socket's guard). Its contents are the owner's business.
+    fn make_dir(&self) -> Result<(), String> {
+        let dir = self.dir();
+        match fs::DirBuilder::new().mode(0o700).create(&dir) {
+            Ok(()) => self.owner.take(&dir)?,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("create {}: {e}", dir.display())),
+        }
+        let meta = fs::symlink_metadata(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if !meta.is_dir() || meta.uid() != self.owner.uid() {
+            return Err(format!(
+                "{} is not the cluster owner's directory; remove it",
+                dir.display()
+            ));
+        }
+        if meta.mode() & 0o7777 != 0o700 {
+            // Only this user can change the entry (the home is its own): this is the checked one.
+            fs::set_permissions(&dir, fs::Permissions::from_mode(0o700))
+                .map_err(|e| format!("restrict {}: {e}", dir.display()))?;
+        }
+        Ok(())
+    }
+
+    /// The lock file `name` of the home, made if missing (empty, the test user's, and readable
+    /// by the owner too, who locks it), opened read-only: a lock needs no more, and the reaper
+    /// is handed this descriptor.
+    fn lock_file(&self, name: &str) -> Result<File, String> {
+        let path = self.home.join(name);
+        let failed = |e| format!("open {}: {e}", path.display());
+        let (group, mode) = match self.owner {
+            Owner::Me => (None, 0o600),
+            Owner::Postgres { gid, .. } => (Some(gid), 0o640),
+        };
+        let made = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(mode)
+            .open(&path)
+            .map_err(failed)?;
+        std::os::unix::fs::fchown(&made, None, group).map_err(failed)?;
+        made.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(failed)?;
+        File::open(&path).map_err(failed)
+    }
+
+    /// True when the cluster's server runs (`pg_ctl status`, as the owner).
+    fn running(&self) -> bool {
+        self.pg_ctl()
             .arg("status")
             .arg("-D")
             .arg(self.data())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()
-            .ok()?;
-        status.success().then_some(port)
+            .is_ok_and(|status| status.success())
     }
 
     /// Removes what a cluster that no longer serves left behind (a machine restart, a killed
-    /// reaper), stopping its server first in case only its port file was lost.
+    /// reaper), stopping its server first in case it still runs without answering.
     fn remove_stale(&self) -> Result<(), String> {
-        if !self.dir.exists() {
-            return Ok(());
-        }
         let _ = self
             .pg_ctl()
             .args(["stop", "-m", "immediate", "-D"])
             .arg(self.data())
             .output();
-        fs::remove_dir_all(&self.dir)
-            .map_err(|e| format!("remove the stale {}: {e}", self.dir.display()))
+        self.owner.remove(&[self.data(), self.log()])
     }
 
-    /// Makes the cluster and starts it on a free port.
-    fn start(&self) -> Result<u16, String> {
-        let made = |e| format!("create {}: {e}", self.dir.display());
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(&self.dir)
-            .map_err(made)?;
-        self.owner.take(&self.dir)?;
-        fs::create_dir(self.clients()).map_err(made)?;
+    /// Makes the cluster and starts it.
+    fn start(&self) -> Result<(), String> {
         self.initdb()?;
-        self.configure()?;
-        let mut failure = String::new();
-        for _ in 0..START_ATTEMPTS {
-            let port = free_port()?;
-            match self.start_on(port) {
-                Ok(()) => {
-                    fs::write(self.port_file(), port.to_string()).map_err(made)?;
-                    return Ok(port);
-                }
-                Err(e) => failure = e,
-            }
-        }
-        Err(failure)
-    }
-
-    fn initdb(&self) -> Result<(), String> {
-        let mut initdb = self.owner.command(&self.bin.join("initdb"));
-        initdb
-            .arg("-D")
-            .arg(self.data())
-            // C.UTF-8, as Debian's clusters: pg_trgm sees non-ASCII letters as letters only in a
-            // UTF-8 ctype. No fsync: the cluster dies with the tests.
-            .args(["--auth=trust", "--username=postgres", "--encoding=UTF8"])
-            .args(["--locale=C.UTF-8", "--no-sync"])
-            .current_dir(&self.dir);
-        run(&mut initdb, "initdb")
-    }
-
-    /// Appends the test settings to the cluster's postgresql.conf.
-    fn configure(&self) -> Result<(), String> {
-        use std::io::Write;
         let conf = self.data().join("postgresql.conf");
-        OpenOptions::new()
-            .append(true)
-            .open(&conf)
-            .and_then(|mut file| file.write_all(settings(&self.dir).as_bytes()))
-            .map_err(|e| format!("write {}: {e}", conf.display()))
-    }
-
-    fn start_on(&self, port: u16) -> Result<(), String> {
+        self.owner.append(&conf, &settings(&self.dir()))?;
         let mut start = self.pg_ctl();
         start
             .arg("start")
@@ -315,34 +419,42 @@ impl Cluster {
             .arg(self.data())
             .arg("-l")
             .arg(self.log())
-            .args(["-w", "-t", "60", "-o", &format!("-p {port}")]);
+            .args(["-w", "-t", "60", "-o", &format!("-p {PORT}")]);
         run(&mut start, "pg_ctl start").map_err(|e| {
-            let log = fs::read_to_string(self.log()).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(3).collect();
-            format!("{e}; server.log ends with: {}", tail.join(" / "))
+            let tail = self.owner.tail(&self.log(), 3);
+            format!("{e}; server.log ends with: {tail}")
         })
     }
 
-    /// Records this process as a client, so that the reaper keeps the cluster while it lives.
+    fn initdb(&self) -> Result<(), String> {
+        let mut initdb = self.owner.command(&self.bin.join("initdb"));
+        initdb
+            .arg("-D")
+            .arg(self.data())
+            .args(INITDB_ARGS)
+            .current_dir(self.dir());
+        run(&mut initdb, "initdb")
+    }
+
+    /// Holds a shared lock on `clients` until this process exits, so that the reaper keeps the
+    /// cluster while it lives.
     fn register(&self) -> Result<(), String> {
-        let file = self.clients().join(std::process::id().to_string());
-        File::create(&file)
-            .map(drop)
-            .map_err(|e| format!("register in {}: {e}", file.display()))
+        let clients = self.lock_file("clients")?;
+        clients
+            .lock_shared()
+            .map_err(|e| format!("lock {}: {e}", self.home.join("clients").display()))?;
+        // A second call (there is none: the server is settled once) would keep the first lock.
+        let _ = CLIENT.set(clients);
+        Ok(())
     }
 
-    /// True when the reaper's heartbeat is recent.
-    fn reaped(&self) -> bool {
-        fs::metadata(self.heartbeat())
-            .and_then(|meta| meta.modified())
-            // A time in the future (another clock) is recent too.
-            .is_ok_and(|beat| beat.elapsed().map_or(true, |age| age < HEARTBEAT_TIMEOUT))
-    }
-
-    /// Starts the reaper unless it runs.
+    /// Starts the reaper unless one runs (holds the `reaper` lock).
     fn keep_reaped(&self) -> Result<(), String> {
-        if self.reaped() {
-            return Ok(());
+        let reaper = self.lock_file("reaper")?;
+        match reaper.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Ok(()),
+            Err(TryLockError::Error(e)) => return Err(format!("lock the reaper's file: {e}")),
         }
         // Without its comments, the script is the reaper's command line as `ps` shows it.
         let script: Vec<&str> = REAPER
@@ -352,30 +464,45 @@ impl Cluster {
         // The reaper outlives this process and its PATH: absolute paths, the binaries' real one.
         let pg_ctl = fs::canonicalize(self.bin.join("pg_ctl"))
             .map_err(|e| format!("find pg_ctl in {}: {e}", self.bin.display()))?;
-        Command::new("/bin/sh")
+        self.owner
+            .command(Path::new("/bin/sh"))
             .arg("-c")
             .arg(script.join("\n"))
-            .arg("stockroom-pg-reaper")
-            .arg(&self.dir)
-            .arg(&self.lock)
-            .arg(GRACE_SECS.to_string())
-            .args(self.owner.argv(&pg_ctl))
+            .arg(REAPER_NAME)
+            .arg(self.dir())
+            .arg(self.home.join("lock"))
+            .arg(self.home.join("clients"))
+            .arg(grace_secs().to_string())
+            .arg(pg_ctl)
+            .env_clear()
+            .env("PATH", SYSTEM_PATH)
             .current_dir("/")
-            // Detached: no stdio (a `cargo test | tee` would wait for it), and a process group of
-            // its own (Ctrl-C on the tests must not stop the clean-up).
-            .stdin(Stdio::null())
+            // The lock, taken above, as the reaper's stdin: the reaper holds it from its first
+            // instant to its last, with no moment in between for a second one to start.
+            .stdin(Stdio::from(reaper))
+            // Detached: no other stdio (a `cargo test | tee` would wait for it), and a process
+            // group of its own (Ctrl-C on the tests must not stop the clean-up).
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0)
             .spawn()
             .map(drop) // never waited for: it outlives this process
-            .map_err(|e| format!("start the reaper (sh): {e}"))?;
-        // The first beat, so that a process joining in the reaper's first second sees it.
-        File::create(self.heartbeat())
-            .map(drop)
-            .map_err(|e| format!("write {}: {e}", self.heartbeat().display()))
+            .map_err(|e| format!("start the reaper (sh): {e}"))
     }
 }
+
+/// initdb's options for a test cluster. Only the owner reaches the socket (see the module docs),
+/// so `trust` on it; every TCP address is rejected, should one ever be listened on. C.UTF-8, as
+/// Debian's clusters: pg_trgm sees non-ASCII letters as letters only in a UTF-8 ctype. No fsync:
+/// the cluster dies with the tests.
+pub(super) const INITDB_ARGS: [&str; 6] = [
+    "--auth-local=trust",
+    "--auth-host=reject",
+    "--username=postgres",
+    "--encoding=UTF8",
+    "--locale=C.UTF-8",
+    "--no-sync",
+];
 
 /// The settings of a test cluster whose socket lives in `socket_dir`.
 pub(super) fn settings(socket_dir: &Path) -> String {
@@ -386,21 +513,16 @@ pub(super) fn settings(socket_dir: &Path) -> String {
         .replace('\\', "\\\\")
         .replace('\'', "''");
     format!(
-        "\n# stockroom test harness: local only, many parallel tests, no durability\n\
-         listen_addresses = '127.0.0.1'\n\
+        "\n# stockroom test harness: a socket only its owner reaches, many parallel tests, no \
+         durability\n\
+         listen_addresses = ''\n\
          unix_socket_directories = '{socket_dir}'\n\
+         unix_socket_permissions = 0700\n\
          max_connections = 300\n\
          fsync = off\n\
          synchronous_commit = off\n\
          full_page_writes = off\n"
     )
-}
-
-pub(super) fn free_port() -> Result<u16, String> {
-    std::net::TcpListener::bind(("127.0.0.1", 0))
-        .and_then(|listener| listener.local_addr())
-        .map(|addr| addr.port())
-        .map_err(|e| format!("find a free port: {e}"))
 }
 
 /// Runs `command` to its end; its stderr is the error if it fails.
@@ -496,11 +618,13 @@ mod tests {
     }
 
     #[test]
-    fn settings_quote_the_socket_directory() {
+    fn settings_listen_on_the_socket_only_and_quote_its_directory() {
         let settings = settings(Path::new("/tmp/it's here"));
         assert!(settings.contains("unix_socket_directories = '/tmp/it''s here'\n"));
+        assert!(settings.contains("unix_socket_permissions = 0700\n"));
+        assert!(settings.contains("listen_addresses = ''\n"));
         assert!(settings.contains("max_connections = 300\n"));
-        assert!(settings.contains("listen_addresses = '127.0.0.1'\n"));
         assert!(settings.contains("fsync = off\n"));
+        assert!(INITDB_ARGS.contains(&"--auth-host=reject"));
     }
 }

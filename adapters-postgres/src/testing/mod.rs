@@ -37,13 +37,21 @@
 //!    (`initdb`, `pg_ctl` and `postgres` in one directory of `PATH`, else the newest
 //!    `/usr/lib/postgresql/<version>/bin`; `STOCKROOM_TEST_PG_BIN_DIR` names the directory
 //!    instead), a cluster is made with `initdb` under the temporary directory
-//!    (`stockroom-pg-<uid>`: trust authentication, superuser `postgres`, fsync off,
-//!    300 connections) and started on a free port of 127.0.0.1. Run as root, it belongs to the
-//!    `postgres` OS user (initdb refuses root), through `runuser`. The test processes of one user
-//!    share it: the first one starts it under a file lock, the next ones (cargo runs test
-//!    binaries one after another) find it running and register, and a small detached `sh` loop
-//!    stops it and removes its directory once no registered process has been alive for 15
-//!    seconds. Only the empty lock file, `stockroom-pg-<uid>.lock`, stays.
+//!    (`stockroom-test-pg-<uid>/cluster`: superuser `postgres`, fsync off, 300 connections) and
+//!    started. It listens on no TCP address, only on a Unix socket in that directory, which is
+//!    its owner's and mode 0700: no other local user can reach it, so its `trust` lets in only
+//!    the owner and root. [`Server::url`] names the directory as its host, percent-encoded
+//!    (`postgres://postgres@%2Ftmp%2Fstockroom-test-pg-1000%2Fcluster:5432/postgres`). Run as
+//!    root, it belongs to the `postgres` OS user (initdb refuses root), and whatever is done
+//!    inside its directory runs as that user: root itself creates, reads, removes and signals
+//!    nothing there (its connections go to the socket, as any client's). The test processes of
+//!    one user share it: the first one starts it under a file lock, the next ones (cargo runs
+//!    test binaries one after another) find it running, and each holds a shared lock on a file
+//!    while it lives. A small detached `sh` loop, which runs as the cluster's owner, stops it and
+//!    removes its files once no test process has held that lock for 15 seconds
+//!    (`STOCKROOM_TEST_PG_GRACE_SECS` sets another grace), however the last one ended. Only
+//!    `stockroom-test-pg-<uid>` stays, with three empty lock files and the owner's emptied
+//!    directory.
 //! 3. **Neither**: the PostgreSQL tests are skipped. Each test process prints one line to stderr
 //!    saying so and how to run them (start a server, install PostgreSQL, or set
 //!    `STOCKROOM_TEST_DATABASE_URL`), and [`server`] and [`TestDatabase::create`] return `None`.
@@ -253,10 +261,10 @@ async fn resolve() -> Result<Server, String> {
 
 /// Starts (or joins) the throwaway cluster and checks that it serves.
 async fn start_throwaway(bin: std::path::PathBuf) -> Result<String, String> {
-    let port = tokio::task::spawn_blocking(move || cluster::acquire(&bin))
+    let socket_dir = tokio::task::spawn_blocking(move || cluster::acquire(&bin))
         .await
         .map_err(|e| format!("the cluster's start failed: {e}"))??;
-    let url = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+    let url = url::socket_url(&socket_dir, cluster::PORT)?;
     match probe(&url).await {
         Probe::Answered => Ok(url),
         Probe::Refused(e) | Probe::Silent(e) => Err(format!("it does not serve on {url}: {e}")),

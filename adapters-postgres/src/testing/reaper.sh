@@ -1,49 +1,51 @@
-# Stops the throwaway test cluster and removes its directory once no registered client has been
-# alive for a grace period. Started detached by the first test process; see cluster.rs.
+# Stops the throwaway test cluster and removes its files once no test process has used it for a
+# grace period. Started detached, as the cluster's owner (never as root), by the test process
+# that found no reaper; see cluster.rs.
 #
-# $1: the cluster's directory (data/ and clients/<pid> inside)
-# $2: the lock file the test processes take before they start, join or leave the cluster
-# $3: the grace period, in seconds
-# the rest: the pg_ctl command (behind `runuser -u postgres --` when the cluster is postgres's)
-dir=$1 lock=$2 grace=$3
-shift 3
-# The system's tools even if the PATH the tests ran with named a directory that is gone since.
-PATH=$PATH:/usr/sbin:/usr/bin:/sbin:/bin
+# stdin: the `reaper` lock, taken (exclusive) by the process that started this reaper and held
+#        through this descriptor for as long as the reaper runs, so that no second one starts
+# $1: the owner's directory (data/ and server.log inside)
+# $2: the `lock` the test processes take to look at, start or join the cluster
+# $3: the `clients` lock, held (shared) by every test process that uses the cluster until it
+#     exits: the kernel drops the lock of a process however it ends, so no pid is kept anywhere
+# $4: the grace period, in seconds
+# $5: pg_ctl
+dir=$1 lock=$2 clients=$3 grace=$4 pg_ctl=$5
+# Read-only: a lock needs no more, and the files are the test user's.
+exec 8<"$clients" || exit 1
 
-# Succeeds when a registered client is alive; forgets the dead ones.
-clients_alive() {
-    found=1
-    for client in "$dir"/clients/*; do
-        [ -e "$client" ] || continue
-        if kill -0 "${client##*/}" 2>/dev/null; then found=0; else rm -f "$client"; fi
-    done
-    return $found
+# Succeeds when no test process holds the clients lock.
+no_clients() {
+    flock -n -x 8 || return 1
+    flock -u 8
 }
 
 idle=0
-while [ -d "$dir" ]; do
-    sleep 1
-    # The heartbeat tells the test processes that the cluster is watched.
-    touch "$dir/heartbeat" 2>/dev/null
-    if clients_alive; then
+while sleep 1; do
+    if ! no_clients; then
         idle=0
         continue
     fi
     idle=$((idle + 1))
     [ "$idle" -lt "$grace" ] && continue
-    # Under the lock no client can join between the last look and the removal.
-    exec 9>>"$lock"
-    flock 9
-    if ! clients_alive; then
-        "$@" stop -D "$dir/data" -m immediate >/dev/null 2>&1
+    # Under the lock no test process can join between the last look and the removal.
+    exec 9<"$lock" || exit 1
+    flock -x 9
+    if no_clients; then
+        "$pg_ctl" stop -D "$dir/data" -m immediate >/dev/null 2>&1
         # pg_ctl could not run (126, 127: its directory is gone since): SIGQUIT to the
-        # postmaster is the same immediate shutdown.
+        # postmaster is the same immediate shutdown. Only a number is taken from the file, and
+        # as the owner the signal can reach none but the owner's processes.
         if [ $? -ge 126 ]; then
-            kill -QUIT "$(head -n 1 "$dir/data/postmaster.pid")" 2>/dev/null
+            pid=$(head -n 1 "$dir/data/postmaster.pid" 2>/dev/null)
+            case $pid in
+                '' | *[!0-9]*) ;;
+                *) kill -QUIT "$pid" 2>/dev/null ;;
+            esac
         fi
-        rm -rf "$dir"
+        rm -rf -- "$dir/data" "$dir/server.log"
         exit 0
     fi
-    exec 9>&-
+    exec 9<&-
     idle=0
 done

@@ -1,34 +1,38 @@
 //! A primary and its streaming replica, made for one test and removed after it.
 //!
 //! [`ReplicatedServers::start`] makes a primary with `initdb` in a temporary directory, starts
-//! it on a free port of 127.0.0.1, copies it with `pg_basebackup -R` (which writes the
-//! replica's `primary_conninfo` and `standby.signal`), and starts the copy on another free
-//! port as a hot standby that streams the primary's WAL. Both belong to the `postgres` OS user
-//! when the tests run as root, as the throwaway cluster does. Dropping the value stops both
-//! servers at once and removes the directory.
+//! it, copies it with `pg_basebackup -R` (which writes the replica's `primary_conninfo` and
+//! `standby.signal`), and starts the copy as a hot standby that streams the primary's WAL. Like
+//! the throwaway cluster, both belong to the `postgres` OS user when the tests run as root, and
+//! listen on no TCP address: their sockets, `.s.PGSQL.5432` (the primary) and `.s.PGSQL.5433`
+//! (the replica), are in that directory, which is the owner's and mode 0700, so no other local
+//! user reaches them; the replica streams through the primary's socket. Everything inside the
+//! directory is done as the owner, including its removal: dropping the value stops both servers
+//! at once and removes the directory.
 
-use std::fs::{self, OpenOptions};
+use std::fs;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use super::cluster::{find_bin_dir, free_port, run, searched_places, settings, Owner};
+use super::cluster::{find_bin_dir, run, searched_places, settings, Owner, INITDB_ARGS};
+use super::url::socket_url;
+
+/// The ports of the two sockets (in a directory of their own, so no other server's clash).
+const PRIMARY_PORT: u16 = 5432;
+const REPLICA_PORT: u16 = 5433;
 
 /// A primary and a streaming replica on this machine, for one test (see the module docs).
 pub struct ReplicatedServers {
     dir: PathBuf,
     bin: PathBuf,
     owner: Owner,
-    primary_port: u16,
-    replica_port: u16,
 }
 
 impl std::fmt::Debug for ReplicatedServers {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ReplicatedServers")
             .field("dir", &self.dir)
-            .field("primary_port", &self.primary_port)
-            .field("replica_port", &self.replica_port)
             .finish()
     }
 }
@@ -51,37 +55,29 @@ impl ReplicatedServers {
             std::process::id(),
             uuid::Uuid::now_v7().simple()
         ));
+        // Checked before anything is made: the URLs cannot fail after.
+        socket_url(&dir, PRIMARY_PORT)?;
+        let owner = Owner::detect()?;
         fs::DirBuilder::new()
             .mode(0o700)
             .create(&dir)
             .map_err(|e| format!("create {}: {e}", dir.display()))?;
-        let mut servers = Self {
-            dir,
-            bin,
-            owner: Owner::detect()?,
-            primary_port: 0,
-            replica_port: 0,
-        };
+        // From here on, dropping the value removes the directory, as the owner.
+        let servers = Self { dir, bin, owner };
         servers.owner.take(&servers.dir)?;
         servers.start_primary()?;
         servers.start_replica()?;
         Ok(servers)
     }
 
-    /// The primary's URL, on its `postgres` database.
+    /// The primary's URL, on its `postgres` database, through its socket.
     pub fn primary_url(&self) -> String {
-        format!(
-            "postgres://postgres@127.0.0.1:{}/postgres",
-            self.primary_port
-        )
+        socket_url(&self.dir, PRIMARY_PORT).expect("checked at start")
     }
 
-    /// The replica's URL, on its `postgres` database.
+    /// The replica's URL, on its `postgres` database, through its socket.
     pub fn replica_url(&self) -> String {
-        format!(
-            "postgres://postgres@127.0.0.1:{}/postgres",
-            self.replica_port
-        )
+        socket_url(&self.dir, REPLICA_PORT).expect("checked at start")
     }
 
     /// Stops the replica at once (`pg_ctl stop -m immediate`), as a crash would.
@@ -93,7 +89,7 @@ impl ReplicatedServers {
     /// (blocking, until it accepts connections); it recovers and streams from the primary
     /// again.
     pub fn restart_replica(&self) -> Result<(), String> {
-        self.start_server_on("replica", self.replica_port)
+        self.start_server("replica", REPLICA_PORT)
     }
 
     fn data(&self, name: &str) -> PathBuf {
@@ -106,42 +102,33 @@ impl ReplicatedServers {
         command
     }
 
-    fn start_primary(&mut self) -> Result<(), String> {
+    fn start_primary(&self) -> Result<(), String> {
         let data = self.data("primary");
         let mut initdb = self.command("initdb");
-        initdb
-            .arg("-D")
-            .arg(&data)
-            .args(["--auth=trust", "--username=postgres", "--encoding=UTF8"])
-            .args(["--locale=C.UTF-8", "--no-sync"]);
+        initdb.arg("-D").arg(&data).args(INITDB_ARGS);
         run(&mut initdb, "initdb")?;
-        // initdb's pg_hba.conf already lets local replication connections in (trust).
-        append(&data.join("postgresql.conf"), &settings(&self.dir))?;
-        self.primary_port = self.start_server("primary")?;
-        Ok(())
+        // initdb's pg_hba.conf already lets the owner's replication connections in through the
+        // socket (trust).
+        let conf = data.join("postgresql.conf");
+        self.owner.append(&conf, &settings(&self.dir))?;
+        self.start_server("primary", PRIMARY_PORT)
     }
 
-    fn start_replica(&mut self) -> Result<(), String> {
+    fn start_replica(&self) -> Result<(), String> {
         let mut basebackup = self.command("pg_basebackup");
         basebackup
             .arg("-D")
             .arg(self.data("replica"))
-            .args(["-h", "127.0.0.1", "-p", &self.primary_port.to_string()])
+            .arg("-h")
+            .arg(&self.dir)
+            .args(["-p", &PRIMARY_PORT.to_string()])
             .args(["-U", "postgres", "-R", "-X", "stream", "--no-sync"]);
         run(&mut basebackup, "pg_basebackup")?;
-        self.replica_port = self.start_server("replica")?;
-        Ok(())
+        self.start_server("replica", REPLICA_PORT)
     }
 
-    /// Starts the server of `data/<name>` on a free port, and returns the port.
-    fn start_server(&self, name: &str) -> Result<u16, String> {
-        let port = free_port()?;
-        self.start_server_on(name, port)?;
-        Ok(port)
-    }
-
-    /// Starts the server of `data/<name>` on `port`.
-    fn start_server_on(&self, name: &str, port: u16) -> Result<(), String> {
+    /// Starts the server of `<dir>/<name>` with its socket on `port`.
+    fn start_server(&self, name: &str, port: u16) -> Result<(), String> {
         let log = self.dir.join(format!("{name}.log"));
         let mut start = self.command("pg_ctl");
         start
@@ -152,9 +139,8 @@ impl ReplicatedServers {
             .arg(&log)
             .args(["-w", "-t", "60", "-o", &format!("-p {port}")]);
         run(&mut start, &format!("pg_ctl start ({name})")).map_err(|e| {
-            let log = fs::read_to_string(&log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(3).collect();
-            format!("{e}; {name}.log ends with: {}", tail.join(" / "))
+            let tail = self.owner.tail(&log, 3);
+            format!("{e}; {name}.log ends with: {tail}")
         })
     }
 
@@ -166,13 +152,15 @@ impl ReplicatedServers {
 }
 
 impl Drop for ReplicatedServers {
+    /// Stops both servers and removes the directory, all as the owner (a server already stopped
+    /// is fine). Where the owner may not remove the directory itself (a temporary directory it
+    /// cannot write to), the emptied directory goes by `rmdir`, which follows no link.
     fn drop(&mut self) {
         for name in ["replica", "primary"] {
-            if self.data(name).join("postmaster.pid").exists() {
-                let _ = self.stop(name, "immediate");
-            }
+            let _ = self.stop(name, "immediate");
         }
-        let _ = fs::remove_dir_all(&self.dir);
+        let _ = self.owner.remove(std::slice::from_ref(&self.dir));
+        let _ = fs::remove_dir(&self.dir);
     }
 }
 
@@ -186,13 +174,4 @@ fn with_basebackup(dir: &Path) -> Option<PathBuf> {
         .into_iter()
         .flatten()
         .find(|dir| dir.join("pg_basebackup").is_file())
-}
-
-fn append(file: &Path, text: &str) -> Result<(), String> {
-    use std::io::Write;
-    OpenOptions::new()
-        .append(true)
-        .open(file)
-        .and_then(|mut f| f.write_all(text.as_bytes()))
-        .map_err(|e| format!("write {}: {e}", file.display()))
 }

@@ -1,5 +1,7 @@
 //! Which server the tests are pointed at, and URLs of its databases.
 
+use std::path::Path;
+
 /// The server the tests try when nothing is configured.
 pub const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -45,6 +47,25 @@ pub fn with_database(url: &str, database: &str) -> String {
     format!("{scheme}://{authority}/{database}{query}")
 }
 
+/// The URL of the `postgres` database, as the `postgres` role, of a server whose Unix socket is
+/// `<dir>/.s.PGSQL.<port>`: the directory is the URL's host, percent-encoded (as libpq and sqlx
+/// read a host that starts with `/`), so that the socket stays in the URL whatever part of it a
+/// test replaces, and no TCP address is ever named.
+pub(super) fn socket_url(dir: &Path, port: u16) -> Result<String, String> {
+    let dir = dir
+        .to_str()
+        .ok_or_else(|| format!("{} is not UTF-8", dir.display()))?;
+    let mut host = String::with_capacity(dir.len() * 3);
+    for byte in dir.bytes() {
+        if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+            host.push(char::from(byte));
+        } else {
+            host.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    Ok(format!("postgres://postgres@{host}:{port}/postgres"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,6 +102,31 @@ mod tests {
         assert_eq!(resolve_with(&[]), DEFAULT_URL);
         let empty = [("STOCKROOM_TEST_DATABASE_URL", ""), ("DATABASE_URL", "")];
         assert_eq!(resolve_with(&empty), DEFAULT_URL);
+    }
+
+    #[test]
+    fn a_socket_url_names_the_directory_and_the_port() {
+        use sqlx::postgres::PgConnectOptions;
+
+        let dir = Path::new("/tmp/it's a dir/stockroom-test-pg-0/cluster");
+        let url = socket_url(dir, 5433).unwrap();
+        assert_eq!(
+            url,
+            "postgres://postgres@%2Ftmp%2Fit%27s%20a%20dir%2Fstockroom-test-pg-0%2Fcluster:5433\
+             /postgres"
+        );
+        for url in [url.clone(), with_database(&url, "shop")] {
+            let options: PgConnectOptions = url.parse().unwrap();
+            assert_eq!(
+                options.get_socket().map(|p| p.as_path()),
+                Some(dir),
+                "{url}"
+            );
+            assert_eq!(options.get_port(), 5433);
+            assert_eq!(options.get_username(), "postgres");
+        }
+        let shop: PgConnectOptions = with_database(&url, "shop").parse().unwrap();
+        assert_eq!(shop.get_database(), Some("shop"));
     }
 
     #[test]
