@@ -19,6 +19,7 @@ macro_rules! suite {
             $crate::__stockroom_batch_cases! { $fixture }
             $crate::__stockroom_concurrency_cases! { $fixture }
             $crate::__stockroom_crud_cases! { $fixture }
+            $crate::__stockroom_deadlines_cases! { $fixture }
             $crate::__stockroom_details_cases! { $fixture }
             $crate::__stockroom_idempotency_cases! { $fixture }
             $crate::__stockroom_keyset_cases! { $fixture }
@@ -44,6 +45,7 @@ pub const CASES: &[(&str, &[&str])] = &[
     crate::__stockroom_batch_cases! { @names },
     crate::__stockroom_concurrency_cases! { @names },
     crate::__stockroom_crud_cases! { @names },
+    crate::__stockroom_deadlines_cases! { @names },
     crate::__stockroom_details_cases! { @names },
     crate::__stockroom_idempotency_cases! { @names },
     crate::__stockroom_keyset_cases! { @names },
@@ -100,6 +102,7 @@ mod tests {
             "batch" => include_str!("cases/batch.rs"),
             "concurrency" => include_str!("cases/concurrency.rs"),
             "crud" => include_str!("cases/crud.rs"),
+            "deadlines" => include_str!("cases/deadlines.rs"),
             "details" => include_str!("cases/details.rs"),
             "idempotency" => include_str!("cases/idempotency.rs"),
             "keyset" => include_str!("cases/keyset.rs"),

@@ -52,6 +52,18 @@ pub fn deadline_reached(waiting_for: &str) -> Error {
     }
 }
 
+/// Waits for `wait` at most the [time left](time_left) before the deadline of the operation in
+/// progress, if it has one: past it, the answer is [`deadline_reached`]. `waiting_for` names
+/// what is waited for, for the log.
+pub async fn until_deadline<T>(wait: impl Future<Output = T>, waiting_for: &str) -> Result<T> {
+    match time_left() {
+        Some(left) => tokio::time::timeout(left, wait)
+            .await
+            .map_err(|_| deadline_reached(waiting_for)),
+        None => Ok(wait.await),
+    }
+}
+
 /// Waits for `wait` at most `limit` (the backend's own bound, such as the acquire timeout) and
 /// at most the [time left](time_left) before the deadline of the operation in progress: past
 /// `limit` the answer is `on_limit()`, past the deadline [`deadline_reached`]. `waiting_for`
@@ -62,15 +74,12 @@ pub async fn wait_within<T>(
     on_limit: impl FnOnce() -> Error,
     waiting_for: &str,
 ) -> Result<T> {
-    let (bound, deadline_first) = match time_left() {
-        Some(left) if left < limit => (left, true),
-        _ => (limit, false),
-    };
-    match tokio::time::timeout(bound, wait).await {
-        Ok(done) => Ok(done),
-        Err(_) if deadline_first => Err(deadline_reached(waiting_for)),
-        Err(_) => Err(on_limit()),
+    if time_left().is_some_and(|left| left < limit) {
+        return until_deadline(wait, waiting_for).await;
     }
+    tokio::time::timeout(limit, wait)
+        .await
+        .map_err(|_| on_limit())
 }
 
 #[cfg(test)]

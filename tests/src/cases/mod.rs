@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod concurrency;
 pub mod crud;
+pub mod deadlines;
 pub mod details;
 pub mod idempotency;
 pub mod keyset;
