@@ -17,6 +17,7 @@ macro_rules! suite {
         #[allow(clippy::module_inception)]
         mod conformance {
             $crate::__stockroom_batch_cases! { $fixture }
+            $crate::__stockroom_cancellation_cases! { $fixture }
             $crate::__stockroom_concurrency_cases! { $fixture }
             $crate::__stockroom_crud_cases! { $fixture }
             $crate::__stockroom_deadlines_cases! { $fixture }
@@ -43,6 +44,7 @@ macro_rules! suite {
 /// Every case of the suite by module, as `(module, &[case])`, in the order they run.
 pub const CASES: &[(&str, &[&str])] = &[
     crate::__stockroom_batch_cases! { @names },
+    crate::__stockroom_cancellation_cases! { @names },
     crate::__stockroom_concurrency_cases! { @names },
     crate::__stockroom_crud_cases! { @names },
     crate::__stockroom_deadlines_cases! { @names },
@@ -100,6 +102,7 @@ mod tests {
     fn source_of(module: &str) -> &'static str {
         match module {
             "batch" => include_str!("cases/batch.rs"),
+            "cancellation" => include_str!("cases/cancellation.rs"),
             "concurrency" => include_str!("cases/concurrency.rs"),
             "crud" => include_str!("cases/crud.rs"),
             "deadlines" => include_str!("cases/deadlines.rs"),

@@ -2,6 +2,7 @@
 //! with a doc comment saying what it proves.
 
 pub mod batch;
+pub mod cancellation;
 pub mod concurrency;
 pub mod crud;
 pub mod deadlines;
