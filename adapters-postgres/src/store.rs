@@ -17,7 +17,7 @@ use stockroom_core::adapter::{
     deadline_reached, move_stock_in_own_unit_of_work, time_left, until_deadline,
 };
 
-use crate::connections::{Connections, Lease};
+use crate::connections::{Begin, CloseUnlessSettled, Connections, Lease};
 use crate::engine::Engine;
 use crate::error::{is_dead_connection, map_error};
 use crate::migrate;
@@ -220,14 +220,14 @@ impl PostgresStore {
     /// left alone. Migrations wait for their locks without the lock timeout.
     pub async fn migrate(&self) -> Result<()> {
         self.ensure_open()?;
-        let mut conn = self.pool.acquire().await.map_err(map_error)?;
-        let result = migrate::run(&mut conn, self.engine).await;
-        if result.is_err() {
-            // The session may still hold the advisory lock or the changed lock timeout: it
-            // must not go back to the pool, least of all to the application's.
-            conn.close_on_drop();
-        }
-        result
+        let conn = self.pool.acquire().await.map_err(map_error)?;
+        // Failed, or dropped midway (its caller gave up), the session may still hold the
+        // advisory lock or the changed timeouts: it must not go back to the pool, least of all
+        // to the application's.
+        let mut conn = CloseUnlessSettled::new(conn);
+        migrate::run(&mut conn, self.engine).await?;
+        conn.settle();
+        Ok(())
     }
 
     /// The configuration the store was connected with; `None` for a store on the
@@ -295,7 +295,7 @@ impl PostgresStore {
             Err(e) => return Ok(Err(e)),
         };
         let statement = statement.map(|s| AssertSqlSafe(Arc::clone(s)).into_sql_str());
-        Ok(Transaction::begin(lease.into_pool_connection(), statement).await)
+        Ok(Begin::new(lease.into_pool_connection(), statement).await)
     }
 
     /// The statement that begins a unit of work now: the store's own, or, within a deadline,
