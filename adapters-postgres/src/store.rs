@@ -519,7 +519,8 @@ impl Store for PostgresStore {
 
     /// The stock move in one statement, in autocommit: its own transaction, without a `BEGIN`
     /// or a `COMMIT` to send (see `Session::move_stock`). On a borrowed pool, and within a
-    /// deadline, the statement sets its lock timeout for itself (see [`LocalTimeouts`]).
+    /// deadline, the statement sets its lock timeout for itself (see
+    /// [`PostgresOptions::statement_timeout`] on deadlines).
     async fn move_stock(&self, movement: &NewStockMovement) -> Result<StockMoved> {
         if self.isolation_needs_a_transaction() {
             return move_stock_in_own_unit_of_work(self, movement).await;

@@ -18,8 +18,9 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use stockroom_core::{
-    Error, NewCategory, NewReview, NewUser, Page, ProductFilter, ProductId, ProductPatch, Result,
-    RetryPolicy, StockDelta, Store, StoreExt, TransferRequest, UnitOfWorkExt, MAX_LIMIT,
+    time, Error, Limit, NewCategory, NewReview, NewUser, Page, ProductFilter, ProductId,
+    ProductPatch, Result, RetryPolicy, StockDelta, Store, StoreExt, TransferRequest, UnitOfWorkExt,
+    MAX_LIMIT,
 };
 
 use crate::support::{new_product, retry_transient};
@@ -53,12 +54,13 @@ pub const SETTLE_WITHIN: Duration = Duration::from_secs(30);
 pub enum Operation {
     /// `Store::begin`, the unit of work dropped after it.
     Begin,
-    /// `Store::read` and the reads of a read session: get, by_sku, list, count, search, the
-    /// ledger of a product, a category list.
+    /// `Store::read` and the reads of every reader of a read session (products, categories,
+    /// users, reviews, the ledger).
     Read,
-    /// A unit of work that calls the repositories (lock, create, update, adjust_stock, get,
-    /// by_sku, list, count, search, categories, users, reviews, create_many, soft_delete and
-    /// restore in a savepoint, a transfer inside it) and commits.
+    /// A unit of work that calls the repositories (lock, create, update, update_many,
+    /// hard_delete, purge_deleted_before, adjust_stock, get, get_many, exists, by_sku, list,
+    /// count, search, categories, users, reviews, create_many, soft_delete and restore in a
+    /// savepoint, a transfer inside it) and commits.
     UnitOfWork,
     /// A unit of work that creates a product and rolls back.
     Rollback,
@@ -198,19 +200,40 @@ impl Ground {
 
     async fn read(&self, store: &Arc<dyn Store>) -> Result<()> {
         let (from, to) = self.transfer;
+        let tag = &self.tag;
         let mut read = store.read().await?;
-        read.products().get(from).await?;
-        let sku = format!("SKU-{}TFROM", self.tag.to_uppercase());
-        read.products().by_sku(&sku).await?;
+        let products = read.products();
+        products.get(from).await?;
+        products.get_many(&[from, to]).await?;
+        products
+            .by_sku(&format!("SKU-{}TFROM", tag.to_uppercase()))
+            .await?;
+        products.by_slug(&format!("product-{tag}tfrom")).await?;
+        products.with_relations(from).await?;
         let all = ProductFilter::default();
-        read.products().list(&all, first_page()).await?;
-        read.products().count(&all).await?;
-        let search = ProductFilter::default().search(&self.tag)?;
-        read.products().search(&search, first_page()).await?;
-        read.movements().for_product(to, first_page()).await?;
+        products.list(&all, first_page()).await?;
+        products.list_after(&all, None, Limit::new(10)?).await?;
+        products.count(&all).await?;
+        products.exists(&all).await?;
+        products.list_deleted(first_page()).await?;
+        let search = ProductFilter::default().search(tag)?;
+        products.search(&search, first_page()).await?;
         read.categories()
             .list(&Default::default(), first_page())
             .await?;
+        read.categories().by_slug(&format!("{tag}-c-0")).await?;
+        read.users()
+            .by_email(&format!("{tag}0@example.com"))
+            .await?;
+        read.reviews().for_product(from, first_page()).await?;
+        read.reviews().stats(from).await?;
+        let movements = read.movements();
+        let ledger = movements.for_product(to, first_page()).await?;
+        movements.count().await?;
+        if let Some(row) = ledger.first() {
+            movements.get(row.id).await?;
+        }
+        movements.by_idempotency_key(&format!("{tag}-0")).await?;
         Ok(())
     }
 
@@ -227,6 +250,19 @@ impl Ground {
             .await?;
         let renamed = ProductPatch::new().with_name(&format!("Swept {n}"))?;
         uow.products().update(product.id, &renamed, None).await?;
+        let described = ProductPatch::new().with_description(Some("swept"))?;
+        uow.products()
+            .update_many(&[product.id], &described)
+            .await?;
+        // A product made and deleted for good within the unit of work: never seen outside it.
+        let gone = uow
+            .products()
+            .create(new_product(&format!("{tag}x{n}h"), 0))
+            .await?;
+        uow.products().hard_delete(gone.id).await?;
+        uow.products().purge_deleted_before(time::MIN).await?;
+        uow.products().get_many(&[product.id, up]).await?;
+        uow.products().exists(&ProductFilter::default()).await?;
         uow.products().adjust_stock(up, StockDelta::new(1)?).await?;
         uow.products()
             .adjust_stock(down, StockDelta::new(-1)?)
