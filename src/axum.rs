@@ -11,7 +11,9 @@
 //!   from the router's state through `FromRef` (`Arc<dyn Store>` itself, or a field of your
 //!   state).
 //! - [`commit_guard`], an optional middleware, is the backstop: a request whose unit of work
-//!   began and did not commit never gets a 2xx, even from a handler that dodged the types.
+//!   began and did not commit never gets a 2xx, even from a handler that dodged the types; and a
+//!   request cut off while its commit ran (by a timeout layer inside the guard) is answered as
+//!   an ambiguous commit, whatever the cutting layer said.
 //!
 //! ```
 //! use axum::routing::post;
@@ -86,12 +88,12 @@ impl WatchSlot {
             .push(watch);
     }
 
-    fn any_abandoned(&self) -> bool {
+    fn any(&self, check: impl Fn(&WorkWatch) -> bool) -> bool {
         self.0
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .iter()
-            .any(WorkWatch::abandoned)
+            .any(check)
     }
 }
 
@@ -99,11 +101,27 @@ impl WatchSlot {
 /// request whose [`RequestUnitOfWork`] began and then did not commit (rolled back, dropped, or
 /// its commit failed) into a 500 problem, so a client is never told "done" about work that was
 /// thrown away.
+///
+/// And the response of a request whose handler was dropped while its commit ran (cut off by a
+/// timeout layer between the guard and the handler, which cannot know) becomes the problem of
+/// [`Error::AmbiguousCommit`](crate::Error::AmbiguousCommit): a 500 without `Retry-After`, since
+/// the work may have been stored. A handler dropped before its commit began rolled back, and
+/// its response (a timeout's "retry later", say) stands.
 pub async fn commit_guard(mut request: Request, next: Next) -> Response {
     let slot = WatchSlot::default();
     request.extensions_mut().insert(slot.clone());
     let response = next.run(request).await;
-    if slot.any_abandoned() && response.status().is_success() {
+    if slot.any(WorkWatch::commit_unanswered) {
+        tracing::error!(
+            status = response.status().as_u16(),
+            "the request was cut off while its commit ran: its outcome is unknown"
+        );
+        let ambiguous = crate::Error::AmbiguousCommit {
+            reason: "the request was cut off while its commit ran".to_owned(),
+        };
+        return Problem::from(ambiguous).into_response();
+    }
+    if slot.any(WorkWatch::abandoned) && response.status().is_success() {
         tracing::error!("a handler answered success but did not commit its unit of work");
         return Problem::internal().into_response();
     }
@@ -191,6 +209,38 @@ mod tests {
         assert!(
             !kitchen_exists(store.as_ref()).await,
             "the first create rolled back with the second"
+        );
+    }
+
+    /// A handler cut off (by a timeout inside the guard) while its commit ran, on a store whose
+    /// commit takes a minute.
+    async fn cut_off_during_commit(work: RequestUnitOfWork) -> Response {
+        let create = create(work);
+        match tokio::time::timeout(std::time::Duration::from_millis(50), create).await {
+            Ok(answer) => answer.into_response(),
+            Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "timed out, retry").into_response(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_cut_off_during_its_commit_is_an_ambiguous_commit() {
+        use stockroom_core::mocks::{Fault, FaultyStore};
+        let faulty = FaultyStore::shared(store().await);
+        faulty.delay(Fault::Commit, 1, std::time::Duration::from_secs(60));
+        let app = Router::new()
+            .route("/create", post(cut_off_during_commit))
+            .layer(::axum::middleware::from_fn(commit_guard))
+            .with_state(Arc::new(faulty) as Arc<dyn Store>);
+        let response = post_to(app, "/create").await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(response.headers().get("retry-after").is_none());
+        let body = ::axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body = String::from_utf8_lossy(&body);
+        assert!(
+            body.contains("urn:stockroom:problem:ambiguous-commit"),
+            "{body}"
         );
     }
 

@@ -19,7 +19,9 @@
 //! - **A backstop.** [`RequestUnitOfWork::watch`] hands a web layer a [`WorkWatch`] it keeps
 //!   across the handler; after it, [`WorkWatch::abandoned`] tells whether work was begun and then
 //!   not committed, so a middleware can refuse to send a success status for it even if some
-//!   handler dodged the type discipline above.
+//!   handler dodged the type discipline above; and [`WorkWatch::commit_unanswered`] whether
+//!   the handler was dropped (cut off by a timeout, say) while its commit ran, so that the
+//!   answer says the outcome is unknown rather than "nothing was done, retry".
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -63,6 +65,8 @@ const IDLE: u8 = 0;
 const BEGUN: u8 = 1;
 const COMMITTED: u8 = 2;
 const ABANDONED: u8 = 3;
+/// The commit was sent and has not answered (yet, or ever: its future was dropped).
+const COMMITTING: u8 = 4;
 
 impl RequestUnitOfWork {
     /// A unit of work on `store` that has not begun (and holds no connection).
@@ -139,6 +143,7 @@ impl RequestUnitOfWork {
     /// caller answers with an error, never with a success for work that was not kept.
     pub async fn commit<T>(mut self, value: T) -> Result<Committed<T>> {
         if let Some(uow) = self.uow.take() {
+            self.state.store(COMMITTING, Ordering::Release);
             if let Err(error) = uow.commit().await {
                 self.state.store(ABANDONED, Ordering::Release);
                 tracing::debug!(%error, "stockroom: request unit of work failed to commit");
@@ -226,6 +231,13 @@ impl WorkWatch {
     /// Whether the transaction began (it may have ended since).
     pub fn began(&self) -> bool {
         self.state.load(Ordering::Acquire) != IDLE
+    }
+
+    /// Whether the commit was sent and never answered: the handler was dropped (cut off by a
+    /// timeout, its connection closed) while the commit ran. Whether the work was stored is
+    /// then unknown, as after [`Error::AmbiguousCommit`](crate::Error::AmbiguousCommit).
+    pub fn commit_unanswered(&self) -> bool {
+        self.state.load(Ordering::Acquire) == COMMITTING
     }
 }
 

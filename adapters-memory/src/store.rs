@@ -6,7 +6,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use stockroom_core::adapter::Savepoints;
+use stockroom_core::adapter::{wait_within, Savepoints};
 use stockroom_core::{Error, ReadSession, Result, Rule, Savepoint, Store, StoreConfig, UnitOfWork};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
@@ -18,7 +18,8 @@ use crate::state::State;
 /// Cheap to clone (clones share the data) and safe to share across tasks and threads. Units of
 /// work are serialized: [`begin`](Store::begin) waits up to the configured `acquire_timeout`
 /// for the one writer slot (as a SQL store waits for a pooled connection), then fails with
-/// [`Error::Unavailable`]. Each unit of work writes to its own
+/// [`Error::Unavailable`]; within a retried operation whose deadline comes first, it waits
+/// until the deadline, then fails as [`Error::Transient`]. Each unit of work writes to its own
 /// copy of the data (O(1) to take: the tables are persistent maps) and publishes it atomically
 /// on commit; reads see the last committed state, never a partial one.
 #[derive(Clone)]
@@ -131,15 +132,20 @@ impl Store for MemoryStore {
         let writer = match Arc::clone(&self.db.writer).try_lock_owned() {
             Ok(writer) => writer,
             Err(_) => {
-                let slot = Arc::clone(&self.db.writer).lock_owned();
-                tokio::time::timeout(self.db.acquire_timeout, slot)
-                    .await
-                    .map_err(|_| Error::Unavailable {
+                // Up to the acquire timeout, and never past the deadline of the operation in
+                // progress (a retried one's): then the answer is `Transient`.
+                let timeout = self.db.acquire_timeout;
+                wait_within(
+                    timeout,
+                    Arc::clone(&self.db.writer).lock_owned(),
+                    || Error::Unavailable {
                         reason: format!(
-                            "timed out after {:?} waiting for the memory store's writer slot",
-                            self.db.acquire_timeout
+                            "timed out after {timeout:?} waiting for the memory store's writer slot"
                         ),
-                    })?
+                    },
+                    "the memory store's writer slot",
+                )
+                .await?
             }
         };
         self.db.check_open()?;

@@ -407,3 +407,106 @@ impl Drop for Lease {
         }
     }
 }
+
+/// sqlx's `Transaction::begin`, made safe to drop: dropped after its `BEGIN` was sent and
+/// before the answer, sqlx's own future hands the connection back to the pool still inside the
+/// transaction that `BEGIN` opened (its rollback guard only rolls back a transaction it has
+/// counted, and it counts it once the answer is in), where the next session would run in it.
+/// Dropped after it was first polled, this future is finished on a task of its own instead,
+/// and the transaction it gives dropped, which rolls back before the connection is reused.
+pub(crate) struct Begin {
+    begin: Option<BeginFuture>,
+    polled: bool,
+}
+
+type BeginFuture =
+    futures_util::future::BoxFuture<'static, sqlx::Result<sqlx::Transaction<'static, Postgres>>>;
+
+impl Begin {
+    /// Begins a transaction on `conn` with `statement` (`None`: `BEGIN`).
+    pub(crate) fn new(conn: PoolConnection<Postgres>, statement: Option<SqlStr>) -> Self {
+        Self {
+            begin: Some(sqlx::Transaction::begin(conn, statement)),
+            polled: false,
+        }
+    }
+}
+
+impl Future for Begin {
+    type Output = sqlx::Result<sqlx::Transaction<'static, Postgres>>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        self.polled = true;
+        let begin = self
+            .begin
+            .as_mut()
+            .expect("a begin is not polled after it completed");
+        let answer = std::task::ready!(begin.as_mut().poll(cx));
+        self.begin = None;
+        std::task::Poll::Ready(answer)
+    }
+}
+
+impl Drop for Begin {
+    fn drop(&mut self) {
+        let Some(begin) = self.begin.take() else {
+            return;
+        };
+        // Never polled: nothing was sent, and the connection goes back as it came.
+        if !self.polled {
+            return;
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    // The transaction, if it began, rolls back as it is dropped.
+                    drop(begin.await);
+                });
+            }
+            // No runtime, so none to run sqlx's return of the connection either: the
+            // connection is dropped, and closes.
+            Err(_) => drop(begin),
+        }
+    }
+}
+
+/// A connection that is closed, not given back to its pool, unless [`settled`](Self::settle):
+/// for work that changes the session (the migrations' advisory lock and timeouts), which a
+/// failure or a drop midway may leave changed.
+pub(crate) struct CloseUnlessSettled(Option<PoolConnection<Postgres>>);
+
+impl CloseUnlessSettled {
+    pub(crate) fn new(conn: PoolConnection<Postgres>) -> Self {
+        Self(Some(conn))
+    }
+
+    /// The session is as it was: the connection goes back to its pool when dropped.
+    pub(crate) fn settle(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Deref for CloseUnlessSettled {
+    type Target = PgConnection;
+
+    fn deref(&self) -> &PgConnection {
+        self.0.as_ref().expect("held until settled or dropped")
+    }
+}
+
+impl DerefMut for CloseUnlessSettled {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        self.0.as_mut().expect("held until settled or dropped")
+    }
+}
+
+impl Drop for CloseUnlessSettled {
+    fn drop(&mut self) {
+        if let Some(mut conn) = self.0.take() {
+            conn.close_on_drop();
+        }
+    }
+}

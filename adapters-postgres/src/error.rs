@@ -15,6 +15,7 @@ use stockroom_core::{Constraint, EntityKind, Error, Rule, StorageFault, MAX_STOC
 /// | 23514 check violation | `Validation` (field from the constraint name) |
 /// | 23503 foreign key violation | `NotFound` of the referenced entity |
 /// | 40001 serialization failure, 40P01 deadlock, 55P03 lock not available | `Transient` |
+/// | 57014 statement canceled (`statement_timeout`, or a cancel request) | `Transient`: the statement applied nothing (in a transaction, PostgreSQL aborts the transaction, which then rolls back; in autocommit, its own transaction rolled back) |
 /// | 25006 read-only transaction (a standby, `default_transaction_read_only`) | `Storage` `ReadOnly` |
 /// | 42501 insufficient privilege | `Storage` `PermissionDenied` |
 /// | 53100 disk full | `Storage` `Full` |
@@ -59,6 +60,15 @@ pub(crate) fn map_error(error: sqlx::Error) -> Error {
                 },
                 "40001" | "40P01" | "55P03" => Error::Transient {
                     reason: db.message().to_owned(),
+                },
+                // The server canceled the statement before it ended: whatever it did is undone
+                // with its transaction (its own in autocommit; the unit of work's, which
+                // PostgreSQL aborts, otherwise). Nothing was applied.
+                "57014" => Error::Transient {
+                    reason: format!(
+                        "PostgreSQL canceled the statement ({}); nothing it did was applied",
+                        db.message()
+                    ),
                 },
                 "25006" => storage(StorageFault::ReadOnly, db.message()),
                 "42501" => storage(StorageFault::PermissionDenied, db.message()),
@@ -368,6 +378,12 @@ mod tests {
             io::ErrorKind::ConnectionReset
         ))));
         // Definite answers to a COMMIT: nothing was stored.
+        // A COMMIT the server canceled, or refused, did not commit.
+        let canceled = map_commit_error(server_said(
+            "57014",
+            "canceling statement due to statement timeout",
+        ));
+        assert!(matches!(canceled, Error::Transient { .. }), "{canceled:?}");
         let serialization = map_commit_error(server_said("40001", "could not serialize"));
         assert!(
             matches!(serialization, Error::Transient { .. }),

@@ -70,8 +70,11 @@
 //!   names the sessions, [`PostgresOptions::session_settings`] (default `jit=off`) are sent as
 //!   startup options, [`PostgresOptions::lock_timeout`] (default 5 s, unless the URL's
 //!   `options` set one) becomes `lock_timeout` (a longer wait for a row lock fails as
-//!   `Error::Transient`; migrations are exempt; on a borrowed pool it is set per transaction,
-//!   see [`PostgresOptions`]), and statements are logged under the target
+//!   `Error::Transient`), [`PostgresOptions::statement_timeout`] (default 30 s, likewise)
+//!   becomes `statement_timeout` (the server cancels a statement that runs longer, so that
+//!   none outlives the request that sent it by much: `Error::Transient`, nothing applied);
+//!   migrations are exempt from both; on a borrowed pool they are set per transaction, see
+//!   [`PostgresOptions`]), and statements are logged under the target
 //!   `stockroom::sql` (all at `debug` with `log_statements`, slow ones at `warn`). The password
 //!   never appears in `Debug` output or logs.
 //! - **Connections** come from sqlx's pool; on Stockroom's own pool a session that ends with
@@ -83,11 +86,21 @@
 //!   [`PostgresOptions::test_before_acquire`] describes, whatever that option says. (sqlx's pool closes idle connections past `idle_timeout` from a task on
 //!   the runtime that connected it; once that runtime is gone, they are closed when used past
 //!   `max_lifetime` instead.)
+//! - **Deadlines**: within a retried operation's deadline
+//!   ([`RetryPolicy::deadline`](stockroom_core::RetryPolicy::deadline)), the server ends the
+//!   waits when the time is up, so the refusal is definite: a unit of work's `BEGIN` sets its
+//!   transaction's `lock_timeout` and `statement_timeout` to the time left where shorter
+//!   (`SET LOCAL`, same round trip), a transfer's one statement its `lock_timeout`, and the
+//!   wait for a pooled connection ends at the deadline; all three fail as `Error::Transient`,
+//!   with nothing applied (checked in `tests/deadlines.rs`: once the row is free, nothing has
+//!   moved). A commit is not covered by `statement_timeout` (PostgreSQL runs deferred
+//!   triggers at commit after the statement's timer is off): one still running when the retry
+//!   runner gives up is `Error::AmbiguousCommit`.
 //! - **Errors** map by SQLSTATE (see the `error` module): 23505 conflict, 23514 validation,
-//!   23503 not found, 40001/40P01/55P03 transient, connection loss (a session the server
-//!   ended included: 57P0x such as an `idle_session_timeout`, 25P03, any FATAL; such a
-//!   connection is dead, and replaced as [`PostgresOptions::test_before_acquire`] says) and
-//!   pool timeouts unavailable; a `COMMIT` (or a stock move that commits by itself) whose connection is lost
+//!   23503 not found, 40001/40P01/55P03 transient, 57014 (a statement the server canceled)
+//!   transient, connection loss (a session the server ended included: 57P0x such as an
+//!   `idle_session_timeout`, 25P03, any FATAL; such a connection is dead, and replaced as
+//!   [`PostgresOptions::test_before_acquire`] says) and pool timeouts unavailable; a `COMMIT` (or a stock move that commits by itself) whose connection is lost
 //!   while the server runs it, or SQLSTATE 40003 anywhere, is `Error::AmbiguousCommit`: its
 //!   outcome is unknown, and it is never retried blindly. A caller never matches on a sqlx error; sqlx types appear only where the
 //!   application shares sqlx with Stockroom ([`PostgresStore::from_pool`], [`connection`],

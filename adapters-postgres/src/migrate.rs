@@ -85,8 +85,9 @@ const ANY_TO_CARRY_OVER: &str = "SELECT EXISTS (SELECT 1 FROM _sqlx_migrations \
 
 /// Applies the embedded migrations the database lacks, on `conn`, under Stockroom's advisory
 /// lock, after carrying Stockroom's rows over from `_sqlx_migrations` (a database created
-/// before Stockroom had a table of its own). The wait for the lock, and every lock the
-/// migrations take, is exempt from `lock_timeout`; the session's own value is restored after.
+/// before Stockroom had a table of its own). The wait for the lock, every lock the migrations
+/// take and every statement they run are exempt from `lock_timeout` and `statement_timeout`;
+/// the session's own values are restored after.
 ///
 /// On an error, or when this future is dropped (it may be waiting for the lock, which the
 /// server would grant the session later), the session may hold the lock or the changed
@@ -97,11 +98,13 @@ const ANY_TO_CARRY_OVER: &str = "SELECT EXISTS (SELECT 1 FROM _sqlx_migrations \
 /// applying the same one, the second fails (on the row's key, or on an object the first made);
 /// it then looks again once, and finds the schema up to date.
 pub(crate) async fn run(conn: &mut PgConnection, engine: Engine) -> Result<()> {
-    let previous: String = sqlx::query_scalar("SELECT current_setting('lock_timeout')")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(map_error)?;
-    sqlx::raw_sql("SET lock_timeout = 0")
+    let previous: (String, String) = sqlx::query_as(
+        "SELECT current_setting('lock_timeout'), current_setting('statement_timeout')",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(map_error)?;
+    sqlx::raw_sql("SET lock_timeout = 0; SET statement_timeout = 0")
         .execute(&mut *conn)
         .await
         .map_err(map_error)?;
@@ -124,11 +127,14 @@ pub(crate) async fn run(conn: &mut PgConnection, engine: Engine) -> Result<()> {
             Err(_) => migrate_locked(conn).await,
         }
     };
-    sqlx::query("SELECT set_config('lock_timeout', $1, false)")
-        .bind(previous)
-        .execute(&mut *conn)
-        .await
-        .map_err(map_error)?;
+    sqlx::query(
+        "SELECT set_config('lock_timeout', $1, false), set_config('statement_timeout', $2, false)",
+    )
+    .bind(previous.0)
+    .bind(previous.1)
+    .execute(&mut *conn)
+    .await
+    .map_err(map_error)?;
     migrated
 }
 

@@ -30,6 +30,27 @@ pub struct PostgresOptions {
     /// setting. `None` leaves the setting alone; zero means no limit, as in PostgreSQL.
     /// Migrations are exempt: they wait for their locks as long as it takes.
     pub lock_timeout: Option<Duration>,
+    /// How long any one statement may run before the server cancels it: PostgreSQL's
+    /// `statement_timeout`, so that no statement outlives the request that sent it by much (a
+    /// future dropped mid-statement does not stop the statement on the server). A statement
+    /// canceled by it (SQLSTATE 57014) fails as [`Error::Transient`](stockroom_core::Error):
+    /// inside a unit of work nothing of the transaction is applied (PostgreSQL aborts it, and
+    /// the unit of work rolls back), and a stock move outside one (a transfer's, which commits
+    /// by itself) did not apply. Set like `lock_timeout`: a startup option of every connection
+    /// of Stockroom's own pool (read sessions and transfers included), `SET LOCAL` with each
+    /// unit of work's `BEGIN` on a borrowed pool (whose read sessions and transfers keep the
+    /// application's setting). It also bounds the application's own SQL on a unit of work's
+    /// [`connection`](crate::connection). `None` leaves the setting alone; zero means no limit,
+    /// as in PostgreSQL. Migrations are exempt. The default, 30 s, is far above what
+    /// Stockroom's statements take; set it to about your requests' timeout.
+    ///
+    /// Within a retried operation with a deadline
+    /// ([`RetryPolicy::deadline`](stockroom_core::RetryPolicy::deadline)), a unit of work's
+    /// `BEGIN` also sets `lock_timeout` and `statement_timeout` to the time left where that is
+    /// shorter (`SET LOCAL`, same round trip), and a transfer's statement its `lock_timeout`, so
+    /// that the server, not the client, ends the waits at the deadline and says that nothing
+    /// was applied.
+    pub statement_timeout: Option<Duration>,
     /// Log every statement at `debug`, target `stockroom::sql` (echo).
     pub log_statements: bool,
     /// Log statements slower than this at `warn`, target `stockroom::sql`.
@@ -99,11 +120,13 @@ impl IsolationLevel {
 }
 
 impl Default for PostgresOptions {
-    /// A five-second lock timeout, no echo, slow statements from one second, migrations on,
-    /// no `test_before_acquire` check of Stockroom's own (the pool's setting applies), `jit=off`.
+    /// A five-second lock timeout, a thirty-second statement timeout, no echo, slow statements
+    /// from one second, migrations on, no `test_before_acquire` check of Stockroom's own (the
+    /// pool's setting applies), `jit=off`.
     fn default() -> Self {
         Self {
             lock_timeout: Some(Duration::from_secs(5)),
+            statement_timeout: Some(Duration::from_secs(30)),
             log_statements: false,
             slow_statement_threshold: Duration::from_secs(1),
             run_migrations: true,
@@ -117,11 +140,12 @@ impl Default for PostgresOptions {
 impl PostgresOptions {
     /// The options a [`StoreConfig`] implies: `log_statements`, `slow_statement_threshold`,
     /// `run_migrations` and `test_before_acquire` from it, and the defaults (a five-second lock
-    /// timeout, `jit=off`) for what its URL's `options` parameter does not set itself: a URL
-    /// such as `postgres://app@db/shop?options=-c%20lock_timeout%3D2s` keeps its own
-    /// `lock_timeout`. A setting counts as set when the parameter names it as PostgreSQL reads
-    /// it (`-c name=value`, `-cname=value` or `--name=value`), not when its name is part of
-    /// another's (`deadlock_timeout` leaves the lock timeout's default in place).
+    /// timeout, a thirty-second statement timeout, `jit=off`) for what its URL's `options`
+    /// parameter does not set itself: a URL such as
+    /// `postgres://app@db/shop?options=-c%20lock_timeout%3D2s` keeps its own `lock_timeout`. A
+    /// setting counts as set when the parameter names it as PostgreSQL reads it (`-c
+    /// name=value`, `-cname=value` or `--name=value`), not when its name is part of another's
+    /// (`deadlock_timeout` leaves the lock timeout's default in place).
     pub fn from_config(config: &StoreConfig) -> Self {
         let in_url = settings_named_in(&url_startup_options(&config.url));
         let sets = |name: &str| in_url.iter().any(|set| set == name);
@@ -131,6 +155,11 @@ impl PostgresOptions {
                 None
             } else {
                 defaults.lock_timeout
+            },
+            statement_timeout: if sets("statement_timeout") {
+                None
+            } else {
+                defaults.statement_timeout
             },
             log_statements: config.log_statements,
             slow_statement_threshold: config.slow_statement_threshold,
@@ -163,6 +192,12 @@ impl PostgresOptions {
         self
     }
 
+    /// Sets [`statement_timeout`](Self::statement_timeout).
+    pub fn with_statement_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.statement_timeout = timeout;
+        self
+    }
+
     /// Sets [`log_statements`](Self::log_statements).
     pub fn with_log_statements(mut self, on: bool) -> Self {
         self.log_statements = on;
@@ -188,9 +223,10 @@ impl PostgresOptions {
     }
 }
 
-/// `timeout` as a value of PostgreSQL's `lock_timeout`, in whole milliseconds. A non-zero
-/// timeout below one millisecond is rounded up, since `0` would mean no limit at all.
-pub(crate) fn lock_timeout_value(timeout: Duration) -> String {
+/// `timeout` as a value of PostgreSQL's `lock_timeout` or `statement_timeout`, in whole
+/// milliseconds. A non-zero timeout below one millisecond is rounded up, since `0` would mean
+/// no limit at all.
+pub(crate) fn timeout_value(timeout: Duration) -> String {
     let millis = timeout.as_millis();
     let millis = if millis == 0 && !timeout.is_zero() {
         1
@@ -260,9 +296,15 @@ mod tests {
             plain.session_settings,
             [("jit".to_owned(), "off".to_owned())]
         );
-        let url = "postgres://h/db?options=-c%20lock_timeout%3D1s%20-c%20jit%3Don";
+        assert_eq!(plain.statement_timeout, Some(Duration::from_secs(30)));
+        let url = "postgres://h/db?options=-c%20lock_timeout%3D1s%20-c%20jit%3Don\
+                   %20-c%20statement_timeout%3D9s";
         let own = PostgresOptions::from_config(&StoreConfig::new(url));
         assert_eq!(own.lock_timeout, None, "the URL's lock_timeout stays");
+        assert_eq!(
+            own.statement_timeout, None,
+            "the URL's statement_timeout stays"
+        );
         assert!(own.session_settings.is_empty(), "the URL's jit stays");
     }
 
@@ -304,9 +346,9 @@ mod tests {
     }
 
     #[test]
-    fn lock_timeout_never_rounds_down_to_no_limit() {
-        assert_eq!(lock_timeout_value(Duration::from_micros(300)), "1ms");
-        assert_eq!(lock_timeout_value(Duration::ZERO), "0ms");
-        assert_eq!(lock_timeout_value(Duration::from_secs(5)), "5000ms");
+    fn timeouts_never_round_down_to_no_limit() {
+        assert_eq!(timeout_value(Duration::from_micros(300)), "1ms");
+        assert_eq!(timeout_value(Duration::ZERO), "0ms");
+        assert_eq!(timeout_value(Duration::from_secs(5)), "5000ms");
     }
 }

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -12,13 +13,15 @@ use stockroom_core::{
     Error, NewStockMovement, ReadSession, Result, Rule, StockMoved, Store, StoreConfig, UnitOfWork,
 };
 
-use stockroom_core::adapter::move_stock_in_own_unit_of_work;
+use stockroom_core::adapter::{
+    deadline_reached, move_stock_in_own_unit_of_work, time_left, until_deadline,
+};
 
-use crate::connections::Connections;
+use crate::connections::{Begin, CloseUnlessSettled, Connections, Lease};
 use crate::engine::Engine;
 use crate::error::{is_dead_connection, map_error};
 use crate::migrate;
-use crate::options::{lock_timeout_value, IsolationLevel, PostgresOptions};
+use crate::options::{timeout_value, IsolationLevel, PostgresOptions};
 use crate::replicas::{ReplicaPools, Replicas};
 use crate::session::{store_closed, PgReadSession, PgUnitOfWork, Session, StatementLog};
 
@@ -49,13 +52,9 @@ pub struct PostgresStore {
     log: StatementLog,
     options: PostgresOptions,
     owner: Owner,
-    /// The lock timeout to set for each transaction, when the pool's connections lack it (a
-    /// borrowed pool): `None` on Stockroom's own pool, whose connections carry it from their
-    /// start, and without a lock timeout.
-    local_lock_timeout: Option<String>,
-    /// The statement that begins a unit of work: `BEGIN ISOLATION LEVEL …` with an isolation
-    /// level, followed by `; SET LOCAL lock_timeout = …` with a `local_lock_timeout` (one round
-    /// trip like a plain `BEGIN`); `None`, a plain `BEGIN`, without either.
+    /// The statement that begins a unit of work outside a deadline: `BEGIN ISOLATION LEVEL …`
+    /// with an isolation level, followed by `; SET LOCAL …` for the [`LocalTimeouts`] (one
+    /// round trip like a plain `BEGIN`); `None`, a plain `BEGIN`, without either.
     begin_statement: Option<Arc<str>>,
     /// The engine behind the connections, probed when the store was built.
     engine: Engine,
@@ -182,13 +181,8 @@ impl PostgresStore {
     }
 
     fn assemble(pool: PgPool, options: PostgresOptions, owner: Owner, engine: Engine) -> Self {
-        let local_lock_timeout = match (&owner, options.lock_timeout) {
-            // Our own connections carry the lock timeout from their start.
-            (Owner::Stockroom(_), _) | (Owner::Application, None) => None,
-            (Owner::Application, Some(timeout)) => Some(lock_timeout_value(timeout)),
-        };
-        let begin_statement =
-            begin_statement(options.isolation, local_lock_timeout.as_deref()).map(Arc::from);
+        let timeouts = LocalTimeouts::of(&options, &owner, None);
+        let begin_statement = begin_statement(options.isolation, timeouts).map(Arc::from);
         // Connections are kept out of the pool between sessions only when nobody else takes
         // connections from it.
         let keeps = matches!(owner, Owner::Stockroom(_));
@@ -201,7 +195,6 @@ impl PostgresStore {
             log: StatementLog::new(options.log_statements, options.slow_statement_threshold),
             options,
             owner,
-            local_lock_timeout,
             begin_statement,
             engine,
         }
@@ -234,13 +227,13 @@ impl PostgresStore {
     pub async fn migrate(&self) -> Result<()> {
         self.ensure_open()?;
         let conn = self.pool.acquire().await.map_err(map_error)?;
-        let mut conn = ClosedUnlessSettled {
-            conn,
-            settled: false,
-        };
-        let result = migrate::run(&mut conn.conn, self.engine).await;
-        conn.settled = result.is_ok();
-        result
+        // Failed, or dropped midway (its caller gave up), the session may still hold the
+        // advisory lock or the changed timeouts: it must not go back to the pool, least of all
+        // to the application's.
+        let mut conn = CloseUnlessSettled::new(conn);
+        migrate::run(&mut conn, self.engine).await?;
+        conn.settle();
+        Ok(())
     }
 
     /// The configuration the store was connected with; `None` for a store on the
@@ -284,7 +277,7 @@ impl PostgresStore {
     /// `crate::connections`).
     pub(crate) async fn pooled_session(&self) -> Result<Session> {
         self.ensure_open()?;
-        let lease = self.connections.lend().await.map_err(map_error)?;
+        let lease = self.lend().await?.map_err(map_error)?;
         Ok(Session::pooled(
             lease,
             Arc::clone(&self.connections),
@@ -292,32 +285,75 @@ impl PostgresStore {
         ))
     }
 
-    /// Begins a transaction on a lent connection: `BEGIN`, or the `begin_statement`.
-    async fn begin_transaction(&self) -> sqlx::Result<Transaction<'static, Postgres>> {
-        let lease = self.connections.lend().await?;
-        let statement = self
-            .begin_statement
-            .as_ref()
-            .map(|statement| AssertSqlSafe(Arc::clone(statement)).into_sql_str());
-        Transaction::begin(lease.into_pool_connection(), statement).await
+    /// A connection of the primary, waited for no longer than the deadline of the operation in
+    /// progress (then `Transient`; the pool's own acquire timeout still applies).
+    async fn lend(&self) -> Result<sqlx::Result<Lease>> {
+        until_deadline(self.connections.lend(), "a pooled PostgreSQL connection").await
+    }
+
+    /// Begins a transaction on a lent connection with `statement` (`None`: `BEGIN`).
+    async fn begin_transaction(
+        &self,
+        statement: Option<&Arc<str>>,
+    ) -> Result<sqlx::Result<Transaction<'static, Postgres>>> {
+        let lease = match self.lend().await? {
+            Ok(lease) => lease,
+            Err(e) => return Ok(Err(e)),
+        };
+        let statement = statement.map(|s| AssertSqlSafe(Arc::clone(s)).into_sql_str());
+        Ok(Begin::new(lease.into_pool_connection(), statement).await)
+    }
+
+    /// The statement that begins a unit of work now: the store's own, or, within a deadline,
+    /// one that also bounds the transaction's waits and statements by the time left. Past the
+    /// deadline nothing is to be sent: `Transient`.
+    fn begin_statement_now(&self) -> Result<Option<Arc<str>>> {
+        match time_left() {
+            None => Ok(self.begin_statement.clone()),
+            Some(left) if left.is_zero() => Err(deadline_reached("a transaction to begin")),
+            Some(left) => {
+                let timeouts = LocalTimeouts::of(&self.options, &self.owner, Some(left));
+                Ok(begin_statement(self.options.isolation, timeouts).map(Arc::from))
+            }
+        }
+    }
+
+    /// The `lock_timeout` a stock move sent in autocommit sets for itself: the options' on a
+    /// borrowed pool, and within a deadline the time left where shorter. Past the deadline
+    /// nothing is to be sent: `Transient`.
+    fn move_lock_timeout_now(&self) -> Result<Option<String>> {
+        let left = time_left();
+        if left.is_some_and(|left| left.is_zero()) {
+            return Err(deadline_reached("the stock move to be sent"));
+        }
+        let timeouts = LocalTimeouts::of(&self.options, &self.owner, left);
+        Ok(timeouts.lock.map(timeout_value))
     }
 }
 
-/// The connection migrations run on: closed when dropped, not given back to the pool, unless
-/// they ended cleanly. Until then its session may hold Stockroom's advisory lock (or wait in
-/// the server for it, and take it later) and the changed lock timeout: after an error, or when
-/// the migrating future is dropped (a `from_pool` cancelled while it waits for the lock), it
-/// must not go back to the pool, least of all to the application's, whose next `from_pool`
-/// would wait for that lock forever. Closed, the session ends and the server releases its locks.
-struct ClosedUnlessSettled {
-    conn: sqlx::pool::PoolConnection<Postgres>,
-    settled: bool,
+/// The timeouts a transaction sets for itself (`SET LOCAL`, sent with its `BEGIN`), and the
+/// `lock_timeout` a stock move in autocommit sets for itself.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct LocalTimeouts {
+    lock: Option<Duration>,
+    statement: Option<Duration>,
 }
 
-impl Drop for ClosedUnlessSettled {
-    fn drop(&mut self) {
-        if !self.settled {
-            self.conn.close_on_drop();
+impl LocalTimeouts {
+    /// What `options` need set per transaction on `owner`'s pool: nothing on Stockroom's own,
+    /// whose connections carry the timeouts from their start, the options' on a borrowed pool.
+    /// With `left` (the time left before a deadline), both are set, to the time left where it
+    /// is shorter than the options' (or they set no limit).
+    fn of(options: &PostgresOptions, owner: &Owner, left: Option<Duration>) -> Self {
+        let per_transaction = |configured: Option<Duration>| match (left, configured) {
+            (Some(left), Some(timeout)) if !timeout.is_zero() => Some(timeout.min(left)),
+            (Some(left), _) => Some(left),
+            (None, configured) if matches!(owner, Owner::Application) => configured,
+            (None, _) => None,
+        };
+        Self {
+            lock: per_transaction(options.lock_timeout),
+            statement: per_transaction(options.statement_timeout),
         }
     }
 }
@@ -325,21 +361,27 @@ impl Drop for ClosedUnlessSettled {
 /// `SELECT version()`: what tells the engines apart.
 const VERSION: &str = "SELECT version()";
 
-/// The statement that begins a unit of work at `isolation`, setting `lock_timeout` for the
-/// transaction when given; `None` when a plain `BEGIN` does.
-fn begin_statement(
-    isolation: Option<IsolationLevel>,
-    lock_timeout: Option<&str>,
-) -> Option<String> {
-    let begin = match isolation {
+/// The statement that begins a unit of work at `isolation`, setting the `timeouts` given for
+/// the transaction; `None` when a plain `BEGIN` does.
+fn begin_statement(isolation: Option<IsolationLevel>, timeouts: LocalTimeouts) -> Option<String> {
+    let mut statement = match isolation {
         Some(level) => format!("BEGIN ISOLATION LEVEL {}", level.as_sql()),
-        None if lock_timeout.is_some() => "BEGIN".to_owned(),
-        None => return None,
+        None => "BEGIN".to_owned(),
     };
-    Some(match lock_timeout {
-        Some(timeout) => format!("{begin}; SET LOCAL lock_timeout = '{timeout}'"),
-        None => begin,
-    })
+    let settings = [
+        ("lock_timeout", timeouts.lock),
+        ("statement_timeout", timeouts.statement),
+    ];
+    for (name, timeout) in settings {
+        if let Some(timeout) = timeout {
+            // Values of ours (`<n>ms`), never user text.
+            statement.push_str(&format!(
+                "; SET LOCAL {name} = '{}'",
+                timeout_value(timeout)
+            ));
+        }
+    }
+    (statement != "BEGIN").then_some(statement)
 }
 
 /// The connection options `url` (the primary's, or a replica's) and `config`'s application
@@ -408,7 +450,10 @@ pub(crate) fn startup_settings(options: &PostgresOptions, engine: Engine) -> Vec
         .cloned()
         .collect();
     if let Some(timeout) = options.lock_timeout {
-        settings.push(("lock_timeout".to_owned(), lock_timeout_value(timeout)));
+        settings.push(("lock_timeout".to_owned(), timeout_value(timeout)));
+    }
+    if let Some(timeout) = options.statement_timeout {
+        settings.push(("statement_timeout".to_owned(), timeout_value(timeout)));
     }
     if let Some(level) = options.isolation {
         let value = level.setting().to_owned();
@@ -456,9 +501,10 @@ impl Store for PostgresStore {
         // At the isolation level asked for, or the server's default: rows that must not race
         // are locked explicitly, see `PgUnitOfWork`. BEGIN is the connection's check (see
         // `crate::connections`): on a dead connection it is sent again on the next one.
+        let statement = self.begin_statement_now()?;
         let mut failures = 0;
         loop {
-            match self.begin_transaction().await {
+            match self.begin_transaction(statement.as_ref()).await? {
                 Ok(tx) => {
                     return Ok(Box::new(PgUnitOfWork::new(
                         tx,
@@ -496,17 +542,17 @@ impl Store for PostgresStore {
     }
 
     /// The stock move in one statement, in autocommit: its own transaction, without a `BEGIN`
-    /// or a `COMMIT` to send (see `Session::move_stock`). On a borrowed pool the statement sets
-    /// the lock timeout for itself.
+    /// or a `COMMIT` to send (see `Session::move_stock`). On a borrowed pool, and within a
+    /// deadline, the statement sets its lock timeout for itself (see
+    /// [`PostgresOptions::statement_timeout`] on deadlines).
     async fn move_stock(&self, movement: &NewStockMovement) -> Result<StockMoved> {
         if self.isolation_needs_a_transaction() {
             return move_stock_in_own_unit_of_work(self, movement).await;
         }
+        let lock_timeout = self.move_lock_timeout_now()?;
         let row = movement.clone().into_entity(stockroom_core::time::now());
         let mut session = self.pooled_session().await?;
-        session
-            .move_stock(row, self.local_lock_timeout.as_deref())
-            .await
+        session.move_stock(row, lock_timeout.as_deref()).await
     }
 
     async fn health(&self) -> Result<()> {
@@ -632,15 +678,15 @@ mod tests {
         let options = PostgresOptions::default();
         assert_eq!(
             names(&startup_settings(&options, Engine::PostgreSql)),
-            ["jit", "lock_timeout"]
+            ["jit", "lock_timeout", "statement_timeout"]
         );
         assert_eq!(
             names(&startup_settings(&options, Engine::YugabyteDb)),
-            ["jit", "lock_timeout"]
+            ["jit", "lock_timeout", "statement_timeout"]
         );
         assert_eq!(
             names(&startup_settings(&options, Engine::CockroachDb)),
-            ["lock_timeout"]
+            ["lock_timeout", "statement_timeout"]
         );
     }
 
@@ -648,6 +694,7 @@ mod tests {
     fn an_isolation_level_is_a_startup_setting_of_the_own_pool() {
         let options = PostgresOptions::default()
             .with_lock_timeout(None)
+            .with_statement_timeout(None)
             .with_isolation(Some(IsolationLevel::Serializable));
         assert_eq!(
             startup_settings(&options, Engine::CockroachDb),
@@ -659,20 +706,56 @@ mod tests {
     }
 
     #[test]
-    fn the_begin_statement_names_the_level_and_the_local_lock_timeout() {
+    fn the_begin_statement_names_the_level_and_the_local_timeouts() {
         let serializable = Some(IsolationLevel::Serializable);
-        assert_eq!(begin_statement(None, None), None);
+        let none = LocalTimeouts::default();
+        let ms = Duration::from_millis;
+        assert_eq!(begin_statement(None, none), None);
         assert_eq!(
-            begin_statement(serializable, None).as_deref(),
+            begin_statement(serializable, none).as_deref(),
             Some("BEGIN ISOLATION LEVEL SERIALIZABLE")
         );
+        let lock = LocalTimeouts {
+            lock: Some(ms(2000)),
+            statement: None,
+        };
         assert_eq!(
-            begin_statement(None, Some("2000ms")).as_deref(),
+            begin_statement(None, lock).as_deref(),
             Some("BEGIN; SET LOCAL lock_timeout = '2000ms'")
         );
+        let both = LocalTimeouts {
+            lock: Some(ms(5000)),
+            statement: Some(ms(800)),
+        };
         assert_eq!(
-            begin_statement(Some(IsolationLevel::ReadCommitted), Some("5s")).as_deref(),
-            Some("BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '5s'")
+            begin_statement(Some(IsolationLevel::ReadCommitted), both).as_deref(),
+            Some(
+                "BEGIN ISOLATION LEVEL READ COMMITTED; SET LOCAL lock_timeout = '5000ms'; \
+                 SET LOCAL statement_timeout = '800ms'"
+            )
+        );
+    }
+
+    #[test]
+    fn a_deadline_shortens_the_timeouts_of_a_transaction_and_never_lengthens_them() {
+        let options = PostgresOptions::default()
+            .with_lock_timeout(Some(Duration::from_secs(5)))
+            .with_statement_timeout(Some(Duration::ZERO));
+        let own = Owner::Stockroom(Box::new(StoreConfig::new("postgres://h/db")));
+        let ms = Duration::from_millis;
+        let of = |owner: &Owner, left: Option<u64>| {
+            let t = LocalTimeouts::of(&options, owner, left.map(ms));
+            (t.lock, t.statement)
+        };
+        // Stockroom's own connections carry the options' from their start.
+        assert_eq!(of(&own, None), (None, None));
+        assert_eq!(of(&Owner::Application, None), (Some(ms(5000)), Some(ms(0))));
+        // Within a deadline: the time left, where shorter than the option (zero: no limit).
+        assert_eq!(of(&own, Some(800)), (Some(ms(800)), Some(ms(800))));
+        assert_eq!(of(&own, Some(9000)), (Some(ms(5000)), Some(ms(9000))));
+        assert_eq!(
+            of(&Owner::Application, Some(800)),
+            (Some(ms(800)), Some(ms(800)))
         );
     }
 }

@@ -10,15 +10,16 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, InterruptHandle};
+use stockroom_core::adapter::time_left;
 use stockroom_core::{Error, Result};
 use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit};
 
 use crate::error::{map, SqliteError};
-use crate::hooks::{self, observe, park, Observed};
+use crate::hooks::{self, observe, Observed, WaitBounds};
 
 /// What to log of the statements a connection runs (`StoreConfig::log_statements` and
 /// `StoreConfig::slow_statement_threshold`).
@@ -32,6 +33,8 @@ pub(crate) struct SqlLog {
 pub(crate) struct Db<'a> {
     conn: &'a Connection,
     log: SqlLog,
+    /// On the blocking pool: set once the future that awaits the call was dropped.
+    abandoned: Option<&'a AtomicBool>,
 }
 
 impl std::ops::Deref for Db<'_> {
@@ -43,6 +46,16 @@ impl std::ops::Deref for Db<'_> {
 }
 
 impl Db<'_> {
+    /// Fails, with nothing run, once the future that awaits this call (on the blocking pool)
+    /// was dropped: checked before a statement that would make the call's work durable
+    /// (`COMMIT`), so that nobody's abandoned call commits after its caller gave up on it.
+    pub(crate) fn check_still_awaited(&self) -> Result<()> {
+        match self.abandoned {
+            Some(abandoned) if abandoned.load(Ordering::Acquire) => Err(abandoned_call()),
+            _ => Ok(()),
+        }
+    }
+
     /// Runs one statement, logging it at `debug` (target `stockroom::sql`) when echo is on and
     /// at `warn` when slower than the threshold.
     pub(crate) fn observe<T>(&self, sql: &str, run: impl FnOnce() -> T) -> T {
@@ -441,6 +454,7 @@ impl Conn {
         let db = Db {
             conn: self.lease()?.conn(),
             log: self.runner.log,
+            abandoned: None,
         };
         match observe(|| db.observe(sql, || db.execute_batch(sql))) {
             (Ok(()), _) => {
@@ -466,6 +480,7 @@ impl Conn {
         let db = Db {
             conn: lease.conn(),
             log: self.runner.log,
+            abandoned: None,
         };
         let (result, observed) = observe(|| work(&db));
         let autocommit = db.is_autocommit();
@@ -485,8 +500,15 @@ impl Conn {
             .await;
     }
 
-    /// Runs `work` on the blocking pool, after the pending `BEGIN` if any, with the busy
-    /// timeout in effect for the duration of the call.
+    /// Runs `work` on the blocking pool, after the pending `BEGIN` if any, its waits for a lock
+    /// bounded by the busy timeout and by the deadline of the operation in progress (see
+    /// `hooks::bound_waits`).
+    ///
+    /// If this future is dropped before the call ends, the call is abandoned: it stops waiting
+    /// for a lock, runs no pending `BEGIN` nor a `COMMIT` it has not begun (see
+    /// [`Db::check_still_awaited`]), and the statement it is running is interrupted
+    /// (`sqlite3_interrupt`); its connection, its transaction rolled back, is freed when the
+    /// call returns.
     async fn run_blocking<T, F>(&mut self, cost: Cost, work: F) -> Result<T>
     where
         F: FnOnce(&Db<'_>) -> Result<T> + Send + 'static,
@@ -495,23 +517,43 @@ impl Conn {
         let mut lease = self.lease.take().ok_or_else(lost)?;
         let runner = self.runner;
         let before = self.transaction;
-        let (lease, after, result) = tokio::task::spawn_blocking(move || {
-            let (after, result) = with_busy_timeout(&mut lease, runner, |db| {
-                if let Transaction::Pending(sql) = before {
-                    if let Err(e) = db.observe(sql, || db.execute_batch(sql)) {
-                        return (before, Err(map(e))); // still to open
+        let link = Arc::new(CallLink::new(lease.conn()));
+        let bounds = WaitBounds {
+            busy_timeout: runner.busy_timeout,
+            deadline: time_left().and_then(|left| Instant::now().checked_add(left)),
+            abandoned: Arc::clone(&link.abandoned),
+        };
+        let call = Arc::clone(&link);
+        let blocking = tokio::task::spawn_blocking(move || {
+            let (after, result) =
+                hooks::bound_waits(lease.conn_mut(), bounds, runner.inline, |conn| {
+                    let db = Db {
+                        conn,
+                        log: runner.log,
+                        abandoned: Some(&call.abandoned),
+                    };
+                    if let Err(abandoned) = db.check_still_awaited() {
+                        return (before, Err(abandoned));
                     }
-                }
-                let (result, observed) = observe(|| work(db));
-                if observed.checkpoint_due(runner.checkpoint_at) {
-                    hooks::checkpoint(db); // already off the async threads
-                }
-                (before.after_call(db.is_autocommit()), result)
-            });
+                    if let Transaction::Pending(sql) = before {
+                        if let Err(e) = db.observe(sql, || db.execute_batch(sql)) {
+                            return (before, Err(map(e))); // still to open
+                        }
+                    }
+                    let (result, observed) = observe(|| work(&db));
+                    if observed.checkpoint_due(runner.checkpoint_at) {
+                        hooks::checkpoint(&db); // already off the async threads
+                    }
+                    (before.after_call(db.is_autocommit()), result)
+                });
+            // Before the connection leaves this call: from here on nothing may interrupt it.
+            call.end();
             (lease, after, result)
-        })
-        .await
-        .map_err(|e| Error::Backend {
+        });
+        let abandon = AbandonOnDrop(Some(link));
+        let joined = blocking.await;
+        abandon.defuse();
+        let (lease, after, result) = joined.map_err(|e| Error::Backend {
             message: format!("sqlite worker failed: {e}"),
             source: None,
         })?;
@@ -544,44 +586,65 @@ fn lost() -> Error {
     }
 }
 
-/// Runs `work` on the lease's connection with the busy timeout in effect, then parks the
-/// connection again (on a store that runs calls inline; the others keep the busy timeout all
-/// along), also when `work` panics (the application's closure of `with_connection`, say): the
-/// connection outlives the call, and a connection left with its busy timeout would sleep in
-/// SQLite's busy handler on a runtime worker the next time it runs a call inline. Failing to
-/// switch the handler is logged, not fatal: the call then fails fast on a lock, or an inline
-/// call may wait for one, and neither changes what the statements do.
-fn with_busy_timeout<R>(lease: &mut Lease, runner: Runner, work: impl FnOnce(&Db<'_>) -> R) -> R {
-    if !runner.inline {
-        return work(&Db {
-            conn: lease.conn(),
-            log: runner.log,
-        });
-    }
-    if let Err(error) = lease.conn_mut().busy_timeout(runner.busy_timeout) {
-        tracing::warn!(%error, "sqlite: could not set the busy timeout for a blocking call");
-    }
-    let parked_after = ParkOnDrop(lease);
-    work(&Db {
-        conn: parked_after.0.conn(),
-        log: runner.log,
-    })
+/// What ties a call on the blocking pool to the future that awaits it (see
+/// `Conn::run_blocking`).
+struct CallLink {
+    /// Set when the future is dropped before the call ended.
+    abandoned: Arc<AtomicBool>,
+    /// Whether the call has ended. Both sides take the lock, so that an interrupt is only ever
+    /// sent while the call still holds the connection, never to a statement of its next user.
+    ended: Mutex<bool>,
+    interrupt: InterruptHandle,
 }
 
-/// Parks the lease's connection when dropped: after a blocking call, whether it returned or
-/// unwound (see [`with_busy_timeout`]).
-struct ParkOnDrop<'a>(&'a mut Lease);
-
-impl Drop for ParkOnDrop<'_> {
-    fn drop(&mut self) {
-        // No `expect` here: a panic while unwinding would abort the process.
-        let conn = match &mut *self.0 {
-            Lease::Writer(w) => w.guard.as_mut(),
-            Lease::Reader(r) => r.conn.as_mut(),
-        };
-        if let Some(Err(error)) = conn.map(park) {
-            tracing::warn!(%error, "sqlite: could not park a connection after a blocking call");
+impl CallLink {
+    fn new(conn: &Connection) -> Self {
+        Self {
+            abandoned: Arc::new(AtomicBool::new(false)),
+            ended: Mutex::new(false),
+            interrupt: conn.get_interrupt_handle(),
         }
+    }
+
+    /// The call is done with the connection.
+    fn end(&self) {
+        *self.ended.lock().unwrap_or_else(PoisonError::into_inner) = true;
+    }
+
+    /// The future was dropped: unless the call has ended, it is abandoned, and the statement
+    /// it runs, if any, interrupted (a statement that is about to finish may finish; one that
+    /// starts afterwards is not interrupted, and the call's checks stop it instead).
+    fn abandon(&self) {
+        let ended = self.ended.lock().unwrap_or_else(PoisonError::into_inner);
+        if !*ended {
+            self.abandoned.store(true, Ordering::Release);
+            self.interrupt.interrupt();
+        }
+    }
+}
+
+/// Abandons the call of its link when dropped before being defused: when the future that
+/// awaits the call is dropped.
+struct AbandonOnDrop(Option<Arc<CallLink>>);
+
+impl AbandonOnDrop {
+    fn defuse(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for AbandonOnDrop {
+    fn drop(&mut self) {
+        if let Some(link) = self.0.take() {
+            link.abandon();
+        }
+    }
+}
+
+/// The error of an abandoned call (which nobody sees: its future was dropped).
+fn abandoned_call() -> Error {
+    Error::Transient {
+        reason: "sqlite: the call was abandoned by its caller; nothing more was run".to_owned(),
     }
 }
 
@@ -599,6 +662,7 @@ mod tests {
     use tracing::{Event, Level, Metadata, Subscriber};
 
     use super::*;
+    use crate::hooks::park;
 
     /// Collects the level of every `stockroom::sql` event.
     #[derive(Clone, Default)]
@@ -626,7 +690,11 @@ mod tests {
         let levels = Levels::default();
         let conn = Connection::open_in_memory().unwrap();
         tracing::subscriber::with_default(levels.clone(), || {
-            let db = Db { conn: &conn, log };
+            let db = Db {
+                conn: &conn,
+                log,
+                abandoned: None,
+            };
             db.observe("SELECT 1", || db.execute_batch("SELECT 1"))
                 .unwrap();
         });

@@ -1,12 +1,17 @@
-//! What SQLite tells a call while it runs, through the two callbacks Stockroom installs on its
-//! connections: the busy handler (a statement asks to wait for a lock) and, on the writer, the
-//! WAL hook (a commit left the WAL this many frames long).
+//! What SQLite tells a call while it runs, through the callbacks Stockroom installs on its
+//! connections: the busy handlers (a statement asks to wait for a lock: refused between
+//! blocking calls, waited for within bounds during one) and, on the writer, the WAL hook (a
+//! commit left the WAL this many frames long).
 //!
-//! Both callbacks run on the thread that runs the statement and report through thread-locals,
-//! which [`observe`] clears before a call and reads after it, on the same thread.
+//! The callbacks run on the thread that runs the statement and talk to the call through
+//! thread-locals: [`observe`] clears the reports before a call and reads them after it, and
+//! [`bound_waits`] sets the bounds of a blocking call's waits for its duration.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ffi::{c_char, c_int, c_void};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use rusqlite::{ffi, Connection};
 use stockroom_core::Result;
@@ -18,6 +23,10 @@ thread_local! {
     static REFUSED_WAIT: Cell<bool> = const { Cell::new(false) };
     /// The WAL's length in frames after the last commit on this thread, if any.
     static WAL_FRAMES: Cell<Option<u32>> = const { Cell::new(None) };
+    /// The bounds of the waits of the blocking call running on this thread, if one is.
+    static WAIT_BOUNDS: RefCell<Option<WaitBounds>> = const { RefCell::new(None) };
+    /// When the wait for a lock in progress on this thread began.
+    static WAITING_SINCE: Cell<Option<Instant>> = const { Cell::new(None) };
 }
 
 /// What SQLite reported during a call.
@@ -61,6 +70,94 @@ fn refuse_to_wait(_attempts: i32) -> bool {
 pub(crate) fn park(conn: &mut Connection) -> Result<()> {
     conn.busy_handler(Some(refuse_to_wait as fn(i32) -> bool))
         .map_err(map)
+}
+
+/// How long a blocking call's statements may wait for a lock.
+#[derive(Debug, Clone)]
+pub(crate) struct WaitBounds {
+    /// How long one wait may last (the store's busy timeout).
+    pub(crate) busy_timeout: Duration,
+    /// When every wait ends, whatever its start: the deadline of the operation in progress.
+    pub(crate) deadline: Option<Instant>,
+    /// Set when the future that awaits the call is dropped: the waits end at once.
+    pub(crate) abandoned: Arc<AtomicBool>,
+}
+
+/// Runs `f`, a blocking call's work on `conn`, with its waits for a lock bounded by `bounds`
+/// (see [`wait_within_bounds`]), then readies `conn` for what runs next: parked when `parks`
+/// (a store whose short calls run inline), SQLite's own busy timeout otherwise. Both happen
+/// even when `f` panics, so a connection never goes back with this call's handler on it.
+pub(crate) fn bound_waits<R>(
+    conn: &mut Connection,
+    bounds: WaitBounds,
+    parks: bool,
+    f: impl FnOnce(&Connection) -> R,
+) -> R {
+    /// Ends the bounded waits when dropped.
+    struct Restore<'c> {
+        conn: &'c mut Connection,
+        busy_timeout: Duration,
+        parks: bool,
+    }
+    impl Drop for Restore<'_> {
+        fn drop(&mut self) {
+            WAIT_BOUNDS.set(None);
+            let readied = if self.parks {
+                park(self.conn)
+            } else {
+                self.conn.busy_timeout(self.busy_timeout).map_err(map)
+            };
+            if let Err(error) = readied {
+                tracing::warn!(%error, "sqlite: could not ready a connection after a blocking call");
+            }
+        }
+    }
+    let busy_timeout = bounds.busy_timeout;
+    if let Err(error) = conn.busy_handler(Some(wait_within_bounds as fn(i32) -> bool)) {
+        // The call then fails fast on a lock, which changes no statement's effect.
+        tracing::warn!(%error, "sqlite: could not set the busy handler for a blocking call");
+    }
+    WAIT_BOUNDS.set(Some(bounds));
+    let restore = Restore {
+        conn,
+        busy_timeout,
+        parks,
+    };
+    f(restore.conn)
+}
+
+/// The longest a bounded wait sleeps between two tries: short, so that a dropped call stops
+/// waiting soon after.
+const LONGEST_NAP: Duration = Duration::from_millis(20);
+
+/// The busy handler of a blocking call: waits for the lock as SQLite's own busy timeout would
+/// (short naps, growing), but no longer than the busy timeout from the wait's start, nor past
+/// the deadline, nor once the call's future was dropped (see [`WaitBounds`]). Outside a call
+/// it refuses to wait.
+fn wait_within_bounds(attempts: i32) -> bool {
+    let now = Instant::now();
+    if attempts == 0 {
+        WAITING_SINCE.set(Some(now));
+    }
+    let since = WAITING_SINCE.get().unwrap_or(now);
+    WAIT_BOUNDS.with_borrow(|bounds| {
+        let Some(bounds) = bounds else {
+            return false;
+        };
+        if bounds.abandoned.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut until = since + bounds.busy_timeout;
+        if let Some(deadline) = bounds.deadline {
+            until = until.min(deadline);
+        }
+        let Some(left) = until.checked_duration_since(now).filter(|d| !d.is_zero()) else {
+            return false;
+        };
+        let nap = Duration::from_millis(1u64 << attempts.clamp(0, 5)).min(LONGEST_NAP);
+        std::thread::sleep(nap.min(left));
+        true
+    })
 }
 
 /// The WAL hook of the writer: notes the WAL's length after each commit.
@@ -152,6 +249,58 @@ mod tests {
             observe(|| parked.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0)));
         assert_eq!((count.unwrap(), seen.refused_wait), (0, false));
         drop((holder, parked));
+        remove(&path);
+    }
+
+    fn bounds(busy_timeout: Duration) -> WaitBounds {
+        WaitBounds {
+            busy_timeout,
+            deadline: None,
+            abandoned: Arc::new(AtomicBool::new(false)),
+        }
+    }
+
+    #[test]
+    fn a_blocking_call_waits_within_its_bounds_then_the_connection_is_parked_again() {
+        let path = temp_path("bounded");
+        let holder = Connection::open(&path).unwrap();
+        holder
+            .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x); BEGIN IMMEDIATE")
+            .unwrap();
+        let mut conn = Connection::open(&path).unwrap();
+        park(&mut conn).unwrap();
+        let begin = |c: &Connection| c.execute_batch("BEGIN IMMEDIATE");
+
+        let started = Instant::now();
+        let waited = bound_waits(&mut conn, bounds(Duration::from_millis(60)), true, begin);
+        assert!(waited.is_err(), "the lock is held");
+        assert!(
+            started.elapsed() >= Duration::from_millis(60),
+            "waited the busy timeout"
+        );
+
+        let mut past = bounds(Duration::from_secs(60));
+        past.deadline = Some(Instant::now());
+        assert!(bound_waits(&mut conn, past, true, begin).is_err());
+        let abandoned = bounds(Duration::from_secs(60));
+        abandoned.abandoned.store(true, Ordering::Release);
+        let started = Instant::now();
+        assert!(bound_waits(&mut conn, abandoned, true, begin).is_err());
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "an abandoned call waited"
+        );
+
+        // Even after a call that panicked, the connection is parked: it refuses to wait.
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            bound_waits(&mut conn, bounds(Duration::from_secs(60)), true, |_| {
+                panic!("the application's code panicked")
+            })
+        }));
+        assert!(panicked.is_err());
+        let (begun, seen) = observe(|| begin(&conn));
+        assert!(begun.is_err() && seen.refused_wait, "not parked: {begun:?}");
+        drop((holder, conn));
         remove(&path);
     }
 

@@ -125,6 +125,14 @@
 //!   rolls back any open transaction before the connection serves anyone else (checked with
 //!   `is_autocommit`); an inline call cannot be dropped mid-way. After every call of a unit of
 //!   work the connection is checked to still be in its transaction.
+//! - **Deadlines and dropped calls.** Within a retried operation's deadline
+//!   ([`RetryPolicy::deadline`](stockroom_core::RetryPolicy::deadline)), the waits for the
+//!   writer, for a read connection and for a lock held elsewhere (the busy handler) end at the
+//!   deadline, as `Transient` with nothing applied. A call on the blocking pool whose future
+//!   is dropped (at a deadline, or by the application) is abandoned: it stops waiting for a
+//!   lock, runs neither its pending `BEGIN` nor a `COMMIT` it has not begun (a stock move rolls
+//!   back instead), and the statement it runs is interrupted (`sqlite3_interrupt`), so its
+//!   connection is free again soon after; `tests/deadlines.rs` checks all three.
 //! - **Connections**, in this order: the busy timeout, `synchronous=NORMAL` (`FULL` with
 //!   `Durability::Full`), the application's pragmas and `on_open` hook, then WAL (the writer
 //!   switches a file to it), `foreign_keys=ON` and `query_only` on read connections; a
@@ -180,11 +188,12 @@
 //!   like one reading a socket.
 //! - It works on any tokio runtime, `current_thread` included: nothing uses `block_in_place`.
 //! - Cancellation: an inline call runs within one poll, so its future can only be dropped
-//!   before it starts or after it ends; a call on the blocking pool keeps the behaviour above
-//!   (the connection, its transaction rolled back, goes back when the work ends).
+//!   before it starts or after it ends; a call on the blocking pool is abandoned as above (the
+//!   connection, its transaction rolled back, goes back when the work ends).
 //! - The busy handler is Stockroom's: set how long to wait with
 //!   [`SqliteOptions::with_busy_timeout`] (or a `busy_timeout` pragma); a handler the
-//!   application installs in its `on_open` hook is replaced.
+//!   application installs in its `on_open` hook is replaced. During a blocking call it naps
+//!   at most 20 ms at a time, so that an abandoned call stops waiting soon.
 
 // The one unsafe item is the WAL hook in `hooks.rs` (rusqlite's safe `wal_hook` differs between
 // the rusqlite releases this crate supports): everything else is safe code.

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use rusqlite::Connection;
-use stockroom_core::adapter::Savepoints;
+use stockroom_core::adapter::{wait_within, Savepoints};
 use stockroom_core::{
     Error, NewStockMovement, ReadSession, Result, Savepoint, StockMoved, Store, StoreConfig,
     UnitOfWork,
@@ -123,14 +123,16 @@ impl SqliteStore {
 
     async fn reader(&self) -> Result<Conn> {
         self.check_open()?;
-        let permit = tokio::time::timeout(
+        // Up to the acquire timeout, and never past the deadline of the operation in progress.
+        let permit = wait_within(
             self.inner.acquire_timeout,
             Arc::clone(&self.inner.read_permits).acquire_owned(),
+            || Error::Unavailable {
+                reason: "timed out waiting for a free sqlite read connection".to_owned(),
+            },
+            "a free sqlite read connection",
         )
-        .await
-        .map_err(|_| Error::Unavailable {
-            reason: "timed out waiting for a free sqlite read connection".to_owned(),
-        })?
+        .await?
         .map_err(|_| closed())?;
         let idle = self.inner.read_pool.take_idle();
         let (conn, opened) = match idle {
@@ -178,14 +180,19 @@ impl SqliteStore {
         ))
     }
 
-    /// Waits for the writer up to the acquire timeout.
+    /// Waits for the writer up to the acquire timeout (then `Unavailable`), and never past the
+    /// deadline of the operation in progress (then `Transient`).
     async fn wait_for_writer(&self) -> Result<OwnedMutexGuard<Option<Connection>>> {
         let timeout = self.inner.acquire_timeout;
-        tokio::time::timeout(timeout, Arc::clone(&self.inner.writer).lock_owned())
-            .await
-            .map_err(|_| Error::Unavailable {
+        wait_within(
+            timeout,
+            Arc::clone(&self.inner.writer).lock_owned(),
+            || Error::Unavailable {
                 reason: format!("timed out after {timeout:?} waiting for the sqlite writer"),
-            })
+            },
+            "the sqlite writer",
+        )
+        .await
     }
 }
 
@@ -250,7 +257,8 @@ impl Store for SqliteStore {
     /// pool that has no free connection). The write transaction opens with `BEGIN IMMEDIATE`
     /// in the same call as the unit of work's first statement. A write lock held by another
     /// connection (another process) sends that call to the blocking pool, where it waits up to
-    /// the busy timeout, then fails as `Transient`.
+    /// the busy timeout, then fails as `Transient`. Within a retried operation with a deadline,
+    /// neither wait outlasts the deadline: then the answer is `Transient`, nothing applied.
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
         Ok(Box::new(SqliteUnitOfWork {
             conn: self.writer().await?,

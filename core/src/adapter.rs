@@ -17,6 +17,7 @@ pub use crate::ports::{
     move_stock_with_repositories, native_unit_of_work, Savepoints,
 };
 pub use crate::query::{fold, search_document, FOLD_VERSION};
+pub use crate::usecases::deadline::{deadline_reached, time_left, until_deadline, wait_within};
 
 use crate::error::Constraint;
 use crate::query::{KeysetPage, Limit, SearchText};

@@ -5,7 +5,8 @@
 //!   sessions a test gives it (a memory store's, say).
 //! - [`FaultyStore`]: a real store (usually the memory store) that fails on purpose where it is
 //!   told to: `begin`, `read`, `commit` (rolled back, or committed with the answer lost), the stock
-//!   move, `health`, `readiness`. It counts every call, so a test also checks what was asked of
+//!   move, `health`, `readiness`; or is slow there ([`FaultyStore::delay`]), as a backend that
+//!   takes its time to answer. It counts every call, so a test also checks what was asked of
 //!   the store (how many units of work a retry began, say).
 //!
 //! For everything else, test with the memory store: it is a real, transactional store with the
@@ -31,6 +32,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -74,13 +76,34 @@ struct Injected {
     error: MakeError,
 }
 
+/// One delay: how many more calls it slows down, and by how much.
+struct Delay {
+    remaining: usize,
+    by: Duration,
+}
+
 #[derive(Default)]
 struct Faults {
     injected: HashMap<Fault, Vec<Injected>>,
+    delays: HashMap<Fault, Vec<Delay>>,
     calls: HashMap<Fault, usize>,
 }
 
 impl Faults {
+    /// How long the next call at `at` waits before it runs (zero when no delay is armed).
+    fn delay(&mut self, at: Fault) -> Duration {
+        let Some(armed) = self.delays.get_mut(&at) else {
+            return Duration::ZERO;
+        };
+        match armed.iter_mut().find(|d| d.remaining > 0) {
+            Some(delay) => {
+                delay.remaining -= 1;
+                delay.by
+            }
+            None => Duration::ZERO,
+        }
+    }
+
     /// Counts a call at `at`; the error it must fail with, if a fault is armed there.
     fn call(&mut self, at: Fault) -> Option<Error> {
         *self.calls.entry(at).or_default() += 1;
@@ -150,6 +173,17 @@ impl<S: Store + ?Sized> FaultyStore<S> {
         self
     }
 
+    /// Makes the next `times` calls at `at` wait `by` before they run (after the delays armed
+    /// there before it are used up), as a backend that is slow to answer: a commit delayed so
+    /// commits only after the wait, and not at all if it is dropped during it.
+    pub fn delay(&self, at: Fault, times: usize, by: Duration) -> &Self {
+        self.lock().delays.entry(at).or_default().push(Delay {
+            remaining: times,
+            by,
+        });
+        self
+    }
+
     /// How many calls reached `at` so far, failed or not.
     pub fn calls(&self, at: Fault) -> usize {
         self.lock().calls.get(&at).copied().unwrap_or(0)
@@ -164,7 +198,9 @@ impl<S: Store + ?Sized> FaultyStore<S> {
         self.faults.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn check(&self, at: Fault) -> Result<()> {
+    async fn check(&self, at: Fault) -> Result<()> {
+        let delay = self.lock().delay(at);
+        wait(delay).await;
         match self.lock().call(at) {
             Some(error) => Err(error),
             None => Ok(()),
@@ -179,7 +215,7 @@ impl<S: Store + ?Sized> Store for FaultyStore<S> {
     }
 
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
-        self.check(Fault::Begin)?;
+        self.check(Fault::Begin).await?;
         let inner = self.inner.begin().await?;
         Ok(Box::new(FaultyUnitOfWork {
             inner,
@@ -188,23 +224,23 @@ impl<S: Store + ?Sized> Store for FaultyStore<S> {
     }
 
     async fn read(&self) -> Result<Box<dyn ReadSession>> {
-        self.check(Fault::Read)?;
+        self.check(Fault::Read).await?;
         self.inner.read().await
     }
 
     /// Fails like [`read`](Store::read) (the same [`Fault::Read`]).
     async fn read_primary(&self) -> Result<Box<dyn ReadSession>> {
-        self.check(Fault::Read)?;
+        self.check(Fault::Read).await?;
         self.inner.read_primary().await
     }
 
     async fn health(&self) -> Result<()> {
-        self.check(Fault::Health)?;
+        self.check(Fault::Health).await?;
         self.inner.health().await
     }
 
     async fn readiness(&self) -> Result<()> {
-        self.check(Fault::Readiness)?;
+        self.check(Fault::Readiness).await?;
         self.inner.readiness().await
     }
 
@@ -219,12 +255,19 @@ struct FaultyUnitOfWork {
     faults: Arc<Mutex<Faults>>,
 }
 
-impl FaultyUnitOfWork {
-    fn armed(&self, at: Fault) -> Option<Error> {
-        self.faults
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .call(at)
+/// Waits the delay armed at `at`, then counts the call: the error it must fail with, if a fault
+/// is armed there.
+async fn armed(faults: &Mutex<Faults>, at: Fault) -> Option<Error> {
+    let lock = || faults.lock().unwrap_or_else(PoisonError::into_inner);
+    let delay = lock().delay(at);
+    wait(delay).await;
+    lock().call(at)
+}
+
+/// Sleeps `delay`, if any.
+async fn wait(delay: Duration) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
 }
 
@@ -251,11 +294,11 @@ impl UnitOfWork for FaultyUnitOfWork {
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
-        if let Some(error) = self.armed(Fault::Commit) {
+        if let Some(error) = armed(&self.faults, Fault::Commit).await {
             self.inner.rollback().await?;
             return Err(error);
         }
-        if let Some(error) = self.armed(Fault::CommitOutcomeLost) {
+        if let Some(error) = armed(&self.faults, Fault::CommitOutcomeLost).await {
             self.inner.commit().await?;
             return Err(error);
         }
@@ -263,7 +306,7 @@ impl UnitOfWork for FaultyUnitOfWork {
     }
 
     async fn rollback(self: Box<Self>) -> Result<()> {
-        if let Some(error) = self.armed(Fault::Rollback) {
+        if let Some(error) = armed(&self.faults, Fault::Rollback).await {
             drop(self.inner); // a unit of work dropped without a commit rolls back
             return Err(error);
         }
@@ -271,7 +314,7 @@ impl UnitOfWork for FaultyUnitOfWork {
     }
 
     async fn move_stock(&mut self, movement: &NewStockMovement) -> Result<StockMoved> {
-        if let Some(error) = self.armed(Fault::MoveStock) {
+        if let Some(error) = armed(&self.faults, Fault::MoveStock).await {
             return Err(error);
         }
         self.inner.move_stock(movement).await

@@ -12,9 +12,9 @@
 //! | `Conflict` | 409 | `…:conflict` | `constraint`, `field`, `rule: "taken"` |
 //! | `InsufficientStock` | 409 | `…:insufficient-stock` | `product_id`, `available`, `requested` |
 //! | `StaleVersion` | 412 | `…:stale-version` | `entity`, `id`, `expected_version`, `current_version` |
-//! | `Transient` | 503, `Retry-After: 1` | `…:transient` | |
+//! | `Transient` (nothing was applied) | 503, `Retry-After: 1` | `…:transient` | |
 //! | `Unavailable` | 503, `Retry-After: 5` | `…:unavailable` | |
-//! | `AmbiguousCommit` | 500, no `Retry-After` | `…:ambiguous-commit` | |
+//! | `AmbiguousCommit` (may or may not have been applied) | 500, no `Retry-After` | `…:ambiguous-commit` | |
 //! | `Storage` | 500, no `Retry-After` | `…:storage-fault` | `fault` (`read_only`, `permission_denied`, `full`, `corrupt`) |
 //! | `Unsupported`, `Backend` | 500 | `…:internal` | (the cause is logged, not sent) |
 //!
@@ -181,7 +181,8 @@ impl From<Error> for Problem {
                 Problem::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "transient",
-                    "the store is busy; retry the request",
+                    "the store is busy or the request ran out of time; nothing was applied: \
+                     retry the request",
                 )
                 .retry_after(1)
             }

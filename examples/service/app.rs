@@ -17,8 +17,22 @@
 //! A write that may simply be run again when it meets a transient failure (a busy database, a
 //! deadlock) goes through the retry runner instead: `create_category` runs its unit of work with
 //! `store.run(&policy, …)`, and the transfer use case does the same inside. Their policy has a
-//! deadline (`STOCKROOM_WRITE_DEADLINE_MS`), so a row locked for long costs the requests that
-//! want it a few seconds, and holds no connection longer.
+//! deadline (`STOCKROOM_WRITE_DEADLINE_MS`, shortened to fit in the request's own time), so a
+//! row locked for long costs the requests that want it a few seconds, and holds no connection
+//! longer.
+//!
+//! # Answers that say what happened
+//!
+//! A 503 with `Retry-After` (`transient`, `unavailable`, `timeout`) promises that nothing was
+//! applied: the same request may be sent again. A write whose outcome is unknown (a commit, or
+//! a transfer's stock move, still running when its deadline or the request's timeout came) is
+//! a 500 `ambiguous-commit` without `Retry-After`: read back before sending it again. So that a
+//! transfer can always be sent again safely, the service requires an `Idempotency-Key` for it
+//! (chosen by the client before it sends the request, so that it holds the key even when no
+//! answer arrives); sent again with the same key, a transfer applies at most once. A deadline
+//! of the retry runner ends within the request's time, so the runner, which knows whether a
+//! commit was in flight, answers before the request is cut off; a unit of work cut off while
+//! its commit ran is answered as ambiguous by `commit_guard`.
 //!
 //! Handlers that only read take the [`AppState`] and use `store.read()` (no transaction) or the
 //! use cases of `StoreExt`; those whose answer a client uses to check its own write (the ledger,
@@ -49,7 +63,7 @@ use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 pub use stockroom::axum::{commit_guard, Problem};
@@ -87,9 +101,26 @@ impl AppState {
     }
 
     /// How transfers and retried units of work are run: the default retries, within the write
-    /// deadline.
-    fn policy(&self) -> RetryPolicy {
-        RetryPolicy::default().with_deadline(self.limits.write_deadline)
+    /// deadline, and within the request's time less the runner's grace (see
+    /// [`RetryPolicy::DEADLINE_GRACE`]) and a margin for the answer: the runner's answer past
+    /// its deadline says whether a commit may have happened, which the answer of a request cut
+    /// off by its timeout cannot. With no time left for that, the write does not begin:
+    /// `Transient`, nothing applied.
+    fn policy(&self, request: Option<&RequestDeadline>) -> Result<RetryPolicy, Error> {
+        const MARGIN: Duration = Duration::from_millis(100);
+        let mut deadline = self.limits.write_deadline;
+        if let Some(RequestDeadline(cut_off)) = request {
+            let left = cut_off
+                .saturating_duration_since(tokio::time::Instant::now())
+                .saturating_sub(RetryPolicy::DEADLINE_GRACE + MARGIN);
+            if left.is_zero() {
+                return Err(Error::Transient {
+                    reason: "the request's time ran out before its write began".to_owned(),
+                });
+            }
+            deadline = deadline.min(left);
+        }
+        Ok(RetryPolicy::default().with_deadline(deadline))
     }
 }
 
@@ -210,14 +241,26 @@ struct Gate {
     timeout: Duration,
 }
 
+/// When the request is cut off by its timeout (a request extension): the deadlines of its
+/// writes end before it (see [`AppState::policy`]).
+#[derive(Debug, Clone, Copy)]
+struct RequestDeadline(tokio::time::Instant);
+
 /// Runs the request in a slot, within the request timeout (the wait for the slot included).
-async fn bounded(State(gate): State<Gate>, request: Request, next: Next) -> Response {
+///
+/// Cut off, the request is answered 503 `timeout` with `Retry-After`: its unit of work, if it
+/// began one, is dropped and rolls back. One cut off while its commit ran is answered as an
+/// ambiguous commit instead, by `commit_guard` outside this layer, which knows; a transfer's or
+/// a retried unit of work's deadline ends before the cut-off, so their own answer comes first.
+async fn bounded(State(gate): State<Gate>, mut request: Request, next: Next) -> Response {
+    let cut_off = tokio::time::Instant::now() + gate.timeout;
+    request.extensions_mut().insert(RequestDeadline(cut_off));
     let answer = async {
         // The semaphore is never closed.
         let _slot = gate.slots.acquire().await;
         next.run(request).await
     };
-    match tokio::time::timeout(gate.timeout, answer).await {
+    match tokio::time::timeout_at(cut_off, answer).await {
         Ok(response) => response,
         Err(_) => {
             tracing::warn!(
@@ -706,6 +749,7 @@ fn not_ready(error: Error) -> Problem {
 
 async fn create_category(
     State(app): State<AppState>,
+    deadline: Option<Extension<RequestDeadline>>,
     _: NoQuery,
     Body(body): Body<CategoryBody>,
 ) -> Result<(StatusCode, Json<CategoryCreated>), Problem> {
@@ -733,9 +777,10 @@ async fn create_category(
     // The category and its products in one unit of work, run again from the start if it meets
     // a transient failure, within the write deadline. If one product fails (a sku taken, say),
     // the category goes too.
+    let policy = app.policy(deadline.as_ref().map(|Extension(d)| d))?;
     let created = app
         .store
-        .run(&app.policy(), |uow| {
+        .run(&policy, |uow| {
             Box::pin(async move {
                 let category = uow.categories().create(new.clone()).await?;
                 let products = if products.is_empty() {
@@ -986,27 +1031,40 @@ const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-repl
 /// Moves stock: 201 with the new ledger row, or, for a request whose `Idempotency-Key` named a
 /// transfer made earlier, 200 with that transfer's row and `Idempotent-Replayed: true` (nothing
 /// moved now).
+///
+/// The `Idempotency-Key` header is required (a 422 `validation` problem on `idempotency_key`,
+/// rule `required`, without it): whatever answer a transfer gets, or none, the client can send
+/// it again with the same key and it applies at most once.
 async fn transfer(
     State(app): State<AppState>,
+    deadline: Option<Extension<RequestDeadline>>,
     headers: HeaderMap,
     _: NoQuery,
     Body(body): Body<TransferBody>,
 ) -> Result<Response, Problem> {
-    let mut request = TransferRequest::new(body.source_id, body.target_id, body.quantity);
-    if let Some(key) = headers.get("idempotency-key") {
-        let key = key.to_str().map_err(|_| {
-            Error::validation(
-                "idempotency_key",
-                Rule::Malformed {
-                    expected: "visible ASCII characters",
-                },
-            )
-        })?;
-        request = request.with_idempotency_key(key);
-    }
+    let Some(key) = headers.get("idempotency-key") else {
+        return Err(crate::body::invalid(
+            "idempotency_key",
+            "required",
+            "the Idempotency-Key header is required: a transfer sent again with the same key \
+             applies at most once"
+                .to_owned(),
+        ));
+    };
+    let key = key.to_str().map_err(|_| {
+        Error::validation(
+            "idempotency_key",
+            Rule::Malformed {
+                expected: "visible ASCII characters",
+            },
+        )
+    })?;
+    let request = TransferRequest::new(body.source_id, body.target_id, body.quantity)
+        .with_idempotency_key(key);
     // The use case runs (and retries, within the write deadline) its own unit of work; it has
     // committed when it returns.
-    let done = app.store.transfer_with(&request, &app.policy()).await?;
+    let policy = app.policy(deadline.as_ref().map(|Extension(d)| d))?;
+    let done = app.store.transfer_with(&request, &policy).await?;
     if done.replayed {
         let replayed = [(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"))];
         Ok((StatusCode::OK, replayed, Json(done.movement)).into_response())

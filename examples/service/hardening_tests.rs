@@ -10,6 +10,7 @@ use std::time::Duration;
 use axum::routing::post;
 use reqwest::StatusCode;
 use serde_json::json;
+use stockroom::mocks::{Fault, FaultyStore};
 use stockroom::{Error, Store};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -527,6 +528,71 @@ async fn a_held_writer_costs_a_transfer_its_deadline_only() {
             .ok(StatusCode::CREATED);
         backend.store.close().await;
     }
+}
+
+/// A request cut off by its timeout while its commit runs (here a commit that takes a minute)
+/// is a 500 `ambiguous-commit` without `Retry-After`, not a 503 "retry": its work may be
+/// stored. (One cut off before its commit began stays a 503 `timeout`: it rolled back, see
+/// `slow_clients_and_slow_requests_are_cut_off`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_request_cut_off_while_its_commit_runs_is_an_ambiguous_commit() {
+    let backend = Backend::memory().await;
+    let faulty = FaultyStore::shared(backend.store.clone());
+    faulty.delay(Fault::Commit, usize::MAX, Duration::from_secs(60));
+    let server = start_limited(Arc::new(faulty), short_limits()).await;
+    let reply = within(
+        Duration::from_secs(10),
+        "the request timeout",
+        server.post(
+            "/products",
+            json!({ "name": "Slow", "slug": "slow", "sku": "SLOW" }),
+        ),
+    )
+    .await;
+    reply.problem(StatusCode::INTERNAL_SERVER_ERROR, "ambiguous-commit");
+    assert_eq!(reply.header("retry-after"), None);
+    backend.store.close().await;
+}
+
+/// A transfer whose write deadline is longer than the request's own time gets its deadline
+/// shortened to end before the request is cut off, so that its answer is the transfer's own,
+/// which knows whether a commit was in flight: behind a held writer, a 503 `transient`
+/// (nothing applied); with a commit that takes a minute, a 500 `ambiguous-commit`, not the
+/// request timeout's 503 "retry".
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transfer_answers_before_its_request_is_cut_off() {
+    let backend = Backend::memory().await;
+    let faulty = FaultyStore::shared(backend.store.clone());
+    let limits = Limits {
+        write_deadline: Duration::from_secs(30),
+        ..short_limits()
+    };
+    let server = start_limited(Arc::new(faulty.clone()), limits).await;
+    let a = id_of(&server.product("a", "A", 5).await);
+    let b = id_of(&server.product("b", "B", 0).await);
+    let body = json!({ "source_id": a, "target_id": b, "quantity": 1 });
+
+    let writer = backend.store.begin().await.unwrap();
+    let held = within(
+        Duration::from_secs(10),
+        "a transfer behind the held writer",
+        server.transfer(body.clone(), None),
+    )
+    .await;
+    held.problem(StatusCode::SERVICE_UNAVAILABLE, "transient");
+    assert_eq!(held.header("retry-after"), Some("1"));
+    writer.rollback().await.unwrap();
+
+    faulty.delay(Fault::Commit, usize::MAX, Duration::from_secs(60));
+    let slow = within(
+        Duration::from_secs(10),
+        "a transfer whose commit takes a minute",
+        server.transfer(body, None),
+    )
+    .await;
+    slow.problem(StatusCode::INTERNAL_SERVER_ERROR, "ambiguous-commit");
+    assert_eq!(slow.header("retry-after"), None);
+    backend.store.close().await;
 }
 
 // ---------------------------------------------------------------------------------------------

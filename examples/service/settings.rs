@@ -48,10 +48,13 @@ pub struct Limits {
     /// A client has this long to send a request's body (a 408 problem after it).
     pub body_read_timeout: Duration,
     /// A request has this long to be answered, its wait for a slot included (a 503 problem
-    /// after it, and its unit of work rolls back).
+    /// after it, and its unit of work rolls back; a 500 `ambiguous-commit` if its commit was
+    /// running).
     pub request_timeout: Duration,
     /// A transfer, or a unit of work run by the retry runner, has this long in all, every
-    /// attempt and lock wait included (a 503 `transient` problem after it).
+    /// attempt and lock wait included, and never more than the request's own time allows (a
+    /// 503 `transient` problem after it, nothing applied; a 500 `ambiguous-commit` if a commit
+    /// was still running).
     pub write_deadline: Duration,
     /// The largest request body (a 413 problem beyond it).
     pub max_body_bytes: usize,

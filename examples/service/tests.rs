@@ -214,14 +214,27 @@ impl Server {
             .await
     }
 
+    /// A transfer with the idempotency key `key`, or, without one, a new key of its own (the
+    /// service requires one), as a client chooses it before it sends the request.
     async fn transfer(&self, body: Value, key: Option<&str>) -> Reply {
-        let mut request = self
+        let key = key.map_or_else(
+            || format!("test-{}", stockroom::ProductId::new()),
+            str::to_owned,
+        );
+        let request = self
+            .client
+            .post(format!("{}/transfers", self.base))
+            .header("idempotency-key", key)
+            .json(&body);
+        self.send(request).await
+    }
+
+    /// A transfer sent without an `Idempotency-Key`.
+    async fn transfer_without_key(&self, body: Value) -> Reply {
+        let request = self
             .client
             .post(format!("{}/transfers", self.base))
             .json(&body);
-        if let Some(key) = key {
-            request = request.header("idempotency-key", key);
-        }
         self.send(request).await
     }
 
@@ -993,10 +1006,20 @@ async fn transfers_and_their_errors(store: Arc<dyn Store>) {
     let a = id_of(&server.product("a", "A", 10).await);
     let b = id_of(&server.product("b", "B", 0).await);
 
+    // Without an Idempotency-Key: refused, nothing moves.
+    let keyless = server
+        .transfer_without_key(json!({ "source_id": a, "target_id": b, "quantity": 4 }))
+        .await;
+    let problem = keyless.problem(StatusCode::UNPROCESSABLE_ENTITY, "validation");
+    assert_eq!(
+        (&problem["field"], &problem["rule"]),
+        (&json!("idempotency_key"), &json!("required"))
+    );
+
     let reply = server
         .transfer(
             json!({ "source_id": a, "target_id": b, "quantity": 4 }),
-            None,
+            Some("order-1"),
         )
         .await;
     let movement = reply.ok(StatusCode::CREATED);
@@ -1008,7 +1031,7 @@ async fn transfers_and_their_errors(store: Arc<dyn Store>) {
         ),
         (&json!(a), &json!(b), &json!(4))
     );
-    assert_eq!(movement["idempotency_key"], Value::Null);
+    assert_eq!(movement["idempotency_key"], "order-1");
 
     let short = server
         .transfer(

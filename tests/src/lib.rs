@@ -18,11 +18,16 @@
 //! `conformance::<capability>::<case>`, so `cargo test -p stockroom-foo` lists every rule it
 //! checked and a failure names the exact rule. A backend that may be missing on a machine (a
 //! database server) returns `Option<Fixture>` instead, and `None` skips the case.
+//!
+//! The drop sweep of the cancellation cases ([`cancel`]) is public too, so that an adapter's own
+//! tests run it with a check that only that backend can make after each drop (its server's
+//! locks, another connection's write lock).
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod cancel;
 pub mod cases;
 mod fixture;
 mod suite;

@@ -17,8 +17,10 @@ macro_rules! suite {
         #[allow(clippy::module_inception)]
         mod conformance {
             $crate::__stockroom_batch_cases! { $fixture }
+            $crate::__stockroom_cancellation_cases! { $fixture }
             $crate::__stockroom_concurrency_cases! { $fixture }
             $crate::__stockroom_crud_cases! { $fixture }
+            $crate::__stockroom_deadlines_cases! { $fixture }
             $crate::__stockroom_details_cases! { $fixture }
             $crate::__stockroom_idempotency_cases! { $fixture }
             $crate::__stockroom_keyset_cases! { $fixture }
@@ -42,8 +44,10 @@ macro_rules! suite {
 /// Every case of the suite by module, as `(module, &[case])`, in the order they run.
 pub const CASES: &[(&str, &[&str])] = &[
     crate::__stockroom_batch_cases! { @names },
+    crate::__stockroom_cancellation_cases! { @names },
     crate::__stockroom_concurrency_cases! { @names },
     crate::__stockroom_crud_cases! { @names },
+    crate::__stockroom_deadlines_cases! { @names },
     crate::__stockroom_details_cases! { @names },
     crate::__stockroom_idempotency_cases! { @names },
     crate::__stockroom_keyset_cases! { @names },
@@ -98,8 +102,10 @@ mod tests {
     fn source_of(module: &str) -> &'static str {
         match module {
             "batch" => include_str!("cases/batch.rs"),
+            "cancellation" => include_str!("cases/cancellation.rs"),
             "concurrency" => include_str!("cases/concurrency.rs"),
             "crud" => include_str!("cases/crud.rs"),
+            "deadlines" => include_str!("cases/deadlines.rs"),
             "details" => include_str!("cases/details.rs"),
             "idempotency" => include_str!("cases/idempotency.rs"),
             "keyset" => include_str!("cases/keyset.rs"),

@@ -164,17 +164,19 @@ pub(crate) fn move_stock(conn: &Db<'_>, movement: &NewStockMovement) -> Result<S
 }
 
 /// The stock move as a transaction of its own, already begun: [`move_stock`]'s statements, then
-/// `COMMIT`, or `ROLLBACK` when the move is refused (the transaction is its all-or-nothing
-/// unit, so no savepoint). A `COMMIT` that fails leaves the transaction to the connection's
-/// release, which rolls it back.
+/// `COMMIT`, or `ROLLBACK` when the move is refused, or when its caller gave up on it meanwhile
+/// (the transaction is its all-or-nothing unit, so no savepoint). A `COMMIT` that fails leaves
+/// the transaction to the connection's release, which rolls it back.
 pub(crate) fn move_stock_and_commit(
     conn: &Db<'_>,
     movement: &NewStockMovement,
 ) -> Result<StockMoved> {
-    let moved = check_movement(conn, movement).and_then(|checked| match checked {
-        Checked::Recorded(earlier) => Ok(StockMoved::AlreadyRecorded(earlier)),
-        Checked::Allowed(row) => apply_movement(conn, &row),
-    });
+    let moved = check_movement(conn, movement)
+        .and_then(|checked| match checked {
+            Checked::Recorded(earlier) => Ok(StockMoved::AlreadyRecorded(earlier)),
+            Checked::Allowed(row) => apply_movement(conn, &row),
+        })
+        .and_then(|moved| conn.check_still_awaited().map(|()| moved));
     match moved {
         Ok(moved) => commit(conn).map(|()| moved),
         Err(refused) => {

@@ -1,5 +1,6 @@
 //! Use cases written once against the ports, so every backend behaves the same.
 
+pub(crate) mod deadline;
 mod details;
 mod retry;
 mod transfer;

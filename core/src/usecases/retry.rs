@@ -4,12 +4,15 @@ use std::collections::hash_map::RandomState;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use tokio::time::Instant;
 use tracing::Instrument;
 
 use crate::error::{Error, Result};
 use crate::ports::{Store, UnitOfWork};
+use crate::usecases::deadline;
 
 /// The future a unit-of-work closure returns (see [`run_in_unit_of_work`]): boxed and `Send`,
 /// and free to borrow the unit of work and whatever the closure borrows.
@@ -26,9 +29,20 @@ pub struct RetryPolicy {
     /// The longest delay between two attempts.
     pub max_delay: Duration,
     /// The most time the whole operation may take, every attempt, wait and backoff included.
-    /// When it runs out, the attempt in flight is dropped (its unit of work rolls back) and the
-    /// operation fails as [`Error::Transient`]. `None`: no bound but the attempts' own (lock and
-    /// acquire timeouts) times `max_attempts`.
+    ///
+    /// The store sees it: every wait it starts within the operation (for a free connection or
+    /// the writer, for a row lock, for a busy database) is bounded by the time left, so that
+    /// running out of time is the store's own refusal, [`Error::Transient`]: nothing was
+    /// applied, and sending the same request again is safe. No attempt begins, and no backoff
+    /// sleeps, past the deadline.
+    ///
+    /// As a backstop, the runner answers [`DEADLINE_GRACE`](Self::DEADLINE_GRACE) after the
+    /// deadline whatever the store is doing, and drops the attempt in flight: the answer is
+    /// [`Error::Transient`] when no call that can commit was in flight (the unit of work is
+    /// dropped, and rolls back), and [`Error::AmbiguousCommit`] when one was (a unit of work's
+    /// commit, or a transfer's stock move, which commits by itself): it may or may not have
+    /// been applied. `None`: no bound but the attempts' own (lock and acquire timeouts) times
+    /// `max_attempts`.
     pub deadline: Option<Duration>,
 }
 
@@ -51,6 +65,11 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
+    /// How long after its [`deadline`](Self::deadline) the runner answers, at the latest,
+    /// whatever the store is doing: the store's own bounds end its waits at the deadline, and
+    /// its answer needs a round trip to arrive.
+    pub const DEADLINE_GRACE: Duration = Duration::from_millis(500);
+
     /// No retry at all.
     pub fn none() -> Self {
         Self {
@@ -81,22 +100,38 @@ impl RetryPolicy {
         self
     }
 
-    /// Runs `operation` within the deadline, if any: past it, the operation is dropped and the
-    /// result is [`Error::Transient`].
+    /// Runs `operation` within the deadline, if any, in a deadline scope the store sees (see
+    /// [`deadline`](Self::deadline)). Past the deadline and its grace, the operation is dropped
+    /// and the answer is [`Error::AmbiguousCommit`] if `commits` says a call that can commit
+    /// was in flight, [`Error::Transient`] otherwise.
     pub(crate) async fn within_deadline<T>(
         &self,
+        commits: &Commits,
         operation: impl Future<Output = Result<T>>,
     ) -> Result<T> {
-        let Some(deadline) = self.deadline else {
+        let now = Instant::now();
+        let Some((until, backstop)) = self.deadline.and_then(|deadline| {
+            let until = now.checked_add(deadline)?;
+            Some((until, until.checked_add(Self::DEADLINE_GRACE)?))
+        }) else {
+            // No deadline, or one too far to tell from none.
             return operation.await;
         };
-        tokio::time::timeout(deadline, operation)
-            .await
-            .unwrap_or_else(|_| {
-                Err(Error::Transient {
-                    reason: format!("gave up after the deadline of {deadline:?}"),
-                })
-            })
+        let deadline = until - now;
+        match tokio::time::timeout_at(backstop, deadline::scope(until, operation)).await {
+            Ok(result) => result,
+            Err(_) if commits.in_flight() => Err(Error::AmbiguousCommit {
+                reason: format!(
+                    "the deadline of {deadline:?} ran out while a commit was in flight: it may \
+                     or may not have been applied"
+                ),
+            }),
+            Err(_) => Err(Error::Transient {
+                reason: format!(
+                    "gave up after the deadline of {deadline:?}, before anything was committed"
+                ),
+            }),
+        }
     }
 
     /// The delay after failed attempt `attempt` (1-based): exponential with "full jitter", so
@@ -160,15 +195,16 @@ where
     );
     async move {
         let mut retries = Retries::new(policy);
+        let commits = Commits::default();
         let attempts = async {
             loop {
-                match attempt_once(store, &mut work).await {
+                match attempt_once(store, &mut work, &commits).await {
                     Ok(value) => break Ok(value),
                     Err(error) => retries.after(error).await?,
                 }
             }
         };
-        let result = policy.within_deadline(attempts).await;
+        let result = policy.within_deadline(&commits, attempts).await;
         let outcome = match &result {
             Ok(_) => "committed",
             Err(e) if e.is_transient() => "gave_up",
@@ -212,28 +248,56 @@ impl<'p> Retries<'p> {
         error.is_transient() || (self.idempotent && error.is_ambiguous_commit())
     }
 
-    /// After a failed attempt: `Err(error)` when it is not worth retrying or the attempts are
-    /// used up; otherwise waits the backoff delay and returns `Ok` for the next attempt.
+    /// After a failed attempt: `Err(error)` when it is not worth retrying, the attempts are
+    /// used up, or the deadline would pass before the next attempt begins; otherwise waits the
+    /// backoff delay and returns `Ok` for the next attempt.
     pub(crate) async fn after(&mut self, error: Error) -> Result<()> {
         if !self.worth_retrying(&error) || self.attempt >= self.policy.attempts() {
             return Err(error);
         }
+        let delay = self.policy.delay_after(self.attempt);
+        if deadline::time_left().is_some_and(|left| left <= delay) {
+            // No time for another attempt: the last answer is the true one.
+            return Err(error);
+        }
         tracing::debug!(attempt = self.attempt, %error, "transient failure, retrying");
-        tokio::time::sleep(self.policy.delay_after(self.attempt)).await;
+        tokio::time::sleep(delay).await;
         self.attempt += 1;
         tracing::Span::current().record("attempts", self.attempt);
         Ok(())
     }
 }
 
-async fn attempt_once<'a, T, F>(store: &dyn Store, work: &mut F) -> Result<T>
+/// Whether a call that can commit is in flight in a retried operation: a unit of work's
+/// `commit`, or [`Store::move_stock`], which commits by itself. Past the deadline, what the
+/// runner answers depends on it (see [`RetryPolicy::deadline`]).
+#[derive(Debug, Default)]
+pub(crate) struct Commits(AtomicBool);
+
+impl Commits {
+    /// Runs `call`, a call that can commit, marked as in flight until it returns; a call
+    /// dropped before it returned stays marked.
+    pub(crate) async fn sending<T>(&self, call: impl Future<Output = T>) -> T {
+        // The runner reads the mark on the task that polls `call`: no ordering is needed.
+        self.0.store(true, Ordering::Relaxed);
+        let answer = call.await;
+        self.0.store(false, Ordering::Relaxed);
+        answer
+    }
+
+    fn in_flight(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+async fn attempt_once<'a, T, F>(store: &dyn Store, work: &mut F, commits: &Commits) -> Result<T>
 where
     F: for<'u> FnMut(&'u mut (dyn UnitOfWork + 'a)) -> WorkFuture<'u, T>,
 {
     let mut uow = store.begin().await?;
     match work(uow.as_mut()).await {
         Ok(value) => {
-            uow.commit().await?;
+            commits.sending(uow.commit()).await?;
             Ok(value)
         }
         Err(error) => {
@@ -263,16 +327,84 @@ mod tests {
     async fn the_deadline_bounds_the_whole_operation() {
         let policy = RetryPolicy::default().with_deadline(Duration::from_secs(2));
         let started = tokio::time::Instant::now();
+        let commits = Commits::default();
         let stuck = policy
-            .within_deadline(async {
+            .within_deadline(&commits, async {
                 tokio::time::sleep(Duration::from_secs(60)).await;
                 Ok(())
             })
             .await;
         assert!(matches!(stuck, Err(Error::Transient { .. })), "{stuck:?}");
-        assert_eq!(started.elapsed(), Duration::from_secs(2));
-        let quick = policy.within_deadline(async { Ok(7) }).await;
+        assert_eq!(
+            started.elapsed(),
+            Duration::from_secs(2) + RetryPolicy::DEADLINE_GRACE
+        );
+        let quick = policy.within_deadline(&commits, async { Ok(7) }).await;
         assert_eq!(quick.unwrap(), 7);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_commit_in_flight_past_the_deadline_is_ambiguous() {
+        let policy = RetryPolicy::default().with_deadline(Duration::from_secs(2));
+        let commits = Commits::default();
+        let stuck: Result<()> = policy
+            .within_deadline(&commits, async {
+                commits
+                    .sending(tokio::time::sleep(Duration::from_secs(60)))
+                    .await;
+                Ok(())
+            })
+            .await;
+        assert!(
+            matches!(stuck, Err(Error::AmbiguousCommit { .. })),
+            "{stuck:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_operation_sees_its_deadline() {
+        let policy = RetryPolicy::default().with_deadline(Duration::from_secs(3));
+        let commits = Commits::default();
+        let left = policy
+            .within_deadline(&commits, async { Ok(deadline::time_left()) })
+            .await;
+        assert_eq!(left.unwrap(), Some(Duration::from_secs(3)));
+        let unbounded = RetryPolicy::default()
+            .within_deadline(&commits, async { Ok(deadline::time_left()) })
+            .await;
+        assert_eq!(unbounded.unwrap(), None);
+        let huge = RetryPolicy::default().with_deadline(Duration::MAX);
+        let left = huge
+            .within_deadline(&commits, async { Ok(deadline::time_left()) })
+            .await;
+        assert_eq!(left.unwrap(), None, "a deadline past any instant is none");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_attempt_begins_past_the_deadline() {
+        let policy = RetryPolicy::default()
+            .with_backoff(Duration::from_secs(1), Duration::from_secs(1))
+            .with_deadline(Duration::from_millis(10));
+        let commits = Commits::default();
+        let mut attempts = 0;
+        let answer: Result<()> = policy
+            .within_deadline(&commits, async {
+                let mut retries = Retries::new(&policy);
+                loop {
+                    attempts += 1;
+                    tokio::time::sleep(Duration::from_millis(9)).await;
+                    let busy = Error::Transient {
+                        reason: "busy".to_owned(),
+                    };
+                    retries.after(busy).await?;
+                }
+            })
+            .await;
+        assert!(
+            matches!(&answer, Err(Error::Transient { reason }) if reason == "busy"),
+            "{answer:?}"
+        );
+        assert_eq!(attempts, 1, "the backoff would have outlived the deadline");
     }
 
     #[test]

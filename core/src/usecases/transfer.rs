@@ -5,7 +5,7 @@ use crate::entities::{NewStockMovement, StockMovement};
 use crate::error::{Constraint, Error, Result, Rule};
 use crate::ids::ProductId;
 use crate::ports::{StockMoved, Store, UnitOfWork};
-use crate::usecases::retry::{Retries, RetryPolicy};
+use crate::usecases::retry::{Commits, Retries, RetryPolicy};
 use crate::validate::{IdempotencyKey, Quantity};
 
 /// A request to move `quantity` units of stock from one product to another, as a caller (an HTTP
@@ -284,15 +284,17 @@ async fn move_with_retries(
     // With a key, a commit whose outcome is unknown is resolved by trying again: the key finds
     // the first attempt's movement if it was stored, and nothing moves twice.
     let mut retries = Retries::new(policy).resolving_ambiguous_commits(transfer.key.is_some());
+    let commits = Commits::default();
     let attempts = async {
         loop {
-            match store.move_stock(&movement).await {
+            // The stock move commits by itself: past the deadline, it may have.
+            match commits.sending(store.move_stock(&movement)).await {
                 Ok(moved) => return transfer.resolve(moved),
                 Err(error) => retries.after(error).await?,
             }
         }
     };
-    policy.within_deadline(attempts).await
+    policy.within_deadline(&commits, attempts).await
 }
 
 #[cfg(test)]

@@ -2,8 +2,10 @@
 //! with a doc comment saying what it proves.
 
 pub mod batch;
+pub mod cancellation;
 pub mod concurrency;
 pub mod crud;
+pub mod deadlines;
 pub mod details;
 pub mod idempotency;
 pub mod keyset;
