@@ -3,8 +3,7 @@
 //! Applications do not need this module (the `stockroom` facade does not re-export it); it is
 //! public so that the adapter crates, and a third-party backend, keep the rules every backend
 //! shares in one place instead of restating them: the savepoint bookkeeping, the search folding
-//! and document format, the keyset page built from one extra row, the names of the unique
-//! indexes, the checks around a stock move and the timestamp encoding.
+//! and document format, the keyset page built from one extra row, the checks around a stock move and the timestamp encoding.
 //!
 //! It follows the ports' semantics but not their stability promise: it may change in a minor
 //! release, together with the adapter crates.
@@ -19,7 +18,6 @@ pub use crate::ports::{
 pub use crate::query::{fold, search_document, FOLD_VERSION};
 pub use crate::usecases::deadline::{deadline_reached, time_left, until_deadline, wait_within};
 
-use crate::error::Constraint;
 use crate::query::{KeysetPage, Limit, SearchText};
 use crate::time::Timestamp;
 use crate::Entity;
@@ -54,36 +52,11 @@ pub fn like_pattern(query: &SearchText) -> String {
     pattern
 }
 
-/// Every constraint a write can break, for adapters that map index names back to it.
-pub const CONSTRAINTS: [Constraint; 7] = [
-    Constraint::ProductSlug,
-    Constraint::ProductSku,
-    Constraint::CategorySlug,
-    Constraint::UserEmail,
-    Constraint::ReviewAuthor,
-    Constraint::IdempotencyKey,
-    Constraint::PrimaryKey,
-];
-
-/// The name of the unique index that enforces `constraint` in the SQL adapters' schemas.
-pub const fn index_name(constraint: Constraint) -> &'static str {
-    match constraint {
-        Constraint::ProductSlug => "products_slug_live",
-        Constraint::ProductSku => "products_sku_live",
-        Constraint::CategorySlug => "categories_slug_live",
-        Constraint::UserEmail => "users_email_live",
-        Constraint::ReviewAuthor => "reviews_author_live",
-        Constraint::IdempotencyKey => "stock_movements_idempotency_key",
-        Constraint::PrimaryKey => "primary_key",
-    }
-}
-
-/// The constraint whose index name appears in a database's error message, if any.
-pub fn constraint_in_message(message: &str) -> Option<Constraint> {
-    CONSTRAINTS
-        .into_iter()
-        .find(|c| message.contains(index_name(*c)))
-}
+/// The name of the ledger's unique index on idempotency keys
+/// ([`Constraint::IDEMPOTENCY_KEY`](crate::Constraint::IDEMPOTENCY_KEY)) in the SQL adapters'
+/// schemas. The entities' unique indexes are named by their declarations (see
+/// [`Catalog::constraint_in_message`](crate::schema::Catalog::constraint_in_message)).
+pub const IDEMPOTENCY_KEY_INDEX: &str = "stock_movements_idempotency_key";
 
 /// Microseconds since the Unix epoch: the form the SQLite adapter stores and cursors carry.
 pub fn to_micros(ts: Timestamp) -> i64 {
@@ -114,18 +87,6 @@ mod tests {
     fn like_pattern_escapes_the_wildcards_and_the_escape_character() {
         let query = SearchText::new("50%_off\\now").unwrap();
         assert_eq!(like_pattern(&query), "%50\\%\\_off\\\\now%");
-    }
-
-    #[test]
-    fn every_constraint_is_found_by_its_index_name_in_a_message() {
-        for c in CONSTRAINTS {
-            let message = format!(
-                "duplicate key value violates unique constraint \"{}\"",
-                index_name(c)
-            );
-            assert_eq!(constraint_in_message(&message), Some(c), "{message}");
-        }
-        assert_eq!(constraint_in_message("some other failure"), None);
     }
 
     #[test]

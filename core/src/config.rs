@@ -71,6 +71,38 @@ pub struct StoreConfig {
     /// gets a pool of its own with the settings above. Backends without replicas refuse a
     /// configuration that names some ([`Error::Unsupported`]).
     pub replica_urls: Vec<String>,
+    /// The application's own entities the store holds besides Stockroom's (see
+    /// [`with_entity`](Self::with_entity)).
+    pub entities: Entities,
+}
+
+/// The application's entities a store is configured with (see
+/// [`StoreConfig::with_entity`]): their declarations, compared by entity and table name.
+#[derive(Clone, Default)]
+pub struct Entities(Vec<&'static crate::schema::Schema>);
+
+impl Entities {
+    /// The declarations, in the order they were added.
+    pub fn schemas(&self) -> &[&'static crate::schema::Schema] {
+        &self.0
+    }
+}
+
+impl PartialEq for Entities {
+    fn eq(&self, other: &Self) -> bool {
+        let key = |s: &&crate::schema::Schema| (s.name, s.table);
+        self.0.iter().map(key).eq(other.0.iter().map(key))
+    }
+}
+
+impl Eq for Entities {}
+
+impl fmt::Debug for Entities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|s| s.name))
+            .finish()
+    }
 }
 
 impl StoreConfig {
@@ -88,6 +120,7 @@ impl StoreConfig {
             slow_statement_threshold: Duration::from_secs(1),
             application_name: "stockroom".to_owned(),
             run_migrations: true,
+            entities: Entities::default(),
             replica_urls: Vec::new(),
         }
     }
@@ -198,6 +231,22 @@ impl StoreConfig {
         self.run_migrations = run;
         self
     }
+    /// The configuration, with the application's entity `E` among the store's: the store
+    /// checks its declaration and, on a SQL backend, creates or checks its table when it
+    /// connects (see [`schema`](crate::schema)). An entity used with a store that does not hold
+    /// it is [`Error::UnknownEntity`](crate::Error::UnknownEntity).
+    pub fn with_entity<E: crate::Entity>(mut self) -> Self {
+        let schema = E::schema();
+        if !self
+            .entities
+            .0
+            .iter()
+            .any(|s| s.name == schema.name && s.table == schema.table)
+        {
+            self.entities.0.push(schema);
+        }
+        self
+    }
     /// The configuration, with one more read replica (see
     /// [`replica_urls`](Self::replica_urls)).
     pub fn with_replica_url(mut self, url: impl Into<String>) -> Self {
@@ -244,6 +293,7 @@ impl fmt::Debug for StoreConfig {
                     .map(|url| redact_url(url))
                     .collect::<Vec<_>>(),
             )
+            .field("entities", &self.entities)
             .finish()
     }
 }

@@ -5,116 +5,164 @@ use std::fmt;
 
 use crate::ids::EntityId;
 
-/// Which kind of entity an error (or a span) is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum EntityKind {
-    /// A [`Product`](crate::Product) (`"product"`).
-    Product,
-    /// A [`Category`](crate::Category) (`"category"`).
-    Category,
-    /// A [`User`](crate::User) (`"user"`).
-    User,
-    /// A [`Review`](crate::Review) (`"review"`).
-    Review,
-    /// A [`StockMovement`](crate::StockMovement), a row of the stock ledger (`"stock_movement"`).
-    StockMovement,
-}
+/// Which entity an error (or a span) is about: the entity's declared name
+/// ([`Schema::name`](crate::schema::Schema::name)), for Stockroom's entities and the
+/// application's alike.
+///
+/// Compare it with the constants of Stockroom's entities ([`EntityKind::PRODUCT`], …) or with
+/// [`EntityKind::of`] an entity type.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EntityKind(&'static str);
 
 impl EntityKind {
-    /// The lower-case name used in messages, spans and table names.
+    /// A [`Product`](crate::Product) (`"product"`).
+    pub const PRODUCT: Self = Self("product");
+    /// A [`Category`](crate::Category) (`"category"`).
+    pub const CATEGORY: Self = Self("category");
+    /// A [`User`](crate::User) (`"user"`).
+    pub const USER: Self = Self("user");
+    /// A [`Review`](crate::Review) (`"review"`).
+    pub const REVIEW: Self = Self("review");
+    /// A [`StockMovement`](crate::StockMovement), a row of the stock ledger (`"stock_movement"`).
+    pub const STOCK_MOVEMENT: Self = Self("stock_movement");
+
+    /// The entity named `name` (an entity's [`Schema::name`](crate::schema::Schema::name)).
+    pub const fn new(name: &'static str) -> Self {
+        Self(name)
+    }
+
+    /// The entity `E`.
+    pub fn of<E: crate::Entity>() -> Self {
+        E::schema().kind()
+    }
+
+    /// The entity's name, as messages, spans and problem details show it.
     pub const fn as_str(self) -> &'static str {
-        match self {
-            EntityKind::Product => "product",
-            EntityKind::Category => "category",
-            EntityKind::User => "user",
-            EntityKind::Review => "review",
-            EntityKind::StockMovement => "stock_movement",
-        }
+        self.0
+    }
+}
+
+impl fmt::Debug for EntityKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EntityKind({:?})", self.0)
     }
 }
 
 impl fmt::Display for EntityKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(self.0)
     }
 }
 
-/// A uniqueness rule of the domain. Every one of them holds among live (not soft-deleted) rows only.
+#[cfg(feature = "serde")]
+impl serde::Serialize for EntityKind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0)
+    }
+}
+
+/// A rule that values be unique, which holds among live (not soft-deleted) rows only: one of an
+/// entity's declared [`Unique`](crate::schema::Unique) rules, or its primary key.
 ///
-/// [`as_str`](Constraint::as_str) is its stable, machine-readable name (what an API shows a
-/// client, and what `serde` writes); [`field`](Constraint::field) names the input field it is
-/// about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Constraint {
-    /// Two live products cannot share a slug.
-    ProductSlug,
-    /// Two live products cannot share a sku.
-    ProductSku,
-    /// Two live categories cannot share a slug.
-    CategorySlug,
-    /// Two live users cannot share an email.
-    UserEmail,
-    /// A user has at most one live review of a product.
-    ReviewAuthor,
-    /// An idempotency key names at most one transfer.
-    IdempotencyKey,
-    /// The id is already taken.
-    PrimaryKey,
+/// [`name`](Constraint::name) is its stable, machine-readable name (what an API shows a client,
+/// and what `serde` writes); [`field`](Constraint::field) names the input field whose value is
+/// taken; [`entity`](Constraint::entity) the entity it belongs to. Compare it with the constants
+/// of Stockroom's rules ([`Constraint::PRODUCT_SLUG`], …) or with
+/// [`Constraint::of`] an entity's rule.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Constraint {
+    entity: EntityKind,
+    name: &'static str,
+    field: &'static str,
 }
 
 impl Constraint {
-    /// The constraint's stable name: `product_slug`, `product_sku`, `category_slug`,
-    /// `user_email`, `review_author`, `idempotency_key`, `primary_key`.
+    /// Two live products cannot share a slug (`product_slug`).
+    pub const PRODUCT_SLUG: Self = Self::new(EntityKind::PRODUCT, "product_slug", "slug");
+    /// Two live products cannot share a sku (`product_sku`).
+    pub const PRODUCT_SKU: Self = Self::new(EntityKind::PRODUCT, "product_sku", "sku");
+    /// Two live categories cannot share a slug (`category_slug`).
+    pub const CATEGORY_SLUG: Self = Self::new(EntityKind::CATEGORY, "category_slug", "slug");
+    /// Two live users cannot share an email (`user_email`).
+    pub const USER_EMAIL: Self = Self::new(EntityKind::USER, "user_email", "email");
+    /// A user has at most one live review of a product (`review_author`).
+    pub const REVIEW_AUTHOR: Self = Self::new(EntityKind::REVIEW, "review_author", "author_id");
+    /// An idempotency key names at most one transfer (`idempotency_key`).
+    pub const IDEMPOTENCY_KEY: Self = Self::new(
+        EntityKind::STOCK_MOVEMENT,
+        "idempotency_key",
+        "idempotency_key",
+    );
+
+    /// The rule `name` of `entity`, about the input field `field`.
+    pub const fn new(entity: EntityKind, name: &'static str, field: &'static str) -> Self {
+        Self {
+            entity,
+            name,
+            field,
+        }
+    }
+
+    /// The primary key of `entity`: the id is already taken (`primary_key`, field `id`).
+    pub const fn primary_key(entity: EntityKind) -> Self {
+        Self::new(entity, "primary_key", "id")
+    }
+
+    /// The unique rule named `name` of entity `E`, if it declares one.
+    pub fn of<E: crate::Entity>(name: &str) -> Option<Self> {
+        let schema = E::schema();
+        schema
+            .unique
+            .iter()
+            .find(|u| u.name == name)
+            .map(|u| Self::of_rule(schema, u))
+    }
+
+    /// The constraint of `rule`, a unique rule of `schema`.
+    pub fn of_rule(schema: &'static crate::schema::Schema, rule: &crate::schema::Unique) -> Self {
+        let field = rule.fields.last().copied().unwrap_or("id");
+        Self::new(schema.kind(), rule.name, field)
+    }
+
+    /// The rule's stable name: `product_slug`, `product_sku`, `category_slug`, `user_email`,
+    /// `review_author`, `idempotency_key`, `primary_key`, or an application's rule's name.
     pub const fn as_str(self) -> &'static str {
-        match self {
-            Constraint::ProductSlug => "product_slug",
-            Constraint::ProductSku => "product_sku",
-            Constraint::CategorySlug => "category_slug",
-            Constraint::UserEmail => "user_email",
-            Constraint::ReviewAuthor => "review_author",
-            Constraint::IdempotencyKey => "idempotency_key",
-            Constraint::PrimaryKey => "primary_key",
-        }
+        self.name
     }
 
-    /// The input field whose value is taken: `slug`, `sku`, `email`, `author_id`,
-    /// `idempotency_key` or `id`.
+    /// The rule's stable name (the same as [`as_str`](Self::as_str)).
+    pub const fn name(self) -> &'static str {
+        self.name
+    }
+
+    /// The input field whose value is taken (of a rule over several fields, the last one):
+    /// `slug`, `sku`, `email`, `author_id`, `idempotency_key`, `id`, or an application's field.
     pub const fn field(self) -> &'static str {
-        match self {
-            Constraint::ProductSlug | Constraint::CategorySlug => "slug",
-            Constraint::ProductSku => "sku",
-            Constraint::UserEmail => "email",
-            Constraint::ReviewAuthor => "author_id",
-            Constraint::IdempotencyKey => "idempotency_key",
-            Constraint::PrimaryKey => "id",
-        }
+        self.field
     }
 
-    /// The kind of entity the constraint belongs to.
-    pub const fn entity(self) -> Option<EntityKind> {
-        match self {
-            Constraint::ProductSlug | Constraint::ProductSku => Some(EntityKind::Product),
-            Constraint::CategorySlug => Some(EntityKind::Category),
-            Constraint::UserEmail => Some(EntityKind::User),
-            Constraint::ReviewAuthor => Some(EntityKind::Review),
-            Constraint::IdempotencyKey => Some(EntityKind::StockMovement),
-            Constraint::PrimaryKey => None,
-        }
+    /// The entity the rule belongs to.
+    pub const fn entity(self) -> EntityKind {
+        self.entity
+    }
+}
+
+impl fmt::Debug for Constraint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Constraint({}.{})", self.entity, self.name)
     }
 }
 
 impl fmt::Display for Constraint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(self.name)
     }
 }
 
 #[cfg(feature = "serde")]
 impl serde::Serialize for Constraint {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
+        serializer.serialize_str(self.name)
     }
 }
 
@@ -217,6 +265,81 @@ impl fmt::Display for Rule {
             Rule::Malformed { expected } => write!(f, "must be {expected}"),
             Rule::OutOfRange { min, max } => write!(f, "must be between {min} and {max}"),
             Rule::SameAs { other } => write!(f, "must differ from {other}"),
+        }
+    }
+}
+
+/// What is wrong with an entity's declaration or table (see [`Error::Schema`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SchemaProblem {
+    /// The declaration is one no backend can store: an unknown field in a unique rule, a table
+    /// name that is an SQL keyword or one of Stockroom's, a reference to an entity the store
+    /// does not know, `SetNull` on a required field, and so on.
+    Invalid {
+        /// What is wrong, in words.
+        reason: String,
+    },
+    /// The entity's table exists but differs from the declaration (a field added without a
+    /// default, renamed, retyped or dropped, or a unique rule's index missing). Nothing was
+    /// changed.
+    Mismatch {
+        /// The table.
+        table: &'static str,
+        /// The differing columns (or indexes), each once.
+        differences: Vec<ColumnDifference>,
+    },
+    /// A table of the entity's name exists that Stockroom did not create for it, and the
+    /// declaration does not say the application owns it ([`Ddl::Application`]); nothing was
+    /// changed.
+    ///
+    /// [`Ddl::Application`]: crate::schema::Ddl::Application
+    TableTaken {
+        /// The table.
+        table: &'static str,
+    },
+}
+
+impl fmt::Display for SchemaProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SchemaProblem::Invalid { reason } => write!(f, "invalid declaration: {reason}"),
+            SchemaProblem::Mismatch { table, differences } => {
+                write!(f, "table {table} does not match the declaration:")?;
+                for (i, d) in differences.iter().enumerate() {
+                    f.write_str(if i == 0 { " " } else { "; " })?;
+                    write!(f, "{d}")?;
+                }
+                Ok(())
+            }
+            SchemaProblem::TableTaken { table } => write!(
+                f,
+                "a table {table} exists that Stockroom did not create for this entity \
+                 (declare the table as the application's to use it)"
+            ),
+        }
+    }
+}
+
+/// One column (or index) where a table and its declaration differ.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnDifference {
+    /// The column's (or index's) name.
+    pub column: String,
+    /// What the declaration says it is (`"text not null"`); `None` when the declaration has no
+    /// such column.
+    pub declared: Option<String>,
+    /// What the table has (`"bigint null"`); `None` when the table has no such column.
+    pub found: Option<String>,
+}
+
+impl fmt::Display for ColumnDifference {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (&self.declared, &self.found) {
+            (Some(d), Some(t)) => write!(f, "{} is declared {d} but is {t}", self.column),
+            (Some(d), None) => write!(f, "{} is declared {d} but missing", self.column),
+            (None, Some(t)) => write!(f, "{} ({t}) is not declared", self.column),
+            (None, None) => write!(f, "{}", self.column),
         }
     }
 }
@@ -334,6 +457,27 @@ pub enum Error {
         backend: &'static str,
     },
 
+    /// The entity is not one of the store's: an application's entity must be registered with
+    /// [`StoreConfig::with_entity`](crate::StoreConfig::with_entity) before the store connects.
+    #[error(
+        "entity {entity} is not registered with this store (register it with \
+         StoreConfig::with_entity before connecting)"
+    )]
+    UnknownEntity {
+        /// The entity that was used.
+        entity: EntityKind,
+    },
+
+    /// An entity's declaration cannot be stored, or its table does not match it. Raised when
+    /// the store is built (connect, `from_pool`, `migrate`), before any row is read or written.
+    #[error("entity {entity}: {problem}")]
+    Schema {
+        /// The entity whose declaration or table is at fault.
+        entity: EntityKind,
+        /// What is wrong.
+        problem: SchemaProblem,
+    },
+
     /// Anything else the backend reported.
     #[error("backend error: {message}")]
     Backend {
@@ -414,9 +558,9 @@ mod tests {
     fn rules_and_constraints_have_stable_names() {
         assert_eq!(Rule::TooLong { max: 3 }.as_str(), "too_long");
         assert_eq!(Rule::OutOfRange { min: 0, max: 1 }.as_str(), "out_of_range");
-        assert_eq!(Constraint::ProductSlug.as_str(), "product_slug");
-        assert_eq!(Constraint::ProductSlug.field(), "slug");
-        assert_eq!(Constraint::ProductSlug.to_string(), "product_slug");
+        assert_eq!(Constraint::PRODUCT_SLUG.as_str(), "product_slug");
+        assert_eq!(Constraint::PRODUCT_SLUG.field(), "slug");
+        assert_eq!(Constraint::PRODUCT_SLUG.to_string(), "product_slug");
     }
 
     #[cfg(feature = "serde")]
@@ -426,7 +570,7 @@ mod tests {
         assert_eq!(rule, serde_json::json!({ "rule": "too_long", "max": 200 }));
         let rule = serde_json::to_value(Rule::Empty).unwrap();
         assert_eq!(rule, serde_json::json!({ "rule": "empty" }));
-        let constraint = serde_json::to_value(Constraint::UserEmail).unwrap();
+        let constraint = serde_json::to_value(Constraint::USER_EMAIL).unwrap();
         assert_eq!(constraint, serde_json::json!("user_email"));
     }
 }

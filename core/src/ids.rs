@@ -1,186 +1,243 @@
 //! Typed ids. Each is a UUID v7, so ids sort by creation time and a product id can never be passed
-//! where a category id is expected.
+//! where a category id is expected. An application declares its own with [`entity_id!`].
 
 use std::fmt;
-use std::str::FromStr;
 
 use uuid::Uuid;
 
-macro_rules! typed_id {
-    ($(#[$doc:meta])* $name:ident) => {
+use crate::error::EntityKind;
+
+/// Declares a typed id for an entity: a UUID v7 (time-ordered) that cannot be mixed up with
+/// another entity's id.
+///
+/// ```
+/// stockroom_core::entity_id!(
+///     /// The id of a warehouse.
+///     pub WarehouseId
+/// );
+/// let id = WarehouseId::new();
+/// assert_eq!(id.to_string().parse::<WarehouseId>().unwrap(), id);
+/// ```
+///
+/// The id has `new` (a fresh UUID v7), `from_uuid`, `as_uuid`, `Debug`, `Display`, `FromStr` (a
+/// malformed one is a validation error on the field `id`), conversions from and to `Uuid`,
+/// ordering and hashing, equality with the [`EntityId`] an error carries, `Serialize` and
+/// `Deserialize` as a UUID string with the `serde` feature, and it is a
+/// [`FieldValue`](crate::schema::FieldValue), so entities may refer to it.
+#[macro_export]
+macro_rules! entity_id {
+    ($(#[$doc:meta])* $vis:vis $name:ident) => {
         $(#[$doc])*
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-        #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(transparent))]
-        pub struct $name(Uuid);
+        $vis struct $name($crate::__private::Uuid);
 
         impl $name {
             /// A fresh id (UUID v7: time-ordered).
             pub fn new() -> Self {
-                Self(Uuid::now_v7())
+                Self($crate::__private::Uuid::now_v7())
             }
 
             /// Wraps an existing UUID, e.g. one read from a database.
-            pub const fn from_uuid(uuid: Uuid) -> Self {
+            pub const fn from_uuid(uuid: $crate::__private::Uuid) -> Self {
                 Self(uuid)
             }
 
             /// The UUID inside.
-            pub const fn as_uuid(&self) -> Uuid {
+            pub const fn as_uuid(&self) -> $crate::__private::Uuid {
                 self.0
             }
         }
 
-        impl Default for $name {
+        impl ::core::default::Default for $name {
             fn default() -> Self {
                 Self::new()
             }
         }
 
-        impl fmt::Debug for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        impl ::core::fmt::Debug for $name {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
                 write!(f, "{}({})", stringify!($name), self.0)
             }
         }
 
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                fmt::Display::fmt(&self.0, f)
+        impl ::core::fmt::Display for $name {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                ::core::fmt::Display::fmt(&self.0, f)
             }
         }
 
-        impl FromStr for $name {
-            type Err = crate::Error;
+        impl ::core::str::FromStr for $name {
+            type Err = $crate::Error;
 
             /// Parses a UUID; a malformed one is a validation error on the field `id`.
-            fn from_str(s: &str) -> crate::Result<Self> {
-                Uuid::parse_str(s).map(Self).map_err(|_| {
-                    crate::Error::validation("id", crate::Rule::Malformed { expected: "a UUID" })
-                })
+            fn from_str(s: &str) -> $crate::Result<Self> {
+                $crate::__private::parse_id(s).map(Self)
             }
         }
 
-        impl From<Uuid> for $name {
-            fn from(uuid: Uuid) -> Self {
+        impl ::core::convert::From<$crate::__private::Uuid> for $name {
+            fn from(uuid: $crate::__private::Uuid) -> Self {
                 Self(uuid)
             }
         }
 
-        impl From<$name> for Uuid {
-            fn from(id: $name) -> Uuid {
+        impl ::core::convert::From<$name> for $crate::__private::Uuid {
+            fn from(id: $name) -> $crate::__private::Uuid {
                 id.0
             }
         }
 
-        impl PartialEq<$name> for EntityId {
+        impl ::core::cmp::PartialEq<$name> for $crate::EntityId {
             fn eq(&self, other: &$name) -> bool {
-                *self == EntityId::from(*other)
+                self.as_uuid() == other.0
+            }
+        }
+
+        impl $crate::schema::FieldValue for $name {
+            const TYPE: $crate::schema::FieldType = $crate::schema::FieldType::Uuid;
+            fn to_value(&self) -> $crate::schema::Value {
+                $crate::schema::Value::Uuid(self.0)
+            }
+            fn from_value(value: $crate::schema::Value) -> ::core::option::Option<Self> {
+                value.as_uuid().map(Self)
+            }
+        }
+
+        $crate::__id_serde!($name);
+    };
+}
+
+/// `Serialize` and `Deserialize` of a typed id as its UUID, when stockroom-core has the `serde`
+/// feature.
+#[cfg(feature = "serde")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __id_serde {
+    ($name:ident) => {
+        impl $crate::__private::serde::Serialize for $name {
+            fn serialize<S: $crate::__private::serde::Serializer>(
+                &self,
+                serializer: S,
+            ) -> ::core::result::Result<S::Ok, S::Error> {
+                $crate::__private::serde::Serialize::serialize(&self.0, serializer)
+            }
+        }
+
+        impl<'de> $crate::__private::serde::Deserialize<'de> for $name {
+            fn deserialize<D: $crate::__private::serde::Deserializer<'de>>(
+                deserializer: D,
+            ) -> ::core::result::Result<Self, D::Error> {
+                <$crate::__private::Uuid as $crate::__private::serde::Deserialize>::deserialize(
+                    deserializer,
+                )
+                .map(Self)
             }
         }
     };
 }
 
-/// The id of a row of any kind, as errors name it: compare it with a typed id
-/// (`error_id == product.id`) or match on its variant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[cfg_attr(feature = "serde", derive(serde::Serialize))]
-#[cfg_attr(
-    feature = "serde",
-    serde(tag = "entity", content = "id", rename_all = "snake_case")
-)]
-#[non_exhaustive]
-pub enum EntityId {
-    /// The id of a product.
-    Product(ProductId),
-    /// The id of a category.
-    Category(CategoryId),
-    /// The id of a user.
-    User(UserId),
-    /// The id of a review.
-    Review(ReviewId),
-    /// The id of a stock movement (a ledger row).
-    StockMovement(StockMovementId),
+/// Nothing: stockroom-core was built without the `serde` feature.
+#[cfg(not(feature = "serde"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __id_serde {
+    ($name:ident) => {};
+}
+
+/// Parses a typed id's text; a malformed one is a validation error on the field `id`.
+#[doc(hidden)]
+pub fn parse_id(s: &str) -> crate::Result<Uuid> {
+    Uuid::parse_str(s)
+        .map_err(|_| crate::Error::validation("id", crate::Rule::Malformed { expected: "a UUID" }))
+}
+
+/// The id of a row of any entity, as errors name it: compare it with a typed id
+/// (`error_id == product.id`, which compares the UUIDs) or read its entity and UUID.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EntityId {
+    entity: EntityKind,
+    id: Uuid,
 }
 
 impl EntityId {
-    /// The id `uuid` of a row of kind `entity`.
-    pub fn new(entity: crate::EntityKind, uuid: Uuid) -> Self {
-        use crate::EntityKind as K;
-        match entity {
-            K::Product => Self::Product(ProductId(uuid)),
-            K::Category => Self::Category(CategoryId(uuid)),
-            K::User => Self::User(UserId(uuid)),
-            K::Review => Self::Review(ReviewId(uuid)),
-            K::StockMovement => Self::StockMovement(StockMovementId(uuid)),
-        }
+    /// The id `uuid` of a row of entity `entity`.
+    pub const fn new(entity: EntityKind, uuid: Uuid) -> Self {
+        Self { entity, id: uuid }
     }
 
-    /// Which kind of row it names.
-    pub fn entity(&self) -> crate::EntityKind {
-        use crate::EntityKind as K;
-        match self {
-            Self::Product(_) => K::Product,
-            Self::Category(_) => K::Category,
-            Self::User(_) => K::User,
-            Self::Review(_) => K::Review,
-            Self::StockMovement(_) => K::StockMovement,
-        }
+    /// Which entity's row it names.
+    pub const fn entity(&self) -> EntityKind {
+        self.entity
     }
 
     /// The UUID inside.
-    pub fn as_uuid(&self) -> Uuid {
-        match *self {
-            Self::Product(id) => id.0,
-            Self::Category(id) => id.0,
-            Self::User(id) => id.0,
-            Self::Review(id) => id.0,
-            Self::StockMovement(id) => id.0,
-        }
+    pub const fn as_uuid(&self) -> Uuid {
+        self.id
+    }
+}
+
+impl fmt::Debug for EntityId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "EntityId({} {})", self.entity, self.id)
     }
 }
 
 impl fmt::Display for EntityId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Display::fmt(&self.as_uuid(), f)
+        fmt::Display::fmt(&self.id, f)
     }
 }
 
+/// `{"entity": "product", "id": "…"}`.
+#[cfg(feature = "serde")]
+impl serde::Serialize for EntityId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let mut s = serializer.serialize_struct("EntityId", 2)?;
+        s.serialize_field("entity", self.entity.as_str())?;
+        s.serialize_field("id", &self.id)?;
+        s.end()
+    }
+}
+
+/// `EntityId::from(typed id)` for Stockroom's own ids, whose entity is known.
 macro_rules! entity_id_from {
-    ($($variant:ident($id:ident)),+) => {
+    ($($id:ident => $kind:ident),+ $(,)?) => {
         $(
             impl From<$id> for EntityId {
                 fn from(id: $id) -> Self {
-                    EntityId::$variant(id)
+                    EntityId::new(EntityKind::$kind, id.as_uuid())
                 }
             }
         )+
     };
 }
 
-entity_id_from!(
-    Product(ProductId),
-    Category(CategoryId),
-    User(UserId),
-    Review(ReviewId),
-    StockMovement(StockMovementId)
+crate::entity_id!(
+    /// The id of a [`Product`](crate::Product).
+    pub ProductId
+);
+crate::entity_id!(
+    /// The id of a [`Category`](crate::Category).
+    pub CategoryId
+);
+crate::entity_id!(
+    /// The id of a [`User`](crate::User).
+    pub UserId
+);
+crate::entity_id!(
+    /// The id of a [`Review`](crate::Review).
+    pub ReviewId
+);
+crate::entity_id!(
+    /// The id of a [`StockMovement`](crate::StockMovement).
+    pub StockMovementId
 );
 
-typed_id!(
-    /// The id of a [`Product`](crate::Product).
-    ProductId
-);
-typed_id!(
-    /// The id of a [`Category`](crate::Category).
-    CategoryId
-);
-typed_id!(
-    /// The id of a [`User`](crate::User).
-    UserId
-);
-typed_id!(
-    /// The id of a [`Review`](crate::Review).
-    ReviewId
-);
-typed_id!(
-    /// The id of a [`StockMovement`](crate::StockMovement).
-    StockMovementId
+entity_id_from!(
+    ProductId => PRODUCT,
+    CategoryId => CATEGORY,
+    UserId => USER,
+    ReviewId => REVIEW,
+    StockMovementId => STOCK_MOVEMENT,
 );

@@ -9,7 +9,7 @@
 //! |---|---|---|---|
 //! | `Validation` | 422 | `urn:stockroom:problem:validation` | `field`, `rule` (+ `max`, `min`, `expected`, `other`) |
 //! | `NotFound` | 404 | `…:not-found` | `entity`, `id` |
-//! | `Conflict` | 409 | `…:conflict` | `constraint`, `field`, `rule: "taken"` |
+//! | `Conflict` | 409 | `…:conflict` | `entity`, `constraint`, `field`, `rule: "taken"` |
 //! | `InsufficientStock` | 409 | `…:insufficient-stock` | `product_id`, `available`, `requested` |
 //! | `StaleVersion` | 412 | `…:stale-version` | `entity`, `id`, `expected_version`, `current_version` |
 //! | `Transient` (nothing was applied) | 503, `Retry-After: 1` | `…:transient` | |
@@ -154,6 +154,7 @@ impl From<Error> for Problem {
             }
             Error::Conflict { constraint } => {
                 Problem::new(StatusCode::CONFLICT, "conflict", detail)
+                    .with("entity", constraint.entity().as_str())
                     .with("constraint", constraint.as_str())
                     .with("field", constraint.field())
                     .with("rule", "taken")
@@ -243,7 +244,7 @@ mod tests {
     #[test]
     fn a_conflict_names_the_constraint_and_the_field_not_the_index() {
         let problem = Problem::from(Error::Conflict {
-            constraint: Constraint::ProductSlug,
+            constraint: Constraint::PRODUCT_SLUG,
         });
         assert_eq!(problem.status(), StatusCode::CONFLICT);
         let body = problem.body();
@@ -251,6 +252,26 @@ mod tests {
         assert_eq!(body["field"], "slug");
         assert_eq!(body["rule"], "taken");
         assert!(!body.to_string().contains("products_slug_live"), "{body}");
+    }
+
+    /// An application's entity and rule are named as Stockroom's are.
+    #[test]
+    fn a_conflict_on_an_applications_rule_names_its_entity_rule_and_field() {
+        let warehouse = EntityKind::new("warehouse");
+        let problem = Problem::from(Error::Conflict {
+            constraint: Constraint::new(warehouse, "warehouse_code", "code"),
+        });
+        let body = problem.body();
+        assert_eq!(
+            (&body["entity"], &body["constraint"], &body["field"]),
+            (
+                &Value::from("warehouse"),
+                &Value::from("warehouse_code"),
+                &Value::from("code")
+            )
+        );
+        let missing = Problem::from(Error::not_found(warehouse, uuid::Uuid::now_v7())).body();
+        assert_eq!(missing["entity"], "warehouse");
     }
 
     #[test]
@@ -271,8 +292,8 @@ mod tests {
     #[test]
     fn a_stale_version_is_a_failed_precondition() {
         let problem = Problem::from(Error::StaleVersion {
-            entity: EntityKind::Product,
-            id: crate::EntityId::Product(crate::ProductId::new()),
+            entity: EntityKind::PRODUCT,
+            id: crate::EntityId::from(crate::ProductId::new()),
             expected: 1,
             actual: 2,
         });

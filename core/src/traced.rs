@@ -7,34 +7,35 @@ use async_trait::async_trait;
 use tracing::field::{display, Empty};
 use tracing::{Instrument, Span};
 
-use crate::entities::{
-    Category, Entity, NewStockMovement, Product, ProductFilter, ProductWithRelations, RatingStats,
-    Review, StockMovement, User,
-};
+use uuid::Uuid;
+
+use crate::entities::{NewStockMovement, StockMovement};
 use crate::error::{Error, Result};
 use crate::ids::{ProductId, StockMovementId};
 use crate::ports::{
-    CategoryReader, CategoryRepository, ProductReader, ProductRepository, ReadRepository,
-    ReadSession, Readers, Repositories, Repository, ReviewReader, ReviewRepository, Savepoint,
-    StockMoved, StockMovementReader, StockMovementRepository, Store, UnitOfWork, UserReader,
-    UserRepository,
+    ReadSession, Readers, RecordReader, RecordWriter, Repositories, Savepoint, StockMoved,
+    StockMovementReader, StockMovementRepository, Store, UnitOfWork,
 };
-use crate::query::{Cursor, KeysetPage, Limit, Page, SearchPage};
+use crate::query::{Page, SearchPage};
+use crate::schema::{Changes, Condition, Incremented, Record, Schema, Selection, Value};
 use crate::time::Timestamp;
-use crate::validate::StockDelta;
 
 /// A [`Store`] whose every operation, and every operation of its units of work and read sessions,
 /// runs inside a `tracing` span. It delegates everything to the store it wraps.
 ///
-/// - Span names: `stockroom.<entity>.<operation>` for repository operations (e.g.
-///   `stockroom.product.get`, `stockroom.stock_movement.record`), `stockroom.begin`,
+/// - Span names: `stockroom.<operation>` for the operations of every entity, Stockroom's and the
+///   application's (e.g. `stockroom.get`, `stockroom.create`, `stockroom.increment` for a stock
+///   adjustment), with the entity in the `entity` field; `stockroom.stock_movement.<operation>`
+///   for the ledger (e.g. `stockroom.stock_movement.record`); `stockroom.begin`,
 ///   `stockroom.read`, `stockroom.health`, `stockroom.readiness`, `stockroom.close`, `stockroom.savepoint`,
 ///   `stockroom.rollback_to`, `stockroom.release`, `stockroom.commit`, `stockroom.rollback`.
-/// - Fields: `entity` and `operation`; the ids an operation is about (`id`, `ids`, `product`,
-///   `source`, `target`; `id` of the new row once `create` succeeds); a few sizes (`count` of a
-///   batch, `delta` of a stock adjustment, savepoint `depth`); and `outcome`: `ok`, or the kind
+/// - Fields: `entity` (the entity's declared name) and `operation`; the ids an operation is
+///   about (`id`, `ids`, `product`, `source`, `target`; the new rows' ids for an insert); a few
+///   sizes (`count` of a batch, `delta` of a stock adjustment, `limit` of a list, savepoint
+///   `depth`); the `rule` of a lookup by unique value; and `outcome`: `ok`, or the kind
 ///   of the error (`not_found`, `conflict`, `insufficient_stock`, `validation`, `stale_version`,
-///   `transient`, `unavailable`, `storage_fault`, `unsupported`, `backend`). Never a row, a search text, a slug, an email or an
+///   `transient`, `unavailable`, `ambiguous_commit`, `storage_fault`, `unsupported`,
+///   `unknown_entity`, `schema`, `backend`). Never a row, a search text, a slug, an email or an
 ///   idempotency key.
 /// - Level `DEBUG`, so they cost next to nothing unless a subscriber asks for them; nothing is
 ///   printed without a subscriber.
@@ -47,7 +48,7 @@ use crate::validate::StockDelta;
 /// use stockroom_core::{traced, ProductId, Store};
 /// let store = traced(store);
 /// let mut session = store.read().await?;
-/// // Runs in a `stockroom.product.get` span with `id` and `outcome` fields.
+/// // Runs in a `stockroom.get` span with `entity = "product"`, `id` and `outcome` fields.
 /// session.products().get(ProductId::new()).await?;
 /// # Ok(()) }
 /// ```
@@ -90,6 +91,8 @@ fn outcome<T>(result: &Result<T>) -> &'static str {
         Err(Error::AmbiguousCommit { .. }) => "ambiguous_commit",
         Err(Error::Storage { .. }) => "storage_fault",
         Err(Error::Unsupported { .. }) => "unsupported",
+        Err(Error::UnknownEntity { .. }) => "unknown_entity",
+        Err(Error::Schema { .. }) => "schema",
         Err(Error::Backend { .. }) => "backend",
     }
 }
@@ -221,9 +224,8 @@ fn record_moved(span: &Span, moved: &StockMoved) {
     span.record("id", display(moved.movement().id));
 }
 
-/// A unit of work whose operations run in spans, children of `span`. It implements every
-/// repository trait itself (one `impl ReadRepository<E>` per entity, which Rust tells apart by
-/// `E`), so `products()` and the rest simply return `self`.
+/// A unit of work whose operations run in spans, children of `span`. It implements every port
+/// itself, so `repositories()` simply returns `self`.
 struct TracedUnitOfWork {
     inner: Box<dyn UnitOfWork>,
     span: Span,
@@ -275,163 +277,166 @@ macro_rules! traced_impl {
     };
 }
 
-/// The traced [`ReadRepository<E>`] of one entity on one wrapper.
-macro_rules! traced_read_repository {
-    ($wrapper:ty, $entity:ty => ($name:literal, $accessor:ident)) => {
-        traced_impl! {
-            $wrapper: ReadRepository<$entity> => ($name, $accessor) {
-                async fn get(&mut self, id: <$entity as Entity>::Id) -> Result<Option<$entity>>
+/// `$wrapper: $trait { methods }` implements a generic port for `$wrapper`: each method, whose
+/// first argument is the entity's `schema`, delegates to `self.inner.$accessor().$op(..)` inside
+/// a span `stockroom.$op` whose `entity` field is the schema's name.
+macro_rules! traced_records {
+    (
+        $wrapper:ty: $trait:ty => $accessor:ident {
+            $(extra { $($extra:item)* })?
+            $(
+                async fn $op:ident(&mut self, $schema:ident: &'static Schema $(, $arg:ident: $arg_ty:ty)*)
+                    -> $ret:ty $([$($field:tt)*])?;
+            )*
+        }
+    ) => {
+        #[async_trait]
+        impl $trait for $wrapper {
+            $($($extra)*)?
+            $(
+                async fn $op(&mut self, $schema: &'static Schema $(, $arg: $arg_ty)*) -> $ret {
+                    let span = tracing::debug_span!(
+                        parent: &self.span,
+                        concat!("stockroom.", stringify!($op)),
+                        entity = $schema.name,
+                        operation = stringify!($op),
+                        $($($field)*,)?
+                        outcome = Empty,
+                    );
+                    let operation = <_ as $trait>::$op(self.inner.$accessor(), $schema $(, $arg)*);
+                    observe(span, operation, |_, _| {}).await
+                }
+            )*
+        }
+    };
+}
+
+/// The traced [`RecordReader`] of one wrapper.
+macro_rules! traced_record_reader {
+    ($wrapper:ty => $accessor:ident) => {
+        traced_records! {
+            $wrapper: RecordReader => $accessor {
+                async fn get(&mut self, schema: &'static Schema, id: Uuid) -> Result<Option<Record>>
                     [id = %id];
-                async fn get_many(&mut self, ids: &[<$entity as Entity>::Id]) -> Result<Vec<$entity>>
+                async fn get_many(&mut self, schema: &'static Schema, ids: &[Uuid])
+                    -> Result<Vec<Record>>
                     [ids = %Ids(ids)];
-                async fn list(&mut self, filter: &<$entity as Entity>::Filter, page: Page)
-                    -> Result<Vec<$entity>>;
-                async fn list_after(
+                async fn find(
                     &mut self,
-                    filter: &<$entity as Entity>::Filter,
-                    after: Option<Cursor>,
-                    limit: Limit
-                ) -> Result<KeysetPage<$entity>>;
-                async fn count(&mut self, filter: &<$entity as Entity>::Filter) -> Result<u64>;
-                async fn exists(&mut self, filter: &<$entity as Entity>::Filter) -> Result<bool>;
-                async fn list_deleted(&mut self, page: Page) -> Result<Vec<$entity>>;
+                    schema: &'static Schema,
+                    unique: usize,
+                    values: &[Value]
+                ) -> Result<Option<Record>>
+                    [rule = schema.unique.get(unique).map_or("?", |u| u.name)];
+                async fn get_related(&mut self, schema: &'static Schema, id: Uuid)
+                    -> Result<Option<(Record, Vec<Option<Record>>)>>
+                    [id = %id];
+                async fn list(&mut self, schema: &'static Schema, selection: &Selection)
+                    -> Result<Vec<Record>>
+                    [limit = selection.limit];
+                async fn count(&mut self, schema: &'static Schema, conditions: &[Condition])
+                    -> Result<u64>;
+                async fn exists(&mut self, schema: &'static Schema, conditions: &[Condition])
+                    -> Result<bool>;
+                async fn search(
+                    &mut self,
+                    schema: &'static Schema,
+                    conditions: &[Condition],
+                    page: Page
+                ) -> Result<SearchPage<Record>>;
+                async fn tally(
+                    &mut self,
+                    schema: &'static Schema,
+                    conditions: &[Condition],
+                    field: usize
+                ) -> Result<Vec<(Value, u64)>>;
+                async fn list_deleted(&mut self, schema: &'static Schema, page: Page)
+                    -> Result<Vec<Record>>;
             }
         }
     };
 }
+traced_record_reader!(TracedUnitOfWork => repositories);
+traced_record_reader!(TracedReadSession => readers);
 
-/// The traced [`Repository<E>`] of one entity on the unit of work.
-macro_rules! traced_repository {
-    ($entity:ty => ($name:literal, $accessor:ident)) => {
-        traced_impl! {
-            TracedUnitOfWork: Repository<$entity> => ($name, $accessor) {
-                async fn create(&mut self, new: <$entity as Entity>::New) -> Result<$entity>
-                    [id = Empty]
-                    => |span: &Span, row: &$entity| {
-                        span.record("id", display(row.id()));
-                    };
-                async fn create_many(&mut self, new: Vec<<$entity as Entity>::New>)
-                    -> Result<Vec<$entity>>
-                    [count = new.len()];
-                async fn update(
-                    &mut self,
-                    id: <$entity as Entity>::Id,
-                    patch: &<$entity as Entity>::Patch,
-                    expected_version: Option<i64>
-                ) -> Result<$entity>
-                    [id = %id, expected_version];
-                async fn update_many(
-                    &mut self,
-                    ids: &[<$entity as Entity>::Id],
-                    patch: &<$entity as Entity>::Patch
-                ) -> Result<u64>
-                    [ids = %Ids(ids)];
-                async fn soft_delete(&mut self, id: <$entity as Entity>::Id) -> Result<bool>
-                    [id = %id];
-                async fn restore(&mut self, id: <$entity as Entity>::Id) -> Result<bool>
-                    [id = %id];
-                async fn hard_delete(&mut self, id: <$entity as Entity>::Id) -> Result<()>
-                    [id = %id];
-                async fn purge_deleted_before(&mut self, before: Timestamp) -> Result<u64>
-                    [before = %before];
+traced_records! {
+    TracedUnitOfWork: RecordWriter => repositories {
+        extra {
+            async fn increment(
+                &mut self,
+                schema: &'static Schema,
+                id: Uuid,
+                field: usize,
+                delta: i64,
+                at: Timestamp,
+            ) -> Result<Incremented> {
+                self.traced_increment(schema, id, field, delta, at).await
             }
         }
-    };
-}
-
-// Products.
-
-traced_read_repository!(TracedUnitOfWork, Product => ("product", products));
-traced_read_repository!(TracedReadSession, Product => ("product", products));
-traced_repository!(Product => ("product", products));
-
-macro_rules! traced_product_reader {
-    ($wrapper:ty) => {
-        traced_impl! {
-            $wrapper: ProductReader => ("product", products) {
-                async fn by_slug(&mut self, slug: &str) -> Result<Option<Product>>;
-                async fn by_sku(&mut self, sku: &str) -> Result<Option<Product>>;
-                async fn with_relations(&mut self, id: ProductId)
-                    -> Result<Option<ProductWithRelations>>
-                    [id = %id];
-                async fn search(&mut self, filter: &ProductFilter, page: Page)
-                    -> Result<SearchPage<Product>>;
-            }
-        }
-    };
-}
-traced_product_reader!(TracedUnitOfWork);
-traced_product_reader!(TracedReadSession);
-
-traced_impl! {
-    TracedUnitOfWork: ProductRepository => ("product", products) {
-        async fn adjust_stock(&mut self, id: ProductId, delta: StockDelta) -> Result<Product>
-            [id = %id, delta = delta.get()];
-        async fn lock(&mut self, ids: &[ProductId]) -> Result<Vec<Product>>
+        async fn insert(&mut self, schema: &'static Schema, rows: Vec<Record>)
+            -> Result<Vec<Record>>
+            [count = rows.len(), id = %Ids(&rows.iter().map(|r| r.id).collect::<Vec<_>>())];
+        async fn update(
+            &mut self,
+            schema: &'static Schema,
+            id: Uuid,
+            changes: &Changes,
+            expected_version: Option<i64>
+        ) -> Result<Record>
+            [id = %id, expected_version];
+        async fn update_many(&mut self, schema: &'static Schema, ids: &[Uuid], changes: &Changes)
+            -> Result<u64>
             [ids = %Ids(ids)];
+        async fn lock(&mut self, schema: &'static Schema, ids: &[Uuid]) -> Result<Vec<Record>>
+            [ids = %Ids(ids)];
+        async fn soft_delete(&mut self, schema: &'static Schema, id: Uuid, at: Timestamp)
+            -> Result<bool>
+            [id = %id];
+        async fn restore(&mut self, schema: &'static Schema, id: Uuid, at: Timestamp)
+            -> Result<bool>
+            [id = %id];
+        async fn hard_delete(&mut self, schema: &'static Schema, id: Uuid) -> Result<()>
+            [id = %id];
+        async fn purge_deleted_before(&mut self, schema: &'static Schema, before: Timestamp)
+            -> Result<u64>
+            [before = %before];
     }
 }
 
-// Categories.
-
-traced_read_repository!(TracedUnitOfWork, Category => ("category", categories));
-traced_read_repository!(TracedReadSession, Category => ("category", categories));
-traced_repository!(Category => ("category", categories));
-
-macro_rules! traced_category_reader {
-    ($wrapper:ty) => {
-        traced_impl! {
-            $wrapper: CategoryReader => ("category", categories) {
-                async fn by_slug(&mut self, slug: &str) -> Result<Option<Category>>;
-            }
-        }
-    };
+impl TracedUnitOfWork {
+    /// [`RecordWriter::increment`] in a `stockroom.increment` span, whose outcome tells a
+    /// refused increment (`not_found`, `out_of_range`) from an applied one.
+    async fn traced_increment(
+        &mut self,
+        schema: &'static Schema,
+        id: Uuid,
+        field: usize,
+        delta: i64,
+        at: Timestamp,
+    ) -> Result<Incremented> {
+        let span = tracing::debug_span!(
+            parent: &self.span,
+            "stockroom.increment",
+            entity = schema.name,
+            operation = "increment",
+            field = schema.fields.get(field).map_or("?", |f| f.name),
+            id = %id,
+            delta,
+            outcome = Empty,
+        );
+        let operation =
+            RecordWriter::increment(self.inner.repositories(), schema, id, field, delta, at);
+        let result = operation.instrument(span.clone()).await;
+        let outcome = match &result {
+            Ok(Incremented::Done(_)) => "ok",
+            Ok(Incremented::NotLive) => "not_found",
+            Ok(Incremented::OutOfRange { .. }) => "out_of_range",
+            Err(_) => outcome(&result),
+        };
+        span.record("outcome", outcome);
+        result
+    }
 }
-traced_category_reader!(TracedUnitOfWork);
-traced_category_reader!(TracedReadSession);
-impl CategoryRepository for TracedUnitOfWork {}
-
-// Users.
-
-traced_read_repository!(TracedUnitOfWork, User => ("user", users));
-traced_read_repository!(TracedReadSession, User => ("user", users));
-traced_repository!(User => ("user", users));
-
-macro_rules! traced_user_reader {
-    ($wrapper:ty) => {
-        traced_impl! {
-            $wrapper: UserReader => ("user", users) {
-                async fn by_email(&mut self, email: &str) -> Result<Option<User>>;
-            }
-        }
-    };
-}
-traced_user_reader!(TracedUnitOfWork);
-traced_user_reader!(TracedReadSession);
-impl UserRepository for TracedUnitOfWork {}
-
-// Reviews.
-
-traced_read_repository!(TracedUnitOfWork, Review => ("review", reviews));
-traced_read_repository!(TracedReadSession, Review => ("review", reviews));
-traced_repository!(Review => ("review", reviews));
-
-macro_rules! traced_review_reader {
-    ($wrapper:ty) => {
-        traced_impl! {
-            $wrapper: ReviewReader => ("review", reviews) {
-                async fn for_product(&mut self, product: ProductId, page: Page)
-                    -> Result<Vec<Review>>
-                    [product = %product];
-                async fn stats(&mut self, product: ProductId) -> Result<RatingStats>
-                    [product = %product];
-            }
-        }
-    };
-}
-traced_review_reader!(TracedUnitOfWork);
-traced_review_reader!(TracedReadSession);
-impl ReviewRepository for TracedUnitOfWork {}
 
 // The stock ledger.
 

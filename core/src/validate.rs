@@ -34,7 +34,7 @@ pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 128;
 /// The most stock a product may hold, and the largest quantity one transfer or adjustment moves.
 pub const MAX_STOCK: i64 = 1_000_000_000_000;
 
-fn check_length(field: &'static str, value: &str, max: usize) -> Result<()> {
+pub(crate) fn check_length(field: &'static str, value: &str, max: usize) -> Result<()> {
     if value.trim().is_empty() {
         return Err(Error::validation(field, Rule::Empty));
     }
@@ -44,7 +44,11 @@ fn check_length(field: &'static str, value: &str, max: usize) -> Result<()> {
     Ok(())
 }
 
-fn check_no_control(field: &'static str, value: &str, allow_line_breaks: bool) -> Result<()> {
+pub(crate) fn check_no_control(
+    field: &'static str,
+    value: &str,
+    allow_line_breaks: bool,
+) -> Result<()> {
     let line_break = |c: char| allow_line_breaks && matches!(c, '\n' | '\r' | '\t');
     let bad = |c: char| (c.is_control() && !line_break(c)) || is_bidi_control(c);
     if value.chars().any(bad) {
@@ -90,7 +94,7 @@ fn is_default_ignorable(c: char) -> bool {
 }
 
 /// [`Rule::Empty`] on `field` unless `value` has a visible character.
-fn check_visible(field: &'static str, value: &str) -> Result<()> {
+pub(crate) fn check_visible(field: &'static str, value: &str) -> Result<()> {
     if value.chars().any(is_visible) {
         Ok(())
     } else {
@@ -98,7 +102,7 @@ fn check_visible(field: &'static str, value: &str) -> Result<()> {
     }
 }
 
-fn check_range(field: &'static str, value: i64, min: i64, max: i64) -> Result<()> {
+pub(crate) fn check_range(field: &'static str, value: i64, min: i64, max: i64) -> Result<()> {
     if (min..=max).contains(&value) {
         Ok(())
     } else {

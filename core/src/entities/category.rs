@@ -1,19 +1,32 @@
-use crate::entities::{entity_meta, entity_ports, touch, Entity};
-use crate::error::{Constraint, EntityKind, Result};
+use crate::entities::{FilterInput, Inputs, NewInput, PatchInput};
+use crate::error::Result;
 use crate::ids::CategoryId;
+use crate::ports::RecordReader;
+use crate::repo::Repo;
+use crate::schema::{Condition, Value};
 use crate::time::Timestamp;
 use crate::validate::{Name, Slug};
+use crate::Entity;
 
 /// A category of products.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Entity)]
+#[entity(
+    table = "categories",
+    ddl = "builtin",
+    new = NewCategory,
+    patch = CategoryPatch,
+    filter = CategoryFilter
+)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Category {
     /// The category's id, a UUID v7 chosen at creation (ids sort by creation time).
     pub id: CategoryId,
+    #[entity(name)]
     /// The display name: 1 to [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) characters (see
     /// [`Name`](crate::Name)).
     pub name: String,
-    /// The URL slug, unique among live categories ([`Constraint::CategorySlug`]; see
+    #[entity(slug, unique)]
+    /// The URL slug, unique among live categories ([`Constraint::CATEGORY_SLUG`](crate::Constraint::CATEGORY_SLUG); see
     /// [`Slug`](crate::Slug)).
     pub slug: String,
     /// When the row was created (UTC, microsecond precision).
@@ -29,27 +42,85 @@ pub struct Category {
     pub version: i64,
 }
 
-impl Entity for Category {
-    type Id = CategoryId;
-    type New = NewCategory;
-    type Patch = CategoryPatch;
-    type Filter = CategoryFilter;
-    const KIND: EntityKind = EntityKind::Category;
-    const REFERRED_BY: &'static [EntityKind] = &[EntityKind::Product];
-    entity_meta!();
-    entity_ports!();
+/// The positions of the declared fields, for the inputs written by hand (checked against the
+/// declaration by `entities::tests`).
+pub(crate) const NAME: usize = 0;
+pub(crate) const SLUG: usize = 1;
 
-    fn create(new: NewCategory, now: Timestamp) -> Self {
-        new.into_entity(now)
+impl<'a, P: RecordReader + ?Sized + 'a> Repo<'a, Category, P> {
+    /// The live category with this slug.
+    pub async fn by_slug(&mut self, slug: &str) -> Result<Option<Category>> {
+        self.find_unique("category_slug", vec![Value::Text(slug.to_owned())])
+            .await
     }
-    fn apply(&mut self, patch: &CategoryPatch, now: Timestamp) {
-        patch.apply_to(self, now);
+}
+
+impl NewInput for NewCategory {
+    fn from_values(values: Vec<Value>) -> Result<Self> {
+        let schema = Category::schema();
+        Inputs::check_len(schema, &values)?;
+        let mut values = values.into_iter();
+        let name: String = Inputs::take(schema, NAME, values.next().unwrap_or_default())?;
+        let slug: String = Inputs::take(schema, SLUG, values.next().unwrap_or_default())?;
+        NewCategory::new(&name, &slug)
     }
-    fn matches(&self, filter: &CategoryFilter) -> bool {
-        filter.matches(self)
+    fn into_values(self) -> Result<Vec<Value>> {
+        Ok(vec![
+            Value::Text(self.name.into_string()),
+            Value::Text(self.slug.into_string()),
+        ])
     }
-    fn unique_values(&self) -> Vec<(Constraint, String)> {
-        vec![(Constraint::CategorySlug, self.slug.clone())]
+}
+
+impl PatchInput for CategoryPatch {
+    fn from_sets(sets: Vec<(usize, Value)>) -> Result<Self> {
+        let schema = Category::schema();
+        let mut patch = CategoryPatch::new();
+        for (field, value) in sets {
+            patch = match field {
+                NAME => patch.with_name(&Inputs::take::<String>(schema, field, value)?)?,
+                SLUG => patch.with_slug(&Inputs::take::<String>(schema, field, value)?)?,
+                _ => return Err(Inputs::unsupported(schema, field)),
+            };
+        }
+        Ok(patch)
+    }
+    fn sets(&self) -> Result<Vec<(usize, Value)>> {
+        let mut sets = Vec::new();
+        if let Some(v) = &self.name {
+            sets.push((NAME, Value::Text(v.as_str().to_owned())));
+        }
+        if let Some(v) = &self.slug {
+            sets.push((SLUG, Value::Text(v.as_str().to_owned())));
+        }
+        Ok(sets)
+    }
+}
+
+impl FilterInput for CategoryFilter {
+    fn from_conditions(conditions: Vec<Condition>) -> Result<Self> {
+        let schema = Category::schema();
+        let mut filter = CategoryFilter::default();
+        for condition in conditions {
+            filter = match condition {
+                Condition::Eq { field: SLUG, value } => {
+                    filter.slug(&Inputs::take::<String>(schema, SLUG, value)?)?
+                }
+                Condition::Eq { field, .. } => return Err(Inputs::unsupported(schema, field)),
+                Condition::Search(_) => return Err(Inputs::no_search()),
+            };
+        }
+        Ok(filter)
+    }
+    fn conditions(&self) -> Result<Vec<Condition>> {
+        Ok(self
+            .slug
+            .iter()
+            .map(|s| Condition::Eq {
+                field: SLUG,
+                value: Value::Text(s.as_str().to_owned()),
+            })
+            .collect())
     }
 }
 
@@ -64,7 +135,7 @@ impl NewCategory {
     /// A new category. Fails with [`Error::Validation`](crate::Error::Validation) on `name` when
     /// the name breaks the rules of [`Name`](crate::Name), and on `slug` when the slug is not a
     /// [`Slug`](crate::Slug). That the slug is free is checked when the category is created
-    /// ([`Error::Conflict`](crate::Error::Conflict) on [`Constraint::CategorySlug`]).
+    /// ([`Error::Conflict`](crate::Error::Conflict) on [`Constraint::CATEGORY_SLUG`](crate::Constraint::CATEGORY_SLUG)).
     pub fn new(name: &str, slug: &str) -> Result<Self> {
         Ok(Self {
             name: Name::parse("name", name)?,
@@ -78,19 +149,6 @@ impl NewCategory {
     /// The validated slug.
     pub fn slug(&self) -> &str {
         self.slug.as_str()
-    }
-
-    /// The row this input creates: a fresh id, version 1, created and updated at `now`.
-    pub(crate) fn into_entity(self, now: Timestamp) -> Category {
-        Category {
-            id: CategoryId::new(),
-            name: self.name.into_string(),
-            slug: self.slug.into_string(),
-            created_at: now,
-            updated_at: now,
-            deleted_at: None,
-            version: 1,
-        }
     }
 }
 
@@ -123,17 +181,6 @@ impl CategoryPatch {
     /// The new slug, if the patch sets one.
     pub fn slug(&self) -> Option<&str> {
         self.slug.as_ref().map(Slug::as_str)
-    }
-
-    /// Applies the patch to `category` at `now` (new `updated_at`, next version).
-    pub(crate) fn apply_to(&self, category: &mut Category, now: Timestamp) {
-        if let Some(v) = &self.name {
-            category.name = v.as_str().to_owned();
-        }
-        if let Some(v) = &self.slug {
-            category.slug = v.as_str().to_owned();
-        }
-        touch(&mut category.updated_at, &mut category.version, now);
     }
 }
 

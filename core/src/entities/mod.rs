@@ -1,14 +1,14 @@
 //! The entities of the catalogue and their inputs.
 //!
-//! Each entity is a plain row as the backends return it. Its inputs are their own types: `NewX`
-//! (everything a new row needs, validated on construction) and `XPatch` (only the fields an update
-//! may touch). Each entity states its own rules once, through [`Entity`]: the row an input
-//! creates, what a patch changes, which filter a row passes, its unique values and references,
-//! and what a delete for good does to the rows that refer to it. The memory adapter applies them
-//! directly; the SQL adapters create and patch rows with them and enforce the same rules in
-//! their schemas.
+//! Each entity is a plain row as the backends return it, declared once as a
+//! [`crate::schema::Schema`] (its table, fields, unique values and references; see
+//! [`schema`](crate::schema)). Its inputs are their own types: `NewX` (everything a new row
+//! needs, validated on construction), `XPatch` (only the fields an update may touch) and
+//! `XFilter` (which rows a list covers). [`Entity`] turns them into what every adapter works
+//! with: field values, changes and conditions.
 
 mod category;
+pub(crate) mod decode;
 mod movement;
 mod product;
 mod review;
@@ -23,29 +23,57 @@ pub use product::{
 pub use review::{NewReview, RatingStats, Review, ReviewFilter, ReviewPatch};
 pub use user::{NewUser, User, UserFilter, UserPatch};
 
+pub(crate) use decode::Inputs;
+
 use std::fmt;
 use std::hash::Hash;
 
 use uuid::Uuid;
 
-use crate::error::{Constraint, EntityKind};
-use crate::ids::EntityId;
-use crate::ports::{ReadRepository, Readers, Repositories, Repository};
+use crate::error::Result;
 use crate::query::Cursor;
+use crate::schema::{Condition, Record, Schema, Value};
 use crate::time::Timestamp;
 
-/// What the generic repository needs to know of an entity.
+/// Stockroom's own entities, which every store holds.
+pub(crate) fn built_in() -> [&'static Schema; 4] {
+    [
+        Product::schema(),
+        Category::schema(),
+        User::schema(),
+        Review::schema(),
+    ]
+}
+
+/// An entity: a row type declared once ([`Entity::schema`]) and the conversions between it,
+/// its inputs and the [`Record`]s every adapter stores.
+///
+/// `#[derive(Entity)]` implements it from a struct and its attributes (see the facade crate's
+/// docs, "Your own entities"); Stockroom's own entities implement it the same way. The
+/// conversions are the core's: they run before any adapter sees a value, and the values they
+/// produce are checked against the declaration ([`schema::rules`](crate::schema::rules)).
 pub trait Entity: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
     /// The typed id.
-    type Id: Copy + Eq + Ord + Hash + fmt::Debug + fmt::Display + Into<Uuid> + Send + Sync + 'static;
-    /// The validated input that creates one.
-    type New: fmt::Debug + Send + Sync + 'static;
-    /// The validated input that updates one.
-    type Patch: fmt::Debug + Clone + Send + Sync + 'static;
+    type Id: Copy
+        + Eq
+        + Ord
+        + Hash
+        + fmt::Debug
+        + fmt::Display
+        + From<Uuid>
+        + Into<Uuid>
+        + Send
+        + Sync
+        + 'static;
+    /// The input that creates one.
+    type New: NewInput + fmt::Debug + Send + Sync + 'static;
+    /// The input that updates one.
+    type Patch: PatchInput + fmt::Debug + Clone + Send + Sync + 'static;
     /// The typed filter of `count`, `exists` and `list`.
-    type Filter: fmt::Debug + Clone + Default + Send + Sync + 'static;
-    /// Which entity this is.
-    const KIND: EntityKind;
+    type Filter: FilterInput + fmt::Debug + Clone + Default + Send + Sync + 'static;
+
+    /// The declaration: table, fields, unique values, references.
+    fn schema() -> &'static Schema;
 
     /// The row's id.
     fn id(&self) -> Self::Id;
@@ -68,190 +96,164 @@ pub trait Entity: Clone + fmt::Debug + PartialEq + Send + Sync + 'static {
         Cursor::after_row(self.created_at(), self.id().into())
     }
 
-    /// The row `new` creates at `now`: a fresh id, version 1, created and updated at `now`.
-    fn create(new: Self::New, now: Timestamp) -> Self;
+    /// The entity a stored record holds. A record whose values do not have the declared types
+    /// is an [`Error::Backend`](crate::Error::Backend) (the table does not hold what the declaration says).
+    fn from_record(record: Record) -> Result<Self>;
 
-    /// Applies `patch` to the row at `now` (new `updated_at`, next version).
-    fn apply(&mut self, patch: &Self::Patch, now: Timestamp);
-
-    /// Whether the row passes `filter` (for a backend that filters rows it holds; the SQL
-    /// adapters translate the filter into SQL instead).
-    fn matches(&self, filter: &Self::Filter) -> bool;
-
-    /// Soft-deletes (`Some`) or restores (`None`) the row at `now` (new `updated_at`, next
-    /// version).
-    fn set_deleted_at(&mut self, deleted_at: Option<Timestamp>, now: Timestamp);
-
-    /// The values that must be unique among live rows, each with its rule, in the order a
-    /// write that breaks several reports them (the first one).
-    fn unique_values(&self) -> Vec<(Constraint, String)> {
-        Vec::new()
-    }
-
-    /// The rows this one refers to, which must be live when it is written, in the order a write
-    /// that misses several reports them (the first one).
-    fn references(&self) -> Vec<EntityId> {
-        Vec::new()
-    }
-
-    /// The rows a patch makes a row refer to, which must be live.
-    fn patch_references(_patch: &Self::Patch) -> Vec<EntityId> {
-        Vec::new()
-    }
-
-    /// The rows a filter names (a category, a product, an author): a filter naming a row that is
-    /// not live matches nothing, as if the row did not exist.
-    fn filter_references(_filter: &Self::Filter) -> Vec<EntityId> {
-        Vec::new()
-    }
-
-    /// The kinds of rows that may refer to a row of this entity (whose `on_delete_of` says what
-    /// becomes of them when it is deleted for good).
-    const REFERRED_BY: &'static [EntityKind] = &[];
-
-    /// What becomes of this row when `target`, a row it refers to, is deleted for good (`None`
-    /// when it does not refer to it).
-    fn on_delete_of(&self, _target: EntityId) -> Option<OnDelete> {
-        None
-    }
-
-    /// Forgets the reference to `target` (for [`OnDelete::SetNull`]).
-    fn clear_reference(&mut self, _target: EntityId) {}
-
-    /// The base reads of this entity among a session's readers: the one generic path to them
-    /// (`ReadSession::reader::<E>()`).
-    fn reader(readers: &mut dyn Readers) -> &mut dyn ReadRepository<Self>;
-
-    /// The base reads and writes of this entity among a unit of work's repositories: the one
-    /// generic path to them (`UnitOfWork::repository::<E>()`).
-    fn repository(repositories: &mut dyn Repositories) -> &mut dyn Repository<Self>;
+    /// The record of this row.
+    fn to_record(&self) -> Record;
 }
 
-/// `Entity::reader` and `Entity::repository` of an entity: the upcasts to its ports.
-macro_rules! entity_ports {
-    () => {
-        fn reader(
-            readers: &mut dyn crate::ports::Readers,
-        ) -> &mut dyn crate::ports::ReadRepository<Self> {
-            readers
-        }
-        fn repository(
-            repositories: &mut dyn crate::ports::Repositories,
-        ) -> &mut dyn crate::ports::Repository<Self> {
-            repositories
-        }
-    };
-}
-pub(crate) use entity_ports;
+/// An input that creates a row of an entity: the values of the entity's declared fields.
+pub trait NewInput: Sized {
+    /// The values of the declared fields of the row this input creates, in declaration order,
+    /// each valid for its field ([`Error::Validation`](crate::Error::Validation) naming the first that is not).
+    fn into_values(self) -> Result<Vec<Value>>;
 
-/// What becomes of a row when a row it refers to is deleted for good (the `ON DELETE` of the SQL
-/// schemas).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnDelete {
-    /// The reference is forgotten (`ON DELETE SET NULL`).
-    SetNull,
-    /// The row is deleted for good too (`ON DELETE CASCADE`).
-    Cascade,
+    /// The input holding `values`, one per declared field in declaration order (what generic
+    /// code, such as the conformance battery or an admin API, builds inputs from). A value of
+    /// the wrong type, or one that breaks its field's rule, is [`Error::Validation`](crate::Error::Validation) naming
+    /// the field.
+    fn from_values(values: Vec<Value>) -> Result<Self>;
 }
 
-/// Implements the row-metadata part of [`Entity`] for a struct with the standard fields.
-macro_rules! entity_meta {
-    () => {
-        fn set_deleted_at(
-            &mut self,
-            deleted_at: Option<crate::time::Timestamp>,
-            now: crate::time::Timestamp,
-        ) {
-            self.deleted_at = deleted_at;
-            crate::entities::touch(&mut self.updated_at, &mut self.version, now);
-        }
-        fn id(&self) -> Self::Id {
-            self.id
-        }
-        fn created_at(&self) -> crate::time::Timestamp {
-            self.created_at
-        }
-        fn updated_at(&self) -> crate::time::Timestamp {
-            self.updated_at
-        }
-        fn deleted_at(&self) -> Option<crate::time::Timestamp> {
-            self.deleted_at
-        }
-        fn version(&self) -> i64 {
-            self.version
-        }
-    };
-}
-pub(crate) use entity_meta;
+/// An input that changes rows of an entity: the fields it sets.
+pub trait PatchInput: Sized {
+    /// The fields the patch sets, by position in the declaration, in declaration order, each
+    /// value valid for its field ([`Error::Validation`](crate::Error::Validation) naming the first that is not).
+    fn sets(&self) -> Result<Vec<(usize, Value)>>;
 
-/// Marks a row as changed at `now`: a new `updated_at` and the next version.
-pub(crate) fn touch(updated_at: &mut Timestamp, version: &mut i64, now: Timestamp) {
-    *updated_at = now;
-    *version += 1;
+    /// The patch setting `sets` (field positions and values). A field the patch cannot change
+    /// (a product's stock, say), or a value that breaks its field's rule, is
+    /// [`Error::Validation`](crate::Error::Validation) naming the field.
+    fn from_sets(sets: Vec<(usize, Value)>) -> Result<Self>;
+}
+
+/// A filter of an entity's rows: the conditions a row passes.
+pub trait FilterInput: Sized {
+    /// The conditions of the filter (their values are checked by the repository: one no row
+    /// can hold makes the filter match nothing).
+    fn conditions(&self) -> Result<Vec<Condition>>;
+
+    /// The filter of `conditions`. A condition the filter cannot express (equality on a field
+    /// it does not filter by) is [`Error::Validation`](crate::Error::Validation) naming the field.
+    fn from_conditions(conditions: Vec<Condition>) -> Result<Self>;
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{CategoryId, NewProduct, NewReview, Product, ProductId, Review, UserId};
 
-    fn product() -> Product {
-        let new = NewProduct::new("Mug", "mug", "MUG")
-            .unwrap()
-            .in_category(CategoryId::new())
-            .created_by(UserId::new());
-        Product::create(new, crate::time::now())
-    }
-
+    /// The positions the hand-written inputs of Stockroom's entities use are those of the
+    /// declarations the derive wrote.
     #[test]
-    fn a_product_declares_its_rules_in_reporting_order() {
-        let p = product();
+    fn the_inputs_name_the_declared_positions() {
+        let at = |schema: &'static Schema, name| schema.index_of(name);
+        let (p, c, u, r) = (
+            Product::schema(),
+            Category::schema(),
+            User::schema(),
+            Review::schema(),
+        );
+        let product_fields = [
+            "name",
+            "slug",
+            "sku",
+            "description",
+            "status",
+            "stock",
+            "category_id",
+        ];
         assert_eq!(
-            p.unique_values(),
             [
-                (Constraint::ProductSlug, "mug".to_owned()),
-                (Constraint::ProductSku, "MUG".to_owned())
-            ]
+                product::NAME,
+                product::SLUG,
+                product::SKU,
+                product::DESCRIPTION,
+                product::STATUS,
+                product::STOCK,
+                product::CATEGORY_ID
+            ],
+            product_fields.map(|f| at(p, f))
         );
-        let (category, creator) = (p.category_id.unwrap(), p.created_by.unwrap());
         assert_eq!(
-            p.references(),
-            [EntityId::from(category), EntityId::from(creator)]
+            [category::NAME, category::SLUG],
+            [at(c, "name"), at(c, "slug")]
         );
-        assert_eq!(p.on_delete_of(category.into()), Some(OnDelete::SetNull));
-        assert_eq!(p.on_delete_of(ProductId::new().into()), None);
-        let mut forgotten = p.clone();
-        forgotten.clear_reference(creator.into());
         assert_eq!(
-            (forgotten.category_id, forgotten.created_by),
-            (Some(category), None)
+            [user::EMAIL, user::DISPLAY_NAME],
+            [at(u, "email"), at(u, "display_name")]
+        );
+        assert_eq!(
+            [
+                review::PRODUCT_ID,
+                review::AUTHOR_ID,
+                review::RATING,
+                review::BODY
+            ],
+            ["product_id", "author_id", "rating", "body"].map(|f| at(r, f))
         );
     }
 
+    /// An entity read from a record whose values another record shares (a row of an in-memory
+    /// table) is the entity read from a record of its own (a row just decoded), and the values
+    /// it shared are left whole for their other holder.
     #[test]
-    fn a_review_goes_with_its_product_and_its_author() {
-        let (product, author) = (ProductId::new(), UserId::new());
-        let review = Review::create(
-            NewReview::new(product, author, 4).unwrap(),
-            crate::time::now(),
-        );
+    fn an_entity_from_shared_values_is_the_same_and_leaves_them_whole() {
+        let values = NewProduct::new("Lamp", "lamp", "LAMP-1")
+            .unwrap()
+            .with_description("A desk lamp")
+            .unwrap()
+            .into_values()
+            .unwrap();
+        let kept = Record::new(values, crate::time::now());
+        let shared = Product::from_record(kept.clone()).unwrap();
         assert_eq!(
-            review.references(),
-            [EntityId::from(product), author.into()]
+            std::sync::Arc::strong_count(&kept.values),
+            1,
+            "the decoded copy let go of the values"
         );
-        assert_eq!(review.on_delete_of(product.into()), Some(OnDelete::Cascade));
-        assert_eq!(review.on_delete_of(author.into()), Some(OnDelete::Cascade));
-        assert!(Product::REFERRED_BY.contains(&EntityKind::Review));
+        let own_values: Vec<Value> = kept.values.to_vec();
+        let alone = Record {
+            values: own_values.into(),
+            ..kept.clone()
+        };
+        assert_eq!(std::sync::Arc::strong_count(&alone.values), 1);
+        let alone = Product::from_record(alone).unwrap();
+        assert_eq!(shared, alone);
+        assert_eq!(shared.description.as_deref(), Some("A desk lamp"));
+        assert_eq!(
+            shared.to_record(),
+            kept,
+            "the shared values are unchanged, and the entity writes back the record it came from"
+        );
     }
 
+    /// Every entity declared in this folder is one of Stockroom's own, which every store holds:
+    /// a new entity file whose entity is missing from [`built_in`] fails here, naming it.
     #[test]
-    fn soft_delete_bumps_the_version() {
-        let mut p = product();
-        let later = p.created_at + chrono::Duration::seconds(1);
-        p.set_deleted_at(Some(later), later);
-        assert_eq!(
-            (p.deleted_at, p.updated_at, p.version),
-            (Some(later), later, 2)
-        );
+    fn every_entity_declared_here_is_built_in() {
+        let folder = concat!(env!("CARGO_MANIFEST_DIR"), "/src/entities");
+        let built_in: Vec<&str> = built_in().iter().map(|s| s.table).collect();
+        for file in std::fs::read_dir(folder).unwrap() {
+            let path = file.unwrap().path();
+            if path.ends_with("mod.rs") {
+                continue;
+            }
+            let source = std::fs::read_to_string(&path).unwrap();
+            if !source.contains("derive(Debug, Clone, PartialEq, Entity)") {
+                continue;
+            }
+            let table = source
+                .split("table = \"")
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_else(|| panic!("{}: an entity without a table", path.display()));
+            assert!(
+                built_in.contains(&table),
+                "{}: the entity of table {table} is not in entities::built_in()",
+                path.display()
+            );
+        }
     }
 }

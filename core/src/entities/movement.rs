@@ -16,7 +16,7 @@ pub struct StockMovement {
     /// How many units moved: `1..=MAX_STOCK` ([`MAX_STOCK`](crate::MAX_STOCK)).
     pub quantity: i64,
     /// The transfer's idempotency key, if it had one; unique among movements
-    /// ([`Constraint::IdempotencyKey`](crate::Constraint::IdempotencyKey)).
+    /// ([`Constraint::IDEMPOTENCY_KEY`](crate::Constraint::IDEMPOTENCY_KEY)).
     pub idempotency_key: Option<String>,
     /// When the transfer was applied (UTC, microsecond precision).
     pub created_at: Timestamp,

@@ -2,13 +2,17 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::entities::{
-    entity_meta, entity_ports, touch, Category, Entity, OnDelete, RatingStats, Review, User,
+    Category, FilterInput, Inputs, NewInput, PatchInput, RatingStats, Review, User,
 };
-use crate::error::{Constraint, EntityKind, Error, Result, Rule};
-use crate::ids::{CategoryId, EntityId, ProductId, UserId};
+use crate::error::{EntityKind, Error, Result, Rule};
+use crate::ids::{CategoryId, ProductId, UserId};
+use crate::ports::{RecordReader, RecordWriter};
 use crate::query::{search_document, SearchText};
+use crate::repo::Repo;
+use crate::schema::{Condition, FieldType, FieldValue, Incremented, TextEnum, Value};
 use crate::time::Timestamp;
-use crate::validate::{Name, Sku, Slug, Stock, Text};
+use crate::validate::{Name, Sku, Slug, Stock, StockDelta, Text, MAX_STOCK};
+use crate::Entity;
 
 /// Where a product is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -63,31 +67,65 @@ impl FromStr for ProductStatus {
     }
 }
 
+impl TextEnum for ProductStatus {
+    const VALUES: &'static [&'static str] = &["draft", "active", "archived"];
+    fn as_str(&self) -> &'static str {
+        ProductStatus::as_str(*self)
+    }
+    fn from_name(name: &str) -> Option<Self> {
+        name.parse().ok()
+    }
+}
+
+impl FieldValue for ProductStatus {
+    const TYPE: FieldType = FieldType::Enum(<Self as TextEnum>::VALUES);
+    fn to_value(&self) -> Value {
+        Value::Name(ProductStatus::as_str(*self))
+    }
+    fn from_value(value: Value) -> Option<Self> {
+        value.as_text().and_then(Self::from_name)
+    }
+}
+
 /// A product of the catalogue.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Entity)]
+#[entity(
+    table = "products",
+    ddl = "builtin",
+    new = NewProduct,
+    patch = ProductPatch,
+    filter = ProductFilter
+)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Product {
     /// The product's id, a UUID v7 chosen at creation (ids sort by creation time).
     pub id: ProductId,
+    #[entity(name, search)]
     /// The display name: 1 to [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) characters (see
     /// [`Name`](crate::Name)).
     pub name: String,
-    /// The URL slug, unique among live products ([`Constraint::ProductSlug`]; see
+    #[entity(slug, unique)]
+    /// The URL slug, unique among live products ([`Constraint::PRODUCT_SLUG`](crate::Constraint::PRODUCT_SLUG); see
     /// [`Slug`](crate::Slug)).
     pub slug: String,
-    /// The stock-keeping unit, unique among live products ([`Constraint::ProductSku`]; see
+    #[entity(sku, unique, search)]
+    /// The stock-keeping unit, unique among live products ([`Constraint::PRODUCT_SKU`](crate::Constraint::PRODUCT_SKU); see
     /// [`Sku`](crate::Sku)).
     pub sku: String,
+    #[entity(text, search)]
     /// Free text, if any (see [`Text`](crate::Text)).
     pub description: Option<String>,
     /// Where the product is in its life.
     pub status: ProductStatus,
+    #[entity(min = 0, max = MAX_STOCK)]
     /// Units in stock: `0..=MAX_STOCK` ([`MAX_STOCK`](crate::MAX_STOCK) is 10¹²), never negative.
-    /// Changed only by [`adjust_stock`](crate::ProductRepository::adjust_stock) and transfers.
+    /// Changed only by [`adjust_stock`](crate::Repo::adjust_stock) and transfers.
     pub stock: i64,
+    #[entity(references = Category)]
     /// The category, if any. `None` also when the category was deleted for good; a soft-deleted
     /// category still shows here, but not in [`ProductWithRelations`].
     pub category_id: Option<CategoryId>,
+    #[entity(references = User)]
     /// The user who created the product, if known (set with [`NewProduct::created_by`];
     /// `None` once that user is deleted for good).
     pub created_by: Option<UserId>,
@@ -111,66 +149,207 @@ impl Product {
     }
 }
 
-impl Entity for Product {
-    type Id = ProductId;
-    type New = NewProduct;
-    type Patch = ProductPatch;
-    type Filter = ProductFilter;
-    const KIND: EntityKind = EntityKind::Product;
-    const REFERRED_BY: &'static [EntityKind] = &[EntityKind::Review];
-    entity_meta!();
-    entity_ports!();
+/// The positions of the declared fields, for the inputs written by hand (checked against the
+/// declaration by `entities::tests`).
+pub(crate) const NAME: usize = 0;
+pub(crate) const SLUG: usize = 1;
+pub(crate) const SKU: usize = 2;
+pub(crate) const DESCRIPTION: usize = 3;
+pub(crate) const STATUS: usize = 4;
+pub(crate) const STOCK: usize = 5;
+pub(crate) const CATEGORY_ID: usize = 6;
 
-    fn create(new: NewProduct, now: Timestamp) -> Self {
-        new.into_entity(now)
+impl<'a, P: RecordReader + ?Sized + 'a> Repo<'a, Product, P> {
+    /// The live product with this slug.
+    pub async fn by_slug(&mut self, slug: &str) -> Result<Option<Product>> {
+        self.find_unique("product_slug", vec![Value::Text(slug.to_owned())])
+            .await
     }
-    fn apply(&mut self, patch: &ProductPatch, now: Timestamp) {
-        patch.apply_to(self, now);
+
+    /// The live product with this sku.
+    pub async fn by_sku(&mut self, sku: &str) -> Result<Option<Product>> {
+        self.find_unique("product_sku", vec![Value::Text(sku.to_owned())])
+            .await
     }
-    fn matches(&self, filter: &ProductFilter) -> bool {
-        filter.matches(self)
-    }
-    /// The slug, then the sku.
-    fn unique_values(&self) -> Vec<(Constraint, String)> {
-        vec![
-            (Constraint::ProductSlug, self.slug.clone()),
-            (Constraint::ProductSku, self.sku.clone()),
-        ]
-    }
-    /// The category, then the creator.
-    fn references(&self) -> Vec<EntityId> {
-        let category = self.category_id.map(EntityId::from);
-        category
-            .into_iter()
-            .chain(self.created_by.map(EntityId::from))
-            .collect()
-    }
-    fn patch_references(patch: &ProductPatch) -> Vec<EntityId> {
-        patch
-            .category()
-            .flatten()
-            .map(EntityId::from)
-            .into_iter()
-            .collect()
-    }
-    fn filter_references(filter: &ProductFilter) -> Vec<EntityId> {
-        filter.category_id.map(EntityId::from).into_iter().collect()
-    }
-    /// A deleted category or creator is forgotten.
-    fn on_delete_of(&self, target: EntityId) -> Option<OnDelete> {
-        let refers = match target {
-            EntityId::Category(c) => self.category_id == Some(c),
-            EntityId::User(u) => self.created_by == Some(u),
-            _ => false,
+
+    /// The live product with its live category and creator: one statement on the SQL
+    /// backends.
+    pub async fn with_relations(&mut self, id: ProductId) -> Result<Option<ProductWithRelations>> {
+        let Some((record, related)) = self
+            .port
+            .get_related(Product::schema(), id.as_uuid())
+            .await?
+        else {
+            return Ok(None);
         };
-        refers.then_some(OnDelete::SetNull)
+        // One entry per reference field, in declaration order: the category, then the creator.
+        let mut related = related.into_iter();
+        let category = related.next().flatten().map(Category::from_record);
+        let creator = related.next().flatten().map(User::from_record);
+        Ok(Some(ProductWithRelations {
+            product: Product::from_record(record)?,
+            category: category.transpose()?,
+            creator: creator.transpose()?,
+        }))
     }
-    fn clear_reference(&mut self, target: EntityId) {
-        match target {
-            EntityId::Category(c) if self.category_id == Some(c) => self.category_id = None,
-            EntityId::User(u) if self.created_by == Some(u) => self.created_by = None,
-            _ => {}
+}
+
+impl<'a, P: RecordWriter + ?Sized + 'a> Repo<'a, Product, P> {
+    /// Adds `delta` to the live product's stock in one conditional statement. Fails, changing
+    /// nothing, with [`Error::InsufficientStock`] when the stock would go below zero, with
+    /// [`Error::Validation`] on `stock` ([`Rule::OutOfRange`] `0..=MAX_STOCK`) when it would go
+    /// above [`MAX_STOCK`], and with [`Error::NotFound`] when the product is not live.
+    pub async fn adjust_stock(&mut self, id: ProductId, delta: StockDelta) -> Result<Product> {
+        let delta = delta.get();
+        let at = crate::time::now();
+        match self
+            .port
+            .increment(Product::schema(), id.as_uuid(), STOCK, delta, at)
+            .await?
+        {
+            Incremented::Done(record) => Product::from_record(record),
+            Incremented::NotLive => Err(Error::not_found(EntityKind::PRODUCT, id)),
+            // |delta| and the stock are both at most MAX_STOCK: the sum cannot overflow.
+            Incremented::OutOfRange { current } if current + delta < 0 => {
+                Err(Error::InsufficientStock {
+                    product: id,
+                    available: current,
+                    requested: -delta,
+                })
+            }
+            Incremented::OutOfRange { .. } => Err(Error::validation(
+                "stock",
+                Rule::OutOfRange {
+                    min: 0,
+                    max: MAX_STOCK,
+                },
+            )),
         }
+    }
+}
+
+impl NewInput for NewProduct {
+    fn from_values(values: Vec<Value>) -> Result<Self> {
+        let schema = Product::schema();
+        Inputs::check_len(schema, &values)?;
+        let mut values = values.into_iter();
+        let (name, slug, sku): (String, String, String) = (
+            Inputs::take_next(schema, NAME, &mut values)?,
+            Inputs::take_next(schema, SLUG, &mut values)?,
+            Inputs::take_next(schema, SKU, &mut values)?,
+        );
+        let description: Option<String> = Inputs::take_next(schema, DESCRIPTION, &mut values)?;
+        let status: ProductStatus = Inputs::take_next(schema, STATUS, &mut values)?;
+        let stock: i64 = Inputs::take_next(schema, STOCK, &mut values)?;
+        let category: Option<CategoryId> = Inputs::take_next(schema, CATEGORY_ID, &mut values)?;
+        let creator: Option<UserId> = Inputs::take_next(schema, CATEGORY_ID + 1, &mut values)?;
+        let mut new = NewProduct::new(&name, &slug, &sku)?
+            .with_stock(stock)?
+            .with_status(status);
+        if let Some(description) = description {
+            new = new.with_description(&description)?;
+        }
+        new.category_id = category;
+        new.created_by = creator;
+        Ok(new)
+    }
+    fn into_values(self) -> Result<Vec<Value>> {
+        Ok(vec![
+            Value::Text(self.name.into_string()),
+            Value::Text(self.slug.into_string()),
+            Value::Text(self.sku.into_string()),
+            self.description
+                .map_or(Value::Null, |d| Value::Text(d.into_string())),
+            self.status.to_value(),
+            Value::Int(self.stock.get()),
+            self.category_id.to_value(),
+            self.created_by.to_value(),
+        ])
+    }
+}
+
+impl PatchInput for ProductPatch {
+    fn from_sets(sets: Vec<(usize, Value)>) -> Result<Self> {
+        let schema = Product::schema();
+        let mut patch = ProductPatch::new();
+        for (field, value) in sets {
+            patch = match field {
+                NAME => patch.with_name(&Inputs::take::<String>(schema, field, value)?)?,
+                SLUG => patch.with_slug(&Inputs::take::<String>(schema, field, value)?)?,
+                SKU => patch.with_sku(&Inputs::take::<String>(schema, field, value)?)?,
+                DESCRIPTION => {
+                    let description: Option<String> = Inputs::take(schema, field, value)?;
+                    patch.with_description(description.as_deref())?
+                }
+                STATUS => patch.with_status(Inputs::take(schema, field, value)?),
+                CATEGORY_ID => patch.with_category(Inputs::take(schema, field, value)?),
+                _ => return Err(Inputs::unsupported(schema, field)),
+            };
+        }
+        Ok(patch)
+    }
+    fn sets(&self) -> Result<Vec<(usize, Value)>> {
+        let text = |t: &str| Value::Text(t.to_owned());
+        let mut sets = Vec::new();
+        if let Some(v) = self.name() {
+            sets.push((NAME, text(v)));
+        }
+        if let Some(v) = self.slug() {
+            sets.push((SLUG, text(v)));
+        }
+        if let Some(v) = self.sku() {
+            sets.push((SKU, text(v)));
+        }
+        if let Some(v) = self.description() {
+            sets.push((DESCRIPTION, v.map_or(Value::Null, text)));
+        }
+        if let Some(v) = self.status {
+            sets.push((STATUS, v.to_value()));
+        }
+        if let Some(v) = self.category_id {
+            sets.push((CATEGORY_ID, v.to_value()));
+        }
+        Ok(sets)
+    }
+}
+
+impl FilterInput for ProductFilter {
+    fn from_conditions(conditions: Vec<Condition>) -> Result<Self> {
+        let schema = Product::schema();
+        let mut filter = ProductFilter::default();
+        for condition in conditions {
+            filter = match condition {
+                Condition::Eq { field, value } => match field {
+                    STATUS => filter.status(Inputs::take(schema, field, value)?),
+                    CATEGORY_ID => filter.category(Inputs::take(schema, field, value)?),
+                    _ => return Err(Inputs::unsupported(schema, field)),
+                },
+                Condition::Search(query) => ProductFilter {
+                    search: Some(query),
+                    ..filter
+                },
+            };
+        }
+        Ok(filter)
+    }
+    fn conditions(&self) -> Result<Vec<Condition>> {
+        let mut conditions = Vec::new();
+        if let Some(status) = self.status {
+            conditions.push(Condition::Eq {
+                field: STATUS,
+                value: status.to_value(),
+            });
+        }
+        if let Some(category) = self.category_id {
+            conditions.push(Condition::Eq {
+                field: CATEGORY_ID,
+                value: category.to_value(),
+            });
+        }
+        if let Some(query) = &self.search {
+            conditions.push(Condition::Search(query.clone()));
+        }
+        Ok(conditions)
     }
 }
 
@@ -279,29 +458,10 @@ impl NewProduct {
     pub fn creator(&self) -> Option<UserId> {
         self.created_by
     }
-
-    /// The row this input creates: a fresh id, version 1, created and updated at `now`.
-    pub(crate) fn into_entity(self, now: Timestamp) -> Product {
-        Product {
-            id: ProductId::new(),
-            name: self.name.into_string(),
-            slug: self.slug.into_string(),
-            sku: self.sku.into_string(),
-            description: self.description.map(Text::into_string),
-            status: self.status,
-            stock: self.stock.get(),
-            category_id: self.category_id,
-            created_by: self.created_by,
-            created_at: now,
-            updated_at: now,
-            deleted_at: None,
-            version: 1,
-        }
-    }
 }
 
 /// A validated change to a product. Stock is not part of it: stock moves only through
-/// [`adjust_stock`](crate::ProductRepository::adjust_stock) and transfers, which cannot race.
+/// [`adjust_stock`](crate::Repo::adjust_stock) and transfers, which cannot race.
 ///
 /// ```
 /// use stockroom_core::{ProductPatch, ProductStatus};
@@ -389,29 +549,6 @@ impl ProductPatch {
     /// Whether the patch changes no field (applied, it still bumps the version).
     pub fn is_empty(&self) -> bool {
         *self == Self::default()
-    }
-
-    /// Applies the patch to `product` at `now` (new `updated_at`, next version).
-    pub(crate) fn apply_to(&self, product: &mut Product, now: Timestamp) {
-        if let Some(v) = &self.name {
-            product.name = v.as_str().to_owned();
-        }
-        if let Some(v) = &self.slug {
-            product.slug = v.as_str().to_owned();
-        }
-        if let Some(v) = &self.sku {
-            product.sku = v.as_str().to_owned();
-        }
-        if let Some(v) = &self.description {
-            product.description = v.as_ref().map(|t| t.as_str().to_owned());
-        }
-        if let Some(v) = self.status {
-            product.status = v;
-        }
-        if let Some(v) = self.category_id {
-            product.category_id = v;
-        }
-        touch(&mut product.updated_at, &mut product.version, now);
     }
 }
 

@@ -1,22 +1,43 @@
-use crate::entities::{entity_meta, entity_ports, touch, Entity, OnDelete};
-use crate::error::{Constraint, EntityKind, Result};
-use crate::ids::{EntityId, ProductId, ReviewId, UserId};
+use crate::entities::{FilterInput, Inputs, NewInput, PatchInput, Product, User};
+use crate::error::Result;
+use crate::ids::{ProductId, ReviewId, UserId};
+use crate::ports::RecordReader;
+use crate::query::Page;
+use crate::repo::Repo;
+use crate::schema::{Condition, FieldValue, Order, Value};
 use crate::time::Timestamp;
 use crate::validate::{Rating, Text};
+use crate::Entity;
 
 /// A user's review of a product.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Entity)]
+#[entity(
+    table = "reviews",
+    ddl = "builtin",
+    unique(
+        name = "review_author",
+        fields(product_id, author_id),
+        index = "reviews_author_live"
+    ),
+    new = NewReview,
+    patch = ReviewPatch,
+    filter = ReviewFilter
+)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Review {
     /// The review's id, a UUID v7 chosen at creation (ids sort by creation time).
     pub id: ReviewId,
+    #[entity(references = Product)]
     /// The product reviewed. Deleting the product for good deletes its reviews.
     pub product_id: ProductId,
+    #[entity(references = User)]
     /// The user who wrote the review; one live review per author and product
-    /// ([`Constraint::ReviewAuthor`]). Deleting the user for good deletes their reviews.
+    /// ([`Constraint::REVIEW_AUTHOR`](crate::Constraint::REVIEW_AUTHOR)). Deleting the user for good deletes their reviews.
     pub author_id: UserId,
+    #[entity(min = 1, max = 5)]
     /// The rating, `1..=5`.
     pub rating: u8,
+    #[entity(text)]
     /// The review's text, if any (see [`Text`](crate::Text)).
     pub body: Option<String>,
     /// When the row was created (UTC, microsecond precision).
@@ -32,43 +53,140 @@ pub struct Review {
     pub version: i64,
 }
 
-impl Entity for Review {
-    type Id = ReviewId;
-    type New = NewReview;
-    type Patch = ReviewPatch;
-    type Filter = ReviewFilter;
-    const KIND: EntityKind = EntityKind::Review;
-    entity_meta!();
-    entity_ports!();
+/// The positions of the declared fields, for the inputs written by hand (checked against the
+/// declaration by `entities::tests`).
+pub(crate) const PRODUCT_ID: usize = 0;
+pub(crate) const AUTHOR_ID: usize = 1;
+pub(crate) const RATING: usize = 2;
+pub(crate) const BODY: usize = 3;
 
-    fn create(new: NewReview, now: Timestamp) -> Self {
-        new.into_entity(now)
+impl<'a, P: RecordReader + ?Sized + 'a> Repo<'a, Review, P> {
+    /// The live reviews of a live product, newest first (`created_at` then id, descending).
+    pub async fn for_product(&mut self, product: ProductId, page: Page) -> Result<Vec<Review>> {
+        let filter = ReviewFilter::default().product(product);
+        self.list_in(&filter, page, Order::Newest).await
     }
-    fn apply(&mut self, patch: &ReviewPatch, now: Timestamp) {
-        patch.apply_to(self, now);
+
+    /// Rating statistics of the live reviews of a live product (all zero otherwise): one
+    /// `GROUP BY rating` on the SQL backends.
+    pub async fn stats(&mut self, product: ProductId) -> Result<RatingStats> {
+        let conditions = [Condition::Eq {
+            field: PRODUCT_ID,
+            value: product.to_value(),
+        }];
+        let tally = self
+            .port
+            .tally(Review::schema(), &conditions, RATING)
+            .await?;
+        let mut histogram = [0; 5];
+        for (rating, count) in tally {
+            if let Some(slot) = rating
+                .as_int()
+                .and_then(|r| usize::try_from(r - 1).ok())
+                .and_then(|i| histogram.get_mut(i))
+            {
+                *slot = count;
+            }
+        }
+        Ok(RatingStats::from_histogram(histogram))
     }
-    fn matches(&self, filter: &ReviewFilter) -> bool {
-        filter.matches(self)
+}
+
+impl NewInput for NewReview {
+    fn from_values(values: Vec<Value>) -> Result<Self> {
+        let schema = Review::schema();
+        Inputs::check_len(schema, &values)?;
+        let mut values = values.into_iter();
+        let product: ProductId = Inputs::take_next(schema, PRODUCT_ID, &mut values)?;
+        let author: UserId = Inputs::take_next(schema, AUTHOR_ID, &mut values)?;
+        let rating: i64 = Inputs::take_next(schema, RATING, &mut values)?;
+        let body: Option<String> = Inputs::take_next(schema, BODY, &mut values)?;
+        let review = NewReview::new(product, author, rating)?;
+        match body {
+            Some(body) => review.with_body(&body),
+            None => Ok(review),
+        }
     }
-    /// One live review per author and product.
-    fn unique_values(&self) -> Vec<(Constraint, String)> {
-        let key = format!("{}/{}", self.product_id, self.author_id);
-        vec![(Constraint::ReviewAuthor, key)]
+    fn into_values(self) -> Result<Vec<Value>> {
+        Ok(vec![
+            self.product_id.to_value(),
+            self.author_id.to_value(),
+            Value::Int(i64::from(self.rating.get())),
+            self.body
+                .map_or(Value::Null, |b| Value::Text(b.into_string())),
+        ])
     }
-    /// The product, then the author.
-    fn references(&self) -> Vec<EntityId> {
-        vec![self.product_id.into(), self.author_id.into()]
+}
+
+impl PatchInput for ReviewPatch {
+    fn from_sets(sets: Vec<(usize, Value)>) -> Result<Self> {
+        let schema = Review::schema();
+        let mut patch = ReviewPatch::new();
+        for (field, value) in sets {
+            patch = match field {
+                RATING => patch.with_rating(Inputs::take(schema, field, value)?)?,
+                BODY => {
+                    let body: Option<String> = Inputs::take(schema, field, value)?;
+                    patch.with_body(body.as_deref())?
+                }
+                _ => return Err(Inputs::unsupported(schema, field)),
+            };
+        }
+        Ok(patch)
     }
-    fn filter_references(filter: &ReviewFilter) -> Vec<EntityId> {
-        let product = filter.product_id.map(EntityId::from);
-        product
-            .into_iter()
-            .chain(filter.author_id.map(EntityId::from))
-            .collect()
+    fn sets(&self) -> Result<Vec<(usize, Value)>> {
+        let mut sets = Vec::new();
+        if let Some(v) = self.rating {
+            sets.push((RATING, Value::Int(i64::from(v.get()))));
+        }
+        if let Some(v) = &self.body {
+            let body = v
+                .as_ref()
+                .map_or(Value::Null, |t| Value::Text(t.as_str().to_owned()));
+            sets.push((BODY, body));
+        }
+        Ok(sets)
     }
-    /// A review goes with its product and with its author.
-    fn on_delete_of(&self, target: EntityId) -> Option<OnDelete> {
-        (target == self.product_id || target == self.author_id).then_some(OnDelete::Cascade)
+}
+
+impl FilterInput for ReviewFilter {
+    fn from_conditions(conditions: Vec<Condition>) -> Result<Self> {
+        let schema = Review::schema();
+        let mut filter = ReviewFilter::default();
+        for condition in conditions {
+            filter = match condition {
+                Condition::Eq { field, value } => match field {
+                    PRODUCT_ID => filter.product(Inputs::take(schema, field, value)?),
+                    AUTHOR_ID => filter.author(Inputs::take(schema, field, value)?),
+                    RATING => filter.rating(Inputs::take(schema, field, value)?)?,
+                    _ => return Err(Inputs::unsupported(schema, field)),
+                },
+                Condition::Search(_) => return Err(Inputs::no_search()),
+            };
+        }
+        Ok(filter)
+    }
+    fn conditions(&self) -> Result<Vec<Condition>> {
+        let mut conditions = Vec::new();
+        if let Some(p) = self.product_id {
+            conditions.push(Condition::Eq {
+                field: PRODUCT_ID,
+                value: p.to_value(),
+            });
+        }
+        if let Some(a) = self.author_id {
+            conditions.push(Condition::Eq {
+                field: AUTHOR_ID,
+                value: a.to_value(),
+            });
+        }
+        if let Some(r) = self.rating {
+            conditions.push(Condition::Eq {
+                field: RATING,
+                value: Value::Int(i64::from(r.get())),
+            });
+        }
+        Ok(conditions)
     }
 }
 
@@ -87,7 +205,7 @@ impl NewReview {
     /// ([`Rule::OutOfRange`](crate::Rule::OutOfRange)) outside `1..=5`. When it is created, a
     /// product or author that is not live is [`Error::NotFound`](crate::Error::NotFound) (the
     /// product is checked first), and a second live review by the same author of the same
-    /// product is [`Error::Conflict`](crate::Error::Conflict) on [`Constraint::ReviewAuthor`].
+    /// product is [`Error::Conflict`](crate::Error::Conflict) on [`Constraint::REVIEW_AUTHOR`](crate::Constraint::REVIEW_AUTHOR).
     pub fn new(product_id: ProductId, author_id: UserId, rating: i64) -> Result<Self> {
         Ok(Self {
             product_id,
@@ -118,21 +236,6 @@ impl NewReview {
     /// The body, if one was given.
     pub fn body(&self) -> Option<&str> {
         self.body.as_ref().map(Text::as_str)
-    }
-
-    /// The row this input creates: a fresh id, version 1, created and updated at `now`.
-    pub(crate) fn into_entity(self, now: Timestamp) -> Review {
-        Review {
-            id: ReviewId::new(),
-            product_id: self.product_id,
-            author_id: self.author_id,
-            rating: self.rating.get(),
-            body: self.body.map(Text::into_string),
-            created_at: now,
-            updated_at: now,
-            deleted_at: None,
-            version: 1,
-        }
     }
 }
 
@@ -166,17 +269,6 @@ impl ReviewPatch {
     /// `None`: unchanged; `Some(None)`: cleared; `Some(Some(b))`: set.
     pub fn body(&self) -> Option<Option<&str>> {
         self.body.as_ref().map(|b| b.as_ref().map(Text::as_str))
-    }
-
-    /// Applies the patch to `review` at `now` (new `updated_at`, next version).
-    pub(crate) fn apply_to(&self, review: &mut Review, now: Timestamp) {
-        if let Some(v) = self.rating {
-            review.rating = v.get();
-        }
-        if let Some(v) = &self.body {
-            review.body = v.as_ref().map(|t| t.as_str().to_owned());
-        }
-        touch(&mut review.updated_at, &mut review.version, now);
     }
 }
 

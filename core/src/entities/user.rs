@@ -1,17 +1,30 @@
-use crate::entities::{entity_meta, entity_ports, touch, Entity};
-use crate::error::{Constraint, EntityKind, Result};
+use crate::entities::{FilterInput, Inputs, NewInput, PatchInput};
+use crate::error::Result;
 use crate::ids::UserId;
+use crate::ports::RecordReader;
+use crate::repo::Repo;
+use crate::schema::{Condition, Value};
 use crate::time::Timestamp;
 use crate::validate::{Email, Name};
+use crate::Entity;
 
 /// A user: a product's creator or a review's author.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Entity)]
+#[entity(
+    table = "users",
+    ddl = "builtin",
+    new = NewUser,
+    patch = UserPatch,
+    filter = UserFilter
+)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct User {
     /// The user's id, a UUID v7 chosen at creation (ids sort by creation time).
     pub id: UserId,
-    /// The email address, lower-cased; unique among live users ([`Constraint::UserEmail`]).
+    #[entity(email, unique)]
+    /// The email address, lower-cased; unique among live users ([`Constraint::USER_EMAIL`](crate::Constraint::USER_EMAIL)).
     pub email: String,
+    #[entity(name)]
     /// The name shown for the user: 1 to [`MAX_NAME_LEN`](crate::MAX_NAME_LEN) characters (see
     /// [`Name`](crate::Name)).
     pub display_name: String,
@@ -28,27 +41,87 @@ pub struct User {
     pub version: i64,
 }
 
-impl Entity for User {
-    type Id = UserId;
-    type New = NewUser;
-    type Patch = UserPatch;
-    type Filter = UserFilter;
-    const KIND: EntityKind = EntityKind::User;
-    const REFERRED_BY: &'static [EntityKind] = &[EntityKind::Product, EntityKind::Review];
-    entity_meta!();
-    entity_ports!();
+/// The positions of the declared fields, for the inputs written by hand (checked against the
+/// declaration by `entities::tests`).
+pub(crate) const EMAIL: usize = 0;
+pub(crate) const DISPLAY_NAME: usize = 1;
 
-    fn create(new: NewUser, now: Timestamp) -> Self {
-        new.into_entity(now)
+impl<'a, P: RecordReader + ?Sized + 'a> Repo<'a, User, P> {
+    /// The live user with this email (compared lower-cased).
+    pub async fn by_email(&mut self, email: &str) -> Result<Option<User>> {
+        self.find_unique("user_email", vec![Value::Text(email.to_owned())])
+            .await
     }
-    fn apply(&mut self, patch: &UserPatch, now: Timestamp) {
-        patch.apply_to(self, now);
+}
+
+impl NewInput for NewUser {
+    fn from_values(values: Vec<Value>) -> Result<Self> {
+        let schema = User::schema();
+        Inputs::check_len(schema, &values)?;
+        let mut values = values.into_iter();
+        let email: String = Inputs::take(schema, EMAIL, values.next().unwrap_or_default())?;
+        let name: String = Inputs::take(schema, DISPLAY_NAME, values.next().unwrap_or_default())?;
+        NewUser::new(&email, &name)
     }
-    fn matches(&self, filter: &UserFilter) -> bool {
-        filter.matches(self)
+    fn into_values(self) -> Result<Vec<Value>> {
+        Ok(vec![
+            Value::Text(self.email.into_string()),
+            Value::Text(self.display_name.into_string()),
+        ])
     }
-    fn unique_values(&self) -> Vec<(Constraint, String)> {
-        vec![(Constraint::UserEmail, self.email.clone())]
+}
+
+impl PatchInput for UserPatch {
+    fn from_sets(sets: Vec<(usize, Value)>) -> Result<Self> {
+        let schema = User::schema();
+        let mut patch = UserPatch::new();
+        for (field, value) in sets {
+            let text: String = Inputs::take(schema, field, value)?;
+            patch = match field {
+                EMAIL => patch.with_email(&text)?,
+                DISPLAY_NAME => patch.with_display_name(&text)?,
+                _ => return Err(Inputs::unsupported(schema, field)),
+            };
+        }
+        Ok(patch)
+    }
+    fn sets(&self) -> Result<Vec<(usize, Value)>> {
+        let mut sets = Vec::new();
+        if let Some(v) = &self.email {
+            sets.push((EMAIL, Value::Text(v.as_str().to_owned())));
+        }
+        if let Some(v) = &self.display_name {
+            sets.push((DISPLAY_NAME, Value::Text(v.as_str().to_owned())));
+        }
+        Ok(sets)
+    }
+}
+
+impl FilterInput for UserFilter {
+    fn from_conditions(conditions: Vec<Condition>) -> Result<Self> {
+        let schema = User::schema();
+        let mut filter = UserFilter::default();
+        for condition in conditions {
+            filter = match condition {
+                Condition::Eq {
+                    field: EMAIL,
+                    value,
+                } => filter.email(&Inputs::take::<String>(schema, EMAIL, value)?)?,
+                Condition::Eq { field, .. } => return Err(Inputs::unsupported(schema, field)),
+                Condition::Search(_) => return Err(Inputs::no_search()),
+            };
+        }
+        Ok(filter)
+    }
+    fn conditions(&self) -> Result<Vec<Condition>> {
+        Ok(self
+            .email
+            .iter()
+            .map(|e| Condition::Eq {
+                field: EMAIL,
+                value: Value::Text(e.as_str().to_owned()),
+            })
+            .collect())
     }
 }
 
@@ -64,7 +137,7 @@ impl NewUser {
     /// it is not an email address of at most [`MAX_EMAIL_LEN`](crate::MAX_EMAIL_LEN) characters
     /// (see [`Email`](crate::Email)), and on `display_name` when it breaks the rules of
     /// [`Name`](crate::Name). The email is lower-cased; that it is free is checked when the user
-    /// is created ([`Error::Conflict`](crate::Error::Conflict) on [`Constraint::UserEmail`]).
+    /// is created ([`Error::Conflict`](crate::Error::Conflict) on [`Constraint::USER_EMAIL`](crate::Constraint::USER_EMAIL)).
     pub fn new(email: &str, display_name: &str) -> Result<Self> {
         Ok(Self {
             email: Email::parse("email", email)?,
@@ -78,19 +151,6 @@ impl NewUser {
     /// The validated display name, trimmed of surrounding white space.
     pub fn display_name(&self) -> &str {
         self.display_name.as_str()
-    }
-
-    /// The row this input creates: a fresh id, version 1, created and updated at `now`.
-    pub(crate) fn into_entity(self, now: Timestamp) -> User {
-        User {
-            id: UserId::new(),
-            email: self.email.into_string(),
-            display_name: self.display_name.into_string(),
-            created_at: now,
-            updated_at: now,
-            deleted_at: None,
-            version: 1,
-        }
     }
 }
 
@@ -123,17 +183,6 @@ impl UserPatch {
     /// The new display name, if the patch sets one.
     pub fn display_name(&self) -> Option<&str> {
         self.display_name.as_ref().map(Name::as_str)
-    }
-
-    /// Applies the patch to `user` at `now` (new `updated_at`, next version).
-    pub(crate) fn apply_to(&self, user: &mut User, now: Timestamp) {
-        if let Some(v) = &self.email {
-            user.email = v.as_str().to_owned();
-        }
-        if let Some(v) = &self.display_name {
-            user.display_name = v.as_str().to_owned();
-        }
-        touch(&mut user.updated_at, &mut user.version, now);
     }
 }
 

@@ -43,7 +43,7 @@ pub trait ReadRepository<E: Entity>: Send {
     async fn require(&mut self, id: E::Id) -> Result<E> {
         self.get(id)
             .await?
-            .ok_or_else(|| Error::not_found(E::KIND, id))
+            .ok_or_else(|| Error::not_found(E::schema().kind(), id))
     }
 }
 

@@ -3,58 +3,33 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 
-use crate::entities::{Entity, NewStockMovement};
+use crate::entities::{Category, Entity, NewStockMovement, Product, Review, User};
 use crate::error::{Error, Result, Rule};
 use crate::ports::stock::{
     move_stock_in_own_unit_of_work, move_stock_with_repositories, StockMoved,
 };
-use crate::ports::{
-    CategoryReader, CategoryRepository, ProductReader, ProductRepository, ReadRepository,
-    Repository, ReviewReader, ReviewRepository, StockMovementReader, StockMovementRepository,
-    UserReader, UserRepository,
-};
+use crate::ports::{RecordReader, RecordWriter, StockMovementReader, StockMovementRepository};
+use crate::repo::{ReadRepo, Repo};
 
 /// Every reader of a read session, as one trait: what an adapter's session type implements
-/// (each reader port, usually with one generic implementation of [`ReadRepository`] over its
-/// entities), and what [`ReadSession::readers`] hands out.
-pub trait Readers:
-    ProductReader + CategoryReader + UserReader + ReviewReader + StockMovementReader
-{
-}
+/// (the generic reads of every declared entity, and the ledger's reads), and what
+/// [`ReadSession::readers`] hands out.
+pub trait Readers: RecordReader + StockMovementReader {}
 
-impl<T> Readers for T where
-    T: ProductReader + CategoryReader + UserReader + ReviewReader + StockMovementReader + ?Sized
-{
-}
+impl<T> Readers for T where T: RecordReader + StockMovementReader + ?Sized {}
 
 /// Every repository of a unit of work, as one trait: what an adapter's transaction type
-/// implements, and what [`UnitOfWork::repositories`] hands out.
-pub trait Repositories:
-    Readers
-    + ProductRepository
-    + CategoryRepository
-    + UserRepository
-    + ReviewRepository
-    + StockMovementRepository
-{
-}
+/// implements (the generic reads and writes of every declared entity, and the ledger), and what
+/// [`UnitOfWork::repositories`] hands out.
+pub trait Repositories: Readers + RecordWriter + StockMovementRepository {}
 
-impl<T> Repositories for T where
-    T: Readers
-        + ProductRepository
-        + CategoryRepository
-        + UserRepository
-        + ReviewRepository
-        + StockMovementRepository
-        + ?Sized
-{
-}
+impl<T> Repositories for T where T: Readers + RecordWriter + StockMovementRepository + ?Sized {}
 
 /// Reads outside a transaction, on one connection of the store's own.
 ///
 /// The readers of each entity are reached through it: `session.products()`, `.categories()`,
-/// `.users()`, `.reviews()`, `.movements()`, or `session.reader::<E>()` in code generic over the
-/// entity.
+/// `.users()`, `.reviews()`, `.movements()`, or `session.reader::<E>()` for any entity, the
+/// application's own included.
 pub trait ReadSession: Send {
     /// Every reader of the session (what the accessors of `dyn ReadSession` hand out).
     fn readers(&mut self) -> &mut dyn Readers;
@@ -62,28 +37,30 @@ pub trait ReadSession: Send {
 
 impl dyn ReadSession + '_ {
     /// The product reader.
-    pub fn products(&mut self) -> &mut dyn ProductReader {
-        self.readers()
+    pub fn products(&mut self) -> ReadRepo<'_, Product> {
+        self.reader()
     }
     /// The category reader.
-    pub fn categories(&mut self) -> &mut dyn CategoryReader {
-        self.readers()
+    pub fn categories(&mut self) -> ReadRepo<'_, Category> {
+        self.reader()
     }
     /// The user reader.
-    pub fn users(&mut self) -> &mut dyn UserReader {
-        self.readers()
+    pub fn users(&mut self) -> ReadRepo<'_, User> {
+        self.reader()
     }
     /// The review reader.
-    pub fn reviews(&mut self) -> &mut dyn ReviewReader {
-        self.readers()
+    pub fn reviews(&mut self) -> ReadRepo<'_, Review> {
+        self.reader()
     }
     /// The stock ledger's reader.
     pub fn movements(&mut self) -> &mut dyn StockMovementReader {
         self.readers()
     }
-    /// The base reads of entity `E`, for code generic over the entity.
-    pub fn reader<E: Entity>(&mut self) -> &mut dyn ReadRepository<E> {
-        E::reader(self.readers())
+    /// The reads of entity `E`: any entity the store holds (see
+    /// [`StoreConfig::with_entity`](crate::StoreConfig::with_entity)).
+    pub fn reader<E: Entity>(&mut self) -> ReadRepo<'_, E> {
+        let records: &mut dyn RecordReader = self.readers();
+        Repo::new(records)
     }
 }
 
@@ -92,7 +69,7 @@ impl dyn ReadSession + '_ {
 /// It sees its own writes; nobody else does until [`commit`](UnitOfWork::commit). Dropped
 /// without a commit, it rolls back. The repositories of each entity are reached through it:
 /// `uow.products()`, `.categories()`, `.users()`, `.reviews()`, `.movements()`, or
-/// `uow.repository::<E>()` in code generic over the entity.
+/// `uow.repository::<E>()` for any entity, the application's own included.
 #[async_trait]
 pub trait UnitOfWork: Send {
     /// The backend's name, as [`Store::backend`] says it: `memory`, `sqlite` or `postgres`.
@@ -134,28 +111,30 @@ pub trait UnitOfWork: Send {
 
 impl dyn UnitOfWork + '_ {
     /// The product repository of the transaction.
-    pub fn products(&mut self) -> &mut dyn ProductRepository {
-        self.repositories()
+    pub fn products(&mut self) -> Repo<'_, Product> {
+        self.repository()
     }
     /// The category repository of the transaction.
-    pub fn categories(&mut self) -> &mut dyn CategoryRepository {
-        self.repositories()
+    pub fn categories(&mut self) -> Repo<'_, Category> {
+        self.repository()
     }
     /// The user repository of the transaction.
-    pub fn users(&mut self) -> &mut dyn UserRepository {
-        self.repositories()
+    pub fn users(&mut self) -> Repo<'_, User> {
+        self.repository()
     }
     /// The review repository of the transaction.
-    pub fn reviews(&mut self) -> &mut dyn ReviewRepository {
-        self.repositories()
+    pub fn reviews(&mut self) -> Repo<'_, Review> {
+        self.repository()
     }
     /// The stock ledger of the transaction.
     pub fn movements(&mut self) -> &mut dyn StockMovementRepository {
         self.repositories()
     }
-    /// The base reads and writes of entity `E`, for code generic over the entity.
-    pub fn repository<E: Entity>(&mut self) -> &mut dyn Repository<E> {
-        E::repository(self.repositories())
+    /// The reads and writes of entity `E` in the transaction: any entity the store holds (see
+    /// [`StoreConfig::with_entity`](crate::StoreConfig::with_entity)).
+    pub fn repository<E: Entity>(&mut self) -> Repo<'_, E> {
+        let records: &mut dyn RecordWriter = self.repositories();
+        Repo::new(records)
     }
 }
 

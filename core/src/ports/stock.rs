@@ -11,7 +11,8 @@
 use crate::entities::{NewStockMovement, Product, StockMovement};
 use crate::error::{Constraint, EntityKind, Error, Result, Rule};
 use crate::ids::ProductId;
-use crate::ports::{ProductRepository, Repositories, StockMovementRepository, Store};
+use crate::ports::{RecordWriter, Repositories, StockMovementRepository, Store};
+use crate::repo::Repo;
 use crate::validate::{StockDelta, MAX_STOCK};
 
 /// What a stock move did.
@@ -64,8 +65,8 @@ pub async fn move_stock_with_repositories(
     let (source, target) = (movement.source_id(), movement.target_id());
     let mut ids = [source, target];
     ids.sort();
-    let products: &mut dyn ProductRepository = repositories;
-    let locked = products.lock(&ids).await?;
+    let records: &mut dyn RecordWriter = repositories;
+    let locked = Repo::<Product>::new(records).lock(&ids).await?;
     check_move(
         find(&locked, source)?,
         find(&locked, target)?,
@@ -77,7 +78,8 @@ pub async fn move_stock_with_repositories(
         .await
         .map_err(key_taken_meanwhile)?;
     let quantity = movement.validated_quantity();
-    let products: &mut dyn ProductRepository = repositories;
+    let records: &mut dyn RecordWriter = repositories;
+    let mut products = Repo::<Product>::new(records);
     products
         .adjust_stock(source, StockDelta::remove(quantity))
         .await?;
@@ -127,7 +129,7 @@ pub fn check_stocks(
 pub fn key_taken_meanwhile(error: Error) -> Error {
     match error {
         Error::Conflict {
-            constraint: Constraint::IdempotencyKey,
+            constraint: Constraint::IDEMPOTENCY_KEY,
         } => Error::Transient {
             reason: "a concurrent transfer with the same idempotency key committed first"
                 .to_owned(),
@@ -140,7 +142,7 @@ fn find(locked: &[Product], id: ProductId) -> Result<&Product> {
     locked
         .iter()
         .find(|p| p.id == id)
-        .ok_or_else(|| Error::not_found(EntityKind::Product, id))
+        .ok_or_else(|| Error::not_found(EntityKind::PRODUCT, id))
 }
 
 /// [`Store::move_stock`](crate::Store::move_stock)'s default:

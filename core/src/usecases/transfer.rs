@@ -25,7 +25,7 @@ pub struct TransferRequest {
     /// A client-chosen key: a request repeated with the same key applies at most once. 1 to
     /// [`MAX_IDEMPOTENCY_KEY_LEN`](crate::MAX_IDEMPOTENCY_KEY_LEN) visible ASCII characters. A
     /// key already used for a different transfer is [`Error::Conflict`] on
-    /// [`Constraint::IdempotencyKey`].
+    /// [`Constraint::IDEMPOTENCY_KEY`].
     #[cfg_attr(feature = "serde", serde(default))]
     pub idempotency_key: Option<String>,
 }
@@ -113,7 +113,7 @@ impl Transfer {
                 Ok(Applied::Earlier(earlier))
             }
             StockMoved::AlreadyRecorded(_) => Err(Error::Conflict {
-                constraint: Constraint::IdempotencyKey,
+                constraint: Constraint::IDEMPOTENCY_KEY,
             }),
         }
     }
@@ -167,7 +167,7 @@ pub async fn transfer_stock(
 ///
 /// The rules are those of [`transfer_stock`]: a bad request is a validation error; with an
 /// idempotency key already recorded, the earlier movement is returned and nothing moves (a
-/// [`Constraint::IdempotencyKey`] conflict if it moved something else); both rows are locked in
+/// [`Constraint::IDEMPOTENCY_KEY`] conflict if it moved something else); both rows are locked in
 /// id order; insufficient stock is [`Error::InsufficientStock`]; a target that would end above
 /// [`MAX_STOCK`](crate::MAX_STOCK) is [`Error::Validation`] on `stock`. Nothing is written unless the
 /// whole transfer is: the ledger row is recorded before the stock moves, so a concurrent request
