@@ -4,7 +4,7 @@
 //! operation over several samples (and the fastest and slowest sample), on a store holding
 //! 10,000 products:
 //!
-//! - get: `ProductReader::get` by id on one held read session;
+//! - get: `read.products().get` by id on one held read session;
 //! - search: a case-insensitive search returning a page of 20 and the total; and the same search
 //!   right after a write that changed a product's name (the search then scans the document index
 //!   built earlier and checks the rows written since one by one; past a sixteenth of the table

@@ -44,9 +44,11 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod ledger;
 mod repositories;
 mod state;
 mod store;
+mod table;
 
 pub use store::MemoryStore;
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use stockroom_core::adapter::{wait_within, Savepoints};
+use stockroom_core::schema::Catalog;
 use stockroom_core::{Error, ReadSession, Result, Rule, Savepoint, Store, StoreConfig, UnitOfWork};
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
@@ -30,7 +31,9 @@ pub struct MemoryStore {
 /// What the store's clones, units of work and read sessions share: the committed state, the
 /// writer slot and whether the store was closed.
 struct Database {
-    committed: RwLock<State>,
+    committed: RwLock<Arc<State>>,
+    /// The entities the store holds.
+    catalog: Arc<Catalog>,
     writer: Arc<Mutex<()>>,
     /// Shared with every session's [`Tables`], whose calls fail once it is set.
     closed: Arc<AtomicBool>,
@@ -43,25 +46,27 @@ impl Database {
     }
 
     /// `state`, behind the gate that closes with the store.
-    fn tables(&self, state: State) -> Tables {
+    fn tables(&self, state: Arc<State>) -> Tables {
         Tables {
             state,
             closed: Arc::clone(&self.closed),
         }
     }
 
-    fn snapshot(&self) -> State {
-        self.committed
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    fn snapshot(&self) -> Arc<State> {
+        Arc::clone(
+            &self
+                .committed
+                .read()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
     }
 
     /// Makes `state` the committed one; returns the previous one, for the caller to drop
     /// (freeing the versions nobody shares any more can take a while) after releasing the
     /// writer slot.
     #[must_use = "drop the previous state outside the writer slot"]
-    fn publish(&self, state: State) -> State {
+    fn publish(&self, state: Arc<State>) -> Arc<State> {
         let mut committed = self
             .committed
             .write()
@@ -87,22 +92,26 @@ impl Default for MemoryStore {
 }
 
 impl MemoryStore {
-    /// An empty store with the default settings of [`StoreConfig`].
+    /// An empty store of Stockroom's entities, with the default settings of [`StoreConfig`].
     pub fn new() -> Self {
         Self::with_config(StoreConfig::new("memory://"))
+            .expect("Stockroom's own declarations are valid")
     }
 
-    /// An empty store; of `config`, only `acquire_timeout` applies (how long `begin` waits for
-    /// the writer slot).
-    pub fn with_config(config: StoreConfig) -> Self {
-        Self {
+    /// An empty store; of `config`, `acquire_timeout` (how long `begin` waits for the writer
+    /// slot) and `entities` (the application's entities it holds besides Stockroom's) apply.
+    /// A declaration no backend can store is [`Error::Schema`].
+    pub fn with_config(config: StoreConfig) -> Result<Self> {
+        let catalog = Arc::new(Catalog::new(config.entities.schemas())?);
+        Ok(Self {
             db: Arc::new(Database {
-                committed: RwLock::new(State::default()),
+                committed: RwLock::new(Arc::new(State::new(Arc::clone(&catalog)))),
+                catalog,
                 writer: Arc::new(Mutex::new(())),
                 closed: Arc::new(AtomicBool::new(false)),
                 acquire_timeout: config.acquire_timeout,
             }),
-        }
+        })
     }
 
     /// An empty store for a `memory://` URL (anything after `memory://` is ignored). Any other
@@ -117,7 +126,7 @@ impl MemoryStore {
                 },
             ));
         }
-        Ok(Self::with_config(config.clone()))
+        Self::with_config(config.clone())
     }
 }
 
@@ -172,7 +181,10 @@ impl Store for MemoryStore {
 
     async fn close(&self) {
         self.db.closed.store(true, Ordering::Release);
-        drop(self.db.publish(State::default()));
+        drop(
+            self.db
+                .publish(Arc::new(State::new(Arc::clone(&self.db.catalog)))),
+        );
     }
 }
 
@@ -181,7 +193,7 @@ impl Store for MemoryStore {
 struct MemoryUnitOfWork {
     tables: Tables,
     /// The state when each open savepoint was taken, outermost first.
-    savepoints: Vec<State>,
+    savepoints: Vec<Arc<State>>,
     marks: Savepoints,
     db: Arc<Database>,
     writer_slot: OwnedMutexGuard<()>,

@@ -63,7 +63,8 @@ async fn writes_are_invisible_to_others_until_commit() {
 async fn drop_and_rollback_leave_no_trace_and_free_the_writer() {
     let store = MemoryStore::with_config(
         StoreConfig::new("memory://").with_acquire_timeout(Duration::from_millis(100)),
-    );
+    )
+    .unwrap();
     let mut uow = store.begin().await.unwrap();
     uow.products().create(mug(1)).await.unwrap();
     drop(uow);
@@ -137,7 +138,8 @@ async fn rolling_back_to_an_outer_savepoint_closes_the_inner_ones() {
 async fn begin_times_out_as_unavailable_while_another_unit_of_work_writes() {
     let store = MemoryStore::with_config(
         StoreConfig::new("memory://").with_acquire_timeout(Duration::from_millis(50)),
-    );
+    )
+    .unwrap();
     let holder = store.begin().await.unwrap();
     let err = store.begin().await.err().expect("the writer slot is taken");
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
@@ -154,7 +156,8 @@ async fn begin_times_out_as_unavailable_while_another_unit_of_work_writes() {
 async fn a_waiting_begin_gets_the_slot_when_it_is_released() {
     let store = MemoryStore::with_config(
         StoreConfig::new("memory://").with_acquire_timeout(Duration::from_secs(5)),
-    );
+    )
+    .unwrap();
     let mut holder = store.begin().await.unwrap();
     let waiter = {
         let store = store.clone();
@@ -232,7 +235,7 @@ async fn restore_fails_when_a_live_row_took_its_slug_and_changes_nothing() {
         matches!(
             err,
             Error::Conflict {
-                constraint: Constraint::CategorySlug
+                constraint: Constraint::CATEGORY_SLUG
             }
         ),
         "{err:?}"
@@ -282,7 +285,7 @@ async fn create_many_is_all_or_nothing_even_for_duplicates_inside_the_batch() {
         matches!(
             err,
             Error::Conflict {
-                constraint: Constraint::ProductSlug
+                constraint: Constraint::PRODUCT_SLUG
             }
         ),
         "{err:?}"
@@ -418,7 +421,7 @@ async fn readers_never_see_half_a_commit() {
                 for i in 0..50 {
                     let (from, to) = if (w + i) % 2 == 0 { (0, 1) } else { (1, 0) };
                     let mut uow = store.begin().await.unwrap();
-                    let products = uow.products();
+                    let mut products = uow.products();
                     products
                         .adjust_stock(ids[from], StockDelta::new(-3).unwrap())
                         .await

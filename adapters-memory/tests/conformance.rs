@@ -8,7 +8,9 @@ use stockroom_memory::MemoryStore;
 async fn fixture() -> stockroom_conformance::Fixture {
     // A short acquire timeout, so the case that waits for the writer slot gives up quickly.
     let config = StoreConfig::new("memory://").with_acquire_timeout(Duration::from_secs(5));
-    stockroom_conformance::Fixture::new(std::sync::Arc::new(MemoryStore::with_config(config)))
+    stockroom_conformance::Fixture::new(std::sync::Arc::new(
+        MemoryStore::with_config(config).expect("a memory store"),
+    ))
 }
 
 stockroom_conformance::suite!(crate::fixture);

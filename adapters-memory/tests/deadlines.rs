@@ -191,7 +191,7 @@ async fn a_begin_still_waiting_past_the_deadline_is_transient() {
 #[tokio::test(start_paused = true)]
 async fn the_wait_for_the_writer_ends_at_the_deadline() {
     let config = StoreConfig::new("memory://").with_acquire_timeout(Duration::from_secs(30));
-    let store = Arc::new(MemoryStore::with_config(config));
+    let store = Arc::new(MemoryStore::with_config(config).unwrap());
     let (a, b) = two_products(&store).await;
     let holder = store.begin().await.unwrap();
     let started = Instant::now();

@@ -134,7 +134,7 @@ async fn unit_of_work_operations_run_in_spans_with_ids_and_outcome() {
     let begin = capture.one("stockroom.begin");
     assert_eq!(fields(&begin), [("backend", "memory"), ("outcome", "ok")]);
 
-    let get = capture.one("stockroom.product.get");
+    let get = capture.one("stockroom.get");
     assert_eq!(get.parent, Some("stockroom.unit_of_work"));
     // The id and the outcome, never the row.
     assert_eq!(
@@ -147,8 +147,9 @@ async fn unit_of_work_operations_run_in_spans_with_ids_and_outcome() {
         ]
     );
 
-    let adjust = capture.one("stockroom.product.adjust_stock");
-    assert_eq!(adjust.fields["outcome"], "insufficient_stock");
+    let adjust = capture.one("stockroom.increment");
+    assert_eq!(adjust.fields["outcome"], "out_of_range");
+    assert_eq!(adjust.fields["field"], "stock");
     assert_eq!(adjust.fields["delta"], "-3");
     assert_eq!(adjust.fields["id"], a.to_string());
 
@@ -187,7 +188,7 @@ async fn read_session_operations_and_failures_are_traced() {
     let details = product_details(&store, a, Limit::new(3).unwrap()).await;
     assert!(matches!(details, Ok(Some(_))), "{details:?}");
     assert_eq!(capture.named("stockroom.read").len(), 3);
-    let get = capture.one("stockroom.product.get");
+    let get = capture.one("stockroom.get");
     assert_eq!(get.parent, Some("stockroom.read_session"));
     assert_eq!(get.fields["outcome"], "ok");
     let sessions = capture.named("stockroom.read_session");
@@ -219,7 +220,7 @@ async fn a_read_on_the_primary_is_traced_as_such() {
     session.products().get(a).await.unwrap();
     let opened = capture.one("stockroom.read_primary");
     assert_eq!(opened.fields["outcome"], "ok");
-    let get = capture.one("stockroom.product.get");
+    let get = capture.one("stockroom.get");
     assert_eq!(get.parent, Some("stockroom.read_session"));
     assert!(
         capture.named("stockroom.read").is_empty(),

@@ -265,7 +265,7 @@ async fn a_key_used_for_another_transfer_is_a_conflict_and_not_retried() {
         matches!(
             result,
             Err(Error::Conflict {
-                constraint: Constraint::IdempotencyKey
+                constraint: Constraint::IDEMPOTENCY_KEY
             })
         ),
         "{result:?}"
