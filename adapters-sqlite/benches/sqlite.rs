@@ -8,8 +8,9 @@
 //! both see the same machine and neither always runs on the heels of the other.
 //!
 //! The baseline connection has the adapter's writer settings (WAL, `synchronous=NORMAL`,
-//! foreign keys, a 64-statement cache) and runs the statements the adapter runs, copied from
-//! `src/sql/` (`generic.rs`, and `ledger.rs` for the stock move):
+//! foreign keys, a 64-statement cache) and runs the statements the adapter runs, written out by
+//! hand: those `src/sql/plan.rs` builds from the product's declaration, and `src/sql/ledger.rs`'s
+//! for the stock move:
 //!
 //! - transfers: 4,000 stock transfers; the adapter runs them from 8 concurrent tasks through
 //!   `StoreExt::transfer` (the use case: validation, retries, tracing; then the native
@@ -235,7 +236,21 @@ async fn baseline_create_many(sample: usize) -> Duration {
     let now = time::now();
     let rows: Vec<_> = new
         .into_iter()
-        .map(|n| <stockroom_core::Product as stockroom_core::Entity>::create(n, now))
+        .map(|n| stockroom_core::Product {
+            id: ProductId::new(),
+            name: n.name().to_owned(),
+            slug: n.slug().to_owned(),
+            sku: n.sku().to_owned(),
+            description: n.description().map(str::to_owned),
+            status: n.status(),
+            stock: n.stock(),
+            category_id: n.category_id(),
+            created_by: n.creator(),
+            created_at: now,
+            updated_at: now,
+            deleted_at: None,
+            version: 1,
+        })
         .collect();
     conn.execute_batch("BEGIN IMMEDIATE").unwrap();
     // More rows than one batch: the adapter makes them all-or-nothing with a savepoint.

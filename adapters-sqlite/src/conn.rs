@@ -20,6 +20,7 @@ use tokio::sync::{OwnedMutexGuard, OwnedSemaphorePermit};
 
 use crate::error::{map, SqliteError};
 use crate::hooks::{self, observe, Observed, WaitBounds};
+use crate::sql::plan::Plans;
 
 /// What to log of the statements a connection runs (`StoreConfig::log_statements` and
 /// `StoreConfig::slow_statement_threshold`).
@@ -315,11 +316,13 @@ impl Transaction {
     }
 }
 
-/// A connection owned by one session or unit of work; every method of the repository ports is
-/// implemented on it (see `repos.rs`).
+/// A connection owned by one session or unit of work; every method of the ports is implemented
+/// on it (see `records.rs` and `sql/ledger.rs`).
 pub(crate) struct Conn {
     lease: Option<Lease>,
     runner: Runner,
+    /// The statements of the store's entities.
+    plans: Arc<Plans>,
     transaction: Transaction,
     /// Whether a long call ran in this transaction: its commit (or a rollback to a savepoint)
     /// has that call's pages to write (or restore), so it is long too.
@@ -338,20 +341,31 @@ impl fmt::Debug for Conn {
 }
 
 impl Conn {
-    pub(crate) fn new(lease: Lease, runner: Runner) -> Self {
+    pub(crate) fn new(lease: Lease, runner: Runner, plans: Arc<Plans>) -> Self {
         Self {
             lease: Some(lease),
             runner,
+            plans,
             transaction: Transaction::None,
             ran_long: false,
         }
     }
 
     /// A connection whose transaction opens with `begin` right before its first statement.
-    pub(crate) fn with_pending_begin(lease: Lease, runner: Runner, begin: &'static str) -> Self {
-        let mut conn = Self::new(lease, runner);
+    pub(crate) fn with_pending_begin(
+        lease: Lease,
+        runner: Runner,
+        plans: Arc<Plans>,
+        begin: &'static str,
+    ) -> Self {
+        let mut conn = Self::new(lease, runner, plans);
         conn.transaction = Transaction::Pending(begin);
         conn
+    }
+
+    /// The statements of the store's entities.
+    pub(crate) fn plans(&self) -> &Arc<Plans> {
+        &self.plans
     }
 
     /// Fails with `Unavailable` once the store is closed (and gives up the connection, rolling
@@ -757,7 +771,8 @@ mod tests {
             pool,
             _permit: permit,
         };
-        Conn::new(Lease::Reader(lease), runner)
+        let plans = Plans::new(stockroom_core::schema::Catalog::new(&[]).unwrap());
+        Conn::new(Lease::Reader(lease), runner, Arc::new(plans))
     }
 
     /// A read run inline that meets a lock runs again on the blocking pool, where it waits for

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use rusqlite::ffi;
 use rusqlite::ErrorCode;
+use stockroom_core::schema::Catalog;
 use stockroom_core::{Constraint, Error, StorageFault};
 
 /// What the SQLite adapter itself refuses. It reaches a caller as [`Error::Backend`], whose
@@ -68,11 +69,19 @@ impl From<SqliteError> for Error {
     }
 }
 
-/// Maps a rusqlite error onto the core's error, naming the constraint of a unique violation.
+/// Maps a rusqlite error onto the core's error. A unique violation names its constraint only
+/// for the ledger's idempotency key: the entities' rules are named by [`map_with`] the store's
+/// catalog.
+pub(crate) fn map(error: rusqlite::Error) -> Error {
+    map_in(None, error)
+}
+
+/// Maps a rusqlite error onto the core's error, naming the rule of `catalog` (or the primary key
+/// of its entity) that a unique violation broke.
 ///
 /// | SQLite result | core error |
 /// |---|---|
-/// | `SQLITE_CONSTRAINT_UNIQUE`, `_PRIMARYKEY` | `Conflict` (constraint from the columns) |
+/// | `SQLITE_CONSTRAINT_UNIQUE`, `_PRIMARYKEY` | `Conflict` (the rule whose columns it names) |
 /// | `SQLITE_BUSY`, `SQLITE_LOCKED` | `Transient` |
 /// | `SQLITE_READONLY` and its extended codes | `Storage` `ReadOnly` |
 /// | `SQLITE_PERM`, `SQLITE_AUTH` | `Storage` `PermissionDenied` |
@@ -84,7 +93,11 @@ impl From<SqliteError> for Error {
 ///
 /// The `Storage` faults last until an operator acts (a retry, now or later, meets them again),
 /// which is why they are not `Unavailable`.
-pub(crate) fn map(error: rusqlite::Error) -> Error {
+pub(crate) fn map_with(catalog: &Catalog, error: rusqlite::Error) -> Error {
+    map_in(Some(catalog), error)
+}
+
+fn map_in(catalog: Option<&Catalog>, error: rusqlite::Error) -> Error {
     let (code, extended, message) = match &error {
         rusqlite::Error::SqliteFailure(failure, message) => (
             failure.code,
@@ -100,7 +113,7 @@ pub(crate) fn map(error: rusqlite::Error) -> Error {
                 ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY
             ) =>
         {
-            match constraint_of(&message) {
+            match constraint_of(catalog, &message) {
                 Some(constraint) => Error::Conflict { constraint },
                 None => Error::backend(message, error),
             }
@@ -153,23 +166,45 @@ fn cannot_open_for_permission(message: &str) -> bool {
 }
 
 /// The constraint a unique violation names. SQLite reports the columns of the violated index
-/// (`UNIQUE constraint failed: products.sku`), not its name, so the columns of every unique index
-/// of the schema map back to the constraint whose name the index carries.
-fn constraint_of(message: &str) -> Option<Constraint> {
-    if let Some(c) = stockroom_core::adapter::constraint_in_message(message) {
+/// (`UNIQUE constraint failed: products.sku`), not its name (except for an index on
+/// expressions, which an application's own table may have), so each rule of the catalog is
+/// found by its table and columns, as its declaration names them, and a primary key by its
+/// table.
+fn constraint_of(catalog: Option<&Catalog>, message: &str) -> Option<Constraint> {
+    if let Some(c) = catalog.and_then(|c| c.constraint_in_message(message)) {
         return Some(c);
     }
     let columns = message.rsplit_once(": ").map_or(message, |(_, c)| c).trim();
-    Some(match columns {
-        "products.slug" => Constraint::ProductSlug,
-        "products.sku" => Constraint::ProductSku,
-        "categories.slug" => Constraint::CategorySlug,
-        "users.email" => Constraint::UserEmail,
-        "reviews.product_id, reviews.author_id" => Constraint::ReviewAuthor,
-        "stock_movements.idempotency_key" => Constraint::IdempotencyKey,
-        c if c.ends_with(".id") => Constraint::PrimaryKey,
-        _ => return None,
+    if columns == "stock_movements.idempotency_key" {
+        return Some(Constraint::IDEMPOTENCY_KEY);
+    }
+    let entries = catalog?.entries();
+    if let Some(table) = columns.strip_suffix(".id") {
+        return entries
+            .iter()
+            .find(|e| e.schema.table == table)
+            .map(|e| Constraint::primary_key(e.schema.kind()));
+    }
+    entries.iter().find_map(|e| {
+        let schema = e.schema;
+        schema
+            .unique
+            .iter()
+            .find(|rule| names_columns(columns, schema.table, rule.fields))
+            .map(|rule| Constraint::of_rule(schema, rule))
     })
+}
+
+/// Whether `columns` (`t.a, t.b`) names exactly `fields` of table `table`, in order.
+fn names_columns(columns: &str, table: &str, fields: &[&str]) -> bool {
+    let mut named = columns.split(", ");
+    fields.iter().all(|field| {
+        named.next().is_some_and(|c| {
+            c.strip_prefix(table)
+                .and_then(|c| c.strip_prefix('.'))
+                .is_some_and(|c| c == *field)
+        })
+    }) && named.next().is_none()
 }
 
 /// The error of a store that was closed.
@@ -182,6 +217,7 @@ pub(crate) fn closed() -> Error {
 #[cfg(test)]
 mod tests {
     use rusqlite::{Connection, OpenFlags};
+    use stockroom_core::EntityKind;
 
     use super::*;
 
@@ -293,36 +329,66 @@ mod tests {
 
     #[test]
     fn unique_messages_name_their_constraint() {
+        let catalog = Catalog::new(&[]).unwrap();
         let cases = [
             (
                 "UNIQUE constraint failed: products.sku",
-                Constraint::ProductSku,
+                Constraint::PRODUCT_SKU,
             ),
             (
                 "UNIQUE constraint failed: products.slug",
-                Constraint::ProductSlug,
+                Constraint::PRODUCT_SLUG,
             ),
             (
                 "UNIQUE constraint failed: categories.slug",
-                Constraint::CategorySlug,
+                Constraint::CATEGORY_SLUG,
             ),
             (
                 "UNIQUE constraint failed: users.email",
-                Constraint::UserEmail,
+                Constraint::USER_EMAIL,
             ),
             (
                 "UNIQUE constraint failed: reviews.product_id, reviews.author_id",
-                Constraint::ReviewAuthor,
+                Constraint::REVIEW_AUTHOR,
             ),
             (
                 "UNIQUE constraint failed: stock_movements.idempotency_key",
-                Constraint::IdempotencyKey,
+                Constraint::IDEMPOTENCY_KEY,
             ),
-            ("UNIQUE constraint failed: users.id", Constraint::PrimaryKey),
+            (
+                "UNIQUE constraint failed: users.id",
+                Constraint::primary_key(EntityKind::USER),
+            ),
+            (
+                "UNIQUE constraint failed: index 'products_sku_live'",
+                Constraint::PRODUCT_SKU,
+            ),
         ];
         for (message, constraint) in cases {
-            assert_eq!(constraint_of(message), Some(constraint), "{message}");
+            assert_eq!(
+                constraint_of(Some(&catalog), message),
+                Some(constraint),
+                "{message}"
+            );
         }
-        assert_eq!(constraint_of("UNIQUE constraint failed: other.x"), None);
+        for unknown in [
+            "UNIQUE constraint failed: other.x",
+            "UNIQUE constraint failed: reviews.product_id",
+            "UNIQUE constraint failed: reviews.author_id, reviews.product_id",
+        ] {
+            assert_eq!(constraint_of(Some(&catalog), unknown), None, "{unknown}");
+        }
+        // Without the catalog, only the ledger's key is named.
+        assert_eq!(
+            constraint_of(
+                None,
+                "UNIQUE constraint failed: stock_movements.idempotency_key"
+            ),
+            Some(Constraint::IDEMPOTENCY_KEY)
+        );
+        assert_eq!(
+            constraint_of(None, "UNIQUE constraint failed: products.sku"),
+            None
+        );
     }
 }

@@ -91,6 +91,39 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## Your own entities
+//!
+//! An application's entity (see `stockroom_core::schema`) is registered with
+//! [`StoreConfig::with_entity`](stockroom_core::StoreConfig::with_entity) (for
+//! [`SqliteStore::connect`]) or [`SqliteOptions::with_entity`], and served by the same code as
+//! Stockroom's own. When the store connects, after Stockroom's migrations, its table is brought
+//! to its declaration:
+//!
+//! - **No table**: Stockroom creates it, `STRICT`, with a column per field (`NOT NULL` unless
+//!   the field is optional, `CHECK`s for integer ranges, enum values, booleans and ids,
+//!   `REFERENCES … ON DELETE SET NULL` or `CASCADE` for a reference), a partial unique index per
+//!   unique rule (named by the rule's `index`), `{table}_order` on `(created_at, id)` and
+//!   `{table}_{field}` on `(field, created_at, id)` per reference field. It records the table
+//!   in `stockroom_entities` (the definition it made it to, and its SHA-256).
+//! - **A new optional or defaulted field**: added with `ALTER TABLE … ADD COLUMN` (with its
+//!   `DEFAULT`), and recorded again; **a new unique rule**: its index created.
+//! - **Anything else that differs** (a field renamed, retyped, dropped, or added as required
+//!   without a default): connecting fails with
+//!   [`Error::Schema`](stockroom_core::Error::Schema) naming the entity and each differing
+//!   column ([`SchemaProblem::Mismatch`](stockroom_core::SchemaProblem::Mismatch)), and nothing
+//!   is changed. A table of that name that Stockroom did not create is not taken over
+//!   ([`SchemaProblem::TableTaken`](stockroom_core::SchemaProblem::TableTaken)).
+//! - **A table the application owns** (`Ddl::Application`) is only checked against the
+//!   declaration: it must have each declared column with a type that can hold it (`TEXT`, an
+//!   integer type, `BOOLEAN`, `TIMESTAMP`, `BLOB`), the declared nullability and the unique
+//!   indexes by name, and a foreign key per reference with the declared `ON DELETE` (a delete
+//!   for good relies on it); a column of its own is fine if Stockroom's inserts may leave it
+//!   out.
+//!
+//! Each change runs in a `BEGIN IMMEDIATE` transaction of its own, planned again under the lock,
+//! so processes connecting at once make it once. With migrations turned off
+//! ([`SqliteOptions::with_migrations`]), entity tables are neither made nor checked.
+//!
 //! ## Design
 //!
 //! - **One writer, many readers.** SQLite allows one writer at a time. The store keeps one writer
@@ -140,10 +173,22 @@
 //!   statement is logged at `debug` (target `stockroom::sql`); statements slower than the slow
 //!   statement threshold at `warn`. Idle read connections older than `max_lifetime` are closed
 //!   and replaced; those beyond the kept idle ones, idle for `idle_timeout`, are closed.
-//! - **Schema**: embedded migrations (see above), applied on connect unless turned off. Ids are
-//!   16-byte BLOBs, timestamps INTEGER microseconds, unique rules are partial unique indexes over
-//!   live rows named after their [`Constraint`](stockroom_core::Constraint), `CHECK (stock >=
-//!   0)`, foreign keys as the design says, and `(created_at, id)` indexes for the list order.
+//! - **Schema**: embedded migrations (see above), applied on connect unless turned off, for
+//!   Stockroom's own tables; the tables of the application's entities are made from their
+//!   declarations (see [Your own entities](#your-own-entities)). Ids are 16-byte BLOBs,
+//!   timestamps INTEGER microseconds, booleans INTEGER 0 or 1, unique rules partial unique
+//!   indexes over live rows named by the rule's declared index, `CHECK (stock >= 0)`, foreign
+//!   keys as the declarations say, and `(created_at, id)` indexes for the list order.
+//! - **One implementation for every entity.** The generic record ports
+//!   ([`RecordReader`](stockroom_core::schema::RecordReader),
+//!   [`RecordWriter`](stockroom_core::schema::RecordWriter)) are implemented once, over
+//!   statements built from each entity's declaration when the store is built (the point read,
+//!   the inserts, the lookups by unique rule, the read with related rows as one `LEFT JOIN` per
+//!   reference, …), so Stockroom's entities and the application's are served by the same code
+//!   and the same rules. A write that breaks several rules reports the first in the order every
+//!   backend keeps (references before unique values, rules in declaration order): SQLite reports
+//!   whichever unique index it met first, so after such a failure the rules are checked again in
+//!   that order.
 //! - **Search** matches a `search_text` column (the core's `search_document`, folded in Rust at
 //!   write time) with `LIKE ? ESCAPE '\'`, so it gives the same rows as the memory adapter for
 //!   any Unicode text. The page and the total come from one statement (`COUNT(*) OVER ()`).
@@ -203,11 +248,12 @@
 
 mod application_sql;
 mod conn;
+mod ddl;
 mod error;
 #[allow(unsafe_code)] // the WAL hook: see the module docs
 mod hooks;
 mod options;
-mod repos;
+mod records;
 mod schema;
 mod sql;
 mod store;

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
-use stockroom_core::{Error, Result, Rule, StoreConfig};
+use stockroom_core::schema::Schema;
+use stockroom_core::{Entity, Error, Result, Rule, StoreConfig};
 
 /// How hard SQLite works to make a commit durable (`PRAGMA synchronous`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -189,6 +190,8 @@ pub struct SqliteOptions {
     pub(crate) log_statements: bool,
     pub(crate) slow_statement_threshold: Duration,
     pub(crate) run_migrations: bool,
+    /// The application's entities the store holds besides Stockroom's.
+    pub(crate) entities: Vec<&'static Schema>,
     pragmas: Vec<(String, String)>,
     on_open: Option<Arc<OnOpen>>,
 }
@@ -207,6 +210,10 @@ impl fmt::Debug for SqliteOptions {
             .field("log_statements", &self.log_statements)
             .field("slow_statement_threshold", &self.slow_statement_threshold)
             .field("run_migrations", &self.run_migrations)
+            .field(
+                "entities",
+                &self.entities.iter().map(|s| s.name).collect::<Vec<_>>(),
+            )
             .field("pragmas", &self.pragmas)
             .field("on_open", &self.on_open.as_ref().map(|_| "Fn(&Connection)"))
             .finish()
@@ -237,7 +244,8 @@ impl SqliteOptions {
     /// the database its URL names, with the settings of the URL's query (`busy_timeout_ms`,
     /// default 5000; `synchronous=normal|full`, default normal), `max_connections` read
     /// connections of which `min_connections` are kept idle, `acquire_timeout`, `idle_timeout`,
-    /// `max_lifetime`, `log_statements`, `slow_statement_threshold` and `run_migrations`.
+    /// `max_lifetime`, `log_statements`, `slow_statement_threshold`, `run_migrations` and the
+    /// application's `entities`.
     /// A URL that names no SQLite database is a validation error on `url`.
     pub fn from_config(config: &StoreConfig) -> Result<Self> {
         let (location, query) = match config.url.split_once('?') {
@@ -261,6 +269,7 @@ impl SqliteOptions {
             log_statements: config.log_statements,
             slow_statement_threshold: config.slow_statement_threshold,
             run_migrations: config.run_migrations,
+            entities: config.entities.schemas().to_vec(),
             pragmas: Vec::new(),
             on_open: None,
         }
@@ -335,6 +344,22 @@ impl SqliteOptions {
     /// Whether connecting applies Stockroom's embedded migrations (on by default).
     pub fn with_migrations(mut self, run: bool) -> Self {
         self.run_migrations = run;
+        self
+    }
+
+    /// The options, with the application's entity `E` among the store's (as
+    /// [`StoreConfig::with_entity`] adds it): its declaration is checked when the store is
+    /// built, and its table created, extended or checked when it connects (see the crate docs,
+    /// "Your own entities").
+    pub fn with_entity<E: Entity>(mut self) -> Self {
+        let schema = E::schema();
+        if !self
+            .entities
+            .iter()
+            .any(|s| s.name == schema.name && s.table == schema.table)
+        {
+            self.entities.push(schema);
+        }
         self
     }
 

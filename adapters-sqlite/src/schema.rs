@@ -13,6 +13,7 @@
 
 use rusqlite::{params, params_from_iter, Connection, TransactionBehavior};
 use sha2::{Digest, Sha256};
+use stockroom_core::schema::Catalog;
 use stockroom_core::Error;
 
 use crate::error::{map, SqliteError};
@@ -30,11 +31,17 @@ pub(crate) struct Migration {
 impl Migration {
     /// The SHA-256 of the migration's SQL, in lower-case hex.
     pub(crate) fn checksum(&self) -> String {
-        Sha256::digest(self.sql.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
+        sha256_hex(self.sql)
     }
+}
+
+/// The SHA-256 of `text`, in lower-case hex: the checksum of a migration's SQL, and of an
+/// entity table's recorded definition.
+pub(crate) fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The migrations, in the order they apply.
@@ -51,7 +58,26 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: V2,
         then: Some(refold_search_text),
     },
+    Migration {
+        version: 3,
+        description: "the bookkeeping of the tables made for declared entities",
+        sql: V3,
+        then: None,
+    },
 ];
+
+/// Stockroom's record of each table it made (or extended) for an entity the application
+/// declared: the definition it made it to (`stockroom_core::schema::tables::definition`) and its
+/// SHA-256. A table of that name the record does not list is not Stockroom's to change (see
+/// `ddl.rs`).
+const V3: &str = "
+CREATE TABLE stockroom_entities (
+    table_name TEXT    NOT NULL PRIMARY KEY,
+    entity     TEXT    NOT NULL,
+    definition TEXT    NOT NULL,
+    checksum   TEXT    NOT NULL,
+    applied_at INTEGER NOT NULL
+) STRICT;";
 
 /// V2 changes no table: the search documents V1 stored were lower-cased only, and the core now
 /// folds them fully (`stockroom_core::adapter::fold`), so every product's `search_text` is made again.
@@ -222,12 +248,18 @@ struct Applied {
     checksum: String,
 }
 
-/// Brings the database up to the embedded schema. A database already current is only read
-/// (no write lock is taken); otherwise the bookkeeping table is created (carrying over the
+/// Brings the database up to the embedded schema, then the tables of `catalog`'s declared
+/// entities to their declarations (see `ddl.rs`). A database already current is only read (no
+/// write lock is taken); otherwise the bookkeeping table is created (carrying over the
 /// `user_version` bookkeeping of earlier Stockroom builds) and each pending migration is applied
 /// in its own `BEGIN IMMEDIATE` transaction with its bookkeeping row. Applied migrations that
 /// this build does not know, or whose checksum differs, are refused before anything changes.
-pub(crate) fn migrate(conn: &mut Connection) -> stockroom_core::Result<()> {
+pub(crate) fn migrate(conn: &mut Connection, catalog: &Catalog) -> stockroom_core::Result<()> {
+    apply_migrations(conn)?;
+    crate::ddl::sync(conn, catalog)
+}
+
+fn apply_migrations(conn: &mut Connection) -> stockroom_core::Result<()> {
     if is_current(conn)? {
         return Ok(());
     }
@@ -433,8 +465,9 @@ mod tests {
     fn migrating_twice_applies_once_and_leaves_user_version_alone() {
         let mut conn = Connection::open_in_memory().unwrap();
         conn.execute_batch("PRAGMA user_version = 7").unwrap();
-        migrate(&mut conn).unwrap();
-        migrate(&mut conn).unwrap();
+        let catalog = Catalog::new(&[]).unwrap();
+        migrate(&mut conn, &catalog).unwrap();
+        migrate(&mut conn, &catalog).unwrap();
         let rows: i64 = conn
             .query_row("SELECT count(*) FROM stockroom_migrations", [], |r| {
                 r.get(0)
@@ -466,7 +499,7 @@ mod refold_tests {
         .unwrap();
         conn.execute_batch(BOOKKEEPING).unwrap();
         record(&conn, &MIGRATIONS[0]).unwrap();
-        migrate(&mut conn).unwrap();
+        migrate(&mut conn, &Catalog::new(&[]).unwrap()).unwrap();
         let stored: String = conn
             .query_row("SELECT search_text FROM products", [], |r| r.get(0))
             .unwrap();

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use rusqlite::Connection;
 use stockroom_core::adapter::{wait_within, Savepoints};
+use stockroom_core::schema::Catalog;
 use stockroom_core::{
     Error, NewStockMovement, ReadSession, Result, Savepoint, StockMoved, Store, StoreConfig,
     UnitOfWork,
@@ -21,6 +22,7 @@ use crate::conn::{
 use crate::error::{closed, map};
 use crate::hooks::{park, watch_wal};
 use crate::options::{Durability, SqliteOptions};
+use crate::sql::plan::Plans;
 use crate::sql::{generic, ledger};
 
 struct Inner {
@@ -30,6 +32,8 @@ struct Inner {
     read_permits: Arc<Semaphore>,
     acquire_timeout: Duration,
     runner: Runner,
+    /// The statements of the store's entities, built once.
+    plans: Arc<Plans>,
     closed: StoreClosed,
 }
 
@@ -69,15 +73,23 @@ impl SqliteStore {
     /// schema migrations (bookkeeping in `stockroom_migrations`; `user_version` is the
     /// application's).
     ///
+    /// The application's entities ([`SqliteOptions::with_entity`]) get their tables then too:
+    /// created, extended by a new nullable or defaulted field, or checked (see the crate docs,
+    /// "Your own entities"). A declaration no backend can store, or one its table no longer
+    /// matches, is [`Error::Schema`](stockroom_core::Error::Schema), and nothing was changed.
+    ///
     /// The writer connection opens now; up to `max_read_connections` read connections open on
     /// demand. Malformed or enforced pragmas are a validation error on `pragma`.
     pub async fn connect_with(options: SqliteOptions) -> Result<Self> {
         options.validate()?;
+        let plans = Arc::new(Plans::new(Catalog::new(&options.entities)?));
         let options = Arc::new(options);
         let opening = Arc::clone(&options);
-        let (writer, settled) = tokio::task::spawn_blocking(move || open_writer(&opening))
-            .await
-            .map_err(worker_failed)??;
+        let catalog = Arc::clone(&plans);
+        let (writer, settled) =
+            tokio::task::spawn_blocking(move || open_writer(&opening, catalog.catalog()))
+                .await
+                .map_err(worker_failed)??;
         let runner = Runner {
             log: SqlLog {
                 echo: options.log_statements,
@@ -102,6 +114,7 @@ impl SqliteStore {
                 read_permits: Arc::new(Semaphore::new(options.max_read_connections as usize)),
                 acquire_timeout: options.acquire_timeout,
                 runner,
+                plans,
                 closed,
                 options,
             }),
@@ -153,6 +166,7 @@ impl SqliteStore {
                 _permit: permit,
             }),
             self.inner.runner,
+            Arc::clone(&self.inner.plans),
         ))
     }
 
@@ -176,6 +190,7 @@ impl SqliteStore {
                 store_closed: Arc::clone(&self.inner.closed),
             }),
             self.inner.runner,
+            Arc::clone(&self.inner.plans),
             "BEGIN IMMEDIATE",
         ))
     }
@@ -205,13 +220,14 @@ struct Settled {
     checkpoint_at: u32,
 }
 
-/// Opens the writer and applies the migrations (waiting, as long as the busy timeout allows, for
-/// another process that migrates the file at the same time), then readies it for inline calls:
-/// parked, its automatic checkpoint taken over (see `hooks::watch_wal`).
-fn open_writer(options: &SqliteOptions) -> Result<(Connection, Settled)> {
+/// Opens the writer and applies the migrations and the tables of `catalog`'s entities (waiting,
+/// as long as the busy timeout allows, for another process that migrates the file at the same
+/// time), then readies it for inline calls: parked, its automatic checkpoint taken over (see
+/// `hooks::watch_wal`).
+fn open_writer(options: &SqliteOptions, catalog: &Catalog) -> Result<(Connection, Settled)> {
     let mut conn = options.open(true)?;
     if options.run_migrations {
-        crate::schema::migrate(&mut conn)?;
+        crate::schema::migrate(&mut conn, catalog)?;
     }
     let busy_ms: i64 = conn
         .query_row("PRAGMA busy_timeout", [], |r| r.get(0))

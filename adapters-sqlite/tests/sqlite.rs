@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
+use stockroom_core::schema::Catalog;
 use stockroom_core::{
     Constraint, Error, Limit, NewProduct, Page, ProductFilter, RetryPolicy, Store, StoreConfig,
     StoreExt, TransferRequest, UnitOfWork,
@@ -141,7 +142,8 @@ async fn reads_run_beside_an_open_write_transaction_and_see_only_commits() {
     let pending = uow.products().create(product(2)).await.unwrap();
     // Two read sessions at once, while the writer holds its transaction open.
     let (mut a, mut b) = (store.read().await.unwrap(), store.read().await.unwrap());
-    let (seen, unseen) = tokio::join!(a.products().get(committed.id), b.products().get(pending.id));
+    let (mut a_products, mut b_products) = (a.products(), b.products());
+    let (seen, unseen) = tokio::join!(a_products.get(committed.id), b_products.get(pending.id));
     assert_eq!(seen.unwrap().map(|p| p.id), Some(committed.id));
     assert_eq!(
         unseen.unwrap(),
@@ -206,7 +208,7 @@ async fn create_many_beyond_one_batch_is_one_time_in_order_and_all_or_nothing() 
         matches!(
             err,
             Error::Conflict {
-                constraint: Constraint::ProductSku | Constraint::ProductSlug
+                constraint: Constraint::PRODUCT_SKU | Constraint::PRODUCT_SLUG
             }
         ),
         "{err:?}"
@@ -277,7 +279,7 @@ async fn the_schema_is_migrated_once_with_its_named_indexes_in_wal_mode() {
         .unwrap()
         .collect::<rusqlite::Result<_>>()
         .unwrap();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
     // user_version is the application's: Stockroom never sets it.
     let user_version: i64 = conn
         .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -287,18 +289,19 @@ async fn the_schema_is_migrated_once_with_its_named_indexes_in_wal_mode() {
         .query_row("PRAGMA journal_mode", [], |r| r.get(0))
         .unwrap();
     assert_eq!(mode, "wal");
-    for constraint in stockroom_core::adapter::CONSTRAINTS {
-        if constraint == Constraint::PrimaryKey {
-            continue;
+    // Each unique rule of Stockroom's entities, by the index its declaration names.
+    let catalog = Catalog::new(&[]).unwrap();
+    for entry in catalog.entries() {
+        for rule in entry.schema.unique {
+            let found: bool = conn
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?)",
+                    [rule.index],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert!(found, "no index named {} for {}", rule.index, rule.name);
         }
-        let found: bool = conn
-            .query_row(
-                "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?)",
-                [stockroom_core::adapter::index_name(constraint)],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert!(found, "no index named {constraint}");
     }
 }
 
@@ -521,5 +524,63 @@ async fn a_configuration_with_read_replicas_is_unsupported() {
         ),
         "{:?}",
         refused.map(|_| ())
+    );
+}
+
+/// The errors of two batches that each break two rules in different rows, on `store`: a taken
+/// sku in the first row and a deleted category in the second, then the other way round.
+async fn batch_errors(store: &dyn Store) -> (Error, Error) {
+    let mut uow = store.begin().await.unwrap();
+    uow.products().create(product(1)).await.unwrap();
+    let gone = uow
+        .categories()
+        .create(stockroom_core::NewCategory::new("Gone", "gone").unwrap())
+        .await
+        .unwrap();
+    uow.categories().soft_delete(gone.id).await.unwrap();
+    let taken_sku = || NewProduct::new("Again", "again", "SKU-1").unwrap();
+    let in_gone = |i| product(i).in_category(gone.id);
+    let sku_first = uow
+        .products()
+        .create_many(vec![taken_sku(), in_gone(2)])
+        .await
+        .unwrap_err();
+    let category_first = uow
+        .products()
+        .create_many(vec![in_gone(3), taken_sku()])
+        .await
+        .unwrap_err();
+    uow.rollback().await.unwrap();
+    (sku_first, category_first)
+}
+
+/// SQLite checks references before it inserts and reports whichever unique index it meets
+/// first; the adapter still reports the first broken rule in the order every backend keeps
+/// (row by row, a row's references before its unique values), as the memory store does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_reports_the_first_broken_rule_row_by_row_as_memory_does() {
+    let db = temp_db();
+    let store = SqliteStore::connect(&db.config()).await.unwrap();
+    let (sku_first, category_first) = batch_errors(&store).await;
+    store.close().await;
+    assert!(
+        matches!(sku_first, Error::Conflict { constraint } if constraint == Constraint::PRODUCT_SKU),
+        "{sku_first:?}"
+    );
+    assert!(
+        matches!(&category_first, Error::NotFound { entity, .. } if *entity == stockroom_core::EntityKind::CATEGORY),
+        "{category_first:?}"
+    );
+    let memory = stockroom_memory::MemoryStore::new();
+    let (memory_sku, memory_category) = batch_errors(&memory).await;
+    // The rule each names (the ids differ between the stores).
+    let rule = |e: &Error| match e {
+        Error::Conflict { constraint } => constraint.name().to_owned(),
+        Error::NotFound { entity, .. } => format!("{entity} not found"),
+        other => format!("{other:?}"),
+    };
+    assert_eq!(
+        (rule(&sku_first), rule(&category_first)),
+        (rule(&memory_sku), rule(&memory_category))
     );
 }

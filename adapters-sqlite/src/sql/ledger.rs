@@ -12,10 +12,9 @@ use stockroom_core::{
 };
 
 use super::codec::{blob, micros, opt_text, RowReader};
-use super::generic::{
-    atomically, commit, execute, page_params, query, query_first, rollback, scalar,
-};
+use super::generic::{atomically, commit, execute, query, query_first, rollback, scalar};
 use crate::conn::{Conn, Cost, Db};
+use crate::error::map;
 
 /// Calls `$then!` with the ledger's columns, in the order [`read_movement`] reads them: the one
 /// list the column list and the statements' text are made of, at compile time (so that the
@@ -91,12 +90,12 @@ fn read_movement(row: &Row<'_>) -> rusqlite::Result<StockMovement> {
 
 fn movement(conn: &Db<'_>, id: StockMovementId) -> Result<Option<StockMovement>> {
     let sql = concat!(select_movements!(), " WHERE id = ?");
-    query_first(conn, sql, id.as_uuid().as_bytes(), read_movement)
+    query_first(conn, sql, [id.as_uuid().as_bytes()], read_movement).map_err(map)
 }
 
 fn movement_by_key(conn: &Db<'_>, key: &str) -> Result<Option<StockMovement>> {
     let sql = concat!(select_movements!(), " WHERE idempotency_key = ?");
-    query_first(conn, sql, key, read_movement)
+    query_first(conn, sql, [key], read_movement).map_err(map)
 }
 
 fn movements_for_product(
@@ -108,13 +107,18 @@ fn movements_for_product(
         select_movements!(),
         " WHERE source_id = ?1 OR target_id = ?1 ORDER BY created_at, id LIMIT ?2 OFFSET ?3"
     );
-    let mut params = vec![blob(product)];
-    page_params(page, &mut params);
-    query(conn, sql, &params, read_movement)
+    let params = [
+        blob(product),
+        Value::Integer(i64::from(page.limit().get())),
+        Value::Integer(i64::try_from(page.offset()).unwrap_or(i64::MAX)),
+    ];
+    query(conn, sql, &params, read_movement).map_err(map)
 }
 
 fn movement_count(conn: &Db<'_>) -> Result<u64> {
-    scalar::<i64>(conn, concat!("SELECT COUNT(*) FROM ", ledger_table!()), &[]).map(|n| n as u64)
+    scalar::<i64>(conn, concat!("SELECT COUNT(*) FROM ", ledger_table!()), [])
+        .map(|n| n as u64)
+        .map_err(map)
 }
 
 fn record_movement(conn: &Db<'_>, new: NewStockMovement) -> Result<StockMovement> {
@@ -144,7 +148,8 @@ fn insert_movement(conn: &Db<'_>, m: &StockMovement) -> Result<()> {
             opt_text(m.idempotency_key.as_deref()),
             micros(m.created_at),
         ],
-    )?;
+    )
+    .map_err(map)?;
     Ok(())
 }
 
@@ -210,7 +215,7 @@ fn check_movement(conn: &Db<'_>, movement: &NewStockMovement) -> Result<Checked>
             .iter()
             .find(|(p, _)| *p == id)
             .map(|(_, stock)| *stock)
-            .ok_or_else(|| Error::not_found(EntityKind::Product, id))
+            .ok_or_else(|| Error::not_found(EntityKind::PRODUCT, id))
     };
     check_stocks(
         source,
@@ -232,6 +237,7 @@ fn live_stocks(conn: &Db<'_>, a: ProductId, b: ProductId) -> Result<Vec<(Product
             Ok((ProductId::from_uuid(r.uuid()?), r.get()?))
         },
     )
+    .map_err(map)
 }
 
 /// Step 6: the ledger row, then both stocks in one statement (version and `updated_at`
@@ -249,7 +255,8 @@ fn apply_movement(conn: &Db<'_>, row: &StockMovement) -> Result<StockMoved> {
             Value::Integer(row.quantity),
             micros(row.created_at),
         ],
-    )?;
+    )
+    .map_err(map)?;
     if moved != 2 {
         // Both rows were read live under the same write lock: this is not a refusal.
         return Err(Error::Backend {
@@ -287,5 +294,28 @@ impl StockMovementRepository for Conn {
     async fn record(&mut self, movement: NewStockMovement) -> Result<StockMovement> {
         self.run(Cost::Short, move |c| record_movement(c, movement))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The ledger is the one table not made from a declaration: its column list here is the
+    /// live table's, in the same order, so a migration that adds, drops or renames a column
+    /// without the row mapping following fails here.
+    #[test]
+    fn the_ledgers_columns_are_the_live_tables() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        let catalog = stockroom_core::schema::Catalog::new(&[]).unwrap();
+        crate::schema::migrate(&mut conn, &catalog).unwrap();
+        let live: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")
+            .unwrap()
+            .query_map([NAME], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(live, COLUMNS);
     }
 }
