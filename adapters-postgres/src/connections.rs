@@ -305,6 +305,11 @@ impl Lease {
 
     /// Runs `query`; the first statement on the connection is sent again on another connection
     /// if it finds this one dead (see [`Connections::replaces`]).
+    ///
+    /// The two ways to another connection wait in a pool (sqlx's acquire futures take kilobytes)
+    /// and are rare, so they are boxed: otherwise every statement's future, and every port
+    /// method's boxed future built around it, carries them (10 KB, copied into the box at each
+    /// call).
     pub(crate) async fn run<T: Fetch>(&mut self, query: PgQuery<'_>) -> sqlx::Result<T> {
         if self.proven {
             return self.attempt(query).await;
@@ -321,7 +326,7 @@ impl Lease {
                             // A replica's connection: a read can be sent anywhere, so the
                             // replica is marked down and the next source serves it. The dead
                             // connection goes to the replica's pool, which closes it.
-                            let next = reroute.elsewhere(&error).await?;
+                            let next = Box::pin(reroute.elsewhere(&error)).await?;
                             drop(mem::replace(self, next));
                             failures = 0;
                             continue;
@@ -331,7 +336,7 @@ impl Lease {
                     if !self.home.replaces(&error, failures) {
                         return Err(error);
                     }
-                    self.replace().await?;
+                    Box::pin(self.replace()).await?;
                 }
             }
         }

@@ -5,15 +5,17 @@ use std::io;
 
 use sqlx::error::DatabaseError;
 use sqlx::postgres::{PgDatabaseError, PgSeverity};
+use stockroom_core::adapter::IDEMPOTENCY_KEY_INDEX;
+use stockroom_core::schema::{Catalog, FieldType};
 use stockroom_core::{Constraint, EntityKind, Error, Rule, StorageFault, MAX_STOCK};
 
 /// Maps a driver error onto the core's error.
 ///
 /// | driver error | core error |
 /// |---|---|
-/// | 23505 unique violation | `Conflict` (constraint from the index name) |
+/// | 23505 unique violation | `Conflict` on the ledger's idempotency key or primary key (an entity's rules: [`map_error_in`]) |
 /// | 23514 check violation | `Validation` (field from the constraint name) |
-/// | 23503 foreign key violation | `NotFound` of the referenced entity |
+/// | 23503 foreign key violation | `Backend` (`NotFound` of the referenced entity: [`map_error_in`]) |
 /// | 40001 serialization failure, 40P01 deadlock, 55P03 lock not available | `Transient` |
 /// | 57014 statement canceled (`statement_timeout`, or a cancel request) | `Transient`: the statement applied nothing (in a transaction, PostgreSQL aborts the transaction, which then rolls back; in autocommit, its own transaction rolled back) |
 /// | 25006 read-only transaction (a standby, `default_transaction_read_only`) | `Storage` `ReadOnly` |
@@ -34,26 +36,16 @@ pub(crate) fn map_error(error: sqlx::Error) -> Error {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             let constraint = db.constraint().unwrap_or_default().to_owned();
             match code.as_str() {
-                "23505" => match stockroom_core::adapter::constraint_in_message(&constraint)
-                    .or_else(|| stockroom_core::adapter::constraint_in_message(db.message()))
-                {
-                    Some(constraint) => Error::Conflict { constraint },
-                    None if constraint.ends_with("_pkey") => Error::Conflict {
-                        constraint: Constraint::PrimaryKey,
-                    },
-                    None => Error::backend("unique violation", error),
+                // The ledger's; an entity's rules are the catalog's (see `map_error_in`).
+                "23505" if constraint == IDEMPOTENCY_KEY_INDEX => Error::Conflict {
+                    constraint: Constraint::IDEMPOTENCY_KEY,
                 },
+                "23505" if constraint == LEDGER_PRIMARY_KEY => Error::Conflict {
+                    constraint: Constraint::primary_key(EntityKind::STOCK_MOVEMENT),
+                },
+                "23505" => Error::backend("unique violation", error),
                 "23514" => check_violation(&constraint),
-                "23503" => {
-                    let detail = db
-                        .try_downcast_ref::<PgDatabaseError>()
-                        .and_then(PgDatabaseError::detail)
-                        .unwrap_or_default();
-                    match referenced_entity(&constraint) {
-                        Some(entity) => Error::not_found(entity, key_in_detail(detail)),
-                        None => Error::backend("foreign key violation", error),
-                    }
-                }
+                "23503" => Error::backend("foreign key violation", error),
                 // Statement completion unknown: only a commit, or an autocommit statement, gets it.
                 "40003" => Error::AmbiguousCommit {
                     reason: db.message().to_owned(),
@@ -111,6 +103,78 @@ pub(crate) fn map_error(error: sqlx::Error) -> Error {
     }
 }
 
+/// The primary key of the ledger's table.
+const LEDGER_PRIMARY_KEY: &str = "stock_movements_pkey";
+
+/// `map` of `error`, with the violations of a declared entity's rules named from `catalog`
+/// (the declarations of the store's entities): a unique violation is a `Conflict` on the unique
+/// rule whose index it names, or on the primary key of the entity whose table it names; a
+/// foreign-key violation is `NotFound` of the entity whose table its detail names (`Key
+/// (category_id)=(…) is not present in table "categories"`), with the key as its id; a check
+/// violation of a CHECK the adapter made for a field ([`check_constraint`]) is `Validation` on
+/// the field. What the guards of the writes keep from happening, except in a race they cannot
+/// see; anything else is as `map` says.
+pub(crate) fn map_error_in(
+    error: sqlx::Error,
+    catalog: &Catalog,
+    map: fn(sqlx::Error) -> Error,
+) -> Error {
+    let sqlx::Error::Database(db) = &error else {
+        return map(error);
+    };
+    let pg = db.try_downcast_ref::<PgDatabaseError>();
+    let constraint = db.constraint().unwrap_or_default();
+    let entity_of = |table: &str| {
+        catalog
+            .entries()
+            .iter()
+            .find(|e| e.schema.table == table)
+            .map(|e| e.schema.kind())
+    };
+    let mapped = match db.code().as_deref() {
+        Some("23505") => catalog
+            .constraint_of_index(constraint)
+            .or_else(|| catalog.constraint_in_message(db.message()))
+            .or_else(|| {
+                let table = pg.and_then(PgDatabaseError::table)?;
+                let entity = entity_of(table)?;
+                (constraint == format!("{table}_pkey")).then(|| Constraint::primary_key(entity))
+            })
+            .map(|constraint| Error::Conflict { constraint }),
+        Some("23503") => {
+            let detail = pg.and_then(PgDatabaseError::detail).unwrap_or_default();
+            detail
+                .split_once("is not present in table \"")
+                .and_then(|(_, rest)| rest.split_once('"'))
+                .and_then(|(table, _)| entity_of(table))
+                .map(|entity| Error::not_found(entity, key_in_detail(detail)))
+        }
+        Some("23514") => catalog.entries().iter().find_map(|e| {
+            e.schema
+                .fields
+                .iter()
+                .find(|f| check_constraint(e.schema.table, f.name) == constraint)
+                .map(|f| {
+                    let rule = match f.ty {
+                        FieldType::Int { min, max } => Rule::OutOfRange { min, max },
+                        _ => Rule::Malformed {
+                            expected: "one of the field's declared values",
+                        },
+                    };
+                    Error::validation(f.name, rule)
+                })
+        }),
+        _ => None,
+    };
+    mapped.unwrap_or_else(|| map(error))
+}
+
+/// The name of the CHECK the adapter gives the declared field `field` of `table` (an integer's
+/// range, an enum's values), which a check violation is mapped back by.
+pub(crate) fn check_constraint(table: &str, field: &str) -> String {
+    format!("{table}_{field}_check")
+}
+
 /// The error of a `COMMIT` (or of a statement that commits by itself): a connection lost while
 /// the server ran it, or SQLSTATE 40003 (statement completion unknown, as distributed engines
 /// answer), leaves the outcome unknown and is [`Error::AmbiguousCommit`]; any other failure
@@ -137,19 +201,6 @@ pub(crate) fn is_dead_connection(error: &sqlx::Error) -> bool {
         sqlx::Error::Protocol(p) => looks_like_lost_connection(p),
         _ => false,
     }
-}
-
-/// The SQLSTATE of the server's error behind `error`, an error [`map_error`] made `Backend`.
-pub(crate) fn sqlstate(error: &Error) -> Option<String> {
-    let Error::Backend {
-        source: Some(source),
-        ..
-    } = error
-    else {
-        return None;
-    };
-    let db = source.downcast_ref::<sqlx::Error>()?.as_database_error()?;
-    db.code().map(|code| code.into_owned())
 }
 
 /// Whether the server ended the session for sitting idle (25P03 in a transaction, 57P05
@@ -255,16 +306,6 @@ fn check_violation(constraint: &str) -> Error {
     Error::validation(field, rule)
 }
 
-fn referenced_entity(constraint: &str) -> Option<EntityKind> {
-    match constraint {
-        "products_category_fk" => Some(EntityKind::Category),
-        "products_creator_fk" | "reviews_author_fk" => Some(EntityKind::User),
-        "reviews_product_fk" => Some(EntityKind::Product),
-        _ => None,
-    }
-}
-
-/// The key value in a foreign-key violation's detail: `Key (category_id)=(…) is not present …`.
 /// The id in a foreign-key violation's detail (`Key (category_id)=(<uuid>) is not present …`);
 /// the nil UUID when the detail names none.
 fn key_in_detail(detail: &str) -> uuid::Uuid {

@@ -28,27 +28,47 @@
 //!
 //! - **Schema**: embedded migrations (`migrations/`), applied on connect unless
 //!   `run_migrations` is false, bookkept in `stockroom_migrations` (see [A guest in the
-//!   application's database](#a-guest-in-the-applications-database)). Uniqueness among live
-//!   rows is a partial unique index per rule, named after `Constraint::as_str()`; `CHECK (stock >= 0)`; foreign keys as the
-//!   design says (none on the ledger); `(created_at, id)` indexes for the list order; a pg_trgm
-//!   GIN index on `search_text` for search.
+//!   application's database](#a-guest-in-the-applications-database)), make Stockroom's own
+//!   tables; the application's entities get theirs from their declarations (see [Your own
+//!   entities](#your-own-entities)). Uniqueness among live rows is a partial unique index per
+//!   declared rule, named by the rule (`Unique::index`); `CHECK`s for integer ranges and enum
+//!   values; foreign keys with the declared `ON DELETE` (none on the ledger); `(created_at, id)`
+//!   indexes for the list order; a pg_trgm GIN index on `search_text` for search.
+//! - **One implementation for every entity**: the record ports (`RecordReader`,
+//!   `RecordWriter`) are implemented once, over statements written once per entity from its
+//!   declaration when the store is built and shared by its sessions; the statements whose text
+//!   depends on the call (a list's conditions, an update's `SET` list) are written per call.
+//!   Rows are bound and read by the declared storage class (`text`, `bigint`, `boolean`,
+//!   `timestamptz`, `uuid`; an integer column may be narrower). A new entity, Stockroom's or
+//!   the application's, needs no code here.
 //! - **Round trips**: one statement per operation on the success path. `get_many` is
-//!   `= ANY($1)`; `create_many` is one `INSERT … SELECT FROM UNNEST(…)` per 10,000 rows, except
-//!   for 1,000 products or more: a binary `COPY` into `products` under a savepoint (four round
-//!   trips, less work per row; a row that breaks a rule, or refers to a deleted row, sends the
-//!   batch the `INSERT` way, which names the rule, and so does a `COPY` the server refuses as
-//!   unsupported, such as under row-level security on `products`);
+//!   `= ANY($1)`; `create_many` is one `INSERT … SELECT FROM UNNEST(…)` of typed arrays per
+//!   10,000 rows, except for 1,000 rows or more: a binary `COPY` into the table under a
+//!   savepoint (four round trips, less work per row; each integer written at its column's
+//!   width, learned at the first `COPY`; a row that breaks a rule, refers to a deleted row, or
+//!   a `COPY` the server refuses where `INSERT` may run, such as under row-level security,
+//!   sends the batch the `INSERT` way, which names the rule);
 //!   `exists` is `SELECT EXISTS`; `search` returns the page and the total in one statement;
-//!   `adjust_stock` is one conditional `UPDATE … WHERE stock + $2 >= 0 RETURNING …`; `lock` is
+//!   `get_related` (a product with its category and creator) is one statement with a `LEFT
+//!   JOIN` per reference field; rating statistics are one `GROUP BY`; `adjust_stock` (an
+//!   increment of an integer field) is one conditional `UPDATE … RETURNING` that keeps the
+//!   field in its declared range; `lock` is
 //!   `SELECT … ORDER BY id FOR UPDATE`. A stock move (`move_stock`, what a transfer runs) is one
 //!   statement of data-modifying CTEs (key lookup, both rows locked in id order, checks, ledger
 //!   insert, both stock updates); `Store::move_stock` sends it in autocommit, a transaction of
 //!   its own without `BEGIN` or `COMMIT`, so a transfer is one round trip. Reads of a read
-//!   session run on a pooled connection without `BEGIN`/`COMMIT`.
+//!   session run on a pooled connection without `BEGIN`/`COMMIT`. The search document
+//!   (`search_text`) is the core's `search_document` of the row, written on insert and
+//!   recomputed by an update that changes one of its fields (from the rows read under lock
+//!   when the update sets only some of them).
 //! - **Expected failures do not abort the transaction**: inserts use `ON CONFLICT DO NOTHING`
-//!   and updates carry guards (referenced row live, new unique value free), so a conflict or a
-//!   missing reference changes nothing and a second statement, run only then, says which rule
-//!   failed. The unit of work stays usable, as on the other backends. A statement that does fail
+//!   and check that their references are live, updates carry guards (referenced rows live, new
+//!   unique values free; an update of many rows changes every row or none, and two of them
+//!   cannot take one unique value), so a conflict or a missing reference changes nothing and
+//!   a second statement, run only then, says which rule failed, in the order every backend
+//!   reports: the row missing, a stale version, references, then unique rules (a race lost
+//!   between the two is `Error::Transient`). The unit of work stays usable, as on the other
+//!   backends. A statement that does fail
 //!   on the server (a race the guards could not see, a lost connection) aborts the PostgreSQL
 //!   transaction: the unit of work then refuses to commit (rather than let PostgreSQL turn the
 //!   `COMMIT` into a silent rollback) until it is rolled back, or rolled back to a savepoint.
@@ -96,15 +116,46 @@
 //!   moved). A commit is not covered by `statement_timeout` (PostgreSQL runs deferred
 //!   triggers at commit after the statement's timer is off): one still running when the retry
 //!   runner gives up is `Error::AmbiguousCommit`.
-//! - **Errors** map by SQLSTATE (see the `error` module): 23505 conflict, 23514 validation,
-//!   23503 not found, 40001/40P01/55P03 transient, 57014 (a statement the server canceled)
-//!   transient, connection loss (a session the server ended included: 57P0x such as an
+//! - **Errors** map by SQLSTATE (see the `error` module): 23505 conflict (on the rule whose
+//!   index, or the primary key of the entity whose table, the error names, from the store's
+//!   declarations), 23514 validation, 23503 not found (of the entity whose table the error
+//!   names), 40001/40P01/55P03 transient, 57014 (a statement the server canceled) transient,
+//!   connection loss (a session the server ended included: 57P0x such as an
 //!   `idle_session_timeout`, 25P03, any FATAL; such a connection is dead, and replaced as
 //!   [`PostgresOptions::test_before_acquire`] says) and pool timeouts unavailable; a `COMMIT` (or a stock move that commits by itself) whose connection is lost
 //!   while the server runs it, or SQLSTATE 40003 anywhere, is `Error::AmbiguousCommit`: its
 //!   outcome is unknown, and it is never retried blindly. A caller never matches on a sqlx error; sqlx types appear only where the
 //!   application shares sqlx with Stockroom ([`PostgresStore::from_pool`], [`connection`],
 //!   and the re-exported [`sqlx`]).
+//!
+//! ## Your own entities
+//!
+//! An entity the application declares ([`stockroom_core::schema::Schema`], registered with
+//! [`StoreConfig::with_entity`](stockroom_core::StoreConfig::with_entity) or
+//! [`PostgresOptions::with_entity`]) is served by the same statements as Stockroom's own, with
+//! the same rules. Its table is the declaration's:
+//!
+//! - **Made by Stockroom** (`Ddl::Stockroom`, the default): with the migrations (on connect,
+//!   [`PostgresStore::from_pool`] or [`PostgresStore::migrate`], under the same advisory lock),
+//!   Stockroom reads the table from `information_schema` and `pg_indexes` and compares it with
+//!   the declaration. A missing table is created (`uuid` key; `text`, `bigint`, `boolean`,
+//!   `timestamptz` columns; `CHECK`s named `<table>_<field>_check`; a partial unique index per
+//!   rule; `<table>_order`; an index per reference field; the trigram index of a search
+//!   document where `pg_trgm` is installed; foreign keys `<table>_<field>_fk` with the
+//!   declared `ON DELETE`), and recorded in `stockroom_entities` (its definition and the
+//!   definition's SHA-256). A field added as nullable or with a default is added to the table
+//!   (`ALTER TABLE … ADD COLUMN`), a new unique rule gets its index. Anything else that differs
+//!   (a field renamed, retyped or dropped, a required field added without a default) fails the
+//!   connect with `Error::Schema` naming the entity and the columns, and nothing is changed;
+//!   so does a table of that name Stockroom did not make (`TableTaken`). Every entity is
+//!   compared before any is changed, and the changes are one transaction.
+//! - **Made by the application** (`Ddl::Application`): Stockroom only compares, and fails the
+//!   connect on a difference; a column the declaration lacks is fine if an insert may leave it
+//!   out. Declare the foreign keys with the `ON DELETE` the declaration says: a delete for
+//!   good relies on them for the rows that refer to the deleted one.
+//!
+//! With `run_migrations` false, nothing of this runs on connect: [`PostgresStore::migrate`]
+//! does it.
 //!
 //! ## Read replicas
 //!
@@ -216,21 +267,20 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-mod categories;
 mod codec;
 mod connections;
+mod copy;
 mod engine;
 mod error;
 mod migrate;
 mod movements;
 mod options;
-mod products;
+mod plans;
 mod replicas;
-mod reviews;
 mod session;
 mod sql;
 mod store;
-mod users;
+mod tables;
 
 #[cfg(feature = "testing")]
 pub mod testing;
@@ -245,7 +295,7 @@ pub use session::connection;
 pub use store::PostgresStore;
 
 /// Rows per statement of `create_many`.
-pub const CREATE_MANY_BATCH: usize = products::BATCH;
+pub const CREATE_MANY_BATCH: usize = sql::BATCH;
 
 /// The README's examples, compiled as doc tests so they cannot drift from the API.
 #[cfg(doctest)]

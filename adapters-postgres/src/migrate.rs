@@ -11,6 +11,7 @@ use std::collections::HashMap;
 
 use sqlx::migrate::{Migrate, MigrateError, Migrator};
 use sqlx::{Acquire, PgConnection};
+use stockroom_core::schema::Catalog;
 use stockroom_core::{Error, Result};
 
 use crate::engine::Engine;
@@ -85,9 +86,10 @@ const ANY_TO_CARRY_OVER: &str = "SELECT EXISTS (SELECT 1 FROM _sqlx_migrations \
 
 /// Applies the embedded migrations the database lacks, on `conn`, under Stockroom's advisory
 /// lock, after carrying Stockroom's rows over from `_sqlx_migrations` (a database created
-/// before Stockroom had a table of its own). The wait for the lock, every lock the migrations
-/// take and every statement they run are exempt from `lock_timeout` and `statement_timeout`;
-/// the session's own values are restored after.
+/// before Stockroom had a table of its own); then, under the same lock, creates, extends or
+/// checks the tables of the application's entities of `catalog` (see [`crate::tables`]). The
+/// wait for the lock, every lock the migrations take and every statement they run are exempt
+/// from `lock_timeout` and `statement_timeout`; the session's own values are restored after.
 ///
 /// On an error, or when this future is dropped (it may be waiting for the lock, which the
 /// server would grant the session later), the session may hold the lock or the changed
@@ -97,7 +99,7 @@ const ANY_TO_CARRY_OVER: &str = "SELECT EXISTS (SELECT 1 FROM _sqlx_migrations \
 /// migrating processes: each migration commits with its bookkeeping row, so of two processes
 /// applying the same one, the second fails (on the row's key, or on an object the first made);
 /// it then looks again once, and finds the schema up to date.
-pub(crate) async fn run(conn: &mut PgConnection, engine: Engine) -> Result<()> {
+pub(crate) async fn run(conn: &mut PgConnection, engine: Engine, catalog: &Catalog) -> Result<()> {
     let previous: (String, String) = sqlx::query_as(
         "SELECT current_setting('lock_timeout'), current_setting('statement_timeout')",
     )
@@ -114,7 +116,7 @@ pub(crate) async fn run(conn: &mut PgConnection, engine: Engine) -> Result<()> {
             .execute(&mut *conn)
             .await
             .map_err(map_error)?;
-        let migrated = migrate_locked(conn).await;
+        let migrated = migrate_locked(conn, catalog).await;
         sqlx::query("SELECT pg_advisory_unlock($1)")
             .bind(LOCK_KEY)
             .execute(&mut *conn)
@@ -122,9 +124,9 @@ pub(crate) async fn run(conn: &mut PgConnection, engine: Engine) -> Result<()> {
             .map_err(map_error)?;
         migrated
     } else {
-        match migrate_locked(conn).await {
+        match migrate_locked(conn, catalog).await {
             Ok(()) => Ok(()),
-            Err(_) => migrate_locked(conn).await,
+            Err(_) => migrate_locked(conn, catalog).await,
         }
     };
     sqlx::query(
@@ -138,12 +140,13 @@ pub(crate) async fn run(conn: &mut PgConnection, engine: Engine) -> Result<()> {
     migrated
 }
 
-async fn migrate_locked(conn: &mut PgConnection) -> Result<()> {
+async fn migrate_locked(conn: &mut PgConnection, catalog: &Catalog) -> Result<()> {
     carry_over(conn).await?;
     apply_pending(conn).await.map_err(|e| match e {
         MigrateError::Execute(e) | MigrateError::ExecuteMigration(e, _) => map_error(e),
         other => Error::backend("migration failed", other),
-    })
+    })?;
+    crate::tables::bring_up_to_date(conn, catalog).await
 }
 
 /// Applies the embedded migrations missing from [`TABLE`], with the checks of sqlx's

@@ -12,6 +12,9 @@ use stockroom_core::{
 use uuid::Uuid;
 
 use crate::codec::{column, count_u64, decode, limit_i64, offset_i64, StockMovementRow};
+
+/// A ledger row's id already taken.
+const LEDGER_ROW_TAKEN: Constraint = Constraint::primary_key(EntityKind::STOCK_MOVEMENT);
 use crate::error::map_error;
 use crate::session::{PgQuery, Session};
 
@@ -142,9 +145,9 @@ impl Session {
             // sent on a connection that was lost (see `Lease::run`), still running then, which
             // committed after this statement's snapshot. Sent once more, the statement sees its
             // row. (In a transaction the failed insert aborted it: no second statement there.)
-            Err(Error::Conflict {
-                constraint: Constraint::PrimaryKey,
-            }) if !self.in_transaction() => {
+            Err(Error::Conflict { constraint })
+                if !self.in_transaction() && constraint == LEDGER_ROW_TAKEN =>
+            {
                 let query = move_query(&movement, lock_timeout);
                 self.fetch_move(query).await?
             }
@@ -191,7 +194,7 @@ fn move_outcome(row: &PgRow, movement: StockMovement) -> Result<StockMoved> {
         });
     }
     let live_stock = |stock: Option<i64>, product: ProductId| -> Result<i64> {
-        stock.ok_or_else(|| Error::not_found(EntityKind::Product, product))
+        stock.ok_or_else(|| Error::not_found(EntityKind::PRODUCT, product))
     };
     let source_stock = live_stock(outcome.source_stock, movement.source_id)?;
     let target_stock = live_stock(outcome.target_stock, movement.target_id)?;
@@ -204,7 +207,7 @@ fn move_outcome(row: &PgRow, movement: StockMovement) -> Result<StockMoved> {
     if !outcome.recorded {
         // The checks passed, so only the key stopped the insert.
         return Err(key_taken_meanwhile(Error::Conflict {
-            constraint: Constraint::IdempotencyKey,
+            constraint: Constraint::IDEMPOTENCY_KEY,
         }));
     }
     if outcome.moved != 2 {
@@ -276,11 +279,11 @@ impl StockMovementRepository for Session {
             Ok(movement)
         } else if movement.idempotency_key.is_some() {
             Err(Error::Conflict {
-                constraint: Constraint::IdempotencyKey,
+                constraint: Constraint::IDEMPOTENCY_KEY,
             })
         } else {
             Err(Error::Conflict {
-                constraint: Constraint::PrimaryKey,
+                constraint: LEDGER_ROW_TAKEN,
             })
         }
     }
@@ -290,7 +293,8 @@ impl StockMovementRepository for Session {
 mod tests {
     use std::time::Duration;
 
-    use stockroom_core::{NewProduct, Product, Store};
+    use stockroom_core::schema::RecordReader;
+    use stockroom_core::{Entity, NewProduct, Product, Store};
 
     use super::*;
     use crate::testing::TestDatabase;
@@ -327,8 +331,14 @@ mod tests {
 
     /// The stocks of `ids` and the size of the ledger.
     async fn state(session: &mut Session, ids: [ProductId; 2]) -> (Vec<i64>, u64) {
-        let products = session.get_rows::<Product>(&ids).await.unwrap();
-        let stocks = products.iter().map(|p| p.stock).collect();
+        let uuids: Vec<Uuid> = ids.iter().map(|id| id.as_uuid()).collect();
+        let records = RecordReader::get_many(session, Product::schema(), &uuids)
+            .await
+            .unwrap();
+        let stocks = records
+            .into_iter()
+            .map(|r| Product::from_record(r).unwrap().stock)
+            .collect();
         (stocks, StockMovementReader::count(session).await.unwrap())
     }
 

@@ -3,7 +3,8 @@
 
 use std::time::Duration;
 
-use stockroom_core::StoreConfig;
+use stockroom_core::schema::Schema;
+use stockroom_core::{Entity, StoreConfig};
 
 /// How a [`PostgresStore`](crate::PostgresStore) behaves on its pool, whether Stockroom built
 /// the pool ([`PostgresStore::connect`](crate::PostgresStore::connect), which derives these
@@ -82,6 +83,31 @@ pub struct PostgresOptions {
     /// contended units of work are `Error::Transient`, which the transfer and the retry runner
     /// retry.
     pub isolation: Option<IsolationLevel>,
+    /// The application's own entities the store holds besides Stockroom's (see
+    /// [`with_entity`](Self::with_entity) and [`entities`](Self::entities)).
+    entities: Registered,
+}
+
+/// The declarations of the application's entities, compared by entity and table name (as
+/// `StoreConfig` compares them).
+#[derive(Clone, Default)]
+struct Registered(Vec<&'static Schema>);
+
+impl PartialEq for Registered {
+    fn eq(&self, other: &Self) -> bool {
+        let key = |s: &&Schema| (s.name, s.table);
+        self.0.iter().map(key).eq(other.0.iter().map(key))
+    }
+}
+
+impl Eq for Registered {}
+
+impl std::fmt::Debug for Registered {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|s| s.name))
+            .finish()
+    }
 }
 
 /// A transaction isolation level of PostgreSQL (see [`PostgresOptions::isolation`]).
@@ -133,6 +159,7 @@ impl Default for PostgresOptions {
             test_before_acquire: false,
             session_settings: vec![("jit".to_owned(), "off".to_owned())],
             isolation: None,
+            entities: Registered::default(),
         }
     }
 }
@@ -171,7 +198,31 @@ impl PostgresOptions {
                 .filter(|(name, _)| !sets(name))
                 .collect(),
             isolation: None,
+            entities: Registered(config.entities.schemas().to_vec()),
         }
+    }
+
+    /// The options, with the application's entity `E` among the store's, as
+    /// [`StoreConfig::with_entity`] adds it to a configuration: the store checks its
+    /// declaration when it is built and creates, extends or checks its table with the
+    /// migrations (see [Your own entities](crate#your-own-entities)).
+    pub fn with_entity<E: Entity>(mut self) -> Self {
+        let schema = E::schema();
+        if !self
+            .entities
+            .0
+            .iter()
+            .any(|s| s.name == schema.name && s.table == schema.table)
+        {
+            self.entities.0.push(schema);
+        }
+        self
+    }
+
+    /// The application's entities the store holds besides Stockroom's, in the order they were
+    /// added (by [`with_entity`](Self::with_entity), or from [`StoreConfig::entities`]).
+    pub fn entities(&self) -> &[&'static Schema] {
+        &self.entities.0
     }
 
     /// Sets [`isolation`](Self::isolation).

@@ -15,7 +15,8 @@ use stockroom_core::{
 };
 
 use crate::connections::{Connections, Fetch, Lease};
-use crate::error::{map_commit_error, map_error};
+use crate::error::{map_commit_error, map_error, map_error_in};
+use crate::plans::Plans;
 
 pub(crate) fn store_closed() -> Error {
     Error::Unavailable {
@@ -72,6 +73,9 @@ pub(crate) struct Session {
     handle: Handle,
     /// Where the connection came from; closed once the store is.
     connections: Arc<Connections>,
+    /// The statements of the store's entities, and their declarations (which name the rules a
+    /// failed statement broke).
+    plans: Arc<Plans>,
     log: StatementLog,
     /// Set when a statement failed inside the transaction: PostgreSQL then refuses every
     /// statement until a rollback (to a savepoint), and a COMMIT would silently roll back.
@@ -95,13 +99,24 @@ impl fmt::Debug for Session {
 
 impl Session {
     /// A session on a pooled connection, outside any transaction.
-    pub(crate) fn pooled(lease: Lease, connections: Arc<Connections>, log: StatementLog) -> Self {
+    pub(crate) fn pooled(
+        lease: Lease,
+        connections: Arc<Connections>,
+        plans: Arc<Plans>,
+        log: StatementLog,
+    ) -> Self {
         Self {
             handle: Handle::Pooled(lease),
             connections,
+            plans,
             log,
             aborted: false,
         }
+    }
+
+    /// The statements of the store's entities.
+    pub(crate) fn plans(&self) -> Arc<Plans> {
+        Arc::clone(&self.plans)
     }
 
     /// Whether the session is a unit of work's transaction (else a pooled connection in
@@ -145,7 +160,7 @@ impl Session {
             if matches!(self.handle, Handle::Transaction(_)) {
                 self.aborted = true;
             }
-            map(e)
+            map_error_in(e, &self.plans.catalog, map)
         })
     }
 
@@ -292,12 +307,14 @@ impl PgUnitOfWork {
     pub(crate) fn new(
         tx: Transaction<'static, Postgres>,
         connections: Arc<Connections>,
+        plans: Arc<Plans>,
         log: StatementLog,
     ) -> Self {
         Self {
             session: Session {
                 handle: Handle::Transaction(tx),
                 connections,
+                plans,
                 log,
                 aborted: false,
             },
@@ -437,6 +454,7 @@ impl UnitOfWork for PgUnitOfWork {
             connections,
             log,
             aborted,
+            ..
         } = session;
         let Handle::Transaction(mut tx) = handle else {
             unreachable!("a unit of work always holds a transaction")

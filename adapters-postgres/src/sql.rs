@@ -1,824 +1,1174 @@
-//! The generic SQL: the [`PgEntity`] trait a table's module implements, the statements every
-//! table shares, and the repository ports implemented once, for every such entity, on
-//! [`Session`].
+//! The generic SQL: the record ports ([`RecordReader`], [`RecordWriter`]) implemented once, on
+//! [`Session`], for every entity of the store's catalog, Stockroom's and the application's
+//! alike, over the statements of the entity's [`Plan`] (written when the store was built) and
+//! the ones written here per call (conditions, `SET` lists).
+//!
+//! One statement per operation on the success path. Expected failures never abort the
+//! transaction: an insert is `ON CONFLICT DO NOTHING` and checks that its references are live;
+//! an update carries guards (the rows it refers to are live, its new unique values are free)
+//! and changes nothing rather than fail. A second statement, run only when the first changed
+//! nothing, says which rule was broken, in the order every backend reports them: the row
+//! missing, a stale version, then references in declaration order, then unique rules in
+//! declaration order; when none is (a concurrent write changed things between the two), the
+//! error is `Transient`, and the same request may be sent again.
 
-use std::collections::{BTreeSet, HashSet};
-use std::future::Future;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
-use sqlx::{FromRow, Postgres, QueryBuilder};
-use stockroom_core::{
-    Constraint, Cursor, Entity, Error, KeysetPage, Limit, Page, ReadRepository, Repository, Result,
-    Timestamp,
+use stockroom_core::adapter::like_pattern;
+use stockroom_core::schema::{
+    invalid, search_document, Changes, Condition, Entry, Incremented, Order, Record, RecordReader,
+    RecordWriter, Schema, Selection, Start, Value,
 };
+use stockroom_core::time::Timestamp;
+use stockroom_core::{Constraint, Error, Page, Result, SearchPage};
 use uuid::Uuid;
 
-use crate::codec::{column, count_u64, limit_i64, offset_i64, uuids};
-use crate::session::{PgQuery, Session};
+use crate::codec::{
+    at, bind_column, bind_value, count_u64, decode_record, decode_value, limit_i64, offset_i64,
+    query, Statement,
+};
+use crate::plans::{Plan, Plans};
+use crate::session::Session;
 
-/// A table holding one entity: its static statements, how to decode a row and how to narrow a
-/// list by the entity's filter.
-pub(crate) trait PgEntity: Entity {
-    /// A row of the table as it is read (see [`crate::codec`]).
-    type Row: for<'r> FromRow<'r, PgRow> + TryInto<Self, Error = sqlx::Error>;
-    /// The table.
-    const TABLE: &'static str;
-    /// The columns every read selects, which [`PgEntity::Row`] decodes by name.
-    const COLUMNS: &'static str;
-    /// The table's other columns: written by the adapter from the entity, never read back
-    /// (a product's search document). Only the schema test reads the list.
-    #[cfg(test)]
-    const WRITE_ONLY_COLUMNS: &'static [&'static str] = &[];
-    // The statements every table shares, which `entity_sql!` defines.
-    /// The live row `$1`.
-    const GET: &'static str;
-    /// The live rows among `$1`, in `(created_at, id)` order.
-    const GET_MANY: &'static str;
-    /// A page (`LIMIT $1 OFFSET $2`) of the soft-deleted rows.
-    const LIST_DELETED: &'static str;
-    /// Soft-deletes the live row `$1` at `$2`.
-    const SOFT_DELETE: &'static str;
-    /// Deletes the row `$1` for good.
-    const HARD_DELETE: &'static str;
-    /// Deletes for good the rows soft-deleted before `$1`.
-    const PURGE: &'static str;
-    /// The `version` of the live row `$1`.
-    const VERSION_OF: &'static str;
-    /// Deletes the rows `$1` for good.
-    const DELETE_MANY: &'static str;
-    /// Whether the row `$1` is soft-deleted, as `deleted`.
-    const IS_DELETED: &'static str;
-    /// `EXISTS` a row, live or deleted, with id `$1`, as `found`.
-    const EXISTS_ANY: &'static str;
-    /// Undeletes row `$1` at `$2` unless a live row holds one of its unique values.
-    const RESTORE: &'static str;
+/// Rows per `INSERT … SELECT FROM UNNEST(…)` statement, or per `COPY`, of an insert of many
+/// rows.
+pub(crate) const BATCH: usize = 10_000;
 
-    /// Inserts one row (binds: [`PgEntity::bind_insert`]); changes nothing, rather than
-    /// failing, when a reference is not live or a unique value or the id is taken.
-    const INSERT: &'static str;
-    /// Inserts the rows of arrays (binds: [`PgEntity::bind_insert_many`], then the shared
-    /// `created_at`) like [`PgEntity::INSERT`], `RETURNING id` of each row that went in.
-    const INSERT_MANY: &'static str;
-    /// Rows per [`PgEntity::INSERT_MANY`] statement.
-    const INSERT_BATCH: usize = usize::MAX;
-
-    /// Inserts all of `rows` (created at `created_at`) in a faster way than
-    /// [`PgEntity::INSERT_MANY`], if the entity has one and it suits: `true` when every row
-    /// went in, `false` when none did (`INSERT_MANY` then does the insert, and tells which
-    /// row breaks which rule). The default has none.
-    fn insert_fast(
-        _session: &mut Session,
-        _rows: &[Self],
-        _created_at: Timestamp,
-    ) -> impl Future<Output = Result<bool>> + Send {
-        async { Ok(false) }
-    }
-
-    /// Binds the parameters of [`PgEntity::INSERT`] for `row`.
-    fn bind_insert<'q>(query: PgQuery<'q>, row: &'q Self) -> PgQuery<'q>;
-
-    /// Binds the array parameters of [`PgEntity::INSERT_MANY`] for `rows`.
-    fn bind_insert_many<'q>(query: PgQuery<'q>, rows: &'q [Self]) -> PgQuery<'q>;
-
-    /// Why `row`, whose insert changed nothing, was not inserted (`except`: the ids of the
-    /// batch it was inserted with, which cannot hold its unique value).
-    fn why_not_inserted(
-        session: &mut Session,
-        row: &Self,
-        except: &[Self::Id],
-    ) -> impl Future<Output = Result<Error>> + Send;
-
-    /// Pushes ` AND …` conditions for `filter` (columns unqualified).
-    fn push_filter(qb: &mut QueryBuilder<Postgres>, filter: &Self::Filter);
-
-    /// Pushes `, column = value` for every field `patch` sets.
-    fn push_set(qb: &mut QueryBuilder<Postgres>, patch: &Self::Patch);
-
-    /// Pushes ` AND …` guards that make an update change nothing (rather than fail and abort
-    /// the transaction) when `patch` would break a reference or a unique value.
-    fn push_guards(_qb: &mut QueryBuilder<Postgres>, _patch: &Self::Patch) {}
-
-    /// Whether `patch` sets a unique value (then at most one row of an update may be live).
-    fn sets_unique(_patch: &Self::Patch) -> bool {
-        false
-    }
-
-    /// The write-only columns an update with `patch` of the live rows among `ids` sets,
-    /// computed in Rust from the patched rows. The default: none.
-    fn derived_set(
-        _session: &mut Session,
-        _ids: &[Self::Id],
-        _patch: &Self::Patch,
-    ) -> impl Future<Output = Result<Derived>> + Send {
-        async { Ok(Derived::Nothing) }
-    }
-
-    /// Decodes the entity from a row that holds [`PgEntity::COLUMNS`].
-    fn decode(row: &PgRow) -> Result<Self> {
-        crate::codec::decode::<Self::Row, Self>(row)
-    }
-}
-
-/// A write-only column that an update sets, with values computed in Rust from the patched rows
-/// (see [`PgEntity::derived_set`]).
-pub(crate) enum Derived {
-    /// The update changes no write-only column.
-    Nothing,
-    /// Every row the update changes gets `value` in `column`.
-    Same { column: &'static str, value: String },
-    /// The row `ids[i]` gets `values[i]` in `column`, and the update changes no other row: the
-    /// values come from rows read (and locked) before it, so a row that was not live then is
-    /// left alone, as if it had not been live when the update ran.
-    PerRow {
-        column: &'static str,
-        ids: Vec<Uuid>,
-        values: Vec<String>,
-    },
-}
-
-impl Derived {
-    /// Pushes `, column = …` for the update of `table`.
-    fn push_set(&self, qb: &mut QueryBuilder<Postgres>, table: &str) {
-        match self {
-            Derived::Nothing => {}
-            Derived::Same { column, value } => {
-                qb.push(", ")
-                    .push(column)
-                    .push(" = ")
-                    .push_bind(value.clone());
-            }
-            Derived::PerRow {
-                column,
-                ids,
-                values,
-            } => {
-                qb.push(", ")
-                    .push(column)
-                    .push(" = (SELECT d.value FROM unnest(")
-                    .push_bind(ids.clone())
-                    .push("::uuid[], ")
-                    .push_bind(values.clone())
-                    .push("::text[]) AS d(row_id, value) WHERE d.row_id = ")
-                    .push(table)
-                    .push(".id)");
-            }
-        }
-    }
-
-    /// Pushes ` AND id = ANY(…)` when only some rows have values.
-    fn push_guard(&self, qb: &mut QueryBuilder<Postgres>) {
-        if let Derived::PerRow { ids, .. } = self {
-            qb.push(" AND id = ANY(").push_bind(ids.clone()).push(")");
-        }
-    }
-}
-
-/// Defines the statements every [`PgEntity`] shares from its table and column list (literals,
-/// so that each statement is one `&'static str`).
-macro_rules! entity_sql {
-    ($table:literal, $columns:expr) => {
-        const TABLE: &'static str = $table;
-        const COLUMNS: &'static str = $columns;
-        const GET: &'static str = concat!(
-            "SELECT ",
-            $columns,
-            " FROM ",
-            $table,
-            " WHERE id = $1 AND deleted_at IS NULL"
-        );
-        const GET_MANY: &'static str = concat!(
-            "SELECT ",
-            $columns,
-            " FROM ",
-            $table,
-            " WHERE id = ANY($1) AND deleted_at IS NULL ORDER BY created_at, id"
-        );
-        const LIST_DELETED: &'static str = concat!(
-            "SELECT ",
-            $columns,
-            " FROM ",
-            $table,
-            " WHERE deleted_at IS NOT NULL ORDER BY created_at, id LIMIT $1 OFFSET $2"
-        );
-        const SOFT_DELETE: &'static str = concat!(
-            "UPDATE ",
-            $table,
-            " SET deleted_at = $2, updated_at = $2, version = version + 1",
-            " WHERE id = $1 AND deleted_at IS NULL"
-        );
-        const HARD_DELETE: &'static str = concat!("DELETE FROM ", $table, " WHERE id = $1");
-        const PURGE: &'static str = concat!("DELETE FROM ", $table, " WHERE deleted_at < $1");
-        const VERSION_OF: &'static str = concat!(
-            "SELECT version FROM ",
-            $table,
-            " WHERE id = $1 AND deleted_at IS NULL"
-        );
-        const DELETE_MANY: &'static str = concat!("DELETE FROM ", $table, " WHERE id = ANY($1)");
-        const IS_DELETED: &'static str = concat!(
-            "SELECT EXISTS (SELECT 1 FROM ",
-            $table,
-            " WHERE id = $1 AND deleted_at IS NOT NULL) AS deleted"
-        );
-        const EXISTS_ANY: &'static str = concat!(
-            "SELECT EXISTS (SELECT 1 FROM ",
-            $table,
-            " WHERE id = $1) AS found"
-        );
-    };
-}
-pub(crate) use entity_sql;
-
-/// The writes whose follow-ups (why a statement changed nothing) are the entity's own.
-pub(crate) trait PgWrite: PgEntity {
-    /// `Repository::update`: the update, and the follow-up that says why it changed nothing.
-    fn update(
-        session: &mut Session,
-        id: Self::Id,
-        patch: &Self::Patch,
-        expected_version: Option<i64>,
-    ) -> impl Future<Output = Result<Self>> + Send;
-
-    /// `Repository::update_many`: the update, and the follow-up that says why it changed
-    /// nothing.
-    fn update_many(
-        session: &mut Session,
-        ids: &[Self::Id],
-        patch: &Self::Patch,
-    ) -> impl Future<Output = Result<u64>> + Send;
-
-    /// `Repository::restore`: [`PgEntity::RESTORE`], and the follow-up that says why it changed
-    /// nothing.
-    fn restore(session: &mut Session, id: Self::Id) -> impl Future<Output = Result<bool>> + Send;
-}
-
-/// A table with one unique column is written like any other such table.
-impl<E: PgUniqueEntity> PgWrite for E {
-    async fn update(
-        session: &mut Session,
-        id: E::Id,
-        patch: &E::Patch,
-        expected_version: Option<i64>,
-    ) -> Result<E> {
-        if let Some(updated) = session.update_row::<E>(id, patch, expected_version).await? {
-            return Ok(updated);
-        }
-        if let Some(error) = session.stale_or_missing::<E>(id, expected_version).await? {
-            return Err(error);
-        }
-        match E::unique_in(patch) {
-            Some(value) if session.unique_taken::<E>(value, &[id]).await? => Err(E::CONFLICT),
-            _ => Err(raced(E::WHAT)),
-        }
-    }
-
-    async fn update_many(session: &mut Session, ids: &[E::Id], patch: &E::Patch) -> Result<u64> {
-        if ids.is_empty() {
-            return Ok(0);
-        }
-        let changed = session.update_rows::<E>(ids, patch).await?;
-        match E::unique_in(patch) {
-            Some(value) if changed == 0 => {
-                // Nothing changed: no live row among `ids`, two of them cannot take one
-                // value, or another live row holds it.
-                let live = session.get_rows::<E>(ids).await?.len();
-                if live == 0 {
-                    Ok(0)
-                } else if live > 1 || session.unique_taken::<E>(value, ids).await? {
-                    Err(E::CONFLICT)
-                } else {
-                    Err(raced(E::WHAT))
-                }
-            }
-            _ => Ok(changed),
-        }
-    }
-
-    async fn restore(session: &mut Session, id: E::Id) -> Result<bool> {
-        session.restore_or::<E>(id, E::CONFLICT).await
-    }
-}
-
-/// A table with one unique column among live rows (a category's slug, a user's email): the
-/// follow-ups that tell a taken value from a missing row or a lost race.
-pub(crate) trait PgUniqueEntity: PgEntity {
-    /// `EXISTS` a live row holding value `$1` whose id is not in `$2`, as `taken`.
-    const TAKEN: &'static str;
-    /// The error of a taken value.
-    const CONFLICT: Error;
-    /// What changed concurrently, for a lost race (`"the category"`).
-    const WHAT: &'static str;
-
-    /// The unique value `patch` sets.
-    fn unique_in(patch: &Self::Patch) -> Option<&str>;
-}
-
-/// A write that lost a race with a concurrent one between its statement and its diagnosis.
+/// A write that lost a race with a concurrent one between its statement and its diagnosis:
+/// nothing was applied, and the same request may be sent again.
 pub(crate) fn raced(what: &str) -> Error {
     Error::Transient {
         reason: format!("{what} changed concurrently; retry"),
     }
 }
 
-/// The first of `given` whose id is not among the `RETURNING id` `rows` of an insert.
-fn first_not_inserted<'a, E: Entity>(rows: &[PgRow], given: &'a [E]) -> Result<&'a E> {
-    let inserted: HashSet<Uuid> = rows
-        .iter()
-        .map(|r| column::<Uuid>(r, "id"))
-        .collect::<Result<_>>()?;
-    Ok(given
-        .iter()
-        .find(|e| !inserted.contains(&e.id().into()))
-        .expect("fewer rows inserted than given"))
+/// Appends ` AND …` for each of `conditions` to a statement over `plan`'s table (columns
+/// unqualified). A condition on a reference field also needs the row it names to be live: a
+/// deleted row filters like an absent one.
+fn push_conditions(statement: &mut Statement, plan: &Plan, conditions: &[Condition]) -> Result<()> {
+    for condition in conditions {
+        match condition {
+            Condition::Eq { field, value } => {
+                let Some(declared) = plan.schema.fields.get(*field) else {
+                    return Err(invalid(
+                        plan.schema,
+                        format!("a condition names field #{field}"),
+                    ));
+                };
+                let placeholder = statement.value(plan.storages[*field], value);
+                statement.push(&format!(" AND {} = {placeholder}", declared.name));
+                if let Some(reference) = plan.references.iter().find(|r| r.field == *field) {
+                    statement.push(&format!(
+                        " AND EXISTS (SELECT 1 FROM {} x WHERE x.id = {placeholder} \
+                         AND x.deleted_at IS NULL)",
+                        reference.target
+                    ));
+                }
+            }
+            Condition::Search(query) => {
+                // Served by the trigram index on search_text. The pattern escapes `%`, `_` and
+                // `\` with a backslash, LIKE's default escape on every engine; CockroachDB does
+                // not use its trigram index for a LIKE with an ESCAPE clause.
+                let placeholder = statement.arg(like_pattern(query));
+                statement.push(&format!(" AND search_text LIKE {placeholder}"));
+            }
+        }
+    }
+    Ok(())
 }
 
-/// `UPDATE <table> SET updated_at = now, version = version + 1, <patch>, <derived>`.
-fn push_update<E: PgEntity>(qb: &mut QueryBuilder<Postgres>, patch: &E::Patch, derived: &Derived) {
-    qb.push("UPDATE ")
-        .push(E::TABLE)
-        .push(" SET updated_at = ")
-        .push_bind(stockroom_core::time::now())
-        .push(", version = version + 1");
-    E::push_set(qb, patch);
-    derived.push_set(qb, E::TABLE);
+/// `SELECT <columns> FROM <table> WHERE deleted_at IS NULL <conditions>`.
+fn select_live(plan: &Plan, conditions: &[Condition]) -> Result<Statement> {
+    let mut statement = Statement::new(&format!(
+        "SELECT {} FROM {} WHERE deleted_at IS NULL",
+        plan.columns, plan.table
+    ));
+    push_conditions(&mut statement, plan, conditions)?;
+    Ok(statement)
+}
+
+/// The records of `rows`, each read as `plan`'s entity.
+fn records(plan: &Plan, rows: &[PgRow]) -> Result<Vec<Record>> {
+    rows.iter()
+        .map(|row| decode_record(row, 0, plan.schema.fields))
+        .collect()
 }
 
 #[async_trait]
-impl<E: PgEntity> ReadRepository<E> for Session {
-    async fn get(&mut self, id: E::Id) -> Result<Option<E>> {
-        self.get_row::<E>(id).await
+impl RecordReader for Session {
+    async fn get(&mut self, schema: &'static Schema, id: Uuid) -> Result<Option<Record>> {
+        let plans = self.plans();
+        let plan = plans.of(schema)?;
+        let row = self
+            .fetch_optional(&plan.get, query(&plan.get).bind(id))
+            .await?;
+        row.map(|row| decode_record(&row, 0, plan.schema.fields))
+            .transpose()
     }
 
-    async fn get_many(&mut self, ids: &[E::Id]) -> Result<Vec<E>> {
-        self.get_rows::<E>(ids).await
-    }
-
-    async fn list(&mut self, filter: &E::Filter, page: Page) -> Result<Vec<E>> {
-        self.list_rows::<E>(filter, page).await
-    }
-
-    async fn list_after(
-        &mut self,
-        filter: &E::Filter,
-        after: Option<Cursor>,
-        limit: Limit,
-    ) -> Result<KeysetPage<E>> {
-        self.list_rows_after::<E>(filter, after, limit).await
-    }
-
-    async fn count(&mut self, filter: &E::Filter) -> Result<u64> {
-        self.count_rows::<E>(filter).await
-    }
-
-    async fn exists(&mut self, filter: &E::Filter) -> Result<bool> {
-        self.any_row::<E>(filter).await
-    }
-
-    async fn list_deleted(&mut self, page: Page) -> Result<Vec<E>> {
-        self.list_deleted_rows::<E>(page).await
-    }
-}
-
-/// The generic writes, and the entity's own follow-ups of [`PgWrite`].
-#[async_trait]
-impl<E: PgWrite> Repository<E> for Session {
-    async fn create(&mut self, new: E::New) -> Result<E> {
-        self.create_row::<E>(new).await
-    }
-
-    async fn create_many(&mut self, new: Vec<E::New>) -> Result<Vec<E>> {
-        self.create_rows::<E>(new).await
-    }
-
-    async fn update(
-        &mut self,
-        id: E::Id,
-        patch: &E::Patch,
-        expected_version: Option<i64>,
-    ) -> Result<E> {
-        E::update(self, id, patch, expected_version).await
-    }
-
-    async fn update_many(&mut self, ids: &[E::Id], patch: &E::Patch) -> Result<u64> {
-        E::update_many(self, ids, patch).await
-    }
-
-    async fn soft_delete(&mut self, id: E::Id) -> Result<bool> {
-        self.soft_delete_row::<E>(id).await
-    }
-
-    async fn restore(&mut self, id: E::Id) -> Result<bool> {
-        E::restore(self, id).await
-    }
-
-    async fn hard_delete(&mut self, id: E::Id) -> Result<()> {
-        self.hard_delete_row::<E>(id).await
-    }
-
-    async fn purge_deleted_before(&mut self, before: Timestamp) -> Result<u64> {
-        self.purge_rows::<E>(before).await
-    }
-}
-
-/// For an update of many rows that sets a unique value: ` AND` at most one of `ids` is live
-/// (two rows cannot take one value; the statement then changes nothing instead of failing).
-/// Nothing when `ids` names one row.
-pub(crate) fn push_one_live_guard<I: Copy + Ord + Into<Uuid>>(
-    qb: &mut QueryBuilder<Postgres>,
-    table: &'static str,
-    ids: &[I],
-) {
-    let distinct: BTreeSet<I> = ids.iter().copied().collect();
-    if distinct.len() > 1 {
-        qb.push(" AND (SELECT count(*) FROM ")
-            .push(table)
-            .push(" l WHERE l.id = ANY(")
-            .push_bind(uuids(ids))
-            .push(") AND l.deleted_at IS NULL) < 2");
-    }
-}
-
-/// `SELECT <columns> FROM <table> WHERE deleted_at IS NULL <filter>`.
-pub(crate) fn select_live<E: PgEntity>(filter: &E::Filter) -> QueryBuilder<Postgres> {
-    let mut qb = QueryBuilder::new("SELECT ");
-    qb.push(E::COLUMNS)
-        .push(" FROM ")
-        .push(E::TABLE)
-        .push(" WHERE deleted_at IS NULL");
-    E::push_filter(&mut qb, filter);
-    qb
-}
-
-impl Session {
-    pub(crate) async fn get_row<E: PgEntity>(&mut self, id: E::Id) -> Result<Option<E>> {
-        let query = sqlx::query(E::GET).bind(id.into());
-        let row = self.fetch_optional(E::GET, query).await?;
-        row.as_ref().map(E::decode).transpose()
-    }
-
-    pub(crate) async fn get_rows<E: PgEntity>(&mut self, ids: &[E::Id]) -> Result<Vec<E>> {
+    async fn get_many(&mut self, schema: &'static Schema, ids: &[Uuid]) -> Result<Vec<Record>> {
+        let plans = self.plans();
+        let plan = plans.of(schema)?;
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let query = sqlx::query(E::GET_MANY).bind(uuids(ids));
-        let rows = self.fetch_all(E::GET_MANY, query).await?;
-        rows.iter().map(E::decode).collect()
+        let rows = self
+            .fetch_all(&plan.get_many, query(&plan.get_many).bind(ids))
+            .await?;
+        records(plan, &rows)
     }
 
-    pub(crate) async fn list_rows<E: PgEntity>(
+    async fn find(
         &mut self,
-        filter: &E::Filter,
-        page: Page,
-    ) -> Result<Vec<E>> {
-        let mut qb = select_live::<E>(filter);
-        qb.push(" ORDER BY created_at, id LIMIT ")
-            .push_bind(limit_i64(page.limit()))
-            .push(" OFFSET ")
-            .push_bind(offset_i64(page));
-        let sql = qb.sql();
-        let rows = self.fetch_all(sql.as_str(), qb.build()).await?;
-        rows.iter().map(E::decode).collect()
-    }
-
-    pub(crate) async fn list_rows_after<E: PgEntity>(
-        &mut self,
-        filter: &E::Filter,
-        after: Option<Cursor>,
-        limit: Limit,
-    ) -> Result<KeysetPage<E>> {
-        let mut qb = select_live::<E>(filter);
-        if let Some(cursor) = after {
-            qb.push(" AND (created_at, id) > (")
-                .push_bind(cursor.created_at())
-                .push(", ")
-                .push_bind(cursor.id())
-                .push(")");
-        }
-        qb.push(" ORDER BY created_at, id LIMIT ")
-            .push_bind(limit_i64(limit) + 1);
-        let sql = qb.sql();
-        let rows = self.fetch_all(sql.as_str(), qb.build()).await?;
-        let items = rows.iter().map(E::decode).collect::<Result<Vec<E>>>()?;
-        Ok(stockroom_core::adapter::page_from_overfetch(items, limit))
-    }
-
-    pub(crate) async fn count_rows<E: PgEntity>(&mut self, filter: &E::Filter) -> Result<u64> {
-        let mut qb = QueryBuilder::new("SELECT count(*) FROM ");
-        qb.push(E::TABLE).push(" WHERE deleted_at IS NULL");
-        E::push_filter(&mut qb, filter);
-        let sql = qb.sql();
-        let row = self.fetch_one(sql.as_str(), qb.build()).await?;
-        // PostgreSQL names the column after the aggregate.
-        column(&row, "count").map(count_u64)
-    }
-
-    pub(crate) async fn any_row<E: PgEntity>(&mut self, filter: &E::Filter) -> Result<bool> {
-        let mut qb = QueryBuilder::new("SELECT EXISTS (SELECT 1 FROM ");
-        qb.push(E::TABLE).push(" WHERE deleted_at IS NULL");
-        E::push_filter(&mut qb, filter);
-        qb.push(") AS found");
-        let sql = qb.sql();
-        let row = self.fetch_one(sql.as_str(), qb.build()).await?;
-        column(&row, "found")
-    }
-
-    pub(crate) async fn list_deleted_rows<E: PgEntity>(&mut self, page: Page) -> Result<Vec<E>> {
-        let query = sqlx::query(E::LIST_DELETED)
-            .bind(limit_i64(page.limit()))
-            .bind(offset_i64(page));
-        let rows = self.fetch_all(E::LIST_DELETED, query).await?;
-        rows.iter().map(E::decode).collect()
-    }
-
-    pub(crate) async fn soft_delete_row<E: PgEntity>(&mut self, id: E::Id) -> Result<bool> {
-        let query = sqlx::query(E::SOFT_DELETE)
-            .bind(id.into())
-            .bind(stockroom_core::time::now());
-        if self.execute(E::SOFT_DELETE, query).await?.rows_affected() > 0 {
-            return Ok(true);
-        }
-        self.exists_or_not_found::<E>(id).await.map(|()| false)
-    }
-
-    pub(crate) async fn hard_delete_row<E: PgEntity>(&mut self, id: E::Id) -> Result<()> {
-        let query = sqlx::query(E::HARD_DELETE).bind(id.into());
-        match self.execute(E::HARD_DELETE, query).await?.rows_affected() {
-            0 => Err(Error::not_found(E::KIND, id)),
-            _ => Ok(()),
-        }
-    }
-
-    /// `Ok` when a row, live or deleted, has the id `id` (a write on it changed nothing because
-    /// of its state); [`Error::NotFound`] when none has.
-    pub(crate) async fn exists_or_not_found<E: PgEntity>(&mut self, id: E::Id) -> Result<()> {
-        let query = sqlx::query(E::EXISTS_ANY).bind(id.into());
-        let row = self.fetch_one(E::EXISTS_ANY, query).await?;
-        if column(&row, "found")? {
-            Ok(())
-        } else {
-            Err(Error::not_found(E::KIND, id))
-        }
-    }
-
-    /// Why an update of the live row `id` (expecting `expected`, if given) changed nothing,
-    /// unless a guard did: `Ok(Some(error))` for a missing row or a stale version.
-    pub(crate) async fn stale_or_missing<E: PgEntity>(
-        &mut self,
-        id: E::Id,
-        expected: Option<i64>,
-    ) -> Result<Option<stockroom_core::Error>> {
-        let query = sqlx::query(E::VERSION_OF).bind(id.into());
-        let Some(row) = self.fetch_optional(E::VERSION_OF, query).await? else {
-            return Ok(Some(stockroom_core::Error::not_found(E::KIND, id)));
+        schema: &'static Schema,
+        unique: usize,
+        values: &[Value],
+    ) -> Result<Option<Record>> {
+        let plans = self.plans();
+        let plan = plans.of(schema)?;
+        let (Some(sql), Some(fields)) = (plan.find.get(unique), plan.unique_fields.get(unique))
+        else {
+            return Err(invalid(
+                schema,
+                format!("it declares no unique rule #{unique}"),
+            ));
         };
-        let actual: i64 = column(&row, "version")?;
-        Ok(match expected {
-            Some(expected) if expected != actual => Some(stockroom_core::Error::stale_version(
-                E::KIND,
-                id,
-                expected,
-                actual,
-            )),
-            _ => None,
+        let mut statement = query(sql);
+        for (&field, value) in fields.iter().zip(values) {
+            statement = bind_value(statement, plan.storages[field], value);
+        }
+        let row = self.fetch_optional(sql, statement).await?;
+        row.map(|row| decode_record(&row, 0, plan.schema.fields))
+            .transpose()
+    }
+
+    async fn get_related(
+        &mut self,
+        schema: &'static Schema,
+        id: Uuid,
+    ) -> Result<Option<(Record, Vec<Option<Record>>)>> {
+        let plans = self.plans();
+        let plan = plans.of(schema)?;
+        let sql = &plan.get_related;
+        let Some(row) = self.fetch_optional(sql, query(sql).bind(id)).await? else {
+            return Ok(None);
+        };
+        let record = decode_record(&row, 0, plan.schema.fields)?;
+        // Each related row's columns follow, in declaration order; all NULL when it is not
+        // live.
+        let mut start = plan.width();
+        let mut related = Vec::with_capacity(plan.references.len());
+        for reference in &plan.references {
+            let target = plans.at(reference.target_position);
+            related.push(match at::<Option<Uuid>>(&row, start)? {
+                Some(_) => Some(decode_record(&row, start, target.schema.fields)?),
+                None => None,
+            });
+            start += target.width();
+        }
+        Ok(Some((record, related)))
+    }
+
+    async fn list(
+        &mut self,
+        schema: &'static Schema,
+        selection: &Selection,
+    ) -> Result<Vec<Record>> {
+        let plans = self.plans();
+        let plan = plans.of(schema)?;
+        let mut statement = select_live(plan, &selection.conditions)?;
+        let (after, descending) = match selection.order {
+            Order::Oldest => (">", ""),
+            Order::Newest => ("<", " DESC"),
+        };
+        if let Start::After(Some(cursor)) = selection.start {
+            let created_at = statement.arg(cursor.created_at());
+            let id = statement.arg(cursor.id());
+            statement.push(&format!(
+                " AND (created_at, id) {after} ({created_at}, {id})"
+            ));
+        }
+        statement.push(&format!(
+            " ORDER BY created_at{descending}, id{descending} LIMIT "
+        ));
+        statement.bind(i64::from(selection.limit));
+        if let Start::Offset(offset) = selection.start {
+            statement.push(" OFFSET ");
+            // Offsets are at most MAX_OFFSET (10^7).
+            statement.bind(i64::try_from(offset).unwrap_or(i64::MAX));
+        }
+        let (sql, statement) = statement.build()?;
+        let rows = self.fetch_all(&sql, statement).await?;
+        records(plan, &rows)
+    }
+
+    async fn count(&mut self, schema: &'static Schema, conditions: &[Condition]) -> Result<u64> {
+        let plans = self.plans();
+        let plan = plans.of(schema)?;
+        let mut statement = Statement::new(&format!(
+            "SELECT count(*) FROM {} WHERE deleted_at IS NULL",
+            plan.table
+        ));
+        push_conditions(&mut statement, plan, conditions)?;
+        let (sql, statement) = statement.build()?;
+        let row = self.fetch_one(&sql, statement).await?;
+        at(&row, 0).map(count_u64)
+    }
+
+    async fn exists(&mut self, schema: &'static Schema, conditions: &[Condition]) -> Result<bool> {
+        let plans = self.plans();
+        let plan = plans.of(schema)?;
+        let mut statement = Statement::new(&format!(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE deleted_at IS NULL",
+            plan.table
+        ));
+        push_conditions(&mut statement, plan, conditions)?;
+        statement.push(")");
+        let (sql, statement) = statement.build()?;
+        let row = self.fetch_one(&sql, statement).await?;
+        at(&row, 0)
+    }
+
+    async fn search(
+        &mut self,
+        schema: &'static Schema,
+        conditions: &[Condition],
+        page: Page,
+    ) -> Result<SearchPage<Record>> {
+        let plans = self.plans();
+        let plan = plans.of(schema)?;
+        // One statement: the total comes from a count over the matching rows, joined to the
+        // page so that a page past the end still carries it (one row of NULLs).
+        let mut statement = Statement::new("WITH matched AS (");
+        statement.push(&format!(
+            "SELECT {} FROM {} WHERE deleted_at IS NULL",
+            plan.columns, plan.table
+        ));
+        push_conditions(&mut statement, plan, conditions)?;
+        statement.push("), page AS (SELECT * FROM matched ORDER BY created_at, id LIMIT ");
+        statement.bind(limit_i64(page.limit()));
+        statement.push(" OFFSET ");
+        statement.bind(offset_i64(page));
+        statement.push(
+            ") SELECT page.*, total.total FROM (SELECT count(*) AS total FROM matched) AS total \
+             LEFT JOIN page ON true ORDER BY page.created_at, page.id",
+        );
+        let (sql, statement) = statement.build()?;
+        let rows = self.fetch_all(&sql, statement).await?;
+        let mut total = 0;
+        let mut items = Vec::with_capacity(rows.len());
+        for row in &rows {
+            total = at(row, plan.width())?;
+            if at::<Option<Uuid>>(row, 0)?.is_some() {
+                items.push(decode_record(row, 0, plan.schema.fields)?);
+            }
+        }
+        Ok(SearchPage {
+            items,
+            total: count_u64(total),
         })
     }
 
-    /// Runs the static `sql`, which selects the live row with the unique value `$1`.
-    pub(crate) async fn get_row_by<E: PgEntity>(
+    async fn tally(
         &mut self,
-        sql: &'static str,
-        value: &str,
-    ) -> Result<Option<E>> {
-        if value.contains('\0') {
-            // No row holds a NUL byte (inputs refuse control characters), and PostgreSQL's text
-            // refuses one as a parameter (22021), which would abort a unit of work's transaction.
-            return Ok(None);
-        }
-        let row = self
-            .fetch_optional(sql, sqlx::query(sql).bind(value))
-            .await?;
-        row.as_ref().map(E::decode).transpose()
+        schema: &'static Schema,
+        conditions: &[Condition],
+        field: usize,
+    ) -> Result<Vec<(Value, u64)>> {
+        let plans = self.plans();
+        let plan = plans.of(schema)?;
+        let Some(declared) = schema.fields.get(field) else {
+            return Err(invalid(schema, format!("a tally of field #{field}")));
+        };
+        let mut statement = Statement::new(&format!(
+            "SELECT {name}, count(*) FROM {} WHERE deleted_at IS NULL",
+            plan.table,
+            name = declared.name
+        ));
+        push_conditions(&mut statement, plan, conditions)?;
+        statement.push(&format!(" GROUP BY {}", declared.name));
+        let (sql, statement) = statement.build()?;
+        let rows = self.fetch_all(&sql, statement).await?;
+        rows.iter()
+            .map(|row| {
+                let value = decode_value(row, 0, &plan.schema.fields[field])?;
+                Ok((value, count_u64(at(row, 1)?)))
+            })
+            .collect()
     }
 
-    /// `Repository::create`: inserts the row `new` makes, or says why it could not be.
-    pub(crate) async fn create_row<E: PgEntity>(&mut self, new: E::New) -> Result<E> {
-        let row = E::create(new, stockroom_core::time::now());
-        let query = E::bind_insert(sqlx::query(E::INSERT), &row);
-        if self.execute(E::INSERT, query).await?.rows_affected() == 1 {
-            return Ok(row);
+    async fn list_deleted(&mut self, schema: &'static Schema, page: Page) -> Result<Vec<Record>> {
+        let plans = self.plans();
+        let plan = plans.of(schema)?;
+        let statement = query(&plan.list_deleted)
+            .bind(limit_i64(page.limit()))
+            .bind(offset_i64(page));
+        let rows = self.fetch_all(&plan.list_deleted, statement).await?;
+        records(plan, &rows)
+    }
+}
+
+/// The search document an update writes, computed in Rust (the core's
+/// [`search_document`]) from the rows as the update leaves them.
+enum Derived {
+    /// The update changes no field of the document.
+    Nothing,
+    /// Every row gets this document: the update sets every field of it.
+    Same(String),
+    /// The row `ids[i]` gets `documents[i]`, and the update changes no other row: the
+    /// documents come from rows read (and locked) before it, so a row that was not live then
+    /// is left alone, as if it had not been live when the update ran.
+    PerRow {
+        ids: Vec<Uuid>,
+        documents: Vec<String>,
+    },
+}
+
+impl Derived {
+    /// Pushes `, search_text = …` for the update (the row is `t`).
+    fn push_set(&self, statement: &mut Statement) {
+        match self {
+            Derived::Nothing => {}
+            Derived::Same(document) => {
+                let placeholder = statement.arg(document.as_str());
+                statement.push(&format!(", search_text = {placeholder}"));
+            }
+            Derived::PerRow { ids, documents } => {
+                let ids = statement.arg(ids.as_slice());
+                let documents = statement.arg(documents.as_slice());
+                statement.push(&format!(
+                    ", search_text = (SELECT d.document FROM unnest({ids}::uuid[], \
+                     {documents}::text[]) AS d(id, document) WHERE d.id = t.id)"
+                ));
+            }
         }
-        Err(E::why_not_inserted(self, &row, &[]).await?)
     }
 
-    /// `Repository::create_many`: inserts all the rows of `new`, in order and with one shared
-    /// `created_at`, or none of them.
-    pub(crate) async fn create_rows<E: PgEntity>(&mut self, new: Vec<E::New>) -> Result<Vec<E>> {
-        let created_at = stockroom_core::time::now();
-        let rows: Vec<E> = new.into_iter().map(|n| E::create(n, created_at)).collect();
-        for (done, batch) in rows.chunks(E::INSERT_BATCH).enumerate() {
-            if E::insert_fast(self, batch, created_at).await? {
+    /// Pushes ` AND t.id = ANY(…)` when only some rows have a document.
+    fn push_guard(&self, statement: &mut Statement) {
+        if let Derived::PerRow { ids, .. } = self {
+            let ids = statement.arg(ids.as_slice());
+            statement.push(&format!(" AND t.id = ANY({ids})"));
+        }
+    }
+}
+
+/// The placeholders of the values an update sets, each bound once, when first used.
+#[derive(Default)]
+struct Placeholders(HashMap<usize, String>);
+
+impl Placeholders {
+    /// The placeholder of the value `changes` sets for `field`.
+    fn of(
+        &mut self,
+        statement: &mut Statement,
+        plan: &Plan,
+        changes: &Changes,
+        field: usize,
+    ) -> String {
+        self.0
+            .entry(field)
+            .or_insert_with(|| {
+                let value = changes
+                    .sets
+                    .iter()
+                    .find(|(f, _)| *f == field)
+                    .map_or(&Value::Null, |(_, v)| v);
+                statement.value(plan.storages[field], value)
+            })
+            .clone()
+    }
+}
+
+/// The conditions an update's new values must meet, as SQL expressions over the updated row
+/// `t`: per reference field set to a row, that the row is live; per unique rule whose fields
+/// the update sets (none of them to NULL, which nothing conflicts with), that another live row
+/// holds the values (the rule is broken when it is true).
+struct Guards {
+    /// `(field, the referred row is live)`, in declaration order.
+    references: Vec<(usize, String)>,
+    /// `(rule, another live row holds the values)`, in declaration order.
+    uniques: Vec<(usize, String)>,
+}
+
+impl Guards {
+    /// The guards of `changes` to `plan`'s rows. For one row (`ids` is `None`), a unique
+    /// rule's other fields are the row's (`t.<field>`). For the rows of `ids` (a placeholder
+    /// of an array), the conditions do not depend on the row, so the update changes every row
+    /// or none: a rule is broken when a live row outside them, or two of them, would hold the
+    /// same values (when the update sets every field of the rule, when two of them are live).
+    fn of(
+        statement: &mut Statement,
+        placeholders: &mut Placeholders,
+        plans: &Plans,
+        plan: &Plan,
+        changes: &Changes,
+        ids: Option<&str>,
+    ) -> Self {
+        let table = plan.table;
+        let mut references = Vec::new();
+        for (field, value) in &changes.sets {
+            if value.is_null() {
                 continue;
             }
-            let query = E::bind_insert_many(sqlx::query(E::INSERT_MANY), batch).bind(created_at);
-            let inserted = self.fetch_all(E::INSERT_MANY, query).await?;
+            if let Some(reference) = plan.references.iter().find(|r| r.field == *field) {
+                let target = plans.at(reference.target_position).table;
+                let id = placeholders.of(statement, plan, changes, *field);
+                references.push((
+                    *field,
+                    format!(
+                        "EXISTS (SELECT 1 FROM {target} x WHERE x.id = {id} \
+                         AND x.deleted_at IS NULL)"
+                    ),
+                ));
+            }
+        }
+        let mut uniques = Vec::new();
+        for (rule, fields) in plan.unique_fields.iter().enumerate() {
+            let set: Vec<usize> = fields
+                .iter()
+                .copied()
+                .filter(|&f| changes.sets(f))
+                .collect();
+            let null = changes
+                .sets
+                .iter()
+                .any(|(f, v)| set.contains(f) && v.is_null());
+            if set.is_empty() || null {
+                continue;
+            }
+            let unset: Vec<&str> = fields
+                .iter()
+                .filter(|f| !set.contains(f))
+                .map(|&f| plan.schema.fields[f].name)
+                .collect();
+            let mut values = String::new();
+            for &f in &set {
+                let placeholder = placeholders.of(statement, plan, changes, f);
+                values.push_str(&format!(
+                    " AND o.{} = {placeholder}",
+                    plan.schema.fields[f].name
+                ));
+            }
+            let taken = match ids {
+                None => {
+                    let same: String = unset
+                        .iter()
+                        .map(|name| format!(" AND o.{name} = t.{name}"))
+                        .collect();
+                    format!(
+                        "EXISTS (SELECT 1 FROM {table} o WHERE o.deleted_at IS NULL \
+                         AND o.id <> t.id{values}{same})"
+                    )
+                }
+                Some(ids) => {
+                    let same: String = unset
+                        .iter()
+                        .map(|name| format!(" AND o.{name} = a.{name}"))
+                        .collect();
+                    let others = format!(
+                        "EXISTS (SELECT 1 FROM {table} a, {table} o WHERE a.id = ANY({ids}) \
+                         AND a.deleted_at IS NULL AND o.deleted_at IS NULL AND o.id <> a.id\
+                         {values}{same})"
+                    );
+                    let among = if unset.is_empty() {
+                        format!(
+                            "(SELECT count(*) FROM {table} a WHERE a.id = ANY({ids}) \
+                             AND a.deleted_at IS NULL) > 1"
+                        )
+                    } else {
+                        let same: String = unset
+                            .iter()
+                            .map(|name| format!(" AND a.{name} = b.{name}"))
+                            .collect();
+                        format!(
+                            "EXISTS (SELECT 1 FROM {table} a JOIN {table} b ON a.id < b.id \
+                             WHERE a.id = ANY({ids}) AND b.id = ANY({ids}) \
+                             AND a.deleted_at IS NULL AND b.deleted_at IS NULL{same})"
+                        )
+                    };
+                    format!("({others} OR {among})")
+                }
+            };
+            uniques.push((rule, taken));
+        }
+        Self {
+            references,
+            uniques,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.references.is_empty() && self.uniques.is_empty()
+    }
+
+    /// Pushes ` AND …` so that the update changes nothing when a guard fails.
+    fn push(&self, statement: &mut Statement) {
+        for (_, live) in &self.references {
+            statement.push(&format!(" AND {live}"));
+        }
+        for (_, taken) in &self.uniques {
+            statement.push(&format!(" AND NOT {taken}"));
+        }
+    }
+
+    /// Pushes `, NOT <live>` and `, <taken>` columns, for the follow-up that says which failed.
+    fn push_columns(&self, statement: &mut Statement) {
+        for (_, live) in &self.references {
+            statement.push(&format!(", NOT {live}"));
+        }
+        for (_, taken) in &self.uniques {
+            statement.push(&format!(", {taken}"));
+        }
+    }
+
+    /// The first broken rule, read from the columns [`Guards::push_columns`] added, starting
+    /// at `start` in `row`.
+    fn first_broken(
+        &self,
+        row: &PgRow,
+        start: usize,
+        plans: &Plans,
+        plan: &Plan,
+        changes: &Changes,
+    ) -> Result<Option<Error>> {
+        let mut column = start;
+        for (field, _) in &self.references {
+            if at::<bool>(row, column)? {
+                let reference = plan
+                    .references
+                    .iter()
+                    .find(|r| r.field == *field)
+                    .expect("a guarded reference field");
+                let target = plans.at(reference.target_position).schema.kind();
+                let id = changes
+                    .sets
+                    .iter()
+                    .find(|(f, _)| f == field)
+                    .and_then(|(_, v)| v.as_uuid())
+                    .unwrap_or_default();
+                return Ok(Some(Error::not_found(target, id)));
+            }
+            column += 1;
+        }
+        for (rule, _) in &self.uniques {
+            if at::<bool>(row, column)? {
+                let constraint = Constraint::of_rule(plan.schema, &plan.schema.unique[*rule]);
+                return Ok(Some(Error::Conflict { constraint }));
+            }
+            column += 1;
+        }
+        Ok(None)
+    }
+}
+
+/// `UPDATE <table> AS t SET updated_at = …, version = t.version + 1, <field> = …, …` with the
+/// search document the update derives.
+fn update_statement(
+    plan: &Plan,
+    changes: &Changes,
+    derived: &Derived,
+    placeholders: &mut Placeholders,
+) -> Statement {
+    let mut statement = Statement::new(&format!("UPDATE {} AS t SET updated_at = ", plan.table));
+    statement.bind(changes.at);
+    statement.push(", version = t.version + 1");
+    for (field, _) in &changes.sets {
+        let placeholder = placeholders.of(&mut statement, plan, changes, *field);
+        statement.push(&format!(
+            ", {} = {placeholder}",
+            plan.schema.fields[*field].name
+        ));
+    }
+    derived.push_set(&mut statement);
+    statement
+}
+
+/// `Ok` when every field `changes` sets is one of the entity's.
+fn check_changes(plan: &Plan, changes: &Changes) -> Result<()> {
+    match changes
+        .sets
+        .iter()
+        .find(|(field, _)| *field >= plan.storages.len())
+    {
+        Some((field, _)) => Err(invalid(
+            plan.schema,
+            format!("an update sets field #{field}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Whether a row of `rows` refers to another row of `rows` (an entity that refers to itself).
+fn refers_within(plan: &Plan, rows: &[Record]) -> bool {
+    let fields: Vec<usize> = plan
+        .references
+        .iter()
+        .filter(|r| r.target_position == plan.position)
+        .map(|r| r.field)
+        .collect();
+    if fields.is_empty() {
+        return false;
+    }
+    let ids: HashSet<Uuid> = rows.iter().map(|r| r.id).collect();
+    rows.iter().any(|row| {
+        fields
+            .iter()
+            .any(|&f| row.values[f].as_uuid().is_some_and(|id| ids.contains(&id)))
+    })
+}
+
+impl Session {
+    /// Inserts `row` with [`Plan::insert`]: `Ok(None)` when it went in, `Ok(Some(why))` when it
+    /// did not (a rule it breaks), `Err` when the statement failed.
+    async fn insert_one(
+        &mut self,
+        plans: &Plans,
+        plan: &Plan,
+        entry: &Entry,
+        row: &Record,
+    ) -> Result<Option<Error>> {
+        let mut statement = query(&plan.insert).bind(row.id);
+        for (value, &storage) in row.values.iter().zip(&plan.storages) {
+            statement = bind_value(statement, storage, value);
+        }
+        statement = statement
+            .bind(row.created_at)
+            .bind(row.updated_at)
+            .bind(row.version);
+        if plan.searchable {
+            statement = statement.bind(search_document(entry, &row.values));
+        }
+        if self.execute(&plan.insert, statement).await?.rows_affected() == 1 {
+            return Ok(None);
+        }
+        self.why_not_inserted(plans, plan, row).await.map(Some)
+    }
+
+    /// Why `row`, whose insert changed nothing, was not inserted: its first reference that is
+    /// not live, its first unique value a live row holds, its id taken, or a race.
+    async fn why_not_inserted(
+        &mut self,
+        plans: &Plans,
+        plan: &Plan,
+        row: &Record,
+    ) -> Result<Error> {
+        let sql = &plan.why_not_inserted;
+        let mut statement = query(sql).bind(row.id);
+        for &field in &plan.why_not_inserted_fields {
+            statement = bind_value(statement, plan.storages[field], &row.values[field]);
+        }
+        let why = self.fetch_one(sql, statement).await?;
+        let mut column = 0;
+        for reference in &plan.references {
+            if at::<bool>(&why, column)? {
+                let target = plans.at(reference.target_position).schema.kind();
+                let id = row.values[reference.field].as_uuid().unwrap_or_default();
+                return Ok(Error::not_found(target, id));
+            }
+            column += 1;
+        }
+        for rule in plan.schema.unique {
+            if at::<bool>(&why, column)? {
+                let constraint = Constraint::of_rule(plan.schema, rule);
+                return Ok(Error::Conflict { constraint });
+            }
+            column += 1;
+        }
+        if at::<bool>(&why, column)? {
+            let constraint = Constraint::primary_key(plan.schema.kind());
+            return Ok(Error::Conflict { constraint });
+        }
+        Ok(raced(&format!(
+            "a row the {} refers to, or one holding its unique values,",
+            plan.schema.name
+        )))
+    }
+
+    /// Inserts `rows`, in order, all or none: by `COPY` or one `INSERT … SELECT FROM
+    /// UNNEST(…)` per [`BATCH`]. When a row does not go in, the rows this call inserted are
+    /// deleted again and the error names the first row's first broken rule.
+    async fn insert_rows(
+        &mut self,
+        plans: &Plans,
+        plan: &Plan,
+        entry: &Entry,
+        rows: &[Record],
+    ) -> Result<()> {
+        if refers_within(plan, rows) {
+            // Each row must see the rows before it: one statement per row.
+            for (done, row) in rows.iter().enumerate() {
+                if let Some(why) = self.insert_one(plans, plan, entry, row).await? {
+                    let inserted: Vec<Uuid> = rows[..done].iter().map(|r| r.id).collect();
+                    self.take_back(plan, inserted).await?;
+                    return Err(why);
+                }
+            }
+            return Ok(());
+        }
+        for (number, batch) in rows.chunks(BATCH).enumerate() {
+            if self.copy_rows(plan, entry, batch).await? {
+                continue;
+            }
+            let mut statement =
+                query(&plan.insert_many).bind(batch.iter().map(|r| r.id).collect::<Vec<_>>());
+            for (field, &storage) in plan.storages.iter().enumerate() {
+                statement = bind_column(statement, storage, batch, field);
+            }
+            statement = statement
+                .bind(batch.iter().map(|r| r.created_at).collect::<Vec<_>>())
+                .bind(batch.iter().map(|r| r.updated_at).collect::<Vec<_>>())
+                .bind(batch.iter().map(|r| r.version).collect::<Vec<_>>());
+            if plan.searchable {
+                let documents: Vec<String> = batch
+                    .iter()
+                    .map(|r| search_document(entry, &r.values))
+                    .collect();
+                statement = statement.bind(documents);
+            }
+            let inserted = self.fetch_all(&plan.insert_many, statement).await?;
             if inserted.len() == batch.len() {
                 continue;
             }
-            // All or nothing: find the first row that did not go in, say why, and take back
-            // every row this call inserted.
-            let failed = first_not_inserted(&inserted, batch)?;
-            let error = E::why_not_inserted(self, failed, &[failed.id()]).await?;
-            self.delete_rows(&rows[..done * E::INSERT_BATCH + batch.len()])
-                .await?;
-            return Err(error);
+            // The first row that did not go in (in input order), why, and every row this call
+            // inserted taken back.
+            let mut taken = rows[..number * BATCH]
+                .iter()
+                .map(|r| r.id)
+                .collect::<Vec<_>>();
+            for row in &inserted {
+                taken.push(at(row, 0)?);
+            }
+            let went_in: HashSet<Uuid> = taken.iter().copied().collect();
+            let failed = batch
+                .iter()
+                .find(|r| !went_in.contains(&r.id))
+                .expect("fewer rows inserted than given");
+            let why = self.why_not_inserted(plans, plan, failed).await?;
+            self.take_back(plan, taken).await?;
+            return Err(why);
+        }
+        Ok(())
+    }
+
+    /// Deletes the rows `ids`, which this insert of many rows put in, when another did not go
+    /// in.
+    async fn take_back(&mut self, plan: &Plan, ids: Vec<Uuid>) -> Result<()> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let statement = query(&plan.delete_many).bind(ids);
+        self.execute(&plan.delete_many, statement).await?;
+        Ok(())
+    }
+
+    /// The search document `changes` gives the live rows among `ids` (see [`Derived`]). When
+    /// the update sets some of its fields only, the rows' other parts are read first, and
+    /// locked, so that no concurrent update changes them before this one writes the document.
+    async fn derive(
+        &mut self,
+        plan: &Plan,
+        entry: &Entry,
+        ids: &[Uuid],
+        changes: &Changes,
+    ) -> Result<Derived> {
+        let touches = changes
+            .sets
+            .iter()
+            .any(|(field, _)| plan.search_fields.contains(field));
+        if !plan.searchable || !touches {
+            return Ok(Derived::Nothing);
+        }
+        if plan.search_fields.iter().all(|&field| changes.sets(field)) {
+            let mut values = vec![Value::Null; plan.storages.len()];
+            for (field, value) in &changes.sets {
+                values[*field] = value.clone();
+            }
+            return Ok(Derived::Same(search_document(entry, &values)));
+        }
+        let rows = self
+            .fetch_all(&plan.lock, query(&plan.lock).bind(ids))
+            .await?;
+        let mut locked = Vec::with_capacity(rows.len());
+        let mut documents = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let mut record = decode_record(row, 0, plan.schema.fields)?;
+            changes.apply_to(&mut record);
+            locked.push(record.id);
+            documents.push(search_document(entry, &record.values));
+        }
+        Ok(Derived::PerRow {
+            ids: locked,
+            documents,
+        })
+    }
+}
+
+#[async_trait]
+impl RecordWriter for Session {
+    async fn insert(&mut self, schema: &'static Schema, rows: Vec<Record>) -> Result<Vec<Record>> {
+        let plans = self.plans();
+        let plan = plans.of(schema)?;
+        let entry = plans.entry(plan);
+        match rows.as_slice() {
+            [] => {}
+            [row] => {
+                if let Some(why) = self.insert_one(&plans, plan, entry, row).await? {
+                    return Err(why);
+                }
+            }
+            rows => self.insert_rows(&plans, plan, entry, rows).await?,
         }
         Ok(rows)
     }
 
-    /// Updates the live row `id` (at version `expected`, if given) with `patch`; `None` when
-    /// the statement changed nothing.
-    pub(crate) async fn update_row<E: PgEntity>(
+    async fn update(
         &mut self,
-        id: E::Id,
-        patch: &E::Patch,
-        expected: Option<i64>,
-    ) -> Result<Option<E>> {
-        let derived = E::derived_set(self, &[id], patch).await?;
-        let mut qb = QueryBuilder::new("");
-        push_update::<E>(&mut qb, patch, &derived);
-        qb.push(" WHERE id = ")
-            .push_bind(id.into())
-            .push(" AND deleted_at IS NULL");
-        if let Some(version) = expected {
-            qb.push(" AND version = ").push_bind(version);
+        schema: &'static Schema,
+        id: Uuid,
+        changes: &Changes,
+        expected_version: Option<i64>,
+    ) -> Result<Record> {
+        let plans = self.plans();
+        let plan = plans.of(schema)?;
+        check_changes(plan, changes)?;
+        let derived = self.derive(plan, plans.entry(plan), &[id], changes).await?;
+        let mut placeholders = Placeholders::default();
+        let mut statement = update_statement(plan, changes, &derived, &mut placeholders);
+        statement.push(" WHERE t.id = ");
+        statement.bind(id);
+        statement.push(" AND t.deleted_at IS NULL");
+        if let Some(version) = expected_version {
+            statement.push(" AND t.version = ");
+            statement.bind(version);
         }
-        derived.push_guard(&mut qb);
-        E::push_guards(&mut qb, patch);
-        qb.push(" RETURNING ").push(E::COLUMNS);
-        let sql = qb.sql();
-        let row = self.fetch_optional(sql.as_str(), qb.build()).await?;
-        row.as_ref().map(E::decode).transpose()
+        derived.push_guard(&mut statement);
+        let guards = Guards::of(
+            &mut statement,
+            &mut placeholders,
+            &plans,
+            plan,
+            changes,
+            None,
+        );
+        guards.push(&mut statement);
+        statement.push(&format!(" RETURNING {}", plan.columns));
+        let (sql, statement) = statement.build()?;
+        if let Some(row) = self.fetch_optional(&sql, statement).await? {
+            return decode_record(&row, 0, plan.schema.fields);
+        }
+
+        // Why: the row missing, its version, then the rules of the new values.
+        let mut why = Statement::new("SELECT t.version");
+        let guards = Guards::of(
+            &mut why,
+            &mut Placeholders::default(),
+            &plans,
+            plan,
+            changes,
+            None,
+        );
+        guards.push_columns(&mut why);
+        why.push(&format!(" FROM {} t WHERE t.id = ", plan.table));
+        why.bind(id);
+        why.push(" AND t.deleted_at IS NULL");
+        let (sql, why) = why.build()?;
+        let Some(row) = self.fetch_optional(&sql, why).await? else {
+            return Err(Error::not_found(schema.kind(), id));
+        };
+        let version: i64 = at(&row, 0)?;
+        if let Some(expected) = expected_version.filter(|&e| e != version) {
+            return Err(Error::stale_version(schema.kind(), id, expected, version));
+        }
+        Err(guards
+            .first_broken(&row, 1, &plans, plan, changes)?
+            .unwrap_or_else(|| raced(&format!("the {}", schema.name))))
     }
 
-    /// Updates the live rows among `ids` with `patch`; how many changed.
-    pub(crate) async fn update_rows<E: PgEntity>(
+    async fn update_many(
         &mut self,
-        ids: &[E::Id],
-        patch: &E::Patch,
+        schema: &'static Schema,
+        ids: &[Uuid],
+        changes: &Changes,
     ) -> Result<u64> {
-        let derived = E::derived_set(self, ids, patch).await?;
-        let mut qb = QueryBuilder::new("");
-        push_update::<E>(&mut qb, patch, &derived);
-        qb.push(" WHERE id = ANY(")
-            .push_bind(uuids(ids))
-            .push(") AND deleted_at IS NULL");
-        derived.push_guard(&mut qb);
-        E::push_guards(&mut qb, patch);
-        if E::sets_unique(patch) {
-            push_one_live_guard(&mut qb, E::TABLE, ids);
+        let plans = self.plans();
+        let plan = plans.of(schema)?;
+        check_changes(plan, changes)?;
+        if ids.is_empty() {
+            return Ok(0);
         }
-        let sql = qb.sql();
-        Ok(self
-            .execute(sql.as_str(), qb.build())
-            .await?
-            .rows_affected())
-    }
-
-    /// Deletes every row of `given` (taking back a partial `create_many`).
-    pub(crate) async fn delete_rows<E: PgEntity>(&mut self, given: &[E]) -> Result<()> {
-        let ids: Vec<Uuid> = given.iter().map(|e| e.id().into()).collect();
-        self.execute(E::DELETE_MANY, sqlx::query(E::DELETE_MANY).bind(ids))
-            .await?;
-        Ok(())
-    }
-
-    /// Runs [`PgEntity::RESTORE`]: whether the deleted row `id` came back.
-    pub(crate) async fn restore_row<E: PgEntity>(&mut self, id: E::Id) -> Result<bool> {
-        let query = sqlx::query(E::RESTORE)
-            .bind(id.into())
-            .bind(stockroom_core::time::now());
-        Ok(self.execute(E::RESTORE, query).await?.rows_affected() == 1)
-    }
-
-    /// Restores `id`; `Err(conflict)` when it is deleted but a live row holds its unique value.
-    pub(crate) async fn restore_or<E: PgEntity>(
-        &mut self,
-        id: E::Id,
-        conflict: Error,
-    ) -> Result<bool> {
-        if self.restore_row::<E>(id).await? {
-            return Ok(true);
+        let derived = self.derive(plan, plans.entry(plan), ids, changes).await?;
+        let mut placeholders = Placeholders::default();
+        let mut statement = update_statement(plan, changes, &derived, &mut placeholders);
+        let all = statement.arg(ids);
+        statement.push(&format!(
+            " WHERE t.id = ANY({all}) AND t.deleted_at IS NULL"
+        ));
+        derived.push_guard(&mut statement);
+        let guards = Guards::of(
+            &mut statement,
+            &mut placeholders,
+            &plans,
+            plan,
+            changes,
+            Some(&all),
+        );
+        guards.push(&mut statement);
+        let (sql, statement) = statement.build()?;
+        let changed = self.execute(&sql, statement).await?.rows_affected();
+        if changed > 0 || guards.is_empty() {
+            return Ok(changed);
         }
-        let query = sqlx::query(E::IS_DELETED).bind(id.into());
-        let row = self.fetch_one(E::IS_DELETED, query).await?;
-        if column(&row, "deleted")? {
-            Err(conflict)
-        } else {
-            self.exists_or_not_found::<E>(id).await.map(|()| false)
+
+        // Nothing changed: no live row among `ids`, or a guard failed. Which?
+        let mut why = Statement::new("SELECT (SELECT count(*) FROM ");
+        let all = why.arg(ids);
+        why.push(&format!(
+            "{} a WHERE a.id = ANY({all}) AND a.deleted_at IS NULL)",
+            plan.table
+        ));
+        let guards = Guards::of(
+            &mut why,
+            &mut Placeholders::default(),
+            &plans,
+            plan,
+            changes,
+            Some(&all),
+        );
+        guards.push_columns(&mut why);
+        let (sql, why) = why.build()?;
+        let row = self.fetch_one(&sql, why).await?;
+        if at::<i64>(&row, 0)? == 0 {
+            return Ok(0);
         }
+        Err(guards
+            .first_broken(&row, 1, &plans, plan, changes)?
+            .unwrap_or_else(|| raced(&format!("the {} rows", schema.name))))
     }
 
-    /// Whether a live row other than `except` holds the unique `value`.
-    pub(crate) async fn unique_taken<E: PgUniqueEntity>(
+    async fn increment(
         &mut self,
-        value: &str,
-        except: &[E::Id],
-    ) -> Result<bool> {
-        let query = sqlx::query(E::TAKEN).bind(value).bind(uuids(except));
-        let row = self.fetch_one(E::TAKEN, query).await?;
-        column(&row, "taken")
-    }
-
-    /// Why `row` (whose insert did nothing) was not inserted: its unique value is held by a
-    /// live row other than `except`, or its id is taken.
-    pub(crate) async fn why_unique_not_inserted<E: PgUniqueEntity>(
-        &mut self,
-        row: &E,
-        except: &[E::Id],
-    ) -> Result<Error> {
-        // The entity's one unique value, as the core declares it.
-        for (constraint, value) in row.unique_values() {
-            if self.unique_taken::<E>(&value, except).await? {
-                return Ok(Error::Conflict { constraint });
+        schema: &'static Schema,
+        id: Uuid,
+        field: usize,
+        delta: i64,
+        at_: Timestamp,
+    ) -> Result<Incremented> {
+        let plans = self.plans();
+        let plan = plans.of(schema)?;
+        let Some(Some(increment)) = plan.increments.get(field) else {
+            return Err(invalid(
+                schema,
+                format!("an increment of field #{field}, which is not an integer"),
+            ));
+        };
+        // The sum is in the declared range when the current value is in it shifted by
+        // -delta; computed without overflow, and bound within i64 (the value is one).
+        let low = i128::from(increment.min) - i128::from(delta);
+        let high = i128::from(increment.max) - i128::from(delta);
+        let low = low.clamp(i128::from(i64::MIN), i128::from(i64::MAX));
+        let high = high.clamp(i128::from(i64::MIN), i128::from(i64::MAX));
+        let in_range = low <= high;
+        if in_range {
+            let statement = query(&increment.update)
+                .bind(id)
+                .bind(delta)
+                .bind(at_)
+                .bind(i64::try_from(low).expect("clamped"))
+                .bind(i64::try_from(high).expect("clamped"));
+            if let Some(row) = self.fetch_optional(&increment.update, statement).await? {
+                return Ok(Incremented::Done(decode_record(
+                    &row,
+                    0,
+                    plan.schema.fields,
+                )?));
             }
         }
-        Ok(Error::Conflict {
-            constraint: Constraint::PrimaryKey,
-        })
+        let statement = query(&increment.current).bind(id);
+        let Some(row) = self.fetch_optional(&increment.current, statement).await? else {
+            return Ok(Incremented::NotLive);
+        };
+        let current = match decode_value(&row, 0, &plan.schema.fields[field])? {
+            Value::Int(current) => current,
+            _ => 0,
+        };
+        let fits = current
+            .checked_add(delta)
+            .is_some_and(|sum| (increment.min..=increment.max).contains(&sum));
+        if fits && in_range {
+            // The statement saw another value: a concurrent write changed it since.
+            return Err(raced(&format!("the {}", schema.name)));
+        }
+        Ok(Incremented::OutOfRange { current })
     }
 
-    pub(crate) async fn purge_rows<E: PgEntity>(&mut self, before: Timestamp) -> Result<u64> {
-        let before = stockroom_core::time::supported("before", before)?;
-        let query = sqlx::query(E::PURGE).bind(before);
-        Ok(self.execute(E::PURGE, query).await?.rows_affected())
+    async fn lock(&mut self, schema: &'static Schema, ids: &[Uuid]) -> Result<Vec<Record>> {
+        let plans = self.plans();
+        let plan = plans.of(schema)?;
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .fetch_all(&plan.lock, query(&plan.lock).bind(ids))
+            .await?;
+        records(plan, &rows)
+    }
+
+    async fn soft_delete(
+        &mut self,
+        schema: &'static Schema,
+        id: Uuid,
+        at_: Timestamp,
+    ) -> Result<bool> {
+        let plans = self.plans();
+        let plan = plans.of(schema)?;
+        let statement = query(&plan.soft_delete).bind(id).bind(at_);
+        if self
+            .execute(&plan.soft_delete, statement)
+            .await?
+            .rows_affected()
+            > 0
+        {
+            return Ok(true);
+        }
+        let row = self
+            .fetch_one(&plan.exists_any, query(&plan.exists_any).bind(id))
+            .await?;
+        if at::<bool>(&row, 0)? {
+            Ok(false)
+        } else {
+            Err(Error::not_found(schema.kind(), id))
+        }
+    }
+
+    async fn restore(&mut self, schema: &'static Schema, id: Uuid, at_: Timestamp) -> Result<bool> {
+        let plans = self.plans();
+        let plan = plans.of(schema)?;
+        let statement = query(&plan.restore).bind(id).bind(at_);
+        if self
+            .execute(&plan.restore, statement)
+            .await?
+            .rows_affected()
+            == 1
+        {
+            return Ok(true);
+        }
+        let sql = &plan.why_not_restored;
+        let Some(row) = self.fetch_optional(sql, query(sql).bind(id)).await? else {
+            return Err(Error::not_found(schema.kind(), id));
+        };
+        if !at::<bool>(&row, 0)? {
+            return Ok(false);
+        }
+        for (i, rule) in schema.unique.iter().enumerate() {
+            if at::<bool>(&row, 1 + i)? {
+                let constraint = Constraint::of_rule(schema, rule);
+                return Err(Error::Conflict { constraint });
+            }
+        }
+        Err(raced(&format!("the {}", schema.name)))
+    }
+
+    async fn hard_delete(&mut self, schema: &'static Schema, id: Uuid) -> Result<()> {
+        let plans = self.plans();
+        let plan = plans.of(schema)?;
+        // The foreign keys apply each referring entity's OnDelete, in the same statement.
+        let statement = query(&plan.hard_delete).bind(id);
+        match self
+            .execute(&plan.hard_delete, statement)
+            .await?
+            .rows_affected()
+        {
+            0 => Err(Error::not_found(schema.kind(), id)),
+            _ => Ok(()),
+        }
+    }
+
+    async fn purge_deleted_before(
+        &mut self,
+        schema: &'static Schema,
+        before: Timestamp,
+    ) -> Result<u64> {
+        let plans = self.plans();
+        let plan = plans.of(schema)?;
+        let statement = query(&plan.purge).bind(before);
+        Ok(self.execute(&plan.purge, statement).await?.rows_affected())
     }
 }
 
 #[cfg(all(test, feature = "testing"))]
 mod tests {
-    use std::collections::BTreeSet;
-
     use sqlx::Connection;
-    use stockroom_core::{Category, Product, Review, User};
+    use stockroom_core::{NewProduct, ProductId, ProductPatch, Store};
 
-    use super::PgEntity;
     use crate::testing::TestDatabase;
 
-    /// The columns of `table` in the schema the store's statements resolve it in.
-    async fn live_columns(conn: &mut sqlx::PgConnection, table: &str) -> BTreeSet<String> {
-        sqlx::query_scalar(
-            "SELECT column_name::text FROM information_schema.columns \
-             WHERE table_schema = current_schema() AND table_name = $1",
-        )
-        .bind(table)
-        .fetch_all(conn)
-        .await
-        .unwrap()
-        .into_iter()
-        .collect()
+    /// The stored search document of each of `ids`, beside the one the core makes of the row.
+    async fn documents(db: &TestDatabase, store: &crate::PostgresStore, ids: &[ProductId]) {
+        let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
+        let mut read = store.read().await.unwrap();
+        for &id in ids {
+            let product = read.products().require(id).await.unwrap();
+            let stored: String =
+                sqlx::query_scalar("SELECT search_text FROM products WHERE id = $1")
+                    .bind(id.as_uuid())
+                    .fetch_one(&mut conn)
+                    .await
+                    .unwrap();
+            assert_eq!(stored, product.search_document(), "{product:?}");
+        }
+        conn.close().await.unwrap();
     }
 
-    /// The names in a comma-separated column list.
-    fn names(list: &str) -> BTreeSet<String> {
-        list.split(',').map(|c| c.trim().to_owned()).collect()
-    }
-
-    /// Fails naming `table` and the columns only one side has.
-    fn assert_same_columns(table: &str, adapter: &BTreeSet<String>, schema: &BTreeSet<String>) {
-        let missing: Vec<_> = adapter.difference(schema).collect();
-        let unknown: Vec<_> = schema.difference(adapter).collect();
-        assert!(
-            missing.is_empty() && unknown.is_empty(),
-            "table {table}: the adapter's columns not in the schema: {missing:?}; \
-             the schema's columns the adapter does not know: {unknown:?}"
-        );
-    }
-
-    /// The columns an entity's module reads and writes, against its table's.
-    async fn check<E: PgEntity>(conn: &mut sqlx::PgConnection) {
-        let mut adapter = names(E::COLUMNS);
-        adapter.extend(E::WRITE_ONLY_COLUMNS.iter().map(|c| (*c).to_owned()));
-        assert_same_columns(E::TABLE, &adapter, &live_columns(conn, E::TABLE).await);
-    }
-
-    /// Each table's column list in the adapter is the migrated schema's, so that a migration
-    /// that adds, drops or renames a column cannot go unnoticed by the row structs.
-    #[tokio::test]
-    async fn the_column_lists_are_the_schemas() {
+    /// Whatever fields an update names (one text field, all three, the description cleared, none
+    /// of them; one row or many), the stored search document is the core's
+    /// `search_document` of the updated row, byte for byte.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_update_stores_the_cores_search_document_of_the_updated_row() {
         let Some(db) = TestDatabase::create().await else {
             return;
         };
         let store = db.store().await;
-        let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
-        check::<Product>(&mut conn).await;
-        check::<Category>(&mut conn).await;
-        check::<User>(&mut conn).await;
-        check::<Review>(&mut conn).await;
-        let ledger = crate::movements::TABLE;
-        let schema = live_columns(&mut conn, ledger).await;
-        assert_same_columns(ledger, &names(crate::movements::COLUMNS), &schema);
-        conn.close().await.unwrap();
-        stockroom_core::Store::close(&store).await;
+        let mut uow = store.begin().await.unwrap();
+        let mut ids = Vec::new();
+        for tag in ["a", "b", "c"] {
+            let new = NewProduct::new(
+                &format!("Straße {tag}"),
+                tag,
+                &format!("SKU-{}", tag.to_uppercase()),
+            )
+            .unwrap()
+            .with_description("Ǆ ΣΑΣ")
+            .unwrap();
+            ids.push(uow.products().create(new).await.unwrap().id);
+        }
+        let patches = [
+            ProductPatch::new().with_name("ÉCOLE Ⅻ").unwrap(),
+            ProductPatch::new().with_sku("NEW-SKU").unwrap(),
+            ProductPatch::new().with_description(Some("ﬁn ǅ")).unwrap(),
+            ProductPatch::new().with_description(None).unwrap(),
+            ProductPatch::new()
+                .with_name("All")
+                .unwrap()
+                .with_sku("ALL-1")
+                .unwrap()
+                .with_description(Some("Three ß"))
+                .unwrap(),
+            ProductPatch::new().with_status(stockroom_core::ProductStatus::Active),
+        ];
+        for patch in &patches {
+            uow.products().update(ids[0], patch, None).await.unwrap();
+            let unique_free = patch.sku().is_none();
+            if unique_free {
+                let changed = uow.products().update_many(&ids[1..], patch).await.unwrap();
+                assert_eq!(changed, 2, "{patch:?}");
+            }
+        }
+        uow.commit().await.unwrap();
+        documents(&db, &store, &ids).await;
+        store.close().await;
         db.drop_now().await;
     }
 }

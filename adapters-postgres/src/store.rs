@@ -16,12 +16,14 @@ use stockroom_core::{
 use stockroom_core::adapter::{
     deadline_reached, move_stock_in_own_unit_of_work, time_left, until_deadline,
 };
+use stockroom_core::schema::Catalog;
 
 use crate::connections::{Begin, CloseUnlessSettled, Connections, Lease};
 use crate::engine::Engine;
 use crate::error::{is_dead_connection, map_error};
 use crate::migrate;
 use crate::options::{timeout_value, IsolationLevel, PostgresOptions};
+use crate::plans::Plans;
 use crate::replicas::{ReplicaPools, Replicas};
 use crate::session::{store_closed, PgReadSession, PgUnitOfWork, Session, StatementLog};
 
@@ -58,6 +60,8 @@ pub struct PostgresStore {
     begin_statement: Option<Arc<str>>,
     /// The engine behind the connections, probed when the store was built.
     engine: Engine,
+    /// The store's entities and their statements, shared by its sessions.
+    plans: Arc<Plans>,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -107,10 +111,12 @@ impl PostgresStore {
     /// lazily (a replica that is down does not fail the connect), without migrations; read
     /// sessions go to the replicas (see [Read replicas](crate#read-replicas)).
     ///
-    /// Errors: [`Error::Validation`] on `url` (or `replica_urls`) for a URL that is not
-    /// PostgreSQL's; [`Error::Unavailable`] when the primary does not answer within
-    /// `acquire_timeout` (the engine probe and the pool's first connection together, so a
-    /// server that accepts connections and never answers does not hold `connect` longer).
+    /// Errors: [`Error::Schema`] for a registered entity whose declaration no backend can
+    /// store (before any connection is made); [`Error::Validation`] on `url` (or
+    /// `replica_urls`) for a URL that is not PostgreSQL's; [`Error::Unavailable`] when the
+    /// primary does not answer within `acquire_timeout` (the engine probe and the pool's first
+    /// connection together, so a server that accepts connections and never answers does not
+    /// hold `connect` longer); those of [`PostgresStore::migrate`].
     pub async fn connect(config: &StoreConfig) -> Result<Self> {
         Self::connect_with(config, PostgresOptions::from_config(config)).await
     }
@@ -123,6 +129,7 @@ impl PostgresStore {
     /// ([`Engine::from_version`]), so that the pool's connections start only with settings the
     /// engine knows and migrations lock only where the engine can.
     pub async fn connect_with(config: &StoreConfig, options: PostgresOptions) -> Result<Self> {
+        let plans = plans(&options)?;
         let base = connect_options(config, &config.url, "url")?;
         // The replicas' URLs are checked before connecting.
         ReplicaPools::check(config)?;
@@ -134,7 +141,7 @@ impl PostgresStore {
         // Connected lazily, with the primary's engine's settings.
         let replicas = ReplicaPools::connect(config, &options, engine)?;
         let owner = Owner::Stockroom(Box::new(config.clone()));
-        let mut store = Self::assemble(pool, options, owner, engine);
+        let mut store = Self::assemble(pool, options, owner, engine, plans);
         store.replicas = Arc::new(replicas.falling_back_to(&store.connections));
         let store = store.start().await?;
         tracing::debug!(
@@ -165,22 +172,30 @@ impl PostgresStore {
     /// # Ok(()) }
     /// ```
     ///
-    /// Errors: [`Error::Unavailable`] naming the cause (connection refused, …) when the server
+    /// Errors: [`Error::Schema`] for a registered entity whose declaration no backend can
+    /// store; [`Error::Unavailable`] naming the cause (connection refused, …) when the server
     /// cannot be reached by the one connection, made with the pool's options, that asks which
     /// engine it is, or does not answer it within the pool's acquire timeout; those of
     /// [`PostgresStore::migrate`].
     pub async fn from_pool(pool: PgPool, options: PostgresOptions) -> Result<Self> {
+        let plans = plans(&options)?;
         // On a connection of its own, made with the pool's options: a lazy pool that cannot
         // reach its server would only say, after its acquire timeout, that it timed out, where
         // a direct connection names the cause at once (connection refused, no such database).
         let bound = pool.options().get_acquire_timeout();
         let engine = answered_within(bound, probe_engine(&pool.connect_options())).await?;
-        Self::assemble(pool, options, Owner::Application, engine)
+        Self::assemble(pool, options, Owner::Application, engine, plans)
             .start()
             .await
     }
 
-    fn assemble(pool: PgPool, options: PostgresOptions, owner: Owner, engine: Engine) -> Self {
+    fn assemble(
+        pool: PgPool,
+        options: PostgresOptions,
+        owner: Owner,
+        engine: Engine,
+        plans: Arc<Plans>,
+    ) -> Self {
         let timeouts = LocalTimeouts::of(&options, &owner, None);
         let begin_statement = begin_statement(options.isolation, timeouts).map(Arc::from);
         // Connections are kept out of the pool between sessions only when nobody else takes
@@ -197,6 +212,7 @@ impl PostgresStore {
             owner,
             begin_statement,
             engine,
+            plans,
         }
     }
 
@@ -224,6 +240,11 @@ impl PostgresStore {
     /// migrations are recorded in `_sqlx_migrations` (by an earlier version) has those rows
     /// moved to `stockroom_migrations` first, in one transaction; the application's rows are
     /// left alone. Migrations wait for their locks without the lock timeout.
+    ///
+    /// Then, under the same lock, the tables of the application's entities are made, extended
+    /// or checked (see [Your own entities](crate#your-own-entities)): a table that no longer
+    /// matches its entity's declaration, or that Stockroom did not make, is [`Error::Schema`]
+    /// naming the entity and what differs, and nothing is changed.
     pub async fn migrate(&self) -> Result<()> {
         self.ensure_open()?;
         let conn = self.pool.acquire().await.map_err(map_error)?;
@@ -231,7 +252,7 @@ impl PostgresStore {
         // advisory lock or the changed timeouts: it must not go back to the pool, least of all
         // to the application's.
         let mut conn = CloseUnlessSettled::new(conn);
-        migrate::run(&mut conn, self.engine).await?;
+        migrate::run(&mut conn, self.engine, &self.plans.catalog).await?;
         conn.settle();
         Ok(())
     }
@@ -281,6 +302,7 @@ impl PostgresStore {
         Ok(Session::pooled(
             lease,
             Arc::clone(&self.connections),
+            Arc::clone(&self.plans),
             self.log,
         ))
     }
@@ -356,6 +378,12 @@ impl LocalTimeouts {
             statement: per_transaction(options.statement_timeout),
         }
     }
+}
+
+/// The catalog of Stockroom's entities and those `options` registers, each declaration checked
+/// (an invalid one is `Error::Schema`, before any connection is made), with their statements.
+fn plans(options: &PostgresOptions) -> Result<Arc<Plans>> {
+    Ok(Arc::new(Plans::new(Catalog::new(options.entities())?)))
 }
 
 /// `SELECT version()`: what tells the engines apart.
@@ -509,6 +537,7 @@ impl Store for PostgresStore {
                     return Ok(Box::new(PgUnitOfWork::new(
                         tx,
                         Arc::clone(&self.connections),
+                        Arc::clone(&self.plans),
                         self.log,
                     )));
                 }
@@ -530,7 +559,12 @@ impl Store for PostgresStore {
     async fn read(&self) -> Result<Box<dyn ReadSession>> {
         self.ensure_open()?;
         let lease = self.replicas.lend().await.map_err(map_error)?;
-        let session = Session::pooled(lease, Arc::clone(&self.connections), self.log);
+        let session = Session::pooled(
+            lease,
+            Arc::clone(&self.connections),
+            Arc::clone(&self.plans),
+            self.log,
+        );
         Ok(Box::new(PgReadSession::new(session)))
     }
 

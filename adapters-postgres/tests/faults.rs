@@ -402,7 +402,8 @@ async fn sessions_the_server_ended_as_idle_are_replaced() {
     // Both connections used, then left idle until the server ends their sessions.
     let (mut a, mut b) = (store.read().await.unwrap(), store.read().await.unwrap());
     let filter = ProductFilter::default();
-    let (x, y) = tokio::join!(a.products().count(&filter), b.products().count(&filter));
+    let (mut pa, mut pb) = (a.products(), b.products());
+    let (x, y) = tokio::join!(pa.count(&filter), pb.count(&filter));
     assert_eq!((x.unwrap(), y.unwrap()), (0, 0));
     drop((a, b));
     until_no_session_of(&config.application_name, false).await;

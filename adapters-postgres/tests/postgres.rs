@@ -292,15 +292,16 @@ async fn schema_has_the_named_indexes_and_checks() {
                 .into_iter()
                 .map(|r| r.get(0))
                 .collect();
-        for c in stockroom_core::adapter::CONSTRAINTS {
-            if c != Constraint::PrimaryKey {
-                assert!(
-                    indexes
-                        .iter()
-                        .any(|i| i == stockroom_core::adapter::index_name(c)),
-                    "{c} missing from {indexes:?}"
-                );
-            }
+        let catalog = stockroom_core::schema::Catalog::new(&[]).unwrap();
+        let rules = catalog.entries().iter().flat_map(|e| e.schema.unique);
+        for index in rules
+            .map(|u| u.index)
+            .chain([stockroom_core::adapter::IDEMPOTENCY_KEY_INDEX])
+        {
+            assert!(
+                indexes.iter().any(|i| i == index),
+                "{index} missing from {indexes:?}"
+            );
         }
         assert!(indexes.iter().any(|i| i == "products_search"));
         assert!(indexes.iter().any(|i| i == "products_order"));
@@ -347,11 +348,11 @@ async fn expected_failures_leave_the_unit_of_work_usable() {
         let b = uow.products().create(product(2)).await.unwrap();
         // Each of these fails on a rule; none aborts the PostgreSQL transaction.
         let dup = NewProduct::new("Again", "product-1", "SKU-X").unwrap();
-        assert_conflict(uow.products().create(dup).await, Constraint::ProductSlug);
+        assert_conflict(uow.products().create(dup).await, Constraint::PRODUCT_SLUG);
         let taken = ProductPatch::new().with_sku("SKU-1").unwrap();
         assert_conflict(
             uow.products().update(b.id, &taken, None).await,
-            Constraint::ProductSku,
+            Constraint::PRODUCT_SKU,
         );
         assert!(matches!(
             uow.products()
@@ -368,7 +369,7 @@ async fn expected_failures_leave_the_unit_of_work_usable() {
         assert!(matches!(
             uow.products().create(orphan).await,
             Err(Error::NotFound {
-                entity: EntityKind::Category,
+                entity: EntityKind::CATEGORY,
                 ..
             })
         ));
@@ -376,7 +377,7 @@ async fn expected_failures_leave_the_unit_of_work_usable() {
         let same = ProductPatch::new().with_slug("same-slug").unwrap();
         assert_conflict(
             uow.products().update_many(&[a.id, b.id], &same).await,
-            Constraint::ProductSlug,
+            Constraint::PRODUCT_SLUG,
         );
         let c1 = uow
             .categories()
@@ -393,7 +394,7 @@ async fn expected_failures_leave_the_unit_of_work_usable() {
             .unwrap();
         assert_conflict(
             uow.categories().update_many(&[c1.id, c2.id], &same).await,
-            Constraint::CategorySlug,
+            Constraint::CATEGORY_SLUG,
         );
         let u1 = uow
             .users()
@@ -410,7 +411,7 @@ async fn expected_failures_leave_the_unit_of_work_usable() {
             .unwrap();
         assert_conflict(
             uow.users().update_many(&[u1.id, u2.id], &same).await,
-            Constraint::UserEmail,
+            Constraint::USER_EMAIL,
         );
         // One row may take a value; a row may keep its own.
         let one = ProductPatch::new().with_slug("product-1").unwrap();
@@ -424,7 +425,7 @@ async fn expected_failures_leave_the_unit_of_work_usable() {
         let many = vec![product(4), product(5), product(4)];
         assert_conflict(
             uow.products().create_many(many).await,
-            Constraint::ProductSlug,
+            Constraint::PRODUCT_SLUG,
         );
         // …and the unit of work commits what succeeded.
         uow.commit().await.unwrap();
@@ -459,7 +460,8 @@ async fn a_failed_statement_makes_commit_fail_instead_of_silently_rolling_back()
         let patch = ProductPatch::new().with_slug(slug).unwrap();
         let mut winner = store.begin().await.unwrap();
         winner.products().update(p1, &patch, None).await.unwrap();
-        let (lost, committed) = tokio::join!(loser.products().update(p2, &patch, None), async {
+        let mut products = loser.products();
+        let (lost, committed) = tokio::join!(products.update(p2, &patch, None), async {
             // The test stores are named after their database.
             support::until_a_session_waits_for_a_lock(
                 &store
@@ -480,7 +482,7 @@ async fn a_failed_statement_makes_commit_fail_instead_of_silently_rolling_back()
         let mut loser = store.begin().await.unwrap();
         loser.products().create(product(3)).await.unwrap();
         let lost = race(&store, p1, p2, "first-race", &mut loser).await;
-        assert_conflict(lost, Constraint::ProductSlug);
+        assert_conflict(lost, Constraint::PRODUCT_SLUG);
         match loser.commit().await {
             Err(Error::Backend { message, .. }) => {
                 assert!(message.contains("rolled back"), "{message}")
@@ -623,19 +625,19 @@ async fn create_many_of_a_large_batch_keeps_the_rules() {
         duplicate[200] = NewProduct::new("Again", "again", "SKU-7").unwrap();
         assert_conflict(
             uow.products().create_many(duplicate).await,
-            Constraint::ProductSku,
+            Constraint::PRODUCT_SKU,
         );
         let mut clash = batch(N);
         clash[150] = NewProduct::new("Clash", &taken.slug, "CLASH").unwrap();
         assert_conflict(
             uow.products().create_many(clash).await,
-            Constraint::ProductSlug,
+            Constraint::PRODUCT_SLUG,
         );
         let mut dead = batch(N);
         dead[100] = product(N + 2).in_category(gone.id);
         match uow.products().create_many(dead).await {
             Err(Error::NotFound { entity, id }) => {
-                assert_eq!((entity, id), (EntityKind::Category, gone.id.into()))
+                assert_eq!((entity, id), (EntityKind::CATEGORY, gone.id.into()))
             }
             other => panic!(
                 "expected the deleted category, got {:?}",
@@ -647,7 +649,7 @@ async fn create_many_of_a_large_batch_keeps_the_rules() {
         first_wins[100] = product(N + 2).in_category(gone.id);
         assert_conflict(
             uow.products().create_many(first_wins).await,
-            Constraint::ProductSlug,
+            Constraint::PRODUCT_SLUG,
         );
 
         let mut news = batch(N);
@@ -737,7 +739,7 @@ async fn create_many_spans_batches_all_or_nothing() {
         news.push(NewProduct::new("Late", "late", "SKU-3").unwrap());
         assert_conflict(
             uow.products().create_many(news).await,
-            Constraint::ProductSku,
+            Constraint::PRODUCT_SKU,
         );
         uow.commit().await.unwrap();
         assert_eq!(count_products(&store).await, 0);
@@ -1000,10 +1002,9 @@ async fn a_category_deleted_under_a_create_is_not_found() {
         let mut deleter = store.begin().await.unwrap();
         deleter.categories().hard_delete(category.id).await.unwrap();
         let mut creator = store.begin().await.unwrap();
+        let mut products = creator.products();
         let (created, committed) = tokio::join!(
-            creator
-                .products()
-                .create(product(1).in_category(category.id)),
+            products.create(product(1).in_category(category.id)),
             async {
                 support::until_a_session_waits_for_a_lock(db.name()).await;
                 deleter.commit().await
@@ -1012,7 +1013,7 @@ async fn a_category_deleted_under_a_create_is_not_found() {
         committed.unwrap();
         match created {
             Err(Error::NotFound {
-                entity: EntityKind::Category,
+                entity: EntityKind::CATEGORY,
                 id,
             }) => {
                 assert_eq!(id, category.id)
