@@ -202,7 +202,7 @@ impl Ground {
         let (from, to) = self.transfer;
         let tag = &self.tag;
         let mut read = store.read().await?;
-        let products = read.products();
+        let mut products = read.products();
         products.get(from).await?;
         products.get_many(&[from, to]).await?;
         products

@@ -29,9 +29,14 @@
 
 pub mod cancel;
 pub mod cases;
+pub mod entity;
 mod fixture;
 mod suite;
 pub mod support;
 
 pub use fixture::{run, Fixture};
-pub use suite::CASES;
+pub use suite::{BUILT_IN_BATTERIES, CASES};
+
+/// The core, for the macros' paths to Stockroom's own entities.
+#[doc(hidden)]
+pub use stockroom_core as __core;

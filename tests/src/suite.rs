@@ -37,9 +37,24 @@ macro_rules! suite {
             $crate::__stockroom_uniqueness_cases! { $fixture }
             $crate::__stockroom_validation_cases! { $fixture }
             $crate::__stockroom_versioning_cases! { $fixture }
+
+            /// The entity battery on each of Stockroom's own entities.
+            pub mod entities {
+                $crate::entity_battery!(
+                    $fixture,
+                    product: $crate::__core::Product,
+                    category: $crate::__core::Category,
+                    user: $crate::__core::User,
+                    review: $crate::__core::Review,
+                );
+            }
         }
     };
 }
+
+/// The entities whose battery [`suite!`] runs, by name: each of Stockroom's own (the crate's
+/// tests check that none is missing).
+pub const BUILT_IN_BATTERIES: &[&str] = &["product", "category", "user", "review"];
 
 /// Every case of the suite by module, as `(module, &[case])`, in the order they run.
 pub const CASES: &[(&str, &[&str])] = &[
@@ -136,6 +151,33 @@ mod tests {
                 "cases of `{module}` written but missing from its list (they would never run): {unlisted:?}"
             );
             assert_eq!(listed.len(), written.len(), "`{module}` lists a case twice");
+        }
+    }
+
+    /// Every public rule of the entity battery is in its list, once.
+    #[test]
+    fn every_battery_rule_is_listed() {
+        let written = public_cases(include_str!("entity/cases.rs"));
+        assert_eq!(
+            written,
+            crate::entity::RULES,
+            "the battery's rules written (left) vs. listed (right)"
+        );
+    }
+
+    /// The suite runs the battery on every entity Stockroom declares, and its list of them is
+    /// the one the macro expands: a new entity of Stockroom's own fails here until it is added.
+    #[test]
+    fn every_built_in_entity_has_its_battery() {
+        let catalog = stockroom_core::schema::Catalog::new(&[]).unwrap();
+        let declared: Vec<&str> = catalog.entries().iter().map(|e| e.schema.name).collect();
+        assert_eq!(super::BUILT_IN_BATTERIES, declared.as_slice());
+        let suite = include_str!("suite.rs");
+        for name in declared {
+            assert!(
+                suite.contains(&format!("{name}: $crate::__core::")),
+                "suite! runs no battery for {name}"
+            );
         }
     }
 

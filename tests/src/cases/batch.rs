@@ -47,7 +47,7 @@ pub async fn create_many_with_a_duplicate_inside_writes_nothing(store: Arc<dyn S
     ];
     expect_conflict(
         in_uow!(store, |uow| uow.products().create_many(news).await),
-        Constraint::ProductSku,
+        Constraint::PRODUCT_SKU,
     );
     assert_eq!(counts(&store).await, before, "a failed batch wrote rows");
 }
@@ -63,7 +63,7 @@ pub async fn create_many_conflicting_with_a_stored_row_writes_nothing(store: Arc
     ];
     expect_conflict(
         in_uow!(store, |uow| uow.products().create_many(news).await),
-        Constraint::ProductSlug,
+        Constraint::PRODUCT_SLUG,
     );
     assert_eq!(counts(&store).await, before, "a failed batch wrote rows");
 }
@@ -75,7 +75,7 @@ pub async fn create_many_with_an_unknown_reference_writes_nothing(store: Arc<dyn
     let news = vec![new_product("a", 1), new_product("b", 1).in_category(ghost)];
     expect_not_found(
         in_uow!(store, |uow| uow.products().create_many(news).await),
-        EntityKind::Category,
+        EntityKind::CATEGORY,
         ghost,
     );
     assert_eq!(counts(&store).await, before, "a failed batch wrote rows");
@@ -124,7 +124,7 @@ pub async fn update_many_is_all_or_nothing(store: Arc<dyn Store>) {
             .products()
             .update_many(&ids(&rows), &patch)
             .await),
-        Constraint::ProductSku,
+        Constraint::PRODUCT_SKU,
     );
     let after = in_read!(store, |r| r.products().get_many(&ids(&rows)).await).unwrap();
     assert_eq!(

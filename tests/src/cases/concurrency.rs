@@ -295,7 +295,7 @@ pub async fn concurrent_creates_of_one_sku_let_exactly_one_win(store: Arc<dyn St
         .collect();
     assert_eq!(winners.len(), 1, "winners: {winners:?}");
     for r in results.into_iter().filter(|r| r.is_err()) {
-        expect_conflict(r, Constraint::ProductSku);
+        expect_conflict(r, Constraint::PRODUCT_SKU);
     }
     let live = live_products(&store).await;
     assert_eq!(ids(&live), winners, "live products");

@@ -127,39 +127,39 @@ pub async fn unknown_id_is_absent_everywhere(store: Arc<dyn Store>) {
     let mut r = store.read().await.unwrap();
     let got = r.products().get(id).await.expect("get");
     assert_eq!(got, None, "get of unknown id gave {got:?}");
-    expect_not_found(r.products().require(id).await, EntityKind::Product, id);
+    expect_not_found(r.products().require(id).await, EntityKind::PRODUCT, id);
     drop(r);
     let patch = ProductPatch::new().with_name("x").unwrap();
     expect_not_found(
         in_uow!(store, |uow| uow.products().update(id, &patch, None).await),
-        EntityKind::Product,
+        EntityKind::PRODUCT,
         id,
     );
     expect_not_found(
         in_uow!(store, |uow| uow.products().soft_delete(id).await),
-        EntityKind::Product,
+        EntityKind::PRODUCT,
         id,
     );
     expect_not_found(
         in_uow!(store, |uow| uow.products().restore(id).await),
-        EntityKind::Product,
+        EntityKind::PRODUCT,
         id,
     );
     expect_not_found(
         in_uow!(store, |uow| uow.products().hard_delete(id).await),
-        EntityKind::Product,
+        EntityKind::PRODUCT,
         id,
     );
     let delta = stockroom_core::StockDelta::new(1).unwrap();
     expect_not_found(
         in_uow!(store, |uow| uow.products().adjust_stock(id, delta).await),
-        EntityKind::Product,
+        EntityKind::PRODUCT,
         id,
     );
     let category = stockroom_core::CategoryId::new();
     expect_not_found(
         in_uow!(store, |uow| uow.categories().soft_delete(category).await),
-        EntityKind::Category,
+        EntityKind::CATEGORY,
         category,
     );
     assert_eq!(counts(&store).await, Counts::default(), "nothing written");
@@ -189,13 +189,13 @@ pub async fn create_with_unknown_reference_is_not_found(store: Arc<dyn Store>) {
     let cat = stockroom_core::CategoryId::new();
     expect_not_found(
         try_create_product(&store, new_product("a", 1).in_category(cat)).await,
-        EntityKind::Category,
+        EntityKind::CATEGORY,
         cat,
     );
     let user = UserId::new();
     expect_not_found(
         try_create_product(&store, new_product("a", 1).created_by(user)).await,
-        EntityKind::User,
+        EntityKind::USER,
         user,
     );
     assert_eq!(
@@ -213,7 +213,7 @@ pub async fn update_with_unknown_category_is_not_found(store: Arc<dyn Store>) {
     let patch = ProductPatch::new().with_category(Some(cat));
     expect_not_found(
         in_uow!(store, |uow| uow.products().update(p.id, &patch, None).await),
-        EntityKind::Category,
+        EntityKind::CATEGORY,
         cat,
     );
     let after = get_product(&store, p.id).await;
@@ -230,7 +230,7 @@ pub async fn hard_delete_removes_the_row_for_good(store: Arc<dyn Store>) {
         in_uow!(store, |uow| uow.products().hard_delete(id).await).expect("first hard delete");
         expect_not_found(
             in_uow!(store, |uow| uow.products().hard_delete(id).await),
-            EntityKind::Product,
+            EntityKind::PRODUCT,
             id,
         );
     }
@@ -259,7 +259,7 @@ pub async fn count_and_exists_follow_the_filter(store: Arc<dyn Store>) {
     .await;
     create_product(&store, new_product("c", 1)).await;
     let mut r = store.read().await.unwrap();
-    let p = r.products();
+    let mut p = r.products();
     let active = ProductFilter::default().status(ProductStatus::Active);
     let archived = ProductFilter::default().status(ProductStatus::Archived);
     let in_cat = ProductFilter::default().category(cat.id);
@@ -320,13 +320,13 @@ pub async fn review_needs_a_live_product_and_author(store: Arc<dyn Store>) {
     let r1 = NewReview::new(ghost_p, u.id, 4).unwrap();
     expect_not_found(
         in_uow!(store, |uow| uow.reviews().create(r1).await),
-        EntityKind::Product,
+        EntityKind::PRODUCT,
         ghost_p,
     );
     let r2 = NewReview::new(p.id, ghost_u, 4).unwrap();
     expect_not_found(
         in_uow!(store, |uow| uow.reviews().create(r2).await),
-        EntityKind::User,
+        EntityKind::USER,
         ghost_u,
     );
     assert_eq!(counts(&store).await, before, "rejected reviews wrote a row");

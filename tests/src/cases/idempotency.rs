@@ -50,7 +50,7 @@ pub async fn same_key_with_other_parameters_is_a_conflict(store: Arc<dyn Store>)
         TransferRequest::new(a.id, c.id, 3),
     ] {
         let request = other.with_idempotency_key("k-1");
-        expect_conflict(store.transfer(&request).await, Constraint::IdempotencyKey);
+        expect_conflict(store.transfer(&request).await, Constraint::IDEMPOTENCY_KEY);
     }
     let after = (live_products(&store).await, ledger_count(&store).await);
     assert_eq!(after, before, "state after conflicting requests");

@@ -89,7 +89,7 @@ pub async fn deleted_category_cannot_be_referenced(store: Arc<dyn Store>) {
     let before = counts(&store).await;
     expect_not_found(
         try_create_product(&store, new_product("a", 1).in_category(cat.id)).await,
-        stockroom_core::EntityKind::Category,
+        stockroom_core::EntityKind::CATEGORY,
         cat.id,
     );
     assert_eq!(counts(&store).await, before, "rejected create wrote a row");
@@ -107,13 +107,13 @@ pub async fn deleted_author_or_product_cannot_be_reviewed(store: Arc<dyn Store>)
     let by_bob = NewReview::new(p.id, bob.id, 3).unwrap();
     expect_not_found(
         in_uow!(store, |uow| uow.reviews().create(by_bob).await),
-        stockroom_core::EntityKind::User,
+        stockroom_core::EntityKind::USER,
         bob.id,
     );
     let of_q = NewReview::new(q.id, ann.id, 3).unwrap();
     expect_not_found(
         in_uow!(store, |uow| uow.reviews().create(of_q).await),
-        stockroom_core::EntityKind::Product,
+        stockroom_core::EntityKind::PRODUCT,
         q.id,
     );
 }

@@ -59,7 +59,7 @@ pub async fn deleted_row_is_invisible_to_get_and_get_many(store: Arc<dyn Store>)
     assert_eq!(got, None, "get of deleted row gave {got:?}");
     expect_not_found(
         r.products().require(rows[1].id).await,
-        EntityKind::Product,
+        EntityKind::PRODUCT,
         rows[1].id,
     );
     let many = r.products().get_many(&ids(&rows)).await.unwrap();
@@ -182,7 +182,7 @@ pub async fn deleted_row_cannot_be_written(store: Arc<dyn Store>) {
     let patch = ProductPatch::new().with_name("Changed").unwrap();
     expect_not_found(
         in_uow!(store, |uow| uow.products().update(p.id, &patch, None).await),
-        EntityKind::Product,
+        EntityKind::PRODUCT,
         p.id,
     );
     let n = in_uow!(store, |uow| uow
@@ -194,7 +194,7 @@ pub async fn deleted_row_cannot_be_written(store: Arc<dyn Store>) {
     let delta = StockDelta::new(3).unwrap();
     expect_not_found(
         in_uow!(store, |uow| uow.products().adjust_stock(p.id, delta).await),
-        EntityKind::Product,
+        EntityKind::PRODUCT,
         p.id,
     );
     let after = trashed_product(&store, p.id).await;
@@ -278,7 +278,7 @@ pub async fn a_deleted_category_filters_like_an_absent_one(store: Arc<dyn Store>
         let (by_category, searched) = (by_category.clone(), searched.clone());
         async move {
             let mut r = store.read().await.unwrap();
-            let products = r.products();
+            let mut products = r.products();
             let listed = products.list(&by_category, all()).await.unwrap().len();
             let counted = products.count(&by_category).await.unwrap();
             let exists = products.exists(&by_category).await.unwrap();
@@ -325,7 +325,7 @@ pub async fn a_review_filter_on_a_deleted_product_or_author_matches_nothing(stor
     ];
     let seen = |store: Arc<dyn Store>, filter: ReviewFilter| async move {
         let mut r = store.read().await.unwrap();
-        let reviews = r.reviews();
+        let mut reviews = r.reviews();
         (
             reviews.list(&filter, all()).await.unwrap().len(),
             reviews.count(&filter).await.unwrap(),

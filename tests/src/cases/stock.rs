@@ -56,7 +56,7 @@ pub async fn adjust_stock_of_an_unknown_product_is_not_found(store: Arc<dyn Stor
     let delta = StockDelta::new(1).unwrap();
     expect_not_found(
         in_uow!(store, |uow| uow.products().adjust_stock(ghost, delta).await),
-        EntityKind::Product,
+        EntityKind::PRODUCT,
         ghost,
     );
 }

@@ -155,7 +155,7 @@ pub async fn unit_of_work_survives_a_failed_statement_in_a_savepoint(store: Arc<
     let sp = uow.savepoint().await.unwrap();
     let same_sku = stockroom_core::NewProduct::new("Other", "other", "SKU-TAKEN").unwrap();
     let dup = uow.products().create(same_sku).await;
-    expect_conflict(dup, stockroom_core::Constraint::ProductSku);
+    expect_conflict(dup, stockroom_core::Constraint::PRODUCT_SKU);
     uow.rollback_to(sp).await.unwrap();
     uow.commit().await.unwrap();
     assert_eq!(
@@ -177,12 +177,12 @@ pub async fn a_failed_rule_leaves_the_unit_of_work_usable(store: Arc<dyn Store>)
     let taken_slug = NewProduct::new("Product c", a.slug.as_str(), "SKU-C").unwrap();
     expect_conflict(
         uow.products().create(taken_slug).await,
-        Constraint::ProductSlug,
+        Constraint::PRODUCT_SLUG,
     );
     let taken_sku = ProductPatch::new().with_sku(b.sku.as_str()).unwrap();
     expect_conflict(
         uow.products().update(a.id, &taken_sku, None).await,
-        Constraint::ProductSku,
+        Constraint::PRODUCT_SKU,
     );
     let too_much = StockDelta::new(-11).unwrap();
     let refused = uow.products().adjust_stock(a.id, too_much).await;
@@ -195,13 +195,13 @@ pub async fn a_failed_rule_leaves_the_unit_of_work_usable(store: Arc<dyn Store>)
         uow.products()
             .create(new_product("d", 1).in_category(ghost))
             .await,
-        EntityKind::Category,
+        EntityKind::CATEGORY,
         ghost,
     );
     let one_slug = ProductPatch::new().with_slug("one-slug").unwrap();
     expect_conflict(
         uow.products().update_many(&[a.id, b.id], &one_slug).await,
-        Constraint::ProductSlug,
+        Constraint::PRODUCT_SLUG,
     );
     let c = uow.products().create(new_product("e", 1)).await.unwrap();
     uow.commit().await.expect("commit after the refused writes");

@@ -118,12 +118,12 @@ pub async fn unknown_product_is_not_found_and_changes_nothing(store: Arc<dyn Sto
     let before = state(&store, &a, &b).await;
     expect_not_found(
         store.transfer(&TransferRequest::new(ghost, a.id, 1)).await,
-        EntityKind::Product,
+        EntityKind::PRODUCT,
         ghost,
     );
     expect_not_found(
         store.transfer(&TransferRequest::new(a.id, ghost, 1)).await,
-        EntityKind::Product,
+        EntityKind::PRODUCT,
         ghost,
     );
     assert_eq!(
@@ -142,12 +142,12 @@ pub async fn deleted_product_is_not_found_and_changes_nothing(store: Arc<dyn Sto
     let before = state(&store, &a, &b).await;
     expect_not_found(
         store.transfer(&TransferRequest::new(c.id, a.id, 1)).await,
-        EntityKind::Product,
+        EntityKind::PRODUCT,
         c.id,
     );
     expect_not_found(
         store.transfer(&TransferRequest::new(a.id, c.id, 1)).await,
-        EntityKind::Product,
+        EntityKind::PRODUCT,
         c.id,
     );
     assert_eq!(
@@ -310,17 +310,17 @@ pub async fn broken_rules_are_reported_in_a_fixed_order(store: Arc<dyn Store>) {
     };
     expect_not_found(
         transfer(ghost_a, ghost_b, 5).await,
-        EntityKind::Product,
+        EntityKind::PRODUCT,
         ghost_a,
     );
     expect_not_found(
         transfer(poor.id, ghost_b, 5).await,
-        EntityKind::Product,
+        EntityKind::PRODUCT,
         ghost_b,
     );
     expect_not_found(
         transfer(ghost_a, poor.id, 5).await,
-        EntityKind::Product,
+        EntityKind::PRODUCT,
         ghost_a,
     );
     match transfer(poor.id, full.id, 5).await {

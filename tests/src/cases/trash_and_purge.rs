@@ -36,7 +36,7 @@ pub async fn restore_of_a_live_row_is_false_and_of_an_unknown_one_not_found(stor
     let ghost = stockroom_core::ProductId::new();
     expect_not_found(
         in_uow!(store, |uow| uow.products().restore(ghost).await),
-        stockroom_core::EntityKind::Product,
+        stockroom_core::EntityKind::PRODUCT,
         ghost,
     );
     let after = get_product(&store, p.id).await;
@@ -92,7 +92,7 @@ pub async fn purge_removes_only_rows_deleted_before_the_time(store: Arc<dyn Stor
     );
     expect_not_found(
         in_uow!(store, |uow| uow.products().restore(old.id).await),
-        stockroom_core::EntityKind::Product,
+        stockroom_core::EntityKind::PRODUCT,
         old.id,
     );
 }
@@ -186,7 +186,7 @@ pub async fn ledger_survives_the_purge_of_its_products(store: Arc<dyn Store>) {
     assert_eq!(kept.as_ref(), Some(&m), "ledger row after purge: {kept:?}");
     expect_not_found(
         store.transfer(&TransferRequest::new(a.id, b.id, 1)).await,
-        EntityKind::Product,
+        EntityKind::PRODUCT,
         a.id,
     );
 }

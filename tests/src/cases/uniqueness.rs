@@ -17,12 +17,12 @@ pub async fn duplicate_sku_or_slug_is_a_conflict(store: Arc<dyn Store>) {
     let same_sku = NewProduct::new("Other", "other", "SKU-A").unwrap();
     expect_conflict(
         try_create_product(&store, same_sku).await,
-        Constraint::ProductSku,
+        Constraint::PRODUCT_SKU,
     );
     let same_slug = NewProduct::new("Other", "product-a", "OTHER").unwrap();
     expect_conflict(
         try_create_product(&store, same_slug).await,
-        Constraint::ProductSlug,
+        Constraint::PRODUCT_SLUG,
     );
     assert_eq!(
         counts(&store).await,
@@ -55,7 +55,7 @@ pub async fn restore_when_the_sku_is_taken_is_a_conflict(store: Arc<dyn Store>) 
     create_product(&store, NewProduct::new("New", "new-slug", "SKU-A").unwrap()).await;
     expect_conflict(
         in_uow!(store, |uow| uow.products().restore(old.id).await),
-        Constraint::ProductSku,
+        Constraint::PRODUCT_SKU,
     );
     let still = trashed_product(&store, old.id).await;
     assert_eq!(
@@ -82,7 +82,7 @@ pub async fn restore_when_the_slug_is_taken_is_a_conflict(store: Arc<dyn Store>)
     .await;
     expect_conflict(
         in_uow!(store, |uow| uow.products().restore(old.id).await),
-        Constraint::ProductSlug,
+        Constraint::PRODUCT_SLUG,
     );
     assert!(
         trashed_product(&store, old.id).await.is_some(),
@@ -97,7 +97,7 @@ pub async fn update_to_a_taken_sku_is_a_conflict(store: Arc<dyn Store>) {
     let patch = ProductPatch::new().with_sku("SKU-A").unwrap();
     expect_conflict(
         in_uow!(store, |uow| uow.products().update(b.id, &patch, None).await),
-        Constraint::ProductSku,
+        Constraint::PRODUCT_SKU,
     );
     let after = get_product(&store, b.id).await;
     assert_eq!(
@@ -113,7 +113,7 @@ pub async fn category_slug_is_unique_among_live_rows(store: Arc<dyn Store>) {
     let dup = NewCategory::new("Mugs again", "mugs").unwrap();
     expect_conflict(
         in_uow!(store, |uow| uow.categories().create(dup).await),
-        Constraint::CategorySlug,
+        Constraint::CATEGORY_SLUG,
     );
     assert!(in_uow!(store, |uow| uow.categories().soft_delete(cat.id).await).unwrap());
     let again = NewCategory::new("Mugs again", "mugs").unwrap();
@@ -126,7 +126,7 @@ pub async fn user_email_is_unique_ignoring_case(store: Arc<dyn Store>) {
     let dup = NewUser::new("ANN@Example.com", "Other Ann").unwrap();
     expect_conflict(
         in_uow!(store, |uow| uow.users().create(dup).await),
-        Constraint::UserEmail,
+        Constraint::USER_EMAIL,
     );
     assert!(in_uow!(store, |uow| uow.users().soft_delete(ann.id).await).unwrap());
     let again = NewUser::new("ann@example.com", "Ann two").unwrap();
@@ -142,7 +142,7 @@ pub async fn one_live_review_per_author_and_product(store: Arc<dyn Store>) {
     let second = NewReview::new(p.id, u.id, 2).unwrap();
     expect_conflict(
         in_uow!(store, |uow| uow.reviews().create(second).await),
-        Constraint::ReviewAuthor,
+        Constraint::REVIEW_AUTHOR,
     );
     assert!(in_uow!(store, |uow| uow.reviews().soft_delete(first.id).await).unwrap());
     let third = NewReview::new(p.id, u.id, 2).unwrap();
@@ -158,7 +158,7 @@ pub async fn restore_of_a_category_whose_slug_is_taken_is_a_conflict(store: Arc<
     create_category(&store, "mugs").await;
     expect_conflict(
         in_uow!(store, |uow| uow.categories().restore(old.id).await),
-        Constraint::CategorySlug,
+        Constraint::CATEGORY_SLUG,
     );
     let got = in_read!(store, |r| r.categories().get(old.id).await).unwrap();
     assert_eq!(got, None, "refused restore made the category live: {got:?}");
@@ -172,7 +172,7 @@ pub async fn restore_of_a_user_whose_email_is_taken_is_a_conflict(store: Arc<dyn
     create_user(&store, "ann").await;
     expect_conflict(
         in_uow!(store, |uow| uow.users().restore(old.id).await),
-        Constraint::UserEmail,
+        Constraint::USER_EMAIL,
     );
     let got = in_read!(store, |r| r.users().get(old.id).await).unwrap();
     assert_eq!(got, None, "refused restore made the user live: {got:?}");
@@ -192,7 +192,7 @@ pub async fn restore_of_a_review_when_the_author_reviewed_again_is_a_conflict(
     let second = in_uow!(store, |uow| uow.reviews().create(second).await).unwrap();
     expect_conflict(
         in_uow!(store, |uow| uow.reviews().restore(first.id).await),
-        Constraint::ReviewAuthor,
+        Constraint::REVIEW_AUTHOR,
     );
     let listed = in_read!(store, |r| r.reviews().for_product(p.id, all()).await).unwrap();
     let ids: Vec<_> = listed.iter().map(|r| r.id).collect();
@@ -216,7 +216,7 @@ pub async fn update_of_a_category_to_a_taken_slug_is_a_conflict(store: Arc<dyn S
             .categories()
             .update(plates.id, &patch, None)
             .await),
-        Constraint::CategorySlug,
+        Constraint::CATEGORY_SLUG,
     );
     let got = in_read!(store, |r| r.categories().get(plates.id).await).unwrap();
     assert_eq!(
@@ -236,19 +236,19 @@ pub async fn several_broken_rules_are_reported_in_a_fixed_order(store: Arc<dyn S
     let both = || NewProduct::new("Clash", &taken.slug, &taken.sku).unwrap();
     expect_conflict(
         try_create_product(&store, both()).await,
-        Constraint::ProductSlug,
+        Constraint::PRODUCT_SLUG,
     );
     expect_conflict(
         in_uow!(store, |uow| uow
             .products()
             .create_many(vec![new_product("c", 1), both()])
             .await),
-        Constraint::ProductSlug,
+        Constraint::PRODUCT_SLUG,
     );
     let ghost = CategoryId::new();
     expect_not_found(
         try_create_product(&store, both().in_category(ghost)).await,
-        EntityKind::Category,
+        EntityKind::CATEGORY,
         ghost,
     );
     let patch = ProductPatch::new()
@@ -261,14 +261,14 @@ pub async fn several_broken_rules_are_reported_in_a_fixed_order(store: Arc<dyn S
             .products()
             .update(other.id, &patch, None)
             .await),
-        Constraint::ProductSlug,
+        Constraint::PRODUCT_SLUG,
     );
     expect_not_found(
         in_uow!(store, |uow| uow
             .products()
             .update(other.id, &patch.clone().with_category(Some(ghost)), None)
             .await),
-        EntityKind::Category,
+        EntityKind::CATEGORY,
         ghost,
     );
     // A deleted product whose slug and sku were both taken again meanwhile.
@@ -276,7 +276,7 @@ pub async fn several_broken_rules_are_reported_in_a_fixed_order(store: Arc<dyn S
     create_product(&store, both()).await;
     expect_conflict(
         in_uow!(store, |uow| uow.products().restore(taken.id).await),
-        Constraint::ProductSlug,
+        Constraint::PRODUCT_SLUG,
     );
 }
 

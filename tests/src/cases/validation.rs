@@ -8,10 +8,10 @@ use std::sync::Arc;
 use chrono::{DateTime, Utc};
 
 use stockroom_core::{
-    CategoryPatch, CategoryReader, Cursor, Limit, NewCategory, NewProduct, NewReview, NewUser,
-    Page, ProductFilter, ProductId, ProductPatch, ProductReader, ProductStatus, Readers,
-    ReviewFilter, ReviewPatch, Rule, SearchText, StockDelta, StockMovementReader, Store, UserId,
-    UserPatch, UserReader, MAX_LIMIT, MAX_OFFSET, MAX_STOCK,
+    Category, CategoryPatch, Cursor, Limit, NewCategory, NewProduct, NewReview, NewUser, Page,
+    Product, ProductFilter, ProductId, ProductPatch, ProductStatus, ReadRepo, Readers,
+    ReviewFilter, ReviewPatch, Rule, SearchText, StockDelta, StockMovementReader, Store, User,
+    UserId, UserPatch, MAX_LIMIT, MAX_OFFSET, MAX_STOCK,
 };
 
 use crate::support::*;
@@ -561,20 +561,29 @@ pub async fn lookups_with_a_nul_byte_find_nothing(store: Arc<dyn Store>) {
     uow.rollback().await.expect("roll back");
 }
 
+/// The generic reads of a session's readers.
+fn records(readers: &mut dyn Readers) -> &mut dyn stockroom_core::schema::RecordReader {
+    readers
+}
+
+/// The product reader of a session's readers.
+fn products(readers: &mut dyn Readers) -> ReadRepo<'_, Product> {
+    ReadRepo::new(records(readers))
+}
+
 /// The lookups of [`lookups_with_a_nul_byte_find_nothing`] on one session's readers.
 async fn nul_lookups_find_nothing(session: &str, readers: &mut dyn Readers) {
     let miss = |found: &stockroom_core::Result<bool>| matches!(found, Ok(false));
     for nul in ["\0", "product-mug\0", "product\0mug"] {
-        let found = ProductReader::by_slug(readers, nul)
-            .await
-            .map(|p| p.is_some());
+        let found = products(readers).by_slug(nul).await.map(|p| p.is_some());
         assert!(
             miss(&found),
             "{session}: product by_slug({nul:?}): {found:?}"
         );
     }
     for nul in ["\0", "kitchen\0", "kit\0chen"] {
-        let found = CategoryReader::by_slug(readers, nul)
+        let found = ReadRepo::<Category>::new(records(readers))
+            .by_slug(nul)
             .await
             .map(|c| c.is_some());
         assert!(
@@ -583,13 +592,12 @@ async fn nul_lookups_find_nothing(session: &str, readers: &mut dyn Readers) {
         );
     }
     for nul in ["\0", "SKU-MUG\0", "SKU\0MUG"] {
-        let found = ProductReader::by_sku(readers, nul)
-            .await
-            .map(|p| p.is_some());
+        let found = products(readers).by_sku(nul).await.map(|p| p.is_some());
         assert!(miss(&found), "{session}: by_sku({nul:?}): {found:?}");
     }
     for nul in ["\0", "ann@example.com\0", "ann\0@example.com"] {
-        let found = UserReader::by_email(readers, nul)
+        let found = ReadRepo::<User>::new(records(readers))
+            .by_email(nul)
             .await
             .map(|u| u.is_some());
         assert!(miss(&found), "{session}: by_email({nul:?}): {found:?}");
@@ -599,7 +607,7 @@ async fn nul_lookups_find_nothing(session: &str, readers: &mut dyn Readers) {
         .map(|m| m.is_some());
     assert!(miss(&found), "{session}: by_idempotency_key: {found:?}");
     // The same session still finds what is there.
-    let found = ProductReader::by_slug(readers, "product-mug").await;
+    let found = products(readers).by_slug("product-mug").await;
     assert!(matches!(found, Ok(Some(_))), "{session}: {found:?}");
 }
 

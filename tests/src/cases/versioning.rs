@@ -46,7 +46,7 @@ pub async fn update_with_a_stale_version_is_rejected(store: Arc<dyn Store>) {
         }) => {
             assert_eq!(
                 (entity, id, expected, actual),
-                (EntityKind::Product, EntityId::from(p.id), 1, 2),
+                (EntityKind::PRODUCT, EntityId::from(p.id), 1, 2),
                 "stale version error"
             );
         }
