@@ -245,20 +245,25 @@ use std::sync::Arc;
 // The application's API, named one by one: what an application writes against. The adapters'
 // toolkit (`stockroom_core::adapter`) stays out of it.
 pub use stockroom_core::{
-    product_details, run_in_unit_of_work, time, traced, transfer_in, transfer_stock, Category,
-    CategoryFilter, CategoryId, CategoryPatch, CategoryReader, CategoryRepository, Constraint,
-    Cursor, Email, Entity, EntityId, EntityKind, Error, IdempotencyKey, KeysetPage, Limit, Name,
-    NewCategory, NewProduct, NewReview, NewStockMovement, NewUser, OnDelete, Page, Product,
-    ProductDetails, ProductFilter, ProductId, ProductPatch, ProductReader, ProductRepository,
-    ProductStatus, ProductWithRelations, Quantity, Rating, RatingStats, ReadRepository,
-    ReadSession, Readers, Repositories, Repository, Result, RetryPolicy, Review, ReviewFilter,
-    ReviewId, ReviewPatch, ReviewReader, ReviewRepository, Rule, Savepoint, SearchPage, SearchText,
-    Sku, Slug, Stock, StockDelta, StockMoved, StockMovement, StockMovementId, StockMovementReader,
-    StockMovementRepository, StorageFault, Store, StoreConfig, StoreExt, Text, Timestamp, Traced,
-    TransferRequest, Transferred, UnitOfWork, UnitOfWorkExt, User, UserFilter, UserId, UserPatch,
-    UserReader, UserRepository, WorkFuture, MAX_EMAIL_LEN, MAX_IDEMPOTENCY_KEY_LEN, MAX_LIMIT,
-    MAX_NAME_LEN, MAX_OFFSET, MAX_QUERY_LEN, MAX_SKU_LEN, MAX_SLUG_LEN, MAX_STOCK, MAX_TEXT_LEN,
+    entity_id, product_details, run_in_unit_of_work, schema, time, traced, transfer_in,
+    transfer_stock, CategoryId, ColumnDifference, Constraint, Cursor, Email, EntityId, EntityKind,
+    Error, IdempotencyKey, KeysetPage, Limit, Name, OnDelete, Page, ProductId, Quantity, Rating,
+    ReadRepo, ReadRepository, ReadSession, Readers, Repo, Repositories, Repository, Result,
+    RetryPolicy, ReviewId, Rule, Savepoint, SchemaProblem, SearchPage, SearchText, Sku, Slug,
+    Stock, StockDelta, StockMoved, StockMovementId, StockMovementReader, StockMovementRepository,
+    StorageFault, Store, StoreConfig, StoreExt, Text, TextEnum, Timestamp, Traced, TransferRequest,
+    Transferred, UnitOfWork, UnitOfWorkExt, UserId, WorkFuture, MAX_EMAIL_LEN,
+    MAX_IDEMPOTENCY_KEY_LEN, MAX_LIMIT, MAX_NAME_LEN, MAX_OFFSET, MAX_QUERY_LEN, MAX_SKU_LEN,
+    MAX_SLUG_LEN, MAX_STOCK, MAX_TEXT_LEN,
 };
+// Every entity of Stockroom's, its inputs, and the `Entity` trait and derive: a new entity is
+// exported with no line of its own.
+pub use stockroom_core::entities::*;
+pub use stockroom_core::Entity;
+
+/// What `#[derive(Entity)]`, `#[derive(TextEnum)]` and `entity_id!` expand to. Not a stable API.
+#[doc(hidden)]
+pub use stockroom_core::__private;
 
 /// Mocks of the ports for an application's unit tests: `MockStore` (mockall) and `FaultyStore`,
 /// which injects failures into a real store.

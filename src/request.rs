@@ -48,8 +48,8 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 
 use crate::{
-    CategoryRepository, ProductRepository, Result, ReviewRepository, StockMovementRepository,
-    Store, UnitOfWork, UserRepository,
+    Category, Entity, Product, Repo, Result, Review, StockMovementRepository, Store, UnitOfWork,
+    User,
 };
 
 /// The unit of work of one request: begun on first use, committed explicitly, rolled back when
@@ -114,23 +114,29 @@ impl RequestUnitOfWork {
     }
 
     /// The products repository of the transaction (begun now if need be).
-    pub async fn products(&mut self) -> Result<&mut dyn ProductRepository> {
-        Ok(self.unit_of_work().await?.products())
+    pub async fn products(&mut self) -> Result<Repo<'_, Product>> {
+        self.repository().await
     }
 
     /// The categories repository of the transaction (begun now if need be).
-    pub async fn categories(&mut self) -> Result<&mut dyn CategoryRepository> {
-        Ok(self.unit_of_work().await?.categories())
+    pub async fn categories(&mut self) -> Result<Repo<'_, Category>> {
+        self.repository().await
     }
 
     /// The users repository of the transaction (begun now if need be).
-    pub async fn users(&mut self) -> Result<&mut dyn UserRepository> {
-        Ok(self.unit_of_work().await?.users())
+    pub async fn users(&mut self) -> Result<Repo<'_, User>> {
+        self.repository().await
     }
 
     /// The reviews repository of the transaction (begun now if need be).
-    pub async fn reviews(&mut self) -> Result<&mut dyn ReviewRepository> {
-        Ok(self.unit_of_work().await?.reviews())
+    pub async fn reviews(&mut self) -> Result<Repo<'_, Review>> {
+        self.repository().await
+    }
+
+    /// The repository of entity `E` in the transaction (begun now if need be): any entity the
+    /// store holds, the application's own included.
+    pub async fn repository<E: Entity>(&mut self) -> Result<Repo<'_, E>> {
+        Ok(self.unit_of_work().await?.repository::<E>())
     }
 
     /// The stock ledger of the transaction (begun now if need be).

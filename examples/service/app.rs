@@ -439,7 +439,7 @@ fn precondition_failed(product: &Product) -> Problem {
             product.id, product.version
         ),
     )
-    .with("entity", EntityKind::Product.as_str())
+    .with("entity", EntityKind::PRODUCT.as_str())
     .with("id", product.id.to_string())
     .with("current_version", product.version)
 }
@@ -836,7 +836,7 @@ async fn product_details(
         .store
         .product_details(id, Limit::default())
         .await?
-        .ok_or_else(|| Error::not_found(EntityKind::Product, id))?;
+        .ok_or_else(|| Error::not_found(EntityKind::PRODUCT, id))?;
     Ok(Json(details))
 }
 
@@ -866,10 +866,10 @@ async fn update_product(
         return Ok(work.commit(unchanged).await?);
     }
     let patch = body.validate()?;
-    let products = work.products().await?;
+    let mut products = work.products().await?;
     let expected = match &condition {
         None => None,
-        Some(condition) => Some(version_to_update(products, id, condition).await?),
+        Some(condition) => Some(version_to_update(&mut products, id, condition).await?),
     };
     let product = products.update(id, &patch, expected).await?;
     let etag = etag(product.version);
@@ -880,7 +880,7 @@ async fn update_product(
 /// checks it, in the same round trip), or else the current row's, once the row is found to
 /// match (`*`, a list of tags); a row that does not is a 412.
 async fn version_to_update(
-    products: &mut dyn stockroom::ProductRepository,
+    products: &mut stockroom::Repo<'_, Product>,
     id: ProductId,
     condition: &IfMatch,
 ) -> Result<i64, Problem> {
@@ -900,7 +900,7 @@ async fn delete_product(
     _: NoQuery,
 ) -> Result<Committed<StatusCode>, Problem> {
     if !work.products().await?.soft_delete(id).await? {
-        return Err(Error::not_found(EntityKind::Product, id).into());
+        return Err(Error::not_found(EntityKind::PRODUCT, id).into());
     }
     Ok(work.commit(StatusCode::NO_CONTENT).await?)
 }
@@ -910,7 +910,7 @@ async fn restore_product(
     Id(id): Id<ProductId>,
     _: NoQuery,
 ) -> Result<Committed<Json<Product>>, Problem> {
-    let products = work.products().await?;
+    let mut products = work.products().await?;
     // Restoring a live product changes nothing and answers it, so a retried restore succeeds;
     // an id that is neither live nor in the trash is a 404.
     products.restore(id).await?;
@@ -1109,7 +1109,7 @@ async fn delete_user(
     _: NoQuery,
 ) -> Result<Committed<StatusCode>, Problem> {
     if !work.users().await?.soft_delete(id).await? {
-        return Err(Error::not_found(EntityKind::User, id).into());
+        return Err(Error::not_found(EntityKind::USER, id).into());
     }
     Ok(work.commit(StatusCode::NO_CONTENT).await?)
 }
