@@ -11,7 +11,7 @@ use crate::time::Timestamp;
 
 /// The values of a record's declared fields, shared: copying a record (a read of an in-memory
 /// table) copies a pointer, not the values, and an entity built from a record that holds the
-/// only reference (a row just decoded) moves them out (see [`Record::take`]).
+/// only reference (a row just decoded) moves them out (the derive macro's decoder takes each value out of the slice).
 pub type Values = Arc<[Value]>;
 
 /// `len` values, the value at each position given by `value`, in one allocation; the first
