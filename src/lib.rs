@@ -5,7 +5,8 @@
 //! repositories, units of work, soft delete and a safe stock transfer that behave the same on
 //! every backend.
 //!
-//! ```
+#![cfg_attr(feature = "memory", doc = "```")]
+#![cfg_attr(not(feature = "memory"), doc = "```ignore")]
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> stockroom::Result<()> {
 //! use stockroom::{NewProduct, ProductFilter, Page, StoreExt, TransferRequest};

@@ -23,7 +23,8 @@
 //!   the handler was dropped (cut off by a timeout, say) while its commit ran, so that the
 //!   answer says the outcome is unknown rather than "nothing was done, retry".
 //!
-//! ```
+#![cfg_attr(feature = "memory", doc = "```")]
+#![cfg_attr(not(feature = "memory"), doc = "```ignore")]
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> stockroom::Result<()> {
 //! use stockroom::request::{Committed, RequestUnitOfWork};
@@ -252,8 +253,9 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::mocks::{Fault, FaultyStore};
+    // The dev-dependency on core turns `mocks` on for tests, whatever the facade's features.
     use crate::{Category, Error, NewCategory, StoreConfig};
+    use stockroom_core::mocks::{Fault, FaultyStore};
 
     /// A memory store whose writer slot is given up after 200 ms of waiting, so that "the slot is
     /// taken" shows as a quick `Unavailable`.

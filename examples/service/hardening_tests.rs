@@ -10,8 +10,9 @@ use std::time::Duration;
 use axum::routing::post;
 use reqwest::StatusCode;
 use serde_json::json;
-use stockroom::mocks::{Fault, FaultyStore};
+// The dev-dependency on stockroom-core has `mocks` on, whatever the facade's features.
 use stockroom::{Error, Store};
+use stockroom_core::mocks::{Fault, FaultyStore};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

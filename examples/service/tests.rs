@@ -23,8 +23,9 @@ use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use settings::Limits;
-use stockroom::mocks::{Fault, FaultyStore};
+// The dev-dependency on stockroom-core has `mocks` on, whatever the facade's features.
 use stockroom::{Error, Page, ProductFilter, Store};
+use stockroom_core::mocks::{Fault, FaultyStore};
 
 // ---------------------------------------------------------------------------------------------
 // Harness
