@@ -238,6 +238,15 @@ fn storage(fault: StorageFault, message: &str) -> Error {
 /// What an I/O error of a connection says in words: while connecting, why no server could be
 /// reached; afterwards, that the connection was lost.
 fn io_failure(error: &io::Error) -> String {
+    // A handshake refused (a certificate not trusted, or not for this host) comes as an I/O
+    // error around rustls's: it is no lost connection.
+    #[cfg(feature = "tls")]
+    if let Some(tls) = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+    {
+        return format!("TLS failure: {tls}");
+    }
     match error.kind() {
         io::ErrorKind::ConnectionRefused => {
             format!("cannot connect to PostgreSQL: connection refused, no server listens there ({error})")

@@ -157,6 +157,17 @@
 //! With `run_migrations` false, nothing of this runs on connect: [`PostgresStore::migrate`]
 //! does it.
 //!
+//! ## TLS
+//!
+//! With the `tls` feature (on by default; always on with the `stockroom` facade's `postgres`
+//! feature) connections speak TLS through rustls as the URL's `sslmode` asks, with libpq's
+//! meanings: `disable`, `prefer` (the default: TLS if the server offers it, the certificate
+//! unchecked), `require` (TLS or no connection, the certificate unchecked), `verify-ca` (signed
+//! by a trusted authority) and `verify-full` (also for the URL's host name). The trusted
+//! authorities are Mozilla's, built in, and the file named by `sslrootcert`. A refused handshake
+//! is [`Error::Unavailable`](stockroom_core::Error::Unavailable), its reason starting with
+//! `TLS failure:`. Without the feature, `require` and the `verify-*` modes fail to connect.
+//!
 //! ## Read replicas
 //!
 //! [`StoreConfig::replica_urls`](stockroom_core::StoreConfig::replica_urls) (or
