@@ -38,7 +38,7 @@ async fn main() -> stockroom::Result<()> {
         Ok(NewProduct::new(name, slug, sku)?
             .with_stock(stock)?
             .with_status(ProductStatus::Active)
-            .in_category(kitchen.id))
+            .with_category_id(kitchen.id))
     })
     .collect::<stockroom::Result<Vec<_>>>()?;
     let products = uow.products().create_many(new_products).await?;
@@ -53,7 +53,10 @@ async fn main() -> stockroom::Result<()> {
     let mut read = store.read().await?;
     let mugs = read
         .products()
-        .search(&ProductFilter::default().search("MUG")?, Page::new(10, 0)?)
+        .search(
+            &ProductFilter::default().with_search("MUG")?,
+            Page::new(10, 0)?,
+        )
         .await?;
     println!(
         "search \"MUG\": {} of {} match",
@@ -63,7 +66,7 @@ async fn main() -> stockroom::Result<()> {
     let brulee = read
         .products()
         .search(
-            &ProductFilter::default().search("BRÛLÉE")?,
+            &ProductFilter::default().with_search("BRÛLÉE")?,
             Page::new(10, 0)?,
         )
         .await?;

@@ -21,7 +21,7 @@
 //! store.transfer(&TransferRequest::new(mug.id, cup.id, 4)).await?;
 //!
 //! let mut read = store.read().await?;
-//! let found = read.products().search(&ProductFilter::default().search("MUG")?, Page::new(10, 0)?).await?;
+//! let found = read.products().search(&ProductFilter::default().with_search("MUG")?, Page::new(10, 0)?).await?;
 //! assert_eq!((found.total, found.items[0].stock), (1, 6));
 //! # Ok(()) }
 //! ```
@@ -54,7 +54,7 @@
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> stockroom::Result<()> {
 //! let store = stockroom::connect("memory://").await?;
-//! assert_eq!(store.backend(), "memory");
+//! assert_eq!(store.backend(), stockroom::Backend::Memory);
 //! # Ok(()) }
 //! ```
 //!
@@ -68,7 +68,7 @@
 //! # std::fs::create_dir_all(&dir).unwrap();
 //! let path = dir.join("shop.db");
 //! let store = stockroom::connect(&format!("sqlite://{}", path.display())).await?;
-//! assert_eq!(store.backend(), "sqlite");
+//! assert_eq!(store.backend(), stockroom::Backend::Sqlite);
 //! store.close().await;
 //! # std::fs::remove_dir_all(&dir).ok();
 //! # Ok(()) }
@@ -247,15 +247,15 @@ use std::sync::Arc;
 // toolkit (`stockroom_core::adapter`) stays out of it.
 pub use stockroom_core::{
     entity_id, product_details, run_in_unit_of_work, schema, time, traced, transfer_in,
-    transfer_stock, CategoryId, ColumnDifference, Constraint, Cursor, Email, EntityId, EntityKind,
-    Error, IdempotencyKey, KeysetPage, Limit, Name, OnDelete, Page, ProductId, Quantity, Rating,
-    ReadRepo, ReadRepository, ReadSession, Readers, Repo, Repositories, Repository, Result,
-    RetryPolicy, ReviewId, Rule, Savepoint, SchemaProblem, SearchPage, SearchText, Sku, Slug,
-    Stock, StockDelta, StockMoved, StockMovementId, StockMovementReader, StockMovementRepository,
-    StorageFault, Store, StoreConfig, StoreExt, Text, TextEnum, Timestamp, Traced, TransferRequest,
-    Transferred, UnitOfWork, UnitOfWorkExt, UserId, WorkFuture, MAX_EMAIL_LEN,
-    MAX_IDEMPOTENCY_KEY_LEN, MAX_LIMIT, MAX_NAME_LEN, MAX_OFFSET, MAX_QUERY_LEN, MAX_SKU_LEN,
-    MAX_SLUG_LEN, MAX_STOCK, MAX_TEXT_LEN,
+    transfer_stock, Backend, CategoryId, ColumnDifference, Constraint, Cursor, Email, EntityId,
+    EntityKind, Error, IdempotencyKey, KeysetPage, Limit, Name, OnDelete, Page, ProductId,
+    Quantity, Rating, ReadRepo, ReadRepository, ReadSession, Readers, Repo, Repositories,
+    Repository, Result, RetryPolicy, ReviewId, Rule, Savepoint, SchemaProblem, SearchPage,
+    SearchText, Sku, Slug, Stock, StockDelta, StockMoved, StockMovementId, StockMovementReader,
+    StockMovementRepository, StorageFault, Store, StoreConfig, StoreExt, Text, TextEnum, Timestamp,
+    Traced, TransferRequest, Transferred, UnitOfWork, UnitOfWorkExt, UnknownBackend, UserId,
+    WorkFuture, MAX_EMAIL_LEN, MAX_IDEMPOTENCY_KEY_LEN, MAX_LIMIT, MAX_NAME_LEN, MAX_OFFSET,
+    MAX_QUERY_LEN, MAX_SKU_LEN, MAX_SLUG_LEN, MAX_STOCK, MAX_TEXT_LEN,
 };
 // Every entity of Stockroom's, its inputs, and the `Entity` trait and derive: a new entity is
 // exported with no line of its own.
@@ -351,7 +351,7 @@ mod tests {
     #[tokio::test]
     async fn memory_url_picks_the_memory_adapter() {
         let store = connect("memory://").await.unwrap();
-        assert_eq!(store.backend(), "memory");
+        assert_eq!(store.backend(), Backend::Memory);
     }
 
     #[cfg(feature = "sqlite")]
@@ -361,7 +361,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("sqlite://{}", dir.join("facade.db").display());
         let store = connect(&url).await.unwrap();
-        assert_eq!(store.backend(), "sqlite");
+        assert_eq!(store.backend(), Backend::Sqlite);
         store.close().await;
         std::fs::remove_dir_all(&dir).ok();
     }
@@ -448,7 +448,7 @@ mod tests {
     #[tokio::test]
     async fn sqlite_memory_url_picks_the_sqlite_adapter_without_a_file() {
         let store = connect("sqlite::memory:").await.unwrap();
-        assert_eq!(store.backend(), "sqlite");
+        assert_eq!(store.backend(), Backend::Sqlite);
         store.health().await.unwrap();
     }
 }

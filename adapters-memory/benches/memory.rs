@@ -97,7 +97,7 @@ async fn gets(store: &MemoryStore, ids: &[ProductId]) -> Duration {
 }
 
 async fn searches(store: &MemoryStore) -> Duration {
-    let filter = ProductFilter::default().search("product 99").unwrap();
+    let filter = ProductFilter::default().with_search("product 99").unwrap();
     let page = Page::new(20, 0).unwrap();
     let mut read = store.read().await.unwrap();
     let start = Instant::now();
@@ -110,7 +110,7 @@ async fn searches(store: &MemoryStore) -> Duration {
 
 /// Each search follows a rename of one product (not timed), so it rebuilds the document index.
 async fn searches_after_a_rename(store: &MemoryStore, id: ProductId) -> Duration {
-    let filter = ProductFilter::default().search("product 99").unwrap();
+    let filter = ProductFilter::default().with_search("product 99").unwrap();
     let page = Page::new(20, 0).unwrap();
     let mut elapsed = Duration::ZERO;
     for i in 0..OPS / 10 {

@@ -132,8 +132,8 @@ impl MemoryStore {
 
 #[async_trait]
 impl Store for MemoryStore {
-    fn backend(&self) -> &'static str {
-        "memory"
+    fn backend(&self) -> stockroom_core::Backend {
+        stockroom_core::Backend::Memory
     }
 
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
@@ -210,8 +210,8 @@ impl fmt::Debug for MemoryUnitOfWork {
 
 #[async_trait]
 impl UnitOfWork for MemoryUnitOfWork {
-    fn backend(&self) -> &'static str {
-        "memory"
+    fn backend(&self) -> stockroom_core::Backend {
+        stockroom_core::Backend::Memory
     }
 
     fn as_native(&mut self) -> &mut dyn stockroom_core::NativeUnitOfWork {

@@ -344,7 +344,7 @@ async fn a_closed_store_is_unavailable() {
 #[tokio::test]
 async fn connect_accepts_only_memory_urls() {
     let store = MemoryStore::connect(&StoreConfig::new("memory://anything")).unwrap();
-    assert_eq!(store.backend(), "memory");
+    assert_eq!(store.backend(), stockroom_core::Backend::Memory);
     store.health().await.unwrap();
     for url in ["sqlite://x.db", "memory", ""] {
         let err = MemoryStore::connect(&StoreConfig::new(url)).unwrap_err();
@@ -471,7 +471,7 @@ async fn search_after_any_writes_finds_what_a_scan_finds() {
         ids.push(uow.products().create(mug(n)).await.unwrap().id);
     }
     uow.commit().await.unwrap();
-    let filter = ProductFilter::default().search("teal").unwrap();
+    let filter = ProductFilter::default().with_search("teal").unwrap();
     let all = Page::new(stockroom_core::MAX_LIMIT.into(), 0).unwrap();
     // A deterministic walk over the writes; 400 of them, so the earlier index is dropped and
     // rebuilt along the way (past a sixteenth of the table, 64 rows here).

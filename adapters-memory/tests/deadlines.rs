@@ -39,7 +39,7 @@ async fn hang_if(hang: bool) {
 
 #[async_trait]
 impl Store for Hanging {
-    fn backend(&self) -> &'static str {
+    fn backend(&self) -> stockroom_core::Backend {
         self.inner.backend()
     }
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
@@ -72,7 +72,7 @@ struct HangingUnitOfWork {
 
 #[async_trait]
 impl UnitOfWork for HangingUnitOfWork {
-    fn backend(&self) -> &'static str {
+    fn backend(&self) -> stockroom_core::Backend {
         self.inner.backend()
     }
     fn repositories(&mut self) -> &mut dyn stockroom_core::Repositories {

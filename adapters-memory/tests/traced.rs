@@ -233,7 +233,7 @@ async fn without_a_subscriber_it_only_delegates() {
     let _turn = TRACING_TESTS.lock().await;
     let (store, a, _) = store_with_two_products().await;
     let store = traced(store);
-    assert_eq!(store.backend(), "memory");
+    assert_eq!(store.backend(), stockroom_core::Backend::Memory);
     store.health().await.unwrap();
     let mut session = store.read().await.unwrap();
     let got = session.products().get(a).await.unwrap().unwrap();

@@ -20,7 +20,8 @@ fn transient() -> Error {
 
 /// A policy with `attempts` attempts and short delays (the tests run on paused time).
 fn policy(attempts: u32) -> RetryPolicy {
-    RetryPolicy::with_max_attempts(attempts)
+    RetryPolicy::default()
+        .with_max_attempts(attempts)
         .with_backoff(Duration::from_millis(50), Duration::from_secs(1))
 }
 
@@ -225,7 +226,8 @@ async fn transient_failures_beyond_max_attempts_are_returned() {
 async fn the_deadline_bounds_the_retries() {
     let (store, a, b) = two_products().await;
     store.inject(Fault::MoveStock, usize::MAX, transient);
-    let policy = RetryPolicy::with_max_attempts(1_000)
+    let policy = RetryPolicy::default()
+        .with_max_attempts(1_000)
         .with_backoff(Duration::from_millis(100), Duration::from_millis(100))
         .with_deadline(Duration::from_secs(1));
     let started = tokio::time::Instant::now();

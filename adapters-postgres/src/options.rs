@@ -17,7 +17,7 @@ use stockroom_core::{Entity, StoreConfig};
 ///
 /// let options = PostgresOptions::default()
 ///     .with_lock_timeout(Some(Duration::from_secs(2)))
-///     .with_migrations(false);
+///     .with_run_migrations(false);
 /// assert_eq!(options.lock_timeout, Some(Duration::from_secs(2)));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -262,7 +262,7 @@ impl PostgresOptions {
     }
 
     /// Sets [`run_migrations`](Self::run_migrations).
-    pub fn with_migrations(mut self, run: bool) -> Self {
+    pub fn with_run_migrations(mut self, run: bool) -> Self {
         self.run_migrations = run;
         self
     }

@@ -413,8 +413,8 @@ async fn refuse(
 
 #[async_trait]
 impl UnitOfWork for PgUnitOfWork {
-    fn backend(&self) -> &'static str {
-        "postgres"
+    fn backend(&self) -> stockroom_core::Backend {
+        stockroom_core::Backend::Postgres
     }
 
     fn as_native(&mut self) -> &mut dyn stockroom_core::NativeUnitOfWork {

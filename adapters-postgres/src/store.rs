@@ -520,8 +520,8 @@ pub(crate) fn pool_options(config: &StoreConfig) -> PgPoolOptions {
 
 #[async_trait]
 impl Store for PostgresStore {
-    fn backend(&self) -> &'static str {
-        "postgres"
+    fn backend(&self) -> stockroom_core::Backend {
+        stockroom_core::Backend::Postgres
     }
 
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {

@@ -186,7 +186,7 @@ async fn a_dropped_migrate_leaves_no_lock_and_the_next_migrate_works() {
     let Some(db) = TestDatabase::create().await else {
         return;
     };
-    let config = db.config().with_migrations(false);
+    let config = db.config().with_run_migrations(false);
     let store = PostgresStore::connect(&config).await.unwrap();
     let store = &store;
     sweep_constructor(

@@ -153,7 +153,7 @@ async fn a_database_of_the_old_layout_opens_with_its_data_and_its_rows_moved() {
     .await
     .unwrap();
     assert_eq!(old.len(), stockroom_versions().len());
-    let unmigrated = connect(&db.config().with_migrations(false)).await;
+    let unmigrated = connect(&db.config().with_run_migrations(false)).await;
     seed_products(&unmigrated, [1, 2]).await;
     unmigrated.close().await;
 
@@ -287,7 +287,7 @@ async fn search_documents_of_an_earlier_fold_are_made_again() {
     let store = db.store().await;
     let mut read = store.read().await.unwrap();
     let filter = stockroom_core::ProductFilter::default()
-        .search("STRASSE")
+        .with_search("STRASSE")
         .unwrap();
     let found = read
         .products()

@@ -67,7 +67,7 @@ async fn sessions_carry_the_application_name_and_session_settings() {
         let _ = admin.close().await;
         // Session settings reach every connection: with the tables off the search path, the
         // same store configuration cannot see them.
-        let config = db.config().with_migrations(false);
+        let config = db.config().with_run_migrations(false);
         let mut options = PostgresOptions::from_config(&config);
         options
             .session_settings
@@ -81,7 +81,7 @@ async fn sessions_carry_the_application_name_and_session_settings() {
         drop(read);
         hidden.close().await;
         // A setting the server refuses fails the connect.
-        let config = db.config().with_migrations(false);
+        let config = db.config().with_run_migrations(false);
         let options = PostgresOptions::from_config(&config)
             .with_session_settings(vec![("jit".into(), "banana".into())]);
         assert!(PostgresStore::connect_with(&config, options).await.is_err());
@@ -107,7 +107,7 @@ async fn min_and_max_connections_bound_the_connections() {
         .with_min_connections(1)
         .with_max_connections(1)
         .with_acquire_timeout(Duration::from_millis(300));
-    let tight = PostgresStore::connect(&short.with_migrations(false))
+    let tight = PostgresStore::connect(&short.with_run_migrations(false))
         .await
         .unwrap();
     let held = tight.begin().await.unwrap();
@@ -262,7 +262,7 @@ async fn debug_never_shows_the_password() {
         Some(_) => db.url().to_owned(),
         None => format!("{scheme}://postgres:hunter2@{rest}"),
     };
-    let store = PostgresStore::connect(&db.config().with_migrations(true))
+    let store = PostgresStore::connect(&db.config().with_run_migrations(true))
         .await
         .unwrap();
     let mut with_password = db.config();
@@ -324,7 +324,7 @@ async fn without_migrations_the_schema_is_absent_until_migrate() {
     let Some(db) = TestDatabase::create().await else {
         return;
     };
-    let store = PostgresStore::connect(&db.config().with_migrations(false))
+    let store = PostgresStore::connect(&db.config().with_run_migrations(false))
         .await
         .unwrap();
     let mut read = store.read().await.unwrap();
@@ -365,7 +365,7 @@ async fn expected_failures_leave_the_unit_of_work_usable() {
             })
         ));
         let ghost = stockroom_core::CategoryId::new();
-        let orphan = product(3).in_category(ghost);
+        let orphan = product(3).with_category_id(ghost);
         assert!(matches!(
             uow.products().create(orphan).await,
             Err(Error::NotFound {
@@ -541,7 +541,7 @@ async fn search_past_the_last_page_still_counts_and_tracks_updates() {
         uow.products().update(p, &patch, None).await.unwrap();
         uow.commit().await.unwrap();
         let mut read = store.read().await.unwrap();
-        let filter = ProductFilter::default().search("product").unwrap();
+        let filter = ProductFilter::default().with_search("product").unwrap();
         let past = read
             .products()
             .search(&filter, Page::new(10, 1_000).unwrap())
@@ -562,7 +562,7 @@ async fn search_past_the_last_page_still_counts_and_tracks_updates() {
             ("sku-0", 1),
             ("off\nnow", 1),
         ] {
-            let filter = ProductFilter::default().search(q);
+            let filter = ProductFilter::default().with_search(q);
             let Ok(f) = filter else {
                 assert!(q.contains('\n'), "{q:?} refused");
                 continue; // control characters are refused by SearchText
@@ -582,7 +582,7 @@ async fn search_past_the_last_page_still_counts_and_tracks_updates() {
         uow.commit().await.unwrap();
         let mut read = store.read().await.unwrap();
         for (q, hits) in [("50%", 0), ("new-sku", 1), ("éclair tin", 1), ("sku-0", 0)] {
-            let f = ProductFilter::default().search(q).unwrap();
+            let f = ProductFilter::default().with_search(q).unwrap();
             let r = read.products().search(&f, Page::default()).await.unwrap();
             assert_eq!(r.total, hits, "query {q:?}");
         }
@@ -634,7 +634,7 @@ async fn create_many_of_a_large_batch_keeps_the_rules() {
             Constraint::PRODUCT_SLUG,
         );
         let mut dead = batch(N);
-        dead[100] = product(N + 2).in_category(gone.id);
+        dead[100] = product(N + 2).with_category_id(gone.id);
         match uow.products().create_many(dead).await {
             Err(Error::NotFound { entity, id }) => {
                 assert_eq!((entity, id), (EntityKind::CATEGORY, gone.id.into()))
@@ -646,7 +646,7 @@ async fn create_many_of_a_large_batch_keeps_the_rules() {
         }
         let mut first_wins = batch(N);
         first_wins[50] = NewProduct::new("Clash", &taken.slug, "CLASH").unwrap();
-        first_wins[100] = product(N + 2).in_category(gone.id);
+        first_wins[100] = product(N + 2).with_category_id(gone.id);
         assert_conflict(
             uow.products().create_many(first_wins).await,
             Constraint::PRODUCT_SLUG,
@@ -656,8 +656,8 @@ async fn create_many_of_a_large_batch_keeps_the_rules() {
         news[10] = product(N + 3)
             .with_description("In a category, by Ann")
             .unwrap()
-            .in_category(kept.id)
-            .created_by(author.id);
+            .with_category_id(kept.id)
+            .with_created_by(author.id);
         let created = uow.products().create_many(news).await.unwrap();
         uow.commit().await.unwrap();
         let mut read = store.read().await.unwrap();
@@ -973,7 +973,9 @@ async fn search_is_served_by_the_trigram_index() {
             "{plan:#?}"
         );
         let mut read = store.read().await.unwrap();
-        let filter = ProductFilter::default().search("Product 1234").unwrap();
+        let filter = ProductFilter::default()
+            .with_search("Product 1234")
+            .unwrap();
         let page = read
             .products()
             .search(&filter, Page::default())
@@ -1004,7 +1006,7 @@ async fn a_category_deleted_under_a_create_is_not_found() {
         let mut creator = store.begin().await.unwrap();
         let mut products = creator.products();
         let (created, committed) = tokio::join!(
-            products.create(product(1).in_category(category.id)),
+            products.create(product(1).with_category_id(category.id)),
             async {
                 support::until_a_session_waits_for_a_lock(db.name()).await;
                 deleter.commit().await

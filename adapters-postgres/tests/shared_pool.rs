@@ -254,7 +254,7 @@ async fn from_pool_without_migrations_leaves_the_schema_alone() {
         return;
     };
     let pool = app_pool(&db, 2).await;
-    let store = from_pool(&pool, PostgresOptions::default().with_migrations(false)).await;
+    let store = from_pool(&pool, PostgresOptions::default().with_run_migrations(false)).await;
     let tables: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM pg_tables WHERE tablename IN ('products', 'stockroom_migrations')",
     )

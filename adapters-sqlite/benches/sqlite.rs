@@ -245,7 +245,7 @@ async fn baseline_create_many(sample: usize) -> Duration {
             status: n.status(),
             stock: n.stock(),
             category_id: n.category_id(),
-            created_by: n.creator(),
+            created_by: n.created_by(),
             created_at: now,
             updated_at: now,
             deleted_at: None,

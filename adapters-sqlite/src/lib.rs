@@ -122,7 +122,7 @@
 //!
 //! Each change runs in a `BEGIN IMMEDIATE` transaction of its own, planned again under the lock,
 //! so processes connecting at once make it once. With migrations turned off
-//! ([`SqliteOptions::with_migrations`]), entity tables are neither made nor checked.
+//! ([`SqliteOptions::with_run_migrations`]), entity tables are neither made nor checked.
 //!
 //! ## Design
 //!

@@ -342,7 +342,7 @@ impl SqliteOptions {
     }
 
     /// Whether connecting applies Stockroom's embedded migrations (on by default).
-    pub fn with_migrations(mut self, run: bool) -> Self {
+    pub fn with_run_migrations(mut self, run: bool) -> Self {
         self.run_migrations = run;
         self
     }
@@ -637,7 +637,7 @@ mod tests {
         let config = StoreConfig::new("sqlite://shop.db?busy_timeout_ms=50&synchronous=full")
             .with_min_connections(2)
             .with_max_connections(5)
-            .with_migrations(false)
+            .with_run_migrations(false)
             .with_log_statements(true);
         let options = SqliteOptions::from_config(&config).unwrap();
         assert_eq!(options.path(), Some(Path::new("shop.db")));

@@ -265,8 +265,8 @@ fn worker_failed(e: tokio::task::JoinError) -> Error {
 
 #[async_trait]
 impl Store for SqliteStore {
-    fn backend(&self) -> &'static str {
-        "sqlite"
+    fn backend(&self) -> stockroom_core::Backend {
+        stockroom_core::Backend::Sqlite
     }
 
     /// Waits up to the acquire timeout for the writer slot (`Unavailable` after it, as a
@@ -438,8 +438,8 @@ pub(crate) struct SqliteUnitOfWork {
 
 #[async_trait]
 impl UnitOfWork for SqliteUnitOfWork {
-    fn backend(&self) -> &'static str {
-        "sqlite"
+    fn backend(&self) -> stockroom_core::Backend {
+        stockroom_core::Backend::Sqlite
     }
 
     fn as_native(&mut self) -> &mut dyn stockroom_core::NativeUnitOfWork {

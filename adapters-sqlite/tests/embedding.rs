@@ -199,7 +199,7 @@ async fn a_database_of_the_previous_build_opens_with_its_data_and_its_bookkeepin
     let found = read
         .products()
         .search(
-            &ProductFilter::default().search("blue").unwrap(),
+            &ProductFilter::default().with_search("blue").unwrap(),
             stockroom_core::Page::first(stockroom_core::Limit::new(10).unwrap()),
         )
         .await

@@ -308,7 +308,7 @@ async fn the_schema_is_migrated_once_with_its_named_indexes_in_wal_mode() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn migrations_can_be_skipped() {
     let db = temp_db();
-    let store = SqliteStore::connect(&db.config().with_migrations(false))
+    let store = SqliteStore::connect(&db.config().with_run_migrations(false))
         .await
         .unwrap();
     let result = count_products_result(&store).await;
@@ -539,7 +539,7 @@ async fn batch_errors(store: &dyn Store) -> (Error, Error) {
         .unwrap();
     uow.categories().soft_delete(gone.id).await.unwrap();
     let taken_sku = || NewProduct::new("Again", "again", "SKU-1").unwrap();
-    let in_gone = |i| product(i).in_category(gone.id);
+    let in_gone = |i| product(i).with_category_id(gone.id);
     let sku_first = uow
         .products()
         .create_many(vec![taken_sku(), in_gone(2)])

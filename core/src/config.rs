@@ -227,7 +227,7 @@ impl StoreConfig {
         self
     }
     /// The configuration, with [`run_migrations`](Self::run_migrations).
-    pub fn with_migrations(mut self, run: bool) -> Self {
+    pub fn with_run_migrations(mut self, run: bool) -> Self {
         self.run_migrations = run;
         self
     }

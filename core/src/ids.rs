@@ -19,11 +19,19 @@ use crate::error::EntityKind;
 /// assert_eq!(id.to_string().parse::<WarehouseId>().unwrap(), id);
 /// ```
 ///
-/// The id has `new` (a fresh UUID v7), `from_uuid`, `as_uuid`, `Debug`, `Display`, `FromStr` (a
+/// The id has `new` (a fresh UUID v7; there is no `Default`, which would be a different id at
+/// every call), `from_uuid`, `as_uuid`, `Debug`, `Display`, `FromStr` (a
 /// malformed one is a validation error on the field `id`), conversions from and to `Uuid`,
 /// ordering and hashing, equality with the [`EntityId`] an error carries, `Serialize` and
 /// `Deserialize` as a UUID string with the `serde` feature, and it is a
 /// [`FieldValue`](crate::schema::FieldValue), so entities may refer to it.
+///
+/// An id has no `Default`:
+///
+/// ```compile_fail
+/// stockroom_core::entity_id!(pub WarehouseId);
+/// let id = WarehouseId::default();
+/// ```
 #[macro_export]
 macro_rules! entity_id {
     ($(#[$doc:meta])* $vis:vis $name:ident) => {
@@ -31,6 +39,9 @@ macro_rules! entity_id {
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
         $vis struct $name($crate::__private::Uuid);
 
+        // No `Default`: a default that is a different random id at every call would surprise a
+        // `#[derive(Default)]` on a struct holding the id.
+        #[allow(clippy::new_without_default)]
         impl $name {
             /// A fresh id (UUID v7: time-ordered).
             pub fn new() -> Self {
@@ -45,12 +56,6 @@ macro_rules! entity_id {
             /// The UUID inside.
             pub const fn as_uuid(&self) -> $crate::__private::Uuid {
                 self.0
-            }
-        }
-
-        impl ::core::default::Default for $name {
-            fn default() -> Self {
-                Self::new()
             }
         }
 

@@ -48,8 +48,9 @@ pub use error::{
 };
 pub use ids::{CategoryId, EntityId, ProductId, ReviewId, StockMovementId, UserId};
 pub use ports::{
-    NativeUnitOfWork, ReadRepository, ReadSession, Readers, Repositories, Repository, Savepoint,
-    StockMoved, StockMovementReader, StockMovementRepository, Store, UnitOfWork,
+    Backend, NativeUnitOfWork, ReadRepository, ReadSession, Readers, Repositories, Repository,
+    Savepoint, StockMoved, StockMovementReader, StockMovementRepository, Store, UnitOfWork,
+    UnknownBackend,
 };
 pub use query::{
     Cursor, KeysetPage, Limit, Page, SearchPage, SearchText, MAX_LIMIT, MAX_OFFSET, MAX_QUERY_LEN,

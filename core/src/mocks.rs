@@ -210,7 +210,7 @@ impl<S: Store + ?Sized> FaultyStore<S> {
 
 #[async_trait]
 impl<S: Store + ?Sized> Store for FaultyStore<S> {
-    fn backend(&self) -> &'static str {
+    fn backend(&self) -> crate::Backend {
         self.inner.backend()
     }
 
@@ -273,7 +273,7 @@ async fn wait(delay: Duration) {
 
 #[async_trait]
 impl UnitOfWork for FaultyUnitOfWork {
-    fn backend(&self) -> &'static str {
+    fn backend(&self) -> crate::Backend {
         self.inner.backend()
     }
 

@@ -71,7 +71,7 @@ impl Problem {
     }
 
     /// The problem with a `Retry-After` header of `seconds`.
-    pub fn retry_after(mut self, seconds: u32) -> Self {
+    pub fn with_retry_after(mut self, seconds: u32) -> Self {
         self.retry_after = Some(seconds);
         self
     }
@@ -185,7 +185,7 @@ impl From<Error> for Problem {
                     "the store is busy or the request ran out of time; nothing was applied: \
                      retry the request",
                 )
-                .retry_after(1)
+                .with_retry_after(1)
             }
             Error::Unavailable { .. } => {
                 tracing::error!(%error, "store unavailable");
@@ -194,7 +194,7 @@ impl From<Error> for Problem {
                     "unavailable",
                     "the store cannot be reached; retry later",
                 )
-                .retry_after(5)
+                .with_retry_after(5)
             }
             Error::AmbiguousCommit { .. } => {
                 tracing::error!(%error, "commit outcome unknown");

@@ -141,19 +141,22 @@ impl<S: Store> Traced<S> {
         opening: impl Future<Output = Result<Box<dyn ReadSession>>>,
     ) -> Result<Box<dyn ReadSession>> {
         let inner = observe(span, opening, |_, _| {}).await?;
-        let span = tracing::debug_span!("stockroom.read_session", backend = self.0.backend());
+        let span = tracing::debug_span!(
+            "stockroom.read_session",
+            backend = self.0.backend().as_str()
+        );
         Ok(Box::new(TracedReadSession { inner, span }))
     }
 }
 
 #[async_trait]
 impl<S: Store> Store for Traced<S> {
-    fn backend(&self) -> &'static str {
+    fn backend(&self) -> crate::Backend {
         self.0.backend()
     }
 
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
-        let backend = self.0.backend();
+        let backend = self.0.backend().as_str();
         let span = tracing::debug_span!("stockroom.begin", backend, outcome = Empty);
         let inner = observe(span, self.0.begin(), |_, _| {}).await?;
         let span = tracing::debug_span!("stockroom.unit_of_work", backend);
@@ -163,14 +166,14 @@ impl<S: Store> Store for Traced<S> {
     async fn read(&self) -> Result<Box<dyn ReadSession>> {
         let span = tracing::debug_span!(
             "stockroom.read",
-            backend = self.0.backend(),
+            backend = self.0.backend().as_str(),
             outcome = Empty
         );
         self.traced_read_session(span, self.0.read()).await
     }
 
     async fn read_primary(&self) -> Result<Box<dyn ReadSession>> {
-        let backend = self.0.backend();
+        let backend = self.0.backend().as_str();
         let span = tracing::debug_span!("stockroom.read_primary", backend, outcome = Empty);
         self.traced_read_session(span, self.0.read_primary()).await
     }
@@ -178,7 +181,7 @@ impl<S: Store> Store for Traced<S> {
     async fn health(&self) -> Result<()> {
         let span = tracing::debug_span!(
             "stockroom.health",
-            backend = self.0.backend(),
+            backend = self.0.backend().as_str(),
             outcome = Empty
         );
         observe(span, self.0.health(), |_, _| {}).await
@@ -187,19 +190,19 @@ impl<S: Store> Store for Traced<S> {
     async fn readiness(&self) -> Result<()> {
         let span = tracing::debug_span!(
             "stockroom.readiness",
-            backend = self.0.backend(),
+            backend = self.0.backend().as_str(),
             outcome = Empty
         );
         observe(span, self.0.readiness(), |_, _| {}).await
     }
 
     async fn close(&self) {
-        let span = tracing::debug_span!("stockroom.close", backend = self.0.backend());
+        let span = tracing::debug_span!("stockroom.close", backend = self.0.backend().as_str());
         self.0.close().instrument(span).await
     }
 
     async fn move_stock(&self, movement: &NewStockMovement) -> Result<StockMoved> {
-        let span = move_stock_span(&Span::current(), self.0.backend(), movement);
+        let span = move_stock_span(&Span::current(), self.0.backend().as_str(), movement);
         observe(span, self.0.move_stock(movement), record_moved).await
     }
 }
@@ -507,7 +510,7 @@ impl TracedUnitOfWork {
 
 #[async_trait]
 impl UnitOfWork for TracedUnitOfWork {
-    fn backend(&self) -> &'static str {
+    fn backend(&self) -> crate::Backend {
         self.inner.backend()
     }
 
@@ -546,7 +549,7 @@ impl UnitOfWork for TracedUnitOfWork {
     }
 
     async fn move_stock(&mut self, movement: &NewStockMovement) -> Result<StockMoved> {
-        let span = move_stock_span(&self.span, self.inner.backend(), movement);
+        let span = move_stock_span(&self.span, self.inner.backend().as_str(), movement);
         observe(span, self.inner.move_stock(movement), record_moved).await
     }
 

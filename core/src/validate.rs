@@ -111,7 +111,7 @@ pub(crate) fn check_range(field: &'static str, value: i64, min: i64, max: i64) -
 }
 
 macro_rules! text_type {
-    ($(#[$doc:meta])* $name:ident) => {
+    ($(#[$doc:meta])* $name:ident, $field:literal) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, Hash)]
         pub struct $name(String);
@@ -145,6 +145,33 @@ macro_rules! text_type {
                 &self.0
             }
         }
+
+        impl std::str::FromStr for $name {
+            type Err = Error;
+
+            #[doc = concat!("Validates `s` as `parse(\"", $field, "\", s)` does: a refusal names the field `", $field, "`.")]
+            fn from_str(s: &str) -> Result<Self> {
+                Self::parse($field, s)
+            }
+        }
+
+        impl TryFrom<&str> for $name {
+            type Error = Error;
+
+            #[doc = concat!("Validates `s` as `parse(\"", $field, "\", s)` does.")]
+            fn try_from(s: &str) -> Result<Self> {
+                Self::parse($field, s)
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = Error;
+
+            #[doc = concat!("Validates `s` as `parse(\"", $field, "\", &s)` does.")]
+            fn try_from(s: String) -> Result<Self> {
+                Self::parse($field, &s)
+            }
+        }
     };
 }
 
@@ -154,34 +181,40 @@ text_type!(
     /// [`Rule::Empty`]), no control characters (NUL, line breaks and tabs included) and no
     /// bidirectional embeddings, overrides or isolates (U+202A–U+202E, U+2066–U+2069), which are
     /// [`Rule::ControlCharacter`]; surrounding white space trimmed.
-    Name
+    Name,
+    "name"
 );
 text_type!(
     /// A URL slug: lower-case ASCII letters and digits in groups joined by single hyphens
     /// (`blue-mug-2`), at most [`MAX_SLUG_LEN`] (100) characters; anything else is
     /// [`Rule::Malformed`].
-    Slug
+    Slug,
+    "slug"
 );
 text_type!(
     /// A stock-keeping unit: upper-case ASCII letters, digits, `-`, `_` and `.`, starting with a
     /// letter or digit, at most 64 characters.
-    Sku
+    Sku,
+    "sku"
 );
 text_type!(
     /// Free text (a description or a review body): at most [`MAX_TEXT_LEN`] (5,000) characters
     /// with at least one visible character (else [`Rule::Empty`]); line feeds, carriage returns
     /// and tabs allowed, other control characters (NUL included) and bidirectional embeddings,
     /// overrides or isolates (U+202A–U+202E, U+2066–U+2069) not ([`Rule::ControlCharacter`]).
-    Text
+    Text,
+    "text"
 );
 text_type!(
     /// An email address, lower-cased: one `@`, a non-empty local part, a domain with a dot.
-    Email
+    Email,
+    "email"
 );
 text_type!(
     /// A client-chosen key that makes a retried transfer apply at most once: 1 to 128 visible
     /// ASCII characters.
-    IdempotencyKey
+    IdempotencyKey,
+    "idempotency_key"
 );
 
 impl Name {
@@ -395,6 +428,40 @@ mod tests {
             Err(Error::Validation { rule, .. }) => rule,
             other => panic!("expected a validation error, got {other:?}"),
         }
+    }
+
+    /// The field a validation error names.
+    fn field_of<T: fmt::Debug>(r: Result<T>) -> String {
+        match r {
+            Err(Error::Validation { field, .. }) => field.to_string(),
+            other => panic!("expected a validation error, got {other:?}"),
+        }
+    }
+
+    /// `FromStr` and `TryFrom` validate as `parse` does, naming the type's own field.
+    #[test]
+    fn text_types_parse_from_str_and_convert_from_strings() {
+        assert_eq!("  Mug ".parse::<Name>().unwrap().as_str(), "Mug");
+        assert_eq!(Slug::try_from("blue-mug").unwrap().as_str(), "blue-mug");
+        assert_eq!(
+            Sku::try_from(String::from("MUG-1")).unwrap().as_str(),
+            "MUG-1"
+        );
+        assert_eq!(
+            "A@B.example".parse::<Email>().unwrap().as_str(),
+            "a@b.example"
+        );
+        assert_eq!("Line\nline".parse::<Text>().unwrap().as_str(), "Line\nline");
+        assert_eq!("key-1".parse::<IdempotencyKey>().unwrap().as_str(), "key-1");
+        assert_eq!(field_of("   ".parse::<Name>()), "name");
+        assert_eq!(field_of(Slug::try_from("Blue Mug")), "slug");
+        assert_eq!(field_of(Sku::try_from(String::from("mug"))), "sku");
+        assert_eq!(field_of("no-at".parse::<Email>()), "email");
+        assert_eq!(field_of("".parse::<Text>()), "text");
+        assert_eq!(
+            field_of("a key".parse::<IdempotencyKey>()),
+            "idempotency_key"
+        );
     }
 
     #[test]

@@ -275,7 +275,7 @@ async fn bounded(State(gate): State<Gate>, mut request: Request, next: Next) -> 
                     gate.timeout.as_millis()
                 ),
             )
-            .retry_after(1)
+            .with_retry_after(1)
             .into_response()
         }
     }
@@ -489,10 +489,10 @@ impl ProductBody {
             new = new.with_stock(s)?;
         }
         if let Some(c) = self.category_id {
-            new = new.in_category(c);
+            new = new.with_category_id(c);
         }
         if let Some(u) = self.created_by {
-            new = new.created_by(u);
+            new = new.with_created_by(u);
         }
         Ok(new)
     }
@@ -694,7 +694,7 @@ async fn readyz(State(app): State<AppState>, _: NoQuery) -> Result<Json<Value>, 
         });
     match ready {
         Ok(()) => Ok(Json(
-            json!({ "status": "ready", "backend": app.store.backend() }),
+            json!({ "status": "ready", "backend": app.store.backend().as_str() }),
         )),
         Err(problem) => Err(problem),
     }
@@ -788,7 +788,7 @@ async fn create_category(
                 } else {
                     let in_category = products
                         .iter()
-                        .map(|p| p.clone().in_category(category.id))
+                        .map(|p| p.clone().with_category_id(category.id))
                         .collect();
                     uow.products().create_many(in_category).await?
                 };
@@ -932,16 +932,16 @@ async fn list_products(
     let params = params.only(&["q", "category_id", "status", "limit", "offset", "cursor"])?;
     let mut filter = ProductFilter::default();
     if let Some(q) = params.get("q") {
-        filter = filter.search(q)?;
+        filter = filter.with_search(q)?;
     }
     if let Some(c) = params.get("category_id") {
         let id = CategoryId::from_str(c).map_err(|_| {
             Error::validation("category_id", Rule::Malformed { expected: "a UUID" })
         })?;
-        filter = filter.category(id);
+        filter = filter.with_category_id(id);
     }
     if let Some(s) = params.get("status") {
-        filter = filter.status(s.parse()?);
+        filter = filter.with_status(s.parse()?);
     }
     let mut read = app.store.read().await?;
     match params.get("cursor") {

@@ -264,7 +264,7 @@ struct SlowReadiness {
 
 #[async_trait::async_trait]
 impl Store for SlowReadiness {
-    fn backend(&self) -> &'static str {
+    fn backend(&self) -> stockroom::Backend {
         self.inner.backend()
     }
     async fn begin(&self) -> stockroom::Result<Box<dyn stockroom::UnitOfWork>> {

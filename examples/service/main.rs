@@ -57,7 +57,7 @@ async fn serve() -> Result<(), StartupError> {
         }
     };
     tracing::info!(
-        backend = store.backend(),
+        backend = store.backend().as_str(),
         addr = %listener.local_addr().unwrap_or(settings.addr),
         "stockroom service listening"
     );

@@ -114,7 +114,7 @@ async fn probe_postgres(
         .connect_lazy_with(options.application_name(&config.application_name));
     let probe = PostgresStore::from_pool(
         pool.clone(),
-        PostgresOptions::from_config(config).with_migrations(false),
+        PostgresOptions::from_config(config).with_run_migrations(false),
     )
     .await?;
     let ready = probe.readiness().await;

@@ -216,7 +216,7 @@ impl Ground {
         products.count(&all).await?;
         products.exists(&all).await?;
         products.list_deleted(first_page()).await?;
-        let search = ProductFilter::default().search(tag)?;
+        let search = ProductFilter::default().with_search(tag)?;
         products.search(&search, first_page()).await?;
         read.categories()
             .list(&Default::default(), first_page())
@@ -272,7 +272,7 @@ impl Ground {
         let all = ProductFilter::default();
         uow.products().list(&all, first_page()).await?;
         uow.products().count(&all).await?;
-        let search = ProductFilter::default().search("swept")?;
+        let search = ProductFilter::default().with_search("swept")?;
         uow.products().search(&search, first_page()).await?;
         let category = NewCategory::new(&format!("Swept {n}"), &format!("{tag}-c-{n}"))?;
         uow.categories().create(category).await?;

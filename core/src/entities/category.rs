@@ -104,7 +104,7 @@ impl FilterInput for CategoryFilter {
         for condition in conditions {
             filter = match condition {
                 Condition::Eq { field: SLUG, value } => {
-                    filter.slug(&Inputs::take::<String>(schema, SLUG, value)?)?
+                    filter.with_slug(&Inputs::take::<String>(schema, SLUG, value)?)?
                 }
                 Condition::Eq { field, .. } => return Err(Inputs::unsupported(schema, field)),
                 Condition::Search(_) => return Err(Inputs::no_search()),
@@ -195,7 +195,7 @@ impl CategoryFilter {
     /// The filter, narrowed to the live category with `slug`. Fails with
     /// [`Error::Validation`](crate::Error::Validation) on `slug` when it is not a
     /// [`Slug`](crate::Slug).
-    pub fn slug(mut self, slug: &str) -> Result<Self> {
+    pub fn with_slug(mut self, slug: &str) -> Result<Self> {
         self.slug = Some(Slug::parse("slug", slug)?);
         Ok(self)
     }

@@ -126,7 +126,7 @@ pub struct Product {
     /// category still shows here, but not in [`ProductWithRelations`].
     pub category_id: Option<CategoryId>,
     #[entity(references = User)]
-    /// The user who created the product, if known (set with [`NewProduct::created_by`];
+    /// The user who created the product, if known (set with [`NewProduct::with_created_by`];
     /// `None` once that user is deleted for good).
     pub created_by: Option<UserId>,
     /// When the row was created (UTC, microsecond precision).
@@ -320,8 +320,8 @@ impl FilterInput for ProductFilter {
         for condition in conditions {
             filter = match condition {
                 Condition::Eq { field, value } => match field {
-                    STATUS => filter.status(Inputs::take(schema, field, value)?),
-                    CATEGORY_ID => filter.category(Inputs::take(schema, field, value)?),
+                    STATUS => filter.with_status(Inputs::take(schema, field, value)?),
+                    CATEGORY_ID => filter.with_category_id(Inputs::take(schema, field, value)?),
                     _ => return Err(Inputs::unsupported(schema, field)),
                 },
                 Condition::Search(query) => ProductFilter {
@@ -414,14 +414,14 @@ impl NewProduct {
 
     /// The input, in a category. The category must be live when the product is created, else
     /// the create fails with [`Error::NotFound`] on it.
-    pub fn in_category(mut self, category: CategoryId) -> Self {
+    pub fn with_category_id(mut self, category: CategoryId) -> Self {
         self.category_id = Some(category);
         self
     }
 
     /// The input, naming the user who creates the product. The user must be live when the
     /// product is created, else the create fails with [`Error::NotFound`] on it.
-    pub fn created_by(mut self, user: UserId) -> Self {
+    pub fn with_created_by(mut self, user: UserId) -> Self {
         self.created_by = Some(user);
         self
     }
@@ -454,8 +454,8 @@ impl NewProduct {
     pub fn category_id(&self) -> Option<CategoryId> {
         self.category_id
     }
-    /// The creating user, if one was given (see [`created_by`](Self::created_by)).
-    pub fn creator(&self) -> Option<UserId> {
+    /// The creating user, if one was given (see [`with_created_by`](Self::with_created_by)).
+    pub fn created_by(&self) -> Option<UserId> {
         self.created_by
     }
 }
@@ -567,17 +567,17 @@ pub struct ProductFilter {
 
 impl ProductFilter {
     /// The filter, narrowed to products with `status`.
-    pub fn status(mut self, status: ProductStatus) -> Self {
+    pub fn with_status(mut self, status: ProductStatus) -> Self {
         self.status = Some(status);
         self
     }
     /// The filter, narrowed to products in `category` (none if the category is not live).
-    pub fn category(mut self, category: CategoryId) -> Self {
+    pub fn with_category_id(mut self, category: CategoryId) -> Self {
         self.category_id = Some(category);
         self
     }
     /// Validates and adds a search query (see [`SearchText`]).
-    pub fn search(mut self, query: &str) -> Result<Self> {
+    pub fn with_search(mut self, query: &str) -> Result<Self> {
         self.search = Some(SearchText::new(query)?);
         Ok(self)
     }

@@ -63,7 +63,7 @@ pub(crate) const BODY: usize = 3;
 impl<'a, P: RecordReader + ?Sized + 'a> Repo<'a, Review, P> {
     /// The live reviews of a live product, newest first (`created_at` then id, descending).
     pub async fn for_product(&mut self, product: ProductId, page: Page) -> Result<Vec<Review>> {
-        let filter = ReviewFilter::default().product(product);
+        let filter = ReviewFilter::default().with_product_id(product);
         self.list_in(&filter, page, Order::Newest).await
     }
 
@@ -156,9 +156,9 @@ impl FilterInput for ReviewFilter {
         for condition in conditions {
             filter = match condition {
                 Condition::Eq { field, value } => match field {
-                    PRODUCT_ID => filter.product(Inputs::take(schema, field, value)?),
-                    AUTHOR_ID => filter.author(Inputs::take(schema, field, value)?),
-                    RATING => filter.rating(Inputs::take(schema, field, value)?)?,
+                    PRODUCT_ID => filter.with_product_id(Inputs::take(schema, field, value)?),
+                    AUTHOR_ID => filter.with_author_id(Inputs::take(schema, field, value)?),
+                    RATING => filter.with_rating(Inputs::take(schema, field, value)?)?,
                     _ => return Err(Inputs::unsupported(schema, field)),
                 },
                 Condition::Search(_) => return Err(Inputs::no_search()),
@@ -285,18 +285,18 @@ pub struct ReviewFilter {
 
 impl ReviewFilter {
     /// The filter, narrowed to reviews of `product` (none if the product is not live).
-    pub fn product(mut self, product: ProductId) -> Self {
+    pub fn with_product_id(mut self, product: ProductId) -> Self {
         self.product_id = Some(product);
         self
     }
     /// The filter, narrowed to reviews by `author` (none if the user is not live).
-    pub fn author(mut self, author: UserId) -> Self {
+    pub fn with_author_id(mut self, author: UserId) -> Self {
         self.author_id = Some(author);
         self
     }
     /// The filter, narrowed to reviews rated `rating`. Fails with
     /// [`Error::Validation`](crate::Error::Validation) on `rating` outside `1..=5`.
-    pub fn rating(mut self, rating: i64) -> Result<Self> {
+    pub fn with_rating(mut self, rating: i64) -> Result<Self> {
         self.rating = Some(Rating::new(rating)?);
         Ok(self)
     }

@@ -106,7 +106,7 @@ impl FilterInput for UserFilter {
                 Condition::Eq {
                     field: EMAIL,
                     value,
-                } => filter.email(&Inputs::take::<String>(schema, EMAIL, value)?)?,
+                } => filter.with_email(&Inputs::take::<String>(schema, EMAIL, value)?)?,
                 Condition::Eq { field, .. } => return Err(Inputs::unsupported(schema, field)),
                 Condition::Search(_) => return Err(Inputs::no_search()),
             };
@@ -197,7 +197,7 @@ impl UserFilter {
     /// The filter, narrowed to the live user with `email` (compared lower-cased). Fails with
     /// [`Error::Validation`](crate::Error::Validation) on `email` when it is not an email
     /// address.
-    pub fn email(mut self, email: &str) -> Result<Self> {
+    pub fn with_email(mut self, email: &str) -> Result<Self> {
         self.email = Some(Email::parse("email", email)?);
         Ok(self)
     }

@@ -72,8 +72,8 @@ impl dyn ReadSession + '_ {
 /// `uow.repository::<E>()` for any entity, the application's own included.
 #[async_trait]
 pub trait UnitOfWork: Send {
-    /// The backend's name, as [`Store::backend`] says it: `memory`, `sqlite` or `postgres`.
-    fn backend(&self) -> &'static str;
+    /// The backend, as [`Store::backend`] says it.
+    fn backend(&self) -> Backend;
 
     /// Every repository of the unit of work (what the accessors of `dyn UnitOfWork` hand out).
     fn repositories(&mut self) -> &mut dyn Repositories;
@@ -153,7 +153,7 @@ pub fn native_unit_of_work<'u, U: Any>(
     uow: &'u mut dyn UnitOfWork,
     operation: &'static str,
 ) -> Result<&'u mut U> {
-    let backend = uow.backend();
+    let backend = uow.backend().as_str();
     let native: &mut dyn Any = uow.as_native();
     native
         .downcast_mut::<U>()
@@ -228,6 +228,71 @@ impl Savepoints {
     }
 }
 
+/// The storage engine a store runs on, as [`Store::backend`] and [`UnitOfWork::backend`] say.
+///
+/// ```
+/// use stockroom_core::Backend;
+/// assert_eq!(Backend::Sqlite.as_str(), "sqlite");
+/// assert_eq!(Backend::Postgres.to_string(), "postgres");
+/// assert_eq!("memory".parse::<Backend>(), Ok(Backend::Memory));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(rename_all = "lowercase")
+)]
+#[non_exhaustive]
+pub enum Backend {
+    /// The in-memory store (`memory://`).
+    Memory,
+    /// SQLite (`sqlite://`), embedded.
+    Sqlite,
+    /// PostgreSQL (`postgres://`), or an engine that speaks its protocol.
+    Postgres,
+}
+
+impl Backend {
+    /// The backend's name, as in a URL's scheme and in spans: `memory`, `sqlite`, `postgres`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Backend::Memory => "memory",
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Backend {
+    type Err = UnknownBackend;
+
+    /// The backend named `name` (`memory`, `sqlite` or `postgres`, as [`Backend::as_str`] says).
+    fn from_str(name: &str) -> std::result::Result<Self, UnknownBackend> {
+        [Backend::Memory, Backend::Sqlite, Backend::Postgres]
+            .into_iter()
+            .find(|backend| backend.as_str() == name)
+            .ok_or(UnknownBackend)
+    }
+}
+
+/// A name [`Backend::from_str`](std::str::FromStr::from_str) does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnknownBackend;
+
+impl std::fmt::Display for UnknownBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not a backend's name: memory, sqlite or postgres")
+    }
+}
+
+impl std::error::Error for UnknownBackend {}
+
 /// A connected backend.
 ///
 /// With the `mocks` feature, [`MockStore`](crate::mocks::MockStore) is a
@@ -238,8 +303,8 @@ impl Savepoints {
 #[cfg_attr(feature = "mocks", mockall::automock)]
 #[async_trait]
 pub trait Store: Send + Sync {
-    /// The backend's name: `memory`, `sqlite` or `postgres`.
-    fn backend(&self) -> &'static str;
+    /// The storage engine the store runs on.
+    fn backend(&self) -> Backend;
 
     /// Begins a unit of work on a connection of its own.
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>>;

@@ -78,12 +78,10 @@ impl RetryPolicy {
         }
     }
 
-    /// The default policy with `max_attempts` attempts in all.
-    pub fn with_max_attempts(max_attempts: u32) -> Self {
-        Self {
-            max_attempts,
-            ..Self::default()
-        }
+    /// The policy, with `max_attempts` attempts in all (the first included).
+    pub fn with_max_attempts(mut self, max_attempts: u32) -> Self {
+        self.max_attempts = max_attempts;
+        self
     }
 
     /// The policy, with the whole operation bounded by `deadline`.
@@ -409,7 +407,7 @@ mod tests {
 
     #[test]
     fn a_policy_makes_at_least_one_attempt() {
-        let zero = RetryPolicy::with_max_attempts(0);
+        let zero = RetryPolicy::default().with_max_attempts(0);
         assert_eq!(zero.attempts(), 1);
         assert_eq!(RetryPolicy::none().attempts(), 1);
     }

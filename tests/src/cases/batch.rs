@@ -72,7 +72,10 @@ pub async fn create_many_conflicting_with_a_stored_row_writes_nothing(store: Arc
 pub async fn create_many_with_an_unknown_reference_writes_nothing(store: Arc<dyn Store>) {
     let ghost = CategoryId::new();
     let before = counts(&store).await;
-    let news = vec![new_product("a", 1), new_product("b", 1).in_category(ghost)];
+    let news = vec![
+        new_product("a", 1),
+        new_product("b", 1).with_category_id(ghost),
+    ];
     expect_not_found(
         in_uow!(store, |uow| uow.products().create_many(news).await),
         EntityKind::CATEGORY,

@@ -188,13 +188,13 @@ pub async fn create_with_unknown_reference_is_not_found(store: Arc<dyn Store>) {
     let before = counts(&store).await;
     let cat = stockroom_core::CategoryId::new();
     expect_not_found(
-        try_create_product(&store, new_product("a", 1).in_category(cat)).await,
+        try_create_product(&store, new_product("a", 1).with_category_id(cat)).await,
         EntityKind::CATEGORY,
         cat,
     );
     let user = UserId::new();
     expect_not_found(
-        try_create_product(&store, new_product("a", 1).created_by(user)).await,
+        try_create_product(&store, new_product("a", 1).with_created_by(user)).await,
         EntityKind::USER,
         user,
     );
@@ -249,7 +249,7 @@ pub async fn count_and_exists_follow_the_filter(store: Arc<dyn Store>) {
         &store,
         new_product("a", 1)
             .with_status(ProductStatus::Active)
-            .in_category(cat.id),
+            .with_category_id(cat.id),
     )
     .await;
     create_product(
@@ -260,9 +260,9 @@ pub async fn count_and_exists_follow_the_filter(store: Arc<dyn Store>) {
     create_product(&store, new_product("c", 1)).await;
     let mut r = store.read().await.unwrap();
     let mut p = r.products();
-    let active = ProductFilter::default().status(ProductStatus::Active);
-    let archived = ProductFilter::default().status(ProductStatus::Archived);
-    let in_cat = ProductFilter::default().category(cat.id);
+    let active = ProductFilter::default().with_status(ProductStatus::Active);
+    let archived = ProductFilter::default().with_status(ProductStatus::Archived);
+    let in_cat = ProductFilter::default().with_category_id(cat.id);
     let got = (
         p.count(&ProductFilter::default()).await.unwrap(),
         p.count(&active).await.unwrap(),

@@ -112,7 +112,7 @@ pub async fn keyset_honours_filter_and_deletes_between_pages(store: Arc<dyn Stor
         })
         .collect();
     let rows = in_uow!(store, |uow| uow.products().create_many(news).await).unwrap();
-    let f = ProductFilter::default().status(ProductStatus::Active);
+    let f = ProductFilter::default().with_status(ProductStatus::Active);
     let active: Vec<_> = sorted(rows).into_iter().filter(|p| f.matches(p)).collect();
     let limit = Limit::new(2).unwrap();
     let first = in_read!(store, |r| r.products().list_after(&f, None, limit).await).unwrap();

@@ -80,7 +80,11 @@ pub async fn filtered_pages_hold_only_matching_rows(store: Arc<dyn Store>) {
     let news = (0..12)
         .map(|i| {
             let p = new_product(&format!("p{i}"), 1);
-            let p = if i % 2 == 0 { p.in_category(cat.id) } else { p };
+            let p = if i % 2 == 0 {
+                p.with_category_id(cat.id)
+            } else {
+                p
+            };
             if i % 3 == 0 {
                 p.with_status(ProductStatus::Active)
             } else {
@@ -90,8 +94,8 @@ pub async fn filtered_pages_hold_only_matching_rows(store: Arc<dyn Store>) {
         .collect();
     let rows = in_uow!(store, |uow| uow.products().create_many(news).await).unwrap();
     let filter = ProductFilter::default()
-        .category(cat.id)
-        .status(ProductStatus::Active);
+        .with_category_id(cat.id)
+        .with_status(ProductStatus::Active);
     let expected: Vec<_> = sorted(rows)
         .into_iter()
         .filter(|p| filter.matches(p))

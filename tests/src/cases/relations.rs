@@ -16,7 +16,9 @@ async fn product_with_category_and_creator(store: &Arc<dyn Store>) -> (Category,
     let user = create_user(store, "ann").await;
     let p = create_product(
         store,
-        new_product("a", 1).in_category(cat.id).created_by(user.id),
+        new_product("a", 1)
+            .with_category_id(cat.id)
+            .with_created_by(user.id),
     )
     .await;
     (cat, user, p)
@@ -88,7 +90,7 @@ pub async fn deleted_category_cannot_be_referenced(store: Arc<dyn Store>) {
     assert!(in_uow!(store, |uow| uow.categories().soft_delete(cat.id).await).unwrap());
     let before = counts(&store).await;
     expect_not_found(
-        try_create_product(&store, new_product("a", 1).in_category(cat.id)).await,
+        try_create_product(&store, new_product("a", 1).with_category_id(cat.id)).await,
         stockroom_core::EntityKind::CATEGORY,
         cat.id,
     );
@@ -187,7 +189,7 @@ pub async fn products_of_a_category_are_listed_in_order(store: Arc<dyn Store>) {
     let plates = create_category(&store, "plates").await;
     let news = (0..8)
         .map(|i| {
-            new_product(&format!("p{i}"), 1).in_category(if i % 2 == 0 {
+            new_product(&format!("p{i}"), 1).with_category_id(if i % 2 == 0 {
                 mugs.id
             } else {
                 plates.id
@@ -195,7 +197,7 @@ pub async fn products_of_a_category_are_listed_in_order(store: Arc<dyn Store>) {
         })
         .collect();
     let rows = in_uow!(store, |uow| uow.products().create_many(news).await).unwrap();
-    let f = ProductFilter::default().category(mugs.id);
+    let f = ProductFilter::default().with_category_id(mugs.id);
     let expected: Vec<_> = sorted(rows)
         .into_iter()
         .filter(|p| p.category_id == Some(mugs.id))

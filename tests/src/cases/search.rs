@@ -8,7 +8,7 @@ use stockroom_core::{NewProduct, Page, ProductFilter, ProductPatch, ProductStatu
 use crate::support::*;
 
 async fn search_names(store: &Arc<dyn Store>, q: &str) -> (Vec<String>, u64) {
-    let filter = ProductFilter::default().search(q).unwrap();
+    let filter = ProductFilter::default().with_search(q).unwrap();
     let page = in_read!(store, |r| r.products().search(&filter, all()).await).unwrap();
     (page.items.into_iter().map(|p| p.name).collect(), page.total)
 }
@@ -130,7 +130,7 @@ pub async fn search_total_is_correct_while_paging(store: Arc<dyn Store>) {
         })
         .collect();
     let rows = in_uow!(store, |uow| uow.products().create_many(news).await).unwrap();
-    let filter = ProductFilter::default().search("mug").unwrap();
+    let filter = ProductFilter::default().with_search("mug").unwrap();
     let matching: Vec<_> = sorted(rows)
         .into_iter()
         .filter(|p| filter.matches(p))
@@ -152,21 +152,25 @@ pub async fn search_combines_with_status_and_category(store: Arc<dyn Store>) {
     create_product(
         &store,
         named("Mug A", "mug-a", "MA")
-            .in_category(cat.id)
+            .with_category_id(cat.id)
             .with_status(ProductStatus::Active),
     )
     .await;
-    create_product(&store, named("Mug B", "mug-b", "MB").in_category(cat.id)).await;
+    create_product(
+        &store,
+        named("Mug B", "mug-b", "MB").with_category_id(cat.id),
+    )
+    .await;
     create_product(
         &store,
         named("Mug C", "mug-c", "MC").with_status(ProductStatus::Active),
     )
     .await;
     let filter = ProductFilter::default()
-        .search("mug")
+        .with_search("mug")
         .unwrap()
-        .status(ProductStatus::Active)
-        .category(cat.id);
+        .with_status(ProductStatus::Active)
+        .with_category_id(cat.id);
     let got = in_read!(store, |r| r.products().search(&filter, all()).await).unwrap();
     let names: Vec<_> = got.items.iter().map(|p| p.name.as_str()).collect();
     assert_eq!((names, got.total), (vec!["Mug A"], 1), "filtered search");

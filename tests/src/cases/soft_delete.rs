@@ -93,7 +93,7 @@ pub async fn deleted_row_is_invisible_to_count_and_exists(store: Arc<dyn Store>)
     .await;
     create_product(&store, new_product("b", 1)).await;
     assert!(soft_delete_product(&store, p.id).await);
-    let archived = ProductFilter::default().status(ProductStatus::Archived);
+    let archived = ProductFilter::default().with_status(ProductStatus::Archived);
     let mut r = store.read().await.unwrap();
     let got = (
         r.products().count(&ProductFilter::default()).await.unwrap(),
@@ -112,7 +112,7 @@ pub async fn deleted_row_is_invisible_to_search(store: Arc<dyn Store>) {
     let a = create_product(&store, new_product("mug1", 1)).await;
     create_product(&store, new_product("mug2", 1)).await;
     assert!(soft_delete_product(&store, a.id).await);
-    let filter = ProductFilter::default().search("mug").unwrap();
+    let filter = ProductFilter::default().with_search("mug").unwrap();
     let page = in_read!(store, |r| r.products().search(&filter, all()).await).unwrap();
     let names: Vec<_> = page.items.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(
@@ -139,10 +139,10 @@ pub async fn deleted_row_is_invisible_to_by_slug_and_by_sku(store: Arc<dyn Store
 /// A deleted product does not show in its category's listing.
 pub async fn deleted_row_is_invisible_to_the_category_listing(store: Arc<dyn Store>) {
     let cat = create_category(&store, "mugs").await;
-    let a = create_product(&store, new_product("a", 1).in_category(cat.id)).await;
-    let b = create_product(&store, new_product("b", 1).in_category(cat.id)).await;
+    let a = create_product(&store, new_product("a", 1).with_category_id(cat.id)).await;
+    let b = create_product(&store, new_product("b", 1).with_category_id(cat.id)).await;
     assert!(soft_delete_product(&store, a.id).await);
-    let filter = ProductFilter::default().category(cat.id);
+    let filter = ProductFilter::default().with_category_id(cat.id);
     let listed = in_read!(store, |r| r.products().list(&filter, all()).await).unwrap();
     assert_eq!(ids(&listed), vec![b.id], "category listing");
 }
@@ -248,7 +248,7 @@ pub async fn deleted_review_is_hidden(store: Arc<dyn Store>) {
     let stats = r.reviews().stats(p.id).await.unwrap();
     let count = r
         .reviews()
-        .count(&ReviewFilter::default().product(p.id))
+        .count(&ReviewFilter::default().with_product_id(p.id))
         .await
         .unwrap();
     assert_eq!(
@@ -270,10 +270,10 @@ pub async fn deleted_review_is_hidden(store: Arc<dyn Store>) {
 pub async fn a_deleted_category_filters_like_an_absent_one(store: Arc<dyn Store>) {
     let category = create_category(&store, "kitchen").await;
     for tag in ["pot", "pan"] {
-        create_product(&store, new_product(tag, 1).in_category(category.id)).await;
+        create_product(&store, new_product(tag, 1).with_category_id(category.id)).await;
     }
-    let by_category = ProductFilter::default().category(category.id);
-    let searched = by_category.clone().search("product").unwrap();
+    let by_category = ProductFilter::default().with_category_id(category.id);
+    let searched = by_category.clone().with_search("product").unwrap();
     let seen = |store: Arc<dyn Store>| {
         let (by_category, searched) = (by_category.clone(), searched.clone());
         async move {
@@ -320,8 +320,8 @@ pub async fn a_review_filter_on_a_deleted_product_or_author_matches_nothing(stor
     let review = NewReview::new(p.id, u.id, 4).unwrap();
     in_uow!(store, |uow| uow.reviews().create(review).await).unwrap();
     let filters = [
-        ReviewFilter::default().product(p.id),
-        ReviewFilter::default().author(u.id),
+        ReviewFilter::default().with_product_id(p.id),
+        ReviewFilter::default().with_author_id(u.id),
     ];
     let seen = |store: Arc<dyn Store>, filter: ReviewFilter| async move {
         let mut r = store.read().await.unwrap();

@@ -10,13 +10,22 @@ fn is_unavailable<T>(result: &stockroom_core::Result<T>) -> bool {
     matches!(result, Err(Error::Unavailable { .. }))
 }
 
-/// An open store is healthy and names a known backend.
+/// An open store is healthy and names its backend, as its units of work do; the name parses
+/// back to the same backend.
 pub async fn open_store_is_healthy(store: Arc<dyn Store>) {
     store.health().await.expect("health");
     let backend = store.backend();
-    assert!(
-        ["memory", "sqlite", "postgres"].contains(&backend),
-        "backend {backend:?}"
+    let uow = store.begin().await.expect("begin");
+    assert_eq!(
+        uow.backend(),
+        backend,
+        "the unit of work's backend and the store's"
+    );
+    uow.rollback().await.expect("rollback");
+    assert_eq!(
+        backend.as_str().parse::<stockroom_core::Backend>(),
+        Ok(backend),
+        "{backend} parsed back"
     );
 }
 

@@ -193,7 +193,7 @@ pub async fn a_failed_rule_leaves_the_unit_of_work_usable(store: Arc<dyn Store>)
     let ghost = CategoryId::new();
     expect_not_found(
         uow.products()
-            .create(new_product("d", 1).in_category(ghost))
+            .create(new_product("d", 1).with_category_id(ghost))
             .await,
         EntityKind::CATEGORY,
         ghost,

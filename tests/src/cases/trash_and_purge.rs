@@ -130,7 +130,7 @@ pub async fn purge_of_a_product_cascades_to_its_reviews(store: Arc<dyn Store>) {
 /// Purging a category leaves its products without a category (ON DELETE SET NULL).
 pub async fn purge_of_a_category_clears_it_from_products(store: Arc<dyn Store>) {
     let cat = create_category(&store, "mugs").await;
-    let p = create_product(&store, new_product("a", 1).in_category(cat.id)).await;
+    let p = create_product(&store, new_product("a", 1).with_category_id(cat.id)).await;
     assert!(in_uow!(store, |uow| uow.categories().soft_delete(cat.id).await).unwrap());
     tick().await;
     let n = in_uow!(store, |uow| uow
@@ -151,7 +151,7 @@ pub async fn purge_of_a_category_clears_it_from_products(store: Arc<dyn Store>) 
 /// Hard-deleting a user deletes their reviews and clears them as creator of products.
 pub async fn hard_delete_of_a_user_cascades_and_clears(store: Arc<dyn Store>) {
     let u = create_user(&store, "ann").await;
-    let p = create_product(&store, new_product("a", 1).created_by(u.id)).await;
+    let p = create_product(&store, new_product("a", 1).with_created_by(u.id)).await;
     let review = NewReview::new(p.id, u.id, 5).unwrap();
     let review = in_uow!(store, |uow| uow.reviews().create(review).await).unwrap();
     in_uow!(store, |uow| uow.users().hard_delete(u.id).await).expect("hard delete");

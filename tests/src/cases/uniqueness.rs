@@ -247,7 +247,7 @@ pub async fn several_broken_rules_are_reported_in_a_fixed_order(store: Arc<dyn S
     );
     let ghost = CategoryId::new();
     expect_not_found(
-        try_create_product(&store, both().in_category(ghost)).await,
+        try_create_product(&store, both().with_category_id(ghost)).await,
         EntityKind::CATEGORY,
         ghost,
     );

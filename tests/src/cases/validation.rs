@@ -36,8 +36,8 @@ async fn seeded(store: &Arc<dyn Store>) -> Counts {
     let p = create_product(
         store,
         new_product("seed", 5)
-            .in_category(cat.id)
-            .created_by(user.id),
+            .with_category_id(cat.id)
+            .with_created_by(user.id),
     )
     .await;
     let review = NewReview::new(p.id, user.id, 3).unwrap();
@@ -85,7 +85,7 @@ pub async fn slug_rules(store: Arc<dyn Store>) {
         expect_validation(ProductPatch::new().with_slug(bad), "slug", SLUG_SHAPE);
         expect_validation(CategoryPatch::new().with_slug(bad), "slug", SLUG_SHAPE);
         expect_validation(
-            stockroom_core::CategoryFilter::default().slug(bad),
+            stockroom_core::CategoryFilter::default().with_slug(bad),
             "slug",
             SLUG_SHAPE,
         );
@@ -248,7 +248,7 @@ pub async fn email_and_display_name_rules(store: Arc<dyn Store>) {
         expect_validation(NewUser::new(bad, "Ann"), "email", EMAIL_SHAPE);
         expect_validation(UserPatch::new().with_email(bad), "email", EMAIL_SHAPE);
         expect_validation(
-            stockroom_core::UserFilter::default().email(bad),
+            stockroom_core::UserFilter::default().with_email(bad),
             "email",
             EMAIL_SHAPE,
         );
@@ -285,7 +285,7 @@ pub async fn rating_rules(store: Arc<dyn Store>) {
             rule.clone(),
         );
         expect_validation(ReviewPatch::new().with_rating(bad), "rating", rule.clone());
-        expect_validation(ReviewFilter::default().rating(bad), "rating", rule);
+        expect_validation(ReviewFilter::default().with_rating(bad), "rating", rule);
     }
     assert_eq!(counts(&store).await, before, "store changed");
 }
@@ -367,10 +367,12 @@ pub async fn search_query_rules(store: Arc<dyn Store>) {
         ("a\nb".to_owned(), Rule::ControlCharacter),
     ] {
         expect_validation(SearchText::new(&q), "q", rule.clone());
-        expect_validation(ProductFilter::default().search(&q), "q", rule);
+        expect_validation(ProductFilter::default().with_search(&q), "q", rule);
     }
     assert_eq!(counts(&store).await, before, "store changed");
-    let filter = ProductFilter::default().search(&"é".repeat(200)).unwrap();
+    let filter = ProductFilter::default()
+        .with_search(&"é".repeat(200))
+        .unwrap();
     let page = in_read!(store, |r| r.products().search(&filter, all()).await).unwrap();
     assert_eq!(
         page.total, 0,
