@@ -447,9 +447,7 @@ impl SqliteOptions {
     fn enforce(&self, conn: &Connection, writer: bool) -> Result<()> {
         if writer {
             // WAL is persistent in the file; the memdb VFS has no WAL and keeps its own mode.
-            let mode: String = conn
-                .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
-                .map_err(map)?;
+            let mode = self.switch_to_wal(conn)?;
             if matches!(self.location, Location::File(_)) && !mode.eq_ignore_ascii_case("wal") {
                 return Err(SqliteError::NotWal { mode }.into());
             }
@@ -459,6 +457,33 @@ impl SqliteOptions {
             "PRAGMA foreign_keys = ON; PRAGMA query_only = {query_only};"
         ))
         .map_err(map)
+    }
+}
+
+impl SqliteOptions {
+    /// Puts the file in WAL mode (if it is not already) and returns the mode it is in. The
+    /// switch needs the file to itself, and SQLite answers `SQLITE_BUSY` at once, without its
+    /// busy handler, while another connection has it open (as when several processes open a
+    /// fresh file at once): it is tried again until the busy timeout has passed.
+    fn switch_to_wal(&self, conn: &Connection) -> Result<String> {
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .map_err(map)?;
+        if mode.eq_ignore_ascii_case("wal") {
+            return Ok(mode);
+        }
+        let give_up = std::time::Instant::now() + self.busy_timeout;
+        loop {
+            match conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0)) {
+                Err(e)
+                    if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy)
+                        && std::time::Instant::now() < give_up =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+                answer => return answer.map_err(map),
+            }
+        }
     }
 }
 
