@@ -184,10 +184,7 @@ async fn main() -> stockroom::Result<()> {
 
 /// The error of a step that did not answer as it should.
 fn unexpected<T: std::fmt::Debug>(wanted: &str, got: stockroom::Result<T>) -> Error {
-    Error::Backend {
-        message: format!("expected {wanted}, got {got:?}"),
-        source: None,
-    }
+    Error::backend_message(format!("expected {wanted}, got {got:?}"))
 }
 
 /// A fresh SQLite file in the temp directory, a new one per run.

@@ -47,7 +47,9 @@ use ::axum::http::request::Parts;
 use ::axum::middleware::Next;
 use ::axum::response::{IntoResponse, Response};
 
-pub use stockroom_core::problem::Problem;
+pub use stockroom_core::problem::{
+    set_type_base, type_base, Problem, TypeBaseError, DEFAULT_TYPE_BASE,
+};
 
 use crate::request::{Committed, RequestUnitOfWork, WorkWatch};
 use crate::Store;
@@ -116,9 +118,8 @@ pub async fn commit_guard(mut request: Request, next: Next) -> Response {
             status = response.status().as_u16(),
             "the request was cut off while its commit ran: its outcome is unknown"
         );
-        let ambiguous = crate::Error::AmbiguousCommit {
-            reason: "the request was cut off while its commit ran".to_owned(),
-        };
+        let ambiguous =
+            crate::Error::ambiguous_commit("the request was cut off while its commit ran");
         return Problem::from(ambiguous).into_response();
     }
     if slot.any(WorkWatch::abandoned) && response.status().is_success() {

@@ -38,8 +38,13 @@
 //! | `sqlite` (default) | `sqlite://path/to/shop.db` (created if missing), `sqlite::memory:` | [`sqlite::SqliteStore`]: an embedded SQLite file |
 //! | `postgres` | `postgres://user:password@host:5432/db` | [`postgres::PostgresStore`]: a pool of connections to a server |
 //!
-//! Other features: `mocks` ([`mocks`]: test doubles of the ports), `serde` (entities, ids and
-//! inputs are `Serialize`/`Deserialize`), `axum` ([`axum`]: [`Error`] as an RFC 9457 problem
+//! Other features: `mocks` ([`mocks`]: [`mocks::MockStore`], a mockall mock of the [`Store`]
+//! port, and [`mocks::FaultyStore`], which fails a real store on purpose), `serde` (entities,
+//! ids and [`Backend`] are `Serialize` and `Deserialize`; [`TransferRequest`] is `Deserialize`;
+//! what the API returns, such as pages, [`Transferred`], [`Rule`] and [`Constraint`], is
+//! `Serialize`; the other inputs, such as [`NewProduct`], [`ProductPatch`] and
+//! [`ProductFilter`], are built by their validating constructors, not deserialized), `axum`
+//! ([`axum`]: [`Error`] as an RFC 9457 problem
 //! response, the per-request unit of work as an extractor). An application on PostgreSQL alone
 //! writes `stockroom = { version = "0.1", default-features = false, features = ["postgres"] }`.
 //!
@@ -155,7 +160,7 @@
 //! let mut down = MockStore::new();
 //! down.expect_readiness()
 //!     .times(1)
-//!     .returning(|| Err(Error::Unavailable { reason: "connection refused".into() }));
+//!     .returning(|| Err(Error::unavailable("connection refused")));
 //! assert_eq!(readyz(&down).await, 503);
 //!
 //! // A real store whose next commit is lost: the transfer fails and moves nothing.
@@ -164,7 +169,7 @@
 //! let a = uow.products().create(NewProduct::new("A", "a", "A")?.with_stock(5)?).await?;
 //! let b = uow.products().create(NewProduct::new("B", "b", "B")?).await?;
 //! uow.commit().await?;
-//! store.inject(Fault::Commit, 1, || Error::Unavailable { reason: "connection lost".into() });
+//! store.inject(Fault::Commit, 1, || Error::unavailable("connection lost"));
 //! let failed = store.transfer(&TransferRequest::new(a.id, b.id, 2)).await;
 //! assert!(matches!(failed, Err(Error::Unavailable { .. })));
 //! assert_eq!(store.read().await?.products().require(a.id).await?.stock, 5);
@@ -247,15 +252,15 @@ use std::sync::Arc;
 // toolkit (`stockroom_core::adapter`) stays out of it.
 pub use stockroom_core::{
     entity_id, product_details, run_in_unit_of_work, schema, time, traced, transfer_in,
-    transfer_stock, Backend, CategoryId, ColumnDifference, Constraint, Cursor, Email, EntityId,
-    EntityKind, Error, IdempotencyKey, KeysetPage, Limit, Name, OnDelete, Page, ProductId,
-    Quantity, Rating, ReadRepo, ReadRepository, ReadSession, Readers, Repo, Repositories,
-    Repository, Result, RetryPolicy, ReviewId, Rule, Savepoint, SchemaProblem, SearchPage,
-    SearchText, Sku, Slug, Stock, StockDelta, StockMoved, StockMovementId, StockMovementReader,
-    StockMovementRepository, StorageFault, Store, StoreConfig, StoreExt, Text, TextEnum, Timestamp,
-    Traced, TransferRequest, Transferred, UnitOfWork, UnitOfWorkExt, UnknownBackend, UserId,
-    WorkFuture, MAX_EMAIL_LEN, MAX_IDEMPOTENCY_KEY_LEN, MAX_LIMIT, MAX_NAME_LEN, MAX_OFFSET,
-    MAX_QUERY_LEN, MAX_SKU_LEN, MAX_SLUG_LEN, MAX_STOCK, MAX_TEXT_LEN,
+    transfer_stock, Backend, BackendCode, BoxError, CategoryId, ColumnDifference, Constraint,
+    Cursor, Email, EntityId, EntityKind, Error, IdempotencyKey, KeysetPage, Limit, Name, OnDelete,
+    Page, ProductId, Quantity, Rating, ReadRepo, ReadRepository, ReadSession, Readers, Repo,
+    Repositories, Repository, Result, RetryPolicy, ReviewId, Rule, Savepoint, SchemaProblem,
+    SearchPage, SearchText, Sku, Slug, Stock, StockDelta, StockMoved, StockMovementId,
+    StockMovementReader, StockMovementRepository, StorageFault, Store, StoreConfig, StoreExt, Text,
+    TextEnum, Timestamp, Traced, TransferRequest, Transferred, UnitOfWork, UnitOfWorkExt,
+    UnknownBackend, UserId, WorkFuture, MAX_EMAIL_LEN, MAX_IDEMPOTENCY_KEY_LEN, MAX_LIMIT,
+    MAX_NAME_LEN, MAX_OFFSET, MAX_QUERY_LEN, MAX_SKU_LEN, MAX_SLUG_LEN, MAX_STOCK, MAX_TEXT_LEN,
 };
 // Every entity of Stockroom's, its inputs, and the `Entity` trait and derive: a new entity is
 // exported with no line of its own.

@@ -381,8 +381,8 @@ mod tests {
         let inner = store().await;
         // Every commit fails (and rolls back) as a lost connection would.
         let faulty = FaultyStore::shared(inner.clone());
-        faulty.inject(Fault::Commit, usize::MAX, || Error::Unavailable {
-            reason: "connection lost during commit".to_owned(),
+        faulty.inject(Fault::Commit, usize::MAX, || {
+            Error::unavailable("connection lost during commit")
         });
         let store: Arc<dyn Store> = Arc::new(faulty);
         let mut work = RequestUnitOfWork::new(store);

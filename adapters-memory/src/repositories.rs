@@ -47,9 +47,7 @@ impl Tables {
 /// `Unavailable` once the store whose flag `closed` is has been closed.
 pub(crate) fn check_open(closed: &AtomicBool) -> Result<()> {
     if closed.load(Ordering::Acquire) {
-        return Err(Error::Unavailable {
-            reason: "the memory store is closed".to_owned(),
-        });
+        return Err(Error::unavailable("the memory store is closed"));
     }
     Ok(())
 }

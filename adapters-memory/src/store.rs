@@ -147,10 +147,10 @@ impl Store for MemoryStore {
                 wait_within(
                     timeout,
                     Arc::clone(&self.db.writer).lock_owned(),
-                    || Error::Unavailable {
-                        reason: format!(
+                    || {
+                        Error::unavailable(format!(
                             "timed out after {timeout:?} waiting for the memory store's writer slot"
-                        ),
+                        ))
                     },
                     "the memory store's writer slot",
                 )

@@ -197,7 +197,7 @@ async fn the_wait_for_the_writer_ends_at_the_deadline() {
     let started = Instant::now();
     let answer = transfer_stock(&*store, &TransferRequest::new(a.id, b.id, 1), &policy()).await;
     match &answer {
-        Err(Error::Transient { reason }) => assert!(reason.contains("writer slot"), "{reason}"),
+        Err(Error::Transient { reason, .. }) => assert!(reason.contains("writer slot"), "{reason}"),
         other => panic!("{other:?}"),
     }
     assert_eq!(started.elapsed(), DEADLINE);

@@ -200,9 +200,7 @@ async fn read_session_operations_and_failures_are_traced() {
         "sessions are children of the use case's span: {sessions:?}"
     );
 
-    faulty.inject(Fault::Read, 1, || Error::Transient {
-        reason: "busy".into(),
-    });
+    faulty.inject(Fault::Read, 1, || Error::transient("busy"));
     assert!(store.read().await.is_err());
     let reads = capture.named("stockroom.read");
     assert_eq!(reads.last().unwrap().fields["outcome"], "transient");

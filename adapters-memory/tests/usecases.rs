@@ -13,9 +13,7 @@ use stockroom_core::{
 use stockroom_memory::MemoryStore;
 
 fn transient() -> Error {
-    Error::Transient {
-        reason: "serialization failure".into(),
-    }
+    Error::transient("serialization failure")
 }
 
 /// A policy with `attempts` attempts and short delays (the tests run on paused time).
@@ -87,9 +85,7 @@ async fn a_transient_commit_failure_is_retried() {
 }
 
 fn ambiguous() -> Error {
-    Error::AmbiguousCommit {
-        reason: "connection lost during COMMIT".to_owned(),
-    }
+    Error::ambiguous_commit("connection lost during COMMIT")
 }
 
 #[tokio::test(start_paused = true)]
@@ -336,9 +332,7 @@ async fn product_details_of_a_missing_product_is_none_and_a_failed_read_fails() 
     let (store, _, _) = two_products().await;
     let missing = product_details(&store, ProductId::new(), Limit::new(5).unwrap()).await;
     assert!(matches!(missing, Ok(None)), "{missing:?}");
-    store.inject(Fault::Read, 1, || Error::Unavailable {
-        reason: "closed".into(),
-    });
+    store.inject(Fault::Read, 1, || Error::unavailable("closed"));
     let store: Arc<dyn Store> = Arc::new(store);
     let failed = store
         .product_details(ProductId::new(), Limit::new(5).unwrap())

@@ -124,15 +124,12 @@ pub(crate) fn decode_value(row: &PgRow, index: usize, field: &Field) -> Result<V
         // The declaration's own name, found without copying the row's text.
         return match at::<Option<&str>>(row, index)? {
             None => Ok(Value::Null),
-            Some(text) => {
-                declared_name(names, text).ok_or_else(|| stockroom_core::Error::Backend {
-                    message: format!(
-                        "column {index} holds {text:?}, not a declared name of {}",
-                        field.name
-                    ),
-                    source: None,
-                })
-            }
+            Some(text) => declared_name(names, text).ok_or_else(|| {
+                stockroom_core::Error::backend_message(format!(
+                    "column {index} holds {text:?}, not a declared name of {}",
+                    field.name
+                ))
+            }),
         };
     }
     let value = match field.ty.storage() {
@@ -146,13 +143,10 @@ pub(crate) fn decode_value(row: &PgRow, index: usize, field: &Field) -> Result<V
             } else if *ty == <i16 as Type<Postgres>>::type_info() {
                 at::<Option<i16>>(row, index)?.map(i64::from)
             } else {
-                return Err(stockroom_core::Error::Backend {
-                    message: format!(
-                        "column {index} holds {}, not an integer",
-                        ty.name().to_owned()
-                    ),
-                    source: None,
-                });
+                return Err(stockroom_core::Error::backend_message(format!(
+                    "column {index} holds {}, not an integer",
+                    ty.name().to_owned()
+                )));
             }
             .map(Value::Int)
         }

@@ -7,7 +7,7 @@ use sqlx::error::DatabaseError;
 use sqlx::postgres::{PgDatabaseError, PgSeverity};
 use stockroom_core::adapter::IDEMPOTENCY_KEY_INDEX;
 use stockroom_core::schema::{Catalog, FieldType};
-use stockroom_core::{Constraint, EntityKind, Error, Rule, StorageFault, MAX_STOCK};
+use stockroom_core::{BackendCode, Constraint, EntityKind, Error, Rule, StorageFault, MAX_STOCK};
 
 /// Maps a driver error onto the core's error.
 ///
@@ -30,8 +30,27 @@ use stockroom_core::{Constraint, EntityKind, Error, Rule, StorageFault, MAX_STOC
 /// The `Storage` faults last until an operator acts, so they are not `Unavailable` ("retry
 /// later"); a login refused or a database missing is a configuration to fix, so it is not
 /// either.
+///
+/// Every error that comes from the backend (`Transient`, `Unavailable`, `AmbiguousCommit`,
+/// `Storage`, `Backend`) keeps the sqlx error as its [`source`](std::error::Error::source) and
+/// the SQLSTATE, when the server sent one, as its [`code`](Error::code).
 pub(crate) fn map_error(error: sqlx::Error) -> Error {
-    match &error {
+    let mapped = classify(&error);
+    let mapped = match sqlstate_of(&error) {
+        Some(state) => mapped.with_code(BackendCode::SqlState(state)),
+        None => mapped,
+    };
+    mapped.with_source(error)
+}
+
+/// The SQLSTATE of a database error.
+fn sqlstate_of(error: &sqlx::Error) -> Option<String> {
+    error.as_database_error()?.code().map(|c| c.into_owned())
+}
+
+/// The core's error for `error`, without its cause (which [`map_error`] attaches).
+fn classify(error: &sqlx::Error) -> Error {
+    match error {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
             let constraint = db.constraint().unwrap_or_default().to_owned();
@@ -43,63 +62,47 @@ pub(crate) fn map_error(error: sqlx::Error) -> Error {
                 "23505" if constraint == LEDGER_PRIMARY_KEY => Error::Conflict {
                     constraint: Constraint::primary_key(EntityKind::STOCK_MOVEMENT),
                 },
-                "23505" => Error::backend("unique violation", error),
+                "23505" => Error::backend_message("unique violation"),
                 "23514" => check_violation(&constraint),
-                "23503" => Error::backend("foreign key violation", error),
+                "23503" => Error::backend_message("foreign key violation"),
                 // Statement completion unknown: only a commit, or an autocommit statement, gets it.
-                "40003" => Error::AmbiguousCommit {
-                    reason: db.message().to_owned(),
-                },
-                "40001" | "40P01" | "55P03" => Error::Transient {
-                    reason: db.message().to_owned(),
-                },
+                "40003" => Error::ambiguous_commit(db.message().to_owned()),
+                "40001" | "40P01" | "55P03" => Error::transient(db.message().to_owned()),
                 // The server canceled the statement before it ended: whatever it did is undone
                 // with its transaction (its own in autocommit; the unit of work's, which
                 // PostgreSQL aborts, otherwise). Nothing was applied.
-                "57014" => Error::Transient {
-                    reason: format!(
-                        "PostgreSQL canceled the statement ({}); nothing it did was applied",
-                        db.message()
-                    ),
-                },
+                "57014" => Error::transient(format!(
+                    "PostgreSQL canceled the statement ({}); nothing it did was applied",
+                    db.message()
+                )),
                 "25006" => storage(StorageFault::ReadOnly, db.message()),
                 "42501" => storage(StorageFault::PermissionDenied, db.message()),
                 "53100" => storage(StorageFault::Full, db.message()),
                 "XX001" | "XX002" => storage(StorageFault::Corrupt, db.message()),
                 "3D000" => {
                     let message = format!("PostgreSQL has no such database: {}", db.message());
-                    Error::backend(message, error)
+                    Error::backend_message(message)
                 }
                 "28000" | "28P01" => {
                     let message = format!("PostgreSQL refused the login: {}", db.message());
-                    Error::backend(message, error)
+                    Error::backend_message(message)
                 }
-                _ if ends_the_session(db.as_ref()) => Error::Unavailable {
-                    reason: db.message().to_owned(),
-                },
-                _ => Error::backend(format!("PostgreSQL error {code}"), error),
+                _ if ends_the_session(db.as_ref()) => Error::unavailable(db.message().to_owned()),
+                _ => Error::backend_message(format!("PostgreSQL error {code}")),
             }
         }
-        sqlx::Error::Io(e) => Error::Unavailable {
-            reason: io_failure(e),
-        },
-        sqlx::Error::Tls(e) => Error::Unavailable {
-            reason: format!("TLS failure: {e}"),
-        },
-        sqlx::Error::PoolTimedOut => Error::Unavailable {
-            reason: "timed out waiting for a pooled connection".to_owned(),
-        },
-        sqlx::Error::PoolClosed => Error::Unavailable {
-            reason: "the store is closed".to_owned(),
-        },
-        sqlx::Error::WorkerCrashed => Error::Unavailable {
-            reason: "the connection's worker stopped".to_owned(),
-        },
+        sqlx::Error::Io(e) => Error::unavailable(io_failure(e)),
+        sqlx::Error::Tls(e) => Error::unavailable(format!("TLS failure: {e}")),
+        sqlx::Error::PoolTimedOut => {
+            Error::unavailable("timed out waiting for a pooled connection")
+        }
+        sqlx::Error::PoolClosed => Error::unavailable("the store is closed"),
+        sqlx::Error::WorkerCrashed => Error::unavailable("the connection's worker stopped"),
         // The server went away in the middle of a message.
-        sqlx::Error::Protocol(p) if looks_like_lost_connection(p) => Error::Unavailable {
-            reason: format!("connection lost: {p}"),
-        },
-        _ => Error::backend("PostgreSQL driver error", error),
+        sqlx::Error::Protocol(p) if looks_like_lost_connection(p) => {
+            Error::unavailable(format!("connection lost: {p}"))
+        }
+        _ => Error::backend_message("PostgreSQL driver error"),
     }
 }
 
@@ -184,12 +187,15 @@ pub(crate) fn map_commit_error(error: sqlx::Error) -> Error {
     if !is_dead_connection(&error) || ended_while_idle(&error) {
         return map_error(error); // 40003 included
     }
-    Error::AmbiguousCommit {
-        reason: format!(
-            "{}: the commit was sent, and whether it took effect is unknown",
-            map_error(error)
-        ),
+    let lost = map_error(error);
+    let ambiguous = Error::ambiguous_commit(format!(
+        "{lost}: the commit was sent, and whether it took effect is unknown"
+    ));
+    match lost.code().cloned() {
+        Some(code) => ambiguous.with_code(code),
+        None => ambiguous,
     }
+    .with_source(lost)
 }
 
 /// Whether `error` says the connection it ran on is gone (closed by the server or the network),
@@ -229,10 +235,7 @@ fn ends_the_session(db: &dyn DatabaseError) -> bool {
 }
 
 fn storage(fault: StorageFault, message: &str) -> Error {
-    Error::Storage {
-        fault,
-        reason: message.to_owned(),
-    }
+    Error::storage(fault, message.to_owned())
 }
 
 /// What an I/O error of a connection says in words: while connecting, why no server could be
@@ -382,7 +385,7 @@ mod tests {
         ];
         for (code, expected) in cases {
             match map_error(server_said(code, "the server's words")) {
-                Error::Storage { fault, reason } => {
+                Error::Storage { fault, reason, .. } => {
                     assert_eq!((fault, reason.as_str()), (expected, "the server's words"));
                 }
                 other => panic!("{code}: {other:?}"),
@@ -396,7 +399,7 @@ mod tests {
             io::ErrorKind::ConnectionRefused,
         )));
         assert!(
-            matches!(&refused, Error::Unavailable { reason } if reason.contains("connection refused")),
+            matches!(&refused, Error::Unavailable { reason, .. } if reason.contains("connection refused")),
             "{refused:?}"
         );
         let unknown_db = map_error(server_said("3D000", "database \"shop\" does not exist"));
@@ -493,6 +496,50 @@ mod tests {
         assert!(!is_dead_connection(&sqlx::Error::PoolTimedOut));
         assert!(!is_dead_connection(&sqlx::Error::PoolClosed));
         assert!(!is_dead_connection(&sqlx::Error::RowNotFound));
+    }
+
+    /// The sqlx error behind `error`, found through its chain of sources.
+    fn driver_error_in(error: &Error) -> Option<&sqlx::Error> {
+        let mut next = std::error::Error::source(error);
+        while let Some(cause) = next {
+            if let Some(found) = cause.downcast_ref::<sqlx::Error>() {
+                return Some(found);
+            }
+            next = cause.source();
+        }
+        None
+    }
+
+    #[test]
+    fn every_error_from_the_server_keeps_its_sqlstate_and_the_driver_error() {
+        for code in [
+            "40001", "40P01", "55P03", "57014", "40003", "25006", "42501", "53100", "XX001",
+            "57P01", "25P03", "3D000", "28P01", "23505", "22021",
+        ] {
+            let error = map_error(server_said(code, "the server's words"));
+            assert_eq!(error.sqlstate(), Some(code), "{code}: {error:?}");
+            let driver = driver_error_in(&error)
+                .unwrap_or_else(|| panic!("{code}: no sqlx error among the sources of {error:?}"));
+            let kept = driver.as_database_error().and_then(|db| db.code());
+            assert_eq!(kept.as_deref(), Some(code), "{code}");
+        }
+        // A failure with no SQLSTATE keeps the driver error and has no code.
+        let refused = map_error(sqlx::Error::Io(io::Error::from(
+            io::ErrorKind::ConnectionRefused,
+        )));
+        assert_eq!(refused.code(), None, "{refused:?}");
+        assert!(
+            matches!(driver_error_in(&refused), Some(sqlx::Error::Io(_))),
+            "{refused:?}"
+        );
+        // A commit whose outcome is unknown keeps what was lost: the code, and the error.
+        let ambiguous = map_commit_error(server_said("57P01", "terminating connection"));
+        assert!(
+            matches!(ambiguous, Error::AmbiguousCommit { .. }),
+            "{ambiguous:?}"
+        );
+        assert_eq!(ambiguous.sqlstate(), Some("57P01"));
+        assert!(driver_error_in(&ambiguous).is_some(), "{ambiguous:?}");
     }
 
     #[test]

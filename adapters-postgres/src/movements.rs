@@ -212,13 +212,10 @@ fn move_outcome(row: &PgRow, movement: StockMovement) -> Result<StockMoved> {
     }
     if outcome.moved != 2 {
         // Cannot happen: the statement holds both rows' locks from before the insert.
-        return Err(Error::Backend {
-            message: format!(
-                "stock move recorded but moved {} stocks instead of 2",
-                outcome.moved
-            ),
-            source: None,
-        });
+        return Err(Error::backend_message(format!(
+            "stock move recorded but moved {} stocks instead of 2",
+            outcome.moved
+        )));
     }
     Ok(StockMoved::Applied(movement))
 }

@@ -19,9 +19,7 @@ use crate::error::{map_commit_error, map_error, map_error_in};
 use crate::plans::Plans;
 
 pub(crate) fn store_closed() -> Error {
-    Error::Unavailable {
-        reason: "the store is closed".to_owned(),
-    }
+    Error::unavailable("the store is closed")
 }
 
 pub(crate) type PgQuery<'q> = Query<'q, Postgres, PgArguments>;
@@ -466,12 +464,7 @@ impl UnitOfWork for PgUnitOfWork {
         }
         if aborted {
             // PostgreSQL answers COMMIT of a failed transaction with a rollback; say so.
-            let refusal = Error::Backend {
-                message: "commit refused: a statement of this unit of work failed, so \
-                          PostgreSQL aborted the transaction; it was rolled back"
-                    .to_owned(),
-                source: None,
-            };
+            let refusal = Error::backend_message("commit refused: a statement of this unit of work failed, so PostgreSQL aborted the transaction; it was rolled back" .to_owned());
             return refuse(tx, log, refusal).await;
         }
         if lent {

@@ -39,9 +39,7 @@ pub(crate) const BATCH: usize = 10_000;
 /// A write that lost a race with a concurrent one between its statement and its diagnosis:
 /// nothing was applied, and the same request may be sent again.
 pub(crate) fn raced(what: &str) -> Error {
-    Error::Transient {
-        reason: format!("{what} changed concurrently; retry"),
-    }
+    Error::transient(format!("{what} changed concurrently; retry"))
 }
 
 /// Appends ` AND …` for each of `conditions` to a statement over `plan`'s table (columns

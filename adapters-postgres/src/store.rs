@@ -451,11 +451,9 @@ async fn answered_within<T>(
     tokio::time::timeout(timeout, connecting)
         .await
         .unwrap_or_else(|_| {
-            Err(Error::Unavailable {
-                reason: format!(
-                    "PostgreSQL did not answer within the acquire timeout ({timeout:?})"
-                ),
-            })
+            Err(Error::unavailable(format!(
+                "PostgreSQL did not answer within the acquire timeout ({timeout:?})"
+            )))
         })
 }
 
@@ -610,11 +608,9 @@ impl Store for PostgresStore {
         tokio::time::timeout(bound, probe_writable(&self.pool))
             .await
             .unwrap_or_else(|_| {
-                Err(Error::Unavailable {
-                    reason: format!(
-                        "PostgreSQL did not answer the readiness check within {bound:?}"
-                    ),
-                })
+                Err(Error::unavailable(format!(
+                    "PostgreSQL did not answer the readiness check within {bound:?}"
+                )))
             })
     }
 
@@ -693,10 +689,10 @@ async fn probe_writable(pool: &PgPool) -> Result<()> {
         (false, true) => "the database's sessions are read-only (default_transaction_read_only)",
         (false, false) => return Ok(()),
     };
-    Err(Error::Storage {
-        fault: stockroom_core::StorageFault::ReadOnly,
-        reason: reason.to_owned(),
-    })
+    Err(Error::storage(
+        stockroom_core::StorageFault::ReadOnly,
+        reason.to_owned(),
+    ))
 }
 
 #[cfg(test)]

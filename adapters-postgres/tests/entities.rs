@@ -129,10 +129,8 @@ pub struct WarehouseFilter {
 
 /// The next field of `values`, as `T`.
 fn take<T: FieldValue>(values: &mut impl Iterator<Item = Value>) -> stockroom_core::Result<T> {
-    T::from_value(values.next().unwrap_or_default()).ok_or_else(|| Error::Backend {
-        message: "a stored value of another type".into(),
-        source: None,
-    })
+    T::from_value(values.next().unwrap_or_default())
+        .ok_or_else(|| Error::backend_message("a stored value of another type"))
 }
 
 impl NewInput for NewWarehouse {

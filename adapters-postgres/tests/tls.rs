@@ -92,7 +92,7 @@ async fn sessions_over_tls(db: &TestDatabase, store: &PostgresStore) -> (i64, i6
 
 fn expect_refused(result: stockroom_core::Result<PostgresStore>, cause: &str) -> String {
     match result {
-        Err(Error::Unavailable { reason }) => {
+        Err(Error::Unavailable { reason, .. }) => {
             assert!(
                 reason.contains("TLS") && reason.contains(cause),
                 "the refusal names TLS and `{cause}`: {reason}"

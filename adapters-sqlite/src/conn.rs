@@ -567,10 +567,8 @@ impl Conn {
         let abandon = AbandonOnDrop(Some(link));
         let joined = blocking.await;
         abandon.defuse();
-        let (lease, after, result) = joined.map_err(|e| Error::Backend {
-            message: format!("sqlite worker failed: {e}"),
-            source: None,
-        })?;
+        let (lease, after, result) =
+            joined.map_err(|e| Error::backend_message(format!("sqlite worker failed: {e}")))?;
         self.lease = Some(lease);
         self.transaction = after;
         self.ran_long |= cost == Cost::Long;
@@ -595,9 +593,7 @@ impl Conn {
 /// The error of a call on a connection that an earlier call, dropped mid-way on the blocking
 /// pool, took with it.
 fn lost() -> Error {
-    Error::Unavailable {
-        reason: "the connection was lost by an interrupted call".to_owned(),
-    }
+    Error::unavailable("the connection was lost by an interrupted call")
 }
 
 /// What ties a call on the blocking pool to the future that awaits it (see
@@ -657,9 +653,7 @@ impl Drop for AbandonOnDrop {
 
 /// The error of an abandoned call (which nobody sees: its future was dropped).
 fn abandoned_call() -> Error {
-    Error::Transient {
-        reason: "sqlite: the call was abandoned by its caller; nothing more was run".to_owned(),
-    }
+    Error::transient("sqlite: the call was abandoned by its caller; nothing more was run")
 }
 
 impl Drop for Conn {

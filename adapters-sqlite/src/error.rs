@@ -6,7 +6,7 @@ use std::path::Path;
 use rusqlite::ffi;
 use rusqlite::ErrorCode;
 use stockroom_core::schema::Catalog;
-use stockroom_core::{Constraint, Error, StorageFault};
+use stockroom_core::{BackendCode, Constraint, Error, StorageFault};
 
 /// What the SQLite adapter itself refuses. It reaches a caller as [`Error::Backend`], whose
 /// message says it and whose [`source`](std::error::Error::source) is this value, so a caller
@@ -97,14 +97,27 @@ pub(crate) fn map_with(catalog: &Catalog, error: rusqlite::Error) -> Error {
     map_in(Some(catalog), error)
 }
 
+/// Every error that comes from SQLite (`Transient`, `Unavailable`, `Storage`, `Backend`) keeps
+/// the rusqlite error as its [`source`](std::error::Error::source) and SQLite's extended result
+/// code, when there is one, as its [`code`](Error::code).
 fn map_in(catalog: Option<&Catalog>, error: rusqlite::Error) -> Error {
-    let (code, extended, message) = match &error {
+    let mapped = classify(catalog, &error);
+    let mapped = match error.sqlite_error() {
+        Some(failure) => mapped.with_code(BackendCode::Sqlite(failure.extended_code)),
+        None => mapped,
+    };
+    mapped.with_source(error)
+}
+
+/// The core's error for `error`, without its cause (which [`map_in`] attaches).
+fn classify(catalog: Option<&Catalog>, error: &rusqlite::Error) -> Error {
+    let (code, extended, message) = match error {
         rusqlite::Error::SqliteFailure(failure, message) => (
             failure.code,
             failure.extended_code,
             message.clone().unwrap_or_else(|| failure.to_string()),
         ),
-        _ => return Error::backend(error.to_string(), error),
+        _ => return Error::backend_message(error.to_string()),
     };
     match code {
         ErrorCode::ConstraintViolation
@@ -115,12 +128,12 @@ fn map_in(catalog: Option<&Catalog>, error: rusqlite::Error) -> Error {
         {
             match constraint_of(catalog, &message) {
                 Some(constraint) => Error::Conflict { constraint },
-                None => Error::backend(message, error),
+                None => Error::backend_message(message),
             }
         }
-        ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => Error::Transient {
-            reason: format!("sqlite: {message}"),
-        },
+        ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => {
+            Error::transient(format!("sqlite: {message}"))
+        }
         ErrorCode::ReadOnly => storage(StorageFault::ReadOnly, &message),
         ErrorCode::PermissionDenied | ErrorCode::AuthorizationForStatementDenied => {
             storage(StorageFault::PermissionDenied, &message)
@@ -132,18 +145,15 @@ fn map_in(catalog: Option<&Catalog>, error: rusqlite::Error) -> Error {
         ErrorCode::CannotOpen if cannot_open_for_permission(&message) => {
             storage(StorageFault::PermissionDenied, &message)
         }
-        ErrorCode::CannotOpen | ErrorCode::SystemIoFailure => Error::Unavailable {
-            reason: format!("sqlite: {message}"),
-        },
-        _ => Error::backend(format!("sqlite: {message}"), error),
+        ErrorCode::CannotOpen | ErrorCode::SystemIoFailure => {
+            Error::unavailable(format!("sqlite: {message}"))
+        }
+        _ => Error::backend_message(format!("sqlite: {message}")),
     }
 }
 
 fn storage(fault: StorageFault, message: &str) -> Error {
-    Error::Storage {
-        fault,
-        reason: format!("sqlite: {message}"),
-    }
+    Error::storage(fault, format!("sqlite: {message}"))
 }
 
 /// Whether an `SQLITE_CANTOPEN` is a permission problem. SQLite says only "unable to open
@@ -209,9 +219,7 @@ fn names_columns(columns: &str, table: &str, fields: &[&str]) -> bool {
 
 /// The error of a store that was closed.
 pub(crate) fn closed() -> Error {
-    Error::Unavailable {
-        reason: "the sqlite store is closed".to_owned(),
-    }
+    Error::unavailable("the sqlite store is closed")
 }
 
 #[cfg(test)]
@@ -258,6 +266,48 @@ mod tests {
             map(failure(ffi::SQLITE_IOERR_WRITE, "disk I/O error")),
             Error::Unavailable { .. }
         ));
+    }
+
+    /// The rusqlite error among the sources of `error`.
+    fn driver_error_in(error: &Error) -> Option<&rusqlite::Error> {
+        std::error::Error::source(error)?.downcast_ref::<rusqlite::Error>()
+    }
+
+    #[test]
+    fn every_error_from_sqlite_keeps_its_extended_code_and_the_driver_error() {
+        for code in [
+            ffi::SQLITE_BUSY,
+            ffi::SQLITE_BUSY_SNAPSHOT,
+            ffi::SQLITE_LOCKED,
+            ffi::SQLITE_IOERR_WRITE,
+            ffi::SQLITE_READONLY_DBMOVED,
+            ffi::SQLITE_FULL,
+            ffi::SQLITE_CORRUPT,
+            ffi::SQLITE_MISMATCH,
+        ] {
+            let error = map(failure(code, "SQLite's words"));
+            assert_eq!(error.code(), Some(&BackendCode::Sqlite(code)), "{error:?}");
+            let kept = driver_error_in(&error).and_then(|e| e.sqlite_error_code());
+            assert!(kept.is_some(), "{code}: no rusqlite error behind {error:?}");
+        }
+        // What SQLite itself answers: a write while another connection holds the write lock.
+        let dir = std::env::temp_dir().join(format!("stockroom-busy-{}", uuid::Uuid::now_v7()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("busy.db");
+        let holder = Connection::open(&path).unwrap();
+        holder
+            .execute_batch("CREATE TABLE t (x); BEGIN IMMEDIATE; INSERT INTO t VALUES (1);")
+            .unwrap();
+        let writer = Connection::open(&path).unwrap();
+        writer.busy_timeout(std::time::Duration::ZERO).unwrap();
+        let busy = map(writer
+            .execute("INSERT INTO t VALUES (2)", [])
+            .expect_err("the write lock is held"));
+        assert!(busy.is_transient(), "{busy:?}");
+        assert_eq!(busy.code(), Some(&BackendCode::Sqlite(ffi::SQLITE_BUSY)));
+        assert!(driver_error_in(&busy).is_some(), "{busy:?}");
+        drop((holder, writer));
+        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[test]

@@ -140,9 +140,7 @@ impl SqliteStore {
         let permit = wait_within(
             self.inner.acquire_timeout,
             Arc::clone(&self.inner.read_permits).acquire_owned(),
-            || Error::Unavailable {
-                reason: "timed out waiting for a free sqlite read connection".to_owned(),
-            },
+            || Error::unavailable("timed out waiting for a free sqlite read connection"),
             "a free sqlite read connection",
         )
         .await?
@@ -202,8 +200,10 @@ impl SqliteStore {
         wait_within(
             timeout,
             Arc::clone(&self.inner.writer).lock_owned(),
-            || Error::Unavailable {
-                reason: format!("timed out after {timeout:?} waiting for the sqlite writer"),
+            || {
+                Error::unavailable(format!(
+                    "timed out after {timeout:?} waiting for the sqlite writer"
+                ))
             },
             "the sqlite writer",
         )
@@ -257,10 +257,7 @@ fn open_reader(options: &SqliteOptions) -> Result<Connection> {
 }
 
 fn worker_failed(e: tokio::task::JoinError) -> Error {
-    Error::Backend {
-        message: format!("sqlite worker failed: {e}"),
-        source: None,
-    }
+    Error::backend_message(format!("sqlite worker failed: {e}"))
 }
 
 #[async_trait]
@@ -413,10 +410,10 @@ fn may_write(path: &std::path::Path) -> bool {
 }
 
 fn read_only(reason: &str) -> Error {
-    Error::Storage {
-        fault: stockroom_core::StorageFault::ReadOnly,
-        reason: format!("sqlite: {reason}"),
-    }
+    Error::storage(
+        stockroom_core::StorageFault::ReadOnly,
+        format!("sqlite: {reason}"),
+    )
 }
 
 /// Reads without a transaction, on a read connection of the store.

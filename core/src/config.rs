@@ -19,14 +19,26 @@ use crate::error::{Error, Result, Rule};
 /// | `max_connections` | `STOCKROOM_MAX_CONNECTIONS` | 10 |
 /// | `min_connections` | `STOCKROOM_MIN_CONNECTIONS` | 0 |
 /// | `acquire_timeout` | `STOCKROOM_ACQUIRE_TIMEOUT_MS` | 30 s |
-/// | `idle_timeout` | `STOCKROOM_IDLE_TIMEOUT_SECS` (0: none) | 10 min |
-/// | `max_lifetime` | `STOCKROOM_MAX_LIFETIME_SECS` (0: none) | 30 min |
+/// | `idle_timeout` | `STOCKROOM_IDLE_TIMEOUT_MS` (0: none) | 10 min |
+/// | `max_lifetime` | `STOCKROOM_MAX_LIFETIME_MS` (0: none) | 30 min |
 /// | `test_before_acquire` | `STOCKROOM_TEST_BEFORE_ACQUIRE` | true |
 /// | `log_statements` | `STOCKROOM_LOG_STATEMENTS` | false |
 /// | `slow_statement_threshold` | `STOCKROOM_SLOW_STATEMENT_MS` | 1 s |
 /// | `application_name` | `STOCKROOM_APPLICATION_NAME` | `stockroom` |
 /// | `run_migrations` | `STOCKROOM_RUN_MIGRATIONS` | true |
 /// | `replica_urls` | `STOCKROOM_REPLICA_URLS` (comma-separated) | none |
+///
+/// Every duration in the environment is a whole number of milliseconds, in a variable whose name
+/// ends in `_MS` (as the service example's are); the names Stockroom read before, in seconds
+/// (`STOCKROOM_IDLE_TIMEOUT_SECS`, `STOCKROOM_MAX_LIFETIME_SECS`), are refused with an error
+/// naming the variable to use instead, so a deployment that still sets them is not silently run
+/// on the defaults.
+///
+/// With the `serde` feature a configuration deserializes from the application's own settings
+/// (a TOML or YAML file, say): the field names above, `url` required, every other field
+/// optional (its default when absent), durations in a human format (`"30s"`, `"1m 30s"`,
+/// `"250ms"`; `"none"` for the optional ones), unknown fields refused. The application's
+/// entities are registered in code ([`with_entity`](Self::with_entity)), not deserialized.
 ///
 /// ```
 /// use std::time::Duration;
@@ -149,11 +161,16 @@ impl StoreConfig {
         if let Some((n, v)) = get("STOCKROOM_ACQUIRE_TIMEOUT_MS") {
             c.acquire_timeout = Duration::from_millis(parse_number(n, &v)?);
         }
-        if let Some((n, v)) = get("STOCKROOM_IDLE_TIMEOUT_SECS") {
-            c.idle_timeout = optional_secs(parse_number(n, &v)?);
+        for (old, new) in RENAMED_VARIABLES {
+            if lookup(old).is_some() {
+                return Err(Error::validation(old, Rule::Malformed { expected: new }));
+            }
         }
-        if let Some((n, v)) = get("STOCKROOM_MAX_LIFETIME_SECS") {
-            c.max_lifetime = optional_secs(parse_number(n, &v)?);
+        if let Some((n, v)) = get("STOCKROOM_IDLE_TIMEOUT_MS") {
+            c.idle_timeout = optional_millis(parse_number(n, &v)?);
+        }
+        if let Some((n, v)) = get("STOCKROOM_MAX_LIFETIME_MS") {
+            c.max_lifetime = optional_millis(parse_number(n, &v)?);
         }
         if let Some((n, v)) = get("STOCKROOM_TEST_BEFORE_ACQUIRE") {
             c.test_before_acquire = parse_bool(n, &v)?;
@@ -364,8 +381,105 @@ fn parse_bool(name: &'static str, value: &str) -> Result<bool> {
     }
 }
 
-fn optional_secs(secs: u64) -> Option<Duration> {
-    (secs > 0).then(|| Duration::from_secs(secs))
+fn optional_millis(millis: u64) -> Option<Duration> {
+    (millis > 0).then(|| Duration::from_millis(millis))
+}
+
+/// Variables Stockroom read before, in seconds, and what a deployment sets instead: refused, not
+/// ignored, so a deployment that sets one does not run silently on the default.
+const RENAMED_VARIABLES: [(&str, &str); 2] = [
+    (
+        "STOCKROOM_IDLE_TIMEOUT_SECS",
+        "unset: STOCKROOM_IDLE_TIMEOUT_MS (milliseconds) replaces it",
+    ),
+    (
+        "STOCKROOM_MAX_LIFETIME_SECS",
+        "unset: STOCKROOM_MAX_LIFETIME_MS (milliseconds) replaces it",
+    ),
+];
+
+#[cfg(feature = "serde")]
+mod de {
+    //! `StoreConfig` from the application's settings (feature `serde`).
+
+    use std::time::Duration;
+
+    use serde::de::{Deserialize, Deserializer, Error as _};
+
+    use super::StoreConfig;
+
+    /// What a settings file may hold: every field but `url` optional.
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Settings {
+        url: String,
+        max_connections: Option<u32>,
+        min_connections: Option<u32>,
+        #[serde(default, deserialize_with = "duration")]
+        acquire_timeout: Option<Duration>,
+        #[serde(default, deserialize_with = "optional_duration")]
+        idle_timeout: Option<Option<Duration>>,
+        #[serde(default, deserialize_with = "optional_duration")]
+        max_lifetime: Option<Option<Duration>>,
+        test_before_acquire: Option<bool>,
+        log_statements: Option<bool>,
+        #[serde(default, deserialize_with = "duration")]
+        slow_statement_threshold: Option<Duration>,
+        application_name: Option<String>,
+        run_migrations: Option<bool>,
+        replica_urls: Option<Vec<String>>,
+    }
+
+    impl<'de> Deserialize<'de> for StoreConfig {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            let s = Settings::deserialize(deserializer)?;
+            if s.url.trim().is_empty() {
+                return Err(D::Error::custom("url: must not be empty"));
+            }
+            let mut c = StoreConfig::new(s.url);
+            if let Some(max) = s.max_connections {
+                c = c.with_max_connections(max);
+            }
+            c.min_connections = s.min_connections.unwrap_or(c.min_connections);
+            c.acquire_timeout = s.acquire_timeout.unwrap_or(c.acquire_timeout);
+            c.idle_timeout = s.idle_timeout.unwrap_or(c.idle_timeout);
+            c.max_lifetime = s.max_lifetime.unwrap_or(c.max_lifetime);
+            c.test_before_acquire = s.test_before_acquire.unwrap_or(c.test_before_acquire);
+            c.log_statements = s.log_statements.unwrap_or(c.log_statements);
+            c.slow_statement_threshold = s
+                .slow_statement_threshold
+                .unwrap_or(c.slow_statement_threshold);
+            c.application_name = s.application_name.unwrap_or(c.application_name);
+            c.run_migrations = s.run_migrations.unwrap_or(c.run_migrations);
+            c.replica_urls = s.replica_urls.unwrap_or(c.replica_urls);
+            Ok(c)
+        }
+    }
+
+    /// A duration in a human format: `"30s"`, `"1m 30s"`, `"250ms"`.
+    fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text).map(Some).map_err(D::Error::custom)
+    }
+
+    /// A duration as [`duration`] reads it, or `"none"` (or `null`) for none.
+    fn optional_duration<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Option<Duration>>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(Some(None)),
+            Some(text) if text.trim().eq_ignore_ascii_case("none") => Ok(Some(None)),
+            Some(text) => parse(&text)
+                .map(|d| Some(Some(d)))
+                .map_err(D::Error::custom),
+        }
+    }
+
+    fn parse(text: &str) -> Result<Duration, String> {
+        humantime::parse_duration(text.trim()).map_err(|e| {
+            format!("{text:?} is not a duration such as \"30s\", \"1m 30s\" or \"250ms\" ({e})")
+        })
+    }
 }
 
 #[cfg(test)]
@@ -430,7 +544,8 @@ mod tests {
             ("STOCKROOM_MAX_CONNECTIONS", "7"),
             ("STOCKROOM_MIN_CONNECTIONS", "2"),
             ("STOCKROOM_TEST_BEFORE_ACQUIRE", "false"),
-            ("STOCKROOM_IDLE_TIMEOUT_SECS", "0"),
+            ("STOCKROOM_IDLE_TIMEOUT_MS", "0"),
+            ("STOCKROOM_MAX_LIFETIME_MS", "90000"),
             ("STOCKROOM_RUN_MIGRATIONS", "no"),
         ]
         .into();
@@ -440,6 +555,7 @@ mod tests {
             (7, 2, false)
         );
         assert_eq!((c.idle_timeout, c.run_migrations), (None, false));
+        assert_eq!(c.max_lifetime, Some(Duration::from_secs(90)));
         let bad = StoreConfig::from_lookup(|k| match k {
             "DATABASE_URL" => Some("memory://".into()),
             "STOCKROOM_MAX_CONNECTIONS" => Some("many".into()),
@@ -452,6 +568,79 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_variables_in_seconds_of_before_are_refused_naming_their_replacement() {
+        for (old, new) in [
+            ("STOCKROOM_IDLE_TIMEOUT_SECS", "STOCKROOM_IDLE_TIMEOUT_MS"),
+            ("STOCKROOM_MAX_LIFETIME_SECS", "STOCKROOM_MAX_LIFETIME_MS"),
+        ] {
+            let refused = StoreConfig::from_lookup(|k| match k {
+                "DATABASE_URL" => Some("memory://".into()),
+                k if k == old => Some("60".into()),
+                _ => None,
+            })
+            .expect_err("a variable that is no more is refused");
+            assert!(
+                matches!(&refused, Error::Validation { field, .. } if *field == old),
+                "{refused:?}"
+            );
+            assert!(refused.to_string().contains(new), "{refused}");
+        }
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn a_configuration_deserializes_with_human_durations_and_defaults() {
+        let c: StoreConfig = serde_json::from_value(serde_json::json!({
+            "url": "postgres://app@db/shop",
+            "max_connections": 20,
+            "acquire_timeout": "1m 30s",
+            "idle_timeout": "none",
+            "max_lifetime": "250ms",
+            "slow_statement_threshold": "2s",
+            "replica_urls": ["postgres://app@replica/shop"],
+        }))
+        .unwrap();
+        let expected = StoreConfig::new("postgres://app@db/shop")
+            .with_max_connections(20)
+            .with_acquire_timeout(Duration::from_secs(90))
+            .with_idle_timeout(None)
+            .with_max_lifetime(Some(Duration::from_millis(250)))
+            .with_slow_statement_threshold(Duration::from_secs(2))
+            .with_replica_url("postgres://app@replica/shop");
+        assert_eq!(c, expected);
+
+        let only_url: StoreConfig =
+            serde_json::from_value(serde_json::json!({ "url": "memory://" })).unwrap();
+        assert_eq!(only_url, StoreConfig::new("memory://"));
+        let null_is_none: StoreConfig =
+            serde_json::from_value(serde_json::json!({ "url": "memory://", "max_lifetime": null }))
+                .unwrap();
+        assert_eq!(null_is_none.max_lifetime, None);
+    }
+
+    #[cfg(feature = "serde")]
+    #[test]
+    fn a_configuration_that_is_wrong_is_refused_saying_where() {
+        let refused = |value: serde_json::Value| {
+            serde_json::from_value::<StoreConfig>(value)
+                .expect_err("refused")
+                .to_string()
+        };
+        let bad_duration =
+            refused(serde_json::json!({ "url": "memory://", "acquire_timeout": "30" }));
+        assert!(bad_duration.contains("is not a duration"), "{bad_duration}");
+        let unknown = refused(serde_json::json!({ "url": "memory://", "acquire_timeout_ms": 5 }));
+        assert!(
+            unknown.contains("unknown field `acquire_timeout_ms`"),
+            "{unknown}"
+        );
+        let no_url = refused(serde_json::json!({ "max_connections": 5 }));
+        assert!(no_url.contains("missing field `url`"), "{no_url}");
+        let empty_url = refused(serde_json::json!({ "url": " " }));
+        assert!(empty_url.contains("url"), "{empty_url}");
     }
 
     #[test]

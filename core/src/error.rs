@@ -202,6 +202,31 @@ impl fmt::Display for StorageFault {
     }
 }
 
+/// The code a backend gave a failure, kept on the errors that come from a backend
+/// ([`Error::code`]), for logs, metrics and decisions the core's variants do not make.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BackendCode {
+    /// A SQLSTATE, as PostgreSQL reports it: five characters such as `"40001"` (serialization
+    /// failure) or `"55P03"` (lock not available).
+    SqlState(String),
+    /// SQLite's extended result code, such as `5` (`SQLITE_BUSY`) or `2067`
+    /// (`SQLITE_CONSTRAINT_UNIQUE`).
+    Sqlite(i32),
+}
+
+impl fmt::Display for BackendCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendCode::SqlState(state) => write!(f, "SQLSTATE {state}"),
+            BackendCode::Sqlite(code) => write!(f, "SQLite result code {code}"),
+        }
+    }
+}
+
+/// A driver's error, kept as the [`source`](std::error::Error::source) of a Stockroom error.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why an input was rejected.
 ///
 /// [`as_str`](Rule::as_str) is the rule's stable, machine-readable name. With the `serde`
@@ -405,19 +430,37 @@ pub enum Error {
     },
 
     /// A failure that may go away when the operation is retried (serialization failure, deadlock,
-    /// busy database).
+    /// busy database). Nothing of the operation was applied.
+    ///
+    /// Build it with [`Error::transient`]; match it with `Error::Transient { .. }`.
     #[error("transient failure, retry: {reason}")]
+    #[non_exhaustive]
     Transient {
         /// What the backend reported, for logs (not a stable value to match on).
         reason: String,
+        /// The backend's code for it, when it gave one ([`Error::code`]).
+        code: Option<BackendCode>,
+        /// The driver's error, when there is one (reachable through
+        /// [`std::error::Error::source`]).
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// The backend cannot be reached now (connection refused or lost, no free connection within
     /// the acquire timeout, a closed store). Retrying later may succeed.
+    ///
+    /// Build it with [`Error::unavailable`]; match it with `Error::Unavailable { .. }`.
     #[error("backend unavailable: {reason}")]
+    #[non_exhaustive]
     Unavailable {
         /// Why, for logs (not a stable value to match on).
         reason: String,
+        /// The backend's code for it, when it gave one ([`Error::code`]).
+        code: Option<BackendCode>,
+        /// The driver's error, when there is one (reachable through
+        /// [`std::error::Error::source`]).
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// The commit was sent, but whether it took effect is unknown: the connection was lost
@@ -428,21 +471,39 @@ pub enum Error {
     /// retry an operation that is idempotent. A transfer with an idempotency key does this
     /// itself ([`transfer_stock`](crate::transfer_stock)): its key finds the first attempt if it
     /// committed.
+    ///
+    /// Build it with [`Error::ambiguous_commit`]; match it with `Error::AmbiguousCommit { .. }`.
     #[error("the commit's outcome is unknown: {reason}")]
+    #[non_exhaustive]
     AmbiguousCommit {
         /// What the backend reported, for logs (not a stable value to match on).
         reason: String,
+        /// The backend's code for it, when it gave one ([`Error::code`]).
+        code: Option<BackendCode>,
+        /// The error that left the outcome unknown, when there is one (reachable through
+        /// [`std::error::Error::source`]).
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// The backend answers but cannot do the operation, and retrying will not change that
     /// until an operator acts: the database is read-only, permission is denied, the disk is
     /// full, the file is corrupt.
+    ///
+    /// Build it with [`Error::storage`]; match it with `Error::Storage { fault, .. }`.
     #[error("storage fault ({fault}): {reason}")]
+    #[non_exhaustive]
     Storage {
         /// Which kind of fault, a stable value to match on or show.
         fault: StorageFault,
         /// What the backend reported, for logs (not a stable value to match on).
         reason: String,
+        /// The backend's code for it, when it gave one ([`Error::code`]).
+        code: Option<BackendCode>,
+        /// The driver's error, when there is one (reachable through
+        /// [`std::error::Error::source`]).
+        #[source]
+        source: Option<BoxError>,
     },
 
     /// The operation is not something this backend does, such as asking a memory unit of
@@ -479,14 +540,20 @@ pub enum Error {
     },
 
     /// Anything else the backend reported.
+    ///
+    /// Build it with [`Error::backend`] or [`Error::backend_message`]; match it with
+    /// `Error::Backend { .. }`.
     #[error("backend error: {message}")]
+    #[non_exhaustive]
     Backend {
         /// What went wrong, for logs (not a stable value to match on).
         message: String,
+        /// The backend's code for it, when it gave one ([`Error::code`]).
+        code: Option<BackendCode>,
         /// The driver's error, when there is one (reachable through
         /// [`std::error::Error::source`]).
         #[source]
-        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+        source: Option<BoxError>,
     },
 }
 
@@ -524,9 +591,117 @@ impl Error {
         message: impl Into<String>,
         source: impl std::error::Error + Send + Sync + 'static,
     ) -> Self {
+        Error::backend_message(message).with_source(source)
+    }
+
+    /// A backend error with no driver error behind it (a value the backend returned that
+    /// Stockroom cannot read, say).
+    pub fn backend_message(message: impl Into<String>) -> Self {
         Error::Backend {
             message: message.into(),
-            source: Some(Box::new(source)),
+            code: None,
+            source: None,
+        }
+    }
+
+    /// A [`Transient`](Error::Transient) failure: nothing was applied, and the same operation
+    /// may succeed at once.
+    pub fn transient(reason: impl Into<String>) -> Self {
+        Error::Transient {
+            reason: reason.into(),
+            code: None,
+            source: None,
+        }
+    }
+
+    /// An [`Unavailable`](Error::Unavailable) backend.
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        Error::Unavailable {
+            reason: reason.into(),
+            code: None,
+            source: None,
+        }
+    }
+
+    /// An [`AmbiguousCommit`](Error::AmbiguousCommit): a commit was sent and its outcome is
+    /// unknown.
+    pub fn ambiguous_commit(reason: impl Into<String>) -> Self {
+        Error::AmbiguousCommit {
+            reason: reason.into(),
+            code: None,
+            source: None,
+        }
+    }
+
+    /// A [`Storage`](Error::Storage) fault of kind `fault`.
+    pub fn storage(fault: StorageFault, reason: impl Into<String>) -> Self {
+        Error::Storage {
+            fault,
+            reason: reason.into(),
+            code: None,
+            source: None,
+        }
+    }
+
+    /// This error with `source` as its cause (what [`std::error::Error::source`] returns),
+    /// on the variants that come from a backend: `Transient`, `Unavailable`,
+    /// `AmbiguousCommit`, `Storage` and `Backend`. The other variants say all there is to say
+    /// and are returned unchanged.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        if let Some((_, slot)) = self.cause_mut() {
+            *slot = Some(Box::new(source));
+        }
+        self
+    }
+
+    /// This error with the backend's `code` for it, on the variants that come from a backend
+    /// (as [`with_source`](Error::with_source) says); the others are returned unchanged.
+    pub fn with_code(mut self, code: BackendCode) -> Self {
+        if let Some((slot, _)) = self.cause_mut() {
+            *slot = Some(code);
+        }
+        self
+    }
+
+    /// The code the backend gave this failure: a SQLSTATE on PostgreSQL, an extended result
+    /// code on SQLite. `None` for the variants that do not come from a backend, and for
+    /// failures the backend gave no code (a refused connection, a closed store).
+    ///
+    /// ```
+    /// use stockroom_core::{BackendCode, Error};
+    ///
+    /// let busy = Error::transient("could not serialize access")
+    ///     .with_code(BackendCode::SqlState("40001".into()));
+    /// assert_eq!(busy.sqlstate(), Some("40001"));
+    /// assert_eq!(busy.code(), Some(&BackendCode::SqlState("40001".into())));
+    /// ```
+    pub fn code(&self) -> Option<&BackendCode> {
+        match self {
+            Error::Transient { code, .. }
+            | Error::Unavailable { code, .. }
+            | Error::AmbiguousCommit { code, .. }
+            | Error::Storage { code, .. }
+            | Error::Backend { code, .. } => code.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// The SQLSTATE of this failure, when the backend gave one ([`code`](Error::code)).
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self.code()? {
+            BackendCode::SqlState(state) => Some(state),
+            _ => None,
+        }
+    }
+
+    fn cause_mut(&mut self) -> Option<(&mut Option<BackendCode>, &mut Option<BoxError>)> {
+        match self {
+            Error::Transient { code, source, .. }
+            | Error::Unavailable { code, source, .. }
+            | Error::AmbiguousCommit { code, source, .. }
+            | Error::Storage { code, source, .. }
+            | Error::Backend { code, source, .. } => Some((code, source)),
+            _ => None,
         }
     }
 
@@ -561,6 +736,38 @@ mod tests {
         assert_eq!(Constraint::PRODUCT_SLUG.as_str(), "product_slug");
         assert_eq!(Constraint::PRODUCT_SLUG.field(), "slug");
         assert_eq!(Constraint::PRODUCT_SLUG.to_string(), "product_slug");
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the driver's words")]
+    struct DriverError;
+
+    #[test]
+    fn errors_from_a_backend_keep_their_cause_and_code() {
+        use std::error::Error as _;
+        let code = BackendCode::SqlState("40001".into());
+        for error in [
+            Error::transient("retry"),
+            Error::unavailable("gone"),
+            Error::ambiguous_commit("unknown"),
+            Error::storage(StorageFault::Full, "full"),
+            Error::backend_message("odd"),
+        ] {
+            let error = error.with_code(code.clone()).with_source(DriverError);
+            assert_eq!(error.code(), Some(&code), "{error:?}");
+            assert_eq!(error.sqlstate(), Some("40001"));
+            let source = error.source().expect("the driver error is the source");
+            assert!(source.is::<DriverError>(), "{source:?}");
+        }
+        let sqlite = Error::transient("busy").with_code(BackendCode::Sqlite(5));
+        assert_eq!(sqlite.sqlstate(), None);
+        assert_eq!(sqlite.code(), Some(&BackendCode::Sqlite(5)));
+        // An error that does not come from a backend has neither.
+        let not_found = Error::not_found(EntityKind::PRODUCT, uuid::Uuid::nil())
+            .with_code(code)
+            .with_source(DriverError);
+        assert_eq!(not_found.code(), None);
+        assert!(not_found.source().is_none());
     }
 
     #[cfg(feature = "serde")]

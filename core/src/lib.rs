@@ -44,7 +44,8 @@ pub use config::{Entities, StoreConfig};
 // exported with no line of its own.
 pub use entities::*;
 pub use error::{
-    ColumnDifference, Constraint, EntityKind, Error, Result, Rule, SchemaProblem, StorageFault,
+    BackendCode, BoxError, ColumnDifference, Constraint, EntityKind, Error, Result, Rule,
+    SchemaProblem, StorageFault,
 };
 pub use ids::{CategoryId, EntityId, ProductId, ReviewId, StockMovementId, UserId};
 pub use ports::{

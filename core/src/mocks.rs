@@ -23,7 +23,7 @@
 //! inner.expect_begin().never();
 //! let store = FaultyStore::new(inner);
 //! // The next begin fails as if the pool were exhausted.
-//! store.inject(Fault::Begin, 1, || Error::Unavailable { reason: "pool exhausted".into() });
+//! store.inject(Fault::Begin, 1, || Error::unavailable("pool exhausted"));
 //! assert!(matches!(store.begin().await, Err(Error::Unavailable { .. })));
 //! assert_eq!(store.calls(Fault::Begin), 1);
 //! # }

@@ -20,16 +20,103 @@
 //!
 //! A stale version is a failed precondition (412, as for a stale `If-Match`): the caller named
 //! the version it expected and the row has moved on.
+//!
+//! The `type` is `<base><kind>`. The base is `urn:stockroom:problem:` unless the application
+//! chooses its own, once, when it starts ([`set_type_base`], e.g.
+//! `https://api.example.com/problems/`, where it may document each kind), or for one problem
+//! ([`Problem::with_type_base`]).
 
 use axum_core::response::{IntoResponse, Response};
 use http::header::{self, HeaderValue};
 use http::StatusCode;
 use serde_json::{Map, Value};
+use std::fmt;
+use std::sync::OnceLock;
+
+/// The base of every problem's `type` when the application chose none.
+pub const DEFAULT_TYPE_BASE: &str = "urn:stockroom:problem:";
+
+static TYPE_BASE: OnceLock<String> = OnceLock::new();
+
+/// Sets the base of every problem's `type` for the rest of the process: a problem of kind
+/// `validation` then has the type `<base>validation`. Call it once, when the application
+/// starts, before the first response.
+///
+/// The base must be an absolute URI (a scheme, then `:`) with no white space, such as
+/// `https://api.example.com/problems/` or `urn:example:problem:`. A base that is not, or a
+/// second call with a different base, is refused and changes nothing: the process keeps one
+/// base, so a client never sees two types for one kind.
+///
+/// ```
+/// use stockroom_core::problem::{set_type_base, type_base};
+///
+/// set_type_base("https://api.example.com/problems/")?;
+/// assert_eq!(type_base(), "https://api.example.com/problems/");
+/// // The same base again is fine; another one is refused.
+/// set_type_base("https://api.example.com/problems/")?;
+/// assert!(set_type_base("urn:other:").is_err());
+/// # Ok::<(), stockroom_core::problem::TypeBaseError>(())
+/// ```
+pub fn set_type_base(base: &str) -> Result<(), TypeBaseError> {
+    if !is_absolute_uri(base) {
+        return Err(TypeBaseError::NotAnAbsoluteUri(base.to_owned()));
+    }
+    let chosen = TYPE_BASE.get_or_init(|| base.to_owned());
+    if chosen != base {
+        return Err(TypeBaseError::AlreadySet(chosen.clone()));
+    }
+    Ok(())
+}
+
+/// The base of every problem's `type`: the one [`set_type_base`] set, else
+/// [`DEFAULT_TYPE_BASE`].
+pub fn type_base() -> &'static str {
+    TYPE_BASE.get().map_or(DEFAULT_TYPE_BASE, String::as_str)
+}
+
+/// Why [`set_type_base`] (or [`Problem::with_type_base`]) refused a base.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TypeBaseError {
+    /// The base is not an absolute URI with no white space (the refused base).
+    NotAnAbsoluteUri(String),
+    /// The process already has another base (the one it keeps).
+    AlreadySet(String),
+}
+
+impl fmt::Display for TypeBaseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TypeBaseError::NotAnAbsoluteUri(base) => write!(
+                f,
+                "the problem type base {base:?} is not an absolute URI (a scheme, then ':', no white space)"
+            ),
+            TypeBaseError::AlreadySet(base) => {
+                write!(f, "the problem type base is already {base:?}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for TypeBaseError {}
+
+/// Whether `base` is an absolute URI as RFC 3986 starts one (`scheme ":"`, the scheme a letter
+/// then letters, digits, `+`, `-` or `.`), with no white space or control character in it.
+fn is_absolute_uri(base: &str) -> bool {
+    let Some((scheme, _)) = base.split_once(':') else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
+        && !base.chars().any(|c| c.is_whitespace() || c.is_control())
+}
 
 use crate::error::{Error, Rule};
 
 /// An RFC 9457 problem: an `application/problem+json` response with a status, a stable `type`
-/// (`urn:stockroom:problem:<kind>`), a `title`, a `detail` and extension members.
+/// (`<base><kind>`, the base `urn:stockroom:problem:` unless the application set its own: see
+/// [`set_type_base`]), a `title`, a `detail` and extension members.
 ///
 /// Made from an [`Error`] (`Problem::from(error)`), or directly for an application's own
 /// failures:
@@ -50,10 +137,11 @@ pub struct Problem {
     detail: String,
     members: Map<String, Value>,
     retry_after: Option<u32>,
+    type_base: Option<String>,
 }
 
 impl Problem {
-    /// A problem of `status`, whose `type` is `urn:stockroom:problem:<kind>`.
+    /// A problem of `status`, whose `type` is `<base><kind>` (see [`type_base`]).
     pub fn new(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
         Self {
             status,
@@ -61,7 +149,27 @@ impl Problem {
             detail: detail.into(),
             members: Map::new(),
             retry_after: None,
+            type_base: None,
         }
+    }
+
+    /// The problem with its `type` under `base` instead of the process's [`type_base`]; a base
+    /// that is not an absolute URI is refused, as [`set_type_base`] refuses it.
+    pub fn with_type_base(mut self, base: &str) -> Result<Self, TypeBaseError> {
+        if !is_absolute_uri(base) {
+            return Err(TypeBaseError::NotAnAbsoluteUri(base.to_owned()));
+        }
+        self.type_base = Some(base.to_owned());
+        Ok(self)
+    }
+
+    /// The `type` URI: the base, then the kind.
+    pub fn type_uri(&self) -> String {
+        let base: &str = match &self.type_base {
+            Some(base) => base,
+            None => type_base(),
+        };
+        format!("{base}{}", self.kind)
     }
 
     /// The problem with one more extension member.
@@ -103,10 +211,7 @@ impl Problem {
     /// The JSON body.
     pub fn body(&self) -> Value {
         let mut body = Map::new();
-        body.insert(
-            "type".into(),
-            format!("urn:stockroom:problem:{}", self.kind).into(),
-        );
+        body.insert("type".into(), self.type_uri().into());
         body.insert(
             "title".into(),
             self.status.canonical_reason().unwrap_or("Error").into(),
@@ -242,6 +347,35 @@ mod tests {
     use crate::{Constraint, EntityKind};
 
     #[test]
+    fn a_problem_takes_the_type_base_it_is_given_and_refuses_one_that_is_not_a_uri() {
+        let problem = Problem::from(Error::validation("name", Rule::Empty));
+        assert_eq!(problem.type_uri(), "urn:stockroom:problem:validation");
+        let ours = problem
+            .clone()
+            .with_type_base("https://api.example.com/problems/")
+            .unwrap();
+        assert_eq!(
+            ours.body()["type"],
+            "https://api.example.com/problems/validation"
+        );
+        for bad in [
+            "",
+            "problems/",
+            "/problems/",
+            "1http://x/",
+            "https://a b/",
+            "urn:x:\n",
+        ] {
+            let refused = problem.clone().with_type_base(bad);
+            assert_eq!(
+                refused,
+                Err(TypeBaseError::NotAnAbsoluteUri(bad.to_owned())),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
     fn a_conflict_names_the_constraint_and_the_field_not_the_index() {
         let problem = Problem::from(Error::Conflict {
             constraint: Constraint::PRODUCT_SLUG,
@@ -314,10 +448,10 @@ mod tests {
 
     #[test]
     fn a_storage_fault_is_not_retry_later() {
-        let response = Error::Storage {
-            fault: crate::StorageFault::ReadOnly,
-            reason: "attempt to write a readonly database".into(),
-        }
+        let response = Error::storage(
+            crate::StorageFault::ReadOnly,
+            "attempt to write a readonly database",
+        )
         .into_response();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         assert!(response.headers().get(header::RETRY_AFTER).is_none());
@@ -325,10 +459,7 @@ mod tests {
 
     #[test]
     fn unavailable_asks_to_retry_later() {
-        let response = Error::Unavailable {
-            reason: "pool timed out".into(),
-        }
-        .into_response();
+        let response = Error::unavailable("pool timed out").into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(response.headers()[header::RETRY_AFTER], "5");
     }

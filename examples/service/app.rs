@@ -114,9 +114,9 @@ impl AppState {
                 .saturating_duration_since(tokio::time::Instant::now())
                 .saturating_sub(RetryPolicy::DEADLINE_GRACE + MARGIN);
             if left.is_zero() {
-                return Err(Error::Transient {
-                    reason: "the request's time ran out before its write began".to_owned(),
-                });
+                return Err(Error::transient(
+                    "the request's time ran out before its write began",
+                ));
             }
             deadline = deadline.min(left);
         }
@@ -688,9 +688,10 @@ async fn readyz(State(app): State<AppState>, _: NoQuery) -> Result<Json<Value>, 
     let ready = tokio::time::timeout(timeout, app.readiness.check(app.store.as_ref()))
         .await
         .unwrap_or_else(|_| {
-            Err(not_ready(Error::Unavailable {
-                reason: format!("no answer within {} ms", timeout.as_millis()),
-            }))
+            Err(not_ready(Error::unavailable(format!(
+                "no answer within {} ms",
+                timeout.as_millis()
+            ))))
         });
     match ready {
         Ok(()) => Ok(Json(

@@ -948,17 +948,13 @@ async fn a_failed_commit_is_an_error_response(store: Arc<dyn Store>) {
     );
     let cases: [Case; 3] = [
         (
-            || Error::Transient {
-                reason: "database is locked".into(),
-            },
+            || Error::transient("database is locked"),
             StatusCode::SERVICE_UNAVAILABLE,
             "transient",
             Some("1"),
         ),
         (
-            || Error::Unavailable {
-                reason: "connection reset".into(),
-            },
+            || Error::unavailable("connection reset"),
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             Some("5"),

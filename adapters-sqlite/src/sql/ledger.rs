@@ -259,10 +259,9 @@ fn apply_movement(conn: &Db<'_>, row: &StockMovement) -> Result<StockMoved> {
     .map_err(map)?;
     if moved != 2 {
         // Both rows were read live under the same write lock: this is not a refusal.
-        return Err(Error::Backend {
-            message: format!("sqlite: a stock move updated {moved} products instead of 2"),
-            source: None,
-        });
+        return Err(Error::backend_message(format!(
+            "sqlite: a stock move updated {moved} products instead of 2"
+        )));
     }
     Ok(StockMoved::Applied(row.clone()))
 }

@@ -54,13 +54,10 @@ impl<'a> Fields<'a> {
         .unwrap_or(Value::Null);
         T::from_value(value).ok_or_else(|| {
             let field = self.schema.fields.get(index).map_or("?", |f| f.name);
-            Error::Backend {
-                message: format!(
-                    "{}.{field}: the stored value does not have the declared type",
-                    self.schema.table
-                ),
-                source: None,
-            }
+            Error::backend_message(format!(
+                "{}.{field}: the stored value does not have the declared type",
+                self.schema.table
+            ))
         })
     }
 }

@@ -130,10 +130,9 @@ pub fn key_taken_meanwhile(error: Error) -> Error {
     match error {
         Error::Conflict {
             constraint: Constraint::IDEMPOTENCY_KEY,
-        } => Error::Transient {
-            reason: "a concurrent transfer with the same idempotency key committed first"
-                .to_owned(),
-        },
+        } => Error::transient(
+            "a concurrent transfer with the same idempotency key committed first".to_owned(),
+        ),
         other => other,
     }
 }

@@ -45,11 +45,9 @@ pub fn time_left() -> Option<Duration> {
 /// [`Error::Transient`], since the wait applied nothing. `waiting_for` says for what, for the
 /// log (`"the writer"`, `"a lock"`).
 pub fn deadline_reached(waiting_for: &str) -> Error {
-    Error::Transient {
-        reason: format!(
-            "the operation's deadline ran out while waiting for {waiting_for}; nothing was applied"
-        ),
-    }
+    Error::transient(format!(
+        "the operation's deadline ran out while waiting for {waiting_for}; nothing was applied"
+    ))
 }
 
 /// Waits for `wait` at most the [time left](time_left) before the deadline of the operation in
@@ -105,9 +103,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_wait_ends_at_the_deadline_or_at_its_limit_whichever_comes_first() {
         let forever = std::future::pending::<()>;
-        let limit = || Error::Unavailable {
-            reason: "limit".to_owned(),
-        };
+        let limit = || Error::unavailable("limit");
         let started = Instant::now();
         let deadline = started + Duration::from_secs(1);
         let cut = scope(

@@ -118,17 +118,13 @@ impl RetryPolicy {
         let deadline = until - now;
         match tokio::time::timeout_at(backstop, deadline::scope(until, operation)).await {
             Ok(result) => result,
-            Err(_) if commits.in_flight() => Err(Error::AmbiguousCommit {
-                reason: format!(
-                    "the deadline of {deadline:?} ran out while a commit was in flight: it may \
-                     or may not have been applied"
-                ),
-            }),
-            Err(_) => Err(Error::Transient {
-                reason: format!(
-                    "gave up after the deadline of {deadline:?}, before anything was committed"
-                ),
-            }),
+            Err(_) if commits.in_flight() => Err(Error::ambiguous_commit(format!(
+                "the deadline of {deadline:?} ran out while a commit was in flight: it may or \
+                 may not have been applied"
+            ))),
+            Err(_) => Err(Error::transient(format!(
+                "gave up after the deadline of {deadline:?}, before anything was committed"
+            ))),
         }
     }
 
@@ -391,15 +387,13 @@ mod tests {
                 loop {
                     attempts += 1;
                     tokio::time::sleep(Duration::from_millis(9)).await;
-                    let busy = Error::Transient {
-                        reason: "busy".to_owned(),
-                    };
+                    let busy = Error::transient("busy");
                     retries.after(busy).await?;
                 }
             })
             .await;
         assert!(
-            matches!(&answer, Err(Error::Transient { reason }) if reason == "busy"),
+            matches!(&answer, Err(Error::Transient { reason, .. }) if reason == "busy"),
             "{answer:?}"
         );
         assert_eq!(attempts, 1, "the backoff would have outlived the deadline");
