@@ -271,6 +271,7 @@ pub use stockroom_core::Entity;
 #[doc(hidden)]
 pub use stockroom_core::__private;
 
+pub use stockroom_core::metrics;
 /// Mocks of the ports for an application's unit tests: `MockStore` (mockall) and `FaultyStore`,
 /// which injects failures into a real store.
 #[cfg(feature = "mocks")]

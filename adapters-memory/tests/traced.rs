@@ -140,6 +140,9 @@ async fn unit_of_work_operations_run_in_spans_with_ids_and_outcome() {
     assert_eq!(
         fields(&get),
         [
+            ("db.collection.name", "products"),
+            ("db.operation.name", "get"),
+            ("db.system.name", "memory"),
             ("entity", "product"),
             ("id", a.to_string().as_str()),
             ("operation", "get"),
@@ -163,6 +166,8 @@ async fn unit_of_work_operations_run_in_spans_with_ids_and_outcome() {
     assert_eq!(movement.fields["source"], a.to_string());
     assert_eq!(movement.fields["target"], b.to_string());
     assert_eq!(movement.fields["outcome"], "ok");
+    assert_eq!(movement.fields["db.collection.name"], "stock_movements");
+    assert_eq!(movement.fields["db.system.name"], "memory");
 
     let commit = capture.one("stockroom.commit");
     assert_eq!(commit.parent, Some("stockroom.unit_of_work"));

@@ -31,6 +31,8 @@ use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgArguments, PgQueryResult, PgRow};
 use sqlx::{Execute, PgConnection, PgPool, Postgres, SqlStr};
 
+use stockroom_core::metrics::adapter as metrics;
+
 use crate::error::{is_dead_connection, is_runtime_gone};
 use crate::replicas::Reroute;
 use crate::session::PgQuery;
@@ -101,13 +103,17 @@ pub(crate) struct Connections {
     /// Set by `Store::close`. The store's own flag, not the pool's: a pool the application
     /// lent stays open after Stockroom is closed.
     closed: AtomicBool,
+    /// The pool as its metrics name it.
+    metered: metrics::Pool,
 }
 
 impl Connections {
     /// The connections of `pool`; `keeps`: whether connections may be kept out of it (only on
     /// a pool nobody else takes connections from).
     pub(crate) fn new(pool: PgPool, keeps: bool, test_before_acquire: bool) -> Self {
+        let metered = metered(&pool);
         Self {
+            metered,
             pool,
             kept: Mutex::new(Vec::new()),
             keeps,
@@ -123,10 +129,12 @@ impl Connections {
         if self.is_closed() {
             return Err(sqlx::Error::PoolClosed);
         }
+        let asked = Instant::now();
         let kept = match self.take_kept() {
             Some(kept) => kept,
             None => self.acquire().await?,
         };
+        self.record_lent(asked.elapsed());
         Ok(Lease {
             conn: Some(kept.conn),
             lent_at: kept.lent_at,
@@ -135,6 +143,15 @@ impl Connections {
             home: Arc::clone(self),
             reroute: None,
         })
+    }
+
+    /// Records the wait for a connection just lent, and the pool's connections: those kept
+    /// between sessions are idle, as the pool's own idle ones are.
+    fn record_lent(&self, waited: Duration) {
+        let kept = self.lock().len();
+        let idle = self.pool.num_idle() + kept;
+        let used = (self.pool.size() as usize).saturating_sub(idle);
+        metrics::connection_acquired(&self.metered, waited, used, idle);
     }
 
     /// Whether `error`, the answer to the first round trip on a connection (the `failures`th
@@ -513,5 +530,21 @@ impl Drop for CloseUnlessSettled {
         if let Some(mut conn) = self.0.take() {
             conn.close_on_drop();
         }
+    }
+}
+
+/// A pool as its metrics name it: `host:port/database` of the server it connects to (a socket
+/// directory for the host when it connects through one), as OpenTelemetry suggests.
+fn metered(pool: &PgPool) -> metrics::Pool {
+    let options = pool.connect_options();
+    let (server, database) = (
+        options.get_host(),
+        options.get_database().unwrap_or_default(),
+    );
+    metrics::Pool {
+        system: "postgresql",
+        name: format!("{server}:{}/{database}", options.get_port()),
+        server: server.to_owned(),
+        namespace: database.to_owned(),
     }
 }

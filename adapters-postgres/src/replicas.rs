@@ -122,6 +122,11 @@ impl ReplicaPools {
                 let pool = store::pool_options(config).connect_lazy_with(connect);
                 // Kept between sessions like the primary's: nobody else takes from this pool.
                 let connections = Connections::new(pool.clone(), true, options.test_before_acquire);
+                stockroom_core::metrics::adapter::replica_state(
+                    "postgresql",
+                    &redact_url(url),
+                    true,
+                );
                 Ok(Arc::new(Replica {
                     url: redact_url(url),
                     pool,
@@ -278,6 +283,7 @@ impl Replica {
             was
         };
         self.connections.give_back_kept();
+        stockroom_core::metrics::adapter::replica_state("postgresql", &self.url, false);
         if was == State::Up {
             tracing::warn!(
                 target: "stockroom::sql",
@@ -305,6 +311,7 @@ impl Replica {
         match answered {
             Ok(Ok(())) if !self.connections.is_closed() => {
                 *self.state.lock().unwrap_or_else(PoisonError::into_inner) = State::Up;
+                stockroom_core::metrics::adapter::replica_state("postgresql", &self.url, true);
                 tracing::info!(
                     target: "stockroom::sql",
                     replica = %self.url,

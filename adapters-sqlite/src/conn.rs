@@ -103,6 +103,11 @@ impl ReadPool {
 
     /// The most recently used idle connection that has not outlived `max_lifetime`; older ones
     /// are closed.
+    /// How many read connections wait in the pool.
+    pub(crate) fn idle_count(&self) -> usize {
+        self.idle.lock().map_or(0, |idle| idle.len())
+    }
+
     pub(crate) fn take_idle(&self) -> Option<(Connection, Instant)> {
         let mut idle = self.idle.lock().ok()?;
         while let Some(Idle { conn, opened, .. }) = idle.pop() {
@@ -121,12 +126,6 @@ impl ReadPool {
             .lock()
             .map(|mut v| std::mem::take(&mut *v))
             .unwrap_or_default()
-    }
-
-    /// How many connections wait in the pool.
-    #[cfg(test)]
-    pub(crate) fn idle_count(&self) -> usize {
-        self.idle.lock().map(|v| v.len()).unwrap_or(0)
     }
 
     fn give_back(&self, conn: Connection, opened: Instant) {

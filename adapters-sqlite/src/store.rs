@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use rusqlite::Connection;
 use stockroom_core::adapter::{wait_within, Savepoints};
+use stockroom_core::metrics::adapter as metrics;
 use stockroom_core::schema::Catalog;
 use stockroom_core::{
     Error, NewStockMovement, ReadSession, Result, Savepoint, StockMoved, Store, StoreConfig,
@@ -35,6 +36,31 @@ struct Inner {
     /// The statements of the store's entities, built once.
     plans: Arc<Plans>,
     closed: StoreClosed,
+    /// The read connections and the writer as their metrics name them.
+    metered: Metered,
+}
+
+/// The store's two pools as their metrics name them (see `stockroom_core::metrics`): the read
+/// connections, and the writer (a pool of one).
+struct Metered {
+    readers: metrics::Pool,
+    writer: metrics::Pool,
+}
+
+impl Metered {
+    fn of(options: &SqliteOptions) -> Self {
+        let file = options.location.to_string();
+        let pool = |role: &str| metrics::Pool {
+            system: "sqlite",
+            name: format!("{file} ({role})"),
+            server: String::new(),
+            namespace: file.clone(),
+        };
+        Self {
+            readers: pool("read"),
+            writer: pool("writer"),
+        }
+    }
 }
 
 /// The SQLite backend: one writer connection that units of work take turns on (SQLite has a
@@ -116,6 +142,7 @@ impl SqliteStore {
                 runner,
                 plans,
                 closed,
+                metered: Metered::of(&options),
                 options,
             }),
         })
@@ -136,6 +163,7 @@ impl SqliteStore {
 
     async fn reader(&self) -> Result<Conn> {
         self.check_open()?;
+        let asked = Instant::now();
         // Up to the acquire timeout, and never past the deadline of the operation in progress.
         let permit = wait_within(
             self.inner.acquire_timeout,
@@ -156,6 +184,11 @@ impl SqliteStore {
                 (conn, Instant::now())
             }
         };
+        let used = self.inner.options.max_read_connections as usize
+            - self.inner.read_permits.available_permits();
+        let idle = self.inner.read_pool.idle_count();
+        let readers = &self.inner.metered.readers;
+        metrics::connection_acquired(readers, asked.elapsed(), used, idle);
         Ok(Conn::new(
             Lease::Reader(ReaderLease {
                 conn: Some(conn),
@@ -173,12 +206,14 @@ impl SqliteStore {
     /// it runs in the same call as the first statement.
     async fn writer(&self) -> Result<Conn> {
         self.check_open()?;
+        let asked = Instant::now();
         // A free writer is taken without arming a timer. The lock is fair: a waiter queued
         // before keeps its turn, since `try_lock` fails while one waits.
         let guard = match Arc::clone(&self.inner.writer).try_lock_owned() {
             Ok(guard) => guard,
             Err(_) => self.wait_for_writer().await?,
         };
+        metrics::connection_acquired(&self.inner.metered.writer, asked.elapsed(), 1, 0);
         if guard.is_none() {
             return Err(closed());
         }

@@ -32,6 +32,7 @@ mod traced;
 mod usecases;
 mod validate;
 
+pub mod metrics;
 #[cfg(feature = "mocks")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mocks")))]
 pub mod mocks;

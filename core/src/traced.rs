@@ -29,7 +29,10 @@ use crate::time::Timestamp;
 ///   for the ledger (e.g. `stockroom.stock_movement.record`); `stockroom.begin`,
 ///   `stockroom.read`, `stockroom.health`, `stockroom.readiness`, `stockroom.close`, `stockroom.savepoint`,
 ///   `stockroom.rollback_to`, `stockroom.release`, `stockroom.commit`, `stockroom.rollback`.
-/// - Fields: `entity` (the entity's declared name) and `operation`; the ids an operation is
+/// - Fields: `entity` (the entity's declared name) and `operation`, and the same as
+///   OpenTelemetry's database conventions name them: `db.system.name` (`postgresql`, `sqlite`,
+///   `memory`), `db.operation.name` and `db.collection.name` (the entity's table), on every
+///   operation of an entity or of the ledger; the ids an operation is
 ///   about (`id`, `ids`, `product`, `source`, `target`; the new rows' ids for an insert); a few
 ///   sizes (`count` of a batch, `delta` of a stock adjustment, `limit` of a list, savepoint
 ///   `depth`); the `rule` of a lookup by unique value; and `outcome`: `ok`, or the kind
@@ -81,34 +84,73 @@ impl<S: Store> Traced<S> {
 fn outcome<T>(result: &Result<T>) -> &'static str {
     match result {
         Ok(_) => "ok",
-        Err(Error::NotFound { .. }) => "not_found",
-        Err(Error::Conflict { .. }) => "conflict",
-        Err(Error::InsufficientStock { .. }) => "insufficient_stock",
-        Err(Error::Validation { .. }) => "validation",
-        Err(Error::StaleVersion { .. }) => "stale_version",
-        Err(Error::Transient { .. }) => "transient",
-        Err(Error::Unavailable { .. }) => "unavailable",
-        Err(Error::AmbiguousCommit { .. }) => "ambiguous_commit",
-        Err(Error::Storage { .. }) => "storage_fault",
-        Err(Error::Unsupported { .. }) => "unsupported",
-        Err(Error::UnknownEntity { .. }) => "unknown_entity",
-        Err(Error::Schema { .. }) => "schema",
-        Err(Error::Backend { .. }) => "backend",
+        Err(error) => outcome_of(error),
+    }
+}
+
+/// The kind of `error`, as the spans' `outcome` field and the metrics name it.
+pub(crate) fn outcome_of(error: &Error) -> &'static str {
+    match error {
+        Error::NotFound { .. } => "not_found",
+        Error::Conflict { .. } => "conflict",
+        Error::InsufficientStock { .. } => "insufficient_stock",
+        Error::Validation { .. } => "validation",
+        Error::StaleVersion { .. } => "stale_version",
+        Error::Transient { .. } => "transient",
+        Error::Unavailable { .. } => "unavailable",
+        Error::AmbiguousCommit { .. } => "ambiguous_commit",
+        Error::Storage { .. } => "storage_fault",
+        Error::Unsupported { .. } => "unsupported",
+        Error::UnknownEntity { .. } => "unknown_entity",
+        Error::Schema { .. } => "schema",
+        Error::Backend { .. } => "backend",
+    }
+}
+
+/// What an operation is, for its metrics: the backend, the operation's name and the table it
+/// is on (empty for none).
+#[derive(Clone, Copy)]
+struct Op {
+    backend: crate::Backend,
+    name: &'static str,
+    table: &'static str,
+}
+
+impl Op {
+    fn new(backend: crate::Backend, name: &'static str) -> Self {
+        Self {
+            backend,
+            name,
+            table: "",
+        }
+    }
+
+    fn on(mut self, table: &'static str) -> Self {
+        self.table = table;
+        self
     }
 }
 
 /// Runs `operation` inside `span`, then records its outcome (and, on success, whatever
-/// `on_ok` records) on the span.
+/// `on_ok` records) on the span, and its duration among the metrics (feature `metrics`).
 async fn observe<T>(
     span: Span,
+    op: Op,
     operation: impl Future<Output = Result<T>>,
     on_ok: impl FnOnce(&Span, &T),
 ) -> Result<T> {
+    #[cfg(feature = "metrics")]
+    let started = std::time::Instant::now();
     let result = operation.instrument(span.clone()).await;
     if let Ok(value) = &result {
         on_ok(&span, value);
     }
-    span.record("outcome", outcome(&result));
+    let outcome = outcome(&result);
+    span.record("outcome", outcome);
+    #[cfg(feature = "metrics")]
+    crate::metrics::operation(op.backend, op.name, op.table, outcome, started.elapsed());
+    #[cfg(not(feature = "metrics"))]
+    let _ = op;
     result
 }
 
@@ -138,14 +180,20 @@ impl<S: Store> Traced<S> {
     async fn traced_read_session(
         &self,
         span: Span,
+        op: &'static str,
         opening: impl Future<Output = Result<Box<dyn ReadSession>>>,
     ) -> Result<Box<dyn ReadSession>> {
-        let inner = observe(span, opening, |_, _| {}).await?;
+        let backend = self.0.backend();
+        let inner = observe(span, Op::new(backend, op), opening, |_, _| {}).await?;
         let span = tracing::debug_span!(
             "stockroom.read_session",
             backend = self.0.backend().as_str()
         );
-        Ok(Box::new(TracedReadSession { inner, span }))
+        Ok(Box::new(TracedReadSession {
+            inner,
+            span,
+            backend,
+        }))
     }
 }
 
@@ -158,7 +206,8 @@ impl<S: Store> Store for Traced<S> {
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
         let backend = self.0.backend().as_str();
         let span = tracing::debug_span!("stockroom.begin", backend, outcome = Empty);
-        let inner = observe(span, self.0.begin(), |_, _| {}).await?;
+        let op = Op::new(self.0.backend(), "begin");
+        let inner = observe(span, op, self.0.begin(), |_, _| {}).await?;
         let span = tracing::debug_span!("stockroom.unit_of_work", backend);
         Ok(Box::new(TracedUnitOfWork { inner, span }))
     }
@@ -169,13 +218,14 @@ impl<S: Store> Store for Traced<S> {
             backend = self.0.backend().as_str(),
             outcome = Empty
         );
-        self.traced_read_session(span, self.0.read()).await
+        self.traced_read_session(span, "read", self.0.read()).await
     }
 
     async fn read_primary(&self) -> Result<Box<dyn ReadSession>> {
         let backend = self.0.backend().as_str();
         let span = tracing::debug_span!("stockroom.read_primary", backend, outcome = Empty);
-        self.traced_read_session(span, self.0.read_primary()).await
+        self.traced_read_session(span, "read_primary", self.0.read_primary())
+            .await
     }
 
     async fn health(&self) -> Result<()> {
@@ -184,7 +234,8 @@ impl<S: Store> Store for Traced<S> {
             backend = self.0.backend().as_str(),
             outcome = Empty
         );
-        observe(span, self.0.health(), |_, _| {}).await
+        let op = Op::new(self.0.backend(), "health");
+        observe(span, op, self.0.health(), |_, _| {}).await
     }
 
     async fn readiness(&self) -> Result<()> {
@@ -193,7 +244,8 @@ impl<S: Store> Store for Traced<S> {
             backend = self.0.backend().as_str(),
             outcome = Empty
         );
-        observe(span, self.0.readiness(), |_, _| {}).await
+        let op = Op::new(self.0.backend(), "readiness");
+        observe(span, op, self.0.readiness(), |_, _| {}).await
     }
 
     async fn close(&self) {
@@ -202,18 +254,25 @@ impl<S: Store> Store for Traced<S> {
     }
 
     async fn move_stock(&self, movement: &NewStockMovement) -> Result<StockMoved> {
-        let span = move_stock_span(&Span::current(), self.0.backend().as_str(), movement);
-        observe(span, self.0.move_stock(movement), record_moved).await
+        let span = move_stock_span(&Span::current(), self.0.backend(), movement);
+        let op = Op::new(self.0.backend(), "move_stock").on(LEDGER_TABLE);
+        observe(span, op, self.0.move_stock(movement), record_moved).await
     }
 }
 
+/// The ledger's table, for the metrics of its operations.
+const LEDGER_TABLE: &str = "stock_movements";
+
 /// The span of a stock move: `stockroom.move_stock` with the products, the quantity, whether it
 /// is keyed, and (once done) the ledger row's id.
-fn move_stock_span(parent: &Span, backend: &'static str, movement: &NewStockMovement) -> Span {
+fn move_stock_span(parent: &Span, backend: crate::Backend, movement: &NewStockMovement) -> Span {
     tracing::debug_span!(
         parent: parent,
         "stockroom.move_stock",
-        backend,
+        backend = backend.as_str(),
+        db.system.name = crate::metrics::system_name(backend),
+        db.operation.name = "move_stock",
+        db.collection.name = LEDGER_TABLE,
         source = %movement.source_id(),
         target = %movement.target_id(),
         quantity = movement.quantity(),
@@ -239,6 +298,7 @@ struct TracedUnitOfWork {
 struct TracedReadSession {
     inner: Box<dyn ReadSession>,
     span: Span,
+    backend: crate::Backend,
 }
 
 /// `$wrapper: $trait => ("entity", accessor) { methods }` implements `$trait` for `$wrapper`, each
@@ -263,11 +323,15 @@ macro_rules! traced_impl {
                         concat!("stockroom.", $entity, ".", stringify!($op)),
                         entity = $entity,
                         operation = stringify!($op),
+                        db.system.name = crate::metrics::system_name(self.backend()),
+                        db.operation.name = stringify!($op),
+                        db.collection.name = LEDGER_TABLE,
                         $($($field)*,)?
                         outcome = Empty,
                     );
+                    let op = Op::new(self.backend(), stringify!($op)).on(LEDGER_TABLE);
                     let operation = self.inner.$accessor().$op($($arg),*);
-                    observe(span, operation, traced_impl!(@on_ok $($on_ok)?)).await
+                    observe(span, op, operation, traced_impl!(@on_ok $($on_ok)?)).await
                 }
             )*
         }
@@ -303,11 +367,15 @@ macro_rules! traced_records {
                         concat!("stockroom.", stringify!($op)),
                         entity = $schema.name,
                         operation = stringify!($op),
+                        db.system.name = crate::metrics::system_name(self.backend()),
+                        db.operation.name = stringify!($op),
+                        db.collection.name = $schema.table,
                         $($($field)*,)?
                         outcome = Empty,
                     );
+                    let op = Op::new(self.backend(), stringify!($op)).on($schema.table);
                     let operation = <_ as $trait>::$op(self.inner.$accessor(), $schema $(, $arg)*);
-                    observe(span, operation, |_, _| {}).await
+                    observe(span, op, operation, |_, _| {}).await
                 }
             )*
         }
@@ -422,11 +490,16 @@ impl TracedUnitOfWork {
             "stockroom.increment",
             entity = schema.name,
             operation = "increment",
+            db.system.name = crate::metrics::system_name(self.inner.backend()),
+            db.operation.name = "increment",
+            db.collection.name = schema.table,
             field = schema.fields.get(field).map_or("?", |f| f.name),
             id = %id,
             delta,
             outcome = Empty,
         );
+        #[cfg(feature = "metrics")]
+        let (backend, started) = (self.inner.backend(), std::time::Instant::now());
         let operation =
             RecordWriter::increment(self.inner.repositories(), schema, id, field, delta, at);
         let result = operation.instrument(span.clone()).await;
@@ -437,6 +510,14 @@ impl TracedUnitOfWork {
             Err(_) => outcome(&result),
         };
         span.record("outcome", outcome);
+        #[cfg(feature = "metrics")]
+        crate::metrics::operation(
+            backend,
+            "increment",
+            schema.table,
+            outcome,
+            started.elapsed(),
+        );
         result
     }
 }
@@ -479,6 +560,12 @@ traced_impl! {
 
 // The sessions themselves.
 
+impl TracedReadSession {
+    fn backend(&self) -> crate::Backend {
+        self.backend
+    }
+}
+
 impl ReadSession for TracedReadSession {
     fn readers(&mut self) -> &mut dyn Readers {
         self
@@ -520,7 +607,8 @@ impl UnitOfWork for TracedUnitOfWork {
 
     async fn savepoint(&mut self) -> Result<Savepoint> {
         let span = self.span("stockroom.savepoint");
-        observe(span, self.inner.savepoint(), |span, sp| {
+        let op = Op::new(self.inner.backend(), "savepoint");
+        observe(span, op, self.inner.savepoint(), |span, sp| {
             span.record("depth", sp.depth());
         })
         .await
@@ -529,28 +617,33 @@ impl UnitOfWork for TracedUnitOfWork {
     async fn rollback_to(&mut self, savepoint: Savepoint) -> Result<()> {
         let span = self.span("stockroom.rollback_to");
         span.record("depth", savepoint.depth());
-        observe(span, self.inner.rollback_to(savepoint), |_, _| {}).await
+        let op = Op::new(self.inner.backend(), "rollback_to");
+        observe(span, op, self.inner.rollback_to(savepoint), |_, _| {}).await
     }
 
     async fn release(&mut self, savepoint: Savepoint) -> Result<()> {
         let span = self.span("stockroom.release");
         span.record("depth", savepoint.depth());
-        observe(span, self.inner.release(savepoint), |_, _| {}).await
+        let op = Op::new(self.inner.backend(), "release");
+        observe(span, op, self.inner.release(savepoint), |_, _| {}).await
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
         let span = self.span("stockroom.commit");
-        observe(span, self.inner.commit(), |_, _| {}).await
+        let op = Op::new(self.inner.backend(), "commit");
+        observe(span, op, self.inner.commit(), |_, _| {}).await
     }
 
     async fn rollback(self: Box<Self>) -> Result<()> {
         let span = self.span("stockroom.rollback");
-        observe(span, self.inner.rollback(), |_, _| {}).await
+        let op = Op::new(self.inner.backend(), "rollback");
+        observe(span, op, self.inner.rollback(), |_, _| {}).await
     }
 
     async fn move_stock(&mut self, movement: &NewStockMovement) -> Result<StockMoved> {
-        let span = move_stock_span(&self.span, self.inner.backend().as_str(), movement);
-        observe(span, self.inner.move_stock(movement), record_moved).await
+        let span = move_stock_span(&self.span, self.inner.backend(), movement);
+        let op = Op::new(self.inner.backend(), "move_stock").on(LEDGER_TABLE);
+        observe(span, op, self.inner.move_stock(movement), record_moved).await
     }
 
     fn as_native(&mut self) -> &mut dyn crate::ports::NativeUnitOfWork {

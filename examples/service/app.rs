@@ -64,6 +64,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::{json, Value};
 pub use stockroom::axum::{commit_guard, Problem};
@@ -89,6 +90,8 @@ pub struct AppState {
     pub limits: Arc<Limits>,
     /// The readiness check the probes share (see [`readyz`]).
     readiness: Arc<SharedCheck>,
+    /// What `/metrics` renders: the process's Prometheus recorder, when one is installed.
+    metrics: Option<PrometheusHandle>,
 }
 
 impl AppState {
@@ -97,7 +100,15 @@ impl AppState {
             store,
             limits: Arc::new(limits),
             readiness: Arc::default(),
+            metrics: None,
         }
+    }
+
+    /// The state, with `/metrics` rendering what `handle`'s recorder has recorded (Stockroom's
+    /// metrics, with the facade's `metrics` feature, among the application's own).
+    pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
+        self.metrics = Some(handle);
+        self
     }
 
     /// How transfers and retried units of work are run: the default retries, within the write
@@ -175,6 +186,7 @@ fn probes() -> Router<AppState> {
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .route("/healthz", get(readyz))
+        .route("/metrics", get(metrics))
 }
 
 /// Wraps `routes` (bounded as the [module docs](self) say) and the probes with the middleware:
@@ -673,6 +685,19 @@ impl Schema for UserBody {
 /// a database back.
 async fn livez(_: NoQuery) -> Json<Value> {
     Json(json!({ "status": "alive" }))
+}
+
+/// The metrics in Prometheus's text format (Stockroom's are listed in `stockroom::metrics`);
+/// 404 when the service runs without a recorder.
+async fn metrics(State(state): State<AppState>, _: NoQuery) -> Response {
+    match &state.metrics {
+        Some(handle) => (
+            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+            handle.render(),
+        )
+            .into_response(),
+        None => not_found().await.into_response(),
+    }
 }
 
 /// Readiness: the store can take writes now (`Store::readiness`, which waits behind no busy

@@ -1,11 +1,11 @@
 //! Stockroom behind a JSON HTTP API (axum), with a unit of work per request.
 //!
 //! ```text
-//! cargo run --example service --features axum                            # SQLite file ./stockroom-service.db
-//! DATABASE_URL=memory:// cargo run --example service --features axum     # or sqlite://other.db
-//! DATABASE_URL=postgres://postgres@127.0.0.1/postgres cargo run --example service --features axum,postgres
-//! STOCKROOM_ADDR=0.0.0.0:8080 cargo run --example service --features axum  # listen elsewhere
-//! RUST_LOG=stockroom=debug,info cargo run --example service --features axum
+//! cargo run --example service --features axum,metrics                        # SQLite file ./stockroom-service.db
+//! DATABASE_URL=memory:// cargo run --example service --features axum,metrics     # or sqlite://other.db
+//! DATABASE_URL=postgres://postgres@127.0.0.1/postgres cargo run --example service --features axum,metrics,postgres
+//! STOCKROOM_ADDR=0.0.0.0:8080 cargo run --example service --features axum,metrics  # listen elsewhere
+//! RUST_LOG=stockroom=debug,info cargo run --example service --features axum,metrics
 //! ```
 //!
 //! The other `STOCKROOM_*` variables of `StoreConfig::from_env` (pool size, timeouts, …) apply
@@ -23,6 +23,7 @@ mod startup;
 
 use std::process::ExitCode;
 
+use metrics_exporter_prometheus::PrometheusBuilder;
 use tracing_subscriber::EnvFilter;
 
 use crate::settings::Settings;
@@ -61,7 +62,18 @@ async fn serve() -> Result<(), StartupError> {
         addr = %listener.local_addr().unwrap_or(settings.addr),
         "stockroom service listening"
     );
-    let router = app::router(app::AppState::new(store.clone(), settings.limits.clone()));
+    let state = app::AppState::new(store.clone(), settings.limits.clone());
+    let state = match PrometheusBuilder::new().install_recorder() {
+        Ok(handle) => {
+            stockroom::metrics::describe();
+            state.with_metrics(handle)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "no metrics recorder: /metrics answers 404");
+            state
+        }
+    };
+    let router = app::router(state);
     app::run(listener, router, store, &settings.limits, shutdown_signal()).await;
     tracing::info!("store closed, bye");
     Ok(())

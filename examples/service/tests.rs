@@ -371,6 +371,7 @@ on_every_backend!(
     patches_and_preconditions_follow_http,
     unknown_query_parameters_are_refused,
     users_reviews_and_the_ledger_are_reachable,
+    metrics_are_served_in_prometheus_format,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -393,6 +394,56 @@ async fn health_and_unknown_routes(store: Arc<dyn Store>) {
         .post("/readyz", json!({}))
         .await
         .problem(StatusCode::METHOD_NOT_ALLOWED, "method-not-allowed");
+}
+
+/// The process's Prometheus recorder, installed by the first test that asks for it.
+fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+                .install_recorder()
+                .expect("the only recorder of this test binary");
+            stockroom::metrics::describe();
+            handle
+        })
+        .clone()
+}
+
+async fn metrics_are_served_in_prometheus_format(store: Arc<dyn Store>) {
+    let without = start(store.clone()).await;
+    without
+        .get("/metrics")
+        .await
+        .problem(StatusCode::NOT_FOUND, "no-route");
+
+    let state = app::AppState::new(store.clone(), Limits::default()).with_metrics(prometheus());
+    let server = serve(app::router(state), Limits::default()).await;
+    server.product("metered", "METERED-1", 3).await;
+    let response = server
+        .client
+        .get(format!("{}/metrics", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let text = response.text().await.unwrap();
+    let system = stockroom::metrics::system_name(store.backend());
+    let insert = text.lines().find(|line| {
+        line.starts_with("db_client_operation_duration")
+            && line.contains(&format!("db_system_name=\"{system}\""))
+            && line.contains("db_operation_name=\"insert\"")
+            && line.contains("db_collection_name=\"products\"")
+    });
+    assert!(
+        insert.is_some(),
+        "no insert into products on {system} in:\n{text}"
+    );
+    assert!(
+        text.contains("# HELP db_client_operation_duration"),
+        "{text}"
+    );
 }
 
 async fn product_lifecycle(store: Arc<dyn Store>) {

@@ -31,6 +31,8 @@ pub mod cancel;
 pub mod cases;
 pub mod entity;
 mod fixture;
+#[cfg(feature = "metrics")]
+pub mod metrics;
 mod suite;
 pub mod support;
 

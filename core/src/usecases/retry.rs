@@ -188,7 +188,7 @@ where
         outcome = tracing::field::Empty,
     );
     async move {
-        let mut retries = Retries::new(policy);
+        let mut retries = Retries::new(policy, "unit_of_work");
         let commits = Commits::default();
         let attempts = async {
             loop {
@@ -205,6 +205,7 @@ where
             Err(_) => "failed",
         };
         tracing::Span::current().record("outcome", outcome);
+        crate::metrics::retry_outcome("unit_of_work", outcome);
         result
     }
     .instrument(span)
@@ -215,6 +216,8 @@ where
 /// worth another one.
 pub(crate) struct Retries<'p> {
     policy: &'p RetryPolicy,
+    /// The operation's name among the metrics: `transfer` or `unit_of_work`.
+    operation: &'static str,
     attempt: u32,
     /// Whether an [`Error::AmbiguousCommit`] is worth another attempt: only for an operation
     /// that cannot apply twice.
@@ -222,10 +225,11 @@ pub(crate) struct Retries<'p> {
 }
 
 impl<'p> Retries<'p> {
-    pub(crate) fn new(policy: &'p RetryPolicy) -> Self {
+    pub(crate) fn new(policy: &'p RetryPolicy, operation: &'static str) -> Self {
         tracing::Span::current().record("attempts", 1);
         Self {
             policy,
+            operation,
             attempt: 1,
             idempotent: false,
         }
@@ -255,6 +259,7 @@ impl<'p> Retries<'p> {
             return Err(error);
         }
         tracing::debug!(attempt = self.attempt, %error, "transient failure, retrying");
+        crate::metrics::retry(self.operation, crate::traced::outcome_of(&error));
         tokio::time::sleep(delay).await;
         self.attempt += 1;
         tracing::Span::current().record("attempts", self.attempt);
@@ -383,7 +388,7 @@ mod tests {
         let mut attempts = 0;
         let answer: Result<()> = policy
             .within_deadline(&commits, async {
-                let mut retries = Retries::new(&policy);
+                let mut retries = Retries::new(&policy, "test");
                 loop {
                     attempts += 1;
                     tokio::time::sleep(Duration::from_millis(9)).await;

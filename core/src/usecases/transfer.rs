@@ -150,7 +150,16 @@ pub async fn transfer_stock(
     let span = transfer_span(request, false);
     async move {
         let result = match Transfer::validate(request) {
-            Ok(transfer) => move_with_retries(store, &transfer, policy).await,
+            Ok(transfer) => {
+                let moved = move_with_retries(store, &transfer, policy).await;
+                let ended = match &moved {
+                    Ok(_) => "committed",
+                    Err(e) if e.is_transient() => "gave_up",
+                    Err(_) => "failed",
+                };
+                crate::metrics::retry_outcome("transfer", ended);
+                moved
+            }
             Err(invalid) => Err(invalid),
         };
         record_outcome(&result);
@@ -253,6 +262,7 @@ fn record_outcome(result: &Result<Applied>) {
         Err(_) => "failed",
     };
     tracing::Span::current().record("outcome", outcome);
+    crate::metrics::transfer(outcome);
 }
 
 enum Applied {
@@ -283,7 +293,8 @@ async fn move_with_retries(
     let movement = transfer.ledger_row();
     // With a key, a commit whose outcome is unknown is resolved by trying again: the key finds
     // the first attempt's movement if it was stored, and nothing moves twice.
-    let mut retries = Retries::new(policy).resolving_ambiguous_commits(transfer.key.is_some());
+    let mut retries =
+        Retries::new(policy, "transfer").resolving_ambiguous_commits(transfer.key.is_some());
     let commits = Commits::default();
     let attempts = async {
         loop {
