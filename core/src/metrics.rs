@@ -32,8 +32,6 @@
 //! record each of them with a test recorder, and the service example's
 //! `metrics_are_served_in_prometheus_format` reads them from `/metrics`.
 
-use std::time::Duration;
-
 /// `db.client.operation.duration`: a histogram of each operation's time, in seconds.
 pub const OPERATION_DURATION: &str = "db.client.operation.duration";
 /// `db.client.connection.wait_time`: a histogram of the wait for a pooled connection, in seconds.
@@ -99,15 +97,14 @@ pub fn system_name(backend: crate::Backend) -> &'static str {
 }
 
 /// Records one finished operation (the tracing decorator calls it).
-#[cfg_attr(not(feature = "metrics"), allow(unused_variables))]
+#[cfg(feature = "metrics")]
 pub(crate) fn operation(
     backend: crate::Backend,
     operation: &'static str,
     collection: &'static str,
     outcome: &'static str,
-    elapsed: Duration,
+    elapsed: std::time::Duration,
 ) {
-    #[cfg(feature = "metrics")]
     metrics::histogram!(
         OPERATION_DURATION,
         "db.system.name" => system_name(backend),

@@ -108,8 +108,9 @@ pub(crate) fn outcome_of(error: &Error) -> &'static str {
 }
 
 /// What an operation is, for its metrics: the backend, the operation's name and the table it
-/// is on (empty for none).
+/// is on (empty for none). Read only with the `metrics` feature.
 #[derive(Clone, Copy)]
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 struct Op {
     backend: crate::Backend,
     name: &'static str,
