@@ -214,10 +214,6 @@ impl UnitOfWork for MemoryUnitOfWork {
         stockroom_core::Backend::Memory
     }
 
-    fn as_native(&mut self) -> &mut dyn stockroom_core::NativeUnitOfWork {
-        self
-    }
-
     fn repositories(&mut self) -> &mut dyn stockroom_core::Repositories {
         &mut self.tables
     }
@@ -290,6 +286,10 @@ impl fmt::Debug for MemoryReadSession {
 }
 
 impl ReadSession for MemoryReadSession {
+    fn backend(&self) -> stockroom_core::Backend {
+        stockroom_core::Backend::Memory
+    }
+
     fn readers(&mut self) -> &mut dyn stockroom_core::Readers {
         self.latest()
     }

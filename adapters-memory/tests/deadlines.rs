@@ -94,7 +94,7 @@ impl UnitOfWork for HangingUnitOfWork {
     async fn rollback(self: Box<Self>) -> Result<()> {
         self.inner.rollback().await
     }
-    fn as_native(&mut self) -> &mut dyn stockroom_core::NativeUnitOfWork {
+    fn as_native(&mut self) -> Option<&mut (dyn std::any::Any + Send)> {
         self.inner.as_native()
     }
 }

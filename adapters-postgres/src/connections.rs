@@ -142,6 +142,7 @@ impl Connections {
             unsettled: false,
             home: Arc::clone(self),
             reroute: None,
+            lent: false,
         })
     }
 
@@ -310,9 +311,19 @@ pub(crate) struct Lease {
     /// On a replica's connection: where the first statement goes when it finds the connection
     /// dead (the next replica, or the primary).
     reroute: Option<Reroute>,
+    /// Handed to the application ([`read_connection`](crate::read_connection)): whatever its
+    /// statements left on the connection is unknown, so it goes back to sqlx's pool, which
+    /// checks it, not to the store's own idle connections.
+    lent: bool,
 }
 
 impl Lease {
+    /// The connection, for the application's own statements (see [`Lease::lent`]).
+    pub(crate) fn lend(&mut self) -> &mut PgConnection {
+        self.lent = true;
+        self
+    }
+
     /// The lease, lent by a replica: its first statement goes elsewhere, by `reroute`, when it
     /// finds the connection dead.
     pub(crate) fn rerouted_by(mut self, reroute: Reroute) -> Self {
@@ -420,7 +431,7 @@ impl DerefMut for Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take() {
-            if self.unsettled {
+            if self.unsettled || self.lent {
                 // To sqlx's pool, which pings it (flushing what a cut-short statement left).
                 drop(conn);
             } else {

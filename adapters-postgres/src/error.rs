@@ -13,9 +13,9 @@ use stockroom_core::{BackendCode, Constraint, EntityKind, Error, Rule, StorageFa
 ///
 /// | driver error | core error |
 /// |---|---|
-/// | 23505 unique violation | `Conflict` on the ledger's idempotency key or primary key (an entity's rules: [`map_error_in`]) |
+/// | 23505 unique violation | `Conflict` on the ledger's idempotency key or primary key, or on another table's key ([`Constraint::of_table`]); an entity's rules: [`map_error_in`] |
 /// | 23514 check violation | `Validation` (field from the constraint name) |
-/// | 23503 foreign key violation | `Backend` (`NotFound` of the referenced entity: [`map_error_in`]) |
+/// | 23503 foreign key violation | `Backend` (`NotFound` of the referenced entity, or `Referenced` for a delete another table's key refuses: [`map_error_in`]) |
 /// | 40001 serialization failure, 40P01 deadlock, 55P03 lock not available | `Transient` |
 /// | 57014 statement canceled (`statement_timeout`, or a cancel request) | `Transient`: the statement applied nothing (in a transaction, PostgreSQL aborts the transaction, which then rolls back; in autocommit, its own transaction rolled back) |
 /// | 25006 read-only transaction (a standby, `default_transaction_read_only`) | `Storage` `ReadOnly` |
@@ -35,7 +35,7 @@ use stockroom_core::{BackendCode, Constraint, EntityKind, Error, Rule, StorageFa
 /// `Storage`, `Backend`) keeps the sqlx error as its [`source`](std::error::Error::source) and
 /// the SQLSTATE, when the server sent one, as its [`code`](Error::code).
 pub(crate) fn map_error(error: sqlx::Error) -> Error {
-    let mapped = classify(&error);
+    let mapped = kind_of(&error);
     let mapped = match sqlstate_of(&error) {
         Some(state) => mapped.with_code(BackendCode::SqlState(state)),
         None => mapped,
@@ -49,7 +49,7 @@ fn sqlstate_of(error: &sqlx::Error) -> Option<String> {
 }
 
 /// The core's error for `error`, without its cause (which [`map_error`] attaches).
-fn classify(error: &sqlx::Error) -> Error {
+fn kind_of(error: &sqlx::Error) -> Error {
     match error {
         sqlx::Error::Database(db) => {
             let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
@@ -62,7 +62,10 @@ fn classify(error: &sqlx::Error) -> Error {
                 "23505" if constraint == LEDGER_PRIMARY_KEY => Error::Conflict {
                     constraint: Constraint::primary_key(EntityKind::STOCK_MOVEMENT),
                 },
-                "23505" => Error::backend_message("unique violation"),
+                "23505" => match table_constraint(db.as_ref()) {
+                    Some(constraint) => Error::Conflict { constraint },
+                    None => Error::backend_message("unique violation"),
+                },
                 "23514" => check_violation(&constraint),
                 "23503" => Error::backend_message("foreign key violation"),
                 // Statement completion unknown: only a commit, or an autocommit statement, gets it.
@@ -106,6 +109,16 @@ fn classify(error: &sqlx::Error) -> Error {
     }
 }
 
+/// The unique constraint of a table no entity declares (an application's own) that a unique
+/// violation broke, named by the table and the columns of the key PostgreSQL's detail shows
+/// (`Key (customer_id, number)=(…) already exists.`), as SQLite names it too.
+fn table_constraint(db: &dyn DatabaseError) -> Option<Constraint> {
+    let pg = db.try_downcast_ref::<PgDatabaseError>()?;
+    let columns = pg.detail()?.strip_prefix("Key (")?.split_once(")=(")?.0;
+    let columns: Vec<&str> = columns.split(", ").collect();
+    Some(Constraint::of_table(pg.table()?, &columns))
+}
+
 /// The primary key of the ledger's table.
 const LEDGER_PRIMARY_KEY: &str = "stock_movements_pkey";
 
@@ -146,11 +159,23 @@ pub(crate) fn map_error_in(
             .map(|constraint| Error::Conflict { constraint }),
         Some("23503") => {
             let detail = pg.and_then(PgDatabaseError::detail).unwrap_or_default();
-            detail
-                .split_once("is not present in table \"")
-                .and_then(|(_, rest)| rest.split_once('"'))
-                .and_then(|(table, _)| entity_of(table))
-                .map(|entity| Error::not_found(entity, key_in_detail(detail)))
+            // A delete the foreign key of another table refuses: `update or delete on table
+            // "products" violates foreign key constraint "…" on table "orders"`.
+            if let Some((_, referring)) = detail.split_once("is still referenced from table \"") {
+                let deleted = db
+                    .message()
+                    .split_once("on table \"")
+                    .and_then(|(_, rest)| rest.split_once('"'))
+                    .and_then(|(table, _)| entity_of(table));
+                let referring = referring.split_once('"').map_or(referring, |(t, _)| t);
+                deleted.map(|entity| Error::referenced(entity, key_in_detail(detail), referring))
+            } else {
+                detail
+                    .split_once("is not present in table \"")
+                    .and_then(|(_, rest)| rest.split_once('"'))
+                    .and_then(|(table, _)| entity_of(table))
+                    .map(|entity| Error::not_found(entity, key_in_detail(detail)))
+            }
         }
         Some("23514") => catalog.entries().iter().find_map(|e| {
             e.schema
@@ -170,6 +195,44 @@ pub(crate) fn map_error_in(
         _ => None,
     };
     mapped.unwrap_or_else(|| map(error))
+}
+
+/// Maps an error of the application's own SQL (run on [`connection`](crate::connection) or
+/// [`read_connection`](crate::read_connection)) onto Stockroom's error, as Stockroom maps its
+/// own, so that `?` after `.map_err(stockroom_postgres::classify)` keeps the error's meaning
+/// and [`StoreExt::run`](stockroom_core::StoreExt::run) retries what it should:
+///
+/// | the server's error | Stockroom's error |
+/// |---|---|
+/// | 40001 serialization failure, 40P01 deadlock, 55P03 lock not available, 57014 canceled | `Transient` (retried by the retry runner) |
+/// | 23505 unique violation | `Conflict`: a rule of Stockroom's entities by its name; on another table, [`Constraint::of_table`] (the table, and the columns of the key) |
+/// | 23503 on an insert or update: the referred row of a Stockroom entity is missing | `NotFound` of that entity, with the id |
+/// | 23503 on a delete: rows of another table still refer to an entity's row | `Referenced` |
+/// | 25006, 42501, 53100, XX001, XX002 | `Storage` (read-only, permission denied, full, corrupt) |
+/// | 40003, connection lost, pool timed out or closed | `AmbiguousCommit` (40003), `Unavailable` |
+/// | anything else | `Backend` |
+///
+/// Every error from the server keeps the sqlx error as its
+/// [`source`](std::error::Error::source) and its SQLSTATE as its [`code`](Error::code). The
+/// entities named are Stockroom's own; a table of an entity of the application's is named as a
+/// table.
+///
+/// ```no_run
+/// # async fn demo(conn: &mut sqlx::PgConnection) -> stockroom_core::Result<()> {
+/// use stockroom_postgres::classify;
+///
+/// sqlx::query("INSERT INTO orders (number) VALUES ($1)")
+///     .bind(42_i64)
+///     .execute(&mut *conn)
+///     .await
+///     .map_err(classify)?; // a taken number is Error::Conflict, a deadlock Error::Transient
+/// # Ok(()) }
+/// ```
+pub fn classify(error: sqlx::Error) -> Error {
+    static BUILT_IN: std::sync::OnceLock<Catalog> = std::sync::OnceLock::new();
+    let catalog =
+        BUILT_IN.get_or_init(|| Catalog::new(&[]).expect("Stockroom's own declarations are valid"));
+    map_error_in(error, catalog, map_error)
 }
 
 /// The name of the CHECK the adapter gives the declared field `field` of `table` (an integer's

@@ -301,8 +301,9 @@ pub mod testing;
 pub use sqlx;
 
 pub use engine::Engine;
+pub use error::classify;
 pub use options::{IsolationLevel, PostgresOptions};
-pub use session::connection;
+pub use session::{connection, read_connection};
 pub use store::PostgresStore;
 
 /// Rows per statement of `create_many`.

@@ -117,6 +117,16 @@ impl Session {
         Arc::clone(&self.plans)
     }
 
+    /// The connection, for the application's own statements: a read session's is given back
+    /// to sqlx's pool afterwards, which checks it (see `Lease::lend`).
+    fn lend(&mut self) -> Result<&mut PgConnection> {
+        self.check_open()?;
+        Ok(match &mut self.handle {
+            Handle::Pooled(lease) => lease.lend(),
+            Handle::Transaction(t) => t,
+        })
+    }
+
     /// Whether the session is a unit of work's transaction (else a pooled connection in
     /// autocommit).
     pub(crate) fn in_transaction(&self) -> bool {
@@ -279,8 +289,16 @@ impl PgReadSession {
 }
 
 impl ReadSession for PgReadSession {
+    fn backend(&self) -> stockroom_core::Backend {
+        stockroom_core::Backend::Postgres
+    }
+
     fn readers(&mut self) -> &mut dyn stockroom_core::Readers {
         &mut self.session
+    }
+
+    fn as_native(&mut self) -> Option<&mut (dyn std::any::Any + Send)> {
+        Some(self)
     }
 }
 
@@ -359,7 +377,7 @@ impl PgUnitOfWork {
 ///     .bind(product.id.as_uuid())
 ///     .execute(&mut *conn)
 ///     .await
-///     .map_err(|e| stockroom_core::Error::backend("audit insert failed", e))?;
+///     .map_err(stockroom_postgres::classify)?; // a deadlock is Transient, a taken key Conflict
 /// uow.commit().await?; // the product and its audit row, or neither
 /// # Ok(()) }
 /// ```
@@ -368,6 +386,45 @@ pub fn connection<'u>(uow: &'u mut (dyn UnitOfWork + '_)) -> Result<&'u mut PgCo
         uow,
         "stockroom_postgres::connection",
     )?
+    .lend()
+}
+
+/// The connection of the read session `session`, for the application's own reads (its own
+/// tables, a report) on one of the store's connections, outside any transaction and without a
+/// unit of work: each statement runs on its own, as Stockroom's reads do. Map its errors with
+/// [`classify`](crate::classify).
+///
+/// The session is the store's [`read`](stockroom_core::Store::read) (a replica's connection
+/// when replicas are configured) or [`read_primary`](stockroom_core::Store::read_primary),
+/// directly or through a wrapper that forwards to it, such as [`stockroom_core::traced`]. Any
+/// other backend's session is [`Error::Unsupported`]; after
+/// [`Store::close`](stockroom_core::Store::close), [`Error::Unavailable`].
+///
+/// Leave the connection as you found it: no `BEGIN`, `SET` or `LISTEN` (use a unit of work and
+/// [`connection`] for a transaction). When the session is dropped the connection goes back to
+/// sqlx's pool, which checks it before it serves again.
+///
+/// ```no_run
+/// # async fn demo(store: &stockroom_postgres::PostgresStore) -> stockroom_core::Result<()> {
+/// use stockroom_core::Store;
+///
+/// let mut session = store.read().await?;
+/// let conn = stockroom_postgres::read_connection(session.as_mut())?;
+/// let (orders,): (i64,) = sqlx::query_as("SELECT count(*) FROM orders")
+///     .fetch_one(&mut *conn)
+///     .await
+///     .map_err(stockroom_postgres::classify)?;
+/// # let _ = orders;
+/// # Ok(()) }
+/// ```
+pub fn read_connection<'s>(
+    session: &'s mut (dyn ReadSession + '_),
+) -> Result<&'s mut PgConnection> {
+    stockroom_core::adapter::native_read_session::<PgReadSession>(
+        session,
+        "stockroom_postgres::read_connection",
+    )?
+    .session
     .lend()
 }
 
@@ -415,8 +472,8 @@ impl UnitOfWork for PgUnitOfWork {
         stockroom_core::Backend::Postgres
     }
 
-    fn as_native(&mut self) -> &mut dyn stockroom_core::NativeUnitOfWork {
-        self
+    fn as_native(&mut self) -> Option<&mut (dyn std::any::Any + Send)> {
+        Some(self)
     }
 
     fn repositories(&mut self) -> &mut dyn stockroom_core::Repositories {

@@ -1072,13 +1072,20 @@ impl RecordWriter for Session {
     async fn hard_delete(&mut self, schema: &'static Schema, id: Uuid) -> Result<()> {
         let plans = self.plans();
         let plan = plans.of(schema)?;
-        // The foreign keys apply each referring entity's OnDelete, in the same statement.
+        // The foreign keys apply each referring entity's OnDelete, in the same statement. One
+        // of an application's table may refuse it (Error::Referenced): the savepoint undoes
+        // the failed statement, so the unit of work goes on instead of being aborted.
+        self.open_savepoint(HARD_DELETE_SAVEPOINT).await?;
         let statement = query(&plan.hard_delete).bind(id);
-        match self
-            .execute(&plan.hard_delete, statement)
-            .await?
-            .rows_affected()
-        {
+        let deleted = match self.execute(&plan.hard_delete, statement).await {
+            Ok(done) => done.rows_affected(),
+            Err(refused) => {
+                self.roll_back_to_savepoint(HARD_DELETE_SAVEPOINT).await?;
+                return Err(refused);
+            }
+        };
+        self.release_savepoint(HARD_DELETE_SAVEPOINT).await?;
+        match deleted {
             0 => Err(Error::not_found(schema.kind(), id)),
             _ => Ok(()),
         }
@@ -1095,6 +1102,10 @@ impl RecordWriter for Session {
         Ok(self.execute(&plan.purge, statement).await?.rows_affected())
     }
 }
+
+/// The savepoint around a delete for good (a name of ours, apart from the unit of work's
+/// `sp1`, `sp2`, …).
+const HARD_DELETE_SAVEPOINT: &str = "stockroom_hard_delete";
 
 #[cfg(all(test, feature = "testing"))]
 mod tests {

@@ -1,11 +1,13 @@
-//! [`with_connection`]: the application's own SQL inside a Stockroom unit of work.
+//! The application's own SQL on the store's connections: [`with_connection`] inside a unit of
+//! work's transaction, [`with_read_connection`] on a read session's connection. Their errors
+//! map onto Stockroom's with [`classify`](crate::classify).
 
 use rusqlite::Connection;
-use stockroom_core::adapter::native_unit_of_work;
-use stockroom_core::{Result, UnitOfWork};
+use stockroom_core::adapter::{native_read_session, native_unit_of_work};
+use stockroom_core::{ReadSession, Result, UnitOfWork};
 
 use crate::conn::Cost;
-use crate::store::SqliteUnitOfWork;
+use crate::store::{SqliteReadSession, SqliteUnitOfWork};
 
 /// Runs `f` on the unit of work's writer connection, inside its transaction: what `f` writes
 /// commits or rolls back with everything else the unit of work did.
@@ -48,7 +50,7 @@ use crate::store::SqliteUnitOfWork;
 ///     c.execute("INSERT INTO audit (sku) VALUES (?1)", [sku])
 /// })
 /// .await?
-/// .expect("the audit row");
+/// .map_err(stockroom_sqlite::classify)?; // SQLITE_BUSY is Transient, a taken key Conflict
 /// uow.commit().await?; // the product and the audit row, together
 /// # store.close().await;
 /// # Ok(()) }
@@ -60,5 +62,46 @@ where
 {
     let native = native_unit_of_work::<SqliteUnitOfWork>(uow, "with_connection")?;
     // Long: the application's SQL may take any time; it runs on the blocking pool.
+    native.conn.run(Cost::Long, move |db| Ok(f(db))).await
+}
+
+/// Runs `f` on the read session's connection, for the application's own reads (its own tables,
+/// a report) beside Stockroom's, without a unit of work: it never takes the store's single
+/// writer, and reads in parallel with other sessions as Stockroom's reads do (WAL).
+///
+/// The connection is read-only (`query_only`): a write fails with SQLite's `SQLITE_READONLY`,
+/// which [`classify`](crate::classify) maps to [`Error::Storage`](stockroom_core::Error::Storage)
+/// `ReadOnly`; write in a unit of work with [`with_connection`]. `f` runs on tokio's blocking
+/// pool, as in [`with_connection`]; a panic in `f` fails the call with
+/// [`Error::Backend`](stockroom_core::Error::Backend). Leave the connection as you found it (no
+/// `BEGIN` left open, no pragmas changed). A session of another backend (or a mock) is
+/// [`Error::Unsupported`](stockroom_core::Error::Unsupported).
+///
+/// ```
+/// use stockroom_core::Store;
+/// use stockroom_sqlite::{with_read_connection, SqliteOptions, SqliteStore};
+///
+/// # #[tokio::main(flavor = "multi_thread")]
+/// # async fn main() -> stockroom_core::Result<()> {
+/// let store = SqliteStore::connect_with(SqliteOptions::in_memory().with_on_open(|c| {
+///     c.execute_batch("CREATE TABLE IF NOT EXISTS orders (number INTEGER NOT NULL)")
+/// }))
+/// .await?;
+/// let mut session = store.read().await?;
+/// let orders: i64 = with_read_connection(session.as_mut(), |c| {
+///     c.query_row("SELECT count(*) FROM orders", [], |row| row.get(0))
+/// })
+/// .await?
+/// .map_err(stockroom_sqlite::classify)?;
+/// assert_eq!(orders, 0);
+/// # store.close().await;
+/// # Ok(()) }
+/// ```
+pub async fn with_read_connection<T, F>(session: &mut dyn ReadSession, f: F) -> Result<T>
+where
+    F: FnOnce(&Connection) -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let native = native_read_session::<SqliteReadSession>(session, "with_read_connection")?;
     native.conn.run(Cost::Long, move |db| Ok(f(db))).await
 }

@@ -76,12 +76,48 @@ pub(crate) fn map(error: rusqlite::Error) -> Error {
     map_in(None, error)
 }
 
+/// Maps an error of the application's own SQL (run in [`with_connection`](crate::with_connection)
+/// or [`with_read_connection`](crate::with_read_connection)) onto Stockroom's error, as
+/// Stockroom maps its own, so that `?` after `.map_err(stockroom_sqlite::classify)` keeps the
+/// error's meaning and [`StoreExt::run`](stockroom_core::StoreExt::run) retries what it should:
+/// `SQLITE_BUSY` and `SQLITE_LOCKED` are `Transient`; a unique violation is `Conflict`, on a rule
+/// of Stockroom's entities by its name, on another table as [`Constraint::of_table`] (the
+/// table, and the columns SQLite names); the storage faults and the rest as the table below
+/// says. Every error from SQLite keeps the rusqlite error as its
+/// [`source`](std::error::Error::source) and SQLite's extended result code as its
+/// [`code`](Error::code).
+///
+/// One answer differs from PostgreSQL's: SQLite's error for a foreign key names neither the
+/// key nor the row (`FOREIGN KEY constraint failed`), so an insert that refers to a missing
+/// product is `Backend` with the code `SQLITE_CONSTRAINT_FOREIGNKEY` (787), where PostgreSQL's
+/// is `NotFound` of the product. (A delete for good through Stockroom that another table's key
+/// refuses is [`Error::Referenced`] on both: Stockroom finds the table.)
+///
+/// ```
+/// use stockroom_core::{Constraint, Error};
+///
+/// let db = rusqlite::Connection::open_in_memory().unwrap();
+/// db.execute_batch("CREATE TABLE orders (number INTEGER UNIQUE); INSERT INTO orders VALUES (42)")
+///     .unwrap();
+/// let taken = db
+///     .execute("INSERT INTO orders VALUES (42)", [])
+///     .map_err(stockroom_sqlite::classify)
+///     .unwrap_err();
+/// assert!(matches!(taken, Error::Conflict { constraint } if constraint == Constraint::of_table("orders", &["number"])));
+/// ```
+pub fn classify(error: rusqlite::Error) -> Error {
+    static BUILT_IN: std::sync::OnceLock<Catalog> = std::sync::OnceLock::new();
+    let catalog =
+        BUILT_IN.get_or_init(|| Catalog::new(&[]).expect("Stockroom's own declarations are valid"));
+    map_with(catalog, error)
+}
+
 /// Maps a rusqlite error onto the core's error, naming the rule of `catalog` (or the primary key
 /// of its entity) that a unique violation broke.
 ///
 /// | SQLite result | core error |
 /// |---|---|
-/// | `SQLITE_CONSTRAINT_UNIQUE`, `_PRIMARYKEY` | `Conflict` (the rule whose columns it names) |
+/// | `SQLITE_CONSTRAINT_UNIQUE`, `_PRIMARYKEY` | `Conflict` (the rule whose columns it names; on a table no entity declares, [`Constraint::of_table`]) |
 /// | `SQLITE_BUSY`, `SQLITE_LOCKED` | `Transient` |
 /// | `SQLITE_READONLY` and its extended codes | `Storage` `ReadOnly` |
 /// | `SQLITE_PERM`, `SQLITE_AUTH` | `Storage` `PermissionDenied` |
@@ -101,7 +137,7 @@ pub(crate) fn map_with(catalog: &Catalog, error: rusqlite::Error) -> Error {
 /// the rusqlite error as its [`source`](std::error::Error::source) and SQLite's extended result
 /// code, when there is one, as its [`code`](Error::code).
 fn map_in(catalog: Option<&Catalog>, error: rusqlite::Error) -> Error {
-    let mapped = classify(catalog, &error);
+    let mapped = kind_of(catalog, &error);
     let mapped = match error.sqlite_error() {
         Some(failure) => mapped.with_code(BackendCode::Sqlite(failure.extended_code)),
         None => mapped,
@@ -110,7 +146,7 @@ fn map_in(catalog: Option<&Catalog>, error: rusqlite::Error) -> Error {
 }
 
 /// The core's error for `error`, without its cause (which [`map_in`] attaches).
-fn classify(catalog: Option<&Catalog>, error: &rusqlite::Error) -> Error {
+fn kind_of(catalog: Option<&Catalog>, error: &rusqlite::Error) -> Error {
     let (code, extended, message) = match error {
         rusqlite::Error::SqliteFailure(failure, message) => (
             failure.code,
@@ -188,21 +224,37 @@ fn constraint_of(catalog: Option<&Catalog>, message: &str) -> Option<Constraint>
     if columns == "stock_movements.idempotency_key" {
         return Some(Constraint::IDEMPOTENCY_KEY);
     }
-    let entries = catalog?.entries();
+    let entries = catalog.map_or(&[][..], |c| c.entries());
     if let Some(table) = columns.strip_suffix(".id") {
-        return entries
-            .iter()
-            .find(|e| e.schema.table == table)
-            .map(|e| Constraint::primary_key(e.schema.kind()));
+        if let Some(e) = entries.iter().find(|e| e.schema.table == table) {
+            return Some(Constraint::primary_key(e.schema.kind()));
+        }
     }
-    entries.iter().find_map(|e| {
+    let declared = entries.iter().find_map(|e| {
         let schema = e.schema;
         schema
             .unique
             .iter()
             .find(|rule| names_columns(columns, schema.table, rule.fields))
             .map(|rule| Constraint::of_rule(schema, rule))
-    })
+    });
+    declared.or_else(|| table_constraint(columns))
+}
+
+/// The unique constraint of a table no entity declares (an application's own), from the
+/// columns SQLite names (`orders.customer_id, orders.number`); `None` for an index on
+/// expressions, which SQLite names by the index instead (`index 'orders_lower_email'`).
+fn table_constraint(columns: &str) -> Option<Constraint> {
+    let mut table = None;
+    let mut names = Vec::new();
+    for column in columns.split(", ") {
+        let (t, c) = column.split_once('.')?;
+        if *table.get_or_insert(t) != t {
+            return None;
+        }
+        names.push(c);
+    }
+    Some(Constraint::of_table(table?, &names))
 }
 
 /// Whether `columns` (`t.a, t.b`) names exactly `fields` of table `table`, in order.

@@ -263,7 +263,7 @@ mod store;
 /// (and one SQLite).
 pub use rusqlite;
 
-pub use application_sql::with_connection;
-pub use error::SqliteError;
+pub use application_sql::{with_connection, with_read_connection};
+pub use error::{classify, SqliteError};
 pub use options::{Durability, SqliteOptions};
 pub use store::SqliteStore;

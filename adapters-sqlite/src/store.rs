@@ -452,13 +452,21 @@ fn read_only(reason: &str) -> Error {
 }
 
 /// Reads without a transaction, on a read connection of the store.
-struct SqliteReadSession {
-    conn: Conn,
+pub(crate) struct SqliteReadSession {
+    pub(crate) conn: Conn,
 }
 
 impl ReadSession for SqliteReadSession {
+    fn backend(&self) -> stockroom_core::Backend {
+        stockroom_core::Backend::Sqlite
+    }
+
     fn readers(&mut self) -> &mut dyn stockroom_core::Readers {
         &mut self.conn
+    }
+
+    fn as_native(&mut self) -> Option<&mut (dyn std::any::Any + Send)> {
+        Some(self)
     }
 }
 
@@ -474,8 +482,8 @@ impl UnitOfWork for SqliteUnitOfWork {
         stockroom_core::Backend::Sqlite
     }
 
-    fn as_native(&mut self) -> &mut dyn stockroom_core::NativeUnitOfWork {
-        self
+    fn as_native(&mut self) -> Option<&mut (dyn std::any::Any + Send)> {
+        Some(self)
     }
 
     /// The move's statements in one call on the unit of work's connection; its writes (the

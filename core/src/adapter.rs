@@ -13,7 +13,7 @@ use chrono::{TimeZone, Utc};
 pub use crate::config::redact_url;
 pub use crate::ports::{
     check_move, check_stocks, key_taken_meanwhile, move_stock_in_own_unit_of_work,
-    move_stock_with_repositories, native_unit_of_work, Savepoints,
+    move_stock_with_repositories, native_read_session, native_unit_of_work, Savepoints,
 };
 pub use crate::query::{fold, search_document, FOLD_VERSION};
 pub use crate::usecases::deadline::{deadline_reached, time_left, until_deadline, wait_within};

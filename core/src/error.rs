@@ -118,6 +118,31 @@ impl Constraint {
             .map(|u| Self::of_rule(schema, u))
     }
 
+    /// A unique constraint of a table that is no entity's: an application's own table, as
+    /// the error of the application's SQL names it (`stockroom::postgres::classify`,
+    /// `stockroom::sqlite::classify`). Its [`entity`](Self::entity) is the table's name, its
+    /// [`name`](Self::name) the table and its columns, `orders(customer_id, number)`, and its
+    /// [`field`](Self::field) the last column, on every backend (SQLite's error names the
+    /// columns, not the index).
+    ///
+    /// The names are kept for the life of the process, once per distinct table and column list
+    /// (a schema has few), so the constraint stays `Copy` like the entities' own.
+    ///
+    /// ```
+    /// use stockroom_core::Constraint;
+    ///
+    /// let taken = Constraint::of_table("orders", &["customer_id", "number"]);
+    /// assert_eq!(taken.name(), "orders(customer_id, number)");
+    /// assert_eq!(taken.entity().as_str(), "orders");
+    /// assert_eq!(taken.field(), "number");
+    /// assert_eq!(taken, Constraint::of_table("orders", &["customer_id", "number"]));
+    /// ```
+    pub fn of_table(table: &str, columns: &[&str]) -> Self {
+        let name = format!("{table}({})", columns.join(", "));
+        let field = columns.last().copied().unwrap_or("id");
+        Self::new(EntityKind::new(intern(table)), intern(&name), intern(field))
+    }
+
     /// The constraint of `rule`, a unique rule of `schema`.
     pub fn of_rule(schema: &'static crate::schema::Schema, rule: &crate::schema::Unique) -> Self {
         let field = rule.fields.last().copied().unwrap_or("id");
@@ -164,6 +189,25 @@ impl serde::Serialize for Constraint {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         serializer.serialize_str(self.name)
     }
+}
+
+/// `text` as a `&'static str`, kept once per distinct value for the life of the process: the
+/// names of an application's tables and constraints in [`Constraint::of_table`], a set the
+/// database's schema bounds.
+fn intern(text: &str) -> &'static str {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock, PoisonError};
+    static NAMES: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut names = NAMES
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if let Some(name) = names.get(text) {
+        return name;
+    }
+    let name: &'static str = Box::leak(text.to_owned().into_boxed_str());
+    names.insert(name);
+    name
 }
 
 /// Why the backend refuses work for good (see [`Error::Storage`]).
@@ -392,6 +436,20 @@ pub enum Error {
         constraint: Constraint,
     },
 
+    /// A delete for good was refused because rows of another table still refer to the row: a
+    /// foreign key of the application's own table (an order's `product_id`, say) without
+    /// `ON DELETE CASCADE` or `SET NULL`. Nothing was deleted, and the unit of work goes on.
+    #[error("{entity} {id} is still referenced from table {table}")]
+    Referenced {
+        /// The kind of row whose delete was refused.
+        entity: EntityKind,
+        /// The row whose delete was refused.
+        id: EntityId,
+        /// The table whose rows refer to it (the application's table that holds the
+        /// foreign key).
+        table: String,
+    },
+
     /// A transfer or stock adjustment would take a product's stock below zero.
     #[error(
         "insufficient stock for product {product}: {available} available, {requested} requested"
@@ -568,6 +626,20 @@ impl Error {
         Error::NotFound {
             entity,
             id: EntityId::new(entity, id.into()),
+        }
+    }
+
+    /// A [`Referenced`](Error::Referenced) error: the row `id` of kind `entity` cannot be
+    /// deleted for good while rows of `table` refer to it.
+    pub fn referenced(
+        entity: EntityKind,
+        id: impl Into<uuid::Uuid>,
+        table: impl Into<String>,
+    ) -> Self {
+        Error::Referenced {
+            entity,
+            id: EntityId::new(entity, id.into()),
+            table: table.into(),
         }
     }
 

@@ -50,9 +50,8 @@ pub use error::{
 };
 pub use ids::{CategoryId, EntityId, ProductId, ReviewId, StockMovementId, UserId};
 pub use ports::{
-    Backend, NativeUnitOfWork, ReadRepository, ReadSession, Readers, Repositories, Repository,
-    Savepoint, StockMoved, StockMovementReader, StockMovementRepository, Store, UnitOfWork,
-    UnknownBackend,
+    Backend, ReadRepository, ReadSession, Readers, Repositories, Repository, Savepoint, StockMoved,
+    StockMovementReader, StockMovementRepository, Store, UnitOfWork, UnknownBackend,
 };
 pub use query::{
     Cursor, KeysetPage, Limit, Page, SearchPage, SearchText, MAX_LIMIT, MAX_OFFSET, MAX_QUERY_LEN,

@@ -1,16 +1,22 @@
 //! Test doubles for an application's unit tests (feature `mocks`).
 //!
-//! - [`MockStore`]: a [mockall](https://docs.rs/mockall) mock generated from the [`Store`] port itself, so it follows
-//!   every change of the port; its `begin` and `read` hand out whatever units of work and read
-//!   sessions a test gives it (a memory store's, say).
+//! - [mockall](https://docs.rs/mockall) mocks of the ports, generated from the ports themselves
+//!   so they follow every change: [`MockStore`], [`MockUnitOfWork`], [`MockReadSession`], the
+//!   typed repositories [`MockRepository`] (a [`Repository<E>`](crate::Repository) and its
+//!   [`ReadRepository<E>`](crate::ReadRepository)) and the record and ledger ports a unit of
+//!   work hands out ([`MockRepositories`], made of [`MockRecords`] and [`MockLedger`]). A mocked unit of work or read session has no SQL
+//!   connection to lend (its `as_native` is the port's default, `None`), and nothing else of a
+//!   port is hidden from the docs or needs implementing by hand.
 //! - [`FaultyStore`]: a real store (usually the memory store) that fails on purpose where it is
 //!   told to: `begin`, `read`, `commit` (rolled back, or committed with the answer lost), the stock
 //!   move, `health`, `readiness`; or is slow there ([`FaultyStore::delay`]), as a backend that
 //!   takes its time to answer. It counts every call, so a test also checks what was asked of
-//!   the store (how many units of work a retry began, say).
+//!   the store (how many units of work a retry began, say). It passes everything else through,
+//!   the application's own SQL included (`stockroom::sqlite::with_connection` on a
+//!   `FaultyStore` around a SQLite store).
 //!
 //! For everything else, test with the memory store: it is a real, transactional store with the
-//! semantics of every backend.
+//! semantics of every backend (and, for code with SQL of its own, SQLite's `sqlite::memory:`).
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
@@ -28,6 +34,45 @@
 //! assert_eq!(store.calls(Fault::Begin), 1);
 //! # }
 //! ```
+//!
+//! A unit of work whose commit fails, handed to the code under test by a mocked store:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use stockroom_core::mocks::{MockStore, MockUnitOfWork};
+//! use stockroom_core::{Error, Store, UnitOfWork};
+//!
+//! let mut store = MockStore::new();
+//! store.expect_begin().times(1).returning(|| {
+//!     let mut uow = MockUnitOfWork::new();
+//!     uow.expect_commit()
+//!         .times(1)
+//!         .returning(|| Err(Error::ambiguous_commit("connection lost during COMMIT")));
+//!     Ok(Box::new(uow) as Box<dyn UnitOfWork>)
+//! });
+//!
+//! let uow = store.begin().await.unwrap();
+//! assert!(uow.commit().await.unwrap_err().is_ambiguous_commit());
+//! # }
+//! ```
+//!
+//! A typed repository, for code that takes `&mut dyn Repository<E>`:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! use stockroom_core::mocks::MockRepository;
+//! use stockroom_core::{Error, EntityKind, Product, ProductId, ReadRepository};
+//!
+//! let id = ProductId::new();
+//! let mut products = MockRepository::<Product>::new();
+//! products.expect_get().times(1).returning(|_| Ok(None));
+//! let reads: &mut dyn ReadRepository<Product> = &mut products;
+//! let missing = reads.require(id).await.unwrap_err();
+//! assert!(matches!(missing, Error::NotFound { entity, .. } if entity == EntityKind::PRODUCT));
+//! # }
+//! ```
 
 use std::collections::HashMap;
 use std::fmt;
@@ -35,14 +80,344 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use uuid::Uuid;
 
 pub use crate::ports::MockStore;
 
+use crate::entities::{Entity, StockMovement};
+use crate::ids::{ProductId, StockMovementId};
+use crate::ports::{
+    ReadRepository, ReadSession as ReadSessionPort, Readers, RecordReader, RecordWriter,
+    Repository, StockMovementReader, StockMovementRepository,
+};
+use crate::query::{Cursor, KeysetPage, Limit, Page, SearchPage};
+use crate::schema::{Changes, Condition, Incremented, Record, Schema, Selection, Value};
+use crate::time::Timestamp;
+
+mockall::mock! {
+    /// A mock of [`UnitOfWork`]: set what `commit`, `rollback`, the savepoints and
+    /// `move_stock` answer, and hand out repositories with
+    /// `expect_repositories().return_var(Box::new(repositories))` (a [`MockRepositories`]).
+    pub UnitOfWork {}
+
+    #[async_trait]
+    impl UnitOfWork for UnitOfWork {
+        fn backend(&self) -> crate::Backend;
+        fn repositories(&mut self) -> &mut dyn Repositories;
+        async fn savepoint(&mut self) -> Result<Savepoint>;
+        async fn rollback_to(&mut self, savepoint: Savepoint) -> Result<()>;
+        async fn release(&mut self, savepoint: Savepoint) -> Result<()>;
+        async fn commit(self: Box<Self>) -> Result<()>;
+        async fn rollback(self: Box<Self>) -> Result<()>;
+        async fn move_stock(&mut self, movement: &NewStockMovement) -> Result<StockMoved>;
+    }
+}
+
+mockall::mock! {
+    /// A mock of [`ReadSession`](crate::ReadSession): hand out readers with
+    /// `expect_readers().return_var(Box::new(repositories))` (a [`MockRepositories`]).
+    pub ReadSession {}
+
+    impl ReadSessionPort for ReadSession {
+        fn backend(&self) -> crate::Backend;
+        fn readers(&mut self) -> &mut dyn Readers;
+    }
+}
+
+mockall::mock! {
+    /// A mock of the typed repository of entity `E`: [`Repository<E>`](crate::Repository) and
+    /// [`ReadRepository<E>`](crate::ReadRepository), for code that takes
+    /// `&mut dyn Repository<E>`. `require` keeps the port's default (a `get` that answers
+    /// `None` is [`Error::NotFound`]).
+    pub Repository<E: Entity> {}
+
+    #[async_trait]
+    impl<E: Entity> ReadRepository<E> for Repository<E> {
+        async fn get(&mut self, id: E::Id) -> Result<Option<E>>;
+        async fn get_many(&mut self, ids: &[E::Id]) -> Result<Vec<E>>;
+        async fn list(&mut self, filter: &E::Filter, page: Page) -> Result<Vec<E>>;
+        async fn list_after(
+            &mut self,
+            filter: &E::Filter,
+            after: Option<Cursor>,
+            limit: Limit,
+        ) -> Result<KeysetPage<E>>;
+        async fn count(&mut self, filter: &E::Filter) -> Result<u64>;
+        async fn exists(&mut self, filter: &E::Filter) -> Result<bool>;
+        async fn list_deleted(&mut self, page: Page) -> Result<Vec<E>>;
+    }
+
+    #[async_trait]
+    impl<E: Entity> Repository<E> for Repository<E> {
+        async fn create(&mut self, new: E::New) -> Result<E>;
+        async fn create_many(&mut self, new: Vec<E::New>) -> Result<Vec<E>>;
+        async fn update(
+            &mut self,
+            id: E::Id,
+            patch: &E::Patch,
+            expected_version: Option<i64>,
+        ) -> Result<E>;
+        async fn update_many(&mut self, ids: &[E::Id], patch: &E::Patch) -> Result<u64>;
+        async fn soft_delete(&mut self, id: E::Id) -> Result<bool>;
+        async fn restore(&mut self, id: E::Id) -> Result<bool>;
+        async fn hard_delete(&mut self, id: E::Id) -> Result<()>;
+        async fn purge_deleted_before(&mut self, before: Timestamp) -> Result<u64>;
+    }
+}
+
+mockall::mock! {
+    /// A mock of the generic record ports of every entity
+    /// ([`RecordReader`](crate::RecordReader), [`RecordWriter`](crate::RecordWriter)), the
+    /// entities' half of a [`MockRepositories`]; expectations name an entity by its
+    /// [`Schema`](crate::schema::Schema) (`withf(|schema, _| schema.name == "product")`).
+    pub Records {}
+
+    #[async_trait]
+    impl RecordReader for Records {
+        async fn get(&mut self, schema: &'static Schema, id: Uuid) -> Result<Option<Record>>;
+        async fn get_many(&mut self, schema: &'static Schema, ids: &[Uuid]) -> Result<Vec<Record>>;
+        async fn find(
+            &mut self,
+            schema: &'static Schema,
+            unique: usize,
+            values: &[Value],
+        ) -> Result<Option<Record>>;
+        async fn get_related(
+            &mut self,
+            schema: &'static Schema,
+            id: Uuid,
+        ) -> Result<Option<(Record, Vec<Option<Record>>)>>;
+        async fn list(&mut self, schema: &'static Schema, selection: &Selection) -> Result<Vec<Record>>;
+        async fn count(&mut self, schema: &'static Schema, conditions: &[Condition]) -> Result<u64>;
+        async fn exists(&mut self, schema: &'static Schema, conditions: &[Condition]) -> Result<bool>;
+        async fn search(
+            &mut self,
+            schema: &'static Schema,
+            conditions: &[Condition],
+            page: Page,
+        ) -> Result<SearchPage<Record>>;
+        async fn tally(
+            &mut self,
+            schema: &'static Schema,
+            conditions: &[Condition],
+            field: usize,
+        ) -> Result<Vec<(Value, u64)>>;
+        async fn list_deleted(&mut self, schema: &'static Schema, page: Page) -> Result<Vec<Record>>;
+    }
+
+    #[async_trait]
+    impl RecordWriter for Records {
+        async fn insert(&mut self, schema: &'static Schema, rows: Vec<Record>) -> Result<Vec<Record>>;
+        async fn update(
+            &mut self,
+            schema: &'static Schema,
+            id: Uuid,
+            changes: &Changes,
+            expected_version: Option<i64>,
+        ) -> Result<Record>;
+        async fn update_many(
+            &mut self,
+            schema: &'static Schema,
+            ids: &[Uuid],
+            changes: &Changes,
+        ) -> Result<u64>;
+        async fn increment(
+            &mut self,
+            schema: &'static Schema,
+            id: Uuid,
+            field: usize,
+            delta: i64,
+            at: Timestamp,
+        ) -> Result<Incremented>;
+        async fn lock(&mut self, schema: &'static Schema, ids: &[Uuid]) -> Result<Vec<Record>>;
+        async fn soft_delete(&mut self, schema: &'static Schema, id: Uuid, at: Timestamp) -> Result<bool>;
+        async fn restore(&mut self, schema: &'static Schema, id: Uuid, at: Timestamp) -> Result<bool>;
+        async fn hard_delete(&mut self, schema: &'static Schema, id: Uuid) -> Result<()>;
+        async fn purge_deleted_before(&mut self, schema: &'static Schema, before: Timestamp) -> Result<u64>;
+    }
+}
+
+mockall::mock! {
+    /// A mock of the stock ledger's ports ([`StockMovementReader`](crate::StockMovementReader),
+    /// [`StockMovementRepository`](crate::StockMovementRepository)), the ledger half of a
+    /// [`MockRepositories`].
+    pub Ledger {}
+
+    #[async_trait]
+    impl StockMovementReader for Ledger {
+        async fn get(&mut self, id: StockMovementId) -> Result<Option<StockMovement>>;
+        async fn by_idempotency_key(&mut self, key: &str) -> Result<Option<StockMovement>>;
+        async fn for_product(&mut self, product: ProductId, page: Page) -> Result<Vec<StockMovement>>;
+        async fn count(&mut self) -> Result<u64>;
+    }
+
+    #[async_trait]
+    impl StockMovementRepository for Ledger {
+        async fn record(&mut self, movement: NewStockMovement) -> Result<StockMovement>;
+    }
+}
+
+/// What a [`MockUnitOfWork`] or [`MockReadSession`] hands out (`expect_repositories()
+/// .return_var(Box::new(repositories))`), so that `uow.products()`, `uow.repository::<E>()`
+/// and `uow.movements()` run over mocks: the entities' record ports answer as `records` is
+/// told, the ledger as `ledger` is.
+#[derive(Default)]
+pub struct MockRepositories {
+    /// The record ports of every entity.
+    pub records: MockRecords,
+    /// The stock ledger.
+    pub ledger: MockLedger,
+}
+
+impl fmt::Debug for MockRepositories {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MockRepositories").finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl RecordReader for MockRepositories {
+    async fn get(&mut self, schema: &'static Schema, id: Uuid) -> Result<Option<Record>> {
+        RecordReader::get(&mut self.records, schema, id).await
+    }
+    async fn get_many(&mut self, schema: &'static Schema, ids: &[Uuid]) -> Result<Vec<Record>> {
+        self.records.get_many(schema, ids).await
+    }
+    async fn find(
+        &mut self,
+        schema: &'static Schema,
+        unique: usize,
+        values: &[Value],
+    ) -> Result<Option<Record>> {
+        self.records.find(schema, unique, values).await
+    }
+    async fn get_related(
+        &mut self,
+        schema: &'static Schema,
+        id: Uuid,
+    ) -> Result<Option<(Record, Vec<Option<Record>>)>> {
+        self.records.get_related(schema, id).await
+    }
+    async fn list(
+        &mut self,
+        schema: &'static Schema,
+        selection: &Selection,
+    ) -> Result<Vec<Record>> {
+        self.records.list(schema, selection).await
+    }
+    async fn count(&mut self, schema: &'static Schema, conditions: &[Condition]) -> Result<u64> {
+        RecordReader::count(&mut self.records, schema, conditions).await
+    }
+    async fn exists(&mut self, schema: &'static Schema, conditions: &[Condition]) -> Result<bool> {
+        self.records.exists(schema, conditions).await
+    }
+    async fn search(
+        &mut self,
+        schema: &'static Schema,
+        conditions: &[Condition],
+        page: Page,
+    ) -> Result<SearchPage<Record>> {
+        self.records.search(schema, conditions, page).await
+    }
+    async fn tally(
+        &mut self,
+        schema: &'static Schema,
+        conditions: &[Condition],
+        field: usize,
+    ) -> Result<Vec<(Value, u64)>> {
+        self.records.tally(schema, conditions, field).await
+    }
+    async fn list_deleted(&mut self, schema: &'static Schema, page: Page) -> Result<Vec<Record>> {
+        self.records.list_deleted(schema, page).await
+    }
+}
+
+#[async_trait]
+impl RecordWriter for MockRepositories {
+    async fn insert(&mut self, schema: &'static Schema, rows: Vec<Record>) -> Result<Vec<Record>> {
+        self.records.insert(schema, rows).await
+    }
+    async fn update(
+        &mut self,
+        schema: &'static Schema,
+        id: Uuid,
+        changes: &Changes,
+        expected_version: Option<i64>,
+    ) -> Result<Record> {
+        self.records
+            .update(schema, id, changes, expected_version)
+            .await
+    }
+    async fn update_many(
+        &mut self,
+        schema: &'static Schema,
+        ids: &[Uuid],
+        changes: &Changes,
+    ) -> Result<u64> {
+        self.records.update_many(schema, ids, changes).await
+    }
+    async fn increment(
+        &mut self,
+        schema: &'static Schema,
+        id: Uuid,
+        field: usize,
+        delta: i64,
+        at: Timestamp,
+    ) -> Result<Incremented> {
+        self.records.increment(schema, id, field, delta, at).await
+    }
+    async fn lock(&mut self, schema: &'static Schema, ids: &[Uuid]) -> Result<Vec<Record>> {
+        self.records.lock(schema, ids).await
+    }
+    async fn soft_delete(
+        &mut self,
+        schema: &'static Schema,
+        id: Uuid,
+        at: Timestamp,
+    ) -> Result<bool> {
+        self.records.soft_delete(schema, id, at).await
+    }
+    async fn restore(&mut self, schema: &'static Schema, id: Uuid, at: Timestamp) -> Result<bool> {
+        self.records.restore(schema, id, at).await
+    }
+    async fn hard_delete(&mut self, schema: &'static Schema, id: Uuid) -> Result<()> {
+        self.records.hard_delete(schema, id).await
+    }
+    async fn purge_deleted_before(
+        &mut self,
+        schema: &'static Schema,
+        before: Timestamp,
+    ) -> Result<u64> {
+        self.records.purge_deleted_before(schema, before).await
+    }
+}
+
+#[async_trait]
+impl StockMovementReader for MockRepositories {
+    async fn get(&mut self, id: StockMovementId) -> Result<Option<StockMovement>> {
+        StockMovementReader::get(&mut self.ledger, id).await
+    }
+    async fn by_idempotency_key(&mut self, key: &str) -> Result<Option<StockMovement>> {
+        self.ledger.by_idempotency_key(key).await
+    }
+    async fn for_product(&mut self, product: ProductId, page: Page) -> Result<Vec<StockMovement>> {
+        self.ledger.for_product(product, page).await
+    }
+    async fn count(&mut self) -> Result<u64> {
+        StockMovementReader::count(&mut self.ledger).await
+    }
+}
+
+#[async_trait]
+impl StockMovementRepository for MockRepositories {
+    async fn record(&mut self, movement: NewStockMovement) -> Result<StockMovement> {
+        self.ledger.record(movement).await
+    }
+}
+
 use crate::entities::NewStockMovement;
 use crate::error::{Error, Result};
-use crate::ports::{
-    NativeUnitOfWork, ReadSession, Repositories, Savepoint, StockMoved, Store, UnitOfWork,
-};
+use crate::ports::{ReadSession, Repositories, Savepoint, StockMoved, Store, UnitOfWork};
 
 /// Where a [`FaultyStore`] can fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -320,7 +695,7 @@ impl UnitOfWork for FaultyUnitOfWork {
         self.inner.move_stock(movement).await
     }
 
-    fn as_native(&mut self) -> &mut dyn NativeUnitOfWork {
+    fn as_native(&mut self) -> Option<&mut (dyn std::any::Any + Send)> {
         self.inner.as_native()
     }
 }

@@ -10,6 +10,7 @@
 //! | `Validation` | 422 | `urn:stockroom:problem:validation` | `field`, `rule` (+ `max`, `min`, `expected`, `other`) |
 //! | `NotFound` | 404 | `…:not-found` | `entity`, `id` |
 //! | `Conflict` | 409 | `…:conflict` | `entity`, `constraint`, `field`, `rule: "taken"` |
+//! | `Referenced` | 409 | `…:referenced` | `entity`, `id`, `table` |
 //! | `InsufficientStock` | 409 | `…:insufficient-stock` | `product_id`, `available`, `requested` |
 //! | `StaleVersion` | 412 | `…:stale-version` | `entity`, `id`, `expected_version`, `current_version` |
 //! | `Transient` (nothing was applied) | 503, `Retry-After: 1` | `…:transient` | |
@@ -264,6 +265,12 @@ impl From<Error> for Problem {
                     .with("field", constraint.field())
                     .with("rule", "taken")
             }
+            Error::Referenced { entity, id, table } => {
+                Problem::new(StatusCode::CONFLICT, "referenced", detail)
+                    .with("entity", entity.as_str())
+                    .with("id", id.to_string())
+                    .with("table", table)
+            }
             Error::InsufficientStock {
                 product,
                 available,
@@ -406,6 +413,27 @@ mod tests {
         );
         let missing = Problem::from(Error::not_found(warehouse, uuid::Uuid::now_v7())).body();
         assert_eq!(missing["entity"], "warehouse");
+    }
+
+    /// A delete another table's rows refuse is a conflict with the row and that table.
+    #[test]
+    fn a_referenced_row_is_a_conflict_naming_the_referring_table() {
+        let id = uuid::Uuid::now_v7();
+        let problem = Problem::from(Error::referenced(EntityKind::PRODUCT, id, "orders"));
+        assert_eq!(problem.status(), StatusCode::CONFLICT);
+        let body = problem.body();
+        assert!(
+            body["type"].as_str().unwrap().ends_with("referenced"),
+            "{body}"
+        );
+        assert_eq!(
+            (&body["entity"], &body["id"], &body["table"]),
+            (
+                &Value::from("product"),
+                &Value::from(id.to_string()),
+                &Value::from("orders")
+            )
+        );
     }
 
     #[test]

@@ -93,6 +93,7 @@ pub(crate) fn outcome_of(error: &Error) -> &'static str {
     match error {
         Error::NotFound { .. } => "not_found",
         Error::Conflict { .. } => "conflict",
+        Error::Referenced { .. } => "referenced",
         Error::InsufficientStock { .. } => "insufficient_stock",
         Error::Validation { .. } => "validation",
         Error::StaleVersion { .. } => "stale_version",
@@ -561,15 +562,17 @@ traced_impl! {
 
 // The sessions themselves.
 
-impl TracedReadSession {
+impl ReadSession for TracedReadSession {
     fn backend(&self) -> crate::Backend {
         self.backend
     }
-}
 
-impl ReadSession for TracedReadSession {
     fn readers(&mut self) -> &mut dyn Readers {
         self
+    }
+
+    fn as_native(&mut self) -> Option<&mut (dyn std::any::Any + Send)> {
+        self.inner.as_native()
     }
 }
 
@@ -647,7 +650,7 @@ impl UnitOfWork for TracedUnitOfWork {
         observe(span, op, self.inner.move_stock(movement), record_moved).await
     }
 
-    fn as_native(&mut self) -> &mut dyn crate::ports::NativeUnitOfWork {
+    fn as_native(&mut self) -> Option<&mut (dyn std::any::Any + Send)> {
         self.inner.as_native()
     }
 }

@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod application_sql;
 pub mod cancel;
 pub mod cases;
 pub mod entity;

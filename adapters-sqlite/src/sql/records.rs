@@ -666,11 +666,51 @@ pub(crate) fn restore(conn: &Db<'_>, on: On<'_>, id: Uuid, at: Timestamp) -> Res
 
 /// Deletes the row `id` for good, live or not: the foreign keys of the referring tables apply
 /// their `ON DELETE` (each declared [`OnDelete`](stockroom_core::OnDelete)).
+///
+/// A foreign key of an application's table that refuses the delete is [`Error::Referenced`],
+/// naming that table; SQLite undoes the failed statement alone, so the unit of work goes on.
 pub(crate) fn hard_delete(conn: &Db<'_>, on: On<'_>, id: Uuid) -> Result<()> {
-    match execute(conn, &on.plan.hard_delete, &[Param::Id(id)]).map_err(|e| on.error(e))? {
-        1 => Ok(()),
-        _ => Err(on.not_found(id)),
+    match execute(conn, &on.plan.hard_delete, &[Param::Id(id)]) {
+        Ok(1) => Ok(()),
+        Ok(_) => Err(on.not_found(id)),
+        Err(error) if is_foreign_key_failure(&error) => {
+            let table = referring_table(conn, on, id).map_err(|e| on.error(e))?;
+            match table {
+                Some(table) => Err(Error::referenced(on.plan.schema.kind(), id, table)),
+                None => Err(on.error(error)),
+            }
+        }
+        Err(error) => Err(on.error(error)),
     }
+}
+
+fn is_foreign_key_failure(error: &rusqlite::Error) -> bool {
+    error
+        .sqlite_error()
+        .is_some_and(|e| e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY)
+}
+
+/// The table whose rows keep the row `id` from being deleted for good. SQLite's error does not
+/// name it, so the delete runs again with the foreign keys deferred, inside a savepoint that is
+/// then rolled back (nothing of it stays), and SQLite's foreign-key check names a table left
+/// referring to a deleted row: one referring to `id`'s table first (the row itself), else one
+/// referring to a row the delete cascaded to. Only on this refusal's path.
+fn referring_table(conn: &Db<'_>, on: On<'_>, id: Uuid) -> rusqlite::Result<Option<String>> {
+    const CHECK: &str = "SELECT \"table\" FROM pragma_foreign_key_check \
+                         ORDER BY \"parent\" <> ?1 LIMIT 1";
+    conn.execute_batch("PRAGMA defer_foreign_keys = ON; SAVEPOINT stockroom_referenced")?;
+    let found = execute(conn, &on.plan.hard_delete, &[Param::Id(id)]).and_then(|_| {
+        query_first(conn, CHECK, [on.plan.schema.table], |row| {
+            row.get::<_, String>(0)
+        })
+    });
+    let undone = conn.execute_batch(
+        "ROLLBACK TO stockroom_referenced; RELEASE stockroom_referenced; \
+         PRAGMA defer_foreign_keys = OFF",
+    );
+    let found = found?;
+    undone?;
+    Ok(found)
 }
 
 /// Deletes for good the rows soft-deleted before `before`; how many.

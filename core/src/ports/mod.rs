@@ -29,8 +29,8 @@ pub use repository::{ReadRepository, Repository};
 #[cfg(feature = "mocks")]
 pub use session::MockStore;
 pub use session::{
-    native_unit_of_work, Backend, NativeUnitOfWork, ReadSession, Readers, Repositories, Savepoint,
-    Savepoints, Store, UnitOfWork, UnknownBackend,
+    native_read_session, native_unit_of_work, Backend, ReadSession, Readers, Repositories,
+    Savepoint, Savepoints, Store, UnitOfWork, UnknownBackend,
 };
 pub use stock::{
     check_move, check_stocks, key_taken_meanwhile, move_stock_in_own_unit_of_work,

@@ -31,8 +31,22 @@ impl<T> Repositories for T where T: Readers + RecordWriter + StockMovementReposi
 /// `.users()`, `.reviews()`, `.movements()`, or `session.reader::<E>()` for any entity, the
 /// application's own included.
 pub trait ReadSession: Send {
+    /// The backend, as [`Store::backend`] says it.
+    fn backend(&self) -> Backend;
+
     /// Every reader of the session (what the accessors of `dyn ReadSession` hand out).
     fn readers(&mut self) -> &mut dyn Readers;
+
+    /// The adapter's own read session behind this one (itself, for an adapter's), as [`Any`]
+    /// for the adapter crate's typed access to the session's connection
+    /// (`stockroom_postgres::read_connection`, `stockroom_sqlite::with_read_connection`). A
+    /// wrapper, such as [`Traced`](crate::Traced), forwards to the session it wraps.
+    ///
+    /// `None`, the default, for a session that has no SQL connection to lend: the memory
+    /// store's, a mock's, or one an application writes; those need not implement it.
+    fn as_native(&mut self) -> Option<&mut (dyn Any + Send)> {
+        None
+    }
 }
 
 impl dyn ReadSession + '_ {
@@ -101,12 +115,16 @@ pub trait UnitOfWork: Send {
         move_stock_with_repositories(self.repositories(), movement).await
     }
 
-    /// The adapter's own unit of work behind this one (itself, for an adapter's), for the
-    /// adapter crate's typed access to the transaction's connection
+    /// The adapter's own unit of work behind this one (itself, for an adapter's), as [`Any`]
+    /// for the adapter crate's typed access to the transaction's connection
     /// (`stockroom_postgres::connection`, `stockroom_sqlite::with_connection`). A wrapper, such
     /// as [`Traced`](crate::Traced), forwards to the unit of work it wraps.
-    #[doc(hidden)]
-    fn as_native(&mut self) -> &mut dyn NativeUnitOfWork;
+    ///
+    /// `None`, the default, for a unit of work that has no SQL connection to lend: the memory
+    /// store's, a mock's, or one an application writes; those need not implement it.
+    fn as_native(&mut self) -> Option<&mut (dyn Any + Send)> {
+        None
+    }
 }
 
 impl dyn UnitOfWork + '_ {
@@ -138,13 +156,6 @@ impl dyn UnitOfWork + '_ {
     }
 }
 
-/// What [`UnitOfWork::as_native`] hands out: an adapter's own unit of work, as [`Any`] so that
-/// the adapter crate can downcast it to its type.
-#[doc(hidden)]
-pub trait NativeUnitOfWork: Any + Send {}
-
-impl<T: Any + Send> NativeUnitOfWork for T {}
-
 /// The adapter's unit of work of type `U` behind `uow`, for the adapter crates' typed access to
 /// a transaction's connection. Any other backend's unit of work (or a mock) is
 /// [`Error::Unsupported`] naming `operation` and the backend it is on.
@@ -154,9 +165,23 @@ pub fn native_unit_of_work<'u, U: Any>(
     operation: &'static str,
 ) -> Result<&'u mut U> {
     let backend = uow.backend().as_str();
-    let native: &mut dyn Any = uow.as_native();
-    native
-        .downcast_mut::<U>()
+    uow.as_native()
+        .and_then(|native| native.downcast_mut::<U>())
+        .ok_or(Error::Unsupported { operation, backend })
+}
+
+/// The adapter's read session of type `S` behind `session`, for the adapter crates' typed
+/// access to a read session's connection. Any other backend's session (or a mock) is
+/// [`Error::Unsupported`] naming `operation` and the backend it is on.
+#[doc(hidden)]
+pub fn native_read_session<'s, S: Any>(
+    session: &'s mut dyn ReadSession,
+    operation: &'static str,
+) -> Result<&'s mut S> {
+    let backend = session.backend().as_str();
+    session
+        .as_native()
+        .and_then(|native| native.downcast_mut::<S>())
         .ok_or(Error::Unsupported { operation, backend })
 }
 
