@@ -38,8 +38,9 @@
 //! | `sqlite` (default) | `sqlite://path/to/shop.db` (created if missing), `sqlite::memory:` | [`sqlite::SqliteStore`]: an embedded SQLite file |
 //! | `postgres` | `postgres://user:password@host:5432/db` | [`postgres::PostgresStore`]: a pool of connections to a server |
 //!
-//! Other features: `mocks` ([`mocks`]: [`mocks::MockStore`], a mockall mock of the [`Store`]
-//! port, and [`mocks::FaultyStore`], which fails a real store on purpose), `serde` (entities,
+//! Other features: `mocks` ([`mocks`]: mockall mocks of the ports, such as [`mocks::MockStore`]
+//! and [`mocks::MockUnitOfWork`], and [`mocks::FaultyStore`], which fails a real store on
+//! purpose), `serde` (entities,
 //! ids and [`Backend`] are `Serialize` and `Deserialize`; [`TransferRequest`] is `Deserialize`;
 //! what the API returns, such as pages, [`Transferred`], [`Rule`] and [`Constraint`], is
 //! `Serialize`; the other inputs, such as [`NewProduct`], [`ProductPatch`] and
@@ -272,7 +273,7 @@ pub use stockroom_core::Entity;
 pub use stockroom_core::__private;
 
 pub use stockroom_core::metrics;
-/// Mocks of the ports for an application's unit tests: `MockStore` (mockall) and `FaultyStore`,
+/// Mocks of the ports for an application's unit tests: mockall mocks of the ports and `FaultyStore`,
 /// which injects failures into a real store.
 #[cfg(feature = "mocks")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mocks")))]

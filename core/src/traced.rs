@@ -36,7 +36,7 @@ use crate::time::Timestamp;
 ///   about (`id`, `ids`, `product`, `source`, `target`; the new rows' ids for an insert); a few
 ///   sizes (`count` of a batch, `delta` of a stock adjustment, `limit` of a list, savepoint
 ///   `depth`); the `rule` of a lookup by unique value; and `outcome`: `ok`, or the kind
-///   of the error (`not_found`, `conflict`, `insufficient_stock`, `validation`, `stale_version`,
+///   of the error (`not_found`, `conflict`, `referenced`, `insufficient_stock`, `validation`, `stale_version`,
 ///   `transient`, `unavailable`, `ambiguous_commit`, `storage_fault`, `unsupported`,
 ///   `unknown_entity`, `schema`, `backend`). Never a row, a search text, a slug, an email or an
 ///   idempotency key.
