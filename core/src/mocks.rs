@@ -114,7 +114,7 @@ mockall::mock! {
 }
 
 mockall::mock! {
-    /// A mock of [`ReadSession`](crate::ReadSession): hand out readers with
+    /// A mock of [`ReadSession`]: hand out readers with
     /// `expect_readers().return_var(Box::new(repositories))` (a [`MockRepositories`]).
     pub ReadSession {}
 
@@ -167,9 +167,9 @@ mockall::mock! {
 
 mockall::mock! {
     /// A mock of the generic record ports of every entity
-    /// ([`RecordReader`](crate::RecordReader), [`RecordWriter`](crate::RecordWriter)), the
+    /// ([`RecordReader`], [`RecordWriter`]), the
     /// entities' half of a [`MockRepositories`]; expectations name an entity by its
-    /// [`Schema`](crate::schema::Schema) (`withf(|schema, _| schema.name == "product")`).
+    /// [`Schema`] (`withf(|schema, _| schema.name == "product")`).
     pub Records {}
 
     #[async_trait]
@@ -238,8 +238,8 @@ mockall::mock! {
 }
 
 mockall::mock! {
-    /// A mock of the stock ledger's ports ([`StockMovementReader`](crate::StockMovementReader),
-    /// [`StockMovementRepository`](crate::StockMovementRepository)), the ledger half of a
+    /// A mock of the stock ledger's ports ([`StockMovementReader`],
+    /// [`StockMovementRepository`]), the ledger half of a
     /// [`MockRepositories`].
     pub Ledger {}
 
