@@ -133,17 +133,26 @@ impl PostgresStore {
         let base = connect_options(config, &config.url, "url")?;
         // The replicas' URLs are checked before connecting.
         ReplicaPools::check(config)?;
-        let (engine, pool) = answered_within(config.acquire_timeout, async {
-            let engine = probe_engine(&base).await?;
-            Ok((engine, connect_pool(config, base, &options, engine).await?))
-        })
-        .await?;
+        let (engine, probe) = answered_within(config.acquire_timeout, probe_engine(&base)).await?;
+        // The pool opens its first connection while the probe's connection applies the
+        // migrations: two connections made at once, not one after the other, before the first
+        // statement (the first transfer takes the pool's).
+        let pool = answered_within(
+            config.acquire_timeout,
+            connect_pool(config, base, &options, engine),
+        );
+        let migrated = migrate_on(probe, options.run_migrations, engine, &plans.catalog);
+        let (pool, migrated) = futures_util::future::join(pool, migrated).await;
+        let pool = pool?;
+        if let Err(e) = migrated {
+            pool.close().await;
+            return Err(e);
+        }
         // Connected lazily, with the primary's engine's settings.
         let replicas = ReplicaPools::connect(config, &options, engine)?;
         let owner = Owner::Stockroom(Box::new(config.clone()));
         let mut store = Self::assemble(pool, options, owner, engine, plans);
         store.replicas = Arc::new(replicas.falling_back_to(&store.connections));
-        let store = store.start().await?;
         tracing::debug!(
             target: "stockroom::sql",
             url = %config.redacted_url(),
@@ -183,10 +192,16 @@ impl PostgresStore {
         // reach its server would only say, after its acquire timeout, that it timed out, where
         // a direct connection names the cause at once (connection refused, no such database).
         let bound = pool.options().get_acquire_timeout();
-        let engine = answered_within(bound, probe_engine(&pool.connect_options())).await?;
-        Self::assemble(pool, options, Owner::Application, engine, plans)
-            .start()
-            .await
+        let (engine, probe) = answered_within(bound, probe_engine(&pool.connect_options())).await?;
+        // On that connection too, so that the migrations never hold one of the application's.
+        migrate_on(probe, options.run_migrations, engine, &plans.catalog).await?;
+        Ok(Self::assemble(
+            pool,
+            options,
+            Owner::Application,
+            engine,
+            plans,
+        ))
     }
 
     fn assemble(
@@ -220,17 +235,6 @@ impl PostgresStore {
     /// its `version()` told when the store was built.
     pub fn engine(&self) -> Engine {
         self.engine
-    }
-
-    /// Applies the migrations if the options say so; closes the store when that fails.
-    async fn start(self) -> Result<Self> {
-        if self.options.run_migrations {
-            if let Err(e) = self.migrate().await {
-                self.close().await;
-                return Err(e);
-            }
-        }
-        Ok(self)
     }
 
     /// Applies the embedded migrations that the database does not have yet, bookkept in
@@ -457,15 +461,34 @@ async fn answered_within<T>(
         })
 }
 
-/// Which engine answers at `options`, asked on a connection of its own.
-async fn probe_engine(options: &PgConnectOptions) -> Result<Engine> {
+/// Which engine answers at `options`, asked on a connection of its own, which is returned for
+/// the migrations ([`migrate_on`]).
+async fn probe_engine(options: &PgConnectOptions) -> Result<(Engine, sqlx::PgConnection)> {
     let mut conn = options.connect().await.map_err(map_error)?;
     let version: String = sqlx::query_scalar(VERSION)
         .fetch_one(&mut conn)
         .await
         .map_err(map_error)?;
+    Ok((Engine::from_version(&version), conn))
+}
+
+/// Applies the migrations on `conn`, the probe's connection, if `run` says so, then closes it:
+/// a session of its own that no pool ever gets back, whatever the migrations left on it (their
+/// advisory lock, their timeouts), even when this future is dropped midway (the connection
+/// closes with it, and the server lets go of the lock).
+async fn migrate_on(
+    mut conn: sqlx::PgConnection,
+    run: bool,
+    engine: Engine,
+    catalog: &stockroom_core::schema::Catalog,
+) -> Result<()> {
+    let migrated = if run {
+        migrate::run(&mut conn, engine, catalog).await
+    } else {
+        Ok(())
+    };
     let _ = conn.close().await;
-    Ok(Engine::from_version(&version))
+    migrated
 }
 
 /// The settings every connection of Stockroom's own pool starts with: the session settings the
