@@ -13,7 +13,7 @@ use stockroom_core::{BackendCode, Constraint, EntityKind, Error, Rule, StorageFa
 ///
 /// | driver error | core error |
 /// |---|---|
-/// | 23505 unique violation | `Conflict` on the ledger's idempotency key or primary key, or on another table's key ([`Constraint::of_table`]); an entity's rules: [`map_error_in`] |
+/// | 23505 unique violation | `Conflict` on the ledger's idempotency key or primary key (an entity's rules, and a key of a table no entity declares: [`map_error_in`]) |
 /// | 23514 check violation | `Validation` (field from the constraint name) |
 /// | 23503 foreign key violation | `Backend` (`NotFound` of the referenced entity, or `Referenced` for a delete another table's key refuses: [`map_error_in`]) |
 /// | 40001 serialization failure, 40P01 deadlock, 55P03 lock not available | `Transient` |
@@ -62,10 +62,7 @@ fn kind_of(error: &sqlx::Error) -> Error {
                 "23505" if constraint == LEDGER_PRIMARY_KEY => Error::Conflict {
                     constraint: Constraint::primary_key(EntityKind::STOCK_MOVEMENT),
                 },
-                "23505" => match table_constraint(db.as_ref()) {
-                    Some(constraint) => Error::Conflict { constraint },
-                    None => Error::backend_message("unique violation"),
-                },
+                "23505" => Error::backend_message("unique violation"),
                 "23514" => check_violation(&constraint),
                 "23503" => Error::backend_message("foreign key violation"),
                 // Statement completion unknown: only a commit, or an autocommit statement, gets it.
@@ -125,7 +122,8 @@ const LEDGER_PRIMARY_KEY: &str = "stock_movements_pkey";
 /// `map` of `error`, with the violations of a declared entity's rules named from `catalog`
 /// (the declarations of the store's entities): a unique violation is a `Conflict` on the unique
 /// rule whose index it names, or on the primary key of the entity whose table it names; a
-/// foreign-key violation is `NotFound` of the entity whose table its detail names (`Key
+/// a unique violation on a table no entity declares (the application's own) is a `Conflict` on
+/// [`Constraint::of_table`]; a foreign-key violation is `NotFound` of the entity whose table its detail names (`Key
 /// (category_id)=(…) is not present in table "categories"`), with the key as its id; a check
 /// violation of a CHECK the adapter made for a field ([`check_constraint`]) is `Validation` on
 /// the field. What the guards of the writes keep from happening, except in a race they cannot
@@ -155,6 +153,13 @@ pub(crate) fn map_error_in(
                 let table = pg.and_then(PgDatabaseError::table)?;
                 let entity = entity_of(table)?;
                 (constraint == format!("{table}_pkey")).then(|| Constraint::primary_key(entity))
+            })
+            .or_else(|| {
+                // A table no entity declares: the application's own.
+                let table = pg.and_then(PgDatabaseError::table)?;
+                entity_of(table)
+                    .is_none()
+                    .then(|| table_constraint(db.as_ref()))?
             })
             .map(|constraint| Error::Conflict { constraint }),
         Some("23503") => {

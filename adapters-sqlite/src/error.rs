@@ -238,7 +238,17 @@ fn constraint_of(catalog: Option<&Catalog>, message: &str) -> Option<Constraint>
             .find(|rule| names_columns(columns, schema.table, rule.fields))
             .map(|rule| Constraint::of_rule(schema, rule))
     });
-    declared.or_else(|| table_constraint(columns))
+    // A table no entity declares: the application's own.
+    let undeclared = |c: &Constraint| {
+        entries
+            .iter()
+            .all(|e| e.schema.table != c.entity().as_str())
+    };
+    declared.or_else(|| {
+        table_constraint(columns)
+            .filter(|_| catalog.is_some())
+            .filter(undeclared)
+    })
 }
 
 /// The unique constraint of a table no entity declares (an application's own), from the
@@ -473,8 +483,15 @@ mod tests {
                 "{message}"
             );
         }
+        // A table no entity declares is named by its table and columns.
+        assert_eq!(
+            constraint_of(
+                Some(&catalog),
+                "UNIQUE constraint failed: orders.customer, orders.number"
+            ),
+            Some(Constraint::of_table("orders", &["customer", "number"]))
+        );
         for unknown in [
-            "UNIQUE constraint failed: other.x",
             "UNIQUE constraint failed: reviews.product_id",
             "UNIQUE constraint failed: reviews.author_id, reviews.product_id",
         ] {
