@@ -338,7 +338,11 @@ fn main() {
         #[cfg(feature = "postgres")]
         if let Some(db) = stockroom::postgres::testing::TestDatabase::create().await {
             let url = db.url().to_owned();
-            let concrete = db.store().await;
+            // The same settings as `connect`'s (the harness's own store has a smaller pool).
+            let config = stockroom::StoreConfig::new(&url);
+            let concrete = stockroom::postgres::PostgresStore::connect(&config)
+                .await
+                .unwrap();
             bench_backend(
                 "PostgreSQL",
                 &url,
