@@ -39,8 +39,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
-use stockroom_core::{NewProduct, ProductId, Store, StoreConfig, StoreExt, TransferRequest};
-use stockroom_postgres::testing::{self, with_database};
+use stockroom_core::{
+    traced, NewProduct, ProductId, Store, StoreConfig, StoreExt, TransferRequest, MAX_STOCK,
+};
+use stockroom_postgres::testing::{self, with_database, Statements};
 use stockroom_postgres::PostgresStore;
 
 const TASKS: usize = 8;
@@ -216,6 +218,143 @@ async fn reads_per_second(
     .unwrap()
 }
 
+/// The user's path: transfers per second through what `stockroom::connect` returns (the
+/// tracing decorator around the store, as `Arc<dyn Store>`), 8 tasks, random pairs among the
+/// first `products` of `ids`, quantities 1 to 5.
+async fn users_transfers_per_second(
+    store: &Arc<dyn Store>,
+    ids: &Arc<Vec<ProductId>>,
+    products: usize,
+    secs: u64,
+) -> f64 {
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..TASKS {
+        let (store, ids, stop, done) = (
+            Arc::clone(store),
+            Arc::clone(ids),
+            Arc::clone(&stop),
+            Arc::clone(&done),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut rng = Rng(0x2545_F491_4F6C_DD1D ^ (t as u64 + 1));
+            while !stop.load(Ordering::Relaxed) {
+                let a = rng.below(products);
+                let b = (a + 1 + rng.below(products - 1)) % products;
+                let quantity = 1 + rng.below(5) as i64;
+                store
+                    .transfer(&TransferRequest::new(ids[a], ids[b], quantity))
+                    .await
+                    .expect("transfer");
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+/// The user's path: point reads per second by one task, a read session per read, through
+/// what `stockroom::connect` returns.
+async fn users_reads_per_second(
+    store: &Arc<dyn Store>,
+    ids: &Arc<Vec<ProductId>>,
+    secs: u64,
+) -> f64 {
+    let (store, ids) = (Arc::clone(store), Arc::clone(ids));
+    tokio::spawn(async move {
+        let mut rng = Rng(7);
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        let started = Instant::now();
+        let mut n = 0u64;
+        while Instant::now() < deadline {
+            let id = ids[rng.below(ids.len())];
+            let mut session = store.read().await.unwrap();
+            assert!(session.products().get(id).await.unwrap().is_some());
+            n += 1;
+        }
+        n as f64 / started.elapsed().as_secs_f64()
+    })
+    .await
+    .unwrap()
+}
+
+/// The id of the `n`th product (from 1), as the bench renumbers them ([`renumber`]) and as
+/// the pgbench scripts compute it from a number: `00000000-0000-7000-8000-` and `n` on 12
+/// digits.
+fn bench_id(n: usize) -> ProductId {
+    let text = format!("00000000-0000-7000-8000-{n:012}");
+    ProductId::from_uuid(uuid::Uuid::parse_str(&text).unwrap())
+}
+
+/// The SQL expression of [`bench_id`] for the pgbench variable `var`.
+fn bench_id_sql(var: &str) -> String {
+    format!("('00000000-0000-7000-8000-' || lpad((:{var})::text, 12, '0'))::uuid")
+}
+
+/// Gives the seeded products the ids [`bench_id`] computes, so that a pgbench script can name
+/// them; the ids, in order.
+async fn renumber(admin: &mut PgConnection, ids: &[ProductId]) -> Vec<ProductId> {
+    let mut renumbered = Vec::with_capacity(ids.len());
+    for (i, id) in ids.iter().enumerate() {
+        let new = bench_id(i + 1);
+        sqlx::query("UPDATE products SET id = $1 WHERE id = $2")
+            .bind(new.as_uuid())
+            .bind(id.as_uuid())
+            .execute(&mut *admin)
+            .await
+            .unwrap();
+        renumbered.push(new);
+    }
+    renumbered
+}
+
+/// The pgbench script that sends the adapter's own stock move (the statement a transfer
+/// sends, [`Statements::move_stock`]) between random distinct products among the first
+/// `products`, quantities 1 to 5: the ids computed by [`bench_id_sql`], a new ledger id made of
+/// two random numbers (as parameters, so that the ledger's lookup by id uses its index, which a
+/// volatile `gen_random_uuid()` would not), no idempotency key, `now()`, no `lock_timeout` of its
+/// own.
+fn move_stock_script(statements: &Statements, products: usize) -> String {
+    let statement = statements
+        .move_stock
+        .replace("$8", "NULL::text")
+        .replace("$7", &format!("{MAX_STOCK}::bigint"))
+        .replace("$6", "now()")
+        .replace("$5", "NULL::text")
+        .replace("$4", "(:q)::bigint")
+        .replace("$3", &bench_id_sql("b"))
+        .replace("$2", &bench_id_sql("a"))
+        .replace(
+            "$1",
+            "(lpad(to_hex((:r1)::bigint), 16, '0') || lpad(to_hex((:r2)::bigint), 16, '0'))::uuid",
+        );
+    format!(
+        "\\set a random(1, {products})\n\\set b 1 + (:a + random(0, {})) % {products}\n\\set q random(1, 5)\n\\set r1 random(1, 9223372036854775806)\n\\set r2 random(1, 9223372036854775806)\n{statement};\n",
+        products - 2
+    )
+}
+
+/// The pgbench script that sends the adapter's own point read of a product
+/// ([`Statements::product_get`]) by a random id among `products`.
+fn get_script(statements: &Statements, products: usize) -> String {
+    let statement = statements.product_get.replace("$1", &bench_id_sql("a"));
+    format!("\\set a random(1, {products})\n{statement};\n")
+}
+
+/// Writes `script` to a file of its own, for `pgbench -f`.
+fn script_file(name: &str, script: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("stockroom-{}-{name}.sql", std::process::id()));
+    std::fs::write(&path, script).unwrap();
+    path
+}
+
 /// `create_many` of 10,000 products in a unit of work of its own, commit included, after an
 /// untimed `VACUUM products`; rows per second.
 async fn create_many_rows_per_second(
@@ -288,6 +427,14 @@ struct Run {
     reads_held: f64,
     create_many: f64,
     server_insert: f64,
+    /// The user's path among 1,000 and 100 products, and pgbench sending the same statement.
+    users_1000: f64,
+    own_1000: f64,
+    users_100: f64,
+    own_100: f64,
+    /// The user's point reads (a session each), and pgbench sending the same statement.
+    users_reads: f64,
+    own_get: f64,
 }
 
 /// What the bench measures, and where.
@@ -297,6 +444,16 @@ struct Bench {
     ids: Arc<Vec<ProductId>>,
     admin: PgConnection,
     pgbench_url: String,
+    /// What `stockroom::connect` returns: the tracing decorator around a store of the same
+    /// settings, as `Arc<dyn Store>`.
+    user: Arc<dyn Store>,
+    /// Stockroom's database, where pgbench sends the adapter's own statements.
+    our_url: String,
+    /// The pgbench scripts of the adapter's statements: the move among 1,000 and among 100
+    /// products, the point read.
+    move_1000: PathBuf,
+    move_100: PathBuf,
+    get: PathBuf,
 }
 
 impl Bench {
@@ -320,9 +477,36 @@ impl Bench {
             0 => (second_transfers, first_transfers),
             _ => (first_transfers, second_transfers),
         };
+        let script = |path: &PathBuf, clients: &'static str| -> Vec<String> {
+            let mut args: Vec<String> = ["-M", "prepared", "-c", clients, "-n", "-T", &secs_arg]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+            if clients != "1" {
+                args.extend(["-j".to_owned(), "2".to_owned()]);
+            }
+            args.extend(["-f".to_owned(), path.display().to_string()]);
+            args
+        };
+        let pgbench_own = |args: Vec<String>| {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            pgbench(&args, &self.our_url)
+        };
+        let users_1000 = users_transfers_per_second(&self.user, &self.ids, PRODUCTS, secs).await;
+        let own_1000 = pgbench_own(script(&self.move_1000, "8"));
+        let users_100 = users_transfers_per_second(&self.user, &self.ids, 100, secs).await;
+        let own_100 = pgbench_own(script(&self.move_100, "8"));
+        let users_reads = users_reads_per_second(&self.user, &self.ids, secs).await;
+        let own_get = pgbench_own(script(&self.get, "1"));
         // The rest are measured in the order written: each of Stockroom's figures next to the
         // one it is divided by.
         Run {
+            users_1000,
+            own_1000,
+            users_100,
+            own_100,
+            users_reads,
+            own_get,
             transfers,
             tpcb,
             transfers_unpinged,
@@ -381,7 +565,32 @@ fn report(runs: &[Run]) {
         runs,
         |r| r.server_insert,
     );
+    print_figure("connect(): transfers among 1,000, q 1-5", "/s", runs, |r| {
+        r.users_1000
+    });
+    print_figure("pgbench -f the same statement, -c 8", "tps", runs, |r| {
+        r.own_1000
+    });
+    print_figure("connect(): transfers among 100, q 1-5", "/s", runs, |r| {
+        r.users_100
+    });
+    print_figure("pgbench -f the same statement, -c 8", "tps", runs, |r| {
+        r.own_100
+    });
+    print_figure("connect(): point reads, a session each", "/s", runs, |r| {
+        r.users_reads
+    });
+    print_figure("pgbench -f the same get, -c 1", "tps", runs, |r| r.own_get);
     println!("ratios, each within its run:");
+    print_ratio("connect() transfers / own statement, 1,000", runs, |r| {
+        r.users_1000 / r.own_1000
+    });
+    print_ratio("connect() transfers / own statement, 100", runs, |r| {
+        r.users_100 / r.own_100
+    });
+    print_ratio("connect() point reads / own get", runs, |r| {
+        r.users_reads / r.own_get
+    });
     print_ratio("transfers / pgbench TPC-B", runs, |r| r.transfers / r.tpcb);
     print_ratio(
         "transfers, test_before_acquire off / pgbench TPC-B",
@@ -452,15 +661,30 @@ fn main() {
         unpinged.test_before_acquire = false;
         unpinged.run_migrations = false;
         let unpinged = Arc::new(PostgresStore::connect(&unpinged).await.expect("connect"));
-        let ids = Arc::new(seed(&store).await);
+        let seeded = seed(&store).await;
         run_pgbench(&["-i", "-s", "8", "-q"], &pgbench_url);
-        let admin = PgConnection::connect(&our_url).await.expect("connect");
+        let mut admin = PgConnection::connect(&our_url).await.expect("connect");
+        let ids = Arc::new(renumber(&mut admin, &seeded).await);
+        let statements = Statements::of(&store);
+        let move_1000 = script_file("move-1000", &move_stock_script(&statements, PRODUCTS));
+        let move_100 = script_file("move-100", &move_stock_script(&statements, 100));
+        let get = script_file("get", &get_script(&statements, PRODUCTS));
+        let mut user_config = config.clone();
+        user_config.run_migrations = false;
+        let user: Arc<dyn Store> = Arc::new(traced(
+            PostgresStore::connect(&user_config).await.expect("connect"),
+        ));
         let mut bench = Bench {
             store,
             unpinged,
             ids,
             admin,
             pgbench_url,
+            user,
+            our_url,
+            move_1000,
+            move_100,
+            get,
         };
 
         println!(
@@ -479,8 +703,16 @@ fn main() {
             store,
             unpinged,
             admin,
+            user,
+            move_1000,
+            move_100,
+            get,
             ..
         } = bench;
+        for script in [move_1000, move_100, get] {
+            let _ = std::fs::remove_file(script);
+        }
+        user.close().await;
         let _ = admin.close().await;
         unpinged.close().await;
         store.close().await;

@@ -85,7 +85,7 @@ const RECORD: &str = concat!(
 ///
 /// The row it returns ([`MoveOutcome`]) tells which rule decided: the prior ledger row, the
 /// stocks, whether the ledger row went in, how many stocks moved.
-const MOVE_STOCK: &str = concat!(
+pub(crate) const MOVE_STOCK: &str = concat!(
     "WITH prior AS (",
     "SELECT ",
     columns!(),

@@ -344,6 +344,16 @@ impl PostgresStore {
         }
     }
 
+    /// The statement of a live product's point read (for `testing::Statements`).
+    #[cfg(feature = "testing")]
+    pub(crate) fn product_get_statement(&self) -> String {
+        let schema = <stockroom_core::Product as stockroom_core::Entity>::schema();
+        self.plans
+            .of(schema)
+            .map(|plan| plan.get.to_string())
+            .expect("Stockroom's products are in every store's plans")
+    }
+
     /// The `lock_timeout` a stock move sent in autocommit sets for itself: the options' on a
     /// borrowed pool, and within a deadline the time left where shorter. Past the deadline
     /// nothing is to be sent: `Transient`.

@@ -387,6 +387,28 @@ impl TestDatabase {
     }
 }
 
+/// The statements a store sends for a stock move in autocommit and for a product's point read,
+/// as they are (with `$1`… placeholders), so that a benchmark can have the server run them
+/// without Stockroom (`pgbench -f`).
+pub struct Statements {
+    /// The stock move: `$1` the ledger row's id, `$2` and `$3` the source's and target's ids,
+    /// `$4` the quantity, `$5` the idempotency key (or NULL), `$6` the time, `$7` the most
+    /// stock a product holds, `$8` a `lock_timeout` for the transaction (or NULL).
+    pub move_stock: &'static str,
+    /// A live product by id: `$1` its id.
+    pub product_get: String,
+}
+
+impl Statements {
+    /// The statements of `store`.
+    pub fn of(store: &crate::PostgresStore) -> Self {
+        Self {
+            move_stock: crate::movements::MOVE_STOCK,
+            product_get: store.product_get_statement(),
+        }
+    }
+}
+
 /// A fresh database name: `stockroom_test_` and a UUID v7 in lower-case hex, a valid unquoted
 /// identifier that sorts by creation.
 pub fn database_name() -> String {
