@@ -146,27 +146,16 @@ async fn bench(name: &str, store: Arc<dyn Store>, rows: usize) {
         "{name} ({rows} rows, loaded in {:.1} s):",
         loaded.as_secs_f64()
     );
-    println!(
-        "  search, rare word ({rare_total} hits)      {:>9.2} ms",
-        ms(rare)
+    let line = |label: String, value: Duration| println!("  {label:<44} {:>9.2} ms", ms(value));
+    line(format!("search, rare word ({rare_total} hits)"), rare);
+    line(format!("search, \"blue mug\" ({two_total} hits)"), two);
+    line(format!("search, \"mug\" ({common_total} hits)"), common);
+    line(
+        "keyset page of 100 right after the load".into(),
+        first_keyset,
     );
-    println!(
-        "  search, \"blue mug\" ({two_total} hits)   {:>9.2} ms",
-        ms(two)
-    );
-    println!(
-        "  search, \"mug\" ({common_total} hits)       {:>9.2} ms",
-        ms(common)
-    );
-    println!(
-        "  keyset page of 100 after the load     {:>9.2} ms (first, untimed warm-up: {:.2} ms)",
-        ms(keyset),
-        ms(first_keyset)
-    );
-    println!(
-        "  offset page of 20 at the middle       {:>9.2} ms",
-        ms(offset)
-    );
+    line("keyset page of 100, median of the next".into(), keyset);
+    line("offset page of 20 at the middle".into(), offset);
     store.close().await;
 }
 
