@@ -5,7 +5,7 @@ use std::io;
 
 use sqlx::error::DatabaseError;
 use sqlx::postgres::{PgDatabaseError, PgSeverity};
-use stockroom_core::adapter::IDEMPOTENCY_KEY_INDEX;
+use stockroom_core::adapter::{IDEMPOTENCY_KEY_INDEX, LEDGER_TABLE};
 use stockroom_core::schema::{Catalog, FieldType};
 use stockroom_core::{BackendCode, Constraint, EntityKind, Error, Rule, StorageFault, MAX_STOCK};
 
@@ -155,11 +155,10 @@ pub(crate) fn map_error_in(
                 (constraint == format!("{table}_pkey")).then(|| Constraint::primary_key(entity))
             })
             .or_else(|| {
-                // A table no entity declares: the application's own.
+                // A table no entity declares, other than the ledger: the application's own.
                 let table = pg.and_then(PgDatabaseError::table)?;
-                entity_of(table)
-                    .is_none()
-                    .then(|| table_constraint(db.as_ref()))?
+                let applications = entity_of(table).is_none() && table != LEDGER_TABLE;
+                applications.then(|| table_constraint(db.as_ref()))?
             })
             .map(|constraint| Error::Conflict { constraint }),
         Some("23503") => {

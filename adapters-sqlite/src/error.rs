@@ -5,6 +5,7 @@ use std::path::Path;
 
 use rusqlite::ffi;
 use rusqlite::ErrorCode;
+use stockroom_core::adapter::LEDGER_TABLE;
 use stockroom_core::schema::Catalog;
 use stockroom_core::{BackendCode, Constraint, Error, StorageFault};
 
@@ -238,11 +239,10 @@ fn constraint_of(catalog: Option<&Catalog>, message: &str) -> Option<Constraint>
             .find(|rule| names_columns(columns, schema.table, rule.fields))
             .map(|rule| Constraint::of_rule(schema, rule))
     });
-    // A table no entity declares: the application's own.
+    // A table no entity declares, other than the ledger: the application's own.
     let undeclared = |c: &Constraint| {
-        entries
-            .iter()
-            .all(|e| e.schema.table != c.entity().as_str())
+        let table = c.entity().as_str();
+        table != LEDGER_TABLE && entries.iter().all(|e| e.schema.table != table)
     };
     declared.or_else(|| {
         table_constraint(columns)
@@ -492,6 +492,7 @@ mod tests {
             Some(Constraint::of_table("orders", &["customer", "number"]))
         );
         for unknown in [
+            "UNIQUE constraint failed: stock_movements.source_id",
             "UNIQUE constraint failed: reviews.product_id",
             "UNIQUE constraint failed: reviews.author_id, reviews.product_id",
         ] {

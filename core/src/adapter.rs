@@ -58,6 +58,10 @@ pub fn like_pattern(query: &SearchText) -> String {
 /// [`Catalog::constraint_in_message`](crate::schema::Catalog::constraint_in_message)).
 pub const IDEMPOTENCY_KEY_INDEX: &str = "stock_movements_idempotency_key";
 
+/// The stock ledger's table in the SQL adapters' schemas: Stockroom's own, though no entity
+/// declares it (an application's table is any other that no entity declares).
+pub const LEDGER_TABLE: &str = "stock_movements";
+
 /// Microseconds since the Unix epoch: the form the SQLite adapter stores and cursors carry.
 pub fn to_micros(ts: Timestamp) -> i64 {
     ts.timestamp_micros()

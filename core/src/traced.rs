@@ -263,7 +263,7 @@ impl<S: Store> Store for Traced<S> {
 }
 
 /// The ledger's table, for the metrics of its operations.
-const LEDGER_TABLE: &str = "stock_movements";
+use crate::adapter::LEDGER_TABLE;
 
 /// The span of a stock move: `stockroom.move_stock` with the products, the quantity, whether it
 /// is keyed, and (once done) the ledger row's id.
