@@ -1072,19 +1072,12 @@ impl RecordWriter for Session {
     async fn hard_delete(&mut self, schema: &'static Schema, id: Uuid) -> Result<()> {
         let plans = self.plans();
         let plan = plans.of(schema)?;
-        // The foreign keys apply each referring entity's OnDelete, in the same statement. One
-        // of an application's table may refuse it (Error::Referenced): the savepoint undoes
-        // the failed statement, so the unit of work goes on instead of being aborted.
-        self.open_savepoint(HARD_DELETE_SAVEPOINT).await?;
+        // The foreign keys apply each referring entity's OnDelete, in the same statement.
         let statement = query(&plan.hard_delete).bind(id);
-        let deleted = match self.execute(&plan.hard_delete, statement).await {
-            Ok(done) => done.rows_affected(),
-            Err(refused) => {
-                self.roll_back_to_savepoint(HARD_DELETE_SAVEPOINT).await?;
-                return Err(refused);
-            }
-        };
-        self.release_savepoint(HARD_DELETE_SAVEPOINT).await?;
+        let deleted = self
+            .delete_in_savepoint(&plan.hard_delete, statement)
+            .await?
+            .rows_affected();
         match deleted {
             0 => Err(Error::not_found(schema.kind(), id)),
             _ => Ok(()),
@@ -1099,13 +1092,37 @@ impl RecordWriter for Session {
         let plans = self.plans();
         let plan = plans.of(schema)?;
         let statement = query(&plan.purge).bind(before);
-        Ok(self.execute(&plan.purge, statement).await?.rows_affected())
+        let purged = self.delete_in_savepoint(&plan.purge, statement).await?;
+        Ok(purged.rows_affected())
+    }
+}
+
+impl Session {
+    /// Runs `statement` (`sql`, a delete for good) in a savepoint of its own: a foreign key of
+    /// an application's table that refuses it (`Error::Referenced`) then undoes the statement
+    /// alone, where PostgreSQL would otherwise abort the unit of work's whole transaction.
+    async fn delete_in_savepoint(
+        &mut self,
+        sql: &str,
+        statement: crate::session::PgQuery<'_>,
+    ) -> Result<sqlx::postgres::PgQueryResult> {
+        self.open_savepoint(DELETE_SAVEPOINT).await?;
+        match self.execute(sql, statement).await {
+            Ok(done) => {
+                self.release_savepoint(DELETE_SAVEPOINT).await?;
+                Ok(done)
+            }
+            Err(refused) => {
+                self.roll_back_to_savepoint(DELETE_SAVEPOINT).await?;
+                Err(refused)
+            }
+        }
     }
 }
 
 /// The savepoint around a delete for good (a name of ours, apart from the unit of work's
 /// `sp1`, `sp2`, …).
-const HARD_DELETE_SAVEPOINT: &str = "stockroom_hard_delete";
+const DELETE_SAVEPOINT: &str = "stockroom_delete";
 
 #[cfg(all(test, feature = "testing"))]
 mod tests {

@@ -224,6 +224,26 @@ async fn a_delete_an_application_table_refuses_is_referenced_and_the_unit_of_wor
     teardown(db, store).await;
 }
 
+/// A purge of the trash that `orders`' foreign key refuses: the shared behaviour, on
+/// PostgreSQL (the purge runs in a savepoint too).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_an_application_table_refuses_is_referenced_and_the_unit_of_work_goes_on() {
+    let Some((db, store)) = setup().await else {
+        return;
+    };
+    let mut uow = store.begin().await.unwrap();
+    let mug = uow.products().create(product(1)).await.unwrap();
+    place_order(uow.as_mut(), 1, 1, mug.id, mug.created_at)
+        .await
+        .unwrap();
+    uow.commit().await.unwrap();
+    stockroom_conformance::application_sql::a_purge_another_table_refuses_is_referenced(
+        &store, mug.id, "orders",
+    )
+    .await;
+    teardown(db, store).await;
+}
+
 /// The application's reads run on a read session's connection, through the tracing decorator
 /// too; a memory store's session has none (`Unsupported`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -242,6 +242,39 @@ async fn a_delete_an_application_table_refuses_is_referenced_and_the_unit_of_wor
     store.close().await;
 }
 
+/// A purge of the trash that `orders`' foreign key refuses: the shared behaviour, on SQLite,
+/// whose error names neither the table nor the row (Stockroom finds both).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purge_an_application_table_refuses_is_referenced_and_the_unit_of_work_goes_on() {
+    let (_db, store) = setup().await;
+    let mut uow = store.begin().await.unwrap();
+    let other = uow.products().create(product(2)).await.unwrap();
+    let mug = uow.products().create(product(1)).await.unwrap();
+    place_order(uow.as_mut(), 1, 1, mug.id, mug.created_at)
+        .await
+        .unwrap();
+    // A second product in the trash that nothing refers to: the purge is refused as a whole.
+    uow.products().soft_delete(other.id).await.unwrap();
+    uow.commit().await.unwrap();
+    stockroom_conformance::application_sql::a_purge_another_table_refuses_is_referenced(
+        &store, mug.id, "orders",
+    )
+    .await;
+    let mut read = store.read().await.unwrap();
+    let trash = read
+        .products()
+        .list_deleted(stockroom_core::Page::new(10, 0).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        trash.len(),
+        1,
+        "the unreferenced product was not purged either"
+    );
+    drop(read);
+    store.close().await;
+}
+
 /// The application's reads run on a read connection while a unit of work holds the writer
 /// (they would wait behind it if they took it), and see only what was committed; a write there
 /// is refused as read-only. Through the tracing decorator too; a memory store's session has no

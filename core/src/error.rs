@@ -436,9 +436,10 @@ pub enum Error {
         constraint: Constraint,
     },
 
-    /// A delete for good was refused because rows of another table still refer to the row: a
-    /// foreign key of the application's own table (an order's `product_id`, say) without
-    /// `ON DELETE CASCADE` or `SET NULL`. Nothing was deleted, and the unit of work goes on.
+    /// A delete for good (`hard_delete`, or a purge of the trash) was refused because rows of
+    /// another table still refer to the row: a foreign key of the application's own table (an
+    /// order's `product_id`, say) without `ON DELETE CASCADE` or `SET NULL`. Nothing was
+    /// deleted, and the unit of work goes on. A purge names one such row.
     #[error("{entity} {id} is still referenced from table {table}")]
     Referenced {
         /// The kind of row whose delete was refused.

@@ -56,3 +56,43 @@ pub fn assert_conflict_on_table<T: std::fmt::Debug>(
         other => panic!("expected a conflict on {expected:?}, got {other:?}"),
     }
 }
+
+/// A purge of the trash that a foreign key of the application's `table` refuses (a row of it
+/// refers to `product`, soft-deleted here) is [`Error::Referenced`] naming the product and the
+/// table; nothing is purged, and the same unit of work goes on: its other writes commit.
+pub async fn a_purge_another_table_refuses_is_referenced(
+    store: &dyn Store,
+    product: ProductId,
+    table: &str,
+) {
+    let mut uow = store.begin().await.unwrap();
+    assert!(uow.products().soft_delete(product).await.unwrap());
+    let after = stockroom_core::time::now() + chrono::Duration::seconds(1);
+    let refused = uow.products().purge_deleted_before(after).await;
+    match &refused {
+        Err(Error::Referenced {
+            entity,
+            id,
+            table: by,
+        }) => {
+            assert_eq!(*entity, EntityKind::PRODUCT, "{refused:?}");
+            assert!(*id == product, "the refused row: {id} vs {product}");
+            assert_eq!(by, table, "{refused:?}");
+        }
+        other => panic!("expected Referenced by {table}, got {other:?}"),
+    }
+    // Nothing was purged: the product is still in the trash, and it comes back.
+    let trash = uow
+        .products()
+        .list_deleted(stockroom_core::Page::new(100, 0).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        trash.iter().any(|p| p.id == product),
+        "the refused purge purged nothing"
+    );
+    assert!(uow.products().restore(product).await.unwrap());
+    uow.commit().await.unwrap();
+    let mut read = store.read().await.unwrap();
+    read.products().require(product).await.unwrap();
+}

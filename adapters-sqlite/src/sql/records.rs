@@ -670,17 +670,18 @@ pub(crate) fn restore(conn: &Db<'_>, on: On<'_>, id: Uuid, at: Timestamp) -> Res
 /// A foreign key of an application's table that refuses the delete is [`Error::Referenced`],
 /// naming that table; SQLite undoes the failed statement alone, so the unit of work goes on.
 pub(crate) fn hard_delete(conn: &Db<'_>, on: On<'_>, id: Uuid) -> Result<()> {
-    match execute(conn, &on.plan.hard_delete, &[Param::Id(id)]) {
+    let params = [Param::Id(id)];
+    match execute(conn, &on.plan.hard_delete, &params) {
         Ok(1) => Ok(()),
         Ok(_) => Err(on.not_found(id)),
-        Err(error) if is_foreign_key_failure(&error) => {
-            let table = referring_table(conn, on, id).map_err(|e| on.error(e))?;
-            match table {
-                Some(table) => Err(Error::referenced(on.plan.schema.kind(), id, table)),
-                None => Err(on.error(error)),
-            }
-        }
-        Err(error) => Err(on.error(error)),
+        Err(error) => Err(refused_delete(
+            conn,
+            on,
+            &on.plan.hard_delete,
+            &params,
+            Some(id),
+            error,
+        )),
     }
 }
 
@@ -690,19 +691,74 @@ fn is_foreign_key_failure(error: &rusqlite::Error) -> bool {
         .is_some_and(|e| e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY)
 }
 
-/// The table whose rows keep the row `id` from being deleted for good. SQLite's error does not
-/// name it, so the delete runs again with the foreign keys deferred, inside a savepoint that is
-/// then rolled back (nothing of it stays), and SQLite's foreign-key check names a table left
-/// referring to a deleted row: one referring to `id`'s table first (the row itself), else one
-/// referring to a row the delete cascaded to. Only on this refusal's path.
-fn referring_table(conn: &Db<'_>, on: On<'_>, id: Uuid) -> rusqlite::Result<Option<String>> {
-    const CHECK: &str = "SELECT \"table\" FROM pragma_foreign_key_check \
-                         ORDER BY \"parent\" <> ?1 LIMIT 1";
+/// The error of a delete for good (`sql` with `params`; of the row `asked`, when it is one row)
+/// that failed with `error`: when a foreign key of another table refused it,
+/// [`Error::Referenced`] naming a row of this entity that is still referred to and the table
+/// that refers to it; otherwise `error`, mapped.
+fn refused_delete(
+    conn: &Db<'_>,
+    on: On<'_>,
+    sql: &str,
+    params: &[Param<'_>],
+    asked: Option<Uuid>,
+    error: rusqlite::Error,
+) -> Error {
+    if !is_foreign_key_failure(&error) {
+        return on.error(error);
+    }
+    match referring_row(conn, on, sql, params) {
+        Ok(Some((table, Some(id)))) => Error::referenced(on.plan.schema.kind(), id, table),
+        // Referred to through a row the delete cascaded to: the row asked for is the one.
+        Ok(Some((table, None))) => match asked {
+            Some(id) => Error::referenced(on.plan.schema.kind(), id, table),
+            None => on.error(error),
+        },
+        Ok(None) => on.error(error),
+        Err(e) => on.error(e),
+    }
+}
+
+/// A row that keeps the delete `sql` from going through, as (the referring table, the id of
+/// this entity's row it refers to, or `None` when it refers to a row the delete cascaded to).
+/// SQLite's error names neither, so the delete runs again with the foreign keys deferred,
+/// inside a savepoint that is then rolled back (nothing of it stays), and SQLite's foreign-key
+/// check names a row left referring to a deleted one, one referring to this entity's table
+/// first. Only on this refusal's path.
+fn referring_row(
+    conn: &Db<'_>,
+    on: On<'_>,
+    sql: &str,
+    params: &[Param<'_>],
+) -> rusqlite::Result<Option<(String, Option<Uuid>)>> {
+    const CHECK: &str = "SELECT c.\"table\", c.rowid, k.\"from\", c.\"parent\" \
+                         FROM pragma_foreign_key_check AS c \
+                         JOIN pragma_foreign_key_list(c.\"table\") AS k ON k.id = c.fkid \
+                         ORDER BY c.\"parent\" <> ?1 LIMIT 1";
     conn.execute_batch("PRAGMA defer_foreign_keys = ON; SAVEPOINT stockroom_referenced")?;
-    let found = execute(conn, &on.plan.hard_delete, &[Param::Id(id)]).and_then(|_| {
-        query_first(conn, CHECK, [on.plan.schema.table], |row| {
-            row.get::<_, String>(0)
-        })
+    let found = execute(conn, sql, params).and_then(|_| {
+        let violation = query_first(conn, CHECK, [on.plan.schema.table], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, i64>(1)?,
+                row.get::<_, String>(2)?,
+                row.get::<_, String>(3)?,
+            ))
+        })?;
+        let Some((table, rowid, column, parent)) = violation else {
+            return Ok(None);
+        };
+        if parent != on.plan.schema.table {
+            return Ok(Some((table, None)));
+        }
+        // Names from SQLite's own catalog, quoted as identifiers.
+        let key = format!(
+            "SELECT {} FROM {} WHERE rowid = ?1",
+            quoted(&column),
+            quoted(&table)
+        );
+        let id: Option<Vec<u8>> = query_first(conn, &key, [rowid], |row| row.get(0))?;
+        let id = id.and_then(|bytes| Uuid::from_slice(&bytes).ok());
+        Ok(Some((table, id)))
     });
     let undone = conn.execute_batch(
         "ROLLBACK TO stockroom_referenced; RELEASE stockroom_referenced; \
@@ -713,9 +769,18 @@ fn referring_table(conn: &Db<'_>, on: On<'_>, id: Uuid) -> rusqlite::Result<Opti
     Ok(found)
 }
 
+/// `name` as an SQL identifier: in double quotes, its own double quotes doubled.
+fn quoted(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 /// Deletes for good the rows soft-deleted before `before`; how many.
+///
+/// A foreign key of an application's table that refuses it is [`Error::Referenced`], naming one
+/// row still referred to and the table; nothing is purged, and the unit of work goes on.
 pub(crate) fn purge_deleted_before(conn: &Db<'_>, on: On<'_>, before: Timestamp) -> Result<u64> {
-    execute(conn, &on.plan.purge, &[Param::time(before)])
+    let params = [Param::time(before)];
+    execute(conn, &on.plan.purge, &params)
         .map(|n| n as u64)
-        .map_err(|e| on.error(e))
+        .map_err(|error| refused_delete(conn, on, &on.plan.purge, &params, None, error))
 }

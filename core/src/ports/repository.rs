@@ -97,11 +97,14 @@ pub trait Repository<E: Entity>: ReadRepository<E> {
     async fn restore(&mut self, id: E::Id) -> Result<bool>;
 
     /// Deletes the row `id`, live or soft-deleted, for good; [`Error::NotFound`] when there is
-    /// no such row.
+    /// no such row; [`Error::Referenced`] when a table of the application's refers to it (a
+    /// foreign key without `ON DELETE`), and then nothing is deleted.
     async fn hard_delete(&mut self, id: E::Id) -> Result<()>;
 
     /// Deletes for good every row soft-deleted before `before`; returns how many. A `before`
     /// outside the years every backend stores (see [`time::supported`](crate::time::supported))
-    /// is [`Error::Validation`] on `before`, and nothing is deleted.
+    /// is [`Error::Validation`] on `before`, and nothing is deleted. [`Error::Referenced`], naming
+    /// one such row, when a table of the application's refers to one of them, and then nothing
+    /// is deleted.
     async fn purge_deleted_before(&mut self, before: Timestamp) -> Result<u64>;
 }
