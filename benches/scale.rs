@@ -19,7 +19,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stockroom::{Limit, NewProduct, Page, ProductFilter, Store};
+use stockroom::{Limit, NewProduct, Page, ProductFilter, Store, Total};
 
 const WORDS: [&str; 16] = [
     "blue", "red", "green", "black", "steel", "clay", "glass", "oak", "mug", "plate", "bowl",
@@ -91,7 +91,7 @@ async fn load(store: &dyn Store, rows: usize) -> Duration {
     started.elapsed()
 }
 
-async fn search(store: &dyn Store, text: &str) -> (Duration, u64) {
+async fn search(store: &dyn Store, text: &str) -> (Duration, Total) {
     let filter = ProductFilter::default().with_search(text).unwrap();
     median(|| async {
         let mut read = store.read().await.unwrap();

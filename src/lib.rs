@@ -9,7 +9,7 @@
 #![cfg_attr(not(feature = "memory"), doc = "```ignore")]
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> stockroom::Result<()> {
-//! use stockroom::{NewProduct, ProductFilter, Page, StoreExt, TransferRequest};
+//! use stockroom::{NewProduct, ProductFilter, Page, StoreExt, Total, TransferRequest};
 //!
 //! let store = stockroom::connect("memory://").await?;
 //!
@@ -22,7 +22,7 @@
 //!
 //! let mut read = store.read().await?;
 //! let found = read.products().search(&ProductFilter::default().with_search("MUG")?, Page::new(10, 0)?).await?;
-//! assert_eq!((found.total, found.items[0].stock), (1, 6));
+//! assert_eq!((found.total, found.items[0].stock), (Total::Exact(1), 6));
 //! # Ok(()) }
 //! ```
 //!
@@ -259,9 +259,10 @@ pub use stockroom_core::{
     Repositories, Repository, Result, RetryPolicy, ReviewId, Rule, Savepoint, SchemaProblem,
     SearchPage, SearchText, Sku, Slug, Stock, StockDelta, StockMoved, StockMovementId,
     StockMovementReader, StockMovementRepository, StorageFault, Store, StoreConfig, StoreExt, Text,
-    TextEnum, Timestamp, Traced, TransferRequest, Transferred, UnitOfWork, UnitOfWorkExt,
-    UnknownBackend, UserId, WorkFuture, MAX_EMAIL_LEN, MAX_IDEMPOTENCY_KEY_LEN, MAX_LIMIT,
-    MAX_NAME_LEN, MAX_OFFSET, MAX_QUERY_LEN, MAX_SKU_LEN, MAX_SLUG_LEN, MAX_STOCK, MAX_TEXT_LEN,
+    TextEnum, Timestamp, Total, Traced, TransferRequest, Transferred, UnitOfWork, UnitOfWorkExt,
+    UnknownBackend, UserId, WorkFuture, MAX_EMAIL_LEN, MAX_EXACT_TOTAL, MAX_IDEMPOTENCY_KEY_LEN,
+    MAX_LIMIT, MAX_NAME_LEN, MAX_OFFSET, MAX_QUERY_LEN, MAX_SKU_LEN, MAX_SLUG_LEN, MAX_STOCK,
+    MAX_TEXT_LEN,
 };
 // Every entity of Stockroom's, its inputs, and the `Entity` trait and derive: a new entity is
 // exported with no line of its own.

@@ -14,7 +14,7 @@ use stockroom_core::schema::{
 use stockroom_core::time::Timestamp;
 use stockroom_core::{
     Error, NewStockMovement, Page, ProductId, Result, SearchPage, StockMovement, StockMovementId,
-    StockMovementReader, StockMovementRepository,
+    StockMovementReader, StockMovementRepository, Total, MAX_EXACT_TOTAL,
 };
 use uuid::Uuid;
 
@@ -139,7 +139,7 @@ fn passing<'a>(
 }
 
 /// In one pass over `matches`: the rows of those from `offset` (at most `limit`, each read by
-/// `row`), and how many there are in all.
+/// `row`), and how many there are in all (see [`Total::counted`]).
 fn page_and_total<'a, T>(
     matches: impl Iterator<Item = T>,
     offset: usize,
@@ -147,16 +147,19 @@ fn page_and_total<'a, T>(
     row: impl Fn(T) -> Option<&'a Record>,
 ) -> SearchPage<Record> {
     let mut items = Vec::with_capacity(limit.min(64));
-    let mut total = 0;
-    for found in matches {
-        if total >= offset && items.len() < limit {
+    // Counted up to one past the bound, or to the page's end if that is further.
+    let enough = (MAX_EXACT_TOTAL as usize + 1).max(offset.saturating_add(limit));
+    let mut counted = 0;
+    for found in matches.take(enough) {
+        if counted >= offset && items.len() < limit {
             items.extend(row(found).cloned());
         }
-        total += 1;
+        counted += 1;
     }
+    let on_page = items.len();
     SearchPage {
         items,
-        total: total as u64,
+        total: Total::counted(counted as u64, offset as u64, on_page),
     }
 }
 
@@ -280,7 +283,7 @@ impl RecordReader for Tables {
         let Some(rows) = matching(state, position, conditions, None, false) else {
             return Ok(SearchPage {
                 items: Vec::new(),
-                total: 0,
+                total: Total::Exact(0),
             });
         };
         Ok(page_and_total(rows, offset, limit, Some))

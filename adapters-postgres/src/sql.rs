@@ -22,7 +22,7 @@ use stockroom_core::schema::{
     RecordWriter, Schema, Selection, Start, Value,
 };
 use stockroom_core::time::Timestamp;
-use stockroom_core::{Constraint, Error, Page, Result, SearchPage};
+use stockroom_core::{Constraint, Error, Page, Result, SearchPage, Total, MAX_EXACT_TOTAL};
 use uuid::Uuid;
 
 use crate::codec::{
@@ -237,35 +237,46 @@ impl RecordReader for Session {
     ) -> Result<SearchPage<Record>> {
         let plans = self.plans();
         let plan = plans.of(schema)?;
-        // One statement: the total comes from a count over the matching rows, joined to the
-        // page so that a page past the end still carries it (one row of NULLs).
-        let mut statement = Statement::new("WITH matched AS (");
-        statement.push(&format!(
+        // One statement: the page, and the matching rows counted up to one past the bound,
+        // joined so that a page past the end still carries the count (one row of NULLs). Each
+        // is planned on its own (a CTE read twice would be materialized: every match fetched).
+        let live = format!(
             "SELECT {} FROM {} WHERE deleted_at IS NULL",
             plan.columns, plan.table
-        ));
+        );
+        let mut statement = Statement::new("WITH page AS (");
+        statement.push(&live);
         push_conditions(&mut statement, plan, conditions)?;
-        statement.push("), page AS (SELECT * FROM matched ORDER BY created_at, id LIMIT ");
+        statement.push(" ORDER BY created_at, id LIMIT ");
         statement.bind(limit_i64(page.limit()));
         statement.push(" OFFSET ");
         statement.bind(offset_i64(page));
-        statement.push(
-            ") SELECT page.*, total.total FROM (SELECT count(*) AS total FROM matched) AS total \
-             LEFT JOIN page ON true ORDER BY page.created_at, page.id",
-        );
+        statement.push(&format!(
+            ") SELECT page.*, counted.total FROM (SELECT count(*) AS total FROM (SELECT 1 FROM {} \
+             WHERE deleted_at IS NULL",
+            plan.table
+        ));
+        push_conditions(&mut statement, plan, conditions)?;
+        // A constant, so that a generic plan knows it too.
+        statement.push(&format!(
+            " LIMIT {}) AS matched) AS counted LEFT JOIN page ON true \
+             ORDER BY page.created_at, page.id",
+            MAX_EXACT_TOTAL + 1
+        ));
         let (sql, statement) = statement.build()?;
         let rows = self.fetch_all(&sql, statement).await?;
-        let mut total = 0;
+        let mut counted = 0;
         let mut items = Vec::with_capacity(rows.len());
         for row in &rows {
-            total = at(row, plan.width())?;
+            counted = at(row, plan.width())?;
             if at::<Option<Uuid>>(row, 0)?.is_some() {
                 items.push(decode_record(row, 0, plan.schema.fields)?);
             }
         }
+        let on_page = items.len();
         Ok(SearchPage {
             items,
-            total: count_u64(total),
+            total: Total::counted(count_u64(counted), page.offset(), on_page),
         })
     }
 

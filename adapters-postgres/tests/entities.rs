@@ -652,7 +652,7 @@ async fn a_declared_entitys_rows_keep_its_rules_on_postgres() {
         )
         .await
         .unwrap();
-    assert_eq!((found.total, found.items[0].id), (1, south.id));
+    assert_eq!((found.total.count(), found.items[0].id), (1, south.id));
     // A delete for good of the product forgets it, as declared (ON DELETE SET NULL).
     uow.products().hard_delete(mug).await.unwrap();
     let north = uow

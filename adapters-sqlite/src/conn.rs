@@ -190,10 +190,20 @@ impl Drop for ReaderLease {
 }
 
 fn rollback_if_open(conn: &Connection) {
-    if !conn.is_autocommit() {
-        if let Err(error) = conn.execute_batch("ROLLBACK") {
-            tracing::warn!(%error, "sqlite: rollback of an abandoned transaction failed");
-        }
+    if conn.is_autocommit() {
+        return;
+    }
+    let mut rolled_back = conn.execute_batch("ROLLBACK");
+    if matches!(
+        &rolled_back,
+        Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::OperationInterrupted
+    ) {
+        // The interrupt of an abandoned call outlived it (see `hooks::stop_running_statements`).
+        crate::hooks::stop_running_statements(conn);
+        rolled_back = conn.execute_batch("ROLLBACK");
+    }
+    if let Err(error) = rolled_back {
+        tracing::warn!(%error, "sqlite: rollback of an abandoned transaction failed");
     }
 }
 
@@ -663,6 +673,34 @@ impl Drop for Conn {
 
 #[cfg(test)]
 mod tests {
+    /// A unit of work that wrote a searchable row and was interrupted between statements (its
+    /// call abandoned) is rolled back when its connection is released, and the connection
+    /// works again: FTS5's open index reader would otherwise keep the interrupt set, `ROLLBACK`
+    /// included.
+    #[test]
+    fn an_interrupted_transaction_that_wrote_to_a_search_index_rolls_back() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE t (id BLOB PRIMARY KEY, deleted_at INTEGER, search_text TEXT NOT NULL)",
+        )
+        .unwrap();
+        crate::search_index::create(&conn, "t").unwrap();
+        conn.execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES (x'01', NULL, 'red cup')")
+            .unwrap();
+        conn.get_interrupt_handle().interrupt();
+        assert!(
+            conn.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                .is_err(),
+            "the interrupt outlives the statement it was meant for"
+        );
+        super::rollback_if_open(&conn);
+        assert!(conn.is_autocommit(), "rolled back");
+        let rows: i64 = conn
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(rows, 0, "the insert is gone");
+    }
+
     use std::sync::{Arc, Mutex};
 
     use tracing::span::{Attributes, Id, Record};
@@ -764,7 +802,7 @@ mod tests {
             pool,
             _permit: permit,
         };
-        let plans = Plans::new(stockroom_core::schema::Catalog::new(&[]).unwrap());
+        let plans = Plans::new(stockroom_core::schema::Catalog::new(&[]).unwrap(), &[]);
         Conn::new(Lease::Reader(lease), runner, Arc::new(plans))
     }
 

@@ -10,7 +10,9 @@
 //!   key, each field's column type, `NOT NULL`, `CHECK`s for integer ranges, enum values,
 //!   booleans and ids, `REFERENCES target (id) ON DELETE …`), its partial unique indexes over
 //!   live rows named by the rules, `{table}_order` on `(created_at, id)` and one
-//!   `{table}_{field}` index per reference field on `(field, created_at, id)`.
+//!   `{table}_{field}` index per reference field on `(field, created_at, id)`; for a searchable
+//!   entity, its substring index `{table}_search` and triggers (`search_index.rs`), also added
+//!   to a table Stockroom made before it had one.
 //! - **A new nullable or defaulted field**: `ALTER TABLE … ADD COLUMN` (with its `DEFAULT`), and
 //!   its index when it is a reference. **A new unique rule**: its partial unique index.
 //! - **Anything else that differs** (a field retyped, renamed, dropped, or added as required
@@ -40,6 +42,7 @@ use stockroom_core::{ColumnDifference, Error, Result, SchemaProblem};
 
 use crate::error::map;
 use crate::schema::sha256_hex;
+use crate::search_index;
 use crate::sql::codec::{Param, RowReader};
 
 /// Brings the table of every entity of `catalog` that is not Stockroom's own to its
@@ -49,16 +52,28 @@ pub(crate) fn sync(conn: &mut Connection, catalog: &Catalog) -> Result<()> {
         if entry.schema.ddl == Ddl::BuiltIn {
             continue;
         }
-        if is_settled(conn, entry.schema)? {
+        if is_settled(conn, entry.schema)? && !lacks_search_index(conn, entry.schema)? {
             continue;
         }
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(map)?;
         bring_to_declaration(&tx, entry)?;
+        if lacks_search_index(&tx, entry.schema)? {
+            search_index::create(&tx, entry.schema.table).map_err(map)?;
+        }
         tx.commit().map_err(map)?;
     }
     Ok(())
+}
+
+/// Whether `schema`'s table is Stockroom's to index for search and has no index yet (an
+/// application's own table is left as it is: its searches read every row).
+fn lacks_search_index(conn: &Connection, schema: &'static Schema) -> Result<bool> {
+    if schema.ddl != Ddl::Stockroom || !search_index::searchable(schema) {
+        return Ok(false);
+    }
+    Ok(!search_index::exists(conn, schema.table).map_err(map)?)
 }
 
 /// Whether `schema`'s table needs nothing: as declared, and (for a table Stockroom manages)

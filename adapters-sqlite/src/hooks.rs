@@ -194,6 +194,31 @@ pub(crate) fn watch_wal(conn: &Connection) -> Result<u32> {
     Ok(u32::try_from(threshold).unwrap_or(0))
 }
 
+/// Resets every statement of `conn` still running, so that an interrupt (`sqlite3_interrupt`)
+/// ends: SQLite clears its interrupt flag only when a statement starts while none runs. FTS5
+/// keeps a blob reader of its index open (a running statement) from a write until the
+/// transaction commits or rolls back, so once a unit of work has written a searchable row, an
+/// interrupt would otherwise interrupt every later statement of the connection, `ROLLBACK`
+/// included. Called only when no call runs on `conn` (the statements reset are SQLite's own:
+/// rusqlite resets each of its statements after use).
+pub(crate) fn stop_running_statements(conn: &Connection) {
+    // SAFETY: `handle` is this open connection's `sqlite3*`, used on the thread that owns the
+    // connection, with no call of its running. `sqlite3_next_stmt` walks the statements the
+    // connection owns (resetting one does not unlink it), and `sqlite3_reset` of a statement
+    // the connection owns is always allowed; FTS5 reopens or closes its reader after a reset
+    // (its rollback closes it, and a closed handle finalizes the reset statement).
+    unsafe {
+        let db = conn.handle();
+        let mut stmt = ffi::sqlite3_next_stmt(db, std::ptr::null_mut());
+        while !stmt.is_null() {
+            if ffi::sqlite3_stmt_busy(stmt) != 0 {
+                ffi::sqlite3_reset(stmt);
+            }
+            stmt = ffi::sqlite3_next_stmt(db, stmt);
+        }
+    }
+}
+
 /// Checkpoints the WAL as the automatic checkpoint would have (`PASSIVE`: it copies what no
 /// reader still needs and waits for nobody). A failure is logged, not returned: the commit
 /// before it stands, and the next due checkpoint tries again.

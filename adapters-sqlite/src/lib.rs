@@ -255,6 +255,7 @@ mod hooks;
 mod options;
 mod records;
 mod schema;
+mod search_index;
 mod sql;
 mod store;
 

@@ -64,7 +64,21 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: V3,
         then: None,
     },
+    Migration {
+        version: 4,
+        description: "the substring index of product search documents",
+        sql: V4,
+        then: Some(create_products_search_index),
+    },
 ];
+
+/// V4 is made in Rust, by the same code that makes the index of an application's searchable
+/// entity (`search_index.rs`).
+const V4: &str = "-- products_search: crate::search_index::create(conn, \"products\")";
+
+fn create_products_search_index(conn: &Connection) -> rusqlite::Result<()> {
+    crate::search_index::create(conn, "products")
+}
 
 /// Stockroom's record of each table it made (or extended) for an entity the application
 /// declared: the definition it made it to (`stockroom_core::schema::tables::definition`) and its

@@ -108,14 +108,15 @@ impl SqliteStore {
     /// demand. Malformed or enforced pragmas are a validation error on `pragma`.
     pub async fn connect_with(options: SqliteOptions) -> Result<Self> {
         options.validate()?;
-        let plans = Arc::new(Plans::new(Catalog::new(&options.entities)?));
+        let catalog = Catalog::new(&options.entities)?;
         let options = Arc::new(options);
         let opening = Arc::clone(&options);
-        let catalog = Arc::clone(&plans);
-        let (writer, settled) =
-            tokio::task::spawn_blocking(move || open_writer(&opening, catalog.catalog()))
-                .await
-                .map_err(worker_failed)??;
+        let (writer, settled, catalog) = tokio::task::spawn_blocking(move || {
+            open_writer(&opening, &catalog).map(|(writer, settled)| (writer, settled, catalog))
+        })
+        .await
+        .map_err(worker_failed)??;
+        let plans = Arc::new(Plans::new(catalog, &settled.search_indexes));
         let runner = Runner {
             log: SqlLog {
                 echo: options.log_statements,
@@ -253,6 +254,8 @@ struct Settled {
     busy_timeout: Duration,
     /// `wal_autocheckpoint`, which the writer's WAL hook now enforces (0: never).
     checkpoint_at: u32,
+    /// Per entity of the catalog: whether its table has a search index (`search_index.rs`).
+    search_indexes: Vec<bool>,
 }
 
 /// Opens the writer and applies the migrations and the tables of `catalog`'s entities (waiting,
@@ -264,6 +267,7 @@ fn open_writer(options: &SqliteOptions, catalog: &Catalog) -> Result<(Connection
     if options.run_migrations {
         crate::schema::migrate(&mut conn, catalog)?;
     }
+    let search_indexes = crate::search_index::present(&conn, catalog).map_err(map)?;
     let busy_ms: i64 = conn
         .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
         .map_err(map)?;
@@ -278,6 +282,7 @@ fn open_writer(options: &SqliteOptions, catalog: &Catalog) -> Result<(Connection
         Settled {
             busy_timeout,
             checkpoint_at,
+            search_indexes,
         },
     ))
 }

@@ -54,7 +54,8 @@ pub use ports::{
     StockMovementReader, StockMovementRepository, Store, UnitOfWork, UnknownBackend,
 };
 pub use query::{
-    Cursor, KeysetPage, Limit, Page, SearchPage, SearchText, MAX_LIMIT, MAX_OFFSET, MAX_QUERY_LEN,
+    Cursor, KeysetPage, Limit, Page, SearchPage, SearchText, Total, MAX_EXACT_TOTAL, MAX_LIMIT,
+    MAX_OFFSET, MAX_QUERY_LEN,
 };
 pub use repo::{ReadRepo, Repo};
 pub use schema::{OnDelete, TextEnum};

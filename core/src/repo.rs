@@ -187,13 +187,16 @@ impl<'a, E: Entity, P: RecordReader + ?Sized + 'a> Repo<'a, E, P> {
         }
     }
 
-    /// A page of the live rows that pass `filter`, and how many pass in all: one statement on
-    /// the SQL backends.
+    /// A page of the live rows that pass `filter`, and how many pass in all: exactly up to
+    /// [`MAX_EXACT_TOTAL`](crate::MAX_EXACT_TOTAL), a lower bound beyond (see [`Total`]; for
+    /// an exact number however large, [`count`](Self::count)).
+    ///
+    /// [`Total`]: crate::Total
     pub async fn search(&mut self, filter: &E::Filter, page: Page) -> Result<SearchPage<E>> {
         let Some(conditions) = Self::conditions(filter)? else {
             return Ok(SearchPage {
                 items: Vec::new(),
-                total: 0,
+                total: crate::Total::Exact(0),
             });
         };
         let found = self.port.search(E::schema(), &conditions, page).await?;

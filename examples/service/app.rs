@@ -998,6 +998,7 @@ async fn list_products(
             })))
         }
         None => {
+            // `total` is `{"count": n, "exact": bool}`: exact up to MAX_EXACT_TOTAL.
             let found = read.products().search(&filter, page(&params)?).await?;
             Ok(Json(json!({ "items": found.items, "total": found.total })))
         }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use stockroom_core::{
     Category, CategoryFilter, Constraint, EntityId, EntityKind, Error, NewCategory, NewProduct,
-    NewUser, Page, Product, ProductFilter, ProductId, Result, ReviewFilter, Rule, Store, User,
-    UserFilter, MAX_LIMIT,
+    NewUser, Page, Product, ProductFilter, ProductId, Result, ReviewFilter, Rule, Store, Total,
+    User, UserFilter, MAX_LIMIT,
 };
 
 /// Runs `$body` (an expression using the unit of work bound to `$uow`) in a fresh unit of work;
@@ -43,6 +43,13 @@ pub(crate) use in_read;
 /// The largest page: every row of a small test store.
 pub fn all() -> Page {
     Page::new(i64::from(MAX_LIMIT), 0).expect("a valid page")
+}
+
+/// The number of a search's total, which must be exact (the small stores of the cases match
+/// far fewer rows than [`MAX_EXACT_TOTAL`](stockroom_core::MAX_EXACT_TOTAL)).
+pub fn exact(total: Total) -> u64 {
+    assert!(total.is_exact(), "the total {total:?} is not exact");
+    total.count()
 }
 
 /// A valid new product named after `tag` (lower-case letters and digits): name `Product <tag>`,

@@ -35,19 +35,19 @@ impl std::fmt::Debug for Plans {
 }
 
 impl Plans {
-    /// The plans of every entity of `catalog`.
-    pub(crate) fn new(catalog: Catalog) -> Self {
+    /// The plans of every entity of `catalog`; `search_indexes` says, per entity, whether its
+    /// table has a search index (missing entries: no).
+    pub(crate) fn new(catalog: Catalog, search_indexes: &[bool]) -> Self {
         let plans = catalog
             .entries()
             .iter()
-            .map(|entry| Plan::new(&catalog, entry))
+            .enumerate()
+            .map(|(at, entry)| {
+                let indexed = search_indexes.get(at).copied().unwrap_or(false);
+                Plan::new(&catalog, entry, indexed)
+            })
             .collect();
         Self { catalog, plans }
-    }
-
-    /// The store's entities.
-    pub(crate) fn catalog(&self) -> &Catalog {
-        &self.catalog
     }
 
     /// The position of `schema`'s plan ([`Error::UnknownEntity`] when the store does not hold
@@ -90,6 +90,8 @@ pub(crate) struct Plan {
     pub(crate) decoders: Box<[Decode]>,
     /// Whether the table has a `search_text` column.
     pub(crate) searchable: bool,
+    /// The table's substring index (`search_index.rs`), if it has one.
+    pub(crate) search_index: Option<String>,
     /// The reference fields, in declaration order.
     pub(crate) references: Box<[RefField]>,
     /// How many columns a read selects: the id, the fields and the bookkeeping.
@@ -145,7 +147,7 @@ pub(crate) struct Plan {
 pub(crate) const GET_MANY_END: &str = ") ORDER BY created_at, id";
 
 impl Plan {
-    fn new(catalog: &Catalog, entry: &Entry) -> Self {
+    fn new(catalog: &Catalog, entry: &Entry, search_indexed: bool) -> Self {
         let schema = entry.schema;
         let table = schema.table;
         let field_names: Vec<&str> = schema.fields.iter().map(|f| f.name).collect();
@@ -185,6 +187,7 @@ impl Plan {
             schema,
             decoders: schema.fields.iter().map(Decode::from).collect(),
             searchable,
+            search_index: search_indexed.then(|| crate::search_index::name(table)),
             width: field_names.len() + 5,
             write_width,
             get: format!("{select_live} AND id = ?"),
@@ -353,7 +356,7 @@ mod tests {
     /// product's, which the stock move and the benchmark's baseline also spell out by hand.
     #[test]
     fn a_products_statements_are_built_from_its_declaration() {
-        let plans = Plans::new(Catalog::new(&[]).unwrap());
+        let plans = Plans::new(Catalog::new(&[]).unwrap(), &[]);
         let plan = plans.plan(plans.position(Product::schema()).unwrap());
         let columns = "id, name, slug, sku, description, status, stock, category_id, \
                        created_by, created_at, updated_at, deleted_at, version";

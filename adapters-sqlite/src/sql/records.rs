@@ -8,6 +8,7 @@
 //! needs, and a check made before a write still holds when the write runs.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt::Write as _;
 
 use stockroom_core::adapter::like_pattern;
 use stockroom_core::schema::{
@@ -15,7 +16,7 @@ use stockroom_core::schema::{
     Start, Value,
 };
 use stockroom_core::time::Timestamp;
-use stockroom_core::{Constraint, Error, Page, Result, SearchPage};
+use stockroom_core::{Constraint, Error, Page, Result, SearchPage, Total, MAX_EXACT_TOTAL};
 use uuid::Uuid;
 
 use super::codec::{Param, RowReader};
@@ -24,6 +25,7 @@ use super::generic::{
 };
 use super::plan::{Plan, Plans, GET_MANY_END};
 use crate::conn::Db;
+use crate::search_index::{self, MIN_INDEXED_CHARS};
 
 /// One entity's statements and the store's (the catalog, and the other entities' statements),
 /// for one call.
@@ -143,7 +145,21 @@ fn conditions_sql<'c>(
     sql: &mut String,
     params: &mut Vec<Param<'c>>,
 ) -> Result<()> {
-    for condition in conditions {
+    conditions_sql_but(on, conditions, None, sql, params)
+}
+
+/// [`conditions_sql`] but for the condition at position `served` (the search index serves it).
+fn conditions_sql_but<'c>(
+    on: On<'_>,
+    conditions: &'c [Condition],
+    served: Option<usize>,
+    sql: &mut String,
+    params: &mut Vec<Param<'c>>,
+) -> Result<()> {
+    for (at, condition) in conditions.iter().enumerate() {
+        if served == Some(at) {
+            continue;
+        }
         match condition {
             Condition::Eq { field, value } => {
                 let Some(clause) = on.plan.eq.get(*field) else {
@@ -172,6 +188,63 @@ fn conditions_sql<'c>(
         }
     }
     Ok(())
+}
+
+/// A search condition the table's search index serves: its position among the conditions and
+/// the index's query.
+struct Indexed<'p> {
+    index: &'p str,
+    at: usize,
+    phrase: String,
+}
+
+impl<'p> Indexed<'p> {
+    /// The first search condition among `conditions` that the index of `on`'s table can serve
+    /// (one of at least [`MIN_INDEXED_CHARS`] characters), if the table has one.
+    fn of(on: On<'p>, conditions: &[Condition]) -> Option<Self> {
+        let index = on.plan.search_index.as_deref()?;
+        conditions
+            .iter()
+            .enumerate()
+            .find_map(|(at, condition)| match condition {
+                Condition::Search(query) if query.folded().chars().count() >= MIN_INDEXED_CHARS => {
+                    Some(Indexed {
+                        index,
+                        at,
+                        phrase: search_index::phrase(query.folded()),
+                    })
+                }
+                _ => None,
+            })
+    }
+}
+
+/// `SELECT {select}` of the live rows that pass every condition, through the search index when
+/// `indexed` (its matches joined to the table by rowid), reading the table otherwise.
+fn select_matching<'c>(
+    on: On<'_>,
+    select: &str,
+    conditions: &'c [Condition],
+    indexed: Option<&Indexed<'_>>,
+    sql: &mut String,
+    params: &mut Vec<Param<'c>>,
+) -> Result<()> {
+    let table = on.plan.schema.table;
+    match indexed {
+        Some(Indexed { index, at, phrase }) => {
+            let _ = write!(
+                sql,
+                "SELECT {select} FROM {index} JOIN {table} ON {table}.rowid = {index}.rowid \
+                 WHERE {index} MATCH ? AND deleted_at IS NULL"
+            );
+            params.push(Param::Text(phrase.clone()));
+            conditions_sql_but(on, conditions, Some(*at), sql, params)
+        }
+        None => {
+            let _ = write!(sql, "SELECT {select} FROM {table} WHERE deleted_at IS NULL");
+            conditions_sql(on, conditions, sql, params)
+        }
+    }
 }
 
 /// The live rows `selection` picks.
@@ -204,12 +277,17 @@ pub(crate) fn list(conn: &Db<'_>, on: On<'_>, selection: &Selection) -> Result<V
 
 /// How many live rows pass every condition.
 pub(crate) fn count(conn: &Db<'_>, on: On<'_>, conditions: &[Condition]) -> Result<u64> {
-    let mut sql = format!(
-        "SELECT COUNT(*) FROM {} WHERE deleted_at IS NULL",
-        on.plan.schema.table
-    );
+    let mut sql = String::new();
     let mut params = Vec::new();
-    conditions_sql(on, conditions, &mut sql, &mut params)?;
+    let indexed = Indexed::of(on, conditions);
+    select_matching(
+        on,
+        "COUNT(*)",
+        conditions,
+        indexed.as_ref(),
+        &mut sql,
+        &mut params,
+    )?;
     scalar::<i64>(conn, &sql, rusqlite::params_from_iter(&params))
         .map(|n| n as u64)
         .map_err(|e| on.error(e))
@@ -217,59 +295,68 @@ pub(crate) fn count(conn: &Db<'_>, on: On<'_>, conditions: &[Condition]) -> Resu
 
 /// Whether a live row passes every condition: the first one found ends the search.
 pub(crate) fn exists(conn: &Db<'_>, on: On<'_>, conditions: &[Condition]) -> Result<bool> {
-    let mut sql = format!(
-        "SELECT EXISTS (SELECT 1 FROM {} WHERE deleted_at IS NULL",
-        on.plan.schema.table
-    );
+    let mut sql = String::from("SELECT EXISTS (");
     let mut params = Vec::new();
-    conditions_sql(on, conditions, &mut sql, &mut params)?;
+    let indexed = Indexed::of(on, conditions);
+    select_matching(on, "1", conditions, indexed.as_ref(), &mut sql, &mut params)?;
     sql.push(')');
     scalar(conn, &sql, rusqlite::params_from_iter(&params)).map_err(|e| on.error(e))
 }
 
-/// A page of the live rows that pass every condition and how many pass in all: one statement
-/// with a `COUNT(*) OVER ()` window; only a page past the end falls back to a count statement,
-/// in the same read transaction as the page.
+/// A page of the live rows that pass every condition and how many pass in all (see
+/// [`Total`]), in one read transaction: the matches counted up to one past the bound, then the
+/// page. A search the index serves counts through it; its page comes from the index too when
+/// the matches are within the bound (they are sorted), and otherwise from the table in list
+/// order, the search a filter on each row (matches are then common: a page is found in a
+/// few rows).
 pub(crate) fn search(
     conn: &Db<'_>,
     on: On<'_>,
     conditions: &[Condition],
     page: Page,
 ) -> Result<SearchPage<Record>> {
-    let mut sql = format!(
-        "SELECT {}, COUNT(*) OVER () FROM {} WHERE deleted_at IS NULL",
-        on.plan.columns, on.plan.schema.table
-    );
-    let mut params = Vec::new();
-    conditions_sql(on, conditions, &mut sql, &mut params)?;
-    sql.push_str(" ORDER BY created_at, id LIMIT ? OFFSET ?");
-    page_params(page, &mut params);
-    let total_at = on.plan.width;
-    let read = || -> Result<(Vec<Record>, u64)> {
-        let rows = query(conn, &sql, &params, |r| {
-            Ok((on.plan.read(r, 0)?, r.get::<_, i64>(total_at)?))
+    let indexed = Indexed::of(on, conditions);
+    let mut count_sql = String::from("SELECT COUNT(*) FROM (");
+    let mut count_params = Vec::new();
+    select_matching(
+        on,
+        "1",
+        conditions,
+        indexed.as_ref(),
+        &mut count_sql,
+        &mut count_params,
+    )?;
+    let _ = write!(count_sql, " LIMIT {})", MAX_EXACT_TOTAL + 1);
+    let read = || -> Result<SearchPage<Record>> {
+        let counted = scalar::<i64>(conn, &count_sql, rusqlite::params_from_iter(&count_params))
+            .map_err(|e| on.error(e))?;
+        let counted = u64::try_from(counted).unwrap_or(0);
+        let through_index = indexed.as_ref().filter(|_| counted <= MAX_EXACT_TOTAL);
+        let mut sql = String::new();
+        let mut params = Vec::new();
+        select_matching(
+            on,
+            &on.plan.columns,
+            conditions,
+            through_index,
+            &mut sql,
+            &mut params,
+        )?;
+        sql.push_str(" ORDER BY created_at, id LIMIT ? OFFSET ?");
+        page_params(page, &mut params);
+        let items = query(conn, &sql, &params, |r| on.plan.read(r, 0)).map_err(|e| on.error(e))?;
+        let on_page = items.len();
+        Ok(SearchPage {
+            items,
+            total: Total::counted(counted, page.offset(), on_page),
         })
-        .map_err(|e| on.error(e))?;
-        let total = rows.first().map_or(0, |(_, t)| *t as u64);
-        Ok((rows.into_iter().map(|(p, _)| p).collect(), total))
     };
-    if page.offset() == 0 {
-        let (items, total) = read()?;
-        return Ok(SearchPage { items, total });
-    }
     let own_transaction = conn.is_autocommit();
     if own_transaction {
         conn.execute_batch("BEGIN DEFERRED")
             .map_err(|e| on.error(e))?;
     }
-    let result = read().and_then(|(items, total)| {
-        let total = if items.is_empty() {
-            count(conn, on, conditions)?
-        } else {
-            total
-        };
-        Ok(SearchPage { items, total })
-    });
+    let result = read();
     if own_transaction {
         conn.execute_batch("COMMIT").map_err(|e| on.error(e))?;
     }
