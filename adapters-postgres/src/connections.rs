@@ -20,6 +20,7 @@
 //! which carries its ledger row's id and answers `Applied` when that row is already there (see
 //! `MOVE_STOCK`), so a move that committed before its answer was lost is not applied twice.
 
+use crate::analyze::{Analyzer, Inserted};
 use std::future::Future;
 use std::mem;
 use std::ops::{Deref, DerefMut};
@@ -105,6 +106,8 @@ pub(crate) struct Connections {
     closed: AtomicBool,
     /// The pool as its metrics name it.
     metered: metrics::Pool,
+    /// The background `ANALYZE` after a bulk insert, when on (`analyze.rs`).
+    analyzer: Option<Arc<Analyzer>>,
 }
 
 impl Connections {
@@ -120,6 +123,22 @@ impl Connections {
             waiting: AtomicUsize::new(0),
             test_before_acquire,
             closed: AtomicBool::new(false),
+            analyzer: None,
+        }
+    }
+
+    /// Analyzes a table after a unit of work bulk-inserted into it (see `analyze.rs`).
+    pub(crate) fn with_analyzer(mut self) -> Self {
+        self.analyzer = Some(Analyzer::new(self.pool.clone()));
+        self
+    }
+
+    /// A unit of work that inserted `inserted` committed.
+    pub(crate) fn committed(&self, inserted: &Inserted) {
+        if let Some(analyzer) = &self.analyzer {
+            if !self.is_closed() {
+                analyzer.after_commit(inserted);
+            }
         }
     }
 

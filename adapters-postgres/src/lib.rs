@@ -278,6 +278,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+mod analyze;
 mod codec;
 mod connections;
 mod copy;

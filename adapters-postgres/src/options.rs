@@ -67,6 +67,12 @@ pub struct PostgresOptions {
     /// pings instead. A connection opened by a tokio runtime that has shut down since is
     /// replaced the same way whatever this says: nothing was sent on it.
     pub test_before_acquire: bool,
+    /// Analyze a table in the background after a unit of work that inserted 1,000 rows or more
+    /// into it commits, when they are a tenth or more of the rows its statistics counted, so
+    /// that searches and lists are planned for the rows just imported rather than for the
+    /// table before (on PostgreSQL; not on CockroachDB or YugabyteDB). On by default; the
+    /// role needs to own the table (otherwise PostgreSQL skips it with a warning).
+    pub analyze_after_bulk_insert: bool,
     /// Settings every connection of Stockroom's own pool starts with, as startup options
     /// (`-c name=value`), such as `jit=off` (the default: JIT compilation costs more than it
     /// saves on Stockroom's short statements). A borrowed pool keeps the application's.
@@ -157,6 +163,7 @@ impl Default for PostgresOptions {
             slow_statement_threshold: Duration::from_secs(1),
             run_migrations: true,
             test_before_acquire: false,
+            analyze_after_bulk_insert: true,
             session_settings: vec![("jit".to_owned(), "off".to_owned())],
             isolation: None,
             entities: Registered::default(),
@@ -192,6 +199,7 @@ impl PostgresOptions {
             slow_statement_threshold: config.slow_statement_threshold,
             run_migrations: config.run_migrations,
             test_before_acquire: config.test_before_acquire,
+            analyze_after_bulk_insert: defaults.analyze_after_bulk_insert,
             session_settings: defaults
                 .session_settings
                 .into_iter()
@@ -264,6 +272,12 @@ impl PostgresOptions {
     /// Sets [`run_migrations`](Self::run_migrations).
     pub fn with_run_migrations(mut self, run: bool) -> Self {
         self.run_migrations = run;
+        self
+    }
+
+    /// Sets [`analyze_after_bulk_insert`](Self::analyze_after_bulk_insert).
+    pub fn with_analyze_after_bulk_insert(mut self, on: bool) -> Self {
+        self.analyze_after_bulk_insert = on;
         self
     }
 

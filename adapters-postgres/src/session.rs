@@ -14,6 +14,7 @@ use stockroom_core::{
     Error, NewStockMovement, ReadSession, Result, Savepoint, StockMoved, UnitOfWork,
 };
 
+use crate::analyze::Inserted;
 use crate::connections::{Connections, Fetch, Lease};
 use crate::error::{map_commit_error, map_error, map_error_in};
 use crate::plans::Plans;
@@ -78,6 +79,8 @@ pub(crate) struct Session {
     /// Set when a statement failed inside the transaction: PostgreSQL then refuses every
     /// statement until a rollback (to a savepoint), and a COMMIT would silently roll back.
     aborted: bool,
+    /// The rows inserted, per table (a bulk insert's table is analyzed after the commit).
+    pub(crate) inserted: Inserted,
 }
 
 impl fmt::Debug for Session {
@@ -109,6 +112,7 @@ impl Session {
             plans,
             log,
             aborted: false,
+            inserted: Inserted::default(),
         }
     }
 
@@ -333,6 +337,7 @@ impl PgUnitOfWork {
                 plans,
                 log,
                 aborted: false,
+                inserted: Inserted::default(),
             },
             savepoints: Savepoints::default(),
             lent: false,
@@ -509,6 +514,7 @@ impl UnitOfWork for PgUnitOfWork {
             connections,
             log,
             aborted,
+            inserted,
             ..
         } = session;
         let Handle::Transaction(mut tx) = handle else {
@@ -539,7 +545,9 @@ impl UnitOfWork for PgUnitOfWork {
         let started = Instant::now();
         let result = tx.commit().await;
         log.record("COMMIT", started.elapsed(), result.is_err());
-        result.map_err(map_commit_error)
+        result.map_err(map_commit_error)?;
+        connections.committed(&inserted);
+        Ok(())
     }
 
     /// One statement in this transaction (see `Session::move_stock`); the unit of work's lock

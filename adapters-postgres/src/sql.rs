@@ -837,6 +837,7 @@ impl RecordWriter for Session {
             }
             rows => self.insert_rows(&plans, plan, entry, rows).await?,
         }
+        self.inserted.add(plan.table, rows.len() as u64);
         Ok(rows)
     }
 

@@ -216,7 +216,10 @@ impl PostgresStore {
         // Connections are kept out of the pool between sessions only when nobody else takes
         // connections from it.
         let keeps = matches!(owner, Owner::Stockroom(_));
-        let connections = Connections::new(pool.clone(), keeps, options.test_before_acquire);
+        let mut connections = Connections::new(pool.clone(), keeps, options.test_before_acquire);
+        if options.analyze_after_bulk_insert && engine == Engine::PostgreSql {
+            connections = connections.with_analyzer();
+        }
         let connections = Arc::new(connections);
         Self {
             pool,

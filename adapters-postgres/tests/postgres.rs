@@ -1027,3 +1027,66 @@ async fn a_category_deleted_under_a_create_is_not_found() {
     })
     .await;
 }
+
+/// How many `ANALYZE` commands `products` has had (autovacuum's are counted apart), once
+/// PostgreSQL has published at least one (it publishes table statistics within about ten
+/// seconds); `None` after 30 s without any.
+async fn products_analyzed(db: &TestDatabase) -> Option<i64> {
+    let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
+    let mut counted = None;
+    for _ in 0..60 {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT analyze_count FROM pg_stat_user_tables WHERE relname = 'products'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        if n > 0 {
+            counted = Some(n);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    conn.close().await.unwrap();
+    counted
+}
+
+/// A unit of work that inserts 1,000 rows or more into a table the statistics never counted
+/// leaves the table analyzed once after its commit, in the background; one of 10 rows before
+/// it did not (`analyze_count`, which autovacuum's analyzes leave alone, is 1). With
+/// `analyze_after_bulk_insert` off, the only `ANALYZE` is the test's own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_insert_is_analyzed_after_its_commit() {
+    for on in [true, false] {
+        let Some(db) = TestDatabase::create().await else {
+            return;
+        };
+        let options = PostgresOptions::from_config(&db.config()).with_analyze_after_bulk_insert(on);
+        let store = PostgresStore::connect_with(&db.config(), options)
+            .await
+            .unwrap();
+        for rows in [0..10, 10..2_010] {
+            let mut uow = store.begin().await.unwrap();
+            uow.products()
+                .create_many(rows.map(product).collect())
+                .await
+                .unwrap();
+            uow.commit().await.unwrap();
+        }
+        if !on {
+            let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
+            sqlx::query("ANALYZE products")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+        }
+        assert_eq!(
+            products_analyzed(&db).await,
+            Some(1),
+            "analyze after bulk insert {on}: the analyzes of products"
+        );
+        store.close().await;
+        db.drop_now().await;
+    }
+}
