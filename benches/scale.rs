@@ -15,13 +15,17 @@
 //! mug` (two words in a row) in about one in 128; a rare word is in 20 rows. Each figure is the
 //! median of 5 runs of the query, after one untimed.
 //!
-//! Run: `cargo bench --bench scale --features postgres` (loading a million rows takes about half
-//! a minute on SQLite and PostgreSQL).
+//! Each search's total is checked against an exact `count` of the same filter (untimed), and
+//! the rare word's against its 20 rows, so a run also proves the totals at that size; CI runs
+//! it with 100,000 rows (`.ci/run`).
+//!
+//! Run: `cargo bench --bench scale --features postgres` (loading a million rows takes about
+//! 10 to 20 s per backend).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stockroom::{Limit, NewProduct, Page, ProductFilter, Store, Total};
+use stockroom::{Limit, NewProduct, Page, ProductFilter, Store, Total, MAX_EXACT_TOTAL};
 
 const WORDS: [&str; 16] = [
     "blue", "red", "green", "black", "steel", "clay", "glass", "oak", "mug", "plate", "bowl",
@@ -93,13 +97,33 @@ async fn load(store: &dyn Store, rows: usize) -> Duration {
     started.elapsed()
 }
 
+/// A search's median time and its total, after checking the total against an exact `count`
+/// of the same filter (untimed): `Exact` up to the bound, `AtLeast` the bound beyond.
 async fn search(store: &dyn Store, text: &str) -> (Duration, Total) {
     let filter = ProductFilter::default().with_search(text).unwrap();
+    let counted = {
+        let mut read = store.read().await.unwrap();
+        read.products().count(&filter).await.unwrap()
+    };
+    let (time, total) = search_timed(store, &filter).await;
+    let expected = if counted > MAX_EXACT_TOTAL {
+        Total::AtLeast(MAX_EXACT_TOTAL)
+    } else {
+        Total::Exact(counted)
+    };
+    assert_eq!(
+        total, expected,
+        "the total of {text:?}, {counted} rows counted"
+    );
+    (time, total)
+}
+
+async fn search_timed(store: &dyn Store, filter: &ProductFilter) -> (Duration, Total) {
     median(|| async {
         let mut read = store.read().await.unwrap();
         let page = read
             .products()
-            .search(&filter, Page::new(20, 0).unwrap())
+            .search(filter, Page::new(20, 0).unwrap())
             .await
             .unwrap();
         page.total
@@ -110,6 +134,11 @@ async fn search(store: &dyn Store, text: &str) -> (Duration, Total) {
 /// The three searches: (label, median).
 async fn searches(store: &dyn Store) -> Vec<(String, Duration)> {
     let (rare, rare_total) = search(store, RARE).await;
+    assert_eq!(
+        rare_total,
+        Total::Exact(RARE_ROWS as u64),
+        "the rare word's rows"
+    );
     let (two, two_total) = search(store, "blue mug").await;
     let (common, common_total) = search(store, "mug").await;
     vec![
