@@ -50,6 +50,16 @@ use crate::sql::codec::{Param, RowReader};
 pub(crate) fn sync(conn: &mut Connection, catalog: &Catalog) -> Result<()> {
     for entry in catalog.entries() {
         if entry.schema.ddl == Ddl::BuiltIn {
+            // Migration 4 made the products' index; one dropped since is made again.
+            if lacks_search_index(conn, entry.schema)? {
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .map_err(map)?;
+                if lacks_search_index(&tx, entry.schema)? {
+                    search_index::create(&tx, entry.schema.table).map_err(map)?;
+                }
+                tx.commit().map_err(map)?;
+            }
             continue;
         }
         if is_settled(conn, entry.schema)? && !lacks_search_index(conn, entry.schema)? {
@@ -67,10 +77,11 @@ pub(crate) fn sync(conn: &mut Connection, catalog: &Catalog) -> Result<()> {
     Ok(())
 }
 
-/// Whether `schema`'s table is Stockroom's to index for search and has no index yet (an
-/// application's own table is left as it is: its searches read every row).
+/// Whether `schema`'s table is Stockroom's to index for search (its own, or one it made) and
+/// has no complete index (an application's own table is left as it is: its searches read
+/// every row).
 fn lacks_search_index(conn: &Connection, schema: &'static Schema) -> Result<bool> {
-    if schema.ddl != Ddl::Stockroom || !search_index::searchable(schema) {
+    if schema.ddl == Ddl::Application || !search_index::searchable(schema) {
         return Ok(false);
     }
     Ok(!search_index::exists(conn, schema.table).map_err(map)?)

@@ -32,9 +32,19 @@ pub(crate) fn name(table: &str) -> String {
     format!("{table}_search")
 }
 
-/// Creates the index of `table` and its triggers, and indexes the live rows already there.
+/// The names of the index's triggers.
+fn triggers(index: &str) -> [String; 3] {
+    ["insert", "update", "delete"].map(|event| format!("{index}_{event}"))
+}
+
+/// Creates the index of `table` and its triggers, and indexes the live rows already there; an
+/// index or trigger of a former, incomplete one is dropped first.
 pub(crate) fn create(conn: &Connection, table: &str) -> rusqlite::Result<()> {
     let index = name(table);
+    for trigger in triggers(&index) {
+        conn.execute_batch(&format!("DROP TRIGGER IF EXISTS {trigger}"))?;
+    }
+    conn.execute_batch(&format!("DROP TABLE IF EXISTS {index}"))?;
     conn.execute_batch(&format!(
         "CREATE VIRTUAL TABLE {index} USING fts5(document, content='', contentless_delete=1, \
              tokenize='trigram case_sensitive 1');
@@ -60,13 +70,17 @@ pub(crate) fn create(conn: &Connection, table: &str) -> rusqlite::Result<()> {
     ))
 }
 
-/// Whether `table` has its index.
+/// Whether `table` has its index, triggers included.
 pub(crate) fn exists(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
-    conn.query_row(
-        "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?1)",
-        [name(table)],
+    let index = name(table);
+    let [insert, update, delete] = triggers(&index);
+    let found: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_schema WHERE (type = 'table' AND name = ?1) \
+         OR (type = 'trigger' AND tbl_name = ?2 AND name IN (?3, ?4, ?5))",
+        [&index, table, &insert, &update, &delete],
         |r| r.get(0),
-    )
+    )?;
+    Ok(found == 4)
 }
 
 /// Per entity of `catalog`, in catalog order: whether searches of it can use its index.

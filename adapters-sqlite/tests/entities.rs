@@ -805,3 +805,111 @@ async fn all_connected(
     }
     stores
 }
+
+stockroom_core::entity_id!(
+    /// The id of a note.
+    pub NoteId
+);
+
+/// A searchable entity of the application's, declared with the derive.
+#[derive(Debug, Clone, PartialEq, stockroom_core::Entity)]
+#[entity(table = "notes")]
+pub struct Note {
+    /// Its id.
+    pub id: NoteId,
+    /// Its title, searched.
+    #[entity(name, search)]
+    pub title: String,
+    /// When the row was created.
+    pub created_at: Timestamp,
+    /// When the row last changed.
+    pub updated_at: Timestamp,
+    /// When the row was soft-deleted.
+    pub deleted_at: Option<Timestamp>,
+    /// The row's version.
+    pub version: i64,
+}
+
+/// The titles a search of the notes finds, sorted.
+async fn notes_found(store: &SqliteStore, query: &str) -> Vec<String> {
+    let filter = NoteFilter {
+        search: Some(stockroom_core::SearchText::new(query).unwrap()),
+        ..NoteFilter::default()
+    };
+    let mut read = store.read().await.unwrap();
+    let page = read
+        .reader::<Note>()
+        .search(&filter, stockroom_core::Page::new(100, 0).unwrap())
+        .await
+        .unwrap();
+    let mut titles: Vec<String> = page.items.into_iter().map(|n| n.title).collect();
+    titles.sort();
+    titles
+}
+
+/// The table Stockroom makes for an application's searchable entity gets the substring index
+/// (`notes_search`) that searches of three characters or more read; a table Stockroom made
+/// before it had one (the index dropped here, its triggers left behind) gets it again at the
+/// next connect, with the rows already there indexed, and new rows are indexed from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_applications_searchable_table_gets_its_search_index() {
+    let db = TempDb::new("stockroom-sqlite-notes");
+    let options = || SqliteOptions::file(db.path()).with_entity::<Note>();
+    let index_exists = |conn: &Connection| -> bool {
+        conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_schema WHERE name = 'notes_search')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+    let store = connect(options()).await.unwrap();
+    assert!(index_exists(&open(&db)), "made with the table");
+    let create = |title: &'static str| {
+        let store = store.clone();
+        async move {
+            let mut uow = store.begin().await.unwrap();
+            uow.repository::<Note>()
+                .create(NewNote {
+                    title: title.into(),
+                })
+                .await
+                .unwrap();
+            uow.commit().await.unwrap();
+        }
+    };
+    create("Blue mug order").await;
+    create("Red plate order").await;
+    assert_eq!(notes_found(&store, "mug ord").await, ["Blue mug order"]);
+    store.close().await;
+
+    open(&db).execute_batch("DROP TABLE notes_search").unwrap();
+    assert!(!index_exists(&open(&db)), "dropped");
+    let store = connect(options()).await.unwrap();
+    assert!(index_exists(&open(&db)), "made again at connect");
+    let create = |title: &'static str| {
+        let store = store.clone();
+        async move {
+            let mut uow = store.begin().await.unwrap();
+            uow.repository::<Note>()
+                .create(NewNote {
+                    title: title.into(),
+                })
+                .await
+                .unwrap();
+            uow.commit().await.unwrap();
+        }
+    };
+    create("Green mug order").await;
+    assert_eq!(
+        notes_found(&store, "mug ord").await,
+        ["Blue mug order", "Green mug order"],
+        "the rows from before the index, and the new one"
+    );
+    assert_eq!(
+        notes_found(&store, "te ").await,
+        ["Red plate order"],
+        "a short query"
+    );
+    store.close().await;
+}
