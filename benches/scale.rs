@@ -8,6 +8,7 @@
 //! - a keyset page of 100 right after the load (the first one is shown apart: nothing waits for
 //!   the backend to settle, since "right after" is the point);
 //! - an offset page of 20 at the middle of the table;
+//! - a keyset page of 100 of a search's matches, the rare word and `mug`;
 //! - on PostgreSQL, the searches again once the table is analyzed (`ANALYZE`, what autovacuum
 //!   does within a minute of a bulk load by default).
 //!
@@ -148,6 +149,22 @@ async fn searches(store: &dyn Store) -> Vec<(String, Duration)> {
     ]
 }
 
+/// The median of a keyset page of 100 of the matches of `text`.
+async fn search_keyset(store: &dyn Store, text: &str) -> Duration {
+    let filter = ProductFilter::default().with_search(text).unwrap();
+    let (time, _) = median(|| async {
+        let mut read = store.read().await.unwrap();
+        read.products()
+            .list_after(&filter, None, Limit::new(100).unwrap())
+            .await
+            .unwrap()
+            .items
+            .len()
+    })
+    .await;
+    time
+}
+
 fn line(label: &str, value: Duration) {
     println!("  {label:<52} {:>9.2} ms", ms(value));
 }
@@ -197,6 +214,14 @@ async fn bench(name: &str, store: Arc<dyn Store>, rows: usize) {
     line("keyset page of 100 right after the load", first_keyset);
     line("keyset page of 100, median of the next", keyset);
     line("offset page of 20 at the middle", offset);
+    line(
+        "keyset page of 100 of a search, rare word",
+        search_keyset(store.as_ref(), RARE).await,
+    );
+    line(
+        "keyset page of 100 of a search, \"mug\"",
+        search_keyset(store.as_ref(), "mug").await,
+    );
 }
 
 fn main() {

@@ -110,9 +110,6 @@ pub(crate) struct Plan {
     pub(crate) live: String,
     /// Whether a row, live or not, has the id.
     pub(crate) exists_any: String,
-    /// The live rows, before their conditions: `SELECT columns FROM table WHERE deleted_at IS
-    /// NULL`.
-    pub(crate) select_live: String,
     /// One row's insert.
     pub(crate) insert_one: String,
     /// The insert of several rows, before their values.
@@ -267,7 +264,6 @@ impl Plan {
                     _ => None,
                 })
                 .collect(),
-            select_live,
             references,
             columns,
         }

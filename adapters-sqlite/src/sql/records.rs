@@ -248,10 +248,32 @@ fn select_matching<'c>(
 }
 
 /// The live rows `selection` picks.
+///
+/// With a search the index serves whose matches are few (at most [`FEW_MATCHES`]), the rows come
+/// from the index, sorted; otherwise from the table in list order, every condition a filter on
+/// each row (with many matches, a page is found in a few rows; with few, most of the table
+/// would be read).
 pub(crate) fn list(conn: &Db<'_>, on: On<'_>, selection: &Selection) -> Result<Vec<Record>> {
-    let mut sql = on.plan.select_live.clone();
+    let conditions = &selection.conditions;
+    let indexed = Indexed::of(on, conditions);
+    let through_index = match &indexed {
+        Some(indexed)
+            if bounded(conn, on, conditions, Some(indexed), FEW_MATCHES)? <= FEW_MATCHES =>
+        {
+            Some(indexed)
+        }
+        _ => None,
+    };
+    let mut sql = String::new();
     let mut params = Vec::new();
-    conditions_sql(on, &selection.conditions, &mut sql, &mut params)?;
+    select_matching(
+        on,
+        &on.plan.columns,
+        conditions,
+        through_index,
+        &mut sql,
+        &mut params,
+    )?;
     let newest = selection.order == Order::Newest;
     if let Start::After(Some(cursor)) = selection.start {
         sql.push_str(if newest {
@@ -328,7 +350,7 @@ pub(crate) fn search(
                 return Ok(SearchPage { items, total });
             }
         }
-        let counted = bounded_count(conn, on, conditions, indexed.as_ref())?;
+        let counted = bounded(conn, on, conditions, indexed.as_ref(), MAX_EXACT_TOTAL)?;
         let items = if counted <= MAX_EXACT_TOTAL && page.offset() >= counted {
             Vec::new()
         } else {
@@ -393,18 +415,25 @@ fn indexed_page(
     Ok((rows.into_iter().map(|(row, _)| row).collect(), counted))
 }
 
-/// How many live rows pass every condition, counted up to one past the bound (through the
-/// index when `indexed`).
-fn bounded_count(
+/// Up to how many matches a list reads through the search index: reading the table in list
+/// order instead reads about `limit × rows ÷ matches` rows (50,000 for a page of 100 among a
+/// million rows with 2,000 matches), and counting the matches up to this bound costs one rowid
+/// lookup each.
+const FEW_MATCHES: u64 = 2_000;
+
+/// How many live rows pass every condition, counted up to `bound + 1` (through the index when
+/// `indexed`).
+fn bounded(
     conn: &Db<'_>,
     on: On<'_>,
     conditions: &[Condition],
     indexed: Option<&Indexed<'_>>,
+    bound: u64,
 ) -> Result<u64> {
     let mut sql = String::from("SELECT COUNT(*) FROM (");
     let mut params = Vec::new();
     select_matching(on, "1", conditions, indexed, &mut sql, &mut params)?;
-    let _ = write!(sql, " LIMIT {})", MAX_EXACT_TOTAL + 1);
+    let _ = write!(sql, " LIMIT {})", bound + 1);
     let counted =
         scalar::<i64>(conn, &sql, rusqlite::params_from_iter(&params)).map_err(|e| on.error(e))?;
     Ok(u64::try_from(counted).unwrap_or(0))

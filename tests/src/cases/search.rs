@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use stockroom_core::{
-    time, NewProduct, Page, ProductFilter, ProductPatch, ProductStatus, Store, StoreExt, Total,
-    TransferRequest, MAX_EXACT_TOTAL,
+    time, Entity, Limit, NewProduct, Page, ProductFilter, ProductPatch, ProductStatus, Store,
+    StoreExt, Total, TransferRequest, MAX_EXACT_TOTAL,
 };
 
 use crate::support::*;
@@ -337,7 +337,8 @@ pub async fn search_follows_deletes_restores_and_batch_updates(store: Arc<dyn St
 /// `AtLeast` the rows up to a page's end beyond the bound, `AtLeast(MAX_EXACT_TOTAL)` on an
 /// empty page past the end, and `Exact` again with another filter that leaves few matches, or
 /// once a match is deleted. The pages hold the right rows all along, for a long query and a
-/// short one; `count` stays exact.
+/// short one, and so do `list` and `list_after` with the same filters (a backend may read many
+/// matches and few differently); `count` stays exact.
 pub async fn a_search_total_beyond_the_bound_is_a_lower_bound(store: Arc<dyn Store>) {
     let kitchen = create_category(&store, "kitchen").await;
     let matches = MAX_EXACT_TOTAL as usize + 1;
@@ -388,6 +389,20 @@ pub async fn a_search_total_beyond_the_bound_is_a_lower_bound(store: Arc<dyn Sto
         );
         let counted = in_read!(store, |r| r.products().count(&filter).await).unwrap();
         assert_eq!(counted, MAX_EXACT_TOTAL + 1, "{q:?}: count is exact");
+        let limit = Limit::new(20).unwrap();
+        let keyset = in_read!(store, |r| r
+            .products()
+            .list_after(&filter, None, limit)
+            .await)
+        .unwrap();
+        assert_eq!(ids(&keyset.items), ids(&rows[..20]), "{q:?}: a keyset page");
+        let middle = Page::new(20, 5_000).unwrap();
+        let listed = in_read!(store, |r| r.products().list(&filter, middle).await).unwrap();
+        assert_eq!(
+            ids(&listed),
+            ids(&rows[5_000..5_020]),
+            "{q:?}: an offset page"
+        );
 
         let in_kitchen = filter.clone().with_category_id(kitchen.id);
         let few = in_read!(store, |r| r.products().search(&in_kitchen, all()).await).unwrap();
@@ -400,6 +415,17 @@ pub async fn a_search_total_beyond_the_bound_is_a_lower_bound(store: Arc<dyn Sto
             (ids(&few.items), few.total),
             (ids(&expected), Total::Exact(3)),
             "{q:?}: with a category, few matches"
+        );
+        let after = Some(expected[0].cursor());
+        let keyset = in_read!(store, |r| r
+            .products()
+            .list_after(&in_kitchen, after, Limit::new(20).unwrap())
+            .await)
+        .unwrap();
+        assert_eq!(
+            ids(&keyset.items),
+            ids(&expected[1..]),
+            "{q:?}: with a category, a keyset page after the first match"
         );
     }
     assert!(soft_delete_product(&store, rows[0].id).await);
