@@ -252,6 +252,7 @@ mod ddl;
 mod error;
 #[allow(unsafe_code)] // the WAL hook: see the module docs
 mod hooks;
+mod moves;
 mod options;
 mod records;
 mod schema;

@@ -22,12 +22,15 @@ use crate::conn::{
 };
 use crate::error::{closed, map};
 use crate::hooks::{park, watch_wal};
+use crate::moves::{not_run, MoveQueue, Ticket};
 use crate::options::{Durability, SqliteOptions};
 use crate::sql::plan::Plans;
 use crate::sql::{generic, ledger};
 
 struct Inner {
     options: Arc<SqliteOptions>,
+    /// The stock moves waiting for the writer (`moves.rs`).
+    moves: MoveQueue<NewStockMovement>,
     writer: Arc<AsyncMutex<Option<Connection>>>,
     read_pool: Arc<ReadPool>,
     read_permits: Arc<Semaphore>,
@@ -143,6 +146,7 @@ impl SqliteStore {
                 runner,
                 plans,
                 closed,
+                moves: MoveQueue::default(),
                 metered: Metered::of(&options),
                 options,
             }),
@@ -296,6 +300,24 @@ fn open_reader(options: &SqliteOptions) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Withdraws a queued stock move when its caller's future is dropped before the move was
+/// taken to run.
+struct WithdrawOnDrop(Option<Arc<Ticket<NewStockMovement>>>);
+
+impl WithdrawOnDrop {
+    fn defuse(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for WithdrawOnDrop {
+    fn drop(&mut self) {
+        if let Some(ticket) = self.0.take() {
+            ticket.withdraw();
+        }
+    }
+}
+
 fn worker_failed(e: tokio::task::JoinError) -> Error {
     Error::backend_message(format!("sqlite worker failed: {e}"))
 }
@@ -364,12 +386,59 @@ impl Store for SqliteStore {
     /// products, the checks, the ledger row, the stock update and `COMMIT` (or `ROLLBACK` when
     /// a rule refuses the move). Inline, unless the write lock is held by another process or
     /// commits wait for the disk.
+    /// Group commit (see `moves.rs`): the move joins the queue; whichever caller gets the
+    /// writer runs every move waiting in one transaction, each in a savepoint of its own, and
+    /// answers each. A caller answered while it waits for the writer stops waiting.
     async fn move_stock(&self, movement: &NewStockMovement) -> Result<StockMoved> {
-        let mut conn = self.writer().await?;
-        let movement = movement.clone();
-        let cost = conn.commit_cost();
-        conn.run(cost, move |c| ledger::move_stock_and_commit(c, &movement))
-            .await
+        let (ticket, mut answer) = self.inner.moves.join(movement.clone());
+        let withdraw = WithdrawOnDrop(Some(Arc::clone(&ticket)));
+        let writer = tokio::select! {
+            biased;
+            answered = &mut answer => {
+                withdraw.defuse();
+                return answered.unwrap_or_else(|_| Err(not_run("it did not run")));
+            }
+            writer = self.writer() => writer,
+        };
+        let mut conn = match writer {
+            Ok(conn) => conn,
+            Err(e) => {
+                if ticket.withdraw() {
+                    withdraw.defuse();
+                    return Err(e);
+                }
+                // Taken by the caller that holds the writer: its answer comes.
+                withdraw.defuse();
+                return answer
+                    .await
+                    .unwrap_or_else(|_| Err(not_run("it did not run")));
+            }
+        };
+        let batch = self.inner.moves.take(&ticket);
+        withdraw.defuse();
+        if batch.tickets().is_empty() {
+            // Taken meanwhile by the caller before us, which answered it before it let go of
+            // the writer.
+            drop(conn);
+            return answer
+                .await
+                .unwrap_or_else(|_| Err(not_run("it did not run")));
+        }
+        let cost = if batch.tickets().len() > 8 {
+            Cost::Long
+        } else {
+            conn.commit_cost()
+        };
+        conn.run(cost, move |c| {
+            if let [alone] = batch.tickets() {
+                let moved = ledger::move_stock_and_commit(c, &alone.movement);
+                drop(batch);
+                moved
+            } else {
+                ledger::move_batch_and_commit(c, batch)
+            }
+        })
+        .await
     }
 
     async fn close(&self) {

@@ -642,3 +642,87 @@ async fn a_vacuum_keeps_the_search_index_right() {
         "every live row, by a short and a long query"
     );
 }
+
+/// Records the `moves` field of every "stock moves committed together" event.
+#[derive(Clone, Default)]
+struct Together(Arc<std::sync::Mutex<Vec<u64>>>);
+
+impl tracing::Subscriber for Together {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Moves(Option<u64>);
+        impl tracing::field::Visit for Moves {
+            fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+                if field.name() == "moves" {
+                    self.0 = Some(value);
+                }
+            }
+            fn record_debug(&mut self, _: &tracing::field::Field, _: &dyn std::fmt::Debug) {}
+        }
+        let mut moves = Moves(None);
+        event.record(&mut moves);
+        if let Some(n) = moves.0 {
+            self.0.lock().unwrap().push(n);
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Transfers waiting for the writer are committed together by the first of them to get it, in
+/// one transaction, each in a savepoint of its own: with a unit of work holding the writer, 8
+/// transfers of one unit each from a product that has 4 wait; once it lets go, one transaction
+/// runs all 8 (the event says so), 4 move and 4 are refused as insufficient stock, each caller
+/// gets its own answer, and the stock and the ledger hold exactly the 4.
+#[tokio::test]
+async fn transfers_waiting_for_the_writer_commit_together() {
+    let together = Together::default();
+    let _guard = tracing::subscriber::set_default(together.clone());
+    let db = temp_db();
+    let store = Arc::new(SqliteStore::connect(&db.config()).await.unwrap());
+    let new = |i: usize, stock: i64| product(i).with_stock(stock).unwrap();
+    let ids = create_products(store.as_ref(), vec![new(0, 4), new(1, 0)]).await;
+    let (from, to) = (ids[0], ids[1]);
+
+    let held = store.begin().await.unwrap();
+    let transfers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.transfer(&TransferRequest::new(from, to, 1)).await })
+        })
+        .collect();
+    // Every transfer joins the queue and waits for the writer (one runtime thread: they run
+    // while this task sleeps).
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(held);
+    let mut moved = 0;
+    let mut refused = 0;
+    for transfer in transfers {
+        match transfer.await.unwrap() {
+            Ok(_) => moved += 1,
+            Err(Error::InsufficientStock { .. }) => refused += 1,
+            Err(other) => panic!("a transfer failed otherwise: {other:?}"),
+        }
+    }
+    assert_eq!((moved, refused), (4, 4), "moved and refused");
+    assert_eq!(
+        together.0.lock().unwrap().as_slice(),
+        [8],
+        "one transaction ran the 8 moves"
+    );
+    let mut read = store.read().await.unwrap();
+    let stocks = (
+        read.products().get(from).await.unwrap().unwrap().stock,
+        read.products().get(to).await.unwrap().unwrap().stock,
+    );
+    assert_eq!(stocks, (0, 4), "the stock of both products");
+    let ledger = read.movements().count().await.unwrap();
+    assert_eq!(ledger, 4, "one ledger row per move");
+}

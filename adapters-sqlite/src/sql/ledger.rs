@@ -15,6 +15,7 @@ use super::codec::{blob, micros, opt_text, RowReader};
 use super::generic::{atomically, commit, execute, query, query_first, rollback, scalar};
 use crate::conn::{Conn, Cost, Db};
 use crate::error::map;
+use crate::moves::{not_run, Batch};
 
 /// Calls `$then!` with the ledger's columns, in the order [`read_movement`] reads them: the one
 /// list the column list and the statements' text are made of, at compile time (so that the
@@ -191,6 +192,56 @@ pub(crate) fn move_stock_and_commit(
             Err(refused)
         }
     }
+}
+
+/// The moves of `batch` in the connection's transaction, already begun (see `moves.rs`): each
+/// as [`move_stock`] runs it in a unit of work (a refused one changes nothing, in a savepoint of
+/// its own), then one `COMMIT`. Returns the first move's answer (the caller's own) and sends
+/// each other move its answer once the transaction has ended: when it did not commit, none of
+/// its moves was applied, and each says so.
+pub(crate) fn move_batch_and_commit(
+    conn: &Db<'_>,
+    batch: Batch<NewStockMovement>,
+) -> Result<StockMoved> {
+    let mut answers = Vec::with_capacity(batch.tickets().len());
+    for ticket in batch.tickets() {
+        if conn.is_autocommit() {
+            // SQLite rolled the transaction back (a full disk, an interrupt): nothing more runs.
+            break;
+        }
+        answers.push(move_stock(conn, &ticket.movement));
+    }
+    let ended = if conn.is_autocommit() {
+        Err(not_run("SQLite rolled back the transaction it was in"))
+    } else {
+        conn.check_still_awaited()
+            .map_err(|_| not_run("the caller that ran its transaction gave up on it"))
+            .and_then(|()| commit(conn))
+    };
+    if let Err(failed) = ended {
+        if !conn.is_autocommit() {
+            if let Err(error) = rollback(conn) {
+                tracing::debug!(%error, "rollback of stock moves run together failed");
+            }
+        }
+        let why = format!("the transaction it was in did not commit ({failed})");
+        answers = batch.tickets().iter().map(|_| Err(not_run(&why))).collect();
+        answers[0] = Err(failed);
+    }
+    let mut answers = answers.into_iter();
+    let own = answers
+        .next()
+        .unwrap_or_else(|| Err(not_run("it did not run")));
+    for (ticket, answer) in batch.tickets().iter().skip(1).zip(answers) {
+        ticket.answer(answer);
+    }
+    if batch.tickets().len() > 1 {
+        tracing::debug!(
+            moves = batch.tickets().len(),
+            "sqlite: stock moves committed together"
+        );
+    }
+    own
 }
 
 /// What the checks of a stock move found.
