@@ -14,7 +14,8 @@
 //!
 //! - transfers: 4,000 stock transfers; the adapter runs them from 8 concurrent tasks through
 //!   `StoreExt::transfer` (the use case: validation, retries, tracing; then the native
-//!   `Store::move_stock`). The baseline runs the same statements one transfer after another:
+//!   `Store::move_stock`, which commits the moves waiting for the writer together: see
+//!   `src/moves.rs`). The baseline runs the same statements one transfer after another:
 //!   `BEGIN IMMEDIATE`, both products' stock in one `SELECT`, the checks, the ledger `INSERT`,
 //!   one `UPDATE` of both stocks, `COMMIT`.
 //! - create_many: 10,000 products in one unit of work (one multi-row INSERT per batch of up to
