@@ -252,7 +252,7 @@ use std::sync::Arc;
 // The application's API, named one by one: what an application writes against. The adapters'
 // toolkit (`stockroom_core::adapter`) stays out of it.
 pub use stockroom_core::{
-    entity_id, product_details, run_in_unit_of_work, schema, time, traced, transfer_in,
+    entity_id, outbox, product_details, run_in_unit_of_work, schema, time, traced, transfer_in,
     transfer_stock, Backend, BackendCode, BoxError, CategoryId, ColumnDifference, Constraint,
     Cursor, Email, EntityId, EntityKind, Error, IdempotencyKey, KeysetPage, Limit, Name, OnDelete,
     Page, ProductId, Quantity, Rating, ReadRepo, ReadRepository, ReadSession, Readers, Repo,

@@ -45,6 +45,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod ledger;
+mod outbox;
 mod repositories;
 mod state;
 mod store;

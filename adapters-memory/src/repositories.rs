@@ -11,6 +11,7 @@ use stockroom_core::schema::{
     Changes, Condition, FieldType, Incremented, Order, Record, RecordReader, RecordWriter, Schema,
     Selection, Start, Value,
 };
+use stockroom_core::outbox::NewEvent;
 use stockroom_core::time::Timestamp;
 use stockroom_core::{
     Error, NewStockMovement, Page, ProductId, Result, SearchPage, StockMovement, StockMovementId,
@@ -28,6 +29,8 @@ use crate::table::{key_of, key_of_cursor, Key, Table};
 pub(crate) struct Tables {
     pub(crate) state: Arc<State>,
     pub(crate) closed: Arc<AtomicBool>,
+    /// The store's `own_events` setting.
+    pub(crate) own_events: bool,
 }
 
 impl Tables {
@@ -355,6 +358,18 @@ fn set_fields(changes: &Changes) -> Vec<usize> {
 
 #[async_trait]
 impl RecordWriter for Tables {
+    async fn append_events(&mut self, events: Vec<NewEvent>) -> Result<()> {
+        if !events.is_empty() {
+            let at = stockroom_core::time::now();
+            self.state_mut()?.outbox.append(events, at);
+        }
+        Ok(())
+    }
+
+    fn own_events(&self) -> bool {
+        self.own_events
+    }
+
     async fn insert(&mut self, schema: &'static Schema, rows: Vec<Record>) -> Result<Vec<Record>> {
         let position = self.state()?.position(schema)?;
         if let [row] = rows.as_slice() {

@@ -9,6 +9,7 @@ use stockroom_core::{EntityKind, Error, Result};
 use uuid::Uuid;
 
 use crate::ledger::Ledger;
+use crate::outbox::Outbox;
 use crate::table::Table;
 
 /// Everything the store holds. Cloning it is O(number of entities): each table is persistent.
@@ -18,6 +19,7 @@ pub(crate) struct State {
     /// One table per catalog entry, in the catalog's order.
     tables: Vec<Table>,
     pub(crate) movements: Ledger,
+    pub(crate) outbox: Outbox,
 }
 
 impl std::fmt::Debug for State {
@@ -26,7 +28,9 @@ impl std::fmt::Debug for State {
         for (entry, table) in self.catalog.entries().iter().zip(&self.tables) {
             s.field(entry.schema.table, &table.len());
         }
-        s.field("stock_movements", &self.movements.len()).finish()
+        s.field("stock_movements", &self.movements.len())
+            .field("stockroom_outbox", &self.outbox.len())
+            .finish()
     }
 }
 
@@ -38,6 +42,7 @@ impl State {
             catalog,
             tables,
             movements: Ledger::default(),
+            outbox: Outbox::default(),
         }
     }
 

@@ -8,10 +8,14 @@ use std::time::Duration;
 use async_trait::async_trait;
 use stockroom_core::adapter::{wait_within, Savepoints};
 use stockroom_core::schema::Catalog;
+use stockroom_core::outbox::{Backlog, ClaimOptions, Claimed, EventId, Lease};
+use stockroom_core::time::{self, Timestamp};
 use stockroom_core::{Error, ReadSession, Result, Rule, Savepoint, Store, StoreConfig, UnitOfWork};
+use uuid::Uuid;
 use tokio::sync::{Mutex, OwnedMutexGuard};
 
 use crate::repositories::{check_open, Tables};
+use crate::outbox::Leases;
 use crate::state::State;
 
 /// An in-memory [`Store`]: the reference implementation of every port.
@@ -38,6 +42,10 @@ struct Database {
     /// Shared with every session's [`Tables`], whose calls fail once it is set.
     closed: Arc<AtomicBool>,
     acquire_timeout: Duration,
+    /// Write Stockroom's own events ([`StoreConfig::own_events`]).
+    own_events: bool,
+    /// Who holds each lane of the outbox.
+    leases: std::sync::Mutex<Leases>,
 }
 
 impl Database {
@@ -45,11 +53,49 @@ impl Database {
         check_open(&self.closed)
     }
 
+    /// The writer slot, once the store is open and the slot free: waited for up to the acquire
+    /// timeout, and never past the deadline of the operation in progress (a retried one's):
+    /// then the answer is `Transient`.
+    async fn writer_slot(&self) -> Result<OwnedMutexGuard<()>> {
+        self.check_open()?;
+        let writer = match Arc::clone(&self.writer).try_lock_owned() {
+            Ok(writer) => writer,
+            Err(_) => {
+                let timeout = self.acquire_timeout;
+                wait_within(
+                    timeout,
+                    Arc::clone(&self.writer).lock_owned(),
+                    || {
+                        Error::unavailable(format!(
+                            "timed out after {timeout:?} waiting for the memory store's writer slot"
+                        ))
+                    },
+                    "the memory store's writer slot",
+                )
+                .await?
+            }
+        };
+        self.check_open()?;
+        Ok(writer)
+    }
+
+    /// A write outside any unit of work (the outbox's bookkeeping): the committed state, to
+    /// change and publish while holding the writer slot.
+    async fn write_directly(self: &Arc<Self>) -> Result<DirectWrite> {
+        let writer = self.writer_slot().await?;
+        Ok(DirectWrite {
+            state: self.snapshot(),
+            db: Arc::clone(self),
+            writer,
+        })
+    }
+
     /// `state`, behind the gate that closes with the store.
     fn tables(&self, state: Arc<State>) -> Tables {
         Tables {
             state,
             closed: Arc::clone(&self.closed),
+            own_events: self.own_events,
         }
     }
 
@@ -110,6 +156,8 @@ impl MemoryStore {
                 writer: Arc::new(Mutex::new(())),
                 closed: Arc::new(AtomicBool::new(false)),
                 acquire_timeout: config.acquire_timeout,
+                own_events: config.own_events,
+                leases: std::sync::Mutex::default(),
             }),
         })
     }
@@ -137,27 +185,7 @@ impl Store for MemoryStore {
     }
 
     async fn begin(&self) -> Result<Box<dyn UnitOfWork>> {
-        self.db.check_open()?;
-        let writer = match Arc::clone(&self.db.writer).try_lock_owned() {
-            Ok(writer) => writer,
-            Err(_) => {
-                // Up to the acquire timeout, and never past the deadline of the operation in
-                // progress (a retried one's): then the answer is `Transient`.
-                let timeout = self.db.acquire_timeout;
-                wait_within(
-                    timeout,
-                    Arc::clone(&self.db.writer).lock_owned(),
-                    || {
-                        Error::unavailable(format!(
-                            "timed out after {timeout:?} waiting for the memory store's writer slot"
-                        ))
-                    },
-                    "the memory store's writer slot",
-                )
-                .await?
-            }
-        };
-        self.db.check_open()?;
+        let writer = self.db.writer_slot().await?;
         Ok(Box::new(MemoryUnitOfWork {
             tables: self.db.tables(self.db.snapshot()),
             savepoints: Vec::new(),
@@ -179,12 +207,113 @@ impl Store for MemoryStore {
         self.db.check_open()
     }
 
+    async fn claim_events(&self, options: &ClaimOptions) -> Result<Claimed> {
+        options.check()?;
+        self.db.check_open()?;
+        let now = time::now();
+        let token = Uuid::now_v7();
+        let (state, lanes) = {
+            let mut leases = self.db.leases.lock().unwrap_or_else(PoisonError::into_inner);
+            // Taken under the leases' lock: a lane given back was given back after its events
+            // were marked delivered, so this state shows them delivered.
+            let state = self.db.snapshot();
+            let lanes: Vec<u16> = state
+                .outbox
+                .lanes_with_events()
+                .into_iter()
+                .filter(|&lane| leases.is_free(lane, now))
+                .take(usize::from(options.max_lanes))
+                .collect();
+            let until = options.lease_until(now);
+            for &lane in &lanes {
+                leases.lease(lane, token, until);
+            }
+            (state, lanes)
+        };
+        if lanes.is_empty() {
+            return Ok(Claimed::nothing());
+        }
+        let events = state.outbox.pending_of(&lanes, options.max_events);
+        let lease = MemoryLease {
+            db: Arc::clone(&self.db),
+            token,
+        };
+        Ok(Claimed::new(events, Box::new(lease)))
+    }
+
+    async fn outbox_backlog(&self) -> Result<Backlog> {
+        self.db.check_open()?;
+        Ok(self.db.snapshot().outbox.backlog())
+    }
+
+    async fn purge_delivered_events(&self, before: Timestamp) -> Result<u64> {
+        let before = time::supported("before", before)?;
+        let mut write = self.db.write_directly().await?;
+        let purged = write.state_mut().outbox.purge_delivered_before(before);
+        write.commit();
+        Ok(purged)
+    }
+
     async fn close(&self) {
         self.db.closed.store(true, Ordering::Release);
         drop(
             self.db
                 .publish(Arc::new(State::new(Arc::clone(&self.db.catalog)))),
         );
+    }
+}
+
+/// A change of the committed state outside any unit of work, holding the writer slot.
+struct DirectWrite {
+    state: Arc<State>,
+    db: Arc<Database>,
+    writer: OwnedMutexGuard<()>,
+}
+
+impl DirectWrite {
+    fn state_mut(&mut self) -> &mut State {
+        Arc::make_mut(&mut self.state)
+    }
+
+    /// Publishes the change and frees the writer slot.
+    fn commit(self) {
+        let previous = self.db.publish(self.state);
+        drop(self.writer);
+        drop(previous);
+    }
+}
+
+/// The lease of a claim's lanes.
+struct MemoryLease {
+    db: Arc<Database>,
+    token: Uuid,
+}
+
+impl fmt::Debug for MemoryLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryLease")
+            .field("token", &self.token)
+            .finish()
+    }
+}
+
+#[async_trait]
+impl Lease for MemoryLease {
+    async fn settle(self: Box<Self>, delivered: Vec<EventId>) -> Result<()> {
+        if !delivered.is_empty() {
+            let mut write = self.db.write_directly().await?;
+            write
+                .state_mut()
+                .outbox
+                .mark_delivered(&delivered, time::now());
+            write.commit();
+        }
+        self.db
+            .leases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .give_back(self.token);
+        Ok(())
     }
 }
 

@@ -14,3 +14,12 @@ async fn fixture() -> stockroom_conformance::Fixture {
 }
 
 stockroom_conformance::suite!(crate::fixture);
+
+async fn own_events_fixture() -> stockroom_conformance::Fixture {
+    let config = StoreConfig::new("memory://").with_own_events(true);
+    stockroom_conformance::Fixture::new(std::sync::Arc::new(
+        MemoryStore::with_config(config).expect("a memory store"),
+    ))
+}
+
+stockroom_conformance::own_events_suite!(crate::own_events_fixture);

@@ -60,6 +60,18 @@ impl Store for Hanging {
         hang_if(self.hang == Hang::MoveStock).await;
         self.inner.move_stock(movement).await
     }
+    async fn claim_events(
+        &self,
+        options: &stockroom_core::outbox::ClaimOptions,
+    ) -> stockroom_core::Result<stockroom_core::outbox::Claimed> {
+        self.inner.claim_events(options).await
+    }
+    async fn outbox_backlog(&self) -> stockroom_core::Result<stockroom_core::outbox::Backlog> {
+        self.inner.outbox_backlog().await
+    }
+    async fn purge_delivered_events(&self, before: stockroom_core::Timestamp) -> stockroom_core::Result<u64> {
+        self.inner.purge_delivered_events(before).await
+    }
     async fn close(&self) {
         self.inner.close().await;
     }

@@ -62,6 +62,9 @@ pub const IDEMPOTENCY_KEY_INDEX: &str = "stock_movements_idempotency_key";
 /// declares it (an application's table is any other that no entity declares).
 pub const LEDGER_TABLE: &str = "stock_movements";
 
+/// The outbox's table, in metrics and spans (and its name on the SQL backends).
+pub const OUTBOX_TABLE: &str = "stockroom_outbox";
+
 /// Microseconds since the Unix epoch: the form the SQLite adapter stores and cursors carry.
 pub fn to_micros(ts: Timestamp) -> i64 {
     ts.timestamp_micros()

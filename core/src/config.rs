@@ -27,6 +27,7 @@ use crate::error::{Error, Result, Rule};
 /// | `application_name` | `STOCKROOM_APPLICATION_NAME` | `stockroom` |
 /// | `run_migrations` | `STOCKROOM_RUN_MIGRATIONS` | true |
 /// | `replica_urls` | `STOCKROOM_REPLICA_URLS` (comma-separated) | none |
+/// | `own_events` | `STOCKROOM_OWN_EVENTS` | false |
 ///
 /// Every duration in the environment is a whole number of milliseconds, in a variable whose name
 /// ends in `_MS` (as the service example's are); the names Stockroom read before, in seconds
@@ -83,6 +84,10 @@ pub struct StoreConfig {
     /// gets a pool of its own with the settings above. Backends without replicas refuse a
     /// configuration that names some ([`Error::Unsupported`]).
     pub replica_urls: Vec<String>,
+    /// Write Stockroom's own events to the outbox for the writes to products and for stock
+    /// moves, in the unit of work that makes them (see
+    /// [`outbox::subjects`](crate::outbox::subjects)).
+    pub own_events: bool,
     /// The application's own entities the store holds besides Stockroom's (see
     /// [`with_entity`](Self::with_entity)).
     pub entities: Entities,
@@ -134,6 +139,7 @@ impl StoreConfig {
             run_migrations: true,
             entities: Entities::default(),
             replica_urls: Vec::new(),
+            own_events: false,
         }
     }
 
@@ -186,6 +192,9 @@ impl StoreConfig {
         }
         if let Some((n, v)) = get("STOCKROOM_RUN_MIGRATIONS") {
             c.run_migrations = parse_bool(n, &v)?;
+        }
+        if let Some((n, v)) = get("STOCKROOM_OWN_EVENTS") {
+            c.own_events = parse_bool(n, &v)?;
         }
         if let Some((_, v)) = get("STOCKROOM_REPLICA_URLS") {
             c.replica_urls = v
@@ -248,6 +257,11 @@ impl StoreConfig {
         self.run_migrations = run;
         self
     }
+    /// The configuration, with [`own_events`](Self::own_events).
+    pub fn with_own_events(mut self, on: bool) -> Self {
+        self.own_events = on;
+        self
+    }
     /// The configuration, with the application's entity `E` among the store's: the store
     /// checks its declaration and, on a SQL backend, creates or checks its table when it
     /// connects (see [`schema`](crate::schema)). An entity used with a store that does not hold
@@ -302,6 +316,7 @@ impl fmt::Debug for StoreConfig {
             .field("slow_statement_threshold", &self.slow_statement_threshold)
             .field("application_name", &self.application_name)
             .field("run_migrations", &self.run_migrations)
+            .field("own_events", &self.own_events)
             .field(
                 "replica_urls",
                 &self
@@ -427,6 +442,8 @@ mod de {
         slow_statement_threshold: Option<Duration>,
         application_name: Option<String>,
         run_migrations: Option<bool>,
+        #[serde(default)]
+        own_events: Option<bool>,
         replica_urls: Option<Vec<String>>,
     }
 
@@ -451,6 +468,7 @@ mod de {
                 .unwrap_or(c.slow_statement_threshold);
             c.application_name = s.application_name.unwrap_or(c.application_name);
             c.run_migrations = s.run_migrations.unwrap_or(c.run_migrations);
+            c.own_events = s.own_events.unwrap_or(c.own_events);
             c.replica_urls = s.replica_urls.unwrap_or(c.replica_urls);
             Ok(c)
         }

@@ -23,6 +23,7 @@ mod config;
 pub mod entities;
 mod error;
 mod ids;
+pub mod outbox;
 mod ports;
 mod query;
 mod repo;

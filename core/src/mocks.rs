@@ -234,6 +234,8 @@ mockall::mock! {
         async fn restore(&mut self, schema: &'static Schema, id: Uuid, at: Timestamp) -> Result<bool>;
         async fn hard_delete(&mut self, schema: &'static Schema, id: Uuid) -> Result<()>;
         async fn purge_deleted_before(&mut self, schema: &'static Schema, before: Timestamp) -> Result<u64>;
+        async fn append_events(&mut self, events: Vec<NewEvent>) -> Result<()>;
+        fn own_events(&self) -> bool;
     }
 }
 
@@ -390,6 +392,12 @@ impl RecordWriter for MockRepositories {
     ) -> Result<u64> {
         self.records.purge_deleted_before(schema, before).await
     }
+    async fn append_events(&mut self, events: Vec<NewEvent>) -> Result<()> {
+        self.records.append_events(events).await
+    }
+    fn own_events(&self) -> bool {
+        self.records.own_events()
+    }
 }
 
 #[async_trait]
@@ -417,6 +425,7 @@ impl StockMovementRepository for MockRepositories {
 
 use crate::entities::NewStockMovement;
 use crate::error::{Error, Result};
+use crate::outbox::{Backlog, ClaimOptions, Claimed, EventId, Lease, NewEvent};
 use crate::ports::{ReadSession, Repositories, Savepoint, StockMoved, Store, UnitOfWork};
 
 /// Where a [`FaultyStore`] can fail.
@@ -441,6 +450,12 @@ pub enum Fault {
     Rollback,
     /// `UnitOfWork::move_stock` (the atomic stock move of a transfer): nothing moves.
     MoveStock,
+    /// `Store::claim_events`: nothing is claimed.
+    ClaimEvents,
+    /// `Claimed::acknowledge` (and `release`): the acknowledgement is lost before it reaches
+    /// the store, as when the relay's connection drops: nothing is marked delivered and the
+    /// lanes stay leased until the lease runs out.
+    AcknowledgeEvents,
 }
 
 type MakeError = Arc<dyn Fn() -> Error + Send + Sync>;
@@ -619,8 +634,54 @@ impl<S: Store + ?Sized> Store for FaultyStore<S> {
         self.inner.readiness().await
     }
 
+    async fn claim_events(&self, options: &ClaimOptions) -> Result<Claimed> {
+        self.check(Fault::ClaimEvents).await?;
+        let (events, lease) = self.inner.claim_events(options).await?.into_parts();
+        Ok(match lease {
+            Some(inner) => Claimed::new(
+                events,
+                Box::new(FaultyLease {
+                    inner,
+                    faults: Arc::clone(&self.faults),
+                }),
+            ),
+            None => Claimed::nothing(),
+        })
+    }
+
+    async fn outbox_backlog(&self) -> Result<Backlog> {
+        self.inner.outbox_backlog().await
+    }
+
+    async fn purge_delivered_events(&self, before: Timestamp) -> Result<u64> {
+        self.inner.purge_delivered_events(before).await
+    }
+
     async fn close(&self) {
         self.inner.close().await
+    }
+}
+
+/// The lease of a claim of a [`FaultyStore`].
+struct FaultyLease {
+    inner: Box<dyn Lease>,
+    faults: Arc<Mutex<Faults>>,
+}
+
+impl fmt::Debug for FaultyLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FaultyLease").field("inner", &self.inner).finish()
+    }
+}
+
+#[async_trait]
+impl Lease for FaultyLease {
+    async fn settle(self: Box<Self>, delivered: Vec<EventId>) -> Result<()> {
+        if let Some(error) = armed(&self.faults, Fault::AcknowledgeEvents).await {
+            drop(self.inner); // never settled: the lease runs out
+            return Err(error);
+        }
+        self.inner.settle(delivered).await
     }
 }
 

@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::adapter::page_from_overfetch;
 use crate::entities::{Entity, FilterInput, NewInput, PatchInput};
 use crate::error::{Error, Result};
+use crate::outbox::{own, subjects};
 use crate::ports::{ReadRepository, RecordReader, RecordWriter, Repository};
 use crate::query::{Cursor, KeysetPage, Limit, Page, SearchPage};
 use crate::schema::{
@@ -57,6 +58,31 @@ impl<'a, E: Entity, P: ?Sized + 'a> Repo<'a, E, P> {
 /// The entities of `records`, in order.
 pub(crate) fn entities<E: Entity>(records: Vec<Record>) -> Result<Vec<E>> {
     records.into_iter().map(E::from_record).collect()
+}
+
+/// Whether Stockroom writes its own events for writes to `E` through `port`: when the store
+/// was configured so ([`StoreConfig::own_events`](crate::StoreConfig::own_events)), for
+/// products.
+pub(crate) fn announces<E: Entity, P: RecordWriter + ?Sized>(port: &P) -> bool {
+    let (schema, product) = (E::schema(), crate::entities::Product::schema());
+    port.own_events() && schema.name == product.name && schema.table == product.table
+}
+
+/// Writes Stockroom's own event `subject` for each of `records` of `E`, when it
+/// [`announces`] them.
+pub(crate) async fn announce<E: Entity, P: RecordWriter + ?Sized>(
+    port: &mut P,
+    subject: &str,
+    records: &[Record],
+) -> Result<()> {
+    if records.is_empty() || !announces::<E, P>(port) {
+        return Ok(());
+    }
+    let events = records
+        .iter()
+        .map(|record| own::record_event(subject, E::schema(), record))
+        .collect();
+    port.append_events(events).await
 }
 
 fn uuids<I: Into<Uuid> + Copy>(ids: &[I]) -> Vec<Uuid> {
@@ -254,6 +280,7 @@ impl<'a, E: Entity, P: RecordWriter + ?Sized + 'a> Repo<'a, E, P> {
     pub async fn create(&mut self, new: E::New) -> Result<E> {
         let record = Record::new(new.into_values()?, time::now());
         let mut stored = self.port.insert(E::schema(), vec![record]).await?;
+        announce::<E, P>(self.port, subjects::PRODUCT_CREATED, &stored).await?;
         E::from_record(stored.pop().expect("one row inserted, one returned"))
     }
 
@@ -268,7 +295,9 @@ impl<'a, E: Entity, P: RecordWriter + ?Sized + 'a> Repo<'a, E, P> {
             .into_iter()
             .map(|n| Ok(Record::new(n.into_values()?, now)))
             .collect::<Result<Vec<_>>>()?;
-        entities(self.port.insert(E::schema(), records).await?)
+        let stored = self.port.insert(E::schema(), records).await?;
+        announce::<E, P>(self.port, subjects::PRODUCT_CREATED, &stored).await?;
+        entities(stored)
     }
 
     /// Applies `patch` to the live row `id`, bumping `version` and `updated_at`. With
@@ -287,6 +316,8 @@ impl<'a, E: Entity, P: RecordWriter + ?Sized + 'a> Repo<'a, E, P> {
             .port
             .update(E::schema(), id.into(), &changes, expected_version)
             .await?;
+        announce::<E, P>(self.port, subjects::PRODUCT_UPDATED, std::slice::from_ref(&record))
+            .await?;
         E::from_record(record)
     }
 
@@ -299,9 +330,15 @@ impl<'a, E: Entity, P: RecordWriter + ?Sized + 'a> Repo<'a, E, P> {
         if ids.is_empty() {
             return Ok(0);
         }
-        self.port
-            .update_many(E::schema(), &uuids(ids), &changes)
-            .await
+        let ids = uuids(ids);
+        let changed = self.port.update_many(E::schema(), &ids, &changes).await?;
+        if changed > 0 && announces::<E, P>(self.port) {
+            // The rows this call changed: live, and updated at this call's instant.
+            let mut records = self.port.get_many(E::schema(), &ids).await?;
+            records.retain(|r| r.updated_at == changes.at);
+            announce::<E, P>(self.port, subjects::PRODUCT_UPDATED, &records).await?;
+        }
+        Ok(changed)
     }
 
     /// Locks the live rows among `ids` until the unit of work ends, taking them in id order so
@@ -316,23 +353,36 @@ impl<'a, E: Entity, P: RecordWriter + ?Sized + 'a> Repo<'a, E, P> {
     /// Soft-deletes the live row `id`: true. False when the row is already deleted (the first
     /// timestamp stays); [`Error::NotFound`] when no row, live or deleted, has the id.
     pub async fn soft_delete(&mut self, id: E::Id) -> Result<bool> {
-        self.port
-            .soft_delete(E::schema(), id.into(), time::now())
-            .await
+        let at = time::now();
+        let deleted = self.port.soft_delete(E::schema(), id.into(), at).await?;
+        if deleted && announces::<E, P>(self.port) {
+            let event = own::deleted(id.into(), at);
+            self.port.append_events(vec![event]).await?;
+        }
+        Ok(deleted)
     }
 
     /// Brings back the soft-deleted row `id`: true. False when the row is live already;
     /// [`Error::NotFound`] when no row, live or deleted, has the id; [`Error::Conflict`] when a
     /// live row took one of its unique values meanwhile.
     pub async fn restore(&mut self, id: E::Id) -> Result<bool> {
-        self.port.restore(E::schema(), id.into(), time::now()).await
+        let restored = self.port.restore(E::schema(), id.into(), time::now()).await?;
+        if restored && announces::<E, P>(self.port) {
+            let records: Vec<Record> = self.port.get(E::schema(), id.into()).await?.into_iter().collect();
+            announce::<E, P>(self.port, subjects::PRODUCT_RESTORED, &records).await?;
+        }
+        Ok(restored)
     }
 
     /// Deletes the row `id`, live or soft-deleted, for good, with what the entities that refer
     /// to it declare for that (their references forgotten, or their rows deleted too);
     /// [`Error::NotFound`] when there is no such row.
     pub async fn hard_delete(&mut self, id: E::Id) -> Result<()> {
-        self.port.hard_delete(E::schema(), id.into()).await
+        self.port.hard_delete(E::schema(), id.into()).await?;
+        if announces::<E, P>(self.port) {
+            self.port.append_events(vec![own::purged(id.into())]).await?;
+        }
+        Ok(())
     }
 
     /// Deletes for good every row soft-deleted before `before`; returns how many. A `before`

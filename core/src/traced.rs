@@ -17,6 +17,7 @@ use crate::ports::{
     StockMovementReader, StockMovementRepository, Store, UnitOfWork,
 };
 use crate::query::{Page, SearchPage};
+use crate::outbox::{Backlog, ClaimOptions, Claimed, NewEvent};
 use crate::schema::{Changes, Condition, Incremented, Record, Schema, Selection, Value};
 use crate::time::Timestamp;
 
@@ -209,9 +210,14 @@ impl<S: Store> Store for Traced<S> {
         let backend = self.0.backend().as_str();
         let span = tracing::debug_span!("stockroom.begin", backend, outcome = Empty);
         let op = Op::new(self.0.backend(), "begin");
-        let inner = observe(span, op, self.0.begin(), |_, _| {}).await?;
+        let mut inner = observe(span, op, self.0.begin(), |_, _| {}).await?;
         let span = tracing::debug_span!("stockroom.unit_of_work", backend);
-        Ok(Box::new(TracedUnitOfWork { inner, span }))
+        let own_events = inner.repositories().own_events();
+        Ok(Box::new(TracedUnitOfWork {
+            inner,
+            span,
+            own_events,
+        }))
     }
 
     async fn read(&self) -> Result<Box<dyn ReadSession>> {
@@ -255,6 +261,41 @@ impl<S: Store> Store for Traced<S> {
         self.0.close().instrument(span).await
     }
 
+    async fn claim_events(&self, options: &ClaimOptions) -> Result<Claimed> {
+        let span = tracing::debug_span!(
+            "stockroom.claim_events",
+            backend = self.0.backend().as_str(),
+            max_events = options.max_events,
+            claimed = Empty,
+            outcome = Empty
+        );
+        let op = Op::new(self.0.backend(), "claim_events").on(OUTBOX_TABLE);
+        observe(span, op, self.0.claim_events(options), |span, claimed: &Claimed| {
+            span.record("claimed", claimed.len());
+        })
+        .await
+    }
+
+    async fn outbox_backlog(&self) -> Result<Backlog> {
+        let span = tracing::debug_span!(
+            "stockroom.outbox_backlog",
+            backend = self.0.backend().as_str(),
+            outcome = Empty
+        );
+        let op = Op::new(self.0.backend(), "outbox_backlog").on(OUTBOX_TABLE);
+        observe(span, op, self.0.outbox_backlog(), |_, _| {}).await
+    }
+
+    async fn purge_delivered_events(&self, before: Timestamp) -> Result<u64> {
+        let span = tracing::debug_span!(
+            "stockroom.purge_delivered_events",
+            backend = self.0.backend().as_str(),
+            outcome = Empty
+        );
+        let op = Op::new(self.0.backend(), "purge_delivered_events").on(OUTBOX_TABLE);
+        observe(span, op, self.0.purge_delivered_events(before), |_, _| {}).await
+    }
+
     async fn move_stock(&self, movement: &NewStockMovement) -> Result<StockMoved> {
         let span = move_stock_span(&Span::current(), self.0.backend(), movement);
         let op = Op::new(self.0.backend(), "move_stock").on(LEDGER_TABLE);
@@ -264,6 +305,8 @@ impl<S: Store> Store for Traced<S> {
 
 /// The ledger's table, for the metrics of its operations.
 use crate::adapter::LEDGER_TABLE;
+/// The outbox's table, for the metrics of its operations.
+use crate::adapter::OUTBOX_TABLE;
 
 /// The span of a stock move: `stockroom.move_stock` with the products, the quantity, whether it
 /// is keyed, and (once done) the ledger row's id.
@@ -293,6 +336,8 @@ fn record_moved(span: &Span, moved: &StockMoved) {
 struct TracedUnitOfWork {
     inner: Box<dyn UnitOfWork>,
     span: Span,
+    /// What the unit of work's writer answers to `own_events` (asked once, at `begin`).
+    own_events: bool,
 }
 
 /// A read session whose reads run in spans, children of `span`; like [`TracedUnitOfWork`], it
@@ -444,6 +489,23 @@ traced_records! {
                 at: Timestamp,
             ) -> Result<Incremented> {
                 self.traced_increment(schema, id, field, delta, at).await
+            }
+
+            async fn append_events(&mut self, events: Vec<NewEvent>) -> Result<()> {
+                let span = tracing::debug_span!(
+                    parent: &self.span,
+                    "stockroom.append_events",
+                    operation = "append_events",
+                    count = events.len(),
+                    outcome = Empty,
+                );
+                let op = Op::new(self.backend(), "append_events").on(OUTBOX_TABLE);
+                let operation = self.inner.repositories().append_events(events);
+                observe(span, op, operation, |_, _| {}).await
+            }
+
+            fn own_events(&self) -> bool {
+                self.own_events
             }
         }
         async fn insert(&mut self, schema: &'static Schema, rows: Vec<Record>)

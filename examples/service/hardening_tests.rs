@@ -285,6 +285,18 @@ impl Store for SlowReadiness {
         self.running.fetch_sub(1, SeqCst);
         self.inner.readiness().await
     }
+    async fn claim_events(
+        &self,
+        options: &stockroom::outbox::ClaimOptions,
+    ) -> stockroom::Result<stockroom::outbox::Claimed> {
+        self.inner.claim_events(options).await
+    }
+    async fn outbox_backlog(&self) -> stockroom::Result<stockroom::outbox::Backlog> {
+        self.inner.outbox_backlog().await
+    }
+    async fn purge_delivered_events(&self, before: stockroom::Timestamp) -> stockroom::Result<u64> {
+        self.inner.purge_delivered_events(before).await
+    }
     async fn close(&self) {
         self.inner.close().await;
     }

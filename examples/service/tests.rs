@@ -1634,6 +1634,18 @@ impl Store for ReplicaBehind {
     ) -> stockroom::Result<stockroom::StockMoved> {
         self.primary.move_stock(movement).await
     }
+    async fn claim_events(
+        &self,
+        options: &stockroom::outbox::ClaimOptions,
+    ) -> stockroom::Result<stockroom::outbox::Claimed> {
+        self.primary.claim_events(options).await
+    }
+    async fn outbox_backlog(&self) -> stockroom::Result<stockroom::outbox::Backlog> {
+        self.primary.outbox_backlog().await
+    }
+    async fn purge_delivered_events(&self, before: stockroom::Timestamp) -> stockroom::Result<u64> {
+        self.primary.purge_delivered_events(before).await
+    }
     async fn close(&self) {
         self.primary.close().await;
         self.replica.close().await;

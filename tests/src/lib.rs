@@ -38,7 +38,7 @@ mod suite;
 pub mod support;
 
 pub use fixture::{run, Fixture};
-pub use suite::{BUILT_IN_BATTERIES, CASES};
+pub use suite::{BUILT_IN_BATTERIES, CASES, OWN_EVENTS_CASES};
 
 /// The core, for the macros' paths to Stockroom's own entities.
 #[doc(hidden)]

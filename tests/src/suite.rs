@@ -24,6 +24,7 @@ macro_rules! suite {
             $crate::__stockroom_details_cases! { $fixture }
             $crate::__stockroom_idempotency_cases! { $fixture }
             $crate::__stockroom_keyset_cases! { $fixture }
+            $crate::__stockroom_outbox_cases! { $fixture }
             $crate::__stockroom_pagination_cases! { $fixture }
             $crate::__stockroom_relations_cases! { $fixture }
             $crate::__stockroom_savepoints_cases! { $fixture }
@@ -52,6 +53,23 @@ macro_rules! suite {
     };
 }
 
+/// Expands to `mod own_events_conformance { mod own_events { #[tokio::test] async fn <case>() … } }`:
+/// the cases of Stockroom's own events, each on a fresh fixture from `$fixture`, which must
+/// make a store configured with
+/// [`StoreConfig::with_own_events(true)`](stockroom_core::StoreConfig::with_own_events) (as
+/// [`suite!`]'s fixture, it may return `Option<Fixture>`).
+#[macro_export]
+macro_rules! own_events_suite {
+    ($fixture:path) => {
+        mod own_events_conformance {
+            $crate::__stockroom_own_events_cases! { $fixture }
+        }
+    };
+}
+
+/// The cases [`own_events_suite!`] runs, as `(module, &[case])`.
+pub const OWN_EVENTS_CASES: (&str, &[&str]) = crate::__stockroom_own_events_cases! { @names };
+
 /// The entities whose battery [`suite!`] runs, by name: each of Stockroom's own (the crate's
 /// tests check that none is missing).
 pub const BUILT_IN_BATTERIES: &[&str] = &["product", "category", "user", "review"];
@@ -66,6 +84,7 @@ pub const CASES: &[(&str, &[&str])] = &[
     crate::__stockroom_details_cases! { @names },
     crate::__stockroom_idempotency_cases! { @names },
     crate::__stockroom_keyset_cases! { @names },
+    crate::__stockroom_outbox_cases! { @names },
     crate::__stockroom_pagination_cases! { @names },
     crate::__stockroom_relations_cases! { @names },
     crate::__stockroom_savepoints_cases! { @names },
@@ -124,6 +143,8 @@ mod tests {
             "details" => include_str!("cases/details.rs"),
             "idempotency" => include_str!("cases/idempotency.rs"),
             "keyset" => include_str!("cases/keyset.rs"),
+            "outbox" => include_str!("cases/outbox.rs"),
+            "own_events" => include_str!("cases/own_events.rs"),
             "pagination" => include_str!("cases/pagination.rs"),
             "relations" => include_str!("cases/relations.rs"),
             "savepoints" => include_str!("cases/savepoints.rs"),
@@ -143,7 +164,7 @@ mod tests {
 
     #[test]
     fn every_public_case_is_listed() {
-        for (module, listed) in CASES {
+        for (module, listed) in CASES.iter().chain([&super::OWN_EVENTS_CASES]) {
             let written = public_cases(source_of(module));
             let unlisted: Vec<_> = written.iter().filter(|c| !listed.contains(c)).collect();
             assert!(

@@ -200,6 +200,26 @@ impl<'a, P: RecordWriter + ?Sized + 'a> Repo<'a, Product, P> {
     /// [`Error::Validation`] on `stock` ([`Rule::OutOfRange`] `0..=MAX_STOCK`) when it would go
     /// above [`MAX_STOCK`], and with [`Error::NotFound`] when the product is not live.
     pub async fn adjust_stock(&mut self, id: ProductId, delta: StockDelta) -> Result<Product> {
+        let product = self.adjust_stock_quietly(id, delta).await?;
+        if crate::repo::announces::<Product, P>(self.port) {
+            let record = product.to_record();
+            let event = crate::outbox::own::record_event(
+                crate::outbox::subjects::PRODUCT_UPDATED,
+                Product::schema(),
+                &record,
+            );
+            self.port.append_events(vec![event]).await?;
+        }
+        Ok(product)
+    }
+
+    /// [`adjust_stock`](Self::adjust_stock) without Stockroom's own event: a stock move writes
+    /// its own.
+    pub(crate) async fn adjust_stock_quietly(
+        &mut self,
+        id: ProductId,
+        delta: StockDelta,
+    ) -> Result<Product> {
         let delta = delta.get();
         let at = crate::time::now();
         match self

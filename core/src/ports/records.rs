@@ -25,6 +25,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::error::Result;
+use crate::outbox::NewEvent;
 use crate::query::{Page, SearchPage};
 use crate::schema::{Changes, Condition, Incremented, Record, Schema, Selection, Value};
 use crate::time::Timestamp;
@@ -158,4 +159,16 @@ pub trait RecordWriter: RecordReader {
         schema: &'static Schema,
         before: Timestamp,
     ) -> Result<u64>;
+
+    /// Writes `events` (already validated) to the outbox in this transaction, in order, each with
+    /// the next sequence number: committed with the unit of work, gone with its rollback or with
+    /// a savepoint rolled back to. On PostgreSQL the unit of work then holds a transaction-level
+    /// advisory lock on the lane of each application event (not of Stockroom's own, see
+    /// [`NewEvent::is_own`]), taken in lane order, so that sequence order is commit order within
+    /// an aggregate (see [`outbox`](crate::outbox)).
+    async fn append_events(&mut self, events: Vec<NewEvent>) -> Result<()>;
+
+    /// Whether the store writes Stockroom's own events for its writes
+    /// ([`StoreConfig::own_events`](crate::StoreConfig::own_events)).
+    fn own_events(&self) -> bool;
 }

@@ -5,6 +5,8 @@ use async_trait::async_trait;
 
 use crate::entities::{Category, Entity, NewStockMovement, Product, Review, User};
 use crate::error::{Error, Result, Rule};
+use crate::outbox::{Backlog, ClaimOptions, Claimed, NewEvent};
+use crate::time::Timestamp;
 use crate::ports::stock::{
     move_stock_in_own_unit_of_work, move_stock_with_repositories, StockMoved,
 };
@@ -148,6 +150,33 @@ impl dyn UnitOfWork + '_ {
     pub fn movements(&mut self) -> &mut dyn StockMovementRepository {
         self.repositories()
     }
+    /// Publishes `event` in the transaction: it is committed with the unit of work (and then
+    /// claimed by a relay, see [`outbox`](crate::outbox)), or gone with a rollback.
+    ///
+    /// ```
+    /// use stockroom_core::outbox::NewEvent;
+    /// use stockroom_core::{Result, Store};
+    ///
+    /// async fn place_order(store: &dyn Store, order: &str) -> Result<()> {
+    ///     let mut uow = store.begin().await?;
+    ///     // … the order's own writes …
+    ///     uow.publish(NewEvent::new("orders.placed", order, br#"{"total":12}"#.to_vec())?)
+    ///         .await?;
+    ///     uow.commit().await // the event is in the outbox if and only if this commits
+    /// }
+    /// ```
+    pub async fn publish(&mut self, event: NewEvent) -> Result<()> {
+        self.repositories().append_events(vec![event]).await
+    }
+
+    /// Publishes `events`, in order, in the transaction (as [`publish`](Self::publish)).
+    pub async fn publish_all(&mut self, events: Vec<NewEvent>) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.repositories().append_events(events).await
+    }
+
     /// The reads and writes of entity `E` in the transaction: any entity the store holds (see
     /// [`StoreConfig::with_entity`](crate::StoreConfig::with_entity)).
     pub fn repository<E: Entity>(&mut self) -> Repo<'_, E> {
@@ -367,6 +396,21 @@ pub trait Store: Send + Sync {
     async fn move_stock(&self, movement: &NewStockMovement) -> Result<StockMoved> {
         move_stock_in_own_unit_of_work(self, movement).await
     }
+
+    /// Claims committed, undelivered events for a relay: the events of up to
+    /// `options.max_lanes` free lanes (those whose oldest event is oldest first), at most
+    /// `options.max_events`, in sequence order, the lanes leased to the claim (see
+    /// [`outbox`](crate::outbox)). [`Claimed::nothing`](crate::outbox::Claimed::nothing) when
+    /// no free lane has an undelivered event. Options out of bounds are [`Error::Validation`].
+    async fn claim_events(&self, options: &ClaimOptions) -> Result<Claimed>;
+
+    /// What waits in the outbox: undelivered events, the oldest one's time, delivered events
+    /// not purged yet.
+    async fn outbox_backlog(&self) -> Result<Backlog>;
+
+    /// Deletes delivered events delivered before `before`; how many. Undelivered events stay,
+    /// however old.
+    async fn purge_delivered_events(&self, before: Timestamp) -> Result<u64>;
 
     /// Closes every connection; afterwards every call fails with
     /// [`Error::Unavailable`](crate::Error::Unavailable).

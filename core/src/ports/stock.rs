@@ -81,11 +81,16 @@ pub async fn move_stock_with_repositories(
     let records: &mut dyn RecordWriter = repositories;
     let mut products = Repo::<Product>::new(records);
     products
-        .adjust_stock(source, StockDelta::remove(quantity))
+        .adjust_stock_quietly(source, StockDelta::remove(quantity))
         .await?;
     products
-        .adjust_stock(target, StockDelta::add(quantity))
+        .adjust_stock_quietly(target, StockDelta::add(quantity))
         .await?;
+    if records.own_events() {
+        records
+            .append_events(vec![crate::outbox::own::stock_moved(&recorded)])
+            .await?;
+    }
     Ok(StockMoved::Applied(recorded))
 }
 

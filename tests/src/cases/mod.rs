@@ -9,6 +9,8 @@ pub mod deadlines;
 pub mod details;
 pub mod idempotency;
 pub mod keyset;
+pub mod outbox;
+pub mod own_events;
 pub mod pagination;
 pub mod relations;
 pub mod savepoints;
