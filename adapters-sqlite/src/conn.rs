@@ -266,6 +266,15 @@ pub(crate) enum Cost {
 }
 
 impl Cost {
+    /// The longer of the two: a call that does both.
+    pub(crate) fn and(self, other: Cost) -> Self {
+        if self == Cost::Long || other == Cost::Long {
+            Cost::Long
+        } else {
+            Cost::Short
+        }
+    }
+
     /// `Short` for a batch of up to [`SHORT_BATCH`] rows or ids, `Long` beyond.
     pub(crate) fn of_batch(len: usize) -> Self {
         if len <= SHORT_BATCH {
@@ -336,6 +345,9 @@ pub(crate) struct Conn {
     /// Whether a long call ran in this transaction: its commit (or a rollback to a savepoint)
     /// has that call's pages to write (or restore), so it is long too.
     ran_long: bool,
+    /// Whether its writes (and the native stock moves) write Stockroom's own events to the
+    /// outbox (`StoreConfig::own_events`).
+    own_events: bool,
 }
 
 impl fmt::Debug for Conn {
@@ -357,7 +369,19 @@ impl Conn {
             plans,
             transaction: Transaction::None,
             ran_long: false,
+            own_events: false,
         }
+    }
+
+    /// The connection, writing Stockroom's own events or not.
+    pub(crate) fn with_own_events(mut self, on: bool) -> Self {
+        self.own_events = on;
+        self
+    }
+
+    /// Whether it writes Stockroom's own events.
+    pub(crate) fn writes_own_events(&self) -> bool {
+        self.own_events
     }
 
     /// A connection whose transaction opens with `begin` right before its first statement.

@@ -153,6 +153,18 @@
 //!   to the update, so no row lock is needed.
 //!   [`UnitOfWork::move_stock`](stockroom_core::UnitOfWork::move_stock) runs the same
 //!   statements in one call inside the unit of work's transaction, its writes in a savepoint.
+//!   With own events on ([`SqliteOptions::with_own_events`]), an applied move writes its
+//!   `stockroom.stock.moved` event with its ledger row, in the same savepoint or transaction.
+//! - **The outbox** (`stockroom_outbox`, and `stockroom_outbox_lanes` with a row per lane, made
+//!   by migration 5): an event published in a unit of work is one `INSERT` in its transaction,
+//!   its sequence the table's `AUTOINCREMENT` rowid (commit order, never given again after a
+//!   purge). [`Store::claim_events`](stockroom_core::Store::claim_events), a settled claim and
+//!   [`Store::purge_delivered_events`](stockroom_core::Store::purge_delivered_events) each take
+//!   the writer (waiting their turn like a unit of work) for one `BEGIN IMMEDIATE` transaction
+//!   committed in the same call; SQLite's single write lock serializes claims, those of other
+//!   processes on the file included, so two claims never lease one lane.
+//!   [`Store::outbox_backlog`](stockroom_core::Store::outbox_backlog) is one statement on a read
+//!   connection.
 //! - **A connection is never shared**: a lease owns it. Dropping a lease (a unit of work
 //!   dropped without commit, or a call on the blocking pool whose future was dropped mid-way)
 //!   rolls back any open transaction before the connection serves anyone else (checked with
@@ -254,6 +266,7 @@ mod error;
 mod hooks;
 mod moves;
 mod options;
+mod outbox;
 mod records;
 mod schema;
 mod search_index;

@@ -192,6 +192,8 @@ pub struct SqliteOptions {
     pub(crate) run_migrations: bool,
     /// The application's entities the store holds besides Stockroom's.
     pub(crate) entities: Vec<&'static Schema>,
+    /// Whether the store writes Stockroom's own events to the outbox.
+    pub(crate) own_events: bool,
     pragmas: Vec<(String, String)>,
     on_open: Option<Arc<OnOpen>>,
 }
@@ -214,6 +216,7 @@ impl fmt::Debug for SqliteOptions {
                 "entities",
                 &self.entities.iter().map(|s| s.name).collect::<Vec<_>>(),
             )
+            .field("own_events", &self.own_events)
             .field("pragmas", &self.pragmas)
             .field("on_open", &self.on_open.as_ref().map(|_| "Fn(&Connection)"))
             .finish()
@@ -244,8 +247,8 @@ impl SqliteOptions {
     /// the database its URL names, with the settings of the URL's query (`busy_timeout_ms`,
     /// default 5000; `synchronous=normal|full`, default normal), `max_connections` read
     /// connections of which `min_connections` are kept idle, `acquire_timeout`, `idle_timeout`,
-    /// `max_lifetime`, `log_statements`, `slow_statement_threshold`, `run_migrations` and the
-    /// application's `entities`.
+    /// `max_lifetime`, `log_statements`, `slow_statement_threshold`, `run_migrations`,
+    /// `own_events` and the application's `entities`.
     /// A URL that names no SQLite database is a validation error on `url`.
     pub fn from_config(config: &StoreConfig) -> Result<Self> {
         let (location, query) = match config.url.split_once('?') {
@@ -270,6 +273,7 @@ impl SqliteOptions {
             slow_statement_threshold: config.slow_statement_threshold,
             run_migrations: config.run_migrations,
             entities: config.entities.schemas().to_vec(),
+            own_events: config.own_events,
             pragmas: Vec::new(),
             on_open: None,
         }
@@ -360,6 +364,14 @@ impl SqliteOptions {
         {
             self.entities.push(schema);
         }
+        self
+    }
+
+    /// Whether the store writes Stockroom's own events to the outbox, in the unit of work that
+    /// makes them (as [`StoreConfig::with_own_events`] says; off by default): for the writes to
+    /// products and for stock moves, the native ones included.
+    pub fn with_own_events(mut self, on: bool) -> Self {
+        self.own_events = on;
         self
     }
 

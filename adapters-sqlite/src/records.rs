@@ -7,16 +7,22 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use stockroom_core::outbox::NewEvent;
 use stockroom_core::schema::{
     Changes, Condition, Incremented, Record, RecordReader, RecordWriter, Schema, Selection, Value,
 };
-use stockroom_core::time::Timestamp;
+use stockroom_core::time::{self, Timestamp};
 use stockroom_core::{Page, Result, SearchPage};
 use uuid::Uuid;
 
 use crate::conn::{Conn, Cost};
+use crate::sql::outbox;
 use crate::sql::plan::Plans;
 use crate::sql::records::{self, On};
+
+/// The most payload bytes an append of events runs inline with: beyond, copying them into
+/// SQLite's pages is no longer a few microseconds.
+const SHORT_PAYLOADS: usize = 64 * 1024;
 
 impl Conn {
     /// The store's statements and the position of `schema`'s among them
@@ -258,5 +264,26 @@ impl RecordWriter for Conn {
             records::purge_deleted_before(c, On::new(&plans, at), before)
         })
         .await
+    }
+
+    /// One `INSERT` per event, in the unit of work's transaction: inline for a few small
+    /// events, on the blocking pool for many or large ones.
+    async fn append_events(&mut self, events: Vec<NewEvent>) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let bytes: usize = events.iter().map(|e| e.payload().len()).sum();
+        let cost = Cost::of_batch(events.len()).and(if bytes > SHORT_PAYLOADS {
+            Cost::Long
+        } else {
+            Cost::Short
+        });
+        let at = time::now();
+        self.run(cost, move |c| outbox::append(c, &events, at))
+            .await
+    }
+
+    fn own_events(&self) -> bool {
+        self.writes_own_events()
     }
 }

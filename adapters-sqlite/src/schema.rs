@@ -70,7 +70,45 @@ pub(crate) const MIGRATIONS: &[Migration] = &[
         sql: V4,
         then: Some(create_products_search_index),
     },
+    Migration {
+        version: 5,
+        description: "the transactional outbox and its lanes",
+        sql: V5,
+        then: None,
+    },
 ];
+
+/// The outbox (see `sql/outbox.rs`): the events units of work publish, each with its sequence
+/// (`AUTOINCREMENT`, so that a sequence is never given again, even after the newest events were
+/// purged), and the 32 lanes (`stockroom_core::outbox::LANES`) relays lease. The claim finds
+/// each lane's undelivered events, in sequence order, through `stockroom_outbox_pending`
+/// (whose last column, always `NULL` there, lets SQLite read the index alone: without it, each
+/// entry would send it to the row to check `delivered_at IS NULL`); the purge finds delivered
+/// events through `stockroom_outbox_delivered`.
+const V5: &str = "
+CREATE TABLE stockroom_outbox (
+    sequence     INTEGER PRIMARY KEY AUTOINCREMENT,
+    id           BLOB    NOT NULL CHECK (length(id) = 16),
+    subject      TEXT    NOT NULL,
+    aggregate    TEXT    NOT NULL,
+    lane         INTEGER NOT NULL CHECK (lane BETWEEN 0 AND 31),
+    payload      BLOB    NOT NULL,
+    created_at   INTEGER NOT NULL,
+    delivered_at INTEGER
+) STRICT;
+CREATE UNIQUE INDEX stockroom_outbox_id ON stockroom_outbox (id);
+CREATE INDEX stockroom_outbox_pending ON stockroom_outbox (lane, sequence, delivered_at)
+    WHERE delivered_at IS NULL;
+CREATE INDEX stockroom_outbox_delivered ON stockroom_outbox (delivered_at)
+    WHERE delivered_at IS NOT NULL;
+
+CREATE TABLE stockroom_outbox_lanes (
+    lane         INTEGER NOT NULL PRIMARY KEY CHECK (lane BETWEEN 0 AND 31),
+    holder       BLOB    CHECK (holder IS NULL OR length(holder) = 16),
+    leased_until INTEGER
+) STRICT;
+WITH RECURSIVE lanes (lane) AS (SELECT 0 UNION ALL SELECT lane + 1 FROM lanes WHERE lane < 31)
+INSERT INTO stockroom_outbox_lanes (lane) SELECT lane FROM lanes;";
 
 /// V4 is made in Rust, by the same code that makes the index of an application's searchable
 /// entity (`search_index.rs`).

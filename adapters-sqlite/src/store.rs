@@ -10,7 +10,9 @@ use async_trait::async_trait;
 use rusqlite::Connection;
 use stockroom_core::adapter::{wait_within, Savepoints};
 use stockroom_core::metrics::adapter as metrics;
+use stockroom_core::outbox::{Backlog, ClaimOptions, Claimed};
 use stockroom_core::schema::Catalog;
+use stockroom_core::time::Timestamp;
 use stockroom_core::{
     Error, NewStockMovement, ReadSession, Result, Savepoint, StockMoved, Store, StoreConfig,
     UnitOfWork,
@@ -166,7 +168,7 @@ impl SqliteStore {
         }
     }
 
-    async fn reader(&self) -> Result<Conn> {
+    pub(crate) async fn reader(&self) -> Result<Conn> {
         self.check_open()?;
         let asked = Instant::now();
         // Up to the acquire timeout, and never past the deadline of the operation in progress.
@@ -209,7 +211,7 @@ impl SqliteStore {
     /// The writer connection, once free (waiting up to the acquire timeout, then
     /// `Unavailable`, as a pool without a free connection), with its `BEGIN IMMEDIATE` pending:
     /// it runs in the same call as the first statement.
-    async fn writer(&self) -> Result<Conn> {
+    pub(crate) async fn writer(&self) -> Result<Conn> {
         self.check_open()?;
         let asked = Instant::now();
         // A free writer is taken without arming a timer. The lock is fair: a waiter queued
@@ -230,7 +232,8 @@ impl SqliteStore {
             self.inner.runner,
             Arc::clone(&self.inner.plans),
             "BEGIN IMMEDIATE",
-        ))
+        )
+        .with_own_events(self.inner.options.own_events))
     }
 
     /// Waits for the writer up to the acquire timeout (then `Unavailable`), and never past the
@@ -429,16 +432,35 @@ impl Store for SqliteStore {
         } else {
             conn.commit_cost()
         };
+        let own_events = conn.writes_own_events();
         conn.run(cost, move |c| {
             if let [alone] = batch.tickets() {
-                let moved = ledger::move_stock_and_commit(c, &alone.movement);
+                let moved = ledger::move_stock_and_commit(c, &alone.movement, own_events);
                 drop(batch);
                 moved
             } else {
-                ledger::move_batch_and_commit(c, batch)
+                ledger::move_batch_and_commit(c, batch, own_events)
             }
         })
         .await
+    }
+
+    /// One short writer transaction (`BEGIN IMMEDIATE`, taken through the writer like every
+    /// write, so it waits its turn): the lanes leased by one `UPDATE … RETURNING`, their
+    /// events read, `COMMIT`. The single write lock serializes claims, other processes'
+    /// included.
+    async fn claim_events(&self, options: &ClaimOptions) -> Result<Claimed> {
+        crate::outbox::claim(self, options).await
+    }
+
+    /// One statement on a read connection.
+    async fn outbox_backlog(&self) -> Result<Backlog> {
+        crate::outbox::backlog(self).await
+    }
+
+    /// A writer transaction of its own, on the blocking pool.
+    async fn purge_delivered_events(&self, before: Timestamp) -> Result<u64> {
+        crate::outbox::purge_delivered(self, before).await
     }
 
     async fn close(&self) {
@@ -564,8 +586,11 @@ impl UnitOfWork for SqliteUnitOfWork {
     /// ledger row and the stock update) are all-or-nothing within the transaction.
     async fn move_stock(&mut self, movement: &NewStockMovement) -> Result<StockMoved> {
         let movement = movement.clone();
+        let own_events = self.conn.writes_own_events();
         self.conn
-            .run(Cost::Short, move |c| ledger::move_stock(c, &movement))
+            .run(Cost::Short, move |c| {
+                ledger::move_stock(c, &movement, own_events)
+            })
             .await
     }
 

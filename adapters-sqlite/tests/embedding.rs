@@ -27,8 +27,9 @@ const OLD_V1: &str = include_str!("fixtures/v1-before-stockroom-migrations.sql")
 /// The application's own migrations, run by rusqlite_migration (which counts them in
 /// `user_version`).
 /// How many migrations Stockroom's SQLite schema has (V1 tables, V2 search documents refolded,
-/// V3 the bookkeeping of declared entities' tables, V4 the products' search index).
-const STOCKROOM_MIGRATIONS: usize = 4;
+/// V3 the bookkeeping of declared entities' tables, V4 the products' search index, V5 the
+/// outbox).
+const STOCKROOM_MIGRATIONS: usize = 5;
 
 const APP_MIGRATIONS: &[M<'static>] = &[
     M::up("CREATE TABLE orders (id INTEGER PRIMARY KEY, sku TEXT NOT NULL);"),

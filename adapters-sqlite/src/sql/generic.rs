@@ -108,6 +108,25 @@ pub(crate) fn commit(conn: &Db<'_>) -> Result<()> {
         .map_err(map)
 }
 
+/// Runs `work` in the connection's transaction (already begun, its own: a store's write outside
+/// any unit of work), then `COMMIT`; `ROLLBACK` instead when `work` fails or when the call's
+/// caller gave up on it meanwhile (see [`Db::check_still_awaited`]). A `COMMIT` that fails
+/// leaves the transaction to the connection's release, which rolls it back.
+pub(crate) fn and_commit<T>(conn: &Db<'_>, work: impl FnOnce() -> Result<T>) -> Result<T> {
+    let done = work().and_then(|value| conn.check_still_awaited().map(|()| value));
+    match done {
+        Ok(value) => commit(conn).map(|()| value),
+        Err(failed) => {
+            if !conn.is_autocommit() {
+                if let Err(error) = rollback(conn) {
+                    tracing::debug!(%error, "rollback after a failed write failed");
+                }
+            }
+            Err(failed)
+        }
+    }
+}
+
 /// Ends the connection's transaction with `ROLLBACK`.
 pub(crate) fn rollback(conn: &Db<'_>) -> Result<()> {
     conn.observe("ROLLBACK", || conn.execute_batch("ROLLBACK"))

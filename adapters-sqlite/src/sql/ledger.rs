@@ -1,10 +1,12 @@
 //! The ledger: the `stock_movements` table, its row mapping, queries and repository port, and
-//! the stock move (the key lookup, the checks, the ledger row and both stocks' update).
+//! the stock move (the key lookup, the checks, the ledger row and both stocks' update, and,
+//! when the store writes Stockroom's own events, the move's `stockroom.stock.moved` event).
 
 use async_trait::async_trait;
 use rusqlite::types::Value;
 use rusqlite::Row;
 use stockroom_core::adapter::{check_stocks, key_taken_meanwhile};
+use stockroom_core::outbox::own;
 use stockroom_core::time;
 use stockroom_core::{
     EntityKind, Error, NewStockMovement, Page, ProductId, Result, StockMoved, StockMovement,
@@ -13,6 +15,7 @@ use stockroom_core::{
 
 use super::codec::{blob, micros, opt_text, RowReader};
 use super::generic::{atomically, commit, execute, query, query_first, rollback, scalar};
+use super::outbox;
 use crate::conn::{Conn, Cost, Db};
 use crate::error::map;
 use crate::moves::{not_run, Batch};
@@ -160,12 +163,16 @@ fn insert_movement(conn: &Db<'_>, m: &StockMovement) -> Result<()> {
 /// `stockroom_core::move_stock_with_repositories`, in their order. The unit of work's write lock
 /// covers both products from the read to the update (see the [module docs](super)), so reading
 /// them is all "taking them in id order" needs. Its writes are all-or-nothing within the
-/// transaction (a savepoint).
-pub(crate) fn move_stock(conn: &Db<'_>, movement: &NewStockMovement) -> Result<StockMoved> {
+/// transaction (a savepoint), its event (with `own_events`) included.
+pub(crate) fn move_stock(
+    conn: &Db<'_>,
+    movement: &NewStockMovement,
+    own_events: bool,
+) -> Result<StockMoved> {
     let checked = check_movement(conn, movement)?;
     match checked {
         Checked::Recorded(earlier) => Ok(StockMoved::AlreadyRecorded(earlier)),
-        Checked::Allowed(row) => atomically(conn, || apply_movement(conn, &row)),
+        Checked::Allowed(row) => atomically(conn, || apply_movement(conn, &row, own_events)),
     }
 }
 
@@ -176,11 +183,12 @@ pub(crate) fn move_stock(conn: &Db<'_>, movement: &NewStockMovement) -> Result<S
 pub(crate) fn move_stock_and_commit(
     conn: &Db<'_>,
     movement: &NewStockMovement,
+    own_events: bool,
 ) -> Result<StockMoved> {
     let moved = check_movement(conn, movement)
         .and_then(|checked| match checked {
             Checked::Recorded(earlier) => Ok(StockMoved::AlreadyRecorded(earlier)),
-            Checked::Allowed(row) => apply_movement(conn, &row),
+            Checked::Allowed(row) => apply_movement(conn, &row, own_events),
         })
         .and_then(|moved| conn.check_still_awaited().map(|()| moved));
     match moved {
@@ -202,6 +210,7 @@ pub(crate) fn move_stock_and_commit(
 pub(crate) fn move_batch_and_commit(
     conn: &Db<'_>,
     batch: Batch<NewStockMovement>,
+    own_events: bool,
 ) -> Result<StockMoved> {
     let mut answers = Vec::with_capacity(batch.tickets().len());
     for ticket in batch.tickets() {
@@ -209,7 +218,7 @@ pub(crate) fn move_batch_and_commit(
             // SQLite rolled the transaction back (a full disk, an interrupt): nothing more runs.
             break;
         }
-        answers.push(move_stock(conn, &ticket.movement));
+        answers.push(move_stock(conn, &ticket.movement, own_events));
     }
     let ended = if conn.is_autocommit() {
         Err(not_run("SQLite rolled back the transaction it was in"))
@@ -292,8 +301,8 @@ fn live_stocks(conn: &Db<'_>, a: ProductId, b: ProductId) -> Result<Vec<(Product
 }
 
 /// Step 6: the ledger row, then both stocks in one statement (version and `updated_at`
-/// bumped, at the ledger row's time).
-fn apply_movement(conn: &Db<'_>, row: &StockMovement) -> Result<StockMoved> {
+/// bumped, at the ledger row's time), then, with `own_events`, the move's event.
+fn apply_movement(conn: &Db<'_>, row: &StockMovement, own_events: bool) -> Result<StockMoved> {
     insert_movement(conn, row).map_err(key_taken_meanwhile)?;
     let moved = execute(
         conn,
@@ -313,6 +322,9 @@ fn apply_movement(conn: &Db<'_>, row: &StockMovement) -> Result<StockMoved> {
         return Err(Error::backend_message(format!(
             "sqlite: a stock move updated {moved} products instead of 2"
         )));
+    }
+    if own_events {
+        outbox::append(conn, &[own::stock_moved(row)], time::now())?;
     }
     Ok(StockMoved::Applied(row.clone()))
 }

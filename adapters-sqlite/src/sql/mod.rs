@@ -11,6 +11,8 @@
 //!   application's alike), over its plan.
 //! - [`ledger`]: the stock movements and the stock move (which reads and writes the products'
 //!   `stock` column itself).
+//! - [`outbox`]: the outbox's events and lanes: the append, the claim, its settling, the
+//!   backlog and the purge.
 //!
 //! Everything here is synchronous and runs on a connection that one call owns for its duration,
 //! inline or on a blocking thread (see `conn.rs`). A write runs in a unit of work, which holds
@@ -24,5 +26,6 @@
 pub(crate) mod codec;
 pub(crate) mod generic;
 pub(crate) mod ledger;
+pub(crate) mod outbox;
 pub(crate) mod plan;
 pub(crate) mod records;
