@@ -268,6 +268,28 @@
 //! # Ok(()) }
 //! ```
 //!
+//! ## The outbox
+//!
+//! The transactional outbox of [`stockroom_core::outbox`] is two tables made by a migration:
+//! `stockroom_outbox` (the events, each with its `sequence`, an identity) and
+//! `stockroom_outbox_lanes` (the 32 lanes relays lease).
+//!
+//! - **Publishing** is one statement in the unit of work's transaction: it takes
+//!   `pg_advisory_xact_lock(1398034242, lane)` (the class key is `0x53544f42`, `STOB`; the
+//!   second key is the lane, 0 to 31) for each distinct lane of the application's events, in
+//!   ascending order, then inserts the events in order. The locks last until the unit of work
+//!   ends, so within an aggregate sequence order is commit order; a transaction holds at most
+//!   32 of them. Stockroom's own events (with [`PostgresOptions::own_events`]) take none: the
+//!   row lock of their product orders them; a transfer's one statement writes its own
+//!   `stockroom.stock.moved` event when it applies. On CockroachDB and YugabyteDB (no advisory
+//!   locks, see [`Engine::has_advisory_locks`]) events are written without the locks, and
+//!   sequence order is insert order.
+//! - **Claims** ([`Store::claim_events`](stockroom_core::Store::claim_events)) are one
+//!   statement in autocommit on the primary: free lanes with an undelivered event, oldest first,
+//!   locked `FOR UPDATE SKIP LOCKED` (concurrent claims lease disjoint lanes and never wait for
+//!   each other), leased until the server's `now()` plus the lease, with their events in
+//!   sequence order. Settling a claim, the backlog and the purge are one statement each.
+//!
 //! ## Testing against PostgreSQL
 //!
 //! The `testing` feature (off by default) adds the `testing` module: a server for tests (the
@@ -287,6 +309,7 @@ mod error;
 mod migrate;
 mod movements;
 mod options;
+mod outbox;
 mod plans;
 mod replicas;
 mod session;

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::FromRow;
 use stockroom_core::adapter::{check_stocks, key_taken_meanwhile};
+use stockroom_core::outbox::NewEvent;
 use stockroom_core::time::now;
 use stockroom_core::{
     Constraint, EntityKind, Error, NewStockMovement, Page, ProductId, Result, StockMoved,
@@ -85,35 +86,69 @@ const RECORD: &str = concat!(
 ///
 /// The row it returns ([`MoveOutcome`]) tells which rule decided: the prior ledger row, the
 /// stocks, whether the ledger row went in, how many stocks moved.
-pub(crate) const MOVE_STOCK: &str = concat!(
-    "WITH prior AS (",
-    "SELECT ",
-    columns!(),
-    " FROM stock_movements WHERE id = $1 OR idempotency_key = $5",
-    "), locked AS MATERIALIZED (",
-    "SELECT id, stock FROM products ",
-    "WHERE id IN ($2, $3) AND deleted_at IS NULL AND NOT EXISTS (SELECT FROM prior) ",
-    "AND ($8::text IS NULL OR (SELECT set_config('lock_timeout', $8, true)) IS NOT NULL) ",
-    "ORDER BY id FOR UPDATE",
-    "), stocks AS (",
-    "SELECT max(stock) FILTER (WHERE id = $2) AS source_stock, ",
-    "max(stock) FILTER (WHERE id = $3) AS target_stock FROM locked",
-    "), recorded AS (",
-    "INSERT INTO stock_movements (",
-    columns!(),
-    ") SELECT $1, $2, $3, $4, $5, $6 FROM stocks ",
-    "WHERE source_stock >= $4 AND target_stock <= $7 - $4 ",
-    "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
-    "), moved AS (",
-    "UPDATE products p ",
-    "SET stock = CASE p.id WHEN $2 THEN s.source_stock - $4 ELSE s.target_stock + $4 END, ",
-    "updated_at = $6, version = p.version + 1 FROM stocks s ",
-    "WHERE p.id IN ($2, $3) AND EXISTS (SELECT FROM recorded) RETURNING p.id",
-    ") SELECT p.id, p.source_id, p.target_id, p.quantity, p.idempotency_key, p.created_at, ",
-    "s.source_stock, s.target_stock, EXISTS (SELECT FROM recorded) AS recorded, ",
-    "(SELECT count(*) FROM moved) AS moved ",
-    "FROM stocks s LEFT JOIN prior p ON true"
+pub(crate) const MOVE_STOCK: &str = concat!(move_stock_ctes!(), move_stock_outcome!());
+
+/// [`MOVE_STOCK`] writing Stockroom's own event of the move (`own::stock_moved`) to the outbox
+/// too, when the ledger row went in (`announced`, a data-modifying CTE, which runs whether or
+/// not it is read): with the move, in its transaction, under both products' row locks (so no
+/// lane lock, see `crate::outbox`). A statement that finds its ledger row already there (an
+/// earlier attempt of it committed) writes no event: that attempt wrote it. Binds, beside
+/// [`MOVE_STOCK`]'s: the event's `$9` id, `$10` subject, `$11` aggregate, `$12` lane, `$13`
+/// payload; it is written at `$6`, the ledger row's time.
+pub(crate) const MOVE_STOCK_ANNOUNCED: &str = concat!(
+    move_stock_ctes!(),
+    "), announced AS (",
+    "INSERT INTO stockroom_outbox (",
+    crate::outbox::insert_columns!(),
+    ") SELECT $9::uuid, $10::text, $11::text, $12::int2, $13::bytea, $6 ",
+    "WHERE EXISTS (SELECT FROM recorded)",
+    move_stock_outcome!()
 );
+
+/// The common table expressions of [`MOVE_STOCK`], up to the last one left open.
+macro_rules! move_stock_ctes {
+    () => {
+        concat!(
+            "WITH prior AS (",
+            "SELECT ",
+            columns!(),
+            " FROM stock_movements WHERE id = $1 OR idempotency_key = $5",
+            "), locked AS MATERIALIZED (",
+            "SELECT id, stock FROM products ",
+            "WHERE id IN ($2, $3) AND deleted_at IS NULL AND NOT EXISTS (SELECT FROM prior) ",
+            "AND ($8::text IS NULL OR (SELECT set_config('lock_timeout', $8, true)) IS NOT NULL) ",
+            "ORDER BY id FOR UPDATE",
+            "), stocks AS (",
+            "SELECT max(stock) FILTER (WHERE id = $2) AS source_stock, ",
+            "max(stock) FILTER (WHERE id = $3) AS target_stock FROM locked",
+            "), recorded AS (",
+            "INSERT INTO stock_movements (",
+            columns!(),
+            ") SELECT $1, $2, $3, $4, $5, $6 FROM stocks ",
+            "WHERE source_stock >= $4 AND target_stock <= $7 - $4 ",
+            "ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+            "), moved AS (",
+            "UPDATE products p ",
+            "SET stock = CASE p.id WHEN $2 THEN s.source_stock - $4 ELSE s.target_stock + $4 END, ",
+            "updated_at = $6, version = p.version + 1 FROM stocks s ",
+            "WHERE p.id IN ($2, $3) AND EXISTS (SELECT FROM recorded) RETURNING p.id"
+        )
+    };
+}
+use move_stock_ctes;
+
+/// The end of [`MOVE_STOCK`]: the last common table expression closed, and the row it returns.
+macro_rules! move_stock_outcome {
+    () => {
+        concat!(
+            ") SELECT p.id, p.source_id, p.target_id, p.quantity, p.idempotency_key, p.created_at, ",
+            "s.source_stock, s.target_stock, EXISTS (SELECT FROM recorded) AS recorded, ",
+            "(SELECT count(*) FROM moved) AS moved ",
+            "FROM stocks s LEFT JOIN prior p ON true"
+        )
+    };
+}
+use move_stock_outcome;
 
 /// The row of [`MOVE_STOCK`], beside the prior ledger row's columns (NULL when there is none).
 #[derive(FromRow)]
@@ -139,7 +174,12 @@ impl Session {
         movement: StockMovement,
         lock_timeout: Option<&str>,
     ) -> Result<StockMoved> {
-        let query = move_query(&movement, lock_timeout);
+        let event = self
+            .publishing()
+            .own_events
+            .then(|| stockroom_core::outbox::own::stock_moved(&movement));
+        let event = event.as_ref();
+        let query = move_query(&movement, lock_timeout, event);
         let row = match self.fetch_move(query).await {
             // Only an earlier attempt of this very statement can hold the ledger row's id: one
             // sent on a connection that was lost (see `Lease::run`), still running then, which
@@ -148,7 +188,7 @@ impl Session {
             Err(Error::Conflict { constraint })
                 if !self.in_transaction() && constraint == LEDGER_ROW_TAKEN =>
             {
-                let query = move_query(&movement, lock_timeout);
+                let query = move_query(&movement, lock_timeout, event);
                 self.fetch_move(query).await?
             }
             row => row?,
@@ -156,21 +196,31 @@ impl Session {
         move_outcome(&row, movement)
     }
 
-    /// [`MOVE_STOCK`]'s row. Outside a transaction the statement commits by itself, so a
-    /// connection lost while it ran is an ambiguous commit (after `Lease::run` sent it again
-    /// where it could: the ledger row's id makes a second send apply nothing twice).
-    async fn fetch_move(&mut self, query: PgQuery<'_>) -> Result<PgRow> {
+    /// [`MOVE_STOCK`]'s row (or [`MOVE_STOCK_ANNOUNCED`]'s). Outside a transaction the
+    /// statement commits by itself, so a connection lost while it ran is an ambiguous commit
+    /// (after `Lease::run` sent it again where it could: the ledger row's id makes a second send
+    /// apply nothing twice).
+    async fn fetch_move(&mut self, (sql, query): (&'static str, PgQuery<'_>)) -> Result<PgRow> {
         if self.in_transaction() {
-            self.fetch_one(MOVE_STOCK, query).await
+            self.fetch_one(sql, query).await
         } else {
-            self.fetch_one_autocommit(MOVE_STOCK, query).await
+            self.fetch_one_autocommit(sql, query).await
         }
     }
 }
 
-/// [`MOVE_STOCK`] with its parameters bound.
-fn move_query<'q>(movement: &'q StockMovement, lock_timeout: Option<&'q str>) -> PgQuery<'q> {
-    sqlx::query(MOVE_STOCK)
+/// [`MOVE_STOCK`] with its parameters bound, or, with the move's own `event`,
+/// [`MOVE_STOCK_ANNOUNCED`]; and its text.
+fn move_query<'q>(
+    movement: &'q StockMovement,
+    lock_timeout: Option<&'q str>,
+    event: Option<&'q NewEvent>,
+) -> (&'static str, PgQuery<'q>) {
+    let sql = match event {
+        Some(_) => MOVE_STOCK_ANNOUNCED,
+        None => MOVE_STOCK,
+    };
+    let query = sqlx::query(sql)
         .bind(movement.id.as_uuid())
         .bind(movement.source_id.as_uuid())
         .bind(movement.target_id.as_uuid())
@@ -178,7 +228,17 @@ fn move_query<'q>(movement: &'q StockMovement, lock_timeout: Option<&'q str>) ->
         .bind(movement.idempotency_key.as_deref())
         .bind(movement.created_at)
         .bind(MAX_STOCK)
-        .bind(lock_timeout)
+        .bind(lock_timeout);
+    let query = match event {
+        Some(event) => query
+            .bind(event.id().as_uuid())
+            .bind(event.subject())
+            .bind(event.aggregate())
+            .bind(crate::outbox::lane_i16(event.lane()))
+            .bind(event.payload()),
+        None => query,
+    };
+    (sql, query)
 }
 
 /// What the row of [`MOVE_STOCK`] says of the move that would have written `movement`, rule by
@@ -393,7 +453,8 @@ mod tests {
         let ids = seed(&store).await;
         let movement = ledger_row(ids);
         let mut earlier = store.begin().await.unwrap();
-        move_query(&movement, None)
+        move_query(&movement, None, None)
+            .1
             .fetch_one(crate::connection(earlier.as_mut()).unwrap())
             .await
             .unwrap();

@@ -89,6 +89,10 @@ pub struct PostgresOptions {
     /// contended units of work are `Error::Transient`, which the transfer and the retry runner
     /// retry.
     pub isolation: Option<IsolationLevel>,
+    /// Write Stockroom's own events to the outbox for the writes to products and for stock
+    /// moves, in the unit of work (or the transfer's statement) that makes them (see
+    /// [`stockroom_core::outbox::subjects`]); from [`StoreConfig::own_events`], off by default.
+    pub own_events: bool,
     /// The application's own entities the store holds besides Stockroom's (see
     /// [`with_entity`](Self::with_entity) and [`entities`](Self::entities)).
     entities: Registered,
@@ -154,7 +158,7 @@ impl IsolationLevel {
 impl Default for PostgresOptions {
     /// A five-second lock timeout, a thirty-second statement timeout, no echo, slow statements
     /// from one second, migrations on, no `test_before_acquire` check of Stockroom's own (the
-    /// pool's setting applies), `jit=off`.
+    /// pool's setting applies), `jit=off`, no own events.
     fn default() -> Self {
         Self {
             lock_timeout: Some(Duration::from_secs(5)),
@@ -166,6 +170,7 @@ impl Default for PostgresOptions {
             analyze_after_bulk_insert: true,
             session_settings: vec![("jit".to_owned(), "off".to_owned())],
             isolation: None,
+            own_events: false,
             entities: Registered::default(),
         }
     }
@@ -173,7 +178,7 @@ impl Default for PostgresOptions {
 
 impl PostgresOptions {
     /// The options a [`StoreConfig`] implies: `log_statements`, `slow_statement_threshold`,
-    /// `run_migrations` and `test_before_acquire` from it, and the defaults (a five-second lock
+    /// `run_migrations`, `test_before_acquire`, `own_events` and the entities from it, and the defaults (a five-second lock
     /// timeout, a thirty-second statement timeout, `jit=off`) for what its URL's `options`
     /// parameter does not set itself: a URL such as
     /// `postgres://app@db/shop?options=-c%20lock_timeout%3D2s` keeps its own `lock_timeout`. A
@@ -206,6 +211,7 @@ impl PostgresOptions {
                 .filter(|(name, _)| !sets(name))
                 .collect(),
             isolation: None,
+            own_events: config.own_events,
             entities: Registered(config.entities.schemas().to_vec()),
         }
     }
@@ -278,6 +284,12 @@ impl PostgresOptions {
     /// Sets [`analyze_after_bulk_insert`](Self::analyze_after_bulk_insert).
     pub fn with_analyze_after_bulk_insert(mut self, on: bool) -> Self {
         self.analyze_after_bulk_insert = on;
+        self
+    }
+
+    /// Sets [`own_events`](Self::own_events).
+    pub fn with_own_events(mut self, on: bool) -> Self {
+        self.own_events = on;
         self
     }
 

@@ -17,6 +17,7 @@ use stockroom_core::{
 use crate::analyze::Inserted;
 use crate::connections::{Connections, Fetch, Lease};
 use crate::error::{map_commit_error, map_error, map_error_in};
+use crate::outbox::Publishing;
 use crate::plans::Plans;
 
 pub(crate) fn store_closed() -> Error {
@@ -81,6 +82,8 @@ pub(crate) struct Session {
     aborted: bool,
     /// The rows inserted, per table (a bulk insert's table is analyzed after the commit).
     pub(crate) inserted: Inserted,
+    /// How it writes to the outbox.
+    publishing: Publishing,
 }
 
 impl fmt::Debug for Session {
@@ -105,6 +108,7 @@ impl Session {
         connections: Arc<Connections>,
         plans: Arc<Plans>,
         log: StatementLog,
+        publishing: Publishing,
     ) -> Self {
         Self {
             handle: Handle::Pooled(lease),
@@ -113,12 +117,18 @@ impl Session {
             log,
             aborted: false,
             inserted: Inserted::default(),
+            publishing,
         }
     }
 
     /// The statements of the store's entities.
     pub(crate) fn plans(&self) -> Arc<Plans> {
         Arc::clone(&self.plans)
+    }
+
+    /// How it writes to the outbox.
+    pub(crate) fn publishing(&self) -> Publishing {
+        self.publishing
     }
 
     /// The connection, for the application's own statements: a read session's is given back
@@ -329,6 +339,7 @@ impl PgUnitOfWork {
         connections: Arc<Connections>,
         plans: Arc<Plans>,
         log: StatementLog,
+        publishing: Publishing,
     ) -> Self {
         Self {
             session: Session {
@@ -338,6 +349,7 @@ impl PgUnitOfWork {
                 log,
                 aborted: false,
                 inserted: Inserted::default(),
+                publishing,
             },
             savepoints: Savepoints::default(),
             lent: false,

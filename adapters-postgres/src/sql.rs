@@ -17,6 +17,7 @@ use std::collections::{HashMap, HashSet};
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use stockroom_core::adapter::like_pattern;
+use stockroom_core::outbox::NewEvent;
 use stockroom_core::schema::{
     invalid, search_document, Changes, Condition, Entry, Incremented, Order, Record, RecordReader,
     RecordWriter, Schema, Selection, Start, Value,
@@ -1113,6 +1114,16 @@ impl RecordWriter for Session {
         let statement = query(&plan.purge).bind(before);
         let purged = self.delete_in_savepoint(&plan.purge, statement).await?;
         Ok(purged.rows_affected())
+    }
+
+    /// One statement: the lane locks of the application's events, then the insert (see
+    /// `crate::outbox`).
+    async fn append_events(&mut self, events: Vec<NewEvent>) -> Result<()> {
+        self.append_to_outbox(events).await
+    }
+
+    fn own_events(&self) -> bool {
+        self.publishing().own_events
     }
 }
 

@@ -9,6 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Postgres, SqlSafeStr, Transaction};
+use stockroom_core::outbox::{Backlog, ClaimOptions, Claimed};
+use stockroom_core::time::Timestamp;
 use stockroom_core::{
     Error, NewStockMovement, ReadSession, Result, Rule, StockMoved, Store, StoreConfig, UnitOfWork,
 };
@@ -23,6 +25,7 @@ use crate::engine::Engine;
 use crate::error::{is_dead_connection, map_error};
 use crate::migrate;
 use crate::options::{timeout_value, IsolationLevel, PostgresOptions};
+use crate::outbox::{PgLease, Publishing};
 use crate::plans::Plans;
 use crate::replicas::{ReplicaPools, Replicas};
 use crate::session::{store_closed, PgReadSession, PgUnitOfWork, Session, StatementLog};
@@ -62,6 +65,8 @@ pub struct PostgresStore {
     engine: Engine,
     /// The store's entities and their statements, shared by its sessions.
     plans: Arc<Plans>,
+    /// How its sessions write to the outbox.
+    publishing: Publishing,
 }
 
 impl fmt::Debug for PostgresStore {
@@ -221,6 +226,7 @@ impl PostgresStore {
             connections = connections.with_analyzer();
         }
         let connections = Arc::new(connections);
+        let publishing = Publishing::of(&options, engine);
         Self {
             pool,
             replicas: Arc::new(Replicas::none(&connections)),
@@ -231,6 +237,7 @@ impl PostgresStore {
             begin_statement,
             engine,
             plans,
+            publishing,
         }
     }
 
@@ -311,6 +318,7 @@ impl PostgresStore {
             Arc::clone(&self.connections),
             Arc::clone(&self.plans),
             self.log,
+            self.publishing,
         ))
     }
 
@@ -357,16 +365,45 @@ impl PostgresStore {
             .expect("Stockroom's products are in every store's plans")
     }
 
-    /// The `lock_timeout` a stock move sent in autocommit sets for itself: the options' on a
-    /// borrowed pool, and within a deadline the time left where shorter. Past the deadline
-    /// nothing is to be sent: `Transient`.
-    fn move_lock_timeout_now(&self) -> Result<Option<String>> {
+    /// The `lock_timeout` a statement sent in autocommit (a stock move, a settle or a purge of
+    /// the outbox) sets for itself.
+    fn autocommit_lock_timeout(&self) -> AutocommitLockTimeout {
+        AutocommitLockTimeout {
+            configured: self.options.lock_timeout,
+            borrowed: matches!(self.owner, Owner::Application),
+        }
+    }
+
+    /// Past the deadline of the operation in progress nothing is to be sent: `Transient`
+    /// naming `what`.
+    fn ensure_time_left(what: &str) -> Result<()> {
+        if time_left().is_some_and(|left| left.is_zero()) {
+            return Err(deadline_reached(what));
+        }
+        Ok(())
+    }
+}
+
+/// The `lock_timeout` a statement sent in autocommit (a stock move, a settle or a purge of the
+/// outbox) sets for its own transaction: the options' on a borrowed pool (Stockroom's own
+/// connections carry it from their start), and within a deadline the time left where shorter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct AutocommitLockTimeout {
+    /// The options' `lock_timeout`.
+    configured: Option<Duration>,
+    /// Whether the pool is the application's.
+    borrowed: bool,
+}
+
+impl AutocommitLockTimeout {
+    /// The value to set now (a PostgreSQL `lock_timeout`), `None` for the connection's own.
+    /// Past the deadline nothing is to be sent: `Transient`, waiting for `what`.
+    pub(crate) fn now(&self, what: &str) -> Result<Option<String>> {
         let left = time_left();
         if left.is_some_and(|left| left.is_zero()) {
-            return Err(deadline_reached("the stock move to be sent"));
+            return Err(deadline_reached(what));
         }
-        let timeouts = LocalTimeouts::of(&self.options, &self.owner, left);
-        Ok(timeouts.lock.map(timeout_value))
+        Ok(per_transaction(self.configured, self.borrowed, left).map(timeout_value))
     }
 }
 
@@ -384,16 +421,28 @@ impl LocalTimeouts {
     /// With `left` (the time left before a deadline), both are set, to the time left where it
     /// is shorter than the options' (or they set no limit).
     fn of(options: &PostgresOptions, owner: &Owner, left: Option<Duration>) -> Self {
-        let per_transaction = |configured: Option<Duration>| match (left, configured) {
-            (Some(left), Some(timeout)) if !timeout.is_zero() => Some(timeout.min(left)),
-            (Some(left), _) => Some(left),
-            (None, configured) if matches!(owner, Owner::Application) => configured,
-            (None, _) => None,
-        };
+        let borrowed = matches!(owner, Owner::Application);
         Self {
-            lock: per_transaction(options.lock_timeout),
-            statement: per_transaction(options.statement_timeout),
+            lock: per_transaction(options.lock_timeout, borrowed, left),
+            statement: per_transaction(options.statement_timeout, borrowed, left),
         }
+    }
+}
+
+/// A timeout a transaction sets for itself, `configured` in the options: that one on a
+/// `borrowed` pool (Stockroom's own connections carry it from their start); with `left` (the
+/// time left before a deadline), the time left where it is shorter than the configured one (or
+/// that one sets no limit).
+fn per_transaction(
+    configured: Option<Duration>,
+    borrowed: bool,
+    left: Option<Duration>,
+) -> Option<Duration> {
+    match (left, configured) {
+        (Some(left), Some(timeout)) if !timeout.is_zero() => Some(timeout.min(left)),
+        (Some(left), _) => Some(left),
+        (None, configured) if borrowed => configured,
+        (None, _) => None,
     }
 }
 
@@ -573,6 +622,7 @@ impl Store for PostgresStore {
                         Arc::clone(&self.connections),
                         Arc::clone(&self.plans),
                         self.log,
+                        self.publishing,
                     )));
                 }
                 Err(e) => {
@@ -598,6 +648,7 @@ impl Store for PostgresStore {
             Arc::clone(&self.connections),
             Arc::clone(&self.plans),
             self.log,
+            self.publishing,
         );
         Ok(Box::new(PgReadSession::new(session)))
     }
@@ -617,10 +668,54 @@ impl Store for PostgresStore {
         if self.isolation_needs_a_transaction() {
             return move_stock_in_own_unit_of_work(self, movement).await;
         }
-        let lock_timeout = self.move_lock_timeout_now()?;
+        let lock_timeout = self
+            .autocommit_lock_timeout()
+            .now("the stock move to be sent")?;
         let row = movement.clone().into_entity(stockroom_core::time::now());
         let mut session = self.pooled_session().await?;
         session.move_stock(row, lock_timeout.as_deref()).await
+    }
+
+    /// The claim in one statement in autocommit on a pooled connection of the primary (never a
+    /// replica's), a transaction of its own (see the `outbox` module): the lanes locked
+    /// `FOR UPDATE SKIP LOCKED`, so concurrent claims lease disjoint lanes without waiting for
+    /// each other. Under REPEATABLE READ or SERIALIZABLE (see [`PostgresOptions::isolation`]), a
+    /// lane leased by a claim that committed while this one ran fails it with a serialization
+    /// failure, `Error::Transient`.
+    async fn claim_events(&self, options: &ClaimOptions) -> Result<Claimed> {
+        options.check()?;
+        Self::ensure_time_left("the claim to be sent")?;
+        let token = uuid::Uuid::now_v7();
+        let mut session = self.pooled_session().await?;
+        let events = crate::outbox::claim(&mut session, options, token).await?;
+        drop(session);
+        if events.is_empty() {
+            // No lane was leased: with one, the statement's snapshot holds its events.
+            return Ok(Claimed::nothing());
+        }
+        let lease = PgLease::new(
+            token,
+            Arc::clone(&self.connections),
+            Arc::clone(&self.plans),
+            self.log,
+            self.publishing,
+            self.autocommit_lock_timeout(),
+        );
+        Ok(Claimed::new(events, Box::new(lease)))
+    }
+
+    async fn outbox_backlog(&self) -> Result<Backlog> {
+        Self::ensure_time_left("the backlog to be read")?;
+        let mut session = self.pooled_session().await?;
+        crate::outbox::backlog(&mut session).await
+    }
+
+    /// One `DELETE` in autocommit on a pooled connection of the primary.
+    async fn purge_delivered_events(&self, before: Timestamp) -> Result<u64> {
+        let before = stockroom_core::time::supported("before", before)?;
+        let lock_timeout = self.autocommit_lock_timeout().now("the purge to be sent")?;
+        let mut session = self.pooled_session().await?;
+        crate::outbox::purge(&mut session, before, lock_timeout).await
     }
 
     async fn health(&self) -> Result<()> {

@@ -30,11 +30,20 @@ pub async fn admin() -> PgConnection {
 /// A conformance fixture: a store on a fresh database, dropped after the case; `None` skips the
 /// case when there is no PostgreSQL.
 pub async fn fixture() -> Option<stockroom_conformance::Fixture> {
+    fixture_with(|config| config).await
+}
+
+/// A conformance fixture as [`fixture`]'s, its store configured by `configure` (own events on,
+/// say).
+pub async fn fixture_with(
+    configure: impl FnOnce(stockroom_core::StoreConfig) -> stockroom_core::StoreConfig,
+) -> Option<stockroom_conformance::Fixture> {
     let db = TestDatabase::create().await?;
     // An acquire timeout of a few seconds, so the case that holds every connection gives up soon.
-    let config = db
-        .config()
-        .with_acquire_timeout(std::time::Duration::from_secs(5));
+    let config = configure(
+        db.config()
+            .with_acquire_timeout(std::time::Duration::from_secs(5)),
+    );
     let store = stockroom_postgres::PostgresStore::connect(&config)
         .await
         .unwrap_or_else(|e| panic!("connect to {}: {e}", db.name()));
