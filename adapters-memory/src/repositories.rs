@@ -7,11 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use stockroom_core::outbox::NewEvent;
 use stockroom_core::schema::{
     Changes, Condition, FieldType, Incremented, Order, Record, RecordReader, RecordWriter, Schema,
     Selection, Start, Value,
 };
-use stockroom_core::outbox::NewEvent;
 use stockroom_core::time::Timestamp;
 use stockroom_core::{
     Error, NewStockMovement, Page, ProductId, Result, SearchPage, StockMovement, StockMovementId,

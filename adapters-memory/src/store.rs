@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use stockroom_core::adapter::{wait_within, Savepoints};
-use stockroom_core::schema::Catalog;
 use stockroom_core::outbox::{Backlog, ClaimOptions, Claimed, EventId, Lease};
+use stockroom_core::schema::Catalog;
 use stockroom_core::time::{self, Timestamp};
 use stockroom_core::{Error, ReadSession, Result, Rule, Savepoint, Store, StoreConfig, UnitOfWork};
-use uuid::Uuid;
 use tokio::sync::{Mutex, OwnedMutexGuard};
+use uuid::Uuid;
 
-use crate::repositories::{check_open, Tables};
 use crate::outbox::Leases;
+use crate::repositories::{check_open, Tables};
 use crate::state::State;
 
 /// An in-memory [`Store`]: the reference implementation of every port.
@@ -213,7 +213,11 @@ impl Store for MemoryStore {
         let now = time::now();
         let token = Uuid::now_v7();
         let (state, lanes) = {
-            let mut leases = self.db.leases.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut leases = self
+                .db
+                .leases
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             // Taken under the leases' lock: a lane given back was given back after its events
             // were marked delivered, so this state shows them delivered.
             let state = self.db.snapshot();

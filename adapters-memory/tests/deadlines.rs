@@ -69,7 +69,10 @@ impl Store for Hanging {
     async fn outbox_backlog(&self) -> stockroom_core::Result<stockroom_core::outbox::Backlog> {
         self.inner.outbox_backlog().await
     }
-    async fn purge_delivered_events(&self, before: stockroom_core::Timestamp) -> stockroom_core::Result<u64> {
+    async fn purge_delivered_events(
+        &self,
+        before: stockroom_core::Timestamp,
+    ) -> stockroom_core::Result<u64> {
         self.inner.purge_delivered_events(before).await
     }
     async fn close(&self) {

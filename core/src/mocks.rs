@@ -670,7 +670,9 @@ struct FaultyLease {
 
 impl fmt::Debug for FaultyLease {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FaultyLease").field("inner", &self.inner).finish()
+        f.debug_struct("FaultyLease")
+            .field("inner", &self.inner)
+            .finish()
     }
 }
 

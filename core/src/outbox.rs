@@ -518,8 +518,12 @@ pub mod own {
 
     /// The event `subject` about `record` of `schema`.
     pub fn record_event(subject: &str, schema: &'static Schema, record: &Record) -> NewEvent {
-        NewEvent::any(subject.to_owned(), record.id.to_string(), record_json(schema, record))
-            .expect("Stockroom's own subjects and ids are valid")
+        NewEvent::any(
+            subject.to_owned(),
+            record.id.to_string(),
+            record_json(schema, record),
+        )
+        .expect("Stockroom's own subjects and ids are valid")
     }
 
     /// The event of a product soft-deleted at `at`: `{"id": …, "deleted_at": …}`.
@@ -569,10 +573,26 @@ mod tests {
         for good in ["a", "orders.placed", "a-b_c.D9"] {
             assert!(NewEvent::new(good, "x", Vec::new()).is_ok(), "{good}");
         }
-        for bad in ["", "a..b", ".a", "a.", "a b", "a.*", "a.>", "ä", "stockroom.product.created"] {
+        for bad in [
+            "",
+            "a..b",
+            ".a",
+            "a.",
+            "a b",
+            "a.*",
+            "a.>",
+            "ä",
+            "stockroom.product.created",
+        ] {
             let err = NewEvent::new(bad, "x", Vec::new()).unwrap_err();
             assert!(
-                matches!(err, Error::Validation { field: "subject", .. }),
+                matches!(
+                    err,
+                    Error::Validation {
+                        field: "subject",
+                        ..
+                    }
+                ),
                 "{bad:?}: {err:?}"
             );
         }
@@ -583,14 +603,29 @@ mod tests {
     #[test]
     fn aggregates_and_payloads_are_checked() {
         let err = NewEvent::new("s", "", Vec::new()).unwrap_err();
-        assert!(matches!(err, Error::Validation { field: "aggregate", rule: Rule::Empty }));
+        assert!(matches!(
+            err,
+            Error::Validation {
+                field: "aggregate",
+                rule: Rule::Empty
+            }
+        ));
         let err = NewEvent::new("s", "a\nb", Vec::new()).unwrap_err();
         assert!(matches!(
             err,
-            Error::Validation { field: "aggregate", rule: Rule::ControlCharacter }
+            Error::Validation {
+                field: "aggregate",
+                rule: Rule::ControlCharacter
+            }
         ));
         let err = NewEvent::new("s", "a", vec![0; MAX_PAYLOAD_LEN + 1]).unwrap_err();
-        assert!(matches!(err, Error::Validation { field: "payload", .. }));
+        assert!(matches!(
+            err,
+            Error::Validation {
+                field: "payload",
+                ..
+            }
+        ));
         assert!(NewEvent::new("s", "a", vec![0; MAX_PAYLOAD_LEN]).is_ok());
     }
 
@@ -601,7 +636,11 @@ mod tests {
         assert_eq!(lane_of("a"), (0xaf63_dc4c_8601_ec8c_u64 % 32) as u16);
         let lanes: std::collections::HashSet<u16> =
             (0..1000).map(|i| lane_of(&format!("order-{i}"))).collect();
-        assert_eq!(lanes.len(), LANES as usize, "1,000 aggregates reach every lane");
+        assert_eq!(
+            lanes.len(),
+            LANES as usize,
+            "1,000 aggregates reach every lane"
+        );
     }
 
     #[test]
@@ -613,7 +652,10 @@ mod tests {
         };
         assert!(matches!(
             bad.check(),
-            Err(Error::Validation { field: "max_events", .. })
+            Err(Error::Validation {
+                field: "max_events",
+                ..
+            })
         ));
         let bad = ClaimOptions {
             max_lanes: LANES + 1,
@@ -621,7 +663,10 @@ mod tests {
         };
         assert!(matches!(
             bad.check(),
-            Err(Error::Validation { field: "max_lanes", .. })
+            Err(Error::Validation {
+                field: "max_lanes",
+                ..
+            })
         ));
         let bad = ClaimOptions {
             lease: Duration::from_millis(10),

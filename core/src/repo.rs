@@ -316,8 +316,12 @@ impl<'a, E: Entity, P: RecordWriter + ?Sized + 'a> Repo<'a, E, P> {
             .port
             .update(E::schema(), id.into(), &changes, expected_version)
             .await?;
-        announce::<E, P>(self.port, subjects::PRODUCT_UPDATED, std::slice::from_ref(&record))
-            .await?;
+        announce::<E, P>(
+            self.port,
+            subjects::PRODUCT_UPDATED,
+            std::slice::from_ref(&record),
+        )
+        .await?;
         E::from_record(record)
     }
 
@@ -366,9 +370,17 @@ impl<'a, E: Entity, P: RecordWriter + ?Sized + 'a> Repo<'a, E, P> {
     /// [`Error::NotFound`] when no row, live or deleted, has the id; [`Error::Conflict`] when a
     /// live row took one of its unique values meanwhile.
     pub async fn restore(&mut self, id: E::Id) -> Result<bool> {
-        let restored = self.port.restore(E::schema(), id.into(), time::now()).await?;
+        let restored = self
+            .port
+            .restore(E::schema(), id.into(), time::now())
+            .await?;
         if restored && announces::<E, P>(self.port) {
-            let records: Vec<Record> = self.port.get(E::schema(), id.into()).await?.into_iter().collect();
+            let records: Vec<Record> = self
+                .port
+                .get(E::schema(), id.into())
+                .await?
+                .into_iter()
+                .collect();
             announce::<E, P>(self.port, subjects::PRODUCT_RESTORED, &records).await?;
         }
         Ok(restored)
@@ -380,7 +392,9 @@ impl<'a, E: Entity, P: RecordWriter + ?Sized + 'a> Repo<'a, E, P> {
     pub async fn hard_delete(&mut self, id: E::Id) -> Result<()> {
         self.port.hard_delete(E::schema(), id.into()).await?;
         if announces::<E, P>(self.port) {
-            self.port.append_events(vec![own::purged(id.into())]).await?;
+            self.port
+                .append_events(vec![own::purged(id.into())])
+                .await?;
         }
         Ok(())
     }

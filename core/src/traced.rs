@@ -12,12 +12,12 @@ use uuid::Uuid;
 use crate::entities::{NewStockMovement, StockMovement};
 use crate::error::{Error, Result};
 use crate::ids::{ProductId, StockMovementId};
+use crate::outbox::{Backlog, ClaimOptions, Claimed, NewEvent};
 use crate::ports::{
     ReadSession, Readers, RecordReader, RecordWriter, Repositories, Savepoint, StockMoved,
     StockMovementReader, StockMovementRepository, Store, UnitOfWork,
 };
 use crate::query::{Page, SearchPage};
-use crate::outbox::{Backlog, ClaimOptions, Claimed, NewEvent};
 use crate::schema::{Changes, Condition, Incremented, Record, Schema, Selection, Value};
 use crate::time::Timestamp;
 
@@ -270,9 +270,14 @@ impl<S: Store> Store for Traced<S> {
             outcome = Empty
         );
         let op = Op::new(self.0.backend(), "claim_events").on(OUTBOX_TABLE);
-        observe(span, op, self.0.claim_events(options), |span, claimed: &Claimed| {
-            span.record("claimed", claimed.len());
-        })
+        observe(
+            span,
+            op,
+            self.0.claim_events(options),
+            |span, claimed: &Claimed| {
+                span.record("claimed", claimed.len());
+            },
+        )
         .await
     }
 

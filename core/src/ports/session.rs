@@ -6,12 +6,12 @@ use async_trait::async_trait;
 use crate::entities::{Category, Entity, NewStockMovement, Product, Review, User};
 use crate::error::{Error, Result, Rule};
 use crate::outbox::{Backlog, ClaimOptions, Claimed, NewEvent};
-use crate::time::Timestamp;
 use crate::ports::stock::{
     move_stock_in_own_unit_of_work, move_stock_with_repositories, StockMoved,
 };
 use crate::ports::{RecordReader, RecordWriter, StockMovementReader, StockMovementRepository};
 use crate::repo::{ReadRepo, Repo};
+use crate::time::Timestamp;
 
 /// Every reader of a read session, as one trait: what an adapter's session type implements
 /// (the generic reads of every declared entity, and the ledger's reads), and what

@@ -7,6 +7,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use stockroom_core::mocks::{Fault, FaultyStore};
 use stockroom_core::outbox::{ClaimOptions, Event, EventId, NewEvent, LANES};
 use stockroom_core::{time, Error, Rule, Store, StoreExt, TransferRequest};
 
@@ -165,7 +166,10 @@ pub async fn claims_lease_disjoint_lanes_until_settled(store: Arc<dyn Store>) {
         ..everything()
     };
     let first = store.claim_events(&few).await.expect("first claim");
-    let second = store.claim_events(&everything()).await.expect("second claim");
+    let second = store
+        .claim_events(&everything())
+        .await
+        .expect("second claim");
     let lanes = |events: &[Event]| events.iter().map(|e| e.lane).collect::<BTreeSet<u16>>();
     let (first_lanes, second_lanes) = (lanes(first.events()), lanes(second.events()));
     assert_eq!(first_lanes.len(), 4, "the first claim leased 4 lanes");
@@ -230,11 +234,7 @@ pub async fn acknowledge_marks_only_the_delivered_prefix(store: Arc<dyn Store>) 
     );
     tokio::time::sleep(Duration::from_millis(1_200)).await; // that claim's lease runs out
     let claimed = store.claim_events(&everything()).await.expect("claim");
-    assert_eq!(
-        ids(claimed.events()),
-        published,
-        "nothing was marked"
-    );
+    assert_eq!(ids(claimed.events()), published, "nothing was marked");
     claimed.acknowledge(2).await.expect("acknowledge 2");
     assert_eq!(
         ids(&pending(&store).await),
@@ -242,7 +242,6 @@ pub async fn acknowledge_marks_only_the_delivered_prefix(store: Arc<dyn Store>) 
         "only the third is left"
     );
 }
-
 
 /// A claim never settled (its relay died) holds its lanes until its lease runs out; then the
 /// next claim gets the same events again (at least once).
@@ -325,7 +324,10 @@ pub async fn backlog_counts_and_purge_deletes_only_delivered_events(store: Arc<d
     assert_eq!((backlog.pending, backlog.delivered), (1, 0), "{backlog:?}");
     let left = pending(&store).await;
     assert_eq!(left.len(), 1);
-    assert!(!acknowledged.contains(&left[0].id), "the undelivered one stays");
+    assert!(
+        !acknowledged.contains(&left[0].id),
+        "the undelivered one stays"
+    );
     assert_eq!(store.purge_delivered_events(later).await.expect("again"), 0);
 }
 
@@ -445,6 +447,66 @@ pub async fn concurrent_claims_deliver_each_event_once(store: Arc<dyn Store>) {
     );
 }
 
+/// The relay's contract under faults (a [`FaultyStore`] around the store): a claim that fails
+/// leases nothing; an acknowledgement lost on its way (the relay's connection dropped) marks
+/// nothing delivered, and once the lease runs out the same events are claimed again: at least
+/// once, never lost.
+pub async fn a_lost_acknowledgement_delivers_again_after_the_lease(store: Arc<dyn Store>) {
+    let published = publish(
+        &store,
+        vec![
+            event("orders.placed", "order-7", "a"),
+            event("orders.paid", "order-7", "b"),
+        ],
+    )
+    .await;
+    let faulty = FaultyStore::shared(Arc::clone(&store));
+    let short = ClaimOptions {
+        lease: Duration::from_secs(1),
+        ..everything()
+    };
+    faulty.inject(Fault::ClaimEvents, 1, || {
+        Error::unavailable("connection refused")
+    });
+    assert!(matches!(
+        faulty.claim_events(&short).await,
+        Err(Error::Unavailable { .. })
+    ));
+    faulty.inject(Fault::AcknowledgeEvents, 1, || {
+        Error::unavailable("connection lost")
+    });
+    let claimed = faulty.claim_events(&short).await.expect("claim");
+    assert_eq!(
+        ids(claimed.events()),
+        published,
+        "the failed claim leased nothing"
+    );
+    assert!(
+        claimed.acknowledge(2).await.is_err(),
+        "the acknowledgement is lost"
+    );
+    let backlog = store.outbox_backlog().await.expect("backlog");
+    assert_eq!(
+        (backlog.pending, backlog.delivered),
+        (2, 0),
+        "nothing marked"
+    );
+    assert!(
+        faulty
+            .claim_events(&everything())
+            .await
+            .expect("claim")
+            .is_empty(),
+        "the lane stays leased until the lease runs out"
+    );
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let again = faulty.claim_events(&everything()).await.expect("claim");
+    assert_eq!(ids(again.events()), published, "the same events, in order");
+    again.acknowledge(2).await.expect("acknowledge");
+    assert_eq!(faulty.calls(Fault::AcknowledgeEvents), 2);
+    assert!(pending(&store).await.is_empty());
+}
+
 /// Without `own_events` (the default), Stockroom's own writes put nothing in the outbox.
 pub async fn own_events_are_off_by_default(store: Arc<dyn Store>) {
     let a = create_product(&store, new_product("a", 5)).await;
@@ -480,6 +542,7 @@ macro_rules! __stockroom_outbox_cases {
         backlog_counts_and_purge_deletes_only_delivered_events,
         claim_options_out_of_bounds_are_refused,
         concurrent_claims_deliver_each_event_once,
+        a_lost_acknowledgement_delivers_again_after_the_lease,
         own_events_are_off_by_default,
         a_closed_store_refuses_the_outbox,
     } };

@@ -8,9 +8,7 @@ use std::time::Duration;
 
 use serde_json::Value as Json;
 use stockroom_core::outbox::{subjects, ClaimOptions, Event, LANES};
-use stockroom_core::{
-    ProductPatch, StockDelta, Store, StoreExt, TransferRequest, UnitOfWorkExt,
-};
+use stockroom_core::{ProductPatch, StockDelta, Store, StoreExt, TransferRequest, UnitOfWorkExt};
 
 use crate::support::*;
 
@@ -44,12 +42,20 @@ pub async fn product_writes_write_their_events(store: Arc<dyn Store>) {
     let mut uow = store.begin().await.expect("begin");
     let renamed = uow
         .products()
-        .update(p.id, &ProductPatch::new().with_name("Renamed").unwrap(), Some(1))
+        .update(
+            p.id,
+            &ProductPatch::new().with_name("Renamed").unwrap(),
+            Some(1),
+        )
         .await
         .expect("update");
     assert!(
         uow.products()
-            .update(p.id, &ProductPatch::new().with_name("Stale").unwrap(), Some(1))
+            .update(
+                p.id,
+                &ProductPatch::new().with_name("Stale").unwrap(),
+                Some(1)
+            )
             .await
             .is_err(),
         "a stale version is refused"
@@ -59,7 +65,11 @@ pub async fn product_writes_write_their_events(store: Arc<dyn Store>) {
         .await
         .expect("adjust");
     assert!(uow.products().soft_delete(p.id).await.expect("delete"));
-    assert!(!uow.products().soft_delete(p.id).await.expect("delete again"));
+    assert!(!uow
+        .products()
+        .soft_delete(p.id)
+        .await
+        .expect("delete again"));
     assert!(uow.products().restore(p.id).await.expect("restore"));
     uow.commit().await.expect("commit");
 
@@ -87,11 +97,24 @@ pub async fn product_writes_write_their_events(store: Arc<dyn Store>) {
         ]
     );
     let id = p.id.to_string();
-    assert!(events.iter().all(|e| e.aggregate == id), "about the product");
+    assert!(
+        events.iter().all(|e| e.aggregate == id),
+        "about the product"
+    );
     let created = json(&events[0]);
     assert_eq!(
-        (&created["id"], &created["name"], &created["stock"], &created["version"]),
-        (&Json::from(id.clone()), &Json::from(p.name.as_str()), &Json::from(5), &Json::from(1)),
+        (
+            &created["id"],
+            &created["name"],
+            &created["stock"],
+            &created["version"]
+        ),
+        (
+            &Json::from(id.clone()),
+            &Json::from(p.name.as_str()),
+            &Json::from(5),
+            &Json::from(1)
+        ),
         "{created}"
     );
     let updated = json(&events[1]);
@@ -99,7 +122,11 @@ pub async fn product_writes_write_their_events(store: Arc<dyn Store>) {
         (&updated["name"], &updated["version"]),
         (&Json::from("Renamed"), &Json::from(renamed.version))
     );
-    assert_eq!(json(&events[2])["stock"], Json::from(3), "after the adjustment");
+    assert_eq!(
+        json(&events[2])["stock"],
+        Json::from(3),
+        "after the adjustment"
+    );
     assert!(json(&events[3])["deleted_at"].is_string());
     assert_eq!(json(&events[4])["deleted_at"], Json::Null, "restored");
     assert_eq!(json(&events[5]), serde_json::json!({ "id": id }));
@@ -163,7 +190,12 @@ pub async fn update_many_writes_an_event_per_changed_row(store: Arc<dyn Store>) 
     let mut uow = store.begin().await.expect("begin");
     let changed = uow
         .products()
-        .update_many(&ids(&rows), &ProductPatch::new().with_description(Some("same for all")).unwrap())
+        .update_many(
+            &ids(&rows),
+            &ProductPatch::new()
+                .with_description(Some("same for all"))
+                .unwrap(),
+        )
         .await
         .expect("update_many");
     uow.commit().await.expect("commit");
