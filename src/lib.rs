@@ -282,6 +282,12 @@ pub use stockroom_core::mocks;
 
 pub mod request;
 
+/// The outbox's relay (feature `relay`; `nats` and `rabbitmq` add those brokers' sinks): see
+/// [`stockroom_relay`] and [`outbox`].
+#[cfg(feature = "relay")]
+#[cfg_attr(docsrs, doc(cfg(feature = "relay")))]
+pub use stockroom_relay as relay;
+
 #[cfg(feature = "axum")]
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
