@@ -13,8 +13,6 @@ async fn fixture() -> stockroom_conformance::Fixture {
     ))
 }
 
-stockroom_conformance::suite!(crate::fixture);
-
 async fn own_events_fixture() -> stockroom_conformance::Fixture {
     let config = StoreConfig::new("memory://").with_own_events(true);
     stockroom_conformance::Fixture::new(std::sync::Arc::new(
@@ -22,4 +20,4 @@ async fn own_events_fixture() -> stockroom_conformance::Fixture {
     ))
 }
 
-stockroom_conformance::own_events_suite!(crate::own_events_fixture);
+stockroom_conformance::suite!(crate::fixture, own_events = crate::own_events_fixture);

@@ -7,11 +7,9 @@ async fn fixture() -> Option<stockroom_conformance::Fixture> {
     support::fixture().await
 }
 
-stockroom_conformance::suite!(crate::fixture);
-
 /// A store that writes Stockroom's own events, for the cases of those events.
 async fn own_events_fixture() -> Option<stockroom_conformance::Fixture> {
     support::fixture_with(|config| config.with_own_events(true)).await
 }
 
-stockroom_conformance::own_events_suite!(crate::own_events_fixture);
+stockroom_conformance::suite!(crate::fixture, own_events = crate::own_events_fixture);

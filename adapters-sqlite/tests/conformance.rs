@@ -32,5 +32,4 @@ async fn fixture_of(
     stockroom_conformance::Fixture::new(Arc::new(store)).with_teardown(async move { drop(db) })
 }
 
-stockroom_conformance::suite!(crate::fixture);
-stockroom_conformance::own_events_suite!(crate::own_events_fixture);
+stockroom_conformance::suite!(crate::fixture, own_events = crate::own_events_fixture);

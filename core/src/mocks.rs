@@ -235,7 +235,6 @@ mockall::mock! {
         async fn hard_delete(&mut self, schema: &'static Schema, id: Uuid) -> Result<()>;
         async fn purge_deleted_before(&mut self, schema: &'static Schema, before: Timestamp) -> Result<u64>;
         async fn append_events(&mut self, events: Vec<NewEvent>) -> Result<()>;
-        fn own_events(&self) -> bool;
     }
 }
 
@@ -394,9 +393,6 @@ impl RecordWriter for MockRepositories {
     }
     async fn append_events(&mut self, events: Vec<NewEvent>) -> Result<()> {
         self.records.append_events(events).await
-    }
-    fn own_events(&self) -> bool {
-        self.records.own_events()
     }
 }
 

@@ -65,7 +65,7 @@ pub(crate) fn entities<E: Entity>(records: Vec<Record>) -> Result<Vec<E>> {
 /// products.
 pub(crate) fn announces<E: Entity, P: RecordWriter + ?Sized>(port: &P) -> bool {
     let (schema, product) = (E::schema(), crate::entities::Product::schema());
-    port.own_events() && schema.name == product.name && schema.table == product.table
+    schema.name == product.name && schema.table == product.table && port.own_events()
 }
 
 /// Writes Stockroom's own event `subject` for each of `records` of `E`, when it

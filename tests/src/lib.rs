@@ -11,7 +11,11 @@
 //! async fn fixture() -> stockroom_conformance::Fixture {
 //!     stockroom_conformance::Fixture::new(std::sync::Arc::new(FooStore::open_fresh().await))
 //! }
-//! stockroom_conformance::suite!(crate::fixture);
+//! async fn own_events_fixture() -> stockroom_conformance::Fixture {
+//!     // A store configured with `StoreConfig::with_own_events(true)`.
+//!     stockroom_conformance::Fixture::new(std::sync::Arc::new(FooStore::open_fresh_with_own_events().await))
+//! }
+//! stockroom_conformance::suite!(crate::fixture, own_events = crate::own_events_fixture);
 //! ```
 //!
 //! which expands to one `#[tokio::test]` per case, named

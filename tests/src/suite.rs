@@ -9,13 +9,18 @@
 /// for every case of the suite, each on a fresh fixture from `$fixture` (an absolute path to an
 /// `async fn() -> Fixture`, such as `crate::fixture`, or to an `async fn() -> Option<Fixture>`
 /// for a backend that may be unavailable, whose `None` skips the case; see [`run`](crate::run)).
+/// `own_events = $own` names a second fixture, of a store configured with
+/// [`StoreConfig::with_own_events(true)`](stockroom_core::StoreConfig::with_own_events): the
+/// cases of Stockroom's own events (`conformance::own_events::<case>`) run on it. It is
+/// required, so no adapter can leave those cases out.
 /// The calling crate needs `tokio` with the `macros` and `rt-multi-thread` features among its
 /// dev-dependencies.
 #[macro_export]
 macro_rules! suite {
-    ($fixture:path) => {
+    ($fixture:path, own_events = $own:path $(,)?) => {
         #[allow(clippy::module_inception)]
         mod conformance {
+            $crate::__stockroom_own_events_cases! { $own }
             $crate::__stockroom_batch_cases! { $fixture }
             $crate::__stockroom_cancellation_cases! { $fixture }
             $crate::__stockroom_concurrency_cases! { $fixture }
@@ -53,21 +58,7 @@ macro_rules! suite {
     };
 }
 
-/// Expands to `mod own_events_conformance { mod own_events { #[tokio::test] async fn <case>() … } }`:
-/// the cases of Stockroom's own events, each on a fresh fixture from `$fixture`, which must
-/// make a store configured with
-/// [`StoreConfig::with_own_events(true)`](stockroom_core::StoreConfig::with_own_events) (as
-/// [`suite!`]'s fixture, it may return `Option<Fixture>`).
-#[macro_export]
-macro_rules! own_events_suite {
-    ($fixture:path) => {
-        mod own_events_conformance {
-            $crate::__stockroom_own_events_cases! { $fixture }
-        }
-    };
-}
-
-/// The cases [`own_events_suite!`] runs, as `(module, &[case])`.
+/// The cases [`suite!`] runs on its `own_events` fixture, as `(module, &[case])`.
 pub const OWN_EVENTS_CASES: (&str, &[&str]) = crate::__stockroom_own_events_cases! { @names };
 
 /// The entities whose battery [`suite!`] runs, by name: each of Stockroom's own (the crate's
@@ -209,7 +200,12 @@ mod tests {
             .filter_map(|line| line.strip_prefix("pub mod "))
             .map(|rest| rest.trim_end_matches(';'))
             .collect();
-        let in_suite: Vec<_> = CASES.iter().map(|(module, _)| *module).collect();
+        let mut in_suite: Vec<_> = CASES
+            .iter()
+            .chain([&super::OWN_EVENTS_CASES])
+            .map(|(module, _)| *module)
+            .collect();
+        in_suite.sort_unstable();
         assert_eq!(
             in_suite, modules,
             "case modules in the suite vs. in cases/mod.rs"

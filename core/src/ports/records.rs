@@ -169,6 +169,10 @@ pub trait RecordWriter: RecordReader {
     async fn append_events(&mut self, events: Vec<NewEvent>) -> Result<()>;
 
     /// Whether the store writes Stockroom's own events for its writes
-    /// ([`StoreConfig::own_events`](crate::StoreConfig::own_events)).
-    fn own_events(&self) -> bool;
+    /// ([`StoreConfig::own_events`](crate::StoreConfig::own_events)). Every adapter answers
+    /// its store's setting; the default, false, is for writers that are not a store's (a mock,
+    /// a test double), so that they need no expectation for it.
+    fn own_events(&self) -> bool {
+        false
+    }
 }

@@ -1,5 +1,5 @@
 //! Stockroom's own events, on a store configured with `own_events` (run by
-//! [`own_events_suite!`](crate::own_events_suite)): each write to a product, and each applied
+//! [`suite!`](crate::suite) on its `own_events` fixture): each write to a product, and each applied
 //! stock move, writes its event in the same unit of work; a refused or rolled-back write writes
 //! none.
 
