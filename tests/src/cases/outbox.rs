@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use stockroom_core::mocks::{Fault, FaultyStore};
 use stockroom_core::outbox::{ClaimOptions, Event, EventId, NewEvent, LANES};
-use stockroom_core::{time, Error, Rule, Store, StoreExt, TransferRequest};
+use stockroom_core::{time, Error, ProductFilter, Rule, Store, StoreExt, TransferRequest};
 
+use crate::cancel::{polled_at_most, MOST_TRIES, SETTLE_WITHIN};
 use crate::support::*;
 
 /// A claim of everything: every lane, up to 10,000 events, a lease of 30 s.
@@ -507,6 +508,77 @@ pub async fn a_lost_acknowledgement_delivers_again_after_the_lease(store: Arc<dy
     assert!(pending(&store).await.is_empty());
 }
 
+/// Every outbox call may be dropped at any await: a unit of work that creates a product and
+/// publishes its event, dropped after 0, 1, 2, … polls until it completes, leaves both or
+/// neither; a claim and its acknowledgement, dropped likewise, marks all of the claim's events
+/// delivered or none; and after every drop the store goes on working (a unit of work begins, a
+/// claim leases what it finds free).
+pub async fn dropped_outbox_calls_leave_nothing_half_done(store: Arc<dyn Store>) {
+    for polls in 0..MOST_TRIES {
+        let tag = format!("dropped{polls}");
+        let published = polled_at_most(polls, async {
+            let mut uow = store.begin().await?;
+            uow.products().create(new_product(&tag, 1)).await?;
+            uow.publish(event("orders.placed", &tag, "p")).await?;
+            uow.commit().await
+        })
+        .await;
+        let writable = tokio::time::timeout(SETTLE_WITHIN, retry_transient(|| store.begin()))
+            .await
+            .expect("the writer is free again after the drop")
+            .expect("begin after the drop");
+        drop(writable);
+        let pending = store.outbox_backlog().await.expect("backlog").pending;
+        let mut read = store.read().await.expect("read");
+        let products = read.products().count(&ProductFilter::default()).await;
+        assert_eq!(
+            pending,
+            products.expect("count"),
+            "after a drop at poll {polls}: one event per committed product"
+        );
+        if let Some(outcome) = published {
+            outcome.expect("the unit of work, run to the end");
+            break;
+        }
+    }
+
+    let short = ClaimOptions {
+        lease: Duration::from_secs(1),
+        ..everything()
+    };
+    let total = store.outbox_backlog().await.expect("backlog").pending;
+    for polls in 0..MOST_TRIES {
+        let settled = polled_at_most(polls, async {
+            let claimed = store.claim_events(&short).await?;
+            let n = claimed.len();
+            claimed.acknowledge(n).await.map(|()| n)
+        })
+        .await;
+        let backlog = store.outbox_backlog().await.expect("backlog");
+        assert_eq!(
+            backlog.pending + backlog.delivered,
+            total,
+            "after a drop at poll {polls}: no event lost or added"
+        );
+        assert!(
+            backlog.delivered == 0 || backlog.delivered == total,
+            "after a drop at poll {polls}: all of the claim delivered or none, not {backlog:?}"
+        );
+        if let Some(outcome) = settled {
+            assert_eq!(outcome.expect("claim and acknowledge"), total as usize);
+            break;
+        }
+        // A claim dropped after it leased its lanes holds them until its lease runs out.
+        let mut free = store.claim_events(&short).await.expect("claim");
+        while free.is_empty() && backlog.pending > 0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            free = store.claim_events(&short).await.expect("claim");
+        }
+        free.release().await.expect("release");
+    }
+    assert_eq!(store.outbox_backlog().await.expect("backlog").pending, 0);
+}
+
 /// Without `own_events` (the default), Stockroom's own writes put nothing in the outbox.
 pub async fn own_events_are_off_by_default(store: Arc<dyn Store>) {
     let a = create_product(&store, new_product("a", 5)).await;
@@ -543,6 +615,7 @@ macro_rules! __stockroom_outbox_cases {
         claim_options_out_of_bounds_are_refused,
         concurrent_claims_deliver_each_event_once,
         a_lost_acknowledgement_delivers_again_after_the_lease,
+        dropped_outbox_calls_leave_nothing_half_done,
         own_events_are_off_by_default,
         a_closed_store_refuses_the_outbox,
     } };
