@@ -1,23 +1,32 @@
 //! Events per second through the relay, from a store's outbox to a sink.
 //!
 //! `cargo bench -p stockroom-relay --all-features --bench relay` prints, for each store (the
-//! memory store, a SQLite file) and each sink (the in-process channel, NATS JetStream on a
-//! nats-server of the bench's own with file storage, RabbitMQ at 127.0.0.1:5672 in a vhost of
-//! the bench's own with a durable queue), the median of 5 samples (after one warm-up sample,
-//! not counted) and the spread. Each sample seeds a fresh store with 19,968 events of 64
-//! aggregates (312 each) (units of work of 100 events, not timed), then times one relay running rounds
-//! (`Relay::run_once`: claim, deliver, acknowledge) until a round finds nothing: what is
-//! timed is the relay's whole cycle, the broker's confirmations and the store's
-//! acknowledgements included. Claims are the defaults (256 events, 8 lanes).
+//! memory store, a SQLite file, PostgreSQL) and each sink (the in-process channel, NATS
+//! JetStream on a nats-server of the bench's own with file storage, RabbitMQ at 127.0.0.1:5672
+//! in a vhost of the bench's own with a durable queue), the median of 5 samples (after one
+//! warm-up sample, not counted) and the spread. Each sample seeds a fresh store with 19,968
+//! events of 64 aggregates (312 each) (units of work of 100 events, not timed), then times one
+//! relay running rounds (`Relay::run_once`: claim, deliver, acknowledge) until a round finds
+//! nothing: what is timed is the relay's whole cycle, the broker's confirmations and the
+//! store's acknowledgements included. Claims are the defaults (256 events, 8 lanes).
 //!
-//! The JetStream and RabbitMQ rows need the `nats` and `rabbitmq` features and their brokers;
-//! without them the rows say why they were skipped. `cargo bench ... -- sqlite` runs only the
-//! rows whose name contains the word.
+//! The stores are built as applications build theirs: `stockroom::connect_with` on a
+//! `memory://`, `sqlite://` or `postgres://` URL with the default settings, an `Arc<dyn Store>`
+//! (the tracing decorator around the adapter's store). PostgreSQL: a fresh database per sample
+//! on the test harness's server (`stockroom_postgres::testing`: `STOCKROOM_TEST_DATABASE_URL`,
+//! else 127.0.0.1:5432; a throwaway cluster, fsync off, when none answers, which the row then
+//! says), dropped after the sample.
+//!
+//! The JetStream and RabbitMQ rows need the `nats` and `rabbitmq` features and their brokers,
+//! the PostgreSQL rows a server; without them the rows say why they were skipped (under `CI`
+//! a missing PostgreSQL fails, as in the tests). `cargo bench ... -- sqlite` runs only the rows
+//! whose name contains the word.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use stockroom_core::Store;
+use stockroom_core::{Store, StoreConfig};
+use stockroom_postgres::testing::TestDatabase;
 use stockroom_relay::{ChannelSink, Relay, RelayOptions, Sink};
 
 #[path = "../tests/support/mod.rs"]
@@ -31,11 +40,31 @@ const EVENTS: usize = 20_000 / AGGREGATES * AGGREGATES;
 const AGGREGATES: usize = 64;
 const PER_UNIT: usize = 100;
 
-/// The store a sample reads from, and what keeps it alive.
+/// The store a sample reads from.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Backend {
     Memory,
     Sqlite,
+    Postgres,
+}
+
+const BACKENDS: [Backend; 3] = [Backend::Memory, Backend::Sqlite, Backend::Postgres];
+
+/// What a sample's store lives in: removed or dropped after the sample.
+enum Place {
+    Memory,
+    File(TempDir),
+    Database(TestDatabase),
+}
+
+impl Place {
+    async fn remove(self) {
+        match self {
+            Place::Memory => {}
+            Place::File(dir) => drop(dir),
+            Place::Database(db) => db.drop_now().await,
+        }
+    }
 }
 
 impl Backend {
@@ -43,30 +72,60 @@ impl Backend {
         match self {
             Backend::Memory => "memory",
             Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
         }
     }
 
-    async fn seeded(self, events_per_sample: usize) -> (Arc<dyn Store>, Option<TempDir>) {
-        let (store, dir): (Arc<dyn Store>, Option<TempDir>) = match self {
-            Backend::Memory => (support::memory(), None),
+    /// Whether the bench can run it: `Err` says why not.
+    async fn available(self) -> Result<(), String> {
+        match self {
+            Backend::Memory | Backend::Sqlite => Ok(()),
+            Backend::Postgres => match stockroom_postgres::testing::server().await {
+                Some(_) => Ok(()),
+                None => Err("no PostgreSQL server (the line on stderr says why)".into()),
+            },
+        }
+    }
+
+    /// A note on the row: PostgreSQL on a throwaway cluster has fsync off.
+    async fn note(self) -> &'static str {
+        match self {
+            Backend::Postgres => match stockroom_postgres::testing::server().await {
+                Some(server) if server.is_throwaway() => "  [throwaway cluster, fsync off]",
+                _ => "",
+            },
+            _ => "",
+        }
+    }
+
+    /// A fresh store, as an application connects to it, with `events_per_sample` events of
+    /// [`AGGREGATES`] aggregates committed in its outbox.
+    async fn seeded(self, events_per_sample: usize) -> (Arc<dyn Store>, Place) {
+        let (config, place) = match self {
+            Backend::Memory => (StoreConfig::new("memory://"), Place::Memory),
             Backend::Sqlite => {
                 let dir = TempDir::new("bench");
-                let store = stockroom_sqlite::SqliteStore::open(dir.path().join("outbox.db"))
+                let url = format!("sqlite://{}", dir.path().join("outbox.db").display());
+                (StoreConfig::new(url), Place::File(dir))
+            }
+            Backend::Postgres => {
+                let db = TestDatabase::create()
                     .await
-                    .unwrap();
-                (Arc::new(store), Some(dir))
+                    .expect("the server answered when the bench began");
+                (StoreConfig::new(db.url()), Place::Database(db))
             }
         };
+        let store = stockroom::connect_with(config).await.unwrap();
         let batch = events("bench", AGGREGATES, events_per_sample / AGGREGATES);
         publish(&*store, batch, PER_UNIT).await;
-        (store, dir)
+        (store, place)
     }
 }
 
 /// One sample: a fresh store, then the relay's rounds until it finds nothing; how long they
 /// took and how many events they delivered.
 async fn sample<S: Sink>(backend: Backend, sink: S, events_per_sample: usize) -> (Duration, usize) {
-    let (store, _dir) = backend.seeded(events_per_sample).await;
+    let (store, place) = backend.seeded(events_per_sample).await;
     let relay = Relay::new(Arc::clone(&store), sink, RelayOptions::default()).unwrap();
     let started = Instant::now();
     let mut delivered = 0;
@@ -80,6 +139,7 @@ async fn sample<S: Sink>(backend: Backend, sink: S, events_per_sample: usize) ->
     let elapsed = started.elapsed();
     assert_eq!(store.outbox_backlog().await.unwrap().pending, 0);
     store.close().await;
+    place.remove().await;
     (elapsed, delivered)
 }
 
@@ -90,6 +150,10 @@ where
     S: Sink,
     F: FnMut() -> S,
 {
+    if let Err(reason) = backend.available().await {
+        println!("{name:<28} skipped: {reason}");
+        return;
+    }
     if samples > 1 {
         sample(backend, sink(), per_sample).await;
     }
@@ -100,10 +164,11 @@ where
     }
     rates.sort_by(f64::total_cmp);
     println!(
-        "{name:<28} {:>10.0} events/s   (spread {:.0} .. {:.0})",
+        "{name:<28} {:>10.0} events/s   (spread {:.0} .. {:.0}){}",
         rates[rates.len() / 2],
         rates[0],
-        rates[rates.len() - 1]
+        rates[rates.len() - 1],
+        backend.note().await
     );
 }
 
@@ -134,7 +199,7 @@ fn main() {
             "stockroom-relay: events/s from the outbox to the sink (claim, deliver, acknowledge), \
              median of {samples} samples of {per_sample} events, {AGGREGATES} aggregates"
         );
-        for backend in [Backend::Memory, Backend::Sqlite] {
+        for backend in BACKENDS {
             let name = format!("{} -> channel", backend.name());
             if runs(&name) {
                 measure(&name, backend, samples, per_sample, channel).await;
@@ -150,7 +215,10 @@ async fn nats(runs: &dyn Fn(&str) -> bool, samples: usize, per_sample: usize) {
     use stockroom_relay::async_nats::jetstream::{self, stream};
     use stockroom_relay::NatsSink;
 
-    if !runs("jetstream") && !runs("memory -> jetstream") && !runs("sqlite -> jetstream") {
+    if !BACKENDS
+        .iter()
+        .any(|backend| runs(&format!("{} -> jetstream", backend.name())))
+    {
         return;
     }
     let server = match support::NatsServer::start() {
@@ -171,7 +239,7 @@ async fn nats(runs: &dyn Fn(&str) -> bool, samples: usize, per_sample: usize) {
         ..Default::default()
     };
     js.get_or_create_stream(config).await.unwrap();
-    for backend in [Backend::Memory, Backend::Sqlite] {
+    for backend in BACKENDS {
         let name = format!("{} -> jetstream", backend.name());
         if runs(&name) {
             let sink = || NatsSink::new(js.clone()).with_prefix("bench");
@@ -198,7 +266,10 @@ async fn rabbitmq(runs: &dyn Fn(&str) -> bool, samples: usize, per_sample: usize
     use stockroom_relay::lapin::{Connection, ConnectionProperties, ExchangeKind};
     use stockroom_relay::RabbitMqSink;
 
-    if !runs("rabbitmq") && !runs("memory -> rabbitmq") && !runs("sqlite -> rabbitmq") {
+    if !BACKENDS
+        .iter()
+        .any(|backend| runs(&format!("{} -> rabbitmq", backend.name())))
+    {
         return;
     }
     let vhost = match support::Vhost::create("bench") {
@@ -243,7 +314,7 @@ async fn rabbitmq(runs: &dyn Fn(&str) -> bool, samples: usize, per_sample: usize
         )
         .await
         .unwrap();
-    for backend in [Backend::Memory, Backend::Sqlite] {
+    for backend in BACKENDS {
         let name = format!("{} -> rabbitmq", backend.name());
         if runs(&name) {
             let sink = || RabbitMqSink::new(vhost.uri()).with_exchange("events");

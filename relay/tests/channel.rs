@@ -1,5 +1,7 @@
 //! The relay over the memory store (and a SQLite file) to the in-process channel: what a round
-//! does, failures of the sink and of the store, two relays on one store, the purge.
+//! does, failures of the sink and of the store, two relays on one store, the purge. Delivery
+//! once and in order, the lost acknowledgement and the two relays also run on PostgreSQL (a
+//! fresh database per test; skipped without a server, a failure under `CI=true`).
 
 #[macro_use]
 mod support;
@@ -40,7 +42,16 @@ async fn receive(receiver: &mut mpsc::UnboundedReceiver<Event>, n: usize) -> Vec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn committed_events_arrive_once_in_order_and_rolled_back_ones_never() {
     logs();
-    let store = memory();
+    arrive_once_in_order(memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_events_arrive_once_in_order_and_rolled_back_ones_never_on_postgres() {
+    logs();
+    on_postgres(arrive_once_in_order).await;
+}
+
+async fn arrive_once_in_order(store: Arc<dyn Store>) {
     let committed = publish(&*store, events("a", 6, 20), 7).await;
     let rolled_back = publish_and_roll_back(&*store, events("gone", 3, 4)).await;
     let (sink, mut receiver) = ChannelSink::unbounded();
@@ -173,7 +184,16 @@ async fn a_closed_channel_fails_the_delivery_and_the_events_wait() {
 
 #[tokio::test]
 async fn a_lost_acknowledgement_delivers_the_events_again_after_the_lease() {
-    let faulty = FaultyStore::shared(memory());
+    lost_acknowledgement(memory()).await;
+}
+
+#[tokio::test]
+async fn a_lost_acknowledgement_delivers_the_events_again_after_the_lease_on_postgres() {
+    on_postgres(lost_acknowledgement).await;
+}
+
+async fn lost_acknowledgement(store: Arc<dyn Store>) {
+    let faulty = FaultyStore::shared(store);
     let store: Arc<dyn Store> = Arc::new(faulty.clone());
     let ids = publish(&*store, events("lost", 3, 4), 12).await;
     faulty.inject(Fault::AcknowledgeEvents, 1, || {
@@ -229,7 +249,16 @@ async fn the_relay_backs_off_when_the_store_fails_then_catches_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_share_the_work_and_deliver_each_event_once() {
     logs();
-    let store = memory();
+    two_relays_share_the_work(memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_share_the_work_and_deliver_each_event_once_on_postgres() {
+    logs();
+    on_postgres(two_relays_share_the_work).await;
+}
+
+async fn two_relays_share_the_work(store: Arc<dyn Store>) {
     let ids = publish(&*store, events("two", 40, 25), 50).await;
     // Both relays send to one channel (two channels merged by the consumer would reorder what
     // the relays delivered in order, as two brokers would); each relay's deliveries are

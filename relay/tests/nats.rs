@@ -1,5 +1,7 @@
 //! The relay to NATS JetStream, on a nats-server of each test's own (`nats-server -js` on a
-//! free port, a temporary store directory), from the memory store.
+//! free port, a temporary store directory), from the memory store; the relay killed mid-batch
+//! and the two relays also from PostgreSQL (a fresh database per test; skipped without a
+//! server, a failure under `CI=true`).
 //!
 //! Without `/usr/sbin/nats-server` the tests fail when `CI=true`, and are skipped with the
 //! reason otherwise.
@@ -10,6 +12,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
+use stockroom_core::Store;
 use stockroom_relay::async_nats;
 use stockroom_relay::async_nats::jetstream::{self, stream};
 use stockroom_relay::sinks::nats::{AGGREGATE_HEADER, CREATED_AT_HEADER, SEQUENCE_HEADER};
@@ -168,10 +171,19 @@ async fn events_wait_while_the_broker_is_down_and_all_arrive_once_it_is_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_killed_mid_batch_is_followed_by_a_redelivery_that_jetstream_drops() {
     logs();
+    killed_mid_batch(memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_mid_batch_is_followed_by_a_redelivery_that_jetstream_drops_on_postgres() {
+    logs();
+    on_postgres(killed_mid_batch).await;
+}
+
+async fn killed_mid_batch(store: Arc<dyn Store>) {
     let server = require!(NatsServer::start());
     let js = jetstream(&server, Duration::from_secs(5)).await;
     create_stream(&js).await;
-    let store = memory();
     let ids = publish(&*store, events("killed", 3, 10), 10).await;
 
     // The first relay delivers 12 of its 30 events, the broker confirms them, and it dies
@@ -208,10 +220,19 @@ async fn a_relay_killed_mid_batch_is_followed_by_a_redelivery_that_jetstream_dro
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_on_one_store_share_the_work_and_deliver_each_event_once() {
     logs();
+    two_relays(memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_on_one_store_share_the_work_and_deliver_each_event_once_on_postgres() {
+    logs();
+    on_postgres(two_relays).await;
+}
+
+async fn two_relays(store: Arc<dyn Store>) {
     let server = require!(NatsServer::start());
     let js = jetstream(&server, Duration::from_secs(5)).await;
     create_stream(&js).await;
-    let store = memory();
     let ids = publish(&*store, events("shared", 40, 25), 40).await;
 
     // Each relay its own connection, as two processes would have; both start together.

@@ -1,5 +1,7 @@
 //! The relay to RabbitMQ (the broker at 127.0.0.1:5672, as guest), each test in a vhost of its
-//! own that it makes and deletes with `rabbitmqctl`, from the memory store.
+//! own that it makes and deletes with `rabbitmqctl`, from the memory store; the relay killed
+//! mid-batch and the two relays also from PostgreSQL (a fresh database per test; skipped
+//! without a server, a failure under `CI=true`).
 //!
 //! Without a broker there (or without `rabbitmqctl`) the tests fail when `CI=true`, and are
 //! skipped with the reason otherwise.
@@ -209,9 +211,19 @@ async fn a_lost_acknowledgement_delivers_again_and_the_consumer_tells_by_the_mes
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_killed_mid_batch_is_followed_by_a_redelivery_of_the_same_message_ids() {
     logs();
+    killed_mid_batch(memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_killed_mid_batch_is_followed_by_a_redelivery_of_the_same_message_ids_on_postgres()
+{
+    logs();
+    on_postgres(killed_mid_batch).await;
+}
+
+async fn killed_mid_batch(store: Arc<dyn Store>) {
     let vhost = require!(Vhost::create("killed"));
     let _topology = topology(&vhost).await;
-    let store = memory();
     let ids = publish(&*store, events("killed", 3, 10), 10).await;
 
     let (confirmed, mut confirmations) = tokio::sync::mpsc::unbounded_channel();
@@ -243,9 +255,18 @@ async fn a_relay_killed_mid_batch_is_followed_by_a_redelivery_of_the_same_messag
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_relays_on_one_store_share_the_work_and_deliver_each_event_once() {
     logs();
+    two_relays(memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_relays_on_one_store_share_the_work_and_deliver_each_event_once_on_postgres() {
+    logs();
+    on_postgres(two_relays).await;
+}
+
+async fn two_relays(store: Arc<dyn Store>) {
     let vhost = require!(Vhost::create("shared"));
     let _topology = topology(&vhost).await;
-    let store = memory();
     let ids = publish(&*store, events("shared", 40, 25), 40).await;
 
     let mut relays = Vec::new();

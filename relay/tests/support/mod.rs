@@ -1,5 +1,6 @@
-//! What the relay's tests share: stores with events in their outbox, checks of what arrived,
-//! and the real brokers (a private nats-server per test, a RabbitMQ vhost per test).
+//! What the relay's tests share: stores with events in their outbox (the memory store, a fresh
+//! PostgreSQL database per test), checks of what arrived, and the real brokers (a private
+//! nats-server per test, a RabbitMQ vhost per test).
 #![allow(dead_code)]
 
 use std::collections::{HashMap, HashSet};
@@ -52,6 +53,30 @@ pub fn logs() {
 /// A fresh memory store.
 pub fn memory() -> Arc<dyn Store> {
     Arc::new(MemoryStore::new())
+}
+
+/// Runs `body` on a store of a fresh PostgreSQL database (`stockroom_postgres::testing`: the
+/// configured server, by default 127.0.0.1:5432, else a throwaway cluster; see its docs),
+/// built as applications build theirs (`stockroom::connect_with`), then closes the store and
+/// drops the database, whether `body` returned or panicked. Without a server the test is
+/// skipped, and a line on stderr says why; under `CI=true` it fails instead.
+pub async fn on_postgres<F, Fut>(body: F)
+where
+    F: FnOnce(Arc<dyn Store>) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let Some(db) = stockroom_postgres::testing::TestDatabase::create().await else {
+        return;
+    };
+    let store = stockroom::connect_with(db.config())
+        .await
+        .unwrap_or_else(|e| panic!("connect to {}: {e}", db.name()));
+    let closing = Arc::clone(&store);
+    db.drop_after(async move {
+        body(store).await;
+        closing.close().await;
+    })
+    .await;
 }
 
 /// Options for tests: 1 s leases, short waits.
