@@ -169,7 +169,7 @@ impl dyn UnitOfWork + '_ {
         self.repositories().append_events(vec![event]).await
     }
 
-    /// Publishes `events`, in order, in the transaction (as [`publish`](Self::publish)).
+    /// Publishes `events`, in order, in the transaction (as `publish` does one).
     pub async fn publish_all(&mut self, events: Vec<NewEvent>) -> Result<()> {
         if events.is_empty() {
             return Ok(());
