@@ -34,6 +34,13 @@
 //! commit was in flight, answers before the request is cut off; a unit of work cut off while
 //! its commit ran is answered as ambiguous by `commit_guard`.
 //!
+//! # Events
+//!
+//! Each product write and transfer also writes Stockroom's own event in its unit of work (the
+//! service turns `StoreConfig::own_events` on), so the event is committed with the write or
+//! rolled back with it; the service's relay (`events.rs`) delivers committed events to NATS
+//! JetStream or to the log. `GET /outbox` answers what waits ([`outbox`]).
+//!
 //! Handlers that only read take the [`AppState`] and use `store.read()` (no transaction) or the
 //! use cases of `StoreExt`; those whose answer a client uses to check its own write (the ledger,
 //! an empty PATCH's ETag) use `store.read_primary()`, which a read replica's lag cannot hide
@@ -80,6 +87,7 @@ use tower_http::trace::TraceLayer;
 use tracing::Span;
 
 use crate::body::{Body, BodyLimits, Field, NoQuery, Params, Presence, QueryParams, Schema};
+use crate::events::{Deliveries, Outbox};
 use crate::settings::Limits;
 
 /// What every handler shares: the store, chosen at run time, and the service's limits. The
@@ -92,6 +100,8 @@ pub struct AppState {
     readiness: Arc<SharedCheck>,
     /// What `/metrics` renders: the process's Prometheus recorder, when one is installed.
     metrics: Option<PrometheusHandle>,
+    /// What the service's relay delivered, for `/outbox` (none when no relay runs).
+    outbox: Option<Arc<Deliveries>>,
 }
 
 impl AppState {
@@ -101,7 +111,14 @@ impl AppState {
             limits: Arc::new(limits),
             readiness: Arc::default(),
             metrics: None,
+            outbox: None,
         }
+    }
+
+    /// The state, with `/outbox` showing what the service's relay delivered.
+    pub fn with_outbox(mut self, deliveries: Arc<Deliveries>) -> Self {
+        self.outbox = Some(deliveries);
+        self
     }
 
     /// The state, with `/metrics` rendering what `handle`'s recorder has recorded (Stockroom's
@@ -178,6 +195,7 @@ pub fn routes() -> Router<AppState> {
         .route("/transfers", post(transfer))
         .route("/users", post(create_user))
         .route("/users/{id}", get(get_user).delete(delete_user))
+        .route("/outbox", get(outbox))
 }
 
 /// The health probes: outside the in-flight limit, so a busy service still answers them.
@@ -231,15 +249,20 @@ pub fn service(routes: Router<AppState>, state: AppState) -> Router {
 }
 
 /// Serves `router` on `listener` within `limits` until `shutdown` resolves and the connections
-/// are drained (see `server.rs`), then closes the store.
+/// are drained (see `server.rs`), then stops the relay (after the last request's events were
+/// committed; its round under way finishes), then closes the store.
 pub async fn run(
     listener: tokio::net::TcpListener,
     router: Router,
     store: Arc<dyn Store>,
+    outbox: Option<Outbox>,
     limits: &Limits,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     crate::server::serve(listener, router, limits, shutdown).await;
+    if let Some(outbox) = outbox {
+        outbox.stop().await;
+    }
     store.close().await;
 }
 
@@ -676,6 +699,26 @@ impl Schema for UserBody {
         Field::new("email", "a string", Presence::Required),
         Field::new("display_name", "a string", Presence::Required),
     ];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handlers: the outbox
+
+/// The outbox's backlog (`Store::outbox_backlog`): `pending` events committed and not yet
+/// delivered, the `oldest` one's time and its `age_ms`, and `delivered` events not purged yet;
+/// and under `relay`, what the service's relay delivered since it started (its sink, whether it
+/// runs, how many events, the last ones), or `null` when it runs none. An API route (within the
+/// in-flight limit and the request timeout): it reads the store.
+async fn outbox(State(app): State<AppState>, _: NoQuery) -> Result<Json<Value>, Problem> {
+    let backlog = app.store.outbox_backlog().await?;
+    let age = backlog.age(stockroom::time::now());
+    Ok(Json(json!({
+        "pending": backlog.pending,
+        "oldest": backlog.oldest,
+        "age_ms": u64::try_from(age.as_millis()).unwrap_or(u64::MAX),
+        "delivered": backlog.delivered,
+        "relay": app.outbox.as_ref().map(|deliveries| deliveries.view()),
+    })))
 }
 
 // ---------------------------------------------------------------------------------------------

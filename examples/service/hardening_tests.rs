@@ -86,6 +86,7 @@ async fn a_shutdown_ends_despite_half_sent_requests(store: Arc<dyn Store>) {
         addr,
         stop,
         serving,
+        ..
     } = run_until_stopped(store.clone(), app::routes(), limits).await;
     let mut clients = vec![
         half_sent(addr, HALF_HEADERS).await,

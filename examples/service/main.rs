@@ -1,22 +1,33 @@
-//! Stockroom behind a JSON HTTP API (axum), with a unit of work per request.
+//! Stockroom behind a JSON HTTP API (axum), with a unit of work per request, publishing its
+//! writes through the transactional outbox.
 //!
 //! ```text
-//! cargo run --example service --features axum,metrics                        # SQLite file ./stockroom-service.db
-//! DATABASE_URL=memory:// cargo run --example service --features axum,metrics     # or sqlite://other.db
-//! DATABASE_URL=postgres://postgres@127.0.0.1/postgres cargo run --example service --features axum,metrics,postgres
-//! STOCKROOM_ADDR=0.0.0.0:8080 cargo run --example service --features axum,metrics  # listen elsewhere
-//! RUST_LOG=stockroom=debug,info cargo run --example service --features axum,metrics
+//! cargo run --example service --features axum,metrics,relay                  # SQLite file ./stockroom-service.db
+//! DATABASE_URL=memory:// cargo run --example service --features axum,metrics,relay     # or sqlite://other.db
+//! DATABASE_URL=postgres://postgres@127.0.0.1/postgres cargo run --example service --features axum,metrics,relay,postgres
+//! STOCKROOM_NATS_URL=127.0.0.1:4222 cargo run --example service --features axum,metrics,nats  # events to JetStream
+//! STOCKROOM_ADDR=0.0.0.0:8080 cargo run --example service --features axum,metrics,relay  # listen elsewhere
+//! RUST_LOG=stockroom=debug,info cargo run --example service --features axum,metrics,relay
 //! ```
 //!
 //! The other `STOCKROOM_*` variables of `StoreConfig::from_env` (pool size, timeouts, …) apply
-//! too, and so do the service's limits and timeouts (`settings.rs`). Ctrl-C or SIGTERM stops
-//! accepting connections, lets the requests in flight finish within the shutdown grace period,
-//! drops what is left, then closes the store. A store that cannot be connected stops the
-//! service at once, non-zero, with one line that says why. See `app.rs` for the routes and how a
-//! request's unit of work is handled.
+//! too, and so do the service's limits, timeouts and event settings (`settings.rs`).
+//!
+//! Stockroom writes its own events for product writes and transfers (`stockroom.product.*`,
+//! `stockroom.stock.moved`; `STOCKROOM_OWN_EVENTS=false` turns them off), and a relay delivers
+//! them once committed: to NATS JetStream when `STOCKROOM_NATS_URL` is set (the stream
+//! `STOCKROOM` on `stockroom.>`, made at startup if missing; `examples/consumer.rs` prints what
+//! arrives), else to an in-process channel whose events the service logs at info (subject,
+//! aggregate, id). `GET /outbox` answers the backlog. See `events.rs`.
+//!
+//! Ctrl-C or SIGTERM stops accepting connections, lets the requests in flight finish within the
+//! shutdown grace period, drops what is left, stops the relay, then closes the store. A store
+//! (or a NATS server) that cannot be connected stops the service at once, non-zero, with one
+//! line that says why. See `app.rs` for the routes and how a request's unit of work is handled.
 
 mod app;
 mod body;
+mod events;
 mod server;
 mod settings;
 mod startup;
@@ -26,6 +37,7 @@ use std::process::ExitCode;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use tracing_subscriber::EnvFilter;
 
+use crate::events::Outbox;
 use crate::settings::Settings;
 use crate::startup::StartupError;
 
@@ -45,7 +57,8 @@ async fn main() -> ExitCode {
     }
 }
 
-/// Connects the store, serves until a shutdown signal, drains, closes the store.
+/// Connects the store, starts the relay, serves until a shutdown signal, drains, stops the
+/// relay, closes the store.
 async fn serve() -> Result<(), StartupError> {
     let settings = Settings::from_env()?;
     tracing::info!(url = %settings.store.redacted_url(), "connecting the store");
@@ -57,24 +70,47 @@ async fn serve() -> Result<(), StartupError> {
             return Err(error);
         }
     };
-    tracing::info!(
-        backend = store.backend().as_str(),
-        addr = %listener.local_addr().unwrap_or(settings.addr),
-        "stockroom service listening"
-    );
-    let state = app::AppState::new(store.clone(), settings.limits.clone());
-    let state = match PrometheusBuilder::new().install_recorder() {
+    // Before the relay starts, so that its first backlog gauges are recorded.
+    let metrics = match PrometheusBuilder::new().install_recorder() {
         Ok(handle) => {
             stockroom::metrics::describe();
-            state.with_metrics(handle)
+            stockroom::relay::metrics::describe();
+            Some(handle)
         }
         Err(error) => {
             tracing::warn!(%error, "no metrics recorder: /metrics answers 404");
-            state
+            None
         }
     };
+    let outbox =
+        match Outbox::start(store.clone(), &settings.outbox, settings.connect_timeout).await {
+            Ok(outbox) => outbox,
+            Err(error) => {
+                store.close().await;
+                return Err(error);
+            }
+        };
+    tracing::info!(
+        backend = store.backend().as_str(),
+        own_events = settings.store.own_events,
+        addr = %listener.local_addr().unwrap_or(settings.addr),
+        "stockroom service listening"
+    );
+    let mut state =
+        app::AppState::new(store.clone(), settings.limits.clone()).with_outbox(outbox.deliveries());
+    if let Some(handle) = metrics {
+        state = state.with_metrics(handle);
+    }
     let router = app::router(state);
-    app::run(listener, router, store, &settings.limits, shutdown_signal()).await;
+    app::run(
+        listener,
+        router,
+        store,
+        Some(outbox),
+        &settings.limits,
+        shutdown_signal(),
+    )
+    .await;
     tracing::info!("store closed, bye");
     Ok(())
 }

@@ -14,8 +14,12 @@
 //! | open connections (more wait in the listen backlog) | `STOCKROOM_MAX_HTTP_CONNECTIONS` | 1 024 |
 //! | requests handled at once (more wait, within their request timeout) | `STOCKROOM_MAX_IN_FLIGHT` | 256 |
 //! | time after SIGTERM for the requests in flight, before the rest are dropped | `STOCKROOM_SHUTDOWN_GRACE_MS` | 20 000 |
+//! | Stockroom's own events for product writes and transfers (`StoreConfig::own_events`; `false` turns them off) | `STOCKROOM_OWN_EVENTS` | `true` (the library's default is `false`) |
+//! | where the relay delivers the outbox's events: NATS JetStream at this address (the facade's `nats` feature); unset, an in-process channel whose events the service logs at info | `STOCKROOM_NATS_URL` | unset |
+//! | the JetStream stream the service makes (or checks) at startup, on the subjects `stockroom.>`, with a 2-minute duplicate window | `STOCKROOM_NATS_STREAM` | `STOCKROOM` |
+//! | how long delivered events stay in the outbox before the relay purges them | `STOCKROOM_OUTBOX_RETENTION_MS` | 86 400 000 (24 h) |
 //!
-//! Every value must be a positive integer.
+//! Every number must be a positive integer.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -28,6 +32,8 @@ use crate::startup::StartupError;
 pub const DEFAULT_DATABASE_URL: &str = "sqlite://stockroom-service.db";
 /// The address when `STOCKROOM_ADDR` is not set.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:3000";
+/// The JetStream stream when `STOCKROOM_NATS_STREAM` is not set.
+pub const DEFAULT_NATS_STREAM: &str = "STOCKROOM";
 
 /// Everything the service is told by its environment.
 #[derive(Debug, Clone)]
@@ -37,6 +43,30 @@ pub struct Settings {
     /// How long startup may take to connect the store (and migrate it) before it gives up.
     pub connect_timeout: Duration,
     pub limits: Limits,
+    pub outbox: OutboxSettings,
+}
+
+/// Where the service's relay delivers the outbox's events, and how long it keeps them (see
+/// `events.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboxSettings {
+    /// NATS JetStream at this address (`nats://host:port`, or `host:port`); `None`: an
+    /// in-process channel whose events the service logs.
+    pub nats_url: Option<String>,
+    /// The JetStream stream that captures the events' subjects.
+    pub nats_stream: String,
+    /// Delivered events are purged once they were delivered this long ago.
+    pub retention: Duration,
+}
+
+impl Default for OutboxSettings {
+    fn default() -> Self {
+        Self {
+            nats_url: None,
+            nats_stream: DEFAULT_NATS_STREAM.to_owned(),
+            retention: Duration::from_secs(24 * 3600),
+        }
+    }
 }
 
 /// The bounds of the HTTP side (see the [module docs](self) for their variables).
@@ -93,8 +123,14 @@ impl Settings {
     /// The settings `lookup` gives (a name to its value, `None` when unset), with the defaults
     /// of the [module docs](self) for the rest.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, StartupError> {
+        // The service's defaults for two of the store's variables: its SQLite file, and its own
+        // events on (`STOCKROOM_OWN_EVENTS=false` still turns them off).
         let store = StoreConfig::from_lookup(|name| {
-            lookup(name).or_else(|| (name == "DATABASE_URL").then(|| DEFAULT_DATABASE_URL.into()))
+            lookup(name).or_else(|| match name {
+                "DATABASE_URL" => Some(DEFAULT_DATABASE_URL.into()),
+                "STOCKROOM_OWN_EVENTS" => Some("true".into()),
+                _ => None,
+            })
         })
         .map_err(StartupError::StoreSetting)?;
         let addr = lookup("STOCKROOM_ADDR").unwrap_or_else(|| DEFAULT_ADDR.to_owned());
@@ -120,13 +156,48 @@ impl Settings {
             max_in_flight: read.count("STOCKROOM_MAX_IN_FLIGHT", defaults.max_in_flight)?,
             shutdown_grace: read.millis("STOCKROOM_SHUTDOWN_GRACE_MS", defaults.shutdown_grace)?,
         };
+        let outbox = outbox_settings(&lookup, &read)?;
         Ok(Self {
             addr,
             store,
             connect_timeout: read.millis("STOCKROOM_CONNECT_TIMEOUT_MS", Duration::from_secs(5))?,
             limits,
+            outbox,
         })
     }
+}
+
+/// The relay's settings: an empty `STOCKROOM_NATS_URL` counts as unset; a stream name is what
+/// JetStream takes (letters, digits, `-` and `_`).
+fn outbox_settings<F: Fn(&str) -> Option<String>>(
+    lookup: &F,
+    read: &Reader<'_, F>,
+) -> Result<OutboxSettings, StartupError> {
+    let defaults = OutboxSettings::default();
+    let nats_url = lookup("STOCKROOM_NATS_URL")
+        .map(|url| url.trim().to_owned())
+        .filter(|url| !url.is_empty());
+    let nats_stream = lookup("STOCKROOM_NATS_STREAM")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or(defaults.nats_stream);
+    if nats_stream.is_empty()
+        || !nats_stream
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(StartupError::Setting {
+            name: "STOCKROOM_NATS_STREAM",
+            problem: format!(
+                "{nats_stream:?} is not a stream name (letters, digits, '-' and '_'), such as \
+                 {DEFAULT_NATS_STREAM}"
+            ),
+        });
+    }
+    Ok(OutboxSettings {
+        nats_url,
+        nats_stream,
+        retention: read.millis("STOCKROOM_OUTBOX_RETENTION_MS", defaults.retention)?,
+    })
 }
 
 /// Reads positive integers from the environment.

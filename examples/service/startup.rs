@@ -27,6 +27,11 @@ pub enum StartupError {
     ConnectTimeout { url: String, timeout: Duration },
     /// The address cannot be listened on.
     Listen { addr: SocketAddr, error: io::Error },
+    /// The relay's broker (NATS) cannot be reached, or its stream cannot be made or used.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    Broker { url: String, problem: String },
+    /// The relay refused its options.
+    Relay(stockroom::relay::Error),
 }
 
 impl fmt::Display for StartupError {
@@ -41,6 +46,10 @@ impl fmt::Display for StartupError {
                 timeout.as_millis()
             ),
             StartupError::Listen { addr, error } => write!(f, "cannot listen on {addr}: {error}"),
+            StartupError::Broker { url, problem } => {
+                write!(f, "cannot use NATS at {url}: {problem}")
+            }
+            StartupError::Relay(error) => write!(f, "cannot start the outbox relay: {error}"),
         }
     }
 }
@@ -50,6 +59,7 @@ impl std::error::Error for StartupError {
         match self {
             StartupError::StoreSetting(error) | StartupError::Connect { error, .. } => Some(error),
             StartupError::Listen { error, .. } => Some(error),
+            StartupError::Relay(error) => Some(error),
             _ => None,
         }
     }

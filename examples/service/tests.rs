@@ -1,11 +1,14 @@
 //! The service example, driven over real HTTP (reqwest) on every backend: each case runs on the
-//! memory store and on a SQLite file (and on PostgreSQL with the `postgres` feature). The cases
-//! of the service's limits, health, faults, deadlines and startup are in `hardening_tests.rs`.
+//! memory store and on a SQLite file (and on PostgreSQL with the `postgres` feature), configured
+//! as the service configures its store (Stockroom's own events on). The cases of the service's
+//! limits, health, faults, deadlines and startup are in `hardening_tests.rs`.
 
 #[path = "app.rs"]
 mod app;
 #[path = "body.rs"]
 mod body;
+#[path = "events.rs"]
+mod events;
 #[path = "server.rs"]
 mod server;
 #[path = "settings.rs"]
@@ -36,10 +39,20 @@ struct Backend {
     dir: Option<PathBuf>,
 }
 
+/// The store the service makes of `url` (`Settings::from_lookup` with only `DATABASE_URL`
+/// set): Stockroom's own events on.
+async fn service_store(url: &str) -> Arc<dyn Store> {
+    let settings =
+        settings::Settings::from_lookup(|name| (name == "DATABASE_URL").then(|| url.to_owned()))
+            .unwrap();
+    assert!(settings.store.own_events, "the service's default");
+    stockroom::connect_with(settings.store).await.unwrap()
+}
+
 impl Backend {
     async fn memory() -> Self {
         Self {
-            store: stockroom::connect("memory://").await.unwrap(),
+            store: service_store("memory://").await,
             dir: None,
         }
     }
@@ -52,7 +65,7 @@ impl Backend {
         std::fs::create_dir_all(&dir).unwrap();
         let url = format!("sqlite://{}", dir.join("service.db").display());
         Self {
-            store: stockroom::connect(&url).await.unwrap(),
+            store: service_store(&url).await,
             dir: Some(dir),
         }
     }
@@ -80,7 +93,11 @@ where
     let Some(db) = TestDatabase::create().await else {
         return;
     };
-    let config = db.config().with_min_connections(4).with_max_connections(12);
+    let config = db
+        .config()
+        .with_min_connections(4)
+        .with_max_connections(12)
+        .with_own_events(true);
     let store = stockroom::connect_with(config).await.unwrap();
     db.drop_after(async move {
         case(store.clone()).await;
@@ -257,12 +274,28 @@ impl Server {
     }
 }
 
-/// The service run as `main` runs it (`app::run`), until `stop` is sent.
+/// The service with its relay to the in-process channel (as `main` starts it without
+/// `STOCKROOM_NATS_URL`), until the test ends or the relay is stopped.
+async fn start_with_relay(store: Arc<dyn Store>) -> (Server, events::Outbox) {
+    let outbox = relay_of(store.clone());
+    let state = app::AppState::new(store, Limits::default()).with_outbox(outbox.deliveries());
+    (serve(app::router(state), Limits::default()).await, outbox)
+}
+
+/// The service's relay on `store`, to the in-process channel, with the service's options.
+fn relay_of(store: Arc<dyn Store>) -> events::Outbox {
+    let options = events::relay_options(&settings::OutboxSettings::default());
+    events::Outbox::in_process(store, options).expect("the service's relay options are valid")
+}
+
+/// The service run as `main` runs it (`app::run`, its relay included), until `stop` is sent.
 struct Running {
     addr: SocketAddr,
     stop: tokio::sync::oneshot::Sender<()>,
-    /// Ends once the connections are drained and the store is closed.
+    /// Ends once the connections are drained, the relay stopped and the store closed.
     serving: tokio::task::JoinHandle<()>,
+    /// What its relay delivered.
+    deliveries: Arc<events::Deliveries>,
 }
 
 async fn run_until_stopped(
@@ -270,7 +303,10 @@ async fn run_until_stopped(
     routes: axum::Router<app::AppState>,
     limits: Limits,
 ) -> Running {
-    let router = app::service(routes, app::AppState::new(store.clone(), limits.clone()));
+    let outbox = relay_of(store.clone());
+    let deliveries = outbox.deliveries();
+    let state = app::AppState::new(store.clone(), limits.clone()).with_outbox(outbox.deliveries());
+    let router = app::service(routes, state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -278,12 +314,13 @@ async fn run_until_stopped(
         let shutdown = async {
             stopped.await.ok();
         };
-        app::run(listener, router, store, &limits, shutdown).await;
+        app::run(listener, router, store, Some(outbox), &limits, shutdown).await;
     });
     Running {
         addr,
         stop,
         serving,
+        deliveries,
     }
 }
 
@@ -372,6 +409,9 @@ on_every_backend!(
     unknown_query_parameters_are_refused,
     users_reviews_and_the_ledger_are_reachable,
     metrics_are_served_in_prometheus_format,
+    writes_are_delivered_by_the_relay,
+    the_outbox_reports_its_backlog,
+    the_relay_stops_after_the_requests_and_before_the_store_closes,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -406,6 +446,7 @@ fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
                 .install_recorder()
                 .expect("the only recorder of this test binary");
             stockroom::metrics::describe();
+            stockroom::relay::metrics::describe();
             handle
         })
         .clone()
@@ -418,9 +459,19 @@ async fn metrics_are_served_in_prometheus_format(store: Arc<dyn Store>) {
         .await
         .problem(StatusCode::NOT_FOUND, "no-route");
 
-    let state = app::AppState::new(store.clone(), Limits::default()).with_metrics(prometheus());
+    let handle = prometheus();
+    let relay = relay_of(store.clone());
+    let state = app::AppState::new(store.clone(), Limits::default())
+        .with_metrics(handle)
+        .with_outbox(relay.deliveries());
     let server = serve(app::router(state), Limits::default()).await;
     server.product("metered", "METERED-1", 3).await;
+    // The relay's metrics are there too, once it delivered the product's event.
+    outbox_until(&server, "the event delivered", |outbox| {
+        outbox["relay"]["delivered"] == 1
+    })
+    .await;
+    relay.stop().await;
     let response = server
         .client
         .get(format!("{}/metrics", server.base))
@@ -444,6 +495,12 @@ async fn metrics_are_served_in_prometheus_format(store: Arc<dyn Store>) {
         text.contains("# HELP db_client_operation_duration"),
         "{text}"
     );
+    let relayed = text.lines().find(|line| {
+        line.starts_with("stockroom_relay_delivered")
+            && line.contains("messaging_system=\"channel\"")
+    });
+    assert!(relayed.is_some(), "no events relayed in:\n{text}");
+    assert!(text.contains("# HELP stockroom_relay_delivered"), "{text}");
 }
 
 async fn product_lifecycle(store: Arc<dyn Store>) {
@@ -1879,6 +1936,7 @@ async fn shutdown_finishes_requests_in_flight_then_closes_the_store(store: Arc<d
         addr,
         stop,
         serving,
+        ..
     } = run_until_stopped(store.clone(), routes, Limits::default()).await;
     let url = format!("http://{addr}/test/slow");
 
@@ -1909,6 +1967,372 @@ async fn shutdown_finishes_requests_in_flight_then_closes_the_store(store: Arc<d
         matches!(store.health().await, Err(Error::Unavailable { .. })),
         "the store is closed after the last request"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Events: Stockroom's own events, the service's relay, `GET /outbox`
+
+/// `GET /outbox`, asked until `done` says yes (within 10 s): its last answer.
+async fn outbox_until(server: &Server, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let outbox = server.get("/outbox").await.ok(StatusCode::OK).clone();
+        if done(&outbox) {
+            return outbox;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{what} within 10 s: {outbox:#}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// The subject and aggregate of each event the relay says it delivered, in delivery order.
+fn delivered(outbox: &Value) -> Vec<(String, String)> {
+    let recent = outbox["relay"]["recent"]
+        .as_array()
+        .expect("the relay's recent events");
+    recent
+        .iter()
+        .map(|event| {
+            let text = |field: &str| event[field].as_str().expect(field).to_owned();
+            (text("subject"), text("aggregate"))
+        })
+        .collect()
+}
+
+fn event(subject: &str, aggregate: &str) -> (String, String) {
+    (subject.to_owned(), aggregate.to_owned())
+}
+
+/// A product created and a transfer made through HTTP are delivered by the service's relay:
+/// `stockroom.product.created` for each product (the product as aggregate), and
+/// `stockroom.stock.moved` with the source as aggregate, after its creation; writes that are
+/// refused deliver nothing. Without the relay nothing would be delivered and the backlog would
+/// keep them pending.
+async fn writes_are_delivered_by_the_relay(store: Arc<dyn Store>) {
+    use stockroom::outbox::subjects::{PRODUCT_CREATED, STOCK_MOVED};
+    let (server, relay) = start_with_relay(store.clone()).await;
+    let mug = id_of(&server.product("relayed-mug", "RELAY-MUG", 10).await);
+    let cup = id_of(&server.product("relayed-cup", "RELAY-CUP", 0).await);
+    let transfer = json!({ "source_id": mug, "target_id": cup, "quantity": 4 });
+    server
+        .transfer(transfer, None)
+        .await
+        .ok(StatusCode::CREATED);
+    // Refused writes roll back, and their events with them.
+    let too_many = json!({ "source_id": mug, "target_id": cup, "quantity": 99 });
+    server
+        .transfer(too_many, None)
+        .await
+        .problem(StatusCode::CONFLICT, "insufficient-stock");
+    server
+        .post(
+            "/products",
+            json!({ "name": "Twin", "slug": "relayed-mug", "sku": "RELAY-TWIN" }),
+        )
+        .await
+        .problem(StatusCode::CONFLICT, "conflict");
+
+    let answer = outbox_until(&server, "the three events delivered", |outbox| {
+        outbox["pending"] == 0 && outbox["relay"]["delivered"] == 3
+    })
+    .await;
+    assert_eq!(
+        (&answer["relay"]["sink"], &answer["relay"]["running"]),
+        (&json!("channel"), &json!(true)),
+        "{answer:#}"
+    );
+    // Delivered and not purged (the retention is a day); none waits.
+    assert_eq!(
+        (&answer["delivered"], &answer["oldest"], &answer["age_ms"]),
+        (&json!(3), &Value::Null, &json!(0)),
+        "{answer:#}"
+    );
+    let seen = delivered(&answer);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    let mut expected = vec![
+        event(PRODUCT_CREATED, &mug),
+        event(PRODUCT_CREATED, &cup),
+        event(STOCK_MOVED, &mug),
+    ];
+    expected.sort();
+    assert_eq!(sorted, expected, "{answer:#}");
+    // Each aggregate's events in commit order: the mug's creation, then its stock move.
+    let at = |subject: &str| {
+        seen.iter()
+            .position(|e| *e == event(subject, &mug))
+            .unwrap()
+    };
+    assert!(at(PRODUCT_CREATED) < at(STOCK_MOVED), "{seen:?}");
+    let recent = answer["relay"]["recent"].as_array().unwrap();
+    let ids: HashSet<&str> = recent.iter().map(|e| e["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 3, "each event has an id of its own: {answer:#}");
+
+    // Nothing else comes: the refused writes published nothing.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let later = server.get("/outbox").await;
+    let later = later.ok(StatusCode::OK);
+    assert_eq!(
+        (&later["pending"], &later["relay"]["delivered"]),
+        (&json!(0), &json!(3)),
+        "{later:#}"
+    );
+    relay.stop().await;
+}
+
+/// `GET /outbox` answers the backlog: an event waits while no relay runs, with its time and
+/// age, and is delivered once the service's relay starts; a stopped relay says so.
+async fn the_outbox_reports_its_backlog(store: Arc<dyn Store>) {
+    let server = start(store.clone()).await;
+    let empty = server.get("/outbox").await;
+    assert_eq!(
+        empty.ok(StatusCode::OK),
+        &json!({ "pending": 0, "oldest": null, "age_ms": 0, "delivered": 0, "relay": null })
+    );
+    server
+        .get("/outbox?limit=1")
+        .await
+        .problem(StatusCode::UNPROCESSABLE_ENTITY, "validation");
+
+    let before = stockroom::time::now() - std::time::Duration::from_secs(1);
+    let mug = id_of(&server.product("waiting-mug", "WAITING-MUG", 1).await);
+    // No relay: the event waits.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let waiting = server.get("/outbox").await;
+    let waiting = waiting.ok(StatusCode::OK);
+    assert_eq!(
+        (
+            &waiting["pending"],
+            &waiting["delivered"],
+            &waiting["relay"]
+        ),
+        (&json!(1), &json!(0), &Value::Null),
+        "{waiting:#}"
+    );
+    let oldest: stockroom::Timestamp = serde_json::from_value(waiting["oldest"].clone()).unwrap();
+    assert!(oldest >= before, "{waiting:#}");
+    assert!(waiting["age_ms"].as_u64().unwrap() >= 250, "{waiting:#}");
+
+    // The service's relay, started on the same store, delivers it.
+    let relay = relay_of(store.clone());
+    let deliveries = relay.deliveries();
+    let state =
+        app::AppState::new(store.clone(), Limits::default()).with_outbox(relay.deliveries());
+    let relayed = serve(app::router(state), Limits::default()).await;
+    let answer = outbox_until(&relayed, "the waiting event delivered", |outbox| {
+        outbox["pending"] == 0
+    })
+    .await;
+    assert_eq!(
+        (&answer["delivered"], &answer["oldest"], &answer["age_ms"]),
+        (&json!(1), &Value::Null, &json!(0)),
+        "{answer:#}"
+    );
+    assert_eq!(
+        delivered(&answer),
+        [event(stockroom::outbox::subjects::PRODUCT_CREATED, &mug)]
+    );
+    assert_eq!(answer["relay"]["running"], true);
+
+    relay.stop().await;
+    assert!(!deliveries.is_running());
+    let stopped = relayed.get("/outbox").await;
+    assert_eq!(stopped.ok(StatusCode::OK)["relay"]["running"], false);
+}
+
+/// A store that notes whether the service's relay still ran when the store was closed.
+struct NotesClose {
+    inner: Arc<dyn Store>,
+    relay: std::sync::OnceLock<Arc<events::Deliveries>>,
+    relay_ran_at_close: std::sync::Mutex<Option<bool>>,
+}
+
+#[async_trait::async_trait]
+impl Store for NotesClose {
+    fn backend(&self) -> stockroom::Backend {
+        self.inner.backend()
+    }
+    async fn begin(&self) -> stockroom::Result<Box<dyn stockroom::UnitOfWork>> {
+        self.inner.begin().await
+    }
+    async fn read(&self) -> stockroom::Result<Box<dyn stockroom::ReadSession>> {
+        self.inner.read().await
+    }
+    async fn health(&self) -> stockroom::Result<()> {
+        self.inner.health().await
+    }
+    async fn claim_events(
+        &self,
+        options: &stockroom::outbox::ClaimOptions,
+    ) -> stockroom::Result<stockroom::outbox::Claimed> {
+        self.inner.claim_events(options).await
+    }
+    async fn outbox_backlog(&self) -> stockroom::Result<stockroom::outbox::Backlog> {
+        self.inner.outbox_backlog().await
+    }
+    async fn purge_delivered_events(&self, before: stockroom::Timestamp) -> stockroom::Result<u64> {
+        self.inner.purge_delivered_events(before).await
+    }
+    async fn close(&self) {
+        let running = self.relay.get().map(|relay| relay.is_running());
+        *self.relay_ran_at_close.lock().unwrap() = running;
+        self.inner.close().await;
+    }
+}
+
+/// On shutdown the service drains its requests, then stops its relay, then closes the store:
+/// the relay never claims from a closed store, and what it delivered before is kept.
+async fn the_relay_stops_after_the_requests_and_before_the_store_closes(store: Arc<dyn Store>) {
+    let noting = Arc::new(NotesClose {
+        inner: store.clone(),
+        relay: std::sync::OnceLock::new(),
+        relay_ran_at_close: std::sync::Mutex::new(None),
+    });
+    let Running {
+        addr,
+        stop,
+        serving,
+        deliveries,
+    } = run_until_stopped(noting.clone(), app::routes(), Limits::default()).await;
+    noting.relay.set(Arc::clone(&deliveries)).unwrap();
+    let server = Server {
+        addr,
+        base: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+    };
+    let mug = id_of(&server.product("stopping-mug", "STOPPING-MUG", 1).await);
+    let answer = outbox_until(&server, "the event delivered", |outbox| {
+        outbox["relay"]["delivered"] == 1
+    })
+    .await;
+    assert_eq!(
+        delivered(&answer),
+        [event(stockroom::outbox::subjects::PRODUCT_CREATED, &mug)]
+    );
+    assert!(deliveries.is_running());
+
+    stop.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), serving)
+        .await
+        .expect("the shutdown ends")
+        .unwrap();
+    assert!(!deliveries.is_running(), "the relay stopped");
+    assert_eq!(
+        *noting.relay_ran_at_close.lock().unwrap(),
+        Some(false),
+        "the store was closed after the relay stopped"
+    );
+    assert!(matches!(
+        store.health().await,
+        Err(Error::Unavailable { .. })
+    ));
+}
+
+/// The service's event settings: its own events on unless `STOCKROOM_OWN_EVENTS` says
+/// otherwise, the in-process channel unless `STOCKROOM_NATS_URL` is set, a day's retention.
+#[test]
+fn the_event_settings_and_their_defaults() {
+    let settings = |pairs: &'static [(&'static str, &'static str)]| {
+        settings::Settings::from_lookup(|name| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        })
+    };
+    let defaults = settings(&[]).unwrap();
+    assert!(defaults.store.own_events);
+    assert_eq!(defaults.outbox, settings::OutboxSettings::default());
+    assert_eq!(
+        (
+            &defaults.outbox.nats_url,
+            defaults.outbox.nats_stream.as_str(),
+            defaults.outbox.retention
+        ),
+        (&None, "STOCKROOM", std::time::Duration::from_secs(86_400))
+    );
+    assert!(
+        !settings(&[("STOCKROOM_OWN_EVENTS", "false")])
+            .unwrap()
+            .store
+            .own_events
+    );
+    let set = settings(&[
+        ("STOCKROOM_NATS_URL", " nats://127.0.0.1:4222 "),
+        ("STOCKROOM_NATS_STREAM", "SHOP_EVENTS"),
+        ("STOCKROOM_OUTBOX_RETENTION_MS", "60000"),
+    ])
+    .unwrap()
+    .outbox;
+    assert_eq!(
+        set,
+        settings::OutboxSettings {
+            nats_url: Some("nats://127.0.0.1:4222".to_owned()),
+            nats_stream: "SHOP_EVENTS".to_owned(),
+            retention: std::time::Duration::from_secs(60),
+        }
+    );
+    assert_eq!(
+        settings(&[("STOCKROOM_NATS_URL", "")])
+            .unwrap()
+            .outbox
+            .nats_url,
+        None
+    );
+    for (pairs, says) in [
+        (
+            &[("STOCKROOM_NATS_STREAM", "shop.events")][..],
+            "invalid STOCKROOM_NATS_STREAM: \"shop.events\" is not a stream name",
+        ),
+        (
+            &[("STOCKROOM_OUTBOX_RETENTION_MS", "0")][..],
+            "invalid STOCKROOM_OUTBOX_RETENTION_MS: \"0\" is not a positive integer",
+        ),
+        (
+            &[("STOCKROOM_OWN_EVENTS", "maybe")][..],
+            "STOCKROOM_OWN_EVENTS",
+        ),
+    ] {
+        let error = settings(pairs).unwrap_err().to_string();
+        assert!(error.contains(says), "{error}");
+        assert!(!error.contains('\n'), "one line: {error}");
+    }
+}
+
+/// `STOCKROOM_NATS_URL` on a server that is not there stops the startup with one line naming
+/// it (with the `nats` feature), or, without the feature, one line saying what to build.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_url_that_cannot_be_used_fails_startup_readably() {
+    let store = stockroom::connect("memory://").await.unwrap();
+    let settings = settings::OutboxSettings {
+        nats_url: Some("nats://user:secret@127.0.0.1:1".to_owned()),
+        ..settings::OutboxSettings::default()
+    };
+    let started = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        events::Outbox::start(store.clone(), &settings, std::time::Duration::from_secs(3)),
+    )
+    .await
+    .expect("startup gives up within its connect timeout");
+    let error = started.unwrap_err().to_string();
+    #[cfg(feature = "nats")]
+    assert!(
+        error.starts_with("cannot use NATS at nats://user:***@127.0.0.1:1: "),
+        "{error}"
+    );
+    #[cfg(not(feature = "nats"))]
+    assert!(
+        error.starts_with("invalid STOCKROOM_NATS_URL: is set, but the service was built without"),
+        "{error}"
+    );
+    assert!(
+        !error.contains('\n') && !error.contains("secret"),
+        "{error}"
+    );
+    store.close().await;
 }
 
 // ---------------------------------------------------------------------------------------------
