@@ -38,6 +38,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::{FromRow, Row};
@@ -370,14 +371,31 @@ impl Lease for PgLease {
         } = *self;
         let mut session = Session::pooled(lease, connections, plans, log, publishing);
         let ids: Vec<Uuid> = delivered.iter().map(EventId::as_uuid).collect();
-        let query = sqlx::query(SETTLE)
-            .bind(ids)
-            .bind(now())
-            .bind(token)
-            .bind(lock_timeout);
-        session.execute(SETTLE, query).await.map(drop)
+        let at = now();
+        // A settle applies once however often it runs (it marks only what is undelivered and
+        // frees only what the token holds), so a serialization failure or a deadlock (at
+        // REPEATABLE READ or SERIALIZABLE, against a concurrent claim) is retried here rather
+        // than left to the lease: otherwise the delivered events would be delivered again.
+        let mut attempt = 1;
+        loop {
+            let query = sqlx::query(SETTLE)
+                .bind(&ids)
+                .bind(at)
+                .bind(token)
+                .bind(lock_timeout.clone());
+            match session.execute(SETTLE, query).await {
+                Err(error) if error.is_transient() && attempt < SETTLE_ATTEMPTS => {
+                    tokio::time::sleep(Duration::from_millis(5 * attempt)).await;
+                    attempt += 1;
+                }
+                outcome => return outcome.map(drop),
+            }
+        }
     }
 }
+
+/// How many times a settle runs before its transient error is returned.
+const SETTLE_ATTEMPTS: u64 = 5;
 
 /// The backlog: undelivered events, the oldest one's time, delivered events (each through its
 /// partial index).
