@@ -257,6 +257,10 @@ pub enum BackendCode {
     /// SQLite's extended result code, such as `5` (`SQLITE_BUSY`) or `2067`
     /// (`SQLITE_CONSTRAINT_UNIQUE`).
     Sqlite(i32),
+    /// MariaDB's (MySQL's) error number, such as `1213` (a deadlock, or a Galera certification
+    /// failure) or `1062` (a duplicate key): the precise cause, where MariaDB's SQLSTATE is
+    /// often the catch-all `HY000` (the driver's error, the error's source, still has it).
+    MariaDb(u16),
 }
 
 impl fmt::Display for BackendCode {
@@ -264,6 +268,7 @@ impl fmt::Display for BackendCode {
         match self {
             BackendCode::SqlState(state) => write!(f, "SQLSTATE {state}"),
             BackendCode::Sqlite(code) => write!(f, "SQLite result code {code}"),
+            BackendCode::MariaDb(code) => write!(f, "MariaDB error {code}"),
         }
     }
 }

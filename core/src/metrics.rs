@@ -93,6 +93,7 @@ pub fn system_name(backend: crate::Backend) -> &'static str {
         crate::Backend::Postgres => "postgresql",
         crate::Backend::Sqlite => "sqlite",
         crate::Backend::Memory => "memory",
+        crate::Backend::MariaDb => "mariadb",
     }
 }
 

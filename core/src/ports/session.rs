@@ -304,15 +304,19 @@ pub enum Backend {
     Sqlite,
     /// PostgreSQL (`postgres://`), or an engine that speaks its protocol.
     Postgres,
+    /// MariaDB (`mariadb://` or `mysql://`), a Galera cluster's node included.
+    MariaDb,
 }
 
 impl Backend {
-    /// The backend's name, as in a URL's scheme and in spans: `memory`, `sqlite`, `postgres`.
+    /// The backend's name, as in a URL's scheme and in spans: `memory`, `sqlite`, `postgres`,
+    /// `mariadb`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Backend::Memory => "memory",
             Backend::Sqlite => "sqlite",
             Backend::Postgres => "postgres",
+            Backend::MariaDb => "mariadb",
         }
     }
 }
@@ -326,12 +330,17 @@ impl std::fmt::Display for Backend {
 impl std::str::FromStr for Backend {
     type Err = UnknownBackend;
 
-    /// The backend named `name` (`memory`, `sqlite` or `postgres`, as [`Backend::as_str`] says).
+    /// The backend named `name` (`memory`, `sqlite`, `postgres` or `mariadb`, as [`Backend::as_str`] says).
     fn from_str(name: &str) -> std::result::Result<Self, UnknownBackend> {
-        [Backend::Memory, Backend::Sqlite, Backend::Postgres]
-            .into_iter()
-            .find(|backend| backend.as_str() == name)
-            .ok_or(UnknownBackend)
+        [
+            Backend::Memory,
+            Backend::Sqlite,
+            Backend::Postgres,
+            Backend::MariaDb,
+        ]
+        .into_iter()
+        .find(|backend| backend.as_str() == name)
+        .ok_or(UnknownBackend)
     }
 }
 
@@ -341,7 +350,7 @@ pub struct UnknownBackend;
 
 impl std::fmt::Display for UnknownBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("not a backend's name: memory, sqlite or postgres")
+        f.write_str("not a backend's name: memory, sqlite, postgres or mariadb")
     }
 }
 
