@@ -59,7 +59,11 @@ for features, stated in table.items():
 
 own = {p["name"]: p.get("rust_version") for p in meta["packages"] if p["source"] is None}
 for features, stated in table.items():
-    needed = "stockroom-postgres" if "postgres" in features else "stockroom"
+    needed = (
+        "stockroom-postgres" if "postgres" in features
+        else "stockroom-mariadb" if "mariadb" in features
+        else "stockroom"
+    )
     if key(own[needed]) < key(stated):
         failed = True
         print(f"FAIL {needed} declares rust-version {own[needed]}, below {stated} ({features})")

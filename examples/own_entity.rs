@@ -6,6 +6,8 @@
 //! DATABASE_URL=memory:// cargo run --example own_entity                 # in memory
 //! DATABASE_URL=postgres://postgres@127.0.0.1/postgres \
 //!     cargo run --example own_entity --features postgres                # PostgreSQL
+//! DATABASE_URL=mariadb://root@127.0.0.1/shop \
+//!     cargo run --example own_entity --features mariadb                 # MariaDB
 //! ```
 //!
 //! It prints one line per step and exits non-zero on any failure.

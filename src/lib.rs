@@ -1,7 +1,7 @@
 //! # Stockroom
 //!
 //! A typed, race-free data layer for a product catalogue and its stock. Pick a backend with a
-//! cargo feature (`memory`, `sqlite`, `postgres`) or at run time with a URL, and get
+//! cargo feature (`memory`, `sqlite`, `postgres`, `mariadb`) or at run time with a URL, and get
 //! repositories, units of work, soft delete and a safe stock transfer that behave the same on
 //! every backend.
 //!
@@ -27,8 +27,8 @@
 //! ```
 //!
 //! The crate re-exports the application's API of `stockroom-core` (entities, inputs, ports, use
-//! cases, [`Error`]); the adapters are under [`memory`], [`sqlite`] and [`postgres`] when their
-//! features are on.
+//! cases, [`Error`]); the adapters are under [`memory`], [`sqlite`], [`postgres`] and [`mariadb`] when
+//! their features are on.
 //!
 //! # Choosing a backend
 //!
@@ -37,6 +37,7 @@
 //! | `memory` (default) | `memory://` | [`memory::MemoryStore`]: in the process, gone when it ends |
 //! | `sqlite` (default) | `sqlite://path/to/shop.db` (created if missing), `sqlite::memory:` | [`sqlite::SqliteStore`]: an embedded SQLite file |
 //! | `postgres` | `postgres://user:password@host:5432/db` | [`postgres::PostgresStore`]: a pool of connections to a server |
+//! | `mariadb` | `mariadb://user:password@host:3306/db` (or `mysql://…`) | [`mariadb::MariaDbStore`]: a pool of connections to a MariaDB server or a Galera node |
 //!
 //! Other features: `mocks` ([`mocks`]: mockall mocks of the ports, such as [`mocks::MockStore`]
 //! and [`mocks::MockUnitOfWork`], and [`mocks::FaultyStore`], which fails a real store on
@@ -292,6 +293,9 @@ pub use stockroom_relay as relay;
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
 
+#[cfg(feature = "mariadb")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mariadb")))]
+pub use stockroom_mariadb as mariadb;
 #[cfg(feature = "memory")]
 #[cfg_attr(docsrs, doc(cfg(feature = "memory")))]
 pub use stockroom_memory as memory;
@@ -303,7 +307,8 @@ pub use stockroom_postgres as postgres;
 pub use stockroom_sqlite as sqlite;
 
 /// Connects to the backend named by the URL's scheme, with default settings:
-/// `memory://`, `sqlite://path/to/file.db` (created if missing), `postgres://user@host/db`.
+/// `memory://`, `sqlite://path/to/file.db` (created if missing), `postgres://user@host/db`,
+/// `mariadb://user@host/db` (or `mysql://user@host/db`).
 ///
 /// Every operation of the returned store runs inside a `tracing` span.
 pub async fn connect(url: &str) -> Result<Arc<dyn Store>> {
@@ -331,10 +336,12 @@ pub async fn connect_with(config: StoreConfig) -> Result<Arc<dyn Store>> {
         "sqlite" => Ok(traced_arc(sqlite::SqliteStore::connect(&config).await?)),
         #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => Ok(traced_arc(postgres::PostgresStore::connect(&config).await?)),
+        #[cfg(feature = "mariadb")]
+        "mariadb" | "mysql" => Ok(traced_arc(mariadb::MariaDbStore::connect(&config).await?)),
         _ => Err(Error::validation(
             "url",
             Rule::Malformed {
-                expected: "a URL whose backend is compiled in: memory://, sqlite://… (features memory, sqlite) or postgres://… (feature postgres)",
+                expected: "a URL whose backend is compiled in: memory://, sqlite://… (features memory, sqlite), postgres://… (feature postgres) or mariadb://… (feature mariadb)",
             },
         )),
     }
