@@ -358,14 +358,40 @@ mod tests {
 
     #[tokio::test]
     async fn unknown_scheme_is_a_validation_error_on_url() {
-        let err = connect("mysql://localhost/db")
+        let err = connect("oracle://localhost/db")
             .await
             .err()
-            .expect("mysql is not a backend");
+            .expect("oracle is not a backend");
         assert!(
             matches!(err, Error::Validation { field: "url", .. }),
             "{err:?}"
         );
+    }
+
+    /// `mariadb://` and `mysql://` go to the MariaDB adapter with its feature, and are an
+    /// unknown scheme without it: a port nobody listens on answers `Unavailable`, not a
+    /// validation error on the URL.
+    #[tokio::test]
+    async fn mariadb_and_mysql_urls_pick_the_mariadb_backend_with_its_feature() {
+        for url in [
+            "mariadb://root@127.0.0.1:1/shop",
+            "mysql://root@127.0.0.1:1/shop",
+        ] {
+            let err = connect_with(
+                StoreConfig::new(url).with_acquire_timeout(std::time::Duration::from_secs(2)),
+            )
+            .await
+            .err()
+            .expect("nothing listens on port 1");
+            if cfg!(feature = "mariadb") {
+                assert!(matches!(err, Error::Unavailable { .. }), "{url}: {err:?}");
+            } else {
+                assert!(
+                    matches!(err, Error::Validation { field: "url", .. }),
+                    "{url}: {err:?}"
+                );
+            }
+        }
     }
 
     #[cfg(feature = "memory")]

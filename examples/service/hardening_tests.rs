@@ -704,7 +704,7 @@ async fn a_store_that_cannot_open_fails_startup_readably() {
         "unable to open database file: /no/such/directory/service.db",
     )
     .await;
-    startup_fails("mysql://localhost/shop", "invalid url").await;
+    startup_fails("oracle://localhost/shop", "invalid url").await;
 }
 
 /// PostgreSQL at a dead port, an unknown database, an unknown role: each fails startup at once
