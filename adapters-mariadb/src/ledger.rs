@@ -2,10 +2,10 @@
 //! append of a ledger row, on a [`Session`] (a read session's pooled connection or a unit of
 //! work's transaction).
 //!
-//! A stock move on MariaDB is the core's `move_stock_with_repositories` (the unit of work's
-//! default): a key lookup ([`StockMovementReader::by_idempotency_key`]), both products locked,
-//! the ledger row appended ([`StockMovementRepository::record`]), both stocks adjusted. What it
-//! needs of this module:
+//! A stock move on MariaDB (`crate::moves`: the core's move, with both stocks changed by one
+//! `UPDATE`) is a key lookup ([`StockMovementReader::by_idempotency_key`]), both products
+//! locked, the ledger row appended ([`StockMovementRepository::record`]), both stocks changed.
+//! What it needs of this module:
 //!
 //! - The lookup is a plain read of the unit of work's transaction: a row another transaction
 //!   has not committed yet is not seen, and one committed after the transaction's snapshot is
@@ -13,10 +13,12 @@
 //! - So the append is a plain `INSERT`, and the unique index `stock_movements_idempotency_key`
 //!   decides: a key another transaction holds uncommitted makes it wait for that one's end, a
 //!   key committed (before or meanwhile) fails it with 1062 naming the index, which is
-//!   [`Constraint::IDEMPOTENCY_KEY`](stockroom_core::Constraint::IDEMPOTENCY_KEY) (the core's `key_taken_meanwhile` makes that `Transient`
-//!   in a move: a retry finds the row). The failed statement is rolled back alone (MariaDB keeps
-//!   the transaction), so the unit of work stays usable. Not `INSERT IGNORE`, which would turn
-//!   other errors (a CHECK, a value too long) into warnings too.
+//!   [`Constraint::IDEMPOTENCY_KEY`](stockroom_core::Constraint::IDEMPOTENCY_KEY) (the core's
+//!   `key_taken_meanwhile` makes that `Transient` in a move: a retry finds the row). The failed
+//!   statement is rolled back alone (MariaDB keeps the transaction), so the unit of work stays
+//!   usable. Not `INSERT IGNORE`, which would turn other errors (a CHECK, a value too long) into
+//!   warnings too. A taken id (`PRIMARY`) is the ledger's primary key
+//!   ([`Session::execute_on`]).
 //! - On a Galera cluster the same key inserted on two nodes at once fails certification on one
 //!   of them (the unique key is part of the write set): 1213 at its commit, `Transient`.
 
@@ -194,7 +196,7 @@ mod database {
     };
 
     use crate::testing::TestDatabase;
-    use crate::MariaDbStore;
+    use crate::{MariaDbOptions, MariaDbStore};
 
     /// Products named by `tags`, ten in stock each, committed.
     async fn products(store: &MariaDbStore, tags: &[&str]) -> Vec<Product> {
@@ -213,26 +215,28 @@ mod database {
         created
     }
 
-    /// Waits until a session on `db` waits for a row lock.
-    async fn until_a_session_waits_for_a_lock(db: &TestDatabase) {
+    /// Waits until a transaction waits for a row lock of a table of `db`, as InnoDB's own
+    /// status says. (Not `information_schema.INNODB_TRX`: InnoDB refreshes that table's cache
+    /// only when nobody read it in the last 100 ms, so a poll, or anyone else's, can keep it
+    /// showing the moment before the wait.)
+    async fn until_a_transaction_waits_for_a_lock(db: &TestDatabase) {
         let mut admin = db.server().admin().await;
-        for _ in 0..1_000 {
-            let waiting: i64 = sqlx::query_scalar(
-                "SELECT COUNT(*) FROM `information_schema`.`INNODB_TRX` AS `t` \
-                 JOIN `information_schema`.`PROCESSLIST` AS `p` \
-                 ON `p`.`ID` = `t`.`trx_mysql_thread_id` \
-                 WHERE `p`.`DB` = ? AND `t`.`trx_state` = 'LOCK WAIT'",
-            )
-            .bind(db.name())
-            .fetch_one(&mut admin)
-            .await
-            .unwrap();
-            if waiting > 0 {
+        let table = format!("`{}`.", db.name());
+        for _ in 0..400 {
+            let status = sqlx::raw_sql("SHOW ENGINE INNODB STATUS")
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+            let text: String = sqlx::Row::get(&status, "Status");
+            let waiting = text
+                .split("---TRANSACTION")
+                .any(|block| block.contains("LOCK WAIT") && block.contains(&table));
+            if waiting {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        panic!("no session waited for a lock within ten seconds");
+        panic!("no transaction waited for a lock of {table} within ten seconds");
     }
 
     /// A move whose key another unit of work holds uncommitted (on other products, so only the
@@ -245,7 +249,12 @@ mod database {
         let Some(db) = TestDatabase::create().await else {
             return;
         };
-        let store = db.store().await;
+        // A lock wait long enough for the check that the second move waits, under load.
+        let options = MariaDbOptions::from_config(&db.config())
+            .with_lock_wait_timeout(Duration::from_secs(60));
+        let store = MariaDbStore::connect_with(&db.config(), options)
+            .await
+            .unwrap();
         let p = products(&store, &["a", "b", "c", "d"]).await;
         let keyed = |from: &Product, to: &Product| {
             TransferRequest::new(from.id, to.id, 1).with_idempotency_key("shared-key")
@@ -256,7 +265,7 @@ mod database {
         let mut second = store.begin().await.unwrap();
         let same_key = keyed(&p[2], &p[3]);
         let (outcome, ()) = tokio::join!(second.transfer(&same_key), async {
-            until_a_session_waits_for_a_lock(&db).await;
+            until_a_transaction_waits_for_a_lock(&db).await;
             first.commit().await.unwrap();
         });
         assert!(
@@ -294,8 +303,9 @@ mod database {
         // A second row under a taken key, inserted directly, is the key's conflict.
         let mut uow = store.begin().await.unwrap();
         let taken = uow.transfer(&keyed(&p[2], &p[3])).await;
+        let key_taken = Constraint::IDEMPOTENCY_KEY;
         assert!(
-            matches!(taken, Err(Error::Conflict { constraint }) if constraint == Constraint::IDEMPOTENCY_KEY),
+            matches!(taken, Err(Error::Conflict { constraint }) if constraint == key_taken),
             "a key recorded for another move: {taken:?}"
         );
         uow.rollback().await.unwrap();

@@ -28,8 +28,8 @@
 //! would skip a lane as long as units of work publish to it back to back: under a steady load
 //! its events would never be delivered. Kept apart, relays and units of work never wait for each
 //! other: a claim or a settle locks only lease rows and events already committed, a unit of work
-//! only lock rows and the events it inserts. (A settle marks events delivered, which no unit of
-//! work locks; a claim reads events without locking them.)
+//! only publishing-lock rows and the events it inserts. (A settle marks events delivered, which
+//! no unit of work locks; a claim reads events without locking them.)
 //!
 //! It is an `UPDATE`, not a `SELECT … FOR UPDATE`, for Galera: row locks are each node's own,
 //! but two transactions that changed one row on two nodes fail certification (the later one
@@ -52,8 +52,10 @@
 //! REPEATABLE READ a claim would read its lanes' events in a snapshot taken before it locked
 //! them (see below), and a range scan would take gap locks that units of work inserting events
 //! wait for; at SERIALIZABLE every read would lock. A future dropped before the `COMMIT` was
-//! sent leaves nothing (sqlx rolls the transaction back before the connection serves again);
-//! dropped while the `COMMIT` is on its way, the transaction applied whole or not at all.
+//! sent leaves nothing (its session rolls the transaction back, or closes its connection if a
+//! statement was cut short, before anything else runs on it); dropped while the `COMMIT` is on
+//! its way, the transaction applied whole or not at all. A claim dropped after its commit holds
+//! its lanes until the lease runs out, then its events are claimed again.
 //!
 //! - **Claim** ([`claim_events`]): (1) a plain read of the free lanes (no holder, or a lease run
 //!   out by the server's clock, `UTC_TIMESTAMP(6)`) that have an undelivered event, the one
@@ -107,7 +109,10 @@ use crate::store::Shared;
 /// set, then its last lane again), so that each is one prepared statement whatever the set.
 macro_rules! lane_list {
     () => {
-        "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        concat!(
+            "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ",
+            "?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
     };
 }
 
@@ -261,15 +266,15 @@ fn bind_lanes<'q>(mut query: MyQuery<'q>, lanes: &[u16]) -> MyQuery<'q> {
     query
 }
 
-/// What starts every transaction of this module (see the module docs).
-const BEGIN_READ_COMMITTED: &str =
-    "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; START TRANSACTION";
-
-/// A session in a new READ COMMITTED transaction; the wait for a connection ends at the
-/// deadline of the operation in progress, if any.
+/// A session in a new READ COMMITTED transaction (whatever the store's level: see the module
+/// docs); the wait for a connection ends at the deadline of the operation in progress, if any.
 async fn begin_read_committed(shared: &Arc<Shared>) -> Result<Session> {
-    // Through the store, which begins so that a dropped begin leaves no transaction behind.
-    shared.begin_with(BEGIN_READ_COMMITTED).await
+    // Through the store, which begins every transaction the same way (see `Shared::begin_with`).
+    shared
+        .begin_with(crate::store::begin_statement(
+            crate::IsolationLevel::ReadCommitted,
+        ))
+        .await
 }
 
 /// Commits `session`'s transaction (a lost connection during the `COMMIT` is
@@ -282,7 +287,11 @@ async fn commit(session: Session) -> Result<()> {
 /// the connection anyway.
 async fn roll_back(session: Session) {
     if let Err(error) = session.rollback().await {
-        tracing::debug!(target: "stockroom::sql", %error, "rollback of an outbox transaction failed");
+        tracing::debug!(
+            target: "stockroom::sql",
+            %error,
+            "rollback of an outbox transaction failed"
+        );
     }
 }
 
@@ -492,7 +501,8 @@ static MARKS: LazyLock<Vec<Arc<str>>> = LazyLock::new(|| {
         .map(|ids| {
             Arc::from(format!(
                 concat!(
-                    "UPDATE `stockroom_outbox` FORCE INDEX (`stockroom_outbox_id`) SET `delivered_at` = ? ",
+                    "UPDATE `stockroom_outbox` FORCE INDEX (`stockroom_outbox_id`) ",
+                    "SET `delivered_at` = ? ",
                     "WHERE `delivered_at` IS NULL AND `id` IN ({})"
                 ),
                 vec!["?"; ids].join(", ")

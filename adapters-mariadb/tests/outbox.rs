@@ -411,7 +411,7 @@ async fn a_unit_of_work_open_on_a_lane_holds_up_the_next_publisher_but_no_relay(
                 uow.commit().await.unwrap();
             }
         });
-        support::until_a_session_waits_for_a_lock(db.name()).await;
+        until_a_transaction_waits_for_a_lock(&db).await;
         assert!(
             !next.is_finished(),
             "the next publisher waits for the open one"
@@ -430,6 +430,31 @@ async fn a_unit_of_work_open_on_a_lane_holds_up_the_next_publisher_but_no_relay(
         store.close().await;
     })
     .await;
+}
+
+/// Waits until a transaction waits for a row lock of a table of `db`, as InnoDB's own status
+/// says. (Not `information_schema.INNODB_TRX`: InnoDB refreshes that table's cache only when
+/// nobody read it in the last 100 ms, so a poll, or another test's, can keep it showing the
+/// moment before the wait.)
+async fn until_a_transaction_waits_for_a_lock(db: &TestDatabase) {
+    let mut admin = db.server().admin().await;
+    let table = format!("`{}`.", db.name());
+    for _ in 0..400 {
+        let status = sqlx::raw_sql("SHOW ENGINE INNODB STATUS")
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+        let text: String = sqlx::Row::get(&status, "Status");
+        let waiting = text
+            .split("---TRANSACTION")
+            .any(|block| block.contains("LOCK WAIT") && block.contains(&table));
+        if waiting {
+            let _ = admin.close().await;
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("no transaction waited for a lock of {table} within ten seconds");
 }
 
 /// The publishing locks' counters: lane by lane, how many appends locked it.

@@ -53,25 +53,33 @@ pub async fn fixture_with(
 /// blocked.
 pub async fn until_a_session_waits_for_a_lock(database: &str) {
     let mut conn = admin().await;
-    for _ in 0..1_000 {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT \
-               (SELECT count(*) FROM `information_schema`.`INNODB_TRX` AS `t` \
-                  JOIN `information_schema`.`PROCESSLIST` AS `p` ON `p`.`ID` = `t`.`trx_mysql_thread_id` \
-                 WHERE `p`.`DB` = ? AND `t`.`trx_state` = 'LOCK WAIT') \
-             + (SELECT count(*) FROM `information_schema`.`PROCESSLIST` \
-                 WHERE `DB` = ? AND `STATE` LIKE 'Waiting for%lock')",
+    let table = format!("`{database}`.");
+    for _ in 0..400 {
+        // A metadata lock (a table's, a named lock) shows in the session's state.
+        let metadata: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM `information_schema`.`PROCESSLIST` \
+              WHERE `DB` = ? AND `STATE` LIKE 'Waiting for%lock'",
         )
-        .bind(database)
         .bind(database)
         .fetch_one(&mut conn)
         .await
         .unwrap();
-        if waiting > 0 {
+        // A row lock shows in InnoDB's own status, not in `INNODB_TRX`: InnoDB refreshes that
+        // table only when nobody on the server read it in the last 100 ms, so a poll (this one,
+        // or another test's) can keep it showing the moment before the wait.
+        let status = sqlx::raw_sql("SHOW ENGINE INNODB STATUS")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        let text: String = sqlx::Row::get(&status, "Status");
+        let row_lock = text
+            .split("---TRANSACTION")
+            .any(|block| block.contains("LOCK WAIT") && block.contains(&table));
+        if metadata > 0 || row_lock {
             let _ = conn.close().await;
             return;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("no session of {database} waited for a lock within ten seconds");
 }
