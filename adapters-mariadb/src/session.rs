@@ -363,15 +363,26 @@ impl Session {
         }
         let started = Instant::now();
         self.in_flight = true;
-        let result = MySqlTransactionManager::commit(self.conn()).await;
+        let result = end_transaction(self.conn(), COMMIT_CHECKED).await;
         self.shared
             .log
-            .record("COMMIT", started.elapsed(), result.is_err());
+            .record(COMMIT_CHECKED, started.elapsed(), result.is_err());
         match result {
-            Ok(_) => {
+            Ok(()) => {
                 self.in_flight = false;
                 self.in_transaction = false;
                 Ok(())
+            }
+            Err(e) if rolled_back_under_us(&e) => {
+                // Nothing of it committed: what ran after the silent rollback is in a
+                // transaction of its own, rolled back now.
+                self.in_flight = false;
+                self.rollback_quietly().await;
+                Err(Error::transient(
+                    "the server rolled this unit of work's transaction back without saying so \
+                     (a Galera node aborts a transaction that conflicts with another node's \
+                     write set); nothing of it was committed; run it again",
+                ))
             }
             // `in_flight` stays set: whatever the failure, the connection is closed when the
             // session drops (after a failed COMMIT nobody knows its state for sure).
@@ -383,12 +394,12 @@ impl Session {
     pub(crate) async fn rollback(mut self) -> Result<()> {
         let started = Instant::now();
         self.in_flight = true;
-        let result = MySqlTransactionManager::rollback(self.conn()).await;
+        let result = end_transaction(self.conn(), ROLLBACK_AND_RESET).await;
         self.shared
             .log
-            .record("ROLLBACK", started.elapsed(), result.is_err());
+            .record(ROLLBACK_AND_RESET, started.elapsed(), result.is_err());
         match result {
-            Ok(_) => {
+            Ok(()) => {
                 self.in_flight = false;
                 self.in_transaction = false;
                 Ok(())
@@ -401,7 +412,10 @@ impl Session {
     /// and the connection is then closed, which rolls back too).
     async fn rollback_quietly(&mut self) {
         self.in_flight = true;
-        if MySqlTransactionManager::rollback(self.conn()).await.is_ok() {
+        if end_transaction(self.conn(), ROLLBACK_AND_RESET)
+            .await
+            .is_ok()
+        {
             self.in_flight = false;
             self.in_transaction = false;
         }
@@ -417,6 +431,54 @@ impl Session {
         self.in_flight = false;
         self.finish(&sql, started, result).map(drop)
     }
+}
+
+/// How every transaction of Stockroom's begins, after its isolation level is set: with
+/// autocommit off, and a row in a temporary table of the connection's own (temporary tables are
+/// neither replicated by Galera nor seen by other sessions) that only this transaction holds.
+///
+/// Why: on a Galera node, a transaction aborted by another node's write set while the server
+/// handles a statement's `PREPARE` is rolled back without any statement reporting it (seen with
+/// MariaDB 10.11 and galera-4: `tests/galera.rs`,
+/// `a_unit_of_work_of_several_statements_is_all_or_nothing_on_every_node`). With autocommit on,
+/// the unit of work's next statements would then each commit by themselves: half a unit of
+/// work applied, and the `COMMIT` answered OK. With autocommit off they open a new transaction
+/// instead, which does not hold the marker row: the commit's check finds it missing and rolls
+/// back ([`COMMIT_CHECKED`]).
+pub(crate) const START_MARKED: &str = "SET autocommit = 0; START TRANSACTION; \
+     CREATE TEMPORARY TABLE IF NOT EXISTS `stockroom_transaction` (`open` BOOLEAN NOT NULL) \
+     ENGINE=InnoDB; INSERT INTO `stockroom_transaction` VALUES (TRUE)";
+
+/// The text of a commit: the transaction's marker row checked (and taken away) by one compound
+/// statement that fails with SQLSTATE 40001 when the row is gone (the transaction it was
+/// written by was rolled back under the unit of work), then `COMMIT` and autocommit back on,
+/// in one round trip, by the text protocol (no `PREPARE`). The server runs none of the
+/// statements after one that fails.
+const COMMIT_CHECKED: &str = "BEGIN NOT ATOMIC \
+     IF NOT EXISTS (SELECT 1 FROM `stockroom_transaction`) THEN \
+     SIGNAL SQLSTATE '40001' SET MESSAGE_TEXT = 'stockroom: the transaction was rolled back under the unit of work'; \
+     END IF; DELETE FROM `stockroom_transaction`; END; COMMIT; SET autocommit = 1";
+
+/// The text of a rollback: `ROLLBACK` and autocommit back on, in one round trip.
+const ROLLBACK_AND_RESET: &str = "ROLLBACK; SET autocommit = 1";
+
+/// Whether `e` is the commit check's refusal ([`COMMIT_CHECKED`]).
+fn rolled_back_under_us(e: &sqlx::Error) -> bool {
+    e.as_database_error().is_some_and(|db| {
+        db.message()
+            .starts_with("stockroom: the transaction was rolled back")
+    })
+}
+
+/// Ends the transaction on `conn` with `text` (ours: [`COMMIT_CHECKED`] or
+/// [`ROLLBACK_AND_RESET`]), then tells sqlx's transaction manager it ended. (Its own `commit`
+/// and `rollback` send one statement each; ours send two or three in one round trip. The
+/// manager's `start_rollback` queues a `ROLLBACK`, a no-op by then, that goes out with the
+/// connection's next command, and brings its depth back to 0.)
+async fn end_transaction(conn: &mut MySqlConnection, text: &'static str) -> sqlx::Result<()> {
+    conn.execute(text).await?;
+    MySqlTransactionManager::start_rollback(conn);
+    Ok(())
 }
 
 impl Drop for Session {
@@ -439,10 +501,10 @@ impl Drop for Session {
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
                 let started = Instant::now();
-                let result = MySqlTransactionManager::rollback(conn.connection()).await;
+                let result = end_transaction(conn.connection(), ROLLBACK_AND_RESET).await;
                 shared
                     .log
-                    .record("ROLLBACK", started.elapsed(), result.is_err());
+                    .record(ROLLBACK_AND_RESET, started.elapsed(), result.is_err());
                 if result.is_ok() {
                     conn.keep();
                 }

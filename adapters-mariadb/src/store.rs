@@ -20,7 +20,9 @@ use stockroom_core::{
 use crate::error::map_error;
 use crate::options::MariaDbOptions;
 use crate::plans::Plans;
-use crate::session::{store_closed, MariaDbReadSession, MariaDbUnitOfWork, Session, StatementLog};
+use crate::session::{
+    store_closed, MariaDbReadSession, MariaDbUnitOfWork, Session, StatementLog, START_MARKED,
+};
 
 /// How long [`Store::close`] waits for sessions still held before it returns.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
@@ -218,10 +220,7 @@ impl MariaDbStore {
     }
 
     fn assemble(pool: MySqlPool, options: MariaDbOptions, owner: Owner, plans: Arc<Plans>) -> Self {
-        let begin_statement = format!(
-            "SET TRANSACTION ISOLATION LEVEL {}; START TRANSACTION",
-            options.isolation.as_sql()
-        );
+        let begin_statement = begin_statement(options.isolation);
         let lock_wait_per_statement =
             matches!(owner, Owner::Application).then(|| options.lock_wait_seconds());
         let shared = Shared {
@@ -274,6 +273,15 @@ impl MariaDbStore {
     pub fn open_connections(&self) -> u32 {
         self.shared.pool.size()
     }
+}
+
+/// What begins a transaction at `isolation`: the level, then autocommit off and the
+/// transaction's marker row (see [`START_MARKED`]), in one round trip.
+pub(crate) fn begin_statement(isolation: crate::IsolationLevel) -> String {
+    format!(
+        "SET TRANSACTION ISOLATION LEVEL {}; {START_MARKED}",
+        isolation.as_sql()
+    )
 }
 
 /// The statements of the store's entities, built from their declarations.
