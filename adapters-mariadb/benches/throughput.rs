@@ -6,10 +6,12 @@
 //!   tracing decorator around a [`MariaDbStore`], as `Arc<dyn Store>`, and
 //!   `StoreExt::transfer`), beside a sqlx `MySqlPool` of the same size and settings sending, in
 //!   one transaction per transfer, the statements the store sends (checked at the end of the
-//!   run against what the store logs under `stockroom::sql`: see [`TRANSFER`]), and beside the
-//!   same pool sending a fused transfer ([`FUSED_TRANSFER`]: the re-reads dropped, both stock
-//!   updates in one statement), what a native stock move on MariaDB would send. All three
-//!   draw the same pairs and quantities (the same generators);
+//!   run against what the store logs under `stockroom::sql`: see [`TRANSFER`]: the adapter's
+//!   own stock move, both stocks in one `UPDATE`), and beside the same pool sending what the
+//!   core's generic move sends through the record ports ([`GENERIC_TRANSFER`]: each stock
+//!   changed by an increment, an `UPDATE` and a read of the row back, as MariaDB has no
+//!   `UPDATE … RETURNING`), what the adapter's own move saves. All three draw the same pairs
+//!   and quantities (the same generators);
 //! - point reads per second (`products().get`, a whole product) by one task on the runtime, on
 //!   one session held throughout and with a session taken from the store for each read (as a
 //!   web handler does per request), beside the store's own prepared `SELECT` of the same columns
@@ -89,18 +91,20 @@ const GET: &str = concat!(
 
 const COMMIT: &str = "COMMIT";
 
-/// What the store sends per transfer without an idempotency key (the core's generic stock
-/// move), in order; the pool's ping on acquire comes before it.
-const TRANSFER: [&str; 8] = [BEGIN, LOCK, RECORD, INCREMENT, GET, INCREMENT, GET, COMMIT];
+/// What the core's generic stock move sends per transfer through the record ports, in order
+/// (the adapter's own move replaces it: [`TRANSFER`]).
+const GENERIC_TRANSFER: [&str; 8] = [BEGIN, LOCK, RECORD, INCREMENT, GET, INCREMENT, GET, COMMIT];
 
-/// Both stocks moved in one statement, after the lock and the checks made on the locked rows.
-/// Binds: source, -quantity, +quantity, updated_at, source, target.
+/// Both stocks moved in one statement, after the lock and the checks made on the locked rows
+/// (the adapter's `src/moves.rs`). Binds: source, -quantity, +quantity, updated_at, source,
+/// target.
 const MOVE_BOTH: &str = "UPDATE `products` SET `stock` = `stock` + CASE WHEN `id` = ? THEN ? \
-                         ELSE ? END, `updated_at` = ?, `version` = `version` + 1 WHERE \
-                         `deleted_at` IS NULL AND `id` IN (?, ?)";
+                         ELSE ? END, `updated_at` = ?, `version` = `version` + 1 WHERE `id` IN \
+                         (?, ?) AND `deleted_at` IS NULL";
 
-/// The fused transfer: the same lock, checks and ledger row, no re-reads, one update.
-const FUSED_TRANSFER: [&str; 5] = [BEGIN, LOCK, RECORD, MOVE_BOTH, COMMIT];
+/// What the store sends per transfer without an idempotency key (the adapter's own stock
+/// move), in order; the pool's ping on acquire comes before it.
+const TRANSFER: [&str; 5] = [BEGIN, LOCK, RECORD, MOVE_BOTH, COMMIT];
 
 /// A product row as plain sqlx decodes it (the store decodes the same columns into a
 /// `Product`).
@@ -154,8 +158,8 @@ enum Transfers {
     Store(Arc<dyn Store>),
     /// Plain sqlx, the store's statements ([`TRANSFER`]).
     Same(MySqlPool),
-    /// Plain sqlx, the fused statements ([`FUSED_TRANSFER`]).
-    Fused(MySqlPool),
+    /// Plain sqlx, the core's generic move ([`GENERIC_TRANSFER`]).
+    Generic(MySqlPool),
 }
 
 /// The time now, as the store binds timestamps: UTC, as a `DATETIME(6)` (sqlx sends
@@ -166,8 +170,8 @@ fn utc_now() -> NaiveDateTime {
 
 /// One transfer by plain sqlx, in a transaction begun as the store begins its units of work:
 /// both rows locked in id order and checked as the core checks them, the ledger row, then the
-/// stocks, either one at a time with the store's re-read after each (`fused` false) or both
-/// in one statement.
+/// stocks, either both in one statement as the store changes them (`fused`) or one at a time
+/// with a read back after each, as the core's generic move does.
 async fn plain_transfer(
     pool: &MySqlPool,
     source: Uuid,
@@ -270,8 +274,8 @@ async fn transfers_per_second(
                             .await
                             .expect("transfer");
                     }
-                    Transfers::Same(pool) | Transfers::Fused(pool) => {
-                        let fused = matches!(side, Transfers::Fused(_));
+                    Transfers::Same(pool) | Transfers::Generic(pool) => {
+                        let fused = matches!(side, Transfers::Same(_));
                         plain_transfer(pool, ids[a].as_uuid(), ids[b].as_uuid(), quantity, fused)
                             .await
                             .expect("plain sqlx transfer");
@@ -366,7 +370,7 @@ async fn reads_per_second(
 struct Run {
     store_transfers: f64,
     same_transfers: f64,
-    fused_transfers: f64,
+    generic_transfers: f64,
     store_held: f64,
     plain_held: f64,
     store_each: f64,
@@ -392,7 +396,7 @@ impl Bench {
         let mut sides = [
             Transfers::Store(Arc::clone(&self.user)),
             Transfers::Same(self.pool.clone()),
-            Transfers::Fused(self.pool.clone()),
+            Transfers::Generic(self.pool.clone()),
         ];
         // Each takes its turn at going first.
         sides.rotate_left(number % 3);
@@ -402,7 +406,7 @@ impl Bench {
             match side {
                 Transfers::Store(_) => run.store_transfers = rate,
                 Transfers::Same(_) => run.same_transfers = rate,
-                Transfers::Fused(_) => run.fused_transfers = rate,
+                Transfers::Generic(_) => run.generic_transfers = rate,
             }
         }
         let mut reads = [
@@ -444,16 +448,16 @@ fn report(runs: &[Run]) {
         r.store_transfers
     });
     print_figure(
-        "transfers, 8 tasks, sqlx, the store's 8 statements",
+        "transfers, 8 tasks, sqlx, the store's 5 statements",
         "/s",
         runs,
         |r| r.same_transfers,
     );
     print_figure(
-        "transfers, 8 tasks, sqlx, fused: 5 statements",
+        "transfers, 8 tasks, sqlx, the generic move's 8",
         "/s",
         runs,
-        |r| r.fused_transfers,
+        |r| r.generic_transfers,
     );
     print_figure("point reads, one held session", "/s", runs, |r| {
         r.store_held
@@ -474,12 +478,14 @@ fn report(runs: &[Run]) {
     print_ratio("transfers: store / sqlx same statements", runs, |r| {
         r.store_transfers / r.same_transfers
     });
-    print_ratio("transfers: store / sqlx fused", runs, |r| {
-        r.store_transfers / r.fused_transfers
+    print_ratio("transfers: store / sqlx generic move", runs, |r| {
+        r.store_transfers / r.generic_transfers
     });
-    print_ratio("transfers: sqlx fused / sqlx same statements", runs, |r| {
-        r.fused_transfers / r.same_transfers
-    });
+    print_ratio(
+        "transfers: sqlx same statements / sqlx generic",
+        runs,
+        |r| r.same_transfers / r.generic_transfers,
+    );
     print_ratio("point reads, held: store / sqlx", runs, |r| {
         r.store_held / r.plain_held
     });
@@ -681,8 +687,8 @@ async fn bench(url: String, secs: u64, runs: usize) {
         [GET],
         "the store's point read is no longer plain sqlx's: update GET"
     );
-    println!("fused, plain sqlx sends:");
-    for statement in FUSED_TRANSFER {
+    println!("the generic move, plain sqlx sends:");
+    for statement in GENERIC_TRANSFER {
         println!("  {statement}");
     }
 
