@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use chrono::NaiveDateTime;
 use sqlx::mysql::MySqlPoolOptions;
-use sqlx::{Connection, MySqlConnection, MySqlPool};
+use sqlx::{Connection, Executor as _, MySqlConnection, MySqlPool};
 use stockroom_core::{
     traced, NewProduct, ProductId, Store, StoreConfig, StoreExt, TransferRequest, MAX_STOCK,
 };
@@ -60,9 +60,16 @@ macro_rules! product_columns {
     };
 }
 
-/// What begins the store's units of work: its isolation level (READ COMMITTED by default),
-/// then the transaction, in one text-protocol exchange.
-const BEGIN: &str = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; START TRANSACTION";
+/// What begins the store's units of work, in one text-protocol exchange: the isolation level
+/// (READ COMMITTED by default), autocommit off, the transaction, and its marker row (the guard
+/// against a transaction a Galera node rolls back silently: see the adapter's `session.rs`).
+const BEGIN: &str = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; SET autocommit = 0; \
+                     START TRANSACTION; CREATE TEMPORARY TABLE IF NOT EXISTS \
+                     `stockroom_transaction` (`open` BOOLEAN NOT NULL) ENGINE=InnoDB; INSERT \
+                     INTO `stockroom_transaction` VALUES (TRUE)";
+
+/// A transaction begun without the guard: what [`BEGIN`] would be without it.
+const BEGIN_UNGUARDED: &str = "SET TRANSACTION ISOLATION LEVEL READ COMMITTED; START TRANSACTION";
 
 /// Both products of a transfer, locked in id order. Binds: the lower id, the higher.
 const LOCK: &str = concat!(
@@ -89,7 +96,15 @@ const GET: &str = concat!(
     " FROM `products` WHERE `deleted_at` IS NULL AND `id` = ?"
 );
 
-const COMMIT: &str = "COMMIT";
+/// How the store commits: the marker row checked and taken away, `COMMIT`, autocommit back on,
+/// in one text-protocol exchange.
+const COMMIT: &str = "BEGIN NOT ATOMIC IF NOT EXISTS (SELECT 1 FROM `stockroom_transaction`) \
+                      THEN SIGNAL SQLSTATE '40001' SET MESSAGE_TEXT = 'stockroom: the \
+                      transaction was rolled back under the unit of work'; END IF; DELETE FROM \
+                      `stockroom_transaction`; END; COMMIT; SET autocommit = 1";
+
+/// A commit without the guard.
+const COMMIT_UNGUARDED: &str = "COMMIT";
 
 /// What the core's generic stock move sends per transfer through the record ports, in order
 /// (the adapter's own move replaces it: [`TRANSFER`]).
@@ -160,6 +175,9 @@ enum Transfers {
     Same(MySqlPool),
     /// Plain sqlx, the core's generic move ([`GENERIC_TRANSFER`]).
     Generic(MySqlPool),
+    /// Plain sqlx, the store's statements without the Galera guard ([`BEGIN_UNGUARDED`],
+    /// [`COMMIT_UNGUARDED`]): what the guard costs.
+    Unguarded(MySqlPool),
 }
 
 /// The time now, as the store binds timestamps: UTC, as a `DATETIME(6)` (sqlx sends
@@ -178,8 +196,15 @@ async fn plain_transfer(
     target: Uuid,
     quantity: i64,
     fused: bool,
+    guarded: bool,
 ) -> sqlx::Result<()> {
-    let mut tx = pool.begin_with(BEGIN).await?;
+    let (begin, commit) = if guarded {
+        (BEGIN, COMMIT)
+    } else {
+        (BEGIN_UNGUARDED, COMMIT_UNGUARDED)
+    };
+    let mut tx = pool.acquire().await?;
+    tx.execute(begin).await?;
     let (low, high) = if source < target {
         (source, target)
     } else {
@@ -240,7 +265,7 @@ async fn plain_transfer(
             assert!(row.is_some());
         }
     }
-    tx.commit().await
+    tx.execute(commit).await.map(drop)
 }
 
 /// Transfers per second by [`TASKS`] tasks through `side`, and how many were made.
@@ -274,9 +299,13 @@ async fn transfers_per_second(
                             .await
                             .expect("transfer");
                     }
-                    Transfers::Same(pool) | Transfers::Generic(pool) => {
-                        let fused = matches!(side, Transfers::Same(_));
-                        plain_transfer(pool, ids[a].as_uuid(), ids[b].as_uuid(), quantity, fused)
+                    Transfers::Same(pool)
+                    | Transfers::Generic(pool)
+                    | Transfers::Unguarded(pool) => {
+                        let fused = !matches!(side, Transfers::Generic(_));
+                        let guarded = !matches!(side, Transfers::Unguarded(_));
+                        let (source, target) = (ids[a].as_uuid(), ids[b].as_uuid());
+                        plain_transfer(pool, source, target, quantity, fused, guarded)
                             .await
                             .expect("plain sqlx transfer");
                     }
@@ -371,6 +400,7 @@ struct Run {
     store_transfers: f64,
     same_transfers: f64,
     generic_transfers: f64,
+    unguarded_transfers: f64,
     store_held: f64,
     plain_held: f64,
     store_each: f64,
@@ -397,9 +427,10 @@ impl Bench {
             Transfers::Store(Arc::clone(&self.user)),
             Transfers::Same(self.pool.clone()),
             Transfers::Generic(self.pool.clone()),
+            Transfers::Unguarded(self.pool.clone()),
         ];
         // Each takes its turn at going first.
-        sides.rotate_left(number % 3);
+        sides.rotate_left(number % 4);
         for side in &sides {
             let (rate, done) = transfers_per_second(side, &self.ids, secs).await;
             self.transfers += done;
@@ -407,6 +438,7 @@ impl Bench {
                 Transfers::Store(_) => run.store_transfers = rate,
                 Transfers::Same(_) => run.same_transfers = rate,
                 Transfers::Generic(_) => run.generic_transfers = rate,
+                Transfers::Unguarded(_) => run.unguarded_transfers = rate,
             }
         }
         let mut reads = [
@@ -459,6 +491,12 @@ fn report(runs: &[Run]) {
         runs,
         |r| r.generic_transfers,
     );
+    print_figure(
+        "transfers, 8 tasks, sqlx, the store's, no guard",
+        "/s",
+        runs,
+        |r| r.unguarded_transfers,
+    );
     print_figure("point reads, one held session", "/s", runs, |r| {
         r.store_held
     });
@@ -485,6 +523,11 @@ fn report(runs: &[Run]) {
         "transfers: sqlx same statements / sqlx generic",
         runs,
         |r| r.same_transfers / r.generic_transfers,
+    );
+    print_ratio(
+        "transfers: sqlx same statements / sqlx no guard",
+        runs,
+        |r| r.same_transfers / r.unguarded_transfers,
     );
     print_ratio("point reads, held: store / sqlx", runs, |r| {
         r.store_held / r.plain_held
